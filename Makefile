@@ -1,0 +1,54 @@
+# castway — the two commands are `make run` and `make test`; both set up what is missing first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: setup system run test test-rust test-python lint wheel bench check-stubs clean
+
+setup: system .stamp-ext
+
+system:
+	@bash ci/setup-system.sh
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+.stamp-venv: ci/requirements-dev.txt | $(PY)
+	$(PY) -m pip install -q -r ci/requirements-dev.txt
+	touch $@
+
+# The extension, built in release mode and installed into the venv (editable: python/ is used
+# in place).
+.stamp-ext: $(RUST_SRC) pyproject.toml .stamp-venv
+	$(VENV)/bin/maturin develop --release --quiet
+	touch $@
+
+run: setup
+	$(VENV)/bin/castway demo
+
+test-rust: system
+	cargo test --no-default-features
+
+lint: setup
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/mypy python/castway
+	$(PY) -m mypy.stubtest castway._castway
+
+test-python: setup
+	$(PY) -m pytest
+
+# pytest runs last so its summary line ends the output.
+test: test-rust lint test-python
+
+wheel: setup
+	$(VENV)/bin/maturin build --release --out dist
+
+bench: setup
+	$(PY) benches/relay.py
+
+clean:
+	rm -rf target dist .stamp-* $(VENV) python/castway/*.so

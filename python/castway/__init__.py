@@ -1,0 +1,18 @@
+"""castway: a live-video gateway. SRT, UDP, file and test streams through an isolating hub."""
+
+from castway import errors
+from castway._castway import __version__, check_uri, gstreamer_version
+from castway.errors import CastwayError
+from castway.gateway import EndpointStats, Gateway, Route, RouteStats
+
+__all__ = [
+    "CastwayError",
+    "EndpointStats",
+    "Gateway",
+    "Route",
+    "RouteStats",
+    "__version__",
+    "check_uri",
+    "errors",
+    "gstreamer_version",
+]

@@ -1,0 +1,3 @@
+from castway.cli import main
+
+raise SystemExit(main())

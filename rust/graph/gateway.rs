@@ -1,0 +1,92 @@
+//! The gateway: a set of independent routes sharing only the claims on listening ports.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{Claims, Route, RouteStats};
+use crate::error::{Error, Result};
+
+/// An output of a route spec: its URI and an optional id (`out0`, `out1`, … when absent).
+#[derive(Debug, Clone, Default)]
+pub struct OutputSpec {
+    pub uri: String,
+    pub id: Option<String>,
+}
+
+/// What a route is made of.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Input URIs in priority order (the first is active).
+    pub inputs: Vec<String>,
+    pub outputs: Vec<OutputSpec>,
+    /// Per-output queue bound in bytes; `None` for the default.
+    pub queue_bytes: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Gateway {
+    routes: Mutex<BTreeMap<String, Arc<Route>>>,
+    claims: Arc<Claims>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Gateway {
+    pub fn new() -> Result<Gateway> {
+        gst::init()?;
+        Ok(Gateway::default())
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Route>>> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds and starts a route.
+    pub fn add_route(&self, spec: RouteSpec) -> Result<Arc<Route>> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Closed("gateway".into()));
+        }
+        let mut routes = self.routes();
+        if routes.contains_key(&spec.name) {
+            return Err(Error::AlreadyExists(format!("route `{}`", spec.name)));
+        }
+        let route = Route::start(spec, self.claims.clone())?;
+        routes.insert(route.name.clone(), route.clone());
+        Ok(route)
+    }
+
+    pub fn route(&self, name: &str) -> Result<Arc<Route>> {
+        self.routes().get(name).cloned().ok_or_else(|| Error::NotFound(format!("route `{name}`")))
+    }
+
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes().keys().cloned().collect()
+    }
+
+    /// Stops and removes a route; the others are untouched.
+    pub fn remove_route(&self, name: &str) -> Result<()> {
+        let route = self.routes().remove(name).ok_or_else(|| Error::NotFound(format!("route `{name}`")))?;
+        route.shutdown();
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Vec<RouteStats> {
+        let routes: Vec<Arc<Route>> = self.routes().values().cloned().collect();
+        routes.iter().map(|r| r.stats()).collect()
+    }
+
+    /// Stops every route. Idempotent.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let routes: Vec<Arc<Route>> = std::mem::take(&mut *self.routes()).into_values().collect();
+        for r in routes {
+            r.shutdown();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,249 @@
+//! One input or output of a route: its endpoint, its current pipeline, and its restart policy.
+//! Owned by the route's `Inner`; only the route's control path touches it.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::{set_state_bounded, Event, CAT};
+use crate::error::Result;
+use crate::hub::{Feed, Hub, Tap};
+use crate::srt::Callers;
+use crate::stats::{srt_stats, CounterSnapshot, Counters, RateMeter, SrtCaller, SrtLinkStats};
+use crate::uri::{Endpoint, Role};
+use crate::{sink, source};
+
+/// First delay before restarting a failed endpoint; doubles up to `MAX_BACKOFF`.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// An endpoint that ran this long before failing starts over from `INITIAL_BACKOFF`.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// An input that delivered nothing for this long is shown as `waiting`.
+const IDLE_AFTER_MS: u64 = 1_000;
+/// Time allowed for a pipeline state change before the control path moves on without it.
+pub const STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Starting,
+    Running,
+    Retrying,
+    Ended,
+    Stopped,
+}
+
+/// What the stats show for one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    pub id: String,
+    pub uri: String,
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub active: bool,
+    pub counters: CounterSnapshot,
+    pub reconnects: u64,
+    pub retry_in_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub idle_ms: Option<u64>,
+    pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
+}
+
+pub(super) struct Slot {
+    pub id: String,
+    pub role: Role,
+    pub endpoint: Endpoint,
+    pub counters: Arc<Counters>,
+    meter: RateMeter,
+    pipeline: Option<gst::Pipeline>,
+    /// Tags bus messages; messages of an older pipeline of this slot are ignored.
+    pub generation: u64,
+    srt: Option<gst::Element>,
+    callers: Option<Callers>,
+    pub status: Status,
+    pub last_error: Option<String>,
+    reconnects: u64,
+    backoff: Duration,
+    pub restart_at: Option<Instant>,
+    running_since: Option<Instant>,
+    /// Inputs: the hub attachment. Outputs: the current tap.
+    pub feed: Option<Arc<Feed>>,
+    tap: Option<Arc<Tap>>,
+    queue_bytes: u64,
+}
+
+impl Slot {
+    pub fn new(id: String, role: Role, endpoint: Endpoint, feed: Option<Arc<Feed>>, queue_bytes: u64) -> Slot {
+        let counters = feed.as_ref().map(|f| f.counters.clone()).unwrap_or_default();
+        Slot {
+            id,
+            role,
+            endpoint,
+            counters,
+            meter: RateMeter::default(),
+            pipeline: None,
+            generation: 0,
+            srt: None,
+            callers: None,
+            status: Status::Stopped,
+            last_error: None,
+            reconnects: 0,
+            backoff: INITIAL_BACKOFF,
+            restart_at: None,
+            running_since: None,
+            feed,
+            tap: None,
+            queue_bytes,
+        }
+    }
+
+    fn pipeline_name(&self, route: &str) -> String {
+        format!("castway-{route}-{}", self.id)
+    }
+
+    /// Builds a fresh pipeline and sets it playing. Build errors (missing element, missing
+    /// file) are returned; failures while running arrive later on the bus.
+    pub fn start(&mut self, route: &str, hub: &Arc<Hub>, events: &Sender<Event>, generation: u64) -> Result<()> {
+        let name = self.pipeline_name(route);
+        let (pipeline, srt, callers, tap) = match self.role {
+            Role::Input => {
+                let feed = self.feed.clone().expect("inputs have a feed");
+                let s = source::build(&self.endpoint, &name, hub.clone(), feed)?;
+                (s.pipeline, s.srt, None, None)
+            }
+            Role::Output => {
+                let s = sink::build(&self.endpoint, &name, self.queue_bytes)?;
+                let tap = Arc::new(Tap::new(self.id.clone(), s.appsrc, self.queue_bytes, self.counters.clone()));
+                let (srt, callers) = s.srt.map_or((None, None), |(e, c)| (Some(e), c));
+                (s.pipeline, srt, callers, Some(tap))
+            }
+        };
+        self.generation = generation;
+        let tx = events.clone();
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        let weak = pipeline.downgrade();
+        // Runs on whatever thread posts; it only forwards what the control thread acts on.
+        bus.set_sync_handler(move |_, msg| {
+            use gst::MessageView as M;
+            let wanted = match msg.view() {
+                M::Error(_) | M::Eos(_) | M::Warning(_) => true,
+                M::StateChanged(s) => {
+                    s.current() == gst::State::Playing
+                        && weak.upgrade().is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>()))
+                }
+                _ => false,
+            };
+            if wanted {
+                let _ = tx.send(Event::Bus { generation, msg: msg.clone() });
+            }
+            gst::BusSyncReply::Drop
+        });
+        gst::info!(CAT, "{route}: starting {} {} ({})", self.role, self.id, self.endpoint);
+        self.pipeline = Some(pipeline.clone());
+        self.srt = srt;
+        self.callers = callers;
+        self.status = Status::Starting;
+        self.restart_at = None;
+        if let Some(tap) = tap {
+            if let Some(old) = self.tap.replace(tap.clone()) {
+                hub.detach(&old.id);
+            }
+            hub.attach(tap);
+        }
+        match set_state_bounded(&pipeline, gst::State::Playing, STATE_CHANGE_TIMEOUT) {
+            Some(Err(_)) => {
+                // The reason is on the bus as an error message, which schedules the retry.
+                gst::info!(CAT, "{route}: {} {} failed to start", self.role, self.id);
+            }
+            Some(Ok(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Stops the current pipeline (bounded in time) and detaches from the hub.
+    pub fn stop(&mut self, hub: &Hub, status: Status) {
+        if let Some(tap) = self.tap.take() {
+            hub.detach(&tap.id);
+        }
+        if let Some(p) = self.pipeline.take() {
+            if let Some(bus) = p.bus() {
+                bus.unset_sync_handler();
+            }
+            if set_state_bounded(&p, gst::State::Null, STATE_CHANGE_TIMEOUT).is_none() {
+                gst::warning!(CAT, "{}: pipeline did not stop in time; left to finish alone", self.id);
+            }
+        }
+        self.srt = None;
+        self.callers = None;
+        self.running_since = None;
+        self.status = status;
+    }
+
+    /// The pipeline reached PLAYING.
+    pub fn on_running(&mut self) {
+        if self.status == Status::Starting {
+            self.status = Status::Running;
+            self.running_since = Some(Instant::now());
+        }
+    }
+
+    /// The pipeline failed: stop it and schedule a restart after the backoff.
+    pub fn fail(&mut self, hub: &Hub, reason: String, now: Instant) {
+        if self.running_since.is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER) {
+            self.backoff = INITIAL_BACKOFF;
+        }
+        gst::info!(CAT, "{} failed, retrying in {:?}: {reason}", self.id, self.backoff);
+        self.stop(hub, Status::Retrying);
+        self.last_error = Some(reason);
+        self.reconnects += 1;
+        self.restart_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Once a second: bitrate, and any rejected-input reason from the streaming thread.
+    pub fn tick(&mut self, now: Instant) {
+        self.meter.tick(&self.counters, now);
+        if let Some(why) = self.feed.as_ref().and_then(|f| f.take_not_ts()) {
+            self.last_error = Some(why);
+        }
+    }
+
+    pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {
+        let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
+        let state = match self.status {
+            Status::Starting => "starting",
+            Status::Running if self.role == Role::Input && idle_ms.is_none_or(|ms| ms > IDLE_AFTER_MS) => "waiting",
+            Status::Running => "live",
+            Status::Retrying => "retrying",
+            Status::Ended => "ended",
+            Status::Stopped => "stopped",
+        };
+        let srt = self.srt.as_ref().map(|e| {
+            let (link, mut callers) = srt_stats(e);
+            // Older srt elements report no per-caller stats; the signals still give addresses.
+            if callers.is_empty() {
+                if let Some(c) = &self.callers {
+                    callers = c
+                        .lock()
+                        .map(|l| l.iter().map(|a| SrtCaller { address: a.clone(), link: Default::default() }).collect())
+                        .unwrap_or_default();
+                }
+            }
+            (link, callers)
+        });
+        EndpointStats {
+            id: self.id.clone(),
+            uri: self.endpoint.to_string(),
+            kind: self.endpoint.kind(),
+            state,
+            active: self.feed.as_ref().is_some_and(|f| f.index == hub.active()),
+            counters: self.counters.snapshot(),
+            reconnects: self.reconnects,
+            retry_in_ms: self.restart_at.map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            last_error: self.last_error.clone(),
+            idle_ms,
+            srt,
+        }
+    }
+}

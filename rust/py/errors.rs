@@ -1,0 +1,48 @@
+//! One Python exception class per `Error` variant, all under `CastwayError`; re-exported by
+//! `castway.errors`. This is the only place errors become Python objects.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+use crate::error::Error;
+
+create_exception!(_castway, CastwayError, PyException, "Base class of castway's errors.");
+create_exception!(_castway, InvalidUriError, CastwayError, "An endpoint URI is malformed or impossible.");
+create_exception!(_castway, ConfigError, CastwayError, "A route or gateway setting is invalid.");
+create_exception!(_castway, AddressInUseError, CastwayError, "A listening address is already taken.");
+create_exception!(_castway, NotFoundError, CastwayError, "No such route, output or file.");
+create_exception!(_castway, AlreadyExistsError, CastwayError, "The name is already taken.");
+create_exception!(_castway, MissingElementError, CastwayError, "A GStreamer element is not installed.");
+create_exception!(_castway, PipelineError, CastwayError, "GStreamer failed to build or run a pipeline.");
+create_exception!(_castway, ClosedError, CastwayError, "The gateway or route is closed.");
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidUri { .. } => InvalidUriError::new_err(msg),
+            Error::InvalidConfig(_) => ConfigError::new_err(msg),
+            Error::AddressInUse { .. } => AddressInUseError::new_err(msg),
+            Error::NotFound(_) => NotFoundError::new_err(msg),
+            Error::AlreadyExists(_) => AlreadyExistsError::new_err(msg),
+            Error::MissingElement { .. } => MissingElementError::new_err(msg),
+            Error::Pipeline(_) => PipelineError::new_err(msg),
+            Error::Closed(_) => ClosedError::new_err(msg),
+        }
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("CastwayError", py.get_type::<CastwayError>())?;
+    m.add("InvalidUriError", py.get_type::<InvalidUriError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("AddressInUseError", py.get_type::<AddressInUseError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
+    m.add("MissingElementError", py.get_type::<MissingElementError>())?;
+    m.add("PipelineError", py.get_type::<PipelineError>())?;
+    m.add("ClosedError", py.get_type::<ClosedError>())?;
+    Ok(())
+}

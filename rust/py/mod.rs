@@ -1,0 +1,189 @@
+//! The Python binding `castway._castway`: thin classes over `Gateway` and `Route`. Every call
+//! that may block (starting or stopping pipelines) releases the GIL; nothing here runs per
+//! packet.
+
+mod errors;
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::graph::{EndpointStats, Gateway, OutputSpec, Route, RouteSpec, RouteStats};
+use crate::uri::{Endpoint, Role};
+
+#[pyclass(name = "Gateway", module = "castway._castway", frozen)]
+struct PyGateway {
+    inner: Gateway,
+}
+
+#[pymethods]
+impl PyGateway {
+    #[new]
+    fn new() -> PyResult<Self> {
+        Ok(PyGateway { inner: Gateway::new()? })
+    }
+
+    /// Builds and starts a route. `outputs` holds `(uri, id)` pairs; `id` may be None.
+    #[pyo3(signature = (name, inputs, outputs, queue_bytes=None))]
+    fn add_route(
+        &self,
+        py: Python<'_>,
+        name: String,
+        inputs: Vec<String>,
+        outputs: Vec<(String, Option<String>)>,
+        queue_bytes: Option<u64>,
+    ) -> PyResult<PyRoute> {
+        let spec = RouteSpec {
+            name,
+            inputs,
+            outputs: outputs.into_iter().map(|(uri, id)| OutputSpec { uri, id }).collect(),
+            queue_bytes,
+        };
+        let route = py.allow_threads(|| self.inner.add_route(spec))?;
+        Ok(PyRoute { inner: route })
+    }
+
+    fn route(&self, name: &str) -> PyResult<PyRoute> {
+        Ok(PyRoute { inner: self.inner.route(name)? })
+    }
+
+    fn route_names(&self) -> Vec<String> {
+        self.inner.route_names()
+    }
+
+    fn remove_route(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.remove_route(name))?)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let all = py.allow_threads(|| self.inner.stats());
+        let list = PyList::empty(py);
+        for r in &all {
+            list.append(route_stats(py, r)?)?;
+        }
+        Ok(list)
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.close());
+    }
+}
+
+#[pyclass(name = "Route", module = "castway._castway", frozen)]
+struct PyRoute {
+    inner: Arc<Route>,
+}
+
+#[pymethods]
+impl PyRoute {
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    #[pyo3(signature = (uri, id=None))]
+    fn add_output(&self, py: Python<'_>, uri: &str, id: Option<&str>) -> PyResult<String> {
+        Ok(py.allow_threads(|| self.inner.add_output(uri, id))?)
+    }
+
+    fn remove_output(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.remove_output(id))?)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.allow_threads(|| self.inner.stats());
+        route_stats(py, &s)
+    }
+}
+
+fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &r.name)?;
+    d.set_item("state", r.state)?;
+    d.set_item("uptime_s", r.uptime_s)?;
+    d.set_item("active_input", &r.active_input)?;
+    let inputs = PyList::empty(py);
+    for e in &r.inputs {
+        inputs.append(endpoint_stats(py, e, Role::Input)?)?;
+    }
+    let outputs = PyList::empty(py);
+    for e in &r.outputs {
+        outputs.append(endpoint_stats(py, e, Role::Output)?)?;
+    }
+    d.set_item("inputs", inputs)?;
+    d.set_item("outputs", outputs)?;
+    Ok(d)
+}
+
+fn endpoint_stats<'py>(py: Python<'py>, e: &EndpointStats, role: Role) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", &e.id)?;
+    d.set_item("uri", &e.uri)?;
+    d.set_item("kind", e.kind)?;
+    d.set_item("state", e.state)?;
+    if role == Role::Input {
+        d.set_item("active", e.active)?;
+        d.set_item("idle_ms", e.idle_ms)?;
+    }
+    d.set_item("bytes", e.counters.bytes)?;
+    d.set_item("packets", e.counters.packets)?;
+    d.set_item("bitrate_bps", e.counters.bitrate_bps)?;
+    d.set_item("drops", e.counters.drops)?;
+    d.set_item("reconnects", e.reconnects)?;
+    d.set_item("retry_in_ms", e.retry_in_ms)?;
+    d.set_item("last_error", &e.last_error)?;
+    match &e.srt {
+        None => d.set_item("srt", py.None())?,
+        Some((link, callers)) => {
+            let s = PyDict::new(py);
+            s.set_item("rtt_ms", link.rtt_ms)?;
+            s.set_item("loss", link.loss)?;
+            s.set_item("retransmissions", link.retransmissions)?;
+            s.set_item("dropped", link.dropped)?;
+            s.set_item("bandwidth_mbps", link.bandwidth_mbps)?;
+            s.set_item("latency_ms", link.latency_ms)?;
+            let list = PyList::empty(py);
+            for c in callers {
+                let cd = PyDict::new(py);
+                cd.set_item("address", &c.address)?;
+                cd.set_item("rtt_ms", c.link.rtt_ms)?;
+                cd.set_item("loss", c.link.loss)?;
+                cd.set_item("retransmissions", c.link.retransmissions)?;
+                list.append(cd)?;
+            }
+            s.set_item("callers", list)?;
+            d.set_item("srt", s)?;
+        }
+    }
+    Ok(d)
+}
+
+/// Parses a URI as `role` ("input" or "output") and returns its canonical, redacted form;
+/// raises InvalidUriError naming the bad part. Used by the CLI to fail before anything starts.
+#[pyfunction]
+fn check_uri(uri: &str, role: &str) -> PyResult<String> {
+    let role = match role {
+        "input" => Role::Input,
+        "output" => Role::Output,
+        other => return Err(pyo3::exceptions::PyValueError::new_err(format!("role must be 'input' or 'output', not {other:?}"))),
+    };
+    Ok(Endpoint::parse(uri, role)?.to_string())
+}
+
+#[pyfunction]
+fn gstreamer_version() -> PyResult<String> {
+    gst::init().map_err(crate::Error::from)?;
+    Ok(crate::gstreamer_version())
+}
+
+#[pymodule]
+fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyGateway>()?;
+    m.add_class::<PyRoute>()?;
+    m.add_function(wrap_pyfunction!(check_uri, m)?)?;
+    m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
+    errors::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Output pipelines: one per output, `appsrc ! <protocol sink>`, fed by the hub.
+
+mod file;
+mod srt;
+mod udp;
+
+use gst::prelude::*;
+
+use crate::elements::{add_chain, make};
+use crate::error::Result;
+use crate::srt::Callers;
+use crate::uri::Endpoint;
+
+/// A built (not yet started) output pipeline.
+pub struct Sink {
+    pub pipeline: gst::Pipeline,
+    pub appsrc: gst_app::AppSrc,
+    /// The srtsink, for its statistics, and the callers of a listener.
+    pub srt: Option<(gst::Element, Option<Callers>)>,
+}
+
+/// Builds the pipeline for an output endpoint. `queue_bytes` bounds what the output may hold
+/// back before the hub drops for it.
+pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> {
+    let pipeline = gst::Pipeline::with_name(name);
+    let appsrc = gst_app::AppSrc::builder()
+        .name(format!("{name}-hub"))
+        .caps(&gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build())
+        .is_live(true)
+        .format(gst::Format::Time)
+        .stream_type(gst_app::AppStreamType::Stream)
+        .max_bytes(queue_bytes)
+        .block(false)
+        .build();
+    // The hub checks the level before each push and counts what it drops; leaking here only
+    // covers the race between that check and the push.
+    appsrc.set_property_from_str("leaky-type", "upstream");
+    let (sink, srt) = match endpoint {
+        Endpoint::Srt(e) => {
+            let (sink, callers) = srt::element(e, name)?;
+            (sink.clone(), Some((sink, callers)))
+        }
+        Endpoint::Udp(e) => (udp::element(e, name)?, None),
+        Endpoint::File(e) => (file::element(e, name)?, None),
+        Endpoint::Test(_) => unreachable!("rejected by Endpoint::parse for outputs"),
+    };
+    // Output what arrives when it arrives: the input already paced it.
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    add_chain(&pipeline, &[appsrc.clone().upcast(), sink])?;
+    Ok(Sink { pipeline, appsrc, srt })
+}
+
+fn element(factory: &str, pipeline_name: &str) -> Result<gst::Element> {
+    make(factory, &format!("{pipeline_name}-{factory}"))
+}

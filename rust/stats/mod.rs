@@ -1,0 +1,198 @@
+//! Counters written on streaming threads (atomics only), rates computed on the route's control
+//! thread, and SRT statistics read from the elements' `stats` property.
+
+use gst::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::ts::PACKET_SIZE;
+
+/// Per input or output: updated lock-free on the streaming thread.
+#[derive(Debug, Default)]
+pub struct Counters {
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    /// TS packets not delivered: queue full, output not ready, or not MPEG-TS.
+    drops: AtomicU64,
+    bitrate_bps: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub bytes: u64,
+    pub packets: u64,
+    pub drops: u64,
+    pub bitrate_bps: u64,
+}
+
+impl Counters {
+    pub fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.packets.fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
+    }
+
+    /// Counts a lost buffer of `bytes` as TS packets (rounded up: a partial packet is one lost).
+    pub fn drop_bytes(&self, bytes: usize) {
+        self.drops.fetch_add(bytes.div_ceil(PACKET_SIZE).max(1) as u64, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            bytes: self.bytes.load(Relaxed),
+            packets: self.packets.load(Relaxed),
+            drops: self.drops.load(Relaxed),
+            bitrate_bps: self.bitrate_bps.load(Relaxed),
+        }
+    }
+}
+
+/// Turns a byte counter into a bitrate; ticked about once a second by the control thread.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    last: Option<(Instant, u64)>,
+}
+
+impl RateMeter {
+    /// Records `counters`' byte count at `now` and stores the bitrate since the last tick.
+    pub fn tick(&mut self, counters: &Counters, now: Instant) {
+        let bytes = counters.bytes.load(Relaxed);
+        if let Some((then, before)) = self.last {
+            let secs = now.duration_since(then).as_secs_f64();
+            if secs > 0.0 {
+                let bps = (bytes.saturating_sub(before) as f64 * 8.0 / secs).round() as u64;
+                counters.bitrate_bps.store(bps, Relaxed);
+            }
+        }
+        self.last = Some((now, bytes));
+    }
+}
+
+/// SRT link statistics, normalised over what srtsrc/srtsink report for one connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SrtLinkStats {
+    pub rtt_ms: f64,
+    /// Packets lost on the link (before retransmission recovered them).
+    pub loss: i64,
+    pub retransmissions: i64,
+    /// Packets lost for good (dropped as too late).
+    pub dropped: i64,
+    pub bandwidth_mbps: f64,
+    pub latency_ms: i64,
+}
+
+/// One caller connected to an SRT listener.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SrtCaller {
+    pub address: String,
+    pub link: SrtLinkStats,
+}
+
+fn num(s: &gst::StructureRef, names: &[&str]) -> Option<f64> {
+    names.iter().find_map(|n| {
+        let v = s.value(*n).ok()?;
+        v.get::<f64>()
+            .ok()
+            .or_else(|| v.get::<i64>().ok().map(|x| x as f64))
+            .or_else(|| v.get::<u64>().ok().map(|x| x as f64))
+            .or_else(|| v.get::<i32>().ok().map(f64::from))
+            .or_else(|| v.get::<u32>().ok().map(f64::from))
+    })
+}
+
+impl SrtLinkStats {
+    /// Reads a sender or receiver stats structure (GStreamer's srt element field names).
+    pub fn from_structure(s: &gst::StructureRef) -> SrtLinkStats {
+        let int = |names: &[&str]| num(s, names).unwrap_or(0.0) as i64;
+        SrtLinkStats {
+            rtt_ms: num(s, &["rtt-ms"]).unwrap_or(0.0),
+            loss: int(&["packets-received-lost", "packets-sent-lost"]),
+            retransmissions: int(&["packets-received-retransmitted", "packets-retransmitted"]),
+            dropped: int(&["packets-received-dropped", "packets-sent-dropped"]),
+            bandwidth_mbps: num(s, &["bandwidth-mbps"]).unwrap_or(0.0),
+            latency_ms: int(&["negotiated-latency-ms"]),
+        }
+    }
+}
+
+/// Reads an srt element's `stats`: the link of a caller/rendezvous/listener-source, and for a
+/// listener sink the callers with their addresses.
+pub fn srt_stats(element: &gst::Element) -> (SrtLinkStats, Vec<SrtCaller>) {
+    let stats = element.property::<Option<gst::Structure>>("stats");
+    let Some(stats) = stats else { return (SrtLinkStats::default(), Vec::new()) };
+    let mut callers = Vec::new();
+    if let Ok(list) = stats.get::<gst::glib::ValueArray>("callers") {
+        for v in list.iter() {
+            if let Ok(c) = v.get::<gst::Structure>() {
+                callers.push(SrtCaller {
+                    address: caller_address(&c).unwrap_or_default(),
+                    link: SrtLinkStats::from_structure(&c),
+                });
+            }
+        }
+    }
+    (SrtLinkStats::from_structure(&stats), callers)
+}
+
+fn caller_address(s: &gst::StructureRef) -> Option<String> {
+    let addr = s.get::<gst::glib::Object>("caller-address").ok()?;
+    socket_address_string(&addr)
+}
+
+/// `HOST:PORT` of a `GInetSocketAddress`, read through its GObject properties so that this crate
+/// needs no gio binding.
+pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
+    let port = addr.property_value("port").get::<u32>().ok()?;
+    let inet = addr.property_value("address").get::<gst::glib::Object>().ok()?;
+    let bytes = inet.property_value("bytes").get::<gst::glib::Bytes>().ok();
+    let ip: std::net::IpAddr = match bytes.as_deref() {
+        Some(&[a, b, c, d]) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+        Some(b) if b.len() == 16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            std::net::Ipv6Addr::from(a).into()
+        }
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port as u16).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn drops_round_up_to_whole_packets() {
+        let c = Counters::default();
+        c.drop_bytes(1316);
+        c.drop_bytes(100);
+        c.add(1316);
+        let s = c.snapshot();
+        assert_eq!((s.bytes, s.packets, s.drops), (1316, 7, 8));
+    }
+
+    #[test]
+    fn rate_meter_measures_between_ticks() {
+        let c = Counters::default();
+        let mut m = RateMeter::default();
+        let t0 = Instant::now();
+        m.tick(&c, t0);
+        c.add(125_000);
+        m.tick(&c, t0 + Duration::from_millis(500));
+        assert_eq!(c.snapshot().bitrate_bps, 2_000_000);
+    }
+
+    #[test]
+    fn srt_fields_are_normalised() {
+        gst::init().unwrap();
+        let s = gst::Structure::builder("application/x-srt-statistics")
+            .field("rtt-ms", 1.5f64)
+            .field("packets-received-lost", 3i32)
+            .field("packets-received-retransmitted", 2i32)
+            .field("negotiated-latency-ms", 120i32)
+            .build();
+        let l = SrtLinkStats::from_structure(&s);
+        assert_eq!((l.rtt_ms, l.loss, l.retransmissions, l.latency_ms), (1.5, 3, 2, 120));
+    }
+}

@@ -1,0 +1,121 @@
+//! The `?key=value&…` part of an endpoint URI. Each scheme takes the keys it knows (with their
+//! aliases); `finish` rejects whatever is left, so typos are errors rather than defaults.
+
+use std::str::FromStr;
+
+type Res<T> = std::result::Result<T, String>;
+
+#[derive(Debug)]
+pub(crate) struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    pub(crate) fn parse(q: &str) -> Res<Query> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for part in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let k = percent_decode(k)?.to_ascii_lowercase();
+            let v = percent_decode(v)?;
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(format!("key `{k}` is given twice"));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Query { pairs })
+    }
+
+    /// Removes and returns the value of the first of `names` present (a key and its aliases).
+    pub(crate) fn take(&mut self, names: &[&str]) -> Res<Option<String>> {
+        let found: Vec<usize> = (0..self.pairs.len())
+            .filter(|&i| names.contains(&self.pairs[i].0.as_str()))
+            .collect();
+        if found.len() > 1 {
+            return Err(format!("keys `{}` and `{}` mean the same thing; give one", self.pairs[found[0]].0, self.pairs[found[1]].0));
+        }
+        Ok(found.first().map(|&i| self.pairs.remove(i).1))
+    }
+
+    /// Like `take`, parsing the value; the error names the key and the bad value.
+    pub(crate) fn take_parsed<T: FromStr>(&mut self, names: &[&str], what: &str) -> Res<Option<T>> {
+        let key = names[0];
+        match self.take(names)? {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| format!("`{key}={v}` is not {what}")),
+        }
+    }
+
+    /// A boolean key: `1/0`, `true/false`, `yes/no`, `on/off`.
+    pub(crate) fn take_bool(&mut self, names: &[&str]) -> Res<Option<bool>> {
+        let key = names[0];
+        match self.take(names)?.map(|v| v.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" | "" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                _ => Err(format!("`{key}={v}` is not a boolean (use 1 or 0)")),
+            },
+        }
+    }
+
+    /// Errors if any key was not taken by the scheme.
+    pub(crate) fn finish(self, scheme: &str) -> Res<()> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(format!("unknown key `{k}` for {scheme}:// (see docs/uri.md)")),
+        }
+    }
+}
+
+pub(crate) fn percent_decode(s: &str) -> Res<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 after percent-decoding"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_are_decoded() {
+        let mut q = Query::parse("passphrase=a%26b%3Dc%20d").unwrap();
+        assert_eq!(q.take(&["passphrase"]).unwrap().as_deref(), Some("a&b=c d"));
+        assert!(Query::parse("x=%zz").is_err());
+    }
+
+    #[test]
+    fn duplicates_and_aliases_conflict() {
+        assert!(Query::parse("a=1&a=2").unwrap_err().contains("twice"));
+        let mut q = Query::parse("port=1&localport=2").unwrap();
+        assert!(q.take(&["localport", "port"]).unwrap_err().contains("same thing"));
+    }
+
+    #[test]
+    fn leftovers_are_unknown_keys() {
+        let mut q = Query::parse("latency=1&latncy=2").unwrap();
+        q.take(&["latency"]).unwrap();
+        assert!(q.finish("srt").unwrap_err().contains("unknown key `latncy`"));
+    }
+}

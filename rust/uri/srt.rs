@@ -1,0 +1,187 @@
+//! `srt://HOST:PORT?mode=…&latency=…&passphrase=…&pbkeylen=…&streamid=…`
+
+use super::query::Query;
+use super::split_host_port;
+use std::fmt;
+
+/// SRT's default receive latency in milliseconds (as srt-live-transmit and libsrt).
+pub const DEFAULT_LATENCY_MS: u32 = 120;
+const MAX_LATENCY_MS: u32 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtMode {
+    Caller,
+    Listener,
+    Rendezvous,
+}
+
+impl fmt::Display for SrtMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SrtMode::Caller => "caller",
+            SrtMode::Listener => "listener",
+            SrtMode::Rendezvous => "rendezvous",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtEndpoint {
+    /// Remote host for callers and rendezvous; local bind address for listeners ("" = any).
+    pub host: String,
+    pub port: u16,
+    pub mode: SrtMode,
+    pub latency_ms: u32,
+    pub passphrase: Option<String>,
+    /// Key length in bytes (16, 24 or 32); 16 unless given.
+    pub pbkeylen: u32,
+    pub streamid: Option<String>,
+    /// Local address to bind (srt-live-transmit `adapter`).
+    pub local_addr: Option<String>,
+    /// Local port to bind (srt-live-transmit `port`); rendezvous defaults to `port`.
+    pub local_port: Option<u16>,
+}
+
+impl SrtEndpoint {
+    pub(super) fn parse(authority: &str, mut q: Query) -> Result<SrtEndpoint, String> {
+        let (host, port) = split_host_port(authority)?;
+        let mode = match q.take(&["mode"])?.map(|m| m.to_ascii_lowercase()) {
+            None if host.is_empty() => SrtMode::Listener,
+            None => SrtMode::Caller,
+            Some(m) => match m.as_str() {
+                "caller" | "client" => SrtMode::Caller,
+                "listener" | "server" => SrtMode::Listener,
+                "rendezvous" => SrtMode::Rendezvous,
+                _ => return Err(format!("`mode={m}` is not caller, listener or rendezvous")),
+            },
+        };
+        let latency_ms = q
+            .take_parsed::<u32>(&["latency", "rcvlatency"], "a latency in milliseconds")?
+            .unwrap_or(DEFAULT_LATENCY_MS);
+        if latency_ms > MAX_LATENCY_MS {
+            return Err(format!(
+                "`latency={latency_ms}` is above {MAX_LATENCY_MS} ms; castway takes milliseconds \
+                 like srt-live-transmit (ffmpeg's srt latency is in microseconds)"
+            ));
+        }
+        let passphrase = q.take(&["passphrase"])?;
+        if let Some(p) = &passphrase {
+            let n = p.chars().count();
+            if !(10..=79).contains(&n) {
+                return Err(format!("passphrase must be 10 to 79 characters long (got {n})"));
+            }
+        }
+        let pbkeylen = match q.take_parsed::<u32>(&["pbkeylen"], "a key length (16, 24 or 32)")? {
+            None | Some(0) => 16,
+            Some(n @ (16 | 24 | 32)) => n,
+            Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
+        };
+        if passphrase.is_none() && pbkeylen != 16 {
+            return Err("`pbkeylen` needs a `passphrase`".into());
+        }
+        let streamid = q.take(&["streamid"])?;
+        if streamid.as_ref().is_some_and(|s| s.len() > 512) {
+            return Err("`streamid` is longer than 512 bytes".into());
+        }
+        let local_addr = q.take(&["adapter", "localaddr", "localip"])?;
+        if let Some(a) = &local_addr {
+            a.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("`adapter={a}` is not an IP address"))?;
+        }
+        let local_port = match q.take_parsed::<u16>(&["port", "localport"], "a port number")? {
+            Some(0) => return Err("`port=0` is not a local port".into()),
+            other => other,
+        };
+        if mode == SrtMode::Listener && (local_addr.is_some() || local_port.is_some()) {
+            return Err("a listener binds HOST:PORT of the URI; `adapter`/`port` are for callers and rendezvous".into());
+        }
+        q.finish("srt")?;
+        Ok(SrtEndpoint { host, port, mode, latency_ms, passphrase, pbkeylen, streamid, local_addr, local_port })
+    }
+
+    /// The local address a listener or rendezvous peer binds.
+    pub fn bind_host(&self) -> String {
+        match self.mode {
+            SrtMode::Listener if !self.host.is_empty() => self.host.clone(),
+            SrtMode::Listener => "0.0.0.0".into(),
+            _ => self.local_addr.clone().unwrap_or_else(|| "0.0.0.0".into()),
+        }
+    }
+}
+
+impl fmt::Display for SrtEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        write!(f, "srt://{host}:{}?mode={}&latency={}", self.port, self.mode, self.latency_ms)?;
+        if self.passphrase.is_some() {
+            write!(f, "&passphrase=***&pbkeylen={}", self.pbkeylen)?;
+        }
+        if let Some(s) = &self.streamid {
+            write!(f, "&streamid={s}")?;
+        }
+        if let Some(a) = &self.local_addr {
+            write!(f, "&adapter={a}")?;
+        }
+        if let Some(p) = self.local_port {
+            write!(f, "&port={p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::uri::{Endpoint, Role, SrtEndpoint, SrtMode};
+
+    fn srt(uri: &str) -> SrtEndpoint {
+        match Endpoint::parse(uri, Role::Input).unwrap() {
+            Endpoint::Srt(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn err(uri: &str) -> String {
+        Endpoint::parse(uri, Role::Input).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mode_defaults_follow_srt_live_transmit() {
+        assert_eq!(srt("srt://:9000").mode, SrtMode::Listener);
+        assert_eq!(srt("srt://127.0.0.1:9000").mode, SrtMode::Caller);
+        assert_eq!(srt("srt://127.0.0.1:9000?mode=server").mode, SrtMode::Listener);
+        assert_eq!(srt("srt://127.0.0.1:9000?mode=rendezvous").mode, SrtMode::Rendezvous);
+    }
+
+    #[test]
+    fn all_keys_parse() {
+        let s = srt("srt://h.example:9000?mode=caller&latency=200&passphrase=0123456789&pbkeylen=32&streamid=%23!::r=live&adapter=127.0.0.2&port=7000");
+        assert_eq!(s.latency_ms, 200);
+        assert_eq!(s.passphrase.as_deref(), Some("0123456789"));
+        assert_eq!(s.pbkeylen, 32);
+        assert_eq!(s.streamid.as_deref(), Some("#!::r=live"));
+        assert_eq!(s.local_addr.as_deref(), Some("127.0.0.2"));
+        assert_eq!(s.local_port, Some(7000));
+        assert_eq!(srt("srt://:1").latency_ms, 120);
+    }
+
+    #[test]
+    fn passphrase_length_is_checked() {
+        assert!(err("srt://:9000?passphrase=short").contains("10 to 79 characters long (got 5)"));
+        let long = "x".repeat(80);
+        assert!(err(&format!("srt://:9000?passphrase={long}")).contains("got 80"));
+        srt(&format!("srt://:9000?passphrase={}", "x".repeat(79)));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert!(err("srt://:9000?mode=push").contains("`mode=push`"));
+        assert!(err("srt://:9000?latency=abc").contains("`latency=abc`"));
+        assert!(err("srt://:9000?latency=120000").contains("microseconds"));
+        assert!(err("srt://:9000?pbkeylen=20&passphrase=0123456789").contains("`pbkeylen=20`"));
+        assert!(err("srt://:9000?pbkeylen=24").contains("needs a `passphrase`"));
+        assert!(err("srt://:9000?mode=caller").contains("needs a remote host"));
+        assert!(err("srt://:9000?mode=rendezvous").contains("needs a remote host"));
+        assert!(err("srt://:9000?adapter=nowhere&mode=listener").contains("adapter"));
+        assert!(err("srt://1.2.3.4:9000?adapter=nowhere").contains("`adapter=nowhere`"));
+    }
+}
