@@ -18,6 +18,8 @@ class SrtCallerStats(TypedDict):
     rtt_ms: float
     loss: int
     retransmissions: int
+    dropped: int
+    latency_ms: int
 
 
 class SrtStats(TypedDict):
@@ -34,7 +36,9 @@ class EndpointStats(TypedDict, total=False):
     id: str
     uri: str
     kind: Literal["srt", "udp", "file", "test"]
-    state: Literal["starting", "waiting", "live", "retrying", "ended", "stopped"]
+    state: Literal[
+        "starting", "connecting", "listening", "waiting", "live", "retrying", "ended", "stopped"
+    ]
     active: bool
     idle_ms: int | None
     bytes: int

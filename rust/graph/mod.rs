@@ -320,7 +320,7 @@ impl Route {
         }
         let Inner { inputs, outputs, .. } = &mut *inner;
         for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
-            slot.tick(now);
+            slot.tick(&self.hub, now);
             if slot.status == Status::Retrying && slot.restart_at.is_some_and(|t| t <= now) {
                 if let Err(e) = self.start_slot(slot) {
                     slot.fail(&self.hub, e.to_string(), now);

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::srt::Callers;
 use crate::stats::{srt_stats, CounterSnapshot, Counters, RateMeter, SrtCaller, SrtLinkStats};
-use crate::uri::{Endpoint, Role};
+use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
 
 /// First delay before restarting a failed endpoint; doubles up to `MAX_BACKOFF`.
@@ -22,6 +22,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// An input that delivered nothing for this long is shown as `waiting`.
 const IDLE_AFTER_MS: u64 = 1_000;
+/// An SRT input that delivered data and then nothing for this long is restarted: libsrt only
+/// notices a vanished peer after its 5 s idle timeout, and until then a listener cannot take
+/// the sender's reconnection.
+pub const STALL_RESTART_MS: u64 = 2_000;
 /// Time allowed for a pipeline state change before the control path moves on without it.
 pub const STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -71,6 +75,8 @@ pub(super) struct Slot {
     pub feed: Option<Arc<Feed>>,
     tap: Option<Arc<Tap>>,
     queue_bytes: u64,
+    /// The byte count when the current pipeline started (to tell a stall from a slow start).
+    bytes_at_start: u64,
 }
 
 impl Slot {
@@ -95,6 +101,7 @@ impl Slot {
             feed,
             tap: None,
             queue_bytes,
+            bytes_at_start: 0,
         }
     }
 
@@ -120,6 +127,7 @@ impl Slot {
             }
         };
         self.generation = generation;
+        self.bytes_at_start = self.counters.snapshot().bytes;
         let tx = events.clone();
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let weak = pipeline.downgrade();
@@ -178,6 +186,8 @@ impl Slot {
         self.callers = None;
         self.running_since = None;
         self.status = status;
+        // Whatever the old pipeline still had queued on its bus is of no interest now.
+        self.generation = 0;
     }
 
     /// The pipeline reached PLAYING.
@@ -201,24 +211,28 @@ impl Slot {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Once a second: bitrate, and any rejected-input reason from the streaming thread.
-    pub fn tick(&mut self, now: Instant) {
+    /// Once a second: bitrate, any rejected-input reason from the streaming thread, and the
+    /// stall check of SRT inputs.
+    pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
-        if let Some(why) = self.feed.as_ref().and_then(|f| f.take_not_ts()) {
+        let Some(feed) = self.feed.clone() else { return };
+        if let Some(why) = feed.take_not_ts() {
             self.last_error = Some(why);
+        }
+        let stalled = self.status == Status::Running
+            && matches!(self.endpoint, Endpoint::Srt(_))
+            && self.counters.snapshot().bytes > self.bytes_at_start
+            && hub.idle_ms(&feed).is_some_and(|ms| ms >= STALL_RESTART_MS);
+        if stalled {
+            let why = format!("no data for {} ms from the connected peer; reopening", STALL_RESTART_MS);
+            self.fail(hub, why, now);
+            // Reopen at once: the peer is gone, nothing is gained by waiting.
+            self.restart_at = Some(now);
         }
     }
 
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {
         let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
-        let state = match self.status {
-            Status::Starting => "starting",
-            Status::Running if self.role == Role::Input && idle_ms.is_none_or(|ms| ms > IDLE_AFTER_MS) => "waiting",
-            Status::Running => "live",
-            Status::Retrying => "retrying",
-            Status::Ended => "ended",
-            Status::Stopped => "stopped",
-        };
         let srt = self.srt.as_ref().map(|e| {
             let (link, mut callers) = srt_stats(e);
             // Older srt elements report no per-caller stats; the signals still give addresses.
@@ -232,6 +246,32 @@ impl Slot {
             }
             (link, callers)
         });
+        // An SRT socket reports a negotiated latency once it is connected.
+        let srt_connected = srt.as_ref().map(|(link, callers)| link.latency_ms > 0 || !callers.is_empty());
+        let srt_mode = match &self.endpoint {
+            Endpoint::Srt(e) => Some(e.mode),
+            _ => None,
+        };
+        let starting_or_idle = match self.status {
+            Status::Starting => true,
+            Status::Running => match self.role {
+                Role::Input => idle_ms.is_none_or(|ms| ms > IDLE_AFTER_MS),
+                Role::Output => srt_connected == Some(false),
+            },
+            _ => false,
+        };
+        let state = match self.status {
+            _ if starting_or_idle && srt_connected == Some(false) => match srt_mode {
+                Some(SrtMode::Listener) => "listening",
+                _ => "connecting",
+            },
+            Status::Starting => "starting",
+            Status::Running if starting_or_idle => "waiting",
+            Status::Running => "live",
+            Status::Retrying => "retrying",
+            Status::Ended => "ended",
+            Status::Stopped => "stopped",
+        };
         EndpointStats {
             id: self.id.clone(),
             uri: self.endpoint.to_string(),

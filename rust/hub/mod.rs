@@ -15,7 +15,7 @@ use std::time::Instant;
 
 
 use crate::stats::Counters;
-use crate::ts::{check_packets, Restamper};
+use crate::ts::{Aligner, Restamper};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new("castway-hub", gst::DebugColorFlags::empty(), Some("castway fan-out hub"))
@@ -59,6 +59,8 @@ impl Tap {
 pub struct Feed {
     pub index: usize,
     pub counters: Arc<Counters>,
+    /// Only the input's streaming thread locks it.
+    aligner: Mutex<Aligner>,
     /// Why the last rejected buffer was not MPEG-TS; taken by the control thread.
     not_ts: Mutex<Option<String>>,
     has_not_ts: AtomicBool,
@@ -103,6 +105,7 @@ impl Hub {
         Arc::new(Feed {
             index,
             counters: Arc::new(Counters::default()),
+            aligner: Mutex::new(Aligner::default()),
             not_ts: Mutex::new(None),
             has_not_ts: AtomicBool::new(false),
             last_data_ms: AtomicU64::new(0),
@@ -146,20 +149,37 @@ impl Hub {
 
     /// Called on the input's streaming thread for each buffer it produces.
     pub fn ingest(&self, feed: &Feed, buffer: gst::Buffer) {
-        let size = buffer.size();
-        let checked = match buffer.map_readable() {
-            Ok(map) => check_packets(&map).map_err(|e| e.to_string()),
-            Err(_) => Err("unreadable buffer".to_string()),
+        let Ok(map) = buffer.map_readable() else {
+            feed.counters.drop_bytes(buffer.size());
+            return;
         };
-        if let Err(why) = checked {
-            feed.counters.drop_bytes(size);
-            if !feed.has_not_ts.load(Relaxed) {
-                *lock(&feed.not_ts) = Some(format!("input is not MPEG-TS: {why}"));
-                feed.has_not_ts.store(true, Relaxed);
-            }
+        let mut aligner = lock(&feed.aligner);
+        if aligner.passes_through(&map) {
+            drop(aligner);
+            drop(map);
+            self.accept(feed, buffer);
             return;
         }
-        feed.counters.add(size);
+        let mut aligned = Vec::new();
+        let garbage = aligner.push(&map, |run| aligned.push(gst::Buffer::from_slice(run.to_vec())));
+        drop(aligner);
+        if garbage > 0 {
+            feed.counters.drop_bytes(garbage);
+            if !feed.has_not_ts.load(Relaxed) {
+                *lock(&feed.not_ts) =
+                    Some(format!("input is not MPEG-TS: dropped {garbage} bytes without TS sync (0x47 every 188 bytes)"));
+                feed.has_not_ts.store(true, Relaxed);
+            }
+        }
+        drop(map);
+        for b in aligned {
+            self.accept(feed, b);
+        }
+    }
+
+    /// Counts a whole-packet buffer and, if its input is active, offers it to every output.
+    fn accept(&self, feed: &Feed, buffer: gst::Buffer) {
+        feed.counters.add(buffer.size());
         let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
         feed.last_data_ms.store(now_ms, Relaxed);
         if feed.index != self.active.load(Relaxed) {

@@ -150,6 +150,8 @@ fn endpoint_stats<'py>(py: Python<'py>, e: &EndpointStats, role: Role) -> PyResu
                 cd.set_item("rtt_ms", c.link.rtt_ms)?;
                 cd.set_item("loss", c.link.loss)?;
                 cd.set_item("retransmissions", c.link.retransmissions)?;
+                cd.set_item("dropped", c.link.dropped)?;
+                cd.set_item("latency_ms", c.link.latency_ms)?;
                 list.append(cd)?;
             }
             s.set_item("callers", list)?;

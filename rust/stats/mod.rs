@@ -101,6 +101,18 @@ fn num(s: &gst::StructureRef, names: &[&str]) -> Option<f64> {
 }
 
 impl SrtLinkStats {
+    /// Several links as one: totals of counters, the worst round trip and latency.
+    pub fn aggregate<'a>(links: impl Iterator<Item = &'a SrtLinkStats>) -> SrtLinkStats {
+        links.fold(SrtLinkStats::default(), |acc, l| SrtLinkStats {
+            rtt_ms: acc.rtt_ms.max(l.rtt_ms),
+            loss: acc.loss + l.loss,
+            retransmissions: acc.retransmissions + l.retransmissions,
+            dropped: acc.dropped + l.dropped,
+            bandwidth_mbps: acc.bandwidth_mbps + l.bandwidth_mbps,
+            latency_ms: acc.latency_ms.max(l.latency_ms),
+        })
+    }
+
     /// Reads a sender or receiver stats structure (GStreamer's srt element field names).
     pub fn from_structure(s: &gst::StructureRef) -> SrtLinkStats {
         let int = |names: &[&str]| num(s, names).unwrap_or(0.0) as i64;
@@ -131,7 +143,12 @@ pub fn srt_stats(element: &gst::Element) -> (SrtLinkStats, Vec<SrtCaller>) {
             }
         }
     }
-    (SrtLinkStats::from_structure(&stats), callers)
+    let mut link = SrtLinkStats::from_structure(&stats);
+    // A listener reports its links per caller only; the link of the endpoint sums them up.
+    if link.latency_ms == 0 && !callers.is_empty() {
+        link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
+    }
+    (link, callers)
 }
 
 fn caller_address(s: &gst::StructureRef) -> Option<String> {
@@ -139,22 +156,13 @@ fn caller_address(s: &gst::StructureRef) -> Option<String> {
     socket_address_string(&addr)
 }
 
-/// `HOST:PORT` of a `GInetSocketAddress`, read through its GObject properties so that this crate
-/// needs no gio binding.
+/// `HOST:PORT` of a `GInetSocketAddress` (how libsrt peers are reported).
 pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
-    let port = addr.property_value("port").get::<u32>().ok()?;
-    let inet = addr.property_value("address").get::<gst::glib::Object>().ok()?;
-    let bytes = inet.property_value("bytes").get::<gst::glib::Bytes>().ok();
-    let ip: std::net::IpAddr = match bytes.as_deref() {
-        Some(&[a, b, c, d]) => std::net::Ipv4Addr::new(a, b, c, d).into(),
-        Some(b) if b.len() == 16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(b);
-            std::net::Ipv6Addr::from(a).into()
-        }
-        _ => return None,
-    };
-    Some(std::net::SocketAddr::new(ip, port as u16).to_string())
+    use gio::prelude::*;
+    let inet = addr.downcast_ref::<gio::InetSocketAddress>()?;
+    let ip = inet.address().to_str();
+    let port = inet.port();
+    Some(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
 }
 
 #[cfg(test)]

@@ -43,6 +43,92 @@ pub fn check_packets(data: &[u8]) -> Result<usize, NotTs> {
     }
 }
 
+/// Sync bytes that must line up, 188 bytes apart, before a stream counts as found again.
+const RESYNC_PACKETS: usize = 3;
+/// Whole packets per buffer handed on after realignment (1316 bytes: one SRT/UDP payload).
+pub const PACKETS_PER_BUFFER: usize = 7;
+
+/// Turns whatever an input delivers into whole, aligned TS packets.
+///
+/// Senders that already send whole packets (srt-live-transmit from UDP, ffmpeg, GStreamer) take
+/// the fast path: `passes_through` is true and the buffer goes on untouched, so passthrough stays
+/// bit-exact. Senders that split the byte stream elsewhere (`cat file.ts | srt-live-transmit
+/// file://con …` sends 1456-byte messages) are realigned: the bytes are the same, the boundaries
+/// move. Bytes that are not TS are dropped until three sync bytes line up again, and counted.
+#[derive(Debug)]
+pub struct Aligner {
+    /// Synced: the start of a packet not yet complete. Searching: bytes not yet ruled out.
+    carry: Vec<u8>,
+    synced: bool,
+}
+
+impl Default for Aligner {
+    fn default() -> Self {
+        Aligner { carry: Vec::with_capacity(RESYNC_PACKETS * PACKET_SIZE), synced: true }
+    }
+}
+
+impl Aligner {
+    /// Whether `data` can go on as it is: in sync, nothing carried, whole packets.
+    pub fn passes_through(&self, data: &[u8]) -> bool {
+        self.synced && self.carry.is_empty() && check_packets(data).is_ok()
+    }
+
+    /// Realigns `data` (after what was carried), calling `emit` with runs of whole packets of at
+    /// most `PACKETS_PER_BUFFER`. Returns how many bytes were dropped as not TS.
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(data);
+        let mut garbage = 0;
+        let mut i = 0;
+        let mut run_start = 0;
+        loop {
+            if self.synced {
+                if buf.len() - i < PACKET_SIZE && (i == buf.len() || buf[i] == SYNC_BYTE) {
+                    break;
+                }
+                if buf[i] == SYNC_BYTE {
+                    i += PACKET_SIZE;
+                    if (i - run_start) / PACKET_SIZE == PACKETS_PER_BUFFER {
+                        emit(&buf[run_start..i]);
+                        run_start = i;
+                    }
+                    continue;
+                }
+                if run_start < i {
+                    emit(&buf[run_start..i]);
+                }
+                self.synced = false;
+            }
+            let span = (RESYNC_PACKETS - 1) * PACKET_SIZE;
+            let confirmed = (i..buf.len().saturating_sub(span))
+                .find(|&p| (0..RESYNC_PACKETS).all(|k| buf[p + k * PACKET_SIZE] == SYNC_BYTE));
+            match confirmed {
+                Some(p) => {
+                    garbage += p - i;
+                    i = p;
+                    run_start = p;
+                    self.synced = true;
+                }
+                None => {
+                    // Keep the tail that could still start a confirmed run.
+                    let keep_from = buf.len().saturating_sub(span).max(i);
+                    garbage += keep_from - i;
+                    i = keep_from;
+                    run_start = i;
+                    break;
+                }
+            }
+        }
+        if self.synced && run_start < i {
+            emit(&buf[run_start..i]);
+        }
+        buf.drain(..i);
+        self.carry = buf;
+        garbage
+    }
+}
+
 fn pid(p: &[u8]) -> usize {
     (usize::from(p[1] & 0x1f) << 8) | usize::from(p[2])
 }
@@ -297,6 +383,66 @@ pub(crate) mod tests {
         two[PACKET_SIZE] = 0x00;
         assert_eq!(check_packets(&two), Err(NotTs::Sync(1)));
         assert_eq!(check_packets(b""), Err(NotTs::Length(0)));
+    }
+
+    fn stream(n: usize) -> Vec<u8> {
+        (0..n).flat_map(|i| packet(0x100, i as u8, None, None)).collect()
+    }
+
+    fn realign(a: &mut Aligner, data: &[u8]) -> (Vec<u8>, Vec<usize>, usize) {
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        let garbage = a.push(data, |run| {
+            sizes.push(run.len());
+            out.extend_from_slice(run)
+        });
+        (out, sizes, garbage)
+    }
+
+    #[test]
+    fn aligned_input_passes_through() {
+        let a = Aligner::default();
+        assert!(a.passes_through(&stream(7)));
+        assert!(!a.passes_through(&stream(7)[..1000]));
+    }
+
+    #[test]
+    fn split_messages_are_realigned_byte_for_byte() {
+        let data = stream(40);
+        let mut a = Aligner::default();
+        let mut out = Vec::new();
+        for chunk in data.chunks(1456) {
+            let (o, sizes, garbage) = realign(&mut a, chunk);
+            assert_eq!(garbage, 0);
+            assert!(sizes.iter().all(|s| s % PACKET_SIZE == 0 && *s <= 1316), "{sizes:?}");
+            out.extend(o);
+        }
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_counted_then_sync_is_found_again() {
+        let junk: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8 & 0x3f).collect();
+        let mut a = Aligner::default();
+        let (out, _, garbage) = realign(&mut a, &junk);
+        assert!(out.is_empty());
+        let good = stream(10);
+        let (out2, _, garbage2) = realign(&mut a, &good);
+        assert_eq!(garbage + garbage2, junk.len());
+        assert_eq!(out2, good[..]);
+    }
+
+    #[test]
+    fn a_corrupt_packet_in_the_middle_is_skipped() {
+        let mut data = stream(10);
+        data[3 * PACKET_SIZE] = 0x00; // packet 3 loses its sync byte
+        let mut a = Aligner::default();
+        let (out, _, garbage) = realign(&mut a, &data);
+        // Packets 0..3 and 4..7 survive (the last three wait for confirmation of the next run).
+        assert_eq!(garbage, PACKET_SIZE);
+        assert_eq!(out.len(), 6 * PACKET_SIZE);
+        let (rest, _, _) = realign(&mut a, &stream(3));
+        assert_eq!(out.len() + rest.len(), 12 * PACKET_SIZE);
     }
 
     #[test]

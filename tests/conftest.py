@@ -1,0 +1,302 @@
+"""Shared helpers: free ports, real peers as subprocesses, paced senders, captures, TS checks.
+
+Every wait is a polled condition with a deadline; every peer is killed at teardown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+import castway
+
+TS = 188
+CHUNK = 7 * TS
+
+
+def free_port() -> int:
+    """A UDP port nothing is bound to right now (SRT runs over UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Polls `predicate` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Peers:
+    """Starts real peer processes and kills whatever is left at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._n = 0
+
+    def start(
+        self, argv: list[str], stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+        stdout_path: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        self._n += 1
+        log = open(self.tmp / f"peer{self._n}-{Path(argv[0]).name}.log", "wb")  # noqa: SIM115
+        out: int | IO[bytes] = open(stdout_path, "wb") if stdout_path else log  # noqa: SIM115
+        p = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=log, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def log(self, p: subprocess.Popen[bytes]) -> str:
+        i = self.procs.index(p) + 1
+        return next(self.tmp.glob(f"peer{i}-*.log")).read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    ps = Peers(tmp_path)
+    yield ps
+    ps.stop_all()
+
+
+@pytest.fixture
+def gateway() -> Iterator[castway.Gateway]:
+    with castway.Gateway() as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def ts_file(media_dir: Path) -> Path:
+    """An 8 s H.264 + AAC MPEG-TS (1 s GOP, ~1.5 Mb/s), made once by ffmpeg."""
+    path = media_dir / "clip.ts"
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+            "-b:v", "1200k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
+            "-f", "mpegts", "-mpegts_flags", "+resend_headers", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
+class UdpCapture:
+    """Receives datagrams on a loopback port into memory, on a thread."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self.sock.bind((host, port or 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.sock.settimeout(0.1)
+        self.chunks: list[bytes] = []
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.chunks.append(data)
+            self.times.append(time.monotonic())
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(list(self.chunks))
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in list(self.chunks))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def udp_capture() -> Iterator[Callable[..., UdpCapture]]:
+    made: list[UdpCapture] = []
+
+    def make(port: int | None = None, host: str = "127.0.0.1") -> UdpCapture:
+        c = UdpCapture(port, host)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def paced_chunks(data: bytes, bitrate: float, send: Callable[[bytes], None],
+                 stop: threading.Event | None = None) -> None:
+    """Calls `send` with 1316-byte chunks of `data` at `bitrate` bits per second."""
+    interval = CHUNK * 8 / bitrate
+    start = time.monotonic()
+    for i, off in enumerate(range(0, len(data), CHUNK)):
+        if stop is not None and stop.is_set():
+            return
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        send(data[off:off + CHUNK])
+
+
+class UdpSender:
+    """Sends bytes to a UDP port at a steady bitrate, on a thread."""
+
+    def __init__(self, data: bytes, port: int, bitrate: float = 4e6,
+                 host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=paced_chunks,
+            args=(data, bitrate, lambda c: self.sock.sendto(c, (host, port)), self.stop),
+            daemon=True,
+        )
+        self.thread.start()
+
+    def join(self, timeout: float = 60) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "sender did not finish"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+class PipeSender:
+    """Writes bytes to a process's stdin at a steady bitrate (1316-byte writes), on a thread."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], data: bytes, bitrate: float = 4e6) -> None:
+        assert proc.stdin is not None
+        self.stdin = proc.stdin
+        self.stop = threading.Event()
+
+        def send(chunk: bytes) -> None:
+            self.stdin.write(chunk)
+            self.stdin.flush()
+
+        def run() -> None:
+            try:
+                paced_chunks(data, bitrate, send, self.stop)
+            except (BrokenPipeError, ValueError):
+                pass
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 60) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "sender did not finish"
+
+
+def random_ts(packets: int, seed: int = 1) -> bytes:
+    """Valid-looking TS packets (sync byte, PID 0x100, counting CC) with random payloads."""
+    rnd = __import__("random").Random(seed)
+    out = bytearray()
+    for i in range(packets):
+        out += bytes([0x47, 0x01, 0x00, 0x10 | (i & 0x0F)]) + rnd.randbytes(TS - 4)
+    return bytes(out)
+
+
+def decode_errors(path: Path, timeout: float = 60) -> str:
+    """What `ffmpeg -v error` says while decoding the file fully (empty: clean)."""
+    r = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True, timeout=timeout, check=False,
+    )
+    return r.stderr.decode(errors="replace").strip()
+
+
+def from_first_keyframe(data: bytes, path: Path) -> Path:
+    """Writes `data` to `path` cut at the first TS packet that starts an H.264 IDR access unit
+    (random_access_indicator set), so a capture joined mid-stream decodes from its first
+    keyframe."""
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        if p[0] == 0x47 and p[3] & 0x20 and p[4] > 0 and p[5] & 0x40:
+            path.write_bytes(data[off:])
+            return path
+    raise AssertionError("no random access point in the capture")
+
+
+def ts_continuity(data: bytes) -> dict[str, int]:
+    """Counts continuity-counter errors and backward PCR jumps in a TS capture."""
+    last_cc: dict[int, int] = {}
+    last_pcr: int | None = None
+    pcr_pid: int | None = None
+    cc_errors = pcr_back = packets = 0
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        if p[0] != 0x47:
+            cc_errors += 1
+            continue
+        packets += 1
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        has_af, has_payload = bool(p[3] & 0x20), bool(p[3] & 0x10)
+        cc = p[3] & 0x0F
+        if has_payload and pid != 0x1FFF:
+            if pid in last_cc and cc != (last_cc[pid] + 1) & 0x0F and cc != last_cc[pid]:
+                cc_errors += 1
+            last_cc[pid] = cc
+        if has_af and p[4] >= 7 and p[5] & 0x10:
+            base = (p[6] << 25) | (p[7] << 17) | (p[8] << 9) | (p[9] << 1) | (p[10] >> 7)
+            if pcr_pid is None:
+                pcr_pid = pid
+            if pid == pcr_pid:
+                if last_pcr is not None and base < last_pcr:
+                    pcr_back += 1
+                last_pcr = base
+    return {"packets": packets, "cc_errors": cc_errors, "pcr_backwards": pcr_back}
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
