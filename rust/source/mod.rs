@@ -40,6 +40,9 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
         .sync(paced)
         .max_buffers(if paced { 8 } else { 0 })
         .wait_on_eos(false)
+        // PLAYING as soon as the source is set up, not at the first buffer: the route tells
+        // "waiting for data" from "still starting" by it.
+        .async_(false)
         .callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {

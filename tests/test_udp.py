@@ -1,0 +1,101 @@
+"""UDP in and out: bit-exact unicast passthrough, and multicast (both directions) inside a
+network namespace the test makes, so no packet can leave the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Peers, UdpSender, free_port, random_ts, sha256, wait_until
+
+import castway
+
+TOOL = str(Path(__file__).with_name("udp_tool.py"))
+CASTWAY = str(Path(sys.executable).with_name("castway"))
+
+
+def test_bit_exact_udp_passthrough(gateway: castway.Gateway, udp_capture: Any) -> None:
+    in_port = free_port()
+    caps = [udp_capture(), udp_capture()]
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}", [f"udp://127.0.0.1:{c.port}" for c in caps]
+    )
+    data = random_ts(7 * 2000, seed=3)
+    UdpSender(data, in_port, bitrate=8e6).join()
+    for c in caps:
+        wait_until(lambda c=c: c.size >= len(data), 10, "every byte at each receiver")
+        assert sha256(c.data) == sha256(data)
+    s = route.stats()
+    assert s["inputs"][0]["packets"] == 7 * 2000
+    assert all(o["packets"] == 7 * 2000 and o["drops"] == 0 for o in s["outputs"])
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace with only a loopback that carries multicast."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a network namespace needs root")
+    name = f"castway-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "set", "lo", "multicast", "on"],
+            ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"],
+        ):
+            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def relay_ready(stats: Path) -> bool:
+    """Whether a `castway relay --json` has reported its input waiting and its output live."""
+    lines = stats.read_text().splitlines() if stats.exists() else []
+    if not lines:
+        return False
+    last = json.loads(lines[-1])
+    return bool(last["inputs"][0]["state"] == "waiting" and last["outputs"][0]["state"] == "live")
+
+
+def test_multicast_output_and_input_on_loopback(
+    netns: str, peers: Peers, tmp_path: Path
+) -> None:
+    """castway A sends to a multicast group; castway B and a plain socket join it."""
+    group, port = "239.7.7.7", 5004
+    data = random_ts(7 * 1500, seed=5)
+    src = tmp_path / "sent.ts"
+    src.write_bytes(data)
+    ns = ["ip", "netns", "exec", netns]
+    relay = [*ns, CASTWAY, "relay", "--json", "--stats-interval", "0.2"]
+    stats_a, stats_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    peers.start([*relay, "-i", "udp://127.0.0.1:6000",
+                 "-o", f"udp://{group}:{port}?iface=lo&ttl=1"], stdout_path=stats_a)
+    peers.start([*relay, "-i", f"udp://@{group}:{port}?iface=lo",
+                 "-o", "udp://127.0.0.1:7000"], stdout_path=stats_b)
+    via_castway = tmp_path / "via-castway.ts"
+    direct = tmp_path / "direct.ts"
+    receivers = [
+        peers.start([*ns, sys.executable, TOOL, "capture", "127.0.0.1", "7000",
+                     str(via_castway), str(len(data))]),
+        peers.start([*ns, sys.executable, TOOL, "capture", group, str(port),
+                     str(direct), str(len(data)), "127.0.0.1"]),
+    ]
+    wait_until(lambda: via_castway.exists() and direct.exists(), 15, "the receivers")
+    for stats in (stats_a, stats_b):
+        wait_until(lambda st=stats: relay_ready(st), 15, f"{stats.stem} to be up")
+    subprocess.run([*ns, sys.executable, TOOL, "send", "127.0.0.1", "6000", str(src), "8e6"],
+                   check=True, timeout=60)
+    for r in receivers:
+        assert r.wait(timeout=30) == 0
+    last_b = json.loads(stats_b.read_text().splitlines()[-1])
+    assert last_b["inputs"][0]["drops"] == 0
+    assert sha256(direct.read_bytes()[: len(data)]) == sha256(data)
+    assert sha256(via_castway.read_bytes()[: len(data)]) == sha256(data)
