@@ -120,6 +120,25 @@ def ts_file(media_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def short_clip(media_dir: Path) -> Path:
+    """A 2 s clip for loops: 25 fps, 1 s GOP, H.264 + AAC."""
+    path = media_dir / "short.ts"
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
+            "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+            "-b:v", "600k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+            "-f", "mpegts", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
 class UdpCapture:
     """Receives datagrams on a loopback port into memory, on a thread."""
 
@@ -261,11 +280,24 @@ def from_first_keyframe(data: bytes, path: Path) -> Path:
     (random_access_indicator set), so a capture joined mid-stream decodes from its first
     keyframe."""
     for off in range(0, len(data) - TS + 1, TS):
-        p = data[off:off + TS]
-        if p[0] == 0x47 and p[3] & 0x20 and p[4] > 0 and p[5] & 0x40:
+        if is_random_access(data[off:off + TS]):
             path.write_bytes(data[off:])
             return path
     raise AssertionError("no random access point in the capture")
+
+
+def is_random_access(p: bytes) -> bool:
+    """A TS packet whose adaptation field has random_access_indicator (an H.264 IDR starts)."""
+    return bool(p[0] == 0x47 and p[3] & 0x20 and p[4] > 0 and p[5] & 0x40)
+
+
+def whole_gops(data: bytes, path: Path) -> Path:
+    """Writes the part of a capture from its first to its last random access point, so a
+    capture joined and left mid-stream holds whole GOPs only."""
+    starts = [off for off in range(0, len(data) - TS + 1, TS) if is_random_access(data[off:off + TS])]
+    assert len(starts) >= 2, "fewer than two random access points in the capture"
+    path.write_bytes(data[starts[0]:starts[-1]])
+    return path
 
 
 def ts_continuity(data: bytes) -> dict[str, int]:

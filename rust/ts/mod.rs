@@ -11,6 +11,9 @@ const PID_COUNT: usize = 8192;
 const PTS_WRAP: u64 = 1 << 33;
 /// PCR spacing assumed when a stream carries a single PCR (90 kHz ticks, 40 ms).
 const DEFAULT_PCR_GAP_90K: u64 = 3_600;
+/// Extra room left between two runs (90 kHz ticks, 40 ms): a run's audio can end a frame after
+/// its last PCR plus one PCR interval, and players take a short gap far better than an overlap.
+const RUN_GUARD_90K: u64 = 3_600;
 /// Largest PCR spacing trusted as "one interval" (90 kHz ticks, 100 ms; ISO 13818-1 maximum).
 const MAX_PCR_GAP_90K: u64 = 9_000;
 
@@ -248,7 +251,7 @@ impl Restamper {
         // Packets ahead of the new run's first PCR use the offset that would fit if the run
         // starts where the previous one did (exact for a looped file); the first PCR settles it.
         if let (Some(first), Some(last_out)) = (self.run_first_pcr, self.last_out_pcr) {
-            self.offset = (last_out + self.pcr_gap + PTS_WRAP - first) % PTS_WRAP;
+            self.offset = (last_out + self.pcr_gap + RUN_GUARD_90K + PTS_WRAP - first) % PTS_WRAP;
         }
         self.active = true;
         self.resync_time = true;
@@ -338,7 +341,7 @@ impl Restamper {
             self.resync_time = false;
             self.run_first_pcr = Some(pcr);
             if let Some(last_out) = self.last_out_pcr {
-                self.offset = (last_out + self.pcr_gap + PTS_WRAP - pcr) % PTS_WRAP;
+                self.offset = (last_out + self.pcr_gap + RUN_GUARD_90K + PTS_WRAP - pcr) % PTS_WRAP;
             }
         }
     }
@@ -438,9 +441,9 @@ pub(crate) mod tests {
         data[3 * PACKET_SIZE] = 0x00; // packet 3 loses its sync byte
         let mut a = Aligner::default();
         let (out, _, garbage) = realign(&mut a, &data);
-        // Packets 0..3 and 4..7 survive (the last three wait for confirmation of the next run).
+        // Packet 3 goes; 0..3 and, once three sync bytes line up again, 4..10 survive.
         assert_eq!(garbage, PACKET_SIZE);
-        assert_eq!(out.len(), 6 * PACKET_SIZE);
+        assert_eq!(out.len(), 9 * PACKET_SIZE);
         let (rest, _, _) = realign(&mut a, &stream(3));
         assert_eq!(out.len() + rest.len(), 12 * PACKET_SIZE);
     }
@@ -478,10 +481,11 @@ pub(crate) mod tests {
         let mut second = run(1000, 3);
         r.rewrite(&mut second);
         let pkts: Vec<&[u8]> = second.chunks(PACKET_SIZE).collect();
-        assert_eq!(pcr_base(pkts[0]), Some(15400 + 3600));
-        assert_eq!(pcr_base(pkts[2]), Some(15400 + 3 * 3600));
+        let first = 15400 + 3600 + RUN_GUARD_90K;
+        assert_eq!(pcr_base(pkts[0]), Some(first));
+        assert_eq!(pcr_base(pkts[2]), Some(first + 2 * 3600));
         let (pts, _) = pes_timestamp_offsets(pkts[0]);
-        assert_eq!(read_ts(&pkts[0][pts.unwrap()..]), 15400 + 3600 + 9000);
+        assert_eq!(read_ts(&pkts[0][pts.unwrap()..]), first + 9000);
         let ccs: Vec<u8> = pkts.iter().map(|p| p[3] & 0x0f).collect();
         assert_eq!(ccs, vec![5, 6, 7]);
     }
@@ -495,7 +499,7 @@ pub(crate) mod tests {
         let mut lead = packet(0x101, 0, None, Some(1000 + 500)).to_vec();
         r.rewrite(&mut lead);
         let (pts, _) = pes_timestamp_offsets(&lead);
-        assert_eq!(read_ts(&lead[pts.unwrap()..]), 15400 + 3600 + 500);
+        assert_eq!(read_ts(&lead[pts.unwrap()..]), 15400 + 3600 + RUN_GUARD_90K + 500);
     }
 
     #[test]
@@ -508,13 +512,14 @@ pub(crate) mod tests {
         r.restart();
         let mut third = run(1000, 1);
         r.rewrite(&mut third);
-        assert_eq!(pcr_base(&third), Some(15400 + 5 * 3600 + 3600));
+        let second_last = 15400 + 3600 + RUN_GUARD_90K + 4 * 3600;
+        assert_eq!(pcr_base(&third), Some(second_last + 3600 + RUN_GUARD_90K));
     }
 
     #[test]
     fn timestamps_wrap_at_33_bits() {
         let mut r = Restamper::default();
-        let near_wrap = PTS_WRAP - 3600;
+        let near_wrap = PTS_WRAP - 3600 - RUN_GUARD_90K;
         r.observe(&run(near_wrap, 1));
         r.restart();
         let mut second = run(0, 1);
