@@ -284,10 +284,13 @@ impl Route {
             M::Error(e) => {
                 let mut reason = e.error().to_string();
                 if let Some(d) = e.debug() {
-                    // The last line of GStreamer's debug string carries the cause, e.g. the
-                    // libsrt rejection reason.
-                    if let Some(last) = d.lines().last().filter(|l| !reason.contains(l.trim())) {
-                        reason = format!("{reason} ({})", last.trim());
+                    // Some elements put the cause in the debug string; skip GStreamer's own
+                    // "file.c(line): function (): /GstPipeline:…" location lines.
+                    let cause = d.lines().map(str::trim).rfind(|l| {
+                        !l.is_empty() && !l.contains(".c(") && !l.starts_with("/Gst") && !reason.contains(l)
+                    });
+                    if let Some(c) = cause {
+                        reason = format!("{reason} ({c})");
                     }
                 }
                 slot.fail(&self.hub, reason, now);

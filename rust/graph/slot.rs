@@ -281,7 +281,7 @@ impl Slot {
             counters: self.counters.snapshot(),
             reconnects: self.reconnects,
             retry_in_ms: self.restart_at.map(|t| t.saturating_duration_since(now).as_millis() as u64),
-            last_error: self.last_error.clone(),
+            last_error: self.feed.as_ref().and_then(|f| f.peek_not_ts()).or_else(|| self.last_error.clone()),
             idle_ms,
             srt,
         }

@@ -76,6 +76,14 @@ impl Feed {
         }
         lock(&self.not_ts).take()
     }
+
+    /// The reason the input's data was rejected, if any is pending, without taking it.
+    pub fn peek_not_ts(&self) -> Option<String> {
+        if !self.has_not_ts.load(Relaxed) {
+            return None;
+        }
+        lock(&self.not_ts).clone()
+    }
 }
 
 pub struct Hub {

@@ -176,6 +176,10 @@ pub(crate) fn split_host_port(authority: &str) -> std::result::Result<(String, u
 }
 
 fn valid_hostname(h: &str) -> bool {
+    // All-numeric names are IPv4 literals, and must be valid ones.
+    if h.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
+        return h.parse::<std::net::Ipv4Addr>().is_ok();
+    }
     h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()
@@ -228,6 +232,13 @@ mod tests {
             Endpoint::Udp(u) => assert_eq!(u.host, "::1"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn numeric_hosts_must_be_ipv4() {
+        assert!(err("udp://999.1.1.1:5000", Role::Output).contains("not a valid host"));
+        assert!(err("udp://1.2.3:5000", Role::Output).contains("not a valid host"));
+        Endpoint::parse("udp://encoder-1.studio:5000", Role::Output).unwrap();
     }
 
     #[test]

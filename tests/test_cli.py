@@ -1,0 +1,140 @@
+"""`castway relay` and `castway demo` as a user runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    PipeSender,
+    Peers,
+    decode_errors,
+    free_port,
+    random_ts,
+    wait_until,
+    whole_gops,
+)
+
+CASTWAY = str(Path(sys.executable).with_name("castway"))
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
+    peers: Peers, udp_capture: Any, tmp_path: Path, sig: signal.Signals
+) -> None:
+    cap = udp_capture()
+    out = tmp_path / "stats.jsonl"
+    relay = peers.start(
+        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
+         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.2"],
+        stdout_path=out,
+    )
+    lines = wait_until(lambda: (lambda ls: ls if len(ls) >= 3 else None)(json_lines(out)),
+                       15, "three stats lines")
+    last = lines[-1]
+    assert {"time", "name", "state", "inputs", "outputs"} <= set(last)
+    assert last["outputs"][0]["uri"] == f"udp://127.0.0.1:{cap.port}"
+    wait_until(lambda: cap.size > 0, 10, "data at the receiver")
+    relay.send_signal(sig)
+    assert relay.wait(timeout=15) == 0
+    # Every stdout line is a whole JSON object.
+    json_lines(out)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-i", "srt://:9000?latency=abc", "-o", "udp://127.0.0.1:5000"], "`latency=abc`"),
+        (["-i", "test://", "-o", "test://"], "can only be an input"),
+        (["-i", "srt://:9000?passphrase=short", "-o", "udp://127.0.0.1:5000"],
+         "10 to 79 characters"),
+        (["-i", "udp://127.0.0.1:5000"], None),
+    ],
+)
+def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str | None) -> None:
+    port = free_port()
+    args = [a.replace("9000", str(port)) for a in args]
+    if needle is None:  # no output at all is allowed (a monitor), so break the input instead
+        args = ["-i", "udp://127.0.0.1:notaport"]
+        needle = "port `notaport`"
+    r = subprocess.run([CASTWAY, "relay", *args], capture_output=True, timeout=30, check=False)
+    assert r.returncode == 2
+    assert needle in r.stderr.decode()
+    # Nothing started: the listener port is still free.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", port))
+
+
+def test_relay_reports_a_port_in_use_and_exits_1(peers: Peers) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        port = holder.getsockname()[1]
+        r = subprocess.run(
+            [CASTWAY, "relay", "-i", f"srt://:{port}", "-o", "udp://127.0.0.1:5000"],
+            capture_output=True, timeout=30, check=False,
+        )
+    assert r.returncode == 1
+    assert "already in use" in r.stderr.decode()
+
+
+def test_caller_input_reconnects_after_losing_its_peer(
+    peers: Peers, udp_capture: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    cap = udp_capture()
+    out = tmp_path / "stats.jsonl"
+    peers.start(
+        [CASTWAY, "relay", "-i", f"srt://127.0.0.1:{port}", "-o", f"udp://127.0.0.1:{cap.port}",
+         "--json", "--stats-interval", "0.2"],
+        stdout_path=out,
+    )
+
+    def sender() -> subprocess.Popen[bytes]:
+        return peers.start(
+            ["srt-live-transmit", "-q", "-c", "1316", "file://con", f"srt://:{port}?mode=listener"],
+            stdin=subprocess.PIPE,
+        )
+
+    def input_connected() -> bool:
+        ls = json_lines(out)
+        return bool(ls) and ls[-1]["inputs"][0]["srt"]["latency_ms"] > 0
+
+    first = sender()
+    wait_until(input_connected, 20, "castway to call in")
+    PipeSender(first, random_ts(7 * 300, seed=41), bitrate=2e6).join()
+    wait_until(lambda: cap.size >= 7 * 300 * 188, 10, "the first sender's data")
+    first.kill()
+    first.wait()
+    second = sender()
+    wait_until(lambda: json_lines(out)[-1]["inputs"][0]["reconnects"] >= 1, 20,
+               "castway to notice the lost peer")
+    wait_until(input_connected, 30, "castway to call in again (with backoff)")
+    PipeSender(second, random_ts(7 * 300, seed=42), bitrate=2e6).join()
+    wait_until(lambda: cap.size >= 2 * 7 * 300 * 188, 10, "the second sender's data")
+
+
+def test_demo_serves_a_watchable_test_pattern(peers: Peers, tmp_path: Path) -> None:
+    port = free_port()
+    demo = peers.start([CASTWAY, "demo", "--port", str(port),
+                        "--input", "test://?size=320x180&fps=25&bitrate=500"])
+    log = lambda: peers.log(demo)  # noqa: E731
+    wait_until(lambda: f"ffplay srt://127.0.0.1:{port}" in log(), 15, "the watch hint")
+    clip = tmp_path / "watched.ts"
+    viewer = peers.start(["ffmpeg", "-v", "error", "-y", "-i", f"srt://127.0.0.1:{port}",
+                          "-c", "copy", "-t", "4", "-f", "mpegts", str(clip)])
+    assert viewer.wait(timeout=30) == 0
+    assert decode_errors(whole_gops(clip.read_bytes(), tmp_path / "gops.ts")) == ""
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=15) == 0

@@ -1,0 +1,162 @@
+"""Bad input gets a clear, typed error naming what is wrong — or a counted drop — and never a
+crash, a hang, or a half-started route."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import UdpSender, free_port, random_ts, sha256, wait_until
+
+import castway
+from castway import errors
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("srt//:9000", "missing scheme"),
+        ("rtmp://host/app", "unknown scheme `rtmp`"),
+        ("srt://:notaport", "port `notaport`"),
+        ("srt://:9000?mode=push", "`mode=push`"),
+        ("srt://:9000?latency=fast", "`latency=fast`"),
+        ("srt://:9000?latency=200000", "microseconds"),
+        ("srt://:9000?passphrase=123456789", "10 to 79 characters long (got 9)"),
+        ("srt://:9000?pbkeylen=20&passphrase=0123456789", "`pbkeylen=20`"),
+        ("srt://:9000?streamid=a&streamid=b", "twice"),
+        ("srt://:9000?lantency=20", "unknown key `lantency`"),
+        ("udp://999.1.1.1:5000", "not a valid host"),
+        ("file://relative.ts", "absolute path"),
+        ("test://?size=big", "`size=big`"),
+    ],
+)
+def test_invalid_input_uri_names_the_bad_part(
+    gateway: castway.Gateway, uri: str, needle: str
+) -> None:
+    with pytest.raises(errors.InvalidUriError, match="invalid URI") as e:
+        gateway.add_route("r", uri, ["udp://127.0.0.1:5000"])
+    assert needle in str(e.value)
+    assert gateway.routes() == []
+
+
+def test_invalid_output_uri_starts_nothing(gateway: castway.Gateway) -> None:
+    port = free_port()
+    with pytest.raises(errors.InvalidUriError, match="can only be an input"):
+        gateway.add_route("r", f"srt://:{port}", ["udp://127.0.0.1:5000", "test://"])
+    # The valid listener input was never started: its port is free.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", port))
+
+
+def test_passphrase_never_appears_in_errors_or_stats(gateway: castway.Gateway) -> None:
+    secret = "do-not-print-me-1234"
+    with pytest.raises(errors.InvalidUriError) as e:
+        gateway.add_route("r", f"srt://:1?passphrase={secret}&bogus=1", [])
+    assert secret not in str(e.value)
+    route = gateway.add_route("r", f"srt://:{free_port()}?passphrase={secret}", [])
+    assert secret not in repr(route.stats())
+
+
+def test_port_held_by_another_process_is_refused(gateway: castway.Gateway) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        port = holder.getsockname()[1]
+        for uri in (f"srt://:{port}?mode=listener", f"udp://:{port}"):
+            with pytest.raises(errors.AddressInUseError, match=f"{port}.*another process"):
+                gateway.add_route("r", uri, ["udp://127.0.0.1:5000"])
+    assert gateway.routes() == []
+
+
+def test_two_routes_cannot_claim_one_listening_port(gateway: castway.Gateway) -> None:
+    port = free_port()
+    gateway.add_route("a", f"srt://:{port}", [])
+    with pytest.raises(errors.AddressInUseError, match="held by a/in0"):
+        gateway.add_route("b", "test://?size=160x90&bitrate=100", [f"srt://:{port}"])
+    with pytest.raises(errors.AddressInUseError, match="held by a/in0"):
+        gateway.route("a").add_output(f"srt://127.0.0.1:{port}?mode=listener")
+    gateway.remove_route("a")
+    gateway.add_route("b", "test://?size=160x90&bitrate=100", [f"srt://:{port}"])
+
+
+def test_invalid_api_calls_raise_typed_errors(gateway: castway.Gateway) -> None:
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{free_port()}", {"a": "udp://127.0.0.1:5000"}
+    )
+    with pytest.raises(errors.AlreadyExistsError, match="route `r`"):
+        gateway.add_route("r", "test://", [])
+    with pytest.raises(errors.AlreadyExistsError, match="output `a`"):
+        route.add_output("udp://127.0.0.1:5001", id="a")
+    with pytest.raises(errors.NotFoundError, match="output `nope`"):
+        route.remove_output("nope")
+    with pytest.raises(errors.NotFoundError, match="route `nope`"):
+        gateway.remove_route("nope")
+    with pytest.raises(errors.ConfigError, match="name `bad name`"):
+        gateway.add_route("bad name", "test://", [])
+    with pytest.raises(errors.ConfigError, match="at least one input"):
+        gateway.add_route("empty", [], [])
+    with pytest.raises(errors.NotFoundError, match="input file"):
+        gateway.add_route("f", "file:///nonexistent/clip.ts", [])
+    with pytest.raises(errors.NotFoundError, match="output directory"):
+        gateway.add_route("g", "test://", ["file:///nonexistent/dir/out.ts"])
+    assert issubclass(errors.InvalidUriError, castway.CastwayError)
+    assert gateway.routes() == ["r"]
+
+
+def test_unreachable_caller_target_retries_without_hanging(
+    gateway: castway.Gateway, udp_capture: Any
+) -> None:
+    in_port, cap = free_port(), udp_capture()
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}",
+        {
+            "dead": f"srt://127.0.0.1:{free_port()}?mode=caller",
+            "ok": f"udp://127.0.0.1:{cap.port}",
+        },
+    )
+    # The caller connects when data flows; SRT gives up after its 3 s connection timeout.
+    data = random_ts(7 * 3000, seed=31)
+    sender = UdpSender(data, in_port, bitrate=6e6)
+
+    def dead_output() -> Any:
+        out = next(o for o in route.stats()["outputs"] if o["id"] == "dead")
+        return out if out["reconnects"] >= 1 else None
+
+    dead = wait_until(dead_output, 20, "the caller output to give up and retry")
+    assert "Connection timeout" in dead["last_error"]
+    assert dead["state"] in {"retrying", "starting", "connecting"}
+    sender.join()
+    wait_until(lambda: cap.size >= len(data), 10, "the healthy output")
+    assert sha256(cap.data) == sha256(data)
+    gateway.close()  # returns: nothing waits on the peer that never answers
+
+
+def test_garbage_instead_of_mpegts_is_dropped_and_counted(
+    gateway: castway.Gateway, udp_capture: Any
+) -> None:
+    in_port, cap = free_port(), udp_capture()
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}", [f"udp://127.0.0.1:{cap.port}"]
+    )
+    garbage = bytes((i * 31 + 7) % 71 for i in range(1316 * 200))
+    UdpSender(garbage, in_port, bitrate=8e6).join()
+    inp = wait_until(
+        lambda: (lambda s: s if s["drops"] >= 1000 else None)(route.stats()["inputs"][0]),
+        10, "the garbage to be counted",
+    )
+    assert "not MPEG-TS" in inp["last_error"]
+    assert cap.size == 0
+    # Real TS afterwards flows again, untouched.
+    data = random_ts(7 * 500, seed=32)
+    UdpSender(data, in_port, bitrate=8e6).join()
+    wait_until(lambda: cap.size >= len(data), 10, "the valid stream after the garbage")
+    assert sha256(cap.data) == sha256(data)
+
+
+def test_gateway_closed_refuses_new_routes(tmp_path: Path) -> None:
+    gw = castway.Gateway()
+    gw.close()
+    gw.close()
+    with pytest.raises(errors.ClosedError):
+        gw.add_route("r", "test://", [])
