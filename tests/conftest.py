@@ -63,8 +63,8 @@ class Peers:
         stdout_path: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         self._n += 1
-        log = open(self.tmp / f"peer{self._n}-{Path(argv[0]).name}.log", "wb")  # noqa: SIM115
-        out: int | IO[bytes] = open(stdout_path, "wb") if stdout_path else log  # noqa: SIM115
+        log = open(self.tmp / f"peer{self._n}-{Path(argv[0]).name}.log", "wb")
+        out: int | IO[bytes] = open(stdout_path, "wb") if stdout_path else log
         p = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=log, start_new_session=True)
         self.procs.append(p)
         return p
@@ -294,7 +294,8 @@ def is_random_access(p: bytes) -> bool:
 def whole_gops(data: bytes, path: Path) -> Path:
     """Writes the part of a capture from its first to its last random access point, so a
     capture joined and left mid-stream holds whole GOPs only."""
-    starts = [off for off in range(0, len(data) - TS + 1, TS) if is_random_access(data[off:off + TS])]
+    offsets = range(0, len(data) - TS + 1, TS)
+    starts = [off for off in offsets if is_random_access(data[off:off + TS])]
     assert len(starts) >= 2, "fewer than two random access points in the capture"
     path.write_bytes(data[starts[0]:starts[-1]])
     return path

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import (
-    PipeSender,
     Peers,
+    PipeSender,
     decode_errors,
     free_port,
     random_ts,

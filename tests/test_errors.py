@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import UdpSender, free_port, random_ts, sha256, wait_until
 
 import castway
 from castway import errors
+
+from conftest import UdpSender, free_port, random_ts, sha256, wait_until
 
 
 @pytest.mark.parametrize(

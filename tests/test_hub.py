@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conftest import UdpSender, free_port, random_ts, sha256, wait_until
-
 import castway
+
+from conftest import UdpSender, free_port, random_ts, sha256, wait_until
 
 
 def test_blocked_output_does_not_stall_others(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import castway
 
 from conftest import (
     UdpSender,
@@ -17,8 +20,6 @@ from conftest import (
     wait_until,
     whole_gops,
 )
-
-import castway
 
 
 def probe_streams(path: Path) -> list[dict[str, Any]]:
@@ -82,7 +83,7 @@ def test_looped_file_keeps_timestamps_and_counters_continuous(
     for stream in ("v:0", "a:0"):
         pts = packet_pts(gops, stream)
         assert len(pts) > 10
-        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), f"{stream} went back"
+        assert all(b > a for a, b in itertools.pairwise(pts)), f"{stream} went back"
     assert route.stats()["inputs"][0]["reconnects"] == 0
 
 

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import castway
+
 from conftest import (
     CHUNK,
-    PipeSender,
     Peers,
+    PipeSender,
     UdpCapture,
     UdpSender,
     decode_errors,
@@ -21,8 +24,6 @@ from conftest import (
     sha256,
     wait_until,
 )
-
-import castway
 
 PASS = "correct-horse-battery"
 

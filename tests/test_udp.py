@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Peers, UdpSender, free_port, random_ts, sha256, wait_until
 
 import castway
+
+from conftest import Peers, UdpSender, free_port, random_ts, sha256, wait_until
 
 TOOL = str(Path(__file__).with_name("udp_tool.py"))
 CASTWAY = str(Path(sys.executable).with_name("castway"))

@@ -35,7 +35,8 @@ def capture(host: str, port: int, out: str, want: int, iface_addr: str | None) -
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     s.bind((host, port))
     if socket.inet_aton(host)[0] >= 224:
-        mreq = struct.pack("4s4s", socket.inet_aton(host), socket.inet_aton(iface_addr or "0.0.0.0"))
+        iface = socket.inet_aton(iface_addr or "0.0.0.0")
+        mreq = struct.pack("4s4s", socket.inet_aton(host), iface)
         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
     s.settimeout(30)
     got = 0

@@ -2,6 +2,23 @@
 
 from typing import Any, final
 
+__all__ = [
+    "AddressInUseError",
+    "AlreadyExistsError",
+    "CastwayError",
+    "ClosedError",
+    "ConfigError",
+    "Gateway",
+    "InvalidUriError",
+    "MissingElementError",
+    "NotFoundError",
+    "PipelineError",
+    "Route",
+    "__version__",
+    "check_uri",
+    "gstreamer_version",
+]
+
 __version__: str
 
 @final

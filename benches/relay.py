@@ -1,0 +1,182 @@
+"""Relay and fan-out cost of castway against the tools people use today, in the same run.
+
+1. SRT -> SRT relay of one ~7 Mb/s stream: `castway relay` vs `srt-live-transmit`.
+2. SRT -> 10 x SRT fan-out: `castway relay` with 10 outputs vs a `gst-launch-1.0` pipeline with
+   `tee` and a leaky `queue` per branch.
+
+Each relay runs for the same time with the same sender (ffmpeg -re, paced) and receivers
+(srt-live-transmit callers writing to /dev/null); the relay's CPU seconds (user+sys) and peak
+RSS come from /proc. Everything is on loopback.
+
+    .venv/bin/python benches/relay.py [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CASTWAY = str(Path(sys.executable).with_name("castway"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_source(path: Path, seconds: int) -> None:
+    """A 1280x720 H.264 + AAC TS at about 7 Mb/s (encoded once, then only copied)."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=1000:sample_rate=48000:duration={seconds}",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6800k", "-maxrate", "6800k",
+         "-bufsize", "3400k", "-g", "60", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", str(path)],
+        check=True, timeout=600,
+    )
+
+
+@dataclass
+class Usage:
+    cpu_s: float
+    peak_rss_mb: float
+    received_mb: float
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the command.
+    return sum(int(x) for x in fields[11:15]) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
+        seconds: float, workdir: Path) -> Usage:
+    """Starts the relay, its receivers and the sender; measures the relay for `seconds`."""
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = open(workdir / "peers.log", "ab")  # noqa: SIM115
+    try:
+        relay = subprocess.Popen(relay_argv, stdout=subprocess.DEVNULL, stderr=logs,
+                                 start_new_session=True)
+        procs.append(relay)
+        time.sleep(1.0)  # let it bind its listeners
+        sinks = []
+        for i, port in enumerate(out_ports):
+            out = workdir / f"recv{i}.ts"
+            sinks.append(out)
+            procs.append(subprocess.Popen(
+                ["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
+                stdout=open(out, "wb"), stderr=logs, start_new_session=True,  # noqa: SIM115
+            ))
+        procs.append(subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(source),
+             "-c", "copy", "-f", "mpegts", f"srt://127.0.0.1:{in_port}?pkt_size=1316"],
+            stdout=subprocess.DEVNULL, stderr=logs, start_new_session=True,
+        ))
+        time.sleep(2.0)  # connections settle
+        cpu0 = cpu_seconds(relay.pid)
+        time.sleep(seconds)
+        cpu = cpu_seconds(relay.pid) - cpu0
+        rss = peak_rss_mb(relay.pid)
+        received = sum(s.stat().st_size for s in sinks) / 1e6
+        return Usage(cpu, rss, received)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        logs.close()
+
+
+def relay_case(source: Path, seconds: float, workdir: Path) -> list[tuple[str, Usage]]:
+    results = []
+    a, b = free_port(), free_port()
+    results.append(("castway relay", run(
+        [CASTWAY, "relay", "--stats-interval", "0", "-i", f"srt://:{a}?mode=listener",
+         "-o", f"srt://:{b}?mode=listener"], a, [b], source, seconds, workdir)))
+    a, b = free_port(), free_port()
+    results.append(("srt-live-transmit", run(
+        ["srt-live-transmit", "-q", f"srt://:{a}?mode=listener", f"srt://:{b}?mode=listener"],
+        a, [b], source, seconds, workdir)))
+    return results
+
+
+def fanout_case(source: Path, seconds: float, workdir: Path, n: int = 10) -> list[tuple[str, Usage]]:
+    results = []
+    a = free_port()
+    outs = [free_port() for _ in range(n)]
+    argv = [CASTWAY, "relay", "--stats-interval", "0", "-i", f"srt://:{a}?mode=listener"]
+    for p in outs:
+        argv += ["-o", f"srt://:{p}?mode=listener"]
+    results.append((f"castway relay 1->{n}", run(argv, a, outs, source, seconds, workdir)))
+    a = free_port()
+    outs = [free_port() for _ in range(n)]
+    gst = ["gst-launch-1.0", "-q", "srtsrc", f"uri=srt://:{a}?mode=listener", "!", "tee",
+           "name=t", "allow-not-linked=true"]
+    for p in outs:
+        gst += ["t.", "!", "queue", "leaky=downstream", "max-size-time=0", "max-size-buffers=0",
+                "max-size-bytes=2097152", "!", "srtsink", f"uri=srt://:{p}?mode=listener",
+                "wait-for-connection=false", "sync=false", "async=false"]
+    results.append((f"gst-launch tee 1->{n}", run(gst, a, outs, source, seconds, workdir)))
+    return results
+
+
+def table(title: str, rows: list[tuple[str, Usage]], seconds: float) -> str:
+    base = rows[1][1]
+    lines = [f"### {title} ({seconds:.0f} s)", "",
+             "| relay | CPU s | CPU % of a core | peak RSS MB | MB delivered | CPU ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, u in rows:
+        ratio = u.cpu_s / base.cpu_s if base.cpu_s else float("nan")
+        lines.append(f"| {name} | {u.cpu_s:.2f} | {100 * u.cpu_s / seconds:.1f} | "
+                     f"{u.peak_rss_mb:.1f} | {u.received_mb:.1f} | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    for tool in ("ffmpeg", "srt-live-transmit", "gst-launch-1.0"):
+        if not shutil.which(tool):
+            print(f"missing {tool}; run `make setup` first", file=sys.stderr)
+            return 1
+    with tempfile.TemporaryDirectory(prefix="castway-bench-") as tmp:
+        work = Path(tmp)
+        source = work / "source.ts"
+        make_source(source, 30)
+        rate = source.stat().st_size * 8 / 30 / 1e6
+        print(f"source: {rate:.2f} Mb/s, 1280x720 H.264 + AAC, looped by ffmpeg -re\n")
+        print(table("SRT -> SRT relay, one stream", relay_case(source, args.seconds, work),
+                    args.seconds))
+        print()
+        print(table("SRT -> 10 x SRT fan-out", fanout_case(source, args.seconds, work),
+                    args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
