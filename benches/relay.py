@@ -1,6 +1,7 @@
 """Relay and fan-out cost of castway against the tools people use today, in the same run.
 
-1. SRT -> SRT relay of one ~7 Mb/s stream: `castway relay` vs `srt-live-transmit`.
+1. SRT -> SRT relay of one ~7 Mb/s stream: `castway relay` vs `srt-live-transmit` (and, for
+   reference, a bare `gst-launch-1.0 srtsrc ! srtsink`, the floor for GStreamer's SRT elements).
 2. SRT -> 10 x SRT fan-out: `castway relay` with 10 outputs vs a `gst-launch-1.0` pipeline with
    `tee` and a leaky `queue` per branch.
 
@@ -8,7 +9,7 @@ Each relay runs for the same time with the same sender (ffmpeg -re, paced) and r
 (srt-live-transmit callers writing to /dev/null); the relay's CPU seconds (user+sys) and peak
 RSS come from /proc. Everything is on loopback.
 
-    .venv/bin/python benches/relay.py [--seconds 20]
+    make bench        (or: .venv/bin/python benches/relay.py [--seconds 15] [--reps 3])
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +74,7 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
         seconds: float, workdir: Path) -> Usage:
     """Starts the relay, its receivers and the sender; measures the relay for `seconds`."""
     procs: list[subprocess.Popen[bytes]] = []
-    logs = open(workdir / "peers.log", "ab")  # noqa: SIM115
+    logs = open(workdir / "peers.log", "ab")
     try:
         relay = subprocess.Popen(relay_argv, stdout=subprocess.DEVNULL, stderr=logs,
                                  start_new_session=True)
@@ -84,7 +86,7 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
             sinks.append(out)
             procs.append(subprocess.Popen(
                 ["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
-                stdout=open(out, "wb"), stderr=logs, start_new_session=True,  # noqa: SIM115
+                stdout=open(out, "wb"), stderr=logs, start_new_session=True,
             ))
         procs.append(subprocess.Popen(
             ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(source),
@@ -111,42 +113,52 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
         logs.close()
 
 
-def relay_case(source: Path, seconds: float, workdir: Path) -> list[tuple[str, Usage]]:
-    results = []
-    a, b = free_port(), free_port()
-    results.append(("castway relay", run(
-        [CASTWAY, "relay", "--stats-interval", "0", "-i", f"srt://:{a}?mode=listener",
-         "-o", f"srt://:{b}?mode=listener"], a, [b], source, seconds, workdir)))
-    a, b = free_port(), free_port()
-    results.append(("srt-live-transmit", run(
-        ["srt-live-transmit", "-q", f"srt://:{a}?mode=listener", f"srt://:{b}?mode=listener"],
-        a, [b], source, seconds, workdir)))
-    return results
+Case = tuple[str, Callable[[int, list[int]], list[str]]]
 
 
-def fanout_case(source: Path, seconds: float, workdir: Path, n: int = 10) -> list[tuple[str, Usage]]:
-    results = []
-    a = free_port()
-    outs = [free_port() for _ in range(n)]
+def castway_argv(a: int, outs: list[int]) -> list[str]:
     argv = [CASTWAY, "relay", "--stats-interval", "0", "-i", f"srt://:{a}?mode=listener"]
     for p in outs:
         argv += ["-o", f"srt://:{p}?mode=listener"]
-    results.append((f"castway relay 1->{n}", run(argv, a, outs, source, seconds, workdir)))
-    a = free_port()
-    outs = [free_port() for _ in range(n)]
+    return argv
+
+
+def slt_argv(a: int, outs: list[int]) -> list[str]:
+    return ["srt-live-transmit", "-q", f"srt://:{a}?mode=listener",
+            f"srt://:{outs[0]}?mode=listener"]
+
+
+def gst_relay_argv(a: int, outs: list[int]) -> list[str]:
+    return ["gst-launch-1.0", "-q", "srtsrc", f"uri=srt://:{a}?mode=listener", "!", "srtsink",
+            f"uri=srt://:{outs[0]}?mode=listener", "wait-for-connection=false", "sync=false",
+            "async=false"]
+
+
+def tee_argv(a: int, outs: list[int]) -> list[str]:
     gst = ["gst-launch-1.0", "-q", "srtsrc", f"uri=srt://:{a}?mode=listener", "!", "tee",
            "name=t", "allow-not-linked=true"]
     for p in outs:
         gst += ["t.", "!", "queue", "leaky=downstream", "max-size-time=0", "max-size-buffers=0",
                 "max-size-bytes=2097152", "!", "srtsink", f"uri=srt://:{p}?mode=listener",
                 "wait-for-connection=false", "sync=false", "async=false"]
-    results.append((f"gst-launch tee 1->{n}", run(gst, a, outs, source, seconds, workdir)))
-    return results
+    return gst
 
 
-def table(title: str, rows: list[tuple[str, Usage]], seconds: float) -> str:
+def compare(cases: list[Case], n_out: int, source: Path, seconds: float, reps: int,
+            workdir: Path) -> list[tuple[str, Usage]]:
+    """Runs the cases in turn, `reps` rounds, and keeps each case's median run (by CPU): the
+    relays cost a few percent of a core, so one run alone is at the mercy of the machine."""
+    runs: dict[str, list[Usage]] = {name: [] for name, _ in cases}
+    for _ in range(reps):
+        for name, argv in cases:
+            a, outs = free_port(), [free_port() for _ in range(n_out)]
+            runs[name].append(run(argv(a, outs), a, outs, source, seconds, workdir))
+    return [(name, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2]) for name, us in runs.items()]
+
+
+def table(title: str, rows: list[tuple[str, Usage]], seconds: float, reps: int) -> str:
     base = rows[1][1]
-    lines = [f"### {title} ({seconds:.0f} s)", "",
+    lines = [f"### {title} ({seconds:.0f} s per run, median of {reps})", "",
              "| relay | CPU s | CPU % of a core | peak RSS MB | MB delivered | CPU ratio |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, u in rows:
@@ -158,7 +170,8 @@ def table(title: str, rows: list[tuple[str, Usage]], seconds: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=15.0, help="measured time per run")
+    ap.add_argument("--reps", type=int, default=3, help="runs per relay (median is kept)")
     args = ap.parse_args()
     for tool in ("ffmpeg", "srt-live-transmit", "gst-launch-1.0"):
         if not shutil.which(tool):
@@ -170,11 +183,15 @@ def main() -> int:
         make_source(source, 30)
         rate = source.stat().st_size * 8 / 30 / 1e6
         print(f"source: {rate:.2f} Mb/s, 1280x720 H.264 + AAC, looped by ffmpeg -re\n")
-        print(table("SRT -> SRT relay, one stream", relay_case(source, args.seconds, work),
-                    args.seconds))
+        relay = compare([("castway relay", castway_argv), ("srt-live-transmit", slt_argv),
+                         ("gst-launch srtsrc ! srtsink", gst_relay_argv)],
+                        1, source, args.seconds, args.reps, work)
+        print(table("SRT -> SRT relay, one stream", relay, args.seconds, args.reps), flush=True)
         print()
-        print(table("SRT -> 10 x SRT fan-out", fanout_case(source, args.seconds, work),
-                    args.seconds))
+        fanout = compare([("castway relay 1->10", castway_argv),
+                          ("gst-launch tee 1->10", tee_argv)],
+                         10, source, args.seconds, args.reps, work)
+        print(table("SRT -> 10 x SRT fan-out", fanout, args.seconds, args.reps))
     return 0
 
 

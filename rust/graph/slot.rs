@@ -121,7 +121,7 @@ impl Slot {
             }
             Role::Output => {
                 let s = sink::build(&self.endpoint, &name, self.queue_bytes)?;
-                let tap = Arc::new(Tap::new(self.id.clone(), s.appsrc, self.queue_bytes, self.counters.clone()));
+                let tap = Arc::new(Tap::new(self.id.clone(), s.appsrc, self.counters.clone()));
                 let (srt, callers) = s.srt.map_or((None, None), |(e, c)| (Some(e), c));
                 (s.pipeline, srt, callers, Some(tap))
             }

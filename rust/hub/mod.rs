@@ -1,11 +1,12 @@
 //! The hub: fan-out from the active input to every output of a route.
 //!
-//! Inputs and outputs are separate GStreamer pipelines. An input's `appsink` callback hands each
-//! buffer to [`Hub::ingest`] on the input's streaming thread; the hub checks it is MPEG-TS, counts
-//! it, and — if the input is the active one — offers the same buffer (a refcount, no copy) to
-//! each output's `appsrc`. An output whose queue is full drops the buffer and counts it; nothing
-//! an output does can block this thread, because `appsrc` is never blocking here and each output
-//! pipeline has its own streaming thread behind its queue. docs/architecture.md says why.
+//! Inputs and outputs are separate GStreamer pipelines. A pad probe at the end of each input
+//! pipeline hands every buffer to [`Hub::ingest`] on the input's streaming thread; the hub makes
+//! sure it is whole MPEG-TS packets, counts it, and — if the input is the active one — offers the
+//! same buffer (a refcount, no copy) to each output's `appsrc`. An output whose queue is full
+//! drops the buffer and counts it; nothing an output does can block this thread, because
+//! `appsrc` is never blocking here and each output pipeline has its own streaming thread behind
+//! its queue. docs/architecture.md says why.
 //!
 //! Lock order: `taps` and `timeline` are never held together; both are leaves.
 
@@ -32,18 +33,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Tap {
     pub id: String,
     appsrc: gst_app::AppSrc,
-    max_bytes: u64,
+    /// Set by the appsrc's enough-data callback (its queue reached `max-bytes`), cleared by
+    /// need-data: the hub drops while it is set, without asking the appsrc per buffer.
+    full: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
 }
 
 impl Tap {
-    pub fn new(id: String, appsrc: gst_app::AppSrc, max_bytes: u64, counters: Arc<Counters>) -> Tap {
-        Tap { id, appsrc, max_bytes, counters }
+    /// Attaches to `appsrc`, whose `max-bytes` bounds the output's queue. Installs the appsrc's
+    /// callbacks.
+    pub fn new(id: String, appsrc: gst_app::AppSrc, counters: Arc<Counters>) -> Tap {
+        let full = Arc::new(AtomicBool::new(false));
+        let (on_need, on_enough) = (full.clone(), full.clone());
+        appsrc.set_callbacks(
+            gst_app::AppSrcCallbacks::builder()
+                .need_data(move |_, _| on_need.store(false, Relaxed))
+                .enough_data(move |_| on_enough.store(true, Relaxed))
+                .build(),
+        );
+        Tap { id, appsrc, full, counters }
     }
 
     fn offer(&self, buffer: &gst::Buffer) {
         let size = buffer.size();
-        if self.appsrc.current_level_bytes() + size as u64 > self.max_bytes {
+        if self.full.load(Relaxed) {
             self.counters.drop_bytes(size);
             return;
         }

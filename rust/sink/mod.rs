@@ -32,9 +32,8 @@ pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> 
         .max_bytes(queue_bytes)
         .block(false)
         .build();
-    // The hub checks the level before each push and counts what it drops; leaking here only
-    // covers the race between that check and the push.
-    appsrc.set_property_from_str("leaky-type", "upstream");
+    // Not leaky: when the queue is full, the appsrc still takes the one buffer that found it
+    // full and reports enough-data, and the hub drops (and counts) from then until need-data.
     let (sink, srt) = match endpoint {
         Endpoint::Srt(e) => {
             let (sink, callers) = srt::element(e, name)?;

@@ -4,7 +4,7 @@ use crate::uri::FileEndpoint;
 use gst::prelude::*;
 
 /// `filesrc ! tsparse`: tsparse aligns to 7-packet buffers and timestamps them from the PCR,
-/// so the appsink (sync=true) releases them at real-time pace.
+/// so the clocksync behind them releases them at real-time pace.
 pub(super) fn elements(ep: &FileEndpoint, name: &str) -> Result<Vec<gst::Element>> {
     if !ep.path.is_file() {
         return Err(Error::NotFound(format!("input file `{}`", ep.path.display())));

@@ -1,4 +1,5 @@
-//! Input pipelines: one per input, `<protocol source> ! appsink`, feeding the hub.
+//! Input pipelines: one per input, `<protocol source> [! clocksync] ! fakesink`, with the hub
+//! taking every buffer in a probe on the fakesink's pad.
 
 mod file;
 mod srt;
@@ -34,29 +35,38 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
         Endpoint::File(e) => (add_chain(&pipeline, &file::elements(e, name)?)?, None, true),
         Endpoint::Test(e) => (test::build(e, name, &pipeline)?, None, false),
     };
-    let sink = gst_app::AppSink::builder()
-        .name(format!("{name}-hub"))
-        // A file is paced by the clock from its PCR; live sources pace themselves.
-        .sync(paced)
-        .max_buffers(if paced { 8 } else { 0 })
-        .wait_on_eos(false)
-        // PLAYING as soon as the source is set up, not at the first buffer: the route tells
-        // "waiting for data" from "still starting" by it.
-        .async_(false)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                    let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
-                    drop(sample);
-                    hub.ingest(&feed, buffer);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build();
+    // A file is paced by the clock from its PCR; live sources pace themselves.
+    let tail = if paced {
+        let clocksync = element("clocksync", name)?;
+        pipeline.add(&clocksync)?;
+        tail.link(&clocksync)?;
+        clocksync
+    } else {
+        tail
+    };
+    let sink = element("fakesink", name)?;
+    // PLAYING as soon as the source is set up, not at the first buffer: the route tells
+    // "waiting for data" from "still starting" by it.
+    sink.set_property("async", false);
+    sink.set_property("sync", false);
+    sink.set_property("enable-last-sample", false);
     pipeline.add(&sink)?;
     tail.link(&sink)?;
+    // The hub takes each buffer in a probe on the sink's pad, on the source's streaming thread,
+    // and the sink never sees it: no sample, no queue, no extra thread per buffer.
+    let pad = sink.static_pad("sink").expect("fakesink has a sink pad");
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        match info.data.take() {
+            Some(gst::PadProbeData::Buffer(buffer)) => hub.ingest(&feed, buffer),
+            Some(gst::PadProbeData::BufferList(list)) => {
+                for buffer in list.iter_owned() {
+                    hub.ingest(&feed, buffer);
+                }
+            }
+            other => info.data = other,
+        }
+        gst::PadProbeReturn::Drop
+    });
     Ok(Source { pipeline, srt })
 }
 
