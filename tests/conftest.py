@@ -19,6 +19,10 @@ from typing import IO, Any
 
 import pytest
 
+# A GLib/GStreamer critical warning (a refcount bug, a misuse of an element) aborts the process
+# that hits it, so the tests cannot pass over one. Set before castway loads GLib.
+os.environ.setdefault("G_DEBUG", "fatal-criticals")
+
 import castway
 
 TS = 188

@@ -63,9 +63,14 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
                     hub.ingest(&feed, buffer);
                 }
             }
-            other => info.data = other,
+            other => {
+                info.data = other;
+                return gst::PadProbeReturn::Ok;
+            }
         }
-        gst::PadProbeReturn::Drop
+        // We took the buffer (and passed it on): handled, not dropped, so GStreamer does not
+        // unref it a second time.
+        gst::PadProbeReturn::Handled
     });
     Ok(Source { pipeline, srt })
 }
