@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 /// The Debian package that ships each element castway uses.
 fn package_of(factory: &str) -> &'static str {
     match factory {
-        "srtsrc" | "srtsink" | "tsparse" | "mpegtsmux" | "openh264enc" => "gstreamer1.0-plugins-bad",
+        "srtsrc" | "srtsink" | "tsparse" | "mpegtsmux" | "openh264enc" => {
+            "gstreamer1.0-plugins-bad"
+        }
         "udpsrc" | "udpsink" => "gstreamer1.0-plugins-good",
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" => "gstreamer1.0-libav",
@@ -16,10 +18,13 @@ fn package_of(factory: &str) -> &'static str {
 
 /// Makes an element of `factory`, named `name`.
 pub fn make(factory: &str, name: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).name(name).build().map_err(|_| Error::MissingElement {
-        element: factory.to_string(),
-        package: package_of(factory).to_string(),
-    })
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .map_err(|_| Error::MissingElement {
+            element: factory.to_string(),
+            package: package_of(factory).to_string(),
+        })
 }
 
 /// Whether an element factory is installed.
@@ -32,5 +37,8 @@ pub fn add_chain(pipeline: &gst::Pipeline, elements: &[gst::Element]) -> Result<
     use gst::prelude::*;
     pipeline.add_many(elements)?;
     gst::Element::link_many(elements)?;
-    elements.last().cloned().ok_or_else(|| crate::error::Error::pipeline("empty element chain"))
+    elements
+        .last()
+        .cloned()
+        .ok_or_else(|| crate::error::Error::pipeline("empty element chain"))
 }

@@ -44,7 +44,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn uri(uri: impl fmt::Display, reason: impl Into<String>) -> Self {
-        Error::InvalidUri { uri: uri.to_string(), reason: reason.into() }
+        Error::InvalidUri {
+            uri: uri.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn pipeline(what: impl fmt::Display) -> Self {

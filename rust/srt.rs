@@ -19,8 +19,16 @@ pub fn configure(element: &gst::Element, ep: &SrtEndpoint) {
         SrtMode::Listener => "listener",
         SrtMode::Rendezvous => "rendezvous",
     };
-    let remote_host = if ep.host.is_empty() { "0.0.0.0" } else { ep.host.as_str() };
-    let uri_host = if remote_host.contains(':') { format!("[{remote_host}]") } else { remote_host.to_string() };
+    let remote_host = if ep.host.is_empty() {
+        "0.0.0.0"
+    } else {
+        ep.host.as_str()
+    };
+    let uri_host = if remote_host.contains(':') {
+        format!("[{remote_host}]")
+    } else {
+        remote_host.to_string()
+    };
     element.set_property("uri", format!("srt://{uri_host}:{}", ep.port));
     element.set_property_from_str("mode", mode);
     element.set_property("latency", ep.latency_ms as i32);

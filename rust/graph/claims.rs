@@ -25,8 +25,13 @@ impl Claims {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let mut new: Vec<(String, String, u16)> = Vec::new();
         for (owner, endpoint, role) in endpoints {
-            let Some(bind) = endpoint.exclusive_bind(*role) else { continue };
-            let clash = held.iter().chain(new.iter()).find(|(_, h, p)| overlaps(&(h.clone(), *p), &bind));
+            let Some(bind) = endpoint.exclusive_bind(*role) else {
+                continue;
+            };
+            let clash = held
+                .iter()
+                .chain(new.iter())
+                .find(|(_, h, p)| overlaps(&(h.clone(), *p), &bind));
             if let Some((other, _, _)) = clash {
                 return Err(Error::AddressInUse {
                     endpoint: format!("{owner} ({endpoint})"),
@@ -40,7 +45,9 @@ impl Claims {
                         endpoint: format!("{owner} ({endpoint})"),
                         addr: format!("{addr} (held by another process)"),
                     },
-                    _ => Error::InvalidConfig(format!("{owner} ({endpoint}): cannot bind {addr}: {e}")),
+                    _ => Error::InvalidConfig(format!(
+                        "{owner} ({endpoint}): cannot bind {addr}: {e}"
+                    )),
                 });
             }
             new.push((owner.clone(), bind.0, bind.1));
@@ -50,11 +57,17 @@ impl Claims {
     }
 
     pub fn release(&self, owner: &str) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|(o, _, _)| o != owner);
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(o, _, _)| o != owner);
     }
 
     pub fn release_prefix(&self, prefix: &str) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|(o, _, _)| !o.starts_with(prefix));
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(o, _, _)| !o.starts_with(prefix));
     }
 }
 
@@ -73,12 +86,19 @@ mod tests {
         drop(probe);
         let claims = Claims::default();
         let a = ep(&format!("srt://:{port}"));
-        claims.claim_all(&[("r1/in0".into(), &a, Role::Input)]).unwrap();
+        claims
+            .claim_all(&[("r1/in0".into(), &a, Role::Input)])
+            .unwrap();
         let b = ep(&format!("srt://127.0.0.1:{port}?mode=listener"));
-        let e = claims.claim_all(&[("r2/in0".into(), &b, Role::Input)]).unwrap_err().to_string();
+        let e = claims
+            .claim_all(&[("r2/in0".into(), &b, Role::Input)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("held by r1/in0"), "{e}");
         claims.release_prefix("r1/");
-        claims.claim_all(&[("r2/in0".into(), &b, Role::Input)]).unwrap();
+        claims
+            .claim_all(&[("r2/in0".into(), &b, Role::Input)])
+            .unwrap();
     }
 
     #[test]

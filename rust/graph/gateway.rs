@@ -56,7 +56,10 @@ impl Gateway {
     }
 
     pub fn route(&self, name: &str) -> Result<Arc<Route>> {
-        self.routes().get(name).cloned().ok_or_else(|| Error::NotFound(format!("route `{name}`")))
+        self.routes()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("route `{name}`")))
     }
 
     pub fn route_names(&self) -> Vec<String> {
@@ -65,7 +68,10 @@ impl Gateway {
 
     /// Stops and removes a route; the others are untouched.
     pub fn remove_route(&self, name: &str) -> Result<()> {
-        let route = self.routes().remove(name).ok_or_else(|| Error::NotFound(format!("route `{name}`")))?;
+        let route = self
+            .routes()
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(format!("route `{name}`")))?;
         route.shutdown();
         Ok(())
     }
@@ -77,7 +83,8 @@ impl Gateway {
 
     /// Stops every route. Idempotent.
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let routes: Vec<Arc<Route>> = std::mem::take(&mut *self.routes()).into_values().collect();
         for r in routes {
             r.shutdown();

@@ -28,7 +28,11 @@ use crate::uri::{Endpoint, Role};
 use slot::{Slot, Status};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("castway-route", gst::DebugColorFlags::empty(), Some("castway routes"))
+    gst::DebugCategory::new(
+        "castway-route",
+        gst::DebugColorFlags::empty(),
+        Some("castway routes"),
+    )
 });
 
 const TICK: Duration = Duration::from_secs(1);
@@ -78,7 +82,10 @@ struct Inner {
 
 impl Inner {
     fn slot_by_generation(&mut self, generation: u64) -> Option<&mut Slot> {
-        self.inputs.iter_mut().chain(self.outputs.iter_mut()).find(|s| s.generation == generation)
+        self.inputs
+            .iter_mut()
+            .chain(self.outputs.iter_mut())
+            .find(|s| s.generation == generation)
     }
 }
 
@@ -103,7 +110,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -119,23 +128,40 @@ impl Route {
     fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
         check_name("route", &spec.name)?;
         if spec.inputs.is_empty() {
-            return Err(Error::InvalidConfig(format!("route `{}` needs at least one input", spec.name)));
+            return Err(Error::InvalidConfig(format!(
+                "route `{}` needs at least one input",
+                spec.name
+            )));
         }
         let queue_bytes = spec.queue_bytes.unwrap_or(DEFAULT_TAP_QUEUE_BYTES);
         if queue_bytes < 64 * 1024 {
-            return Err(Error::InvalidConfig(format!("queue_bytes={queue_bytes} is below 65536")));
+            return Err(Error::InvalidConfig(format!(
+                "queue_bytes={queue_bytes} is below 65536"
+            )));
         }
         let hub = Arc::new(Hub::default());
         let mut inputs = Vec::new();
         for (i, uri) in spec.inputs.iter().enumerate() {
             let endpoint = Endpoint::parse(uri, Role::Input)?;
-            inputs.push(Slot::new(format!("in{i}"), Role::Input, endpoint, Some(hub.feed(i)), queue_bytes));
+            inputs.push(Slot::new(
+                format!("in{i}"),
+                Role::Input,
+                endpoint,
+                Some(hub.feed(i)),
+                queue_bytes,
+            ));
         }
         let mut outputs = Vec::new();
         let mut next_output = 0;
         for o in &spec.outputs {
             let id = output_id(o.id.as_deref(), &mut next_output, &outputs)?;
-            outputs.push(Slot::new(id, Role::Output, Endpoint::parse(&o.uri, Role::Output)?, None, queue_bytes));
+            outputs.push(Slot::new(
+                id,
+                Role::Output,
+                Endpoint::parse(&o.uri, Role::Output)?,
+                None,
+                queue_bytes,
+            ));
         }
         let binds: Vec<(String, &Endpoint, Role)> = inputs
             .iter()
@@ -151,7 +177,12 @@ impl Route {
         let route = Arc::new(Route {
             name: spec.name.clone(),
             hub,
-            inner: Mutex::new(Inner { inputs, outputs, next_output, closed: false }),
+            inner: Mutex::new(Inner {
+                inputs,
+                outputs,
+                next_output,
+                closed: false,
+            }),
             events: tx,
             generations: AtomicU64::new(1),
             claims,
@@ -162,7 +193,9 @@ impl Route {
         {
             let mut inner = lock(&route.inner);
             // Outputs first, so the first input buffer already finds them attached.
-            let Inner { inputs, outputs, .. } = &mut *inner;
+            let Inner {
+                inputs, outputs, ..
+            } = &mut *inner;
             for slot in outputs.iter_mut().chain(inputs.iter_mut()) {
                 if let Err(e) = route.start_slot(slot) {
                     drop(inner);
@@ -195,7 +228,8 @@ impl Route {
         let mut next = inner.next_output;
         let id = output_id(id, &mut next, &inner.outputs)?;
         let owner = format!("{}/{id}", self.name);
-        self.claims.claim_all(&[(owner.clone(), &endpoint, Role::Output)])?;
+        self.claims
+            .claim_all(&[(owner.clone(), &endpoint, Role::Output)])?;
         let mut slot = Slot::new(id.clone(), Role::Output, endpoint, None, self.queue_bytes);
         if let Err(e) = self.start_slot(&mut slot) {
             self.claims.release(&owner);
@@ -224,8 +258,16 @@ impl Route {
     pub fn stats(&self) -> RouteStats {
         let now = Instant::now();
         let inner = lock(&self.inner);
-        let inputs: Vec<EndpointStats> = inner.inputs.iter().map(|s| s.stats(&self.hub, now)).collect();
-        let outputs: Vec<EndpointStats> = inner.outputs.iter().map(|s| s.stats(&self.hub, now)).collect();
+        let inputs: Vec<EndpointStats> = inner
+            .inputs
+            .iter()
+            .map(|s| s.stats(&self.hub, now))
+            .collect();
+        let outputs: Vec<EndpointStats> = inner
+            .outputs
+            .iter()
+            .map(|s| s.stats(&self.hub, now))
+            .collect();
         let active_input = inputs.iter().find(|s| s.active).map(|s| s.id.clone());
         let state = if inner.closed {
             "stopped"
@@ -251,7 +293,9 @@ impl Route {
             let mut inner = lock(&self.inner);
             if !inner.closed {
                 inner.closed = true;
-                let Inner { inputs, outputs, .. } = &mut *inner;
+                let Inner {
+                    inputs, outputs, ..
+                } = &mut *inner;
                 // Inputs first: nothing new reaches the hub while the outputs close.
                 for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
                     slot.stop(&self.hub, Status::Stopped);
@@ -275,7 +319,9 @@ impl Route {
         if inner.closed {
             return;
         }
-        let Some(slot) = inner.slot_by_generation(generation) else { return };
+        let Some(slot) = inner.slot_by_generation(generation) else {
+            return;
+        };
         match msg.view() {
             M::StateChanged(_) => slot.on_running(),
             M::Warning(w) => {
@@ -287,7 +333,10 @@ impl Route {
                     // Some elements put the cause in the debug string; skip GStreamer's own
                     // "file.c(line): function (): /GstPipeline:…" location lines.
                     let cause = d.lines().map(str::trim).rfind(|l| {
-                        !l.is_empty() && !l.contains(".c(") && !l.starts_with("/Gst") && !reason.contains(l)
+                        !l.is_empty()
+                            && !l.contains(".c(")
+                            && !l.starts_with("/Gst")
+                            && !reason.contains(l)
                     });
                     if let Some(c) = cause {
                         reason = format!("{reason} ({c})");
@@ -304,7 +353,11 @@ impl Route {
         match &slot.endpoint {
             Endpoint::File(f) if f.looped => {
                 slot.stop(&self.hub, Status::Starting);
-                if slot.feed.as_ref().is_some_and(|f| f.index == self.hub.active()) {
+                if slot
+                    .feed
+                    .as_ref()
+                    .is_some_and(|f| f.index == self.hub.active())
+                {
                     self.hub.timeline_restart();
                 }
                 if let Err(e) = self.start_slot(slot) {
@@ -321,7 +374,9 @@ impl Route {
         if inner.closed {
             return;
         }
-        let Inner { inputs, outputs, .. } = &mut *inner;
+        let Inner {
+            inputs, outputs, ..
+        } = &mut *inner;
         for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
             slot.tick(&self.hub, now);
             if slot.status == Status::Retrying && slot.restart_at.is_some_and(|t| t <= now) {

@@ -75,13 +75,24 @@ pub(super) struct Slot {
     pub feed: Option<Arc<Feed>>,
     tap: Option<Arc<Tap>>,
     queue_bytes: u64,
+    /// The current pipeline's change to PLAYING failed.
+    start_failed: bool,
     /// The byte count when the current pipeline started (to tell a stall from a slow start).
     bytes_at_start: u64,
 }
 
 impl Slot {
-    pub fn new(id: String, role: Role, endpoint: Endpoint, feed: Option<Arc<Feed>>, queue_bytes: u64) -> Slot {
-        let counters = feed.as_ref().map(|f| f.counters.clone()).unwrap_or_default();
+    pub fn new(
+        id: String,
+        role: Role,
+        endpoint: Endpoint,
+        feed: Option<Arc<Feed>>,
+        queue_bytes: u64,
+    ) -> Slot {
+        let counters = feed
+            .as_ref()
+            .map(|f| f.counters.clone())
+            .unwrap_or_default();
         Slot {
             id,
             role,
@@ -102,6 +113,7 @@ impl Slot {
             tap: None,
             queue_bytes,
             bytes_at_start: 0,
+            start_failed: false,
         }
     }
 
@@ -111,7 +123,13 @@ impl Slot {
 
     /// Builds a fresh pipeline and sets it playing. Build errors (missing element, missing
     /// file) are returned; failures while running arrive later on the bus.
-    pub fn start(&mut self, route: &str, hub: &Arc<Hub>, events: &Sender<Event>, generation: u64) -> Result<()> {
+    pub fn start(
+        &mut self,
+        route: &str,
+        hub: &Arc<Hub>,
+        events: &Sender<Event>,
+        generation: u64,
+    ) -> Result<()> {
         let name = self.pipeline_name(route);
         let (pipeline, srt, callers, tap) = match self.role {
             Role::Input => {
@@ -138,16 +156,27 @@ impl Slot {
                 M::Error(_) | M::Eos(_) | M::Warning(_) => true,
                 M::StateChanged(s) => {
                     s.current() == gst::State::Playing
-                        && weak.upgrade().is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>()))
+                        && weak
+                            .upgrade()
+                            .is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>()))
                 }
                 _ => false,
             };
             if wanted {
-                let _ = tx.send(Event::Bus { generation, msg: msg.clone() });
+                let _ = tx.send(Event::Bus {
+                    generation,
+                    msg: msg.clone(),
+                });
             }
             gst::BusSyncReply::Drop
         });
-        gst::info!(CAT, "{route}: starting {} {} ({})", self.role, self.id, self.endpoint);
+        gst::info!(
+            CAT,
+            "{route}: starting {} {} ({})",
+            self.role,
+            self.id,
+            self.endpoint
+        );
         self.pipeline = Some(pipeline.clone());
         self.srt = srt;
         self.callers = callers;
@@ -159,12 +188,14 @@ impl Slot {
             }
             hub.attach(tap);
         }
-        match set_state_bounded(&pipeline, gst::State::Playing, STATE_CHANGE_TIMEOUT) {
-            Some(Err(_)) => {
-                // The reason is on the bus as an error message, which schedules the retry.
-                gst::info!(CAT, "{route}: {} {} failed to start", self.role, self.id);
-            }
-            Some(Ok(_)) | None => {}
+        self.start_failed = false;
+        if let Some(Err(_)) =
+            set_state_bounded(&pipeline, gst::State::Playing, STATE_CHANGE_TIMEOUT)
+        {
+            // The element's error message, with the reason, is on its way over the bus and
+            // schedules the retry; should none come, the next tick does.
+            gst::info!(CAT, "{route}: {} {} failed to start", self.role, self.id);
+            self.start_failed = true;
         }
         Ok(())
     }
@@ -179,7 +210,11 @@ impl Slot {
                 bus.unset_sync_handler();
             }
             if set_state_bounded(&p, gst::State::Null, STATE_CHANGE_TIMEOUT).is_none() {
-                gst::warning!(CAT, "{}: pipeline did not stop in time; left to finish alone", self.id);
+                gst::warning!(
+                    CAT,
+                    "{}: pipeline did not stop in time; left to finish alone",
+                    self.id
+                );
             }
         }
         self.srt = None;
@@ -200,10 +235,18 @@ impl Slot {
 
     /// The pipeline failed: stop it and schedule a restart after the backoff.
     pub fn fail(&mut self, hub: &Hub, reason: String, now: Instant) {
-        if self.running_since.is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER) {
+        if self
+            .running_since
+            .is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER)
+        {
             self.backoff = INITIAL_BACKOFF;
         }
-        gst::info!(CAT, "{} failed, retrying in {:?}: {reason}", self.id, self.backoff);
+        gst::info!(
+            CAT,
+            "{} failed, retrying in {:?}: {reason}",
+            self.id,
+            self.backoff
+        );
         self.stop(hub, Status::Retrying);
         self.last_error = Some(reason);
         self.reconnects += 1;
@@ -215,7 +258,9 @@ impl Slot {
     /// stall check of SRT inputs.
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
-        let Some(feed) = self.feed.clone() else { return };
+        let Some(feed) = self.feed.clone() else {
+            return;
+        };
         if let Some(why) = feed.take_not_ts() {
             self.last_error = Some(why);
         }
@@ -224,7 +269,10 @@ impl Slot {
             && self.counters.snapshot().bytes > self.bytes_at_start
             && hub.idle_ms(&feed).is_some_and(|ms| ms >= STALL_RESTART_MS);
         if stalled {
-            let why = format!("no data for {} ms from the connected peer; reopening", STALL_RESTART_MS);
+            let why = format!(
+                "no data for {} ms from the connected peer; reopening",
+                STALL_RESTART_MS
+            );
             self.fail(hub, why, now);
             // Reopen at once: the peer is gone, nothing is gained by waiting.
             self.restart_at = Some(now);
@@ -240,14 +288,23 @@ impl Slot {
                 if let Some(c) = &self.callers {
                     callers = c
                         .lock()
-                        .map(|l| l.iter().map(|a| SrtCaller { address: a.clone(), link: Default::default() }).collect())
+                        .map(|l| {
+                            l.iter()
+                                .map(|a| SrtCaller {
+                                    address: a.clone(),
+                                    link: Default::default(),
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default();
                 }
             }
             (link, callers)
         });
         // An SRT socket reports a negotiated latency once it is connected.
-        let srt_connected = srt.as_ref().map(|(link, callers)| link.latency_ms > 0 || !callers.is_empty());
+        let srt_connected = srt
+            .as_ref()
+            .map(|(link, callers)| link.latency_ms > 0 || !callers.is_empty());
         let srt_mode = match &self.endpoint {
             Endpoint::Srt(e) => Some(e.mode),
             _ => None,
@@ -280,8 +337,14 @@ impl Slot {
             active: self.feed.as_ref().is_some_and(|f| f.index == hub.active()),
             counters: self.counters.snapshot(),
             reconnects: self.reconnects,
-            retry_in_ms: self.restart_at.map(|t| t.saturating_duration_since(now).as_millis() as u64),
-            last_error: self.feed.as_ref().and_then(|f| f.peek_not_ts()).or_else(|| self.last_error.clone()),
+            retry_in_ms: self
+                .restart_at
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            last_error: self
+                .feed
+                .as_ref()
+                .and_then(|f| f.peek_not_ts())
+                .or_else(|| self.last_error.clone()),
             idle_ms,
             srt,
         }

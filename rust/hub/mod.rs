@@ -14,12 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
-
 use crate::stats::Counters;
 use crate::ts::{Aligner, Restamper};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("castway-hub", gst::DebugColorFlags::empty(), Some("castway fan-out hub"))
+    gst::DebugCategory::new(
+        "castway-hub",
+        gst::DebugColorFlags::empty(),
+        Some("castway fan-out hub"),
+    )
 });
 
 /// Bytes an output may queue before the hub drops for it (about 2 s at 8 Mbit/s).
@@ -51,7 +54,12 @@ impl Tap {
                 .enough_data(move |_| on_enough.store(true, Relaxed))
                 .build(),
         );
-        Tap { id, appsrc, full, counters }
+        Tap {
+            id,
+            appsrc,
+            full,
+            counters,
+        }
     }
 
     fn offer(&self, buffer: &gst::Buffer) {
@@ -182,7 +190,9 @@ impl Hub {
             return;
         }
         let mut aligned = Vec::new();
-        let garbage = aligner.push(&map, |run| aligned.push(gst::Buffer::from_slice(run.to_vec())));
+        let garbage = aligner.push(&map, |run| {
+            aligned.push(gst::Buffer::from_slice(run.to_vec()))
+        });
         drop(aligner);
         if garbage > 0 {
             feed.counters.drop_bytes(garbage);
@@ -206,7 +216,11 @@ impl Hub {
         if feed.index != self.active.load(Relaxed) {
             return;
         }
-        let buffer = if self.track_timeline.load(Relaxed) { self.restamp(buffer) } else { buffer };
+        let buffer = if self.track_timeline.load(Relaxed) {
+            self.restamp(buffer)
+        } else {
+            buffer
+        };
         for tap in lock(&self.taps).iter() {
             tap.offer(&buffer);
         }

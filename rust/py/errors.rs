@@ -7,15 +7,60 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 
-create_exception!(castway.errors, CastwayError, PyException, "Base class of castway's errors.");
-create_exception!(castway.errors, InvalidUriError, CastwayError, "An endpoint URI is malformed or impossible.");
-create_exception!(castway.errors, ConfigError, CastwayError, "A route or gateway setting is invalid.");
-create_exception!(castway.errors, AddressInUseError, CastwayError, "A listening address is already taken.");
-create_exception!(castway.errors, NotFoundError, CastwayError, "No such route, output or file.");
-create_exception!(castway.errors, AlreadyExistsError, CastwayError, "The name is already taken.");
-create_exception!(castway.errors, MissingElementError, CastwayError, "A GStreamer element is not installed.");
-create_exception!(castway.errors, PipelineError, CastwayError, "GStreamer failed to build or run a pipeline.");
-create_exception!(castway.errors, ClosedError, CastwayError, "The gateway or route is closed.");
+create_exception!(
+    castway.errors,
+    CastwayError,
+    PyException,
+    "Base class of castway's errors."
+);
+create_exception!(
+    castway.errors,
+    InvalidUriError,
+    CastwayError,
+    "An endpoint URI is malformed or impossible."
+);
+create_exception!(
+    castway.errors,
+    ConfigError,
+    CastwayError,
+    "A route or gateway setting is invalid."
+);
+create_exception!(
+    castway.errors,
+    AddressInUseError,
+    CastwayError,
+    "A listening address is already taken."
+);
+create_exception!(
+    castway.errors,
+    NotFoundError,
+    CastwayError,
+    "No such route, output or file."
+);
+create_exception!(
+    castway.errors,
+    AlreadyExistsError,
+    CastwayError,
+    "The name is already taken."
+);
+create_exception!(
+    castway.errors,
+    MissingElementError,
+    CastwayError,
+    "A GStreamer element is not installed."
+);
+create_exception!(
+    castway.errors,
+    PipelineError,
+    CastwayError,
+    "GStreamer failed to build or run a pipeline."
+);
+create_exception!(
+    castway.errors,
+    ClosedError,
+    CastwayError,
+    "The gateway or route is closed."
+);
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {

@@ -21,7 +21,9 @@ struct PyGateway {
 impl PyGateway {
     #[new]
     fn new() -> PyResult<Self> {
-        Ok(PyGateway { inner: Gateway::new()? })
+        Ok(PyGateway {
+            inner: Gateway::new()?,
+        })
     }
 
     /// Builds and starts a route. `outputs` holds `(uri, id)` pairs; `id` may be None.
@@ -37,7 +39,10 @@ impl PyGateway {
         let spec = RouteSpec {
             name,
             inputs,
-            outputs: outputs.into_iter().map(|(uri, id)| OutputSpec { uri, id }).collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|(uri, id)| OutputSpec { uri, id })
+                .collect(),
             queue_bytes,
         };
         let route = py.allow_threads(|| self.inner.add_route(spec))?;
@@ -45,7 +50,9 @@ impl PyGateway {
     }
 
     fn route(&self, name: &str) -> PyResult<PyRoute> {
-        Ok(PyRoute { inner: self.inner.route(name)? })
+        Ok(PyRoute {
+            inner: self.inner.route(name)?,
+        })
     }
 
     fn route_names(&self) -> Vec<String> {
@@ -116,7 +123,11 @@ fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-fn endpoint_stats<'py>(py: Python<'py>, e: &EndpointStats, role: Role) -> PyResult<Bound<'py, PyDict>> {
+fn endpoint_stats<'py>(
+    py: Python<'py>,
+    e: &EndpointStats,
+    role: Role,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("id", &e.id)?;
     d.set_item("uri", &e.uri)?;
@@ -168,7 +179,11 @@ fn check_uri(uri: &str, role: &str) -> PyResult<String> {
     let role = match role {
         "input" => Role::Input,
         "output" => Role::Output,
-        other => return Err(pyo3::exceptions::PyValueError::new_err(format!("role must be 'input' or 'output', not {other:?}"))),
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "role must be 'input' or 'output', not {other:?}"
+            )))
+        }
     };
     Ok(Endpoint::parse(uri, role)?.to_string())
 }

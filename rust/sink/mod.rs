@@ -25,7 +25,12 @@ pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> 
     let pipeline = gst::Pipeline::with_name(name);
     let appsrc = gst_app::AppSrc::builder()
         .name(format!("{name}-hub"))
-        .caps(&gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build())
+        .caps(
+            &gst::Caps::builder("video/mpegts")
+                .field("systemstream", true)
+                .field("packetsize", 188i32)
+                .build(),
+        )
         .is_live(true)
         .format(gst::Format::Time)
         .stream_type(gst_app::AppStreamType::Stream)
@@ -47,7 +52,11 @@ pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> 
     sink.set_property("sync", false);
     sink.set_property("async", false);
     add_chain(&pipeline, &[appsrc.clone().upcast(), sink])?;
-    Ok(Sink { pipeline, appsrc, srt })
+    Ok(Sink {
+        pipeline,
+        appsrc,
+        srt,
+    })
 }
 
 fn element(factory: &str, pipeline_name: &str) -> Result<gst::Element> {

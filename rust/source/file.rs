@@ -7,7 +7,10 @@ use gst::prelude::*;
 /// so the clocksync behind them releases them at real-time pace.
 pub(super) fn elements(ep: &FileEndpoint, name: &str) -> Result<Vec<gst::Element>> {
     if !ep.path.is_file() {
-        return Err(Error::NotFound(format!("input file `{}`", ep.path.display())));
+        return Err(Error::NotFound(format!(
+            "input file `{}`",
+            ep.path.display()
+        )));
     }
     let src = element("filesrc", name)?;
     src.set_property("location", ep.path.to_string_lossy().as_ref());

@@ -55,23 +55,26 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
     // The hub takes each buffer in a probe on the sink's pad, on the source's streaming thread,
     // and the sink never sees it: no sample, no queue, no extra thread per buffer.
     let pad = sink.static_pad("sink").expect("fakesink has a sink pad");
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
-        match info.data.take() {
-            Some(gst::PadProbeData::Buffer(buffer)) => hub.ingest(&feed, buffer),
-            Some(gst::PadProbeData::BufferList(list)) => {
-                for buffer in list.iter_owned() {
-                    hub.ingest(&feed, buffer);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            match info.data.take() {
+                Some(gst::PadProbeData::Buffer(buffer)) => hub.ingest(&feed, buffer),
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    for buffer in list.iter_owned() {
+                        hub.ingest(&feed, buffer);
+                    }
+                }
+                other => {
+                    info.data = other;
+                    return gst::PadProbeReturn::Ok;
                 }
             }
-            other => {
-                info.data = other;
-                return gst::PadProbeReturn::Ok;
-            }
-        }
-        // We took the buffer (and passed it on): handled, not dropped, so GStreamer does not
-        // unref it a second time.
-        gst::PadProbeReturn::Handled
-    });
+            // We took the buffer (and passed it on): handled, not dropped, so GStreamer does not
+            // unref it a second time.
+            gst::PadProbeReturn::Handled
+        },
+    );
     Ok(Source { pipeline, srt })
 }
 

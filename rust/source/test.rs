@@ -6,7 +6,11 @@ use gst::prelude::*;
 
 /// A live test signal: `videotestsrc ! x264enc ! h264parse` and `audiotestsrc ! avenc_aac`,
 /// muxed by `mpegtsmux` into 7-packet buffers. Adds it all to `pipeline`; returns the mux.
-pub(super) fn build(ep: &TestEndpoint, name: &str, pipeline: &gst::Pipeline) -> Result<gst::Element> {
+pub(super) fn build(
+    ep: &TestEndpoint,
+    name: &str,
+    pipeline: &gst::Pipeline,
+) -> Result<gst::Element> {
     let mux = element("mpegtsmux", name)?;
     mux.set_property("alignment", 7i32);
     pipeline.add(&mux)?;
@@ -60,12 +64,18 @@ pub(super) fn build(ep: &TestEndpoint, name: &str, pipeline: &gst::Pipeline) -> 
         let acaps = element("capsfilter", &format!("{name}-a"))?;
         acaps.set_property(
             "caps",
-            gst::Caps::builder("audio/x-raw").field("rate", 48_000i32).field("channels", 2i32).build(),
+            gst::Caps::builder("audio/x-raw")
+                .field("rate", 48_000i32)
+                .field("channels", 2i32)
+                .build(),
         );
         let aenc = element("avenc_aac", name)?;
         let aparse = element("aacparse", name)?;
         let aq = element("queue", &format!("{name}-a"))?;
-        add_chain(pipeline, &[asrc, conv, resample, acaps, aenc, aparse, aq.clone()])?;
+        add_chain(
+            pipeline,
+            &[asrc, conv, resample, acaps, aenc, aparse, aq.clone()],
+        )?;
         aq.link(&mux)?;
     }
     Ok(mux)

@@ -29,12 +29,14 @@ pub struct CounterSnapshot {
 impl Counters {
     pub fn add(&self, bytes: usize) {
         self.bytes.fetch_add(bytes as u64, Relaxed);
-        self.packets.fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
+        self.packets
+            .fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
     }
 
     /// Counts a lost buffer of `bytes` as TS packets (rounded up: a partial packet is one lost).
     pub fn drop_bytes(&self, bytes: usize) {
-        self.drops.fetch_add(bytes.div_ceil(PACKET_SIZE).max(1) as u64, Relaxed);
+        self.drops
+            .fetch_add(bytes.div_ceil(PACKET_SIZE).max(1) as u64, Relaxed);
     }
 
     pub fn snapshot(&self) -> CounterSnapshot {
@@ -131,7 +133,9 @@ impl SrtLinkStats {
 /// listener sink the callers with their addresses.
 pub fn srt_stats(element: &gst::Element) -> (SrtLinkStats, Vec<SrtCaller>) {
     let stats = element.property::<Option<gst::Structure>>("stats");
-    let Some(stats) = stats else { return (SrtLinkStats::default(), Vec::new()) };
+    let Some(stats) = stats else {
+        return (SrtLinkStats::default(), Vec::new());
+    };
     let mut callers = Vec::new();
     if let Ok(list) = stats.get::<gst::glib::ValueArray>("callers") {
         for v in list.iter() {
@@ -162,7 +166,11 @@ pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
     let inet = addr.downcast_ref::<gio::InetSocketAddress>()?;
     let ip = inet.address().to_str();
     let port = inet.port();
-    Some(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+    Some(if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    })
 }
 
 #[cfg(test)]
@@ -201,6 +209,9 @@ mod tests {
             .field("negotiated-latency-ms", 120i32)
             .build();
         let l = SrtLinkStats::from_structure(&s);
-        assert_eq!((l.rtt_ms, l.loss, l.retransmissions, l.latency_ms), (1.5, 3, 2, 120));
+        assert_eq!(
+            (l.rtt_ms, l.loss, l.retransmissions, l.latency_ms),
+            (1.5, 3, 2, 120)
+        );
     }
 }

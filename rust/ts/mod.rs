@@ -37,10 +37,13 @@ impl std::fmt::Display for NotTs {
 
 /// Checks that `data` is whole, aligned TS packets; returns how many.
 pub fn check_packets(data: &[u8]) -> Result<usize, NotTs> {
-    if data.is_empty() || data.len() % PACKET_SIZE != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(PACKET_SIZE) {
         return Err(NotTs::Length(data.len()));
     }
-    match data.chunks_exact(PACKET_SIZE).position(|p| p[0] != SYNC_BYTE) {
+    match data
+        .chunks_exact(PACKET_SIZE)
+        .position(|p| p[0] != SYNC_BYTE)
+    {
         Some(i) => Err(NotTs::Sync(i)),
         None => Ok(data.len() / PACKET_SIZE),
     }
@@ -67,7 +70,10 @@ pub struct Aligner {
 
 impl Default for Aligner {
     fn default() -> Self {
-        Aligner { carry: Vec::with_capacity(RESYNC_PACKETS * PACKET_SIZE), synced: true }
+        Aligner {
+            carry: Vec::with_capacity(RESYNC_PACKETS * PACKET_SIZE),
+            synced: true,
+        }
     }
 }
 
@@ -158,7 +164,13 @@ pub fn pcr_base(p: &[u8]) -> Option<u64> {
         return None;
     }
     let b = &p[6..11];
-    Some((u64::from(b[0]) << 25) | (u64::from(b[1]) << 17) | (u64::from(b[2]) << 9) | (u64::from(b[3]) << 1) | (u64::from(b[4]) >> 7))
+    Some(
+        (u64::from(b[0]) << 25)
+            | (u64::from(b[1]) << 17)
+            | (u64::from(b[2]) << 9)
+            | (u64::from(b[3]) << 1)
+            | (u64::from(b[4]) >> 7),
+    )
 }
 
 fn write_pcr_base(p: &mut [u8], base: u64) {
@@ -171,7 +183,11 @@ fn write_pcr_base(p: &mut [u8], base: u64) {
 }
 
 fn read_ts(b: &[u8]) -> u64 {
-    (u64::from(b[0] >> 1 & 0x07) << 30) | (u64::from(b[1]) << 22) | (u64::from(b[2] >> 1) << 15) | (u64::from(b[3]) << 7) | u64::from(b[4] >> 1)
+    (u64::from(b[0] >> 1 & 0x07) << 30)
+        | (u64::from(b[1]) << 22)
+        | (u64::from(b[2] >> 1) << 15)
+        | (u64::from(b[3]) << 7)
+        | u64::from(b[4] >> 1)
 }
 
 fn write_ts(b: &mut [u8], ts: u64) {
@@ -187,13 +203,18 @@ fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) {
     if p[1] & 0x40 == 0 {
         return (None, None);
     }
-    let Some(off) = payload_offset(p) else { return (None, None) };
+    let Some(off) = payload_offset(p) else {
+        return (None, None);
+    };
     let pes = &p[off..];
     if pes.len() < 19 || pes[0..3] != [0, 0, 1] {
         return (None, None);
     }
     // Stream ids without the optional PES header (ISO 13818-1 table 2-21).
-    if matches!(pes[3], 0xbc | 0xbe | 0xbf | 0xf0 | 0xf1 | 0xf2 | 0xf8 | 0xff) {
+    if matches!(
+        pes[3],
+        0xbc | 0xbe | 0xbf | 0xf0 | 0xf1 | 0xf2 | 0xf8 | 0xff
+    ) {
         return (None, None);
     }
     match pes[7] >> 6 {
@@ -315,7 +336,11 @@ impl Restamper {
                 if self.cc_resync[pid] {
                     self.cc_resync[pid] = false;
                     let next = self.last_cc[pid].wrapping_add(1) & 0x0f;
-                    self.cc_offset[pid] = if self.last_cc[pid] == 0xff { 0 } else { next.wrapping_sub(cc) & 0x0f };
+                    self.cc_offset[pid] = if self.last_cc[pid] == 0xff {
+                        0
+                    } else {
+                        next.wrapping_sub(cc) & 0x0f
+                    };
                 }
                 let out = (cc + self.cc_offset[pid]) & 0x0f;
                 p[3] = (p[3] & 0xf0) | out;
@@ -352,7 +377,12 @@ pub(crate) mod tests {
     use super::*;
 
     /// Builds one TS packet: PID, CC, optional PCR (90 kHz base), optional PES PTS.
-    pub(crate) fn packet(pid: u16, cc: u8, pcr: Option<u64>, pts: Option<u64>) -> [u8; PACKET_SIZE] {
+    pub(crate) fn packet(
+        pid: u16,
+        cc: u8,
+        pcr: Option<u64>,
+        pts: Option<u64>,
+    ) -> [u8; PACKET_SIZE] {
         let mut p = [0xffu8; PACKET_SIZE];
         p[0] = SYNC_BYTE;
         p[1] = ((pid >> 8) as u8 & 0x1f) | if pts.is_some() { 0x40 } else { 0 };
@@ -389,7 +419,9 @@ pub(crate) mod tests {
     }
 
     fn stream(n: usize) -> Vec<u8> {
-        (0..n).flat_map(|i| packet(0x100, i as u8, None, None)).collect()
+        (0..n)
+            .flat_map(|i| packet(0x100, i as u8, None, None))
+            .collect()
     }
 
     fn realign(a: &mut Aligner, data: &[u8]) -> (Vec<u8>, Vec<usize>, usize) {
@@ -417,7 +449,10 @@ pub(crate) mod tests {
         for chunk in data.chunks(1456) {
             let (o, sizes, garbage) = realign(&mut a, chunk);
             assert_eq!(garbage, 0);
-            assert!(sizes.iter().all(|s| s % PACKET_SIZE == 0 && *s <= 1316), "{sizes:?}");
+            assert!(
+                sizes.iter().all(|s| s % PACKET_SIZE == 0 && *s <= 1316),
+                "{sizes:?}"
+            );
             out.extend(o);
         }
         assert_eq!(out, data);
@@ -460,7 +495,14 @@ pub(crate) mod tests {
     /// One "file": PCR every 40 ms on PID 0x100 with a PTS, CC counting from 0.
     fn run(first_pcr: u64, n: u64) -> Vec<u8> {
         (0..n)
-            .flat_map(|i| packet(0x100, i as u8, Some(first_pcr + i * 3600), Some(first_pcr + 9000 + i * 3600)))
+            .flat_map(|i| {
+                packet(
+                    0x100,
+                    i as u8,
+                    Some(first_pcr + i * 3600),
+                    Some(first_pcr + 9000 + i * 3600),
+                )
+            })
             .collect()
     }
 
@@ -499,7 +541,10 @@ pub(crate) mod tests {
         let mut lead = packet(0x101, 0, None, Some(1000 + 500)).to_vec();
         r.rewrite(&mut lead);
         let (pts, _) = pes_timestamp_offsets(&lead);
-        assert_eq!(read_ts(&lead[pts.unwrap()..]), 15400 + 3600 + RUN_GUARD_90K + 500);
+        assert_eq!(
+            read_ts(&lead[pts.unwrap()..]),
+            15400 + 3600 + RUN_GUARD_90K + 500
+        );
     }
 
     #[test]

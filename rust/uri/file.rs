@@ -29,7 +29,10 @@ impl FileEndpoint {
         }
         let looped = q.take_bool(&["loop"])?.unwrap_or(false);
         q.finish("file")?;
-        Ok(FileEndpoint { path: PathBuf::from(path), looped })
+        Ok(FileEndpoint {
+            path: PathBuf::from(path),
+            looped,
+        })
     }
 }
 
@@ -56,11 +59,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = Endpoint::parse("file://a.ts", Role::Input).unwrap_err().to_string();
+        let e = Endpoint::parse("file://a.ts", Role::Input)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("absolute path"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=1", Role::Output).unwrap_err().to_string();
+        let e = Endpoint::parse("file:///tmp/x.ts?loop=1", Role::Output)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only applies to file inputs"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=maybe", Role::Input).unwrap_err().to_string();
+        let e = Endpoint::parse("file:///tmp/x.ts?loop=maybe", Role::Input)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`loop=maybe`"), "{e}");
     }
 }

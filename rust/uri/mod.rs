@@ -47,9 +47,12 @@ impl Endpoint {
     /// Parses `uri` and checks that it can serve as `role`.
     pub fn parse(uri: &str, role: Role) -> Result<Endpoint> {
         let shown = redact(uri);
-        let (scheme, rest) = uri
-            .split_once("://")
-            .ok_or_else(|| Error::uri(&shown, "missing scheme (expected srt://, udp://, file:// or test://)"))?;
+        let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
+            Error::uri(
+                &shown,
+                "missing scheme (expected srt://, udp://, file:// or test://)",
+            )
+        })?;
         let (authority_path, query) = match rest.split_once('?') {
             Some((a, q)) => (a, q),
             None => (rest, ""),
@@ -65,7 +68,9 @@ impl Endpoint {
             )),
         }
         .map_err(|r| Error::uri(&shown, r))?;
-        endpoint.check_role(role).map_err(|r| Error::uri(&shown, r))?;
+        endpoint
+            .check_role(role)
+            .map_err(|r| Error::uri(&shown, r))?;
         Ok(endpoint)
     }
 
@@ -161,7 +166,9 @@ pub(crate) fn split_host_port(authority: &str) -> std::result::Result<(String, u
             .rsplit_once(':')
             .ok_or_else(|| format!("missing `:PORT` in `{authority}`"))?;
         if h.contains(':') {
-            return Err(format!("IPv6 host `{h}` must be written in brackets: `[{h}]`"));
+            return Err(format!(
+                "IPv6 host `{h}` must be written in brackets: `[{h}]`"
+            ));
         }
         if !h.is_empty() && !valid_hostname(h) {
             return Err(format!("host `{h}` is not a valid host name or address"));
@@ -177,20 +184,26 @@ pub(crate) fn split_host_port(authority: &str) -> std::result::Result<(String, u
 
 fn valid_hostname(h: &str) -> bool {
     // All-numeric names are IPv4 literals, and must be valid ones.
-    if h.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
+    if h.split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return h.parse::<std::net::Ipv4Addr>().is_ok();
     }
     h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 /// Whether `host` (an IP literal) is a multicast group.
 pub(crate) fn is_multicast(host: &str) -> bool {
-    host.parse::<std::net::IpAddr>().map(|a| a.is_multicast()).unwrap_or(false)
+    host.parse::<std::net::IpAddr>()
+        .map(|a| a.is_multicast())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -218,7 +231,10 @@ mod tests {
 
     #[test]
     fn passphrase_is_redacted_in_errors_and_display() {
-        let e = err("srt://:9000?mode=listener&passphrase=supersecret1&bogus=1", Role::Input);
+        let e = err(
+            "srt://:9000?mode=listener&passphrase=supersecret1&bogus=1",
+            Role::Input,
+        );
         assert!(!e.contains("supersecret1"), "{e}");
         assert!(e.contains("passphrase=***"), "{e}");
         let ep = input("srt://:9000?passphrase=supersecret1");
@@ -254,8 +270,14 @@ mod tests {
             input("srt://:9000").exclusive_bind(Role::Input),
             Some(("0.0.0.0".to_string(), 9000))
         );
-        assert_eq!(input("srt://10.0.0.1:9000").exclusive_bind(Role::Input), None);
-        assert_eq!(input("udp://@239.1.1.1:5000").exclusive_bind(Role::Input), None);
+        assert_eq!(
+            input("srt://10.0.0.1:9000").exclusive_bind(Role::Input),
+            None
+        );
+        assert_eq!(
+            input("udp://@239.1.1.1:5000").exclusive_bind(Role::Input),
+            None
+        );
         assert_eq!(
             input("udp://:5000").exclusive_bind(Role::Input),
             Some(("0.0.0.0".to_string(), 5000))

@@ -31,7 +31,10 @@ impl Query {
             .filter(|&i| names.contains(&self.pairs[i].0.as_str()))
             .collect();
         if found.len() > 1 {
-            return Err(format!("keys `{}` and `{}` mean the same thing; give one", self.pairs[found[0]].0, self.pairs[found[1]].0));
+            return Err(format!(
+                "keys `{}` and `{}` mean the same thing; give one",
+                self.pairs[found[0]].0, self.pairs[found[1]].0
+            ));
         }
         Ok(found.first().map(|&i| self.pairs.remove(i).1))
     }
@@ -65,7 +68,9 @@ impl Query {
     pub(crate) fn finish(self, scheme: &str) -> Res<()> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((k, _)) => Err(format!("unknown key `{k}` for {scheme}:// (see docs/uri.md)")),
+            Some((k, _)) => Err(format!(
+                "unknown key `{k}` for {scheme}:// (see docs/uri.md)"
+            )),
         }
     }
 }
@@ -109,13 +114,19 @@ mod tests {
     fn duplicates_and_aliases_conflict() {
         assert!(Query::parse("a=1&a=2").unwrap_err().contains("twice"));
         let mut q = Query::parse("port=1&localport=2").unwrap();
-        assert!(q.take(&["localport", "port"]).unwrap_err().contains("same thing"));
+        assert!(q
+            .take(&["localport", "port"])
+            .unwrap_err()
+            .contains("same thing"));
     }
 
     #[test]
     fn leftovers_are_unknown_keys() {
         let mut q = Query::parse("latency=1&latncy=2").unwrap();
         q.take(&["latency"]).unwrap();
-        assert!(q.finish("srt").unwrap_err().contains("unknown key `latncy`"));
+        assert!(q
+            .finish("srt")
+            .unwrap_err()
+            .contains("unknown key `latncy`"));
     }
 }

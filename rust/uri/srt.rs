@@ -68,7 +68,9 @@ impl SrtEndpoint {
         if let Some(p) = &passphrase {
             let n = p.chars().count();
             if !(10..=79).contains(&n) {
-                return Err(format!("passphrase must be 10 to 79 characters long (got {n})"));
+                return Err(format!(
+                    "passphrase must be 10 to 79 characters long (got {n})"
+                ));
             }
         }
         let pbkeylen = match q.take_parsed::<u32>(&["pbkeylen"], "a key length (16, 24 or 32)")? {
@@ -96,7 +98,17 @@ impl SrtEndpoint {
             return Err("a listener binds HOST:PORT of the URI; `adapter`/`port` are for callers and rendezvous".into());
         }
         q.finish("srt")?;
-        Ok(SrtEndpoint { host, port, mode, latency_ms, passphrase, pbkeylen, streamid, local_addr, local_port })
+        Ok(SrtEndpoint {
+            host,
+            port,
+            mode,
+            latency_ms,
+            passphrase,
+            pbkeylen,
+            streamid,
+            local_addr,
+            local_port,
+        })
     }
 
     /// The local address a listener or rendezvous peer binds.
@@ -111,8 +123,16 @@ impl SrtEndpoint {
 
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        write!(f, "srt://{host}:{}?mode={}&latency={}", self.port, self.mode, self.latency_ms)?;
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(
+            f,
+            "srt://{host}:{}?mode={}&latency={}",
+            self.port, self.mode, self.latency_ms
+        )?;
         if self.passphrase.is_some() {
             write!(f, "&passphrase=***&pbkeylen={}", self.pbkeylen)?;
         }
@@ -148,8 +168,14 @@ mod tests {
     fn mode_defaults_follow_srt_live_transmit() {
         assert_eq!(srt("srt://:9000").mode, SrtMode::Listener);
         assert_eq!(srt("srt://127.0.0.1:9000").mode, SrtMode::Caller);
-        assert_eq!(srt("srt://127.0.0.1:9000?mode=server").mode, SrtMode::Listener);
-        assert_eq!(srt("srt://127.0.0.1:9000?mode=rendezvous").mode, SrtMode::Rendezvous);
+        assert_eq!(
+            srt("srt://127.0.0.1:9000?mode=server").mode,
+            SrtMode::Listener
+        );
+        assert_eq!(
+            srt("srt://127.0.0.1:9000?mode=rendezvous").mode,
+            SrtMode::Rendezvous
+        );
     }
 
     #[test]

@@ -30,16 +30,39 @@ impl Default for TestEndpoint {
 }
 
 const PATTERNS: &[&str] = &[
-    "smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2",
-    "checkers-4", "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut",
-    "chroma-zone-plate", "solid-color", "ball", "smpte100", "bar", "pinwheel", "spokes",
-    "gradient", "colors",
+    "smpte",
+    "snow",
+    "black",
+    "white",
+    "red",
+    "green",
+    "blue",
+    "checkers-1",
+    "checkers-2",
+    "checkers-4",
+    "checkers-8",
+    "circular",
+    "blink",
+    "smpte75",
+    "zone-plate",
+    "gamut",
+    "chroma-zone-plate",
+    "solid-color",
+    "ball",
+    "smpte100",
+    "bar",
+    "pinwheel",
+    "spokes",
+    "gradient",
+    "colors",
 ];
 
 impl TestEndpoint {
     pub(super) fn parse(authority_path: &str, mut q: Query) -> Result<TestEndpoint, String> {
         if !authority_path.trim_matches('/').is_empty() {
-            return Err(format!("test:// takes no host or path (got `{authority_path}`)"));
+            return Err(format!(
+                "test:// takes no host or path (got `{authority_path}`)"
+            ));
         }
         let d = TestEndpoint::default();
         let (width, height) = match q.take(&["size"])? {
@@ -49,26 +72,53 @@ impl TestEndpoint {
                     .split_once(['x', 'X'])
                     .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
                 match parsed {
-                    Some((w, h)) if (16..=7680).contains(&w) && (16..=4320).contains(&h) && w % 2 == 0 && h % 2 == 0 => (w, h),
-                    _ => return Err(format!("`size={s}` is not WIDTHxHEIGHT with even sides from 16x16 to 7680x4320")),
+                    Some((w, h))
+                        if (16..=7680).contains(&w)
+                            && (16..=4320).contains(&h)
+                            && w % 2 == 0
+                            && h % 2 == 0 =>
+                    {
+                        (w, h)
+                    }
+                    _ => {
+                        return Err(format!(
+                        "`size={s}` is not WIDTHxHEIGHT with even sides from 16x16 to 7680x4320"
+                    ))
+                    }
                 }
             }
         };
-        let fps = q.take_parsed::<u32>(&["fps", "framerate"], "a frame rate")?.unwrap_or(d.fps);
+        let fps = q
+            .take_parsed::<u32>(&["fps", "framerate"], "a frame rate")?
+            .unwrap_or(d.fps);
         if !(1..=120).contains(&fps) {
             return Err(format!("`fps={fps}` is outside 1..120"));
         }
-        let bitrate_kbps = q.take_parsed::<u32>(&["bitrate"], "a bitrate in kbit/s")?.unwrap_or(d.bitrate_kbps);
+        let bitrate_kbps = q
+            .take_parsed::<u32>(&["bitrate"], "a bitrate in kbit/s")?
+            .unwrap_or(d.bitrate_kbps);
         if !(50..=100_000).contains(&bitrate_kbps) {
-            return Err(format!("`bitrate={bitrate_kbps}` is outside 50..100000 kbit/s"));
+            return Err(format!(
+                "`bitrate={bitrate_kbps}` is outside 50..100000 kbit/s"
+            ));
         }
         let pattern = q.take(&["pattern"])?.unwrap_or(d.pattern);
         if !PATTERNS.contains(&pattern.as_str()) {
-            return Err(format!("`pattern={pattern}` is not one of {}", PATTERNS.join(", ")));
+            return Err(format!(
+                "`pattern={pattern}` is not one of {}",
+                PATTERNS.join(", ")
+            ));
         }
         let audio = q.take_bool(&["audio"])?.unwrap_or(true);
         q.finish("test")?;
-        Ok(TestEndpoint { width, height, fps, bitrate_kbps, pattern, audio })
+        Ok(TestEndpoint {
+            width,
+            height,
+            fps,
+            bitrate_kbps,
+            pattern,
+            audio,
+        })
     }
 }
 
@@ -77,7 +127,12 @@ impl fmt::Display for TestEndpoint {
         write!(
             f,
             "test://?size={}x{}&fps={}&bitrate={}&pattern={}&audio={}",
-            self.width, self.height, self.fps, self.bitrate_kbps, self.pattern, u8::from(self.audio)
+            self.width,
+            self.height,
+            self.fps,
+            self.bitrate_kbps,
+            self.pattern,
+            u8::from(self.audio)
         )
     }
 }
@@ -94,7 +149,10 @@ mod tests {
         };
         assert_eq!(parsed("test://"), TestEndpoint::default());
         let t = parsed("test://?size=640x360&fps=25&bitrate=800&pattern=ball&audio=0");
-        assert_eq!((t.width, t.height, t.fps, t.bitrate_kbps, t.audio), (640, 360, 25, 800, false));
+        assert_eq!(
+            (t.width, t.height, t.fps, t.bitrate_kbps, t.audio),
+            (640, 360, 25, 800, false)
+        );
         for (uri, needle) in [
             ("test://?size=640", "`size=640`"),
             ("test://?size=641x360", "`size=641x360`"),

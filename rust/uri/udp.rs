@@ -33,7 +33,13 @@ impl UdpEndpoint {
             .take_parsed::<u32>(&["buffer_size", "rcvbuf", "sndbuf"], "a size in bytes")?
             .unwrap_or(0);
         q.finish("udp")?;
-        Ok(UdpEndpoint { host, port, iface, ttl, buffer_size })
+        Ok(UdpEndpoint {
+            host,
+            port,
+            iface,
+            ttl,
+            buffer_size,
+        })
     }
 
     pub fn is_multicast(&self) -> bool {
@@ -46,13 +52,21 @@ impl UdpEndpoint {
 
     /// The address an input binds: the given host, or any.
     pub fn bind_host(&self) -> String {
-        if self.host.is_empty() { "0.0.0.0".into() } else { self.host.clone() }
+        if self.host.is_empty() {
+            "0.0.0.0".into()
+        } else {
+            self.host.clone()
+        }
     }
 }
 
 impl fmt::Display for UdpEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         write!(f, "udp://{host}:{}", self.port)?;
         let mut sep = '?';
         let mut key = |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| {
@@ -96,11 +110,17 @@ mod tests {
 
     #[test]
     fn output_needs_a_destination_and_input_takes_no_ttl() {
-        let e = Endpoint::parse("udp://:5000", Role::Output).unwrap_err().to_string();
+        let e = Endpoint::parse("udp://:5000", Role::Output)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("destination host"), "{e}");
-        let e = Endpoint::parse("udp://:5000?ttl=3", Role::Input).unwrap_err().to_string();
+        let e = Endpoint::parse("udp://:5000?ttl=3", Role::Input)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ttl` only applies"), "{e}");
-        let e = Endpoint::parse("udp://1.2.3.4:5000?ttl=300", Role::Output).unwrap_err().to_string();
+        let e = Endpoint::parse("udp://1.2.3.4:5000?ttl=300", Role::Output)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ttl=300`"), "{e}");
     }
 }
