@@ -9,6 +9,7 @@ pub mod sink;
 pub mod source;
 pub mod srt;
 pub mod stats;
+pub mod switch;
 pub mod ts;
 pub mod uri;
 

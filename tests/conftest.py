@@ -105,17 +105,15 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
 
 
-@pytest.fixture(scope="session")
-def ts_file(media_dir: Path) -> Path:
-    """An 8 s H.264 + AAC MPEG-TS (1 s GOP, ~1.5 Mb/s), made once by ffmpeg."""
-    path = media_dir / "clip.ts"
+def make_clip(path: Path, seconds: int, size: str, video_kbps: int) -> Path:
+    """An H.264 + AAC MPEG-TS made by ffmpeg: 25 fps test card, 1 s GOP, a sine tone."""
     subprocess.run(
         [
             "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-            "-b:v", "1200k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
+            "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+            "-b:v", f"{video_kbps}k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
             "-f", "mpegts", "-mpegts_flags", "+resend_headers", str(path),
         ],
         check=True,
@@ -125,22 +123,15 @@ def ts_file(media_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ts_file(media_dir: Path) -> Path:
+    """An 8 s clip at about 1.5 Mb/s."""
+    return make_clip(media_dir / "clip.ts", 8, "640x360", 1200)
+
+
+@pytest.fixture(scope="session")
 def short_clip(media_dir: Path) -> Path:
-    """A 2 s clip for loops: 25 fps, 1 s GOP, H.264 + AAC."""
-    path = media_dir / "short.ts"
-    subprocess.run(
-        [
-            "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
-            "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-            "-b:v", "600k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-            "-f", "mpegts", str(path),
-        ],
-        check=True,
-        timeout=60,
-    )
-    return path
+    """A 2 s clip, for loops."""
+    return make_clip(media_dir / "short.ts", 2, "320x180", 600)
 
 
 class UdpCapture:
