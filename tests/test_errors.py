@@ -3,6 +3,7 @@ crash, a hang, or a half-started route."""
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from conftest import UdpSender, free_port, random_ts, sha256, wait_until
         ("udp://999.1.1.1:5000", "not a valid host"),
         ("file://relative.ts", "absolute path"),
         ("test://?size=big", "`size=big`"),
+        ("udp://:5000?buffer_size=3000000000", "`buffer_size=3000000000` is above"),
     ],
 )
 def test_invalid_input_uri_names_the_bad_part(
@@ -79,6 +81,19 @@ def test_two_routes_cannot_claim_one_listening_port(gateway: castway.Gateway) ->
         gateway.route("a").add_output(f"srt://127.0.0.1:{port}?mode=listener")
     gateway.remove_route("a")
     gateway.add_route("b", "test://?size=160x90&bitrate=100", [f"srt://:{port}"])
+
+
+def test_dropping_an_old_route_keeps_the_ports_of_its_successor(
+    gateway: castway.Gateway,
+) -> None:
+    port = free_port()
+    old = gateway.add_route("cam", f"srt://:{port}", [])
+    gateway.remove_route("cam")
+    gateway.add_route("cam", f"srt://:{port}", [])
+    del old
+    gc.collect()
+    with pytest.raises(errors.AddressInUseError, match="held by cam/in0"):
+        gateway.add_route("other", f"srt://:{port}", [])
 
 
 def test_invalid_api_calls_raise_typed_errors(gateway: castway.Gateway) -> None:

@@ -10,7 +10,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -71,16 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _wait_for_signal() -> threading.Event:
-    """An event set by SIGINT or SIGTERM."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _mbps(bps: int) -> str:
@@ -145,7 +135,10 @@ def run_route(
     if bad:
         print(f"castway: {bad}", file=sys.stderr)
         return EXIT_USAGE
-    stop = _wait_for_signal()
+    # SIGINT/SIGTERM are blocked and taken with sigwait: no Python handler runs at an arbitrary
+    # point, and every thread the gateway starts inherits the mask, so the signal waits for
+    # the main thread.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         with Gateway() as gw:
             route = gw.add_route(name, list(inputs), list(outputs), queue_bytes=queue_bytes)
@@ -153,18 +146,20 @@ def run_route(
                 print(banner, file=sys.stderr, flush=True)
             # Human-readable stats go to stderr so stdout stays clean for --json consumers.
             out = sys.stdout if as_json else sys.stderr
-            interval = stats_interval if stats_interval > 0 else None
-            next_report = time.monotonic() + (interval or 0)
-            while not stop.is_set():
-                timeout = None if interval is None else max(0.0, next_report - time.monotonic())
-                if stop.wait(timeout):
-                    break
-                if interval is not None:
+            if stats_interval <= 0:
+                signal.sigwait(STOP_SIGNALS)
+            else:
+                next_report = time.monotonic() + stats_interval
+                while signal.sigtimedwait(
+                    STOP_SIGNALS, max(0.0, next_report - time.monotonic())
+                ) is None:
                     _report(route.stats(), as_json, out)
-                    next_report += interval
+                    next_report += stats_interval
     except CastwayError as e:
         print(f"castway: {e}", file=sys.stderr)
         return EXIT_RUNTIME
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     return EXIT_OK
 
 

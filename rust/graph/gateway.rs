@@ -41,17 +41,29 @@ impl Gateway {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Builds and starts a route.
+    /// Builds and starts a route. The route map is not locked while the route starts (that can
+    /// take seconds), so other calls on the gateway go on meanwhile.
     pub fn add_route(&self, spec: RouteSpec) -> Result<Arc<Route>> {
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::Closed("gateway".into()));
-        }
-        let mut routes = self.routes();
-        if routes.contains_key(&spec.name) {
-            return Err(Error::AlreadyExists(format!("route `{}`", spec.name)));
-        }
+        let name = spec.name.clone();
+        let taken = |routes: &BTreeMap<String, Arc<Route>>| -> Result<()> {
+            if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Closed("gateway".into()));
+            }
+            if routes.contains_key(&name) {
+                return Err(Error::AlreadyExists(format!("route `{name}`")));
+            }
+            Ok(())
+        };
+        taken(&self.routes())?;
         let route = Route::start(spec, self.claims.clone())?;
-        routes.insert(route.name.clone(), route.clone());
+        let mut routes = self.routes();
+        // Checked again: a concurrent add of the same name, or close(), may have come first.
+        if let Err(e) = taken(&routes) {
+            drop(routes);
+            route.shutdown();
+            return Err(e);
+        }
+        routes.insert(name.clone(), route.clone());
         Ok(route)
     }
 

@@ -249,9 +249,9 @@ impl Route {
             .position(|s| s.id == id)
             .ok_or_else(|| Error::NotFound(format!("output `{id}` of route `{}`", self.name)))?;
         let mut slot = inner.outputs.remove(i);
+        self.claims.release(&format!("{}/{id}", self.name));
         drop(inner);
         slot.stop(&self.hub, Status::Stopped);
-        self.claims.release(&format!("{}/{id}", self.name));
         Ok(())
     }
 
@@ -300,9 +300,10 @@ impl Route {
                 for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
                     slot.stop(&self.hub, Status::Stopped);
                 }
+                // Once only: a later call (Drop) must not free a new route of the same name.
+                self.claims.release_prefix(&format!("{}/", self.name));
             }
         }
-        self.claims.release_prefix(&format!("{}/", self.name));
         let _ = self.events.send(Event::Shutdown);
         let handle = lock(&self.thread).take();
         if let Some(h) = handle {
@@ -351,6 +352,9 @@ impl Route {
 
     fn on_eos(&self, slot: &mut Slot, now: Instant) {
         match &slot.endpoint {
+            Endpoint::File(f) if f.looped && !slot.delivered() => {
+                slot.fail(&self.hub, "the file holds no MPEG-TS to play".into(), now);
+            }
             Endpoint::File(f) if f.looped => {
                 slot.stop(&self.hub, Status::Starting);
                 if slot

@@ -146,6 +146,10 @@ impl Slot {
         };
         self.generation = generation;
         self.bytes_at_start = self.counters.snapshot().bytes;
+        if let Some(feed) = &self.feed {
+            // A new connection starts a new byte stream: nothing carried over from the last.
+            feed.reset_aligner();
+        }
         let tx = events.clone();
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let weak = pipeline.downgrade();
@@ -225,6 +229,11 @@ impl Slot {
         self.generation = 0;
     }
 
+    /// Whether the current pipeline delivered any data since it started.
+    pub fn delivered(&self) -> bool {
+        self.counters.snapshot().bytes > self.bytes_at_start
+    }
+
     /// The pipeline reached PLAYING.
     pub fn on_running(&mut self) {
         if self.status == Status::Starting {
@@ -258,6 +267,10 @@ impl Slot {
     /// stall check of SRT inputs.
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
+        if self.start_failed && self.status == Status::Starting {
+            self.fail(hub, "the pipeline failed to start".into(), now);
+            return;
+        }
         let Some(feed) = self.feed.clone() else {
             return;
         };

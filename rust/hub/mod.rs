@@ -15,7 +15,10 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::stats::Counters;
-use crate::ts::{Aligner, Restamper};
+use crate::ts::{Aligner, Restamper, PACKETS_PER_BUFFER, PACKET_SIZE};
+
+/// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
+const MAX_BUFFER_BYTES: usize = PACKETS_PER_BUFFER * PACKET_SIZE;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -96,6 +99,11 @@ impl Feed {
             return None;
         }
         lock(&self.not_ts).take()
+    }
+
+    /// Forgets any partial packet or lost sync of a previous connection.
+    pub fn reset_aligner(&self) {
+        *lock(&self.aligner) = Aligner::default();
     }
 
     /// The reason the input's data was rejected, if any is pending, without taking it.
@@ -186,7 +194,20 @@ impl Hub {
         if aligner.passes_through(&map) {
             drop(aligner);
             drop(map);
-            self.accept(feed, buffer);
+            let size = buffer.size();
+            if size <= MAX_BUFFER_BYTES {
+                self.accept(feed, buffer);
+                return;
+            }
+            // Whole packets, but more than one SRT/UDP payload: cut into 1316-byte views of
+            // the same memory (no copy).
+            for offset in (0..size).step_by(MAX_BUFFER_BYTES) {
+                let len = MAX_BUFFER_BYTES.min(size - offset);
+                match buffer.copy_region(gst::BufferCopyFlags::MEMORY, offset..offset + len) {
+                    Ok(part) => self.accept(feed, part),
+                    Err(_) => feed.counters.drop_bytes(len),
+                }
+            }
             return;
         }
         let mut aligned = Vec::new();

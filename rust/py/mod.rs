@@ -77,6 +77,13 @@ impl PyGateway {
     }
 }
 
+impl Drop for PyGateway {
+    /// A gateway dropped without `close()` stops its routes without holding the GIL.
+    fn drop(&mut self) {
+        Python::with_gil(|py| py.allow_threads(|| self.inner.close()));
+    }
+}
+
 #[pyclass(name = "Route", module = "castway._castway", frozen)]
 struct PyRoute {
     inner: Arc<Route>,

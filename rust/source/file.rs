@@ -3,8 +3,10 @@ use crate::error::{Error, Result};
 use crate::uri::FileEndpoint;
 use gst::prelude::*;
 
-/// `filesrc ! tsparse`: tsparse aligns to 7-packet buffers and timestamps them from the PCR,
-/// so the clocksync behind them releases them at real-time pace.
+/// `filesrc ! tsparse`: tsparse cuts whole packets and timestamps them from the PCR, so the
+/// clocksync behind it releases them at real-time pace. Its `alignment` stays 0: with 7 it
+/// pads with null packets (seen mid-file, not only at EOS), and the hub cuts buffers to 7
+/// packets itself.
 pub(super) fn elements(ep: &FileEndpoint, name: &str) -> Result<Vec<gst::Element>> {
     if !ep.path.is_file() {
         return Err(Error::NotFound(format!(
@@ -16,6 +18,5 @@ pub(super) fn elements(ep: &FileEndpoint, name: &str) -> Result<Vec<gst::Element
     src.set_property("location", ep.path.to_string_lossy().as_ref());
     let parse = element("tsparse", name)?;
     parse.set_property("set-timestamps", true);
-    parse.set_property("alignment", 7u32);
     Ok(vec![src, parse])
 }

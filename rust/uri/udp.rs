@@ -32,6 +32,9 @@ impl UdpEndpoint {
         let buffer_size = q
             .take_parsed::<u32>(&["buffer_size", "rcvbuf", "sndbuf"], "a size in bytes")?
             .unwrap_or(0);
+        if buffer_size > i32::MAX as u32 {
+            return Err(format!("`buffer_size={buffer_size}` is above {}", i32::MAX));
+        }
         q.finish("udp")?;
         Ok(UdpEndpoint {
             host,
