@@ -23,6 +23,7 @@ from conftest import (
     random_ts,
     sha256,
     wait_until,
+    whole_gops,
 )
 
 PASS = "correct-horse-battery"
@@ -269,3 +270,26 @@ def test_listener_input_survives_its_caller_leaving(
     s = route.stats()["inputs"][0]
     assert s["bytes"] == 2 * 7 * 200 * 188
     assert s["reconnects"] >= 1
+
+
+def test_gst_launch_caller_with_passphrase_feeds_a_listener_input(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route(
+        "r", f"srt://:{port}?passphrase={PASS}&pbkeylen=32", [f"udp://127.0.0.1:{cap.port}"]
+    )
+    wait_until(lambda: input_state(route) == "listening", what="the listener to be up")
+    sender = peers.start([
+        "gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "num-buffers=150", "!",
+        "video/x-raw,width=320,height=180,framerate=25/1", "!",
+        "x264enc", "tune=zerolatency", "key-int-max=25", "bitrate=500", "!", "h264parse", "!",
+        "mpegtsmux", "alignment=7", "!",
+        "srtsink", f"uri=srt://127.0.0.1:{port}?mode=caller&passphrase={PASS}&pbkeylen=32",
+    ])
+    wait_until(lambda: connected(route.stats()["inputs"][0]), 15, "gst-launch to connect")
+    assert sender.wait(timeout=30) == 0
+    wait_until(lambda: cap.size > 100_000, 10, "the stream at the receiver")
+    assert route.stats()["inputs"][0]["drops"] == 0
+    assert decode_errors(whole_gops(cap.data, tmp_path / "gst.ts")) == ""
