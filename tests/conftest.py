@@ -23,6 +23,8 @@ import pytest
 # that hits it, so the tests cannot pass over one. Set before castway loads GLib.
 os.environ.setdefault("G_DEBUG", "fatal-criticals")
 
+import itertools
+
 import castway
 
 TS = 188
@@ -328,3 +330,120 @@ def ts_continuity(data: bytes) -> dict[str, int]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def _section_start(p: bytes) -> int:
+    """Offset of the PSI section in a packet that starts one."""
+    off = 4 + (1 + p[4] if p[3] & 0x20 else 0)
+    return off + 1 + p[off]
+
+
+class Layout:
+    """Follows PAT and PMT through a capture: the PMT PID and the video PID in force."""
+
+    def __init__(self) -> None:
+        self.pmt_pid: int | None = None
+        self.video_pid: int | None = None
+        self.pat: bytes | None = None
+        self.pmt: bytes | None = None
+
+    def see(self, p: bytes) -> None:
+        if not p[1] & 0x40:
+            return
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        if pid == 0:
+            s = _section_start(p)
+            self.pat = p
+            self.pmt_pid = ((p[s + 10] & 0x1F) << 8) | p[s + 11]
+        elif pid == self.pmt_pid:
+            s = _section_start(p)
+            self.pmt = p
+            end = s + 3 + (((p[s + 1] & 0x0F) << 8) | p[s + 2]) - 4
+            i = s + 12 + (((p[s + 10] & 0x0F) << 8) | p[s + 11])
+            while i + 5 <= end:
+                if p[i] in (0x1B, 0x24):
+                    self.video_pid = ((p[i + 1] & 0x1F) << 8) | p[i + 2]
+                    return
+                i += 5 + (((p[i + 3] & 0x0F) << 8) | p[i + 4])
+
+
+def gop_chunks(data: bytes) -> list[bytes]:
+    """Splits a capture at each video packet with random_access_indicator; each chunk is
+    prefixed with the PAT and PMT in force, so it decodes on its own."""
+    layout = Layout()
+    starts: list[tuple[int, bytes]] = []
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        layout.see(p)
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        if pid == layout.video_pid and is_random_access(p) and layout.pat and layout.pmt:
+            starts.append((off, layout.pat + layout.pmt))
+    return [
+        head + data[off:starts[i + 1][0]] for i, (off, head) in enumerate(starts[:-1])
+    ]
+
+
+def bad_gops(data: bytes, tmp: Path) -> tuple[int, list[str]]:
+    """Decodes each whole GOP of a capture on its own; returns how many there are and what
+    `ffmpeg -v error` said about those that did not decode cleanly."""
+    chunks = gop_chunks(data)
+    bad = []
+    for i, chunk in enumerate(chunks):
+        path = tmp / f"gop{i}.ts"
+        path.write_bytes(chunk)
+        errors = decode_errors(path)
+        if errors:
+            bad.append(f"GOP {i}: {errors[:200]}")
+        path.unlink()
+    return len(chunks), bad
+
+
+def pes_backwards(data: bytes) -> dict[int, int]:
+    """Per PID, how often a PES's DTS (else PTS) is not after the previous one's (33-bit
+    wrap-aware). Empty when every stream's time only moves forward."""
+    last: dict[int, int] = {}
+    back: dict[int, int] = {}
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        if not p[1] & 0x40 or not p[3] & 0x10:
+            continue
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        o = 4 + (1 + p[4] if p[3] & 0x20 else 0)
+        pes = p[o:]
+        if len(pes) < 19 or pes[:3] != b"\0\0\1" or pes[3] in (0xBC, 0xBE, 0xBF, 0xF0, 0xF1):
+            continue
+        flags = pes[7] >> 6
+        if flags not in (2, 3):
+            continue
+        at = 14 if flags == 3 else 9
+        b = pes[at:at + 5]
+        ts = (b[0] >> 1 & 7) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+        if pid in last:
+            step = (ts - last[pid]) % (1 << 33)
+            if step == 0 or step >= 1 << 32:
+                back[pid] = back.get(pid, 0) + 1
+        last[pid] = ts
+    return back
+
+
+def max_gap(times: list[float], start: float, end: float) -> float:
+    """The longest time between two datagrams received within [start, end]."""
+    ts = [t for t in times if start <= t <= end]
+    return max((b - a for a, b in itertools.pairwise(ts)), default=end - start)
+
+
+def live_sender(peers: Peers, clip: Path, url: str) -> subprocess.Popen[bytes]:
+    """ffmpeg sending `clip` in a loop at real time to `url` (SRT caller or UDP), remuxed
+    with continuous timestamps: a live encoder's output, at the cost of a copy."""
+    return peers.start([
+        "ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
+        "-c", "copy", "-f", "mpegts", url,
+    ])
+
+
+def srt_receiver(peers: Peers, port: int, cap: UdpCapture) -> subprocess.Popen[bytes]:
+    """srt-live-transmit calling an SRT listener output and forwarding to a UDP capture."""
+    return peers.start([
+        "srt-live-transmit", "-q", f"srt://127.0.0.1:{port}?mode=caller",
+        f"udp://127.0.0.1:{cap.port}",
+    ])

@@ -25,10 +25,15 @@ from conftest import (
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 
 
-def json_lines(path: Path) -> list[dict[str, Any]]:
+def json_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The stats records (not the switch events) the relay printed."""
+    return [r for r in json_records(path) if "event" not in r]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

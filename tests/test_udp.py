@@ -32,7 +32,7 @@ def test_bit_exact_udp_passthrough(gateway: castway.Gateway, udp_capture: Any) -
     UdpSender(data, in_port, bitrate=8e6).join()
     for c in caps:
         wait_until(lambda c=c: c.size >= len(data), 10, "every byte at each receiver")
-        assert sha256(c.data) == sha256(data)
+        assert sha256(c.data[: len(data)]) == sha256(data)
     s = route.stats()
     assert s["inputs"][0]["packets"] == 7 * 2000
     assert all(o["packets"] == 7 * 2000 and o["drops"] == 0 for o in s["outputs"])

@@ -3,7 +3,7 @@
 from castway import errors
 from castway._castway import __version__, check_uri, gstreamer_version
 from castway.errors import CastwayError
-from castway.gateway import EndpointStats, Gateway, Route, RouteStats
+from castway.gateway import EndpointStats, Gateway, Route, RouteStats, SwitchEvent, SwitchStats
 
 __all__ = [
     "CastwayError",
@@ -11,6 +11,8 @@ __all__ = [
     "Gateway",
     "Route",
     "RouteStats",
+    "SwitchEvent",
+    "SwitchStats",
     "__version__",
     "check_uri",
     "errors",

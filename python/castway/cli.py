@@ -1,6 +1,8 @@
 """The ``castway`` command.
 
-``castway relay -i URI … -o URI …`` runs one route in the foreground until SIGINT/SIGTERM.
+``castway relay -i URI … -o URI …`` runs one route in the foreground until SIGINT/SIGTERM; it
+prints each switch between inputs and takes commands on stdin (``switch ID``, ``auto``,
+``status``).
 ``castway demo`` serves a generated test pattern on an SRT listener (what ``make run`` starts).
 """
 
@@ -10,14 +12,16 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
 from castway import __version__, check_uri, gstreamer_version
 from castway.errors import CastwayError, InvalidUriError
-from castway.gateway import Gateway, RouteStats
+from castway.gateway import Gateway, Route, RouteStats
 
 DEMO_PORT = 9710
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
@@ -57,6 +61,23 @@ def _parser() -> argparse.ArgumentParser:
         "--queue-bytes", type=int, default=None, metavar="N",
         help="per-output queue bound before drops are counted (default 2 MiB)",
     )
+    relay.add_argument(
+        "--loss-timeout", type=int, default=None, metavar="MS",
+        help="an input without data this long is lost (default 300, at least 50)",
+    )
+    relay.add_argument(
+        "--failback-after", type=int, default=None, metavar="MS",
+        help="a better input must be healthy this long before the route goes back to it "
+        "(default 5000)",
+    )
+    relay.add_argument(
+        "--no-slate", action="store_true",
+        help="send nothing (instead of a generated slate) when every input is lost",
+    )
+    relay.add_argument(
+        "--slate-size", type=_size, default=None, metavar="WxH",
+        help="the slate's picture size (default 1280x720)",
+    )
 
     demo = sub.add_parser(
         "demo", help="serve a test pattern on an SRT listener (what `make run` starts)"
@@ -72,6 +93,70 @@ def _parser() -> argparse.ArgumentParser:
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
+COMMANDS_HELP = (
+    "commands: `switch ID` (switch to input ID and hold it), `auto` (back to automatic), "
+    "`status`, `help`"
+)
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT")
+    return int(w), int(h)
+
+
+@dataclass
+class SwitchOptions:
+    loss_timeout_ms: int | None = None
+    failback_after_ms: int | None = None
+    slate: bool | None = None
+    slate_size: tuple[int, int] | None = None
+
+
+def run_command(route: Route, line: str, out: TextIO) -> None:
+    """Applies one stdin command to the route; answers on ``out``."""
+    words = line.split()
+    if not words:
+        return
+    try:
+        match words:
+            case ["switch" | "lock", input_id]:
+                route.switch_to(input_id)
+                out.write(f"castway: locked to {input_id}\n")
+            case ["auto" | "unlock"]:
+                route.auto()
+                out.write("castway: automatic input choice\n")
+            case ["status"]:
+                out.write(format_stats(route.stats()) + "\n")
+            case ["help"]:
+                out.write(COMMANDS_HELP + "\n")
+            case _:
+                out.write(f"castway: unknown command {line.strip()!r}; {COMMANDS_HELP}\n")
+    except CastwayError as e:
+        out.write(f"castway: {e}\n")
+    out.flush()
+
+
+def _read_commands(route: Route, stdin: TextIO, out: TextIO) -> None:
+    """Runs stdin commands until EOF (a daemon thread of the relay)."""
+    for line in stdin:
+        run_command(route, line, out)
+
+
+def _print_switches(route: Route, as_json: bool, out: TextIO) -> None:
+    """Prints each switch as it happens (a daemon thread of the relay)."""
+    for ev in route.switches():
+        if as_json:
+            record = {"event": "switch", **ev}
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        else:
+            out.write(
+                f"castway: switch {ev['from'] or 'nothing'} -> {ev['to'] or 'nothing'} "
+                f"({ev['reason']})\n"
+            )
+        out.flush()
+
 
 def _mbps(bps: int) -> str:
     return f"{bps / 1e6:.2f} Mb/s"
@@ -79,7 +164,13 @@ def _mbps(bps: int) -> str:
 
 def format_stats(s: RouteStats) -> str:
     """One human line per route, then one per endpoint."""
-    lines = [f"{s['name']}: {s['state']}, up {s['uptime_s']:.0f}s"]
+    sw = s["switch"]
+    head = f"{s['name']}: {s['state']}, up {s['uptime_s']:.0f}s, on air {sw['active'] or '-'}"
+    if sw["pending"]:
+        head += f" (next: {sw['pending']} at its keyframe)"
+    if sw["locked"]:
+        head += f", locked to {sw['locked']}"
+    lines = [head]
     for kind, eps in (("in", s["inputs"]), ("out", s["outputs"])):
         for e in eps:
             line = (
@@ -129,8 +220,11 @@ def run_route(
     as_json: bool,
     queue_bytes: int | None = None,
     banner: str | None = None,
+    switch: SwitchOptions | None = None,
+    commands: TextIO | None = None,
 ) -> int:
-    """Runs one route until SIGINT/SIGTERM; prints stats every ``stats_interval`` seconds."""
+    """Runs one route until SIGINT/SIGTERM; prints stats every ``stats_interval`` seconds and
+    each switch as it happens, and takes commands from ``commands`` (stdin) if given."""
     bad = _check_uris(inputs, outputs)
     if bad:
         print(f"castway: {bad}", file=sys.stderr)
@@ -141,11 +235,23 @@ def run_route(
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         with Gateway() as gw:
-            route = gw.add_route(name, list(inputs), list(outputs), queue_bytes=queue_bytes)
+            sw = switch or SwitchOptions()
+            route = gw.add_route(
+                name, list(inputs), list(outputs), queue_bytes=queue_bytes,
+                loss_timeout_ms=sw.loss_timeout_ms, failback_after_ms=sw.failback_after_ms,
+                slate=sw.slate, slate_size=sw.slate_size,
+            )
             if banner:
                 print(banner, file=sys.stderr, flush=True)
             # Human-readable stats go to stderr so stdout stays clean for --json consumers.
             out = sys.stdout if as_json else sys.stderr
+            threading.Thread(
+                target=_print_switches, args=(route, as_json, out), daemon=True
+            ).start()
+            if commands is not None:
+                threading.Thread(
+                    target=_read_commands, args=(route, commands, sys.stderr), daemon=True
+                ).start()
             if stats_interval <= 0:
                 signal.sigwait(STOP_SIGNALS)
             else:
@@ -179,6 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo", [args.input], [f"srt://:{port}?mode=listener"],
             args.stats_interval, args.json, banner=banner,
         )
+    switch = SwitchOptions(
+        loss_timeout_ms=args.loss_timeout,
+        failback_after_ms=args.failback_after,
+        slate=False if args.no_slate else None,
+        slate_size=args.slate_size,
+    )
     return run_route(
-        args.name, args.input, args.output, args.stats_interval, args.json, args.queue_bytes
+        args.name, args.input, args.output, args.stats_interval, args.json, args.queue_bytes,
+        switch=switch, commands=sys.stdin,
     )

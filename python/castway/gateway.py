@@ -1,4 +1,4 @@
-"""The notebook API: a :class:`Gateway` holds routes; a :class:`Route` fans one input out.
+"""The notebook API: a :class:`Gateway` holds routes; a :class:`Route` fans its active input out.
 
 A thin typed layer over the native module. Every call that starts or stops pipelines runs in
 Rust with the GIL released; no Python runs per packet.
@@ -6,7 +6,7 @@ Rust with the GIL released; no Python runs per packet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, TypedDict, cast
 
@@ -37,9 +37,19 @@ class EndpointStats(TypedDict, total=False):
     uri: str
     kind: Literal["srt", "udp", "file", "test"]
     state: Literal[
-        "starting", "connecting", "listening", "waiting", "live", "retrying", "ended", "stopped"
+        "starting",
+        "connecting",
+        "listening",
+        "waiting",
+        "live",
+        "retrying",
+        "ended",
+        "stopped",
+        "standby",
     ]
     active: bool
+    healthy: bool
+    standby: Literal["warm", "cold"]
     idle_ms: int | None
     bytes: int
     packets: int
@@ -51,28 +61,54 @@ class EndpointStats(TypedDict, total=False):
     srt: SrtStats | None
 
 
+SwitchReason = Literal[
+    "lost", "error", "eos", "manual", "failback", "recovered", "input_added", "input_removed",
+    "slate",
+]
+
+
+# One switch: ``from``/``to`` are input ids, ``"slate"``, or None (nothing); ``at`` is Unix time.
+SwitchEvent = TypedDict(
+    "SwitchEvent",
+    {"seq": int, "at": float, "from": str | None, "to": str | None, "reason": SwitchReason},
+)
+
+
+class SwitchStats(TypedDict):
+    active: str | None
+    pending: str | None
+    locked: str | None
+    loss_timeout_ms: int
+    failback_after_ms: int
+    slate: bool
+    cuts: int
+    held_back_packets: int
+    history: list[SwitchEvent]
+
+
 class RouteStats(TypedDict):
     name: str
-    state: Literal["live", "waiting", "stopped"]
+    state: Literal["live", "slate", "waiting", "stopped"]
     uptime_s: float
     active_input: str | None
     inputs: list[EndpointStats]
     outputs: list[EndpointStats]
+    switch: SwitchStats
 
 
-Outputs = Sequence[str] | Mapping[str, str]
+Endpoints = str | Sequence[str] | Mapping[str, str]
 
 
-def _output_pairs(outputs: Outputs) -> list[tuple[str, str | None]]:
-    if isinstance(outputs, str):
-        return [(outputs, None)]
-    if isinstance(outputs, Mapping):
-        return [(uri, out_id) for out_id, uri in outputs.items()]
-    return [(uri, None) for uri in outputs]
+def _pairs(endpoints: Endpoints) -> list[tuple[str, str | None]]:
+    if isinstance(endpoints, str):
+        return [(endpoints, None)]
+    if isinstance(endpoints, Mapping):
+        return [(uri, ep_id) for ep_id, uri in endpoints.items()]
+    return [(uri, None) for uri in endpoints]
 
 
 class Route:
-    """One stream: inputs (the first is active) → hub → outputs."""
+    """One stream: inputs in priority order → switch → hub → outputs."""
 
     def __init__(self, native: _castway.Route) -> None:
         self._native = native
@@ -89,8 +125,50 @@ class Route:
         """Removes an output while the route runs (no gap on the others)."""
         self._native.remove_output(id)
 
+    def add_input(self, uri: str, id: str | None = None) -> str:
+        """Adds an input at the lowest priority while the route runs; returns its id."""
+        return self._native.add_input(uri, id)
+
+    def remove_input(self, id: str) -> None:
+        """Removes an input; if it was on air the switch picks another at once."""
+        self._native.remove_input(id)
+
+    def switch_to(self, id: str) -> None:
+        """Switches to input ``id`` (at its next keyframe) and holds it there until :meth:`auto`."""
+        self._native.lock_input(id)
+
+    def auto(self) -> None:
+        """Returns to automatic choice: the highest-priority healthy input."""
+        self._native.unlock()
+
+    def wait_switch(self, after: int = 0, timeout: float | None = None) -> SwitchEvent | None:
+        """Blocks (releasing the GIL) until a switch numbered above ``after`` happens.
+
+        Returns the oldest such switch still in the history, or None on timeout or when the
+        route stops. ``timeout=None`` waits until then.
+        """
+        while True:
+            step = 3600.0 if timeout is None else timeout
+            event = self._native.wait_switch(after, step)
+            if event is not None or timeout is not None:
+                return cast(SwitchEvent | None, event)
+            if self.stats()["state"] == "stopped":
+                return None
+
+    def switches(self, timeout: float | None = None) -> Iterator[SwitchEvent]:
+        """Yields each switch from now on; stops after ``timeout`` seconds without one."""
+        history = self.stats()["switch"]["history"]
+        after = history[-1]["seq"] if history else 0
+        while True:
+            event = self.wait_switch(after, timeout)
+            if event is None:
+                return
+            after = event["seq"]
+            yield event
+
     def stats(self) -> RouteStats:
-        """State, bytes, packets, bitrate and drops of the route, each input and each output."""
+        """State, bytes, packets, bitrate and drops of the route, each input and each output,
+        and the switch: what is on air, what is locked, the last 20 switches."""
         return cast(RouteStats, self._native.stats())
 
     def __repr__(self) -> str:
@@ -121,19 +199,36 @@ class Gateway:
     def add_route(
         self,
         name: str,
-        inputs: Sequence[str] | str,
-        outputs: Outputs = (),
+        inputs: Endpoints,
+        outputs: Endpoints = (),
         *,
         queue_bytes: int | None = None,
+        loss_timeout_ms: int | None = None,
+        failback_after_ms: int | None = None,
+        slate: bool | None = None,
+        slate_size: tuple[int, int] | None = None,
     ) -> Route:
         """Builds and starts a route.
 
-        ``inputs`` are URIs in priority order; ``outputs`` are URIs, or ``{id: uri}``.
-        ``queue_bytes`` bounds how much each output may fall behind before its drops are
-        counted (default 2 MiB).
+        ``inputs`` are URIs in priority order (or ``{id: uri}``, in order); add
+        ``standby=cold`` to an input URI to connect it only when needed. ``outputs`` are URIs,
+        or ``{id: uri}``. ``queue_bytes`` bounds how much each output may fall behind before its
+        drops are counted (default 2 MiB). An input is lost after ``loss_timeout_ms`` without
+        data (default 300, at least 50); a better input takes over again after
+        ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
+        generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` sets its
+        picture (default 1280x720).
         """
-        ins = [inputs] if isinstance(inputs, str) else list(inputs)
-        native = self._native.add_route(name, ins, _output_pairs(outputs), queue_bytes)
+        native = self._native.add_route(
+            name,
+            _pairs(inputs),
+            _pairs(outputs),
+            queue_bytes,
+            loss_timeout_ms,
+            failback_after_ms,
+            slate,
+            slate_size,
+        )
         return Route(native)
 
     def route(self, name: str) -> Route:

@@ -13,18 +13,20 @@ mod gateway;
 mod slot;
 
 pub use claims::Claims;
-pub use gateway::{Gateway, OutputSpec, RouteSpec};
+pub use gateway::{Gateway, InputSpec, OutputSpec, RouteSpec, SwitchSpec};
 pub use slot::EndpointStats;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::hub::{Hub, DEFAULT_TAP_QUEUE_BYTES};
-use crate::uri::{Endpoint, Role};
+use crate::hub::{Feed, Hub, DEFAULT_TAP_QUEUE_BYTES};
+use crate::switch::{Reason, Source, Switch, SwitchConfig, Switched, HISTORY, MIN_LOSS_TIMEOUT};
+use crate::uri::{Endpoint, Role, TestEndpoint};
 use slot::{Slot, Status};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -62,6 +64,50 @@ pub(crate) enum Event {
     Shutdown,
 }
 
+/// The control thread re-checks the switch this often per loss timeout.
+const SWITCH_CHECKS_PER_TIMEOUT: u32 = 4;
+/// A cut armed for the next keyframe happens anyway after this long (no keyframe came).
+const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
+/// How long a new route waits for its first input before the switch may pass it over.
+const START_GRACE: Duration = Duration::from_secs(2);
+/// Cold standby inputs are not started in a route's first moments, while warm ones connect.
+const COLD_START_GRACE: Duration = Duration::from_secs(2);
+/// Largest loss timeout and failback delay accepted.
+const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
+/// The slate's picture when the input's is not known.
+const DEFAULT_SLATE_SIZE: (u32, u32) = (1280, 720);
+
+/// One switch, as the stats and events show it.
+#[derive(Debug, Clone)]
+pub struct SwitchRecord {
+    /// Counts up from 1 over the route's life.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// Input id, `slate`, or None (nothing).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: &'static str,
+}
+
+/// The switch part of a route's stats.
+#[derive(Debug, Clone)]
+pub struct SwitchStats {
+    /// What goes out now: an input id, `slate`, or None.
+    pub active: Option<String>,
+    /// What goes out at the next keyframe, if a cut is armed.
+    pub pending: Option<String>,
+    pub locked: Option<String>,
+    pub loss_timeout_ms: u64,
+    pub failback_after_ms: u64,
+    pub slate: bool,
+    pub cuts: u64,
+    pub held_back_packets: u64,
+    /// The last switches, oldest first.
+    pub history: Vec<SwitchRecord>,
+}
+
 /// What `Route::stats` returns.
 #[derive(Debug, Clone)]
 pub struct RouteStats {
@@ -71,39 +117,153 @@ pub struct RouteStats {
     pub active_input: Option<String>,
     pub inputs: Vec<EndpointStats>,
     pub outputs: Vec<EndpointStats>,
+    pub switch: SwitchStats,
 }
 
 struct Inner {
     inputs: Vec<Slot>,
     outputs: Vec<Slot>,
+    /// The slate's pipeline while it runs; its feed stays.
+    slate: Option<Slot>,
+    slate_feed: Arc<Feed>,
+    switch: Switch,
+    history: VecDeque<SwitchRecord>,
+    seq: u64,
+    /// When the armed keyframe cut was armed.
+    pending_since: Option<Instant>,
+    /// Some input delivered data since the route started.
+    any_data: bool,
+    next_input: usize,
     next_output: usize,
     closed: bool,
 }
 
+/// Which part of a route a pipeline belongs to.
+#[derive(Clone, Copy)]
+enum Part {
+    Input(usize),
+    Output(usize),
+    Slate,
+}
+
 impl Inner {
-    fn slot_by_generation(&mut self, generation: u64) -> Option<&mut Slot> {
+    fn part_by_generation(&self, generation: u64) -> Option<Part> {
+        if let Some(i) = self.inputs.iter().position(|s| s.generation == generation) {
+            return Some(Part::Input(i));
+        }
+        if let Some(i) = self.outputs.iter().position(|s| s.generation == generation) {
+            return Some(Part::Output(i));
+        }
+        self.slate
+            .as_ref()
+            .filter(|s| s.generation == generation)
+            .map(|_| Part::Slate)
+    }
+
+    fn slot(&mut self, part: Part) -> Option<&mut Slot> {
+        match part {
+            Part::Input(i) => self.inputs.get_mut(i),
+            Part::Output(i) => self.outputs.get_mut(i),
+            Part::Slate => self.slate.as_mut(),
+        }
+    }
+
+    /// The id the stats show for a source of the switch.
+    fn source_name(&self, source: Source) -> Option<String> {
+        match source {
+            Source::Input(i) => self.inputs.get(i).map(|s| s.id.clone()),
+            Source::Slate => Some("slate".into()),
+            Source::Nothing => None,
+        }
+    }
+
+    /// The id the stats show for a hub feed.
+    fn feed_name(&self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if id == self.slate_feed.id {
+            return Some("slate".into());
+        }
         self.inputs
-            .iter_mut()
-            .chain(self.outputs.iter_mut())
-            .find(|s| s.generation == generation)
+            .iter()
+            .find(|s| s.feed.as_ref().is_some_and(|f| f.id == id))
+            .map(|s| s.id.clone())
+    }
+
+    fn feed_by_id(&self, id: u64) -> Option<Arc<Feed>> {
+        if id == self.slate_feed.id {
+            return Some(self.slate_feed.clone());
+        }
+        self.inputs
+            .iter()
+            .filter_map(|s| s.feed.clone())
+            .find(|f| f.id == id)
     }
 }
 
-/// One logical stream: inputs → hub → outputs.
+/// One logical stream: inputs → switch → hub → outputs.
 pub struct Route {
     pub name: String,
     hub: Arc<Hub>,
     inner: Mutex<Inner>,
+    /// Signalled (with `inner`) on every switch and at shutdown.
+    switched: Condvar,
     events: Sender<Event>,
     generations: AtomicU64,
     claims: Arc<Claims>,
     queue_bytes: u64,
+    slate_size: Option<(u32, u32)>,
     started: Instant,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Checks the switch settings of a spec and fills in the defaults.
+fn switch_config(spec: &SwitchSpec) -> Result<SwitchConfig> {
+    let d = SwitchConfig::default();
+    let loss_timeout = spec
+        .loss_timeout_ms
+        .map_or(d.loss_timeout, Duration::from_millis);
+    if loss_timeout < MIN_LOSS_TIMEOUT || loss_timeout > MAX_LOSS_TIMEOUT {
+        return Err(Error::InvalidConfig(format!(
+            "loss_timeout={} ms is outside {}..{} ms",
+            loss_timeout.as_millis(),
+            MIN_LOSS_TIMEOUT.as_millis(),
+            MAX_LOSS_TIMEOUT.as_millis()
+        )));
+    }
+    let failback_after = spec
+        .failback_after_ms
+        .map_or(d.failback_after, Duration::from_millis);
+    if failback_after > MAX_FAILBACK_AFTER {
+        return Err(Error::InvalidConfig(format!(
+            "failback_after={} ms is above {} ms",
+            failback_after.as_millis(),
+            MAX_FAILBACK_AFTER.as_millis()
+        )));
+    }
+    if let Some((w, h)) = spec.slate_size {
+        if !(16..=7680).contains(&w) || !(16..=4320).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "slate size {w}x{h} must have even sides from 16x16 to 7680x4320"
+            )));
+        }
+    }
+    Ok(SwitchConfig {
+        loss_timeout,
+        failback_after,
+        slate: spec.slate.unwrap_or(d.slate),
+    })
 }
 
 /// Route, input and output names: what fits in a URL path and a log line.
@@ -139,22 +299,18 @@ impl Route {
                 "queue_bytes={queue_bytes} is below 65536"
             )));
         }
+        let config = switch_config(&spec.switch)?;
         let hub = Arc::new(Hub::default());
         let mut inputs = Vec::new();
-        for (i, uri) in spec.inputs.iter().enumerate() {
-            let endpoint = Endpoint::parse(uri, Role::Input)?;
-            inputs.push(Slot::new(
-                format!("in{i}"),
-                Role::Input,
-                endpoint,
-                Some(hub.feed(i)),
-                queue_bytes,
-            ));
+        let mut next_input = 0;
+        for i in &spec.inputs {
+            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, &inputs)?;
+            inputs.push(input_slot(id, &i.uri, &hub, queue_bytes)?);
         }
         let mut outputs = Vec::new();
         let mut next_output = 0;
         for o in &spec.outputs {
-            let id = output_id(o.id.as_deref(), &mut next_output, &outputs)?;
+            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, &outputs)?;
             outputs.push(Slot::new(
                 id,
                 Role::Output,
@@ -169,34 +325,49 @@ impl Route {
             .map(|s| (format!("{}/{}", spec.name, s.id), &s.endpoint, s.role))
             .collect();
         claims.claim_all(&binds)?;
-        if let Some(Endpoint::File(f)) = inputs.first().map(|s| &s.endpoint) {
-            hub.set_track_timeline(f.looped);
-        }
 
         let (tx, rx) = mpsc::channel();
+        let switch = Switch::new(inputs.len(), config);
         let route = Arc::new(Route {
             name: spec.name.clone(),
-            hub,
             inner: Mutex::new(Inner {
                 inputs,
                 outputs,
+                slate: None,
+                slate_feed: hub.feed(),
+                switch,
+                history: VecDeque::with_capacity(HISTORY),
+                seq: 0,
+                pending_since: None,
+                any_data: false,
+                next_input,
                 next_output,
                 closed: false,
             }),
+            hub,
+            switched: Condvar::new(),
             events: tx,
             generations: AtomicU64::new(1),
             claims,
             queue_bytes,
+            slate_size: spec.switch.slate_size,
             started: Instant::now(),
             thread: Mutex::new(None),
         });
         {
             let mut inner = lock(&route.inner);
-            // Outputs first, so the first input buffer already finds them attached.
+            // The first input goes out until the switch says otherwise.
+            route.hub.cut_to(inner.inputs[0].feed.as_deref());
+            // Outputs first, so the first input buffer already finds them attached. Cold
+            // standby inputs wait until they are needed.
             let Inner {
                 inputs, outputs, ..
             } = &mut *inner;
-            for slot in outputs.iter_mut().chain(inputs.iter_mut()) {
+            let warm = inputs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, s)| *i == 0 || !s.cold);
+            for slot in outputs.iter_mut().chain(warm.map(|(_, s)| s)) {
                 if let Err(e) = route.start_slot(slot) {
                     drop(inner);
                     route.shutdown();
@@ -215,7 +386,16 @@ impl Route {
 
     fn start_slot(&self, slot: &mut Slot) -> Result<()> {
         let generation = self.generations.fetch_add(1, Relaxed);
-        slot.start(&self.name, &self.hub, &self.events, generation)
+        let restart = slot.starts > 0;
+        slot.start(&self.name, &self.hub, &self.events, generation)?;
+        if restart {
+            if let Some(feed) = &slot.feed {
+                // A looped file, a reconnected sender: a new run for the outputs if it is on.
+                let looped = matches!(&slot.endpoint, Endpoint::File(f) if f.looped);
+                self.hub.restart_run(feed, looped);
+            }
+        }
+        Ok(())
     }
 
     /// Adds an output to the running route; the other outputs see no gap. Returns its id.
@@ -226,7 +406,7 @@ impl Route {
             return Err(Error::Closed(format!("route `{}`", self.name)));
         }
         let mut next = inner.next_output;
-        let id = output_id(id, &mut next, &inner.outputs)?;
+        let id = slot_id("output", "out", id, &mut next, &inner.outputs)?;
         let owner = format!("{}/{id}", self.name);
         self.claims
             .claim_all(&[(owner.clone(), &endpoint, Role::Output)])?;
@@ -255,26 +435,163 @@ impl Route {
         Ok(())
     }
 
+    /// Adds an input at the lowest priority while the route runs; what goes out is untouched
+    /// unless the route was on the slate. Returns its id.
+    pub fn add_input(&self, uri: &str, id: Option<&str>) -> Result<String> {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Err(Error::Closed(format!("route `{}`", self.name)));
+        }
+        let mut next = inner.next_input;
+        let id = slot_id("input", "in", id, &mut next, &inner.inputs)?;
+        let mut slot = input_slot(id.clone(), uri, &self.hub, self.queue_bytes)?;
+        let owner = format!("{}/{id}", self.name);
+        self.claims
+            .claim_all(&[(owner.clone(), &slot.endpoint, Role::Input)])?;
+        if !slot.cold {
+            if let Err(e) = self.start_slot(&mut slot) {
+                self.claims.release(&owner);
+                return Err(e);
+            }
+        }
+        inner.next_input = next;
+        inner.inputs.push(slot);
+        let now = Instant::now();
+        if let Some(s) = inner.switch.input_added(now) {
+            self.apply(&mut inner, s, now);
+        }
+        Ok(id)
+    }
+
+    /// Removes an input while the route runs. If it was the one going out, the switch picks
+    /// another at once; otherwise the outputs see no change.
+    pub fn remove_input(&self, id: &str) -> Result<()> {
+        let mut inner = lock(&self.inner);
+        let i = inner
+            .inputs
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| Error::NotFound(format!("input `{id}` of route `{}`", self.name)))?;
+        if inner.inputs.len() == 1 {
+            return Err(Error::InvalidConfig(format!(
+                "input `{id}` is the last input of route `{}`; a route needs one",
+                self.name
+            )));
+        }
+        let mut slot = inner.inputs.remove(i);
+        self.claims.release(&format!("{}/{id}", self.name));
+        slot.stop(&self.hub, Status::Stopped);
+        let now = Instant::now();
+        let decision = inner.switch.input_removed(i, now);
+        // The record names the input that is gone.
+        if let Some(s) = decision {
+            let from = match s.from {
+                Source::Input(a) if a == i => Some(id.to_string()),
+                other => inner.source_name(other),
+            };
+            self.apply_named(&mut inner, s, from, now);
+        }
+        Ok(())
+    }
+
+    /// Switches to input `id` and holds it there until `unlock`: at its next keyframe if what
+    /// goes out now still plays, at once otherwise. If it is lost the slate covers.
+    pub fn lock_input(&self, id: &str) -> Result<()> {
+        let mut inner = lock(&self.inner);
+        let i = inner
+            .inputs
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| Error::NotFound(format!("input `{id}` of route `{}`", self.name)))?;
+        let now = Instant::now();
+        self.feed_switch(&mut inner, now);
+        if let Some(s) = inner.switch.lock(i, now) {
+            self.apply(&mut inner, s, now);
+        }
+        // A cold input is connected now; the switch takes it once it delivers.
+        self.manage_cold(&mut inner, now);
+        Ok(())
+    }
+
+    /// Back to automatic choice by priority.
+    pub fn unlock(&self) {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        self.feed_switch(&mut inner, now);
+        if let Some(s) = inner.switch.unlock(now) {
+            self.apply(&mut inner, s, now);
+        }
+    }
+
+    /// Waits until a switch with a sequence number above `after` happened and returns it (the
+    /// oldest one still kept), or None after `timeout` or when the route stops.
+    pub fn wait_switch(&self, after: u64, timeout: Duration) -> Option<SwitchRecord> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = lock(&self.inner);
+        loop {
+            if let Some(r) = inner.history.iter().find(|r| r.seq > after) {
+                return Some(r.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if inner.closed || left.is_zero() {
+                return None;
+            }
+            inner = self
+                .switched
+                .wait_timeout(inner, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     pub fn stats(&self) -> RouteStats {
         let now = Instant::now();
         let inner = lock(&self.inner);
         let inputs: Vec<EndpointStats> = inner
             .inputs
             .iter()
-            .map(|s| s.stats(&self.hub, now))
+            .enumerate()
+            .map(|(i, s)| EndpointStats {
+                healthy: inner.switch.alive(i, now),
+                ..s.stats(&self.hub, now)
+            })
             .collect();
         let outputs: Vec<EndpointStats> = inner
             .outputs
             .iter()
             .map(|s| s.stats(&self.hub, now))
             .collect();
+        let active = inner.feed_name(self.hub.active());
         let active_input = inputs.iter().find(|s| s.active).map(|s| s.id.clone());
+        let slate_live = active.as_deref() == Some("slate")
+            && self
+                .hub
+                .idle_ms(&inner.slate_feed)
+                .is_some_and(|ms| ms < 1_000);
         let state = if inner.closed {
             "stopped"
         } else if inputs.iter().any(|s| s.active && s.state == "live") {
             "live"
+        } else if slate_live {
+            "slate"
         } else {
             "waiting"
+        };
+        let splice = self.hub.splice_stats();
+        let config = inner.switch.config();
+        let switch = SwitchStats {
+            active,
+            pending: inner.feed_name(self.hub.pending()),
+            locked: inner
+                .switch
+                .locked()
+                .and_then(|i| inner.source_name(Source::Input(i))),
+            loss_timeout_ms: config.loss_timeout.as_millis() as u64,
+            failback_after_ms: config.failback_after.as_millis() as u64,
+            slate: config.slate,
+            cuts: splice.cuts,
+            held_back_packets: splice.held_back,
+            history: inner.history.iter().cloned().collect(),
         };
         RouteStats {
             name: self.name.clone(),
@@ -283,6 +600,7 @@ impl Route {
             active_input,
             inputs,
             outputs,
+            switch,
         }
     }
 
@@ -294,21 +612,173 @@ impl Route {
             if !inner.closed {
                 inner.closed = true;
                 let Inner {
-                    inputs, outputs, ..
+                    inputs,
+                    outputs,
+                    slate,
+                    ..
                 } = &mut *inner;
                 // Inputs first: nothing new reaches the hub while the outputs close.
-                for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
+                for slot in inputs
+                    .iter_mut()
+                    .chain(slate.iter_mut())
+                    .chain(outputs.iter_mut())
+                {
                     slot.stop(&self.hub, Status::Stopped);
                 }
                 // Once only: a later call (Drop) must not free a new route of the same name.
                 self.claims.release_prefix(&format!("{}/", self.name));
             }
         }
+        self.switched.notify_all();
         let _ = self.events.send(Event::Shutdown);
         let handle = lock(&self.thread).take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
+            }
+        }
+    }
+
+    /// Hands the switch the latest data time of each input.
+    fn feed_switch(&self, inner: &mut Inner, now: Instant) {
+        let Inner { inputs, switch, .. } = inner;
+        for (i, slot) in inputs.iter().enumerate() {
+            let fresh = slot.status == Status::Running || slot.status == Status::Starting;
+            if let (true, Some(feed)) = (fresh, &slot.feed) {
+                if let Some(t) = self.hub.last_data(feed) {
+                    if t <= now && slot.delivered() {
+                        switch.data(i, t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a decision of the switch and makes the hub follow it.
+    fn apply(&self, inner: &mut Inner, s: Switched, now: Instant) {
+        let from = inner.source_name(s.from);
+        self.apply_named(inner, s, from, now);
+    }
+
+    fn apply_named(&self, inner: &mut Inner, s: Switched, from: Option<String>, now: Instant) {
+        inner.seq += 1;
+        let record = SwitchRecord {
+            seq: inner.seq,
+            at_unix: unix_now(),
+            from,
+            to: inner.source_name(s.to),
+            reason: s.reason.as_str(),
+        };
+        gst::info!(
+            CAT,
+            "{}: switch {} -> {} ({})",
+            self.name,
+            record.from.as_deref().unwrap_or("nothing"),
+            record.to.as_deref().unwrap_or("nothing"),
+            record.reason
+        );
+        if inner.history.len() == HISTORY {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(record);
+        inner.pending_since = None;
+        let target = match s.to {
+            Source::Input(i) => inner.inputs.get(i).and_then(|s| s.feed.clone()),
+            Source::Slate => {
+                self.start_slate(inner, now);
+                Some(inner.slate_feed.clone())
+            }
+            Source::Nothing => None,
+        };
+        match target {
+            // What goes out still plays: change over at the new feed's keyframe, no gap.
+            Some(feed) if self.on_air_plays(inner) => {
+                self.hub.cut_at_keyframe(&feed);
+                inner.pending_since = Some(now);
+            }
+            target => self.hub.cut_to(target.as_deref()),
+        }
+        self.switched.notify_all();
+    }
+
+    /// Whether the feed going out delivered within the loss timeout.
+    fn on_air_plays(&self, inner: &Inner) -> bool {
+        let loss = inner.switch.config().loss_timeout.as_millis() as u64;
+        inner
+            .feed_by_id(self.hub.active())
+            .and_then(|f| self.hub.idle_ms(&f))
+            .is_some_and(|ms| ms < loss)
+    }
+
+    /// Starts the slate's pipeline unless it runs, matching the route's video PIDs and size.
+    fn start_slate(&self, inner: &mut Inner, _now: Instant) {
+        if inner
+            .slate
+            .as_ref()
+            .is_some_and(|s| s.status != Status::Stopped)
+        {
+            return;
+        }
+        // The layout of what went out last, so receivers keep their streams.
+        let programs = inner
+            .feed_by_id(self.hub.active())
+            .or_else(|| inner.inputs.first().and_then(|s| s.feed.clone()))
+            .map(|f| f.programs())
+            .unwrap_or_default();
+        let (width, height) = self.slate_size.unwrap_or(DEFAULT_SLATE_SIZE);
+        let endpoint = Endpoint::Test(TestEndpoint {
+            width,
+            height,
+            fps: 25,
+            bitrate_kbps: 1_000,
+            pattern: "smpte".into(),
+            audio: true,
+            silence: true,
+            video_pid: programs.video().map(|v| v.pid).filter(|&p| p >= 0x20),
+            audio_pid: programs.audio_pid().filter(|&p| p >= 0x20),
+        });
+        let mut slot = Slot::new(
+            "slate".into(),
+            Role::Input,
+            endpoint,
+            Some(inner.slate_feed.clone()),
+            self.queue_bytes,
+        );
+        if let Err(e) = self.start_slot(&mut slot) {
+            gst::warning!(CAT, "{}: the slate cannot start: {e}", self.name);
+            slot.last_error = Some(e.to_string());
+        }
+        inner.slate = Some(slot);
+    }
+
+    /// Starts cold inputs that are needed (nothing of higher priority delivers, or locked) and
+    /// stops those no longer needed.
+    fn manage_cold(&self, inner: &mut Inner, now: Instant) {
+        let young = self.started.elapsed() < COLD_START_GRACE;
+        let active = self.hub.active();
+        let pending = self.hub.pending();
+        for i in 1..inner.inputs.len() {
+            if !inner.inputs[i].cold {
+                continue;
+            }
+            let needed = inner.switch.locked() == Some(i)
+                || (!young && !(0..i).any(|h| inner.switch.alive(h, now)));
+            let slot = &mut inner.inputs[i];
+            let on_air = slot
+                .feed
+                .as_ref()
+                .is_some_and(|f| f.id == active || f.id == pending);
+            match slot.status {
+                Status::Standby | Status::Stopped if needed => {
+                    if let Err(e) = self.start_slot(slot) {
+                        slot.fail(&self.hub, e.to_string(), now);
+                    }
+                }
+                Status::Starting | Status::Running | Status::Retrying if !needed && !on_air => {
+                    slot.stop(&self.hub, Status::Standby);
+                    slot.restart_at = None;
+                }
+                _ => {}
             }
         }
     }
@@ -320,75 +790,134 @@ impl Route {
         if inner.closed {
             return;
         }
-        let Some(slot) = inner.slot_by_generation(generation) else {
+        let Some(part) = inner.part_by_generation(generation) else {
             return;
         };
-        match msg.view() {
-            M::StateChanged(_) => slot.on_running(),
-            M::Warning(w) => {
-                gst::warning!(CAT, "{}/{}: {}", self.name, slot.id, w.error());
-            }
-            M::Error(e) => {
-                let mut reason = e.error().to_string();
-                if let Some(d) = e.debug() {
-                    // Some elements put the cause in the debug string; skip GStreamer's own
-                    // "file.c(line): function (): /GstPipeline:…" location lines.
-                    let cause = d.lines().map(str::trim).rfind(|l| {
-                        !l.is_empty()
-                            && !l.contains(".c(")
-                            && !l.starts_with("/Gst")
-                            && !reason.contains(l)
-                    });
-                    if let Some(c) = cause {
-                        reason = format!("{reason} ({c})");
-                    }
+        let mut failed = None;
+        {
+            let Some(slot) = inner.slot(part) else { return };
+            match msg.view() {
+                M::StateChanged(_) => slot.on_running(),
+                M::Warning(w) => {
+                    gst::warning!(CAT, "{}/{}: {}", self.name, slot.id, w.error());
                 }
-                slot.fail(&self.hub, reason, now);
+                M::Error(e) => {
+                    slot.fail(&self.hub, error_reason(e), now);
+                    failed = Some(Reason::Error);
+                }
+                M::Eos(_) if self.on_eos(slot, now) => failed = Some(Reason::Eos),
+                _ => {}
             }
-            M::Eos(_) => self.on_eos(slot, now),
-            _ => {}
+        }
+        if let (Part::Input(i), Some(why), true) = (part, failed, inner.any_data) {
+            // An error or EOS is a loss at once, not after the timeout.
+            if let Some(s) = inner.switch.failed(i, why, now) {
+                self.apply(&mut inner, s, now);
+            }
         }
     }
 
-    fn on_eos(&self, slot: &mut Slot, now: Instant) {
+    /// Handles an end of stream; returns whether the input is gone (not a loop starting over).
+    fn on_eos(&self, slot: &mut Slot, now: Instant) -> bool {
         match &slot.endpoint {
             Endpoint::File(f) if f.looped && !slot.delivered() => {
                 slot.fail(&self.hub, "the file holds no MPEG-TS to play".into(), now);
+                true
             }
             Endpoint::File(f) if f.looped => {
                 slot.stop(&self.hub, Status::Starting);
-                if slot
-                    .feed
-                    .as_ref()
-                    .is_some_and(|f| f.index == self.hub.active())
-                {
-                    self.hub.timeline_restart();
-                }
                 if let Err(e) = self.start_slot(slot) {
                     slot.fail(&self.hub, e.to_string(), now);
+                    return true;
                 }
+                false
             }
-            Endpoint::File(_) => slot.stop(&self.hub, Status::Ended),
-            _ => slot.fail(&self.hub, "the stream ended (EOS)".into(), now),
+            Endpoint::File(_) => {
+                slot.stop(&self.hub, Status::Ended);
+                true
+            }
+            _ => {
+                slot.fail(&self.hub, "the stream ended (EOS)".into(), now);
+                true
+            }
         }
     }
 
-    fn on_tick(&self, now: Instant) {
+    /// Loss detection, failback and cold standby; runs several times per loss timeout.
+    fn on_switch_tick(&self, now: Instant) {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return;
+        }
+        self.feed_switch(&mut inner, now);
+        // Inputs that never delivered are waiting, not lost: the switch starts deciding at the
+        // route's first data, and gives the preferred input a moment to connect too.
+        inner.any_data |= inner.inputs.iter().any(|s| s.delivered());
+        let first_delivered = inner.inputs.first().is_some_and(|s| s.delivered());
+        let settled = first_delivered || self.started.elapsed() >= START_GRACE;
+        if inner.any_data && settled {
+            if let Some(s) = inner.switch.tick(now) {
+                self.apply(&mut inner, s, now);
+            }
+        }
+        // An armed cut whose feed never showed a keyframe, or whose on-air feed died meanwhile,
+        // happens now.
+        let pending = self.hub.pending();
+        if pending != 0 {
+            let waited = inner
+                .pending_since
+                .is_some_and(|t| now.duration_since(t) >= KEYFRAME_WAIT);
+            if waited || !self.on_air_plays(&inner) {
+                let feed = inner.feed_by_id(pending);
+                self.hub.cut_to(feed.as_deref());
+                inner.pending_since = None;
+            }
+        }
+        self.manage_cold(&mut inner, now);
+        // The slate stops once something else goes out.
+        let slate_id = inner.slate_feed.id;
+        if self.hub.active() != slate_id
+            && self.hub.pending() != slate_id
+            && inner.switch.active() != Source::Slate
+        {
+            if let Some(mut slate) = inner.slate.take() {
+                slate.stop(&self.hub, Status::Stopped);
+            }
+        }
+    }
+
+    /// Restarts what is due; with `full` (once a second) also the slots' meters and checks.
+    fn on_tick(&self, now: Instant, full: bool) {
         let mut inner = lock(&self.inner);
         if inner.closed {
             return;
         }
         let Inner {
-            inputs, outputs, ..
+            inputs,
+            outputs,
+            slate,
+            ..
         } = &mut *inner;
-        for slot in inputs.iter_mut().chain(outputs.iter_mut()) {
-            slot.tick(&self.hub, now);
+        for slot in inputs
+            .iter_mut()
+            .chain(outputs.iter_mut())
+            .chain(slate.iter_mut())
+        {
+            if full {
+                slot.tick(&self.hub, now);
+            }
             if slot.status == Status::Retrying && slot.restart_at.is_some_and(|t| t <= now) {
                 if let Err(e) = self.start_slot(slot) {
                     slot.fail(&self.hub, e.to_string(), now);
                 }
             }
         }
+    }
+
+    /// How often the switch is checked.
+    fn switch_period(&self) -> Duration {
+        let loss = lock(&self.inner).switch.config().loss_timeout;
+        (loss / SWITCH_CHECKS_PER_TIMEOUT).clamp(Duration::from_millis(10), TICK)
     }
 
     /// When the control thread must next wake up: the earliest restart, or the next tick.
@@ -398,9 +927,36 @@ impl Route {
             .inputs
             .iter()
             .chain(inner.outputs.iter())
+            .chain(inner.slate.iter())
             .filter_map(|s| s.restart_at)
             .fold(next_tick, Instant::min)
     }
+}
+
+/// A bus error's text, with the cause some elements only put in the debug string.
+fn error_reason(e: &gst::message::Error) -> String {
+    let mut reason = e.error().to_string();
+    if let Some(d) = e.debug() {
+        // Skip GStreamer's own "file.c(line): function (): /GstPipeline:…" location lines.
+        let cause = d.lines().map(str::trim).rfind(|l| {
+            !l.is_empty() && !l.contains(".c(") && !l.starts_with("/Gst") && !reason.contains(l)
+        });
+        if let Some(c) = cause {
+            reason = format!("{reason} ({c})");
+        }
+    }
+    reason
+}
+
+/// Parses an input URI into a slot with a new hub feed.
+fn input_slot(id: String, uri: &str, hub: &Hub, queue_bytes: u64) -> Result<Slot> {
+    let (endpoint, cold) = Endpoint::parse_input(uri)?;
+    let mut slot = Slot::new(id, Role::Input, endpoint, Some(hub.feed()), queue_bytes);
+    slot.cold = cold;
+    if cold {
+        slot.status = Status::Standby;
+    }
+    Ok(slot)
 }
 
 impl Drop for Route {
@@ -409,14 +965,26 @@ impl Drop for Route {
     }
 }
 
-fn output_id(given: Option<&str>, next: &mut usize, existing: &[Slot]) -> Result<String> {
+/// The id of a new input or output: the given one (checked), or `{prefix}{n}`.
+fn slot_id(
+    what: &str,
+    prefix: &str,
+    given: Option<&str>,
+    next: &mut usize,
+    existing: &[Slot],
+) -> Result<String> {
     let id = match given {
         Some(id) => {
-            check_name("output", id)?;
+            check_name(what, id)?;
+            if id == "slate" {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} id `slate` is reserved for the route's slate"
+                )));
+            }
             id.to_string()
         }
         None => loop {
-            let candidate = format!("out{next}");
+            let candidate = format!("{prefix}{next}");
             *next += 1;
             if !existing.iter().any(|s| s.id == candidate) {
                 break candidate;
@@ -424,18 +992,23 @@ fn output_id(given: Option<&str>, next: &mut usize, existing: &[Slot]) -> Result
         },
     };
     if existing.iter().any(|s| s.id == id) {
-        return Err(Error::AlreadyExists(format!("output `{id}`")));
+        return Err(Error::AlreadyExists(format!("{what} `{id}`")));
     }
     Ok(id)
 }
 
-/// The route's control thread: bus messages, restarts and ticks until shutdown. Holds only a
-/// weak reference, so dropping the last `Arc<Route>` ends it.
+/// The route's control thread: bus messages, restarts, switch checks and ticks until shutdown.
+/// Holds only a weak reference, so dropping the last `Arc<Route>` ends it.
 fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
+    let period = match route.upgrade() {
+        Some(r) => r.switch_period(),
+        None => return,
+    };
     let mut next_tick = Instant::now() + TICK;
+    let mut next_check = Instant::now() + period;
     loop {
         let wake = match route.upgrade() {
-            Some(r) => r.next_wake(next_tick),
+            Some(r) => r.next_wake(next_tick).min(next_check),
             None => return,
         };
         let event = rx.recv_timeout(wake.saturating_duration_since(Instant::now()));
@@ -445,10 +1018,15 @@ fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
             Ok(Event::Bus { generation, msg }) => r.on_bus(generation, &msg),
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
-                if now >= next_tick {
+                if now >= next_check {
+                    next_check = now + period;
+                    r.on_switch_tick(now);
+                }
+                let full = now >= next_tick;
+                if full {
                     next_tick = now + TICK;
                 }
-                r.on_tick(now);
+                r.on_tick(now, full);
             }
         }
     }

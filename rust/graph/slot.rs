@@ -36,6 +36,8 @@ pub enum Status {
     Retrying,
     Ended,
     Stopped,
+    /// A cold standby input, not connected until it is needed.
+    Standby,
 }
 
 /// What the stats show for one endpoint.
@@ -52,12 +54,18 @@ pub struct EndpointStats {
     pub last_error: Option<String>,
     pub idle_ms: Option<u64>,
     pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
+    /// Inputs: whether the switch counts it as delivering.
+    pub healthy: bool,
+    /// Inputs: `warm` or `cold`.
+    pub standby: &'static str,
 }
 
 pub(super) struct Slot {
     pub id: String,
     pub role: Role,
     pub endpoint: Endpoint,
+    /// Inputs: connected only while needed (`standby=cold`).
+    pub cold: bool,
     pub counters: Arc<Counters>,
     meter: RateMeter,
     pipeline: Option<gst::Pipeline>,
@@ -75,6 +83,8 @@ pub(super) struct Slot {
     pub feed: Option<Arc<Feed>>,
     tap: Option<Arc<Tap>>,
     queue_bytes: u64,
+    /// How many pipelines this slot started.
+    pub starts: u64,
     /// The current pipeline's change to PLAYING failed.
     start_failed: bool,
     /// The byte count when the current pipeline started (to tell a stall from a slow start).
@@ -97,6 +107,7 @@ impl Slot {
             id,
             role,
             endpoint,
+            cold: false,
             counters,
             meter: RateMeter::default(),
             pipeline: None,
@@ -113,6 +124,7 @@ impl Slot {
             tap: None,
             queue_bytes,
             bytes_at_start: 0,
+            starts: 0,
             start_failed: false,
         }
     }
@@ -145,10 +157,11 @@ impl Slot {
             }
         };
         self.generation = generation;
+        self.starts += 1;
         self.bytes_at_start = self.counters.snapshot().bytes;
         if let Some(feed) = &self.feed {
             // A new connection starts a new byte stream: nothing carried over from the last.
-            feed.reset_aligner();
+            feed.reset();
         }
         let tx = events.clone();
         let bus = pipeline.bus().expect("a pipeline has a bus");
@@ -341,13 +354,14 @@ impl Slot {
             Status::Retrying => "retrying",
             Status::Ended => "ended",
             Status::Stopped => "stopped",
+            Status::Standby => "standby",
         };
         EndpointStats {
             id: self.id.clone(),
             uri: self.endpoint.to_string(),
             kind: self.endpoint.kind(),
             state,
-            active: self.feed.as_ref().is_some_and(|f| f.index == hub.active()),
+            active: self.feed.as_ref().is_some_and(|f| f.id == hub.active()),
             counters: self.counters.snapshot(),
             reconnects: self.reconnects,
             retry_in_ms: self
@@ -360,6 +374,8 @@ impl Slot {
                 .or_else(|| self.last_error.clone()),
             idle_ms,
             srt,
+            healthy: false,
+            standby: if self.cold { "cold" } else { "warm" },
         }
     }
 }

@@ -8,14 +8,24 @@
 //! `appsrc` is never blocking here and each output pipeline has its own streaming thread behind
 //! its queue. docs/architecture.md says why.
 //!
-//! Lock order: `taps` and `timeline` are never held together; both are leaves.
+//! Switching happens here too. Only the active feed's data goes out; every other feed is read
+//! and watched (warm standby) and dropped. A cut to another feed is either immediate (the
+//! active one is lost) or armed to happen at that feed's next keyframe (the active one still
+//! plays: failback and manual switches), so the outputs never see a gap. Everything that goes
+//! out passes the [`Restamper`], which splices the runs into one stream.
+//!
+//! Lock order: `splice` → `Feed::state` → `taps`. A feed's streaming thread never holds its
+//! `state` while it takes `splice`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::stats::Counters;
-use crate::ts::{Aligner, Restamper, PACKETS_PER_BUFFER, PACKET_SIZE};
+use crate::ts::{
+    pcr_base, pid, starts_keyframe, Aligner, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER,
+    PACKET_SIZE, PTS_WRAP,
+};
 
 /// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
 const MAX_BUFFER_BYTES: usize = PACKETS_PER_BUFFER * PACKET_SIZE;
@@ -79,12 +89,65 @@ impl Tap {
     }
 }
 
-/// One input's attachment to the hub; owned by the input's appsink callback.
+/// A PCR this far off what the wall clock predicts (90 kHz, 500 ms) starts a new run.
+const PCR_JUMP_90K: u64 = 45_000;
+/// A PCR older than this (90 kHz, 1 s) no longer tells a feed's clock now.
+const PCR_FRESH_90K: u64 = 90_000;
+
+/// What only the feed's streaming thread changes (and a cut reads).
+#[derive(Default)]
+struct FeedState {
+    aligner: Aligner,
+    programs: Programs,
+    /// The latest PCR and when it arrived (hub clock, 90 kHz).
+    last_pcr: Option<(u64, u64)>,
+    /// The PCR just jumped: the feed's source started over (a restarted encoder).
+    jumped: bool,
+}
+
+impl FeedState {
+    /// Reads PSI and PCRs of whole packets.
+    fn watch(&mut self, data: &[u8], now: u64) {
+        for p in data.chunks_exact(PACKET_SIZE) {
+            self.programs.observe(p);
+            let Some(pcr) = pcr_base(p) else { continue };
+            if self
+                .programs
+                .pcr_pid
+                .is_some_and(|x| usize::from(x) != pid(p))
+            {
+                continue;
+            }
+            if let Some((prev, at)) = self.last_pcr {
+                let expected = (prev + now.saturating_sub(at)) % PTS_WRAP;
+                let off = pcr.wrapping_sub(expected) % PTS_WRAP;
+                if off.min(PTS_WRAP - off) > PCR_JUMP_90K {
+                    self.jumped = true;
+                }
+            }
+            self.last_pcr = Some((pcr, now));
+        }
+    }
+
+    fn cut(&self, now: u64) -> Cut {
+        Cut {
+            source_pcr: self
+                .last_pcr
+                .filter(|&(_, at)| now.saturating_sub(at) < PCR_FRESH_90K)
+                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
+            pcr_pid: self.programs.pcr_pid,
+            video: self.programs.video(),
+        }
+    }
+}
+
+/// One input's attachment to the hub; owned by the input's pad probe.
 pub struct Feed {
-    pub index: usize,
+    /// Unique within the hub (0 is "no feed").
+    pub id: u64,
     pub counters: Arc<Counters>,
-    /// Only the input's streaming thread locks it.
-    aligner: Mutex<Aligner>,
+    /// Only the input's streaming thread locks it, and a cut.
+    state: Mutex<FeedState>,
     /// Why the last rejected buffer was not MPEG-TS; taken by the control thread.
     not_ts: Mutex<Option<String>>,
     has_not_ts: AtomicBool,
@@ -101,9 +164,12 @@ impl Feed {
         lock(&self.not_ts).take()
     }
 
-    /// Forgets any partial packet or lost sync of a previous connection.
-    pub fn reset_aligner(&self) {
-        *lock(&self.aligner) = Aligner::default();
+    /// A new connection: forgets any partial packet, lost sync or clock of the last one.
+    pub fn reset(&self) {
+        let mut s = lock(&self.state);
+        s.aligner = Aligner::default();
+        s.last_pcr = None;
+        s.jumped = false;
     }
 
     /// The reason the input's data was rejected, if any is pending, without taking it.
@@ -113,63 +179,156 @@ impl Feed {
         }
         lock(&self.not_ts).clone()
     }
+
+    /// The program layout last seen on this feed (for a slate that matches it).
+    pub fn programs(&self) -> Programs {
+        lock(&self.state).programs.clone()
+    }
+
+    pub fn video(&self) -> Option<Video> {
+        lock(&self.state).programs.video()
+    }
+}
+
+/// Counts of what the hub did at cuts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpliceStats {
+    pub cuts: u64,
+    /// Packets not sent because their PID had not started cleanly after a cut.
+    pub held_back: u64,
 }
 
 pub struct Hub {
     epoch: Instant,
-    active: AtomicUsize,
+    next_feed: AtomicU64,
+    /// The feed whose data goes out (0: none).
+    active: AtomicU64,
+    /// A feed to cut over to at its next keyframe (0: none).
+    pending: AtomicU64,
     taps: Mutex<Vec<Arc<Tap>>>,
-    /// Rewrites timestamps/CC of what goes out after the active input started over.
-    timeline: Mutex<Restamper>,
-    /// Whether the active input may start over (a looped file), so the timeline must track it.
-    track_timeline: AtomicBool,
+    splice: Mutex<Restamper>,
+    cuts: AtomicU64,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Hub {
             epoch: Instant::now(),
-            active: AtomicUsize::new(0),
+            next_feed: AtomicU64::new(1),
+            active: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             taps: Mutex::new(Vec::new()),
-            timeline: Mutex::new(Restamper::default()),
-            track_timeline: AtomicBool::new(false),
+            splice: Mutex::new(Restamper::default()),
+            cuts: AtomicU64::new(0),
         }
     }
 }
 
 impl Hub {
-    pub fn feed(&self, index: usize) -> Arc<Feed> {
+    pub fn feed(&self) -> Arc<Feed> {
         Arc::new(Feed {
-            index,
+            id: self.next_feed.fetch_add(1, Relaxed),
             counters: Arc::new(Counters::default()),
-            aligner: Mutex::new(Aligner::default()),
+            state: Mutex::new(FeedState::default()),
             not_ts: Mutex::new(None),
             has_not_ts: AtomicBool::new(false),
             last_data_ms: AtomicU64::new(0),
         })
     }
 
-    pub fn active(&self) -> usize {
+    /// The id of the feed that goes out (0: none).
+    pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
+    }
+
+    /// The id of the feed armed to go out at its next keyframe (0: none).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// The hub's clock in 90 kHz ticks.
+    fn now_90k(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 * 9 / 100
     }
 
     /// Milliseconds since `feed` last delivered valid data (None: never).
     pub fn idle_ms(&self, feed: &Feed) -> Option<u64> {
         match feed.last_data_ms.load(Relaxed) {
             0 => None,
-            t => Some((self.epoch.elapsed().as_millis() as u64).saturating_sub(t)),
+            t => Some(self.now_ms().saturating_sub(t)),
         }
     }
 
-    /// Asks the hub to keep timestamps continuous when the active input starts over.
-    pub fn set_track_timeline(&self, on: bool) {
-        self.track_timeline.store(on, Relaxed);
+    /// When `feed` last delivered data, as an `Instant` (None: never).
+    pub fn last_data(&self, feed: &Feed) -> Option<Instant> {
+        match feed.last_data_ms.load(Relaxed) {
+            0 => None,
+            t => Some(self.epoch + std::time::Duration::from_millis(t)),
+        }
     }
 
-    /// The active input starts over (a looped file reopened): what follows is restamped to
-    /// continue what the outputs already received.
-    pub fn timeline_restart(&self) {
-        lock(&self.timeline).restart();
+    /// From the next buffer on, `feed` goes out (None: nothing does). Its PIDs start cleanly
+    /// (video on a keyframe) and its timestamps continue what went out before.
+    pub fn cut_to(&self, feed: Option<&Feed>) {
+        let mut splice = lock(&self.splice);
+        self.pending.store(0, Relaxed);
+        let Some(feed) = feed else {
+            self.active.store(0, Relaxed);
+            return;
+        };
+        self.active.store(feed.id, Relaxed);
+        if !splice.seen() {
+            // Nothing went out yet: nothing to continue, so the first run stays bit-exact.
+            return;
+        }
+        let now = self.now_90k();
+        let cut = {
+            let mut s = lock(&feed.state);
+            s.jumped = false;
+            s.cut(now)
+        };
+        splice.restart(cut, now);
+        self.cuts.fetch_add(1, Relaxed);
+        gst::debug!(CAT, "cut to feed {}", feed.id);
+    }
+
+    /// Cuts to `feed` at its next keyframe; until then the active feed goes on.
+    pub fn cut_at_keyframe(&self, feed: &Feed) {
+        let _splice = lock(&self.splice);
+        if self.active.load(Relaxed) != feed.id {
+            self.pending.store(feed.id, Relaxed);
+        }
+    }
+
+    /// The active feed starts over (a looped file reopened, a reconnected sender): what follows
+    /// is placed after what went out, from its first PCR on. Unless `always`, only once the
+    /// hub splices anyway (before its first cut a single input passes bit-exact).
+    pub fn restart_run(&self, feed: &Feed, always: bool) {
+        let mut splice = lock(&self.splice);
+        if self.active.load(Relaxed) != feed.id || !(always || splice.rewrites()) {
+            return;
+        }
+        let now = self.now_90k();
+        let cut = {
+            let s = lock(&feed.state);
+            Cut {
+                source_pcr: None,
+                ..s.cut(now)
+            }
+        };
+        splice.restart(cut, now);
+        self.cuts.fetch_add(1, Relaxed);
+    }
+
+    pub fn splice_stats(&self) -> SpliceStats {
+        SpliceStats {
+            cuts: self.cuts.load(Relaxed),
+            held_back: lock(&self.splice).held_back(),
+        }
     }
 
     pub fn attach(&self, tap: Arc<Tap>) {
@@ -190,9 +349,11 @@ impl Hub {
             feed.counters.drop_bytes(buffer.size());
             return;
         };
-        let mut aligner = lock(&feed.aligner);
-        if aligner.passes_through(&map) {
-            drop(aligner);
+        let now = self.now_90k();
+        let mut state = lock(&feed.state);
+        if state.aligner.passes_through(&map) {
+            state.watch(&map, now);
+            drop(state);
             drop(map);
             let size = buffer.size();
             if size <= MAX_BUFFER_BYTES {
@@ -211,10 +372,11 @@ impl Hub {
             return;
         }
         let mut aligned = Vec::new();
-        let garbage = aligner.push(&map, |run| {
-            aligned.push(gst::Buffer::from_slice(run.to_vec()))
-        });
-        drop(aligner);
+        let garbage = state.aligner.push(&map, |run| aligned.push(run.to_vec()));
+        for run in &aligned {
+            state.watch(run, now);
+        }
+        drop(state);
         if garbage > 0 {
             feed.counters.drop_bytes(garbage);
             if !feed.has_not_ts.load(Relaxed) {
@@ -224,40 +386,72 @@ impl Hub {
             }
         }
         drop(map);
-        for b in aligned {
-            self.accept(feed, b);
+        for run in aligned {
+            self.accept(feed, gst::Buffer::from_mut_slice(run));
         }
     }
 
-    /// Counts a whole-packet buffer and, if its input is active, offers it to every output.
-    fn accept(&self, feed: &Feed, buffer: gst::Buffer) {
+    /// Counts a whole-packet buffer and, if its feed goes out, splices it and offers it to
+    /// every output.
+    fn accept(&self, feed: &Feed, mut buffer: gst::Buffer) {
         feed.counters.add(buffer.size());
-        let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
-        feed.last_data_ms.store(now_ms, Relaxed);
-        if feed.index != self.active.load(Relaxed) {
+        feed.last_data_ms.store(self.now_ms(), Relaxed);
+        let id = feed.id;
+        if id != self.active.load(Relaxed) && id != self.pending.load(Relaxed) {
             return;
         }
-        let buffer = if self.track_timeline.load(Relaxed) {
-            self.restamp(buffer)
-        } else {
-            buffer
-        };
+        let mut splice = lock(&self.splice);
+        let now = self.now_90k();
+        if id == self.pending.load(Relaxed) && self.keyframe_in(feed, &buffer) {
+            self.pending.store(0, Relaxed);
+            self.active.store(id, Relaxed);
+            let mut s = lock(&feed.state);
+            s.jumped = false;
+            splice.restart(s.cut(now), now);
+            drop(s);
+            self.cuts.fetch_add(1, Relaxed);
+            gst::debug!(CAT, "cut to feed {id} at a keyframe");
+        }
+        if id != self.active.load(Relaxed) {
+            return;
+        }
+        {
+            let mut s = lock(&feed.state);
+            // Once splicing, a source starting over under us is spliced on too. Before the first
+            // cut the stream passes as it comes, discontinuities and all (bit-exact).
+            if std::mem::take(&mut s.jumped) && splice.rewrites() {
+                gst::debug!(CAT, "feed {id}: clock jumped, new run");
+                splice.restart(s.cut(now), now);
+                self.cuts.fetch_add(1, Relaxed);
+            }
+        }
+        if splice.rewrites() {
+            let kept = match buffer.make_mut().map_writable() {
+                Ok(mut map) => splice.rewrite(&mut map, now),
+                Err(_) => 0,
+            };
+            if kept == 0 {
+                return;
+            }
+            buffer.make_mut().set_size(kept);
+        } else if let Ok(map) = buffer.map_readable() {
+            splice.observe(&map, now);
+        }
         for tap in lock(&self.taps).iter() {
             tap.offer(&buffer);
         }
     }
 
-    fn restamp(&self, mut buffer: gst::Buffer) -> gst::Buffer {
-        let mut timeline = lock(&self.timeline);
-        if !timeline.rewrites() {
-            if let Ok(map) = buffer.map_readable() {
-                timeline.observe(&map);
-            }
-            return buffer;
-        }
-        if let Ok(mut map) = buffer.make_mut().map_writable() {
-            timeline.rewrite(&mut map);
-        }
-        buffer
+    /// Whether a video keyframe starts in this buffer of `feed` (any random access point when
+    /// the feed's video is not known yet).
+    fn keyframe_in(&self, feed: &Feed, buffer: &gst::Buffer) -> bool {
+        let video = feed.video();
+        let Ok(map) = buffer.map_readable() else {
+            return false;
+        };
+        map.chunks_exact(PACKET_SIZE).any(|p| match video {
+            Some(v) => pid(p) == usize::from(v.pid) && starts_keyframe(p, v.codec),
+            None => starts_keyframe(p, crate::ts::Codec::Other),
+        })
     }
 }

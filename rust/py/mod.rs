@@ -9,7 +9,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::graph::{EndpointStats, Gateway, OutputSpec, Route, RouteSpec, RouteStats};
+use crate::graph::{
+    EndpointStats, Gateway, InputSpec, OutputSpec, Route, RouteSpec, RouteStats, SwitchRecord,
+    SwitchSpec,
+};
 use crate::uri::{Endpoint, Role};
 
 #[pyclass(name = "Gateway", module = "castway._castway", frozen)]
@@ -26,24 +29,40 @@ impl PyGateway {
         })
     }
 
-    /// Builds and starts a route. `outputs` holds `(uri, id)` pairs; `id` may be None.
-    #[pyo3(signature = (name, inputs, outputs, queue_bytes=None))]
+    /// Builds and starts a route. `inputs` and `outputs` hold `(uri, id)` pairs; `id` may be
+    /// None.
+    #[pyo3(signature = (name, inputs, outputs, queue_bytes=None, loss_timeout_ms=None,
+                        failback_after_ms=None, slate=None, slate_size=None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_route(
         &self,
         py: Python<'_>,
         name: String,
-        inputs: Vec<String>,
+        inputs: Vec<(String, Option<String>)>,
         outputs: Vec<(String, Option<String>)>,
         queue_bytes: Option<u64>,
+        loss_timeout_ms: Option<u64>,
+        failback_after_ms: Option<u64>,
+        slate: Option<bool>,
+        slate_size: Option<(u32, u32)>,
     ) -> PyResult<PyRoute> {
         let spec = RouteSpec {
             name,
-            inputs,
+            inputs: inputs
+                .into_iter()
+                .map(|(uri, id)| InputSpec { uri, id })
+                .collect(),
             outputs: outputs
                 .into_iter()
                 .map(|(uri, id)| OutputSpec { uri, id })
                 .collect(),
             queue_bytes,
+            switch: SwitchSpec {
+                loss_timeout_ms,
+                failback_after_ms,
+                slate,
+                slate_size,
+            },
         };
         let route = py.allow_threads(|| self.inner.add_route(spec))?;
         Ok(PyRoute { inner: route })
@@ -105,10 +124,55 @@ impl PyRoute {
         Ok(py.allow_threads(|| self.inner.remove_output(id))?)
     }
 
+    #[pyo3(signature = (uri, id=None))]
+    fn add_input(&self, py: Python<'_>, uri: &str, id: Option<&str>) -> PyResult<String> {
+        Ok(py.allow_threads(|| self.inner.add_input(uri, id))?)
+    }
+
+    fn remove_input(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.remove_input(id))?)
+    }
+
+    fn lock_input(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.lock_input(id))?)
+    }
+
+    fn unlock(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.unlock());
+    }
+
+    /// Blocks (without the GIL) until a switch numbered above `after` happened; returns it, or
+    /// None after `timeout` seconds or when the route stops.
+    fn wait_switch<'py>(
+        &self,
+        py: Python<'py>,
+        after: u64,
+        timeout: f64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if !timeout.is_finite() || timeout < 0.0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "timeout must be a non-negative number of seconds, not {timeout}"
+            )));
+        }
+        let wait = std::time::Duration::from_secs_f64(timeout.min(1e6));
+        let r = py.allow_threads(|| self.inner.wait_switch(after, wait));
+        r.map(|r| switch_record(py, &r)).transpose()
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = py.allow_threads(|| self.inner.stats());
         route_stats(py, &s)
     }
+}
+
+fn switch_record<'py>(py: Python<'py>, r: &SwitchRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("seq", r.seq)?;
+    d.set_item("at", r.at_unix)?;
+    d.set_item("from", &r.from)?;
+    d.set_item("to", &r.to)?;
+    d.set_item("reason", r.reason)?;
+    Ok(d)
 }
 
 fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDict>> {
@@ -127,6 +191,22 @@ fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDi
     }
     d.set_item("inputs", inputs)?;
     d.set_item("outputs", outputs)?;
+    let sw = &r.switch;
+    let s = PyDict::new(py);
+    s.set_item("active", &sw.active)?;
+    s.set_item("pending", &sw.pending)?;
+    s.set_item("locked", &sw.locked)?;
+    s.set_item("loss_timeout_ms", sw.loss_timeout_ms)?;
+    s.set_item("failback_after_ms", sw.failback_after_ms)?;
+    s.set_item("slate", sw.slate)?;
+    s.set_item("cuts", sw.cuts)?;
+    s.set_item("held_back_packets", sw.held_back_packets)?;
+    let history = PyList::empty(py);
+    for rec in &sw.history {
+        history.append(switch_record(py, rec)?)?;
+    }
+    s.set_item("history", history)?;
+    d.set_item("switch", s)?;
     Ok(d)
 }
 
@@ -142,6 +222,8 @@ fn endpoint_stats<'py>(
     d.set_item("state", e.state)?;
     if role == Role::Input {
         d.set_item("active", e.active)?;
+        d.set_item("healthy", e.healthy)?;
+        d.set_item("standby", e.standby)?;
         d.set_item("idle_ms", e.idle_ms)?;
     }
     d.set_item("bytes", e.counters.bytes)?;
@@ -192,7 +274,10 @@ fn check_uri(uri: &str, role: &str) -> PyResult<String> {
             )))
         }
     };
-    Ok(Endpoint::parse(uri, role)?.to_string())
+    Ok(match role {
+        Role::Input => Endpoint::parse_input(uri)?.0.to_string(),
+        Role::Output => Endpoint::parse(uri, role)?.to_string(),
+    })
 }
 
 #[pyfunction]

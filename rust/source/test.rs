@@ -52,13 +52,16 @@ pub(super) fn build(
     let vq = element("queue", &format!("{name}-v"))?;
     video.extend([enc, parse, vq.clone()]);
     add_chain(pipeline, &video)?;
-    vq.link(&mux)?;
+    link_to_mux(&vq, &mux, ep.video_pid)?;
 
     if ep.audio {
         let asrc = element("audiotestsrc", name)?;
         asrc.set_property("is-live", true);
         asrc.set_property("volume", 0.2f64);
         asrc.set_property("samplesperbuffer", 1024i32);
+        if ep.silence {
+            asrc.set_property_from_str("wave", "silence");
+        }
         let conv = element("audioconvert", name)?;
         let resample = element("audioresample", name)?;
         let acaps = element("capsfilter", &format!("{name}-a"))?;
@@ -76,7 +79,25 @@ pub(super) fn build(
             pipeline,
             &[asrc, conv, resample, acaps, aenc, aparse, aq.clone()],
         )?;
-        aq.link(&mux)?;
+        link_to_mux(&aq, &mux, ep.audio_pid)?;
     }
     Ok(mux)
+}
+
+/// Links `queue` to a new pad of `mux`, on `pid` if one is given (mpegtsmux names pads by PID).
+fn link_to_mux(queue: &gst::Element, mux: &gst::Element, pid: Option<u16>) -> Result<()> {
+    match pid {
+        Some(pid) => {
+            let pad = mux
+                .request_pad_simple(&format!("sink_{pid}"))
+                .ok_or_else(|| {
+                    crate::Error::pipeline(format!("mpegtsmux has no pad for PID {pid}"))
+                })?;
+            let src = queue.static_pad("src").expect("a queue has a src pad");
+            src.link(&pad)
+                .map_err(|e| crate::Error::pipeline(format!("cannot link to PID {pid}: {e:?}")))?;
+        }
+        None => queue.link(mux)?,
+    }
+    Ok(())
 }

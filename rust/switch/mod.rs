@@ -16,9 +16,6 @@
 //! - Manual: `lock(i)` switches to input `i` and holds it (`manual`); if it is lost the slate
 //!   covers until it returns. `unlock()` returns to automatic choice.
 
-// Wired into the hub by the failover work (issue 3); until then only its tests use it.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -53,9 +50,9 @@ pub enum Reason {
     Slate,
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Reason::Lost => "lost",
             Reason::Error => "error",
             Reason::Eos => "eos",
@@ -65,7 +62,13 @@ impl fmt::Display for Reason {
             Reason::InputAdded => "input_added",
             Reason::InputRemoved => "input_removed",
             Reason::Slate => "slate",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -146,6 +149,10 @@ impl Switch {
 
     pub fn active(&self) -> Source {
         self.active
+    }
+
+    pub fn config(&self) -> &SwitchConfig {
+        &self.config
     }
 
     pub fn locked(&self) -> Option<usize> {
@@ -259,7 +266,8 @@ impl Switch {
         }
     }
 
-    fn alive(&self, input: usize, now: Instant) -> bool {
+    /// Whether `input` delivers: data within the loss timeout and no error or EOS since.
+    pub fn alive(&self, input: usize, now: Instant) -> bool {
         self.inputs
             .get(input)
             .is_some_and(|h| h.alive(now, self.config.loss_timeout))

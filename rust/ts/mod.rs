@@ -1,22 +1,18 @@
-//! MPEG-TS at the byte level: alignment checks on ingest, and the restamper that keeps
-//! timestamps and continuity counters running when an input starts over (a looped file now,
-//! a switched input later).
+//! MPEG-TS at the byte level: alignment checks on ingest, just enough PSI to find the video
+//! and its keyframes, and the restamper that splices runs of packets (a looped file starting
+//! over, a switch to another input) into one stream with continuous timestamps and counters.
 //!
 //! Everything here runs per buffer on a streaming thread, so it only reads a few header bytes
 //! per 188-byte packet and never allocates.
 
+mod psi;
+mod restamp;
+
+pub use psi::{starts_keyframe, Codec, Programs, Video};
+pub use restamp::{Cut, Restamper, PTS_WRAP};
+
 pub const PACKET_SIZE: usize = 188;
 const SYNC_BYTE: u8 = 0x47;
-const PID_COUNT: usize = 8192;
-const PTS_WRAP: u64 = 1 << 33;
-/// PCR spacing assumed when a stream carries a single PCR (90 kHz ticks, 40 ms).
-const DEFAULT_PCR_GAP_90K: u64 = 3_600;
-/// Extra room left between two runs (90 kHz ticks, 40 ms): a run's audio can end a frame after
-/// its last PCR plus one PCR interval, and players take a short gap far better than an overlap.
-const RUN_GUARD_90K: u64 = 3_600;
-/// Largest PCR spacing trusted as "one interval" (90 kHz ticks, 100 ms; ISO 13818-1 maximum).
-const MAX_PCR_GAP_90K: u64 = 9_000;
-
 /// Why a buffer is not MPEG-TS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotTs {
@@ -138,7 +134,7 @@ impl Aligner {
     }
 }
 
-fn pid(p: &[u8]) -> usize {
+pub fn pid(p: &[u8]) -> usize {
     (usize::from(p[1] & 0x1f) << 8) | usize::from(p[2])
 }
 
@@ -221,154 +217,6 @@ fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) {
         0b10 => (Some(off + 9), None),
         0b11 => (Some(off + 9), Some(off + 14)),
         _ => (None, None),
-    }
-}
-
-/// Keeps PCR/PTS/DTS and continuity counters continuous across a restart of the input.
-///
-/// Until the first `restart()` it only observes. After a restart, every timestamp is shifted so
-/// that the first PCR of the new run follows the last PCR of the previous one by one PCR
-/// interval, and each PID's continuity counter carries on from where it stopped.
-pub struct Restamper {
-    pcr_pid: Option<usize>,
-    /// First PCR of the current run, in input time.
-    run_first_pcr: Option<u64>,
-    last_in_pcr: Option<u64>,
-    /// Last PCR written out (output time) and the spacing before it.
-    last_out_pcr: Option<u64>,
-    pcr_gap: u64,
-    /// Added to every timestamp (mod 2^33); settled at the first PCR after a restart.
-    offset: u64,
-    /// Set by `restart()`: the offset is recomputed at the next PCR.
-    resync_time: bool,
-    /// Per PID: last CC written, CC offset to add, and whether the offset must be recomputed.
-    last_cc: Box<[u8; PID_COUNT]>,
-    cc_offset: Box<[u8; PID_COUNT]>,
-    cc_resync: Box<[bool; PID_COUNT]>,
-    active: bool,
-}
-
-impl Default for Restamper {
-    fn default() -> Self {
-        Restamper {
-            pcr_pid: None,
-            run_first_pcr: None,
-            last_in_pcr: None,
-            last_out_pcr: None,
-            pcr_gap: DEFAULT_PCR_GAP_90K,
-            offset: 0,
-            resync_time: false,
-            last_cc: Box::new([0xff; PID_COUNT]),
-            cc_offset: Box::new([0; PID_COUNT]),
-            cc_resync: Box::new([false; PID_COUNT]),
-            active: false,
-        }
-    }
-}
-
-impl Restamper {
-    /// The input starts over: what follows continues what came before.
-    pub fn restart(&mut self) {
-        // Packets ahead of the new run's first PCR use the offset that would fit if the run
-        // starts where the previous one did (exact for a looped file); the first PCR settles it.
-        if let (Some(first), Some(last_out)) = (self.run_first_pcr, self.last_out_pcr) {
-            self.offset = (last_out + self.pcr_gap + RUN_GUARD_90K + PTS_WRAP - first) % PTS_WRAP;
-        }
-        self.active = true;
-        self.resync_time = true;
-        self.run_first_pcr = None;
-        self.last_in_pcr = None;
-        self.cc_resync.fill(true);
-    }
-
-    /// Whether buffers need rewriting (false until the first restart, so the first run stays
-    /// bit-exact and the buffer need not be made writable).
-    pub fn rewrites(&self) -> bool {
-        self.active
-    }
-
-    /// Observes packets without rewriting them (used while `rewrites()` is false).
-    pub fn observe(&mut self, data: &[u8]) {
-        for p in data.chunks_exact(PACKET_SIZE) {
-            self.track(p);
-        }
-    }
-
-    fn track(&mut self, p: &[u8]) {
-        let pid = pid(p);
-        if afc(p).1 {
-            self.last_cc[pid] = p[3] & 0x0f;
-        }
-        if let Some(pcr) = pcr_base(p) {
-            if *self.pcr_pid.get_or_insert(pid) == pid {
-                self.run_first_pcr.get_or_insert(pcr);
-                if let Some(prev) = self.last_out_pcr {
-                    let gap = pcr.wrapping_sub(prev) % PTS_WRAP;
-                    if gap > 0 && gap <= MAX_PCR_GAP_90K {
-                        self.pcr_gap = gap;
-                    }
-                }
-                self.last_out_pcr = Some(pcr);
-            }
-        }
-    }
-
-    /// Rewrites timestamps and continuity counters of whole TS packets in place.
-    pub fn rewrite(&mut self, data: &mut [u8]) {
-        for p in data.chunks_exact_mut(PACKET_SIZE) {
-            let pid = pid(p);
-            if let Some(pcr) = pcr_base(p) {
-                if self.pcr_pid.is_none() {
-                    self.pcr_pid = Some(pid);
-                }
-                if self.pcr_pid == Some(pid) {
-                    self.on_input_pcr(pcr);
-                    write_pcr_base(p, (pcr + self.offset) % PTS_WRAP);
-                }
-            }
-            let (pts, dts) = pes_timestamp_offsets(p);
-            for at in [pts, dts].into_iter().flatten() {
-                let ts = read_ts(&p[at..at + 5]);
-                write_ts(&mut p[at..at + 5], (ts + self.offset) % PTS_WRAP);
-            }
-            if afc(p).1 && pid != 0x1fff {
-                let cc = p[3] & 0x0f;
-                if self.cc_resync[pid] {
-                    self.cc_resync[pid] = false;
-                    let next = self.last_cc[pid].wrapping_add(1) & 0x0f;
-                    self.cc_offset[pid] = if self.last_cc[pid] == 0xff {
-                        0
-                    } else {
-                        next.wrapping_sub(cc) & 0x0f
-                    };
-                }
-                let out = (cc + self.cc_offset[pid]) & 0x0f;
-                p[3] = (p[3] & 0xf0) | out;
-                self.last_cc[pid] = out;
-            }
-            if let Some(pcr) = pcr_base(p) {
-                if self.pcr_pid == Some(pid) {
-                    self.last_out_pcr = Some(pcr);
-                }
-            }
-        }
-    }
-
-    fn on_input_pcr(&mut self, pcr: u64) {
-        if let Some(prev) = self.last_in_pcr {
-            let gap = pcr.wrapping_sub(prev) % PTS_WRAP;
-            if gap > 0 && gap <= MAX_PCR_GAP_90K {
-                self.pcr_gap = gap;
-            }
-        }
-        self.last_in_pcr = Some(pcr);
-        if self.resync_time {
-            self.resync_time = false;
-            self.run_first_pcr = Some(pcr);
-            if let Some(last_out) = self.last_out_pcr {
-                self.offset = (last_out + self.pcr_gap + RUN_GUARD_90K + PTS_WRAP - pcr) % PTS_WRAP;
-            }
-        }
     }
 }
 
@@ -490,85 +338,5 @@ pub(crate) mod tests {
         let (pts, dts) = pes_timestamp_offsets(&p);
         assert_eq!(dts, None);
         assert_eq!(read_ts(&p[pts.unwrap()..]), 0x1_8765_4321);
-    }
-
-    /// One "file": PCR every 40 ms on PID 0x100 with a PTS, CC counting from 0.
-    fn run(first_pcr: u64, n: u64) -> Vec<u8> {
-        (0..n)
-            .flat_map(|i| {
-                packet(
-                    0x100,
-                    i as u8,
-                    Some(first_pcr + i * 3600),
-                    Some(first_pcr + 9000 + i * 3600),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn first_run_is_untouched() {
-        let mut r = Restamper::default();
-        let data = run(1000, 5);
-        assert!(!r.rewrites());
-        r.observe(&data);
-        assert_eq!(r.last_out_pcr, Some(1000 + 4 * 3600));
-    }
-
-    #[test]
-    fn restart_continues_pcr_pts_and_cc() {
-        let mut r = Restamper::default();
-        r.observe(&run(1000, 5)); // last PCR 15400, CC 4
-        r.restart();
-        let mut second = run(1000, 3);
-        r.rewrite(&mut second);
-        let pkts: Vec<&[u8]> = second.chunks(PACKET_SIZE).collect();
-        let first = 15400 + 3600 + RUN_GUARD_90K;
-        assert_eq!(pcr_base(pkts[0]), Some(first));
-        assert_eq!(pcr_base(pkts[2]), Some(first + 2 * 3600));
-        let (pts, _) = pes_timestamp_offsets(pkts[0]);
-        assert_eq!(read_ts(&pkts[0][pts.unwrap()..]), first + 9000);
-        let ccs: Vec<u8> = pkts.iter().map(|p| p[3] & 0x0f).collect();
-        assert_eq!(ccs, vec![5, 6, 7]);
-    }
-
-    #[test]
-    fn packets_before_the_first_pcr_of_a_loop_are_shifted_too() {
-        let mut r = Restamper::default();
-        r.observe(&run(1000, 5));
-        r.restart();
-        // A PES without PCR leads the second run (as audio often does at a file's start).
-        let mut lead = packet(0x101, 0, None, Some(1000 + 500)).to_vec();
-        r.rewrite(&mut lead);
-        let (pts, _) = pes_timestamp_offsets(&lead);
-        assert_eq!(
-            read_ts(&lead[pts.unwrap()..]),
-            15400 + 3600 + RUN_GUARD_90K + 500
-        );
-    }
-
-    #[test]
-    fn second_loop_continues_the_first_rewritten_one() {
-        let mut r = Restamper::default();
-        r.observe(&run(1000, 5));
-        r.restart();
-        let mut second = run(1000, 5);
-        r.rewrite(&mut second);
-        r.restart();
-        let mut third = run(1000, 1);
-        r.rewrite(&mut third);
-        let second_last = 15400 + 3600 + RUN_GUARD_90K + 4 * 3600;
-        assert_eq!(pcr_base(&third), Some(second_last + 3600 + RUN_GUARD_90K));
-    }
-
-    #[test]
-    fn timestamps_wrap_at_33_bits() {
-        let mut r = Restamper::default();
-        let near_wrap = PTS_WRAP - 3600 - RUN_GUARD_90K;
-        r.observe(&run(near_wrap, 1));
-        r.restart();
-        let mut second = run(0, 1);
-        r.rewrite(&mut second);
-        assert_eq!(pcr_base(&second), Some(0));
     }
 }

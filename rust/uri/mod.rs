@@ -74,6 +74,45 @@ impl Endpoint {
         Ok(endpoint)
     }
 
+    /// Parses an input URI, which may also say `standby=warm` (the default: connected and read
+    /// while another input is active) or `standby=cold` (connected only when needed). Returns
+    /// the endpoint and whether it is cold.
+    pub fn parse_input(uri: &str) -> Result<(Endpoint, bool)> {
+        let (base, query) = match uri.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => return Ok((Endpoint::parse(uri, Role::Input)?, false)),
+        };
+        let mut cold = None;
+        let mut rest = Vec::new();
+        for part in query.split('&') {
+            match part.split_once('=') {
+                Some((k, v)) if k.eq_ignore_ascii_case("standby") => {
+                    let shown = redact(uri);
+                    if cold.is_some() {
+                        return Err(Error::uri(&shown, "key `standby` is given twice"));
+                    }
+                    cold = Some(match v.to_ascii_lowercase().as_str() {
+                        "warm" => false,
+                        "cold" => true,
+                        _ => {
+                            return Err(Error::uri(
+                                &shown,
+                                format!("`standby={v}` is not `warm` or `cold`"),
+                            ))
+                        }
+                    });
+                }
+                _ => rest.push(part),
+            }
+        }
+        let uri = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        Ok((Endpoint::parse(&uri, Role::Input)?, cold.unwrap_or(false)))
+    }
+
     fn check_role(&self, role: Role) -> std::result::Result<(), String> {
         match (self, role) {
             (Endpoint::Test(_), Role::Output) => {
@@ -216,6 +255,20 @@ mod tests {
 
     fn err(uri: &str, role: Role) -> String {
         Endpoint::parse(uri, role).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn standby_is_an_input_key() {
+        let (e, cold) = Endpoint::parse_input("srt://:9000?standby=cold&latency=80").unwrap();
+        assert!(cold);
+        assert!(matches!(e, Endpoint::Srt(s) if s.latency_ms == 80));
+        assert!(!Endpoint::parse_input("udp://:5000?standby=warm").unwrap().1);
+        assert!(!Endpoint::parse_input("udp://:5000").unwrap().1);
+        let bad = Endpoint::parse_input("udp://:5000?standby=tepid")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`standby=tepid`"), "{bad}");
+        assert!(Endpoint::parse("udp://1.2.3.4:5000?standby=cold", Role::Output).is_err());
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub struct TestEndpoint {
     /// A `videotestsrc` pattern nick (smpte, ball, snow, bar, …).
     pub pattern: String,
     pub audio: bool,
+    /// Silence instead of a tone (the slate).
+    pub silence: bool,
+    /// PIDs for the video and audio streams (the slate takes those of the route's input so
+    /// receivers keep playing); the muxer's own when None. Not settable in a URI.
+    pub video_pid: Option<u16>,
+    pub audio_pid: Option<u16>,
 }
 
 impl Default for TestEndpoint {
@@ -25,6 +31,9 @@ impl Default for TestEndpoint {
             bitrate_kbps: 4000,
             pattern: "smpte".into(),
             audio: true,
+            silence: false,
+            video_pid: None,
+            audio_pid: None,
         }
     }
 }
@@ -118,6 +127,7 @@ impl TestEndpoint {
             bitrate_kbps,
             pattern,
             audio,
+            ..TestEndpoint::default()
         })
     }
 }

@@ -1,0 +1,359 @@
+"""Failover, failback, manual switching, the slate, cold standby and live input changes, with
+real senders (ffmpeg, gst-launch-1.0, srt-live-transmit) and a real SRT receiver
+(srt-live-transmit) on the route's output.
+
+Each capture is checked the way a receiver would notice a switch: continuity counters, PCR and
+every PES's timestamps only move forward; every whole GOP decodes with `ffmpeg -v error`,
+except at most the one cut short at each switch (an abruptly killed sender leaves a truncated
+frame; the first keyframe after the switch starts a clean GOP); and the receiver's connection
+is never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import castway
+
+from conftest import (
+    Peers,
+    UdpCapture,
+    bad_gops,
+    free_port,
+    live_sender,
+    max_gap,
+    pes_backwards,
+    srt_receiver,
+    ts_continuity,
+    wait_until,
+)
+
+
+def kill(p: subprocess.Popen[bytes]) -> None:
+    """An abrupt end: SIGKILL to the sender's process group."""
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+
+
+def next_switch(route: castway.Route, after: int, timeout: float = 15) -> castway.SwitchEvent:
+    ev = route.wait_switch(after, timeout)
+    assert ev is not None, f"no switch after #{after} within {timeout}s: {route.stats()['switch']}"
+    return ev
+
+
+def caller_of(route: castway.Route) -> list[str]:
+    srt = route.stats()["outputs"][0].get("srt") or {}
+    return [c["address"] for c in srt.get("callers", [])]
+
+
+def check_capture(data: bytes, switches: int, tmp: Path) -> None:
+    """What a receiver sees across `switches` switches: nothing moving backwards, clean GOPs."""
+    cont = ts_continuity(data)
+    assert cont["packets"] > 1000
+    assert cont["cc_errors"] == 0, cont
+    assert cont["pcr_backwards"] == 0, cont
+    assert pes_backwards(data) == {}
+    gops, bad = bad_gops(data, tmp)
+    assert gops >= 4
+    assert len(bad) <= switches, "\n".join(bad)
+
+
+@pytest.fixture
+def receiver(peers: Peers, udp_capture: Any) -> Any:
+    def start(port: int) -> UdpCapture:
+        cap = udp_capture()
+        srt_receiver(peers, port, cap)
+        return cap
+
+    return start
+
+
+def test_srt_main_fails_over_to_udp_backup_and_fails_back(
+    gateway: castway.Gateway, peers: Peers, receiver: Any, ts_file: Path, tmp_path: Path
+) -> None:
+    main_port, backup_port, out_port = free_port(), free_port(), free_port()
+    route = gateway.add_route(
+        "r",
+        {"main": f"srt://:{main_port}?mode=listener", "backup": f"udp://127.0.0.1:{backup_port}"},
+        [f"srt://:{out_port}?mode=listener"],
+        failback_after_ms=1500,
+    )
+    main_url = f"srt://127.0.0.1:{main_port}?mode=caller&pkt_size=1316"
+    main = live_sender(peers, ts_file, main_url)
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{backup_port}?pkt_size=1316")
+    cap = receiver(out_port)
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 20, "both inputs")
+    wait_until(lambda: cap.size > 500_000, 20, "the receiver to play")
+    callers = caller_of(route)
+    assert len(callers) == 1
+    assert route.stats()["switch"]["active"] == "main"
+
+    kill(main)
+    ev = next_switch(route, 0)
+    assert (ev["from"], ev["to"], ev["reason"]) == ("main", "backup", "lost")
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "the backup to reach the receiver")
+
+    # The main input comes back: the route returns to it after 1.5 s of health.
+    wait_until(
+        lambda: route.stats()["inputs"][0]["state"] == "listening", 15, "main to listen again"
+    )
+    live_sender(peers, ts_file, main_url)
+    ev2 = next_switch(route, ev["seq"])
+    assert (ev2["from"], ev2["to"], ev2["reason"]) == ("backup", "main", "failback")
+    assert ev2["at"] - ev["at"] >= 1.5
+    wait_until(lambda: route.stats()["switch"]["pending"] is None, 10, "the keyframe cut")
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "main again at the receiver")
+
+    s = route.stats()
+    assert [h["reason"] for h in s["switch"]["history"]] == ["lost", "failback"], s
+    assert s["switch"]["active"] == "main"
+    assert caller_of(route) == callers, "the receiver was reconnected"
+    check_capture(cap.data, 2, tmp_path)
+
+
+GST_ENCODER = (
+    "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 "
+    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=800 "
+    "! h264parse config-interval=-1 ! mux.sink_256 "
+    "audiotestsrc is-live=true ! audioconvert ! audioresample ! avenc_aac ! aacparse "
+    "! mux.sink_257 mpegtsmux name=mux alignment=7"
+)
+
+
+def test_manual_switch_between_gst_launch_and_srt_live_transmit_senders(
+    gateway: castway.Gateway, peers: Peers, receiver: Any, ts_file: Path, tmp_path: Path
+) -> None:
+    a_port, b_port, relay_port, out_port = free_port(), free_port(), free_port(), free_port()
+    route = gateway.add_route(
+        "r",
+        [f"srt://:{a_port}?mode=listener", f"srt://:{b_port}?mode=listener"],
+        [f"srt://:{out_port}?mode=listener"],
+        failback_after_ms=1000,
+    )
+    peers.start([
+        "gst-launch-1.0", "-q", *GST_ENCODER.split(),
+        "!", "srtsink", f"uri=srt://127.0.0.1:{a_port}?mode=caller", "wait-for-connection=false",
+    ])
+    # srt-live-transmit relays ffmpeg's UDP into castway's second SRT listener.
+    peers.start([
+        "srt-live-transmit", "-q", f"udp://127.0.0.1:{relay_port}",
+        f"srt://127.0.0.1:{b_port}?mode=caller",
+    ])
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{relay_port}?pkt_size=1316")
+    cap = receiver(out_port)
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 30, "both inputs")
+    wait_until(lambda: cap.size > 300_000, 20, "the receiver to play")
+    callers = caller_of(route)
+
+    route.switch_to("in1")
+    ev = next_switch(route, 0)
+    assert (ev["from"], ev["to"], ev["reason"]) == ("in0", "in1", "manual")
+    wait_until(lambda: route.stats()["switch"]["active"] == "in1", 10, "the cut at a keyframe")
+    assert route.stats()["switch"]["locked"] == "in1"
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "in1 at the receiver")
+    # Locked: the healthier, higher-priority in0 does not win the route back.
+    assert route.wait_switch(ev["seq"], 1.5) is None
+
+    route.auto()
+    ev2 = next_switch(route, ev["seq"])
+    assert (ev2["to"], ev2["reason"]) == ("in0", "failback")
+    wait_until(lambda: route.stats()["switch"]["active"] == "in0", 10, "the cut back")
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "in0 again at the receiver")
+    assert caller_of(route) == callers
+    check_capture(cap.data, 2, tmp_path)
+
+
+def test_slate_covers_until_the_input_returns(
+    gateway: castway.Gateway, peers: Peers, receiver: Any, ts_file: Path, tmp_path: Path
+) -> None:
+    in_port, out_port = free_port(), free_port()
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}", [f"srt://:{out_port}?mode=listener"],
+        slate_size=(640, 360),
+    )
+    url = f"udp://127.0.0.1:{in_port}?pkt_size=1316"
+    sender = live_sender(peers, ts_file, url)
+    cap = receiver(out_port)
+    wait_until(lambda: cap.size > 300_000, 20, "the receiver to play")
+    callers = caller_of(route)
+
+    kill(sender)
+    ev = next_switch(route, 0)
+    assert (ev["from"], ev["to"], ev["reason"]) == ("in0", "slate", "slate")
+    wait_until(lambda: route.stats()["state"] == "slate", 10, "the slate on air")
+    size, since = cap.size, time.monotonic()
+    wait_until(lambda: cap.size > size + 200_000, 15, "the slate at the receiver")
+    assert max_gap(cap.times, since, time.monotonic()) < 0.5
+
+    live_sender(peers, ts_file, url)
+    ev2 = next_switch(route, ev["seq"])
+    assert (ev2["from"], ev2["to"], ev2["reason"]) == ("slate", "in0", "recovered")
+    wait_until(lambda: route.stats()["switch"]["active"] == "in0", 10, "the input on air")
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "the input again at the receiver")
+    assert caller_of(route) == callers
+    check_capture(cap.data, 2, tmp_path)
+
+
+def test_without_slate_the_outputs_wait_for_an_input(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, ts_file: Path
+) -> None:
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}", [f"udp://127.0.0.1:{cap.port}"], slate=False,
+    )
+    sender = live_sender(peers, ts_file, f"udp://127.0.0.1:{in_port}?pkt_size=1316")
+    wait_until(lambda: cap.size > 100_000, 20, "data")
+    kill(sender)
+    ev = next_switch(route, 0)
+    assert (ev["to"], ev["reason"]) == (None, "lost")
+    size = cap.size
+    assert route.wait_switch(ev["seq"], 1.0) is None
+    assert cap.size == size
+    assert route.stats()["state"] == "waiting"
+
+
+def test_cold_standby_connects_only_when_needed(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, ts_file: Path
+) -> None:
+    a_port, b_port = free_port(), free_port()
+    cap = udp_capture()
+    route = gateway.add_route(
+        "r",
+        [f"udp://127.0.0.1:{a_port}", f"udp://127.0.0.1:{b_port}?standby=cold"],
+        [f"udp://127.0.0.1:{cap.port}"],
+    )
+    main = live_sender(peers, ts_file, f"udp://127.0.0.1:{a_port}?pkt_size=1316")
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{b_port}?pkt_size=1316")
+    wait_until(lambda: cap.size > 100_000, 20, "data")
+    wait_until(lambda: route.stats()["uptime_s"] > 2.5, 10, "the start grace to pass")
+    backup = route.stats()["inputs"][1]
+    assert (backup["state"], backup["standby"], backup["bytes"]) == ("standby", "cold", 0)
+
+    kill(main)
+    # Nothing warm is left: the slate covers while the cold input connects, then it takes over.
+    ev = next_switch(route, 0)
+    assert ev["reason"] in ("slate", "lost")
+    wait_until(lambda: route.stats()["switch"]["active"] == "in1", 15, "the cold input on air")
+    assert route.stats()["inputs"][1]["bytes"] > 0
+    assert route.stats()["switch"]["history"][-1]["to"] == "in1"
+
+
+def test_inputs_added_and_removed_live_leave_the_output_untouched(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, ts_file: Path
+) -> None:
+    a_port, b_port = free_port(), free_port()
+    cap = udp_capture()
+    route = gateway.add_route("r", f"udp://127.0.0.1:{a_port}", [f"udp://127.0.0.1:{cap.port}"])
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{a_port}?pkt_size=1316")
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{b_port}?pkt_size=1316")
+    wait_until(lambda: cap.size > 100_000, 20, "data")
+    start = time.monotonic()
+    assert route.add_input(f"udp://127.0.0.1:{b_port}", "backup") == "backup"
+    wait_until(lambda: route.stats()["inputs"][1]["healthy"], 10, "the new input")
+    route.remove_input("backup")
+    assert [i["id"] for i in route.stats()["inputs"]] == ["in0"]
+    size = cap.size
+    wait_until(lambda: cap.size > size + 100_000, 10, "more data")
+    s = route.stats()
+    # No switch and no cut: what went out was passed through untouched all along.
+    assert s["switch"]["history"] == []
+    assert s["switch"]["cuts"] == 0
+    assert max_gap(cap.times, start, time.monotonic()) < 0.3
+
+
+def test_switch_events_wait_without_holding_the_gil(gateway: castway.Gateway) -> None:
+    route = gateway.add_route(
+        "r", ["test://?size=320x180&fps=25&bitrate=300", "test://?size=320x180&fps=25&bitrate=300"],
+        ["udp://127.0.0.1:9"],
+    )
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 20, "both inputs")
+    got: list[castway.SwitchEvent] = []
+    waiter = threading.Thread(target=lambda: got.extend(route.switches(timeout=10)))
+    waiter.start()
+    # Python keeps running while the waiter blocks in Rust.
+    spins = 0
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        spins += 1
+    assert spins > 10_000
+    route.switch_to("in1")
+    wait_until(lambda: got, 10, "the event")
+    assert (got[0]["to"], got[0]["reason"]) == ("in1", "manual")
+    gateway.remove_route("r")
+    waiter.join(15)
+    assert not waiter.is_alive(), "the iterator did not end when the route stopped"
+
+
+def test_bad_switch_settings_and_calls_are_named(gateway: castway.Gateway) -> None:
+    t = "test://?size=320x180&bitrate=300"
+    with pytest.raises(castway.errors.ConfigError, match="loss_timeout=10 ms"):
+        gateway.add_route("a", t, loss_timeout_ms=10)
+    with pytest.raises(castway.errors.ConfigError, match="slate size 15x16"):
+        gateway.add_route("a", t, slate_size=(15, 16))
+    with pytest.raises(castway.errors.ConfigError, match="`slate` is reserved"):
+        gateway.add_route("a", {"slate": t})
+    with pytest.raises(castway.errors.InvalidUriError, match="standby=hot"):
+        gateway.add_route("a", f"{t}&standby=hot")
+    route = gateway.add_route("a", t)
+    with pytest.raises(castway.errors.NotFoundError, match="input `nope`"):
+        route.switch_to("nope")
+    with pytest.raises(castway.errors.ConfigError, match="last input"):
+        route.remove_input("in0")
+    with pytest.raises(castway.errors.AlreadyExistsError, match="input `in0`"):
+        route.add_input(t, "in0")
+    with pytest.raises(ValueError, match="timeout"):
+        route.wait_switch(0, -1)
+    assert gateway.routes() == ["a"]
+
+
+def test_relay_cli_switches_on_stdin_commands(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    t = "test://?size=320x180&fps=25&bitrate=300"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "castway", "relay", "-i", t, "-i", t,
+             "-o", "udp://127.0.0.1:9", "--json", "--stats-interval", "0.5",
+             "--loss-timeout", "300", "--failback-after", "200"],
+            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
+        )
+    try:
+        def events() -> list[dict[str, Any]]:
+            import json
+
+            lines = out.read_text().splitlines()
+            return [r for r in map(json.loads, lines) if r.get("event") == "switch"]
+
+        def stats_ok() -> bool:
+            text = out.read_text()
+            return '"healthy":true,"standby":"warm"' in text.split("\n")[-2] if text else False
+
+        wait_until(stats_ok, 20, "the relay to run")
+        assert proc.stdin is not None
+        proc.stdin.write(b"switch in1\n")
+        proc.stdin.flush()
+        wait_until(events, 10, "a switch event on stdout")
+        assert (events()[0]["to"], events()[0]["reason"]) == ("in1", "manual")
+        proc.stdin.write(b"auto\n")
+        proc.stdin.flush()
+        wait_until(lambda: len(events()) >= 2, 10, "the failback")
+        assert (events()[1]["to"], events()[1]["reason"]) == ("in0", "failback")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"locked to in1" in err
