@@ -49,6 +49,7 @@ wheel: setup
 
 bench: setup
 	$(PY) benches/relay.py
+	$(PY) benches/failover.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so

@@ -233,6 +233,7 @@ def run_route(
     # point, and every thread the gateway starts inherits the mask, so the signal waits for
     # the main thread.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    printer: threading.Thread | None = None
     try:
         with Gateway() as gw:
             sw = switch or SwitchOptions()
@@ -245,9 +246,10 @@ def run_route(
                 print(banner, file=sys.stderr, flush=True)
             # Human-readable stats go to stderr so stdout stays clean for --json consumers.
             out = sys.stdout if as_json else sys.stderr
-            threading.Thread(
+            printer = threading.Thread(
                 target=_print_switches, args=(route, as_json, out), daemon=True
-            ).start()
+            )
+            printer.start()
             if commands is not None:
                 threading.Thread(
                     target=_read_commands, args=(route, commands, sys.stderr), daemon=True
@@ -266,6 +268,10 @@ def run_route(
         return EXIT_RUNTIME
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    # The gateway is closed, which ends the printer's wait: let it finish before the
+    # interpreter does (a thread still inside the native module at exit would be torn down).
+    if printer is not None:
+        printer.join(timeout=5)
     return EXIT_OK
 
 
