@@ -29,6 +29,7 @@ from conftest import (
     UdpCapture,
     bad_gops,
     free_port,
+    gop_chunks,
     live_sender,
     max_gap,
     pes_backwards,
@@ -181,8 +182,7 @@ def test_slate_covers_until_the_input_returns(
 ) -> None:
     in_port, out_port = free_port(), free_port()
     route = gateway.add_route(
-        "r", f"udp://127.0.0.1:{in_port}", [f"srt://:{out_port}?mode=listener"],
-        slate_size=(640, 360),
+        "r", f"udp://127.0.0.1:{in_port}", [f"srt://:{out_port}?mode=listener"]
     )
     url = f"udp://127.0.0.1:{in_port}?pkt_size=1316"
     sender = live_sender(peers, ts_file, url)
@@ -197,6 +197,16 @@ def test_slate_covers_until_the_input_returns(
     size, since = cap.size, time.monotonic()
     wait_until(lambda: cap.size > size + 200_000, 15, "the slate at the receiver")
     assert max_gap(cap.times, since, time.monotonic()) < 0.5
+    # The slate has the input's picture size (read from its H.264 SPS).
+    slate = wait_until(lambda: gop_chunks(cap.data[size:]), 15, "a whole slate GOP")
+    (tmp_path / "slate.ts").write_bytes(slate[-1])
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=width,height", "-of", "csv=p=0", str(tmp_path / "slate.ts")],
+        capture_output=True, check=True, timeout=30,
+    )
+    sizes = {line for line in probe.stdout.decode().split() if line}
+    assert sizes == {"640,360"}
 
     live_sender(peers, ts_file, url)
     ev2 = next_switch(route, ev["seq"])

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     relay.add_argument(
         "--slate-size", type=_size, default=None, metavar="WxH",
-        help="the slate's picture size (default 1280x720)",
+        help="the slate's picture size (default: the input's, else 1280x720)",
     )
 
     demo = sub.add_parser(

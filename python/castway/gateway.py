@@ -217,7 +217,7 @@ class Gateway:
         data (default 300, at least 50); a better input takes over again after
         ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
         generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` sets its
-        picture (default 1280x720).
+        picture (default: that of the input on air, read from its H.264 SPS; else 1280x720).
         """
         native = self._native.add_route(
             name,

@@ -28,7 +28,7 @@ pub struct SwitchSpec {
     pub failback_after_ms: Option<u64>,
     /// Send a generated slate when every input is lost (default on).
     pub slate: Option<bool>,
-    /// The slate's picture size; that of the active input's video when it can be read, else
+    /// The slate's picture size; else that of the input on air (from its H.264 SPS), else
     /// 1280x720.
     pub slate_size: Option<(u32, u32)>,
 }

@@ -720,12 +720,16 @@ impl Route {
             return;
         }
         // The layout of what went out last, so receivers keep their streams.
-        let programs = inner
+        let feed = inner
             .feed_by_id(self.hub.active())
-            .or_else(|| inner.inputs.first().and_then(|s| s.feed.clone()))
-            .map(|f| f.programs())
-            .unwrap_or_default();
-        let (width, height) = self.slate_size.unwrap_or(DEFAULT_SLATE_SIZE);
+            .or_else(|| inner.inputs.first().and_then(|s| s.feed.clone()));
+        let programs = feed.as_ref().map(|f| f.programs()).unwrap_or_default();
+        // The configured size, else the picture of what was on air, else 720p.
+        let seen = feed
+            .and_then(|f| f.video_size())
+            .filter(|&(w, h)| (16..=7680).contains(&w) && (16..=4320).contains(&h))
+            .map(|(w, h)| (w & !1, h & !1));
+        let (width, height) = self.slate_size.or(seen).unwrap_or(DEFAULT_SLATE_SIZE);
         let endpoint = Endpoint::Test(TestEndpoint {
             width,
             height,

@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use crate::stats::Counters;
 use crate::ts::{
-    pcr_base, pid, starts_keyframe, Aligner, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER,
-    PACKET_SIZE, PTS_WRAP,
+    h264_size_in, pcr_base, pid, starts_keyframe, Aligner, Codec, Cut, Programs, Restamper, Video,
+    PACKETS_PER_BUFFER, PACKET_SIZE, PTS_WRAP,
 };
 
 /// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
@@ -103,6 +103,8 @@ struct FeedState {
     last_pcr: Option<(u64, u64)>,
     /// The PCR just jumped: the feed's source started over (a restarted encoder).
     jumped: bool,
+    /// The picture size the video's last SPS declared (H.264).
+    video_size: Option<(u32, u32)>,
 }
 
 impl FeedState {
@@ -110,6 +112,13 @@ impl FeedState {
     fn watch(&mut self, data: &[u8], now: u64) {
         for p in data.chunks_exact(PACKET_SIZE) {
             self.programs.observe(p);
+            if self.video_size.is_none() && p[1] & 0x40 != 0 {
+                if let Some(v) = self.programs.video().filter(|v| v.codec == Codec::H264) {
+                    if pid(p) == usize::from(v.pid) {
+                        self.video_size = h264_size_in(p).or(self.video_size);
+                    }
+                }
+            }
             let Some(pcr) = pcr_base(p) else { continue };
             if self
                 .programs
@@ -170,6 +179,7 @@ impl Feed {
         s.aligner = Aligner::default();
         s.last_pcr = None;
         s.jumped = false;
+        s.video_size = None;
     }
 
     /// The reason the input's data was rejected, if any is pending, without taking it.
@@ -187,6 +197,11 @@ impl Feed {
 
     pub fn video(&self) -> Option<Video> {
         lock(&self.state).programs.video()
+    }
+
+    /// The picture size of the feed's video, once an H.264 SPS told it.
+    pub fn video_size(&self) -> Option<(u32, u32)> {
+        lock(&self.state).video_size
     }
 }
 
@@ -451,7 +466,7 @@ impl Hub {
         };
         map.chunks_exact(PACKET_SIZE).any(|p| match video {
             Some(v) => pid(p) == usize::from(v.pid) && starts_keyframe(p, v.codec),
-            None => starts_keyframe(p, crate::ts::Codec::Other),
+            None => starts_keyframe(p, Codec::Other),
         })
     }
 }

@@ -8,7 +8,7 @@
 mod psi;
 mod restamp;
 
-pub use psi::{starts_keyframe, Codec, Programs, Video};
+pub use psi::{h264_size_in, starts_keyframe, Codec, Programs, Video};
 pub use restamp::{Cut, Restamper, PTS_WRAP};
 
 pub const PACKET_SIZE: usize = 188;
