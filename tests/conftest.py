@@ -23,7 +23,6 @@ import pytest
 # that hits it, so the tests cannot pass over one. Set before castway loads GLib.
 os.environ.setdefault("G_DEBUG", "fatal-criticals")
 
-import itertools
 
 import castway
 
@@ -424,12 +423,6 @@ def pes_backwards(data: bytes) -> dict[int, int]:
                 back[pid] = back.get(pid, 0) + 1
         last[pid] = ts
     return back
-
-
-def max_gap(times: list[float], start: float, end: float) -> float:
-    """The longest time between two datagrams received within [start, end]."""
-    ts = [t for t in times if start <= t <= end]
-    return max((b - a for a, b in itertools.pairwise(ts)), default=end - start)
 
 
 def live_sender(peers: Peers, clip: Path, url: str) -> subprocess.Popen[bytes]:

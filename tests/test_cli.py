@@ -144,3 +144,38 @@ def test_demo_serves_a_watchable_test_pattern(peers: Peers, tmp_path: Path) -> N
     assert decode_errors(whole_gops(clip.read_bytes(), tmp_path / "gops.ts")) == ""
     demo.send_signal(signal.SIGINT)
     assert demo.wait(timeout=15) == 0
+
+
+def test_relay_switches_on_stdin_commands_and_prints_each_switch(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    t = "test://?size=320x180&fps=25&bitrate=300"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen(
+            [CASTWAY, "relay", "-i", t, "-i", t,
+             "-o", "udp://127.0.0.1:9", "--json", "--stats-interval", "0.5",
+             "--loss-timeout", "300", "--failback-after", "200"],
+            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
+        )
+    try:
+        def events() -> list[dict[str, Any]]:
+            return [r for r in json_records(out) if r.get("event") == "switch"]
+
+        def both_healthy() -> bool:
+            stats = json_lines(out)
+            return bool(stats) and all(i["healthy"] for i in stats[-1]["inputs"])
+
+        wait_until(both_healthy, 20, "the relay to run with both inputs healthy")
+        assert proc.stdin is not None
+        proc.stdin.write(b"switch in1\n")
+        proc.stdin.flush()
+        wait_until(events, 10, "a switch event on stdout")
+        assert (events()[0]["to"], events()[0]["reason"]) == ("in1", "manual")
+        proc.stdin.write(b"auto\n")
+        proc.stdin.flush()
+        wait_until(lambda: len(events()) >= 2, 10, "the failback")
+        assert (events()[1]["to"], events()[1]["reason"]) == ("in0", "failback")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"locked to in1" in err

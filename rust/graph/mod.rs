@@ -68,10 +68,9 @@ pub(crate) enum Event {
 const SWITCH_CHECKS_PER_TIMEOUT: u32 = 4;
 /// A cut armed for the next keyframe happens anyway after this long (no keyframe came).
 const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
-/// How long a new route waits for its first input before the switch may pass it over.
+/// How long a new route waits for its first input before the switch may pass it over, and
+/// before it connects cold standby inputs (warm ones get that long to connect).
 const START_GRACE: Duration = Duration::from_secs(2);
-/// Cold standby inputs are not started in a route's first moments, while warm ones connect.
-const COLD_START_GRACE: Duration = Duration::from_secs(2);
 /// Largest loss timeout and failback delay accepted.
 const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
@@ -398,6 +397,27 @@ impl Route {
         Ok(())
     }
 
+    /// Claims a new slot's listening address and starts it (a cold input only claims); on
+    /// failure nothing is left claimed.
+    fn claim_and_start(&self, slot: &mut Slot) -> Result<()> {
+        let owner = format!("{}/{}", self.name, slot.id);
+        self.claims
+            .claim_all(&[(owner.clone(), &slot.endpoint, slot.role)])?;
+        if slot.cold {
+            return Ok(());
+        }
+        self.start_slot(slot)
+            .inspect_err(|_| self.claims.release(&owner))
+    }
+
+    /// Where the input or output `id` is in `slots`.
+    fn position(&self, slots: &[Slot], what: &str, id: &str) -> Result<usize> {
+        slots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| Error::NotFound(format!("{what} `{id}` of route `{}`", self.name)))
+    }
+
     /// Adds an output to the running route; the other outputs see no gap. Returns its id.
     pub fn add_output(&self, uri: &str, id: Option<&str>) -> Result<String> {
         let endpoint = Endpoint::parse(uri, Role::Output)?;
@@ -407,14 +427,8 @@ impl Route {
         }
         let mut next = inner.next_output;
         let id = slot_id("output", "out", id, &mut next, &inner.outputs)?;
-        let owner = format!("{}/{id}", self.name);
-        self.claims
-            .claim_all(&[(owner.clone(), &endpoint, Role::Output)])?;
         let mut slot = Slot::new(id.clone(), Role::Output, endpoint, None, self.queue_bytes);
-        if let Err(e) = self.start_slot(&mut slot) {
-            self.claims.release(&owner);
-            return Err(e);
-        }
+        self.claim_and_start(&mut slot)?;
         inner.next_output = next;
         inner.outputs.push(slot);
         Ok(id)
@@ -423,11 +437,7 @@ impl Route {
     /// Removes an output from the running route; the other outputs see no gap.
     pub fn remove_output(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
-        let i = inner
-            .outputs
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or_else(|| Error::NotFound(format!("output `{id}` of route `{}`", self.name)))?;
+        let i = self.position(&inner.outputs, "output", id)?;
         let mut slot = inner.outputs.remove(i);
         self.claims.release(&format!("{}/{id}", self.name));
         drop(inner);
@@ -445,15 +455,7 @@ impl Route {
         let mut next = inner.next_input;
         let id = slot_id("input", "in", id, &mut next, &inner.inputs)?;
         let mut slot = input_slot(id.clone(), uri, &self.hub, self.queue_bytes)?;
-        let owner = format!("{}/{id}", self.name);
-        self.claims
-            .claim_all(&[(owner.clone(), &slot.endpoint, Role::Input)])?;
-        if !slot.cold {
-            if let Err(e) = self.start_slot(&mut slot) {
-                self.claims.release(&owner);
-                return Err(e);
-            }
-        }
+        self.claim_and_start(&mut slot)?;
         inner.next_input = next;
         inner.inputs.push(slot);
         let now = Instant::now();
@@ -467,11 +469,7 @@ impl Route {
     /// another at once; otherwise the outputs see no change.
     pub fn remove_input(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
-        let i = inner
-            .inputs
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or_else(|| Error::NotFound(format!("input `{id}` of route `{}`", self.name)))?;
+        let i = self.position(&inner.inputs, "input", id)?;
         if inner.inputs.len() == 1 {
             return Err(Error::InvalidConfig(format!(
                 "input `{id}` is the last input of route `{}`; a route needs one",
@@ -498,11 +496,7 @@ impl Route {
     /// goes out now still plays, at once otherwise. If it is lost the slate covers.
     pub fn lock_input(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
-        let i = inner
-            .inputs
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or_else(|| Error::NotFound(format!("input `{id}` of route `{}`", self.name)))?;
+        let i = self.position(&inner.inputs, "input", id)?;
         let now = Instant::now();
         self.feed_switch(&mut inner, now);
         if let Some(s) = inner.switch.lock(i, now) {
@@ -758,7 +752,7 @@ impl Route {
     /// Starts cold inputs that are needed (nothing of higher priority delivers, or locked) and
     /// stops those no longer needed.
     fn manage_cold(&self, inner: &mut Inner, now: Instant) {
-        let young = self.started.elapsed() < COLD_START_GRACE;
+        let young = self.started.elapsed() < START_GRACE;
         let active = self.hub.active();
         let pending = self.hub.pending();
         for i in 1..inner.inputs.len() {

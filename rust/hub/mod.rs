@@ -101,15 +101,15 @@ struct FeedState {
     programs: Programs,
     /// The latest PCR and when it arrived (hub clock, 90 kHz).
     last_pcr: Option<(u64, u64)>,
-    /// The PCR just jumped: the feed's source started over (a restarted encoder).
-    jumped: bool,
     /// The picture size the video's last SPS declared (H.264).
     video_size: Option<(u32, u32)>,
 }
 
 impl FeedState {
-    /// Reads PSI and PCRs of whole packets.
-    fn watch(&mut self, data: &[u8], now: u64) {
+    /// Reads PSI and PCRs of whole packets; returns whether the PCR jumped (the source
+    /// started over: a restarted encoder).
+    fn watch(&mut self, data: &[u8], now: u64) -> bool {
+        let mut jumped = false;
         for p in data.chunks_exact(PACKET_SIZE) {
             self.programs.observe(p);
             if self.video_size.is_none() && p[1] & 0x40 != 0 {
@@ -130,12 +130,11 @@ impl FeedState {
             if let Some((prev, at)) = self.last_pcr {
                 let expected = (prev + now.saturating_sub(at)) % PTS_WRAP;
                 let off = pcr.wrapping_sub(expected) % PTS_WRAP;
-                if off.min(PTS_WRAP - off) > PCR_JUMP_90K {
-                    self.jumped = true;
-                }
+                jumped |= off.min(PTS_WRAP - off) > PCR_JUMP_90K;
             }
             self.last_pcr = Some((pcr, now));
         }
+        jumped
     }
 
     fn cut(&self, now: u64) -> Cut {
@@ -160,6 +159,8 @@ pub struct Feed {
     /// Why the last rejected buffer was not MPEG-TS; taken by the control thread.
     not_ts: Mutex<Option<String>>,
     has_not_ts: AtomicBool,
+    /// The PCR jumped since the last buffer went out: a new run, if the hub splices.
+    jumped: AtomicBool,
     /// When data last arrived, in milliseconds since the hub was made.
     last_data_ms: AtomicU64,
 }
@@ -178,8 +179,8 @@ impl Feed {
         let mut s = lock(&self.state);
         s.aligner = Aligner::default();
         s.last_pcr = None;
-        s.jumped = false;
         s.video_size = None;
+        self.jumped.store(false, Relaxed);
     }
 
     /// The reason the input's data was rejected, if any is pending, without taking it.
@@ -247,6 +248,7 @@ impl Hub {
             state: Mutex::new(FeedState::default()),
             not_ts: Mutex::new(None),
             has_not_ts: AtomicBool::new(false),
+            jumped: AtomicBool::new(false),
             last_data_ms: AtomicU64::new(0),
         })
     }
@@ -301,11 +303,8 @@ impl Hub {
             return;
         }
         let now = self.now_90k();
-        let cut = {
-            let mut s = lock(&feed.state);
-            s.jumped = false;
-            s.cut(now)
-        };
+        feed.jumped.store(false, Relaxed);
+        let cut = lock(&feed.state).cut(now);
         splice.restart(cut, now);
         self.cuts.fetch_add(1, Relaxed);
         gst::debug!(CAT, "cut to feed {}", feed.id);
@@ -367,7 +366,9 @@ impl Hub {
         let now = self.now_90k();
         let mut state = lock(&feed.state);
         if state.aligner.passes_through(&map) {
-            state.watch(&map, now);
+            if state.watch(&map, now) {
+                feed.jumped.store(true, Relaxed);
+            }
             drop(state);
             drop(map);
             let size = buffer.size();
@@ -389,7 +390,9 @@ impl Hub {
         let mut aligned = Vec::new();
         let garbage = state.aligner.push(&map, |run| aligned.push(run.to_vec()));
         for run in &aligned {
-            state.watch(run, now);
+            if state.watch(run, now) {
+                feed.jumped.store(true, Relaxed);
+            }
         }
         drop(state);
         if garbage > 0 {
@@ -420,25 +423,20 @@ impl Hub {
         if id == self.pending.load(Relaxed) && self.keyframe_in(feed, &buffer) {
             self.pending.store(0, Relaxed);
             self.active.store(id, Relaxed);
-            let mut s = lock(&feed.state);
-            s.jumped = false;
-            splice.restart(s.cut(now), now);
-            drop(s);
+            feed.jumped.store(false, Relaxed);
+            splice.restart(lock(&feed.state).cut(now), now);
             self.cuts.fetch_add(1, Relaxed);
             gst::debug!(CAT, "cut to feed {id} at a keyframe");
         }
         if id != self.active.load(Relaxed) {
             return;
         }
-        {
-            let mut s = lock(&feed.state);
-            // Once splicing, a source starting over under us is spliced on too. Before the first
-            // cut the stream passes as it comes, discontinuities and all (bit-exact).
-            if std::mem::take(&mut s.jumped) && splice.rewrites() {
-                gst::debug!(CAT, "feed {id}: clock jumped, new run");
-                splice.restart(s.cut(now), now);
-                self.cuts.fetch_add(1, Relaxed);
-            }
+        // Once splicing, a source starting over under us is spliced on too. Before the first
+        // cut the stream passes as it comes, discontinuities and all (bit-exact).
+        if feed.jumped.swap(false, Relaxed) && splice.rewrites() {
+            gst::debug!(CAT, "feed {id}: clock jumped, new run");
+            splice.restart(lock(&feed.state).cut(now), now);
+            self.cuts.fetch_add(1, Relaxed);
         }
         if splice.rewrites() {
             let kept = match buffer.make_mut().map_writable() {
