@@ -107,6 +107,40 @@ def _pairs(endpoints: Endpoints) -> list[tuple[str, str | None]]:
     return [(uri, None) for uri in endpoints]
 
 
+class Applied(TypedDict):
+    """What :meth:`Gateway.update_route` changed."""
+
+    inputs_added: list[str]
+    inputs_removed: list[str]
+    outputs_added: list[str]
+    outputs_removed: list[str]
+    reordered: bool
+    settings: bool
+    restarted: bool
+
+
+def _spec(
+    name: str,
+    inputs: Endpoints,
+    outputs: Endpoints,
+    queue_bytes: int | None,
+    loss_timeout_ms: int | None,
+    failback_after_ms: int | None,
+    slate: bool | None,
+    slate_size: tuple[int, int] | None,
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "inputs": _pairs(inputs),
+        "outputs": _pairs(outputs),
+        "queue_bytes": queue_bytes,
+        "loss_timeout_ms": loss_timeout_ms,
+        "failback_after_ms": failback_after_ms,
+        "slate": slate,
+        "slate_size": slate_size,
+    }
+
+
 class Route:
     """One stream: inputs in priority order → switch → hub → outputs."""
 
@@ -220,16 +254,35 @@ class Gateway:
         picture (default: that of the input on air, read from its H.264 SPS; else 1280x720).
         """
         native = self._native.add_route(
-            name,
-            _pairs(inputs),
-            _pairs(outputs),
-            queue_bytes,
-            loss_timeout_ms,
-            failback_after_ms,
-            slate,
-            slate_size,
+            _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
+                  slate_size)
         )
         return Route(native)
+
+    def update_route(
+        self,
+        name: str,
+        inputs: Endpoints,
+        outputs: Endpoints = (),
+        *,
+        queue_bytes: int | None = None,
+        loss_timeout_ms: int | None = None,
+        failback_after_ms: int | None = None,
+        slate: bool | None = None,
+        slate_size: tuple[int, int] | None = None,
+    ) -> Applied:
+        """Makes running route ``name`` match a new spec (the arguments of :meth:`add_route`)
+        by difference. Inputs and outputs are matched by id (unnamed ones get the id they
+        would get at creation: ``in0…``, ``out0…``); only those added, removed or changed
+        start or stop, so receivers on the others see no gap. Inputs take the new priority
+        order; loss and failback times apply at once. A change of ``queue_bytes``, ``slate``
+        or ``slate_size`` restarts the whole route. Returns what changed.
+        """
+        applied = self._native.update_route(
+            _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
+                  slate_size)
+        )
+        return cast(Applied, applied)
 
     def route(self, name: str) -> Route:
         return Route(self._native.route(name))

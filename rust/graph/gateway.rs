@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Claims, Route, RouteStats};
+use super::{Applied, Claims, Route, RouteStats};
 use crate::error::{Error, Result};
 
 /// An output of a route spec: its URI and an optional id (`out0`, `out1`, … when absent).
@@ -86,6 +86,28 @@ impl Gateway {
         }
         routes.insert(name.clone(), route.clone());
         Ok(route)
+    }
+
+    /// Makes route `spec.name` match `spec`: by difference while it runs (`Route::reconfigure`), or
+    /// by a restart when `Route::needs_restart` says so (a failed restart leaves the route
+    /// stopped and gone; start the previous spec again to put it back).
+    pub fn update_route(&self, spec: RouteSpec) -> Result<(Arc<Route>, Applied)> {
+        let route = self.route(&spec.name)?;
+        if !route.needs_restart(&spec) {
+            let applied = route.reconfigure(&spec)?;
+            return Ok((route, applied));
+        }
+        // Checked before the old one stops.
+        Route::check(&spec)?;
+        self.remove_route(&spec.name)?;
+        let route = self.add_route(spec)?;
+        Ok((
+            route,
+            Applied {
+                restarted: true,
+                ..Applied::default()
+            },
+        ))
     }
 
     pub fn route(&self, name: &str) -> Result<Arc<Route>> {

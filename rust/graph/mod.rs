@@ -201,6 +201,36 @@ impl Inner {
     }
 }
 
+/// What `Route::reconfigure` changed; ids as the route names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub inputs_added: Vec<String>,
+    pub inputs_removed: Vec<String>,
+    pub outputs_added: Vec<String>,
+    pub outputs_removed: Vec<String>,
+    /// The inputs took a new priority order.
+    pub reordered: bool,
+    /// Loss or failback time changed.
+    pub settings: bool,
+    /// The whole route was restarted (see `Route::needs_restart`).
+    pub restarted: bool,
+}
+
+/// An input or output as a spec wants it, checked.
+struct Wanted {
+    id: String,
+    endpoint: Endpoint,
+    cold: bool,
+}
+
+/// A spec checked: ids assigned, URIs parsed, settings in range.
+struct Checked {
+    queue_bytes: u64,
+    config: SwitchConfig,
+    inputs: Vec<Wanted>,
+    outputs: Vec<Wanted>,
+}
+
 /// One logical stream: inputs → switch → hub → outputs.
 pub struct Route {
     pub name: String,
@@ -282,9 +312,12 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
 }
 
 impl Route {
-    /// Builds and starts a route. Every URI is parsed and every listening address claimed
-    /// before anything starts; on error nothing is left running.
-    fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
+    /// Checks a spec without starting anything: name, ids, URIs and settings.
+    pub fn check(spec: &RouteSpec) -> Result<()> {
+        Self::checked(spec).map(|_| ())
+    }
+
+    fn checked(spec: &RouteSpec) -> Result<Checked> {
         check_name("route", &spec.name)?;
         if spec.inputs.is_empty() {
             return Err(Error::InvalidConfig(format!(
@@ -299,25 +332,54 @@ impl Route {
             )));
         }
         let config = switch_config(&spec.switch)?;
-        let hub = Arc::new(Hub::default());
-        let mut inputs = Vec::new();
-        let mut next_input = 0;
+        let mut inputs: Vec<Wanted> = Vec::new();
+        let mut next = 0;
         for i in &spec.inputs {
-            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, &inputs)?;
-            inputs.push(input_slot(id, &i.uri, &hub, queue_bytes)?);
+            let taken = |id: &str| inputs.iter().any(|w| w.id == id);
+            let id = slot_id("input", "in", i.id.as_deref(), &mut next, taken)?;
+            let (endpoint, cold) = Endpoint::parse_input(&i.uri)?;
+            inputs.push(Wanted { id, endpoint, cold });
         }
-        let mut outputs = Vec::new();
-        let mut next_output = 0;
+        let mut outputs: Vec<Wanted> = Vec::new();
+        let mut next = 0;
         for o in &spec.outputs {
-            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, &outputs)?;
-            outputs.push(Slot::new(
+            let taken = |id: &str| outputs.iter().any(|w| w.id == id);
+            let id = slot_id("output", "out", o.id.as_deref(), &mut next, taken)?;
+            let endpoint = Endpoint::parse(&o.uri, Role::Output)?;
+            outputs.push(Wanted {
                 id,
-                Role::Output,
-                Endpoint::parse(&o.uri, Role::Output)?,
-                None,
-                queue_bytes,
-            ));
+                endpoint,
+                cold: false,
+            });
         }
+        Ok(Checked {
+            queue_bytes,
+            config,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// Builds and starts a route. Every URI is parsed and every listening address claimed
+    /// before anything starts; on error nothing is left running.
+    fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
+        let Checked {
+            queue_bytes,
+            config,
+            inputs: want_inputs,
+            outputs: want_outputs,
+        } = Self::checked(&spec)?;
+        let hub = Arc::new(Hub::default());
+        let next_input = want_inputs.len();
+        let inputs: Vec<Slot> = want_inputs
+            .into_iter()
+            .map(|w| input_slot(w.id, w.endpoint, w.cold, &hub, queue_bytes))
+            .collect();
+        let next_output = want_outputs.len();
+        let outputs: Vec<Slot> = want_outputs
+            .into_iter()
+            .map(|w| Slot::new(w.id, Role::Output, w.endpoint, None, queue_bytes))
+            .collect();
         let binds: Vec<(String, &Endpoint, Role)> = inputs
             .iter()
             .chain(outputs.iter())
@@ -426,7 +488,7 @@ impl Route {
             return Err(Error::Closed(format!("route `{}`", self.name)));
         }
         let mut next = inner.next_output;
-        let id = slot_id("output", "out", id, &mut next, &inner.outputs)?;
+        let id = slot_id("output", "out", id, &mut next, has_id(&inner.outputs))?;
         let mut slot = Slot::new(id.clone(), Role::Output, endpoint, None, self.queue_bytes);
         self.claim_and_start(&mut slot)?;
         inner.next_output = next;
@@ -453,8 +515,9 @@ impl Route {
             return Err(Error::Closed(format!("route `{}`", self.name)));
         }
         let mut next = inner.next_input;
-        let id = slot_id("input", "in", id, &mut next, &inner.inputs)?;
-        let mut slot = input_slot(id.clone(), uri, &self.hub, self.queue_bytes)?;
+        let id = slot_id("input", "in", id, &mut next, has_id(&inner.inputs))?;
+        let (endpoint, cold) = Endpoint::parse_input(uri)?;
+        let mut slot = input_slot(id.clone(), endpoint, cold, &self.hub, self.queue_bytes);
         self.claim_and_start(&mut slot)?;
         inner.next_input = next;
         inner.inputs.push(slot);
@@ -476,20 +539,149 @@ impl Route {
                 self.name
             )));
         }
+        self.remove_input_at(&mut inner, i);
+        Ok(())
+    }
+
+    /// Stops and removes input `i`, releases its address and lets the switch choose again.
+    fn remove_input_at(&self, inner: &mut Inner, i: usize) {
         let mut slot = inner.inputs.remove(i);
-        self.claims.release(&format!("{}/{id}", self.name));
+        self.claims.release(&format!("{}/{}", self.name, slot.id));
         slot.stop(&self.hub, Status::Stopped);
         let now = Instant::now();
         let decision = inner.switch.input_removed(i, now);
         // The record names the input that is gone.
         if let Some(s) = decision {
             let from = match s.from {
-                Source::Input(a) if a == i => Some(id.to_string()),
+                Source::Input(a) if a == i => Some(slot.id.clone()),
                 other => inner.source_name(other),
             };
-            self.apply_named(&mut inner, s, from, now);
+            self.apply_named(inner, s, from, now);
         }
-        Ok(())
+    }
+
+    /// Whether `spec` changes something only a restart of the whole route can: the per-output
+    /// queue bound, the slate on/off or its picture size.
+    pub fn needs_restart(&self, spec: &RouteSpec) -> bool {
+        let slate = lock(&self.inner).switch.config().slate;
+        spec.queue_bytes.unwrap_or(DEFAULT_TAP_QUEUE_BYTES) != self.queue_bytes
+            || spec.switch.slate_size != self.slate_size
+            || spec.switch.slate.unwrap_or(true) != slate
+    }
+
+    /// Makes the running route match `spec` by difference: inputs and outputs are matched by
+    /// id (an entry without one gets the id it would get at creation, `in0…`/`out0…`); only
+    /// those added, removed or with a changed endpoint start or stop, so a receiver on an
+    /// unchanged output sees no gap. Inputs take the spec's priority order; loss and failback
+    /// times apply at once. What `needs_restart` reports is refused here.
+    ///
+    /// Every URI and setting is checked before anything changes. A new endpoint that fails to
+    /// start (its address taken by another process) ends the call with its error; applying
+    /// the previous spec again puts the route back.
+    pub fn reconfigure(&self, spec: &RouteSpec) -> Result<Applied> {
+        if self.needs_restart(spec) {
+            return Err(Error::InvalidConfig(format!(
+                "route `{}`: queue_bytes, slate and slate_size change only by restarting it",
+                self.name
+            )));
+        }
+        let Checked {
+            config,
+            inputs: want_inputs,
+            outputs: want_outputs,
+            ..
+        } = Self::checked(spec)?;
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Err(Error::Closed(format!("route `{}`", self.name)));
+        }
+        let unchanged = |wanted: &[Wanted], slot: &Slot| {
+            wanted
+                .iter()
+                .any(|w| w.id == slot.id && w.endpoint == slot.endpoint && w.cold == slot.cold)
+        };
+        let mut applied = Applied::default();
+        let timing = (config.loss_timeout, config.failback_after);
+        let old = *inner.switch.config();
+        if (old.loss_timeout, old.failback_after) != timing {
+            inner.switch.set_timing(timing.0, timing.1);
+            applied.settings = true;
+        }
+
+        // Outputs: stop what goes, then start what comes.
+        let mut k = 0;
+        while k < inner.outputs.len() {
+            if unchanged(&want_outputs, &inner.outputs[k]) {
+                k += 1;
+                continue;
+            }
+            let mut slot = inner.outputs.remove(k);
+            self.claims.release(&format!("{}/{}", self.name, slot.id));
+            slot.stop(&self.hub, Status::Stopped);
+            applied.outputs_removed.push(slot.id.clone());
+        }
+        for w in &want_outputs {
+            if inner.outputs.iter().any(|s| s.id == w.id) {
+                continue;
+            }
+            let mut slot = Slot::new(
+                w.id.clone(),
+                Role::Output,
+                w.endpoint.clone(),
+                None,
+                self.queue_bytes,
+            );
+            self.claim_and_start(&mut slot)?;
+            inner.outputs.push(slot);
+            applied.outputs_added.push(w.id.clone());
+        }
+
+        // Inputs likewise: a changed input may keep its port, so the old one goes first (the
+        // switch covers with another input or the slate meanwhile).
+        let mut k = 0;
+        while k < inner.inputs.len() {
+            if unchanged(&want_inputs, &inner.inputs[k]) {
+                k += 1;
+                continue;
+            }
+            applied.inputs_removed.push(inner.inputs[k].id.clone());
+            self.remove_input_at(&mut inner, k);
+        }
+        for w in &want_inputs {
+            if inner.inputs.iter().any(|s| s.id == w.id) {
+                continue;
+            }
+            let mut slot = input_slot(
+                w.id.clone(),
+                w.endpoint.clone(),
+                w.cold,
+                &self.hub,
+                self.queue_bytes,
+            );
+            self.claim_and_start(&mut slot)?;
+            inner.inputs.push(slot);
+            applied.inputs_added.push(w.id.clone());
+            let now = Instant::now();
+            if let Some(s) = inner.switch.input_added(now) {
+                self.apply(&mut inner, s, now);
+            }
+        }
+        // Priority order as the spec gives it.
+        let order: Vec<usize> = want_inputs
+            .iter()
+            .filter_map(|w| inner.inputs.iter().position(|s| s.id == w.id))
+            .collect();
+        if order.iter().enumerate().any(|(n, &o)| n != o) && order.len() == inner.inputs.len() {
+            let mut old: Vec<Option<Slot>> = inner.inputs.drain(..).map(Some).collect();
+            inner.inputs = order.iter().filter_map(|&o| old[o].take()).collect();
+            let now = Instant::now();
+            self.feed_switch(&mut inner, now);
+            if let Some(s) = inner.switch.reorder(&order, now) {
+                self.apply(&mut inner, s, now);
+            }
+            applied.reordered = true;
+        }
+        Ok(applied)
     }
 
     /// Switches to input `id` and holds it there until `unlock`: at its next keyframe if what
@@ -946,15 +1138,14 @@ fn error_reason(e: &gst::message::Error) -> String {
     reason
 }
 
-/// Parses an input URI into a slot with a new hub feed.
-fn input_slot(id: String, uri: &str, hub: &Hub, queue_bytes: u64) -> Result<Slot> {
-    let (endpoint, cold) = Endpoint::parse_input(uri)?;
+/// An input slot with a new hub feed.
+fn input_slot(id: String, endpoint: Endpoint, cold: bool, hub: &Hub, queue_bytes: u64) -> Slot {
     let mut slot = Slot::new(id, Role::Input, endpoint, Some(hub.feed()), queue_bytes);
     slot.cold = cold;
     if cold {
         slot.status = Status::Standby;
     }
-    Ok(slot)
+    slot
 }
 
 impl Drop for Route {
@@ -963,13 +1154,18 @@ impl Drop for Route {
     }
 }
 
+/// Whether one of `slots` has the id.
+fn has_id(slots: &[Slot]) -> impl Fn(&str) -> bool + '_ {
+    move |id| slots.iter().any(|s| s.id == id)
+}
+
 /// The id of a new input or output: the given one (checked), or `{prefix}{n}`.
 fn slot_id(
     what: &str,
     prefix: &str,
     given: Option<&str>,
     next: &mut usize,
-    existing: &[Slot],
+    taken: impl Fn(&str) -> bool,
 ) -> Result<String> {
     let id = match given {
         Some(id) => {
@@ -984,12 +1180,12 @@ fn slot_id(
         None => loop {
             let candidate = format!("{prefix}{next}");
             *next += 1;
-            if !existing.iter().any(|s| s.id == candidate) {
+            if !taken(&candidate) {
                 break candidate;
             }
         },
     };
-    if existing.iter().any(|s| s.id == id) {
+    if taken(&id) {
         return Err(Error::AlreadyExists(format!("{what} `{id}`")));
     }
     Ok(id)

@@ -29,43 +29,26 @@ impl PyGateway {
         })
     }
 
-    /// Builds and starts a route. `inputs` and `outputs` hold `(uri, id)` pairs; `id` may be
-    /// None.
-    #[pyo3(signature = (name, inputs, outputs, queue_bytes=None, loss_timeout_ms=None,
-                        failback_after_ms=None, slate=None, slate_size=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_route(
-        &self,
-        py: Python<'_>,
-        name: String,
-        inputs: Vec<(String, Option<String>)>,
-        outputs: Vec<(String, Option<String>)>,
-        queue_bytes: Option<u64>,
-        loss_timeout_ms: Option<u64>,
-        failback_after_ms: Option<u64>,
-        slate: Option<bool>,
-        slate_size: Option<(u32, u32)>,
-    ) -> PyResult<PyRoute> {
-        let spec = RouteSpec {
-            name,
-            inputs: inputs
-                .into_iter()
-                .map(|(uri, id)| InputSpec { uri, id })
-                .collect(),
-            outputs: outputs
-                .into_iter()
-                .map(|(uri, id)| OutputSpec { uri, id })
-                .collect(),
-            queue_bytes,
-            switch: SwitchSpec {
-                loss_timeout_ms,
-                failback_after_ms,
-                slate,
-                slate_size,
-            },
-        };
+    /// Builds and starts a route from a spec dict (see `Spec`).
+    fn add_route(&self, py: Python<'_>, spec: Spec) -> PyResult<PyRoute> {
+        let spec = spec.into_route_spec();
         let route = py.allow_threads(|| self.inner.add_route(spec))?;
         Ok(PyRoute { inner: route })
+    }
+
+    /// Makes a running route match a new spec by difference; returns what changed.
+    fn update_route<'py>(&self, py: Python<'py>, spec: Spec) -> PyResult<Bound<'py, PyDict>> {
+        let spec = spec.into_route_spec();
+        let (_, a) = py.allow_threads(|| self.inner.update_route(spec))?;
+        let d = PyDict::new(py);
+        d.set_item("inputs_added", &a.inputs_added)?;
+        d.set_item("inputs_removed", &a.inputs_removed)?;
+        d.set_item("outputs_added", &a.outputs_added)?;
+        d.set_item("outputs_removed", &a.outputs_removed)?;
+        d.set_item("reordered", a.reordered)?;
+        d.set_item("settings", a.settings)?;
+        d.set_item("restarted", a.restarted)?;
+        Ok(d)
     }
 
     fn route(&self, name: &str) -> PyResult<PyRoute> {
@@ -263,21 +246,84 @@ fn endpoint_stats<'py>(
 
 /// Parses a URI as `role` ("input" or "output") and returns its canonical, redacted form;
 /// raises InvalidUriError naming the bad part. Used by the CLI to fail before anything starts.
+fn parse_role(role: &str) -> PyResult<Role> {
+    match role {
+        "input" => Ok(Role::Input),
+        "output" => Ok(Role::Output),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "role must be 'input' or 'output', not {other:?}"
+        ))),
+    }
+}
+
 #[pyfunction]
 fn check_uri(uri: &str, role: &str) -> PyResult<String> {
-    let role = match role {
-        "input" => Role::Input,
-        "output" => Role::Output,
-        other => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "role must be 'input' or 'output', not {other:?}"
-            )))
-        }
-    };
+    let role = parse_role(role)?;
     Ok(match role {
         Role::Input => Endpoint::parse_input(uri)?.0.to_string(),
         Role::Output => Endpoint::parse(uri, role)?.to_string(),
     })
+}
+
+/// Checks a route spec dict without starting anything.
+#[pyfunction]
+fn check_route(spec: Spec) -> PyResult<()> {
+    Ok(Route::check(&spec.into_route_spec())?)
+}
+
+/// The local address an endpoint binds for itself alone (a listener's port), as
+/// `(host, port)`; None when it binds nothing exclusively.
+#[pyfunction]
+fn listen_address(uri: &str, role: &str) -> PyResult<Option<(String, u16)>> {
+    let role = parse_role(role)?;
+    let endpoint = match role {
+        Role::Input => Endpoint::parse_input(uri)?.0,
+        Role::Output => Endpoint::parse(uri, role)?,
+    };
+    Ok(endpoint.exclusive_bind(role))
+}
+
+/// A route spec as Python hands it over: a dict with `name`, `inputs` and `outputs` (lists of
+/// `(uri, id)` pairs, `id` may be None) and optional `queue_bytes`, `loss_timeout_ms`,
+/// `failback_after_ms`, `slate`, `slate_size`.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct Spec {
+    name: String,
+    inputs: Vec<(String, Option<String>)>,
+    outputs: Vec<(String, Option<String>)>,
+    #[pyo3(default)]
+    queue_bytes: Option<u64>,
+    #[pyo3(default)]
+    loss_timeout_ms: Option<u64>,
+    #[pyo3(default)]
+    failback_after_ms: Option<u64>,
+    #[pyo3(default)]
+    slate: Option<bool>,
+    #[pyo3(default)]
+    slate_size: Option<(u32, u32)>,
+}
+
+impl Spec {
+    fn into_route_spec(self) -> RouteSpec {
+        let endpoints = |v: Vec<(String, Option<String>)>| v.into_iter();
+        RouteSpec {
+            name: self.name,
+            inputs: endpoints(self.inputs)
+                .map(|(uri, id)| InputSpec { uri, id })
+                .collect(),
+            outputs: endpoints(self.outputs)
+                .map(|(uri, id)| OutputSpec { uri, id })
+                .collect(),
+            queue_bytes: self.queue_bytes,
+            switch: SwitchSpec {
+                loss_timeout_ms: self.loss_timeout_ms,
+                failback_after_ms: self.failback_after_ms,
+                slate: self.slate,
+                slate_size: self.slate_size,
+            },
+        }
+    }
 }
 
 #[pyfunction]
@@ -292,6 +338,8 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGateway>()?;
     m.add_class::<PyRoute>()?;
     m.add_function(wrap_pyfunction!(check_uri, m)?)?;
+    m.add_function(wrap_pyfunction!(check_route, m)?)?;
+    m.add_function(wrap_pyfunction!(listen_address, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
     errors::register(m)?;
     Ok(())

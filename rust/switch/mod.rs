@@ -266,6 +266,40 @@ impl Switch {
         }
     }
 
+    /// Takes new loss and failback times; the choice follows at the next tick.
+    pub fn set_timing(&mut self, loss_timeout: Duration, failback_after: Duration) {
+        self.config.loss_timeout = loss_timeout;
+        self.config.failback_after = failback_after;
+    }
+
+    /// Puts the inputs in a new priority order: `order[new] = old`. What is on air and what is
+    /// locked stay the same inputs; the choice is made again under the new priorities.
+    pub fn reorder(&mut self, order: &[usize], now: Instant) -> Option<Switched> {
+        let n = self.inputs.len();
+        let mut seen = vec![false; n];
+        if order.len() != n
+            || order
+                .iter()
+                .any(|&o| o >= n || std::mem::replace(&mut seen[o], true))
+        {
+            return None;
+        }
+        let old = std::mem::take(&mut self.inputs);
+        self.inputs = order.iter().map(|&o| old[o]).collect();
+        let new_index = |i: usize| order.iter().position(|&o| o == i);
+        let remap = |s: Source| match s {
+            Source::Input(i) => new_index(i).map_or(Source::Nothing, Source::Input),
+            other => other,
+        };
+        self.active = remap(self.active);
+        self.locked = self.locked.and_then(new_index);
+        for s in &mut self.history {
+            s.from = remap(s.from);
+            s.to = remap(s.to);
+        }
+        self.evaluate(now)
+    }
+
     /// Whether `input` delivers: data within the loss timeout and no error or EOS since.
     pub fn alive(&self, input: usize, now: Instant) -> bool {
         self.inputs
@@ -403,6 +437,44 @@ mod tests {
 
     fn moves(v: &[Switched]) -> Vec<(Source, Source, Reason)> {
         v.iter().map(|s| (s.from, s.to, s.reason)).collect()
+    }
+
+    #[test]
+    fn reorder_keeps_what_is_on_air_and_applies_the_new_priorities() {
+        let mut clock = Clock::new();
+        let mut sw = Switch::new(3, config());
+        // Only inputs 1 and 2 deliver: the switch goes to 1 and stays there.
+        run(&mut sw, &mut clock, &[1, 2], 2000 * MS);
+        assert_eq!(sw.active(), Source::Input(1));
+        assert_eq!(
+            sw.lock(2, clock.now()).map(|s| s.to),
+            Some(Source::Input(2))
+        );
+        assert!(sw.unlock(clock.now()).is_some());
+        // New order: old 2 first, then old 0, then old 1. Old 2 has been healthy for longer
+        // than the failback time, so it takes over as the new top priority.
+        let s = sw
+            .reorder(&[2, 0, 1], clock.now())
+            .expect("the new first input takes over");
+        assert_eq!(
+            (s.from, s.to, s.reason),
+            (Source::Input(2), Source::Input(0), Reason::Failback)
+        );
+        assert!(sw.alive(0, clock.now()) && !sw.alive(1, clock.now()));
+        // A bad permutation changes nothing.
+        assert!(sw.reorder(&[0, 0, 1], clock.now()).is_none());
+        assert!(sw.reorder(&[0, 1], clock.now()).is_none());
+        assert_eq!(sw.active(), Source::Input(0));
+    }
+
+    #[test]
+    fn reorder_moves_the_lock_with_its_input() {
+        let mut clock = Clock::new();
+        let mut sw = Switch::new(2, config());
+        run(&mut sw, &mut clock, &[0, 1], 500 * MS);
+        sw.lock(1, clock.now());
+        assert_eq!(sw.reorder(&[1, 0], clock.now()), None);
+        assert_eq!((sw.locked(), sw.active()), (Some(0), Source::Input(0)));
     }
 
     #[test]
