@@ -141,6 +141,25 @@ def _spec(
     }
 
 
+def check_route(
+    name: str,
+    inputs: Endpoints,
+    outputs: Endpoints = (),
+    *,
+    queue_bytes: int | None = None,
+    loss_timeout_ms: int | None = None,
+    failback_after_ms: int | None = None,
+    slate: bool | None = None,
+    slate_size: tuple[int, int] | None = None,
+) -> None:
+    """Checks a route spec (the arguments of :meth:`Gateway.add_route`) without starting
+    anything; raises what ``add_route`` would raise for it, short of a taken address."""
+    _castway.check_route(
+        _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
+              slate_size)
+    )
+
+
 class Route:
     """One stream: inputs in priority order → switch → hub → outputs."""
 

@@ -72,8 +72,10 @@ const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
 /// before it connects cold standby inputs (warm ones get that long to connect).
 const START_GRACE: Duration = Duration::from_secs(2);
 /// Largest loss timeout and failback delay accepted.
-const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
+/// The smallest per-output queue bound.
+pub const MIN_QUEUE_BYTES: u64 = 64 * 1024;
+pub const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
 /// The slate's picture when the input's is not known.
 const DEFAULT_SLATE_SIZE: (u32, u32) = (1280, 720);
 
@@ -326,9 +328,9 @@ impl Route {
             )));
         }
         let queue_bytes = spec.queue_bytes.unwrap_or(DEFAULT_TAP_QUEUE_BYTES);
-        if queue_bytes < 64 * 1024 {
+        if queue_bytes < MIN_QUEUE_BYTES {
             return Err(Error::InvalidConfig(format!(
-                "queue_bytes={queue_bytes} is below 65536"
+                "queue_bytes={queue_bytes} is below {MIN_QUEUE_BYTES}"
             )));
         }
         let config = switch_config(&spec.switch)?;

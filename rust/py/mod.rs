@@ -326,6 +326,28 @@ impl Spec {
     }
 }
 
+/// The defaults and bounds of route settings, in the units the specs use.
+#[pyfunction]
+fn limits(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let d = PyDict::new(py);
+    d.set_item("queue_bytes", crate::hub::DEFAULT_TAP_QUEUE_BYTES)?;
+    d.set_item("min_queue_bytes", crate::graph::MIN_QUEUE_BYTES)?;
+    d.set_item("loss_timeout_ms", ms(crate::switch::DEFAULT_LOSS_TIMEOUT))?;
+    d.set_item("min_loss_timeout_ms", ms(crate::switch::MIN_LOSS_TIMEOUT))?;
+    d.set_item("max_loss_timeout_ms", ms(crate::graph::MAX_LOSS_TIMEOUT))?;
+    d.set_item("failback_after_ms", ms(crate::switch::DEFAULT_FAILBACK_AFTER))?;
+    d.set_item("max_failback_after_ms", ms(crate::graph::MAX_FAILBACK_AFTER))?;
+    Ok(d)
+}
+
+/// Whether the GStreamer element factory `name` is installed here.
+#[pyfunction]
+fn element_available(name: &str) -> PyResult<bool> {
+    gst::init().map_err(crate::Error::from)?;
+    Ok(crate::elements::available(name))
+}
+
 #[pyfunction]
 fn gstreamer_version() -> PyResult<String> {
     gst::init().map_err(crate::Error::from)?;
@@ -340,6 +362,8 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_uri, m)?)?;
     m.add_function(wrap_pyfunction!(check_route, m)?)?;
     m.add_function(wrap_pyfunction!(listen_address, m)?)?;
+    m.add_function(wrap_pyfunction!(limits, m)?)?;
+    m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
     errors::register(m)?;
     Ok(())

@@ -1,0 +1,476 @@
+"""The control plane's domain: durable routes and templates over a :class:`castway.Gateway`.
+
+Every mutation is checked in full, applied to the running gateway, and committed to the store
+before it returns; if the commit fails the running route is put back. A running route changes
+by difference (only changed inputs and outputs restart). Routes whose desired state is
+``running`` but that cannot start (an address held by another process) are retried every few
+seconds and show state ``failed`` with the reason meanwhile.
+
+Lock order: ``Control._lock`` → native gateway locks → ``Store._lock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from castway import errors as native_errors
+from castway.gateway import Applied, Gateway, RouteStats
+from castway.server.errors import (
+    Aborted,
+    AlreadyExists,
+    ControlError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from castway.server.specs import (
+    Endpoint,
+    Spec,
+    check_name,
+    check_resolved,
+    listen_addresses,
+    native,
+    normalize,
+    overlaps,
+    resolve,
+)
+from castway.server.store import Desired, RouteRecord, Store, TemplateRecord, now
+
+log = logging.getLogger("castway.control")
+
+RETRY_S = 5.0
+NO_CHANGES: Applied = {
+    "inputs_added": [],
+    "inputs_removed": [],
+    "outputs_added": [],
+    "outputs_removed": [],
+    "reordered": False,
+    "settings": False,
+    "restarted": False,
+}
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """A route as the API shows it: stored record, resolved spec, live status."""
+
+    record: RouteRecord
+    resolved: Spec
+    state: str
+    error: str = ""
+    stats: RouteStats | None = None
+
+
+@dataclass(frozen=True)
+class TemplateView:
+    record: TemplateRecord
+    used_by: list[str] = field(default_factory=list)
+
+
+def _refused(e: native_errors.CastwayError) -> ControlError:
+    """What the data plane refused, as the API reports it."""
+    if isinstance(e, native_errors.InvalidUriError | native_errors.ConfigError):
+        return InvalidArgument("spec", str(e))
+    return FailedPrecondition(str(e))
+
+
+class Control:
+    """Routes and templates, durable in ``store``, running in ``gateway``. Thread-safe."""
+
+    def __init__(self, store: Store, gateway: Gateway | None = None) -> None:
+        self._store = store
+        self._gw = gateway or Gateway()
+        self._lock = threading.RLock()
+        self._routes = {r.name: r for r in store.routes()}
+        self._templates = {t.name: t for t in store.templates()}
+        self._resolved: dict[str, Spec] = {}
+        # Desired running, not running: why.
+        self._errors: dict[str, str] = {}
+        for r in self._routes.values():
+            try:
+                self._resolved[r.name] = self._resolve(r.name, r.spec)
+            except ControlError as e:
+                self._errors[r.name] = str(e)
+        self._stop = threading.Event()
+        self._retry = threading.Thread(target=self._retry_loop, name="castway-retry", daemon=True)
+
+    # Lifecycle
+
+    def restore(self) -> None:
+        """Starts every route whose desired state is running, then keeps retrying failures."""
+        with self._lock:
+            for r in self._routes.values():
+                if r.desired == "running":
+                    self._try_start(r)
+        if not self._retry.is_alive():
+            self._retry.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._retry.is_alive():
+            self._retry.join(timeout=10)
+        self._gw.close()
+
+    def _retry_loop(self) -> None:
+        while not self._stop.wait(RETRY_S):
+            with self._lock:
+                for name in list(self._errors):
+                    r = self._routes.get(name)
+                    if r is not None and r.desired == "running" and name in self._resolved:
+                        self._try_start(r)
+
+    # Routes
+
+    def create_route(self, name: str, spec: Spec, desired: Desired = "running") -> RouteView:
+        check_name("route", name)
+        with self._lock:
+            if name in self._routes:
+                raise AlreadyExists(f"route {name!r} already exists")
+            spec = normalize("route", name, spec)
+            resolved = self._checked(name, spec)
+            record = RouteRecord(name, spec, desired, 1, "", now(), now())
+            if desired == "running":
+                self._start(record, resolved)
+            self._commit(record, resolved, undo=lambda: self._stop_route(name))
+            return self.get_route(name)
+
+    def get_route(self, name: str) -> RouteView:
+        with self._lock:
+            record = self._route(name)
+            resolved = self._resolved.get(name, Spec())
+            error = self._errors.get(name, "")
+        stats = self._stats(name)
+        state: str
+        if stats is not None:
+            state = stats["state"]
+        elif record.desired == "running":
+            state = "failed"
+        else:
+            state = "stopped"
+        return RouteView(record, resolved, state, error, stats)
+
+    def list_routes(self, template: str = "") -> list[RouteView]:
+        with self._lock:
+            names = [
+                n for n, r in self._routes.items() if not template or r.spec.template == template
+            ]
+        views = []
+        for n in sorted(names):
+            try:
+                views.append(self.get_route(n))
+            except NotFound:  # deleted meanwhile
+                continue
+        return views
+
+    def update_route(
+        self, name: str, spec: Spec, version: int | None = None
+    ) -> tuple[RouteView, Applied]:
+        with self._lock:
+            old = self._route(name)
+            self._check_version(old, version)
+            spec = normalize("route", name, spec, old.spec)
+            resolved = self._checked(name, spec)
+            before = self._resolved.get(name)
+            changes = (
+                self._reconfigure(name, before, resolved)
+                if old.desired == "running"
+                else NO_CHANGES
+            )
+            locked = (
+                old.locked_input if any(e.id == old.locked_input for e in resolved.inputs) else ""
+            )
+            record = replace(
+                old, spec=spec, version=old.version + 1, locked_input=locked, updated=now()
+            )
+            self._commit(
+                record, resolved, undo=lambda: before and self._reconfigure(name, resolved, before)
+            )
+            return self.get_route(name), changes
+
+    def delete_route(self, name: str, version: int | None = None) -> None:
+        with self._lock:
+            record = self._route(name)
+            self._check_version(record, version)
+            self._store.delete_route(name)
+            self._stop_route(name)
+            del self._routes[name]
+            self._resolved.pop(name, None)
+            self._errors.pop(name, None)
+
+    def start_route(self, name: str) -> RouteView:
+        with self._lock:
+            old = self._route(name)
+            if old.desired == "running":
+                return self.get_route(name)
+            record = replace(old, desired="running", version=old.version + 1, updated=now())
+            resolved = self._resolved.get(name) or self._resolve(name, old.spec)
+            self._start(record, resolved)
+            self._commit(record, resolved, undo=lambda: self._stop_route(name))
+            return self.get_route(name)
+
+    def stop_route(self, name: str) -> RouteView:
+        with self._lock:
+            old = self._route(name)
+            if old.desired == "stopped":
+                return self.get_route(name)
+            record = replace(old, desired="stopped", version=old.version + 1, updated=now())
+            self._commit(record, self._resolved.get(name, Spec()))
+            self._stop_route(name)
+            self._errors.pop(name, None)
+            return self.get_route(name)
+
+    def switch_input(self, name: str, input_id: str) -> RouteView:
+        """Holds route ``name`` on input ``input_id`` (kept across restarts); "" for automatic."""
+        with self._lock:
+            old = self._route(name)
+            resolved = self._resolved.get(name, Spec())
+            if input_id and not any(e.id == input_id for e in resolved.inputs):
+                raise NotFound(f"input {input_id!r} of route {name!r} not found")
+            if self._stats(name) is not None:
+                route = self._gw.route(name)
+                if input_id:
+                    route.switch_to(input_id)
+                else:
+                    route.auto()
+            record = replace(old, locked_input=input_id, version=old.version + 1, updated=now())
+            self._commit(record, resolved)
+            return self.get_route(name)
+
+    def add_output(
+        self, name: str, output: Endpoint, version: int | None = None
+    ) -> tuple[RouteView, Applied]:
+        with self._lock:
+            old = self._route(name)
+            self._check_version(old, version)
+            return self.update_route(name, replace(old.spec, outputs=(*old.spec.outputs, output)))
+
+    def remove_output(
+        self, name: str, output_id: str, version: int | None = None
+    ) -> tuple[RouteView, Applied]:
+        with self._lock:
+            old = self._route(name)
+            self._check_version(old, version)
+            outputs = tuple(e for e in old.spec.outputs if e.id != output_id)
+            if len(outputs) == len(old.spec.outputs):
+                template = self._templates.get(old.spec.template)
+                if template and any(e.id == output_id for e in template.spec.outputs):
+                    raise FailedPrecondition(
+                        f"output {output_id!r} of route {name!r} comes from template "
+                        f"{template.name!r}; change the template instead"
+                    )
+                raise NotFound(f"output {output_id!r} of route {name!r} not found")
+            return self.update_route(name, replace(old.spec, outputs=outputs))
+
+    # Templates
+
+    def create_template(self, name: str, spec: Spec) -> TemplateView:
+        check_name("template", name)
+        with self._lock:
+            if name in self._templates:
+                raise AlreadyExists(f"template {name!r} already exists")
+            record = TemplateRecord(name, normalize("template", name, spec), 1, now(), now())
+            self._store.put_template(record)
+            self._templates[name] = record
+            return TemplateView(record, [])
+
+    def get_template(self, name: str) -> TemplateView:
+        with self._lock:
+            record = self._template(name)
+            return TemplateView(record, self._users(name))
+
+    def list_templates(self) -> list[TemplateView]:
+        with self._lock:
+            return [
+                TemplateView(t, self._users(t.name)) for _, t in sorted(self._templates.items())
+            ]
+
+    def update_template(
+        self, name: str, spec: Spec, version: int | None = None
+    ) -> tuple[TemplateView, list[tuple[str, Applied]]]:
+        """Replaces template ``name`` and applies it to every running route that uses it, by
+        difference. Every route must still resolve and keep its own ports, or nothing changes."""
+        with self._lock:
+            old = self._template(name)
+            self._check_version(old, version)
+            spec = normalize("template", name, spec, old.spec)
+            users = self._users(name)
+            new: dict[str, Spec] = {}
+            for route in users:
+                try:
+                    new[route] = resolve(route, self._routes[route].spec, spec)
+                    check_resolved(route, new[route])
+                except InvalidArgument as e:
+                    raise InvalidArgument(f"{e.field} (of route {route!r})", str(e)) from None
+            for route, resolved in new.items():
+                self._check_claims(route, resolved, new)
+            record = replace(old, spec=spec, version=old.version + 1, updated=now())
+            self._store.put_template(record)
+            self._templates[name] = record
+            applied = []
+            for route in users:
+                before, after = self._resolved.get(route), new[route]
+                self._resolved[route] = after
+                if self._routes[route].desired != "running":
+                    continue
+                try:
+                    applied.append((route, self._reconfigure(route, before, after)))
+                except ControlError as e:
+                    # The template is stored; this route waits for the retry loop.
+                    self._stop_route(route)
+                    self._errors[route] = str(e)
+                    log.warning("route %s did not take template %s: %s", route, name, e)
+            return TemplateView(record, users), applied
+
+    def delete_template(self, name: str) -> None:
+        with self._lock:
+            self._template(name)
+            users = self._users(name)
+            if users:
+                raise FailedPrecondition(
+                    f"template {name!r} is used by route(s) {', '.join(users)}; "
+                    "change or delete them first"
+                )
+            self._store.delete_template(name)
+            del self._templates[name]
+
+    # Helpers (called with the lock held)
+
+    def _route(self, name: str) -> RouteRecord:
+        record = self._routes.get(name)
+        if record is None:
+            raise NotFound(f"route {name!r} not found")
+        return record
+
+    def _template(self, name: str) -> TemplateRecord:
+        record = self._templates.get(name)
+        if record is None:
+            raise NotFound(f"template {name!r} not found")
+        return record
+
+    def _users(self, template: str) -> list[str]:
+        return sorted(n for n, r in self._routes.items() if r.spec.template == template)
+
+    @staticmethod
+    def _check_version(record: RouteRecord | TemplateRecord, version: int | None) -> None:
+        if version is not None and version != record.version:
+            raise Aborted(
+                f"{record.name!r} is at version {record.version}, not {version}; "
+                "read it again and retry"
+            )
+
+    def _resolve(self, name: str, spec: Spec) -> Spec:
+        template = None
+        if spec.template:
+            record = self._templates.get(spec.template)
+            if record is None:
+                raise NotFound(f"spec.template: template {spec.template!r} not found")
+            template = record.spec
+        return resolve(name, spec, template)
+
+    def _checked(self, name: str, spec: Spec) -> Spec:
+        resolved = self._resolve(name, spec)
+        check_resolved(name, resolved)
+        self._check_claims(name, resolved)
+        return resolved
+
+    def _check_claims(
+        self, name: str, resolved: Spec, pending: dict[str, Spec] | None = None
+    ) -> None:
+        """Refuses a listening port that the route itself or another stored route (running or
+        not) already binds."""
+        mine = listen_addresses(resolved)
+        for i, (ep, host, port) in enumerate(mine):
+            for other_ep, other_host, other_port in mine[:i]:
+                if overlaps((host, port), (other_host, other_port)):
+                    raise InvalidArgument(
+                        f"spec ({ep})", f"listens on port {port} like {other_ep} of the same route"
+                    )
+        others = {**self._resolved, **(pending or {})}
+        for other, spec in others.items():
+            if other == name:
+                continue
+            for other_ep, other_host, other_port in listen_addresses(spec):
+                for ep, host, port in mine:
+                    if overlaps((host, port), (other_host, other_port)):
+                        raise FailedPrecondition(
+                            f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
+                            f"of route {other!r} already claims"
+                        )
+
+    def _start(self, record: RouteRecord, resolved: Spec) -> None:
+        try:
+            route = self._gw.add_route(**native(record.name, resolved))
+        except native_errors.CastwayError as e:
+            raise _refused(e) from None
+        if record.locked_input:
+            try:
+                route.switch_to(record.locked_input)
+            except native_errors.CastwayError as e:
+                log.warning(
+                    "route %s: lock on %s not restored: %s", record.name, record.locked_input, e
+                )
+        self._errors.pop(record.name, None)
+
+    def _try_start(self, record: RouteRecord) -> None:
+        if self._stats(record.name) is not None:
+            return
+        try:
+            self._start(record, self._resolved[record.name])
+            log.info("route %s started", record.name)
+        except (ControlError, KeyError) as e:
+            if self._errors.get(record.name) != str(e):
+                log.warning(
+                    "route %s cannot start (retrying every %.0f s): %s", record.name, RETRY_S, e
+                )
+            self._errors[record.name] = str(e)
+
+    def _stop_route(self, name: str) -> None:
+        try:
+            self._gw.remove_route(name)
+        except native_errors.NotFoundError:
+            pass
+
+    def _reconfigure(self, name: str, before: Spec | None, after: Spec) -> Applied:
+        """Makes the running route match ``after``; on refusal puts ``before`` back."""
+        if self._stats(name) is None:
+            # Desired running but failed so far: the new spec may start.
+            record = self._routes.get(name)
+            if record is not None:
+                self._resolved[name] = after
+                self._try_start(record)
+            return NO_CHANGES
+        try:
+            return self._gw.update_route(**native(name, after))
+        except native_errors.CastwayError as e:
+            if before is not None:
+                try:
+                    self._apply_native(name, before)
+                except native_errors.CastwayError as again:
+                    self._errors[name] = str(again)
+            raise _refused(e) from None
+
+    def _apply_native(self, name: str, resolved: Spec) -> None:
+        if self._stats(name) is None:
+            self._gw.add_route(**native(name, resolved))
+        else:
+            self._gw.update_route(**native(name, resolved))
+
+    def _commit(self, record: RouteRecord, resolved: Spec, undo: Any = None) -> None:
+        """Stores ``record``; if that fails, runs ``undo`` so the gateway matches the store."""
+        try:
+            self._store.put_route(record)
+        except Exception:
+            if undo is not None:
+                undo()
+            raise
+        self._routes[record.name] = record
+        self._resolved[record.name] = resolved
+
+    def _stats(self, name: str) -> RouteStats | None:
+        try:
+            return self._gw.route(name).stats()
+        except native_errors.NotFoundError:
+            return None

@@ -1,0 +1,357 @@
+"""The gRPC servicers: proto ⇄ specs, one call into :class:`Control` or :class:`Keys`, errors to
+status codes. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+import castway
+from castway.gateway import Applied, EndpointStats
+from castway.server import auth
+from castway.server.control import Control, RouteView, TemplateView
+from castway.server.errors import ControlError, InvalidArgument
+from castway.server.keys import Keys
+from castway.server.specs import Endpoint, Failover, Spec, SrtDefaults
+from castway.server.store import Desired, KeyRecord
+from castway.v1 import (
+    key_pb2,
+    key_pb2_grpc,
+    route_pb2,
+    route_pb2_grpc,
+    spec_pb2,
+    system_pb2,
+    system_pb2_grpc,
+    template_pb2,
+    template_pb2_grpc,
+)
+
+log = logging.getLogger("castway.server")
+R = TypeVar("R")
+
+DESIRED = {
+    "running": route_pb2.DESIRED_STATE_RUNNING,
+    "stopped": route_pb2.DESIRED_STATE_STOPPED,
+}
+ROLE_TO_PB = {
+    "viewer": key_pb2.ROLE_VIEWER,
+    "operator": key_pb2.ROLE_OPERATOR,
+    "admin": key_pb2.ROLE_ADMIN,
+}
+KINDS = (
+    ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
+    ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
+    ("file", "an MPEG-TS file (input: optionally looped; output: written)", "filesrc"),
+    ("test", "a generated test pattern with tone (input only)", "videotestsrc"),
+)
+
+
+def _rpc(method: Callable[..., R]) -> Callable[..., R]:
+    """Maps refusals to their status code; anything else is logged and INTERNAL."""
+
+    @functools.wraps(method)
+    def call(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            return method(self, request, context)
+        except ControlError as e:
+            context.abort(getattr(grpc.StatusCode, e.code), str(e))
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed; see the server log")
+        raise AssertionError("abort returned")  # pragma: no cover
+
+    return call
+
+
+def _ts(t: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
+    f, s = pb.failover, pb.srt
+
+    def opt(msg: Any, name: str) -> Any:
+        return getattr(msg, name) if msg.HasField(name) else None
+
+    return Spec(
+        inputs=tuple(Endpoint(e.id, e.uri) for e in pb.inputs),
+        outputs=tuple(Endpoint(e.id, e.uri) for e in pb.outputs),
+        template=pb.template,
+        queue_bytes=opt(pb, "queue_bytes"),
+        failover=Failover(**{k: opt(f, k) for k in vars(Failover())}),
+        srt=SrtDefaults(**{k: opt(s, k) for k in vars(SrtDefaults())}),
+    )
+
+
+def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
+    pb = spec_pb2.RouteSpec(
+        inputs=[spec_pb2.Endpoint(id=e.id, uri=e.uri) for e in spec.inputs],
+        outputs=[spec_pb2.Endpoint(id=e.id, uri=e.uri) for e in spec.outputs],
+        template=spec.template,
+        queue_bytes=spec.queue_bytes,
+    )
+    for k, v in vars(spec.failover).items():
+        if v is not None:
+            setattr(pb.failover, k, v)
+    for k, v in vars(spec.srt).items():
+        if v is not None:
+            setattr(pb.srt, k, v)
+    return pb
+
+
+def _endpoint_pb(e: EndpointStats) -> route_pb2.EndpointStatus:
+    return route_pb2.EndpointStatus(
+        id=e.get("id", ""),
+        uri=e.get("uri", ""),
+        kind=e.get("kind", ""),
+        state=e.get("state", ""),
+        active=e.get("active", False),
+        healthy=e.get("healthy", False),
+        bytes=e.get("bytes", 0),
+        packets=e.get("packets", 0),
+        bitrate_bps=e.get("bitrate_bps", 0),
+        drops=e.get("drops", 0),
+        reconnects=e.get("reconnects", 0),
+        last_error=e.get("last_error") or "",
+    )
+
+
+def route_to_pb(v: RouteView) -> route_pb2.Route:
+    r = v.record
+    status = route_pb2.RouteStatus(state=v.state, error=v.error)
+    if v.stats is not None:
+        status.active_input = v.stats["active_input"] or ""
+        status.inputs.extend(_endpoint_pb(e) for e in v.stats["inputs"])
+        status.outputs.extend(_endpoint_pb(e) for e in v.stats["outputs"])
+        status.uptime_s = v.stats["uptime_s"]
+        history = v.stats["switch"]["history"]
+        status.switches = history[-1]["seq"] if history else 0
+    return route_pb2.Route(
+        name=r.name,
+        spec=spec_to_pb(r.spec),
+        resolved=spec_to_pb(v.resolved),
+        desired_state=DESIRED[r.desired],
+        version=r.version,
+        locked_input=r.locked_input,
+        status=status,
+        created=_ts(r.created),
+        updated=_ts(r.updated),
+    )
+
+
+def changes_to_pb(a: Applied) -> route_pb2.Changes:
+    return route_pb2.Changes(**a)
+
+
+def template_to_pb(v: TemplateView) -> template_pb2.Template:
+    t = v.record
+    return template_pb2.Template(
+        name=t.name,
+        spec=spec_to_pb(t.spec),
+        version=t.version,
+        used_by=v.used_by,
+        created=_ts(t.created),
+        updated=_ts(t.updated),
+    )
+
+
+def key_to_pb(k: KeyRecord) -> key_pb2.ApiKey:
+    return key_pb2.ApiKey(
+        id=k.id,
+        name=k.name,
+        role=ROLE_TO_PB[k.role],
+        created=_ts(k.created),
+        revoked=k.revoked is not None,
+    )
+
+
+def _version(request: Any) -> int | None:
+    return request.version if request.HasField("version") else None
+
+
+class RouteService(route_pb2_grpc.RouteServiceServicer):
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    @_rpc
+    def CreateRoute(self, request: route_pb2.CreateRouteRequest, context: Any) -> route_pb2.Route:
+        stopped = request.desired_state == route_pb2.DESIRED_STATE_STOPPED
+        desired: Desired = "stopped" if stopped else "running"
+        view = self.control.create_route(request.name, spec_from_pb(request.spec), desired)
+        return route_to_pb(view)
+
+    @_rpc
+    def GetRoute(self, request: route_pb2.GetRouteRequest, context: Any) -> route_pb2.Route:
+        return route_to_pb(self.control.get_route(request.name))
+
+    @_rpc
+    def ListRoutes(
+        self, request: route_pb2.ListRoutesRequest, context: Any
+    ) -> route_pb2.ListRoutesResponse:
+        views = self.control.list_routes(request.template)
+        return route_pb2.ListRoutesResponse(routes=[route_to_pb(v) for v in views])
+
+    @_rpc
+    def UpdateRoute(
+        self, request: route_pb2.UpdateRouteRequest, context: Any
+    ) -> route_pb2.UpdateRouteResponse:
+        view, changes = self.control.update_route(
+            request.name, spec_from_pb(request.spec), _version(request)
+        )
+        return route_pb2.UpdateRouteResponse(
+            route=route_to_pb(view), changes=changes_to_pb(changes)
+        )
+
+    @_rpc
+    def DeleteRoute(
+        self, request: route_pb2.DeleteRouteRequest, context: Any
+    ) -> route_pb2.DeleteRouteResponse:
+        self.control.delete_route(request.name, _version(request))
+        return route_pb2.DeleteRouteResponse()
+
+    @_rpc
+    def StartRoute(self, request: route_pb2.StartRouteRequest, context: Any) -> route_pb2.Route:
+        return route_to_pb(self.control.start_route(request.name))
+
+    @_rpc
+    def StopRoute(self, request: route_pb2.StopRouteRequest, context: Any) -> route_pb2.Route:
+        return route_to_pb(self.control.stop_route(request.name))
+
+    @_rpc
+    def SwitchInput(self, request: route_pb2.SwitchInputRequest, context: Any) -> route_pb2.Route:
+        return route_to_pb(self.control.switch_input(request.name, request.input_id))
+
+    @_rpc
+    def AddOutput(
+        self, request: route_pb2.AddOutputRequest, context: Any
+    ) -> route_pb2.UpdateRouteResponse:
+        if not request.HasField("output"):
+            raise InvalidArgument("output", "an output {id, uri} is required")
+        output = Endpoint(request.output.id, request.output.uri)
+        view, changes = self.control.add_output(request.name, output, _version(request))
+        return route_pb2.UpdateRouteResponse(
+            route=route_to_pb(view), changes=changes_to_pb(changes)
+        )
+
+    @_rpc
+    def RemoveOutput(
+        self, request: route_pb2.RemoveOutputRequest, context: Any
+    ) -> route_pb2.UpdateRouteResponse:
+        view, changes = self.control.remove_output(
+            request.name, request.output_id, _version(request)
+        )
+        return route_pb2.UpdateRouteResponse(
+            route=route_to_pb(view), changes=changes_to_pb(changes)
+        )
+
+
+class TemplateService(template_pb2_grpc.TemplateServiceServicer):
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    @_rpc
+    def CreateTemplate(
+        self, request: template_pb2.CreateTemplateRequest, context: Any
+    ) -> template_pb2.Template:
+        return template_to_pb(
+            self.control.create_template(request.name, spec_from_pb(request.spec))
+        )
+
+    @_rpc
+    def GetTemplate(
+        self, request: template_pb2.GetTemplateRequest, context: Any
+    ) -> template_pb2.Template:
+        return template_to_pb(self.control.get_template(request.name))
+
+    @_rpc
+    def ListTemplates(
+        self, request: template_pb2.ListTemplatesRequest, context: Any
+    ) -> template_pb2.ListTemplatesResponse:
+        views = self.control.list_templates()
+        return template_pb2.ListTemplatesResponse(templates=[template_to_pb(v) for v in views])
+
+    @_rpc
+    def UpdateTemplate(
+        self, request: template_pb2.UpdateTemplateRequest, context: Any
+    ) -> template_pb2.UpdateTemplateResponse:
+        view, applied = self.control.update_template(
+            request.name, spec_from_pb(request.spec), _version(request)
+        )
+        return template_pb2.UpdateTemplateResponse(
+            template=template_to_pb(view),
+            routes=[
+                template_pb2.RouteChanges(route=r, changes=changes_to_pb(a)) for r, a in applied
+            ],
+        )
+
+    @_rpc
+    def DeleteTemplate(
+        self, request: template_pb2.DeleteTemplateRequest, context: Any
+    ) -> template_pb2.DeleteTemplateResponse:
+        self.control.delete_template(request.name)
+        return template_pb2.DeleteTemplateResponse()
+
+
+class KeyService(key_pb2_grpc.KeyServiceServicer):
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+
+    @_rpc
+    def CreateKey(
+        self, request: key_pb2.CreateKeyRequest, context: Any
+    ) -> key_pb2.CreateKeyResponse:
+        role = next((r for r, pb in ROLE_TO_PB.items() if pb == request.role), "")
+        if not role:
+            raise InvalidArgument("role", "must be ROLE_VIEWER, ROLE_OPERATOR or ROLE_ADMIN")
+        record, secret = self.keys.create(request.name, role)
+        return key_pb2.CreateKeyResponse(key=key_to_pb(record), secret=secret)
+
+    @_rpc
+    def ListKeys(self, request: key_pb2.ListKeysRequest, context: Any) -> key_pb2.ListKeysResponse:
+        return key_pb2.ListKeysResponse(keys=[key_to_pb(k) for k in self.keys.list()])
+
+    @_rpc
+    def RevokeKey(self, request: key_pb2.RevokeKeyRequest, context: Any) -> key_pb2.ApiKey:
+        return key_to_pb(self.keys.revoke(request.id))
+
+
+class SystemService(system_pb2_grpc.SystemServiceServicer):
+    @_rpc
+    def GetVersion(
+        self, request: system_pb2.GetVersionRequest, context: Any
+    ) -> system_pb2.GetVersionResponse:
+        return system_pb2.GetVersionResponse(
+            castway_version=castway.__version__,
+            gstreamer_version=castway.gstreamer_version(),
+            api_version="v1",
+        )
+
+    @_rpc
+    def ListEndpointKinds(
+        self, request: system_pb2.ListEndpointKindsRequest, context: Any
+    ) -> system_pb2.ListEndpointKindsResponse:
+        kinds = [
+            system_pb2.EndpointKind(
+                scheme=scheme,
+                input=True,
+                output=scheme != "test",
+                description=text,
+                available=castway.element_available(element),
+            )
+            for scheme, text, element in KINDS
+        ]
+        return system_pb2.ListEndpointKindsResponse(kinds=kinds)
+
+    @_rpc
+    def WhoAmI(self, request: system_pb2.WhoAmIRequest, context: Any) -> system_pb2.WhoAmIResponse:
+        key = auth.current_key()
+        if key is None:
+            return system_pb2.WhoAmIResponse()
+        return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=ROLE_TO_PB[key.role])

@@ -1,0 +1,244 @@
+"""The durable store: one SQLite file in the data dir.
+
+Every write commits (WAL, ``synchronous=FULL``) before the call returns, so a mutation the
+server has replied to survives ``kill -9`` and power loss. The schema moves forward through
+numbered migrations recorded in ``PRAGMA user_version``; a database written by a newer castway
+is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from castway.server.specs import Spec, spec_from_dict
+
+Desired = Literal["running", "stopped"]
+Role = Literal["viewer", "operator", "admin"]
+
+# Migration n (1-based) takes the schema from version n-1 to n. Append only; never edit one that
+# shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE routes (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        desired TEXT NOT NULL CHECK (desired IN ('running', 'stopped')),
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE templates (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    """,
+    # The manual input lock survives restarts.
+    "ALTER TABLE routes ADD COLUMN locked_input TEXT NOT NULL DEFAULT '';",
+)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    name: str
+    spec: Spec
+    desired: Desired
+    version: int
+    locked_input: str
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    name: str
+    spec: Spec
+    version: int
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    role: Role
+    hash: str
+    created: float
+    revoked: float | None
+
+
+def now() -> float:
+    return time.time()
+
+
+class Store:
+    """The routes, templates and keys in ``DATA_DIR/castway.db``. Thread-safe."""
+
+    FILE = "castway.db"
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / self.FILE
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {self.path}: {e}") from None
+        self._lock = threading.Lock()
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Brings the schema to the latest version, one migration per transaction."""
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this castway knows "
+                f"({len(MIGRATIONS)}); use a newer castway or another --data-dir"
+            )
+        for n in range(current + 1, len(MIGRATIONS) + 1):
+            with self._tx() as db:
+                for statement in MIGRATIONS[n - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {n}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise StoreError(f"store {self.path}: {e}") from None
+                raise
+
+    def _query(self, sql: str, *args: object) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # Routes
+
+    def routes(self) -> list[RouteRecord]:
+        return [
+            RouteRecord(
+                name=r["name"],
+                spec=spec_from_dict(json.loads(r["spec"])),
+                desired=r["desired"],
+                version=r["version"],
+                locked_input=r["locked_input"],
+                created=r["created"],
+                updated=r["updated"],
+            )
+            for r in self._query("SELECT * FROM routes ORDER BY name")
+        ]
+
+    def put_route(self, r: RouteRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO routes "
+                "(name, spec, desired, version, locked_input, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.name,
+                    json.dumps(r.spec.to_dict()),
+                    r.desired,
+                    r.version,
+                    r.locked_input,
+                    r.created,
+                    r.updated,
+                ),
+            )
+
+    def delete_route(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM routes WHERE name = ?", (name,))
+
+    # Templates
+
+    def templates(self) -> list[TemplateRecord]:
+        return [
+            TemplateRecord(
+                name=r["name"],
+                spec=spec_from_dict(json.loads(r["spec"])),
+                version=r["version"],
+                created=r["created"],
+                updated=r["updated"],
+            )
+            for r in self._query("SELECT * FROM templates ORDER BY name")
+        ]
+
+    def put_template(self, t: TemplateRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO templates (name, spec, version, created, updated) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (t.name, json.dumps(t.spec.to_dict()), t.version, t.created, t.updated),
+            )
+
+    def delete_template(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM templates WHERE name = ?", (name,))
+
+    # Keys
+
+    def keys(self) -> list[KeyRecord]:
+        return [
+            KeyRecord(
+                id=r["id"],
+                name=r["name"],
+                role=r["role"],
+                hash=r["hash"],
+                created=r["created"],
+                revoked=r["revoked"],
+            )
+            for r in self._query("SELECT * FROM keys ORDER BY created, id")
+        ]
+
+    def put_key(self, k: KeyRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO keys (id, name, role, hash, created, revoked) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (k.id, k.name, k.role, k.hash, k.created, k.revoked),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
