@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup system run test test-rust test-python lint wheel bench check-stubs clean
+.PHONY: setup system run test test-rust test-python lint protos wheel bench check-stubs clean
 
 setup: system .stamp-ext
 
@@ -27,13 +27,16 @@ $(PY):
 	$(VENV)/bin/maturin develop --release --quiet
 	touch $@
 
+# The gRPC server with its demo route (a test pattern on srt://:9710); the store lives in
+# .castway/. The first start prints the admin key once.
 run: setup
-	$(VENV)/bin/castway demo
+	$(VENV)/bin/castway serve --data-dir .castway --demo
 
 test-rust: system
 	cargo test --no-default-features
 
 lint: setup
+	bash ci/check-protos.sh
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy python/castway
 	$(PY) -m mypy.stubtest castway._castway
@@ -44,6 +47,10 @@ test-python: setup
 # pytest runs last so its summary line ends the output.
 test: test-rust lint test-python
 
+# Regenerates python/castway/v1 from proto/ (commit the result; `make lint` fails on drift).
+protos: .stamp-venv
+	bash ci/gen-protos.sh
+
 wheel: setup
 	$(VENV)/bin/maturin build --release --out dist
 
@@ -52,4 +59,4 @@ bench: setup
 	$(PY) benches/failover.py
 
 clean:
-	rm -rf target dist .stamp-* $(VENV) python/castway/*.so
+	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from castway import __version__, check_uri, gstreamer_version
+from castway import __version__, check_uri, cli_remote, gstreamer_version
 from castway.errors import CastwayError, InvalidUriError
 from castway.gateway import Gateway, Route, RouteStats
 
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
 
     sub.add_parser("version", help="print castway's and GStreamer's versions")
+    cli_remote.add_commands(sub)
     return p
 
 
@@ -277,6 +278,10 @@ def run_route(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return cli_remote.serve(args)
+    if args.command in ("route", "template", "key", "system"):
+        return cli_remote.remote(args)
     if args.command == "version":
         print(f"castway {__version__} (GStreamer {gstreamer_version()})")
         return EXIT_OK

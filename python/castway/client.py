@@ -1,0 +1,75 @@
+"""A gRPC client for a castway server: the stubs with the key and TLS settings applied.
+
+>>> c = Client("127.0.0.1:50051", key="cw_…")
+>>> c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
+
+``CASTWAY_ADDR``, ``CASTWAY_KEY``, ``CASTWAY_TLS_CA``, ``CASTWAY_TLS_CERT`` and ``CASTWAY_TLS_KEY``
+fill in what is not given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from castway.v1 import key_pb2_grpc, route_pb2_grpc, system_pb2_grpc, template_pb2_grpc
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+class Client:
+    def __init__(
+        self,
+        addr: str | None = None,
+        key: str | None = None,
+        *,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        env = os.environ.get
+        self.addr = addr or env("CASTWAY_ADDR") or DEFAULT_ADDR
+        self.key = key or env("CASTWAY_KEY") or ""
+        ca = tls_ca or _path(env("CASTWAY_TLS_CA"))
+        cert = tls_cert or _path(env("CASTWAY_TLS_CERT"))
+        private = tls_key or _path(env("CASTWAY_TLS_KEY"))
+        self.timeout_s = timeout_s
+        if ca or cert:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca.read_bytes() if ca else None,
+                private_key=private.read_bytes() if private else None,
+                certificate_chain=cert.read_bytes() if cert else None,
+            )
+            self.channel = grpc.secure_channel(self.addr, creds)
+        else:
+            self.channel = grpc.insecure_channel(self.addr)
+        self.routes = route_pb2_grpc.RouteServiceStub(self.channel)
+        self.templates = template_pb2_grpc.TemplateServiceStub(self.channel)
+        self.keys = key_pb2_grpc.KeyServiceStub(self.channel)
+        self.system = system_pb2_grpc.SystemServiceStub(self.channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return (("authorization", f"Bearer {self.key}"),) if self.key else ()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
