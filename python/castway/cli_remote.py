@@ -141,7 +141,8 @@ def add_commands(sub: Any) -> None:
     sub.add_parser("system", parents=[client], help="server version, endpoint kinds, your key")
 
 
-def serve(args: argparse.Namespace, out: TextIO = sys.stderr) -> int:
+def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stderr
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -321,7 +322,8 @@ def _keys_table(keys: Sequence[key_pb2.ApiKey], out: TextIO) -> None:
     _table(rows, out)
 
 
-def remote(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     client = Client(
         args.addr, args.key, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
     )

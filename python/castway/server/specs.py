@@ -179,15 +179,15 @@ def _ids(
     endpoints: Sequence[Endpoint], previous: Sequence[Endpoint], prefix: str, what: str
 ) -> tuple[Endpoint, ...]:
     group = f"spec.{what}s"
-    given = [e.id for e in endpoints if e.id]
+    used: set[str] = set()
     for i, e in enumerate(endpoints):
         if e.id:
             check_name(what, e.id, f"{group}[{i}].id")
             if e.id == "slate":
                 raise InvalidArgument(f"{group}[{i}].id", "`slate` is reserved for the slate")
-            if given.count(e.id) > 1:
+            if e.id in used:
                 raise InvalidArgument(f"{group}[{i}].id", f"{what} id {e.id!r} is used twice")
-    used = set(given)
+            used.add(e.id)
     reusable: dict[str, str] = {}
     for e in previous:
         if e.id not in used:

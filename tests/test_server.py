@@ -1,0 +1,813 @@
+"""The gRPC control plane against a real server on port 0 with a temporary data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from castway import cli
+from castway.client import Client
+from castway.server import Running, Tls, run_server
+from castway.server.store import MIGRATIONS, Store, StoreError
+from castway.v1 import key_pb2, route_pb2, spec_pb2, template_pb2
+
+from conftest import UdpCapture, free_port, ts_continuity, wait_until
+
+ADMIN = "test-admin-key-0123456789"
+CODE = grpc.StatusCode
+
+
+def ep(uri: str, ep_id: str = "") -> spec_pb2.Endpoint:
+    return spec_pb2.Endpoint(id=ep_id, uri=uri)
+
+
+def spec(inputs: list[Any], outputs: list[Any] = (), **kw: Any) -> spec_pb2.RouteSpec:  # type: ignore[assignment]
+    as_ep = lambda e: e if isinstance(e, spec_pb2.Endpoint) else ep(e)  # noqa: E731
+    return spec_pb2.RouteSpec(
+        inputs=[as_ep(e) for e in inputs], outputs=[as_ep(e) for e in outputs], **kw
+    )
+
+
+def test_input() -> str:
+    return "test://?size=320x240&bitrate=1000"
+
+
+test_input.__test__ = False  # type: ignore[attr-defined]
+
+
+def expect(code: grpc.StatusCode, call: Callable[[], Any]) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    err: Any = info.value
+    assert err.code() == code, err.details()
+    return str(err.details())
+
+
+@dataclass
+class Server:
+    running: Running
+    client: Client
+    data_dir: Path
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+    def client_with(self, key: str) -> Client:
+        return Client(self.addr, key=key)
+
+    def key(self, role: str) -> str:
+        roles = {"viewer": key_pb2.ROLE_VIEWER, "operator": key_pb2.ROLE_OPERATOR}
+        return str(
+            self.client.keys.CreateKey(
+                key_pb2.CreateKeyRequest(name=role, role=roles[role]), metadata=self.client.metadata
+            ).secret
+        )
+
+    def create(self, name: str, s: spec_pb2.RouteSpec, **kw: Any) -> route_pb2.Route:
+        req = route_pb2.CreateRouteRequest(name=name, spec=s, **kw)
+        return self.client.routes.CreateRoute(req, metadata=self.client.metadata, timeout=30)
+
+    def get(self, name: str) -> route_pb2.Route:
+        req = route_pb2.GetRouteRequest(name=name)
+        return self.client.routes.GetRoute(req, metadata=self.client.metadata, timeout=30)
+
+    def update(self, name: str, s: spec_pb2.RouteSpec, **kw: Any) -> route_pb2.UpdateRouteResponse:
+        req = route_pb2.UpdateRouteRequest(name=name, spec=s, **kw)
+        return self.client.routes.UpdateRoute(req, metadata=self.client.metadata, timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as running:
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        yield Server(running, client, tmp_path / "data")
+        client.close()
+
+
+def test_health_needs_no_key_and_reflection_lists_every_service(server: Server) -> None:
+    health = health_pb2_grpc.HealthStub(server.client.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reply = health.Check(health_pb2.HealthCheckRequest(service="castway.v1.RouteService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.client.channel)
+
+    def ask(md: Any, **request: Any) -> reflection_pb2.ServerReflectionResponse:
+        stream = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(**request)]), metadata=md, timeout=10
+        )
+        return next(iter(stream))
+
+    listed = ask(server.client.metadata, list_services="")
+    names = {s.name for s in listed.list_services_response.service}
+    for service in ("Route", "Template", "Key", "System"):
+        assert f"castway.v1.{service}Service" in names
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    # The descriptor itself comes over the wire, so grpcurl needs no .proto file.
+    found = ask(server.client.metadata, file_containing_symbol="castway.v1.RouteService")
+    assert found.file_descriptor_response.file_descriptor_proto
+    # Reflection is an RPC like any other: no key, no answer.
+    expect(CODE.UNAUTHENTICATED, lambda: ask((), list_services=""))
+
+
+@pytest.mark.parametrize(
+    ("who", "read", "write", "admin"),
+    [
+        ("none", CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED),
+        ("wrong", CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED),
+        ("revoked", CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED, CODE.UNAUTHENTICATED),
+        ("viewer", CODE.OK, CODE.PERMISSION_DENIED, CODE.PERMISSION_DENIED),
+        ("operator", CODE.OK, CODE.OK, CODE.PERMISSION_DENIED),
+        ("admin", CODE.OK, CODE.OK, CODE.OK),
+    ],
+)
+def test_auth_matrix(
+    server: Server, who: str, read: grpc.StatusCode, write: grpc.StatusCode, admin: grpc.StatusCode
+) -> None:
+    if who == "revoked":
+        key = server.key("operator")
+        kid = key.split("_")[1]
+        server.client.keys.RevokeKey(
+            key_pb2.RevokeKeyRequest(id=kid), metadata=server.client.metadata
+        )
+    else:
+        fixed = {"none": "", "wrong": "cw_00000000_not-a-key", "admin": ADMIN}
+        key = fixed[who] if who in fixed else server.key(who)
+    c = server.client_with(key)
+    calls: list[tuple[grpc.StatusCode, Callable[[], Any]]] = [
+        (read, lambda: c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)),
+        (
+            write,
+            lambda: c.templates.CreateTemplate(
+                template_pb2.CreateTemplateRequest(name=f"t-{who}", spec=spec([])),
+                metadata=c.metadata,
+            ),
+        ),
+        (admin, lambda: c.keys.ListKeys(key_pb2.ListKeysRequest(), metadata=c.metadata)),
+    ]
+    for code, call in calls:
+        if code == CODE.OK:
+            call()
+        else:
+            details = expect(code, call)
+            assert ("needs" in details) == (code == CODE.PERMISSION_DENIED)
+    c.close()
+
+
+def test_keys_are_stored_hashed_and_shown_once(server: Server) -> None:
+    created = server.client.keys.CreateKey(
+        key_pb2.CreateKeyRequest(name="ci", role=key_pb2.ROLE_VIEWER),
+        metadata=server.client.metadata,
+    )
+    assert created.secret.startswith(f"cw_{created.key.id}_")
+    listed = server.client.keys.ListKeys(key_pb2.ListKeysRequest(), metadata=server.client.metadata)
+    assert "secret" not in str(listed) and created.secret not in str(listed)
+    db = (server.data_dir / "castway.db").read_bytes() + b"".join(
+        p.read_bytes() for p in server.data_dir.glob("castway.db-*")
+    )
+    assert created.secret.encode() not in db and ADMIN.encode() not in db
+    # The last admin key cannot be revoked: nobody could manage keys any more.
+    admin_id = next(k.id for k in listed.keys if k.role == key_pb2.ROLE_ADMIN)
+    expect(
+        CODE.FAILED_PRECONDITION,
+        lambda: server.client.keys.RevokeKey(
+            key_pb2.RevokeKeyRequest(id=admin_id), metadata=server.client.metadata
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("certs")
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        ssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={ca}",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.pem",
+        )
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ca in (("server", "ca"), ("client", "ca"), ("stranger", "other-ca")):
+        ssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.pem",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            f"{name}.pem",
+        )
+    return d
+
+
+def _version_call(c: Client) -> Any:
+    from castway.v1 import system_pb2
+
+    return c.system.GetVersion(system_pb2.GetVersionRequest(), metadata=c.metadata, timeout=5)
+
+
+def test_tls_handshake(tmp_path: Path, certs: Path) -> None:
+    tls = Tls(certs / "server.pem", certs / "server.key")
+    with run_server(tmp_path, "127.0.0.1:0", tls=tls, admin_key=ADMIN, grace_s=1) as running:
+        addr = f"127.0.0.1:{running.port}"
+        with Client(addr, ADMIN, tls_ca=certs / "ca.pem") as c:
+            assert _version_call(c).api_version == "v1"
+        with Client(addr, ADMIN, tls_ca=certs / "other-ca.pem") as c:
+            expect(CODE.UNAVAILABLE, lambda: _version_call(c))
+        with Client(addr, ADMIN) as plain:
+            expect(CODE.UNAVAILABLE, lambda: _version_call(plain))
+
+
+def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
+    tmp_path: Path, certs: Path
+) -> None:
+    tls = Tls(certs / "server.pem", certs / "server.key", certs / "ca.pem")
+    with run_server(tmp_path, "127.0.0.1:0", tls=tls, admin_key=ADMIN, grace_s=1) as running:
+        addr = f"127.0.0.1:{running.port}"
+        ca = certs / "ca.pem"
+        with Client(
+            addr, ADMIN, tls_ca=ca, tls_cert=certs / "client.pem", tls_key=certs / "client.key"
+        ) as c:
+            assert _version_call(c).castway_version
+        with Client(addr, ADMIN, tls_ca=ca) as c:
+            expect(CODE.UNAVAILABLE, lambda: _version_call(c))
+        with Client(
+            addr, ADMIN, tls_ca=ca, tls_cert=certs / "stranger.pem", tls_key=certs / "stranger.key"
+        ) as c:
+            expect(CODE.UNAVAILABLE, lambda: _version_call(c))
+
+
+def test_stale_version_update_is_aborted(server: Server) -> None:
+    route = server.create("r", spec([test_input()]), desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    assert route.version == 1
+    first = server.update("r", spec([test_input()], ["udp://127.0.0.1:9"]), version=1)
+    assert first.route.version == 2
+    details = expect(CODE.ABORTED, lambda: server.update("r", spec([test_input()], []), version=1))
+    assert "version 2" in details
+    # The stale write changed nothing; an update without a version is unconditional.
+    assert [o.uri for o in server.get("r").spec.outputs] == ["udp://127.0.0.1:9"]
+    assert server.update("r", spec([test_input()])).route.version == 3
+    delete = route_pb2.DeleteRouteRequest(name="r", version=2)
+    expect(
+        CODE.ABORTED,
+        lambda: server.client.routes.DeleteRoute(delete, metadata=server.client.metadata),
+    )
+
+
+def test_update_by_diff_leaves_an_unchanged_output_without_a_gap(
+    server: Server, udp_capture: Callable[..., UdpCapture]
+) -> None:
+    keep, other, new = free_port(), free_port(), free_port()
+    cap = udp_capture(keep)
+    other_cap = udp_capture(other)
+    new_cap = udp_capture(new)
+    server.create(
+        "diff",
+        spec(
+            [ep(test_input(), "pattern")],
+            [ep(f"udp://127.0.0.1:{keep}", "keep"), ep(f"udp://127.0.0.1:{other}", "other")],
+        ),
+    )
+    wait_until(lambda: cap.size > 200_000 and other_cap.size > 0, 30, "the route to go live")
+    before = cap.size
+    changed = server.update(
+        "diff",
+        spec(
+            [ep(test_input(), "pattern")],
+            [ep(f"udp://127.0.0.1:{keep}", "keep"), ep(f"udp://127.0.0.1:{new}", "new")],
+            failover=spec_pb2.Failover(loss_timeout_ms=800),
+        ),
+    )
+    c = changed.changes
+    assert (list(c.outputs_added), list(c.outputs_removed)) == (["new"], ["other"])
+    assert not c.inputs_added and not c.inputs_removed and not c.restarted and c.settings
+    wait_until(lambda: new_cap.size > 100_000, 30, "the new output to deliver")
+    wait_until(lambda: cap.size > before + 300_000, 30, "more on the kept output")
+    other_stopped = other_cap.size
+    status = server.get("diff").status
+    assert {o.id for o in status.outputs} == {"keep", "new"}
+    cont = ts_continuity(cap.data)
+    # Not one packet lost on the kept output across the update.
+    assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, cont
+    assert other_cap.size == other_stopped
+
+
+def test_template_inheritance_and_hot_apply(
+    server: Server, udp_capture: Callable[..., UdpCapture]
+) -> None:
+    mon, mon2, own, srt_port = free_port(), free_port(), free_port(), free_port()
+    tpl_spec = spec(
+        [],
+        [ep(f"udp://127.0.0.1:{mon}", "monitor")],
+        failover=spec_pb2.Failover(loss_timeout_ms=700, failback_after_ms=2000),
+        srt=spec_pb2.SrtDefaults(latency_ms=250, passphrase="template-secret-1"),
+    )
+    md = server.client.metadata
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(name="contrib", spec=tpl_spec), metadata=md
+    )
+    mon_cap = udp_capture(mon)
+    route = server.create(
+        "news",
+        spec(
+            [test_input()],
+            [f"udp://127.0.0.1:{own}", f"srt://:{srt_port}?mode=listener&latency=80"],
+            template="contrib",
+            failover=spec_pb2.Failover(failback_after_ms=9000),
+        ),
+    )
+    # As stored: only what the route says.
+    assert route.spec.template == "contrib" and len(route.spec.outputs) == 2
+    assert not route.spec.failover.HasField("loss_timeout_ms")
+    # As resolved: the template's output first, its failover and SRT defaults where unset.
+    r = route.resolved
+    assert [o.id for o in r.outputs] == ["monitor", "out0", "out1"]
+    assert r.failover.loss_timeout_ms == 700 and r.failover.failback_after_ms == 9000
+    srt_uri = r.outputs[2].uri
+    assert "latency=80" in srt_uri and "latency=250" not in srt_uri
+    assert "passphrase=template-secret-1" in srt_uri
+    wait_until(lambda: mon_cap.size > 100_000, 30, "the inherited output to deliver")
+
+    mon2_cap = udp_capture(mon2)
+    new_tpl = spec(
+        [],
+        [ep(f"udp://127.0.0.1:{mon}", "monitor"), ep(f"udp://127.0.0.1:{mon2}", "backup-monitor")],
+        failover=spec_pb2.Failover(loss_timeout_ms=400),
+        srt=spec_pb2.SrtDefaults(latency_ms=250, passphrase="template-secret-1"),
+    )
+    before = mon_cap.size
+    updated = server.client.templates.UpdateTemplate(
+        template_pb2.UpdateTemplateRequest(name="contrib", spec=new_tpl, version=1), metadata=md
+    )
+    assert updated.template.version == 2 and list(updated.template.used_by) == ["news"]
+    (applied,) = updated.routes
+    assert applied.route == "news"
+    assert list(applied.changes.outputs_added) == ["backup-monitor"]
+    assert not applied.changes.outputs_removed and applied.changes.settings
+    wait_until(lambda: mon2_cap.size > 100_000, 30, "the output the template gained")
+    wait_until(lambda: mon_cap.size > before + 200_000, 30, "the monitor output to go on")
+    assert ts_continuity(mon_cap.data)["cc_errors"] == 0
+    got = server.get("news")
+    assert got.resolved.failover.loss_timeout_ms == 400 and got.version == route.version
+    expect(
+        CODE.FAILED_PRECONDITION,
+        lambda: server.client.templates.DeleteTemplate(
+            template_pb2.DeleteTemplateRequest(name="contrib"), metadata=md
+        ),
+    )
+    # An inherited output is the template's to change.
+    expect(
+        CODE.FAILED_PRECONDITION,
+        lambda: server.client.routes.RemoveOutput(
+            route_pb2.RemoveOutputRequest(name="news", output_id="monitor"), metadata=md
+        ),
+    )
+
+
+def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Server) -> None:
+    md = server.client.metadata
+    port = free_port()
+    server.create("ok", spec([f"udp://:{port}"]), desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    cases: list[tuple[grpc.StatusCode, str, Callable[[], Any]]] = [
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.inputs[0].uri",
+            lambda: server.create("a", spec(["srt://host:notaport"])),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.outputs[0].uri",
+            lambda: server.create("a", spec([test_input()], ["ftp://x"])),
+        ),
+        (CODE.INVALID_ARGUMENT, "spec.inputs", lambda: server.create("a", spec([]))),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.failover.loss_timeout_ms",
+            lambda: server.create(
+                "a", spec([test_input()], failover=spec_pb2.Failover(loss_timeout_ms=1))
+            ),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.srt.passphrase",
+            lambda: server.create(
+                "a", spec([test_input()], srt=spec_pb2.SrtDefaults(passphrase="short"))
+            ),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.outputs[1].id",
+            lambda: server.create(
+                "a",
+                spec([test_input()], [ep("udp://127.0.0.1:9", "x"), ep("udp://127.0.0.1:8", "x")]),
+            ),
+        ),
+        (CODE.INVALID_ARGUMENT, "name", lambda: server.create("bad name!", spec([test_input()]))),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.failover.slate_size",
+            lambda: server.create(
+                "a", spec([test_input()], failover=spec_pb2.Failover(slate_size="7x7"))
+            ),
+        ),
+        (
+            CODE.NOT_FOUND,
+            "spec.template",
+            lambda: server.create("a", spec([test_input()], template="nope")),
+        ),
+        (
+            CODE.FAILED_PRECONDITION,
+            "already claims",
+            lambda: server.create("a", spec([f"srt://:{port}?mode=listener"])),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "like in0",
+            lambda: server.create(
+                "a", spec([f"udp://:{port + 1}"], [f"srt://:{port + 1}?mode=listener"])
+            ),
+        ),
+        (CODE.ALREADY_EXISTS, "'ok'", lambda: server.create("ok", spec([test_input()]))),
+        (CODE.NOT_FOUND, "'nope'", lambda: server.get("nope")),
+        (CODE.NOT_FOUND, "'nope'", lambda: server.update("nope", spec([test_input()]))),
+        (
+            CODE.NOT_FOUND,
+            "input 'x'",
+            lambda: server.client.routes.SwitchInput(
+                route_pb2.SwitchInputRequest(name="ok", input_id="x"), metadata=md
+            ),
+        ),
+        (
+            CODE.NOT_FOUND,
+            "output 'x'",
+            lambda: server.client.routes.RemoveOutput(
+                route_pb2.RemoveOutputRequest(name="ok", output_id="x"), metadata=md
+            ),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "role",
+            lambda: server.client.keys.CreateKey(key_pb2.CreateKeyRequest(name="k"), metadata=md),
+        ),
+        (
+            CODE.INVALID_ARGUMENT,
+            "spec.template",
+            lambda: server.client.templates.CreateTemplate(
+                template_pb2.CreateTemplateRequest(name="t", spec=spec([], template="x")),
+                metadata=md,
+            ),
+        ),
+    ]
+    for code, field, call in cases:
+        details = expect(code, call)
+        assert field in details, (field, details)
+    # A port another process holds: refused at create, nothing stored.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("0.0.0.0", 0))
+        taken = held.getsockname()[1]
+        details = expect(
+            CODE.FAILED_PRECONDITION, lambda: server.create("held", spec([f"udp://:{taken}"]))
+        )
+        assert str(taken) in details
+    routes = server.client.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=md).routes
+    assert [r.name for r in routes] == ["ok"]
+    stored = Store(server.data_dir).routes()
+    assert [(r.name, r.version) for r in stored] == [("ok", 1)]
+
+
+def test_rpcs_are_traced_and_health_checks_are_not(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with run_server(tmp_path, admin_key=ADMIN, tracer_provider=provider, grace_s=1) as running:
+        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
+            health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest())
+            c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
+            expect(
+                CODE.NOT_FOUND,
+                lambda: c.routes.GetRoute(route_pb2.GetRouteRequest(name="x"), metadata=c.metadata),
+            )
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"castway.v1.RouteService/ListRoutes", "castway.v1.RouteService/GetRoute"}
+    assert spans["castway.v1.RouteService/ListRoutes"].attributes["rpc.grpc.status_code"] == 0
+    assert spans["castway.v1.RouteService/GetRoute"].attributes["rpc.grpc.status_code"] == 5
+
+
+def test_schema_migrates_forward_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / Store.FILE)
+    db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO routes VALUES ('old', ?, 'stopped', 4, 1.0, 2.0)",
+        ('{"inputs": [{"id": "in0", "uri": "udp://:5000"}], "outputs": []}',),
+    )
+    db.commit()
+    db.close()
+    store = Store(tmp_path)
+    assert store.schema_version == len(MIGRATIONS)
+    (old,) = store.routes()
+    assert (old.name, old.version, old.locked_input, old.spec.inputs[0].uri) == (
+        "old",
+        4,
+        "",
+        "udp://:5000",
+    )
+    store.close()
+    db = sqlite3.connect(tmp_path / Store.FILE)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(tmp_path)
+
+
+def test_config_file_is_applied_at_start_and_merged_with_the_store(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    out1, out2 = free_port(), free_port()
+    config = tmp_path / "castway.toml"
+    config.write_text(f"""
+[templates.base]
+failover = {{ loss_timeout_ms = 600 }}
+
+[routes.declared]
+template = "base"
+inputs = ["{test_input()}"]
+outputs = [{{ id = "main", uri = "udp://127.0.0.1:{out1}" }}]
+state = "stopped"
+""")
+    with run_server(data, config=config, admin_key=ADMIN, grace_s=1) as running:
+        control = running.control
+        route = control.get_route("declared")
+        assert route.record.desired == "stopped" and route.resolved.failover.loss_timeout_ms == 600
+        from castway.server.specs import Spec, spec_from_dict
+
+        control.create_route("api", spec_from_dict({"inputs": [test_input()]}), "stopped")
+    config.write_text(config.read_text().replace(str(out1), str(out2)).replace("600", "900"))
+    with run_server(data, config=config, admin_key=ADMIN, grace_s=1) as running:
+        control = running.control
+        route = control.get_route("declared")
+        assert [e.uri for e in route.resolved.outputs] == [f"udp://127.0.0.1:{out2}"]
+        assert route.resolved.failover.loss_timeout_ms == 900 and route.record.version == 2
+        # What the API created and the file does not mention stays.
+        assert control.get_route("api").record.spec == Spec(
+            inputs=control.get_route("api").record.spec.inputs
+        )
+    yaml_config = tmp_path / "castway.yaml"
+    yaml_config.write_text(f"routes:\n  y:\n    inputs: ['{test_input()}']\n    state: stopped\n")
+    with run_server(data, config=yaml_config, admin_key=ADMIN, grace_s=1) as running:
+        assert running.control.get_route("y").record.desired == "stopped"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[routes.z]\ninputs = ['srt://x:1']\noutputs = 5\n")
+    from castway.server.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"routes\.z\.outputs"):
+        with run_server(data, config=bad, admin_key=ADMIN):
+            pass
+
+
+def test_cli_creates_and_lists_routes_over_grpc(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    base = ["--addr", server.addr, "--key", ADMIN]
+    rc = cli.main(
+        [
+            "route",
+            "create",
+            "cam1",
+            "-i",
+            f"main=udp://:{port}",
+            "-i",
+            test_input(),
+            "-o",
+            "udp://127.0.0.1:9",
+            "--loss-timeout",
+            "500",
+            *base,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0 and "cam1" in out and "main" in out and "in0" in out
+    assert cli.main(["route", "list", "--json", *base]) == 0
+    import json
+
+    listed = json.loads(capsys.readouterr().out)["routes"]
+    assert [r["name"] for r in listed] == ["cam1"]
+    assert listed[0]["resolved"]["failover"]["loss_timeout_ms"] == 500
+    assert [e["id"] for e in listed[0]["spec"]["inputs"]] == ["main", "in0"]
+    assert cli.main(["route", "switch", "cam1", "in0", *base]) == 0
+    assert server.get("cam1").locked_input == "in0"
+    # Errors: the status code and the message, exit code 1.
+    assert cli.main(["route", "get", "nope", *base]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert cli.main(["route", "list", "--addr", server.addr]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+# The server as a process: kill -9, SIGTERM, the first admin key.
+
+
+class ServeProcess:
+    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
+        self.log = data.parent / f"serve-{time.monotonic_ns()}.log"
+        self.log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "castway",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        wait_until(
+            lambda: "serving gRPC on" in self.text() or self.proc.poll() is not None,
+            60,
+            "the server to listen",
+        )
+        assert self.proc.poll() is None, self.text()
+        line = next(x for x in self.text().splitlines() if "serving gRPC on" in x)
+        self.port = int(line.split("serving gRPC on ")[1].split()[0].rpartition(":")[2])
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.log_file.close()
+
+
+def test_kill_9_then_restart_restores_every_route_in_its_state(
+    tmp_path: Path, udp_capture: Callable[..., UdpCapture]
+) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(data)
+    text = first.text()
+    assert text.count("created the first admin key") == 1
+    key = next(w for w in text.split() if w.startswith("cw_"))
+    out = free_port()
+    with Client(f"127.0.0.1:{first.port}", key) as c:
+        md = c.metadata
+        c.routes.CreateRoute(
+            route_pb2.CreateRouteRequest(
+                name="live",
+                spec=spec(
+                    [ep(test_input(), "a"), ep(test_input(), "b")], [f"udp://127.0.0.1:{out}"]
+                ),
+            ),
+            metadata=md,
+        )
+        c.routes.SwitchInput(route_pb2.SwitchInputRequest(name="live", input_id="b"), metadata=md)
+        c.routes.CreateRoute(
+            route_pb2.CreateRouteRequest(
+                name="parked",
+                spec=spec([test_input()]),
+                desired_state=route_pb2.DESIRED_STATE_STOPPED,
+            ),
+            metadata=md,
+        )
+        c.routes.CreateRoute(
+            route_pb2.CreateRouteRequest(name="halted", spec=spec([test_input()])), metadata=md
+        )
+        c.routes.StopRoute(route_pb2.StopRouteRequest(name="halted"), metadata=md)
+        before = {
+            r.name: r
+            for r in c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=md).routes
+        }
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    cap = udp_capture(out)
+    second = ServeProcess(data)
+    try:
+        assert "created the first admin key" not in second.text()
+        with Client(f"127.0.0.1:{second.port}", key) as c:
+            md = c.metadata
+            after = {
+                r.name: r
+                for r in c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=md).routes
+            }
+            assert set(after) == {"live", "parked", "halted"}
+            for name, r in after.items():
+                assert (r.version, r.desired_state, r.spec) == (
+                    before[name].version,
+                    before[name].desired_state,
+                    before[name].spec,
+                ), name
+            assert after["parked"].status.state == "stopped"
+            assert after["halted"].status.state == "stopped"
+            assert after["live"].locked_input == "b"
+            wait_until(lambda: cap.size > 100_000, 30, "the restored route to deliver")
+            # Held on `b` again once it delivers.
+            get = route_pb2.GetRouteRequest(name="live")
+            wait_until(
+                lambda: c.routes.GetRoute(get, metadata=md).status.active_input == "b",
+                30,
+                "the route to be held on input b again",
+            )
+    finally:
+        assert second.stop(signal.SIGTERM) == 0, second.text()
+    assert "stopping" in second.text()
+
+
+def test_admin_key_from_the_environment_and_graceful_sigterm(tmp_path: Path) -> None:
+    env_key = "env-admin-key-0123456789abcdef"
+    proc = ServeProcess(tmp_path / "data", {"CASTWAY_ADMIN_KEY": env_key})
+    try:
+        assert "created the first admin key" not in proc.text()
+        with Client(f"127.0.0.1:{proc.port}", env_key) as c:
+            keys = c.keys.ListKeys(key_pb2.ListKeysRequest(), metadata=c.metadata).keys
+            assert [(k.name, k.role) for k in keys] == [("env", key_pb2.ROLE_ADMIN)]
+        # A second server on the same port is refused, not silently sharing it.
+        clash = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "castway",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "d2"),
+                "--listen",
+                f"127.0.0.1:{proc.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CASTWAY_ADMIN_KEY": env_key},
+        )
+        assert clash.returncode == 1 and "cannot listen" in clash.stderr
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0, proc.text()
+
+
+def test_srt_listener_closes_cleanly_in_a_process_that_loaded_grpc_first() -> None:
+    # libsrt's internal exceptions must unwind with the GCC unwinder, not GStreamer's libunwind.
+    script = (
+        "import time, grpc, castway\n"
+        "with castway.Gateway() as gw:\n"
+        f"    gw.add_route('a', ['{test_input()}'], ['srt://:{free_port()}?mode=listener'])\n"
+        "    time.sleep(0.5)\n"
+        "print('closed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "closed"), done.stderr
