@@ -10,13 +10,15 @@
    `ListRoutes` (`--lists` calls; the reply holds all N routes with their live status), each
    call interleaved with a gRPC health `Check` on the same channel, the peer: the RTT of a call
    that does no work, through the same server, interceptors and channel.
-3. Create to first packet: an ffmpeg live encoder (640x360 H.264, 25 fps, 1 s GOP, MPEG-TS)
-   already sends to the input port; a receiver socket waits on the output port; the time from
-   the `CreateRoute` call to the first datagram there, `--reps` times (the route is deleted
-   between runs). Peer, interleaved with it and fed by the same sender: spawning
-   `srt-live-transmit udp://:IN udp://127.0.0.1:OUT`, from `Popen` to its first datagram.
-   Arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS), so a busy interpreter
-   does not delay them.
+3. Create to first packet: a sender already streams MPEG-TS to the input port; a receiver
+   socket waits on the output port; the time from the `CreateRoute` call to the first datagram
+   there, `--reps` times (the route is deleted between runs). Peer, interleaved with it and fed
+   by the same sender: spawning `srt-live-transmit udp://:IN udp://127.0.0.1:OUT`, from `Popen`
+   to its first datagram. The sender is a clip ffmpeg encoded once (640x360 H.264, 25 fps, 1 s
+   GOP, ~4 Mb/s), looped by a separate process in evenly paced 1316-byte datagrams (one every
+   ~2.6 ms): a live encoder sends a burst per frame, every 40 ms, and that wait would swamp
+   what is measured. Arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS), so a
+   busy interpreter does not delay them.
 
 The server runs in this process (`castway.server.run_server` on 127.0.0.1, its SQLite store in
 a temporary directory), so client and server share the interpreter; the health peer pays the
@@ -59,11 +61,24 @@ RPC_TIMEOUT_S = 30.0
 TICKS = os.sysconf("SC_CLK_TCK")
 # Linux: receive timestamps as a struct timespec (CLOCK_REALTIME) in the ancillary data.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-SENDER = (
-    "ffmpeg -nostdin -loglevel error -re -f lavfi -i testsrc=size=640x360:rate=25 "
-    "-c:v libx264 -preset ultrafast -tune zerolatency -g 25 -f mpegts "
-    "udp://127.0.0.1:{port}?pkt_size=1316"
-)
+CLIP_S = 10
+# Loops a TS file to a loopback UDP port in 1316-byte datagrams at its own bitrate, evenly.
+PACER = """
+import socket, sys, time
+port, path, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+data = open(path, "rb").read()
+chunks = [data[i:i + 1316] for i in range(0, len(data) - 1315, 1316)]
+interval = seconds / len(chunks)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+i = 0
+while True:
+    delay = start + i * interval - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    s.sendto(chunks[i % len(chunks)], ("127.0.0.1", port))
+    i += 1
+"""
 # The longest each stage may take; past it the stage stops and says so.
 CREATE_BUDGET_S = 120.0
 FIRST_PACKET_TIMEOUT_S = 10.0
@@ -328,12 +343,21 @@ def first_packet(c: Client, reps: int, taken: set[int], work: Path) -> FirstPack
     md = c.metadata
     res = FirstPacket([], [], [], [])
     log = open(work / "peers.log", "ab")
-    sender = subprocess.Popen(SENDER.format(port=in_port).split(), stdin=subprocess.DEVNULL,
+    clip = work / "clip.ts"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"testsrc=size=640x360:rate=25:duration={CLIP_S}", "-c:v", "libx264",
+         "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-b:v", "4M",
+         "-maxrate", "4M", "-bufsize", "2M", "-pix_fmt", "yuv420p", "-f", "mpegts", str(clip)],
+        check=True, timeout=120,
+    )
+    sender = subprocess.Popen([sys.executable, "-c", PACER, str(in_port), str(clip),
+                               str(CLIP_S)], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
         with receiver(in_port) as probe:  # the sender is live before any measurement
             if first_arrival(probe, 0, FIRST_PACKET_TIMEOUT_S) is None:
-                raise SystemExit("control bench: the ffmpeg sender sent nothing in 10 s")
+                raise SystemExit("control bench: the sender sent nothing in 10 s")
         with receiver(out_port) as rx:
             for rep in range(reps):
                 # castway: CreateRoute to first datagram at the output.
