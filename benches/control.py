@@ -82,6 +82,8 @@ while True:
 # The longest each stage may take; past it the stage stops and says so.
 CREATE_BUDGET_S = 120.0
 FIRST_PACKET_TIMEOUT_S = 10.0
+# A new route's switch waits up to 2 s for its first input before it settles.
+SETTLE_S = 3.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -244,6 +246,7 @@ def creates_and_reads(
                        CREATE_BUDGET_S)
     rows.append(row)
     names = [f"r{i}" for i in range(made)]
+    time.sleep(SETTLE_S)
     after = Proc.now()
     cpu_after = idle_cpu()
     if made:
@@ -253,7 +256,8 @@ def creates_and_reads(
             f"{after.fds} ({(after.fds - before.fds) / made:.1f}/route), RSS "
             f"{before.rss_mb:.0f} -> {after.rss_mb:.0f} MB "
             f"({(after.rss_mb - before.rss_mb) * 1024 / made:.0f} KB/route), idle CPU "
-            f"{cpu_before:.1f}% -> {cpu_after:.1f}% of a core"
+            f"{cpu_before:.1f}% -> {cpu_after:.1f}% of a core ({SETTLE_S:.0f} s after the "
+            "last create)"
         )
 
     # Reads, each call next to a health check on the same channel.
@@ -338,11 +342,59 @@ class FirstPacket:
     notes: list[str]
 
 
-def first_packet(c: Client, reps: int, taken: set[int], work: Path) -> FirstPacket:
-    in_port, out_port = udp_ports(2, 27000, taken)
+def castway_once(c: Client, name: str, in_port: int, out_port: int, rx: socket.socket,
+                 res: FirstPacket) -> None:
+    """CreateRoute to the first datagram at the output; then the route is deleted."""
     md = c.metadata
+    drain(rx)
+    t0 = time.time_ns()
+    try:
+        c.routes.CreateRoute(request(name, in_port, out_port), metadata=md,
+                             timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as e:
+        res.notes.append(f"castway {name}: {e.code().name}: {e.details()}")
+        return
+    res.create_rpc_ms.append((time.time_ns() - t0) / 1e6)
+    try:
+        at = first_arrival(rx, t0, FIRST_PACKET_TIMEOUT_S)
+        if at is not None:
+            res.castway_ms.append((at - t0) / 1e6)
+        else:
+            route = c.routes.GetRoute(route_pb2.GetRouteRequest(name=name), metadata=md,
+                                      timeout=RPC_TIMEOUT_S)
+            res.notes.append(f"castway {name}: nothing in {FIRST_PACKET_TIMEOUT_S:.0f} s; "
+                             f"state {route.status.state!r} {route.status.error}")
+    finally:
+        c.routes.DeleteRoute(route_pb2.DeleteRouteRequest(name=name), metadata=md,
+                             timeout=RPC_TIMEOUT_S)
+
+
+def slt_once(in_port: int, out_port: int, rx: socket.socket, log: Path,
+             res: FirstPacket) -> None:
+    """srt-live-transmit from spawn to the first datagram at the output; then it is killed."""
+    drain(rx)
+    with open(log, "wb") as err:
+        t0 = time.time_ns()
+        slt = subprocess.Popen(
+            ["srt-live-transmit", "-q", f"udp://:{in_port}", f"udp://127.0.0.1:{out_port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True,
+        )
+        try:
+            at = first_arrival(rx, t0, FIRST_PACKET_TIMEOUT_S)
+        finally:
+            stop(slt)
+    if at is not None:
+        res.slt_ms.append((at - t0) / 1e6)
+    else:
+        said = log.read_text(errors="replace").strip()[-300:]
+        res.notes.append(f"srt-live-transmit: nothing in {FIRST_PACKET_TIMEOUT_S:.0f} s: {said}")
+
+
+def first_packet(c: Client, reps: int, taken: set[int], work: Path) -> FirstPacket:
+    """Stage 3, the two peers interleaved, fed by one sender that is live throughout."""
+    in_port, out_port = udp_ports(2, 27000, taken)
     res = FirstPacket([], [], [], [])
-    log = open(work / "peers.log", "ab")
     clip = work / "clip.ts"
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
@@ -351,58 +403,20 @@ def first_packet(c: Client, reps: int, taken: set[int], work: Path) -> FirstPack
          "-maxrate", "4M", "-bufsize", "2M", "-pix_fmt", "yuv420p", "-f", "mpegts", str(clip)],
         check=True, timeout=120,
     )
-    sender = subprocess.Popen([sys.executable, "-c", PACER, str(in_port), str(clip),
-                               str(CLIP_S)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    sender = subprocess.Popen(
+        [sys.executable, "-c", PACER, str(in_port), str(clip), str(CLIP_S)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+    )
     try:
-        with receiver(in_port) as probe:  # the sender is live before any measurement
+        with receiver(in_port) as probe:
             if first_arrival(probe, 0, FIRST_PACKET_TIMEOUT_S) is None:
                 raise SystemExit("control bench: the sender sent nothing in 10 s")
         with receiver(out_port) as rx:
             for rep in range(reps):
-                # castway: CreateRoute to first datagram at the output.
-                drain(rx)
-                name = f"fp{rep}"
-                t0 = time.time_ns()
-                try:
-                    c.routes.CreateRoute(request(name, in_port, out_port), metadata=md,
-                                         timeout=RPC_TIMEOUT_S)
-                except grpc.RpcError as e:
-                    res.notes.append(f"castway run {rep + 1}: {e.code().name}: {e.details()}")
-                    continue
-                res.create_rpc_ms.append((time.time_ns() - t0) / 1e6)
-                at = first_arrival(rx, t0, FIRST_PACKET_TIMEOUT_S)
-                if at is None:
-                    route = c.routes.GetRoute(route_pb2.GetRouteRequest(name=name), metadata=md,
-                                              timeout=RPC_TIMEOUT_S)
-                    res.notes.append(f"castway run {rep + 1}: nothing in "
-                                     f"{FIRST_PACKET_TIMEOUT_S:.0f} s; state "
-                                     f"{route.status.state!r} {route.status.error}")
-                else:
-                    res.castway_ms.append((at - t0) / 1e6)
-                c.routes.DeleteRoute(route_pb2.DeleteRouteRequest(name=name), metadata=md,
-                                     timeout=RPC_TIMEOUT_S)
-                # srt-live-transmit: spawn to first datagram at the output.
-                drain(rx)
-                t0 = time.time_ns()
-                slt = subprocess.Popen(
-                    ["srt-live-transmit", "-q", f"udp://:{in_port}",
-                     f"udp://127.0.0.1:{out_port}"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    start_new_session=True,
-                )
-                try:
-                    at = first_arrival(rx, t0, FIRST_PACKET_TIMEOUT_S)
-                finally:
-                    stop(slt)
-                if at is None:
-                    res.notes.append(f"srt-live-transmit run {rep + 1}: nothing in "
-                                     f"{FIRST_PACKET_TIMEOUT_S:.0f} s (see {work}/peers.log)")
-                else:
-                    res.slt_ms.append((at - t0) / 1e6)
+                castway_once(c, f"fp{rep}", in_port, out_port, rx, res)
+                slt_once(in_port, out_port, rx, work / "slt.log", res)
     finally:
         stop(sender)
-        log.close()
     return res
 
 

@@ -173,6 +173,22 @@ def test_auth_matrix(
     c.close()
 
 
+def test_viewers_read_routes_without_passphrases(server: Server) -> None:
+    secret = "a-very-secret-phrase"
+    s = spec(
+        [f"srt://:{free_port()}?mode=listener&passphrase={secret}"],
+        srt=spec_pb2.SrtDefaults(passphrase=secret),
+    )
+    server.create("enc", s, desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    assert secret in str(server.get("enc"))
+    with server.client_with(server.key("viewer")) as viewer:
+        seen = viewer.routes.GetRoute(
+            route_pb2.GetRouteRequest(name="enc"), metadata=viewer.metadata
+        )
+    assert secret not in str(seen) and "passphrase=***" in seen.resolved.inputs[0].uri
+    assert seen.spec.srt.passphrase == "***"
+
+
 def test_keys_are_stored_hashed_and_shown_once(server: Server) -> None:
     created = server.client.keys.CreateKey(
         key_pb2.CreateKeyRequest(name="ci", role=key_pb2.ROLE_VIEWER),

@@ -231,6 +231,9 @@ struct Checked {
     config: SwitchConfig,
     inputs: Vec<Wanted>,
     outputs: Vec<Wanted>,
+    /// The counters behind the `in<n>`/`out<n>` ids given so far.
+    next_input: usize,
+    next_output: usize,
 }
 
 /// One logical stream: inputs → switch → hub → outputs.
@@ -335,18 +338,18 @@ impl Route {
         }
         let config = switch_config(&spec.switch)?;
         let mut inputs: Vec<Wanted> = Vec::new();
-        let mut next = 0;
+        let mut next_input = 0;
         for i in &spec.inputs {
             let taken = |id: &str| inputs.iter().any(|w| w.id == id);
-            let id = slot_id("input", "in", i.id.as_deref(), &mut next, taken)?;
+            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, taken)?;
             let (endpoint, cold) = Endpoint::parse_input(&i.uri)?;
             inputs.push(Wanted { id, endpoint, cold });
         }
         let mut outputs: Vec<Wanted> = Vec::new();
-        let mut next = 0;
+        let mut next_output = 0;
         for o in &spec.outputs {
             let taken = |id: &str| outputs.iter().any(|w| w.id == id);
-            let id = slot_id("output", "out", o.id.as_deref(), &mut next, taken)?;
+            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, taken)?;
             let endpoint = Endpoint::parse(&o.uri, Role::Output)?;
             outputs.push(Wanted {
                 id,
@@ -359,6 +362,8 @@ impl Route {
             config,
             inputs,
             outputs,
+            next_input,
+            next_output,
         })
     }
 
@@ -370,14 +375,14 @@ impl Route {
             config,
             inputs: want_inputs,
             outputs: want_outputs,
+            next_input,
+            next_output,
         } = Self::checked(&spec)?;
         let hub = Arc::new(Hub::default());
-        let next_input = want_inputs.len();
         let inputs: Vec<Slot> = want_inputs
             .into_iter()
             .map(|w| input_slot(w.id, w.endpoint, w.cold, &hub, queue_bytes))
             .collect();
-        let next_output = want_outputs.len();
         let outputs: Vec<Slot> = want_outputs
             .into_iter()
             .map(|w| Slot::new(w.id, Role::Output, w.endpoint, None, queue_bytes))

@@ -336,8 +336,14 @@ fn limits(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("loss_timeout_ms", ms(crate::switch::DEFAULT_LOSS_TIMEOUT))?;
     d.set_item("min_loss_timeout_ms", ms(crate::switch::MIN_LOSS_TIMEOUT))?;
     d.set_item("max_loss_timeout_ms", ms(crate::graph::MAX_LOSS_TIMEOUT))?;
-    d.set_item("failback_after_ms", ms(crate::switch::DEFAULT_FAILBACK_AFTER))?;
-    d.set_item("max_failback_after_ms", ms(crate::graph::MAX_FAILBACK_AFTER))?;
+    d.set_item(
+        "failback_after_ms",
+        ms(crate::switch::DEFAULT_FAILBACK_AFTER),
+    )?;
+    d.set_item(
+        "max_failback_after_ms",
+        ms(crate::graph::MAX_FAILBACK_AFTER),
+    )?;
     Ok(d)
 }
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -90,10 +92,27 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
     )
 
 
+PASSPHRASE = re.compile(r"(passphrase=)[^&#]*", re.IGNORECASE)
+REDACTED = "***"
+
+
+def _secrets_shown() -> bool:
+    """Viewers read routes without their SRT passphrases; operators and admins see them."""
+    key = auth.current_key()
+    return key is None or key.role != "viewer"
+
+
 def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
+    shown = _secrets_shown()
+
+    def uri(text: str) -> str:
+        return text if shown else PASSPHRASE.sub(rf"\g<1>{REDACTED}", text)
+
+    if not shown and spec.srt.passphrase is not None:
+        spec = replace(spec, srt=replace(spec.srt, passphrase=REDACTED))
     pb = spec_pb2.RouteSpec(
-        inputs=[spec_pb2.Endpoint(id=e.id, uri=e.uri) for e in spec.inputs],
-        outputs=[spec_pb2.Endpoint(id=e.id, uri=e.uri) for e in spec.outputs],
+        inputs=[spec_pb2.Endpoint(id=e.id, uri=uri(e.uri)) for e in spec.inputs],
+        outputs=[spec_pb2.Endpoint(id=e.id, uri=uri(e.uri)) for e in spec.outputs],
         template=spec.template,
         queue_bytes=spec.queue_bytes,
     )
