@@ -57,6 +57,7 @@ wheel: setup
 bench: setup
 	$(PY) benches/relay.py
 	$(PY) benches/failover.py
+	$(PY) benches/control.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway
