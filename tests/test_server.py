@@ -28,7 +28,7 @@ from castway.server import Running, Tls, run_server
 from castway.server.store import MIGRATIONS, Store, StoreError
 from castway.v1 import key_pb2, route_pb2, spec_pb2, template_pb2
 
-from conftest import UdpCapture, free_port, ts_continuity, wait_until
+from conftest import Peers, UdpCapture, free_port, srt_receiver, ts_continuity, wait_until
 
 ADMIN = "test-admin-key-0123456789"
 CODE = grpc.StatusCode
@@ -323,26 +323,30 @@ def test_stale_version_update_is_aborted(server: Server) -> None:
 
 
 def test_update_by_diff_leaves_an_unchanged_output_without_a_gap(
-    server: Server, udp_capture: Callable[..., UdpCapture]
+    server: Server, peers: Peers, udp_capture: Callable[..., UdpCapture]
 ) -> None:
+    # The kept output is an SRT listener with srt-live-transmit calling it; the update removes
+    # one UDP output, adds another and changes the loss timeout.
     keep, other, new = free_port(), free_port(), free_port()
-    cap = udp_capture(keep)
+    cap = udp_capture()
     other_cap = udp_capture(other)
     new_cap = udp_capture(new)
+    keep_uri = f"srt://:{keep}?mode=listener"
     server.create(
         "diff",
         spec(
             [ep(test_input(), "pattern")],
-            [ep(f"udp://127.0.0.1:{keep}", "keep"), ep(f"udp://127.0.0.1:{other}", "other")],
+            [ep(keep_uri, "keep"), ep(f"udp://127.0.0.1:{other}", "other")],
         ),
     )
+    srt_receiver(peers, keep, cap)
     wait_until(lambda: cap.size > 200_000 and other_cap.size > 0, 30, "the route to go live")
     before = cap.size
     changed = server.update(
         "diff",
         spec(
             [ep(test_input(), "pattern")],
-            [ep(f"udp://127.0.0.1:{keep}", "keep"), ep(f"udp://127.0.0.1:{new}", "new")],
+            [ep(keep_uri, "keep"), ep(f"udp://127.0.0.1:{new}", "new")],
             failover=spec_pb2.Failover(loss_timeout_ms=800),
         ),
     )
@@ -350,12 +354,14 @@ def test_update_by_diff_leaves_an_unchanged_output_without_a_gap(
     assert (list(c.outputs_added), list(c.outputs_removed)) == (["new"], ["other"])
     assert not c.inputs_added and not c.inputs_removed and not c.restarted and c.settings
     wait_until(lambda: new_cap.size > 100_000, 30, "the new output to deliver")
-    wait_until(lambda: cap.size > before + 300_000, 30, "more on the kept output")
+    wait_until(lambda: cap.size > before + 300_000, 30, "more at the SRT receiver")
     other_stopped = other_cap.size
     status = server.get("diff").status
     assert {o.id for o in status.outputs} == {"keep", "new"}
+    keep_status = next(o for o in status.outputs if o.id == "keep")
+    assert keep_status.reconnects == 0 and keep_status.drops == 0
     cont = ts_continuity(cap.data)
-    # Not one packet lost on the kept output across the update.
+    # Not one packet lost at the receiver of the kept output across the update.
     assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, cont
     assert other_cap.size == other_stopped
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from castway import __version__, check_uri, cli_remote, gstreamer_version
+from castway.cli_remote import DEMO_PORT
 from castway.errors import CastwayError, InvalidUriError
 from castway.gateway import Gateway, Route, RouteStats
 
-DEMO_PORT = 9710
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
 
 EXIT_OK = 0

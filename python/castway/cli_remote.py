@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from castway.client import DEFAULT_ADDR, Client
 from castway.server import ServeError, Tls, run_server
 from castway.server.config import ConfigError, Declared
+from castway.server.servicers import spec_to_pb
 from castway.server.specs import NAME, Endpoint, Failover, Spec, SrtDefaults
 from castway.server.store import StoreError
 from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
@@ -183,32 +184,32 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def _endpoint(text: str) -> spec_pb2.Endpoint:
+def _endpoint(text: str) -> Endpoint:
+    """``ID=URI`` or a plain URI, the way ``relay`` takes them."""
     ep_id, sep, uri = text.partition("=")
     if sep and NAME.match(ep_id) and "://" not in ep_id:
-        return spec_pb2.Endpoint(id=ep_id, uri=uri)
-    return spec_pb2.Endpoint(uri=text)
+        return Endpoint(ep_id, uri)
+    return Endpoint("", text)
 
 
 def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
-    failover = Failover(
-        loss_timeout_ms=args.loss_timeout,
-        failback_after_ms=args.failback_after,
-        slate=False if args.no_slate else None,
-        slate_size=args.slate_size,
+    return spec_to_pb(
+        Spec(
+            inputs=tuple(_endpoint(u) for u in args.input),
+            outputs=tuple(_endpoint(u) for u in args.output),
+            template=getattr(args, "template", ""),
+            queue_bytes=args.queue_bytes,
+            failover=Failover(
+                loss_timeout_ms=args.loss_timeout,
+                failback_after_ms=args.failback_after,
+                slate=False if args.no_slate else None,
+                slate_size=args.slate_size,
+            ),
+            srt=SrtDefaults(
+                latency_ms=args.latency, passphrase=args.passphrase, pbkeylen=args.pbkeylen
+            ),
+        )
     )
-    srt = SrtDefaults(latency_ms=args.latency, passphrase=args.passphrase, pbkeylen=args.pbkeylen)
-    pb = spec_pb2.RouteSpec(
-        inputs=[_endpoint(u) for u in args.input],
-        outputs=[_endpoint(u) for u in args.output],
-        template=getattr(args, "template", ""),
-        queue_bytes=args.queue_bytes,
-    )
-    for part, values in ((pb.failover, failover), (pb.srt, srt)):
-        for k, v in vars(values).items():
-            if v is not None:
-                setattr(part, k, v)
-    return pb
 
 
 def _version(args: argparse.Namespace) -> dict[str, int]:
@@ -396,7 +397,9 @@ def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
                 show(r, lambda: _route_detail(r, out))
             elif action == "add-output":
                 u = rs.AddOutput(
-                    route_pb2.AddOutputRequest(name=args.name, output=_endpoint(args.uri)),
+                    route_pb2.AddOutputRequest(
+                        name=args.name, output=spec_pb2.Endpoint(**vars(_endpoint(args.uri)))
+                    ),
                     metadata=md,
                     timeout=t,
                 )
@@ -494,6 +497,10 @@ def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
                     ],
                     out,
                 )
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing went wrong here.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
     except grpc.RpcError as e:
         code = e.code()
         if code == grpc.StatusCode.UNAVAILABLE:

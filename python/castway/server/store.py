@@ -100,14 +100,16 @@ class Store:
     FILE = "castway.db"
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / self.FILE
         try:
+            data_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
+        except OSError as e:
+            raise StoreError(f"cannot use the data dir {data_dir}: {e.strerror}") from None
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {self.path}: {e}") from None
         self._lock = threading.Lock()
