@@ -51,6 +51,8 @@ class EndpointStats(TypedDict, total=False):
     healthy: bool
     standby: Literal["warm", "cold"]
     idle_ms: int | None
+    off_air_packets: int
+    held_back_packets: int
     bytes: int
     packets: int
     bitrate_bps: int

@@ -1,17 +1,38 @@
 //! Which local UDP ports the gateway's listeners hold. A second claim on a port (by any route)
 //! is refused before anything starts, and so is a port another process holds: libsrt binds
 //! with SO_REUSEADDR, so without this check a clash would go unnoticed and split the traffic.
+//!
+//! A released port is not free at once: libsrt closes a listener's UDP socket from its
+//! garbage-collector thread, up to about a second after `srt_close` returned. Released binds are
+//! kept as *closing* until a probe can bind them; `await_free` waits for that (removing a route
+//! returns when its ports are free), and a claim on a port this gateway is still closing waits
+//! too, and never blames another process for it.
 
 use std::net::UdpSocket;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::uri::{Endpoint, Role};
 
+/// How long a released port may take to close before a claim or a removal gives up waiting.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+/// How often a closing port is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(5);
+
+/// A bind as claims see it: (owner `route/slot`, host, port).
+type Bind = (String, String, u16);
+
+#[derive(Default)]
+struct State {
+    held: Vec<Bind>,
+    /// Released binds whose socket may still be open, with when they were released.
+    closing: Vec<(Bind, Instant)>,
+}
+
 #[derive(Default)]
 pub struct Claims {
-    /// (owner `route/slot`, host, port)
-    held: Mutex<Vec<(String, String, u16)>>,
+    state: Mutex<State>,
 }
 
 fn overlaps(a: &(String, u16), b: &(String, u16)) -> bool {
@@ -19,16 +40,38 @@ fn overlaps(a: &(String, u16), b: &(String, u16)) -> bool {
     a.1 == b.1 && (a.0 == b.0 || wildcard(&a.0) || wildcard(&b.0))
 }
 
+/// Whether nothing holds `host:port` (a socket without SO_REUSEADDR can bind it).
+fn probe(host: &str, port: u16) -> std::io::Result<()> {
+    UdpSocket::bind((host, port)).map(drop)
+}
+
+/// Probes until `host:port` binds or `deadline` passes; returns the last probe's result.
+fn probe_until(host: &str, port: u16, deadline: Instant) -> std::io::Result<()> {
+    loop {
+        match probe(host, port) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(PROBE_EVERY);
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Claims {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Claims the exclusive binds of `endpoints` (owner, endpoint, role), all or none.
     pub fn claim_all(&self, endpoints: &[(String, &Endpoint, Role)]) -> Result<()> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut new: Vec<(String, String, u16)> = Vec::new();
+        let mut state = self.state();
+        let mut new: Vec<Bind> = Vec::new();
         for (owner, endpoint, role) in endpoints {
             let Some(bind) = endpoint.exclusive_bind(*role) else {
                 continue;
             };
-            let clash = held
+            let clash = state
+                .held
                 .iter()
                 .chain(new.iter())
                 .find(|(_, h, p)| overlaps(&(h.clone(), *p), &bind));
@@ -38,10 +81,25 @@ impl Claims {
                     addr: format!("UDP port {} (held by {other})", bind.1),
                 });
             }
-            if let Err(e) = UdpSocket::bind((bind.0.as_str(), bind.1)) {
+            // A port this gateway released a moment ago may still be closing: wait for it.
+            let closing = state
+                .closing
+                .iter()
+                .find(|((_, h, p), _)| overlaps(&(h.clone(), *p), &bind))
+                .map(|((o, _, _), at)| (o.clone(), *at));
+            let deadline = closing
+                .as_ref()
+                .map_or_else(Instant::now, |(_, at)| *at + RELEASE_WAIT);
+            if let Err(e) = probe_until(&bind.0, bind.1, deadline) {
                 let addr = format!("UDP {}:{}", bind.0, bind.1);
-                return Err(match e.kind() {
-                    std::io::ErrorKind::AddrInUse => Error::AddressInUse {
+                return Err(match (e.kind(), closing) {
+                    (std::io::ErrorKind::AddrInUse, Some((was, _))) => Error::AddressInUse {
+                        endpoint: format!("{owner} ({endpoint})"),
+                        addr: format!(
+                            "{addr} (still being closed by this gateway: it was {was}'s)"
+                        ),
+                    },
+                    (std::io::ErrorKind::AddrInUse, None) => Error::AddressInUse {
                         endpoint: format!("{owner} ({endpoint})"),
                         addr: format!("{addr} (held by another process)"),
                     },
@@ -50,24 +108,55 @@ impl Claims {
                     )),
                 });
             }
+            state
+                .closing
+                .retain(|((_, h, p), _)| !overlaps(&(h.clone(), *p), &bind));
             new.push((owner.clone(), bind.0, bind.1));
         }
-        held.extend(new);
+        state.held.extend(new);
         Ok(())
     }
 
+    /// Gives up the binds of `owner`; they count as closing until `await_free` sees them free.
     pub fn release(&self, owner: &str) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(o, _, _)| o != owner);
+        self.release_where(|o| o == owner);
     }
 
+    /// Gives up the binds of every owner starting with `prefix` (a whole route: `name/`).
     pub fn release_prefix(&self, prefix: &str) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(o, _, _)| !o.starts_with(prefix));
+        self.release_where(|o| o.starts_with(prefix));
+    }
+
+    fn release_where(&self, gone: impl Fn(&str) -> bool) {
+        let mut state = self.state();
+        let now = Instant::now();
+        let (released, kept): (Vec<Bind>, Vec<Bind>) = std::mem::take(&mut state.held)
+            .into_iter()
+            .partition(|(o, _, _)| gone(o));
+        state.held = kept;
+        state.closing.extend(released.into_iter().map(|b| (b, now)));
+    }
+
+    /// Waits (at most a few seconds) until the closing binds of owners starting with `prefix`
+    /// are free, then forgets them. Called after the sockets were told to close, so that a
+    /// removal returns when its ports can be bound again.
+    pub fn await_free(&self, prefix: &str) {
+        let waiting: Vec<(Bind, Instant)> = self
+            .state()
+            .closing
+            .iter()
+            .filter(|((o, _, _), _)| o.starts_with(prefix))
+            .cloned()
+            .collect();
+        for ((_, host, port), at) in &waiting {
+            // Not under the lock: other routes claim and release meanwhile.
+            let _ = probe_until(host, *port, *at + RELEASE_WAIT);
+        }
+        let mut state = self.state();
+        state.closing.retain(|(b, at)| {
+            !(waiting.iter().any(|(w, _)| w == b) && probe(&b.1, b.2).is_ok())
+                && at.elapsed() < RELEASE_WAIT * 10
+        });
     }
 }
 
@@ -110,5 +199,49 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::AddressInUse { .. }), "{e}");
         assert!(e.to_string().contains("another process"), "{e}");
+    }
+
+    #[test]
+    fn a_port_released_but_still_closing_is_waited_for_not_blamed_on_another_process() {
+        let probe = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let claims = Claims::default();
+        let a = ep(&format!("srt://:{port}"));
+        claims
+            .claim_all(&[("r/in0".into(), &a, Role::Input)])
+            .unwrap();
+        // The route's socket, as libsrt keeps it open for a while after the route let go.
+        let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        claims.release_prefix("r/");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(socket);
+        });
+        claims
+            .claim_all(&[("r/in0".into(), &a, Role::Input)])
+            .unwrap();
+        closer.join().unwrap();
+    }
+
+    #[test]
+    fn await_free_returns_once_the_released_port_binds() {
+        let probe = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let claims = Claims::default();
+        let a = ep(&format!("udp://:{port}"));
+        claims
+            .claim_all(&[("r/in0".into(), &a, Role::Input)])
+            .unwrap();
+        let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        claims.release("r/in0");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(socket);
+        });
+        claims.await_free("r/");
+        assert!(UdpSocket::bind(("0.0.0.0", port)).is_ok());
+        closer.join().unwrap();
     }
 }

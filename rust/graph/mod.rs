@@ -343,6 +343,7 @@ impl Route {
             let taken = |id: &str| inputs.iter().any(|w| w.id == id);
             let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, taken)?;
             let (endpoint, cold) = Endpoint::parse_input(&i.uri)?;
+            let endpoint = on_this_host(endpoint)?;
             inputs.push(Wanted { id, endpoint, cold });
         }
         let mut outputs: Vec<Wanted> = Vec::new();
@@ -350,7 +351,7 @@ impl Route {
         for o in &spec.outputs {
             let taken = |id: &str| outputs.iter().any(|w| w.id == id);
             let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, taken)?;
-            let endpoint = Endpoint::parse(&o.uri, Role::Output)?;
+            let endpoint = on_this_host(Endpoint::parse(&o.uri, Role::Output)?)?;
             outputs.push(Wanted {
                 id,
                 endpoint,
@@ -489,7 +490,7 @@ impl Route {
 
     /// Adds an output to the running route; the other outputs see no gap. Returns its id.
     pub fn add_output(&self, uri: &str, id: Option<&str>) -> Result<String> {
-        let endpoint = Endpoint::parse(uri, Role::Output)?;
+        let endpoint = on_this_host(Endpoint::parse(uri, Role::Output)?)?;
         let mut inner = lock(&self.inner);
         if inner.closed {
             return Err(Error::Closed(format!("route `{}`", self.name)));
@@ -508,9 +509,11 @@ impl Route {
         let mut inner = lock(&self.inner);
         let i = self.position(&inner.outputs, "output", id)?;
         let mut slot = inner.outputs.remove(i);
-        self.claims.release(&format!("{}/{id}", self.name));
+        let owner = format!("{}/{id}", self.name);
+        self.claims.release(&owner);
         drop(inner);
         slot.stop(&self.hub, Status::Stopped);
+        self.claims.await_free(&owner);
         Ok(())
     }
 
@@ -524,6 +527,7 @@ impl Route {
         let mut next = inner.next_input;
         let id = slot_id("input", "in", id, &mut next, has_id(&inner.inputs))?;
         let (endpoint, cold) = Endpoint::parse_input(uri)?;
+        let endpoint = on_this_host(endpoint)?;
         let mut slot = input_slot(id.clone(), endpoint, cold, &self.hub, self.queue_bytes);
         self.claim_and_start(&mut slot)?;
         inner.next_input = next;
@@ -547,6 +551,8 @@ impl Route {
             )));
         }
         self.remove_input_at(&mut inner, i);
+        drop(inner);
+        self.claims.await_free(&format!("{}/{id}", self.name));
         Ok(())
     }
 
@@ -822,6 +828,8 @@ impl Route {
                 self.claims.release_prefix(&format!("{}/", self.name));
             }
         }
+        // Returns when the route's ports can be bound again.
+        self.claims.await_free(&format!("{}/", self.name));
         self.switched.notify_all();
         let _ = self.events.send(Event::Shutdown);
         let handle = lock(&self.thread).take();
@@ -883,12 +891,26 @@ impl Route {
             }
             Source::Nothing => None,
         };
+        // Every input is lost and the input on air stays the hub's until something else can
+        // really go out: a stall that ends before the slate delivers costs nothing, and a
+        // route with one input passes all it receives.
+        let lost = matches!(
+            s.reason,
+            Reason::Lost | Reason::Error | Reason::Eos | Reason::Slate
+        ) && matches!(s.to, Source::Slate | Source::Nothing)
+            && inner.inputs.iter().any(|slot| {
+                slot.feed
+                    .as_ref()
+                    .is_some_and(|f| f.id == self.hub.active())
+            });
         match target {
-            // What goes out still plays: change over at the new feed's keyframe, no gap.
-            Some(feed) if self.on_air_plays(inner) => {
+            // What goes out still plays, or only the slate can replace it: change over at the
+            // new feed's keyframe, no gap.
+            Some(feed) if lost || self.on_air_plays(inner) => {
                 self.hub.cut_at_keyframe(&feed);
                 inner.pending_since = Some(now);
             }
+            None if lost => self.hub.disarm(),
             target => self.hub.cut_to(target.as_deref()),
         }
         self.switched.notify_all();
@@ -1058,13 +1080,15 @@ impl Route {
             }
         }
         // An armed cut whose feed never showed a keyframe, or whose on-air feed died meanwhile,
-        // happens now.
+        // happens now. The slate is awaited (its first packet is a keyframe): until it
+        // delivers, the lost input stays on air in case it comes back.
         let pending = self.hub.pending();
         if pending != 0 {
             let waited = inner
                 .pending_since
                 .is_some_and(|t| now.duration_since(t) >= KEYFRAME_WAIT);
-            if waited || !self.on_air_plays(&inner) {
+            let slate = pending == inner.slate_feed.id;
+            if waited || (!slate && !self.on_air_plays(&inner)) {
                 let feed = inner.feed_by_id(pending);
                 self.hub.cut_to(feed.as_deref());
                 inner.pending_since = None;
@@ -1143,6 +1167,21 @@ fn error_reason(e: &gst::message::Error) -> String {
         }
     }
     reason
+}
+
+/// Checks what a URI cannot say by itself but this host can: the network interface it names
+/// exists.
+fn on_this_host(endpoint: Endpoint) -> Result<Endpoint> {
+    if let Endpoint::Udp(u) = &endpoint {
+        if !u.iface_exists() {
+            let name = u.iface.as_deref().unwrap_or_default();
+            return Err(Error::uri(
+                &endpoint,
+                format!("network interface `iface={name}` does not exist on this host"),
+            ));
+        }
+    }
+    Ok(endpoint)
 }
 
 /// An input slot with a new hub feed.

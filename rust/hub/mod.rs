@@ -310,12 +310,23 @@ impl Hub {
         gst::debug!(CAT, "cut to feed {}", feed.id);
     }
 
-    /// Cuts to `feed` at its next keyframe; until then the active feed goes on.
+    /// Cuts to `feed` at its next keyframe; until then the active feed goes on. If `feed` is
+    /// the one going out already, a cut armed for another feed is called off: the choice that
+    /// armed it no longer stands (that feed may be lost by now).
     pub fn cut_at_keyframe(&self, feed: &Feed) {
         let _splice = lock(&self.splice);
-        if self.active.load(Relaxed) != feed.id {
-            self.pending.store(feed.id, Relaxed);
-        }
+        let to = if self.active.load(Relaxed) == feed.id {
+            0
+        } else {
+            feed.id
+        };
+        self.pending.store(to, Relaxed);
+    }
+
+    /// Calls off an armed cut; what goes out stays.
+    pub fn disarm(&self) {
+        let _splice = lock(&self.splice);
+        self.pending.store(0, Relaxed);
     }
 
     /// The active feed starts over (a looped file reopened, a reconnected sender): what follows
@@ -416,6 +427,7 @@ impl Hub {
         feed.last_data_ms.store(self.now_ms(), Relaxed);
         let id = feed.id;
         if id != self.active.load(Relaxed) && id != self.pending.load(Relaxed) {
+            feed.counters.off_air(buffer.size());
             return;
         }
         let mut splice = lock(&self.splice);
@@ -429,6 +441,7 @@ impl Hub {
             gst::debug!(CAT, "cut to feed {id} at a keyframe");
         }
         if id != self.active.load(Relaxed) {
+            feed.counters.off_air(buffer.size());
             return;
         }
         // Once splicing, a source starting over under us is spliced on too. Before the first
@@ -439,10 +452,12 @@ impl Hub {
             self.cuts.fetch_add(1, Relaxed);
         }
         if splice.rewrites() {
+            let size = buffer.size();
             let kept = match buffer.make_mut().map_writable() {
                 Ok(mut map) => splice.rewrite(&mut map, now),
                 Err(_) => 0,
             };
+            feed.counters.held_back((size - kept) / PACKET_SIZE);
             if kept == 0 {
                 return;
             }
@@ -466,5 +481,72 @@ impl Hub {
             Some(v) => pid(p) == usize::from(v.pid) && starts_keyframe(p, v.codec),
             None => starts_keyframe(p, Codec::Other),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ts::tests::packet;
+
+    /// A buffer of one video packet on PID 0x100: a keyframe (random access) or not.
+    fn video(cc: u8, pcr: u64, key: bool) -> gst::Buffer {
+        let mut p = packet(0x100, cc, Some(pcr), Some(pcr + 9_000));
+        if key {
+            p[5] |= 0x40;
+        }
+        gst::Buffer::from_mut_slice(p.to_vec())
+    }
+
+    fn hub_with_two_feeds() -> (Hub, Arc<Feed>, Arc<Feed>) {
+        gst::init().unwrap();
+        let hub = Hub::default();
+        let (main, backup) = (hub.feed(), hub.feed());
+        (hub, main, backup)
+    }
+
+    #[test]
+    fn a_cut_armed_for_a_feed_is_called_off_when_the_choice_returns_to_the_feed_on_air() {
+        let (hub, main, backup) = hub_with_two_feeds();
+        hub.cut_to(Some(&backup));
+        hub.ingest(&backup, video(0, 1_000, true));
+        // Failback: main is to go out at its next keyframe ...
+        hub.cut_at_keyframe(&main);
+        assert_eq!(hub.pending(), main.id);
+        // ... but main is lost before one comes, and the choice is backup again.
+        hub.cut_at_keyframe(&backup);
+        assert_eq!(hub.pending(), 0);
+        // Main returns with a keyframe: it must not go out behind the switch's back.
+        hub.ingest(&main, video(0, 50_000, true));
+        assert_eq!(hub.active(), backup.id);
+        assert_eq!(main.counters.snapshot().off_air, 1);
+    }
+
+    #[test]
+    fn an_armed_cut_happens_at_the_keyframe_and_counts_what_waited() {
+        let (hub, main, backup) = hub_with_two_feeds();
+        hub.cut_to(Some(&backup));
+        hub.ingest(&backup, video(0, 1_000, true));
+        hub.cut_at_keyframe(&main);
+        hub.ingest(&main, video(0, 50_000, false));
+        assert_eq!(hub.active(), backup.id);
+        hub.ingest(&main, video(1, 53_600, true));
+        assert_eq!(hub.active(), main.id);
+        assert_eq!(hub.pending(), 0);
+        let m = main.counters.snapshot();
+        assert_eq!((m.packets, m.off_air, m.held_back), (2, 1, 0));
+        // The backup goes on arriving, off air now.
+        hub.ingest(&backup, video(1, 4_600, false));
+        assert_eq!(backup.counters.snapshot().off_air, 1);
+    }
+
+    #[test]
+    fn disarm_keeps_what_goes_out() {
+        let (hub, main, backup) = hub_with_two_feeds();
+        hub.cut_to(Some(&main));
+        hub.cut_at_keyframe(&backup);
+        hub.disarm();
+        hub.ingest(&backup, video(0, 1_000, true));
+        assert_eq!(hub.active(), main.id);
     }
 }

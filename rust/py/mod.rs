@@ -7,7 +7,7 @@ mod errors;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::graph::{
     EndpointStats, Gateway, InputSpec, OutputSpec, Route, RouteSpec, RouteStats, SwitchRecord,
@@ -99,8 +99,8 @@ impl PyRoute {
     }
 
     #[pyo3(signature = (uri, id=None))]
-    fn add_output(&self, py: Python<'_>, uri: &str, id: Option<&str>) -> PyResult<String> {
-        Ok(py.allow_threads(|| self.inner.add_output(uri, id))?)
+    fn add_output(&self, py: Python<'_>, uri: Uri, id: Option<&str>) -> PyResult<String> {
+        Ok(py.allow_threads(|| self.inner.add_output(&uri.0, id))?)
     }
 
     fn remove_output(&self, py: Python<'_>, id: &str) -> PyResult<()> {
@@ -108,8 +108,8 @@ impl PyRoute {
     }
 
     #[pyo3(signature = (uri, id=None))]
-    fn add_input(&self, py: Python<'_>, uri: &str, id: Option<&str>) -> PyResult<String> {
-        Ok(py.allow_threads(|| self.inner.add_input(uri, id))?)
+    fn add_input(&self, py: Python<'_>, uri: Uri, id: Option<&str>) -> PyResult<String> {
+        Ok(py.allow_threads(|| self.inner.add_input(&uri.0, id))?)
     }
 
     fn remove_input(&self, py: Python<'_>, id: &str) -> PyResult<()> {
@@ -208,6 +208,8 @@ fn endpoint_stats<'py>(
         d.set_item("healthy", e.healthy)?;
         d.set_item("standby", e.standby)?;
         d.set_item("idle_ms", e.idle_ms)?;
+        d.set_item("off_air_packets", e.counters.off_air)?;
+        d.set_item("held_back_packets", e.counters.held_back)?;
     }
     d.set_item("bytes", e.counters.bytes)?;
     d.set_item("packets", e.counters.packets)?;
@@ -256,8 +258,33 @@ fn parse_role(role: &str) -> PyResult<Role> {
     }
 }
 
+/// A URI as Python hands it over. Text Python cannot encode (a lone surrogate, as
+/// `errors="surrogateescape"` makes from bytes that are not UTF-8) is a bad URI, said as such.
+struct Uri(String);
+
+impl<'py> FromPyObject<'py> for Uri {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let text = ob.downcast::<PyString>()?;
+        match text.to_str() {
+            Ok(s) => Ok(Uri(s.to_owned())),
+            Err(_) => {
+                let shown = text
+                    .repr()
+                    .map_or_else(|_| "?".into(), |r| r.to_string_lossy().into_owned());
+                Err(crate::Error::uri(
+                    shown,
+                    "it is not valid Unicode (a lone surrogate such as `\\udcff`, left by \
+                     decoding bytes that were not UTF-8); URIs are UTF-8 text",
+                )
+                .into())
+            }
+        }
+    }
+}
+
 #[pyfunction]
-fn check_uri(uri: &str, role: &str) -> PyResult<String> {
+fn check_uri(uri: Uri, role: &str) -> PyResult<String> {
+    let uri = uri.0.as_str();
     let role = parse_role(role)?;
     Ok(match role {
         Role::Input => Endpoint::parse_input(uri)?.0.to_string(),
@@ -274,7 +301,8 @@ fn check_route(spec: Spec) -> PyResult<()> {
 /// The local address an endpoint binds for itself alone (a listener's port), as
 /// `(host, port)`; None when it binds nothing exclusively.
 #[pyfunction]
-fn listen_address(uri: &str, role: &str) -> PyResult<Option<(String, u16)>> {
+fn listen_address(uri: Uri, role: &str) -> PyResult<Option<(String, u16)>> {
+    let uri = uri.0.as_str();
     let role = parse_role(role)?;
     let endpoint = match role {
         Role::Input => Endpoint::parse_input(uri)?.0,
@@ -286,34 +314,57 @@ fn listen_address(uri: &str, role: &str) -> PyResult<Option<(String, u16)>> {
 /// A route spec as Python hands it over: a dict with `name`, `inputs` and `outputs` (lists of
 /// `(uri, id)` pairs, `id` may be None) and optional `queue_bytes`, `loss_timeout_ms`,
 /// `failback_after_ms`, `slate`, `slate_size`.
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
 struct Spec {
     name: String,
-    inputs: Vec<(String, Option<String>)>,
-    outputs: Vec<(String, Option<String>)>,
-    #[pyo3(default)]
+    inputs: Vec<(Uri, Option<String>)>,
+    outputs: Vec<(Uri, Option<String>)>,
     queue_bytes: Option<u64>,
-    #[pyo3(default)]
     loss_timeout_ms: Option<u64>,
-    #[pyo3(default)]
     failback_after_ms: Option<u64>,
-    #[pyo3(default)]
     slate: Option<bool>,
-    #[pyo3(default)]
     slate_size: Option<(u32, u32)>,
+}
+
+/// Read by hand rather than derived: a derived extraction wraps a field's error in a
+/// `TypeError`, and a bad URI must stay an `InvalidUriError`.
+impl<'py> FromPyObject<'py> for Spec {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let d = ob.downcast::<PyDict>()?;
+        fn item<'py, T: FromPyObject<'py>>(
+            d: &Bound<'py, PyDict>,
+            key: &str,
+        ) -> PyResult<Option<T>> {
+            match d.get_item(key)? {
+                Some(v) if !v.is_none() => v.extract().map(Some),
+                _ => Ok(None),
+            }
+        }
+        let required = |key: &str| {
+            pyo3::exceptions::PyKeyError::new_err(format!("route spec without `{key}`"))
+        };
+        Ok(Spec {
+            name: item(d, "name")?.ok_or_else(|| required("name"))?,
+            inputs: item(d, "inputs")?.ok_or_else(|| required("inputs"))?,
+            outputs: item(d, "outputs")?.unwrap_or_default(),
+            queue_bytes: item(d, "queue_bytes")?,
+            loss_timeout_ms: item(d, "loss_timeout_ms")?,
+            failback_after_ms: item(d, "failback_after_ms")?,
+            slate: item(d, "slate")?,
+            slate_size: item(d, "slate_size")?,
+        })
+    }
 }
 
 impl Spec {
     fn into_route_spec(self) -> RouteSpec {
-        let endpoints = |v: Vec<(String, Option<String>)>| v.into_iter();
+        let endpoints = |v: Vec<(Uri, Option<String>)>| v.into_iter();
         RouteSpec {
             name: self.name,
             inputs: endpoints(self.inputs)
-                .map(|(uri, id)| InputSpec { uri, id })
+                .map(|(uri, id)| InputSpec { uri: uri.0, id })
                 .collect(),
             outputs: endpoints(self.outputs)
-                .map(|(uri, id)| OutputSpec { uri, id })
+                .map(|(uri, id)| OutputSpec { uri: uri.0, id })
                 .collect(),
             queue_bytes: self.queue_bytes,
             switch: SwitchSpec {

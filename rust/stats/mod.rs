@@ -14,6 +14,11 @@ pub struct Counters {
     packets: AtomicU64,
     /// TS packets not delivered: queue full, output not ready, or not MPEG-TS.
     drops: AtomicU64,
+    /// Inputs: valid packets that arrived while another source went out (standby).
+    off_air: AtomicU64,
+    /// Inputs: packets of this input on air that the hub held back at a cut, waiting for
+    /// their PID to start cleanly.
+    held_back: AtomicU64,
     bitrate_bps: AtomicU64,
 }
 
@@ -23,6 +28,8 @@ pub struct CounterSnapshot {
     pub bytes: u64,
     pub packets: u64,
     pub drops: u64,
+    pub off_air: u64,
+    pub held_back: u64,
     pub bitrate_bps: u64,
 }
 
@@ -39,11 +46,24 @@ impl Counters {
             .fetch_add(bytes.div_ceil(PACKET_SIZE).max(1) as u64, Relaxed);
     }
 
+    /// Counts whole packets that arrived while this input was not on air.
+    pub fn off_air(&self, bytes: usize) {
+        self.off_air
+            .fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
+    }
+
+    /// Counts whole packets of this input held back at a cut.
+    pub fn held_back(&self, packets: usize) {
+        self.held_back.fetch_add(packets as u64, Relaxed);
+    }
+
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             bytes: self.bytes.load(Relaxed),
             packets: self.packets.load(Relaxed),
             drops: self.drops.load(Relaxed),
+            off_air: self.off_air.load(Relaxed),
+            held_back: self.held_back.load(Relaxed),
             bitrate_bps: self.bitrate_bps.load(Relaxed),
         }
     }

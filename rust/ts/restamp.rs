@@ -232,6 +232,10 @@ impl Restamper {
             let out = ((p[3] & 0x0f) + self.cc_offset[pid]) & 0x0f;
             p[3] = (p[3] & 0xf0) | out;
             self.last_cc[pid] = out;
+        } else if self.last_cc[pid] != 0xff {
+            // ISO/IEC 13818-1 2.4.3.3: a packet without payload does not advance the counter,
+            // so it repeats the last one out on its PID, whatever the input numbered it.
+            p[3] = (p[3] & 0xf0) | self.last_cc[pid];
         }
         true
     }
@@ -495,6 +499,33 @@ mod tests {
         let pcr = pcr_base(&out).unwrap();
         assert_eq!(pts - pcr, 500);
         assert!(pcr > 100_000);
+    }
+
+    /// A packet with the PCR in an adaptation field and no payload, as encoders send between
+    /// frames.
+    fn pcr_only(cc: u8, pcr: u64) -> Vec<u8> {
+        let mut p = frame(cc, pcr, 0, false);
+        p[1] &= !0x40;
+        p[3] = (p[3] & 0xc0) | 0x20 | (cc & 0x0f);
+        p[4] = (PACKET_SIZE - 5) as u8;
+        p[12..].fill(0xff);
+        p
+    }
+
+    #[test]
+    fn counters_of_packets_without_payload_repeat_the_last_one_out() {
+        let mut r = cut_to_b(9_000);
+        let key = rewrite(&mut r, frame(0, 5_000_000, 5_030_000, true), 9_000);
+        assert_eq!(key[3] & 0x0f, 4);
+        // The input numbered its PCR-only packet 3 (not 0, as its own rule would): what goes
+        // out must repeat the 4 of the last payload packet out, or receivers count an error.
+        let af = rewrite(&mut r, pcr_only(3, 5_001_800), 10_800);
+        assert_eq!(af.len(), PACKET_SIZE);
+        assert_eq!(af[3] & 0x30, 0x20);
+        assert_eq!(af[3] & 0x0f, 4);
+        assert_eq!(pcr_base(&af), Some(110_800));
+        let next = rewrite(&mut r, frame(1, 5_003_600, 5_033_600, false), 12_600);
+        assert_eq!(next[3] & 0x0f, 5);
     }
 
     #[test]

@@ -214,8 +214,10 @@ pub(crate) fn split_host_port(authority: &str) -> std::result::Result<(String, u
         }
         (h.to_string(), p)
     };
+    // Digits only, no sign and no leading zero: `+5000` and `05000` are typos, not ports.
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     let port = match port.parse::<u16>() {
-        Ok(p) if p > 0 => p,
+        Ok(p) if p > 0 && digits && !port.starts_with('0') => p,
         _ => return Err(format!("port `{port}` is not a number in 1..65535")),
     };
     Ok((host, port))
@@ -314,6 +316,10 @@ mod tests {
     fn bad_ports_are_named() {
         assert!(err("udp://127.0.0.1:70000", Role::Output).contains("port `70000`"));
         assert!(err("udp://127.0.0.1:0", Role::Output).contains("port `0`"));
+        assert!(err("udp://127.0.0.1:+5000", Role::Output).contains("port `+5000`"));
+        assert!(err("udp://127.0.0.1:05000", Role::Output).contains("port `05000`"));
+        assert!(err("srt://:00", Role::Input).contains("port `00`"));
+        assert!(err("udp://127.0.0.1: 5000", Role::Output).contains("port ` 5000`"));
         assert!(err("udp://127.0.0.1", Role::Output).contains("missing `:PORT`"));
     }
 

@@ -24,7 +24,7 @@ impl UdpEndpoint {
         let (host, port) = split_host_port(authority)?;
         let iface = q.take(&["iface", "multicast_iface"])?;
         if let Some(i) = &iface {
-            if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) {
+            if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) || i == "." || i == ".." {
                 return Err(format!("`iface={i}` is not a network interface name"));
             }
         }
@@ -42,6 +42,15 @@ impl UdpEndpoint {
             iface,
             ttl,
             buffer_size,
+        })
+    }
+
+    /// Whether the `iface` this endpoint names exists on this host (true when none is named).
+    /// Parsing cannot know; a route checks it when it is created.
+    pub fn iface_exists(&self) -> bool {
+        self.iface.as_deref().is_none_or(|name| {
+            std::ffi::CString::new(name)
+                .is_ok_and(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
         })
     }
 
