@@ -106,16 +106,21 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
 
 
-def make_clip(path: Path, seconds: int, size: str, video_kbps: int) -> Path:
-    """An H.264 + AAC MPEG-TS made by ffmpeg: 25 fps test card, 1 s GOP, a sine tone."""
+def make_clip(path: Path, seconds: int, size: str, video_kbps: int, *,
+              picture: str = "testsrc2", tone: int = 440, gop: int = 25,
+              muxrate_kbps: int | None = None) -> Path:
+    """An H.264 + AAC MPEG-TS made by ffmpeg: a 25 fps lavfi `picture`, a GOP of `gop` frames,
+    a sine `tone`. With `muxrate_kbps` the mux is constant-rate, as broadcast encoders send it:
+    null packets, and PCR-only packets (adaptation field, no payload) on the video PID."""
+    cbr = ["-muxrate", f"{muxrate_kbps}k", "-pcr_period", "10"] if muxrate_kbps else []
     subprocess.run(
         [
             "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+            "-f", "lavfi", "-i", f"{picture}=size={size}:rate=25",
+            "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=48000",
+            "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop),
             "-b:v", f"{video_kbps}k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
-            "-f", "mpegts", "-mpegts_flags", "+resend_headers", str(path),
+            "-f", "mpegts", *cbr, "-mpegts_flags", "+resend_headers", str(path),
         ],
         check=True,
         timeout=60,
@@ -298,7 +303,10 @@ def whole_gops(data: bytes, path: Path) -> Path:
 
 
 def ts_continuity(data: bytes) -> dict[str, int]:
-    """Counts continuity-counter errors and backward PCR jumps in a TS capture."""
+    """Counts continuity-counter errors and backward PCR jumps in a TS capture, as a TR 101 290
+    analyser does (ISO/IEC 13818-1 2.4.3.3): a packet with payload counts up by one (or repeats
+    once, a duplicate); a packet without payload repeats the last counter of its PID; a
+    discontinuity_indicator starts the count over."""
     last_cc: dict[int, int] = {}
     last_pcr: int | None = None
     pcr_pid: int | None = None
@@ -312,9 +320,12 @@ def ts_continuity(data: bytes) -> dict[str, int]:
         pid = ((p[1] & 0x1F) << 8) | p[2]
         has_af, has_payload = bool(p[3] & 0x20), bool(p[3] & 0x10)
         cc = p[3] & 0x0F
-        if has_payload and pid != 0x1FFF:
-            if pid in last_cc and cc != (last_cc[pid] + 1) & 0x0F and cc != last_cc[pid]:
-                cc_errors += 1
+        discontinuity = has_af and p[4] > 0 and bool(p[5] & 0x80)
+        if pid != 0x1FFF and pid in last_cc and not discontinuity:
+            last = last_cc[pid]
+            ok = cc in ((last + 1) & 0x0F, last) if has_payload else cc == last
+            cc_errors += not ok
+        if pid != 0x1FFF and (has_payload or pid not in last_cc or discontinuity):
             last_cc[pid] = cc
         if has_af and p[4] >= 7 and p[5] & 0x10:
             base = (p[6] << 25) | (p[7] << 17) | (p[8] << 9) | (p[9] << 1) | (p[10] >> 7)
@@ -440,3 +451,41 @@ def srt_receiver(peers: Peers, port: int, cap: UdpCapture) -> subprocess.Popen[b
         "srt-live-transmit", "-q", f"srt://127.0.0.1:{port}?mode=caller",
         f"udp://127.0.0.1:{cap.port}",
     ])
+
+
+def video_payloads(data: bytes) -> set[bytes]:
+    """The payloads of a clip's video packets that continue a PES (no header, so nothing a
+    splice rewrites): what identifies the clip in a capture."""
+    layout = Layout()
+    out: set[bytes] = set()
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        layout.see(p)
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        if pid == layout.video_pid and not p[1] & 0x40 and p[3] & 0x10:
+            out.add(p[4 + (1 + p[4] if p[3] & 0x20 else 0):])
+    return out
+
+
+def sources_of(chunks: list[bytes], clips: dict[str, set[bytes]]) -> list[str | None]:
+    """For each captured datagram, which clip its video payload packets came from: a name of
+    `clips`, `"?"` if a payload is in none of them (rewritten, corrupted or the slate), or
+    None if the datagram has no video payload that tells."""
+    layout = Layout()
+    out: list[str | None] = []
+    for chunk in chunks:
+        found: str | None = None
+        for off in range(0, len(chunk) - TS + 1, TS):
+            p = chunk[off:off + TS]
+            layout.see(p)
+            pid = ((p[1] & 0x1F) << 8) | p[2]
+            if pid != layout.video_pid or p[1] & 0x40 or not p[3] & 0x10:
+                continue
+            payload = p[4 + (1 + p[4] if p[3] & 0x20 else 0):]
+            names = [n for n, s in clips.items() if payload in s]
+            if len(names) == 1:
+                found = names[0]
+            elif not names:
+                found = "?"
+        out.append(found)
+    return out

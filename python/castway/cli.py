@@ -264,6 +264,9 @@ def run_route(
                 ) is None:
                     _report(route.stats(), as_json, out)
                     next_report += stats_interval
+        # The route has stopped: its counters are final. One last line with the totals.
+        if stats_interval > 0:
+            _report(route.stats(), as_json, out)
     except CastwayError as e:
         print(f"castway: {e}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -85,6 +85,7 @@ class SwitchStats(TypedDict):
     slate: bool
     cuts: int
     held_back_packets: int
+    slate_packets: int
     history: list[SwitchEvent]
 
 

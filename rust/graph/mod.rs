@@ -105,6 +105,8 @@ pub struct SwitchStats {
     pub slate: bool,
     pub cuts: u64,
     pub held_back_packets: u64,
+    /// Packets the slate put on air.
+    pub slate_packets: u64,
     /// The last switches, oldest first.
     pub history: Vec<SwitchRecord>,
 }
@@ -427,6 +429,7 @@ impl Route {
             let mut inner = lock(&route.inner);
             // The first input goes out until the switch says otherwise.
             route.hub.cut_to(inner.inputs[0].feed.as_deref());
+            route.note_sole(&inner);
             // Outputs first, so the first input buffer already finds them attached. Cold
             // standby inputs wait until they are needed.
             let Inner {
@@ -532,6 +535,7 @@ impl Route {
         self.claim_and_start(&mut slot)?;
         inner.next_input = next;
         inner.inputs.push(slot);
+        self.note_sole(&inner);
         let now = Instant::now();
         if let Some(s) = inner.switch.input_added(now) {
             self.apply(&mut inner, s, now);
@@ -561,6 +565,7 @@ impl Route {
         let mut slot = inner.inputs.remove(i);
         self.claims.release(&format!("{}/{}", self.name, slot.id));
         slot.stop(&self.hub, Status::Stopped);
+        self.note_sole(inner);
         let now = Instant::now();
         let decision = inner.switch.input_removed(i, now);
         // The record names the input that is gone.
@@ -673,6 +678,7 @@ impl Route {
             );
             self.claim_and_start(&mut slot)?;
             inner.inputs.push(slot);
+            self.note_sole(&inner);
             applied.inputs_added.push(w.id.clone());
             let now = Instant::now();
             if let Some(s) = inner.switch.input_added(now) {
@@ -790,6 +796,10 @@ impl Route {
             slate: config.slate,
             cuts: splice.cuts,
             held_back_packets: splice.held_back,
+            slate_packets: {
+                let c = inner.slate_feed.counters.snapshot();
+                c.packets - c.off_air - c.held_back
+            },
             history: inner.history.iter().cloned().collect(),
         };
         RouteStats {
@@ -904,9 +914,14 @@ impl Route {
                     .is_some_and(|f| f.id == self.hub.active())
             });
         match target {
-            // What goes out still plays, or only the slate can replace it: change over at the
-            // new feed's keyframe, no gap.
-            Some(feed) if lost || self.on_air_plays(inner) => {
+            // Only the slate can replace what was on air: it goes out at its first keyframe,
+            // unless what was on air delivers again first.
+            Some(feed) if lost => {
+                self.hub.cover_with(&feed);
+                inner.pending_since = Some(now);
+            }
+            // What goes out still plays: change over at the new feed's keyframe, no gap.
+            Some(feed) if self.on_air_plays(inner) => {
                 self.hub.cut_at_keyframe(&feed);
                 inner.pending_since = Some(now);
             }
@@ -914,6 +929,16 @@ impl Route {
             target => self.hub.cut_to(target.as_deref()),
         }
         self.switched.notify_all();
+    }
+
+    /// Tells the hub which input is the route's only one, if it has one input: that input
+    /// has nothing to switch to, so all it delivers goes out.
+    fn note_sole(&self, inner: &Inner) {
+        let sole = match inner.inputs.as_slice() {
+            [only] => only.feed.as_deref(),
+            _ => None,
+        };
+        self.hub.set_sole(sole);
     }
 
     /// Whether the feed going out delivered within the loss timeout.

@@ -145,6 +145,18 @@ impl FeedState {
                 .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
             pcr_pid: self.programs.pcr_pid,
             video: self.programs.video(),
+            whole: false,
+        }
+    }
+
+    /// A cut that holds nothing back, for a route's only input coming back. Its clock is its
+    /// latest PCR as it is, not carried forward to now: after a stall the packets arriving are
+    /// the ones that waited, and they continue from that PCR.
+    fn whole_cut(&self, now: u64) -> Cut {
+        Cut {
+            source_pcr: self.last_pcr.map(|(pcr, _)| pcr),
+            whole: true,
+            ..self.cut(now)
         }
     }
 }
@@ -221,6 +233,11 @@ pub struct Hub {
     active: AtomicU64,
     /// A feed to cut over to at its next keyframe (0: none).
     pending: AtomicU64,
+    /// The pending cut covers a loss (the slate): the feed on air delivering again calls it off.
+    cover: AtomicBool,
+    /// The route's only input (0: it has several): when it delivers while something else goes
+    /// out (the slate), it goes out again from that packet on, nothing held back.
+    sole: AtomicU64,
     taps: Mutex<Vec<Arc<Tap>>>,
     splice: Mutex<Restamper>,
     cuts: AtomicU64,
@@ -233,6 +250,8 @@ impl Default for Hub {
             next_feed: AtomicU64::new(1),
             active: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            cover: AtomicBool::new(false),
+            sole: AtomicU64::new(0),
             taps: Mutex::new(Vec::new()),
             splice: Mutex::new(Restamper::default()),
             cuts: AtomicU64::new(0),
@@ -293,6 +312,7 @@ impl Hub {
     pub fn cut_to(&self, feed: Option<&Feed>) {
         let mut splice = lock(&self.splice);
         self.pending.store(0, Relaxed);
+        self.cover.store(false, Relaxed);
         let Some(feed) = feed else {
             self.active.store(0, Relaxed);
             return;
@@ -314,6 +334,16 @@ impl Hub {
     /// the one going out already, a cut armed for another feed is called off: the choice that
     /// armed it no longer stands (that feed may be lost by now).
     pub fn cut_at_keyframe(&self, feed: &Feed) {
+        self.arm(feed, false);
+    }
+
+    /// Cuts to `feed` (the slate) at its next keyframe to cover for the feed on air, which is
+    /// lost: if that one delivers again first, the cut is called off and nothing was cut.
+    pub fn cover_with(&self, feed: &Feed) {
+        self.arm(feed, true);
+    }
+
+    fn arm(&self, feed: &Feed, cover: bool) {
         let _splice = lock(&self.splice);
         let to = if self.active.load(Relaxed) == feed.id {
             0
@@ -321,12 +351,19 @@ impl Hub {
             feed.id
         };
         self.pending.store(to, Relaxed);
+        self.cover.store(cover && to != 0, Relaxed);
     }
 
     /// Calls off an armed cut; what goes out stays.
     pub fn disarm(&self) {
         let _splice = lock(&self.splice);
         self.pending.store(0, Relaxed);
+        self.cover.store(false, Relaxed);
+    }
+
+    /// Names the route's only input (None: it has several); see `Hub::sole`.
+    pub fn set_sole(&self, feed: Option<&Feed>) {
+        self.sole.store(feed.map_or(0, |f| f.id), Relaxed);
     }
 
     /// The active feed starts over (a looped file reopened, a reconnected sender): what follows
@@ -426,14 +463,36 @@ impl Hub {
         feed.counters.add(buffer.size());
         feed.last_data_ms.store(self.now_ms(), Relaxed);
         let id = feed.id;
-        if id != self.active.load(Relaxed) && id != self.pending.load(Relaxed) {
+        if id != self.active.load(Relaxed)
+            && id != self.pending.load(Relaxed)
+            && id != self.sole.load(Relaxed)
+        {
             feed.counters.off_air(buffer.size());
             return;
         }
         let mut splice = lock(&self.splice);
         let now = self.now_90k();
-        if id == self.pending.load(Relaxed) && self.keyframe_in(feed, &buffer) {
+        if id == self.active.load(Relaxed) {
+            if self.cover.swap(false, Relaxed) {
+                // The feed on air is back before the cover went out: no cut at all.
+                self.pending.store(0, Relaxed);
+                gst::debug!(CAT, "feed {id} back before its cover: cut called off");
+            }
+        } else if id == self.sole.load(Relaxed) {
+            // The route's only input is back while the slate goes out: every byte it delivers
+            // goes out, from this packet on.
             self.pending.store(0, Relaxed);
+            self.cover.store(false, Relaxed);
+            self.active.store(id, Relaxed);
+            feed.jumped.store(false, Relaxed);
+            if splice.seen() {
+                splice.restart(lock(&feed.state).whole_cut(now), now);
+                self.cuts.fetch_add(1, Relaxed);
+            }
+            gst::debug!(CAT, "sole input {id} back: cut to it whole");
+        } else if id == self.pending.load(Relaxed) && self.keyframe_in(feed, &buffer) {
+            self.pending.store(0, Relaxed);
+            self.cover.store(false, Relaxed);
             self.active.store(id, Relaxed);
             feed.jumped.store(false, Relaxed);
             splice.restart(lock(&feed.state).cut(now), now);
@@ -548,5 +607,40 @@ mod tests {
         hub.disarm();
         hub.ingest(&backup, video(0, 1_000, true));
         assert_eq!(hub.active(), main.id);
+    }
+
+    #[test]
+    fn a_cover_is_called_off_when_the_feed_on_air_delivers_first() {
+        let (hub, input, slate) = hub_with_two_feeds();
+        hub.cut_to(Some(&input));
+        hub.ingest(&input, video(0, 1_000, true));
+        // The input stalls; the slate is to cover it at its first keyframe ...
+        hub.cover_with(&slate);
+        // ... but the input's data comes first: nothing is cut.
+        hub.ingest(&input, video(1, 4_600, false));
+        assert_eq!(hub.pending(), 0);
+        hub.ingest(&slate, video(0, 90_000, true));
+        assert_eq!(hub.active(), input.id);
+        assert_eq!(hub.splice_stats().cuts, 0);
+        let i = input.counters.snapshot();
+        assert_eq!((i.off_air, i.held_back), (0, 0));
+    }
+
+    #[test]
+    fn a_sole_input_goes_out_again_from_its_first_packet_back() {
+        let (hub, input, slate) = hub_with_two_feeds();
+        hub.set_sole(Some(&input));
+        hub.cut_to(Some(&input));
+        hub.ingest(&input, video(0, 1_000, true));
+        hub.cover_with(&slate);
+        hub.ingest(&slate, video(0, 90_000, true));
+        assert_eq!(hub.active(), slate.id);
+        // Back mid-GOP: no keyframe, yet it goes out at once and nothing is held back.
+        hub.ingest(&input, video(1, 40_000, false));
+        hub.ingest(&input, video(2, 43_600, false));
+        assert_eq!(hub.active(), input.id);
+        let i = input.counters.snapshot();
+        assert_eq!((i.packets, i.off_air, i.held_back), (3, 0, 0));
+        assert_eq!(hub.splice_stats().held_back, 0);
     }
 }

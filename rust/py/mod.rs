@@ -184,6 +184,7 @@ fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDi
     s.set_item("slate", sw.slate)?;
     s.set_item("cuts", sw.cuts)?;
     s.set_item("held_back_packets", sw.held_back_packets)?;
+    s.set_item("slate_packets", sw.slate_packets)?;
     let history = PyList::empty(py);
     for rec in &sw.history {
         history.append(switch_record(py, rec)?)?;

@@ -57,6 +57,10 @@ pub struct Cut {
     pub pcr_pid: Option<u16>,
     /// The new run's video, if known: its PID opens on a keyframe only.
     pub video: Option<Video>,
+    /// Every PID opens at its first packet, whatever it starts: nothing is held back (a
+    /// route's only input returning, where every byte it delivers must go out). Timestamps
+    /// still never run backwards: the offset moves forward instead.
+    pub whole: bool,
 }
 
 pub struct Restamper {
@@ -77,6 +81,8 @@ pub struct Restamper {
     open: Box<[bool; PID_COUNT]>,
     /// Per PID: the DTS (else PTS) of the last PES out.
     last_ts: Box<[u64; PID_COUNT]>,
+    /// This run opens every PID at its first packet (`Cut::whole`).
+    whole: bool,
     active: bool,
     /// Anything went out yet.
     seen: bool,
@@ -98,6 +104,7 @@ impl Default for Restamper {
             cc_offset: Box::new([0; PID_COUNT]),
             open: Box::new([true; PID_COUNT]),
             last_ts: Box::new([NO_TS; PID_COUNT]),
+            whole: false,
             active: false,
             seen: false,
             held_back: 0,
@@ -111,6 +118,7 @@ impl Restamper {
         self.active = true;
         self.open.fill(false);
         self.video = cut.video;
+        self.whole = cut.whole;
         self.pcr_pid = cut.pcr_pid.map(usize::from);
         self.last_in_pcr = None;
         self.awaiting_pcr = false;
@@ -242,12 +250,12 @@ impl Restamper {
 
     /// Whether a closed PID opens at this packet (see the module docs).
     fn try_open(&mut self, p: &[u8], pid: usize) -> bool {
-        if p[1] & 0x40 == 0 {
+        if p[1] & 0x40 == 0 && !self.whole {
             return false;
         }
         let video = self.video.filter(|v| usize::from(v.pid) == pid);
         if let Some(v) = video {
-            if !starts_keyframe(p, v.codec) {
+            if !self.whole && !starts_keyframe(p, v.codec) {
                 return false;
             }
         }
@@ -256,7 +264,7 @@ impl Restamper {
             let out = (read_ts(&p[at..at + 5]) + self.offset) % PTS_WRAP;
             let last = self.last_ts[pid];
             if last != NO_TS {
-                if video.is_some() {
+                if video.is_some() || self.whole {
                     let least = (last + VIDEO_STEP_90K) % PTS_WRAP;
                     if is_forward(out, least) {
                         // Later than the wall clock says, but never backwards.
@@ -295,7 +303,17 @@ impl Restamper {
 
     fn write_pcr(&mut self, p: &mut [u8], pcr: u64, now: u64) {
         self.input_pcr(pcr);
-        let out = (pcr + self.offset) % PTS_WRAP;
+        let mut out = (pcr + self.offset) % PTS_WRAP;
+        if let Some(last) = self.last_out_pcr {
+            if !is_forward(last, out) {
+                // The clock never runs backwards: a cut's estimate of the new run's clock can be
+                // a few ms late (it is read from the newest PCR of the buffer being cut), so the
+                // run moves later by what is missing.
+                let step = ahead(out, last) + 1;
+                self.offset = (self.offset + step) % PTS_WRAP;
+                out = (out + step) % PTS_WRAP;
+            }
+        }
         write_pcr_base(p, out);
         self.last_out_pcr = Some(out);
         self.last_out_pcr_at = now;
@@ -350,6 +368,7 @@ mod tests {
         source_pcr: None,
         pcr_pid: None,
         video: None,
+        whole: false,
     };
 
     #[test]
@@ -425,6 +444,10 @@ mod tests {
 
     /// Input A went out up to PCR 100_000 at t=0; then input B (its clock at 5_000_000).
     fn cut_to_b(now: u64) -> Restamper {
+        cut_to_b_as(now, false)
+    }
+
+    fn cut_to_b_as(now: u64, whole: bool) -> Restamper {
         let mut r = Restamper::default();
         r.observe(&frame(3, 100_000, 130_000, false), 0);
         r.observe(&packet(0x101, 7, None, Some(125_000)), 0);
@@ -433,10 +456,52 @@ mod tests {
                 source_pcr: Some(5_000_000),
                 pcr_pid: Some(0x100),
                 video: Some(VIDEO),
+                whole,
             },
             now,
         );
         r
+    }
+
+    #[test]
+    fn a_cut_whose_clock_estimate_is_late_never_sends_a_pcr_backwards() {
+        // B's clock is taken as 5_000_000 at the cut, but the buffer being cut starts with an
+        // older PCR of B's: mapped as is, it would land before A's last PCR (100_000).
+        let mut r = cut_to_b(0);
+        let out = rewrite(&mut r, frame(0, 4_999_000, 5_029_000, true), 0);
+        let first = pcr_base(&out).unwrap();
+        assert!(first > 100_000, "{first}");
+        let next = rewrite(&mut r, frame(1, 5_002_600, 5_032_600, false), 3_600);
+        assert_eq!(
+            pcr_base(&next).unwrap() - first,
+            3_600,
+            "the run keeps its own pace"
+        );
+    }
+
+    #[test]
+    fn a_whole_cut_holds_nothing_back_and_keeps_time_and_counters_going() {
+        let mut r = cut_to_b_as(9_000, true);
+        // A continuation packet first, then a frame that is no keyframe, then early audio.
+        let mut cont = packet(0x100, 14, None, None);
+        cont[1] &= !0x40;
+        let out = rewrite(&mut r, cont.to_vec(), 9_000);
+        assert_eq!(out.len(), PACKET_SIZE);
+        assert_eq!(out[3] & 0x0f, 4, "CC continues A's");
+        let f = rewrite(&mut r, frame(15, 5_000_000, 5_030_000, false), 9_000);
+        assert_eq!(f.len(), PACKET_SIZE);
+        assert_eq!(pcr_base(&f), Some(109_000));
+        assert_eq!(f[3] & 0x0f, 5);
+        // Audio that maps before A's last audio (125_000) moves the offset, not held.
+        let a = rewrite(
+            &mut r,
+            packet(0x101, 0, None, Some(5_010_000)).to_vec(),
+            9_000,
+        );
+        assert_eq!(a.len(), PACKET_SIZE);
+        assert!(pts_of(&a).unwrap() > 125_000);
+        assert_eq!(a[3] & 0x0f, 8);
+        assert_eq!(r.held_back(), 0);
     }
 
     #[test]
