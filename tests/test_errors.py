@@ -33,6 +33,10 @@ from conftest import UdpSender, free_port, random_ts, sha256, wait_until
         ("file://relative.ts", "absolute path"),
         ("test://?size=big", "`size=big`"),
         ("udp://:5000?buffer_size=3000000000", "`buffer_size=3000000000` is above"),
+        ("udp://:+5000", "port `+5000`"),
+        ("srt://:05000", "port `05000`"),
+        ("udp://@239.1.1.1:5000?iface=nosuch0", "network interface `iface=nosuch0` does not"),
+        ("udp://@239.1.1.1:5000?iface=..", "`iface=..` is not a network interface name"),
     ],
 )
 def test_invalid_input_uri_names_the_bad_part(
@@ -42,6 +46,34 @@ def test_invalid_input_uri_names_the_bad_part(
         gateway.add_route("r", uri, ["udp://127.0.0.1:5000"])
     assert needle in str(e.value)
     assert gateway.routes() == []
+
+
+def test_a_uri_python_cannot_encode_is_an_invalid_uri(gateway: castway.Gateway) -> None:
+    """A lone surrogate (bytes that were not UTF-8, decoded with surrogateescape) is a bad URI
+    wherever a URI goes in, never a bare TypeError or UnicodeEncodeError."""
+    bad = "udp://127.0.0.1:5000?iface=e\udcff"
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
+        gateway.add_route("r", "udp://127.0.0.1:5999", [bad])
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
+        gateway.add_route("r", bad.replace("127.0.0.1", ""), [])
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
+        castway.check_uri(bad, "output")
+    route = gateway.add_route("r", f"udp://127.0.0.1:{free_port()}", [])
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
+        route.add_output(bad)
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
+        route.add_input(bad)
+    assert route.stats()["outputs"] == []
+
+
+def test_an_output_naming_a_missing_interface_starts_nothing(gateway: castway.Gateway) -> None:
+    port = free_port()
+    with pytest.raises(errors.InvalidUriError, match="`iface=nosuch0` does not exist"):
+        gateway.add_route("r", f"udp://127.0.0.1:{port}",
+                          ["udp://239.1.1.1:5000?iface=nosuch0&ttl=2"])
+    assert gateway.routes() == []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", port))
 
 
 def test_invalid_output_uri_starts_nothing(gateway: castway.Gateway) -> None:

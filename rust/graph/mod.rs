@@ -1160,10 +1160,26 @@ impl Route {
         }
     }
 
-    /// How often the switch is checked.
-    fn switch_period(&self) -> Duration {
-        let loss = lock(&self.inner).switch.config().loss_timeout;
-        (loss / SWITCH_CHECKS_PER_TIMEOUT).clamp(Duration::from_millis(10), TICK)
+    /// When the switch must be checked next, after a check at `now`. A route with several
+    /// inputs is checked several times per loss timeout (failback needs each input's unbroken
+    /// run of data). A route with one input only at the moment its input would count as lost,
+    /// and one that never received anything once a second: there is nothing to decide before.
+    fn next_check(&self, now: Instant) -> Instant {
+        let inner = lock(&self.inner);
+        let loss = inner.switch.config().loss_timeout;
+        let period = (loss / SWITCH_CHECKS_PER_TIMEOUT).clamp(Duration::from_millis(10), TICK);
+        if !inner.any_data && self.started.elapsed() >= START_GRACE {
+            return now + TICK;
+        }
+        let busy = self.hub.pending() != 0 || inner.slate.is_some();
+        if let ([only], false) = (inner.inputs.as_slice(), busy) {
+            if let Some(t) = only.feed.as_ref().and_then(|f| self.hub.last_data(f)) {
+                if inner.switch.alive(0, now) {
+                    return (t + loss).max(now + period);
+                }
+            }
+        }
+        now + period
     }
 
     /// When the control thread must next wake up: the earliest restart, or the next tick.
@@ -1265,12 +1281,11 @@ fn slot_id(
 /// The route's control thread: bus messages, restarts, switch checks and ticks until shutdown.
 /// Holds only a weak reference, so dropping the last `Arc<Route>` ends it.
 fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
-    let period = match route.upgrade() {
-        Some(r) => r.switch_period(),
+    let mut next_tick = Instant::now() + TICK;
+    let mut next_check = match route.upgrade() {
+        Some(r) => r.next_check(Instant::now()),
         None => return,
     };
-    let mut next_tick = Instant::now() + TICK;
-    let mut next_check = Instant::now() + period;
     loop {
         let wake = match route.upgrade() {
             Some(r) => r.next_wake(next_tick).min(next_check),
@@ -1284,8 +1299,8 @@ fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if now >= next_check {
-                    next_check = now + period;
                     r.on_switch_tick(now);
+                    next_check = r.next_check(now);
                 }
                 let full = now >= next_tick;
                 if full {

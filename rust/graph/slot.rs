@@ -143,6 +143,26 @@ impl Slot {
         generation: u64,
     ) -> Result<()> {
         let name = self.pipeline_name(route);
+        if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
+            // No pipeline: the hub sends on the socket itself, and it is ready at once.
+            let sender = sink::udp::UdpSender::open(e)?;
+            let tap = Arc::new(Tap::udp(self.id.clone(), sender, self.counters.clone()));
+            self.generation = generation;
+            self.starts += 1;
+            self.bytes_at_start = self.counters.snapshot().bytes;
+            self.attach(hub, tap);
+            self.status = Status::Running;
+            self.running_since = Some(Instant::now());
+            self.restart_at = None;
+            self.start_failed = false;
+            gst::info!(
+                CAT,
+                "{route}: started output {} ({})",
+                self.id,
+                self.endpoint
+            );
+            return Ok(());
+        }
         let (pipeline, srt, callers, tap) = match self.role {
             Role::Input => {
                 let feed = self.feed.clone().expect("inputs have a feed");
@@ -200,10 +220,7 @@ impl Slot {
         self.status = Status::Starting;
         self.restart_at = None;
         if let Some(tap) = tap {
-            if let Some(old) = self.tap.replace(tap.clone()) {
-                hub.detach(&old.id);
-            }
-            hub.attach(tap);
+            self.attach(hub, tap);
         }
         self.start_failed = false;
         if let Some(Err(_)) =
@@ -215,6 +232,13 @@ impl Slot {
             self.start_failed = true;
         }
         Ok(())
+    }
+
+    fn attach(&mut self, hub: &Hub, tap: Arc<Tap>) {
+        if let Some(old) = self.tap.replace(tap.clone()) {
+            hub.detach(&old.id);
+        }
+        hub.attach(tap);
     }
 
     /// Stops the current pipeline (bounded in time) and detaches from the hub.
@@ -280,6 +304,9 @@ impl Slot {
     /// stall check of SRT inputs.
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
+        if let Some(why) = self.tap.as_ref().and_then(|t| t.take_error()) {
+            self.last_error = Some(why);
+        }
         if self.start_failed && self.status == Status::Starting {
             self.fail(hub, "the pipeline failed to start".into(), now);
             return;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
     h264_size_in, pcr_base, pid, starts_keyframe, Aligner, Codec, Cut, Programs, Restamper, Video,
@@ -48,11 +49,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One output's attachment to the hub.
 pub struct Tap {
     pub id: String,
-    appsrc: gst_app::AppSrc,
-    /// Set by the appsrc's enough-data callback (its queue reached `max-bytes`), cleared by
-    /// need-data: the hub drops while it is set, without asking the appsrc per buffer.
-    full: Arc<AtomicBool>,
+    out: Out,
     pub counters: Arc<Counters>,
+}
+
+/// Where a tap hands buffers.
+enum Out {
+    /// The output pipeline's `appsrc`, whose `max-bytes` bounds the output's queue. `full` is
+    /// set by its enough-data callback and cleared by need-data: the hub drops while it is
+    /// set, without asking the appsrc per buffer.
+    Queue {
+        appsrc: gst_app::AppSrc,
+        full: Arc<AtomicBool>,
+    },
+    /// A UDP socket, sent on at once (never blocks: a full send buffer is a drop).
+    Udp(UdpSender),
 }
 
 impl Tap {
@@ -69,22 +80,40 @@ impl Tap {
         );
         Tap {
             id,
-            appsrc,
-            full,
+            out: Out::Queue { appsrc, full },
             counters,
+        }
+    }
+
+    /// Attaches a UDP output's socket.
+    pub fn udp(id: String, sender: UdpSender, counters: Arc<Counters>) -> Tap {
+        Tap {
+            id,
+            out: Out::Udp(sender),
+            counters,
+        }
+    }
+
+    /// The first send error of a UDP output since the last call.
+    pub fn take_error(&self) -> Option<String> {
+        match &self.out {
+            Out::Udp(s) => s.take_error(),
+            Out::Queue { .. } => None,
         }
     }
 
     fn offer(&self, buffer: &gst::Buffer) {
         let size = buffer.size();
-        if self.full.load(Relaxed) {
+        let sent = match &self.out {
+            Out::Queue { full, .. } if full.load(Relaxed) => false,
+            // Err: flushing, the output pipeline is (re)starting or stopping.
+            Out::Queue { appsrc, .. } => appsrc.push_buffer(buffer.clone()).is_ok(),
+            Out::Udp(socket) => buffer.map_readable().is_ok_and(|m| socket.send(&m)),
+        };
+        if sent {
+            self.counters.add(size);
+        } else {
             self.counters.drop_bytes(size);
-            return;
-        }
-        match self.appsrc.push_buffer(buffer.clone()) {
-            Ok(_) => self.counters.add(size),
-            // Flushing: the output pipeline is (re)starting or stopping.
-            Err(_) => self.counters.drop_bytes(size),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Output pipelines: one per output, `appsrc ! <protocol sink>`, fed by the hub.
+//! Outputs: SRT and file outputs are pipelines, `appsrc ! <protocol sink>`, fed by the hub;
+//! UDP outputs are sockets the hub sends on directly (`udp.rs`).
 
 mod file;
 mod srt;
-mod udp;
+pub mod udp;
 
 use gst::prelude::*;
 
@@ -44,7 +45,7 @@ pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> 
             let (sink, callers) = srt::element(e, name)?;
             (sink.clone(), Some((sink, callers)))
         }
-        Endpoint::Udp(e) => (udp::element(e, name)?, None),
+        Endpoint::Udp(_) => unreachable!("UDP outputs are sockets: udp::UdpSender"),
         Endpoint::File(e) => (file::element(e, name)?, None),
         Endpoint::Test(_) => unreachable!("rejected by Endpoint::parse for outputs"),
     };

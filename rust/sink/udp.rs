@@ -1,21 +1,149 @@
-use crate::error::Result;
-use crate::uri::UdpEndpoint;
-use gst::prelude::*;
+//! UDP outputs without a pipeline: the hub sends each buffer (7 TS packets, one datagram) on a
+//! non-blocking socket from the input's streaming thread. A UDP send never waits for a
+//! receiver, so this keeps outputs isolated without a queue and a thread per output: when the
+//! socket's send buffer is full the datagram is dropped and counted, like a full queue. One
+//! thread wake per datagram fewer than `appsrc ! udpsink` (docs/architecture.md).
 
-/// `udpsink`: one datagram per buffer (1316 bytes, 7 TS packets, from the hub).
-pub(super) fn element(ep: &UdpEndpoint, name: &str) -> Result<gst::Element> {
-    let sink = super::element("udpsink", name)?;
-    sink.set_property("host", &ep.host);
-    sink.set_property("port", i32::from(ep.port));
-    if let Some(ttl) = ep.ttl {
-        sink.set_property("ttl-mc", i32::from(ttl));
-        sink.set_property("ttl", i32::from(ttl));
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::uri::UdpEndpoint;
+
+pub struct UdpSender {
+    socket: UdpSocket,
+    dest: SocketAddr,
+    /// The first send error since it was last taken (for the stats), and whether there is one.
+    error: Mutex<Option<String>>,
+    has_error: AtomicBool,
+}
+
+fn setsockopt<T>(socket: &UdpSocket, level: i32, name: i32, value: &T) -> std::io::Result<()> {
+    // SAFETY: `value` points to a live `T` of the size given, as setsockopt requires.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    if let Some(i) = &ep.iface {
-        sink.set_property("multicast-iface", i);
+}
+
+impl UdpSender {
+    /// Resolves the destination and opens the socket with the endpoint's TTL, multicast
+    /// interface and send buffer size.
+    pub fn open(ep: &UdpEndpoint) -> Result<UdpSender> {
+        let fail = |what: String| Error::pipeline(format!("UDP output {ep}: {what}"));
+        let dest = (ep.host.as_str(), ep.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(format!("cannot resolve `{}`: {e}", ep.host)))?
+            .next()
+            .ok_or_else(|| fail(format!("`{}` has no address", ep.host)))?;
+        let local: SocketAddr = if dest.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let socket = UdpSocket::bind(local).map_err(|e| fail(format!("socket: {e}")))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| fail(format!("non-blocking: {e}")))?;
+        if let Some(ttl) = ep.ttl {
+            let ttl = u32::from(ttl);
+            let r = if dest.is_ipv4() {
+                socket
+                    .set_ttl(ttl)
+                    .and_then(|_| socket.set_multicast_ttl_v4(ttl))
+            } else {
+                setsockopt(
+                    &socket,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_HOPS,
+                    &(ttl as i32),
+                )
+                .and_then(|_| {
+                    setsockopt(
+                        &socket,
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_UNICAST_HOPS,
+                        &(ttl as i32),
+                    )
+                })
+            };
+            r.map_err(|e| fail(format!("ttl={ttl}: {e}")))?;
+        }
+        if let Some(name) = &ep.iface {
+            let c = std::ffi::CString::new(name.as_str()).map_err(|_| fail("iface".into()))?;
+            // SAFETY: a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            if index == 0 {
+                return Err(fail(format!("no network interface `{name}`")));
+            }
+            let r = if dest.is_ipv4() {
+                let mreq = libc::ip_mreqn {
+                    imr_multiaddr: libc::in_addr { s_addr: 0 },
+                    imr_address: libc::in_addr { s_addr: 0 },
+                    imr_ifindex: index as i32,
+                };
+                setsockopt(&socket, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)
+            } else {
+                setsockopt(
+                    &socket,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_IF,
+                    &(index as i32),
+                )
+            };
+            r.map_err(|e| fail(format!("iface={name}: {e}")))?;
+        }
+        if ep.buffer_size > 0 {
+            setsockopt(
+                &socket,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &(ep.buffer_size as i32),
+            )
+            .map_err(|e| fail(format!("buffer_size={}: {e}", ep.buffer_size)))?;
+        }
+        Ok(UdpSender {
+            socket,
+            dest,
+            error: Mutex::new(None),
+            has_error: AtomicBool::new(false),
+        })
     }
-    if ep.buffer_size > 0 {
-        sink.set_property("buffer-size", ep.buffer_size as i32);
+
+    /// Sends one datagram; false if it was dropped (send buffer full, or an error, kept for
+    /// `take_error`).
+    pub fn send(&self, data: &[u8]) -> bool {
+        match self.socket.send_to(data, self.dest) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                if !self.has_error.swap(true, Relaxed) {
+                    if let Ok(mut slot) = self.error.lock() {
+                        *slot = Some(format!("sending to {}: {e}", self.dest));
+                    }
+                }
+                false
+            }
+        }
     }
-    Ok(sink)
+
+    /// The first send error since the last call, if any.
+    pub fn take_error(&self) -> Option<String> {
+        if !self.has_error.swap(false, Relaxed) {
+            return None;
+        }
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
 }
