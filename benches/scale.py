@@ -31,16 +31,21 @@ TICKS = os.sysconf("SC_CLK_TCK")
 BITRATE = 2_000_000
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free UDP ports on loopback (held together while they are found)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
+def free_ports(n: int, first: int = 10_000) -> list[int]:
+    """n free UDP ports on loopback below the ephemeral range (32768 and up), so that sockets
+    the relays open for sending (ephemeral ports) never take one of them."""
+    ports: list[int] = []
+    port = first
+    while len(ports) < n and port < 32_768:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                ports.append(port)
+            except OSError:
+                pass
+        port += 1
+    if len(ports) < n:
+        raise RuntimeError(f"fewer than {n} free UDP ports from {first}")
     return ports
 
 
@@ -91,8 +96,10 @@ class Result:
     mean_delivered: float
 
 
-def measure(n: int, relay: str, load: Path, source: Path, seconds: float, warmup: float,
-            workdir: Path) -> Result:
+def measure(n: int, relay: str, load: Path | None, source: Path, seconds: float,
+            warmup: float, workdir: Path) -> Result:
+    """CPU and delivery of `n` routes under the load; with `load=None`, the CPU of `n` idle
+    routes (nothing sent)."""
     ports = free_ports(2 * n)
     ins, outs = ports[:n], ports[n:]
     procs: list[subprocess.Popen[bytes]] = []
@@ -107,14 +114,16 @@ def measure(n: int, relay: str, load: Path, source: Path, seconds: float, warmup
             assert gw.stdout is not None
             line = gw.stdout.readline()
             if line.strip() != b"ready":
-                raise RuntimeError(f"castway did not start {n} routes; see {log.name}")
+                log.flush()
+                tail = (workdir / f"{relay}-{n}.log").read_text()[-2000:]
+                raise RuntimeError(f"castway did not start {n} routes:\n{tail}")
         else:
             for i, o in zip(ins, outs, strict=True):
                 procs.append(subprocess.Popen(
                     ["srt-live-transmit", "-q", f"udp://:{i}", f"udp://127.0.0.1:{o}"],
                     stdout=subprocess.DEVNULL, stderr=log,
                 ))
-        generator = subprocess.Popen(
+        generator = None if load is None else subprocess.Popen(
             [str(load), str(source), str(BITRATE), str(seconds), str(warmup),
              ",".join(map(str, ins)), ",".join(map(str, outs))],
             stdout=subprocess.PIPE, stderr=log,
@@ -125,7 +134,13 @@ def measure(n: int, relay: str, load: Path, source: Path, seconds: float, warmup
         time.sleep(seconds)
         after = sum(cpu_seconds(p.pid) for p in procs)
         elapsed = time.monotonic() - t0
+        if generator is None:
+            return Result(100 * (after - before) / elapsed, 100.0, 100.0)
         out, _ = generator.communicate(timeout=seconds + 60)
+        if generator.returncode != 0:
+            log.flush()
+            tail = (workdir / f"{relay}-{n}.log").read_text()[-2000:]
+            raise RuntimeError(f"the load generator failed:\n{tail}")
         counts = json.loads(out)
     finally:
         for p in procs:
@@ -150,6 +165,7 @@ def main() -> None:
     ap.add_argument("--counts", default="50,100,150,300")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--idle", type=int, default=500, help="routes in the idle run (0: none)")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     # 300 srt-live-transmit processes, or 300 routes in one process, need more descriptors
@@ -172,6 +188,12 @@ def main() -> None:
             print(f"{n} routes: castway {c.cpu_percent:.0f}% ({c.worst_delivered:.2f}% worst), "
                   f"srt-live-transmit {s.cpu_percent:.0f}% ({s.worst_delivered:.2f}% worst)",
                   flush=True)
+        if args.idle:
+            idle = {
+                relay: measure(args.idle, relay, None, source, args.seconds, args.warmup,
+                               workdir)
+                for relay in ("castway", "srt-live-transmit")
+            }
     print()
     print(f"{args.seconds:.0f} s per run, 2 Mb/s per route, UDP -> UDP on loopback")
     print()
@@ -184,6 +206,11 @@ def main() -> None:
         print(f"| {n} | {c.cpu_percent:.0f} | {s.cpu_percent:.0f} | {ratio:.2f}× "
               f"| {c.worst_delivered:.2f}% / {c.mean_delivered:.2f}% "
               f"| {s.worst_delivered:.2f}% / {s.mean_delivered:.2f}% |")
+    if args.idle:
+        c, s = idle["castway"].cpu_percent, idle["srt-live-transmit"].cpu_percent
+        print()
+        print(f"{args.idle} idle routes (nothing sent): castway {c:.1f}% of a core, "
+              f"srt-live-transmit {s:.1f}%")
 
 
 if __name__ == "__main__":
