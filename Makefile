@@ -58,6 +58,7 @@ bench: setup
 	$(PY) benches/relay.py
 	$(PY) benches/failover.py
 	$(PY) benches/control.py
+	$(PY) benches/scale.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

@@ -170,7 +170,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     # 300 srt-live-transmit processes, or 300 routes in one process, need more descriptors
     # than the usual 1024 (castway raises its own soft limit; the peers inherit this one).
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     load = load_tool()
     with tempfile.TemporaryDirectory(prefix="castway-scale-") as tmp:
@@ -203,7 +203,7 @@ def main() -> None:
     for n, r in rows:
         c, s = r["castway"], r["srt-live-transmit"]
         ratio = c.cpu_percent / s.cpu_percent if s.cpu_percent else float("nan")
-        print(f"| {n} | {c.cpu_percent:.0f} | {s.cpu_percent:.0f} | {ratio:.2f}× "
+        print(f"| {n} | {c.cpu_percent:.0f} | {s.cpu_percent:.0f} | {ratio:.2f}x "
               f"| {c.worst_delivered:.2f}% / {c.mean_delivered:.2f}% "
               f"| {s.worst_delivered:.2f}% / {s.mean_delivered:.2f}% |")
     if args.idle:

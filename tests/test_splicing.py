@@ -10,6 +10,7 @@ splice never rewrites.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -175,10 +176,9 @@ def test_a_flapping_main_goes_on_air_only_when_the_switch_says_so(
     )
     switches = Switches(route)
     wall = time.time() - time.monotonic()
-    main = senders(clips["main"], main_port, flapping(seed=9, seconds=seconds))
+    senders(clips["main"], main_port, flapping(seed=9, seconds=seconds))
     senders(clips["backup"], backup_port)
-    wait_until(lambda: not main.thread.is_alive() or main.sent > 0 and cap.size > 0, 10,
-               "the route to play")
+    wait_until(lambda: cap.size > 0, 10, "the route to play")
     wait_until(lambda: time.monotonic() - cap.times[0] > seconds + 1, seconds + 15,
                "the flapping to end")
     events = switches.close()
@@ -206,7 +206,7 @@ def test_a_flapping_main_goes_on_air_only_when_the_switch_says_so(
 
     # No silence beyond the loss timeout and one check period (with room for a loaded
     # machine; the defect left 574 and 861 ms).
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < (loss_ms + loss_ms / 4 + 250) / 1000, max(gaps)
     data = b"".join(chunks)
     cont = ts_continuity(data)
@@ -309,12 +309,14 @@ def test_a_single_input_route_passes_every_byte_on_a_starved_machine(
         for h in hogs:
             h.wait(timeout=seconds + 30)
         wait_until(lambda: sender.sent >= seconds * BITRATE / 8 * 0.9, 30, "the sender")
-        settle(cap, quiet=1.0) if not slate else time.sleep(0)
+        if not slate:
+            # Without a slate nothing follows the stream: all of it is in the capture.
+            settle(cap, quiet=1.0)
     finally:
         for h in hogs:
             h.kill()
         relay.terminate()
-        out, err = relay.communicate(timeout=30)
+        out, _ = relay.communicate(timeout=30)
     lines = [json.loads(x) for x in (first + out).splitlines() if x.startswith("{")]
     final = [x for x in lines if "inputs" in x][-1]
     assert final["state"] == "stopped", "the relay's last line is its totals"
