@@ -331,3 +331,34 @@ def test_a_single_input_route_passes_every_byte_on_a_starved_machine(
         assert cap.size == o["bytes"]
     cont = ts_continuity(cap.data)
     assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, (cont, switched)
+
+
+def test_a_sole_input_back_after_the_slate_goes_out_from_its_first_packet(
+    gateway: castway.Gateway, clips: dict[str, bytes], senders: Any, udp_capture: Any
+) -> None:
+    """The sender pauses long enough for the slate to go on air, then resumes mid-GOP: with
+    nothing else to switch to, every packet it sends after the pause goes out, none waits for a
+    keyframe, and what receivers see stays continuous."""
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("sole", f"udp://127.0.0.1:{in_port}",
+                              [f"udp://127.0.0.1:{cap.port}"], loss_timeout_ms=200)
+    # On for 3 s, off for 2.5 s (the slate comes up), on again until 8 s.
+    sender = senders(clips["main"], in_port, lambda t: t < 3 or 5.5 <= t < 8)
+    ev = route.wait_switch(0, 10)
+    assert ev is not None and (ev["to"], ev["reason"]) == ("slate", "slate")
+    wait_until(lambda: route.stats()["switch"]["active"] == "slate", 10, "the slate on air")
+    back = route.wait_switch(ev["seq"], 10)
+    assert back is not None and (back["to"], back["reason"]) == ("in0", "recovered")
+    # 5.5 s of sending in all.
+    wait_until(lambda: sender.sent >= 5.45 * BITRATE / 8, 15, "the sender to finish")
+    gateway.remove_route("sole")
+    s = route.stats()
+    i, o, sw = s["inputs"][0], s["outputs"][0], s["switch"]
+    assert sw["slate_packets"] > 100, sw
+    assert (i["off_air_packets"], i["held_back_packets"]) == (0, 0), i
+    assert o["packets"] + o["drops"] == i["packets"] + sw["slate_packets"], (i, o, sw)
+    data = cap.data
+    cont = ts_continuity(data)
+    assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, cont
+    assert pes_backwards(data) == {}
