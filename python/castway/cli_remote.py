@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -153,6 +154,11 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     elif args.tls_client_ca:
         print("castway: --tls-client-ca needs --tls-cert and --tls-key", file=out)
         return EXIT_USAGE
+    # The audit trail (castway.audit) and the control plane's warnings go to stderr.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
+    logging.getLogger("castway").addHandler(handler)
+    logging.getLogger("castway").setLevel(logging.INFO)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,167 @@
+"""Issue 14, the control plane locked down: each finding of the security review against a real
+server on port 0 with a temporary data dir."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_server import ADMIN, CODE, Server, expect, spec, test_input
+
+from castway.client import Client
+from castway.server import run_server
+from castway.v1 import route_pb2, system_pb2
+
+from conftest import wait_until
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as running:
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        yield Server(running, client, tmp_path / "data")
+        client.close()
+
+
+# 2. Header-only unauthenticated calls
+
+
+def _held_open(stop: threading.Event) -> Iterator[Any]:
+    """A request stream that sends nothing until ``stop``: the call's headers go out, its
+    body never does."""
+    stop.wait(30)
+    return
+    yield
+
+
+def test_header_only_calls_do_not_stop_admin_calls_or_health_checks(server: Server) -> None:
+    methods = [
+        "/castway.v1.RouteService/ListRoutes",
+        "/castway.v1.RouteService/CreateRoute",
+        "/castway.v1.KeyService/ListKeys",
+        "/grpc.health.v1.Health/Check",
+    ]
+    stop = threading.Event()
+    channels: list[grpc.Channel] = []
+    calls: list[tuple[str, Any]] = []
+    try:
+        for i in range(64):
+            # A channel each, with its own connection, as separate attackers would.
+            ch = grpc.insecure_channel(server.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+            grpc.channel_ready_future(ch).result(timeout=10)
+            channels.append(ch)
+            method = methods[i % len(methods)]
+            calls.append((method, ch.stream_unary(method).future(_held_open(stop), timeout=60)))
+        # Calls without a key are refused as soon as their headers arrive, body or not.
+        refused = [f for m, f in calls if not m.startswith("/grpc.health")]
+        wait_until(lambda: all(f.done() for f in refused), 10, "the keyless calls to be refused")
+        assert {f.exception().code() for f in refused} == {CODE.UNAUTHENTICATED}
+        health = health_pb2_grpc.HealthStub(server.client.channel)
+        for _ in range(5):
+            started = time.monotonic()
+            server.client.routes.ListRoutes(
+                route_pb2.ListRoutesRequest(), metadata=server.client.metadata, timeout=1
+            )
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert time.monotonic() - started < 2
+        # The header-only health checks are still waiting for their bodies, holding no worker.
+        assert not any(f.done() for m, f in calls if m.startswith("/grpc.health"))
+    finally:
+        stop.set()
+        for _, f in calls:
+            f.cancel()
+        for ch in channels:
+            ch.close()
+
+
+# 7. The audit trail
+
+
+def test_mutations_and_refusals_are_audited_with_key_and_peer(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="castway.audit")
+    md = server.client.metadata
+    me = server.client.system.WhoAmI(system_pb2.WhoAmIRequest(), metadata=md)
+    server.create("audited", spec([test_input()]), desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    server.client.routes.GetRoute(route_pb2.GetRouteRequest(name="audited"), metadata=md)
+    with server.client_with("cw_00000000_wrong") as wrong:
+        expect(
+            CODE.UNAUTHENTICATED,
+            lambda: wrong.routes.DeleteRoute(
+                route_pb2.DeleteRouteRequest(name="audited"), metadata=wrong.metadata
+            ),
+        )
+    with server.client_with(server.key("viewer")) as viewer:
+        viewer_id = viewer.system.WhoAmI(system_pb2.WhoAmIRequest(), metadata=viewer.metadata)
+        expect(
+            CODE.PERMISSION_DENIED,
+            lambda: viewer.routes.StopRoute(
+                route_pb2.StopRouteRequest(name="audited"), metadata=viewer.metadata
+            ),
+        )
+    expect(CODE.NOT_FOUND, lambda: server.get("nope"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "castway.audit"]
+    text = "\n".join(lines)
+
+    def line(*parts: str) -> str:
+        found = [x for x in lines if all(p in x for p in parts)]
+        assert len(found) == 1, (parts, text)
+        return found[0]
+
+    line("RouteService/CreateRoute", f"key={me.key_id}", "peer=ipv4:127.0.0.1:", "status=OK",
+         "name=audited")
+    line("KeyService/CreateKey", f"key={me.key_id}", "status=OK")
+    line("RouteService/DeleteRoute", "key=-", "peer=ipv4:127.0.0.1:", "status=UNAUTHENTICATED")
+    line("RouteService/StopRoute", f"key={viewer_id.key_id}", "status=PERMISSION_DENIED")
+    line("RouteService/GetRoute", "status=NOT_FOUND", "name=nope")
+    # Reads that succeed are not mutations: no line.
+    assert not [x for x in lines if "GetRoute" in x and "status=OK" in x]
+
+
+def test_the_key_id_is_on_the_trace_span(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with run_server(tmp_path, admin_key=ADMIN, tracer_provider=provider, grace_s=1) as running:
+        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
+            me = c.system.WhoAmI(system_pb2.WhoAmIRequest(), metadata=c.metadata)
+            c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    span = spans["castway.v1.RouteService/ListRoutes"]
+    assert span.attributes is not None and span.attributes["castway.key.id"] == me.key_id
+
+
+def test_a_peer_with_repeated_failures_is_slowed_down(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="castway.audit")
+    took = []
+    with server.client_with("cw_00000000_guess") as guess:
+        for _ in range(14):
+            started = time.monotonic()
+            expect(
+                CODE.UNAUTHENTICATED,
+                lambda: guess.routes.ListRoutes(
+                    route_pb2.ListRoutesRequest(), metadata=guess.metadata, timeout=10
+                ),
+            )
+            took.append(time.monotonic() - started)
+    # The first ten are answered at once; from the eleventh on each waits longer.
+    assert took[-1] >= 0.35 and sum(took[10:]) >= 0.9, took
+    assert any("peer 127.0.0.1 throttled" in r.getMessage() for r in caplog.records)
+    # A good key from the same address is not held back.
+    server.client.routes.ListRoutes(
+        route_pb2.ListRoutesRequest(), metadata=server.client.metadata, timeout=2
+    )
