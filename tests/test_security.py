@@ -4,9 +4,12 @@ server on port 0 with a temporary data dir."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_server import ADMIN, CODE, Server, expect, spec, test_input
+from test_server import ADMIN, CODE, Server, ep, expect, spec, test_input
 
 from castway.client import Client
-from castway.server import run_server
-from castway.v1 import route_pb2, system_pb2
+from castway.server import ServeError, run_server
+from castway.v1 import route_pb2, system_pb2, template_pb2
 
-from conftest import wait_until
+from conftest import UdpCapture, wait_until
 
 
 @pytest.fixture
@@ -168,3 +171,108 @@ def test_a_peer_with_repeated_failures_is_slowed_down(
     server.client.routes.ListRoutes(
         route_pb2.ListRoutesRequest(), metadata=server.client.metadata, timeout=2
     )
+
+
+# 1. File endpoints stay in the media root
+
+
+def _refused(server: Server, code: grpc.StatusCode, field: str, s: Any, name: str = "f") -> str:
+    details = expect(code, lambda: server.create(name, s))
+    assert details.startswith(field), details
+    return details
+
+
+def test_file_endpoints_outside_the_media_root_are_refused(server: Server, tmp_path: Path) -> None:
+    media = server.data_dir / "media"
+    assert media.is_dir()
+    config = tmp_path / "castway.toml"
+    config.write_text("[routes]\n")
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bad = CODE.INVALID_ARGUMENT
+    # An absolute path names a file in the media root, not in /: no such directory there.
+    _refused(server, bad, "spec.outputs[0].uri", spec([test_input()], [f"file://{config}"]))
+    _refused(server, bad, "spec.inputs[0].uri", spec([f"file://{secret}"]))
+    _refused(server, bad, "spec.outputs[0].uri", spec([test_input()], ["file:///../escape.ts"]))
+    _refused(server, bad, "spec.outputs[0].uri", spec([test_input()], ["file:///a/%2e%2e/x.ts"]))
+    _refused(server, bad, "spec.inputs[0].uri", spec(["file:///../../../../etc/passwd"]))
+    # The store: beside the media root, never reachable; not by a hard link either.
+    _refused(server, bad, "spec.outputs[0].uri", spec([test_input()], ["file:///../castway.db"]))
+    os.link(server.data_dir / "castway.db", media / "db.ts")
+    denied = CODE.PERMISSION_DENIED
+    _refused(server, denied, "spec.inputs[0].uri", spec(["file:///db.ts"]))
+    _refused(
+        server, denied, "spec.outputs[0].uri", spec([test_input()], ["file:///db.ts?overwrite=1"])
+    )
+    # Symbolic links, as a directory on the way or as the file itself.
+    (media / "out").symlink_to(outside)
+    (media / "clip.ts").symlink_to(secret)
+    _refused(server, denied, "spec.outputs[0].uri", spec([test_input()], ["file:///out/x.ts"]))
+    _refused(server, denied, "spec.inputs[0].uri", spec(["file:///clip.ts"]))
+    _refused(server, denied, "spec.outputs[0].uri", spec([test_input()], ["file:///clip.ts"]))
+    # An existing file castway did not write is kept, unless the spec says overwrite=1.
+    (media / "keep.ts").write_bytes(b"precious")
+    _refused(server, denied, "spec.outputs[0].uri", spec([test_input()], ["file:///keep.ts"]))
+    # Templates are checked the same way.
+    details = expect(
+        bad,
+        lambda: server.client.templates.CreateTemplate(
+            template_pb2.CreateTemplateRequest(
+                name="t", spec=spec([], [f"file://{outside}/x.ts"])
+            ),
+            metadata=server.client.metadata,
+        ),
+    )
+    assert details.startswith("spec.outputs[0].uri"), details
+    assert config.read_text() == "[routes]\n" and not list(outside.iterdir())
+    assert (media / "keep.ts").read_bytes() == b"precious"
+    listed = server.client.routes.ListRoutes(
+        route_pb2.ListRoutesRequest(), metadata=server.client.metadata
+    )
+    assert not listed.routes
+
+
+def test_file_endpoints_inside_the_media_root_play_and_record(
+    tmp_path: Path, ts_file: Path, udp_capture: Callable[..., UdpCapture]
+) -> None:
+    data = tmp_path / "data"
+    media = tmp_path / "media"
+    (media / "clips").mkdir(parents=True)
+    (media / "rec").mkdir()
+    shutil.copy(ts_file, media / "clips" / "feed.ts")
+    (media / "rec" / "old.ts").write_bytes(b"not castway's")
+    cap = udp_capture()
+    with run_server(data, admin_key=ADMIN, grace_s=1, media_dir=media) as running:
+        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
+            c.routes.CreateRoute(
+                route_pb2.CreateRouteRequest(
+                    name="play",
+                    spec=spec(
+                        ["file:///clips/feed.ts?loop=1"],
+                        [
+                            f"udp://127.0.0.1:{cap.port}",
+                            ep("file:///rec/news.ts", "rec"),
+                            ep("file:///rec/old.ts?overwrite=1", "old"),
+                        ],
+                    ),
+                ),
+                metadata=c.metadata,
+            )
+            wait_until(lambda: cap.size > 100_000, 30, "the file input to play")
+            rec = media / "rec" / "news.ts"
+            wait_until(lambda: rec.stat().st_size > 100_000, 30, "the file output to grow")
+            assert stat.S_IMODE(rec.stat().st_mode) == 0o600
+            wait_until(lambda: (media / "rec" / "old.ts").read_bytes()[:1] == b"\x47", 30,
+                       "the file output written over on request")
+            route = c.routes.GetRoute(route_pb2.GetRouteRequest(name="play"), metadata=c.metadata)
+            assert route.resolved.outputs[1].uri == "file:///rec/news.ts"
+    # After a restart castway writes over its own output again, and keeps refusing others.
+    with run_server(data, admin_key=ADMIN, grace_s=1, media_dir=media) as running:
+        view = running.control.get_route("play")
+        assert view.state != "failed", view.error
+    # A media dir that holds the data dir (and so the store) is refused.
+    with pytest.raises(ServeError, match="holds the data dir"):
+        with run_server(data, admin_key=ADMIN, media_dir=tmp_path):
+            pass

@@ -60,6 +60,12 @@ def add_commands(sub: Any) -> None:
         help=f"where the store lives (default $CASTWAY_DATA_DIR or {DEFAULT_DATA_DIR})",
     )
     serve.add_argument(
+        "--media-dir",
+        type=Path,
+        metavar="DIR",
+        help="the only tree file:// endpoints read and write (default DATA_DIR/media)",
+    )
+    serve.add_argument(
         "--listen", default=DEFAULT_ADDR, metavar="HOST:PORT", help=f"default {DEFAULT_ADDR}"
     )
     serve.add_argument("--tls-cert", type=Path, metavar="FILE")
@@ -170,6 +176,7 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
             config=args.config,
             extra_config=DEMO if args.demo else None,
             admin_key=os.environ.get("CASTWAY_ADMIN_KEY"),
+            media_dir=args.media_dir,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]

@@ -29,6 +29,7 @@ from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
 from castway.server.keys import Keys
 from castway.server.limits import Limits
+from castway.server.media import MediaError, MediaRoot
 from castway.server.servicers import KeyService, RouteService, SystemService, TemplateService
 from castway.server.store import Store
 from castway.server.telemetry import TracingInterceptor, provider_from_env
@@ -99,12 +100,14 @@ def run_server(
     admin_key: str | None = None,
     tracer_provider: TracerProvider | None = None,
     limits: Limits | None = None,
+    media_dir: Path | None = None,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
     """Opens the store in ``data_dir``, restores every route, applies ``config``, serves the
     API on ``listen`` (port 0 picks one) and yields; on exit stops taking calls, lets running
-    ones finish for ``grace_s`` and stops every route."""
+    ones finish for ``grace_s`` and stops every route. ``file:`` endpoints live in
+    ``media_dir`` (default ``DATA_DIR/media``)."""
     limits = limits or Limits()
     sources: list[tuple[config_file.Declared, str]] = []
     if extra_config is not None:
@@ -116,7 +119,17 @@ def run_server(
     try:
         keys = Keys(store)
         created = keys.bootstrap(admin_key, out)
-        control = Control(store)
+        try:
+            media = MediaRoot(
+                media_dir or data_dir / "media",
+                data_dir,
+                store.files,
+                store.known_output,
+                store.remember_output,
+            )
+        except MediaError as e:
+            raise ServeError(str(e)) from None
+        control = Control(store, media)
         control.restore()
         for declared, source in sources:
             for line in config_file.apply(control, declared, source):

@@ -112,7 +112,7 @@ def apply(control: Control, declared: Declared, source: str) -> list[str]:
                 control.create_template(name, spec)
                 done.append(f"created template {name}")
                 continue
-            if normalize("template", name, spec, current) != current:
+            if normalize("template", name, spec, current, control.media) != current:
                 control.update_template(name, spec)
                 done.append(f"updated template {name}")
         for name, (spec, state) in declared.routes.items():
@@ -123,7 +123,8 @@ def apply(control: Control, declared: Declared, source: str) -> list[str]:
                 control.create_route(name, spec, state or "running")
                 done.append(f"created route {name}")
                 continue
-            if normalize("route", name, spec, current_route.spec) != current_route.spec:
+            current_spec = current_route.spec
+            if normalize("route", name, spec, current_spec, control.media) != current_spec:
                 control.update_route(name, spec)
                 done.append(f"updated route {name}")
             if state == "running" and current_route.desired != "running":

@@ -26,8 +26,10 @@ from castway.server.errors import (
     InvalidArgument,
     NotFound,
 )
+from castway.server.media import MediaRoot, Opened, is_file_uri
 from castway.server.specs import (
     Endpoint,
+    NativeSpec,
     Spec,
     check_name,
     check_resolved,
@@ -80,9 +82,18 @@ def _refused(e: native_errors.CastwayError) -> ControlError:
 class Control:
     """Routes and templates, durable in ``store``, running in ``gateway``. Thread-safe."""
 
-    def __init__(self, store: Store, gateway: Gateway | None = None) -> None:
+    def __init__(
+        self, store: Store, media: MediaRoot | None, gateway: Gateway | None = None
+    ) -> None:
+        """``media``: where ``file:`` endpoints live (None: they take absolute paths, as in the
+        notebook API; ``castway serve`` always gives one)."""
         self._store = store
+        self.media = media
         self._gw = gateway or Gateway()
+        # The files each route's endpoints opened in the media root, by (group, id, uri), and
+        # which of them the running route uses (the others are closed).
+        self._files: dict[str, dict[tuple[str, str, str], Opened]] = {}
+        self._applied: dict[str, set[tuple[str, str, str]]] = {}
         self._lock = threading.RLock()
         self._routes = {r.name: r for r in store.routes()}
         self._templates = {t.name: t for t in store.templates()}
@@ -113,6 +124,10 @@ class Control:
         if self._retry.is_alive():
             self._retry.join(timeout=10)
         self._gw.close()
+        with self._lock:
+            self._applied.clear()
+            for name in list(self._files):
+                self._close_unused(name)
 
     def _retry_loop(self) -> None:
         while not self._stop.wait(RETRY_S):
@@ -129,7 +144,7 @@ class Control:
         with self._lock:
             if name in self._routes:
                 raise AlreadyExists(f"route {name!r} already exists")
-            spec = normalize("route", name, spec)
+            spec = normalize("route", name, spec, media=self.media)
             resolved = self._checked(name, spec)
             record = RouteRecord(name, spec, desired, 1, "", now(), now())
             if desired == "running":
@@ -171,7 +186,7 @@ class Control:
         with self._lock:
             old = self._route(name)
             self._check_version(old, version)
-            spec = normalize("route", name, spec, old.spec)
+            spec = normalize("route", name, spec, old.spec, self.media)
             resolved = self._checked(name, spec)
             before = self._resolved.get(name)
             changes = (
@@ -271,7 +286,8 @@ class Control:
         with self._lock:
             if name in self._templates:
                 raise AlreadyExists(f"template {name!r} already exists")
-            record = TemplateRecord(name, normalize("template", name, spec), 1, now(), now())
+            spec = normalize("template", name, spec, media=self.media)
+            record = TemplateRecord(name, spec, 1, now(), now())
             self._store.put_template(record)
             self._templates[name] = record
             return TemplateView(record, [])
@@ -295,13 +311,13 @@ class Control:
         with self._lock:
             old = self._template(name)
             self._check_version(old, version)
-            spec = normalize("template", name, spec, old.spec)
+            spec = normalize("template", name, spec, old.spec, self.media)
             users = self._users(name)
             new: dict[str, Spec] = {}
             for route in users:
                 try:
                     new[route] = resolve(route, self._routes[route].spec, spec)
-                    check_resolved(route, new[route])
+                    check_resolved(route, new[route], self.media)
                 except InvalidArgument as e:
                     raise InvalidArgument(f"{e.field} (of route {route!r})", str(e)) from None
             for route, resolved in new.items():
@@ -372,7 +388,7 @@ class Control:
 
     def _checked(self, name: str, spec: Spec) -> Spec:
         resolved = self._resolve(name, spec)
-        check_resolved(name, resolved)
+        check_resolved(name, resolved, self.media)
         self._check_claims(name, resolved)
         return resolved
 
@@ -402,9 +418,14 @@ class Control:
 
     def _start(self, record: RouteRecord, resolved: Spec) -> None:
         try:
-            route = self._gw.add_route(**native(record.name, resolved))
-        except native_errors.CastwayError as e:
-            raise _refused(e) from None
+            spec, used = self._native(record.name, resolved)
+            try:
+                route = self._gw.add_route(**spec)
+            except native_errors.CastwayError as e:
+                raise _refused(e) from None
+            self._applied[record.name] = used
+        finally:
+            self._close_unused(record.name)
         if record.locked_input:
             try:
                 route.switch_to(record.locked_input)
@@ -432,6 +453,40 @@ class Control:
             self._gw.remove_route(name)
         except native_errors.NotFoundError:
             pass
+        self._applied.pop(name, None)
+        self._close_unused(name)
+
+    def _native(self, name: str, resolved: Spec) -> tuple[NativeSpec, set[tuple[str, str, str]]]:
+        """The route's arguments for the gateway, with each ``file:`` endpoint opened in the
+        media root (or kept open: an unchanged endpoint keeps its file and its native URI, so a
+        difference leaves it alone). Also returns which files it uses: the caller records them
+        in ``_applied`` once the gateway took the spec, and calls ``_close_unused`` after."""
+        spec = native(name, resolved)
+        used: set[tuple[str, str, str]] = set()
+        if self.media is None:
+            return spec, used
+        opened = self._files.setdefault(name, {})
+        for group, role in (("inputs", "input"), ("outputs", "output")):
+            endpoints: dict[str, str] = spec[group]  # type: ignore[literal-required]
+            for i, (ep_id, uri) in enumerate(list(endpoints.items())):
+                if not is_file_uri(uri):
+                    continue
+                key = (group, ep_id, uri)
+                if key not in opened:
+                    opened[key] = self.media.open(uri, role, f"resolved.{group}[{i}] ({ep_id})")
+                endpoints[ep_id] = opened[key].native_uri
+                used.add(key)
+        return spec, used
+
+    def _close_unused(self, name: str) -> None:
+        """Closes the files of ``name`` that its running route does not use (after the gateway
+        let go of them: closing sooner could hand their fd numbers to another file)."""
+        opened = self._files.get(name, {})
+        applied = self._applied.get(name, set())
+        for key in [k for k in opened if k not in applied]:
+            opened.pop(key).close()
+        if not opened:
+            self._files.pop(name, None)
 
     def _reconfigure(self, name: str, before: Spec | None, after: Spec) -> Applied:
         """Makes the running route match ``after``; on refusal puts ``before`` back."""
@@ -443,20 +498,28 @@ class Control:
                 self._try_start(record)
             return NO_CHANGES
         try:
-            return self._gw.update_route(**native(name, after))
-        except native_errors.CastwayError as e:
-            if before is not None:
-                try:
-                    self._apply_native(name, before)
-                except native_errors.CastwayError as again:
-                    self._errors[name] = str(again)
-            raise _refused(e) from None
+            spec, used = self._native(name, after)
+            try:
+                applied = self._gw.update_route(**spec)
+            except native_errors.CastwayError as e:
+                if before is not None:
+                    try:
+                        self._apply_native(name, before)
+                    except (native_errors.CastwayError, ControlError) as again:
+                        self._errors[name] = str(again)
+                raise _refused(e) from None
+            self._applied[name] = used
+            return applied
+        finally:
+            self._close_unused(name)
 
     def _apply_native(self, name: str, resolved: Spec) -> None:
+        spec, used = self._native(name, resolved)
         if self._stats(name) is None:
-            self._gw.add_route(**native(name, resolved))
+            self._gw.add_route(**spec)
         else:
-            self._gw.update_route(**native(name, resolved))
+            self._gw.update_route(**spec)
+        self._applied[name] = used
 
     def _commit(self, record: RouteRecord, resolved: Spec, undo: Any = None) -> None:
         """Stores ``record``; if that fails, runs ``undo`` so the gateway matches the store."""

@@ -53,6 +53,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The manual input lock survives restarts.
     "ALTER TABLE routes ADD COLUMN locked_input TEXT NOT NULL DEFAULT '';",
+    # The output files castway created in the media root (so it may write over them again).
+    """
+    CREATE TABLE media_outputs (
+        path TEXT PRIMARY KEY,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -240,6 +249,24 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (k.id, k.name, k.role, k.hash, k.created, k.revoked),
             )
+
+    # Output files in the media root
+
+    def known_output(self, path: str, dev: int, ino: int) -> bool:
+        rows = self._query("SELECT dev, ino FROM media_outputs WHERE path = ?", path)
+        return bool(rows) and (rows[0]["dev"], rows[0]["ino"]) == (dev, ino)
+
+    def remember_output(self, path: str, dev: int, ino: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO media_outputs (path, dev, ino, created) "
+                "VALUES (?, ?, ?, ?)",
+                (path, dev, ino, now()),
+            )
+
+    def files(self) -> list[Path]:
+        """Every file of the store: the database, its WAL and shared memory."""
+        return [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))]
 
     def close(self) -> None:
         with self._lock:
