@@ -6,7 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,11 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_server import ADMIN, CODE, Server, ep, expect, spec, test_input
+from test_server import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, test_input
 
+from castway import cli
 from castway.client import Client
 from castway.server import ServeError, run_server
-from castway.v1 import route_pb2, system_pb2, template_pb2
+from castway.server.store import MIGRATIONS, Store
+from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
 
 from conftest import UdpCapture, wait_until
 
@@ -276,3 +282,108 @@ def test_file_endpoints_inside_the_media_root_play_and_record(
     with pytest.raises(ServeError, match="holds the data dir"):
         with run_server(data, admin_key=ADMIN, media_dir=tmp_path):
             pass
+
+
+# 3. Secrets kept secret on disk
+
+
+def _modes(data: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir() if p.is_file()}
+
+
+def test_data_dir_and_every_store_file_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(data)
+    try:
+        key_file = data / "admin.key"
+        key = key_file.read_text().strip()
+        # The first admin key is in a 0600 file, not in the log.
+        assert key.startswith("cw_") and key not in first.text()
+        assert str(key_file) in first.text()
+        with Client(f"127.0.0.1:{first.port}", key_file=key_file) as c:
+            c.routes.CreateRoute(
+                route_pb2.CreateRouteRequest(
+                    name="r",
+                    spec=spec([test_input()], srt=spec_pb2.SrtDefaults(passphrase="a-secret-pass")),
+                    desired_state=route_pb2.DESIRED_STATE_STOPPED,
+                ),
+                metadata=c.metadata,
+            )
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        modes = _modes(data)
+        assert {"castway.db", "castway.db-wal", "castway.db-shm", "admin.key"} <= set(modes)
+        assert set(modes.values()) == {0o600}, modes
+    finally:
+        assert first.stop(signal.SIGTERM) == 0, first.text()
+
+
+def test_store_files_made_by_an_older_castway_are_made_private(tmp_path: Path) -> None:
+    data = tmp_path / "old"
+    data.mkdir(mode=0o700)
+    db = sqlite3.connect(data / Store.FILE)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    db.close()
+    for p in data.iterdir():
+        p.chmod(0o644)
+    with run_server(data, admin_key=ADMIN, grace_s=1) as running:
+        assert running.control is not None
+        modes = _modes(data)
+        assert "castway.db" in modes and set(modes.values()) == {0o600}, modes
+    assert Store(data).schema_version == len(MIGRATIONS)
+
+
+def test_a_data_dir_others_can_read_is_refused_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "open"
+    data.mkdir()
+    data.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-m", "castway", "serve", "--data-dir", str(data), "--listen",
+         "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CASTWAY_ADMIN_KEY": ADMIN},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "can be read by others (mode 0755)" in done.stderr
+    assert f"chmod 700 {data}" in done.stderr
+    assert not (data / "castway.db").exists()
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["short-key-0123456", "a" * 40, "abababababababababababababab", "0123456789012345678901234"],
+)
+def test_a_weak_admin_key_from_the_environment_is_refused(tmp_path: Path, weak: str) -> None:
+    with pytest.raises(ServeError, match="CASTWAY_ADMIN_KEY"):
+        with run_server(tmp_path / "data", admin_key=weak):
+            pass
+
+
+def test_the_cli_reads_its_key_from_a_file(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(ADMIN + "\n")
+    assert cli.main(["route", "list", "--addr", server.addr, "--key-file", str(key_file)]) == 0
+    assert cli.main(["route", "list", "--addr", server.addr, "--key-file", "/nonexistent"]) == 1
+    assert "cannot read the key file" in capsys.readouterr().err
+
+
+# 9. A changed CASTWAY_ADMIN_KEY replaces the one it registered before
+
+
+def test_a_new_admin_key_from_the_environment_revokes_the_old_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old, new = ADMIN, "rotated-admin-KEY-9876543210-xyz"
+    with run_server(data, admin_key=old, grace_s=1):
+        pass
+    with run_server(data, admin_key=new, grace_s=1) as running:
+        addr = f"127.0.0.1:{running.port}"
+        with Client(addr, old) as c:
+            expect(
+                CODE.UNAUTHENTICATED,
+                lambda: c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata),
+            )
+        with Client(addr, new) as c:
+            keys = c.keys.ListKeys(key_pb2.ListKeysRequest(), metadata=c.metadata).keys
+    assert sorted((k.name, k.revoked) for k in keys) == [("env", False), ("env", True)]

@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from castway.client import DEFAULT_ADDR, Client
+from castway.client import DEFAULT_ADDR, Client, KeyFileError
 from castway.server import ServeError, Tls, run_server
 from castway.server.config import ConfigError, Declared
 from castway.server.servicers import spec_to_pb
@@ -81,7 +81,12 @@ def add_commands(sub: Any) -> None:
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--addr", help=f"server address (default $CASTWAY_ADDR or {DEFAULT_ADDR})")
-    client.add_argument("--key", help="API key (default $CASTWAY_KEY)")
+    client.add_argument(
+        "--key", help="API key (default $CASTWAY_KEY); prefer --key-file, argv is visible to all"
+    )
+    client.add_argument(
+        "--key-file", type=Path, metavar="FILE", help="a file holding the key ($CASTWAY_KEY_FILE)"
+    )
     client.add_argument(
         "--tls-ca", type=Path, metavar="FILE", help="server CA (default $CASTWAY_TLS_CA)"
     )
@@ -338,9 +343,18 @@ def _keys_table(keys: Sequence[key_pb2.ApiKey], out: TextIO) -> None:
 
 def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    client = Client(
-        args.addr, args.key, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
-    )
+    try:
+        client = Client(
+            args.addr,
+            args.key,
+            key_file=args.key_file,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except KeyFileError as e:
+        print(f"castway: {e}", file=err)
+        return EXIT_FAILED
     md, t = client.metadata, client.timeout_s
 
     def show(msg: Message, table: Callable[[], object]) -> None:

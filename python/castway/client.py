@@ -3,8 +3,8 @@
 >>> c = Client("127.0.0.1:50051", key="cw_…")
 >>> c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
 
-``CASTWAY_ADDR``, ``CASTWAY_KEY``, ``CASTWAY_TLS_CA``, ``CASTWAY_TLS_CERT`` and ``CASTWAY_TLS_KEY``
-fill in what is not given.
+``CASTWAY_ADDR``, ``CASTWAY_KEY`` (or ``CASTWAY_KEY_FILE``, a file holding it),
+``CASTWAY_TLS_CA``, ``CASTWAY_TLS_CERT`` and ``CASTWAY_TLS_KEY`` fill in what is not given.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Client:
         addr: str | None = None,
         key: str | None = None,
         *,
+        key_file: Path | None = None,
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
@@ -33,6 +34,9 @@ class Client:
     ) -> None:
         env = os.environ.get
         self.addr = addr or env("CASTWAY_ADDR") or DEFAULT_ADDR
+        key_path = key_file or _path(env("CASTWAY_KEY_FILE"))
+        if not key and key_path is not None:
+            key = read_key_file(key_path)
         self.key = key or env("CASTWAY_KEY") or ""
         ca = tls_ca or _path(env("CASTWAY_TLS_CA"))
         cert = tls_cert or _path(env("CASTWAY_TLS_CERT"))
@@ -69,6 +73,22 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class KeyFileError(Exception):
+    """The key file cannot be read."""
+
+
+def read_key_file(path: Path) -> str:
+    """The key in ``path``: its first line, without surrounding whitespace."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise KeyFileError(f"cannot read the key file {path}: {e.strerror}") from None
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise KeyFileError(f"the key file {path} is empty")
+    return lines[0].strip()
 
 
 def _path(value: str | None) -> Path | None:

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
+from castway.server.errors import ControlError
 from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
@@ -118,7 +119,10 @@ def run_server(
     control: Control | None = None
     try:
         keys = Keys(store)
-        created = keys.bootstrap(admin_key, out)
+        try:
+            created = keys.bootstrap(admin_key, out)
+        except ControlError as e:
+            raise ServeError(str(e)) from None
         try:
             media = MediaRoot(
                 media_dir or data_dir / "media",
