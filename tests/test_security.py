@@ -3,6 +3,7 @@ server on port 0 with a temporary data dir."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,9 @@ from test_server import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, tes
 from castway import cli
 from castway.client import Client
 from castway.server import ServeError, run_server
+from castway.server.errors import FailedPrecondition
+from castway.server.limits import Limits
+from castway.server.specs import Endpoint, Spec
 from castway.server.store import MIGRATIONS, Store
 from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
 
@@ -387,3 +391,128 @@ def test_a_new_admin_key_from_the_environment_revokes_the_old_one(tmp_path: Path
         with Client(addr, new) as c:
             keys = c.keys.ListKeys(key_pb2.ListKeysRequest(), metadata=c.metadata).keys
     assert sorted((k.name, k.revoked) for k in keys) == [("env", False), ("env", True)]
+
+
+# 4. Per-route limits and the port index
+
+
+def test_inputs_and_outputs_per_route_are_limited(server: Server) -> None:
+    udp = [f"udp://127.0.0.1:{9000 + i}" for i in range(65)]
+    details = _refused(server, CODE.INVALID_ARGUMENT, "spec.inputs", spec([test_input()] * 17))
+    assert "limits.max_inputs" in details
+    details = _refused(server, CODE.INVALID_ARGUMENT, "spec.outputs", spec([test_input()], udp))
+    assert "limits.max_outputs" in details
+    md = server.client.metadata
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(name="wide", spec=spec([], udp[:40])), metadata=md
+    )
+    details = _refused(
+        server, CODE.INVALID_ARGUMENT, "resolved.outputs",
+        spec([test_input()], udp[40:], template="wide"),
+    )
+    assert "at most 64" in details
+
+
+def test_port_claims_are_found_through_an_index(tmp_path: Path) -> None:
+    wide = Limits(max_inputs=16000, max_spec_bytes=1 << 20)
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, limits=wide) as running:
+        control = running.control
+        many = Spec(inputs=tuple(Endpoint("", f"udp://:{20000 + i}") for i in range(16000)))
+        started = time.monotonic()
+        control.create_route("many", many, "stopped")
+        control.create_route("other", Spec(inputs=(Endpoint("", "udp://:40000"),)), "stopped")
+        # Comparing every pair took 16 s here; the index makes it linear (a generous bound).
+        assert time.monotonic() - started < 5
+        with pytest.raises(FailedPrecondition, match="in15999 of route 'many'"):
+            control.create_route("clash", Spec(inputs=(Endpoint("", "udp://:35999"),)), "stopped")
+        # The index follows updates and deletes.
+        control.update_route("other", Spec(inputs=(Endpoint("", "udp://:40001"),)))
+        control.create_route("reuse", Spec(inputs=(Endpoint("", "udp://:40000"),)), "stopped")
+        with pytest.raises(FailedPrecondition, match="of route 'other'"):
+            control.create_route("again", Spec(inputs=(Endpoint("", "udp://:40001"),)), "stopped")
+        control.delete_route("many")
+        control.create_route("freed", Spec(inputs=(Endpoint("", "udp://:35999"),)), "stopped")
+
+
+# 5. Sizes, counts and paging
+
+
+def test_sizes_and_counts_are_limited(tmp_path: Path) -> None:
+    config = tmp_path / "castway.toml"
+    config.write_text("[limits]\nmax_routes = 3\nmax_templates = 1\nmax_keys = 2\n")
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, config=config) as running:
+        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
+            s = Server(running, c, tmp_path / "data")
+            huge = "file:///" + "x" * 1_500_000 + ".ts"
+            details = _refused(s, CODE.INVALID_ARGUMENT, "spec.outputs[0].uri",
+                               spec([test_input()], [huge]))
+            assert "limits.max_uri_bytes" in details
+            long_uris = [f"udp://127.0.0.1:{9000 + i}?buffer_size=1{'0' * 3990}"[:4000]
+                         for i in range(20)]
+            assert "limits.max_spec_bytes" in _refused(
+                s, CODE.INVALID_ARGUMENT, "spec", spec([test_input()], long_uris)
+            )
+            _refused(s, CODE.INVALID_ARGUMENT, "name", spec([test_input()]), name="n" * 65)
+            stopped = route_pb2.DESIRED_STATE_STOPPED
+            for i in range(3):
+                s.create(f"r{i}", spec([test_input()]), desired_state=stopped)
+            details = expect(
+                CODE.RESOURCE_EXHAUSTED,
+                lambda: s.create("r3", spec([test_input()]), desired_state=stopped),
+            )
+            assert "limits.max_routes" in details
+            md = c.metadata
+            c.templates.CreateTemplate(
+                template_pb2.CreateTemplateRequest(name="t0", spec=spec([])), metadata=md
+            )
+            expect(
+                CODE.RESOURCE_EXHAUSTED,
+                lambda: c.templates.CreateTemplate(
+                    template_pb2.CreateTemplateRequest(name="t1", spec=spec([])), metadata=md
+                ),
+            )
+            viewer = key_pb2.CreateKeyRequest(name="k", role=key_pb2.ROLE_VIEWER)
+            c.keys.CreateKey(viewer, metadata=md)
+            expect(
+                CODE.RESOURCE_EXHAUSTED,
+                lambda: c.keys.CreateKey(
+                    key_pb2.CreateKeyRequest(name="k2", role=key_pb2.ROLE_VIEWER), metadata=md
+                ),
+            )
+            listed = c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=md)
+            assert [r.name for r in listed.routes] == ["r0", "r1", "r2"]
+
+
+def test_list_routes_pages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limits = Limits(default_page_size=3, max_page_size=5)
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, limits=limits) as running:
+        for i in range(7):
+            running.control.create_route(f"r{i}", Spec(inputs=(Endpoint("", test_input()),)),
+                                         "stopped")
+        addr = f"127.0.0.1:{running.port}"
+        with Client(addr, ADMIN) as c:
+            md = c.metadata
+
+            def page(**kw: Any) -> route_pb2.ListRoutesResponse:
+                return c.routes.ListRoutes(route_pb2.ListRoutesRequest(**kw), metadata=md)
+
+            first = page()
+            assert [r.name for r in first.routes] == ["r0", "r1", "r2"] and first.next_page_token
+            capped = page(page_size=100)
+            assert len(capped.routes) == 5
+            names, token = [], ""
+            for _ in range(10):
+                p = page(page_size=2, page_token=token)
+                names += [r.name for r in p.routes]
+                token = p.next_page_token
+                if not token:
+                    break
+            assert names == [f"r{i}" for i in range(7)]
+            details = expect(CODE.INVALID_ARGUMENT, lambda: page(page_token="bogus"))
+            assert details.startswith("page_token")
+        # The CLI follows the pages.
+        assert cli.main(["route", "list", "--json", "--addr", addr, "--key", ADMIN]) == 0
+        listed = json.loads(capsys.readouterr().out)["routes"]
+        assert [r["name"] for r in listed] == [f"r{i}" for i in range(7)]

@@ -370,9 +370,19 @@ def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
         if cmd == "route":
             rs = client.routes
             if action == "list":
-                resp = rs.ListRoutes(
-                    route_pb2.ListRoutesRequest(template=args.template), metadata=md, timeout=t
-                )
+                # Every page, in name order.
+                resp = route_pb2.ListRoutesResponse()
+                token = ""
+                for _ in range(100_000):
+                    page = rs.ListRoutes(
+                        route_pb2.ListRoutesRequest(template=args.template, page_token=token),
+                        metadata=md,
+                        timeout=t,
+                    )
+                    resp.routes.extend(page.routes)
+                    token = page.next_page_token
+                    if not token:
+                        break
                 show(resp, lambda: _routes_table(resp.routes, out))
             elif action in ("get", "start", "stop"):
                 if action == "get":

@@ -109,16 +109,17 @@ def run_server(
     API on ``listen`` (port 0 picks one) and yields; on exit stops taking calls, lets running
     ones finish for ``grace_s`` and stops every route. ``file:`` endpoints live in
     ``media_dir`` (default ``DATA_DIR/media``)."""
-    limits = limits or Limits()
     sources: list[tuple[config_file.Declared, str]] = []
     if extra_config is not None:
         sources.append((extra_config, "built-in config"))
     if config is not None:
         sources.append((config_file.load(config), str(config)))
+    declared_limits = [d.limits for d, _ in sources if d.limits is not None]
+    limits = limits or (declared_limits[-1] if declared_limits else Limits())
     store = Store(data_dir)
     control: Control | None = None
     try:
-        keys = Keys(store)
+        keys = Keys(store, limits.max_keys)
         try:
             created = keys.bootstrap(admin_key, out)
         except ControlError as e:
@@ -133,7 +134,7 @@ def run_server(
             )
         except MediaError as e:
             raise ServeError(str(e)) from None
-        control = Control(store, media)
+        control = Control(store, media, limits=limits)
         control.restore()
         for declared, source in sources:
             for line in config_file.apply(control, declared, source):

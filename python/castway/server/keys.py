@@ -16,7 +16,12 @@ import threading
 from dataclasses import replace
 from typing import TextIO
 
-from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from castway.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from castway.server.specs import check_name
 from castway.server.store import KEY_FILE, KeyRecord, Role, Store, now
 
@@ -68,8 +73,9 @@ def allows(role: Role, needed: Role) -> bool:
 class Keys:
     """The keys of one store, with an in-memory index by hash."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_keys: int = 100) -> None:
         self._store = store
+        self.max_keys = max_keys
         self._lock = threading.Lock()
         self._by_hash = {k.hash: k for k in store.keys()}
 
@@ -114,6 +120,13 @@ class Keys:
         check_name("key", name)
         if role not in ROLES:
             raise InvalidArgument("role", f"must be one of {', '.join(ROLES)}")
+        with self._lock:
+            live = sum(1 for k in self._by_hash.values() if k.revoked is None)
+        if live >= self.max_keys:
+            raise ResourceExhausted(
+                f"there are {live} live keys, the most this server keeps (limits.max_keys); "
+                "revoke one first"
+            )
         key_id = secrets.token_hex(4)
         secret = f"cw_{key_id}_{secrets.token_urlsafe(32)}"
         return self._add(name, role, secret, key_id), secret  # type: ignore[arg-type]

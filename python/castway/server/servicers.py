@@ -214,8 +214,12 @@ class RouteService(route_pb2_grpc.RouteServiceServicer):
     def ListRoutes(
         self, request: route_pb2.ListRoutesRequest, context: Any
     ) -> route_pb2.ListRoutesResponse:
-        views = self.control.list_routes(request.template)
-        return route_pb2.ListRoutesResponse(routes=[route_to_pb(v) for v in views])
+        views, token = self.control.list_routes(
+            request.template, request.page_size, request.page_token
+        )
+        return route_pb2.ListRoutesResponse(
+            routes=[route_to_pb(v) for v in views], next_page_token=token
+        )
 
     @_rpc
     def UpdateRoute(
