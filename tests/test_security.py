@@ -24,11 +24,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_server import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, test_input
+from test_server import (
+    ADMIN,
+    CODE,
+    ServeProcess,
+    Server,
+    ep,
+    expect,
+    spec,
+    test_input,
+)
 
 from castway import cli
-from castway.client import Client
-from castway.server import ServeError, run_server
+from castway.client import Client, PlaintextError
+from castway.server import ServeError, Tls, run_server
 from castway.server.errors import FailedPrecondition
 from castway.server.limits import Limits
 from castway.server.specs import Endpoint, Spec
@@ -516,3 +525,57 @@ def test_list_routes_pages(
         assert cli.main(["route", "list", "--json", "--addr", addr, "--key", ADMIN]) == 0
         listed = json.loads(capsys.readouterr().out)["routes"]
         assert [r["name"] for r in listed] == [f"r{i}" for i in range(7)]
+
+
+# 6. Plaintext stays on loopback
+
+
+def test_plaintext_on_an_address_that_is_not_loopback_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for listen in ("0.0.0.0:0", "[::]:0", "gw.example:50051"):
+        with pytest.raises(ServeError, match="refusing to serve plaintext"):
+            with run_server(data, listen, admin_key=ADMIN):
+                pass
+    # Refused before anything was opened or bound.
+    assert not data.exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "castway", "serve", "--data-dir", str(data), "--listen",
+         "0.0.0.0:0"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CASTWAY_ADMIN_KEY": ADMIN},
+    )
+    assert done.returncode == 1 and "--insecure" in done.stderr, done.stderr
+    # Told so, it serves; the test talks to it over loopback only.
+    with run_server(data, "0.0.0.0:0", admin_key=ADMIN, insecure=True, grace_s=1) as running:
+        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
+            c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata, timeout=5)
+
+
+def test_the_cli_refuses_plaintext_to_an_address_that_is_not_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Refused before any channel exists: nothing is sent anywhere.
+    assert cli.main(["route", "list", "--addr", "192.0.2.1:50051", "--key", ADMIN]) == 1
+    assert "refusing plaintext to 192.0.2.1:50051" in capsys.readouterr().err
+    with pytest.raises(PlaintextError):
+        Client("[2001:db8::1]:50051", ADMIN)
+    for local in ("127.0.0.1:1", "[::1]:1", "localhost:1"):
+        Client(local, ADMIN).close()
+
+
+def test_tls_is_1_2_at_least_and_prefers_1_3(tmp_path: Path, certs: Path) -> None:
+    tls = Tls(certs / "server.pem", certs / "server.key")
+    with run_server(tmp_path / "data", tls=tls, admin_key=ADMIN, grace_s=1) as running:
+
+        def handshake(*flags: str) -> str:
+            done = subprocess.run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{running.port}", "-alpn", "h2",
+                 *flags],
+                input="", capture_output=True, text=True, errors="replace", timeout=30,
+            )
+            return done.stdout + done.stderr
+
+        assert "Protocol version: TLSv1.3" in handshake("-brief")
+        assert "Protocol version: TLSv1.2" in handshake("-tls1_2", "-brief")
+        old = handshake("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-brief")
+        assert "Protocol version" not in old, old

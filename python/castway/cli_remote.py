@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from castway.client import DEFAULT_ADDR, Client, KeyFileError
+from castway.client import DEFAULT_ADDR, Client, KeyFileError, PlaintextError
 from castway.server import ServeError, Tls, run_server
 from castway.server.config import ConfigError, Declared
 from castway.server.servicers import spec_to_pb
@@ -68,6 +68,11 @@ def add_commands(sub: Any) -> None:
     serve.add_argument(
         "--listen", default=DEFAULT_ADDR, metavar="HOST:PORT", help=f"default {DEFAULT_ADDR}"
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext on an address that is not loopback (a TLS proxy in front, say)",
+    )
     serve.add_argument("--tls-cert", type=Path, metavar="FILE")
     serve.add_argument("--tls-key", type=Path, metavar="FILE")
     serve.add_argument(
@@ -92,6 +97,11 @@ def add_commands(sub: Any) -> None:
     )
     client.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate for mTLS")
     client.add_argument("--tls-key", type=Path, metavar="FILE", help="client key for mTLS")
+    client.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext to an address that is not loopback (the key travels in clear)",
+    )
     client.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     spec = argparse.ArgumentParser(add_help=False)
@@ -182,6 +192,7 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
             extra_config=DEMO if args.demo else None,
             admin_key=os.environ.get("CASTWAY_ADMIN_KEY"),
             media_dir=args.media_dir,
+            insecure=args.insecure,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]
@@ -351,8 +362,9 @@ def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
             tls_ca=args.tls_ca,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            insecure=args.insecure,
         )
-    except KeyFileError as e:
+    except (KeyFileError, PlaintextError) as e:
         print(f"castway: {e}", file=err)
         return EXIT_FAILED
     md, t = client.metadata, client.timeout_s

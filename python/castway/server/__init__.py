@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
+from castway.client import is_local
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
@@ -102,13 +103,21 @@ def run_server(
     tracer_provider: TracerProvider | None = None,
     limits: Limits | None = None,
     media_dir: Path | None = None,
+    insecure: bool = False,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
     """Opens the store in ``data_dir``, restores every route, applies ``config``, serves the
     API on ``listen`` (port 0 picks one) and yields; on exit stops taking calls, lets running
     ones finish for ``grace_s`` and stops every route. ``file:`` endpoints live in
-    ``media_dir`` (default ``DATA_DIR/media``)."""
+    ``media_dir`` (default ``DATA_DIR/media``). Without ``tls``, a ``listen`` address that is
+    not loopback is refused (before anything is opened or bound) unless ``insecure``."""
+    if tls is None and not insecure and not is_local(listen):
+        raise ServeError(
+            f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
+            "passphrases would cross the network in clear. Give --tls-cert and --tls-key, or "
+            "--insecure if a TLS proxy sits in front"
+        )
     sources: list[tuple[config_file.Declared, str]] = []
     if extra_config is not None:
         sources.append((extra_config, "built-in config"))
