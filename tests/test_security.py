@@ -44,7 +44,7 @@ from castway.server.specs import Endpoint, Spec
 from castway.server.store import MIGRATIONS, Store
 from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
 
-from conftest import UdpCapture, wait_until
+from conftest import UdpCapture, free_port, wait_until
 
 
 @pytest.fixture
@@ -579,3 +579,44 @@ def test_tls_is_1_2_at_least_and_prefers_1_3(tmp_path: Path, certs: Path) -> Non
         assert "Protocol version: TLSv1.2" in handshake("-tls1_2", "-brief")
         old = handshake("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-brief")
         assert "Protocol version" not in old, old
+
+
+# 8. Viewers never see a passphrase or a stream ID
+
+
+def test_viewers_never_see_a_passphrase_or_stream_id_in_any_spelling(
+    server: Server, udp_capture: Callable[..., UdpCapture]
+) -> None:
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    out = udp_capture()
+    secrets = ["phrase-one-secret", "phrase-two-secret", "token-one-abc", "token-two-def"]
+    s = spec(
+        [
+            ep(f"srt://:{p1}?mode=listener&pass%70hrase=phrase-one-secret", "a"),
+            ep(f"srt://:{p2}?mode=listener&PassPhrase=phrase-two-%73ecret&streamid=token-one-abc",
+               "b"),
+            ep(test_input(), "pattern"),
+        ],
+        [
+            ep(f"udp://127.0.0.1:{out.port}", "mon"),
+            ep(f"srt://127.0.0.1:{p3}?stream%69d=token-two-%64ef", "push"),
+        ],
+    )
+    server.create("secretive", s)
+    wait_until(lambda: out.size > 10_000, 30, "the route to run")
+    # Operators see what they wrote.
+    assert "pass%70hrase=phrase-one-secret" in str(server.get("secretive"))
+    with server.client_with(server.key("viewer")) as viewer:
+        vm = viewer.metadata
+        got = viewer.routes.GetRoute(route_pb2.GetRouteRequest(name="secretive"), metadata=vm)
+        listed = viewer.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=vm)
+    assert len(got.status.inputs) == 3 and len(got.status.outputs) == 2
+    seen = str(got) + str(listed)
+    for secret in secrets:
+        for spelling in (secret, secret.replace("s", "%73"), secret.replace("d", "%64"),
+                         secret.replace("-", "%2D"), secret.replace("-", "%2d")):
+            assert spelling not in seen, spelling
+    assert "phrase-two-%73ecret" not in seen and "token-two-%64ef" not in seen
+    assert "pass%70hrase=***" in got.spec.inputs[0].uri
+    assert "streamid=***" in got.resolved.inputs[1].uri
+    assert "stream%69d=***" in got.status.outputs[1].uri
