@@ -63,6 +63,15 @@ NO_CHANGES: Applied = {
 Claim = tuple[str, str, str]  # (route, endpoint id, host)
 
 
+def _listening(spec: Spec) -> list[tuple[str, str, int]]:
+    """``listen_addresses``, or none for a stored spec this castway no longer parses (it shows
+    as failed, and claims nothing)."""
+    try:
+        return listen_addresses(spec)
+    except native_errors.CastwayError:
+        return []
+
+
 class Resolved(dict[str, Spec]):
     """Every route's resolved spec, with an index of the ports they listen on, so a clash is
     found by looking up each port of one route rather than by comparing every pair."""
@@ -74,7 +83,7 @@ class Resolved(dict[str, Spec]):
     def __setitem__(self, name: str, spec: Spec) -> None:
         self._unindex(name)
         super().__setitem__(name, spec)
-        for ep, host, port in listen_addresses(spec):
+        for ep, host, port in _listening(spec):
             self.ports.setdefault(port, []).append((name, ep, host))
 
     def __delitem__(self, name: str) -> None:
@@ -89,7 +98,7 @@ class Resolved(dict[str, Spec]):
         old = self.get(name)
         if old is None:
             return
-        for _, _, port in listen_addresses(old):
+        for _, _, port in _listening(old):
             claims = [c for c in self.ports.get(port, []) if c[0] != name]
             if claims:
                 self.ports[port] = claims

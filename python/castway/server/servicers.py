@@ -49,7 +49,11 @@ ROLE_TO_PB = {
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
     ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
-    ("file", "an MPEG-TS file (input: optionally looped; output: written)", "filesrc"),
+    (
+        "file",
+        "an MPEG-TS file in the media root (input: optionally looped; output: written)",
+        "filesrc",
+    ),
     ("test", "a generated test pattern with tone (input only)", "videotestsrc"),
 )
 
