@@ -620,3 +620,28 @@ def test_viewers_never_see_a_passphrase_or_stream_id_in_any_spelling(
     assert "pass%70hrase=***" in got.spec.inputs[0].uri
     assert "streamid=***" in got.resolved.inputs[1].uri
     assert "stream%69d=***" in got.status.outputs[1].uri
+
+
+def test_idle_and_old_connections_are_closed(tmp_path: Path) -> None:
+    short = Limits(connection_idle_s=1, connection_age_s=2, connection_age_grace_s=1)
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, limits=short) as running:
+        addr = f"127.0.0.1:{running.port}"
+        idle = grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        held = grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        stop = threading.Event()
+        try:
+            health_pb2_grpc.HealthStub(idle).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            states: list[grpc.ChannelConnectivity] = []
+            idle.subscribe(states.append)
+            # A connection without calls is closed by the server (the channel goes idle).
+            wait_until(lambda: grpc.ChannelConnectivity.IDLE in states, 15, "the idle close")
+            # A call that never sends its body ends with its connection's age and grace.
+            call = held.stream_unary("/grpc.health.v1.Health/Check").future(
+                _held_open(stop), timeout=60
+            )
+            wait_until(call.done, 15, "the held call to be ended by the connection's age")
+            assert call.exception() is not None
+        finally:
+            stop.set()
+            idle.close()
+            held.close()
