@@ -645,3 +645,34 @@ def test_idle_and_old_connections_are_closed(tmp_path: Path) -> None:
             stop.set()
             idle.close()
             held.close()
+
+
+def test_castway_serve_writes_the_audit_trail_to_stderr_and_its_audit_log(tmp_path: Path) -> None:
+    audit_log = tmp_path / "audit.log"
+    proc = ServeProcess(
+        tmp_path / "data", {"CASTWAY_ADMIN_KEY": ADMIN}, ("--audit-log", str(audit_log))
+    )
+    try:
+        addr = f"127.0.0.1:{proc.port}"
+        with Client(addr, ADMIN) as c:
+            c.templates.CreateTemplate(
+                template_pb2.CreateTemplateRequest(name="tpl", spec=spec([])), metadata=c.metadata
+            )
+        with Client(addr, "cw_00000000_wrong") as wrong:
+            expect(
+                CODE.UNAUTHENTICATED,
+                lambda: wrong.templates.DeleteTemplate(
+                    template_pb2.DeleteTemplateRequest(name="tpl"), metadata=wrong.metadata
+                ),
+            )
+        for where in (proc.text, audit_log.read_text):
+            wait_until(
+                lambda where=where: "TemplateService/DeleteTemplate key=- peer=ipv4:127.0.0.1:"
+                in where(),
+                10,
+                "the refusal in the audit trail",
+            )
+            assert "TemplateService/CreateTemplate key=" in where() and "name=tpl" in where()
+        assert stat.S_IMODE(audit_log.stat().st_mode) == 0o600
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0, proc.text()

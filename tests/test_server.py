@@ -623,7 +623,9 @@ def test_cli_creates_and_lists_routes_over_grpc(
 
 
 class ServeProcess:
-    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.log = data.parent / f"serve-{time.monotonic_ns()}.log"
         self.log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -636,6 +638,7 @@ class ServeProcess:
                 str(data),
                 "--listen",
                 "127.0.0.1:0",
+                *args,
             ],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,

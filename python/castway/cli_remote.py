@@ -79,6 +79,12 @@ def add_commands(sub: Any) -> None:
         "--tls-client-ca", type=Path, metavar="FILE", help="require client certificates (mTLS)"
     )
     serve.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="FILE",
+        help="also append the audit trail to FILE (created 0600); it always goes to stderr",
+    )
+    serve.add_argument(
         "--demo",
         action="store_true",
         help=f"also declare the demo route (test pattern on srt://:{DEMO_PORT})",
@@ -175,11 +181,33 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     elif args.tls_client_ca:
         print("castway: --tls-client-ca needs --tls-cert and --tls-key", file=out)
         return EXIT_USAGE
-    # The audit trail (castway.audit) and the control plane's warnings go to stderr.
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
-    logging.getLogger("castway").addHandler(handler)
+    # The audit trail (castway.audit) and the control plane's warnings go to stderr, and the
+    # audit trail also to --audit-log.
+    handlers: list[logging.Handler] = [logging.StreamHandler(out)]
+    handlers[0].setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
+    if args.audit_log is not None:
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(args.audit_log, flags, 0o600)
+        except OSError as e:
+            print(f"castway: cannot open the audit log {args.audit_log}: {e.strerror}", file=out)
+            return EXIT_FAILED
+        audit_file = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        audit_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handlers.append(audit_file)
+        logging.getLogger("castway.audit").addHandler(audit_file)
+    logging.getLogger("castway").addHandler(handlers[0])
     logging.getLogger("castway").setLevel(logging.INFO)
+    try:
+        return _serve(args, tls, out)
+    finally:
+        logging.getLogger("castway").removeHandler(handlers[0])
+        if len(handlers) > 1:
+            logging.getLogger("castway.audit").removeHandler(handlers[1])
+            handlers[1].close()
+
+
+def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
