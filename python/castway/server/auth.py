@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from opentelemetry import trace
@@ -81,8 +82,9 @@ def bearer(metadata: Any) -> str | None:
 
 
 def peer_host(peer: str) -> str:
-    """``ipv4:127.0.0.1:5000`` → ``127.0.0.1``; ``ipv6:[::1]:5000`` → ``::1``."""
-    _, _, address = peer.partition(":")
+    """``ipv4:127.0.0.1:5000`` → ``127.0.0.1``; ``ipv6:[::1]:5000`` (or ``%5B::1%5D``) →
+    ``::1``."""
+    _, _, address = unquote(peer).partition(":")
     host = address.rpartition(":")[0] if address.count(":") and not address.startswith("/") else ""
     return host.strip("[]") or address or peer
 
