@@ -211,63 +211,6 @@ def test_keys_are_stored_hashed_and_shown_once(server: Server) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    for ca in ("ca", "other-ca"):
-        ssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={ca}",
-            "-keyout",
-            f"{ca}.key",
-            "-out",
-            f"{ca}.pem",
-        )
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, ca in (("server", "ca"), ("client", "ca"), ("stranger", "other-ca")):
-        ssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-        )
-        ssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            f"{ca}.pem",
-            "-CAkey",
-            f"{ca}.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            f"{name}.pem",
-        )
-    return d
-
-
 def _version_call(c: Client) -> Any:
     from castway.v1 import system_pb2
 
@@ -680,7 +623,9 @@ def test_cli_creates_and_lists_routes_over_grpc(
 
 
 class ServeProcess:
-    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.log = data.parent / f"serve-{time.monotonic_ns()}.log"
         self.log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -693,6 +638,7 @@ class ServeProcess:
                 str(data),
                 "--listen",
                 "127.0.0.1:0",
+                *args,
             ],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
@@ -725,7 +671,8 @@ def test_kill_9_then_restart_restores_every_route_in_its_state(
     first = ServeProcess(data)
     text = first.text()
     assert text.count("created the first admin key") == 1
-    key = next(w for w in text.split() if w.startswith("cw_"))
+    key = (data / "admin.key").read_text().strip()
+    assert key.startswith("cw_") and key not in text
     out = free_port()
     with Client(f"127.0.0.1:{first.port}", key) as c:
         md = c.metadata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from castway.client import DEFAULT_ADDR, Client
+from castway.client import DEFAULT_ADDR, Client, KeyFileError, PlaintextError
 from castway.server import ServeError, Tls, run_server
 from castway.server.config import ConfigError, Declared
 from castway.server.servicers import spec_to_pb
@@ -59,12 +60,29 @@ def add_commands(sub: Any) -> None:
         help=f"where the store lives (default $CASTWAY_DATA_DIR or {DEFAULT_DATA_DIR})",
     )
     serve.add_argument(
+        "--media-dir",
+        type=Path,
+        metavar="DIR",
+        help="the only tree file:// endpoints read and write (default DATA_DIR/media)",
+    )
+    serve.add_argument(
         "--listen", default=DEFAULT_ADDR, metavar="HOST:PORT", help=f"default {DEFAULT_ADDR}"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext on an address that is not loopback (a TLS proxy in front, say)",
     )
     serve.add_argument("--tls-cert", type=Path, metavar="FILE")
     serve.add_argument("--tls-key", type=Path, metavar="FILE")
     serve.add_argument(
         "--tls-client-ca", type=Path, metavar="FILE", help="require client certificates (mTLS)"
+    )
+    serve.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="FILE",
+        help="also append the audit trail to FILE (created 0600); it always goes to stderr",
     )
     serve.add_argument(
         "--demo",
@@ -74,12 +92,22 @@ def add_commands(sub: Any) -> None:
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--addr", help=f"server address (default $CASTWAY_ADDR or {DEFAULT_ADDR})")
-    client.add_argument("--key", help="API key (default $CASTWAY_KEY)")
+    client.add_argument(
+        "--key", help="API key (default $CASTWAY_KEY); prefer --key-file, argv is visible to all"
+    )
+    client.add_argument(
+        "--key-file", type=Path, metavar="FILE", help="a file holding the key ($CASTWAY_KEY_FILE)"
+    )
     client.add_argument(
         "--tls-ca", type=Path, metavar="FILE", help="server CA (default $CASTWAY_TLS_CA)"
     )
     client.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate for mTLS")
     client.add_argument("--tls-key", type=Path, metavar="FILE", help="client key for mTLS")
+    client.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext to an address that is not loopback (the key travels in clear)",
+    )
     client.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     spec = argparse.ArgumentParser(add_help=False)
@@ -153,6 +181,33 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     elif args.tls_client_ca:
         print("castway: --tls-client-ca needs --tls-cert and --tls-key", file=out)
         return EXIT_USAGE
+    # The audit trail (castway.audit) and the control plane's warnings go to stderr, and the
+    # audit trail also to --audit-log.
+    handlers: list[logging.Handler] = [logging.StreamHandler(out)]
+    handlers[0].setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
+    if args.audit_log is not None:
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(args.audit_log, flags, 0o600)
+        except OSError as e:
+            print(f"castway: cannot open the audit log {args.audit_log}: {e.strerror}", file=out)
+            return EXIT_FAILED
+        audit_file = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        audit_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handlers.append(audit_file)
+        logging.getLogger("castway.audit").addHandler(audit_file)
+    logging.getLogger("castway").addHandler(handlers[0])
+    logging.getLogger("castway").setLevel(logging.INFO)
+    try:
+        return _serve(args, tls, out)
+    finally:
+        logging.getLogger("castway").removeHandler(handlers[0])
+        if len(handlers) > 1:
+            logging.getLogger("castway.audit").removeHandler(handlers[1])
+            handlers[1].close()
+
+
+def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -164,6 +219,8 @@ def serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
             config=args.config,
             extra_config=DEMO if args.demo else None,
             admin_key=os.environ.get("CASTWAY_ADMIN_KEY"),
+            media_dir=args.media_dir,
+            insecure=args.insecure,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]
@@ -325,9 +382,19 @@ def _keys_table(keys: Sequence[key_pb2.ApiKey], out: TextIO) -> None:
 
 def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    client = Client(
-        args.addr, args.key, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
-    )
+    try:
+        client = Client(
+            args.addr,
+            args.key,
+            key_file=args.key_file,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            insecure=args.insecure,
+        )
+    except (KeyFileError, PlaintextError) as e:
+        print(f"castway: {e}", file=err)
+        return EXIT_FAILED
     md, t = client.metadata, client.timeout_s
 
     def show(msg: Message, table: Callable[[], object]) -> None:
@@ -343,9 +410,19 @@ def remote(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
         if cmd == "route":
             rs = client.routes
             if action == "list":
-                resp = rs.ListRoutes(
-                    route_pb2.ListRoutesRequest(template=args.template), metadata=md, timeout=t
-                )
+                # Every page, in name order.
+                resp = route_pb2.ListRoutesResponse()
+                token = ""
+                for _ in range(100_000):
+                    page = rs.ListRoutes(
+                        route_pb2.ListRoutesRequest(template=args.template, page_token=token),
+                        metadata=md,
+                        timeout=t,
+                    )
+                    resp.routes.extend(page.routes)
+                    token = page.next_page_token
+                    if not token:
+                        break
                 show(resp, lambda: _routes_table(resp.routes, out))
             elif action in ("get", "start", "stop"):
                 if action == "get":

@@ -3,12 +3,13 @@
 >>> c = Client("127.0.0.1:50051", key="cw_…")
 >>> c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
 
-``CASTWAY_ADDR``, ``CASTWAY_KEY``, ``CASTWAY_TLS_CA``, ``CASTWAY_TLS_CERT`` and ``CASTWAY_TLS_KEY``
-fill in what is not given.
+``CASTWAY_ADDR``, ``CASTWAY_KEY`` (or ``CASTWAY_KEY_FILE``, a file holding it),
+``CASTWAY_TLS_CA``, ``CASTWAY_TLS_CERT`` and ``CASTWAY_TLS_KEY`` fill in what is not given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from types import TracebackType
@@ -26,13 +27,21 @@ class Client:
         addr: str | None = None,
         key: str | None = None,
         *,
+        key_file: Path | None = None,
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         timeout_s: float = 30.0,
+        insecure: bool = False,
     ) -> None:
+        """Plaintext (no ``tls_ca``/``tls_cert``) to an address that is not loopback is refused
+        with :class:`PlaintextError` unless ``insecure`` (the key would cross the network in
+        clear)."""
         env = os.environ.get
         self.addr = addr or env("CASTWAY_ADDR") or DEFAULT_ADDR
+        key_path = key_file or _path(env("CASTWAY_KEY_FILE"))
+        if not key and key_path is not None:
+            key = read_key_file(key_path)
         self.key = key or env("CASTWAY_KEY") or ""
         ca = tls_ca or _path(env("CASTWAY_TLS_CA"))
         cert = tls_cert or _path(env("CASTWAY_TLS_CERT"))
@@ -46,6 +55,11 @@ class Client:
             )
             self.channel = grpc.secure_channel(self.addr, creds)
         else:
+            if not insecure and not is_local(self.addr):
+                raise PlaintextError(
+                    f"refusing plaintext to {self.addr}, which is not this machine: the key would "
+                    "cross the network in clear; give --tls-ca (TLS), or --insecure if you must"
+                )
             self.channel = grpc.insecure_channel(self.addr)
         self.routes = route_pb2_grpc.RouteServiceStub(self.channel)
         self.templates = template_pb2_grpc.TemplateServiceStub(self.channel)
@@ -69,6 +83,48 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class KeyFileError(Exception):
+    """The key file cannot be read."""
+
+
+class PlaintextError(Exception):
+    """Plaintext to an address that is not this machine's, without ``insecure``."""
+
+
+def host_of(addr: str) -> str:
+    """The host of ``HOST:PORT``, ``[V6]:PORT``, ``dns:///HOST:PORT`` or ``unix:PATH`` ("unix")."""
+    if addr.startswith(("unix:", "unix-abstract:")):
+        return "unix"
+    addr = addr.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
+    if addr.startswith("["):
+        return addr[1:].partition("]")[0]
+    return addr.rpartition(":")[0] if ":" in addr else addr
+
+
+def is_local(addr: str) -> bool:
+    """Whether ``addr`` (a gRPC target or listen address) stays on this machine: loopback,
+    ``localhost`` or a unix socket."""
+    host = host_of(addr).lower()
+    if host in ("unix", "localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_key_file(path: Path) -> str:
+    """The key in ``path``: its first line, without surrounding whitespace."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise KeyFileError(f"cannot read the key file {path}: {e.strerror}") from None
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise KeyFileError(f"the key file {path} is empty")
+    return lines[0].strip()
 
 
 def _path(value: str | None) -> Path | None:

@@ -9,7 +9,9 @@ process too.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -22,10 +24,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
+from castway.client import is_local
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
+from castway.server.errors import ControlError
 from castway.server.keys import Keys
+from castway.server.limits import Limits
+from castway.server.media import MediaError, MediaRoot
 from castway.server.servicers import KeyService, RouteService, SystemService, TemplateService
 from castway.server.store import Store
 from castway.server.telemetry import TracingInterceptor, provider_from_env
@@ -42,7 +48,6 @@ from castway.v1 import (
 
 __all__ = ["Control", "Keys", "Running", "ServeError", "Store", "Tls", "run_server"]
 
-WORKERS = 16
 SERVICES = (
     route_pb2.DESCRIPTOR.services_by_name["RouteService"].full_name,
     template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
@@ -78,7 +83,7 @@ class Tls:
 
 @dataclass(frozen=True)
 class Running:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     control: Control
     keys: Keys
@@ -96,63 +101,165 @@ def run_server(
     extra_config: config_file.Declared | None = None,
     admin_key: str | None = None,
     tracer_provider: TracerProvider | None = None,
+    limits: Limits | None = None,
+    media_dir: Path | None = None,
+    insecure: bool = False,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
     """Opens the store in ``data_dir``, restores every route, applies ``config``, serves the
     API on ``listen`` (port 0 picks one) and yields; on exit stops taking calls, lets running
-    ones finish for ``grace_s`` and stops every route."""
+    ones finish for ``grace_s`` and stops every route. ``file:`` endpoints live in
+    ``media_dir`` (default ``DATA_DIR/media``). Without ``tls``, a ``listen`` address that is
+    not loopback is refused (before anything is opened or bound) unless ``insecure``."""
+    if tls is None and not insecure and not is_local(listen):
+        raise ServeError(
+            f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
+            "passphrases would cross the network in clear. Give --tls-cert and --tls-key, or "
+            "--insecure if a TLS proxy sits in front"
+        )
     sources: list[tuple[config_file.Declared, str]] = []
     if extra_config is not None:
         sources.append((extra_config, "built-in config"))
     if config is not None:
         sources.append((config_file.load(config), str(config)))
+    declared_limits = [d.limits for d, _ in sources if d.limits is not None]
+    limits = limits or (declared_limits[-1] if declared_limits else Limits())
     store = Store(data_dir)
     control: Control | None = None
     try:
-        keys = Keys(store)
-        created = keys.bootstrap(admin_key, out)
-        control = Control(store)
+        keys = Keys(store, limits.max_keys)
+        try:
+            created = keys.bootstrap(admin_key, out)
+        except ControlError as e:
+            raise ServeError(str(e)) from None
+        try:
+            media = MediaRoot(
+                media_dir or data_dir / "media",
+                data_dir,
+                store.files,
+                store.known_output,
+                store.remember_output,
+            )
+        except MediaError as e:
+            raise ServeError(str(e)) from None
+        control = Control(store, media, limits=limits)
         control.restore()
         for declared, source in sources:
             for line in config_file.apply(control, declared, source):
                 print(f"castway: {source}: {line}", file=out, flush=True)
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="castway-rpc"),
-            interceptors=[
-                TracingInterceptor(tracer_provider or provider_from_env()),
-                AuthInterceptor(keys),
-            ],
-            # One server per port: without this, gRPC binds with SO_REUSEPORT and a second
-            # castway on the same port would silently share it.
-            options=[("grpc.so_reuseport", 0)],
+        server = _Server(
+            keys,
+            control,
+            tls,
+            listen,
+            tracer_provider or provider_from_env(),
+            limits,
         )
-        route_pb2_grpc.add_RouteServiceServicer_to_server(RouteService(control), server)
-        template_pb2_grpc.add_TemplateServiceServicer_to_server(TemplateService(control), server)
-        key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(keys), server)
-        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
-        health_servicer = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
         try:
-            if tls is None:
-                port = server.add_insecure_port(listen)
-            else:
-                port = server.add_secure_port(listen, tls.credentials())
-        except RuntimeError as e:
-            raise ServeError(f"cannot listen on {listen}: {e}") from None
-        if port == 0:
-            raise ServeError(f"cannot listen on {listen} (address in use or not local)")
-        server.start()
-        for name in ("", *SERVICES):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        try:
-            yield Running(server, port, control, keys, created)
+            server.start()
+            yield Running(server.server, server.port, control, keys, created)
         finally:
-            health_servicer.enter_graceful_shutdown()
-            server.stop(grace_s).wait()
+            server.stop(grace_s)
     finally:
         if control is not None:
             control.close()
         store.close()
+
+
+class _Server:
+    """The ``grpc.aio`` server on its own event-loop thread.
+
+    Every call is accepted on the event loop: the key is checked there as soon as the headers
+    arrive (a refused call never takes a worker), health checks are answered there, and a call
+    waiting for its request body holds only a coroutine. The servicers themselves are plain
+    functions run on ``limits.workers`` threads once their request is in.
+    """
+
+    def __init__(
+        self,
+        keys: Keys,
+        control: Control,
+        tls: Tls | None,
+        listen: str,
+        provider: TracerProvider,
+        limits: Limits,
+    ) -> None:
+        self._keys, self._control, self._tls, self._listen = keys, control, tls, listen
+        self._provider, self._limits = provider, limits
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="castway-grpc", daemon=True
+        )
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=limits.workers, thread_name_prefix="castway-rpc"
+        )
+        self.port = 0
+        self.server: grpc.aio.Server
+
+    def start(self) -> None:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._pool.shutdown(wait=False)
+            raise
+
+    async def _start(self) -> None:
+        limits = self._limits
+        server = grpc.aio.server(
+            self._pool,
+            interceptors=[TracingInterceptor(self._provider), AuthInterceptor(self._keys)],
+            options=[
+                # One server per port: without this, gRPC binds with SO_REUSEPORT and a second
+                # castway on the same port would silently share it.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.max_connection_idle_ms", limits.connection_idle_s * 1000),
+                ("grpc.max_connection_age_ms", limits.connection_age_s * 1000),
+                ("grpc.max_connection_age_grace_ms", limits.connection_age_grace_s * 1000),
+            ],
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        )
+        route_pb2_grpc.add_RouteServiceServicer_to_server(RouteService(self._control), server)
+        template_pb2_grpc.add_TemplateServiceServicer_to_server(
+            TemplateService(self._control), server
+        )
+        key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self._keys), server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        listen = self._listen
+        try:
+            if self._tls is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, self._tls.credentials())
+        except RuntimeError as e:
+            raise ServeError(f"cannot listen on {listen}: {e}") from None
+        if port == 0:
+            raise ServeError(f"cannot listen on {listen} (address in use or not local)")
+        await server.start()
+        for name in ("", *SERVICES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.server, self.port = server, port
+
+    async def _stop(self, grace_s: float) -> None:
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+    def stop(self, grace_s: float) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(grace_s), self._loop).result(
+                timeout=grace_s + 30
+            )
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -32,6 +32,7 @@ import yaml
 
 from castway.server.control import Control
 from castway.server.errors import ControlError, InvalidArgument, NotFound
+from castway.server.limits import Limits, limits_from_dict
 from castway.server.specs import Spec, check_name, normalize, spec_from_dict
 from castway.server.store import Desired
 
@@ -44,6 +45,8 @@ class ConfigError(Exception):
 class Declared:
     templates: dict[str, Spec]
     routes: dict[str, tuple[Spec, Desired | None]]
+    # The `[limits]` table (applied at start; see castway.server.limits).
+    limits: Limits | None = None
 
 
 def load(path: Path) -> Declared:
@@ -68,8 +71,8 @@ def parse(data: Any) -> Declared:
     if not isinstance(data, Mapping):
         raise InvalidArgument("(top)", "must be a table with `templates` and `routes`")
     for key in data:
-        if key not in ("templates", "routes"):
-            raise InvalidArgument(key, "unknown section (known: routes, templates)")
+        if key not in ("templates", "routes", "limits"):
+            raise InvalidArgument(key, "unknown section (known: limits, routes, templates)")
     templates = {}
     for name, body in _table(data, "templates").items():
         check_name("template", name, f"templates.{name}")
@@ -83,7 +86,8 @@ def parse(data: Any) -> Declared:
         if state not in (None, "running", "stopped"):
             raise InvalidArgument(f"{where}.state", f"must be running or stopped, not {state!r}")
         routes[name] = (spec_from_dict(body, where), state)
-    return Declared(templates, routes)
+    limits = limits_from_dict(_table(data, "limits")) if "limits" in data else None
+    return Declared(templates, routes, limits)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -112,7 +116,7 @@ def apply(control: Control, declared: Declared, source: str) -> list[str]:
                 control.create_template(name, spec)
                 done.append(f"created template {name}")
                 continue
-            if normalize("template", name, spec, current) != current:
+            if normalize("template", name, spec, current, control.media) != current:
                 control.update_template(name, spec)
                 done.append(f"updated template {name}")
         for name, (spec, state) in declared.routes.items():
@@ -123,7 +127,8 @@ def apply(control: Control, declared: Declared, source: str) -> list[str]:
                 control.create_route(name, spec, state or "running")
                 done.append(f"created route {name}")
                 continue
-            if normalize("route", name, spec, current_route.spec) != current_route.spec:
+            current_spec = current_route.spec
+            if normalize("route", name, spec, current_spec, control.media) != current_spec:
                 control.update_route(name, spec)
                 done.append(f"updated route {name}")
             if state == "running" and current_route.desired != "running":

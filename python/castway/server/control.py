@@ -11,6 +11,9 @@ Lock order: ``Control._lock`` → native gateway locks → ``Store._lock``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -25,9 +28,13 @@ from castway.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
+from castway.server.limits import Limits
+from castway.server.media import MediaRoot, Opened, is_file_uri
 from castway.server.specs import (
     Endpoint,
+    NativeSpec,
     Spec,
     check_name,
     check_resolved,
@@ -51,6 +58,52 @@ NO_CHANGES: Applied = {
     "settings": False,
     "restarted": False,
 }
+
+
+Claim = tuple[str, str, str]  # (route, endpoint id, host)
+
+
+def _listening(spec: Spec) -> list[tuple[str, str, int]]:
+    """``listen_addresses``, or none for a stored spec this castway no longer parses (it shows
+    as failed, and claims nothing)."""
+    try:
+        return listen_addresses(spec)
+    except native_errors.CastwayError:
+        return []
+
+
+class Resolved(dict[str, Spec]):
+    """Every route's resolved spec, with an index of the ports they listen on, so a clash is
+    found by looking up each port of one route rather than by comparing every pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: dict[int, list[Claim]] = {}
+
+    def __setitem__(self, name: str, spec: Spec) -> None:
+        self._unindex(name)
+        super().__setitem__(name, spec)
+        for ep, host, port in _listening(spec):
+            self.ports.setdefault(port, []).append((name, ep, host))
+
+    def __delitem__(self, name: str) -> None:
+        self._unindex(name)
+        super().__delitem__(name)
+
+    def pop(self, name: str, default: Any = None) -> Any:
+        self._unindex(name)
+        return super().pop(name, default)
+
+    def _unindex(self, name: str) -> None:
+        old = self.get(name)
+        if old is None:
+            return
+        for _, _, port in _listening(old):
+            claims = [c for c in self.ports.get(port, []) if c[0] != name]
+            if claims:
+                self.ports[port] = claims
+            else:
+                self.ports.pop(port, None)
 
 
 @dataclass(frozen=True)
@@ -80,13 +133,27 @@ def _refused(e: native_errors.CastwayError) -> ControlError:
 class Control:
     """Routes and templates, durable in ``store``, running in ``gateway``. Thread-safe."""
 
-    def __init__(self, store: Store, gateway: Gateway | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        media: MediaRoot | None,
+        gateway: Gateway | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        """``media``: where ``file:`` endpoints live (None: they take absolute paths, as in the
+        notebook API; ``castway serve`` always gives one)."""
         self._store = store
+        self.media = media
+        self.limits = limits or Limits()
         self._gw = gateway or Gateway()
+        # The files each route's endpoints opened in the media root, by (group, id, uri), and
+        # which of them the running route uses (the others are closed).
+        self._files: dict[str, dict[tuple[str, str, str], Opened]] = {}
+        self._applied: dict[str, set[tuple[str, str, str]]] = {}
         self._lock = threading.RLock()
         self._routes = {r.name: r for r in store.routes()}
         self._templates = {t.name: t for t in store.templates()}
-        self._resolved: dict[str, Spec] = {}
+        self._resolved = Resolved()
         # Desired running, not running: why.
         self._errors: dict[str, str] = {}
         for r in self._routes.values():
@@ -113,6 +180,10 @@ class Control:
         if self._retry.is_alive():
             self._retry.join(timeout=10)
         self._gw.close()
+        with self._lock:
+            self._applied.clear()
+            for name in list(self._files):
+                self._close_unused(name)
 
     def _retry_loop(self) -> None:
         while not self._stop.wait(RETRY_S):
@@ -126,10 +197,16 @@ class Control:
 
     def create_route(self, name: str, spec: Spec, desired: Desired = "running") -> RouteView:
         check_name("route", name)
+        self._check_size("route", spec)
         with self._lock:
             if name in self._routes:
                 raise AlreadyExists(f"route {name!r} already exists")
-            spec = normalize("route", name, spec)
+            if len(self._routes) >= self.limits.max_routes:
+                raise ResourceExhausted(
+                    f"there are {len(self._routes)} routes, the most this server keeps "
+                    "(limits.max_routes); delete one first"
+                )
+            spec = normalize("route", name, spec, media=self.media)
             resolved = self._checked(name, spec)
             record = RouteRecord(name, spec, desired, 1, "", now(), now())
             if desired == "running":
@@ -152,26 +229,45 @@ class Control:
             state = "stopped"
         return RouteView(record, resolved, state, error, stats)
 
-    def list_routes(self, template: str = "") -> list[RouteView]:
+    def list_routes(
+        self, template: str = "", page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[RouteView], str]:
+        """One page of routes in name order, and the token of the next page ("" at the end).
+        ``page_size`` 0 is the default page size; above the maximum, the maximum."""
+        size = min(page_size or self.limits.default_page_size, self.limits.max_page_size)
+        after = ""
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(page_token.encode()).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                after = ""
+            if not after.startswith("r:"):
+                raise InvalidArgument("page_token", "is not a token this server gave out")
+            after = after[2:]
         with self._lock:
-            names = [
-                n for n, r in self._routes.items() if not template or r.spec.template == template
-            ]
+            names = sorted(
+                n
+                for n, r in self._routes.items()
+                if (not template or r.spec.template == template) and n > after
+            )
+        page, more = names[:size], len(names) > size
         views = []
-        for n in sorted(names):
+        for n in page:
             try:
                 views.append(self.get_route(n))
             except NotFound:  # deleted meanwhile
                 continue
-        return views
+        token = base64.urlsafe_b64encode(f"r:{page[-1]}".encode()).decode() if more else ""
+        return views, token
 
     def update_route(
         self, name: str, spec: Spec, version: int | None = None
     ) -> tuple[RouteView, Applied]:
+        self._check_size("route", spec)
         with self._lock:
             old = self._route(name)
             self._check_version(old, version)
-            spec = normalize("route", name, spec, old.spec)
+            spec = normalize("route", name, spec, old.spec, self.media)
             resolved = self._checked(name, spec)
             before = self._resolved.get(name)
             changes = (
@@ -268,10 +364,17 @@ class Control:
 
     def create_template(self, name: str, spec: Spec) -> TemplateView:
         check_name("template", name)
+        self._check_size("template", spec)
         with self._lock:
             if name in self._templates:
                 raise AlreadyExists(f"template {name!r} already exists")
-            record = TemplateRecord(name, normalize("template", name, spec), 1, now(), now())
+            if len(self._templates) >= self.limits.max_templates:
+                raise ResourceExhausted(
+                    f"there are {len(self._templates)} templates, the most this server keeps "
+                    "(limits.max_templates); delete one first"
+                )
+            spec = normalize("template", name, spec, media=self.media)
+            record = TemplateRecord(name, spec, 1, now(), now())
             self._store.put_template(record)
             self._templates[name] = record
             return TemplateView(record, [])
@@ -292,16 +395,18 @@ class Control:
     ) -> tuple[TemplateView, list[tuple[str, Applied]]]:
         """Replaces template ``name`` and applies it to every running route that uses it, by
         difference. Every route must still resolve and keep its own ports, or nothing changes."""
+        self._check_size("template", spec)
         with self._lock:
             old = self._template(name)
             self._check_version(old, version)
-            spec = normalize("template", name, spec, old.spec)
+            spec = normalize("template", name, spec, old.spec, self.media)
             users = self._users(name)
             new: dict[str, Spec] = {}
             for route in users:
                 try:
                     new[route] = resolve(route, self._routes[route].spec, spec)
-                    check_resolved(route, new[route])
+                    self._check_counts(route, new[route])
+                    check_resolved(route, new[route], self.media)
                 except InvalidArgument as e:
                     raise InvalidArgument(f"{e.field} (of route {route!r})", str(e)) from None
             for route, resolved in new.items():
@@ -370,9 +475,48 @@ class Control:
             template = record.spec
         return resolve(name, spec, template)
 
+    def _check_size(self, kind: str, spec: Spec) -> None:
+        """Sizes and counts, before anything parses the spec."""
+        lim = self.limits
+        for group, most in (("inputs", lim.max_inputs), ("outputs", lim.max_outputs)):
+            endpoints = getattr(spec, group)
+            if len(endpoints) > most:
+                raise InvalidArgument(
+                    f"spec.{group}",
+                    f"{len(endpoints)} {group}; a {kind} has at most {most} "
+                    f"(limits.max_{group})",
+                )
+            for i, e in enumerate(endpoints):
+                size = len(e.uri.encode())
+                if size > lim.max_uri_bytes:
+                    raise InvalidArgument(
+                        f"spec.{group}[{i}].uri",
+                        f"{size} bytes; a URI has at most {lim.max_uri_bytes} "
+                        "(limits.max_uri_bytes)",
+                    )
+        size = len(json.dumps(spec.to_dict()).encode())
+        if size > lim.max_spec_bytes:
+            raise InvalidArgument(
+                "spec", f"{size} bytes as JSON; a spec has at most {lim.max_spec_bytes} "
+                "(limits.max_spec_bytes)"
+            )
+
+    def _check_counts(self, name: str, resolved: Spec) -> None:
+        """A route with its template's endpoints stays within the limits too."""
+        lim = self.limits
+        for group, most in (("inputs", lim.max_inputs), ("outputs", lim.max_outputs)):
+            n = len(getattr(resolved, group))
+            if n > most:
+                raise InvalidArgument(
+                    f"resolved.{group}",
+                    f"route {name!r} would have {n} {group} with its template; at most {most} "
+                    f"(limits.max_{group})",
+                )
+
     def _checked(self, name: str, spec: Spec) -> Spec:
         resolved = self._resolve(name, spec)
-        check_resolved(name, resolved)
+        self._check_counts(name, resolved)
+        check_resolved(name, resolved, self.media)
         self._check_claims(name, resolved)
         return resolved
 
@@ -382,29 +526,42 @@ class Control:
         """Refuses a listening port that the route itself or another stored route (running or
         not) already binds."""
         mine = listen_addresses(resolved)
-        for i, (ep, host, port) in enumerate(mine):
-            for other_ep, other_host, other_port in mine[:i]:
-                if overlaps((host, port), (other_host, other_port)):
+        seen: dict[int, list[tuple[str, str]]] = {}
+        for ep, host, port in mine:
+            for other_ep, other_host in seen.get(port, []):
+                if overlaps((host, port), (other_host, port)):
                     raise InvalidArgument(
                         f"spec ({ep})", f"listens on port {port} like {other_ep} of the same route"
                     )
-        others = {**self._resolved, **(pending or {})}
-        for other, spec in others.items():
-            if other == name:
-                continue
-            for other_ep, other_host, other_port in listen_addresses(spec):
-                for ep, host, port in mine:
-                    if overlaps((host, port), (other_host, other_port)):
-                        raise FailedPrecondition(
-                            f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
-                            f"of route {other!r} already claims"
-                        )
+            seen.setdefault(port, []).append((ep, host))
+        pending = pending or {}
+        # The pending specs replace those routes' stored ones.
+        extra: dict[int, list[Claim]] = {}
+        for other, spec in pending.items():
+            if other != name:
+                for ep, host, port in listen_addresses(spec):
+                    extra.setdefault(port, []).append((other, ep, host))
+        for ep, host, port in mine:
+            stored = [c for c in self._resolved.ports.get(port, []) if c[0] not in pending]
+            for other, other_ep, other_host in [*stored, *extra.get(port, [])]:
+                if other == name:
+                    continue
+                if overlaps((host, port), (other_host, port)):
+                    raise FailedPrecondition(
+                        f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
+                        f"of route {other!r} already claims"
+                    )
 
     def _start(self, record: RouteRecord, resolved: Spec) -> None:
         try:
-            route = self._gw.add_route(**native(record.name, resolved))
-        except native_errors.CastwayError as e:
-            raise _refused(e) from None
+            spec, used = self._native(record.name, resolved)
+            try:
+                route = self._gw.add_route(**spec)
+            except native_errors.CastwayError as e:
+                raise _refused(e) from None
+            self._applied[record.name] = used
+        finally:
+            self._close_unused(record.name)
         if record.locked_input:
             try:
                 route.switch_to(record.locked_input)
@@ -432,6 +589,40 @@ class Control:
             self._gw.remove_route(name)
         except native_errors.NotFoundError:
             pass
+        self._applied.pop(name, None)
+        self._close_unused(name)
+
+    def _native(self, name: str, resolved: Spec) -> tuple[NativeSpec, set[tuple[str, str, str]]]:
+        """The route's arguments for the gateway, with each ``file:`` endpoint opened in the
+        media root (or kept open: an unchanged endpoint keeps its file and its native URI, so a
+        difference leaves it alone). Also returns which files it uses: the caller records them
+        in ``_applied`` once the gateway took the spec, and calls ``_close_unused`` after."""
+        spec = native(name, resolved)
+        used: set[tuple[str, str, str]] = set()
+        if self.media is None:
+            return spec, used
+        opened = self._files.setdefault(name, {})
+        for group, role in (("inputs", "input"), ("outputs", "output")):
+            endpoints: dict[str, str] = spec[group]  # type: ignore[literal-required]
+            for i, (ep_id, uri) in enumerate(list(endpoints.items())):
+                if not is_file_uri(uri):
+                    continue
+                key = (group, ep_id, uri)
+                if key not in opened:
+                    opened[key] = self.media.open(uri, role, f"resolved.{group}[{i}] ({ep_id})")
+                endpoints[ep_id] = opened[key].native_uri
+                used.add(key)
+        return spec, used
+
+    def _close_unused(self, name: str) -> None:
+        """Closes the files of ``name`` that its running route does not use (after the gateway
+        let go of them: closing sooner could hand their fd numbers to another file)."""
+        opened = self._files.get(name, {})
+        applied = self._applied.get(name, set())
+        for key in [k for k in opened if k not in applied]:
+            opened.pop(key).close()
+        if not opened:
+            self._files.pop(name, None)
 
     def _reconfigure(self, name: str, before: Spec | None, after: Spec) -> Applied:
         """Makes the running route match ``after``; on refusal puts ``before`` back."""
@@ -443,20 +634,28 @@ class Control:
                 self._try_start(record)
             return NO_CHANGES
         try:
-            return self._gw.update_route(**native(name, after))
-        except native_errors.CastwayError as e:
-            if before is not None:
-                try:
-                    self._apply_native(name, before)
-                except native_errors.CastwayError as again:
-                    self._errors[name] = str(again)
-            raise _refused(e) from None
+            spec, used = self._native(name, after)
+            try:
+                applied = self._gw.update_route(**spec)
+            except native_errors.CastwayError as e:
+                if before is not None:
+                    try:
+                        self._apply_native(name, before)
+                    except (native_errors.CastwayError, ControlError) as again:
+                        self._errors[name] = str(again)
+                raise _refused(e) from None
+            self._applied[name] = used
+            return applied
+        finally:
+            self._close_unused(name)
 
     def _apply_native(self, name: str, resolved: Spec) -> None:
+        spec, used = self._native(name, resolved)
         if self._stats(name) is None:
-            self._gw.add_route(**native(name, resolved))
+            self._gw.add_route(**spec)
         else:
-            self._gw.update_route(**native(name, resolved))
+            self._gw.update_route(**spec)
+        self._applied[name] = used
 
     def _commit(self, record: RouteRecord, resolved: Spec, undo: Any = None) -> None:
         """Stores ``record``; if that fails, runs ``undo`` so the gateway matches the store."""

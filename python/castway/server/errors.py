@@ -32,6 +32,12 @@ class FailedPrecondition(ControlError):
     code = "FAILED_PRECONDITION"
 
 
+class ResourceExhausted(ControlError):
+    """A limit reached: too many routes, templates or keys."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Aborted(ControlError):
     """An update against a stale version."""
 

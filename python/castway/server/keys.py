@@ -8,18 +8,57 @@ plain digest lets every call find its key with one dictionary lookup.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import secrets
 import sys
 import threading
 from dataclasses import replace
 from typing import TextIO
 
-from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from castway.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from castway.server.specs import check_name
-from castway.server.store import KeyRecord, Role, Store, now
+from castway.server.store import KEY_FILE, KeyRecord, Role, Store, now
 
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 ENV_KEY_NAME = "env"
+MIN_ADMIN_KEY_CHARS = 24
+MIN_ADMIN_KEY_DISTINCT = 12
+MIN_ADMIN_KEY_BITS = 128
+
+
+def check_admin_key(key: str) -> None:
+    """Refuses a short or low-entropy ``CASTWAY_ADMIN_KEY``: at least 24 characters, 12 of them
+    different, and about 128 bits by the size of the character classes it draws from."""
+    why = ""
+    if len(key) < MIN_ADMIN_KEY_CHARS:
+        why = f"is {len(key)} characters; it needs at least {MIN_ADMIN_KEY_CHARS}"
+    elif len(set(key)) < MIN_ADMIN_KEY_DISTINCT:
+        why = f"uses only {len(set(key))} different characters"
+    else:
+        alphabet = sum(
+            size
+            for size, present in (
+                (26, any(c.islower() for c in key)),
+                (26, any(c.isupper() for c in key)),
+                (10, any(c.isdigit() for c in key)),
+                (33, any(not c.isalnum() for c in key)),
+            )
+            if present
+        )
+        bits = len(key) * math.log2(max(alphabet, 2))
+        if bits < MIN_ADMIN_KEY_BITS:
+            why = f"has about {bits:.0f} bits of entropy; it needs {MIN_ADMIN_KEY_BITS}"
+    if why:
+        raise InvalidArgument(
+            "CASTWAY_ADMIN_KEY",
+            f"{why}; make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
 
 
 def digest(secret: str) -> str:
@@ -34,28 +73,44 @@ def allows(role: Role, needed: Role) -> bool:
 class Keys:
     """The keys of one store, with an in-memory index by hash."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_keys: int = 100) -> None:
         self._store = store
+        self.max_keys = max_keys
         self._lock = threading.Lock()
         self._by_hash = {k.hash: k for k in store.keys()}
 
     def bootstrap(self, env_key: str | None, out: TextIO = sys.stderr) -> str | None:
-        """Makes sure an admin can get in. ``env_key`` (``CASTWAY_ADMIN_KEY``) is registered as
-        an admin key unless it is known already (a revoked one stays revoked). Without it, the
-        first start creates an admin key and prints it once to ``out``. Returns the key created.
+        """Makes sure an admin can get in. ``env_key`` (``CASTWAY_ADMIN_KEY``) must be long and
+        varied (``check_admin_key``); it is registered as the admin key named ``env`` unless it
+        is known already (a revoked one stays revoked), and replaces (revokes) the ``env`` key
+        an earlier value registered. Without it, the first start creates an admin key and writes
+        it to ``DATA_DIR/admin.key`` (mode 0600), not to the log. Returns the key created.
         """
         if env_key:
-            if len(env_key) < 16:
-                raise InvalidArgument("CASTWAY_ADMIN_KEY", "must be at least 16 characters")
+            check_admin_key(env_key)
             if digest(env_key) not in self._by_hash:
-                self._add(ENV_KEY_NAME, "admin", env_key)
+                added = self._add(ENV_KEY_NAME, "admin", env_key)
+                for old in self.list():
+                    if old.name == ENV_KEY_NAME and old.id != added.id and old.revoked is None:
+                        with self._lock:
+                            self._revoke(old)
+                        print(
+                            f"castway: CASTWAY_ADMIN_KEY changed: revoked the admin key {old.id} "
+                            "it had registered before",
+                            file=out,
+                            flush=True,
+                        )
             return None
         if self._by_hash:
             return None
         _, secret = self.create("admin", "admin")
+        path = self._store.data_dir / KEY_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
         print(
-            "castway: created the first admin key; it is shown this once, store it now:\n"
-            f"  {secret}",
+            f"castway: created the first admin key in {path} (mode 0600): use it with "
+            f"`--key-file {path}` or copy it somewhere safe, then delete the file",
             file=out,
             flush=True,
         )
@@ -65,6 +120,13 @@ class Keys:
         check_name("key", name)
         if role not in ROLES:
             raise InvalidArgument("role", f"must be one of {', '.join(ROLES)}")
+        with self._lock:
+            live = sum(1 for k in self._by_hash.values() if k.revoked is None)
+        if live >= self.max_keys:
+            raise ResourceExhausted(
+                f"there are {live} live keys, the most this server keeps (limits.max_keys); "
+                "revoke one first"
+            )
         key_id = secrets.token_hex(4)
         secret = f"cw_{key_id}_{secrets.token_urlsafe(32)}"
         return self._add(name, role, secret, key_id), secret  # type: ignore[arg-type]
@@ -99,10 +161,13 @@ class Keys:
                 raise FailedPrecondition(
                     f"key {key_id!r} is the last admin key; create another admin key first"
                 )
-            revoked = replace(record, revoked=now())
-            self._store.put_key(revoked)
-            self._by_hash[record.hash] = revoked
-            return revoked
+            return self._revoke(record)
+
+    def _revoke(self, record: KeyRecord) -> KeyRecord:
+        revoked = replace(record, revoked=now())
+        self._store.put_key(revoked)
+        self._by_hash[record.hash] = revoked
+        return revoked
 
     def authenticate(self, secret: str) -> KeyRecord | None:
         """The live key with this secret, or None (unknown or revoked)."""

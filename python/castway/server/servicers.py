@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -48,7 +49,11 @@ ROLE_TO_PB = {
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
     ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
-    ("file", "an MPEG-TS file (input: optionally looped; output: written)", "filesrc"),
+    (
+        "file",
+        "an MPEG-TS file in the media root (input: optionally looped; output: written)",
+        "filesrc",
+    ),
     ("test", "a generated test pattern with tone (input only)", "videotestsrc"),
 )
 
@@ -92,8 +97,37 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
     )
 
 
-PASSPHRASE = re.compile(r"(passphrase=)[^&#]*", re.IGNORECASE)
 REDACTED = "***"
+# Query keys whose values viewers never see: the SRT passphrase, and the stream ID (it often
+# carries a token). Compared after percent-decoding, as the data plane reads them.
+SECRET_KEYS = frozenset({"passphrase", "streamid"})
+QUERY_PAIR = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
+PROC_FD = "file:///proc/self/fd/"
+
+
+def _is_secret(key: str) -> bool:
+    return unquote(key).lower() in SECRET_KEYS
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the value of every secret key (in any spelling: ``PassPhrase``,
+    ``pass%70hrase``) replaced by ``***``."""
+    head, sep, rest = uri.partition("?")
+    if not sep:
+        return uri
+    query, hash_sep, fragment = rest.partition("#")
+    pairs = []
+    for part in query.split("&"):
+        key, eq, _ = part.partition("=")
+        pairs.append(f"{key}={REDACTED}" if eq and _is_secret(key) else part)
+    return f"{head}?{'&'.join(pairs)}{hash_sep}{fragment}"
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error) with the values of secret keys of any URI in it replaced."""
+    return QUERY_PAIR.sub(
+        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _is_secret(m[2]) else m[0], text
+    )
 
 
 def _secrets_shown() -> bool:
@@ -106,7 +140,7 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
     shown = _secrets_shown()
 
     def uri(text: str) -> str:
-        return text if shown else PASSPHRASE.sub(rf"\g<1>{REDACTED}", text)
+        return text if shown else redact_uri(text)
 
     if not shown and spec.srt.passphrase is not None:
         spec = replace(spec, srt=replace(spec.srt, passphrase=REDACTED))
@@ -125,10 +159,19 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
     return pb
 
 
-def _endpoint_pb(e: EndpointStats) -> route_pb2.EndpointStatus:
+def _endpoint_pb(e: EndpointStats, resolved: dict[str, str]) -> route_pb2.EndpointStatus:
+    """``resolved``: the resolved URI of each endpoint id. Viewers see it (redacted) instead of
+    the data plane's spelling; a file endpoint shows it instead of its ``/proc/self/fd`` path."""
+    uri = e.get("uri", "")
+    ep_id = e.get("id", "")
+    if not _secrets_shown():
+        uri = redact_uri(resolved[ep_id]) if ep_id in resolved else redact_text(uri)
+    elif uri.startswith(PROC_FD) and ep_id in resolved:
+        uri = resolved[ep_id]
+    error = e.get("last_error") or ""
     return route_pb2.EndpointStatus(
-        id=e.get("id", ""),
-        uri=e.get("uri", ""),
+        id=ep_id,
+        uri=uri,
         kind=e.get("kind", ""),
         state=e.get("state", ""),
         active=e.get("active", False),
@@ -138,17 +181,20 @@ def _endpoint_pb(e: EndpointStats) -> route_pb2.EndpointStatus:
         bitrate_bps=e.get("bitrate_bps", 0),
         drops=e.get("drops", 0),
         reconnects=e.get("reconnects", 0),
-        last_error=e.get("last_error") or "",
+        last_error=error if _secrets_shown() else redact_text(error),
     )
 
 
 def route_to_pb(v: RouteView) -> route_pb2.Route:
     r = v.record
-    status = route_pb2.RouteStatus(state=v.state, error=v.error)
+    error = v.error if _secrets_shown() else redact_text(v.error)
+    status = route_pb2.RouteStatus(state=v.state, error=error)
     if v.stats is not None:
         status.active_input = v.stats["active_input"] or ""
-        status.inputs.extend(_endpoint_pb(e) for e in v.stats["inputs"])
-        status.outputs.extend(_endpoint_pb(e) for e in v.stats["outputs"])
+        ins = {e.id: e.uri for e in v.resolved.inputs}
+        outs = {e.id: e.uri for e in v.resolved.outputs}
+        status.inputs.extend(_endpoint_pb(e, ins) for e in v.stats["inputs"])
+        status.outputs.extend(_endpoint_pb(e, outs) for e in v.stats["outputs"])
         status.uptime_s = v.stats["uptime_s"]
         history = v.stats["switch"]["history"]
         status.switches = history[-1]["seq"] if history else 0
@@ -214,8 +260,12 @@ class RouteService(route_pb2_grpc.RouteServiceServicer):
     def ListRoutes(
         self, request: route_pb2.ListRoutesRequest, context: Any
     ) -> route_pb2.ListRoutesResponse:
-        views = self.control.list_routes(request.template)
-        return route_pb2.ListRoutesResponse(routes=[route_to_pb(v) for v in views])
+        views, token = self.control.list_routes(
+            request.template, request.page_size, request.page_token
+        )
+        return route_pb2.ListRoutesResponse(
+            routes=[route_to_pb(v) for v in views], next_page_token=token
+        )
 
     @_rpc
     def UpdateRoute(

@@ -17,6 +17,7 @@ from castway import _castway
 from castway.errors import CastwayError
 from castway.gateway import check_route
 from castway.server.errors import InvalidArgument
+from castway.server.media import MediaRoot, is_file_uri
 
 LIMITS = _castway.limits()
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -150,7 +151,21 @@ def check_name(what: str, name: str, where: str = "name") -> None:
         )
 
 
-def normalize(kind: Kind, name: str, spec: Spec, previous: Spec | None = None) -> Spec:
+def _checkable(uri: str, role: str, field: str, media: MediaRoot | None) -> str:
+    """The URI as the data plane's parser should see it: a served spec's ``file:`` URI names a
+    file in the media root (checked there); everything else as it is."""
+    if media is not None and is_file_uri(uri):
+        return media.check(uri, role, field)
+    return uri
+
+
+def normalize(
+    kind: Kind,
+    name: str,
+    spec: Spec,
+    previous: Spec | None = None,
+    media: MediaRoot | None = None,
+) -> Spec:
     """Checks every field of ``spec`` and gives each endpoint without an id one that lasts.
 
     An endpoint without an id keeps the id of the previous spec's endpoint with the same URI;
@@ -167,10 +182,11 @@ def normalize(kind: Kind, name: str, spec: Spec, previous: Spec | None = None) -
     for group, role in (("inputs", "input"), ("outputs", "output")):
         endpoints = inputs if group == "inputs" else outputs
         for i, e in enumerate(endpoints):
+            field = f"spec.{group}[{i}].uri"
             try:
-                _castway.check_uri(e.uri, role)
+                _castway.check_uri(_checkable(e.uri, role, field, media), role)
             except CastwayError as err:
-                raise InvalidArgument(f"spec.{group}[{i}].uri", str(err)) from None
+                raise InvalidArgument(field, str(err)) from None
     _check_settings(spec)
     return replace(spec, inputs=inputs, outputs=outputs)
 
@@ -339,16 +355,23 @@ def native(name: str, resolved: Spec) -> NativeSpec:
     }
 
 
-def check_resolved(name: str, resolved: Spec) -> None:
+def check_resolved(name: str, resolved: Spec, media: MediaRoot | None = None) -> None:
     """What only the whole route shows: URIs with the SRT defaults in, ids across the merge."""
+    checked: dict[str, tuple[Endpoint, ...]] = {}
     for group, role in (("inputs", "input"), ("outputs", "output")):
+        endpoints = []
         for i, e in enumerate(getattr(resolved, group)):
+            field = f"resolved.{group}[{i}] ({e.id})"
             try:
-                _castway.check_uri(e.uri, role)
+                uri = _checkable(e.uri, role, field, media)
+                _castway.check_uri(uri, role)
             except CastwayError as err:
-                raise InvalidArgument(f"resolved.{group}[{i}] ({e.id})", str(err)) from None
+                raise InvalidArgument(field, str(err)) from None
+            endpoints.append(Endpoint(e.id, uri))
+        checked[group] = tuple(endpoints)
+    as_checked = replace(resolved, inputs=checked["inputs"], outputs=checked["outputs"])
     try:
-        check_route(**native(name, resolved))
+        check_route(**native(name, as_checked))
     except CastwayError as err:
         raise InvalidArgument("spec", str(err)) from None
 
@@ -358,6 +381,8 @@ def listen_addresses(resolved: Spec) -> list[tuple[str, str, int]]:
     out = []
     for group, role in ((resolved.inputs, "input"), (resolved.outputs, "output")):
         for e in group:
+            if is_file_uri(e.uri):
+                continue
             addr = _castway.listen_address(e.uri, role)
             if addr is not None:
                 out.append((e.id, addr[0], addr[1]))

@@ -9,7 +9,9 @@ is refused rather than guessed at.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 from castway.server.specs import Spec, spec_from_dict
 
+KEY_FILE = "admin.key"
 Desired = Literal["running", "stopped"]
 Role = Literal["viewer", "operator", "admin"]
 
@@ -53,6 +56,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The manual input lock survives restarts.
     "ALTER TABLE routes ADD COLUMN locked_input TEXT NOT NULL DEFAULT '';",
+    # The output files castway created in the media root (so it may write over them again).
+    """
+    CREATE TABLE media_outputs (
+        path TEXT PRIMARY KEY,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -94,15 +106,41 @@ def now() -> float:
     return time.time()
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """Creates the data dir 0700, or refuses one that others can read or that belongs to
+    someone else (as PostgreSQL does): it holds key hashes and SRT passphrases."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = data_dir.stat()
+    except OSError as e:
+        raise StoreError(f"cannot use the data dir {data_dir}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"the data dir {data_dir} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise StoreError(
+            f"the data dir {data_dir} belongs to uid {st.st_uid}, not to the user castway runs "
+            f"as (uid {os.geteuid()}); run castway as its owner or use another --data-dir"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise StoreError(
+            f"the data dir {data_dir} can be read by others (mode {mode:04o}); it holds API key "
+            f"hashes and SRT passphrases. Fix it with: chmod 700 {data_dir}"
+        )
+
+
 class Store:
     """The routes, templates and keys in ``DATA_DIR/castway.db``. Thread-safe."""
 
     FILE = "castway.db"
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.path = data_dir / self.FILE
+        secure_data_dir(data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -114,6 +152,14 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {e}") from None
         self._lock = threading.Lock()
         self.migrate()
+        self.restrict()
+
+    def restrict(self) -> None:
+        """Every file in the data dir readable by its owner only (a store an older castway made
+        0644 is put right here)."""
+        for p in self.data_dir.iterdir():
+            if p.is_file() and not p.is_symlink():
+                os.chmod(p, 0o600)
 
     @property
     def schema_version(self) -> int:
@@ -240,6 +286,25 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (k.id, k.name, k.role, k.hash, k.created, k.revoked),
             )
+
+    # Output files in the media root
+
+    def known_output(self, path: str, dev: int, ino: int) -> bool:
+        rows = self._query("SELECT dev, ino FROM media_outputs WHERE path = ?", path)
+        return bool(rows) and (rows[0]["dev"], rows[0]["ino"]) == (dev, ino)
+
+    def remember_output(self, path: str, dev: int, ino: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO media_outputs (path, dev, ino, created) "
+                "VALUES (?, ?, ?, ?)",
+                (path, dev, ino, now()),
+            )
+
+    def files(self) -> list[Path]:
+        """Every file of the store: the database, its WAL and shared memory, the key file."""
+        db = self.path
+        return [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm")), db.with_name(KEY_FILE)]
 
     def close(self) -> None:
         with self._lock:

@@ -8,17 +8,18 @@ keeps them in process).
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from castway import __version__
-from castway.server.auth import HEALTH, Behavior, replace_behavior
+from castway.server.auth import HEALTH, Behavior, Recorded, recorded, replace_behavior
 
 
 def provider_from_env() -> TracerProvider:
@@ -28,34 +29,69 @@ def provider_from_env() -> TracerProvider:
     return provider
 
 
-class TracingInterceptor(grpc.ServerInterceptor):
+class TracingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, provider: TracerProvider) -> None:
         self.tracer = provider.get_tracer("castway.server", __version__)
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
+        handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH):
             return handler
         service, _, method = details.method.lstrip("/").rpartition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        name = f"{service}/{method}"
+        tracer = self.tracer
+
+        def ended(span: Span, ctx: Recorded) -> None:
+            span.set_attribute("rpc.grpc.status_code", ctx.code.value[0])
+            if ctx.code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, ctx.code.name))
 
         def trace(behavior: Behavior) -> Behavior:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                name = f"{service}/{method}"
-                with self.tracer.start_as_current_span(
+            if inspect.iscoroutinefunction(behavior):
+                # Refusals: answered on the event loop.
+                async def call_async(request: Any, context: Any) -> Any:
+                    ctx = recorded(context)
+                    with tracer.start_as_current_span(
+                        name, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+                    ) as span:
+                        try:
+                            return await behavior(request, ctx)
+                        finally:
+                            ended(span, ctx)
+
+                return call_async
+
+            if inspect.isasyncgenfunction(behavior):
+                # Reflection: grpc's own async servicer.
+                async def stream(request: Any, context: Any) -> Any:
+                    ctx = recorded(context)
+                    with tracer.start_as_current_span(
+                        name, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+                    ) as span:
+                        try:
+                            async for item in behavior(request, ctx):
+                                yield item
+                        finally:
+                            ended(span, ctx)
+
+                return stream
+
+            def call(request: Any, context: Any) -> Any:
+                ctx = recorded(context)
+                with tracer.start_as_current_span(
                     name, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
                 ) as span:
                     try:
-                        return behavior(request, context)
+                        return behavior(request, ctx)
                     finally:
-                        code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
-                        span.set_attribute("rpc.grpc.status_code", code.value[0])
-                        if code != grpc.StatusCode.OK:
-                            span.set_status(Status(StatusCode.ERROR, code.name))
+                        ended(span, ctx)
 
             return call
 
