@@ -490,6 +490,7 @@ def sources_of(chunks: list[bytes], clips: dict[str, set[bytes]]) -> list[str | 
         out.append(found)
     return out
 
+
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, another CA, and server, client and stranger certificates (127.0.0.1, localhost)."""
