@@ -58,6 +58,10 @@ def test_a_uri_python_cannot_encode_is_an_invalid_uri(gateway: castway.Gateway) 
         gateway.add_route("r", bad.replace("127.0.0.1", ""), [])
     with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
         castway.check_uri(bad, "output")
+    secret = "never-shown-in-errors-42"
+    with pytest.raises(errors.InvalidUriError, match="lone surrogate") as e:
+        gateway.add_route("r", f"srt://:9000?passphrase={secret}&streamid=\udcff", [])
+    assert secret not in str(e.value)
     route = gateway.add_route("r", f"udp://127.0.0.1:{free_port()}", [])
     with pytest.raises(errors.InvalidUriError, match="lone surrogate"):
         route.add_output(bad)

@@ -4,6 +4,8 @@ none of them costs the other outputs a byte."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,18 @@ def test_a_failing_route_does_not_touch_another(
     assert sha256(cap.data[: len(data)]) == sha256(data)
     assert gateway.routes() == ["healthy"]
     assert healthy.stats()["outputs"][0]["drops"] == 0
+
+
+def test_a_gateway_lifts_its_open_file_limit_to_the_hard_limit() -> None:
+    """Hundreds of routes need more descriptors than the usual soft limit of 1024."""
+    code = (
+        "import resource, castway\n"
+        "castway.Gateway().close()\n"
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    out = subprocess.run(
+        ["bash", "-c", f'ulimit -Sn 256 && exec "{sys.executable}" -c "$0"', code],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()
+    soft, hard = int(out[0]), int(out[1])
+    assert soft == hard and soft > 256

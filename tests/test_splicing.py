@@ -40,7 +40,8 @@ from conftest import (
     wait_until,
 )
 
-BITRATE = 2e6
+# The clips' constant mux rate: sent at it, their PCR runs at wall-clock pace.
+BITRATE = 1e6
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     d = tmp_path_factory.mktemp("splicing")
     return {
         "main": make_clip(d / "main.ts", 30, "320x180", 600, muxrate_kbps=1000).read_bytes(),
+        # PCRs as sparse as ISO 13818-1 allows (one per 90 ms): most buffers carry none.
+        "sparse": make_clip(d / "sparse.ts", 30, "320x180", 600, muxrate_kbps=1000,
+                            pcr_ms=90).read_bytes(),
         "backup": make_clip(d / "backup.ts", 30, "320x180", 600, picture="testsrc",
                             tone=660, muxrate_kbps=1000).read_bytes(),
     }
@@ -115,12 +119,13 @@ def senders() -> Iterator[Callable[..., LiveSender]]:
 
 
 def flapping(seed: int, seconds: float) -> Callable[[float], bool]:
-    """On and off at random (on 0.3-2 s, off 0.2-1 s) from a fixed seed; on at first."""
+    """On and off at random (on 0.3-2 s, off 0.5-1.2 s, well past the loss timeout, so the
+    source's own gap never goes on air) from a fixed seed; on at first."""
     rnd = random.Random(seed)
     edges: list[float] = []
     t, on = 0.0, True
     while t < seconds:
-        t += rnd.uniform(0.3, 2.0) if on else rnd.uniform(0.2, 1.0)
+        t += rnd.uniform(0.3, 2.0) if on else rnd.uniform(0.5, 1.2)
         edges.append(t)
         on = not on
 
@@ -210,7 +215,7 @@ def test_a_flapping_main_goes_on_air_only_when_the_switch_says_so(
     assert max(gaps) < (loss_ms + loss_ms / 4 + 250) / 1000, max(gaps)
     data = b"".join(chunks)
     cont = ts_continuity(data)
-    assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, cont
+    assert (cont["cc_errors"], cont["pcr_backwards"], cont["pcr_jumps"]) == (0, 0, 0), cont
     assert pes_backwards(data) == {}
 
 
@@ -323,7 +328,7 @@ def test_a_single_input_route_passes_every_byte_on_a_starved_machine(
     i, o, sw = final["inputs"][0], final["outputs"][0], final["switch"]
     switched = [(x["to"], x["reason"]) for x in lines if x.get("event") == "switch"]
     # What came in went out, all of it: nothing off air, held back or dropped.
-    assert i["packets"] > 5_000, i
+    assert i["packets"] > 3_000, i
     assert (i["off_air_packets"], i["held_back_packets"], o["drops"]) == (0, 0, 0), (
         i, o, switched)
     assert o["packets"] == i["packets"] + sw["slate_packets"], (i, o, sw, switched)
@@ -343,8 +348,9 @@ def test_a_sole_input_back_after_the_slate_goes_out_from_its_first_packet(
     cap = udp_capture()
     route = gateway.add_route("sole", f"udp://127.0.0.1:{in_port}",
                               [f"udp://127.0.0.1:{cap.port}"], loss_timeout_ms=200)
-    # On for 3 s, off for 2.5 s (the slate comes up), on again until 8 s.
-    sender = senders(clips["main"], in_port, lambda t: t < 3 or 5.5 <= t < 8)
+    # On for 3 s, off for 2.5 s (the slate comes up), on again until 8 s. Its PCRs are sparse,
+    # so the first buffer back most likely carries none: its clock is unknown at the cut.
+    sender = senders(clips["sparse"], in_port, lambda t: t < 3 or 5.5 <= t < 8)
     ev = route.wait_switch(0, 10)
     assert ev is not None and (ev["to"], ev["reason"]) == ("slate", "slate")
     wait_until(lambda: route.stats()["switch"]["active"] == "slate", 10, "the slate on air")
@@ -360,5 +366,5 @@ def test_a_sole_input_back_after_the_slate_goes_out_from_its_first_packet(
     assert o["packets"] + o["drops"] == i["packets"] + sw["slate_packets"], (i, o, sw)
     data = cap.data
     cont = ts_continuity(data)
-    assert cont["cc_errors"] == 0 and cont["pcr_backwards"] == 0, cont
+    assert (cont["cc_errors"], cont["pcr_backwards"], cont["pcr_jumps"]) == (0, 0, 0), cont
     assert pes_backwards(data) == {}

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--name", default="relay", help="route name (default: relay)")
     relay.add_argument(
         "--queue-bytes", type=int, default=None, metavar="N",
-        help="per-output queue bound before drops are counted (default 2 MiB)",
+        help="per-output queue bound before drops are counted, SRT and file outputs "
+             "(default 2 MiB; UDP outputs send at once, bounded by their socket buffer)",
     )
     relay.add_argument(
         "--loss-timeout", type=int, default=None, metavar="MS",

@@ -62,8 +62,20 @@ impl Claims {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Claims the exclusive binds of `endpoints` (owner, endpoint, role), all or none.
+    /// Claims the exclusive binds of `endpoints` (owner, endpoint, role), all or none. A port
+    /// this gateway is still closing is waited for (at most `RELEASE_WAIT` after its release),
+    /// with the lock let go between tries so other routes' claims and releases go on.
     pub fn claim_all(&self, endpoints: &[(String, &Endpoint, Role)]) -> Result<()> {
+        while let Some(deadline) = self.try_claim_all(endpoints)? {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(wait.min(PROBE_EVERY));
+        }
+        Ok(())
+    }
+
+    /// One try: Ok(None) when claimed, Ok(Some(deadline)) when a port this gateway released is
+    /// still closing (nothing claimed; try again until the deadline).
+    fn try_claim_all(&self, endpoints: &[(String, &Endpoint, Role)]) -> Result<Option<Instant>> {
         let mut state = self.state();
         let mut new: Vec<Bind> = Vec::new();
         for (owner, endpoint, role) in endpoints {
@@ -81,40 +93,39 @@ impl Claims {
                     addr: format!("UDP port {} (held by {other})", bind.1),
                 });
             }
-            // A port this gateway released a moment ago may still be closing: wait for it.
+            let Err(e) = probe(&bind.0, bind.1) else {
+                new.push((owner.clone(), bind.0, bind.1));
+                continue;
+            };
+            let addr = format!("UDP {}:{}", bind.0, bind.1);
+            if e.kind() != std::io::ErrorKind::AddrInUse {
+                return Err(Error::InvalidConfig(format!(
+                    "{owner} ({endpoint}): cannot bind {addr}: {e}"
+                )));
+            }
+            // A port this gateway released a moment ago may still be closing.
             let closing = state
                 .closing
                 .iter()
-                .find(|((_, h, p), _)| overlaps(&(h.clone(), *p), &bind))
-                .map(|((o, _, _), at)| (o.clone(), *at));
-            let deadline = closing
-                .as_ref()
-                .map_or_else(Instant::now, |(_, at)| *at + RELEASE_WAIT);
-            if let Err(e) = probe_until(&bind.0, bind.1, deadline) {
-                let addr = format!("UDP {}:{}", bind.0, bind.1);
-                return Err(match (e.kind(), closing) {
-                    (std::io::ErrorKind::AddrInUse, Some((was, _))) => Error::AddressInUse {
-                        endpoint: format!("{owner} ({endpoint})"),
-                        addr: format!(
-                            "{addr} (still being closed by this gateway: it was {was}'s)"
-                        ),
-                    },
-                    (std::io::ErrorKind::AddrInUse, None) => Error::AddressInUse {
-                        endpoint: format!("{owner} ({endpoint})"),
-                        addr: format!("{addr} (held by another process)"),
-                    },
-                    _ => Error::InvalidConfig(format!(
-                        "{owner} ({endpoint}): cannot bind {addr}: {e}"
-                    )),
-                });
-            }
-            state
-                .closing
-                .retain(|((_, h, p), _)| !overlaps(&(h.clone(), *p), &bind));
-            new.push((owner.clone(), bind.0, bind.1));
+                .find(|((_, h, p), _)| overlaps(&(h.clone(), *p), &bind));
+            return match closing {
+                Some((_, at)) if at.elapsed() < RELEASE_WAIT => Ok(Some(*at + RELEASE_WAIT)),
+                Some(((was, _, _), _)) => Err(Error::AddressInUse {
+                    endpoint: format!("{owner} ({endpoint})"),
+                    addr: format!("{addr} (still being closed by this gateway: it was {was}'s)"),
+                }),
+                None => Err(Error::AddressInUse {
+                    endpoint: format!("{owner} ({endpoint})"),
+                    addr: format!("{addr} (held by another process)"),
+                }),
+            };
         }
+        state.closing.retain(|((_, h, p), _)| {
+            !new.iter()
+                .any(|(_, nh, np)| overlaps(&(h.clone(), *p), &(nh.clone(), *np)))
+        });
         state.held.extend(new);
-        Ok(())
+        Ok(None)
     }
 
     /// Gives up the binds of `owner`; they count as closing until `await_free` sees them free.
@@ -137,15 +148,25 @@ impl Claims {
         state.closing.extend(released.into_iter().map(|b| (b, now)));
     }
 
-    /// Waits (at most a few seconds) until the closing binds of owners starting with `prefix`
-    /// are free, then forgets them. Called after the sockets were told to close, so that a
-    /// removal returns when its ports can be bound again.
-    pub fn await_free(&self, prefix: &str) {
+    /// Waits (at most a few seconds) until the closing binds of `owner` are free, then forgets
+    /// them. Called after the sockets were told to close, so that a removal returns when its
+    /// ports can be bound again.
+    pub fn await_free(&self, owner: &str) {
+        self.await_where(|o| o == owner);
+    }
+
+    /// `await_free` for every owner of route `name`.
+    pub fn await_route_free(&self, name: &str) {
+        let prefix = format!("{name}/");
+        self.await_where(|o| o.starts_with(&prefix));
+    }
+
+    fn await_where(&self, mine: impl Fn(&str) -> bool) {
         let waiting: Vec<(Bind, Instant)> = self
             .state()
             .closing
             .iter()
-            .filter(|((o, _, _), _)| o.starts_with(prefix))
+            .filter(|((o, _, _), _)| mine(o))
             .cloned()
             .collect();
         for ((_, host, port), at) in &waiting {
@@ -240,7 +261,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             drop(socket);
         });
-        claims.await_free("r/");
+        claims.await_route_free("r");
         assert!(UdpSocket::bind(("0.0.0.0", port)).is_ok());
         closer.join().unwrap();
     }

@@ -55,6 +55,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new() -> Result<Gateway> {
         gst::init()?;
+        raise_open_file_limit();
         Ok(Gateway::default())
     }
 
@@ -143,6 +144,23 @@ impl Gateway {
         let routes: Vec<Arc<Route>> = std::mem::take(&mut *self.routes()).into_values().collect();
         for r in routes {
             r.shutdown();
+        }
+    }
+}
+
+/// Every route holds a few sockets and pipes: lifts the soft limit on open files to the hard
+/// one (best effort), so hundreds of routes fit without the operator raising `ulimit -n`.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -60,7 +60,12 @@ pub(crate) fn set_state_bounded(
 }
 
 pub(crate) enum Event {
-    Bus { generation: u64, msg: gst::Message },
+    Bus {
+        generation: u64,
+        msg: gst::Message,
+    },
+    /// Something the next switch check depends on changed (timing, inputs, a lock).
+    Reschedule,
     Shutdown,
 }
 
@@ -540,6 +545,7 @@ impl Route {
         if let Some(s) = inner.switch.input_added(now) {
             self.apply(&mut inner, s, now);
         }
+        self.reschedule();
         Ok(id)
     }
 
@@ -556,6 +562,7 @@ impl Route {
         }
         self.remove_input_at(&mut inner, i);
         drop(inner);
+        self.reschedule();
         self.claims.await_free(&format!("{}/{id}", self.name));
         Ok(())
     }
@@ -575,6 +582,17 @@ impl Route {
                 other => inner.source_name(other),
             };
             self.apply_named(inner, s, from, now);
+        }
+        // A removed input never stays on air, nor armed (the route may have kept it on air
+        // while every input was lost): what the switch has chosen goes out instead.
+        let gone = slot.feed.as_ref().map(|f| f.id);
+        if gone.is_some_and(|id| id == self.hub.active() || id == self.hub.pending()) {
+            let instead = match inner.switch.active() {
+                Source::Slate => Some(inner.slate_feed.clone()),
+                Source::Input(a) => inner.inputs.get(a).and_then(|s| s.feed.clone()),
+                Source::Nothing => None,
+            };
+            self.hub.cut_to(instead.as_deref());
         }
     }
 
@@ -700,6 +718,7 @@ impl Route {
             }
             applied.reordered = true;
         }
+        self.reschedule();
         Ok(applied)
     }
 
@@ -715,6 +734,7 @@ impl Route {
         }
         // A cold input is connected now; the switch takes it once it delivers.
         self.manage_cold(&mut inner, now);
+        self.reschedule();
         Ok(())
     }
 
@@ -726,6 +746,12 @@ impl Route {
         if let Some(s) = inner.switch.unlock(now) {
             self.apply(&mut inner, s, now);
         }
+        self.reschedule();
+    }
+
+    /// Has the control thread work out its next switch check again (see `next_check`).
+    fn reschedule(&self) {
+        let _ = self.events.send(Event::Reschedule);
     }
 
     /// Waits until a switch with a sequence number above `after` happened and returns it (the
@@ -797,8 +823,9 @@ impl Route {
             cuts: splice.cuts,
             held_back_packets: splice.held_back,
             slate_packets: {
+                // Read one after another while the slate runs: never below zero.
                 let c = inner.slate_feed.counters.snapshot();
-                c.packets - c.off_air - c.held_back
+                c.packets.saturating_sub(c.off_air + c.held_back)
             },
             history: inner.history.iter().cloned().collect(),
         };
@@ -834,12 +861,13 @@ impl Route {
                 {
                     slot.stop(&self.hub, Status::Stopped);
                 }
+                self.hub.drop_deferred();
                 // Once only: a later call (Drop) must not free a new route of the same name.
                 self.claims.release_prefix(&format!("{}/", self.name));
             }
         }
         // Returns when the route's ports can be bound again.
-        self.claims.await_free(&format!("{}/", self.name));
+        self.claims.await_route_free(&self.name);
         self.switched.notify_all();
         let _ = self.events.send(Event::Shutdown);
         let handle = lock(&self.thread).take();
@@ -872,6 +900,17 @@ impl Route {
     }
 
     fn apply_named(&self, inner: &mut Inner, s: Switched, from: Option<String>, now: Instant) {
+        // The hub feed of what the switch had on air (before an input's removal shifts the
+        // indices, the caller names it; its feed is the one on air if any).
+        let from_feed = match s.from {
+            Source::Input(i) => inner
+                .inputs
+                .get(i)
+                .filter(|slot| from.as_deref() == Some(slot.id.as_str()))
+                .and_then(|slot| slot.feed.as_ref().map(|f| f.id)),
+            Source::Slate => Some(inner.slate_feed.id),
+            Source::Nothing => None,
+        };
         inner.seq += 1;
         let record = SwitchRecord {
             seq: inner.seq,
@@ -904,19 +943,25 @@ impl Route {
         // Every input is lost and the input on air stays the hub's until something else can
         // really go out: a stall that ends before the slate delivers costs nothing, and a
         // route with one input passes all it receives.
+        // Only when the input that was lost is the one on air (not, say, an input a manual
+        // switch was waiting for while another still plays).
         let lost = matches!(
             s.reason,
             Reason::Lost | Reason::Error | Reason::Eos | Reason::Slate
         ) && matches!(s.to, Source::Slate | Source::Nothing)
-            && inner.inputs.iter().any(|slot| {
-                slot.feed
-                    .as_ref()
-                    .is_some_and(|f| f.id == self.hub.active())
-            });
+            && self.hub.active() != 0
+            && from_feed.is_some_and(|id| id == self.hub.active());
+        // A slate already running (a cover called off before) has no first keyframe to wait
+        // for: it goes out at once, its video from its next keyframe.
+        let slate_plays = s.to == Source::Slate
+            && self
+                .hub
+                .idle_ms(&inner.slate_feed)
+                .is_some_and(|ms| ms < inner.switch.config().loss_timeout.as_millis() as u64);
         match target {
             // Only the slate can replace what was on air: it goes out at its first keyframe,
             // unless what was on air delivers again first.
-            Some(feed) if lost => {
+            Some(feed) if lost && !slate_plays => {
                 self.hub.cover_with(&feed);
                 inner.pending_since = Some(now);
             }
@@ -1295,7 +1340,13 @@ fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
         let Some(r) = route.upgrade() else { return };
         match event {
             Ok(Event::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-            Ok(Event::Bus { generation, msg }) => r.on_bus(generation, &msg),
+            Ok(Event::Bus { generation, msg }) => {
+                r.on_bus(generation, &msg);
+                next_check = next_check.min(r.next_check(Instant::now()));
+            }
+            Ok(Event::Reschedule) => {
+                next_check = next_check.min(r.next_check(Instant::now()));
+            }
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if now >= next_check {

@@ -1,12 +1,12 @@
 //! The hub: fan-out from the active input to every output of a route.
 //!
-//! Inputs and outputs are separate GStreamer pipelines. A pad probe at the end of each input
-//! pipeline hands every buffer to [`Hub::ingest`] on the input's streaming thread; the hub makes
-//! sure it is whole MPEG-TS packets, counts it, and — if the input is the active one — offers the
-//! same buffer (a refcount, no copy) to each output's `appsrc`. An output whose queue is full
-//! drops the buffer and counts it; nothing an output does can block this thread, because
-//! `appsrc` is never blocking here and each output pipeline has its own streaming thread behind
-//! its queue. docs/architecture.md says why.
+//! Inputs are separate GStreamer pipelines. A pad probe at the end of each input pipeline hands
+//! every buffer to [`Hub::ingest`] on the input's streaming thread; the hub makes sure it is
+//! whole MPEG-TS packets, counts it, and — if the input is the active one — offers it to every
+//! output: the same buffer (a refcount, no copy) to the `appsrc` of an SRT or file output's
+//! pipeline, or one datagram on a UDP output's non-blocking socket. An output whose queue (or
+//! send buffer) is full drops the buffer and counts it; nothing an output does can block this
+//! thread. docs/architecture.md says why.
 //!
 //! Switching happens here too. Only the active feed's data goes out; every other feed is read
 //! and watched (warm standby) and dropped. A cut to another feed is either immediate (the
@@ -122,6 +122,12 @@ impl Tap {
 const PCR_JUMP_90K: u64 = 45_000;
 /// A PCR older than this (90 kHz, 1 s) no longer tells a feed's clock now.
 const PCR_FRESH_90K: u64 = 90_000;
+/// For a cut that holds nothing back the clock must be certain: a PCR this recent (90 kHz,
+/// 100 ms, the largest PCR interval ISO 13818-1 allows), else the run waits for its first.
+const PCR_NOW_90K: u64 = 9_000;
+/// Buffers a whole cut may hold while it waits for the run's first PCR (kept, not dropped);
+/// past this the run goes on with the clock it has.
+const MAX_DEFERRED_BYTES: usize = 256 * 1024;
 
 /// What only the feed's streaming thread changes (and a cut reads).
 #[derive(Default)]
@@ -157,9 +163,17 @@ impl FeedState {
                 continue;
             }
             if let Some((prev, at)) = self.last_pcr {
+                // A jump is a clock that disagrees with the wall clock *and* with its own last
+                // PCR: a stall of castway's own thread (packets that waited, then arrive in a
+                // burst) is neither a new run nor a jump of the source.
+                let distance = |a: u64, b: u64| {
+                    let d = a.wrapping_sub(b) % PTS_WRAP;
+                    d.min(PTS_WRAP - d)
+                };
                 let expected = (prev + now.saturating_sub(at)) % PTS_WRAP;
-                let off = pcr.wrapping_sub(expected) % PTS_WRAP;
-                jumped |= off.min(PTS_WRAP - off) > PCR_JUMP_90K;
+                let step = pcr.wrapping_sub(prev) % PTS_WRAP;
+                jumped |=
+                    distance(pcr, expected) > PCR_JUMP_90K && (step == 0 || step > PCR_JUMP_90K);
             }
             self.last_pcr = Some((pcr, now));
         }
@@ -178,14 +192,26 @@ impl FeedState {
         }
     }
 
-    /// A cut that holds nothing back, for a route's only input coming back. Its clock is its
-    /// latest PCR as it is, not carried forward to now: after a stall the packets arriving are
-    /// the ones that waited, and they continue from that PCR.
+    /// A cut that holds nothing back, for a route's only input. Its clock is known only from a
+    /// PCR seen just now; otherwise (a sender back after a pause, a new connection) the run
+    /// waits for its first PCR, holding its buffers rather than dropping them.
     fn whole_cut(&self, now: u64) -> Cut {
         Cut {
-            source_pcr: self.last_pcr.map(|(pcr, _)| pcr),
+            source_pcr: self
+                .last_pcr
+                .filter(|&(_, at)| now.saturating_sub(at) < PCR_NOW_90K)
+                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
             whole: true,
             ..self.cut(now)
+        }
+    }
+
+    /// The cut for `feed`'s new run: whole if it is the route's only input.
+    fn cut_for(&self, now: u64, whole: bool) -> Cut {
+        if whole {
+            self.whole_cut(now)
+        } else {
+            self.cut(now)
         }
     }
 }
@@ -267,6 +293,9 @@ pub struct Hub {
     /// The route's only input (0: it has several): when it delivers while something else goes
     /// out (the slate), it goes out again from that packet on, nothing held back.
     sole: AtomicU64,
+    /// Buffers of the feed on air that a whole cut holds until its run's first PCR, with the
+    /// counters to charge if they never go out. Locked only under `splice`.
+    deferred: Mutex<Vec<(Arc<Counters>, gst::Buffer)>>,
     taps: Mutex<Vec<Arc<Tap>>>,
     splice: Mutex<Restamper>,
     cuts: AtomicU64,
@@ -281,6 +310,7 @@ impl Default for Hub {
             pending: AtomicU64::new(0),
             cover: AtomicBool::new(false),
             sole: AtomicU64::new(0),
+            deferred: Mutex::new(Vec::new()),
             taps: Mutex::new(Vec::new()),
             splice: Mutex::new(Restamper::default()),
             cuts: AtomicU64::new(0),
@@ -344,6 +374,9 @@ impl Hub {
         self.cover.store(false, Relaxed);
         let Some(feed) = feed else {
             self.active.store(0, Relaxed);
+            for (counters, b) in lock(&self.deferred).drain(..) {
+                counters.held_back(b.size() / PACKET_SIZE);
+            }
             return;
         };
         self.active.store(feed.id, Relaxed);
@@ -353,10 +386,23 @@ impl Hub {
         }
         let now = self.now_90k();
         feed.jumped.store(false, Relaxed);
-        let cut = lock(&feed.state).cut(now);
+        let cut = lock(&feed.state).cut_for(now, self.is_sole(feed));
+        self.begin_run(&mut splice, cut, now);
+        gst::debug!(CAT, "cut to feed {}", feed.id);
+    }
+
+    fn is_sole(&self, feed: &Feed) -> bool {
+        self.sole.load(Relaxed) == feed.id
+    }
+
+    /// Starts a new run on the splicer. Buffers a whole cut still held for the last run's
+    /// first PCR never go out: they are counted as held back.
+    fn begin_run(&self, splice: &mut Restamper, cut: Cut, now: u64) {
+        for (counters, b) in lock(&self.deferred).drain(..) {
+            counters.held_back(b.size() / PACKET_SIZE);
+        }
         splice.restart(cut, now);
         self.cuts.fetch_add(1, Relaxed);
-        gst::debug!(CAT, "cut to feed {}", feed.id);
     }
 
     /// Cuts to `feed` at its next keyframe; until then the active feed goes on. If `feed` is
@@ -390,6 +436,14 @@ impl Hub {
         self.cover.store(false, Relaxed);
     }
 
+    /// Counts what a whole cut still holds as held back and forgets it (the route stops).
+    pub fn drop_deferred(&self) {
+        let _splice = lock(&self.splice);
+        for (counters, b) in lock(&self.deferred).drain(..) {
+            counters.held_back(b.size() / PACKET_SIZE);
+        }
+    }
+
     /// Names the route's only input (None: it has several); see `Hub::sole`.
     pub fn set_sole(&self, feed: Option<&Feed>) {
         self.sole.store(feed.map_or(0, |f| f.id), Relaxed);
@@ -404,15 +458,11 @@ impl Hub {
             return;
         }
         let now = self.now_90k();
-        let cut = {
-            let s = lock(&feed.state);
-            Cut {
-                source_pcr: None,
-                ..s.cut(now)
-            }
+        let cut = Cut {
+            source_pcr: None,
+            ..lock(&feed.state).cut_for(now, self.is_sole(feed))
         };
-        splice.restart(cut, now);
-        self.cuts.fetch_add(1, Relaxed);
+        self.begin_run(&mut splice, cut, now);
     }
 
     pub fn splice_stats(&self) -> SpliceStats {
@@ -488,7 +538,7 @@ impl Hub {
 
     /// Counts a whole-packet buffer and, if its feed goes out, splices it and offers it to
     /// every output.
-    fn accept(&self, feed: &Feed, mut buffer: gst::Buffer) {
+    fn accept(&self, feed: &Feed, buffer: gst::Buffer) {
         feed.counters.add(buffer.size());
         feed.last_data_ms.store(self.now_ms(), Relaxed);
         let id = feed.id;
@@ -515,8 +565,8 @@ impl Hub {
             self.active.store(id, Relaxed);
             feed.jumped.store(false, Relaxed);
             if splice.seen() {
-                splice.restart(lock(&feed.state).whole_cut(now), now);
-                self.cuts.fetch_add(1, Relaxed);
+                let cut = lock(&feed.state).whole_cut(now);
+                self.begin_run(&mut splice, cut, now);
             }
             gst::debug!(CAT, "sole input {id} back: cut to it whole");
         } else if id == self.pending.load(Relaxed) && self.keyframe_in(feed, &buffer) {
@@ -524,8 +574,8 @@ impl Hub {
             self.cover.store(false, Relaxed);
             self.active.store(id, Relaxed);
             feed.jumped.store(false, Relaxed);
-            splice.restart(lock(&feed.state).cut(now), now);
-            self.cuts.fetch_add(1, Relaxed);
+            let cut = lock(&feed.state).cut(now);
+            self.begin_run(&mut splice, cut, now);
             gst::debug!(CAT, "cut to feed {id} at a keyframe");
         }
         if id != self.active.load(Relaxed) {
@@ -534,27 +584,67 @@ impl Hub {
         }
         // Once splicing, a source starting over under us is spliced on too. Before the first
         // cut the stream passes as it comes, discontinuities and all (bit-exact).
-        if feed.jumped.swap(false, Relaxed) && splice.rewrites() {
+        // (A run still waiting for its first PCR has no clock to jump from.)
+        let unsettled = splice.awaiting_pcr() && splice.whole();
+        if feed.jumped.swap(false, Relaxed) && splice.rewrites() && !unsettled {
             gst::debug!(CAT, "feed {id}: clock jumped, new run");
-            splice.restart(lock(&feed.state).cut(now), now);
-            self.cuts.fetch_add(1, Relaxed);
+            let cut = lock(&feed.state).cut_for(now, self.is_sole(feed));
+            self.begin_run(&mut splice, cut, now);
         }
-        if splice.rewrites() {
-            let size = buffer.size();
-            let kept = match buffer.make_mut().map_writable() {
-                Ok(mut map) => splice.rewrite(&mut map, now),
-                Err(_) => 0,
-            };
-            feed.counters.held_back((size - kept) / PACKET_SIZE);
-            if kept == 0 {
-                return;
+        if !splice.rewrites() {
+            if let Ok(map) = buffer.map_readable() {
+                splice.observe(&map, now);
             }
-            buffer.make_mut().set_size(kept);
-        } else if let Ok(map) = buffer.map_readable() {
-            splice.observe(&map, now);
+            self.offer(&buffer);
+            return;
         }
+        if splice.awaiting_pcr() && splice.whole() {
+            // A whole cut whose clock is not known yet: hold the buffers (not drop them) until
+            // the run's first PCR places it, then send them all.
+            let settled = buffer.map_readable().is_ok_and(|m| splice.settle(&m, now));
+            let mut deferred = lock(&self.deferred);
+            if !settled {
+                let held: usize = deferred.iter().map(|(_, b)| b.size()).sum();
+                if held + buffer.size() <= MAX_DEFERRED_BYTES {
+                    deferred.push((feed.counters.clone(), buffer));
+                    return;
+                }
+                gst::debug!(CAT, "feed {id}: no PCR in {held} bytes; going on");
+                splice.stop_awaiting();
+            }
+            let waiting = std::mem::take(&mut *deferred);
+            drop(deferred);
+            for (_, b) in waiting {
+                self.rewrite_and_offer(&mut splice, feed, b, now);
+            }
+        }
+        self.rewrite_and_offer(&mut splice, feed, buffer, now);
+    }
+
+    /// Splices a buffer of the feed on air and offers what passes to every output.
+    fn rewrite_and_offer(
+        &self,
+        splice: &mut Restamper,
+        feed: &Feed,
+        mut buffer: gst::Buffer,
+        now: u64,
+    ) {
+        let size = buffer.size();
+        let kept = match buffer.make_mut().map_writable() {
+            Ok(mut map) => splice.rewrite(&mut map, now),
+            Err(_) => 0,
+        };
+        feed.counters.held_back((size - kept) / PACKET_SIZE);
+        if kept == 0 {
+            return;
+        }
+        buffer.make_mut().set_size(kept);
+        self.offer(&buffer);
+    }
+
+    fn offer(&self, buffer: &gst::Buffer) {
         for tap in lock(&self.taps).iter() {
-            tap.offer(&buffer);
+            tap.offer(buffer);
         }
     }
 
@@ -671,5 +761,63 @@ mod tests {
         let i = input.counters.snapshot();
         assert_eq!((i.packets, i.off_air, i.held_back), (3, 0, 0));
         assert_eq!(hub.splice_stats().held_back, 0);
+    }
+
+    /// A UDP output on loopback and the socket that receives it.
+    fn udp_output(hub: &Hub) -> std::net::UdpSocket {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let ep = crate::uri::UdpEndpoint {
+            host: "127.0.0.1".into(),
+            port: rx.local_addr().unwrap().port(),
+            iface: None,
+            ttl: None,
+            buffer_size: 0,
+        };
+        let sender = UdpSender::open(&ep).unwrap();
+        hub.attach(Arc::new(Tap::udp("out".into(), sender, Arc::default())));
+        rx
+    }
+
+    fn received(rx: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = rx.recv(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn a_sole_input_back_after_a_pause_waits_for_its_first_pcr_but_loses_nothing() {
+        let (hub, input, slate) = hub_with_two_feeds();
+        let rx = udp_output(&hub);
+        hub.set_sole(Some(&input));
+        hub.cut_to(Some(&input));
+        hub.ingest(&input, video(0, 1_000, true));
+        hub.cover_with(&slate);
+        hub.ingest(&slate, video(0, 90_000, true));
+        let before = received(&rx);
+        assert_eq!(before.len(), 2);
+        let slate_pcr = pcr_base(&before[1]).unwrap();
+        // The sender paused (its clock ran on); its last PCR is stale by then.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let mut cont = crate::ts::tests::packet(0x100, 1, None, None);
+        cont[1] &= !0x40;
+        hub.ingest(&input, gst::Buffer::from_mut_slice(cont.to_vec()));
+        assert!(
+            received(&rx).is_empty(),
+            "held until the run's clock is known"
+        );
+        hub.ingest(&input, video(2, 1_000 + 13_500, false));
+        let back = received(&rx);
+        assert_eq!(back.len(), 2, "both buffers go out, in order");
+        assert_eq!(pcr_base(&back[0]), None);
+        let pcr = pcr_base(&back[1]).unwrap();
+        // Placed after the slate's last PCR (by the wall time that passed), never before it.
+        let step = (pcr + PTS_WRAP - slate_pcr) % PTS_WRAP;
+        assert!(step > 0 && step < PCR_JUMP_90K, "{step}");
+        let i = input.counters.snapshot();
+        assert_eq!((i.packets, i.off_air, i.held_back), (3, 0, 0));
     }
 }

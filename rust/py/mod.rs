@@ -269,12 +269,11 @@ impl<'py> FromPyObject<'py> for Uri {
         match text.to_str() {
             Ok(s) => Ok(Uri(s.to_owned())),
             Err(_) => {
-                let shown = text
-                    .repr()
-                    .map_or_else(|_| "?".into(), |r| r.to_string_lossy().into_owned());
+                // Shown with the surrogate as U+FFFD, and redacted like any URI in an error.
+                let shown = crate::uri::redact(&text.to_string_lossy());
                 Err(crate::Error::uri(
                     shown,
-                    "it is not valid Unicode (a lone surrogate such as `\\udcff`, left by \
+                    "it is not valid Unicode (a lone surrogate, shown as \u{fffd}, left by \
                      decoding bytes that were not UTF-8); URIs are UTF-8 text",
                 )
                 .into())

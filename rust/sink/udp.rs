@@ -43,10 +43,17 @@ impl UdpSender {
     /// interface and send buffer size.
     pub fn open(ep: &UdpEndpoint) -> Result<UdpSender> {
         let fail = |what: String| Error::pipeline(format!("UDP output {ep}: {what}"));
-        let dest = (ep.host.as_str(), ep.port)
+        // A name with both kinds of address (`localhost`) is sent to over IPv4, as receivers
+        // listening on 0.0.0.0 expect.
+        let addrs: Vec<SocketAddr> = (ep.host.as_str(), ep.port)
             .to_socket_addrs()
             .map_err(|e| fail(format!("cannot resolve `{}`: {e}", ep.host)))?
-            .next()
+            .collect();
+        let dest = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .ok_or_else(|| fail(format!("`{}` has no address", ep.host)))?;
         let local: SocketAddr = if dest.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()

@@ -81,6 +81,9 @@ pub struct Restamper {
     open: Box<[bool; PID_COUNT]>,
     /// Per PID: the DTS (else PTS) of the last PES out.
     last_ts: Box<[u64; PID_COUNT]>,
+    /// Per PID: opened mid-PES by a whole cut, so its next PES start is still to be checked
+    /// against the last timestamp out.
+    unchecked: Box<[bool; PID_COUNT]>,
     /// This run opens every PID at its first packet (`Cut::whole`).
     whole: bool,
     active: bool,
@@ -104,6 +107,7 @@ impl Default for Restamper {
             cc_offset: Box::new([0; PID_COUNT]),
             open: Box::new([true; PID_COUNT]),
             last_ts: Box::new([NO_TS; PID_COUNT]),
+            unchecked: Box::new([false; PID_COUNT]),
             whole: false,
             active: false,
             seen: false,
@@ -117,6 +121,7 @@ impl Restamper {
     pub fn restart(&mut self, cut: Cut, now: u64) {
         self.active = true;
         self.open.fill(false);
+        self.unchecked.fill(false);
         self.video = cut.video;
         self.whole = cut.whole;
         self.pcr_pid = cut.pcr_pid.map(usize::from);
@@ -146,6 +151,61 @@ impl Restamper {
     /// Packets dropped at cuts so far (waiting for a clean start on their PID).
     pub fn held_back(&self) -> u64 {
         self.held_back
+    }
+
+    /// Whether the run's clock is unknown until its first PCR (before which packets are held).
+    pub fn awaiting_pcr(&self) -> bool {
+        self.awaiting_pcr
+    }
+
+    /// Whether this whole-packet data carries a PCR that would settle the run's clock.
+    pub fn settles(&self, data: &[u8]) -> bool {
+        data.chunks_exact(PACKET_SIZE)
+            .any(|p| pcr_base(p).is_some() && self.pcr_pid.is_none_or(|x| x == pid(p)))
+    }
+
+    /// Gives up waiting for a PCR: the run keeps the offset it has (no PCR came in time).
+    pub fn stop_awaiting(&mut self) {
+        self.awaiting_pcr = false;
+    }
+
+    /// Whether the current run opens every PID at its first packet (`Cut::whole`).
+    pub fn whole(&self) -> bool {
+        self.whole
+    }
+
+    /// Settles the run's clock from the first PCR in `data` without rewriting anything, so
+    /// packets that came before it (held by the caller) can be rewritten after all. Returns
+    /// whether a PCR settled it.
+    pub fn settle(&mut self, data: &[u8], now: u64) -> bool {
+        if !self.awaiting_pcr {
+            return true;
+        }
+        let first = data.chunks_exact(PACKET_SIZE).find_map(|p| {
+            let pid = pid(p);
+            pcr_base(p)
+                .filter(|_| self.pcr_pid.is_none_or(|x| x == pid))
+                .map(|pcr| (pcr, pid))
+        });
+        match first {
+            Some((pcr, pid)) => {
+                self.settle_at(pcr, pid, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The run's clock is `pcr` (on `pid`): placed as much wall time after the last PCR out
+    /// as really passed, and at least one PCR interval.
+    fn settle_at(&mut self, pcr: u64, pid: usize, now: u64) {
+        self.pcr_pid = Some(pid);
+        if let Some(last) = self.last_out_pcr {
+            let elapsed = now.saturating_sub(self.last_out_pcr_at);
+            let step = elapsed.max(self.pcr_gap + RUN_GUARD_90K);
+            self.offset = ahead(pcr, last + step);
+        }
+        self.awaiting_pcr = false;
     }
 
     /// Observes packets going out unchanged (while `rewrites()` is false).
@@ -196,16 +256,7 @@ impl Restamper {
         let pcr = pcr_base(p);
         if self.awaiting_pcr {
             match pcr {
-                Some(v) if self.pcr_pid.is_none_or(|x| x == pid) => {
-                    self.pcr_pid = Some(pid);
-                    if let Some(last) = self.last_out_pcr {
-                        // As much time as really passed, and at least one PCR interval.
-                        let elapsed = now.saturating_sub(self.last_out_pcr_at);
-                        let step = elapsed.max(self.pcr_gap + RUN_GUARD_90K);
-                        self.offset = ahead(v, last + step);
-                    }
-                    self.awaiting_pcr = false;
-                }
+                Some(v) if self.pcr_pid.is_none_or(|x| x == pid) => self.settle_at(v, pid, now),
                 _ => return false,
             }
         }
@@ -229,6 +280,13 @@ impl Restamper {
             self.write_pcr(p, pcr, now);
         }
         let (pts, dts) = pes_timestamp_offsets(p);
+        if self.unchecked[pid] {
+            if let Some(at) = dts.or(pts) {
+                // The first PES start of a PID opened mid-PES: never before the last one out.
+                self.unchecked[pid] = false;
+                self.keep_forward(&p[at..at + 5], pid);
+            }
+        }
         for at in [pts, dts].into_iter().flatten() {
             let ts = (read_ts(&p[at..at + 5]) + self.offset) % PTS_WRAP;
             write_ts(&mut p[at..at + 5], ts);
@@ -253,6 +311,7 @@ impl Restamper {
         if p[1] & 0x40 == 0 && !self.whole {
             return false;
         }
+        self.unchecked[pid] = self.whole && p[1] & 0x40 == 0;
         let video = self.video.filter(|v| usize::from(v.pid) == pid);
         if let Some(v) = video {
             if !self.whole && !starts_keyframe(p, v.codec) {
@@ -261,29 +320,41 @@ impl Restamper {
         }
         let (pts, dts) = pes_timestamp_offsets(p);
         if let Some(at) = dts.or(pts) {
-            let out = (read_ts(&p[at..at + 5]) + self.offset) % PTS_WRAP;
-            let last = self.last_ts[pid];
-            if last != NO_TS {
-                if video.is_some() || self.whole {
-                    let least = (last + VIDEO_STEP_90K) % PTS_WRAP;
-                    if is_forward(out, least) {
-                        // Later than the wall clock says, but never backwards.
-                        self.offset = (self.offset + ahead(out, least)) % PTS_WRAP;
-                    }
-                } else if !is_forward(last, out) {
+            if video.is_some() || self.whole {
+                self.keep_forward(&p[at..at + 5], pid);
+            } else {
+                let out = (read_ts(&p[at..at + 5]) + self.offset) % PTS_WRAP;
+                let last = self.last_ts[pid];
+                if last != NO_TS && !is_forward(last, out) {
                     return false;
                 }
             }
         }
-        if afc(p).1 {
-            let cc = p[3] & 0x0f;
-            self.cc_offset[pid] = match self.last_cc[pid] {
-                0xff => 0,
-                last => (last + 1).wrapping_sub(cc) & 0x0f,
-            };
-        }
+        // The counter goes on from the last one out: up by one with payload, the same
+        // without (a whole cut may open a PID on a PCR-only packet).
+        let cc = p[3] & 0x0f;
+        let step = u8::from(afc(p).1);
+        self.cc_offset[pid] = match self.last_cc[pid] {
+            0xff => 0,
+            last => (last + step).wrapping_sub(cc) & 0x0f,
+        };
         self.open[pid] = true;
         true
+    }
+
+    /// Raises the offset if the timestamp `ts` (5 bytes of a PES header) on `pid` would not
+    /// land at least a frame after the last one out: later than the wall clock says, but never
+    /// backwards.
+    fn keep_forward(&mut self, ts: &[u8], pid: usize) {
+        let last = self.last_ts[pid];
+        if last == NO_TS {
+            return;
+        }
+        let out = (read_ts(ts) + self.offset) % PTS_WRAP;
+        let least = (last + VIDEO_STEP_90K) % PTS_WRAP;
+        if is_forward(out, least) {
+            self.offset = (self.offset + ahead(out, least)) % PTS_WRAP;
+        }
     }
 
     /// Turns the packet into one with an adaptation field only (its PCR stays).
