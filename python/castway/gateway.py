@@ -270,8 +270,9 @@ class Gateway:
         ``standby=cold`` to an input URI to connect it only when needed. ``outputs`` are URIs,
         or ``{id: uri}``. ``queue_bytes`` bounds how much each SRT or file output may fall
         behind before its drops are counted (default 2 MiB; a UDP output has no queue: its
-        socket's send buffer, ``buffer_size=`` in its URI, plays that part). An input is lost after ``loss_timeout_ms`` without
-        data (default 300, at least 50); a better input takes over again after
+        socket's send buffer, ``buffer_size=`` in its URI, plays that part). An input is lost
+        after ``loss_timeout_ms`` without data (default 300, at least 50); a better input
+        takes over again after
         ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
         generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` sets its
         picture (default: that of the input on air, read from its H.264 SPS; else 1280x720).
