@@ -16,8 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -478,6 +480,16 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
     for code, field, call in cases:
         details = expect(code, call)
         assert field in details, (field, details)
+    # The path also as a google.rpc.BadRequest field violation, for clients that point at it.
+    bad = spec([test_input()], ["udp://127.0.0.1:9", "udp://127.0.0.1:8", "srt://:9?latency=999999"])
+    with pytest.raises(grpc.RpcError) as info:
+        server.create("a", bad)
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None and status.code == code_pb2.INVALID_ARGUMENT
+    violations = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(violations)
+    [v] = violations.field_violations
+    assert v.field == "spec.outputs[2].uri" and "latency=999999" in v.description
     # A port another process holds: refused at create, nothing stored.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
         held.bind(("0.0.0.0", 0))
@@ -490,6 +502,45 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
     assert [r.name for r in routes] == ["ok"]
     stored = Store(server.data_dir).routes()
     assert [(r.name, r.version) for r in stored] == [("ok", 1)]
+
+
+def test_get_route_carries_srt_callers_and_the_switch_history(
+    server: Server, peers: Peers, udp_capture: Any
+) -> None:
+    """Everything `Route.stats()` has reaches gRPC: per-caller SRT figures of a listener
+    output, and the switch with its history."""
+    out = free_port()
+    server.create("calls", spec([ep(test_input(), "a"), ep(test_input(), "b")],
+                                [f"srt://:{out}?mode=listener"]))
+    for _ in range(2):
+        srt_receiver(peers, out, udp_capture())
+
+    def callers() -> list[Any]:
+        o = server.get("calls").status.outputs[0]
+        return list(o.srt.callers) if len(o.srt.callers) == 2 else []
+
+    found = wait_until(callers, 30, "two callers in GetRoute")
+    assert len({c.address for c in found}) == 2
+    for c in found:
+        host, _, port = c.address.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        assert c.latency_ms == 120, c
+    server.client.routes.SwitchInput(
+        route_pb2.SwitchInputRequest(name="calls", input_id="b"), metadata=server.client.metadata
+    )
+
+    def switched() -> Any:
+        sw = server.get("calls").status.switch
+        return sw if sw.active == "b" and sw.history else None
+
+    sw = wait_until(switched, 15, "the switch to b in GetRoute")
+    last = sw.history[-1]
+    assert (last.from_source, last.to_source, last.reason) == ("a", "b", "manual")
+    assert last.seq == 1 and last.at.seconds > 0
+    assert sw.locked == "b" and sw.loss_timeout_ms == 300 and sw.slate
+    inputs = server.get("calls").status.inputs
+    assert [i.standby for i in inputs] == ["warm", "warm"]
+    assert inputs[0].HasField("idle_ms") and inputs[1].off_air_packets > 0
 
 
 def test_rpcs_are_traced_and_health_checks_are_not(tmp_path: Path) -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 import castway
 from castway.gateway import Applied, EndpointStats
@@ -65,6 +69,17 @@ def _rpc(method: Callable[..., R]) -> Callable[..., R]:
     def call(self: Any, request: Any, context: grpc.ServicerContext) -> R:
         try:
             return method(self, request, context)
+        except InvalidArgument as e:
+            # The field path also as a google.rpc.BadRequest field violation, for clients that
+            # point at the field (grpcurl, UIs).
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=e.field, description=str(e)
+            )
+            detail = any_pb2.Any()
+            detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+            context.abort_with_status(rpc_status.to_status(status_pb2.Status(
+                code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[detail]
+            )))
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), str(e))
         except Exception:
@@ -159,6 +174,34 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
     return pb
 
 
+# Proto field names that differ from the stats' keys (`from`/`to` are Python keywords).
+_STATS_NAMES = {"from_source": "from", "to_source": "to"}
+
+
+def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
+    """Copies a stats mapping into ``msg`` field by field, by name, recursively: the stats
+    shape is defined once (in Rust, as ``Route.stats()`` returns it) and the gRPC messages
+    carry it without a hand-written copy per field. Unset (None) figures stay unset; a float
+    Unix time fills a ``Timestamp``."""
+    for f in msg.DESCRIPTOR.fields:
+        value = stats.get(_STATS_NAMES.get(f.name, f.name))
+        if value is None:
+            continue
+        if f.message_type is None:
+            if f.is_repeated:
+                getattr(msg, f.name).extend(value)
+            else:
+                setattr(msg, f.name, value)
+        elif f.message_type.full_name == "google.protobuf.Timestamp":
+            getattr(msg, f.name).CopyFrom(_ts(value))
+        elif f.is_repeated:
+            for item in value:
+                fill(getattr(msg, f.name).add(), item)
+        else:
+            fill(getattr(msg, f.name), value)
+    return msg
+
+
 def _endpoint_pb(e: EndpointStats, resolved: dict[str, str]) -> route_pb2.EndpointStatus:
     """``resolved``: the resolved URI of each endpoint id. Viewers see it (redacted) instead of
     the data plane's spelling; a file endpoint shows it instead of its ``/proc/self/fd`` path."""
@@ -169,20 +212,11 @@ def _endpoint_pb(e: EndpointStats, resolved: dict[str, str]) -> route_pb2.Endpoi
     elif uri.startswith(PROC_FD) and ep_id in resolved:
         uri = resolved[ep_id]
     error = e.get("last_error") or ""
-    return route_pb2.EndpointStatus(
-        id=ep_id,
-        uri=uri,
-        kind=e.get("kind", ""),
-        state=e.get("state", ""),
-        active=e.get("active", False),
-        healthy=e.get("healthy", False),
-        bytes=e.get("bytes", 0),
-        packets=e.get("packets", 0),
-        bitrate_bps=e.get("bitrate_bps", 0),
-        drops=e.get("drops", 0),
-        reconnects=e.get("reconnects", 0),
-        last_error=error if _secrets_shown() else redact_text(error),
-    )
+    pb = route_pb2.EndpointStatus()
+    fill(pb, e)
+    pb.uri = uri
+    pb.last_error = error if _secrets_shown() else redact_text(error)
+    return pb
 
 
 def route_to_pb(v: RouteView) -> route_pb2.Route:
@@ -198,6 +232,7 @@ def route_to_pb(v: RouteView) -> route_pb2.Route:
         status.uptime_s = v.stats["uptime_s"]
         history = v.stats["switch"]["history"]
         status.switches = history[-1]["seq"] if history else 0
+        fill(status.switch, v.stats["switch"])
     return route_pb2.Route(
         name=r.name,
         spec=spec_to_pb(r.spec),

@@ -103,6 +103,7 @@ class RouteStatus(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     UPTIME_S_FIELD_NUMBER: _builtins.int
     SWITCHES_FIELD_NUMBER: _builtins.int
+    SWITCH_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"live", "slate", "waiting", "stopped" or "failed" (desired running but not started; see
     `error`; castway retries).
@@ -115,6 +116,10 @@ class RouteStatus(_message.Message):
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointStatus]: ...
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointStatus]: ...
+    @_builtins.property
+    def switch(self) -> Global___SwitchStatus:
+        """The switch: what goes out, what is armed, the last switches (as `Route.stats()["switch"]`)."""
+
     def __init__(
         self,
         *,
@@ -125,14 +130,181 @@ class RouteStatus(_message.Message):
         error: _builtins.str = ...,
         uptime_s: _builtins.float = ...,
         switches: _builtins.int = ...,
+        switch: Global___SwitchStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["switch", b"switch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "inputs", b"inputs", "outputs", b"outputs", "state", b"state", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "inputs", b"inputs", "outputs", b"outputs", "state", b"state", "switch", b"switch", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteStatus: _TypeAlias = RouteStatus  # noqa: Y015
+
+@_typing.final
+class SwitchStatus(_message.Message):
+    """Every field below carries the figure of the same name in `Route.stats()` (docs/stats.md):
+    the server fills these messages from that one shape by field name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    LOSS_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    FAILBACK_AFTER_MS_FIELD_NUMBER: _builtins.int
+    SLATE_FIELD_NUMBER: _builtins.int
+    CUTS_FIELD_NUMBER: _builtins.int
+    HELD_BACK_PACKETS_FIELD_NUMBER: _builtins.int
+    SLATE_PACKETS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    active: _builtins.str
+    """What goes out now: an input id, "slate", or "" (nothing)."""
+    pending: _builtins.str
+    """What goes out at its next keyframe ("" when no cut is armed)."""
+    locked: _builtins.str
+    """The input a manual switch holds the route on ("" for automatic choice)."""
+    loss_timeout_ms: _builtins.int
+    failback_after_ms: _builtins.int
+    slate: _builtins.bool
+    cuts: _builtins.int
+    held_back_packets: _builtins.int
+    slate_packets: _builtins.int
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwitchEvent]:
+        """The last 20 switches, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        active: _builtins.str = ...,
+        pending: _builtins.str = ...,
+        locked: _builtins.str = ...,
+        loss_timeout_ms: _builtins.int = ...,
+        failback_after_ms: _builtins.int = ...,
+        slate: _builtins.bool = ...,
+        cuts: _builtins.int = ...,
+        held_back_packets: _builtins.int = ...,
+        slate_packets: _builtins.int = ...,
+        history: _abc.Iterable[Global___SwitchEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cuts", b"cuts", "failback_after_ms", b"failback_after_ms", "held_back_packets", b"held_back_packets", "history", b"history", "locked", b"locked", "loss_timeout_ms", b"loss_timeout_ms", "pending", b"pending", "slate", b"slate", "slate_packets", b"slate_packets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchStatus: _TypeAlias = SwitchStatus  # noqa: Y015
+
+@_typing.final
+class SwitchEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    FROM_SOURCE_FIELD_NUMBER: _builtins.int
+    TO_SOURCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    from_source: _builtins.str
+    """An input id, "slate", or "" (nothing); `from` and `to` in Python."""
+    to_source: _builtins.str
+    reason: _builtins.str
+    """lost, error, eos, manual, failback, recovered, input_added, input_removed, slate."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        from_source: _builtins.str = ...,
+        to_source: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "from_source", b"from_source", "reason", b"reason", "seq", b"seq", "to_source", b"to_source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchEvent: _TypeAlias = SwitchEvent  # noqa: Y015
+
+@_typing.final
+class SrtCaller(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    RTT_MS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    RETRANSMISSIONS_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """IP:PORT of the caller."""
+    rtt_ms: _builtins.float
+    loss: _builtins.int
+    retransmissions: _builtins.int
+    dropped: _builtins.int
+    latency_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        rtt_ms: _builtins.float = ...,
+        loss: _builtins.int = ...,
+        retransmissions: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        latency_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtCaller: _TypeAlias = SrtCaller  # noqa: Y015
+
+@_typing.final
+class SrtStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RTT_MS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    RETRANSMISSIONS_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    CALLERS_FIELD_NUMBER: _builtins.int
+    rtt_ms: _builtins.float
+    """Round-trip time; a listener's is the worst of its callers'."""
+    loss: _builtins.int
+    retransmissions: _builtins.int
+    dropped: _builtins.int
+    bandwidth_mbps: _builtins.float
+    latency_ms: _builtins.int
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SrtCaller]:
+        """Listeners: one per connected caller."""
+
+    def __init__(
+        self,
+        *,
+        rtt_ms: _builtins.float = ...,
+        loss: _builtins.int = ...,
+        retransmissions: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        bandwidth_mbps: _builtins.float = ...,
+        latency_ms: _builtins.int = ...,
+        callers: _abc.Iterable[Global___SrtCaller] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtStatus: _TypeAlias = SrtStatus  # noqa: Y015
 
 @_typing.final
 class EndpointStatus(_message.Message):
@@ -150,6 +322,12 @@ class EndpointStatus(_message.Message):
     DROPS_FIELD_NUMBER: _builtins.int
     RECONNECTS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    STANDBY_FIELD_NUMBER: _builtins.int
+    IDLE_MS_FIELD_NUMBER: _builtins.int
+    RETRY_IN_MS_FIELD_NUMBER: _builtins.int
+    OFF_AIR_PACKETS_FIELD_NUMBER: _builtins.int
+    HELD_BACK_PACKETS_FIELD_NUMBER: _builtins.int
+    SRT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     uri: _builtins.str
     """Passphrases redacted."""
@@ -163,6 +341,20 @@ class EndpointStatus(_message.Message):
     drops: _builtins.int
     reconnects: _builtins.int
     last_error: _builtins.str
+    standby: _builtins.str
+    """Inputs: "warm" or "cold"."""
+    idle_ms: _builtins.int
+    """Inputs: milliseconds since the last valid data (unset: none yet)."""
+    retry_in_ms: _builtins.int
+    """While retrying: milliseconds to the next attempt."""
+    off_air_packets: _builtins.int
+    """Inputs: packets that arrived while another source was on air."""
+    held_back_packets: _builtins.int
+    """Inputs: packets of this input on air held back at a cut."""
+    @_builtins.property
+    def srt(self) -> Global___SrtStatus:
+        """SRT endpoints only."""
+
     def __init__(
         self,
         *,
@@ -178,12 +370,25 @@ class EndpointStatus(_message.Message):
         drops: _builtins.int = ...,
         reconnects: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        standby: _builtins.str = ...,
+        idle_ms: _builtins.int | None = ...,
+        retry_in_ms: _builtins.int | None = ...,
+        off_air_packets: _builtins.int = ...,
+        held_back_packets: _builtins.int = ...,
+        srt: Global___SrtStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "bitrate_bps", b"bitrate_bps", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "id", b"id", "kind", b"kind", "last_error", b"last_error", "packets", b"packets", "reconnects", b"reconnects", "state", b"state", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "bitrate_bps", b"bitrate_bps", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__idle_ms: _TypeAlias = _typing.Literal["idle_ms"]  # noqa: Y015
+    _WhichOneofArgType__idle_ms: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms"]  # noqa: Y015
+    _WhichOneofReturnType__retry_in_ms: _TypeAlias = _typing.Literal["retry_in_ms"]  # noqa: Y015
+    _WhichOneofArgType__retry_in_ms: _TypeAlias = _typing.Literal["_retry_in_ms", b"_retry_in_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_ms) -> _WhichOneofReturnType__idle_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retry_in_ms) -> _WhichOneofReturnType__retry_in_ms | None: ...
 
 Global___EndpointStatus: _TypeAlias = EndpointStatus  # noqa: Y015
 
