@@ -77,9 +77,12 @@ def _rpc(method: Callable[..., R]) -> Callable[..., R]:
             )
             detail = any_pb2.Any()
             detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-            context.abort_with_status(rpc_status.to_status(status_pb2.Status(
+            status = rpc_status.to_status(status_pb2.Status(
                 code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[detail]
-            )))
+            ))
+            # (The aio server's context for a plain servicer has no abort_with_status.)
+            context.set_trailing_metadata(status.trailing_metadata)
+            context.abort(status.code, status.details)
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), str(e))
         except Exception:
