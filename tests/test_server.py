@@ -831,3 +831,18 @@ def test_srt_listener_closes_cleanly_in_a_process_that_loaded_grpc_first() -> No
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout.strip()) == (0, "closed"), done.stderr
+
+
+def test_every_data_plane_error_has_one_documented_status_code() -> None:
+    """Each `castway.errors` class maps to one gRPC code, as docs/control-plane.md's table says."""
+    from castway import errors as native
+    from castway.server.control import REFUSED, _refused
+
+    classes = {c for c in vars(native).values()
+               if isinstance(c, type) and issubclass(c, native.CastwayError)}
+    assert classes - {native.CastwayError} == set(REFUSED)
+    doc = (Path(__file__).parent.parent / "docs" / "control-plane.md").read_text()
+    for cls in REFUSED:
+        code = _refused(cls("x")).code
+        row = next(line for line in doc.splitlines() if f"`{cls.__name__}`" in line)
+        assert f"`{code}`" in row, (cls.__name__, code, row)

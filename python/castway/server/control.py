@@ -16,6 +16,7 @@ import binascii
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,9 +27,11 @@ from castway.server.errors import (
     AlreadyExists,
     ControlError,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 from castway.server.limits import Limits
 from castway.server.media import MediaRoot, Opened, is_file_uri
@@ -123,11 +126,23 @@ class TemplateView:
     used_by: list[str] = field(default_factory=list)
 
 
+# What each error of the data plane is to an API caller (docs/control-plane.md, Errors).
+REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] = {
+    native_errors.InvalidUriError: lambda m: InvalidArgument("spec", m),
+    native_errors.ConfigError: lambda m: InvalidArgument("spec", m),
+    native_errors.AddressInUseError: FailedPrecondition,
+    native_errors.NotFoundError: NotFound,
+    native_errors.AlreadyExistsError: AlreadyExists,
+    native_errors.MissingElementError: FailedPrecondition,
+    native_errors.PipelineError: Internal,
+    native_errors.ClosedError: Unavailable,
+}
+
+
 def _refused(e: native_errors.CastwayError) -> ControlError:
     """What the data plane refused, as the API reports it."""
-    if isinstance(e, native_errors.InvalidUriError | native_errors.ConfigError):
-        return InvalidArgument("spec", str(e))
-    return FailedPrecondition(str(e))
+    make = REFUSED.get(type(e), FailedPrecondition)
+    return make(str(e))
 
 
 class Control:

@@ -44,6 +44,18 @@ class Aborted(ControlError):
     code = "ABORTED"
 
 
+class Unavailable(ControlError):
+    """The gateway is shutting down: try again (on the next server)."""
+
+    code = "UNAVAILABLE"
+
+
+class Internal(ControlError):
+    """The media framework failed on the server's side (not the caller's input)."""
+
+    code = "INTERNAL"
+
+
 class Unauthenticated(ControlError):
     code = "UNAUTHENTICATED"
 
