@@ -144,8 +144,18 @@ impl Slot {
     ) -> Result<()> {
         let name = self.pipeline_name(route);
         if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
-            // No pipeline: the hub sends on the socket itself, and it is ready at once.
-            let sender = sink::udp::UdpSender::open(e)?;
+            // No pipeline: the hub sends on the socket itself, and it is ready at once. A
+            // destination that does not resolve (yet) is retried like a failed pipeline.
+            let sender = match sink::udp::UdpSender::open(e) {
+                Ok(sender) => sender,
+                Err(why) => {
+                    self.generation = generation;
+                    self.starts += 1;
+                    self.status = Status::Starting;
+                    self.fail(hub, why.to_string(), Instant::now());
+                    return Ok(());
+                }
+            };
             let tap = Arc::new(Tap::udp(self.id.clone(), sender, self.counters.clone()));
             self.generation = generation;
             self.starts += 1;

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::uri::UdpEndpoint;
@@ -38,6 +39,33 @@ fn setsockopt<T>(socket: &UdpSocket, level: i32, name: i32, value: &T) -> std::i
     }
 }
 
+/// How long a destination name may take to resolve (the route waits for it).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Resolves `host:port`, on a helper thread so a slow resolver holds the route at most
+/// `RESOLVE_TIMEOUT` (the lookup goes on alone after that, and the output retries).
+fn resolve(host: &str, port: u16) -> std::result::Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("castway-resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        })
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?;
+    match rx.recv_timeout(RESOLVE_TIMEOUT) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("cannot resolve `{host}`: {e}")),
+        Err(_) => Err(format!(
+            "`{host}` did not resolve within {} s",
+            RESOLVE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 impl UdpSender {
     /// Resolves the destination and opens the socket with the endpoint's TTL, multicast
     /// interface and send buffer size.
@@ -45,10 +73,7 @@ impl UdpSender {
         let fail = |what: String| Error::pipeline(format!("UDP output {ep}: {what}"));
         // A name with both kinds of address (`localhost`) is sent to over IPv4, as receivers
         // listening on 0.0.0.0 expect.
-        let addrs: Vec<SocketAddr> = (ep.host.as_str(), ep.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(format!("cannot resolve `{}`: {e}", ep.host)))?
-            .collect();
+        let addrs = resolve(&ep.host, ep.port).map_err(fail)?;
         let dest = addrs
             .iter()
             .find(|a| a.is_ipv4())
