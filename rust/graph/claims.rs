@@ -45,18 +45,6 @@ fn probe(host: &str, port: u16) -> std::io::Result<()> {
     UdpSocket::bind((host, port)).map(drop)
 }
 
-/// Probes until `host:port` binds or `deadline` passes; returns the last probe's result.
-fn probe_until(host: &str, port: u16, deadline: Instant) -> std::io::Result<()> {
-    loop {
-        match probe(host, port) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(PROBE_EVERY);
-            }
-            other => return other,
-        }
-    }
-}
-
 impl Claims {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -169,9 +157,16 @@ impl Claims {
             .filter(|((o, _, _), _)| mine(o))
             .cloned()
             .collect();
-        for ((_, host, port), at) in &waiting {
-            // Not under the lock: other routes claim and release meanwhile.
-            let _ = probe_until(host, *port, *at + RELEASE_WAIT);
+        for (bind, at) in &waiting {
+            // Not under the lock: other routes claim and release meanwhile. A port claimed
+            // again (the route re-added) is no longer ours to wait for, nor to probe.
+            let deadline = *at + RELEASE_WAIT;
+            while Instant::now() < deadline
+                && self.state().closing.iter().any(|(b, _)| b == bind)
+                && probe(&bind.1, bind.2).is_err()
+            {
+                std::thread::sleep(PROBE_EVERY);
+            }
         }
         let mut state = self.state();
         state.closing.retain(|(b, at)| {
