@@ -17,7 +17,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,7 @@ from castway.server.errors import ControlError
 from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
+from castway.server.metrics import Metrics
 from castway.server.servicers import KeyService, RouteService, SystemService, TemplateService
 from castway.server.store import Store
 from castway.server.telemetry import TracingInterceptor, provider_from_env
@@ -89,6 +90,8 @@ class Running:
     keys: Keys
     # The admin key created at this start (first start without CASTWAY_ADMIN_KEY), else None.
     created_admin_key: str | None
+    # The port of the Prometheus endpoint (`metrics_listen`), else None.
+    metrics_port: int | None = None
 
 
 @contextmanager
@@ -104,6 +107,7 @@ def run_server(
     limits: Limits | None = None,
     media_dir: Path | None = None,
     insecure: bool = False,
+    metrics_listen: str | None = None,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
@@ -111,7 +115,9 @@ def run_server(
     API on ``listen`` (port 0 picks one) and yields; on exit stops taking calls, lets running
     ones finish for ``grace_s`` and stops every route. ``file:`` endpoints live in
     ``media_dir`` (default ``DATA_DIR/media``). Without ``tls``, a ``listen`` address that is
-    not loopback is refused (before anything is opened or bound) unless ``insecure``."""
+    not loopback is refused (before anything is opened or bound) unless ``insecure``.
+    ``metrics_listen`` (``HOST:PORT``) serves Prometheus metrics at ``/metrics`` (plain HTTP,
+    so loopback only unless ``insecure``)."""
     if tls is None and not insecure and not is_local(listen):
         raise ServeError(
             f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
@@ -123,6 +129,12 @@ def run_server(
         sources.append((extra_config, "built-in config"))
     if config is not None:
         sources.append((config_file.load(config), str(config)))
+    if metrics_listen is not None and not insecure and not is_local(metrics_listen):
+        raise ServeError(
+            f"refusing to serve metrics on {metrics_listen}, which is not loopback: route names "
+            "and peer addresses would be open to the network. Put a TLS proxy with access "
+            "control in front and give --insecure"
+        )
     declared_limits = [d.limits for d, _ in sources if d.limits is not None]
     limits = limits or (declared_limits[-1] if declared_limits else Limits())
     store = Store(data_dir)
@@ -156,10 +168,25 @@ def run_server(
             tracer_provider or provider_from_env(),
             limits,
         )
+        metrics: Metrics | None = None
+        http: Any = None
         try:
             server.start()
-            yield Running(server.server, server.port, control, keys, created)
+            metrics_port = None
+            if metrics_listen is not None:
+                metrics = Metrics(control.stats)
+                host, _, port = metrics_listen.rpartition(":")
+                try:
+                    http, metrics_port = metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
+                except (OSError, ValueError) as e:
+                    raise ServeError(f"cannot serve metrics on {metrics_listen}: {e}") from None
+            yield Running(server.server, server.port, control, keys, created, metrics_port)
         finally:
+            if http is not None:
+                http.shutdown()
+                http.server_close()
+            if metrics is not None:
+                metrics.close()
             server.stop(grace_s)
     finally:
         if control is not None:

@@ -181,6 +181,10 @@ class Control:
 
     # Lifecycle
 
+    def stats(self) -> list[RouteStats]:
+        """Every running route's stats (for metrics); takes no lock of the control plane."""
+        return self._gw.stats()
+
     def restore(self) -> None:
         """Starts every route whose desired state is running, then keeps retrying failures."""
         with self._lock:

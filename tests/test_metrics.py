@@ -1,0 +1,135 @@
+"""Metrics on a Prometheus endpoint, scraped by a real Prometheus server (Debian's package)
+started on loopback with a config the test writes; the shipped alert rules are loaded and must
+fire when a route's only sender stops."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from castway.client import Client
+from castway.server import ServeError, run_server
+from castway.v1 import route_pb2, spec_pb2
+
+from conftest import Peers, UdpSender, free_port, make_clip, srt_receiver, wait_until
+
+ADMIN = "cw_metrics-test-admin-key-0123456789abcdef"
+RULES = Path(__file__).parent.parent / "docs" / "castway-alerts.yml"
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, peers: Peers) -> Iterator[Any]:
+    """Starts Prometheus against a target given later: returns a function taking the metrics
+    port and returning the Prometheus base URL."""
+
+    def start(metrics_port: int) -> str:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{RULES}']\n"
+            "scrape_configs:\n"
+            "  - job_name: castway\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+        )
+        peers.start([
+            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ])
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return "Ready" in get(f"{base}/-/ready")
+            except OSError:
+                return False
+
+        wait_until(ready, 30, "Prometheus to be ready")
+        return base
+
+    yield start
+
+
+def query(base: str, promql: str) -> list[dict[str, Any]]:
+    body = json.loads(get(f"{base}/api/v1/query?query={urllib.parse.quote(promql)}"))
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def test_prometheus_scrapes_routes_srt_callers_and_fires_the_slate_alert(
+    tmp_path: Path, peers: Peers, udp_capture: Any, prometheus: Any
+) -> None:
+    clip = make_clip(tmp_path / "clip.ts", 20, "320x180", 600).read_bytes()
+    in_port, out_port = free_port(), free_port()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    metrics_listen="127.0.0.1:0") as running:
+        assert running.metrics_port
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        client.routes.CreateRoute(route_pb2.CreateRouteRequest(
+            name="news", spec=spec_pb2.RouteSpec(
+                inputs=[spec_pb2.Endpoint(id="main", uri=f"udp://127.0.0.1:{in_port}")],
+                outputs=[spec_pb2.Endpoint(id="cdn", uri=f"srt://:{out_port}?mode=listener")],
+            )), metadata=client.metadata, timeout=30)
+        sender = UdpSender(clip, in_port, bitrate=1e6)
+        for _ in range(2):
+            srt_receiver(peers, out_port, udp_capture())
+        # The endpoint as any Prometheus client parses it.
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+
+        def callers() -> list[Any]:
+            families = {f.name: f for f in text_string_to_metric_families(get(url))}
+            rtt = families.get("castway_srt_rtt_milliseconds")
+            return [s for s in rtt.samples if s.labels.get("peer")] if rtt else []
+
+        assert len(wait_until(lambda: len(callers()) == 2 and callers(), 30, "two callers")) == 2
+
+        base = prometheus(running.metrics_port)
+        packets = 'castway_endpoint_packets_total{route="news",endpoint="cdn"}'
+        wait_until(lambda: query(base, f"{packets} > 1000"), 30, "packets in Prometheus")
+        peers_seen = query(base, 'castway_srt_latency_milliseconds{route="news",peer!=""}')
+        assert len(peers_seen) == 2 and all(float(r["value"][1]) == 120 for r in peers_seen)
+        assert query(base, 'castway_route_live{route="news"} == 1')
+        assert not query(base, 'ALERTS{alertname="CastwayRouteOnSlate"}')
+
+        sender.close()  # the only sender stops: the slate covers, and the alert fires
+
+        def firing() -> list[dict[str, Any]]:
+            return query(base, 'ALERTS{alertname="CastwayRouteOnSlate",alertstate="firing"}')
+
+        [alert] = wait_until(firing, 45, "the slate alert to fire")
+        assert alert["metric"]["route"] == "news"
+        client.close()
+
+
+def test_metrics_on_an_address_that_is_not_loopback_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ServeError, match="not loopback"), run_server(
+        tmp_path / "data", admin_key=ADMIN, metrics_listen="0.0.0.0:0"
+    ):
+        pass
+
+
+def test_the_shipped_alert_rules_pass_promtool() -> None:
+    r = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_docs_list_every_series() -> None:
+    from castway.server.metrics import ENDPOINT, ROUTE, SRT
+
+    doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    for s in (*ENDPOINT, *SRT, *ROUTE):
+        assert f"`{s.name}`" in doc, s.name
