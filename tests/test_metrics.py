@@ -133,3 +133,67 @@ def test_docs_list_every_series() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
     for s in (*ENDPOINT, *SRT, *ROUTE):
         assert f"`{s.name}`" in doc, s.name
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP metrics receiver on loopback: decodes each export request it is sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        self.requests: list[Any] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportMetricsServiceRequest()
+                request.ParseFromString(body)
+                received.append((self.path, request))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def names(self) -> set[str]:
+        return {m.name for _, r in self.requests for rm in r.resource_metrics
+                for sm in rm.scope_metrics for m in sm.metrics}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_metrics_are_pushed_over_otlp_when_the_environment_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = OtlpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
+    try:
+        with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as running:
+            assert running.metrics_port is None  # no Prometheus endpoint was asked for
+            client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+            client.routes.CreateRoute(route_pb2.CreateRouteRequest(
+                name="pushed", spec=spec_pb2.RouteSpec(
+                    inputs=[spec_pb2.Endpoint(uri="test://?size=160x90")],
+                    outputs=[spec_pb2.Endpoint(uri=f"udp://127.0.0.1:{free_port()}")],
+                )), metadata=client.metadata, timeout=30)
+            wait_until(lambda: {"castway.endpoint.packets", "castway.route.live"}
+                       <= receiver.names(), 30, "castway's metrics at the OTLP receiver")
+            client.close()
+        assert all(path == "/v1/metrics" for path, _ in receiver.requests)
+    finally:
+        receiver.close()

@@ -32,7 +32,7 @@ from castway.server.errors import ControlError
 from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
-from castway.server.metrics import Metrics
+from castway.server.metrics import Metrics, otlp_configured
 from castway.server.servicers import KeyService, RouteService, SystemService, TemplateService
 from castway.server.store import Store
 from castway.server.telemetry import TracingInterceptor, provider_from_env
@@ -117,7 +117,8 @@ def run_server(
     ``media_dir`` (default ``DATA_DIR/media``). Without ``tls``, a ``listen`` address that is
     not loopback is refused (before anything is opened or bound) unless ``insecure``.
     ``metrics_listen`` (``HOST:PORT``) serves Prometheus metrics at ``/metrics`` (plain HTTP,
-    so loopback only unless ``insecure``)."""
+    so loopback only unless ``insecure``); with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are
+    also pushed over OTLP."""
     if tls is None and not insecure and not is_local(listen):
         raise ServeError(
             f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
@@ -173,8 +174,9 @@ def run_server(
         try:
             server.start()
             metrics_port = None
-            if metrics_listen is not None:
+            if metrics_listen is not None or otlp_configured():
                 metrics = Metrics(control.stats)
+            if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:
                     http, metrics_port = metrics.serve(host.strip("[]") or "127.0.0.1", int(port))

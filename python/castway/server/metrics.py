@@ -9,15 +9,18 @@ docs/metrics.md lists every series.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
@@ -138,13 +141,21 @@ class Snapshot:
             return self._routes
 
 
+def otlp_configured() -> bool:
+    """Whether the environment asks for metrics over OTLP."""
+    return any(os.environ.get(v) for v in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
 # Guards prometheus_client's global registry, which every reader passes through.
 _GLOBAL = threading.Lock()
 
 
 class Metrics:
     """OpenTelemetry instruments over the gateway's stats, with a Prometheus reader on its own
-    registry (several servers may live in one process)."""
+    registry (several servers may live in one process) and, when `OTEL_EXPORTER_OTLP_ENDPOINT`
+    (or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set, an OTLP/HTTP exporter pushing every
+    `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60000), as the OpenTelemetry SDK reads them."""
 
     def __init__(self, read: Callable[[], list[RouteStats]]) -> None:
         self.snapshot = Snapshot(read)
@@ -156,8 +167,11 @@ class Metrics:
             REGISTRY.unregister(collector)
         self.registry = CollectorRegistry()
         self.registry.register(collector)
+        readers: list[MetricReader] = [self.reader]
+        if otlp_configured():
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         self.provider = MeterProvider(
-            metric_readers=[self.reader],
+            metric_readers=readers,
             resource=Resource.create({"service.name": "castway", "service.version": __version__}),
         )
         meter = self.provider.get_meter("castway", __version__)
