@@ -12,15 +12,12 @@ from typing import Any
 
 import pytest
 
-from conftest import (
-    Peers,
-    PipeSender,
-    decode_errors,
-    free_port,
-    random_ts,
-    wait_until,
-    whole_gops,
-)
+from support import wait_until
+from support.clips import decode_errors
+from support.net import free_port
+from support.peers import Peers
+from support.senders import PipeSender
+from support.ts import random_ts, whole_gops
 
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 
@@ -179,3 +176,4 @@ def test_relay_switches_on_stdin_commands_and_prints_each_switch(tmp_path: Path)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
     assert b"locked to in1" in err
+
