@@ -1,5 +1,5 @@
 """Test support shared by the tests and the benchmarks: TS analysis, real peers, senders,
-captures, clips, ports and network namespaces.
+captures, clips, ports and network namespaces, and a UDP impairment proxy.
 
     ts        TS analysis: continuity by ISO rules, PCR, PES timestamps, GOPs, layout, payloads
     clips     clips made and decoded with ffmpeg
@@ -7,6 +7,7 @@ captures, clips, ports and network namespaces.
     senders   paced UDP senders (once, or looped like a live encoder), pipe senders, live encoders
     capture   a UDP capture on loopback
     net       free ports, network namespaces
+    impair    a userspace UDP relay with seeded loss, delay, jitter and reordering (no netem here)
     udp_tool  a UDP sender and capture as a process, for namespaces and benches
 
 pytest puts `tests/` on `sys.path` (`pythonpath` in pyproject.toml); a bench imports
