@@ -1,4 +1,5 @@
-"""`castway relay` and `castway demo` as a user runs them: real processes, real signals."""
+"""`castway relay` and `castway demo` as a user runs them (real processes, real signals), and
+what the client commands load."""
 
 from __future__ import annotations
 
@@ -177,3 +178,23 @@ def test_relay_switches_on_stdin_commands_and_prints_each_switch(tmp_path: Path)
     assert proc.returncode == 0, err.decode()
     assert b"locked to in1" in err
 
+
+def test_client_commands_load_no_server_module() -> None:
+    """`castway route …` is a gRPC client: it runs without importing `castway.server`."""
+    code = (
+        "import sys\n"
+        "from castway.cli import main\n"
+        f"rc = main(['route', 'list', '--addr', '127.0.0.1:{free_port()}'])\n"
+        "print(rc, sorted(m for m in sys.modules if m.startswith('castway.server')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "1 []", (r.stdout, r.stderr)
+    assert "cannot reach a castway server" in r.stderr
+
+
+def test_the_cli_tells_endpoint_ids_by_the_servers_name_rule() -> None:
+    from castway.cli.remote import ENDPOINT_ID
+    from castway.server.specs import NAME
+
+    assert ENDPOINT_ID.pattern == NAME.pattern
