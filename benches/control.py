@@ -56,29 +56,18 @@ from castway.client import Client
 from castway.server import run_server
 from castway.v1 import route_pb2, spec_pb2
 
+import support_path  # noqa: F401
+from support import udp_tool
+from support.clips import make_clip
+from support.net import free_ports
+from support.ts import CHUNK
+
 ADMIN_KEY = "bench-admin-key-0123456789"
 RPC_TIMEOUT_S = 30.0
 TICKS = os.sysconf("SC_CLK_TCK")
 # Linux: receive timestamps as a struct timespec (CLOCK_REALTIME) in the ancillary data.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 CLIP_S = 10
-# Loops a TS file to a loopback UDP port in 1316-byte datagrams at its own bitrate, evenly.
-PACER = """
-import socket, sys, time
-port, path, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-data = open(path, "rb").read()
-chunks = [data[i:i + 1316] for i in range(0, len(data) - 1315, 1316)]
-interval = seconds / len(chunks)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-start = time.monotonic()
-i = 0
-while True:
-    delay = start + i * interval - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    s.sendto(chunks[i % len(chunks)], ("127.0.0.1", port))
-    i += 1
-"""
 # The longest each stage may take; past it the stage stops and says so.
 CREATE_BUDGET_S = 120.0
 FIRST_PACKET_TIMEOUT_S = 10.0
@@ -94,21 +83,10 @@ def pct(values: list[float], q: float) -> float:
 def udp_ports(n: int, start: int, taken: set[int]) -> list[int]:
     """`n` UDP ports from `start` up that nothing is bound to now (below the ephemeral range,
     so no socket of this run picks one meanwhile)."""
-    ports: list[int] = []
-    port = start
-    while len(ports) < n:
-        if port > 32767:
-            raise SystemExit(f"control bench: fewer than {n} free UDP ports from {start}")
-        if port not in taken:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                    ports.append(port)
-                except OSError:
-                    pass
-        port += 1
-    taken.update(ports)
-    return ports
+    try:
+        return free_ports(n, start, taken)
+    except RuntimeError as e:
+        raise SystemExit(f"control bench: {e}") from None
 
 
 @dataclass
@@ -396,16 +374,14 @@ def first_packet(c: Client, reps: int, taken: set[int], work: Path) -> FirstPack
     """Stage 3, the two peers interleaved, fed by one sender that is live throughout."""
     in_port, out_port = udp_ports(2, 27000, taken)
     res = FirstPacket([], [], [], [])
-    clip = work / "clip.ts"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
-         "-i", f"testsrc=size=640x360:rate=25:duration={CLIP_S}", "-c:v", "libx264",
-         "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-b:v", "4M",
-         "-maxrate", "4M", "-bufsize", "2M", "-pix_fmt", "yuv420p", "-f", "mpegts", str(clip)],
-        check=True, timeout=120,
-    )
+    clip = make_clip(work / "clip.ts", CLIP_S, "640x360", 4000, picture="testsrc",
+                     zerolatency=True, maxrate_kbps=4000, bufsize_kbps=2000, tone=None,
+                     resend_headers=False, timeout=120)
+    # Looped at its own bitrate (whole datagrams only), evenly, by another process.
+    whole = clip.stat().st_size // CHUNK
     sender = subprocess.Popen(
-        [sys.executable, "-c", PACER, str(in_port), str(clip), str(CLIP_S)],
+        udp_tool.argv("send", "127.0.0.1", str(in_port), str(clip),
+                      str(whole * CHUNK * 8 / CLIP_S), "--loop"),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
     )
     try:

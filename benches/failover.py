@@ -18,70 +18,22 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import castway
 
-ENCODER = (
-    "videotestsrc is-live=true pattern={pattern} ! video/x-raw,width=640,height=360,framerate=25/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=1500 "
-    "! h264parse config-interval=-1 ! mux.sink_256 "
-    "audiotestsrc is-live=true ! audioconvert ! audioresample ! avenc_aac ! aacparse "
-    "! mux.sink_257 mpegtsmux name=mux alignment=7 "
-    "! srtsink uri=srt://127.0.0.1:{port}?mode=caller wait-for-connection=false"
-)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Capture:
-    """Arrival times of the datagrams a receiver forwards to a loopback UDP port."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.times: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            self.times.append(time.monotonic())
-
-    def gap(self, start: float, end: float) -> float:
-        ts = [t for t in self.times if start <= t <= end]
-        return max((b - a for a, b in itertools.pairwise(ts)), default=end - start)
-
-
-def start(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def encoder(port: int, pattern: str) -> subprocess.Popen[bytes]:
-    return start(["gst-launch-1.0", "-q", *ENCODER.format(port=port, pattern=pattern).split()])
+import support_path  # noqa: F401
+from support.capture import UdpCapture
+from support.clips import make_clip
+from support.net import free_port
+from support.peers import Peers, srt_receiver
+from support.senders import gst_encoder
 
 
 def wait_for(cond: object, timeout: float, what: str) -> None:
@@ -105,7 +57,7 @@ def pct(values: list[float], q: float) -> float:
 
 def gaps(kills: int) -> None:
     main_port, backup_port, out_port = free_port(), free_port(), free_port()
-    with castway.Gateway() as gw:
+    with tempfile.TemporaryDirectory(prefix="castway-bench-") as tmp, castway.Gateway() as gw:
         route = gw.add_route(
             "bench",
             {"main": f"srt://:{main_port}?mode=listener",
@@ -113,13 +65,11 @@ def gaps(kills: int) -> None:
             [f"srt://:{out_port}?mode=listener"],
             loss_timeout_ms=100, failback_after_ms=1000,
         )
-        procs = [encoder(backup_port, "ball")]
-        main = encoder(main_port, "smpte")
-        cap = Capture()
-        procs.append(start([
-            "srt-live-transmit", "-q", f"srt://127.0.0.1:{out_port}?mode=caller",
-            f"udp://127.0.0.1:{cap.port}",
-        ]))
+        peers = Peers(Path(tmp))
+        peers.start(gst_encoder(backup_port, "ball", 1500))
+        main = peers.start(gst_encoder(main_port, "smpte", 1500))
+        cap = UdpCapture(keep=False)
+        srt_receiver(peers, out_port, cap)
         try:
             wait_for(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 30, "inputs")
             wait_for(lambda: len(cap.times) > 500, 30, "the receiver")
@@ -143,7 +93,7 @@ def gaps(kills: int) -> None:
                 wait_for(
                     lambda: route.stats()["inputs"][0]["state"] == "listening", 15, "main reopen"
                 )
-                main = encoder(main_port, "smpte")
+                main = peers.start(gst_encoder(main_port, "smpte", 1500))
                 ev = route.wait_switch(seq, 15)
                 assert ev and ev["reason"] == "failback", ev
                 seq = ev["seq"]
@@ -155,12 +105,8 @@ def gaps(kills: int) -> None:
                       f"failback gap {failback[-1] * 1000:5.0f} ms", flush=True)
             same = addresses(route) == callers
         finally:
-            for p in [*procs, main]:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            cap.stop.set()
+            peers.stop_all()
+            cap.close()
     print(f"\nfailover (SIGKILL of main, loss_timeout=100ms), {kills} kills:")
     print(f"  gap p50 {pct(failover, .5) * 1000:.0f} ms, p95 {pct(failover, .95) * 1000:.0f} ms, "
           f"max {max(failover) * 1000:.0f} ms")
@@ -181,15 +127,8 @@ def cpu_of(argv: list[str]) -> float:
 
 def splice_cost() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "clip.ts"
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-             "-i", "testsrc2=size=1280x720:rate=30:duration=60",
-             "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=60",
-             "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6800k", "-g", "60",
-             "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", str(clip)],
-            check=True, timeout=600,
-        )
+        clip = make_clip(Path(tmp) / "clip.ts", 60, "1280x720", 6800, fps=30, gop=60,
+                         tone=1000, audio_kbps=None, resend_headers=False, timeout=600)
         base = ["gst-launch-1.0", "-q", "filesrc", f"location={clip}", "!"]
         passthrough = min(cpu_of([*base, "tsparse", "!", "fakesink"]) for _ in range(3))
         remux = min(

@@ -18,8 +18,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,27 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import support_path  # noqa: F401
+from support.clips import make_clip
+from support.net import free_port
+from support.peers import Peers
+from support.senders import live_sender
+
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def make_source(path: Path, seconds: int) -> None:
     """A 1280x720 H.264 + AAC TS at about 7 Mb/s (encoded once, then only copied)."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=1000:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6800k", "-maxrate", "6800k",
-         "-bufsize", "3400k", "-g", "60", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", str(path)],
-        check=True, timeout=600,
-    )
+    make_clip(path, seconds, "1280x720", 6800, fps=30, gop=60, maxrate_kbps=6800,
+              bufsize_kbps=3400, tone=1000, audio_kbps=128, resend_headers=False, timeout=600)
 
 
 @dataclass
@@ -73,26 +64,17 @@ def peak_rss_mb(pid: int) -> float:
 def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
         seconds: float, workdir: Path) -> Usage:
     """Starts the relay, its receivers and the sender; measures the relay for `seconds`."""
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = open(workdir / "peers.log", "ab")
+    peers = Peers(workdir)
     try:
-        relay = subprocess.Popen(relay_argv, stdout=subprocess.DEVNULL, stderr=logs,
-                                 start_new_session=True)
-        procs.append(relay)
+        relay = peers.start(relay_argv)
         time.sleep(1.0)  # let it bind its listeners
         sinks = []
         for i, port in enumerate(out_ports):
             out = workdir / f"recv{i}.ts"
             sinks.append(out)
-            procs.append(subprocess.Popen(
-                ["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
-                stdout=open(out, "wb"), stderr=logs, start_new_session=True,
-            ))
-        procs.append(subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(source),
-             "-c", "copy", "-f", "mpegts", f"srt://127.0.0.1:{in_port}?pkt_size=1316"],
-            stdout=subprocess.DEVNULL, stderr=logs, start_new_session=True,
-        ))
+            peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
+                        stdout_path=out)
+        live_sender(peers, source, f"srt://127.0.0.1:{in_port}?pkt_size=1316")
         time.sleep(2.0)  # connections settle
         cpu0 = cpu_seconds(relay.pid)
         time.sleep(seconds)
@@ -101,16 +83,7 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
         received = sum(s.stat().st_size for s in sinks) / 1e6
         return Usage(cpu, rss, received)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        logs.close()
+        peers.stop_all(signal.SIGINT)
 
 
 Case = tuple[str, Callable[[int, list[int]], list[str]]]

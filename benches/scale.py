@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,27 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import support_path  # noqa: F401
+from support.clips import make_clip
+from support.net import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 BITRATE = 2_000_000
-
-
-def free_ports(n: int, first: int = 10_000) -> list[int]:
-    """n free UDP ports on loopback below the ephemeral range (32768 and up), so that sockets
-    the relays open for sending (ephemeral ports) never take one of them."""
-    ports: list[int] = []
-    port = first
-    while len(ports) < n and port < 32_768:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                ports.append(port)
-            except OSError:
-                pass
-        port += 1
-    if len(ports) < n:
-        raise RuntimeError(f"fewer than {n} free UDP ports from {first}")
-    return ports
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,15 +42,8 @@ def cpu_seconds(pid: int) -> float:
 
 def make_source(path: Path) -> None:
     """A 640x360 H.264 + AAC TS muxed at a constant 2 Mb/s, 20 s (looped by the load)."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=20",
-         "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=20",
-         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1500k", "-maxrate", "1500k",
-         "-bufsize", "750k", "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
-         "-f", "mpegts", "-muxrate", "2000k", str(path)],
-        check=True, timeout=300,
-    )
+    make_clip(path, 20, "640x360", 1500, gop=50, maxrate_kbps=1500, bufsize_kbps=750,
+              tone=1000, muxrate_kbps=2000, pcr_ms=None, resend_headers=False, timeout=300)
 
 
 def load_tool() -> Path:

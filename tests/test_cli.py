@@ -1,4 +1,5 @@
-"""`castway relay` and `castway demo` as a user runs them: real processes, real signals."""
+"""`castway relay` and `castway demo` as a user runs them (real processes, real signals), and
+what the client commands load."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from typing import Any
 
 import pytest
 
-from conftest import (
-    Peers,
-    PipeSender,
-    decode_errors,
-    free_port,
-    random_ts,
-    wait_until,
-    whole_gops,
-)
+from support import wait_until
+from support.clips import decode_errors
+from support.net import free_port
+from support.peers import Peers
+from support.senders import PipeSender
+from support.ts import random_ts, whole_gops
 
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 
@@ -179,3 +177,24 @@ def test_relay_switches_on_stdin_commands_and_prints_each_switch(tmp_path: Path)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
     assert b"locked to in1" in err
+
+
+def test_client_commands_load_no_server_module() -> None:
+    """`castway route …` is a gRPC client: it runs without importing `castway.server`."""
+    code = (
+        "import sys\n"
+        "from castway.cli import main\n"
+        f"rc = main(['route', 'list', '--addr', '127.0.0.1:{free_port()}'])\n"
+        "print(rc, sorted(m for m in sys.modules if m.startswith('castway.server')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "1 []", (r.stdout, r.stderr)
+    assert "cannot reach a castway server" in r.stderr
+
+
+def test_the_cli_tells_endpoint_ids_by_the_servers_name_rule() -> None:
+    from castway.cli.remote import ENDPOINT_ID
+    from castway.server.specs import NAME
+
+    assert ENDPOINT_ID.pattern == NAME.pattern

@@ -13,7 +13,10 @@ import pytest
 import castway
 from castway import errors
 
-from conftest import UdpSender, free_port, random_ts, sha256, wait_until
+from support import sha256, wait_until
+from support.net import free_port
+from support.senders import UdpSender
+from support.ts import random_ts
 
 
 @pytest.mark.parametrize(

@@ -23,18 +23,13 @@ import pytest
 
 import castway
 
-from conftest import (
-    Peers,
-    UdpCapture,
-    bad_gops,
-    free_port,
-    gop_chunks,
-    live_sender,
-    pes_backwards,
-    srt_receiver,
-    ts_continuity,
-    wait_until,
-)
+from support import wait_until
+from support.capture import UdpCapture
+from support.clips import bad_gops
+from support.net import free_port
+from support.peers import Peers, srt_receiver
+from support.senders import gst_encoder, live_sender
+from support.ts import gop_chunks, pes_backwards, ts_continuity
 
 
 def kill(p: subprocess.Popen[bytes]) -> None:
@@ -121,15 +116,6 @@ def test_srt_main_fails_over_to_udp_backup_and_fails_back(
     check_capture(cap.data, 2, tmp_path)
 
 
-GST_ENCODER = (
-    "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=800 "
-    "! h264parse config-interval=-1 ! mux.sink_256 "
-    "audiotestsrc is-live=true ! audioconvert ! audioresample ! avenc_aac ! aacparse "
-    "! mux.sink_257 mpegtsmux name=mux alignment=7"
-)
-
-
 def test_manual_switch_between_gst_launch_and_srt_live_transmit_senders(
     gateway: castway.Gateway, peers: Peers, receiver: Any, ts_file: Path, tmp_path: Path
 ) -> None:
@@ -140,10 +126,7 @@ def test_manual_switch_between_gst_launch_and_srt_live_transmit_senders(
         [f"srt://:{out_port}?mode=listener"],
         failback_after_ms=1000,
     )
-    peers.start([
-        "gst-launch-1.0", "-q", *GST_ENCODER.split(),
-        "!", "srtsink", f"uri=srt://127.0.0.1:{a_port}?mode=caller", "wait-for-connection=false",
-    ])
+    peers.start(gst_encoder(a_port))
     # srt-live-transmit relays ffmpeg's UDP into castway's second SRT listener.
     peers.start([
         "srt-live-transmit", "-q", f"udp://127.0.0.1:{relay_port}",

@@ -11,7 +11,10 @@ from typing import Any
 
 import castway
 
-from conftest import UdpSender, free_port, random_ts, sha256, wait_until
+from support import sha256, wait_until
+from support.net import free_port
+from support.senders import UdpSender
+from support.ts import random_ts
 
 
 def test_blocked_output_does_not_stall_others(

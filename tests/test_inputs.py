@@ -10,16 +10,11 @@ from typing import Any
 
 import castway
 
-from conftest import (
-    UdpSender,
-    decode_errors,
-    free_port,
-    random_ts,
-    sha256,
-    ts_continuity,
-    wait_until,
-    whole_gops,
-)
+from support import sha256, wait_until
+from support.clips import decode_errors
+from support.net import free_port
+from support.senders import UdpSender
+from support.ts import random_ts, ts_continuity, whole_gops
 
 
 def probe_streams(path: Path) -> list[dict[str, Any]]:

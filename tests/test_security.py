@@ -24,16 +24,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_server import (
-    ADMIN,
-    CODE,
-    ServeProcess,
-    Server,
-    ep,
-    expect,
-    spec,
-    test_input,
-)
 
 from castway import cli
 from castway.client import Client, PlaintextError
@@ -44,16 +34,19 @@ from castway.server.specs import Endpoint, Spec
 from castway.server.store import MIGRATIONS, Store
 from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
 
-from conftest import UdpCapture, free_port, wait_until
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as running:
-        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
-        yield Server(running, client, tmp_path / "data")
-        client.close()
-
+from support import wait_until
+from support.capture import UdpCapture
+from support.control import (
+    ADMIN,
+    CODE,
+    ServeProcess,
+    Server,
+    ep,
+    expect,
+    spec,
+    test_input,
+)
+from support.net import free_port
 
 # 2. Header-only unauthenticated calls
 

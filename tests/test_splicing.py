@@ -28,17 +28,12 @@ import pytest
 import castway
 from castway.errors import AddressInUseError
 
-from conftest import (
-    CHUNK,
-    UdpCapture,
-    free_port,
-    make_clip,
-    pes_backwards,
-    sources_of,
-    ts_continuity,
-    video_payloads,
-    wait_until,
-)
+from support import wait_until
+from support.capture import UdpCapture
+from support.clips import make_clip
+from support.net import free_port
+from support.senders import LiveSender
+from support.ts import pes_backwards, sources_of, ts_continuity, video_payloads
 
 # The clips' constant mux rate: sent at it, their PCR runs at wall-clock pace.
 BITRATE = 1e6
@@ -70,46 +65,12 @@ def short_gop_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes
     }
 
 
-class LiveSender:
-    """Sends a clip in a loop to a UDP port at a steady rate, as a live encoder would, while
-    `on(elapsed)` says so; when off, time (and the clip) runs on without sending."""
-
-    def __init__(self, data: bytes, port: int, on: Callable[[float], bool] = lambda _: True,
-                 bitrate: float = BITRATE) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.stop = threading.Event()
-        self.sent = 0
-        chunks = [data[o:o + CHUNK] for o in range(0, len(data) - CHUNK + 1, CHUNK)]
-        interval = CHUNK * 8 / bitrate
-
-        def run() -> None:
-            start = time.monotonic()
-            i = 0
-            while not self.stop.is_set():
-                due = start + i * interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                if on(due - start):
-                    self.sock.sendto(chunks[i % len(chunks)], ("127.0.0.1", port))
-                    self.sent += CHUNK
-                i += 1
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
-
-
 @pytest.fixture
 def senders() -> Iterator[Callable[..., LiveSender]]:
     made: list[LiveSender] = []
 
-    def make(*args: Any, **kwargs: Any) -> LiveSender:
-        s = LiveSender(*args, **kwargs)
+    def make(data: bytes, port: int, on: Callable[[float], bool] = lambda _: True) -> LiveSender:
+        s = LiveSender(data, port, on, bitrate=BITRATE)
         made.append(s)
         return s
 

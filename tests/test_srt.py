@@ -11,20 +11,13 @@ import pytest
 
 import castway
 
-from conftest import (
-    CHUNK,
-    Peers,
-    PipeSender,
-    UdpCapture,
-    UdpSender,
-    decode_errors,
-    free_port,
-    from_first_keyframe,
-    random_ts,
-    sha256,
-    wait_until,
-    whole_gops,
-)
+from support import sha256, wait_until
+from support.capture import UdpCapture
+from support.clips import decode_errors
+from support.net import free_port
+from support.peers import Peers
+from support.senders import PipeSender, UdpSender
+from support.ts import CHUNK, from_first_keyframe, random_ts, whole_gops
 
 PASS = "correct-horse-battery"
 

@@ -4,21 +4,19 @@ network namespace the test makes, so no packet can leave the machine."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import castway
 
-from conftest import Peers, UdpSender, free_port, random_ts, sha256, wait_until
+from support import sha256, udp_tool, wait_until
+from support.net import free_port
+from support.peers import Peers
+from support.senders import UdpSender
+from support.ts import random_ts
 
-TOOL = str(Path(__file__).with_name("udp_tool.py"))
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 
 
@@ -36,25 +34,6 @@ def test_bit_exact_udp_passthrough(gateway: castway.Gateway, udp_capture: Any) -
     s = route.stats()
     assert s["inputs"][0]["packets"] == 7 * 2000
     assert all(o["packets"] == 7 * 2000 and o["drops"] == 0 for o in s["outputs"])
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A network namespace with only a loopback that carries multicast."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a network namespace needs root")
-    name = f"castway-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (
-            ["ip", "link", "set", "lo", "up"],
-            ["ip", "link", "set", "lo", "multicast", "on"],
-            ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"],
-        ):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def relay_ready(stats: Path) -> bool:
@@ -84,15 +63,15 @@ def test_multicast_output_and_input_on_loopback(
     via_castway = tmp_path / "via-castway.ts"
     direct = tmp_path / "direct.ts"
     receivers = [
-        peers.start([*ns, sys.executable, TOOL, "capture", "127.0.0.1", "7000",
-                     str(via_castway), str(len(data))]),
-        peers.start([*ns, sys.executable, TOOL, "capture", group, str(port),
-                     str(direct), str(len(data)), "127.0.0.1"]),
+        peers.start([*ns, *udp_tool.argv("capture", "127.0.0.1", "7000",
+                                         str(via_castway), str(len(data)))]),
+        peers.start([*ns, *udp_tool.argv("capture", group, str(port),
+                                         str(direct), str(len(data)), "127.0.0.1")]),
     ]
     wait_until(lambda: via_castway.exists() and direct.exists(), 15, "the receivers")
     for stats in (stats_a, stats_b):
         wait_until(lambda st=stats: relay_ready(st), 15, f"{stats.stem} to be up")
-    subprocess.run([*ns, sys.executable, TOOL, "send", "127.0.0.1", "6000", str(src), "8e6"],
+    subprocess.run([*ns, *udp_tool.argv("send", "127.0.0.1", "6000", str(src), "8e6")],
                    check=True, timeout=60)
     for r in receivers:
         assert r.wait(timeout=30) == 0

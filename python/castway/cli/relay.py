@@ -1,10 +1,6 @@
-"""The ``castway`` command.
-
-``castway relay -i URI … -o URI …`` runs one route in the foreground until SIGINT/SIGTERM; it
-prints each switch between inputs and takes commands on stdin (``switch ID``, ``auto``,
-``status``).
-``castway demo`` serves a generated test pattern on an SRT listener (what ``make run`` starts).
-"""
+"""``castway relay`` and ``castway demo``: one route in the foreground until SIGINT/SIGTERM,
+its stats printed every few seconds, each switch as it happens, and commands taken on stdin
+(``switch ID``, ``auto``, ``status``)."""
 
 from __future__ import annotations
 
@@ -17,25 +13,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
-from castway import __version__, check_uri, cli_remote, gstreamer_version
-from castway.cli_remote import DEMO_PORT
+from castway import check_uri
+from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from castway.cli.tables import format_stats
 from castway.errors import CastwayError, InvalidUriError
 from castway.gateway import Gateway, Route, RouteStats
 
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
+# The demo's SRT port, for `castway demo` and `castway serve --demo` alike.
+DEMO_PORT = 9710
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+COMMANDS_HELP = (
+    "commands: `switch ID` (switch to input ID and hold it), `auto` (back to automatic), "
+    "`status`, `help`"
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="castway", description="castway live-video gateway")
-    p.add_argument("--version", action="version", version=f"castway {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub: Any) -> None:
     relay = sub.add_parser(
         "relay",
         help="run one route in the foreground",
@@ -79,26 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         "--slate-size", type=_size, default=None, metavar="WxH",
         help="the slate's picture size (default: the input's, else 1280x720)",
     )
+    relay.set_defaults(run=_relay)
 
-    demo = sub.add_parser(
-        "demo", help="serve a test pattern on an SRT listener (what `make run` starts)"
-    )
+    demo = sub.add_parser("demo", help="serve a test pattern on an SRT listener")
     demo.add_argument("--port", type=int, default=DEMO_PORT, help=f"SRT port (default {DEMO_PORT})")
     demo.add_argument("--input", default=DEMO_INPUT, metavar="URI", help="the signal to serve")
     demo.add_argument("--stats-interval", type=float, default=10.0, metavar="SECONDS")
     demo.add_argument("--json", action="store_true")
-
-    sub.add_parser("version", help="print castway's and GStreamer's versions")
-    cli_remote.add_commands(sub)
-    return p
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-COMMANDS_HELP = (
-    "commands: `switch ID` (switch to input ID and hold it), `auto` (back to automatic), "
-    "`status`, `help`"
-)
+    demo.set_defaults(run=_demo)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -106,6 +92,32 @@ def _size(text: str) -> tuple[int, int]:
     if not sep or not w.isdigit() or not h.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT")
     return int(w), int(h)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    switch = SwitchOptions(
+        loss_timeout_ms=args.loss_timeout,
+        failback_after_ms=args.failback_after,
+        slate=False if args.no_slate else None,
+        slate_size=args.slate_size,
+    )
+    return run_route(
+        args.name, args.input, args.output, args.stats_interval, args.json, args.queue_bytes,
+        switch=switch, commands=sys.stdin,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    port = args.port
+    banner = (
+        f"castway: serving {args.input} on srt://:{port} (SRT listener)\n"
+        f"castway: watch it with: ffplay srt://127.0.0.1:{port}\n"
+        "castway: stop with Ctrl-C"
+    )
+    return run_route(
+        "demo", [args.input], [f"srt://:{port}?mode=listener"],
+        args.stats_interval, args.json, banner=banner,
+    )
 
 
 @dataclass
@@ -158,36 +170,6 @@ def _print_switches(route: Route, as_json: bool, out: TextIO) -> None:
                 f"({ev['reason']})\n"
             )
         out.flush()
-
-
-def _mbps(bps: int) -> str:
-    return f"{bps / 1e6:.2f} Mb/s"
-
-
-def format_stats(s: RouteStats) -> str:
-    """One human line per route, then one per endpoint."""
-    sw = s["switch"]
-    head = f"{s['name']}: {s['state']}, up {s['uptime_s']:.0f}s, on air {sw['active'] or '-'}"
-    if sw["pending"]:
-        head += f" (next: {sw['pending']} at its keyframe)"
-    if sw["locked"]:
-        head += f", locked to {sw['locked']}"
-    lines = [head]
-    for kind, eps in (("in", s["inputs"]), ("out", s["outputs"])):
-        for e in eps:
-            line = (
-                f"  {kind} {e['id']:<6} {e['state']:<8} {_mbps(e['bitrate_bps']):>12} "
-                f"{e['packets']:>10} pkts {e['drops']:>6} drops  {e['uri']}"
-            )
-            srt = e.get("srt")
-            if srt:
-                line += f"  rtt {srt['rtt_ms']:.1f}ms loss {srt['loss']}"
-                if srt["callers"]:
-                    line += " callers " + ",".join(c["address"] for c in srt["callers"])
-            if e.get("last_error"):
-                line += f"  [{e['last_error']}]"
-            lines.append(line)
-    return "\n".join(lines)
 
 
 def _report(stats: RouteStats, as_json: bool, out: TextIO) -> None:
@@ -270,7 +252,7 @@ def run_route(
             _report(route.stats(), as_json, out)
     except CastwayError as e:
         print(f"castway: {e}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return EXIT_FAILED
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     # The gateway is closed, which ends the printer's wait: let it finish before the
@@ -278,35 +260,3 @@ def run_route(
     if printer is not None:
         printer.join(timeout=5)
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return cli_remote.serve(args)
-    if args.command in ("route", "template", "key", "system"):
-        return cli_remote.remote(args)
-    if args.command == "version":
-        print(f"castway {__version__} (GStreamer {gstreamer_version()})")
-        return EXIT_OK
-    if args.command == "demo":
-        port = args.port
-        banner = (
-            f"castway: serving {args.input} on srt://:{port} (SRT listener)\n"
-            f"castway: watch it with: ffplay srt://127.0.0.1:{port}\n"
-            "castway: stop with Ctrl-C"
-        )
-        return run_route(
-            "demo", [args.input], [f"srt://:{port}?mode=listener"],
-            args.stats_interval, args.json, banner=banner,
-        )
-    switch = SwitchOptions(
-        loss_timeout_ms=args.loss_timeout,
-        failback_after_ms=args.failback_after,
-        slate=False if args.no_slate else None,
-        slate_size=args.slate_size,
-    )
-    return run_route(
-        args.name, args.input, args.output, args.stats_interval, args.json, args.queue_bytes,
-        switch=switch, commands=sys.stdin,
-    )

@@ -1,0 +1,370 @@
+"""The client commands ``castway route|template|key|system``: one gRPC call (or a few) to a
+castway server each, printed as a table or, with ``--json``, as the reply's JSON.
+
+Each command is one handler in ``HANDLERS``. Nothing here imports the server: specs go out as
+the API's messages, and the roles are the API's enum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from castway.cli import tables
+from castway.cli.exits import EXIT_FAILED, EXIT_OK
+from castway.client import DEFAULT_ADDR, Client, KeyFileError, PlaintextError
+from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
+
+ROLES = {tables.role_name(r): r for r in key_pb2.Role.values() if r != key_pb2.ROLE_UNSPECIFIED}
+# Tells `ID=URI` from a URI with `=` in it: an id is a name by the server's rule
+# (server/specs.py NAME; test_cli checks they agree). The server checks it; this only splits.
+ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+Reply = TypeVar("Reply")
+
+
+def add_commands(sub: Any) -> None:
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--addr", help=f"server address (default $CASTWAY_ADDR or {DEFAULT_ADDR})")
+    client.add_argument(
+        "--key", help="API key (default $CASTWAY_KEY); prefer --key-file, argv is visible to all"
+    )
+    client.add_argument(
+        "--key-file", type=Path, metavar="FILE", help="a file holding the key ($CASTWAY_KEY_FILE)"
+    )
+    client.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="server CA (default $CASTWAY_TLS_CA)"
+    )
+    client.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate for mTLS")
+    client.add_argument("--tls-key", type=Path, metavar="FILE", help="client key for mTLS")
+    client.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext to an address that is not loopback (the key travels in clear)",
+    )
+    client.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    spec = argparse.ArgumentParser(add_help=False)
+    spec.add_argument("-i", "--input", action="append", default=[], metavar="[ID=]URI")
+    spec.add_argument("-o", "--output", action="append", default=[], metavar="[ID=]URI")
+    spec.add_argument("--queue-bytes", type=int)
+    spec.add_argument("--loss-timeout", type=int, metavar="MS")
+    spec.add_argument("--failback-after", type=int, metavar="MS")
+    spec.add_argument("--no-slate", action="store_true")
+    spec.add_argument("--slate-size", metavar="WxH")
+    spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
+    spec.add_argument("--passphrase", help="SRT passphrase default")
+    spec.add_argument("--pbkeylen", type=int, choices=(16, 24, 32))
+
+    route = sub.add_parser("route", help="manage routes on a castway server").add_subparsers(
+        dest="action", required=True
+    )
+    route.add_parser("list", parents=[client]).add_argument("--template", default="")
+    for action in ("get", "delete", "start", "stop"):
+        route.add_parser(action, parents=[client]).add_argument("name")
+    for action in ("create", "update"):
+        p = route.add_parser(action, parents=[client, spec])
+        p.add_argument("name")
+        p.add_argument("--template", default="")
+        if action == "create":
+            p.add_argument("--stopped", action="store_true", help="create it stopped")
+        else:
+            p.add_argument("--version", type=int, help="fail if the route is no longer at it")
+    p = route.add_parser("switch", parents=[client], help="hold on an input, or `auto`")
+    p.add_argument("name")
+    p.add_argument("input")
+    p = route.add_parser("add-output", parents=[client])
+    p.add_argument("name")
+    p.add_argument("uri", metavar="[ID=]URI")
+    p = route.add_parser("remove-output", parents=[client])
+    p.add_argument("name")
+    p.add_argument("id")
+
+    template = sub.add_parser("template", help="manage templates").add_subparsers(
+        dest="action", required=True
+    )
+    template.add_parser("list", parents=[client])
+    for action in ("get", "delete"):
+        template.add_parser(action, parents=[client]).add_argument("name")
+    for action in ("create", "update"):
+        p = template.add_parser(action, parents=[client, spec])
+        p.add_argument("name")
+        if action == "update":
+            p.add_argument("--version", type=int)
+
+    key = sub.add_parser("key", help="manage API keys (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    key.add_parser("list", parents=[client])
+    p = key.add_parser("create", parents=[client])
+    p.add_argument("name")
+    p.add_argument("--role", choices=tuple(ROLES), required=True)
+    key.add_parser("revoke", parents=[client]).add_argument("id")
+
+    sub.add_parser("system", parents=[client], help="server version, endpoint kinds, your key")
+
+    for command in ("route", "template", "key", "system"):
+        sub.choices[command].set_defaults(run=run)
+
+
+def _endpoint(text: str) -> spec_pb2.Endpoint:
+    """``ID=URI`` or a plain URI, the way ``relay`` takes them."""
+    ep_id, sep, uri = text.partition("=")
+    if sep and ENDPOINT_ID.match(ep_id) and "://" not in ep_id:
+        return spec_pb2.Endpoint(id=ep_id, uri=uri)
+    return spec_pb2.Endpoint(id="", uri=text)
+
+
+def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
+    spec = spec_pb2.RouteSpec(
+        inputs=[_endpoint(u) for u in args.input],
+        outputs=[_endpoint(u) for u in args.output],
+        template=getattr(args, "template", ""),
+        queue_bytes=args.queue_bytes,
+    )
+    failover = {
+        "loss_timeout_ms": args.loss_timeout,
+        "failback_after_ms": args.failback_after,
+        "slate": False if args.no_slate else None,
+        "slate_size": args.slate_size,
+    }
+    srt = {"latency_ms": args.latency, "passphrase": args.passphrase, "pbkeylen": args.pbkeylen}
+    # Only what is given is set: the rest comes from the template or the defaults.
+    for part, values in ((spec.failover, failover), (spec.srt, srt)):
+        for k, v in values.items():
+            if v is not None:
+                setattr(part, k, v)
+    return spec
+
+
+def _version(args: argparse.Namespace) -> dict[str, int]:
+    return {"version": args.version} if getattr(args, "version", None) is not None else {}
+
+
+@dataclass
+class Call:
+    """One client command: its arguments, the client, and where the answer goes."""
+
+    args: argparse.Namespace
+    client: Client
+    out: TextIO
+
+    def rpc(self, method: Callable[..., Reply], request: Message) -> Reply:
+        return method(request, metadata=self.client.metadata, timeout=self.client.timeout_s)
+
+    def show(self, reply: Message, table: Callable[[], object]) -> None:
+        """The reply as JSON with ``--json``, else what ``table`` prints."""
+        if self.args.json:
+            doc = MessageToDict(reply, preserving_proto_field_name=True)
+            print(json.dumps(doc, indent=2), file=self.out)
+        else:
+            table()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out)
+
+
+def route_list(c: Call) -> None:
+    # Every page, in name order.
+    resp = route_pb2.ListRoutesResponse()
+    token = ""
+    for _ in range(100_000):
+        page = c.rpc(
+            c.client.routes.ListRoutes,
+            route_pb2.ListRoutesRequest(template=c.args.template, page_token=token),
+        )
+        resp.routes.extend(page.routes)
+        token = page.next_page_token
+        if not token:
+            break
+    c.show(resp, lambda: tables.routes_table(resp.routes, c.out))
+
+
+def route_get(c: Call) -> None:
+    r = c.rpc(c.client.routes.GetRoute, route_pb2.GetRouteRequest(name=c.args.name))
+    c.show(r, lambda: tables.route_detail(r, c.out))
+
+
+def route_start(c: Call) -> None:
+    r = c.rpc(c.client.routes.StartRoute, route_pb2.StartRouteRequest(name=c.args.name))
+    c.show(r, lambda: tables.route_detail(r, c.out))
+
+
+def route_stop(c: Call) -> None:
+    r = c.rpc(c.client.routes.StopRoute, route_pb2.StopRouteRequest(name=c.args.name))
+    c.show(r, lambda: tables.route_detail(r, c.out))
+
+
+def route_create(c: Call) -> None:
+    desired = (
+        route_pb2.DESIRED_STATE_STOPPED if c.args.stopped else route_pb2.DESIRED_STATE_RUNNING
+    )
+    req = route_pb2.CreateRouteRequest(name=c.args.name, spec=_spec(c.args), desired_state=desired)
+    r = c.rpc(c.client.routes.CreateRoute, req)
+    c.show(r, lambda: tables.route_detail(r, c.out))
+
+
+def route_update(c: Call) -> None:
+    req = route_pb2.UpdateRouteRequest(name=c.args.name, spec=_spec(c.args), **_version(c.args))
+    u = c.rpc(c.client.routes.UpdateRoute, req)
+    c.show(u, lambda: tables.update_detail(u, c.out))
+
+
+def route_delete(c: Call) -> None:
+    c.rpc(c.client.routes.DeleteRoute, route_pb2.DeleteRouteRequest(name=c.args.name))
+    c.show(route_pb2.DeleteRouteResponse(), lambda: c.say(f"deleted route {c.args.name}"))
+
+
+def route_switch(c: Call) -> None:
+    target = "" if c.args.input == "auto" else c.args.input
+    req = route_pb2.SwitchInputRequest(name=c.args.name, input_id=target)
+    r = c.rpc(c.client.routes.SwitchInput, req)
+    c.show(r, lambda: tables.route_detail(r, c.out))
+
+
+def route_add_output(c: Call) -> None:
+    req = route_pb2.AddOutputRequest(name=c.args.name, output=_endpoint(c.args.uri))
+    u = c.rpc(c.client.routes.AddOutput, req)
+    c.show(u, lambda: c.say(tables.changes(u.changes)))
+
+
+def route_remove_output(c: Call) -> None:
+    req = route_pb2.RemoveOutputRequest(name=c.args.name, output_id=c.args.id)
+    u = c.rpc(c.client.routes.RemoveOutput, req)
+    c.show(u, lambda: c.say(tables.changes(u.changes)))
+
+
+def template_list(c: Call) -> None:
+    tl = c.rpc(c.client.templates.ListTemplates, template_pb2.ListTemplatesRequest())
+    c.show(tl, lambda: tables.templates_table(tl.templates, c.out))
+
+
+def template_get(c: Call) -> None:
+    t = c.rpc(c.client.templates.GetTemplate, template_pb2.GetTemplateRequest(name=c.args.name))
+    c.show(t, lambda: tables.templates_table([t], c.out))
+
+
+def template_create(c: Call) -> None:
+    req = template_pb2.CreateTemplateRequest(name=c.args.name, spec=_spec(c.args))
+    t = c.rpc(c.client.templates.CreateTemplate, req)
+    c.show(t, lambda: tables.templates_table([t], c.out))
+
+
+def template_update(c: Call) -> None:
+    req = template_pb2.UpdateTemplateRequest(
+        name=c.args.name, spec=_spec(c.args), **_version(c.args)
+    )
+    u = c.rpc(c.client.templates.UpdateTemplate, req)
+
+    def each_route() -> None:
+        for r in u.routes:
+            c.say(f"{r.route}: {tables.changes(r.changes)}")
+
+    c.show(u, each_route)
+
+
+def template_delete(c: Call) -> None:
+    c.rpc(c.client.templates.DeleteTemplate, template_pb2.DeleteTemplateRequest(name=c.args.name))
+    c.show(template_pb2.DeleteTemplateResponse(), lambda: c.say(f"deleted template {c.args.name}"))
+
+
+def key_list(c: Call) -> None:
+    kl = c.rpc(c.client.keys.ListKeys, key_pb2.ListKeysRequest())
+    c.show(kl, lambda: tables.keys_table(kl.keys, c.out))
+
+
+def key_create(c: Call) -> None:
+    req = key_pb2.CreateKeyRequest(name=c.args.name, role=ROLES[c.args.role])
+    kc = c.rpc(c.client.keys.CreateKey, req)
+    c.show(kc, lambda: c.say(f"key {kc.key.id} ({c.args.role}); shown this once:\n{kc.secret}"))
+
+
+def key_revoke(c: Call) -> None:
+    k = c.rpc(c.client.keys.RevokeKey, key_pb2.RevokeKeyRequest(id=c.args.id))
+    c.show(k, lambda: tables.keys_table([k], c.out))
+
+
+def system(c: Call) -> None:
+    v = c.rpc(c.client.system.GetVersion, system_pb2.GetVersionRequest())
+    kinds = c.rpc(c.client.system.ListEndpointKinds, system_pb2.ListEndpointKindsRequest())
+    me = c.rpc(c.client.system.WhoAmI, system_pb2.WhoAmIRequest())
+    if c.args.json:
+        both = system_pb2.ListEndpointKindsResponse(kinds=kinds.kinds)
+        doc = {
+            "version": MessageToDict(v, preserving_proto_field_name=True),
+            "kinds": MessageToDict(both, preserving_proto_field_name=True).get("kinds", []),
+            "key": MessageToDict(me, preserving_proto_field_name=True),
+        }
+        c.say(json.dumps(doc, indent=2))
+    else:
+        tables.system(v, me, kinds, c.out)
+
+
+# (command, action) -> handler; `system` has no action.
+HANDLERS: dict[tuple[str, str], Callable[[Call], None]] = {
+    ("route", "list"): route_list,
+    ("route", "get"): route_get,
+    ("route", "start"): route_start,
+    ("route", "stop"): route_stop,
+    ("route", "create"): route_create,
+    ("route", "update"): route_update,
+    ("route", "delete"): route_delete,
+    ("route", "switch"): route_switch,
+    ("route", "add-output"): route_add_output,
+    ("route", "remove-output"): route_remove_output,
+    ("template", "list"): template_list,
+    ("template", "get"): template_get,
+    ("template", "create"): template_create,
+    ("template", "update"): template_update,
+    ("template", "delete"): template_delete,
+    ("key", "list"): key_list,
+    ("key", "create"): key_create,
+    ("key", "revoke"): key_revoke,
+    ("system", ""): system,
+}
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        client = Client(
+            args.addr,
+            args.key,
+            key_file=args.key_file,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            insecure=args.insecure,
+        )
+    except (KeyFileError, PlaintextError) as e:
+        print(f"castway: {e}", file=err)
+        return EXIT_FAILED
+    try:
+        HANDLERS[(args.command, getattr(args, "action", ""))](Call(args, client, out))
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing went wrong here.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+    except grpc.RpcError as e:
+        code = e.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print(
+                f"castway: cannot reach a castway server at {client.addr}: {e.details()}", file=err
+            )
+        else:
+            print(f"castway: {code.name}: {e.details()}", file=err)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    return EXIT_OK

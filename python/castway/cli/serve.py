@@ -1,0 +1,167 @@
+"""``castway serve``: the gRPC control server in the foreground until SIGINT/SIGTERM.
+
+The server's modules are imported when it runs, not when the command line is read, so the
+client commands (``castway route …``) never load them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from castway.cli.relay import DEMO_PORT
+from castway.client import DEFAULT_ADDR
+
+if TYPE_CHECKING:
+    from castway.server import Tls
+    from castway.server.config import Declared
+
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "castway"
+
+
+def add_command(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the gRPC control server")
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE", help="routes and templates (TOML or YAML)"
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("CASTWAY_DATA_DIR", DEFAULT_DATA_DIR)),
+        metavar="DIR",
+        help=f"where the store lives (default $CASTWAY_DATA_DIR or {DEFAULT_DATA_DIR})",
+    )
+    serve.add_argument(
+        "--media-dir",
+        type=Path,
+        metavar="DIR",
+        help="the only tree file:// endpoints read and write (default DATA_DIR/media)",
+    )
+    serve.add_argument(
+        "--listen", default=DEFAULT_ADDR, metavar="HOST:PORT", help=f"default {DEFAULT_ADDR}"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext on an address that is not loopback (a TLS proxy in front, say)",
+    )
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, metavar="FILE", help="require client certificates (mTLS)"
+    )
+    serve.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="FILE",
+        help="also append the audit trail to FILE (created 0600); it always goes to stderr",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"also declare the demo route (test pattern on srt://:{DEMO_PORT})",
+    )
+    serve.set_defaults(run=serve_command)
+
+
+def _demo() -> Declared:
+    """The demo route ``--demo`` declares: a test pattern on an SRT listener."""
+    from castway.server.config import Declared
+    from castway.server.specs import Endpoint, Spec
+
+    return Declared(
+        templates={},
+        routes={
+            "demo": (
+                Spec(
+                    inputs=(Endpoint("pattern", "test://?size=640x360"),),
+                    outputs=(Endpoint("srt", f"srt://:{DEMO_PORT}?mode=listener"),),
+                ),
+                None,
+            )
+        },
+    )
+
+
+def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from castway.server import Tls
+
+    out = out or sys.stderr
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("castway: --tls-cert and --tls-key go together", file=out)
+            return EXIT_USAGE
+        tls = Tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    elif args.tls_client_ca:
+        print("castway: --tls-client-ca needs --tls-cert and --tls-key", file=out)
+        return EXIT_USAGE
+    # The audit trail (castway.audit) and the control plane's warnings go to stderr, and the
+    # audit trail also to --audit-log.
+    handlers: list[logging.Handler] = [logging.StreamHandler(out)]
+    handlers[0].setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
+    if args.audit_log is not None:
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(args.audit_log, flags, 0o600)
+        except OSError as e:
+            print(f"castway: cannot open the audit log {args.audit_log}: {e.strerror}", file=out)
+            return EXIT_FAILED
+        audit_file = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        audit_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handlers.append(audit_file)
+        logging.getLogger("castway.audit").addHandler(audit_file)
+    logging.getLogger("castway").addHandler(handlers[0])
+    logging.getLogger("castway").setLevel(logging.INFO)
+    try:
+        return _serve(args, tls, out)
+    finally:
+        logging.getLogger("castway").removeHandler(handlers[0])
+        if len(handlers) > 1:
+            logging.getLogger("castway.audit").removeHandler(handlers[1])
+            handlers[1].close()
+
+
+def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
+    from castway.server import ServeError, run_server
+    from castway.server.config import ConfigError
+    from castway.server.store import StoreError
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with run_server(
+            args.data_dir,
+            args.listen,
+            tls=tls,
+            config=args.config,
+            extra_config=_demo() if args.demo else None,
+            admin_key=os.environ.get("CASTWAY_ADMIN_KEY"),
+            media_dir=args.media_dir,
+            insecure=args.insecure,
+            out=out,
+        ) as running:
+            host = args.listen.rpartition(":")[0]
+            print(
+                f"castway: serving gRPC on {host}:{running.port} (data in {args.data_dir})",
+                file=out,
+                flush=True,
+            )
+            if args.demo:
+                print(
+                    f"castway: demo route: ffplay srt://127.0.0.1:{DEMO_PORT}", file=out, flush=True
+                )
+            stop.wait()
+            print("castway: stopping", file=out, flush=True)
+    except (ServeError, ConfigError, StoreError) as e:
+        print(f"castway: {e}", file=out)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,42 @@
+"""Test support shared by the tests and the benchmarks: TS analysis, real peers, senders,
+captures, clips, ports and network namespaces, and a UDP impairment proxy.
+
+    ts        TS analysis: continuity by ISO rules, PCR, PES timestamps, GOPs, layout, payloads
+    clips     clips made and decoded with ffmpeg
+    peers     real peer processes (ffmpeg, srt-live-transmit, gst-launch-1.0), killed at the end
+    senders   paced UDP senders (once, or looped like a live encoder), pipe senders, live encoders
+    capture   a UDP capture on loopback
+    net       free ports, network namespaces
+    impair    a userspace UDP relay with seeded loss, delay, jitter and reordering (no netem here)
+    control   a control server for tests, in this process or as one
+    udp_tool  a UDP sender and capture as a process, for namespaces and benches
+
+pytest puts `tests/` on `sys.path` (`pythonpath` in pyproject.toml); a bench imports
+`benches/support_path.py` first, which does the same. Only the standard library is imported
+here, so a bench or a tool pays nothing for what it does not use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Polls `predicate` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
