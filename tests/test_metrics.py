@@ -5,6 +5,7 @@ fire when a route's only sender stops."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -19,7 +20,11 @@ from castway.client import Client
 from castway.server import ServeError, run_server
 from castway.v1 import route_pb2, spec_pb2
 
-from conftest import Peers, UdpSender, free_port, make_clip, srt_receiver, wait_until
+from support import wait_until
+from support.clips import make_clip
+from support.net import free_port
+from support.peers import Peers, srt_receiver
+from support.senders import UdpSender
 
 ADMIN = "cw_metrics-test-admin-key-0123456789abcdef"
 RULES = Path(__file__).parent.parent / "docs" / "castway-alerts.yml"
@@ -197,3 +202,18 @@ def test_metrics_are_pushed_over_otlp_when_the_environment_asks(
         assert all(path == "/v1/metrics" for path, _ in receiver.requests)
     finally:
         receiver.close()
+
+
+def test_castway_serve_takes_metrics_listen(tmp_path: Path) -> None:
+    """The command line: `castway serve --metrics-listen` serves the endpoint it names."""
+    from support.control import ServeProcess
+
+    port = free_port()
+    srv = ServeProcess(tmp_path / "data", args=("--metrics-listen", f"127.0.0.1:{port}"))
+    try:
+        assert f"serving metrics on http://127.0.0.1:{port}/metrics" in srv.text()
+        body = get(f"http://127.0.0.1:{port}/metrics")
+        families = {f.name for f in text_string_to_metric_families(body)}
+        assert 'service_name="castway"' in body and families, body
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.text()

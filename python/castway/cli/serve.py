@@ -58,6 +58,11 @@ def add_command(sub: Any) -> None:
         "--tls-client-ca", type=Path, metavar="FILE", help="require client certificates (mTLS)"
     )
     serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback unless --insecure)",
+    )
+    serve.add_argument(
         "--audit-log",
         type=Path,
         metavar="FILE",
@@ -147,6 +152,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             admin_key=os.environ.get("CASTWAY_ADMIN_KEY"),
             media_dir=args.media_dir,
             insecure=args.insecure,
+            metrics_listen=args.metrics_listen,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]
@@ -155,6 +161,14 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
                 file=out,
                 flush=True,
             )
+            if running.metrics_port is not None:
+                metrics_host = args.metrics_listen.rpartition(":")[0] or "127.0.0.1"
+                print(
+                    f"castway: serving metrics on http://{metrics_host}:{running.metrics_port}"
+                    "/metrics",
+                    file=out,
+                    flush=True,
+                )
             if args.demo:
                 print(
                     f"castway: demo route: ffplay srt://127.0.0.1:{DEMO_PORT}", file=out, flush=True
