@@ -5,11 +5,10 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gst::prelude::*;
-
-use super::{set_state_bounded, Event, CAT};
+use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
+use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::Callers;
 use crate::stats::{srt_stats, CounterSnapshot, Counters, RateMeter, SrtCaller, SrtLinkStats};
 use crate::uri::{Endpoint, Role, SrtMode};
@@ -79,8 +78,9 @@ pub(super) struct Slot {
     backoff: Duration,
     pub restart_at: Option<Instant>,
     running_since: Option<Instant>,
-    /// Inputs: the hub attachment. Outputs: the current tap.
+    /// Inputs and the slate: their hub feed (kept across restarts). Outputs: None.
     pub feed: Option<Arc<Feed>>,
+    /// Outputs: their attachment to the hub while they run.
     tap: Option<Arc<Tap>>,
     queue_bytes: u64,
     /// How many pipelines this slot started.
@@ -184,28 +184,8 @@ impl Slot {
             feed.reset();
         }
         let tx = events.clone();
-        let bus = pipeline.bus().expect("a pipeline has a bus");
-        let weak = pipeline.downgrade();
-        // Runs on whatever thread posts; it only forwards what the control thread acts on.
-        bus.set_sync_handler(move |_, msg| {
-            use gst::MessageView as M;
-            let wanted = match msg.view() {
-                M::Error(_) | M::Eos(_) | M::Warning(_) => true,
-                M::StateChanged(s) => {
-                    s.current() == gst::State::Playing
-                        && weak
-                            .upgrade()
-                            .is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>()))
-                }
-                _ => false,
-            };
-            if wanted {
-                let _ = tx.send(Event::Bus {
-                    generation,
-                    msg: msg.clone(),
-                });
-            }
-            gst::BusSyncReply::Drop
+        forward_bus(&pipeline, move |msg| {
+            let _ = tx.send(Event::Bus { generation, msg });
         });
         gst::info!(
             CAT,
@@ -247,9 +227,7 @@ impl Slot {
             hub.detach(&tap.id);
         }
         if let Some(p) = self.pipeline.take() {
-            if let Some(bus) = p.bus() {
-                bus.unset_sync_handler();
-            }
+            stop_forwarding(&p);
             if set_state_bounded(&p, gst::State::Null, STATE_CHANGE_TIMEOUT).is_none() {
                 gst::warning!(
                     CAT,

@@ -1,4 +1,4 @@
-//! Routes and the gateway that holds them.
+//! A route: one logical stream, inputs → switch → hub → outputs.
 //!
 //! A route owns its inputs and outputs (each a separate pipeline), the hub between them, and one
 //! control thread. The control thread reads every bus message of the route's pipelines (their
@@ -8,13 +8,11 @@
 //!
 //! Lock order: `Gateway.routes` → `Route.inner` → `Claims` → hub locks.
 
-mod claims;
-mod gateway;
 mod slot;
+mod spec;
 
-pub use claims::Claims;
-pub use gateway::{Gateway, InputSpec, OutputSpec, RouteSpec, SwitchSpec};
 pub use slot::EndpointStats;
+pub use spec::{InputSpec, OutputSpec, RouteSpec, SwitchSpec};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,8 +22,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::hub::{Feed, Hub, DEFAULT_TAP_QUEUE_BYTES};
-use crate::switch::{Reason, Source, Switch, SwitchConfig, Switched, HISTORY, MIN_LOSS_TIMEOUT};
+use crate::gateway::Claims;
+use crate::hub::{Feed, Hub};
+use crate::limits::{
+    self, DEFAULT_SLATE_SIZE, DEFAULT_TAP_QUEUE_BYTES, MAX_FAILBACK_AFTER, MAX_LOSS_TIMEOUT,
+    MIN_LOSS_TIMEOUT, MIN_QUEUE_BYTES, SLATE_ID,
+};
+use crate::switch::{Reason, Source, Switch, SwitchConfig, Switched, HISTORY};
 use crate::uri::{Endpoint, Role, TestEndpoint};
 use slot::{Slot, Status};
 
@@ -38,26 +41,6 @@ pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const TICK: Duration = Duration::from_secs(1);
-
-/// Sets a pipeline's state on a helper thread and waits at most `timeout` for it: a sink stuck
-/// in a blocking call (a FIFO nobody reads, a filesystem that hangs) must not hold up the route.
-/// `None` means the change did not finish in time and goes on alone.
-pub(crate) fn set_state_bounded(
-    pipeline: &gst::Pipeline,
-    state: gst::State,
-    timeout: Duration,
-) -> Option<std::result::Result<gst::StateChangeSuccess, gst::StateChangeError>> {
-    use gst::prelude::*;
-    let (tx, rx) = mpsc::channel();
-    let p = pipeline.clone();
-    std::thread::Builder::new()
-        .name("castway-state".into())
-        .spawn(move || {
-            let _ = tx.send(p.set_state(state));
-        })
-        .ok()?;
-    rx.recv_timeout(timeout).ok()
-}
 
 pub(crate) enum Event {
     Bus {
@@ -76,13 +59,6 @@ const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
 /// How long a new route waits for its first input before the switch may pass it over, and
 /// before it connects cold standby inputs (warm ones get that long to connect).
 const START_GRACE: Duration = Duration::from_secs(2);
-/// Largest loss timeout and failback delay accepted.
-/// The smallest per-output queue bound.
-pub const MIN_QUEUE_BYTES: u64 = 64 * 1024;
-pub const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
-pub const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
-/// The slate's picture when the input's is not known.
-const DEFAULT_SLATE_SIZE: (u32, u32) = (1280, 720);
 
 /// One switch, as the stats and events show it.
 #[derive(Debug, Clone)]
@@ -180,7 +156,7 @@ impl Inner {
     fn source_name(&self, source: Source) -> Option<String> {
         match source {
             Source::Input(i) => self.inputs.get(i).map(|s| s.id.clone()),
-            Source::Slate => Some("slate".into()),
+            Source::Slate => Some(SLATE_ID.into()),
             Source::Nothing => None,
         }
     }
@@ -191,7 +167,7 @@ impl Inner {
             return None;
         }
         if id == self.slate_feed.id {
-            return Some("slate".into());
+            return Some(SLATE_ID.into());
         }
         self.inputs
             .iter()
@@ -294,9 +270,12 @@ fn switch_config(spec: &SwitchSpec) -> Result<SwitchConfig> {
         )));
     }
     if let Some((w, h)) = spec.slate_size {
-        if !(16..=7680).contains(&w) || !(16..=4320).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+        if !limits::slate_size_in_range((w, h)) || w % 2 != 0 || h % 2 != 0 {
             return Err(Error::InvalidConfig(format!(
-                "slate size {w}x{h} must have even sides from 16x16 to 7680x4320"
+                "slate size {w}x{h} must have even sides from {min}x{min} to {}x{}",
+                limits::MAX_SLATE_WIDTH,
+                limits::MAX_SLATE_HEIGHT,
+                min = limits::MIN_SLATE_SIDE,
             )));
         }
     }
@@ -309,16 +288,12 @@ fn switch_config(spec: &SwitchSpec) -> Result<SwitchConfig> {
 
 /// Route, input and output names: what fits in a URL path and a log line.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if limits::name_ok(name) {
         Ok(())
     } else {
         Err(Error::InvalidConfig(format!(
-            "{what} name `{name}` must be 1 to 64 characters of A-Z, a-z, 0-9, `-`, `_`, `.`"
+            "{what} name `{name}` must be 1 to {} characters of A-Z, a-z, 0-9, `-`, `_`, `.`",
+            limits::MAX_NAME_LEN
         )))
     }
 }
@@ -377,7 +352,7 @@ impl Route {
 
     /// Builds and starts a route. Every URI is parsed and every listening address claimed
     /// before anything starts; on error nothing is left running.
-    fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
+    pub(crate) fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
         let Checked {
             queue_bytes,
             config,
@@ -794,7 +769,7 @@ impl Route {
             .collect();
         let active = inner.feed_name(self.hub.active());
         let active_input = inputs.iter().find(|s| s.active).map(|s| s.id.clone());
-        let slate_live = active.as_deref() == Some("slate")
+        let slate_live = active.as_deref() == Some(SLATE_ID)
             && self
                 .hub
                 .idle_ms(&inner.slate_feed)
@@ -1012,7 +987,7 @@ impl Route {
         // The configured size, else the picture of what was on air, else 720p.
         let seen = feed
             .and_then(|f| f.video_size())
-            .filter(|&(w, h)| (16..=7680).contains(&w) && (16..=4320).contains(&h))
+            .filter(|&size| limits::slate_size_in_range(size))
             .map(|(w, h)| (w & !1, h & !1));
         let (width, height) = self.slate_size.or(seen).unwrap_or(DEFAULT_SLATE_SIZE);
         let endpoint = Endpoint::Test(TestEndpoint {
@@ -1027,7 +1002,7 @@ impl Route {
             audio_pid: programs.audio_pid().filter(|&p| p >= 0x20),
         });
         let mut slot = Slot::new(
-            "slate".into(),
+            SLATE_ID.into(),
             Role::Input,
             endpoint,
             Some(inner.slate_feed.clone()),
@@ -1302,9 +1277,9 @@ fn slot_id(
     let id = match given {
         Some(id) => {
             check_name(what, id)?;
-            if id == "slate" {
+            if id == SLATE_ID {
                 return Err(Error::InvalidConfig(format!(
-                    "{what} id `slate` is reserved for the route's slate"
+                    "{what} id `{SLATE_ID}` is reserved for the route's slate"
                 )));
             }
             id.to_string()
