@@ -5,12 +5,13 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::stats::EndpointStats;
 use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::Callers;
-use crate::stats::{srt_stats, CounterSnapshot, Counters, RateMeter, SrtCaller, SrtLinkStats};
+use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller};
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
 
@@ -37,26 +38,6 @@ pub enum Status {
     Stopped,
     /// A cold standby input, not connected until it is needed.
     Standby,
-}
-
-/// What the stats show for one endpoint.
-#[derive(Debug, Clone)]
-pub struct EndpointStats {
-    pub id: String,
-    pub uri: String,
-    pub kind: &'static str,
-    pub state: &'static str,
-    pub active: bool,
-    pub counters: CounterSnapshot,
-    pub reconnects: u64,
-    pub retry_in_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub idle_ms: Option<u64>,
-    pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
-    /// Inputs: whether the switch counts it as delivering.
-    pub healthy: bool,
-    /// Inputs: `warm` or `cold`.
-    pub standby: &'static str,
 }
 
 pub(super) struct Slot {
