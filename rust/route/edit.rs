@@ -1,8 +1,11 @@
-//! Live edits: inputs and outputs added, removed or changed while the route runs.
+//! Live edits: inputs and outputs added, removed or changed while the route runs. The public
+//! calls and `reconfigure` share the same steps (`add_output_slot`, `take_output`,
+//! `add_input_slot`, `remove_input_at`); `reconfigure` runs them as `plan::plan` says.
 
 use std::time::Instant;
 
 use super::lifecycle::input_slot;
+use super::plan::{plan, Entry};
 use super::slot::{Slot, Status};
 use super::spec::{slot_id, wanted_input, wanted_output, Checked, RouteSpec, Wanted};
 use super::{lock, Inner, Route};
@@ -34,33 +37,55 @@ impl Route {
             .ok_or_else(|| Error::NotFound(format!("{what} `{id}` of route `{}`", self.name)))
     }
 
+    /// Refuses edits once the route is shut down.
+    fn check_open(&self, inner: &Inner) -> Result<()> {
+        if inner.closed {
+            return Err(Error::Closed(format!("route `{}`", self.name)));
+        }
+        Ok(())
+    }
+
     /// Adds an output to the running route; the other outputs see no gap. Returns its id.
     pub fn add_output(&self, uri: &str, id: Option<&str>) -> Result<String> {
         let Wanted { endpoint, .. } = wanted_output(String::new(), uri)?;
         let mut inner = lock(&self.inner);
-        if inner.closed {
-            return Err(Error::Closed(format!("route `{}`", self.name)));
-        }
+        self.check_open(&inner)?;
         let mut next = inner.next_output;
         let id = slot_id("output", "out", id, &mut next, has_id(&inner.outputs))?;
-        let queue_bytes = self.settings.queue_bytes;
-        let mut slot = Slot::new(id.clone(), Role::Output, endpoint, None, queue_bytes);
-        self.claim_and_start(&mut slot)?;
+        let wanted = Wanted {
+            id: id.clone(),
+            endpoint,
+            cold: false,
+        };
+        self.add_output_slot(&mut inner, wanted)?;
         inner.next_output = next;
-        inner.outputs.push(slot);
         Ok(id)
+    }
+
+    /// Claims, starts and attaches a new output.
+    fn add_output_slot(&self, inner: &mut Inner, w: Wanted) -> Result<()> {
+        let queue_bytes = self.settings.queue_bytes;
+        let mut slot = Slot::new(w.id, Role::Output, w.endpoint, None, queue_bytes);
+        self.claim_and_start(&mut slot)?;
+        inner.outputs.push(slot);
+        Ok(())
+    }
+
+    /// Takes output `i` out of the route and releases its address; the caller stops it.
+    fn take_output(&self, inner: &mut Inner, i: usize) -> Slot {
+        let slot = inner.outputs.remove(i);
+        self.claims.release(&self.owner(&slot.id));
+        slot
     }
 
     /// Removes an output from the running route; the other outputs see no gap.
     pub fn remove_output(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
         let i = self.position(&inner.outputs, "output", id)?;
-        let mut slot = inner.outputs.remove(i);
-        let owner = self.owner(id);
-        self.claims.release(&owner);
+        let mut slot = self.take_output(&mut inner, i);
         drop(inner);
         slot.stop(&self.hub, Status::Stopped);
-        self.claims.await_free(&owner);
+        self.claims.await_free(&self.owner(id));
         Ok(())
     }
 
@@ -68,24 +93,28 @@ impl Route {
     /// unless the route was on the slate. Returns its id.
     pub fn add_input(&self, uri: &str, id: Option<&str>) -> Result<String> {
         let mut inner = lock(&self.inner);
-        if inner.closed {
-            return Err(Error::Closed(format!("route `{}`", self.name)));
-        }
+        self.check_open(&inner)?;
         let mut next = inner.next_input;
         let id = slot_id("input", "in", id, &mut next, has_id(&inner.inputs))?;
-        let Wanted { endpoint, cold, .. } = wanted_input(id.clone(), uri)?;
-        let queue_bytes = self.settings.queue_bytes;
-        let mut slot = input_slot(id.clone(), endpoint, cold, &self.hub, queue_bytes);
-        self.claim_and_start(&mut slot)?;
+        let wanted = wanted_input(id.clone(), uri)?;
+        self.add_input_slot(&mut inner, wanted)?;
         inner.next_input = next;
-        inner.inputs.push(slot);
-        self.note_sole(&inner);
-        let now = Instant::now();
-        if let Some(s) = inner.switch.input_added(now) {
-            self.apply(&mut inner, s, now);
-        }
         self.reschedule();
         Ok(id)
+    }
+
+    /// Claims and starts (unless cold) a new input at the lowest priority and tells the switch.
+    fn add_input_slot(&self, inner: &mut Inner, w: Wanted) -> Result<()> {
+        let queue_bytes = self.settings.queue_bytes;
+        let mut slot = input_slot(w.id, w.endpoint, w.cold, &self.hub, queue_bytes);
+        self.claim_and_start(&mut slot)?;
+        inner.inputs.push(slot);
+        self.note_sole(inner);
+        let now = Instant::now();
+        if let Some(s) = inner.switch.input_added(now) {
+            self.apply(inner, s, now);
+        }
+        Ok(())
     }
 
     /// Removes an input while the route runs. If it was the one going out, the switch picks
@@ -107,7 +136,7 @@ impl Route {
     }
 
     /// Stops and removes input `i`, releases its address and lets the switch choose again.
-    pub(super) fn remove_input_at(&self, inner: &mut Inner, i: usize) {
+    fn remove_input_at(&self, inner: &mut Inner, i: usize) {
         let mut slot = inner.inputs.remove(i);
         self.claims.release(&self.owner(&slot.id));
         slot.stop(&self.hub, Status::Stopped);
@@ -163,89 +192,52 @@ impl Route {
             outputs: want_outputs,
             ..
         } = Checked::new(spec)?;
-        let config = settings.switch;
         let mut inner = lock(&self.inner);
-        if inner.closed {
-            return Err(Error::Closed(format!("route `{}`", self.name)));
-        }
-        let unchanged = |wanted: &[Wanted], slot: &Slot| {
-            wanted
-                .iter()
-                .any(|w| w.id == slot.id && w.endpoint == slot.endpoint && w.cold == slot.cold)
-        };
+        self.check_open(&inner)?;
+        let plan = plan(
+            &slot_entries(&inner.inputs),
+            &slot_entries(&inner.outputs),
+            &wanted_entries(&want_inputs),
+            &wanted_entries(&want_outputs),
+        );
         let mut applied = Applied::default();
-        let timing = (config.loss_timeout, config.failback_after);
+        let (loss_timeout, failback_after) =
+            (settings.switch.loss_timeout, settings.switch.failback_after);
         let old = *inner.switch.config();
-        if (old.loss_timeout, old.failback_after) != timing {
-            inner.switch.set_timing(timing.0, timing.1);
+        if (old.loss_timeout, old.failback_after) != (loss_timeout, failback_after) {
+            inner.switch.set_timing(loss_timeout, failback_after);
             applied.settings = true;
         }
 
         // Outputs: stop what goes, then start what comes.
-        let mut k = 0;
-        while k < inner.outputs.len() {
-            if unchanged(&want_outputs, &inner.outputs[k]) {
-                k += 1;
-                continue;
-            }
-            let mut slot = inner.outputs.remove(k);
-            self.claims.release(&self.owner(&slot.id));
+        for id in plan.outputs.remove {
+            let i = self.position(&inner.outputs, "output", &id)?;
+            let mut slot = self.take_output(&mut inner, i);
             slot.stop(&self.hub, Status::Stopped);
-            applied.outputs_removed.push(slot.id.clone());
+            applied.outputs_removed.push(id);
         }
-        for w in &want_outputs {
-            if inner.outputs.iter().any(|s| s.id == w.id) {
-                continue;
-            }
-            let mut slot = Slot::new(
-                w.id.clone(),
-                Role::Output,
-                w.endpoint.clone(),
-                None,
-                self.settings.queue_bytes,
-            );
-            self.claim_and_start(&mut slot)?;
-            inner.outputs.push(slot);
-            applied.outputs_added.push(w.id.clone());
+        for n in plan.outputs.add {
+            let w = want_outputs[n].clone();
+            let id = w.id.clone();
+            self.add_output_slot(&mut inner, w)?;
+            applied.outputs_added.push(id);
         }
 
         // Inputs likewise: a changed input may keep its port, so the old one goes first (the
         // switch covers with another input or the slate meanwhile).
-        let mut k = 0;
-        while k < inner.inputs.len() {
-            if unchanged(&want_inputs, &inner.inputs[k]) {
-                k += 1;
-                continue;
-            }
-            applied.inputs_removed.push(inner.inputs[k].id.clone());
-            self.remove_input_at(&mut inner, k);
+        for id in plan.inputs.remove {
+            let i = self.position(&inner.inputs, "input", &id)?;
+            self.remove_input_at(&mut inner, i);
+            applied.inputs_removed.push(id);
         }
-        for w in &want_inputs {
-            if inner.inputs.iter().any(|s| s.id == w.id) {
-                continue;
-            }
-            let mut slot = input_slot(
-                w.id.clone(),
-                w.endpoint.clone(),
-                w.cold,
-                &self.hub,
-                self.settings.queue_bytes,
-            );
-            self.claim_and_start(&mut slot)?;
-            inner.inputs.push(slot);
-            self.note_sole(&inner);
-            applied.inputs_added.push(w.id.clone());
-            let now = Instant::now();
-            if let Some(s) = inner.switch.input_added(now) {
-                self.apply(&mut inner, s, now);
-            }
+        for n in plan.inputs.add {
+            let w = want_inputs[n].clone();
+            let id = w.id.clone();
+            self.add_input_slot(&mut inner, w)?;
+            applied.inputs_added.push(id);
         }
         // Priority order as the spec gives it.
-        let order: Vec<usize> = want_inputs
-            .iter()
-            .filter_map(|w| inner.inputs.iter().position(|s| s.id == w.id))
-            .collect();
-        if order.iter().enumerate().any(|(n, &o)| n != o) && order.len() == inner.inputs.len() {
+        if let Some(order) = plan.order {
             let mut old: Vec<Option<Slot>> = inner.inputs.drain(..).map(Some).collect();
             inner.inputs = order.iter().filter_map(|&o| old[o].take()).collect();
             let now = Instant::now();
@@ -263,4 +255,16 @@ impl Route {
 /// Whether one of `slots` has the id.
 fn has_id(slots: &[Slot]) -> impl Fn(&str) -> bool + '_ {
     move |id| slots.iter().any(|s| s.id == id)
+}
+
+fn slot_entries(slots: &[Slot]) -> Vec<Entry<'_>> {
+    (slots.iter())
+        .map(|s| Entry::from((s.id.as_str(), &s.endpoint, s.cold)))
+        .collect()
+}
+
+fn wanted_entries(wanted: &[Wanted]) -> Vec<Entry<'_>> {
+    (wanted.iter())
+        .map(|w| Entry::from((w.id.as_str(), &w.endpoint, w.cold)))
+        .collect()
 }

@@ -10,7 +10,8 @@
 //! The code is split by job; each file adds its own `impl Route` block:
 //! - `spec`: the spec types and their checks (names, ids, URIs, settings);
 //! - `lifecycle`: building and shutting down the route, starting and stopping its slots;
-//! - `edit`: live edits (add or remove an input or output, `reconfigure`);
+//! - `plan`: what `reconfigure` changes, worked out purely before anything changes;
+//! - `edit`: live edits (add or remove an input or output, `reconfigure` by a plan);
 //! - `failover`: the glue between the switch and the hub (decisions, slate, cold standby);
 //! - `control`: the control thread (bus messages, restarts, ticks, when to check next);
 //! - `stats`: what `stats()` returns;
@@ -23,6 +24,7 @@ mod control;
 mod edit;
 mod failover;
 mod lifecycle;
+mod plan;
 mod slot;
 mod spec;
 mod stats;
