@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
-use crate::route::{Applied, Route, RouteSpec, RouteStats};
+use crate::route::{Applied, Route, RouteSpec, RouteStats, SystemClock};
 
 #[derive(Default)]
 pub struct Gateway {
@@ -42,7 +42,7 @@ impl Gateway {
             Ok(())
         };
         taken(&self.routes())?;
-        let route = Route::start(spec, self.claims.clone())?;
+        let route = Route::start(spec, self.claims.clone(), Arc::new(SystemClock))?;
         let mut routes = self.routes();
         // Checked again: a concurrent add of the same name, or close(), may have come first.
         if let Err(e) = taken(&routes) {

@@ -1,17 +1,13 @@
 //! The route's control thread: bus messages, restarts, switch checks and meter ticks.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::failover::START_GRACE;
 use super::slot::{Slot, Status};
+use super::timers::{Schedule, TICK};
 use super::{lock, Event, Inner, Part, Route, CAT};
 use crate::switch::Reason;
 use crate::uri::Endpoint;
-
-const TICK: Duration = Duration::from_secs(1);
-/// The control thread re-checks the switch this often per loss timeout.
-const SWITCH_CHECKS_PER_TIMEOUT: u32 = 4;
 
 impl Route {
     /// Has the control thread work out its next switch check again (see `next_check`).
@@ -21,7 +17,7 @@ impl Route {
 
     pub(super) fn on_bus(&self, generation: u64, msg: &gst::Message) {
         use gst::MessageView as M;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut inner = lock(&self.inner);
         if inner.closed {
             return;
@@ -33,7 +29,7 @@ impl Route {
         {
             let Some(slot) = inner.slot(part) else { return };
             match msg.view() {
-                M::StateChanged(_) => slot.on_running(),
+                M::StateChanged(_) => slot.on_running(now),
                 M::Warning(w) => {
                     gst::warning!(CAT, "{}/{}: {}", self.name, slot.id, w.error());
                 }
@@ -107,26 +103,23 @@ impl Route {
         }
     }
 
-    /// When the switch must be checked next, after a check at `now`. A route with several
-    /// inputs is checked several times per loss timeout (failback needs each input's unbroken
-    /// run of data). A route with one input only at the moment its input would count as lost,
-    /// and one that never received anything once a second: there is nothing to decide before.
+    /// When the switch must be checked next, after a check at `now` (see
+    /// `Timers::next_check`).
     pub(super) fn next_check(&self, now: Instant) -> Instant {
         let inner = lock(&self.inner);
-        let loss = inner.switch.config().loss_timeout;
-        let period = (loss / SWITCH_CHECKS_PER_TIMEOUT).clamp(Duration::from_millis(10), TICK);
-        if !inner.any_data && self.started.elapsed() >= START_GRACE {
-            return now + TICK;
-        }
-        let busy = self.hub.pending() != 0 || inner.slate.is_some();
-        if let ([only], false) = (inner.inputs.as_slice(), busy) {
-            if let Some(t) = only.feed.as_ref().and_then(|f| self.hub.last_data(f)) {
-                if inner.switch.alive(0, now) {
-                    return (t + loss).max(now + period);
-                }
-            }
-        }
-        now + period
+        let schedule = Schedule {
+            loss_timeout: inner.switch.config().loss_timeout,
+            any_data: inner.any_data,
+            busy: self.hub.pending() != 0 || inner.slate.is_some(),
+            inputs: inner.inputs.len(),
+            first_data: inner
+                .inputs
+                .first()
+                .and_then(|s| s.feed.as_ref())
+                .and_then(|f| self.hub.last_data(f)),
+            first_alive: inner.switch.alive(0, now),
+        };
+        inner.timers.next_check(now, &schedule)
     }
 
     /// When the control thread must next wake up: the earliest restart, or the next tick.
@@ -160,29 +153,29 @@ fn error_reason(e: &gst::message::Error) -> String {
 /// The route's control thread: bus messages, restarts, switch checks and ticks until shutdown.
 /// Holds only a weak reference, so dropping the last `Arc<Route>` ends it.
 pub(super) fn control_loop(route: std::sync::Weak<Route>, rx: Receiver<Event>) {
-    let mut next_tick = Instant::now() + TICK;
-    let mut next_check = match route.upgrade() {
-        Some(r) => r.next_check(Instant::now()),
+    let (clock, mut next_check) = match route.upgrade() {
+        Some(r) => (r.clock.clone(), r.next_check(r.clock.now())),
         None => return,
     };
+    let mut next_tick = clock.now() + TICK;
     loop {
         let wake = match route.upgrade() {
             Some(r) => r.next_wake(next_tick).min(next_check),
             None => return,
         };
-        let event = rx.recv_timeout(wake.saturating_duration_since(Instant::now()));
+        let event = rx.recv_timeout(wake.saturating_duration_since(clock.now()));
         let Some(r) = route.upgrade() else { return };
         match event {
             Ok(Event::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Event::Bus { generation, msg }) => {
                 r.on_bus(generation, &msg);
-                next_check = next_check.min(r.next_check(Instant::now()));
+                next_check = next_check.min(r.next_check(clock.now()));
             }
             Ok(Event::Reschedule) => {
-                next_check = next_check.min(r.next_check(Instant::now()));
+                next_check = next_check.min(r.next_check(clock.now()));
             }
             Err(RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
+                let now = clock.now();
                 if now >= next_check {
                     r.on_switch_tick(now);
                     next_check = r.next_check(now);

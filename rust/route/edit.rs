@@ -2,8 +2,6 @@
 //! calls and `reconfigure` share the same steps (`add_output_slot`, `take_output`,
 //! `add_input_slot`, `remove_input_at`); `reconfigure` runs them as `plan::plan` says.
 
-use std::time::Instant;
-
 use super::lifecycle::input_slot;
 use super::plan::{plan, Entry};
 use super::slot::{Slot, Status};
@@ -110,7 +108,7 @@ impl Route {
         self.claim_and_start(&mut slot)?;
         inner.inputs.push(slot);
         self.note_sole(inner);
-        let now = Instant::now();
+        let now = self.clock.now();
         if let Some(s) = inner.switch.input_added(now) {
             self.apply(inner, s, now);
         }
@@ -141,7 +139,7 @@ impl Route {
         self.claims.release(&self.owner(&slot.id));
         slot.stop(&self.hub, Status::Stopped);
         self.note_sole(inner);
-        let now = Instant::now();
+        let now = self.clock.now();
         let decision = inner.switch.input_removed(i, now);
         // The record names the input that is gone.
         if let Some(s) = decision {
@@ -240,7 +238,7 @@ impl Route {
         if let Some(order) = plan.order {
             let mut old: Vec<Option<Slot>> = inner.inputs.drain(..).map(Some).collect();
             inner.inputs = order.iter().filter_map(|&o| old[o].take()).collect();
-            let now = Instant::now();
+            let now = self.clock.now();
             self.feed_switch(&mut inner, now);
             if let Some(s) = inner.switch.reorder(&order, now) {
                 self.apply(&mut inner, s, now);

@@ -12,19 +12,13 @@ use crate::limits::{self, DEFAULT_SLATE_SIZE, SLATE_ID};
 use crate::switch::{Reason, Source, Switched, HISTORY};
 use crate::uri::{Endpoint, Role, TestEndpoint};
 
-/// A cut armed for the next keyframe happens anyway after this long (no keyframe came).
-const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
-/// How long a new route waits for its first input before the switch may pass it over, and
-/// before it connects cold standby inputs (warm ones get that long to connect).
-pub(super) const START_GRACE: Duration = Duration::from_secs(2);
-
 impl Route {
     /// Switches to input `id` and holds it there until `unlock`: at its next keyframe if what
     /// goes out now still plays, at once otherwise. If it is lost the slate covers.
     pub fn lock_input(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
         let i = self.position(&inner.inputs, "input", id)?;
-        let now = Instant::now();
+        let now = self.clock.now();
         self.feed_switch(&mut inner, now);
         if let Some(s) = inner.switch.lock(i, now) {
             self.apply(&mut inner, s, now);
@@ -38,7 +32,7 @@ impl Route {
     /// Back to automatic choice by priority.
     pub fn unlock(&self) {
         let mut inner = lock(&self.inner);
-        let now = Instant::now();
+        let now = self.clock.now();
         self.feed_switch(&mut inner, now);
         if let Some(s) = inner.switch.unlock(now) {
             self.apply(&mut inner, s, now);
@@ -49,6 +43,7 @@ impl Route {
     /// Waits until a switch with a sequence number above `after` happened and returns it (the
     /// oldest one still kept), or None after `timeout` or when the route stops.
     pub fn wait_switch(&self, after: u64, timeout: Duration) -> Option<SwitchRecord> {
+        // A real wait on the condition variable: the system clock, not the route's.
         let deadline = Instant::now() + timeout;
         let mut inner = lock(&self.inner);
         loop {
@@ -126,7 +121,7 @@ impl Route {
             inner.history.pop_front();
         }
         inner.history.push_back(record);
-        inner.pending_since = None;
+        inner.timers.disarm();
         let target = match s.to {
             Source::Input(i) => inner.inputs.get(i).and_then(|s| s.feed.clone()),
             Source::Slate => {
@@ -158,12 +153,12 @@ impl Route {
             // unless what was on air delivers again first.
             Some(feed) if lost && !slate_plays => {
                 self.hub.cover_with(&feed);
-                inner.pending_since = Some(now);
+                inner.timers.arm(now);
             }
             // What goes out still plays: change over at the new feed's keyframe, no gap.
             Some(feed) if self.on_air_plays(inner) => {
                 self.hub.cut_at_keyframe(&feed);
-                inner.pending_since = Some(now);
+                inner.timers.arm(now);
             }
             None if lost => self.hub.disarm(),
             target => self.hub.cut_to(target.as_deref()),
@@ -242,7 +237,7 @@ impl Route {
     /// Starts cold inputs that are needed (nothing of higher priority delivers, or locked) and
     /// stops those no longer needed.
     pub(super) fn manage_cold(&self, inner: &mut Inner, now: Instant) {
-        let young = self.started.elapsed() < START_GRACE;
+        let young = inner.timers.young(now);
         let active = self.hub.active();
         let pending = self.hub.pending();
         for i in 1..inner.inputs.len() {
@@ -278,12 +273,13 @@ impl Route {
             return;
         }
         self.feed_switch(&mut inner, now);
-        // Inputs that never delivered are waiting, not lost: the switch starts deciding at the
-        // route's first data, and gives the preferred input a moment to connect too.
+        // Inputs that never delivered are waiting, not lost (see `Timers::may_decide`).
         inner.any_data |= inner.inputs.iter().any(|s| s.delivered());
         let first_delivered = inner.inputs.first().is_some_and(|s| s.delivered());
-        let settled = first_delivered || self.started.elapsed() >= START_GRACE;
-        if inner.any_data && settled {
+        if inner
+            .timers
+            .may_decide(now, inner.any_data, first_delivered)
+        {
             if let Some(s) = inner.switch.tick(now) {
                 self.apply(&mut inner, s, now);
             }
@@ -293,14 +289,12 @@ impl Route {
         // delivers, the lost input stays on air in case it comes back.
         let pending = self.hub.pending();
         if pending != 0 {
-            let waited = inner
-                .pending_since
-                .is_some_and(|t| now.duration_since(t) >= KEYFRAME_WAIT);
+            let waited = inner.timers.keyframe_overdue(now);
             let slate = pending == inner.slate_feed.id;
             if waited || (!slate && !self.on_air_plays(&inner)) {
                 let feed = inner.feed_by_id(pending);
                 self.hub.cut_to(feed.as_deref());
-                inner.pending_since = None;
+                inner.timers.disarm();
             }
         }
         self.manage_cold(&mut inner, now);

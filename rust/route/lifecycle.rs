@@ -4,11 +4,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 use super::control::control_loop;
 use super::slot::{Slot, Status};
 use super::spec::{Checked, RouteSpec};
+use super::timers::{Clock, Timers};
 use super::{lock, Inner, Route};
 use crate::error::{Error, Result};
 use crate::gateway::Claims;
@@ -22,9 +22,13 @@ impl Route {
         Checked::new(spec).map(|_| ())
     }
 
-    /// Builds and starts a route. Every URI is parsed and every listening address claimed
-    /// before anything starts; on error nothing is left running.
-    pub(crate) fn start(spec: RouteSpec, claims: Arc<Claims>) -> Result<Arc<Route>> {
+    /// Builds and starts a route whose timers read `clock`. Every URI is parsed and every
+    /// listening address claimed before anything starts; on error nothing is left running.
+    pub(crate) fn start(
+        spec: RouteSpec,
+        claims: Arc<Claims>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Route>> {
         let Checked {
             settings,
             inputs: want_inputs,
@@ -61,7 +65,7 @@ impl Route {
                 switch,
                 history: VecDeque::with_capacity(HISTORY),
                 seq: 0,
-                pending_since: None,
+                timers: Timers::new(clock.now()),
                 any_data: false,
                 next_input,
                 next_output,
@@ -73,7 +77,7 @@ impl Route {
             generations: AtomicU64::new(1),
             claims,
             settings,
-            started: Instant::now(),
+            clock,
             thread: Mutex::new(None),
         });
         {
@@ -112,7 +116,8 @@ impl Route {
     pub(super) fn start_slot(&self, slot: &mut Slot) -> Result<()> {
         let generation = self.generations.fetch_add(1, Relaxed);
         let restart = slot.starts > 0;
-        slot.start(&self.name, &self.hub, &self.events, generation)?;
+        let now = self.clock.now();
+        slot.start(&self.name, &self.hub, &self.events, generation, now)?;
         if restart {
             if let Some(feed) = &slot.feed {
                 // A looped file, a reconnected sender: a new run for the outputs if it is on.

@@ -15,6 +15,7 @@
 //! - `failover`: the glue between the switch and the hub (decisions, slate, cold standby);
 //! - `control`: the control thread (bus messages, restarts, ticks, when to check next);
 //! - `stats`: what `stats()` returns;
+//! - `timers`: the route's clock, start grace, keyframe wait and check schedule (pure);
 //! - `slot`: one input or output and its restart policy.
 //!
 //! Lock order: `Route.inner` → `Claims.state` → the hub's locks (`splice` → `Feed::state` →
@@ -28,17 +29,18 @@ mod plan;
 mod slot;
 mod spec;
 mod stats;
+mod timers;
 
 pub use edit::Applied;
 pub use spec::{InputSpec, OutputSpec, RouteSpec, SwitchSpec};
 pub use stats::{EndpointStats, RouteStats, SwitchRecord, SwitchStats};
+pub(crate) use timers::SystemClock;
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crate::gateway::Claims;
 use crate::hub::{Feed, Hub};
@@ -46,6 +48,7 @@ use crate::limits::SLATE_ID;
 use crate::switch::{Source, Switch};
 use slot::Slot;
 use spec::RouteSettings;
+use timers::{Clock, Timers};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -77,8 +80,7 @@ struct Inner {
     switch: Switch,
     history: VecDeque<SwitchRecord>,
     seq: u64,
-    /// When the armed keyframe cut was armed.
-    pending_since: Option<Instant>,
+    timers: Timers,
     /// Some input delivered data since the route started.
     any_data: bool,
     next_input: usize,
@@ -162,7 +164,8 @@ pub struct Route {
     claims: Arc<Claims>,
     /// As the route started; what only a restart changes stays so for its life.
     settings: RouteSettings,
-    started: Instant,
+    /// Where the route's timers read the time.
+    clock: Arc<dyn Clock>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 

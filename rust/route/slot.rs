@@ -122,6 +122,7 @@ impl Slot {
         hub: &Arc<Hub>,
         events: &Sender<Event>,
         generation: u64,
+        now: Instant,
     ) -> Result<()> {
         let name = self.pipeline_name(route);
         if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
@@ -133,7 +134,7 @@ impl Slot {
             self.bytes_at_start = self.counters.snapshot().bytes;
             self.attach(hub, tap);
             self.status = Status::Running;
-            self.running_since = Some(Instant::now());
+            self.running_since = Some(now);
             self.restart_at = None;
             self.start_failed = false;
             gst::info!(
@@ -230,11 +231,11 @@ impl Slot {
         self.counters.snapshot().bytes > self.bytes_at_start
     }
 
-    /// The pipeline reached PLAYING.
-    pub fn on_running(&mut self) {
+    /// The pipeline reached PLAYING at `now`.
+    pub fn on_running(&mut self, now: Instant) {
         if self.status == Status::Starting {
             self.status = Status::Running;
-            self.running_since = Some(Instant::now());
+            self.running_since = Some(now);
         }
     }
 

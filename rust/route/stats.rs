@@ -1,8 +1,6 @@
 //! What a route's stats show: its state, each endpoint's figures, and the switch with its
 //! history.
 
-use std::time::Instant;
-
 use super::{lock, Route};
 use crate::limits::SLATE_ID;
 use crate::stats::{CounterSnapshot, SrtCaller, SrtLinkStats};
@@ -74,7 +72,7 @@ pub struct RouteStats {
 
 impl Route {
     pub fn stats(&self) -> RouteStats {
-        let now = Instant::now();
+        let now = self.clock.now();
         let inner = lock(&self.inner);
         let inputs: Vec<EndpointStats> = inner
             .inputs
@@ -130,7 +128,7 @@ impl Route {
         RouteStats {
             name: self.name.clone(),
             state,
-            uptime_s: self.started.elapsed().as_secs_f64(),
+            uptime_s: inner.timers.uptime(now).as_secs_f64(),
             active_input,
             inputs,
             outputs,
