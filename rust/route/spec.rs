@@ -257,3 +257,149 @@ fn on_this_host(endpoint: Endpoint) -> Result<Endpoint> {
     }
     Ok(endpoint)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(inputs: &[(&str, Option<&str>)], outputs: &[(&str, Option<&str>)]) -> RouteSpec {
+        RouteSpec {
+            name: "news".into(),
+            inputs: inputs
+                .iter()
+                .map(|&(uri, id)| InputSpec {
+                    uri: uri.into(),
+                    id: id.map(Into::into),
+                })
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|&(uri, id)| OutputSpec {
+                    uri: uri.into(),
+                    id: id.map(Into::into),
+                })
+                .collect(),
+            ..RouteSpec::default()
+        }
+    }
+
+    fn one_input() -> RouteSpec {
+        spec(&[("udp://127.0.0.1:5000", None)], &[])
+    }
+
+    fn config_error(spec: &RouteSpec) -> String {
+        match Checked::new(spec) {
+            Err(Error::InvalidConfig(why)) => why,
+            Err(e) => panic!("not a config error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_the_spec_leaves_out() {
+        let s = Checked::new(&one_input()).unwrap().settings;
+        assert_eq!(s.queue_bytes, DEFAULT_TAP_QUEUE_BYTES);
+        assert_eq!(s.switch.loss_timeout, limits::DEFAULT_LOSS_TIMEOUT);
+        assert_eq!(s.switch.failback_after, limits::DEFAULT_FAILBACK_AFTER);
+        assert!(s.switch.slate);
+        assert_eq!(s.slate_size, None);
+    }
+
+    #[test]
+    fn a_route_needs_a_good_name_and_an_input() {
+        let bad_name = RouteSpec {
+            name: "a b".into(),
+            ..one_input()
+        };
+        assert!(config_error(&bad_name).contains("route name `a b`"));
+        let no_input = spec(&[], &[("udp://127.0.0.1:6000", None)]);
+        assert!(config_error(&no_input).contains("needs at least one input"));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let with = |f: fn(&mut RouteSpec)| {
+            let mut s = one_input();
+            f(&mut s);
+            config_error(&s)
+        };
+        assert!(with(|s| s.queue_bytes = Some(MIN_QUEUE_BYTES - 1)).contains("queue_bytes"));
+        assert!(with(|s| s.switch.loss_timeout_ms = Some(49)).contains("loss_timeout=49 ms"));
+        assert!(with(|s| s.switch.loss_timeout_ms = Some(60_001)).contains("50..60000 ms"));
+        assert!(with(|s| s.switch.failback_after_ms = Some(3_600_001)).contains("failback"));
+        assert!(with(|s| s.switch.slate_size = Some((1281, 720))).contains("even sides"));
+        assert!(with(|s| s.switch.slate_size = Some((8000, 720))).contains("7680x4320"));
+        let mut edge = one_input();
+        edge.queue_bytes = Some(MIN_QUEUE_BYTES);
+        edge.switch.loss_timeout_ms = Some(50);
+        edge.switch.failback_after_ms = Some(3_600_000);
+        edge.switch.slate_size = Some((16, 16));
+        assert!(Checked::new(&edge).is_ok());
+    }
+
+    #[test]
+    fn ids_are_given_in0_and_out0_on_past_the_ones_taken() {
+        let s = spec(
+            &[
+                ("udp://127.0.0.1:5000", Some("in1")),
+                ("udp://127.0.0.1:5001", None),
+                ("udp://127.0.0.1:5002", None),
+            ],
+            &[
+                ("udp://127.0.0.1:6000", None),
+                ("udp://127.0.0.1:6001", Some("main")),
+            ],
+        );
+        let c = Checked::new(&s).unwrap();
+        let ids = |v: &[Wanted]| v.iter().map(|w| w.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&c.inputs), ["in1", "in0", "in2"]);
+        assert_eq!(ids(&c.outputs), ["out0", "main"]);
+        assert_eq!((c.next_input, c.next_output), (3, 1));
+    }
+
+    #[test]
+    fn ids_are_unique_names_and_never_slate() {
+        let twice = spec(
+            &[
+                ("udp://127.0.0.1:5000", Some("a")),
+                ("udp://127.0.0.1:5001", Some("a")),
+            ],
+            &[],
+        );
+        assert!(matches!(Checked::new(&twice), Err(Error::AlreadyExists(_))));
+        let slate = spec(&[("udp://127.0.0.1:5000", Some(SLATE_ID))], &[]);
+        assert!(config_error(&slate).contains("reserved"));
+        let bad = spec(&[("udp://127.0.0.1:5000", Some("a/b"))], &[]);
+        assert!(config_error(&bad).contains("input name `a/b`"));
+    }
+
+    #[test]
+    fn a_bad_uri_is_named() {
+        let s = spec(&[("udp://127.0.0.1:5000", None)], &[("bogus://x", None)]);
+        assert!(matches!(Checked::new(&s), Err(Error::InvalidUri { .. })));
+    }
+
+    #[test]
+    fn only_the_queue_and_the_slate_need_a_restart() {
+        let running = Checked::new(&one_input()).unwrap().settings;
+        let mut s = one_input();
+        s.switch.loss_timeout_ms = Some(1_000);
+        s.switch.failback_after_ms = Some(0);
+        assert!(!running.needs_restart(&s));
+        let changes: [fn(&mut RouteSpec); 3] = [
+            |s| s.queue_bytes = Some(MIN_QUEUE_BYTES),
+            |s| s.switch.slate = Some(false),
+            |s| s.switch.slate_size = Some((640, 360)),
+        ];
+        for change in changes {
+            let mut s = one_input();
+            change(&mut s);
+            assert!(running.needs_restart(&s));
+        }
+        // The defaults spelled out are no change.
+        let mut s = one_input();
+        s.queue_bytes = Some(DEFAULT_TAP_QUEUE_BYTES);
+        s.switch.slate = Some(true);
+        assert!(!running.needs_restart(&s));
+    }
+}
