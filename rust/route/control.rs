@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::slot::{Slot, Status};
 use super::timers::{Schedule, TICK};
-use super::{lock, Event, Inner, Part, Route, CAT};
+use super::{lock, Event, Part, Route, CAT};
 use crate::switch::Reason;
 use crate::uri::Endpoint;
 
@@ -81,17 +81,7 @@ impl Route {
         if inner.closed {
             return;
         }
-        let Inner {
-            inputs,
-            outputs,
-            slate,
-            ..
-        } = &mut *inner;
-        for slot in inputs
-            .iter_mut()
-            .chain(outputs.iter_mut())
-            .chain(slate.iter_mut())
-        {
+        for slot in inner.slots_mut() {
             if full {
                 slot.tick(&self.hub, now);
             }
@@ -125,11 +115,7 @@ impl Route {
     /// When the control thread must next wake up: the earliest restart, or the next tick.
     pub(super) fn next_wake(&self, next_tick: Instant) -> Instant {
         let inner = lock(&self.inner);
-        inner
-            .inputs
-            .iter()
-            .chain(inner.outputs.iter())
-            .chain(inner.slate.iter())
+        (inner.slots())
             .filter_map(|s| s.restart_at)
             .fold(next_tick, Instant::min)
     }

@@ -153,18 +153,8 @@ impl Route {
             let mut inner = lock(&self.inner);
             if !inner.closed {
                 inner.closed = true;
-                let Inner {
-                    inputs,
-                    outputs,
-                    slate,
-                    ..
-                } = &mut *inner;
                 // Inputs first: nothing new reaches the hub while the outputs close.
-                for slot in inputs
-                    .iter_mut()
-                    .chain(slate.iter_mut())
-                    .chain(outputs.iter_mut())
-                {
+                for slot in inner.slots_mut() {
                     slot.stop(&self.hub, Status::Stopped);
                 }
                 self.hub.drop_deferred();

@@ -110,6 +110,20 @@ impl Inner {
             .map(|_| Part::Slate)
     }
 
+    /// Every slot of the route: the inputs, the slate, then the outputs (the order a shutdown
+    /// stops them in: nothing new reaches the hub while the outputs close).
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> + '_ {
+        (self.inputs.iter_mut())
+            .chain(self.slate.iter_mut())
+            .chain(self.outputs.iter_mut())
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
+        (self.inputs.iter())
+            .chain(self.slate.iter())
+            .chain(self.outputs.iter())
+    }
+
     fn slot(&mut self, part: Part) -> Option<&mut Slot> {
         match part {
             Part::Input(i) => self.inputs.get_mut(i),
