@@ -7,7 +7,9 @@
 //! caller's thread under the same `inner` lock, so all state changes of a route are serialised
 //! and none happens on a streaming thread.
 //!
-//! The code is split by job; each file adds its own `impl Route` block:
+//! The code is split by job. The files that act on a route (`lifecycle`, `edit`, `failover`,
+//! `control`, `stats`) each add their own `impl Route` block; `spec`, `plan` and `timers` are
+//! pure and know nothing of it:
 //! - `spec`: the spec types and their checks (names, ids, URIs, settings);
 //! - `lifecycle`: building and shutting down the route, starting and stopping its slots;
 //! - `plan`: what `reconfigure` changes, worked out purely before anything changes;
