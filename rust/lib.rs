@@ -1,10 +1,14 @@
-//! castway's media core: endpoint URIs, input and output pipelines on GStreamer, the fan-out hub
-//! and the route graph. Free of PyO3 (the `py` module, behind the `python` feature, binds it).
+//! castway's media core: endpoint URIs, input and output pipelines on GStreamer, the fan-out hub,
+//! routes and the gateway that holds them. Free of PyO3 (the `py` module, behind the `python`
+//! feature, binds it).
 
 pub mod elements;
 pub mod error;
-pub mod graph;
+pub mod gateway;
 pub mod hub;
+pub mod limits;
+mod pipeline;
+pub mod route;
 pub mod sink;
 pub mod source;
 pub mod srt;
@@ -17,7 +21,8 @@ pub mod uri;
 mod py;
 
 pub use error::{Error, Result};
-pub use graph::{EndpointStats, Gateway, OutputSpec, Route, RouteSpec, RouteStats};
+pub use gateway::Gateway;
+pub use route::{EndpointStats, OutputSpec, Route, RouteSpec, RouteStats};
 
 /// The GStreamer version linked at run time, e.g. `1.22.0`.
 pub fn gstreamer_version() -> String {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::graph::{
-    EndpointStats, Gateway, InputSpec, OutputSpec, Route, RouteSpec, RouteStats, SwitchRecord,
-    SwitchSpec,
+use crate::gateway::Gateway;
+use crate::route::{
+    EndpointStats, InputSpec, OutputSpec, Route, RouteSpec, RouteStats, SwitchRecord, SwitchSpec,
 };
 use crate::uri::{Endpoint, Role};
 
@@ -247,8 +247,7 @@ fn endpoint_stats<'py>(
     Ok(d)
 }
 
-/// Parses a URI as `role` ("input" or "output") and returns its canonical, redacted form;
-/// raises InvalidUriError naming the bad part. Used by the CLI to fail before anything starts.
+/// The role a binding call names: "input" or "output".
 fn parse_role(role: &str) -> PyResult<Role> {
     match role {
         "input" => Ok(Role::Input),
@@ -282,6 +281,8 @@ impl<'py> FromPyObject<'py> for Uri {
     }
 }
 
+/// Parses a URI as `role` ("input" or "output") and returns its canonical, redacted form;
+/// raises InvalidUriError naming the bad part. Used by the CLI to fail before anything starts.
 #[pyfunction]
 fn check_uri(uri: Uri, role: &str) -> PyResult<String> {
     let uri = uri.0.as_str();
@@ -380,21 +381,16 @@ impl Spec {
 /// The defaults and bounds of route settings, in the units the specs use.
 #[pyfunction]
 fn limits(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    use crate::limits as l;
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let d = PyDict::new(py);
-    d.set_item("queue_bytes", crate::hub::DEFAULT_TAP_QUEUE_BYTES)?;
-    d.set_item("min_queue_bytes", crate::graph::MIN_QUEUE_BYTES)?;
-    d.set_item("loss_timeout_ms", ms(crate::switch::DEFAULT_LOSS_TIMEOUT))?;
-    d.set_item("min_loss_timeout_ms", ms(crate::switch::MIN_LOSS_TIMEOUT))?;
-    d.set_item("max_loss_timeout_ms", ms(crate::graph::MAX_LOSS_TIMEOUT))?;
-    d.set_item(
-        "failback_after_ms",
-        ms(crate::switch::DEFAULT_FAILBACK_AFTER),
-    )?;
-    d.set_item(
-        "max_failback_after_ms",
-        ms(crate::graph::MAX_FAILBACK_AFTER),
-    )?;
+    d.set_item("queue_bytes", l::DEFAULT_TAP_QUEUE_BYTES)?;
+    d.set_item("min_queue_bytes", l::MIN_QUEUE_BYTES)?;
+    d.set_item("loss_timeout_ms", ms(l::DEFAULT_LOSS_TIMEOUT))?;
+    d.set_item("min_loss_timeout_ms", ms(l::MIN_LOSS_TIMEOUT))?;
+    d.set_item("max_loss_timeout_ms", ms(l::MAX_LOSS_TIMEOUT))?;
+    d.set_item("failback_after_ms", ms(l::DEFAULT_FAILBACK_AFTER))?;
+    d.set_item("max_failback_after_ms", ms(l::MAX_FAILBACK_AFTER))?;
     Ok(d)
 }
 

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 
 /// Default time without data after which an input counts as lost.
 pub const DEFAULT_LOSS_TIMEOUT: Duration = Duration::from_millis(300);
-/// Smallest accepted loss timeout.
-pub const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default time a higher-priority input must stay healthy before the route fails back to it.
 pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(5);
 /// How many switches the history keeps.

@@ -5,13 +5,13 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gst::prelude::*;
-
-use super::{set_state_bounded, Event, CAT};
+use super::stats::EndpointStats;
+use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
+use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::Callers;
-use crate::stats::{srt_stats, CounterSnapshot, Counters, RateMeter, SrtCaller, SrtLinkStats};
+use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller};
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
 
@@ -40,26 +40,6 @@ pub enum Status {
     Standby,
 }
 
-/// What the stats show for one endpoint.
-#[derive(Debug, Clone)]
-pub struct EndpointStats {
-    pub id: String,
-    pub uri: String,
-    pub kind: &'static str,
-    pub state: &'static str,
-    pub active: bool,
-    pub counters: CounterSnapshot,
-    pub reconnects: u64,
-    pub retry_in_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub idle_ms: Option<u64>,
-    pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
-    /// Inputs: whether the switch counts it as delivering.
-    pub healthy: bool,
-    /// Inputs: `warm` or `cold`.
-    pub standby: &'static str,
-}
-
 pub(super) struct Slot {
     pub id: String,
     pub role: Role,
@@ -79,8 +59,9 @@ pub(super) struct Slot {
     backoff: Duration,
     pub restart_at: Option<Instant>,
     running_since: Option<Instant>,
-    /// Inputs: the hub attachment. Outputs: the current tap.
+    /// Inputs and the slate: their hub feed (kept across restarts). Outputs: None.
     pub feed: Option<Arc<Feed>>,
+    /// Outputs: their attachment to the hub while they run.
     tap: Option<Arc<Tap>>,
     queue_bytes: u64,
     /// How many pipelines this slot started.
@@ -141,6 +122,7 @@ impl Slot {
         hub: &Arc<Hub>,
         events: &Sender<Event>,
         generation: u64,
+        now: Instant,
     ) -> Result<()> {
         let name = self.pipeline_name(route);
         if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
@@ -162,7 +144,7 @@ impl Slot {
             self.bytes_at_start = self.counters.snapshot().bytes;
             self.attach(hub, tap);
             self.status = Status::Running;
-            self.running_since = Some(Instant::now());
+            self.running_since = Some(now);
             self.restart_at = None;
             self.start_failed = false;
             gst::info!(
@@ -194,28 +176,8 @@ impl Slot {
             feed.reset();
         }
         let tx = events.clone();
-        let bus = pipeline.bus().expect("a pipeline has a bus");
-        let weak = pipeline.downgrade();
-        // Runs on whatever thread posts; it only forwards what the control thread acts on.
-        bus.set_sync_handler(move |_, msg| {
-            use gst::MessageView as M;
-            let wanted = match msg.view() {
-                M::Error(_) | M::Eos(_) | M::Warning(_) => true,
-                M::StateChanged(s) => {
-                    s.current() == gst::State::Playing
-                        && weak
-                            .upgrade()
-                            .is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>()))
-                }
-                _ => false,
-            };
-            if wanted {
-                let _ = tx.send(Event::Bus {
-                    generation,
-                    msg: msg.clone(),
-                });
-            }
-            gst::BusSyncReply::Drop
+        forward_bus(&pipeline, move |msg| {
+            let _ = tx.send(Event::Bus { generation, msg });
         });
         gst::info!(
             CAT,
@@ -257,9 +219,7 @@ impl Slot {
             hub.detach(&tap.id);
         }
         if let Some(p) = self.pipeline.take() {
-            if let Some(bus) = p.bus() {
-                bus.unset_sync_handler();
-            }
+            stop_forwarding(&p);
             if set_state_bounded(&p, gst::State::Null, STATE_CHANGE_TIMEOUT).is_none() {
                 gst::warning!(
                     CAT,
@@ -281,11 +241,11 @@ impl Slot {
         self.counters.snapshot().bytes > self.bytes_at_start
     }
 
-    /// The pipeline reached PLAYING.
-    pub fn on_running(&mut self) {
+    /// The pipeline reached PLAYING at `now`.
+    pub fn on_running(&mut self, now: Instant) {
         if self.status == Status::Starting {
             self.status = Status::Running;
-            self.running_since = Some(Instant::now());
+            self.running_since = Some(now);
         }
     }
 

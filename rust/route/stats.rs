@@ -1,0 +1,138 @@
+//! What a route's stats show: its state, each endpoint's figures, and the switch with its
+//! history.
+
+use super::{lock, Route};
+use crate::limits::SLATE_ID;
+use crate::stats::{CounterSnapshot, SrtCaller, SrtLinkStats};
+use crate::switch::Source;
+
+/// What the stats show for one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    pub id: String,
+    pub uri: String,
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub active: bool,
+    pub counters: CounterSnapshot,
+    pub reconnects: u64,
+    pub retry_in_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub idle_ms: Option<u64>,
+    pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
+    /// Inputs: whether the switch counts it as delivering.
+    pub healthy: bool,
+    /// Inputs: `warm` or `cold`.
+    pub standby: &'static str,
+}
+
+/// One switch, as the stats and events show it.
+#[derive(Debug, Clone)]
+pub struct SwitchRecord {
+    /// Counts up from 1 over the route's life.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// Input id, `slate`, or None (nothing).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: &'static str,
+}
+
+/// The switch part of a route's stats.
+#[derive(Debug, Clone)]
+pub struct SwitchStats {
+    /// What goes out now: an input id, `slate`, or None.
+    pub active: Option<String>,
+    /// What goes out at the next keyframe, if a cut is armed.
+    pub pending: Option<String>,
+    pub locked: Option<String>,
+    pub loss_timeout_ms: u64,
+    pub failback_after_ms: u64,
+    pub slate: bool,
+    pub cuts: u64,
+    pub held_back_packets: u64,
+    /// Packets the slate put on air.
+    pub slate_packets: u64,
+    /// The last switches, oldest first.
+    pub history: Vec<SwitchRecord>,
+}
+
+/// What `Route::stats` returns.
+#[derive(Debug, Clone)]
+pub struct RouteStats {
+    pub name: String,
+    pub state: &'static str,
+    pub uptime_s: f64,
+    pub active_input: Option<String>,
+    pub inputs: Vec<EndpointStats>,
+    pub outputs: Vec<EndpointStats>,
+    pub switch: SwitchStats,
+}
+
+impl Route {
+    pub fn stats(&self) -> RouteStats {
+        let now = self.clock.now();
+        let inner = lock(&self.inner);
+        let inputs: Vec<EndpointStats> = inner
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| EndpointStats {
+                healthy: inner.switch.alive(i, now),
+                ..s.stats(&self.hub, now)
+            })
+            .collect();
+        let outputs: Vec<EndpointStats> = inner
+            .outputs
+            .iter()
+            .map(|s| s.stats(&self.hub, now))
+            .collect();
+        let active = inner.feed_name(self.hub.active());
+        let active_input = inputs.iter().find(|s| s.active).map(|s| s.id.clone());
+        let slate_live = active.as_deref() == Some(SLATE_ID)
+            && self
+                .hub
+                .idle_ms(&inner.slate_feed)
+                .is_some_and(|ms| ms < 1_000);
+        let state = if inner.closed {
+            "stopped"
+        } else if inputs.iter().any(|s| s.active && s.state == "live") {
+            "live"
+        } else if slate_live {
+            "slate"
+        } else {
+            "waiting"
+        };
+        let splice = self.hub.splice_stats();
+        let config = inner.switch.config();
+        let switch = SwitchStats {
+            active,
+            pending: inner.feed_name(self.hub.pending()),
+            locked: inner
+                .switch
+                .locked()
+                .and_then(|i| inner.source_name(Source::Input(i))),
+            loss_timeout_ms: config.loss_timeout.as_millis() as u64,
+            failback_after_ms: config.failback_after.as_millis() as u64,
+            slate: config.slate,
+            cuts: splice.cuts,
+            held_back_packets: splice.held_back,
+            slate_packets: {
+                // Read one after another while the slate runs: never below zero.
+                let c = inner.slate_feed.counters.snapshot();
+                c.packets.saturating_sub(c.off_air + c.held_back)
+            },
+            history: inner.history.iter().cloned().collect(),
+        };
+        RouteStats {
+            name: self.name.clone(),
+            state,
+            uptime_s: inner.timers.uptime(now).as_secs_f64(),
+            active_input,
+            inputs,
+            outputs,
+            switch,
+        }
+    }
+}
