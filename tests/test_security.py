@@ -127,6 +127,10 @@ def test_mutations_and_refusals_are_audited_with_key_and_peer(
             ),
         )
     expect(CODE.NOT_FOUND, lambda: server.get("nope"))
+    # A name that would forge a line of its own stays in its field, escaped.
+    forged = "zz\n2026-11-23 KeyService/RevokeKey key=1 status=OK name=backdoor"
+    expect(CODE.NOT_FOUND, lambda: server.get(forged))
+
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "castway.audit"]
 
@@ -144,6 +148,9 @@ def test_mutations_and_refusals_are_audited_with_key_and_peer(
     line("RouteService/DeleteRoute", "key=-", "peer=ipv4:127.0.0.1:", "status=UNAUTHENTICATED")
     line("RouteService/StopRoute", f"key={viewer_id.key_id}", "status=PERMISSION_DENIED")
     line("RouteService/GetRoute", "status=NOT_FOUND", "name=nope")
+    line("RouteService/GetRoute", "status=NOT_FOUND", "name=zz\\n2026-11-23\\x20KeyService")
+    [forged_line] = [x for x in lines() if "RevokeKey" in x]
+    assert forged_line.startswith("RouteService/GetRoute ") and "\n" not in forged_line
     # Reads that succeed are not mutations: no line.
     assert not [x for x in lines() if "GetRoute" in x and "status=OK" in x]
 

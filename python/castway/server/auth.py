@@ -146,8 +146,19 @@ def _target(request: Any) -> str:
     for field in ("name", "id"):
         value = getattr(request, field, None)
         if isinstance(value, str) and value:
-            return value
+            return printable(value)
     return ""
+
+
+def printable(text: str, limit: int = 128) -> str:
+    """Caller-chosen text as one log field: control characters (a newline would forge a line)
+    and spaces escaped, and cut at ``limit`` characters."""
+    shown = "".join(
+        c if c.isprintable() and c != " " else c.encode("unicode_escape").decode("ascii")
+        if c != " " else "\\x20"
+        for c in text[:limit]
+    )
+    return shown + ("..." if len(text) > limit else "")
 
 
 def audit_line(
