@@ -128,7 +128,7 @@ def test_mutations_and_refusals_are_audited_with_key_and_peer(
         )
     expect(CODE.NOT_FOUND, lambda: server.get("nope"))
     # A name that would forge a line of its own stays in its field, escaped.
-    forged = "zz\n2026-11-23 KeyService/RevokeKey key=1 status=OK name=backdoor"
+    forged = "zz\n2026-11-23 KeyService/RevokeKey key=1 status=0 name=backdoor"
     expect(CODE.NOT_FOUND, lambda: server.get(forged))
 
     def lines() -> list[str]:
