@@ -65,6 +65,11 @@ def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
         (["-i", "srt://:9000?passphrase=short", "-o", "udp://127.0.0.1:5000"],
          "10 to 79 characters"),
         (["-i", "udp://127.0.0.1:5000"], None),
+        (["-i", "srt://:9000", "-o", "udp://239.1.1.1:5000?iface=nosuch0"],
+         "`iface=nosuch0` does not exist"),
+        (["-i", "srt://:9000?latency=+120", "-o", "udp://127.0.0.1:5000"], "`latency=+120`"),
+        (["-i", "srt://:9000?pass%70hrase=SECRETAAAAAAAA1&pass%70hrase=SECRETBBBBBBBB2",
+          "-o", "udp://127.0.0.1:5000"], "given twice"),
     ],
 )
 def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str | None) -> None:
@@ -76,6 +81,7 @@ def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str
     r = subprocess.run([CASTWAY, "relay", *args], capture_output=True, timeout=30, check=False)
     assert r.returncode == 2
     assert needle in r.stderr.decode()
+    assert "SECRET" not in r.stderr.decode()
     # Nothing started: the listener port is still free.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", port))

@@ -23,7 +23,8 @@ impl FileEndpoint {
                 "file URIs take an absolute path: `file:///…` (got `file://{authority_path}`)"
             ));
         };
-        let path = super::query::percent_decode(&path)?;
+        let path =
+            super::query::percent_decode(&path).map_err(|why| format!("path `{path}`: {why}"))?;
         if path.len() <= 1 || path.ends_with('/') {
             return Err(format!("`{path}` is a directory, not a file"));
         }

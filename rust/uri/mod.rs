@@ -181,7 +181,12 @@ pub fn redact(uri: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("passphrase") => format!("{k}=***"),
+            // Compared as the parser reads keys: percent-decoded, any case (`pass%70hrase`).
+            Some((k, _))
+                if query::percent_decode(k).is_ok_and(|d| d.eq_ignore_ascii_case("passphrase")) =>
+            {
+                format!("{k}=***")
+            }
             _ => kv.to_string(),
         })
         .collect();
@@ -310,6 +315,18 @@ mod tests {
         assert!(err("udp://999.1.1.1:5000", Role::Output).contains("not a valid host"));
         assert!(err("udp://1.2.3:5000", Role::Output).contains("not a valid host"));
         Endpoint::parse("udp://encoder-1.studio:5000", Role::Output).unwrap();
+    }
+
+    #[test]
+    fn percent_encoded_passphrases_are_redacted_in_errors() {
+        for uri in [
+            "srt://:9000?pass%70hrase=SECRETAAAAAAAA1&pass%70hrase=SECRETBBBBBBBB2",
+            "srt://:9000?PassPhrase=SECRETAAAAAAAA1&bogus=1",
+            "srt://:9000?passphrase=SECRET%ZZBBBBBB2",
+        ] {
+            let e = err(uri, Role::Input);
+            assert!(!e.contains("SECRET"), "{e}");
+        }
     }
 
     #[test]

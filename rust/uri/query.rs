@@ -15,8 +15,11 @@ impl Query {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for part in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let k = percent_decode(k)?.to_ascii_lowercase();
-            let v = percent_decode(v)?;
+            let k = percent_decode(k)
+                .map_err(|why| format!("key `{k}`: {why}"))?
+                .to_ascii_lowercase();
+            // The value is not shown: it may be a passphrase.
+            let v = percent_decode(v).map_err(|why| format!("the value of `{k}`: {why}"))?;
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(format!("key `{k}` is given twice"));
             }
@@ -39,15 +42,21 @@ impl Query {
         Ok(found.first().map(|&i| self.pairs.remove(i).1))
     }
 
-    /// Like `take`, parsing the value; the error names the key and the bad value.
+    /// Like `take`, for a whole number: digits only, without a sign or a leading zero (`+5000`
+    /// and `05000` are typos); the error names the key and the bad value.
     pub(crate) fn take_parsed<T: FromStr>(&mut self, names: &[&str], what: &str) -> Res<Option<T>> {
         let key = names[0];
         match self.take(names)? {
             None => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| format!("`{key}={v}` is not {what}")),
+            Some(v) => {
+                let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                let canonical = digits && (v == "0" || !v.starts_with('0'));
+                canonical
+                    .then(|| v.parse::<T>().ok())
+                    .flatten()
+                    .map(Some)
+                    .ok_or_else(|| format!("`{key}={v}` is not {what}"))
+            }
         }
     }
 
@@ -86,7 +95,12 @@ pub(crate) fn percent_decode(s: &str) -> Res<String> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "bad percent-escape at character {} (`%` takes two hex digits)",
+                            i + 1
+                        )
+                    })?;
                 out.push(hex);
                 i += 3;
             }
@@ -96,7 +110,7 @@ pub(crate) fn percent_decode(s: &str) -> Res<String> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 after percent-decoding"))
+    String::from_utf8(out).map_err(|_| "not UTF-8 after percent-decoding".to_string())
 }
 
 #[cfg(test)]
@@ -128,5 +142,31 @@ mod tests {
             .finish("srt")
             .unwrap_err()
             .contains("unknown key `latncy`"));
+    }
+
+    #[test]
+    fn errors_never_show_a_value() {
+        let e = Query::parse("passphrase=SECRET%ZZBBBBBB2").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(
+            e.contains("`passphrase`") && e.contains("character 7"),
+            "{e}"
+        );
+        let e = Query::parse("pass%70hrase=SECRETAAAA&passphrase=SECRETBBBB").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn numbers_are_digits_without_sign_or_leading_zero() {
+        for bad in ["+5000", "05000", "-1", " 5", "5 ", "1e3", ""] {
+            let mut q = Query::parse(&format!("port={bad}")).unwrap();
+            assert!(q.take_parsed::<u16>(&["port"], "a port").is_err(), "{bad}");
+        }
+        let mut q = Query::parse("port=5000&ttl=0").unwrap();
+        assert_eq!(
+            q.take_parsed::<u16>(&["port"], "a port").unwrap(),
+            Some(5000)
+        );
+        assert_eq!(q.take_parsed::<u8>(&["ttl"], "a ttl").unwrap(), Some(0));
     }
 }

@@ -250,6 +250,10 @@ def run_route(
         # The route has stopped: its counters are final. One last line with the totals.
         if stats_interval > 0:
             _report(route.stats(), as_json, out)
+    except InvalidUriError as e:
+        # A URI only this host can refuse (an interface it does not have): a usage error too.
+        print(f"castway: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except CastwayError as e:
         print(f"castway: {e}", file=sys.stderr)
         return EXIT_FAILED
