@@ -241,6 +241,23 @@ def test_an_srt_port_is_free_again_when_remove_route_returns(gateway: castway.Ga
         s.bind(("0.0.0.0", port))
 
 
+def test_an_srt_listener_input_changed_right_away_gets_its_port_back(
+    gateway: castway.Gateway,
+) -> None:
+    """Changing a listener input's URI right after the route started replaces the input on the
+    same port: the update waits for libsrt to let the old socket go, never fails or leaves the
+    route without its input."""
+    port, out = free_port(), free_port()
+    for n in range(12):
+        gateway.add_route("change", {"in0": f"srt://:{port}?mode=listener"},
+                          [f"udp://127.0.0.1:{out}"])
+        gateway.update_route("change", {"in0": f"srt://:{port}?mode=listener&latency={200 + n}"},
+                             [f"udp://127.0.0.1:{out}"])
+        inputs = gateway.route("change").stats()["inputs"]
+        assert [(i["id"], f"latency={200 + n}" in i["uri"]) for i in inputs] == [("in0", True)]
+        gateway.remove_route("change")
+
+
 HOG = "import time\nend = time.monotonic() + {secs}\nwhile time.monotonic() < end: pass\n"
 
 

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::uri::{Endpoint, Role};
 
 /// How long a released port may take to close before a claim or a removal gives up waiting.
-const RELEASE_WAIT: Duration = Duration::from_secs(3);
+/// libsrt has been seen to keep a listener's UDP port about 5 s after the listener closed, when
+/// it closed right after it opened (a route's input changed at once).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 /// How often a closing port is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
