@@ -563,6 +563,34 @@ state = "stopped"
             pass
 
 
+def test_cli_update_changes_only_what_its_flags_name(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`castway template update NAME --latency 300` (as docs/control-plane.md shows it) keeps
+    the template's passphrase and outputs; `--replace` sends the flags as the whole spec."""
+    base = ["--addr", server.addr, "--key", ADMIN]
+    secret = "a long secret phrase"
+    assert cli.main(["template", "create", "contribution", "--latency", "200",
+                     "--passphrase", secret, "-o", "monitor=udp://127.0.0.1:5000", *base]) == 0
+    assert cli.main(["template", "update", "contribution", "--latency", "300", *base]) == 0
+    t = server.client.templates.GetTemplate(
+        template_pb2.GetTemplateRequest(name="contribution"), metadata=server.client.metadata)
+    assert (t.spec.srt.latency_ms, t.spec.srt.passphrase) == (300, secret)
+    assert [o.id for o in t.spec.outputs] == ["monitor"]
+    assert cli.main(["route", "create", "cam", "-i", test_input(), "--loss-timeout", "500",
+                     "--template", "contribution", *base]) == 0
+    assert cli.main(["route", "update", "cam", "--failback-after", "2000", *base]) == 0
+    r = server.get("cam")
+    assert (r.spec.failover.loss_timeout_ms, r.spec.failover.failback_after_ms) == (500, 2000)
+    assert r.spec.template == "contribution" and len(r.spec.inputs) == 1
+    assert cli.main(["template", "update", "contribution", "--replace", "--latency", "250",
+                     *base]) == 0
+    t = server.client.templates.GetTemplate(
+        template_pb2.GetTemplateRequest(name="contribution"), metadata=server.client.metadata)
+    assert not t.spec.srt.HasField("passphrase") and not t.spec.outputs
+    capsys.readouterr()
+
+
 def test_cli_creates_and_lists_routes_over_grpc(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:

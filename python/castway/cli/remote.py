@@ -76,11 +76,12 @@ def add_commands(sub: Any) -> None:
     for action in ("create", "update"):
         p = route.add_parser(action, parents=[client, spec])
         p.add_argument("name")
-        p.add_argument("--template", default="")
         if action == "create":
+            p.add_argument("--template", default="")
             p.add_argument("--stopped", action="store_true", help="create it stopped")
         else:
-            p.add_argument("--version", type=int, help="fail if the route is no longer at it")
+            p.add_argument("--template", default=None, help="another template ('' for none)")
+            _update_flags(p)
     p = route.add_parser("switch", parents=[client], help="hold on an input, or `auto`")
     p.add_argument("name")
     p.add_argument("input")
@@ -101,7 +102,7 @@ def add_commands(sub: Any) -> None:
         p = template.add_parser(action, parents=[client, spec])
         p.add_argument("name")
         if action == "update":
-            p.add_argument("--version", type=int)
+            _update_flags(p)
 
     key = sub.add_parser("key", help="manage API keys (admin)").add_subparsers(
         dest="action", required=True
@@ -118,6 +119,42 @@ def add_commands(sub: Any) -> None:
         sub.choices[command].set_defaults(run=run)
 
 
+def _update_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--version", type=int,
+        help="fail if it is no longer at this version (default: the version this update read)",
+    )
+    p.add_argument(
+        "--replace", action="store_true",
+        help="send exactly the flags given, as the whole spec; without it only what the flags "
+        "name changes (-i replaces the inputs, -o the outputs, each setting itself)",
+    )
+
+
+def _patched(current: spec_pb2.RouteSpec, args: argparse.Namespace) -> spec_pb2.RouteSpec:
+    """What ``update`` sends: the stored spec with what the flags name changed, so a setting
+    not on the command line (a passphrase, say) is kept; with ``--replace``, the flags alone."""
+    given = _spec(args)
+    if args.replace:
+        return given
+    spec = spec_pb2.RouteSpec()
+    spec.CopyFrom(current)
+    if args.input:
+        del spec.inputs[:]
+        spec.inputs.extend(given.inputs)
+    if args.output:
+        del spec.outputs[:]
+        spec.outputs.extend(given.outputs)
+    if getattr(args, "template", None) is not None:
+        spec.template = args.template
+    if given.HasField("queue_bytes"):
+        spec.queue_bytes = given.queue_bytes
+    # Only the settings given are set in `given`: merging copies exactly those.
+    spec.failover.MergeFrom(given.failover)
+    spec.srt.MergeFrom(given.srt)
+    return spec
+
+
 def _endpoint(text: str) -> spec_pb2.Endpoint:
     """``ID=URI`` or a plain URI, the way ``relay`` takes them."""
     ep_id, sep, uri = text.partition("=")
@@ -130,7 +167,7 @@ def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
     spec = spec_pb2.RouteSpec(
         inputs=[_endpoint(u) for u in args.input],
         outputs=[_endpoint(u) for u in args.output],
-        template=getattr(args, "template", ""),
+        template=getattr(args, "template", None) or "",
         queue_bytes=args.queue_bytes,
     )
     failover = {
@@ -216,7 +253,11 @@ def route_create(c: Call) -> None:
 
 
 def route_update(c: Call) -> None:
-    req = route_pb2.UpdateRouteRequest(name=c.args.name, spec=_spec(c.args), **_version(c.args))
+    current = c.rpc(c.client.routes.GetRoute, route_pb2.GetRouteRequest(name=c.args.name))
+    version = c.args.version if c.args.version is not None else current.version
+    req = route_pb2.UpdateRouteRequest(
+        name=c.args.name, spec=_patched(current.spec, c.args), version=version
+    )
     u = c.rpc(c.client.routes.UpdateRoute, req)
     c.show(u, lambda: tables.update_detail(u, c.out))
 
@@ -262,8 +303,12 @@ def template_create(c: Call) -> None:
 
 
 def template_update(c: Call) -> None:
+    current = c.rpc(
+        c.client.templates.GetTemplate, template_pb2.GetTemplateRequest(name=c.args.name)
+    )
+    version = c.args.version if c.args.version is not None else current.version
     req = template_pb2.UpdateTemplateRequest(
-        name=c.args.name, spec=_spec(c.args), **_version(c.args)
+        name=c.args.name, spec=_patched(current.spec, c.args), version=version
     )
     u = c.rpc(c.client.templates.UpdateTemplate, req)
 
