@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from castway import cli
 from castway.client import Client
-from castway.server import Tls, run_server
+from castway.server import ServeError, Tls, run_server
 from castway.server.store import MIGRATIONS, Store, StoreError
 from castway.v1 import key_pb2, route_pb2, spec_pb2, template_pb2
 
@@ -560,6 +561,24 @@ state = "stopped"
 
     with pytest.raises(ConfigError, match=r"routes\.z\.outputs"):
         with run_server(data, config=bad, admin_key=ADMIN):
+            pass
+
+
+def test_serve_refuses_a_port_in_use_and_a_bad_address_at_once(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ServeError, match=f"127.0.0.1:{taken}"), run_server(
+            tmp_path / "a", f"127.0.0.1:{taken}", admin_key=ADMIN
+        ):
+            pass
+        assert time.monotonic() - started < 10  # an answer, not a hang
+    for bad in ("::1:0", "127.0.0.1", "localhost:http"):
+        with pytest.raises(ServeError, match="HOST:PORT"), run_server(
+            tmp_path / "b", bad, admin_key=ADMIN
+        ):
             pass
 
 

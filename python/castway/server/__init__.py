@@ -119,6 +119,14 @@ def run_server(
     ``metrics_listen`` (``HOST:PORT``) serves Prometheus metrics at ``/metrics`` (plain HTTP,
     so loopback only unless ``insecure``); with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are
     also pushed over OTLP."""
+    for what, address in (("listen", listen), ("metrics", metrics_listen)):
+        host, sep, port = (address or "").rpartition(":")
+        if address is not None and (not sep or not port.isdigit() or (
+                ":" in host and not (host.startswith("[") and host.endswith("]")))):
+            raise ServeError(
+                f"{what} address {address!r} is not HOST:PORT (an IPv6 address goes in "
+                "brackets: [::1]:50051)"
+            )
     if tls is None and not insecure and not is_local(listen):
         raise ServeError(
             f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
@@ -225,6 +233,7 @@ class _Server:
         )
         self.port = 0
         self.server: grpc.aio.Server
+        self._started = False
 
     def start(self) -> None:
         self._thread.start()
@@ -235,6 +244,7 @@ class _Server:
             self._thread.join(timeout=10)
             self._pool.shutdown(wait=False)
             raise
+        self._started = True
 
     async def _start(self) -> None:
         limits = self._limits
@@ -284,6 +294,8 @@ class _Server:
         await self.server.stop(grace_s)
 
     def stop(self, grace_s: float) -> None:
+        if not self._started:
+            return  # start() failed and already let go of everything
         try:
             asyncio.run_coroutine_threadsafe(self._stop(grace_s), self._loop).result(
                 timeout=grace_s + 30
