@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,32 @@ def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
     assert relay.wait(timeout=15) == 0
     # Every stdout line is a whole JSON object.
     json_lines(out)
+
+
+def test_relay_paused_and_continued_keeps_running(
+    peers: Peers, udp_capture: Any, tmp_path: Path
+) -> None:
+    """SIGSTOP / SIGCONT (a debugger, Ctrl-Z and `fg`) longer than the stats interval: the relay
+    goes on, and only SIGTERM stops it."""
+    cap = udp_capture()
+    out = tmp_path / "stats.jsonl"
+    relay = peers.start(
+        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
+         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.3"],
+        stdout_path=out,
+    )
+    wait_until(lambda: cap.size > 0, 15, "data at the receiver")
+    for _ in range(3):
+        relay.send_signal(signal.SIGSTOP)
+        # The pause itself is what is tested: longer than the stats interval.
+        time.sleep(0.6)
+        stopped = cap.size
+        relay.send_signal(signal.SIGCONT)
+        wait_until(lambda s=stopped: cap.size > s, 10, "the relay to go on")  # type: ignore[misc]
+        assert relay.poll() is None, "the relay stopped by itself"
+    relay.send_signal(signal.SIGTERM)
+    assert relay.wait(timeout=15) == 0
+    assert json_lines(out)[-1]["state"] == "stopped"
 
 
 @pytest.mark.parametrize(

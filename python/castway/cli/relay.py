@@ -196,6 +196,14 @@ def _check_uris(inputs: Sequence[str], outputs: Sequence[str]) -> str | None:
     return None
 
 
+def _stop_signal(timeout: float) -> bool:
+    """Waits up to ``timeout`` for SIGINT or SIGTERM. A process stopped and continued
+    (SIGSTOP, Ctrl-Z) past the deadline makes CPython's sigtimedwait return an empty siginfo
+    (``si_signo`` 0) instead of None: only a signal of the set counts."""
+    got = signal.sigtimedwait(STOP_SIGNALS, timeout)
+    return got is not None and got.si_signo in STOP_SIGNALS
+
+
 def run_route(
     name: str,
     inputs: Sequence[str],
@@ -242,11 +250,10 @@ def run_route(
                 signal.sigwait(STOP_SIGNALS)
             else:
                 next_report = time.monotonic() + stats_interval
-                while signal.sigtimedwait(
-                    STOP_SIGNALS, max(0.0, next_report - time.monotonic())
-                ) is None:
-                    _report(route.stats(), as_json, out)
-                    next_report += stats_interval
+                while not _stop_signal(max(0.0, next_report - time.monotonic())):
+                    if time.monotonic() >= next_report:
+                        _report(route.stats(), as_json, out)
+                        next_report += stats_interval
         # The route has stopped: its counters are final. One last line with the totals.
         if stats_interval > 0:
             _report(route.stats(), as_json, out)
