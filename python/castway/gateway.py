@@ -191,11 +191,11 @@ class Route:
 
     def switch_to(self, id: str) -> None:
         """Switches to input ``id`` (at its next keyframe) and holds it there until :meth:`auto`."""
-        self._native.lock_input(id)
+        self._native.switch_to(id)
 
     def auto(self) -> None:
         """Returns to automatic choice: the highest-priority healthy input."""
-        self._native.unlock()
+        self._native.auto()
 
     def wait_switch(self, after: int = 0, timeout: float | None = None) -> SwitchEvent | None:
         """Blocks (releasing the GIL) until a switch numbered above ``after`` happens.

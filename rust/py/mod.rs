@@ -116,12 +116,12 @@ impl PyRoute {
         Ok(py.allow_threads(|| self.inner.remove_input(id))?)
     }
 
-    fn lock_input(&self, py: Python<'_>, id: &str) -> PyResult<()> {
-        Ok(py.allow_threads(|| self.inner.lock_input(id))?)
+    fn switch_to(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.switch_to(id))?)
     }
 
-    fn unlock(&self, py: Python<'_>) {
-        py.allow_threads(|| self.inner.unlock());
+    fn auto(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.auto());
     }
 
     /// Blocks (without the GIL) until a switch numbered above `after` happened; returns it, or

@@ -13,9 +13,9 @@ use crate::switch::{Reason, Source, Switched, HISTORY};
 use crate::uri::{Endpoint, Role, TestEndpoint};
 
 impl Route {
-    /// Switches to input `id` and holds it there until `unlock`: at its next keyframe if what
+    /// Switches to input `id` and holds it there until `auto`: at its next keyframe if what
     /// goes out now still plays, at once otherwise. If it is lost the slate covers.
-    pub fn lock_input(&self, id: &str) -> Result<()> {
+    pub fn switch_to(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.inner);
         let i = self.position(&inner.inputs, "input", id)?;
         let now = self.clock.now();
@@ -30,7 +30,7 @@ impl Route {
     }
 
     /// Back to automatic choice by priority.
-    pub fn unlock(&self) {
+    pub fn auto(&self) {
         let mut inner = lock(&self.inner);
         let now = self.clock.now();
         self.feed_switch(&mut inner, now);
