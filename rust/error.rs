@@ -38,6 +38,11 @@ pub enum Error {
     /// The gateway or route was already closed.
     #[error("{0} is closed")]
     Closed(String),
+
+    /// Another error, at a field of a route spec (`outputs[2].uri`, `inputs[0].id`): what is
+    /// wrong is `source`, of its own kind.
+    #[error("{field}: {source}")]
+    At { field: String, source: Box<Error> },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -52,6 +57,14 @@ impl Error {
 
     pub(crate) fn pipeline(what: impl fmt::Display) -> Self {
         Error::Pipeline(what.to_string())
+    }
+
+    /// This error, at `field` of a route spec.
+    pub(crate) fn at(self, field: impl Into<String>) -> Self {
+        Error::At {
+            field: field.into(),
+            source: Box::new(self),
+        }
     }
 }
 

@@ -73,6 +73,19 @@ def test_a_uri_python_cannot_encode_is_an_invalid_uri(gateway: castway.Gateway) 
     assert route.stats()["outputs"] == []
 
 
+def test_an_error_in_a_spec_names_its_field(gateway: castway.Gateway) -> None:
+    bad = ["udp://127.0.0.1:1", "udp://127.0.0.1:2", "srt://:9?latency=999999"]
+    with pytest.raises(errors.InvalidUriError) as e:
+        gateway.add_route("r", f"udp://127.0.0.1:{free_port()}", bad)
+    assert errors.field_of(e.value) == "outputs[2].uri"
+    assert str(e.value).startswith("outputs[2].uri: invalid URI")
+    assert errors.reason_of(e.value).startswith("invalid URI `srt://:9?latency=999999`")
+    with pytest.raises(errors.ConfigError) as c:
+        gateway.add_route("r", {"a": "udp://127.0.0.1:1", "slate": "udp://127.0.0.1:2"}, [])
+    assert errors.field_of(c.value) == "inputs[1].id"
+    assert errors.field_of(errors.CastwayError("no field")) is None
+
+
 def test_an_output_naming_a_missing_interface_starts_nothing(gateway: castway.Gateway) -> None:
     port = free_port()
     with pytest.raises(errors.InvalidUriError, match="`iface=nosuch0` does not exist"):

@@ -333,6 +333,14 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
         ),
         (CODE.INVALID_ARGUMENT, "spec.inputs", lambda: server.create("a", spec([]))),
         (
+            # Only this host can tell: the path comes from the data plane's check.
+            CODE.INVALID_ARGUMENT,
+            "resolved.outputs[1] (out1): invalid URI",
+            lambda: server.create(
+                "a", spec([test_input()], ["udp://127.0.0.1:9", "udp://239.1.1.1:9?iface=nosuch0"])
+            ),
+        ),
+        (
             CODE.INVALID_ARGUMENT,
             "spec.failover.loss_timeout_ms",
             lambda: server.create(

@@ -65,6 +65,19 @@ create_exception!(
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         let msg = e.to_string();
+        if let Error::At { field, source } = e {
+            // The exception of what is wrong, saying where: `.field` is the path in the spec
+            // (`outputs[2].uri`), `.reason` the message without it.
+            let reason = source.to_string();
+            let err = PyErr::from(*source);
+            return Python::with_gil(|py| {
+                let value = err.value(py);
+                let _ = value.setattr("field", field);
+                let _ = value.setattr("reason", reason);
+                let _ = value.setattr("args", (msg,));
+                err
+            });
+        }
         match e {
             Error::InvalidUri { .. } => InvalidUriError::new_err(msg),
             Error::InvalidConfig(_) => ConfigError::new_err(msg),
@@ -74,6 +87,7 @@ impl From<Error> for PyErr {
             Error::MissingElement { .. } => MissingElementError::new_err(msg),
             Error::Pipeline(_) => PipelineError::new_err(msg),
             Error::Closed(_) => ClosedError::new_err(msg),
+            Error::At { .. } => unreachable!("handled above"),
         }
     }
 }

@@ -118,17 +118,19 @@ impl Checked {
         let settings = RouteSettings::check(spec)?;
         let mut inputs: Vec<Wanted> = Vec::new();
         let mut next_input = 0;
-        for i in &spec.inputs {
+        for (n, i) in spec.inputs.iter().enumerate() {
             let taken = |id: &str| inputs.iter().any(|w| w.id == id);
-            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, taken)?;
-            inputs.push(wanted_input(id, &i.uri)?);
+            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, taken)
+                .map_err(|e| e.at(format!("inputs[{n}].id")))?;
+            inputs.push(wanted_input(id, &i.uri).map_err(|e| e.at(format!("inputs[{n}].uri")))?);
         }
         let mut outputs: Vec<Wanted> = Vec::new();
         let mut next_output = 0;
-        for o in &spec.outputs {
+        for (n, o) in spec.outputs.iter().enumerate() {
             let taken = |id: &str| outputs.iter().any(|w| w.id == id);
-            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, taken)?;
-            outputs.push(wanted_output(id, &o.uri)?);
+            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, taken)
+                .map_err(|e| e.at(format!("outputs[{n}].id")))?;
+            outputs.push(wanted_output(id, &o.uri).map_err(|e| e.at(format!("outputs[{n}].uri")))?);
         }
         Ok(Checked {
             settings,
@@ -287,8 +289,16 @@ mod tests {
         spec(&[("udp://127.0.0.1:5000", None)], &[])
     }
 
+    /// What is wrong, without the field it is at.
+    fn inner(e: Error) -> Error {
+        match e {
+            Error::At { source, .. } => *source,
+            e => e,
+        }
+    }
+
     fn config_error(spec: &RouteSpec) -> String {
-        match Checked::new(spec) {
+        match Checked::new(spec).map_err(inner) {
             Err(Error::InvalidConfig(why)) => why,
             Err(e) => panic!("not a config error: {e}"),
             Ok(_) => panic!("accepted"),
@@ -366,7 +376,10 @@ mod tests {
             ],
             &[],
         );
-        assert!(matches!(Checked::new(&twice), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            Checked::new(&twice).map_err(inner),
+            Err(Error::AlreadyExists(_))
+        ));
         let slate = spec(&[("udp://127.0.0.1:5000", Some(SLATE_ID))], &[]);
         assert!(config_error(&slate).contains("reserved"));
         let bad = spec(&[("udp://127.0.0.1:5000", Some("a/b"))], &[]);
@@ -376,7 +389,14 @@ mod tests {
     #[test]
     fn a_bad_uri_is_named() {
         let s = spec(&[("udp://127.0.0.1:5000", None)], &[("bogus://x", None)]);
-        assert!(matches!(Checked::new(&s), Err(Error::InvalidUri { .. })));
+        match Checked::new(&s) {
+            Err(Error::At { field, source }) => {
+                assert!(field.ends_with("].uri"), "{field}");
+                assert!(matches!(*source, Error::InvalidUri { .. }), "{source}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a bad URI was taken"),
+        }
     }
 
     #[test]

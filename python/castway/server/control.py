@@ -140,7 +140,13 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
 
 
 def _refused(e: native_errors.CastwayError) -> ControlError:
-    """What the data plane refused, as the API reports it."""
+    """What the data plane refused, as the API reports it; an error about one field of the
+    spec names its path (``spec.outputs[2].uri``)."""
+    field = native_errors.field_of(e)
+    if field is not None and isinstance(
+        e, native_errors.InvalidUriError | native_errors.ConfigError
+    ):
+        return InvalidArgument(f"spec.{field}", native_errors.reason_of(e))
     make = REFUSED.get(type(e), FailedPrecondition)
     return make(str(e))
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from castway import _castway
-from castway.errors import CastwayError
+from castway.errors import CastwayError, field_of, reason_of
 from castway.gateway import check_route
 from castway.server.errors import InvalidArgument
 from castway.server.media import MediaRoot, is_file_uri
@@ -373,7 +373,18 @@ def check_resolved(name: str, resolved: Spec, media: MediaRoot | None = None) ->
     try:
         check_route(**native(name, as_checked))
     except CastwayError as err:
-        raise InvalidArgument("spec", str(err)) from None
+        at = field_of(err)
+        if at is None:
+            raise InvalidArgument("spec", str(err)) from None
+        # The data plane saw the resolved spec (template endpoints merged in): its path names
+        # the endpoint there, with its id, as the URI checks above do.
+        group, _, rest = at.partition("[")
+        index = int(rest.partition("]")[0]) if rest else -1
+        named: tuple[Endpoint, ...] = getattr(resolved, group, ())
+        where = f"resolved.{at}"
+        if 0 <= index < len(named):
+            where = f"resolved.{group}[{index}] ({named[index].id})"
+        raise InvalidArgument(where, reason_of(err)) from None
 
 
 def listen_addresses(resolved: Spec) -> list[tuple[str, str, int]]:
