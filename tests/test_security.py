@@ -676,3 +676,12 @@ def test_castway_serve_writes_the_audit_trail_to_stderr_and_its_audit_log(tmp_pa
         assert stat.S_IMODE(audit_log.stat().st_mode) == 0o600
     finally:
         assert proc.stop(signal.SIGTERM) == 0, proc.text()
+
+
+def test_an_invalid_uri_near_the_size_limit_comes_back_as_invalid_argument(
+    server: Server,
+) -> None:
+    """The error repeats the URI; with its field violation it must still fit gRPC's metadata."""
+    long = "srt://:9000?latency=999999&streamid=" + "x" * 3900
+    details = expect(CODE.INVALID_ARGUMENT, lambda: server.create("long", spec([long])))
+    assert "latency=999999" in details

@@ -72,8 +72,11 @@ def _rpc(method: Callable[..., R]) -> Callable[..., R]:
         except InvalidArgument as e:
             # The field path also as a google.rpc.BadRequest field violation, for clients that
             # point at the field (grpcurl, UIs).
+            # The message already says it all: the detail stays short, so that an error about
+            # a URI near the 4 KB limit still fits gRPC's 8 KB of metadata.
+            text = str(e)
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=e.field, description=str(e)
+                field=e.field, description=text if len(text) <= 256 else text[:253] + "..."
             )
             detail = any_pb2.Any()
             detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
