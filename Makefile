@@ -28,7 +28,7 @@ $(PY):
 	touch $@
 
 # The gRPC server with its demo route (a test pattern on srt://:9710); the store lives in
-# .castway/. The first start prints the admin key once.
+# .castway/. The first start writes the admin key to .castway/admin.key (mode 0600).
 run: setup
 	$(VENV)/bin/castway serve --data-dir .castway --demo
 

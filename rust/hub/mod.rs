@@ -374,9 +374,7 @@ impl Hub {
         self.cover.store(false, Relaxed);
         let Some(feed) = feed else {
             self.active.store(0, Relaxed);
-            for (counters, b) in lock(&self.deferred).drain(..) {
-                counters.held_back(b.size() / PACKET_SIZE);
-            }
+            self.forget_deferred();
             return;
         };
         self.active.store(feed.id, Relaxed);
@@ -398,9 +396,7 @@ impl Hub {
     /// Starts a new run on the splicer. Buffers a whole cut still held for the last run's
     /// first PCR never go out: they are counted as held back.
     fn begin_run(&self, splice: &mut Restamper, cut: Cut, now: u64) {
-        for (counters, b) in lock(&self.deferred).drain(..) {
-            counters.held_back(b.size() / PACKET_SIZE);
-        }
+        self.forget_deferred();
         splice.restart(cut, now);
         self.cuts.fetch_add(1, Relaxed);
     }
@@ -439,6 +435,12 @@ impl Hub {
     /// Counts what a whole cut still holds as held back and forgets it (the route stops).
     pub fn drop_deferred(&self) {
         let _splice = lock(&self.splice);
+        self.forget_deferred();
+    }
+
+    /// Counts the buffers a whole cut still holds as held back, and forgets them. Called with
+    /// `splice` held.
+    fn forget_deferred(&self) {
         for (counters, b) in lock(&self.deferred).drain(..) {
             counters.held_back(b.size() / PACKET_SIZE);
         }

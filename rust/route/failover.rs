@@ -8,6 +8,7 @@ use super::slot::{Slot, Status};
 use super::stats::SwitchRecord;
 use super::{lock, Inner, Route, CAT};
 use crate::error::Result;
+use crate::hub::Feed;
 use crate::limits::{self, DEFAULT_SLATE_SIZE, SLATE_ID};
 use crate::switch::{Reason, Source, Switched, HISTORY};
 use crate::uri::{Endpoint, Role, TestEndpoint};
@@ -143,11 +144,7 @@ impl Route {
             && from_feed.is_some_and(|id| id == self.hub.active());
         // A slate already running (a cover called off before) has no first keyframe to wait
         // for: it goes out at once, its video from its next keyframe.
-        let slate_plays = s.to == Source::Slate
-            && self
-                .hub
-                .idle_ms(&inner.slate_feed)
-                .is_some_and(|ms| ms < inner.switch.config().loss_timeout.as_millis() as u64);
+        let slate_plays = s.to == Source::Slate && self.delivers(inner, &inner.slate_feed);
         match target {
             // Only the slate can replace what was on air: it goes out at its first keyframe,
             // unless what was on air delivers again first.
@@ -178,11 +175,15 @@ impl Route {
 
     /// Whether the feed going out delivered within the loss timeout.
     pub(super) fn on_air_plays(&self, inner: &Inner) -> bool {
-        let loss = inner.switch.config().loss_timeout.as_millis() as u64;
         inner
             .feed_by_id(self.hub.active())
-            .and_then(|f| self.hub.idle_ms(&f))
-            .is_some_and(|ms| ms < loss)
+            .is_some_and(|f| self.delivers(inner, &f))
+    }
+
+    /// Whether `feed` delivered within the loss timeout.
+    fn delivers(&self, inner: &Inner, feed: &Feed) -> bool {
+        let loss = inner.switch.config().loss_timeout.as_millis() as u64;
+        self.hub.idle_ms(feed).is_some_and(|ms| ms < loss)
     }
 
     /// Starts the slate's pipeline unless it runs, matching the route's video PIDs and size.

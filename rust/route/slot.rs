@@ -128,31 +128,30 @@ impl Slot {
         if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
             // No pipeline: the hub sends on the socket itself, and it is ready at once. A
             // destination that does not resolve (yet) is retried like a failed pipeline.
-            let sender = match sink::udp::UdpSender::open(e) {
-                Ok(sender) => sender,
-                Err(why) => {
-                    self.generation = generation;
-                    self.starts += 1;
-                    self.status = Status::Starting;
-                    self.fail(hub, why.to_string(), Instant::now());
-                    return Ok(());
-                }
-            };
-            let tap = Arc::new(Tap::udp(self.id.clone(), sender, self.counters.clone()));
+            let opened = sink::udp::UdpSender::open(e);
             self.generation = generation;
             self.starts += 1;
             self.bytes_at_start = self.counters.snapshot().bytes;
-            self.attach(hub, tap);
-            self.status = Status::Running;
-            self.running_since = Some(now);
             self.restart_at = None;
             self.start_failed = false;
-            gst::info!(
-                CAT,
-                "{route}: started output {} ({})",
-                self.id,
-                self.endpoint
-            );
+            match opened {
+                Ok(sender) => {
+                    let tap = Tap::udp(self.id.clone(), sender, self.counters.clone());
+                    self.attach(hub, Arc::new(tap));
+                    self.status = Status::Running;
+                    self.running_since = Some(now);
+                    gst::info!(
+                        CAT,
+                        "{route}: started output {} ({})",
+                        self.id,
+                        self.endpoint
+                    );
+                }
+                Err(why) => {
+                    self.status = Status::Starting;
+                    self.fail(hub, why.to_string(), now);
+                }
+            }
             return Ok(());
         }
         let (pipeline, srt, callers, tap) = match self.role {

@@ -158,12 +158,6 @@ impl Restamper {
         self.awaiting_pcr
     }
 
-    /// Whether this whole-packet data carries a PCR that would settle the run's clock.
-    pub fn settles(&self, data: &[u8]) -> bool {
-        data.chunks_exact(PACKET_SIZE)
-            .any(|p| pcr_base(p).is_some() && self.pcr_pid.is_none_or(|x| x == pid(p)))
-    }
-
     /// Gives up waiting for a PCR: the run keeps the offset it has (no PCR came in time).
     pub fn stop_awaiting(&mut self) {
         self.awaiting_pcr = false;

@@ -153,11 +153,12 @@ def _target(request: Any) -> str:
 def printable(text: str, limit: int = 128) -> str:
     """Caller-chosen text as one log field: control characters (a newline would forge a line)
     and spaces escaped, and cut at ``limit`` characters."""
-    shown = "".join(
-        c if c.isprintable() and c != " " else c.encode("unicode_escape").decode("ascii")
-        if c != " " else "\\x20"
-        for c in text[:limit]
-    )
+    def escaped(c: str) -> str:
+        if c == " ":
+            return "\\x20"
+        return c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+
+    shown = "".join(escaped(c) for c in text[:limit])
     return shown + ("..." if len(text) > limit else "")
 
 
