@@ -62,6 +62,11 @@ def add_command(sub: Any) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback unless --insecure)",
     )
     serve.add_argument(
+        "--metrics-key",
+        action="store_true",
+        help="/metrics answers only a scrape with an API key (Authorization: Bearer KEY)",
+    )
+    serve.add_argument(
         "--audit-log",
         type=Path,
         metavar="FILE",
@@ -164,6 +169,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             media_dir=args.media_dir,
             insecure=args.insecure,
             metrics_listen=args.metrics_listen,
+            metrics_key=args.metrics_key,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]

@@ -10,11 +10,13 @@ docs/metrics.md lists every series.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -22,7 +24,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from castway import __version__
 from castway.gateway import RouteStats
@@ -147,6 +150,13 @@ def otlp_configured() -> bool:
         "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 
 
+class _Quiet(WSGIRequestHandler):
+    """No line on stderr per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 # Guards prometheus_client's global registry, which every reader passes through.
 _GLOBAL = threading.Lock()
 
@@ -200,11 +210,32 @@ class Metrics:
 
         return observe
 
-    def serve(self, host: str, port: int) -> tuple[Any, int]:
+    def serve(
+        self, host: str, port: int, authorize: Callable[[str], bool] | None = None
+    ) -> tuple[Any, int]:
         """Serves ``/metrics`` on ``host:port`` (0 picks a port) on a thread; returns the HTTP
-        server (``shutdown()`` stops it) and the port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server, int(server.server_address[1])
+        server (``shutdown()`` stops it) and the port. With ``authorize``, a scrape must carry
+        ``Authorization: Bearer KEY`` for a key it accepts, else it gets 401."""
+        app = make_wsgi_app(self.registry)
+
+        def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if authorize is not None:
+                scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+                if scheme.lower() != "bearer" or not authorize(token.strip()):
+                    start_response("401 Unauthorized", [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("WWW-Authenticate", 'Bearer realm="castway metrics"'),
+                    ])
+                    return [b"castway: /metrics needs an API key: Authorization: Bearer KEY\n"]
+            body: Iterable[bytes] = app(environ, start_response)
+            return body
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        http = make_server(host, port, guarded, Server, handler_class=_Quiet)
+        threading.Thread(target=http.serve_forever, name="castway-metrics", daemon=True).start()
+        return http, int(http.server_address[1])
 
     def close(self) -> None:
         # The reader's shutdown takes its collector out of the global registry: put it there.
