@@ -123,6 +123,13 @@ def test_prometheus_scrapes_routes_srt_callers_and_fires_the_slate_alert(
 
         [alert] = wait_until(firing, 45, "the slate alert to fire")
         assert alert["metric"]["route"] == "news"
+        # The switch to the slate is counted by its reason, in gRPC and in Prometheus alike.
+        status = client.routes.GetRoute(route_pb2.GetRouteRequest(name="news"),
+                                        metadata=client.metadata, timeout=30).status
+        by_reason = dict(status.switch.by_reason)
+        assert by_reason["slate"] == 1 and len(by_reason) == 9, by_reason
+        slated = 'castway_route_switches_total{route="news",reason="slate"} == 1'
+        wait_until(lambda: query(base, slated), 30, "the switch counted by reason")
         client.close()
 
 
@@ -181,10 +188,10 @@ def test_the_shipped_alert_rules_pass_promtool() -> None:
 
 
 def test_docs_list_every_series() -> None:
-    from castway.server.metrics import ENDPOINT, ROUTE, SRT
+    from castway.server.metrics import ENDPOINT, ROUTE, SRT, SWITCH
 
     doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
-    for s in (*ENDPOINT, *SRT, *ROUTE):
+    for s in (*ENDPOINT, *SRT, *ROUTE, *SWITCH):
         assert f"`{s.name}`" in doc, s.name
 
 

@@ -2,8 +2,8 @@
 
 Observable instruments read the native counters when a scrape collects them: one
 ``Gateway.stats()`` call per scrape, nothing per packet in Python. The stats shape is the one
-``Route.stats()`` returns (docs/stats.md); the table ``ENDPOINT``, ``SRT`` and ``ROUTE`` below
-name which of its figures become which series, so a figure reaches Prometheus by one line here.
+``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``ROUTE`` and
+``SWITCH`` below name which of its figures become which series, so a figure reaches Prometheus by one line here.
 docs/metrics.md lists every series.
 """
 
@@ -99,13 +99,25 @@ ROUTE = (
            lambda r: int(r["state"] == "slate")),
     Series("castway.route.uptime", "gauge", "s", "seconds since the route started",
            _key("uptime_s")),
-    Series("castway.route.switches", "counter", "{switch}", "switches since the route started",
-           lambda r: r["switch"]["history"][-1]["seq"] if r["switch"]["history"] else 0),
     Series("castway.route.cuts", "counter", "{cut}", "runs spliced onto the outputs",
            lambda r: r["switch"]["cuts"]),
     Series("castway.route.slate_packets", "counter", "{packet}", "packets the slate put on air",
            lambda r: r["switch"]["slate_packets"]),
 )
+
+
+# Per route and reason (attributes: route, reason).
+SWITCH = (
+    Series("castway.route.switches", "counter", "{switch}", "switches since the route started, "
+           "by reason (lost, error, eos, manual, failback, recovered, input_added, "
+           "input_removed, slate)", _key("count")),
+)
+
+
+def _switch_reasons(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    for r in routes:
+        for reason, count in r["switch"]["by_reason"].items():
+            yield {"count": count}, {"route": r["name"], "reason": reason}
 
 
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -190,6 +202,7 @@ class Metrics:
             (ENDPOINT, lambda: _endpoints(self.snapshot.routes())),
             (SRT, lambda: _srt_links(self.snapshot.routes())),
             (ROUTE, lambda: ((r, {"route": r["name"]}) for r in self.snapshot.routes())),
+            (SWITCH, lambda: _switch_reasons(self.snapshot.routes())),
         ]
         for table, rows in groups:
             for s in table:

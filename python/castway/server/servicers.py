@@ -162,7 +162,9 @@ def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
         value = stats.get(_STATS_NAMES.get(f.name, f.name))
         if value is None:
             continue
-        if f.message_type is None:
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            getattr(msg, f.name).update(value)
+        elif f.message_type is None:
             if f.is_repeated:
                 getattr(msg, f.name).extend(value)
             else:
