@@ -3,8 +3,8 @@
 Observable instruments read the native counters when a scrape collects them: one
 ``Gateway.stats()`` call per scrape, nothing per packet in Python. The stats shape is the one
 ``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``ROUTE`` and
-``SWITCH`` below name which of its figures become which series, so a figure reaches Prometheus by one line here.
-docs/metrics.md lists every series.
+``SWITCH`` below name which of its figures become which series, so a figure reaches
+Prometheus by one line here. docs/metrics.md lists every series.
 """
 
 from __future__ import annotations
