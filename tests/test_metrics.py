@@ -133,6 +133,60 @@ def test_prometheus_scrapes_routes_srt_callers_and_fires_the_slate_alert(
         client.close()
 
 
+def test_the_prometheus_text_is_what_the_opentelemetry_exporter_writes(
+    gateway: Any, peers: Peers, udp_capture: Any, tmp_path: Path
+) -> None:
+    """castway writes /metrics itself (the SDK's reader is too slow for 500 routes): the same
+    stats through OpenTelemetry's Prometheus reader give the same families, types, samples and
+    values, but for the ``otel_scope_*`` labels the reader adds."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+    from castway.server.metrics import Metrics, add_instruments
+
+    clip = make_clip(tmp_path / "clip.ts", 10, "320x180", 600).read_bytes()
+    in_port, out_port = free_port(), free_port()
+    route = gateway.add_route("news", f"udp://127.0.0.1:{in_port}",
+                              [f"srt://:{out_port}?mode=listener", "udp://127.0.0.1:9"])
+    sender = UdpSender(clip, in_port, bitrate=1e6)
+    srt_receiver(peers, out_port, udp_capture())
+    wait_until(lambda: route.stats()["outputs"][0]["srt"]["callers"], 30, "a caller")
+    sender.close()
+    stats = gateway.stats()  # one read for both
+
+    ours = Metrics(lambda: stats).render().decode()
+    reader = PrometheusMetricReader()
+    REGISTRY.unregister(reader._collector)
+    registry = CollectorRegistry()
+    registry.register(reader._collector)
+    provider = MeterProvider(metric_readers=[reader])
+    add_instruments(provider.get_meter("castway"), lambda: stats)
+    theirs = generate_latest(registry).decode()
+    registry.unregister(reader._collector)
+    REGISTRY.register(reader._collector)  # where the reader's shutdown takes it from
+    provider.shutdown()
+
+    def samples(text: str) -> dict[tuple[str, str], set[tuple[str, tuple[Any, ...], float]]]:
+        out: dict[tuple[str, str], set[tuple[str, tuple[Any, ...], float]]] = {}
+        for f in text_string_to_metric_families(text):
+            if f.name == "target_info":
+                continue
+            out[(f.name, f.type)] = {
+                # An empty label is no label to Prometheus (the reader writes `peer=""`).
+                (x.name, tuple(sorted((k, v) for k, v in x.labels.items()
+                                      if v and not k.startswith("otel_scope"))), x.value)
+                for x in f.samples
+            }
+        return out
+
+    mine, reference = samples(ours), samples(theirs)
+    assert mine.keys() == reference.keys()
+    assert mine == reference
+    assert any(labels and dict(labels).get("peer") for (_, t), ss in mine.items()
+               for _, labels, _ in ss), "the caller's series are there"
+
+
 def status_of(url: str, key: str | None) -> int:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
