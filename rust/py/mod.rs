@@ -7,12 +7,10 @@ mod errors;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyString};
 
 use crate::gateway::Gateway;
-use crate::route::{
-    EndpointStats, InputSpec, OutputSpec, Route, RouteSpec, RouteStats, SwitchRecord, SwitchSpec,
-};
+use crate::route::{InputSpec, OutputSpec, Route, RouteSpec, SwitchSpec};
 use crate::uri::{Endpoint, Role};
 
 #[pyclass(name = "Gateway", module = "castway._castway", frozen)]
@@ -37,18 +35,10 @@ impl PyGateway {
     }
 
     /// Makes a running route match a new spec by difference; returns what changed.
-    fn update_route<'py>(&self, py: Python<'py>, spec: Spec) -> PyResult<Bound<'py, PyDict>> {
+    fn update_route<'py>(&self, py: Python<'py>, spec: Spec) -> PyResult<Bound<'py, PyAny>> {
         let spec = spec.into_route_spec();
-        let (_, a) = py.allow_threads(|| self.inner.update_route(spec))?;
-        let d = PyDict::new(py);
-        d.set_item("inputs_added", &a.inputs_added)?;
-        d.set_item("inputs_removed", &a.inputs_removed)?;
-        d.set_item("outputs_added", &a.outputs_added)?;
-        d.set_item("outputs_removed", &a.outputs_removed)?;
-        d.set_item("reordered", a.reordered)?;
-        d.set_item("settings", a.settings)?;
-        d.set_item("restarted", a.restarted)?;
-        Ok(d)
+        let (_, applied) = py.allow_threads(|| self.inner.update_route(spec))?;
+        to_py(py, &applied)
     }
 
     fn route(&self, name: &str) -> PyResult<PyRoute> {
@@ -65,13 +55,9 @@ impl PyGateway {
         Ok(py.allow_threads(|| self.inner.remove_route(name))?)
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let all = py.allow_threads(|| self.inner.stats());
-        let list = PyList::empty(py);
-        for r in &all {
-            list.append(route_stats(py, r)?)?;
-        }
-        Ok(list)
+        to_py(py, &all)
     }
 
     fn close(&self, py: Python<'_>) {
@@ -131,7 +117,7 @@ impl PyRoute {
         py: Python<'py>,
         after: u64,
         timeout: f64,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         if !timeout.is_finite() || timeout < 0.0 {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "timeout must be a non-negative number of seconds, not {timeout}"
@@ -139,112 +125,19 @@ impl PyRoute {
         }
         let wait = std::time::Duration::from_secs_f64(timeout.min(1e6));
         let r = py.allow_threads(|| self.inner.wait_switch(after, wait));
-        r.map(|r| switch_record(py, &r)).transpose()
+        r.map(|r| to_py(py, &r)).transpose()
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = py.allow_threads(|| self.inner.stats());
-        route_stats(py, &s)
+        to_py(py, &s)
     }
 }
 
-fn switch_record<'py>(py: Python<'py>, r: &SwitchRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("seq", r.seq)?;
-    d.set_item("at", r.at_unix)?;
-    d.set_item("from", &r.from)?;
-    d.set_item("to", &r.to)?;
-    d.set_item("reason", r.reason)?;
-    Ok(d)
-}
-
-fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("name", &r.name)?;
-    d.set_item("state", r.state)?;
-    d.set_item("uptime_s", r.uptime_s)?;
-    d.set_item("active_input", &r.active_input)?;
-    let inputs = PyList::empty(py);
-    for e in &r.inputs {
-        inputs.append(endpoint_stats(py, e, Role::Input)?)?;
-    }
-    let outputs = PyList::empty(py);
-    for e in &r.outputs {
-        outputs.append(endpoint_stats(py, e, Role::Output)?)?;
-    }
-    d.set_item("inputs", inputs)?;
-    d.set_item("outputs", outputs)?;
-    let sw = &r.switch;
-    let s = PyDict::new(py);
-    s.set_item("active", &sw.active)?;
-    s.set_item("pending", &sw.pending)?;
-    s.set_item("locked", &sw.locked)?;
-    s.set_item("loss_timeout_ms", sw.loss_timeout_ms)?;
-    s.set_item("failback_after_ms", sw.failback_after_ms)?;
-    s.set_item("slate", sw.slate)?;
-    s.set_item("cuts", sw.cuts)?;
-    s.set_item("held_back_packets", sw.held_back_packets)?;
-    s.set_item("slate_packets", sw.slate_packets)?;
-    let history = PyList::empty(py);
-    for rec in &sw.history {
-        history.append(switch_record(py, rec)?)?;
-    }
-    s.set_item("history", history)?;
-    d.set_item("switch", s)?;
-    Ok(d)
-}
-
-fn endpoint_stats<'py>(
-    py: Python<'py>,
-    e: &EndpointStats,
-    role: Role,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("id", &e.id)?;
-    d.set_item("uri", &e.uri)?;
-    d.set_item("kind", e.kind)?;
-    d.set_item("state", e.state)?;
-    if role == Role::Input {
-        d.set_item("active", e.active)?;
-        d.set_item("healthy", e.healthy)?;
-        d.set_item("standby", e.standby)?;
-        d.set_item("idle_ms", e.idle_ms)?;
-        d.set_item("off_air_packets", e.counters.off_air)?;
-        d.set_item("held_back_packets", e.counters.held_back)?;
-    }
-    d.set_item("bytes", e.counters.bytes)?;
-    d.set_item("packets", e.counters.packets)?;
-    d.set_item("bitrate_bps", e.counters.bitrate_bps)?;
-    d.set_item("drops", e.counters.drops)?;
-    d.set_item("reconnects", e.reconnects)?;
-    d.set_item("retry_in_ms", e.retry_in_ms)?;
-    d.set_item("last_error", &e.last_error)?;
-    match &e.srt {
-        None => d.set_item("srt", py.None())?,
-        Some((link, callers)) => {
-            let s = PyDict::new(py);
-            s.set_item("rtt_ms", link.rtt_ms)?;
-            s.set_item("loss", link.loss)?;
-            s.set_item("retransmissions", link.retransmissions)?;
-            s.set_item("dropped", link.dropped)?;
-            s.set_item("bandwidth_mbps", link.bandwidth_mbps)?;
-            s.set_item("latency_ms", link.latency_ms)?;
-            let list = PyList::empty(py);
-            for c in callers {
-                let cd = PyDict::new(py);
-                cd.set_item("address", &c.address)?;
-                cd.set_item("rtt_ms", c.link.rtt_ms)?;
-                cd.set_item("loss", c.link.loss)?;
-                cd.set_item("retransmissions", c.link.retransmissions)?;
-                cd.set_item("dropped", c.link.dropped)?;
-                cd.set_item("latency_ms", c.link.latency_ms)?;
-                list.append(cd)?;
-            }
-            s.set_item("callers", list)?;
-            d.set_item("srt", s)?;
-        }
-    }
-    Ok(d)
+/// A value of the core as Python sees it: its serde shape, structs as dicts by field name. The
+/// stats, switch records and applied changes are defined once, in the core's types.
+fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    Ok(pythonize::pythonize(py, value)?)
 }
 
 /// The role a binding call names: "input" or "output".

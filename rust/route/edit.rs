@@ -12,7 +12,7 @@ use crate::switch::Source;
 use crate::uri::Role;
 
 /// What `Route::reconfigure` changed; ids as the route names them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
     pub inputs_added: Vec<String>,
     pub inputs_removed: Vec<String>,

@@ -35,7 +35,7 @@ mod timers;
 
 pub use edit::Applied;
 pub use spec::{InputSpec, OutputSpec, RouteSpec, SwitchSpec};
-pub use stats::{EndpointStats, RouteStats, SwitchRecord, SwitchStats};
+pub use stats::{EndpointStats, InputStats, RouteStats, SwitchRecord, SwitchStats};
 pub(crate) use timers::SystemClock;
 
 use std::collections::VecDeque;
