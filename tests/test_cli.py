@@ -227,7 +227,16 @@ def test_client_commands_load_no_server_module() -> None:
 
 
 def test_the_cli_tells_endpoint_ids_by_the_servers_name_rule() -> None:
-    from castway.cli.remote import ENDPOINT_ID
-    from castway.server.specs import NAME
+    from castway.cli.remote import _endpoint
+    from castway.server.errors import InvalidArgument
+    from castway.server.specs import check_name
 
-    assert ENDPOINT_ID.pattern == NAME.pattern
+    for name in ["main", "9news", "a.b-c_d", "x" * 64, "-x", ".x", "_x", "a b", "x" * 65, "é"]:
+        try:
+            check_name("output", name)
+            named = True
+        except InvalidArgument:
+            named = False
+        ep = _endpoint(f"{name}=udp://127.0.0.1:5000")
+        assert (ep.id, ep.uri) == ((name, "udp://127.0.0.1:5000") if named else
+                                   ("", f"{name}=udp://127.0.0.1:5000")), name

@@ -100,6 +100,8 @@ class RouteStats(TypedDict):
 
 
 Endpoints = str | Sequence[str] | Mapping[str, str]
+# A picture size: ``(width, height)`` or ``"WIDTHxHEIGHT"``.
+SlateSize = tuple[int, int] | str
 
 
 def _pairs(endpoints: Endpoints) -> list[tuple[str, str | None]]:
@@ -130,7 +132,7 @@ def _spec(
     loss_timeout_ms: int | None,
     failback_after_ms: int | None,
     slate: bool | None,
-    slate_size: tuple[int, int] | None,
+    slate_size: SlateSize | None,
 ) -> dict[str, object]:
     return {
         "name": name,
@@ -153,11 +155,11 @@ def check_route(
     loss_timeout_ms: int | None = None,
     failback_after_ms: int | None = None,
     slate: bool | None = None,
-    slate_size: tuple[int, int] | None = None,
+    slate_size: SlateSize | None = None,
 ) -> None:
     """Checks a route spec (the arguments of :meth:`Gateway.add_route`) without starting
     anything; raises what ``add_route`` would raise for it, short of a taken address."""
-    _castway.check_route(
+    _castway.check_spec(
         _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
               slate_size)
     )
@@ -262,7 +264,7 @@ class Gateway:
         loss_timeout_ms: int | None = None,
         failback_after_ms: int | None = None,
         slate: bool | None = None,
-        slate_size: tuple[int, int] | None = None,
+        slate_size: SlateSize | None = None,
     ) -> Route:
         """Builds and starts a route.
 
@@ -274,8 +276,9 @@ class Gateway:
         after ``loss_timeout_ms`` without data (default 300, at least 50); a better input
         takes over again after
         ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
-        generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` sets its
-        picture (default: that of the input on air, read from its H.264 SPS; else 1280x720).
+        generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` (or ``"WxH"``)
+        sets its picture (default: that of the input on air, read from its H.264 SPS; else
+        1280x720).
         """
         native = self._native.add_route(
             _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
@@ -293,7 +296,7 @@ class Gateway:
         loss_timeout_ms: int | None = None,
         failback_after_ms: int | None = None,
         slate: bool | None = None,
-        slate_size: tuple[int, int] | None = None,
+        slate_size: SlateSize | None = None,
     ) -> Applied:
         """Makes running route ``name`` match a new spec (the arguments of :meth:`add_route`)
         by difference. Inputs and outputs are matched by id (unnamed ones get the id they

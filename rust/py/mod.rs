@@ -3,15 +3,15 @@
 //! packet.
 
 mod errors;
+mod spec;
 
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
 
 use crate::gateway::Gateway;
-use crate::route::{InputSpec, OutputSpec, Route, RouteSpec, SwitchSpec};
-use crate::uri::{Endpoint, Role};
+use crate::route::Route;
+use spec::{Spec, Uri};
 
 #[pyclass(name = "Gateway", module = "castway._castway", frozen)]
 struct PyGateway {
@@ -29,14 +29,14 @@ impl PyGateway {
 
     /// Builds and starts a route from a spec dict (see `Spec`).
     fn add_route(&self, py: Python<'_>, spec: Spec) -> PyResult<PyRoute> {
-        let spec = spec.into_route_spec();
+        let spec = spec.into_route_spec()?;
         let route = py.allow_threads(|| self.inner.add_route(spec))?;
         Ok(PyRoute { inner: route })
     }
 
     /// Makes a running route match a new spec by difference; returns what changed.
     fn update_route<'py>(&self, py: Python<'py>, spec: Spec) -> PyResult<Bound<'py, PyAny>> {
-        let spec = spec.into_route_spec();
+        let spec = spec.into_route_spec()?;
         let (_, applied) = py.allow_threads(|| self.inner.update_route(spec))?;
         to_py(py, &applied)
     }
@@ -140,153 +140,6 @@ fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound
     Ok(pythonize::pythonize(py, value)?)
 }
 
-/// The role a binding call names: "input" or "output".
-fn parse_role(role: &str) -> PyResult<Role> {
-    match role {
-        "input" => Ok(Role::Input),
-        "output" => Ok(Role::Output),
-        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "role must be 'input' or 'output', not {other:?}"
-        ))),
-    }
-}
-
-/// A URI as Python hands it over. Text Python cannot encode (a lone surrogate, as
-/// `errors="surrogateescape"` makes from bytes that are not UTF-8) is a bad URI, said as such.
-struct Uri(String);
-
-impl<'py> FromPyObject<'py> for Uri {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let text = ob.downcast::<PyString>()?;
-        match text.to_str() {
-            Ok(s) => Ok(Uri(s.to_owned())),
-            Err(_) => {
-                // Shown with the surrogate as U+FFFD, and redacted like any URI in an error.
-                let shown = crate::uri::redact(&text.to_string_lossy());
-                Err(crate::Error::uri(
-                    shown,
-                    "it is not valid Unicode (a lone surrogate, shown as \u{fffd}, left by \
-                     decoding bytes that were not UTF-8); URIs are UTF-8 text",
-                )
-                .into())
-            }
-        }
-    }
-}
-
-/// Parses a URI as `role` ("input" or "output") and returns its canonical, redacted form;
-/// raises InvalidUriError naming the bad part. Used by the CLI to fail before anything starts.
-#[pyfunction]
-fn check_uri(uri: Uri, role: &str) -> PyResult<String> {
-    let uri = uri.0.as_str();
-    let role = parse_role(role)?;
-    Ok(match role {
-        Role::Input => Endpoint::parse_input(uri)?.0.to_string(),
-        Role::Output => Endpoint::parse(uri, role)?.to_string(),
-    })
-}
-
-/// Checks a route spec dict without starting anything.
-#[pyfunction]
-fn check_route(spec: Spec) -> PyResult<()> {
-    Ok(Route::check(&spec.into_route_spec())?)
-}
-
-/// The local address an endpoint binds for itself alone (a listener's port), as
-/// `(host, port)`; None when it binds nothing exclusively.
-#[pyfunction]
-fn listen_address(uri: Uri, role: &str) -> PyResult<Option<(String, u16)>> {
-    let uri = uri.0.as_str();
-    let role = parse_role(role)?;
-    let endpoint = match role {
-        Role::Input => Endpoint::parse_input(uri)?.0,
-        Role::Output => Endpoint::parse(uri, role)?,
-    };
-    Ok(endpoint.exclusive_bind(role))
-}
-
-/// A route spec as Python hands it over: a dict with `name`, `inputs` and `outputs` (lists of
-/// `(uri, id)` pairs, `id` may be None) and optional `queue_bytes`, `loss_timeout_ms`,
-/// `failback_after_ms`, `slate`, `slate_size`.
-struct Spec {
-    name: String,
-    inputs: Vec<(Uri, Option<String>)>,
-    outputs: Vec<(Uri, Option<String>)>,
-    queue_bytes: Option<u64>,
-    loss_timeout_ms: Option<u64>,
-    failback_after_ms: Option<u64>,
-    slate: Option<bool>,
-    slate_size: Option<(u32, u32)>,
-}
-
-/// Read by hand rather than derived: a derived extraction wraps a field's error in a
-/// `TypeError`, and a bad URI must stay an `InvalidUriError`.
-impl<'py> FromPyObject<'py> for Spec {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let d = ob.downcast::<PyDict>()?;
-        fn item<'py, T: FromPyObject<'py>>(
-            d: &Bound<'py, PyDict>,
-            key: &str,
-        ) -> PyResult<Option<T>> {
-            match d.get_item(key)? {
-                Some(v) if !v.is_none() => v.extract().map(Some),
-                _ => Ok(None),
-            }
-        }
-        let required = |key: &str| {
-            pyo3::exceptions::PyKeyError::new_err(format!("route spec without `{key}`"))
-        };
-        Ok(Spec {
-            name: item(d, "name")?.ok_or_else(|| required("name"))?,
-            inputs: item(d, "inputs")?.ok_or_else(|| required("inputs"))?,
-            outputs: item(d, "outputs")?.unwrap_or_default(),
-            queue_bytes: item(d, "queue_bytes")?,
-            loss_timeout_ms: item(d, "loss_timeout_ms")?,
-            failback_after_ms: item(d, "failback_after_ms")?,
-            slate: item(d, "slate")?,
-            slate_size: item(d, "slate_size")?,
-        })
-    }
-}
-
-impl Spec {
-    fn into_route_spec(self) -> RouteSpec {
-        let endpoints = |v: Vec<(Uri, Option<String>)>| v.into_iter();
-        RouteSpec {
-            name: self.name,
-            inputs: endpoints(self.inputs)
-                .map(|(uri, id)| InputSpec { uri: uri.0, id })
-                .collect(),
-            outputs: endpoints(self.outputs)
-                .map(|(uri, id)| OutputSpec { uri: uri.0, id })
-                .collect(),
-            queue_bytes: self.queue_bytes,
-            switch: SwitchSpec {
-                loss_timeout_ms: self.loss_timeout_ms,
-                failback_after_ms: self.failback_after_ms,
-                slate: self.slate,
-                slate_size: self.slate_size,
-            },
-        }
-    }
-}
-
-/// The defaults and bounds of route settings, in the units the specs use.
-#[pyfunction]
-fn limits(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    use crate::limits as l;
-    let ms = |d: std::time::Duration| d.as_millis() as u64;
-    let d = PyDict::new(py);
-    d.set_item("queue_bytes", l::DEFAULT_TAP_QUEUE_BYTES)?;
-    d.set_item("min_queue_bytes", l::MIN_QUEUE_BYTES)?;
-    d.set_item("loss_timeout_ms", ms(l::DEFAULT_LOSS_TIMEOUT))?;
-    d.set_item("min_loss_timeout_ms", ms(l::MIN_LOSS_TIMEOUT))?;
-    d.set_item("max_loss_timeout_ms", ms(l::MAX_LOSS_TIMEOUT))?;
-    d.set_item("failback_after_ms", ms(l::DEFAULT_FAILBACK_AFTER))?;
-    d.set_item("max_failback_after_ms", ms(l::MAX_FAILBACK_AFTER))?;
-    Ok(d)
-}
-
 /// Whether the GStreamer element factory `name` is installed here.
 #[pyfunction]
 fn element_available(name: &str) -> PyResult<bool> {
@@ -305,12 +158,9 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyGateway>()?;
     m.add_class::<PyRoute>()?;
-    m.add_function(wrap_pyfunction!(check_uri, m)?)?;
-    m.add_function(wrap_pyfunction!(check_route, m)?)?;
-    m.add_function(wrap_pyfunction!(listen_address, m)?)?;
-    m.add_function(wrap_pyfunction!(limits, m)?)?;
     m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
+    spec::register(m)?;
     errors::register(m)?;
     Ok(())
 }

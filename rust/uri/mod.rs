@@ -11,7 +11,7 @@ mod test;
 mod udp;
 
 pub use file::FileEndpoint;
-pub use srt::{SrtEndpoint, SrtMode};
+pub use srt::{SrtDefaults, SrtEndpoint, SrtMode};
 pub use test::TestEndpoint;
 pub use udp::UdpEndpoint;
 
@@ -111,6 +111,15 @@ impl Endpoint {
             format!("{base}?{}", rest.join("&"))
         };
         Ok((Endpoint::parse(&uri, Role::Input)?, cold.unwrap_or(false)))
+    }
+
+    /// Parses `uri` as `role`: an input's with its `standby` (see `parse_input`), an output's
+    /// as `parse` does (never cold).
+    pub fn parse_as(uri: &str, role: Role) -> Result<(Endpoint, bool)> {
+        match role {
+            Role::Input => Endpoint::parse_input(uri),
+            Role::Output => Ok((Endpoint::parse(uri, role)?, false)),
+        }
     }
 
     fn check_role(&self, role: Role) -> std::result::Result<(), String> {

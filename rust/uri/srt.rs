@@ -2,11 +2,12 @@
 
 use super::query::Query;
 use super::split_host_port;
+use crate::error::Error;
+use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
 use std::fmt;
 
 /// SRT's default receive latency in milliseconds (as srt-live-transmit and libsrt).
 pub const DEFAULT_LATENCY_MS: u32 = 120;
-const MAX_LATENCY_MS: u32 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtMode {
@@ -58,7 +59,7 @@ impl SrtEndpoint {
         let latency_ms = q
             .take_parsed::<u32>(&["latency", "rcvlatency"], "a latency in milliseconds")?
             .unwrap_or(DEFAULT_LATENCY_MS);
-        if latency_ms > MAX_LATENCY_MS {
+        if u64::from(latency_ms) > MAX_LATENCY_MS {
             return Err(format!(
                 "`latency={latency_ms}` is above {MAX_LATENCY_MS} ms; castway takes milliseconds \
                  like srt-live-transmit (ffmpeg's srt latency is in microseconds)"
@@ -66,16 +67,11 @@ impl SrtEndpoint {
         }
         let passphrase = q.take(&["passphrase"])?;
         if let Some(p) = &passphrase {
-            let n = p.chars().count();
-            if !(10..=79).contains(&n) {
-                return Err(format!(
-                    "passphrase must be 10 to 79 characters long (got {n})"
-                ));
-            }
+            check_passphrase(p)?;
         }
         let pbkeylen = match q.take_parsed::<u32>(&["pbkeylen"], "a key length (16, 24 or 32)")? {
             None | Some(0) => 16,
-            Some(n @ (16 | 24 | 32)) => n,
+            Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
             Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
         };
         if passphrase.is_none() && pbkeylen != 16 {
@@ -121,6 +117,44 @@ impl SrtEndpoint {
     }
 }
 
+/// A passphrase's length, as libsrt bounds it.
+fn check_passphrase(p: &str) -> Result<(), String> {
+    let n = p.chars().count();
+    if (MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "passphrase must be {MIN_PASSPHRASE_CHARS} to {MAX_PASSPHRASE_CHARS} characters long \
+             (got {n})"
+        ))
+    }
+}
+
+/// Defaults for the SRT parameters of many URIs (a template's or a route's `srt` settings in
+/// the control server), each checked as the URI key it stands for; errors are at `latency_ms`,
+/// `passphrase` or `pbkeylen`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SrtDefaults {
+    pub latency_ms: Option<u64>,
+    pub passphrase: Option<String>,
+    pub pbkeylen: Option<u64>,
+}
+
+impl SrtDefaults {
+    pub fn check(&self) -> crate::error::Result<()> {
+        if let Some(ms) = self.latency_ms {
+            limits::check_number("latency_ms", ms)?;
+        }
+        if let Some(p) = &self.passphrase {
+            check_passphrase(p).map_err(|why| Error::InvalidConfig(why).at("passphrase"))?;
+        }
+        if let Some(n) = self.pbkeylen {
+            limits::check_number("pbkeylen", n)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let host = if self.host.contains(':') {
@@ -151,6 +185,9 @@ impl fmt::Display for SrtEndpoint {
 
 #[cfg(test)]
 mod tests {
+    use super::SrtDefaults;
+    use crate::error::Error;
+    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS};
     use crate::uri::{Endpoint, Role, SrtEndpoint, SrtMode};
 
     fn srt(uri: &str) -> SrtEndpoint {
@@ -196,6 +233,42 @@ mod tests {
         let long = "x".repeat(80);
         assert!(err(&format!("srt://:9000?passphrase={long}")).contains("got 80"));
         srt(&format!("srt://:9000?passphrase={}", "x".repeat(79)));
+    }
+
+    #[test]
+    fn defaults_are_checked_like_the_keys_they_stand_for() {
+        let field = |d: SrtDefaults| match d.check() {
+            Err(Error::At { field, source }) => format!("{field}: {source}"),
+            other => panic!("{other:?}"),
+        };
+        assert!(SrtDefaults::default().check().is_ok());
+        let good = SrtDefaults {
+            latency_ms: Some(MAX_LATENCY_MS),
+            passphrase: Some("x".repeat(MAX_PASSPHRASE_CHARS)),
+            pbkeylen: Some(32),
+        };
+        assert!(good.check().is_ok());
+        let latency = field(SrtDefaults {
+            latency_ms: Some(MAX_LATENCY_MS + 1),
+            ..good.clone()
+        });
+        assert!(latency.starts_with("latency_ms: "), "{latency}");
+        let short = field(SrtDefaults {
+            passphrase: Some("short".into()),
+            ..good.clone()
+        });
+        assert!(
+            short.starts_with("passphrase: ") && short.contains("got 5"),
+            "{short}"
+        );
+        let keylen = field(SrtDefaults {
+            pbkeylen: Some(0),
+            ..good
+        });
+        assert!(
+            keylen.starts_with("pbkeylen: ") && keylen.contains("16, 24 or 32"),
+            "{keylen}"
+        );
     }
 
     #[test]

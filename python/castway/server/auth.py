@@ -31,7 +31,8 @@ from urllib.parse import unquote
 import grpc
 from opentelemetry import trace
 
-from castway.server.keys import Keys, allows
+from castway.roles import allows
+from castway.server.keys import Keys
 from castway.server.store import KeyRecord, Role
 
 HEALTH = "/grpc.health.v1.Health/"

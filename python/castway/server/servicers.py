@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 import castway
 from castway.gateway import Applied
+from castway.roles import ROLES, role_name, role_pb
 from castway.server import auth
 from castway.server.control import Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
@@ -44,11 +45,6 @@ R = TypeVar("R")
 DESIRED = {
     "running": route_pb2.DESIRED_STATE_RUNNING,
     "stopped": route_pb2.DESIRED_STATE_STOPPED,
-}
-ROLE_TO_PB = {
-    "viewer": key_pb2.ROLE_VIEWER,
-    "operator": key_pb2.ROLE_OPERATOR,
-    "admin": key_pb2.ROLE_ADMIN,
 }
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
@@ -269,7 +265,7 @@ def key_to_pb(k: KeyRecord) -> key_pb2.ApiKey:
     return key_pb2.ApiKey(
         id=k.id,
         name=k.name,
-        role=ROLE_TO_PB[k.role],
+        role=role_pb(k.role),
         created=_ts(k.created),
         revoked=k.revoked is not None,
     )
@@ -414,9 +410,10 @@ class KeyService(key_pb2_grpc.KeyServiceServicer):
     def CreateKey(
         self, request: key_pb2.CreateKeyRequest, context: Any
     ) -> key_pb2.CreateKeyResponse:
-        role = next((r for r, pb in ROLE_TO_PB.items() if pb == request.role), "")
-        if not role:
-            raise InvalidArgument("role", "must be ROLE_VIEWER, ROLE_OPERATOR or ROLE_ADMIN")
+        role = role_name(request.role) if request.role in key_pb2.Role.values() else ""
+        if role not in ROLES:
+            names = ", ".join(key_pb2.Role.Name(role_pb(r)) for r in ROLES)
+            raise InvalidArgument("role", f"must be one of {names}")
         record, secret = self.keys.create(request.name, role)
         return key_pb2.CreateKeyResponse(key=key_to_pb(record), secret=secret)
 
@@ -461,4 +458,4 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
         key = auth.current_key()
         if key is None:
             return system_pb2.WhoAmIResponse()
-        return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=ROLE_TO_PB[key.role])
+        return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=role_pb(key.role))
