@@ -114,6 +114,27 @@ def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str
         s.bind(("0.0.0.0", port))
 
 
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--slate-size", "641x360"], "slate_size: "),
+        (["--slate-size", "big"], "slate_size: "),
+        (["--loss-timeout", "10"], "loss_timeout_ms: "),
+        (["--name=-r"], "route name `-r` must be"),
+    ],
+)
+def test_relay_rejects_a_setting_out_of_range_with_status_2(flags: list[str], needle: str) -> None:
+    """A flag's value the route refuses is a usage error, named by its field (the data
+    plane's checks; the relay keeps no copy of them)."""
+    port = free_port()
+    r = subprocess.run(
+        [CASTWAY, "relay", "-i", f"udp://127.0.0.1:{port}", *flags],
+        capture_output=True, timeout=30, check=False,
+    )
+    assert r.returncode == 2, r.stderr.decode()
+    assert needle in r.stderr.decode()
+
+
 def test_relay_reports_a_port_in_use_and_exits_1(peers: Peers) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
         holder.bind(("0.0.0.0", 0))

@@ -418,6 +418,27 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
             ),
         ),
     ]
+    # A template's defaults are checked by the same rules, at the template's fields.
+    template_cases = [
+        ("spec.srt.pbkeylen", {"srt": spec_pb2.SrtDefaults(pbkeylen=20)}),
+        ("spec.srt.latency_ms", {"srt": spec_pb2.SrtDefaults(latency_ms=60_001)}),
+        ("spec.srt.passphrase", {"srt": spec_pb2.SrtDefaults(passphrase="x" * 80)}),
+        ("spec.failover.slate_size", {"failover": spec_pb2.Failover(slate_size="640x361")}),
+        ("spec.failover.failback_after_ms",
+         {"failover": spec_pb2.Failover(failback_after_ms=3_600_001)}),
+        ("spec.queue_bytes", {"queue_bytes": (1 << 30) + 1}),
+        ("spec.outputs[0].id", {"outputs": [ep("udp://127.0.0.1:9", "-x")]}),
+        ("spec.outputs[0].uri", {"outputs": [ep("udp://127.0.0.1:notaport")]}),
+    ]
+    for field, kw in template_cases:
+        cases.append((
+            CODE.INVALID_ARGUMENT,
+            f"{field}: ",
+            lambda kw=kw: server.client.templates.CreateTemplate(  # type: ignore[misc]
+                template_pb2.CreateTemplateRequest(name="t", spec=spec_pb2.RouteSpec(**kw)),
+                metadata=md,
+            ),
+        ))
     for code, field, call in cases:
         details = expect(code, call)
         assert field in details, (field, details)
