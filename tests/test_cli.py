@@ -35,17 +35,25 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return [r for r in json_records(path) if "event" not in r]
 
 
+def json_relay(
+    peers: Peers, port: int, out: Path, interval: float
+) -> subprocess.Popen[bytes]:
+    """`castway relay` of a test pattern to UDP `port`, its JSON stats every `interval` s to
+    `out`."""
+    return peers.start(
+        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
+         "-o", f"udp://127.0.0.1:{port}", "--json", "--stats-interval", str(interval)],
+        stdout_path=out,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
     peers: Peers, udp_capture: Any, tmp_path: Path, sig: signal.Signals
 ) -> None:
     cap = udp_capture()
     out = tmp_path / "stats.jsonl"
-    relay = peers.start(
-        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
-         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.2"],
-        stdout_path=out,
-    )
+    relay = json_relay(peers, cap.port, out, 0.2)
     lines = wait_until(lambda: (lambda ls: ls if len(ls) >= 3 else None)(json_lines(out)),
                        15, "three stats lines")
     last = lines[-1]
@@ -65,11 +73,7 @@ def test_relay_paused_and_continued_keeps_running(
     goes on, and only SIGTERM stops it."""
     cap = udp_capture()
     out = tmp_path / "stats.jsonl"
-    relay = peers.start(
-        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
-         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.3"],
-        stdout_path=out,
-    )
+    relay = json_relay(peers, cap.port, out, 0.3)
     wait_until(lambda: cap.size > 0, 15, "data at the receiver")
     for _ in range(3):
         relay.send_signal(signal.SIGSTOP)

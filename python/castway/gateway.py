@@ -7,10 +7,10 @@ Rust with the GIL released; no Python runs per packet.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Literal, TypedDict, cast
 
 from castway import _castway
+from castway._closing import Closing
 
 
 class SrtCallerStats(TypedDict):
@@ -233,7 +233,7 @@ class Route:
         return f"<castway.Route {self.name!r}>"
 
 
-class Gateway:
+class Gateway(Closing):
     """Holds routes. Use as a context manager; closing stops every route.
 
     >>> with castway.Gateway() as gw:
@@ -242,17 +242,6 @@ class Gateway:
 
     def __init__(self) -> None:
         self._native = _castway.Gateway()
-
-    def __enter__(self) -> Gateway:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def add_route(
         self,

@@ -212,13 +212,7 @@ fn caller_address(s: &gst::StructureRef) -> Option<String> {
 pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
     use gio::prelude::*;
     let inet = addr.downcast_ref::<gio::InetSocketAddress>()?;
-    let ip = inet.address().to_str();
-    let port = inet.port();
-    Some(if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    })
+    Some(crate::uri::host_port(&inet.address().to_str(), inet.port()))
 }
 
 #[cfg(test)]

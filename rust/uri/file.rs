@@ -49,7 +49,7 @@ impl fmt::Display for FileEndpoint {
 
 #[cfg(test)]
 mod tests {
-    use crate::uri::{Endpoint, Role};
+    use crate::uri::{parse_error, Endpoint, Role};
 
     #[test]
     fn absolute_paths_only() {
@@ -60,17 +60,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = Endpoint::parse("file://a.ts", Role::Input)
-            .unwrap_err()
-            .to_string();
+        let e = parse_error("file://a.ts", Role::Input);
         assert!(e.contains("absolute path"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=1", Role::Output)
-            .unwrap_err()
-            .to_string();
+        let e = parse_error("file:///tmp/x.ts?loop=1", Role::Output);
         assert!(e.contains("only applies to file inputs"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=maybe", Role::Input)
-            .unwrap_err()
-            .to_string();
+        let e = parse_error("file:///tmp/x.ts?loop=maybe", Role::Input);
         assert!(e.contains("`loop=maybe`"), "{e}");
     }
 }

@@ -261,6 +261,21 @@ pub(crate) fn is_multicast(host: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// `HOST:PORT` as a URI or a log line writes it: an IPv6 host in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What parsing `uri` as `role` refuses, as the error says it (for the parsers' tests).
+#[cfg(test)]
+pub(crate) fn parse_error(uri: &str, role: Role) -> String {
+    Endpoint::parse(uri, role).unwrap_err().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,9 +284,7 @@ mod tests {
         Endpoint::parse(uri, Role::Input).unwrap()
     }
 
-    fn err(uri: &str, role: Role) -> String {
-        Endpoint::parse(uri, role).unwrap_err().to_string()
-    }
+    use super::parse_error as err;
 
     #[test]
     fn standby_is_an_input_key() {

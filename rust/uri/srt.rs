@@ -1,7 +1,7 @@
 //! `srt://HOST:PORT?mode=…&latency=…&passphrase=…&pbkeylen=…&streamid=…`
 
 use super::query::Query;
-use super::split_host_port;
+use super::{host_port, split_host_port};
 use crate::error::Error;
 use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
 use std::fmt;
@@ -157,15 +157,12 @@ impl SrtDefaults {
 
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         write!(
             f,
-            "srt://{host}:{}?mode={}&latency={}",
-            self.port, self.mode, self.latency_ms
+            "srt://{}?mode={}&latency={}",
+            host_port(&self.host, self.port),
+            self.mode,
+            self.latency_ms
         )?;
         if self.passphrase.is_some() {
             write!(f, "&passphrase=***&pbkeylen={}", self.pbkeylen)?;
@@ -188,7 +185,7 @@ mod tests {
     use super::SrtDefaults;
     use crate::error::Error;
     use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS};
-    use crate::uri::{Endpoint, Role, SrtEndpoint, SrtMode};
+    use crate::uri::{parse_error, Endpoint, Role, SrtEndpoint, SrtMode};
 
     fn srt(uri: &str) -> SrtEndpoint {
         match Endpoint::parse(uri, Role::Input).unwrap() {
@@ -198,7 +195,7 @@ mod tests {
     }
 
     fn err(uri: &str) -> String {
-        Endpoint::parse(uri, Role::Input).unwrap_err().to_string()
+        parse_error(uri, Role::Input)
     }
 
     #[test]

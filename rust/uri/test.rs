@@ -153,7 +153,7 @@ mod tests {
             ("test://?pattern=nope", "`pattern=nope`"),
             ("test://host", "takes no host"),
         ] {
-            let e = Endpoint::parse(uri, Role::Input).unwrap_err().to_string();
+            let e = crate::uri::parse_error(uri, Role::Input);
             assert!(e.contains(needle), "{uri}: {e}");
         }
     }

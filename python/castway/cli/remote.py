@@ -62,7 +62,7 @@ def add_commands(sub: Any) -> None:
     spec.add_argument("--slate-size", metavar="WxH")
     spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
     spec.add_argument("--passphrase", help="SRT passphrase default")
-    spec.add_argument("--pbkeylen", type=int, choices=(16, 24, 32))
+    spec.add_argument("--pbkeylen", type=int, choices=_castway.limits()["pbkeylens"])
 
     route = sub.add_parser("route", help="manage routes on a castway server").add_subparsers(
         dest="action", required=True
