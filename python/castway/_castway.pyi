@@ -26,6 +26,7 @@ __all__ = [
     "gstreamer_version",
     "limits",
     "listen_address",
+    "with_srt_defaults",
 ]
 
 __version__: str
@@ -66,6 +67,12 @@ def assign_ids(
 def check_srt_defaults(
     latency_ms: int | None = None, passphrase: str | None = None, pbkeylen: int | None = None
 ) -> None: ...
+def with_srt_defaults(
+    uri: str,
+    latency_ms: int | None = None,
+    passphrase: str | None = None,
+    pbkeylen: int | None = None,
+) -> str: ...
 def listen_address(uri: str, role: str) -> tuple[str, int] | None: ...
 def find_clash(
     binds: Sequence[tuple[str, str, int]], held: Sequence[tuple[str, str, int]]

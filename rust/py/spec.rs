@@ -212,7 +212,7 @@ fn assign_ids(
 }
 
 /// Checks defaults for the SRT parameters of many URIs as the URI keys they stand for; errors
-/// are at `latency_ms`, `passphrase` or `pbkeylen`.
+/// are at `latency_ms`, `passphrase` or `pbkeylen`. `with_srt_defaults` puts them in a URI.
 #[pyfunction]
 #[pyo3(signature = (latency_ms=None, passphrase=None, pbkeylen=None))]
 fn check_srt_defaults(
@@ -226,6 +226,23 @@ fn check_srt_defaults(
         pbkeylen: whole(pbkeylen, "pbkeylen")?,
     };
     Ok(defaults.check()?)
+}
+
+/// `uri` with each SRT default added that it does not set itself (only to `srt://` URIs).
+#[pyfunction]
+#[pyo3(signature = (uri, latency_ms=None, passphrase=None, pbkeylen=None))]
+fn with_srt_defaults(
+    uri: Uri,
+    latency_ms: Option<u64>,
+    passphrase: Option<String>,
+    pbkeylen: Option<u64>,
+) -> String {
+    let defaults = SrtDefaults {
+        latency_ms,
+        passphrase,
+        pbkeylen,
+    };
+    defaults.apply(&uri.0)
 }
 
 /// The local address an endpoint binds for itself alone (a listener's port), as
@@ -256,6 +273,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_name, m)?)?;
     m.add_function(wrap_pyfunction!(assign_ids, m)?)?;
     m.add_function(wrap_pyfunction!(check_srt_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(with_srt_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(listen_address, m)?)?;
     m.add_function(wrap_pyfunction!(find_clash, m)?)?;
     m.add_function(wrap_pyfunction!(limits, m)?)?;

@@ -1,6 +1,6 @@
 //! `srt://HOST:PORT?mode=…&latency=…&passphrase=…&pbkeylen=…&streamid=…`
 
-use super::query::Query;
+use super::query::{percent_decode, percent_encode, Query};
 use super::{host_port, split_host_port};
 use crate::error::Error;
 use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
@@ -8,6 +8,11 @@ use std::fmt;
 
 /// SRT's default receive latency in milliseconds (as srt-live-transmit and libsrt).
 pub const DEFAULT_LATENCY_MS: u32 = 120;
+
+/// The query keys (a key and its aliases) of what `SrtDefaults` can set.
+const LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
+const PASSPHRASE_KEYS: &[&str] = &["passphrase"];
+const PBKEYLEN_KEYS: &[&str] = &["pbkeylen"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtMode {
@@ -57,7 +62,7 @@ impl SrtEndpoint {
             },
         };
         let latency_ms = q
-            .take_parsed::<u32>(&["latency", "rcvlatency"], "a latency in milliseconds")?
+            .take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?
             .unwrap_or(DEFAULT_LATENCY_MS);
         if u64::from(latency_ms) > MAX_LATENCY_MS {
             return Err(format!(
@@ -65,11 +70,11 @@ impl SrtEndpoint {
                  like srt-live-transmit (ffmpeg's srt latency is in microseconds)"
             ));
         }
-        let passphrase = q.take(&["passphrase"])?;
+        let passphrase = q.take(PASSPHRASE_KEYS)?;
         if let Some(p) = &passphrase {
             check_passphrase(p)?;
         }
-        let pbkeylen = match q.take_parsed::<u32>(&["pbkeylen"], "a key length (16, 24 or 32)")? {
+        let pbkeylen = match q.take_parsed::<u32>(PBKEYLEN_KEYS, "a key length (16, 24 or 32)")? {
             None | Some(0) => 16,
             Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
             Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
@@ -152,6 +157,44 @@ impl SrtDefaults {
             limits::check_number("pbkeylen", n)?;
         }
         Ok(())
+    }
+
+    /// `uri` with each default added to its query that it does not set itself (by any of the
+    /// key's spellings); only to `srt://` URIs, the others stay as they are. The query is read
+    /// leniently (a key that does not decode is taken as written): the URI is checked with the
+    /// route.
+    pub fn apply(&self, uri: &str) -> String {
+        let srt = uri
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("srt"));
+        if !srt {
+            return uri.to_string();
+        }
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        let present: Vec<String> = (query.split('&').filter(|p| !p.is_empty()))
+            .map(|part| {
+                let key = part.split_once('=').map_or(part, |(k, _)| k);
+                percent_decode(key)
+                    .unwrap_or_else(|_| key.to_string())
+                    .to_ascii_lowercase()
+            })
+            .collect();
+        let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
+        let mut extra = Vec::new();
+        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
+            extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
+        }
+        if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
+            extra.push(format!("{}={}", PASSPHRASE_KEYS[0], percent_encode(p)));
+        }
+        if let Some(n) = self.pbkeylen.filter(|_| !set(PBKEYLEN_KEYS)) {
+            extra.push(format!("{}={n}", PBKEYLEN_KEYS[0]));
+        }
+        if extra.is_empty() {
+            return uri.to_string();
+        }
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}{}", extra.join("&"))
     }
 }
 
@@ -266,6 +309,32 @@ mod tests {
             keylen.starts_with("pbkeylen: ") && keylen.contains("16, 24 or 32"),
             "{keylen}"
         );
+    }
+
+    #[test]
+    fn defaults_go_into_srt_uris_that_do_not_set_them() {
+        let d = SrtDefaults {
+            latency_ms: Some(200),
+            passphrase: Some("a secret & more".into()),
+            pbkeylen: Some(32),
+        };
+        let all = "latency=200&passphrase=a%20secret%20%26%20more&pbkeylen=32";
+        assert_eq!(d.apply("srt://:9000"), format!("srt://:9000?{all}"));
+        assert_eq!(
+            d.apply("SRT://h:1?mode=caller"),
+            format!("SRT://h:1?mode=caller&{all}")
+        );
+        // Any spelling of a key the URI sets keeps its value.
+        assert_eq!(
+            d.apply("srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"),
+            "srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"
+        );
+        assert_eq!(d.apply("udp://:5000"), "udp://:5000");
+        assert_eq!(SrtDefaults::default().apply("srt://:9000"), "srt://:9000");
+        // The result parses with the defaults in.
+        let s = srt(&d.apply("srt://:9000?mode=listener"));
+        assert_eq!((s.latency_ms, s.pbkeylen), (200, 32));
+        assert_eq!(s.passphrase.as_deref(), Some("a secret & more"));
     }
 
     #[test]

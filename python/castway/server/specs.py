@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
-from urllib.parse import parse_qsl, quote, urlsplit
 
 from castway import _castway
 from castway.errors import CastwayError, field_of, reason_of
@@ -306,21 +305,9 @@ def _merge(
 
 
 def with_srt_defaults(uri: str, srt: SrtDefaults) -> str:
-    """Adds each SRT default the URI does not set itself (only to ``srt://`` URIs)."""
-    if not uri.lower().startswith("srt://"):
-        return uri
-    present = {k.lower() for k, _ in parse_qsl(urlsplit(uri).query, keep_blank_values=True)}
-    extra = []
-    if srt.latency_ms is not None and not present & {"latency", "rcvlatency"}:
-        extra.append(f"latency={srt.latency_ms}")
-    if srt.passphrase is not None and "passphrase" not in present:
-        extra.append(f"passphrase={quote(srt.passphrase, safe='')}")
-    if srt.pbkeylen is not None and "pbkeylen" not in present:
-        extra.append(f"pbkeylen={srt.pbkeylen}")
-    if not extra:
-        return uri
-    sep = "&" if "?" in uri else "?"
-    return uri + sep + "&".join(extra)
+    """Adds each SRT default the URI does not set itself (only to ``srt://`` URIs; which keys
+    set what is the data plane's to say)."""
+    return _castway.with_srt_defaults(uri, srt.latency_ms, srt.passphrase, srt.pbkeylen)
 
 
 class NativeSpec(TypedDict):
