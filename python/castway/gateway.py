@@ -259,15 +259,16 @@ class Gateway(Closing):
 
         ``inputs`` are URIs in priority order (or ``{id: uri}``, in order); add
         ``standby=cold`` to an input URI to connect it only when needed. ``outputs`` are URIs,
-        or ``{id: uri}``. ``queue_bytes`` bounds how much each SRT or file output may fall
-        behind before its drops are counted (default 2 MiB; a UDP output has no queue: its
-        socket's send buffer, ``buffer_size=`` in its URI, plays that part). An input is lost
-        after ``loss_timeout_ms`` without data (default 300, at least 50); a better input
-        takes over again after
-        ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
-        generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` (or ``"WxH"``)
-        sets its picture (default: that of the input on air, read from its H.264 SPS; else
-        1280x720).
+        or ``{id: uri}``. Ids and the route's name are 1 to 64 of ``A-Z a-z 0-9 . _ -``,
+        starting with a letter or digit. ``queue_bytes`` bounds how much each SRT or file
+        output may fall behind before its drops are counted (default 2 MiB, 64 KiB to 1 GiB; a
+        UDP output has no queue: its socket's send buffer, ``buffer_size=`` in its URI, plays
+        that part). An input is lost after ``loss_timeout_ms`` without data (default 300, 50
+        to 60000); a better input takes over again after ``failback_after_ms`` of unbroken
+        health (default 5000, at most 3600000). When every input is lost a generated slate
+        goes out unless ``slate=False``; ``slate_size=(w, h)`` (or ``"WxH"``) sets its picture
+        (default: that of the input on air, read from its H.264 SPS; else 1280x720). A bad
+        setting raises ``ConfigError`` naming it (``castway.errors.field_of``).
         """
         native = self._native.add_route(
             _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,

@@ -197,6 +197,7 @@ def _as_checked(
 
 def _check_native(name: str, spec: Spec, whole: bool) -> None:
     """The data plane's check of a spec (ids given), by ``native``'s arguments."""
+
     def pairs(endpoints: dict[str, str]) -> list[tuple[str, str]]:
         return [(uri, ep_id) for ep_id, uri in endpoints.items()]
 
