@@ -42,9 +42,9 @@ from support.control import (
     expect,
     spec,
     test_input,
-    traced_client,
 )
 from support.net import free_port
+from support.tracing import traced_client
 
 # 2. Header-only unauthenticated calls
 

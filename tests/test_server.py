@@ -28,19 +28,10 @@ from castway.v1 import key_pb2, route_pb2, spec_pb2, template_pb2
 
 from support import wait_until
 from support.capture import UdpCapture
-from support.control import (
-    ADMIN,
-    CODE,
-    ServeProcess,
-    Server,
-    ep,
-    expect,
-    spec,
-    test_input,
-    traced_client,
-)
+from support.control import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, test_input
 from support.net import free_port
 from support.peers import Peers, srt_receiver
+from support.tracing import traced_client
 from support.ts import ts_continuity
 
 

@@ -7,20 +7,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from castway.client import Client
-from castway.server import Running, run_server
+from castway.server import Running
 from castway.v1 import key_pb2, route_pb2, spec_pb2
 
 from support import wait_until
@@ -53,18 +49,6 @@ def expect(code: grpc.StatusCode, call: Callable[[], Any]) -> str:
     err: Any = info.value
     assert err.code() == code, err.details()
     return str(err.details())
-
-
-@contextmanager
-def traced_client(data_dir: Path) -> Iterator[tuple[Client, InMemorySpanExporter]]:
-    """A server whose spans are kept in memory, and an admin client of it. Read the spans after
-    the block: the server has stopped, so every span has ended."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with run_server(data_dir, admin_key=ADMIN, tracer_provider=provider, grace_s=1) as running:
-        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
-            yield c, exporter
 
 
 @dataclass
