@@ -191,10 +191,7 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ep(uri: &str) -> Endpoint {
-        Endpoint::parse(uri, Role::Input).unwrap()
-    }
+    use crate::uri::input as ep;
 
     #[test]
     fn a_port_is_claimed_once() {

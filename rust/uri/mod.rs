@@ -276,13 +276,24 @@ pub(crate) fn parse_error(uri: &str, role: Role) -> String {
     Endpoint::parse(uri, role).unwrap_err().to_string()
 }
 
+/// Checks that parsing refuses each `(uri, role, what the error names)` (for the parsers' tests).
+#[cfg(test)]
+pub(crate) fn assert_refused(cases: &[(&str, Role, &str)]) {
+    for &(uri, role, needle) in cases {
+        let e = parse_error(uri, role);
+        assert!(e.contains(needle), "{uri}: {e}");
+    }
+}
+
+/// `uri` parsed as an input (for tests).
+#[cfg(test)]
+pub(crate) fn input(uri: &str) -> Endpoint {
+    Endpoint::parse(uri, Role::Input).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input(uri: &str) -> Endpoint {
-        Endpoint::parse(uri, Role::Input).unwrap()
-    }
 
     use super::parse_error as err;
 

@@ -96,7 +96,7 @@ impl fmt::Display for UdpEndpoint {
 
 #[cfg(test)]
 mod tests {
-    use crate::uri::{parse_error, Endpoint, Role, UdpEndpoint};
+    use crate::uri::{assert_refused, Endpoint, Role, UdpEndpoint};
 
     fn udp(uri: &str, role: Role) -> UdpEndpoint {
         match Endpoint::parse(uri, role).unwrap() {
@@ -117,11 +117,10 @@ mod tests {
 
     #[test]
     fn output_needs_a_destination_and_input_takes_no_ttl() {
-        let e = parse_error("udp://:5000", Role::Output);
-        assert!(e.contains("destination host"), "{e}");
-        let e = parse_error("udp://:5000?ttl=3", Role::Input);
-        assert!(e.contains("`ttl` only applies"), "{e}");
-        let e = parse_error("udp://1.2.3.4:5000?ttl=300", Role::Output);
-        assert!(e.contains("`ttl=300`"), "{e}");
+        assert_refused(&[
+            ("udp://:5000", Role::Output, "destination host"),
+            ("udp://:5000?ttl=3", Role::Input, "`ttl` only applies"),
+            ("udp://1.2.3.4:5000?ttl=300", Role::Output, "`ttl=300`"),
+        ]);
     }
 }
