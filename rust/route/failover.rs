@@ -1,13 +1,13 @@
 //! Failover glue: what the switch decides, applied to the hub; the slate and cold standby
 //! inputs started and stopped as the switch needs them; manual locks and switch waits.
 
-use std::sync::PoisonError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::slot::{Slot, Status};
 use super::stats::SwitchRecord;
 use super::{lock, Inner, Route, CAT};
 use crate::error::Result;
+use crate::events::{self, Kind};
 use crate::hub::Feed;
 use crate::limits::{self, DEFAULT_SLATE_SIZE, SLATE_ID};
 use crate::switch::{Reason, Source, Switched, HISTORY};
@@ -42,24 +42,28 @@ impl Route {
     }
 
     /// Waits until a switch with a sequence number above `after` happened and returns it (the
-    /// oldest one still kept), or None after `timeout` or when the route stops.
+    /// oldest one still kept), or None after `timeout` or when the route stops. The wait is on
+    /// the gateway's event log: every switch and the route's shutdown are events of the route.
     pub fn wait_switch(&self, after: u64, timeout: Duration) -> Option<SwitchRecord> {
         // A real wait on the condition variable: the system clock, not the route's.
         let deadline = Instant::now() + timeout;
-        let mut inner = lock(&self.inner);
         loop {
-            if let Some(r) = inner.history.iter().find(|r| r.seq > after) {
-                return Some(r.clone());
+            // Read before the history: a switch recorded after this look is pushed to the log
+            // (under the same lock) with a number above `seen`.
+            let seen = self.log.latest();
+            {
+                let inner = lock(&self.inner);
+                if let Some(r) = inner.history.iter().find(|r| r.seq > after) {
+                    return Some(r.clone());
+                }
+                if inner.closed {
+                    return None;
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if inner.closed || left.is_zero() {
+            let mine = |e: &events::Event| e.route.as_deref() == Some(self.name.as_str());
+            if !self.log.wait_for(seen, deadline, mine) {
                 return None;
             }
-            inner = self
-                .switched
-                .wait_timeout(inner, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -118,6 +122,12 @@ impl Route {
             record.to.as_deref().unwrap_or("nothing"),
             record.reason
         );
+        self.emit(events::Event {
+            from: record.from.clone(),
+            to: record.to.clone(),
+            reason: Some(record.reason.into()),
+            ..events::Event::new(Kind::Switch)
+        });
         if inner.history.len() == HISTORY {
             inner.history.pop_front();
         }
@@ -160,7 +170,6 @@ impl Route {
             None if lost => self.hub.disarm(),
             target => self.hub.cut_to(target.as_deref()),
         }
-        self.switched.notify_all();
     }
 
     /// Tells the hub which input is the route's only one, if it has one input: that input
@@ -274,6 +283,7 @@ impl Route {
             return;
         }
         self.feed_switch(&mut inner, now);
+        self.notice_inputs(&mut inner, now, None);
         // Inputs that never delivered are waiting, not lost (see `Timers::may_decide`).
         inner.any_data |= inner.inputs.iter().any(|s| s.delivered());
         let first_delivered = inner.inputs.first().is_some_and(|s| s.delivered());
@@ -309,6 +319,7 @@ impl Route {
                 slate.stop(&self.hub, Status::Stopped);
             }
         }
+        self.notice_route(&mut inner, false);
     }
 }
 
