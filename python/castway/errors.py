@@ -22,6 +22,7 @@ __all__ = [
     "CastwayError",
     "ClosedError",
     "ConfigError",
+    "EventsLostError",
     "InvalidUriError",
     "MissingElementError",
     "NotFoundError",
@@ -29,6 +30,21 @@ __all__ = [
     "field_of",
     "reason_of",
 ]
+
+
+class EventsLostError(CastwayError, LookupError):
+    """Events asked for are no longer kept: the gateway's history (``event_history`` events)
+    moved past them, or the number is beyond the latest event (a restarted server counts
+    from 1 again). ``oldest`` is the first event still kept; read again from ``oldest - 1``
+    to go on with what is there."""
+
+    def __init__(self, after: int, oldest: int, latest: int) -> None:
+        if after > latest:
+            why = f"no event after #{after} can come: the latest is #{latest}"
+        else:
+            why = f"events #{after + 1}..#{oldest - 1} are no longer kept"
+        super().__init__(f"{why}; the oldest kept is #{oldest}")
+        self.after, self.oldest, self.latest = after, oldest, latest
 
 
 def field_of(error: BaseException) -> str | None:

@@ -156,6 +156,8 @@ pub struct Event {
     pub active: Option<bool>,
     /// A template's or key's name.
     pub name: Option<String>,
+    /// The id of the key created or revoked.
+    pub key: Option<String>,
     /// The API key that made a control-plane change.
     pub key_id: Option<String>,
 }
@@ -169,7 +171,7 @@ pub enum Value<'a> {
 
 /// The names of the optional fields, as [`Event::fields`] spells them: `active` is a flag, the
 /// others are text ([`Event::set`]).
-pub const FIELDS: [&str; 13] = [
+pub const FIELDS: [&str; 14] = [
     "route",
     "input",
     "output",
@@ -181,6 +183,7 @@ pub const FIELDS: [&str; 13] = [
     "stream_id",
     "condition",
     "name",
+    "key",
     "key_id",
     "active",
 ];
@@ -193,7 +196,7 @@ impl Event {
         }
     }
 
-    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 12] {
+    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 13] {
         [
             ("route", &mut self.route),
             ("input", &mut self.input),
@@ -206,6 +209,7 @@ impl Event {
             ("stream_id", &mut self.stream_id),
             ("condition", &mut self.condition),
             ("name", &mut self.name),
+            ("key", &mut self.key),
             ("key_id", &mut self.key_id),
         ]
     }
@@ -239,6 +243,7 @@ impl Event {
             ("stream_id", &self.stream_id),
             ("condition", &self.condition),
             ("name", &self.name),
+            ("key", &self.key),
             ("key_id", &self.key_id),
         ];
         let mut out: Vec<(&'static str, Value<'_>)> = texts

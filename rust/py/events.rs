@@ -39,15 +39,15 @@ fn seconds(timeout: f64) -> PyResult<Duration> {
 }
 
 /// `Gateway.wait_events`: the events numbered above `after` (at most `limit`), waiting up to
-/// `timeout` seconds for one without the GIL; with the number of the oldest event still kept
-/// and of the latest.
+/// `timeout` seconds for one without the GIL; with the number of the oldest event still kept,
+/// that of the latest, and whether the log is closed (the gateway closed: waits are over).
 pub(super) fn wait_events<'py>(
     py: Python<'py>,
     log: &EventLog,
     after: u64,
     timeout: f64,
     limit: usize,
-) -> PyResult<(Bound<'py, PyList>, u64, u64)> {
+) -> PyResult<(Bound<'py, PyList>, u64, u64, bool)> {
     let wait = seconds(timeout)?;
     let limit = limit.clamp(1, MAX_BATCH);
     let batch = py.allow_threads(|| log.wait(after, wait, limit));
@@ -55,7 +55,7 @@ pub(super) fn wait_events<'py>(
     for e in &batch.events {
         list.append(event_dict(py, e)?)?;
     }
-    Ok((list, batch.oldest, batch.latest))
+    Ok((list, batch.oldest, batch.latest, batch.closed))
 }
 
 /// `Gateway.emit`: an event of the control plane (`route_created`, …, `key_revoked`) with the

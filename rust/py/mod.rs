@@ -40,8 +40,8 @@ impl PyGateway {
     }
 
     /// Blocks (without the GIL) up to `timeout` seconds for events numbered above `after`;
-    /// returns them (at most `limit`), the number of the oldest event still kept and of the
-    /// latest.
+    /// returns them (at most `limit`), the number of the oldest event still kept, that of the
+    /// latest, and whether the gateway is closed.
     #[pyo3(signature = (after, timeout, limit=1000))]
     fn wait_events<'py>(
         &self,
@@ -49,7 +49,7 @@ impl PyGateway {
         after: u64,
         timeout: f64,
         limit: usize,
-    ) -> PyResult<(Bound<'py, PyList>, u64, u64)> {
+    ) -> PyResult<(Bound<'py, PyList>, u64, u64, bool)> {
         events::wait_events(py, self.inner.events(), after, timeout, limit)
     }
 

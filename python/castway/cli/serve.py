@@ -63,6 +63,12 @@ def add_command(sub: Any) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback unless --insecure)",
     )
     serve.add_argument(
+        "--events-file",
+        type=Path,
+        metavar="FILE",
+        help="append every event to FILE as one line of JSON (created 0600; for log shippers)",
+    )
+    serve.add_argument(
         "--audit-log",
         type=Path,
         metavar="FILE",
@@ -153,6 +159,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             media_dir=args.media_dir,
             insecure=args.insecure,
             metrics_listen=args.metrics_listen,
+            events_file=args.events_file,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]

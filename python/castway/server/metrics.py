@@ -105,6 +105,23 @@ ROUTE = (
 )
 
 
+# Per webhook (attribute: webhook): its deliveries since the server started.
+WEBHOOK = (
+    Series("castway.webhook.delivered", "counter", "{event}", "events the receiver accepted",
+           _key("delivered")),
+    Series("castway.webhook.failed", "counter", "{event}", "events given up (attempts "
+           "exhausted, or refused)", _key("failed")),
+    Series("castway.webhook.retries", "counter", "{attempt}", "attempts after the first",
+           _key("retries")),
+    Series("castway.webhook.dropped", "counter", "{event}", "events not queued: the queue was "
+           "full", _key("dropped")),
+    Series("castway.webhook.queued", "gauge", "{event}", "events waiting to be delivered",
+           _key("queued")),
+)
+
+Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
+
+
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     for r in routes:
         for direction, group in (("in", r["inputs"]), ("out", r["outputs"])):
@@ -157,8 +174,12 @@ class Metrics:
     (or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set, an OTLP/HTTP exporter pushing every
     `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60000), as the OpenTelemetry SDK reads them."""
 
-    def __init__(self, read: Callable[[], list[RouteStats]]) -> None:
+    def __init__(
+        self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None
+    ) -> None:
+        """``read``: every route's stats; ``webhooks``: each webhook's name and counters."""
         self.snapshot = Snapshot(read)
+        hooks: Statuses = webhooks or list
         self.reader = PrometheusMetricReader()
         # The reader registers itself with prometheus_client's global registry; this one's
         # series are served from their own registry instead.
@@ -180,6 +201,7 @@ class Metrics:
             (ENDPOINT, lambda: _endpoints(self.snapshot.routes())),
             (SRT, lambda: _srt_links(self.snapshot.routes())),
             (ROUTE, lambda: ((r, {"route": r["name"]}) for r in self.snapshot.routes())),
+            (WEBHOOK, lambda: ((st, {"webhook": name}) for name, st in hooks())),
         ]
         for table, rows in groups:
             for s in table:
