@@ -137,7 +137,8 @@ pub fn configure(element: &gst::Element, ep: &SrtEndpoint) {
 }
 
 /// Keeps `callers` up to date from a listener sink's signals: `caller-connecting` (the stream
-/// ID a caller asks for; always accepted: castway does not choose callers by stream ID here),
+/// ID a caller asks for; every caller is accepted: castway does not choose callers by stream
+/// ID here, and the passphrase is checked by libsrt as before),
 /// `caller-added` and `caller-removed`. The handlers run on libsrt's threads; they only touch
 /// the list.
 pub fn track_callers(sink: &gst::Element) -> Callers {
@@ -147,6 +148,9 @@ pub fn track_callers(sink: &gst::Element) -> Callers {
             .and_then(|v| v.get::<gst::glib::Object>().ok())
             .and_then(|a| socket_address_string(&a))
     };
+    // srtsink emits `caller-connecting` only with `authentication` on (off by default on
+    // 1.22, whatever gst-inspect shows); the handler accepts every caller.
+    sink.set_property("authentication", true);
     let list = callers.clone();
     sink.connect("caller-connecting", false, move |args| {
         let stream_id = args

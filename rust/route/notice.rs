@@ -146,15 +146,20 @@ impl Route {
                 });
             }
             let Some(link) = slot.link() else { continue };
-            let before = slot.reported.replace(link);
-            // A new output reports when it is up or failing, not that it waits for a peer.
-            let kind = match (before, link) {
+            // A new output reports when it is up or failing, not that it waits for a peer; a
+            // failing one stays failing through its retries until it is up again.
+            let kind = match (slot.reported, link) {
                 (b, l) if b == Some(l) => continue,
+                (Some("failing"), "disconnected") => continue,
                 (_, "connected") => Kind::OutputConnected,
                 (_, "failing") => Kind::OutputFailing,
-                (Some("connected" | "failing"), "disconnected") => Kind::OutputDisconnected,
-                _ => continue,
+                (Some("connected"), "disconnected") => Kind::OutputDisconnected,
+                _ => {
+                    slot.reported = Some(link);
+                    continue;
+                }
             };
+            slot.reported = Some(link);
             let error = match kind {
                 Kind::OutputFailing => slot.last_error.clone(),
                 _ => None,
