@@ -134,10 +134,10 @@ def test_the_shipped_alert_rules_pass_promtool() -> None:
 
 
 def test_docs_list_every_series() -> None:
-    from castway.server.metrics import ENDPOINT, ROUTE, SRT
+    from castway.server.metrics import ENDPOINT, ROUTE, SRT, WEBHOOK
 
     doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
-    for s in (*ENDPOINT, *SRT, *ROUTE):
+    for s in (*ENDPOINT, *SRT, *ROUTE, *WEBHOOK):
         assert f"`{s.name}`" in doc, s.name
 
 
