@@ -345,10 +345,11 @@ impl EventLog {
         self.ring().capacity
     }
 
-    /// Numbers, stamps and keeps `event` (dropping the oldest when full); returns its number.
-    /// Never waits for a reader.
-    pub fn push(&self, mut event: Event) -> u64 {
-        event.at_unix = unix_now();
+    /// Numbers, stamps and keeps `event` (dropping the oldest when full); returns its number
+    /// and time. Never waits for a reader.
+    pub fn push(&self, mut event: Event) -> (u64, f64) {
+        let at = unix_now();
+        event.at_unix = at;
         let mut ring = self.ring();
         ring.latest += 1;
         event.seq = ring.latest;
@@ -359,7 +360,7 @@ impl EventLog {
         let seq = ring.latest;
         drop(ring);
         self.changed.notify_all();
-        seq
+        (seq, at)
     }
 
     /// The kept events numbered above `after`, at most `limit`, without waiting.
@@ -445,7 +446,7 @@ mod tests {
     fn numbers_count_up_and_the_ring_keeps_the_last() {
         let log = EventLog::new(3);
         for i in 1..=5 {
-            assert_eq!(log.push(on("r")), i);
+            assert_eq!(log.push(on("r")).0, i);
         }
         let b = log.read(0, 100);
         assert_eq!(

@@ -51,7 +51,7 @@ impl Gateway {
                 event.kind.as_str()
             )));
         }
-        Ok(self.events.push(event))
+        Ok(self.events.push(event).0)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Route>>> {

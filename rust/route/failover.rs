@@ -1,7 +1,7 @@
 //! Failover glue: what the switch decides, applied to the hub; the slate and cold standby
 //! inputs started and stopped as the switch needs them; manual locks and switch waits.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::slot::{Slot, Status};
 use super::stats::SwitchRecord;
@@ -107,9 +107,10 @@ impl Route {
             Source::Nothing => None,
         };
         inner.seq += 1;
-        let record = SwitchRecord {
+        let mut record = SwitchRecord {
             seq: inner.seq,
-            at_unix: unix_now(),
+            // Set below, as the event log stamps it: both show the same time.
+            at_unix: 0.0,
             from,
             to: inner.source_name(s.to),
             reason: s.reason.as_str(),
@@ -122,7 +123,7 @@ impl Route {
             record.to.as_deref().unwrap_or("nothing"),
             record.reason
         );
-        self.emit(events::Event {
+        record.at_unix = self.emit(events::Event {
             from: record.from.clone(),
             to: record.to.clone(),
             reason: Some(record.reason.into()),
@@ -321,10 +322,4 @@ impl Route {
         }
         self.notice_route(&mut inner, false);
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

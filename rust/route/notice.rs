@@ -13,10 +13,11 @@ use super::{Inner, Route};
 use crate::events::{Event, Kind};
 
 impl Route {
-    /// Pushes `event` about this route to the gateway's event log.
-    pub(super) fn emit(&self, mut event: Event) {
+    /// Pushes `event` about this route to the gateway's event log; returns the time it was
+    /// stamped with.
+    pub(super) fn emit(&self, mut event: Event) -> f64 {
         event.route = Some(self.name.clone());
-        self.log.push(event);
+        self.log.push(event).1
     }
 
     /// Reports a change of the route's state.
@@ -170,5 +171,48 @@ impl Route {
                 ..Event::new(kind)
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::events::Kind;
+    use crate::route::{InputSpec, RouteSpec};
+    use crate::Gateway;
+
+    /// A real route (a generated test pattern, no output): what it reports as it starts and
+    /// stops, and the stream analysis's hook.
+    #[test]
+    fn a_route_reports_its_state_and_analysis_conditions() {
+        let gw = Gateway::with_event_history(100).unwrap();
+        let spec = RouteSpec {
+            name: "r".into(),
+            inputs: vec![InputSpec {
+                uri: "test://?size=160x90&bitrate=200".into(),
+                id: Some("main".into()),
+            }],
+            ..RouteSpec::default()
+        };
+        let route = gw.add_route(spec).unwrap();
+        route.report_analysis("main", "pat_error", true, Some("no PAT for 1 s".into()));
+        gw.remove_route("r").unwrap();
+        let events = gw.events().read(0, 100).events;
+        let first = &events[0];
+        assert_eq!(
+            (first.kind, first.to.as_deref()),
+            (Kind::RouteState, Some("waiting"))
+        );
+        let analysis = events.iter().find(|e| e.kind == Kind::Analysis).unwrap();
+        assert_eq!(analysis.route.as_deref(), Some("r"));
+        assert_eq!(analysis.input.as_deref(), Some("main"));
+        assert_eq!(analysis.condition.as_deref(), Some("pat_error"));
+        assert_eq!(analysis.active, Some(true));
+        let last = events.last().unwrap();
+        assert_eq!(
+            (last.kind, last.to.as_deref()),
+            (Kind::RouteState, Some("stopped"))
+        );
+        // Numbered one after another.
+        assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     }
 }
