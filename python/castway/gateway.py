@@ -411,7 +411,7 @@ class Gateway:
         """
         batch = self.event_batch(after, timeout, limit)
         if batch.lost(after):
-            raise EventsLostError(after, batch.oldest, batch.latest)
+            raise EventsLostError.reading(after, batch.oldest, batch.latest)
         return batch.events
 
     def events(self, after: int = 0, timeout: float | None = None) -> Iterator[Event]:
@@ -429,7 +429,7 @@ class Gateway:
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             batch = self.event_batch(after, max(left, 0.0))
             if batch.lost(after):
-                raise EventsLostError(after, batch.oldest, batch.latest)
+                raise EventsLostError.reading(after, batch.oldest, batch.latest)
             for event in batch.events:
                 after = event["seq"]
                 yield event

@@ -30,6 +30,7 @@ from castway.server.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
@@ -137,6 +138,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.MissingElementError: FailedPrecondition,
     native_errors.PipelineError: Internal,
     native_errors.ClosedError: Unavailable,
+    native_errors.EventsLostError: OutOfRange,
 }
 
 

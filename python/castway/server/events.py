@@ -334,7 +334,7 @@ class EventHub:
         while not self._closing:
             batch = self._gw.event_batch(after, 0.0, BATCH)
             if batch.lost(after):
-                raise EventsLostError(after, batch.oldest, batch.latest)
+                raise EventsLostError.reading(after, batch.oldest, batch.latest)
             if end is None and not follow:
                 end = batch.latest
             for e in batch.events:
