@@ -4,6 +4,7 @@
 
 pub mod elements;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod hub;
 pub mod limits;
@@ -21,6 +22,7 @@ pub mod uri;
 mod py;
 
 pub use error::{Error, Result};
+pub use events::{EventLog, Kind as EventKind};
 pub use gateway::Gateway;
 pub use route::{EndpointStats, OutputSpec, Route, RouteSpec, RouteStats};
 

@@ -237,12 +237,14 @@ def test_relay_switches_on_stdin_commands_and_prints_each_switch(tmp_path: Path)
     assert b"locked to in1" in err
 
 
-def test_client_commands_load_no_server_module() -> None:
-    """`castway route …` is a gRPC client: it runs without importing `castway.server`."""
+@pytest.mark.parametrize("command", [["route", "list"], ["events", "--json", "--after", "3"]])
+def test_client_commands_load_no_server_module(command: list[str]) -> None:
+    """`castway route …` and `castway events` are gRPC clients: they run without importing
+    `castway.server`."""
     code = (
         "import sys\n"
         "from castway.cli import main\n"
-        f"rc = main(['route', 'list', '--addr', '127.0.0.1:{free_port()}'])\n"
+        f"rc = main({command!r} + ['--addr', '127.0.0.1:{free_port()}'])\n"
         "print(rc, sorted(m for m in sys.modules if m.startswith('castway.server')))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -24,7 +24,7 @@ from castway import cli
 from castway.client import Client
 from castway.server import ServeError, Tls, run_server
 from castway.server.store import MIGRATIONS, Store, StoreError
-from castway.v1 import key_pb2, route_pb2, spec_pb2, template_pb2
+from castway.v1 import event_pb2, key_pb2, route_pb2, spec_pb2, template_pb2
 
 from support import wait_until
 from support.capture import UdpCapture
@@ -52,7 +52,7 @@ def test_health_needs_no_key_and_reflection_lists_every_service(server: Server) 
 
     listed = ask(server.client.metadata, list_services="")
     names = {s.name for s in listed.list_services_response.service}
-    for service in ("Route", "Template", "Key", "System"):
+    for service in ("Route", "Template", "Key", "Event", "System"):
         assert f"castway.v1.{service}Service" in names
     assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
     # The descriptor itself comes over the wire, so grpcurl needs no .proto file.
@@ -88,6 +88,12 @@ def test_auth_matrix(
     c = server.client_with(key)
     calls: list[tuple[grpc.StatusCode, Callable[[], Any]]] = [
         (read, lambda: c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)),
+        (read, lambda: list(c.events.WatchEvents(event_pb2.WatchEventsRequest(),
+                                                 metadata=c.metadata, timeout=10))),
+        (
+            write,
+            lambda: c.events.ListWebhooks(event_pb2.ListWebhooksRequest(), metadata=c.metadata),
+        ),
         (
             write,
             lambda: c.templates.CreateTemplate(

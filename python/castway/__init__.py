@@ -15,11 +15,23 @@ except OSError:  # pragma: no cover - not a glibc system; nothing to protect
 from castway import errors
 from castway._castway import __version__, check_uri, element_available, gstreamer_version
 from castway.errors import CastwayError
-from castway.gateway import EndpointStats, Gateway, Route, RouteStats, SwitchEvent, SwitchStats
+from castway.gateway import (
+    EndpointStats,
+    Event,
+    EventKind,
+    Gateway,
+    Route,
+    RouteStats,
+    SwitchEvent,
+    SwitchStats,
+    event_kinds,
+)
 
 __all__ = [
     "CastwayError",
     "EndpointStats",
+    "Event",
+    "EventKind",
     "Gateway",
     "Route",
     "RouteStats",
@@ -29,5 +41,6 @@ __all__ = [
     "check_uri",
     "element_available",
     "errors",
+    "event_kinds",
     "gstreamer_version",
 ]

@@ -12,11 +12,20 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import cast
 
 import grpc
 
 from castway._closing import Closing
-from castway.v1 import key_pb2_grpc, route_pb2_grpc, system_pb2_grpc, template_pb2_grpc
+from castway.gateway import Event
+from castway.v1 import (
+    event_pb2,
+    event_pb2_grpc,
+    key_pb2_grpc,
+    route_pb2_grpc,
+    system_pb2_grpc,
+    template_pb2_grpc,
+)
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
@@ -65,6 +74,7 @@ class Client(Closing):
         self.templates = template_pb2_grpc.TemplateServiceStub(self.channel)
         self.keys = key_pb2_grpc.KeyServiceStub(self.channel)
         self.system = system_pb2_grpc.SystemServiceStub(self.channel)
+        self.events = event_pb2_grpc.EventServiceStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
@@ -72,6 +82,24 @@ class Client(Closing):
 
     def close(self) -> None:
         self.channel.close()
+
+
+# Proto field names of an event that differ from its keys (`from`/`to` are Python keywords).
+_EVENT_KEYS = {"from_source": "from", "to_source": "to"}
+
+
+def event_dict(pb: event_pb2.Event) -> Event:
+    """A ``WatchEvents`` message as the event it carries: the shape ``Gateway.events()``
+    yields, the events file holds and webhooks receive (unset fields left out)."""
+    d: dict[str, object] = {"seq": pb.seq, "at": pb.at.ToNanoseconds() / 1e9, "kind": pb.kind}
+    for field in pb.DESCRIPTOR.fields:
+        if field.name in ("seq", "at", "kind", "active"):
+            continue
+        if value := getattr(pb, field.name):
+            d[_EVENT_KEYS.get(field.name, field.name)] = value
+    if pb.HasField("active"):
+        d["active"] = pb.active
+    return cast(Event, d)
 
 
 class KeyFileError(Exception):

@@ -6,11 +6,13 @@ Rust with the GIL released; no Python runs per packet.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal, TypedDict, cast
+from typing import Literal, NamedTuple, Required, TypedDict, cast
 
 from castway import _castway
 from castway._closing import Closing
+from castway.errors import EventsLostError
 
 
 class SrtCallerStats(TypedDict):
@@ -111,6 +113,76 @@ def _pairs(endpoints: Endpoints) -> list[tuple[str, str | None]]:
     if isinstance(endpoints, Mapping):
         return [(uri, ep_id) for ep_id, uri in endpoints.items()]
     return [(uri, None) for uri in endpoints]
+
+
+EventKind = Literal[
+    "route_state",
+    "input_lost",
+    "input_recovered",
+    "switch",
+    "output_connected",
+    "output_disconnected",
+    "output_failing",
+    "caller_joined",
+    "caller_left",
+    "analysis",
+    "route_created",
+    "route_updated",
+    "route_deleted",
+    "template_created",
+    "template_updated",
+    "template_deleted",
+    "key_created",
+    "key_revoked",
+]
+
+# One event of the gateway's sequence (docs/events.md): ``seq`` (from 1), ``at`` (Unix time) and
+# ``kind`` always; the other fields only when the kind sets them.
+Event = TypedDict(
+    "Event",
+    {
+        "seq": Required[int],
+        "at": Required[float],
+        "kind": Required[EventKind],
+        "route": str,
+        "input": str,
+        "output": str,
+        "from": str,
+        "to": str,
+        "reason": str,
+        "error": str,
+        "address": str,
+        "stream_id": str,
+        "condition": str,
+        "active": bool,
+        "name": str,
+        "key_id": str,
+    },
+    total=False,
+)
+
+
+class EventBatch(NamedTuple):
+    """What one read of the event log returns (:meth:`Gateway.event_batch`)."""
+
+    events: list[Event]
+    # The number of the oldest event still kept (``latest + 1`` when none is): a reader that
+    # asked for events above ``after`` missed ``oldest - 1 - after`` when that is above 0.
+    oldest: int
+    # The number of the latest event (0: none yet).
+    latest: int
+    # The gateway is closed: no wait lasts.
+    closed: bool
+
+    def lost(self, after: int) -> bool:
+        """Whether events numbered above ``after`` are gone (``after=0``: never), or ``after``
+        is beyond the latest event."""
+        return after > self.latest or (after > 0 and self.oldest > after + 1)
+
+
+def event_kinds() -> list[EventKind]:
+    """Every event kind, as the data plane names them."""
+    return cast(list[EventKind], _castway.event_kinds())
 
 
 class Applied(TypedDict):
@@ -241,8 +313,10 @@ class Gateway(Closing):
     ...     r = gw.add_route("demo", "test://?size=640x360", ["srt://:9710"])
     """
 
-    def __init__(self) -> None:
-        self._native = _castway.Gateway()
+    def __init__(self, *, event_history: int = 10_000) -> None:
+        """``event_history``: how many events :meth:`events` can go back (the oldest are
+        dropped beyond it)."""
+        self._native = _castway.Gateway(event_history)
 
     def add_route(
         self,
@@ -313,6 +387,63 @@ class Gateway(Closing):
 
     def stats(self) -> list[RouteStats]:
         return cast(list[RouteStats], self._native.stats())
+
+    def event_batch(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> EventBatch:
+        """The events numbered above ``after`` (at most ``limit``), waiting up to ``timeout``
+        seconds without holding the GIL while there is none, and where the log stands; for
+        readers that handle a gap themselves (:meth:`EventBatch.lost`)."""
+        events, oldest, latest, closed = self._native.wait_events(after, timeout, limit)
+        return EventBatch(cast(list[Event], events), oldest, latest, closed)
+
+    def wait_events(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> list[Event]:
+        """The events numbered above ``after`` (at most ``limit``), waiting up to ``timeout``
+        seconds, without holding the GIL, while there is none; an empty list after the timeout.
+
+        ``after=0`` reads from the oldest event kept. Raises :class:`EventsLostError` when
+        events numbered above ``after`` are no longer kept (more than ``event_history`` came
+        since), or when ``after`` is beyond the latest event.
+        """
+        batch = self.event_batch(after, timeout, limit)
+        if batch.lost(after):
+            raise EventsLostError.reading(after, batch.oldest, batch.latest)
+        return batch.events
+
+    def events(self, after: int = 0, timeout: float | None = None) -> Iterator[Event]:
+        """Yields each event numbered above ``after`` (``0``: from the oldest kept), blocking
+        for the next without holding the GIL; stops after ``timeout`` seconds without one
+        (``None``: when the gateway closes). Raises :class:`EventsLostError` if events it
+        should yield are no longer kept (it fell behind by more than ``event_history``).
+
+        >>> for e in gw.events(after=gw.latest_event(), timeout=60):
+        ...     print(e["seq"], e["kind"], e.get("route"))
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # At most a second at a time in Rust, so Ctrl-C reaches Python.
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            batch = self.event_batch(after, max(left, 0.0))
+            if batch.lost(after):
+                raise EventsLostError.reading(after, batch.oldest, batch.latest)
+            for event in batch.events:
+                after = event["seq"]
+                yield event
+            if batch.events:
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                continue
+            if batch.closed or (deadline is not None and time.monotonic() >= deadline):
+                return
+
+    def emit(self, kind: EventKind, **fields: str | None) -> int:
+        """Adds an event of the control plane (``route_created`` … ``key_revoked``) with text
+        ``fields`` (``route``, ``name``, ``key_id``, …) to the sequence; returns its number.
+        The data plane reports the other kinds itself."""
+        return self._native.emit(kind, dict(fields))
+
+    def latest_event(self) -> int:
+        """The number of the latest event (0: none yet); ``events(after=gw.latest_event())``
+        yields only what happens from now on."""
+        return self.event_batch(0, 0.0, 1).latest
 
     def close(self) -> None:
         self._native.close()

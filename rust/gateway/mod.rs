@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
+use crate::events::{Event, EventLog};
 use crate::route::{Applied, Route, RouteSpec, RouteStats, SystemClock};
 
 #[derive(Default)]
@@ -15,13 +16,42 @@ pub struct Gateway {
     routes: Mutex<BTreeMap<String, Arc<Route>>>,
     claims: Arc<Claims>,
     closed: std::sync::atomic::AtomicBool,
+    /// What every route and the control plane report, in one numbered sequence.
+    events: Arc<EventLog>,
 }
 
 impl Gateway {
     pub fn new() -> Result<Gateway> {
+        Gateway::with_event_history(crate::events::DEFAULT_CAPACITY)
+    }
+
+    /// A gateway whose event log keeps the last `events` events.
+    pub fn with_event_history(events: usize) -> Result<Gateway> {
         gst::init()?;
         raise_open_file_limit();
-        Ok(Gateway::default())
+        Ok(Gateway {
+            routes: Mutex::default(),
+            claims: Arc::default(),
+            closed: std::sync::atomic::AtomicBool::default(),
+            events: Arc::new(EventLog::new(events)),
+        })
+    }
+
+    /// The gateway's event log (read it, wait on it).
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// Adds an event the control plane reports (see `events::Kind::from_control_plane`) to the
+    /// sequence; returns its number.
+    pub fn emit(&self, event: Event) -> Result<u64> {
+        if !event.kind.from_control_plane() {
+            return Err(Error::InvalidConfig(format!(
+                "event kind `{}` is reported by the data plane, not emitted",
+                event.kind.as_str()
+            )));
+        }
+        Ok(self.events.push(event).0)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Route>>> {
@@ -42,7 +72,12 @@ impl Gateway {
             Ok(())
         };
         taken(&self.routes())?;
-        let route = Route::start(spec, self.claims.clone(), Arc::new(SystemClock))?;
+        let route = Route::start(
+            spec,
+            self.claims.clone(),
+            Arc::new(SystemClock),
+            self.events.clone(),
+        )?;
         let mut routes = self.routes();
         // Checked again: a concurrent add of the same name, or close(), may have come first.
         if let Err(e) = taken(&routes) {
@@ -110,6 +145,7 @@ impl Gateway {
         for r in routes {
             r.shutdown();
         }
+        self.events.close();
     }
 }
 

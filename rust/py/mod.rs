@@ -3,11 +3,13 @@
 //! packet.
 
 mod errors;
+mod events;
 mod spec;
 
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
 use crate::gateway::Gateway;
 use crate::route::Route;
@@ -20,11 +22,41 @@ struct PyGateway {
 
 #[pymethods]
 impl PyGateway {
+    /// `event_history`: how many events the gateway's event log keeps (default 10000).
     #[new]
-    fn new() -> PyResult<Self> {
+    #[pyo3(signature = (event_history=None))]
+    fn new(event_history: Option<usize>) -> PyResult<Self> {
+        let history = event_history.unwrap_or(crate::events::DEFAULT_CAPACITY);
+        if !(1..=crate::events::MAX_CAPACITY).contains(&history) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "event_history must be 1..={}, not {history}",
+                crate::events::MAX_CAPACITY
+            )));
+        }
         Ok(PyGateway {
-            inner: Gateway::new()?,
+            inner: Gateway::with_event_history(history)?,
         })
+    }
+
+    /// Blocks (without the GIL) up to `timeout` seconds for events numbered above `after`;
+    /// returns them (at most `limit`), the number of the oldest event still kept, that of the
+    /// latest, and whether the gateway is closed.
+    #[pyo3(signature = (after, timeout, limit=1000))]
+    fn wait_events<'py>(
+        &self,
+        py: Python<'py>,
+        after: u64,
+        timeout: f64,
+        limit: usize,
+    ) -> PyResult<(Bound<'py, PyList>, u64, u64, bool)> {
+        events::wait_events(py, self.inner.events(), after, timeout, limit)
+    }
+
+    /// Adds a control-plane event (`route_created`, …) with text `fields` to the sequence;
+    /// returns its number.
+    #[pyo3(signature = (kind, fields=None))]
+    fn emit(&self, kind: &str, fields: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
+        events::emit(&self.inner, kind, fields)
     }
 
     /// Builds and starts a route from a spec dict (see `Spec`).
@@ -160,6 +192,7 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRoute>()?;
     m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
+    m.add_function(wrap_pyfunction!(events::event_kinds, m)?)?;
     spec::register(m)?;
     errors::register(m)?;
     Ok(())

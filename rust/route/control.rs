@@ -42,11 +42,19 @@ impl Route {
             }
         }
         if let (Part::Input(i), Some(why), true) = (part, failed, inner.any_data) {
-            // An error or EOS is a loss at once, not after the timeout.
-            if let Some(s) = inner.switch.failed(i, why, now) {
+            // An error or EOS is a loss at once, not after the timeout (reported before the
+            // switch it causes).
+            let switched = inner.switch.failed(i, why, now);
+            self.notice_inputs(&mut inner, now, Some(i));
+            if let Some(s) = switched {
                 self.apply(&mut inner, s, now);
             }
         }
+        // An output that failed says so at once; the rest is seen at the next tick.
+        self.notice_route(
+            &mut inner,
+            matches!(part, Part::Output(_)) && failed.is_some(),
+        );
     }
 
     /// Handles an end of stream; returns whether the input is gone (not a loop starting over).
@@ -90,6 +98,9 @@ impl Route {
                     slot.fail(&self.hub, e.to_string(), now);
                 }
             }
+        }
+        if full {
+            self.notice_route(&mut inner, true);
         }
     }
 

@@ -1,13 +1,13 @@
 //! Failover glue: what the switch decides, applied to the hub; the slate and cold standby
 //! inputs started and stopped as the switch needs them; manual locks and switch waits.
 
-use std::sync::PoisonError;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::slot::{Slot, Status};
 use super::stats::SwitchRecord;
 use super::{lock, Inner, Route, CAT};
 use crate::error::Result;
+use crate::events::{self, Kind};
 use crate::hub::Feed;
 use crate::limits::{self, DEFAULT_SLATE_SIZE, SLATE_ID};
 use crate::switch::{Reason, Source, Switched, HISTORY};
@@ -42,24 +42,28 @@ impl Route {
     }
 
     /// Waits until a switch with a sequence number above `after` happened and returns it (the
-    /// oldest one still kept), or None after `timeout` or when the route stops.
+    /// oldest one still kept), or None after `timeout` or when the route stops. The wait is on
+    /// the gateway's event log: every switch and the route's shutdown are events of the route.
     pub fn wait_switch(&self, after: u64, timeout: Duration) -> Option<SwitchRecord> {
         // A real wait on the condition variable: the system clock, not the route's.
         let deadline = Instant::now() + timeout;
-        let mut inner = lock(&self.inner);
         loop {
-            if let Some(r) = inner.history.iter().find(|r| r.seq > after) {
-                return Some(r.clone());
+            // Read before the history: a switch recorded after this look is pushed to the log
+            // (under the same lock) with a number above `seen`.
+            let seen = self.log.latest();
+            {
+                let inner = lock(&self.inner);
+                if let Some(r) = inner.history.iter().find(|r| r.seq > after) {
+                    return Some(r.clone());
+                }
+                if inner.closed {
+                    return None;
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if inner.closed || left.is_zero() {
+            let mine = |e: &events::Event| e.route.as_deref() == Some(self.name.as_str());
+            if !self.log.wait_for(seen, deadline, mine) {
                 return None;
             }
-            inner = self
-                .switched
-                .wait_timeout(inner, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -104,9 +108,10 @@ impl Route {
         };
         inner.seq += 1;
         inner.by_reason[s.reason as usize] += 1;
-        let record = SwitchRecord {
+        let mut record = SwitchRecord {
             seq: inner.seq,
-            at_unix: unix_now(),
+            // Set below, as the event log stamps it: both show the same time.
+            at_unix: 0.0,
             from,
             to: inner.source_name(s.to),
             reason: s.reason.as_str(),
@@ -119,6 +124,12 @@ impl Route {
             record.to.as_deref().unwrap_or("nothing"),
             record.reason
         );
+        record.at_unix = self.emit(events::Event {
+            from: record.from.clone(),
+            to: record.to.clone(),
+            reason: Some(record.reason.into()),
+            ..events::Event::new(Kind::Switch)
+        });
         if inner.history.len() == HISTORY {
             inner.history.pop_front();
         }
@@ -161,7 +172,6 @@ impl Route {
             None if lost => self.hub.disarm(),
             target => self.hub.cut_to(target.as_deref()),
         }
-        self.switched.notify_all();
     }
 
     /// Tells the hub which input is the route's only one, if it has one input: that input
@@ -275,6 +285,7 @@ impl Route {
             return;
         }
         self.feed_switch(&mut inner, now);
+        self.notice_inputs(&mut inner, now, None);
         // Inputs that never delivered are waiting, not lost (see `Timers::may_decide`).
         inner.any_data |= inner.inputs.iter().any(|s| s.delivered());
         let first_delivered = inner.inputs.first().is_some_and(|s| s.delivered());
@@ -310,11 +321,6 @@ impl Route {
                 slate.stop(&self.hub, Status::Stopped);
             }
         }
+        self.notice_route(&mut inner, false);
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use super::control::control_loop;
 use super::slot::{Slot, Status};
@@ -11,6 +11,7 @@ use super::spec::{Checked, RouteSpec};
 use super::timers::{Clock, Timers};
 use super::{lock, Inner, Route};
 use crate::error::{Error, Result};
+use crate::events::EventLog;
 use crate::gateway::Claims;
 use crate::hub::Hub;
 use crate::switch::{Reason, Switch, HISTORY};
@@ -28,6 +29,7 @@ impl Route {
         spec: RouteSpec,
         claims: Arc<Claims>,
         clock: Arc<dyn Clock>,
+        log: Arc<EventLog>,
     ) -> Result<Arc<Route>> {
         let Checked {
             settings,
@@ -71,9 +73,10 @@ impl Route {
                 next_input,
                 next_output,
                 closed: false,
+                reported_state: None,
             }),
             hub,
-            switched: Condvar::new(),
+            log,
             events: tx,
             generations: AtomicU64::new(1),
             claims,
@@ -102,6 +105,8 @@ impl Route {
                     return Err(e);
                 }
             }
+            inner.reported_state = Some("waiting");
+            route.report_state(None, "waiting");
         }
         let weak = Arc::downgrade(&route);
         let handle = std::thread::Builder::new()
@@ -150,10 +155,13 @@ impl Route {
     /// Stops every pipeline and the control thread, and releases the route's addresses.
     /// Idempotent.
     pub fn shutdown(&self) {
+        // The state it stopped from, the first time only (none if it never started).
+        let mut stopped_from = None;
         {
             let mut inner = lock(&self.inner);
             if !inner.closed {
                 inner.closed = true;
+                stopped_from = inner.reported_state.replace("stopped");
                 // Inputs first: nothing new reaches the hub while the outputs close.
                 for slot in inner.slots_mut() {
                     slot.stop(&self.hub, Status::Stopped);
@@ -165,7 +173,10 @@ impl Route {
         }
         // Returns when the route's ports can be bound again.
         self.claims.await_route_free(&self.name);
-        self.switched.notify_all();
+        // Reported once the ports are free (this also ends `wait_switch`).
+        if let Some(from) = stopped_from {
+            self.report_state(Some(from), "stopped");
+        }
         let _ = self.events.send(super::Event::Shutdown);
         let handle = lock(&self.thread).take();
         if let Some(h) = handle {

@@ -17,16 +17,20 @@
 //! - `failover`: the glue between the switch and the hub (decisions, slate, cold standby);
 //! - `control`: the control thread (bus messages, restarts, ticks, when to check next);
 //! - `stats`: what `stats()` returns;
+//! - `notice`: what the control thread reports to the gateway's event log (state changes,
+//!   lost and recovered inputs, outputs and SRT callers), by comparing with what it last saw;
 //! - `timers`: the route's clock, start grace, keyframe wait and check schedule (pure);
 //! - `slot`: one input or output and its restart policy.
 //!
 //! Lock order: `Route.inner` → `Claims.state` → the hub's locks (`splice` → `Feed::state` →
-//! `taps`). `Route.thread` and `Gateway.routes` are only taken with no other lock held.
+//! `taps`). `Route.thread` and `Gateway.routes` are only taken with no other lock held. The
+//! gateway's event log is a leaf: pushed to under `Route.inner`, waited on with no lock held.
 
 mod control;
 mod edit;
 mod failover;
 mod lifecycle;
+mod notice;
 mod plan;
 mod slot;
 mod spec;
@@ -44,9 +48,10 @@ pub(crate) use timers::SystemClock;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::events::EventLog;
 use crate::gateway::Claims;
 use crate::hub::{Feed, Hub};
 use crate::limits::SLATE_ID;
@@ -93,6 +98,8 @@ struct Inner {
     next_input: usize,
     next_output: usize,
     closed: bool,
+    /// The route's state as last reported to the event log (None: not yet).
+    reported_state: Option<&'static str>,
 }
 
 /// Which part of a route a pipeline belongs to.
@@ -178,8 +185,9 @@ pub struct Route {
     pub name: String,
     hub: Arc<Hub>,
     inner: Mutex<Inner>,
-    /// Signalled (with `inner`) on every switch and at shutdown.
-    switched: Condvar,
+    /// The gateway's event log: switches, state changes and the rest go there (a switch and
+    /// the shutdown of this route among them, which is what `wait_switch` waits for).
+    log: Arc<EventLog>,
     events: Sender<Event>,
     generations: AtomicU64,
     claims: Arc<Claims>,

@@ -2,7 +2,7 @@
 //! Owned by the route's `Inner`; only the route's control path touches it.
 
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::stats::{EndpointStats, InputStats};
@@ -10,7 +10,7 @@ use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
-use crate::srt::Callers;
+use crate::srt::{CallerChange, Callers};
 use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtStats};
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
@@ -21,7 +21,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// An endpoint that ran this long before failing starts over from `INITIAL_BACKOFF`.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// An input that delivered nothing for this long is shown as `waiting`.
-const IDLE_AFTER_MS: u64 = 1_000;
+pub(super) const IDLE_AFTER_MS: u64 = 1_000;
 /// An SRT input that delivered data and then nothing for this long is restarted: libsrt only
 /// notices a vanished peer after its 5 s idle timeout, and until then a listener cannot take
 /// the sender's reconnection.
@@ -70,6 +70,11 @@ pub(super) struct Slot {
     start_failed: bool,
     /// The byte count when the current pipeline started (to tell a stall from a slow start).
     bytes_at_start: u64,
+    /// What the event log was last told about this slot: an input's health (`healthy`,
+    /// `lost`), an output's link (see `link`). None: nothing yet.
+    pub reported: Option<&'static str>,
+    /// Joins and leaves of callers of a pipeline already stopped, not yet reported.
+    caller_changes: Vec<CallerChange>,
 }
 
 impl Slot {
@@ -107,6 +112,8 @@ impl Slot {
             bytes_at_start: 0,
             starts: 0,
             start_failed: false,
+            reported: None,
+            caller_changes: Vec::new(),
         }
     }
 
@@ -228,7 +235,17 @@ impl Slot {
             }
         }
         self.srt = None;
-        self.callers = None;
+        if let Some(callers) = self.callers.take() {
+            // Whoever is still connected leaves with the pipeline.
+            let mut list = callers.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut changes = list.take_changes();
+            changes.extend(list.connected.drain(..).map(|address| CallerChange {
+                joined: false,
+                address,
+                stream_id: None,
+            }));
+            self.caller_changes.extend(changes);
+        }
         self.running_since = None;
         self.status = status;
         // Whatever the old pipeline still had queued on its bus is of no interest now.
@@ -301,6 +318,52 @@ impl Slot {
         }
     }
 
+    /// An output's link as the event log reports it: `connected` (running, and an SRT output
+    /// with its peer or, a listener, at least one caller), `disconnected` (running without
+    /// one), `failing` (retrying after an error), `stopped`; None while it starts (no change).
+    /// Reads an SRT caller's statistics: the control thread calls it once a second at most.
+    pub fn link(&self) -> Option<&'static str> {
+        match self.status {
+            Status::Retrying => Some("failing"),
+            Status::Starting => None,
+            Status::Stopped | Status::Ended | Status::Standby => Some("stopped"),
+            Status::Running => {
+                let connected = match (&self.callers, &self.srt) {
+                    (Some(c), _) => !c
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .connected
+                        .is_empty(),
+                    (None, Some(e)) => srt_stats(e).0.latency_ms > 0,
+                    (None, None) => true,
+                };
+                Some(if connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                })
+            }
+        }
+    }
+
+    /// The joins and leaves of callers not yet reported (an SRT listener output), oldest first.
+    pub fn take_caller_changes(&mut self) -> Vec<CallerChange> {
+        let mut changes = std::mem::take(&mut self.caller_changes);
+        if let Some(c) = &self.callers {
+            let mut list = c.lock().unwrap_or_else(PoisonError::into_inner);
+            if list.forgotten > 0 {
+                gst::warning!(
+                    CAT,
+                    "{}: {} caller joins and leaves were not reported (too many at once)",
+                    self.id,
+                    std::mem::take(&mut list.forgotten)
+                );
+            }
+            changes.extend(list.take_changes());
+        }
+        changes
+    }
+
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {
         let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
         let srt = self.srt.as_ref().map(|e| {
@@ -311,7 +374,8 @@ impl Slot {
                     callers = c
                         .lock()
                         .map(|l| {
-                            l.iter()
+                            l.connected
+                                .iter()
                                 .map(|a| SrtCaller {
                                     address: a.clone(),
                                     link: Default::default(),

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{lock, Route};
-use crate::limits::SLATE_ID;
 use crate::stats::{CounterSnapshot, SrtStats};
 use crate::switch::{Reason, Source};
 
@@ -127,20 +126,7 @@ impl Route {
             .collect();
         let active = inner.feed_name(self.hub.active());
         let active_input = inputs.iter().find(|s| s.active()).map(|s| s.id.clone());
-        let slate_live = active.as_deref() == Some(SLATE_ID)
-            && self
-                .hub
-                .idle_ms(&inner.slate_feed)
-                .is_some_and(|ms| ms < 1_000);
-        let state = if inner.closed {
-            "stopped"
-        } else if inputs.iter().any(|s| s.active() && s.state == "live") {
-            "live"
-        } else if slate_live {
-            "slate"
-        } else {
-            "waiting"
-        };
+        let state = self.state_of(&inner);
         let splice = self.hub.splice_stats();
         let config = inner.switch.config();
         let switch = SwitchStats {

@@ -318,6 +318,12 @@ impl Switch {
             .is_some_and(|h| h.alive(now, self.config.loss_timeout))
     }
 
+    /// Why `input` does not deliver: `Lost` (no data within the loss timeout), or the error or
+    /// EOS it reported since its last data.
+    pub fn cause(&self, input: usize) -> Reason {
+        self.inputs.get(input).map_or(Reason::Lost, Health::cause)
+    }
+
     fn best_alive(&self, now: Instant) -> Option<usize> {
         (0..self.inputs.len()).find(|&i| self.alive(i, now))
     }

@@ -1,5 +1,6 @@
-"""The client commands ``castway route|template|key|system``: one gRPC call (or a few) to a
-castway server each, printed as a table or, with ``--json``, as the reply's JSON.
+"""The client commands ``castway route|template|key|webhook|events|system``: one gRPC call (or
+a few) to a castway server each, printed as a table or, with ``--json``, as the reply's JSON.
+``castway events`` prints one line per event (with ``--json``, the event as one line of JSON).
 
 Each command is one handler in ``HANDLERS``. Nothing here imports the server: specs go out as
 the API's messages, and the roles are the API's enum.
@@ -23,10 +24,17 @@ from google.protobuf.message import Message
 from castway import _castway
 from castway.cli import tables
 from castway.cli.exits import EXIT_FAILED, EXIT_OK
-from castway.client import DEFAULT_ADDR, Client, KeyFileError, PlaintextError
+from castway.client import (
+    DEFAULT_ADDR,
+    Client,
+    KeyFileError,
+    PlaintextError,
+    event_dict,
+    read_key_file,
+)
 from castway.errors import CastwayError
 from castway.roles import ROLES, role_pb
-from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
+from castway.v1 import event_pb2, key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
 
 Reply = TypeVar("Reply")
 
@@ -133,10 +141,51 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--role", choices=ROLES, required=True)
     key.add_parser("revoke", parents=[client]).add_argument("id")
 
+    webhook = sub.add_parser(
+        "webhook", help="manage webhooks (operator): events POSTed as signed JSON"
+    ).add_subparsers(dest="action", required=True)
+    webhook.add_parser("list", parents=[client])
+    for action in ("get", "delete"):
+        webhook.add_parser(action, parents=[client]).add_argument("name")
+    for action in ("create", "update"):
+        p = webhook.add_parser(action, parents=[client])
+        p.add_argument("name")
+        p.add_argument("--url", required=True, help="http:// or https://")
+        p.add_argument("--kind", action="append", default=[], help="only this kind (repeat)")
+        p.add_argument("--route", action="append", default=[], help="only this route (repeat)")
+        p.add_argument(
+            "--secret-file", type=Path, metavar="FILE", required=action == "create",
+            help="a file whose first line is the signing secret (update: keep it if not given)",
+        )
+
+    events = sub.add_parser(
+        "events", parents=[client], help="print the server's events (docs/events.md)"
+    )
+    events.add_argument("--route", action="append", default=[], help="only this route (repeat)")
+    events.add_argument("--kind", action="append", default=[], help="only this kind (repeat)")
+    events.add_argument(
+        "--after", type=_seq, default=0, metavar="N",
+        help="only events numbered above N (default: every event the server keeps)",
+    )
+    events.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new events until Ctrl-C"
+    )
+
     sub.add_parser("system", parents=[client], help="server version, endpoint kinds, your key")
 
-    for command in ("route", "template", "key", "system"):
+    for command in ("route", "template", "key", "webhook", "events", "system"):
         sub.choices[command].set_defaults(run=run)
+
+
+def _seq(text: str) -> int:
+    """An event number: 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"an event number is 0 or more, not {text!r}")
+    return n
 
 
 def _update_flags(p: argparse.ArgumentParser) -> None:
@@ -373,6 +422,61 @@ def key_revoke(c: Call) -> None:
     c.show(k, lambda: tables.keys_table([k], c.out))
 
 
+def _secret(path: Path | None) -> str | None:
+    return None if path is None else read_key_file(path)
+
+
+def webhook_list(c: Call) -> None:
+    wl = c.rpc(c.client.events.ListWebhooks, event_pb2.ListWebhooksRequest())
+    c.show(wl, lambda: tables.webhooks_table(wl.webhooks, c.out))
+
+
+def webhook_get(c: Call) -> None:
+    w = c.rpc(c.client.events.GetWebhook, event_pb2.GetWebhookRequest(name=c.args.name))
+    c.show(w, lambda: tables.webhooks_table([w], c.out))
+
+
+def webhook_create(c: Call) -> None:
+    req = event_pb2.CreateWebhookRequest(
+        name=c.args.name, url=c.args.url, kinds=c.args.kind, routes=c.args.route,
+        secret=_secret(c.args.secret_file) or "",
+    )
+    w = c.rpc(c.client.events.CreateWebhook, req)
+    c.show(w, lambda: tables.webhooks_table([w], c.out))
+
+
+def webhook_update(c: Call) -> None:
+    req = event_pb2.UpdateWebhookRequest(
+        name=c.args.name, url=c.args.url, kinds=c.args.kind, routes=c.args.route,
+        secret=_secret(c.args.secret_file),
+    )
+    w = c.rpc(c.client.events.UpdateWebhook, req)
+    c.show(w, lambda: tables.webhooks_table([w], c.out))
+
+
+def webhook_delete(c: Call) -> None:
+    c.rpc(c.client.events.DeleteWebhook, event_pb2.DeleteWebhookRequest(name=c.args.name))
+    c.show(event_pb2.DeleteWebhookResponse(), lambda: c.say(f"deleted webhook {c.args.name}"))
+
+
+def events(c: Call) -> None:
+    """Every event kept (numbered above ``--after``) that passes the filters; with
+    ``--follow``, then each new one as it happens (no deadline) until interrupted."""
+    req = event_pb2.WatchEventsRequest(
+        after_seq=c.args.after, routes=c.args.route, kinds=c.args.kind, follow=c.args.follow
+    )
+    stream = c.client.events.WatchEvents(
+        req, metadata=c.client.metadata, timeout=None if c.args.follow else c.client.timeout_s
+    )
+    try:
+        for pb in stream:
+            event = event_dict(pb)
+            c.say(json.dumps(event) if c.args.json else tables.event_line(event))
+            c.out.flush()
+    except KeyboardInterrupt:
+        stream.cancel()
+
+
 def system(c: Call) -> None:
     v = c.rpc(c.client.system.GetVersion, system_pb2.GetVersionRequest())
     kinds = c.rpc(c.client.system.ListEndpointKinds, system_pb2.ListEndpointKindsRequest())
@@ -409,6 +513,12 @@ HANDLERS: dict[tuple[str, str], Callable[[Call], None]] = {
     ("key", "list"): key_list,
     ("key", "create"): key_create,
     ("key", "revoke"): key_revoke,
+    ("webhook", "list"): webhook_list,
+    ("webhook", "get"): webhook_get,
+    ("webhook", "create"): webhook_create,
+    ("webhook", "update"): webhook_update,
+    ("webhook", "delete"): webhook_delete,
+    ("events", ""): events,
     ("system", ""): system,
 }
 
@@ -420,6 +530,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_FAILED
     try:
         HANDLERS[(args.command, getattr(args, "action", ""))](Call(args, client, out))
+    except KeyFileError as e:
+        print(f"castway: {e}", file=err)
+        return EXIT_FAILED
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say, and nothing went wrong here.
         sys.stdout = open(os.devnull, "w")

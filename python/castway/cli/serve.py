@@ -67,6 +67,12 @@ def add_command(sub: Any) -> None:
         help="/metrics answers only a scrape with an API key (Authorization: Bearer KEY)",
     )
     serve.add_argument(
+        "--events-file",
+        type=Path,
+        metavar="FILE",
+        help="append every event to FILE as one line of JSON (created 0600; for log shippers)",
+    )
+    serve.add_argument(
         "--audit-log",
         type=Path,
         metavar="FILE",
@@ -170,6 +176,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             insecure=args.insecure,
             metrics_listen=args.metrics_listen,
             metrics_key=args.metrics_key,
+            events_file=args.events_file,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from castway.gateway import RouteStats
+from castway.gateway import Event, RouteStats
 from castway.roles import role_name
-from castway.v1 import key_pb2, route_pb2, system_pb2, template_pb2
+from castway.v1 import event_pb2, key_pb2, route_pb2, system_pb2, template_pb2
 
 
 def _mbps(bps: int) -> str:
@@ -170,3 +171,35 @@ def system(
         ],
         out,
     )
+
+
+# What an event line shows after its kind and route, in this order.
+_EVENT_DETAILS = (
+    "input", "output", "from", "to", "reason", "address", "stream_id", "condition", "active",
+    "name", "key", "key_id", "error",
+)
+
+
+def event_line(e: Event) -> str:
+    """One event on one line: number, local time, kind, route, then its other fields."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+    at += f".{int(e['at'] * 1000) % 1000:03d}"
+    details = " ".join(
+        f"{k}={e[k]!r}" if k == "error" else f"{k}={e[k]}"  # type: ignore[literal-required]
+        for k in _EVENT_DETAILS
+        if k in e
+    )
+    return f"#{e['seq']} {at} {e['kind']} {e.get('route', '-')} {details}".rstrip()
+
+
+def webhooks_table(hooks: Sequence[event_pb2.Webhook], out: TextIO) -> None:
+    rows = [("NAME", "URL", "KINDS", "ROUTES", "DELIVERED", "FAILED", "RETRIES", "DROPPED",
+             "LAST ERROR")]
+    for w in hooks:
+        st = w.status
+        rows.append((
+            w.name, w.url, ",".join(w.kinds) or "*", ",".join(w.routes) or "*",
+            str(st.delivered), str(st.failed), str(st.retries), str(st.dropped),
+            st.last_error or "-",
+        ))
+    table(rows, out)

@@ -25,18 +25,29 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from castway.client import is_local
+from castway.gateway import Gateway
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
 from castway.server.errors import ControlError
+from castway.server.events import EventHub, FileSink, record_change
 from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
 from castway.server.metrics import Metrics, otlp_configured
-from castway.server.servicers import KeyService, RouteService, SystemService, TemplateService
+from castway.server.servicers import (
+    EventService,
+    KeyService,
+    RouteService,
+    SystemService,
+    TemplateService,
+)
 from castway.server.store import Store
 from castway.server.telemetry import TracingInterceptor, provider_from_env
+from castway.server.webhooks import Webhooks
 from castway.v1 import (
+    event_pb2,
+    event_pb2_grpc,
     key_pb2,
     key_pb2_grpc,
     route_pb2,
@@ -47,10 +58,21 @@ from castway.v1 import (
     template_pb2_grpc,
 )
 
-__all__ = ["Control", "Keys", "Running", "ServeError", "Store", "Tls", "run_server"]
+__all__ = [
+    "Control",
+    "EventHub",
+    "Keys",
+    "Running",
+    "ServeError",
+    "Store",
+    "Tls",
+    "Webhooks",
+    "run_server",
+]
 
 SERVICES = (
     route_pb2.DESCRIPTOR.services_by_name["RouteService"].full_name,
+    event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
     key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     system_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
@@ -92,6 +114,11 @@ class Running:
     created_admin_key: str | None
     # The port of the Prometheus endpoint (`metrics_listen`), else None.
     metrics_port: int | None = None
+    # The event sinks and streams, and the webhooks.
+    events: EventHub | None = None
+    webhooks: Webhooks | None = None
+    # The JSON-lines events file (`events_file`), else None.
+    events_file: FileSink | None = None
 
 
 @contextmanager
@@ -109,6 +136,7 @@ def run_server(
     insecure: bool = False,
     metrics_listen: str | None = None,
     metrics_key: bool = False,
+    events_file: Path | None = None,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
@@ -120,7 +148,8 @@ def run_server(
     ``metrics_listen`` (``HOST:PORT``) serves Prometheus metrics at ``/metrics`` (plain HTTP,
     so loopback only unless ``insecure``), to any scraper or, with ``metrics_key``, to one
     presenting an API key (any role) as ``Authorization: Bearer KEY``; with
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are also pushed over OTLP."""
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are also pushed over OTLP. ``events_file`` (else
+    the config's ``events_file``) gets every event appended as a line of JSON."""
     for what, address in (("listen", listen), ("metrics", metrics_listen)):
         host, sep, port = (address or "").rpartition(":")
         if address is not None and (not sep or not port.isdigit() or (
@@ -150,10 +179,28 @@ def run_server(
         )
     declared_limits = [d.limits for d, _ in sources if d.limits is not None]
     limits = limits or (declared_limits[-1] if declared_limits else Limits())
+    declared_files = [d.events_file for d, _ in sources if d.events_file is not None]
+    events_file = events_file or (declared_files[-1] if declared_files else None)
     store = Store(data_dir)
     control: Control | None = None
+    gateway: Gateway | None = None
+    hub: EventHub | None = None
+    webhooks: Webhooks | None = None
     try:
-        keys = Keys(store, limits.max_keys)
+        gateway = Gateway(event_history=limits.event_history)
+        gw = gateway
+        hub = EventHub(gateway)
+        hub.start()
+        sink = None
+        if events_file is not None:
+            try:
+                sink = FileSink(events_file)
+            except OSError as e:
+                raise ServeError(
+                    f"cannot open the events file {events_file}: {e.strerror}"
+                ) from None
+            hub.add_sink(sink)
+        keys = Keys(store, limits.max_keys, emit=lambda kind, **f: record_change(gw, kind, **f))
         try:
             created = keys.bootstrap(admin_key, out)
         except ControlError as e:
@@ -168,14 +215,16 @@ def run_server(
             )
         except MediaError as e:
             raise ServeError(str(e)) from None
-        control = Control(store, media, limits=limits)
+        control = Control(store, media, gateway=gateway, limits=limits)
+        webhooks = Webhooks(store, hub, limits.max_webhooks)
         control.restore()
         for declared, source in sources:
-            for line in config_file.apply(control, declared, source):
+            for line in config_file.apply(control, declared, source, webhooks):
                 print(f"castway: {source}: {line}", file=out, flush=True)
         server = _Server(
             keys,
             control,
+            EventService(hub, webhooks),
             tls,
             listen,
             tracer_provider or provider_from_env(),
@@ -187,7 +236,7 @@ def run_server(
             server.start()
             metrics_port = None
             if metrics_listen is not None or otlp_configured():
-                metrics = Metrics(control.stats)
+                metrics = Metrics(control.stats, webhooks.statuses)
             if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:
@@ -198,17 +247,30 @@ def run_server(
                     )
                 except (OSError, ValueError) as e:
                     raise ServeError(f"cannot serve metrics on {metrics_listen}: {e}") from None
-            yield Running(server.server, server.port, control, keys, created, metrics_port)
+            yield Running(
+                server.server, server.port, control, keys, created, metrics_port, hub, webhooks,
+                sink,
+            )
         finally:
             if http is not None:
                 http.shutdown()
                 http.server_close()
             if metrics is not None:
                 metrics.close()
+            # Open WatchEvents streams end now rather than hold the grace period.
+            hub.end_watches()
             server.stop(grace_s)
     finally:
+        # Webhooks first (a receiver must not hold the stop up); the routes' last events
+        # still reach the events file.
+        if webhooks is not None:
+            webhooks.close()
         if control is not None:
             control.close()
+        elif gateway is not None:
+            gateway.close()
+        if hub is not None:
+            hub.stop()
         store.close()
 
 
@@ -225,12 +287,14 @@ class _Server:
         self,
         keys: Keys,
         control: Control,
+        events: EventService,
         tls: Tls | None,
         listen: str,
         provider: TracerProvider,
         limits: Limits,
     ) -> None:
         self._keys, self._control, self._tls, self._listen = keys, control, tls, listen
+        self._events = events
         self._provider, self._limits = provider, limits
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -277,6 +341,7 @@ class _Server:
             TemplateService(self._control), server
         )
         key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self._keys), server)
+        event_pb2_grpc.add_EventServiceServicer_to_server(self._events, server)
         system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -24,7 +24,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any, TypeAlias
 from urllib.parse import unquote
 
@@ -32,7 +31,8 @@ import grpc
 from opentelemetry import trace
 
 from castway.roles import allows
-from castway.server.keys import Keys
+from castway.server.keys import Keys, acting_key
+from castway.server.keys import current_key as current_key  # the servicers read it here
 from castway.server.store import KeyRecord, Role
 
 HEALTH = "/grpc.health.v1.Health/"
@@ -43,17 +43,11 @@ THROTTLE_MAX_DELAY_S = 5.0
 KEY_ID_ATTRIBUTE = "castway.key.id"
 
 audit = logging.getLogger("castway.audit")
-_current: ContextVar[KeyRecord | None] = ContextVar("castway_key", default=None)
 
 Behavior = Callable[[Any, Any], Any]
 # What a `grpc.aio` server interceptor is handed and returns (this one and telemetry's).
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any] | None"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
-
-
-def current_key() -> KeyRecord | None:
-    """The key of the call being served (inside a servicer)."""
-    return _current.get()
 
 
 def required_role(method: str) -> Role | None:
@@ -65,6 +59,9 @@ def required_role(method: str) -> Role | None:
         return "admin"
     if service in ("castway.v1.RouteService", "castway.v1.TemplateService"):
         return "viewer" if name.startswith(("Get", "List")) else "operator"
+    if service == "castway.v1.EventService":
+        # Webhook URLs may carry tokens: listing them is an operator's business too.
+        return "viewer" if name == "WatchEvents" else "operator"
     return "viewer"
 
 
@@ -72,7 +69,7 @@ def is_mutation(method: str) -> bool:
     """Calls that change something (and are audited even when they succeed)."""
     service, _, name = method.lstrip("/").rpartition("/")
     return service.startswith("castway.v1.") and not name.startswith(
-        ("Get", "List", "WhoAmI")
+        ("Get", "List", "WhoAmI", "Watch")
     )
 
 
@@ -281,14 +278,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def bind(behavior: Behavior) -> Behavior:
             if inspect.isasyncgenfunction(behavior):
-                # Reflection (grpc's own async servicer): it never needs the key itself.
+                # Streams served on the event loop: reflection, WatchEvents.
                 async def stream(request: Any, context: Any) -> Any:
                     ctx = recorded(context)
+                    token = acting_key.set(key)
                     trace.get_current_span().set_attribute(KEY_ID_ATTRIBUTE, key.id)
                     try:
                         async for item in behavior(request, ctx):
                             yield item
                     finally:
+                        try:
+                            acting_key.reset(token)
+                        except ValueError:  # closed by the loop's finalizer, in another context
+                            pass
                         if ctx.code != grpc.StatusCode.OK:
                             audit_line(method, key, ctx.peer(), ctx.code)
 
@@ -296,12 +298,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             def call(request: Any, context: Any) -> Any:
                 ctx = recorded(context)
-                token = _current.set(key)
+                token = acting_key.set(key)
                 trace.get_current_span().set_attribute(KEY_ID_ATTRIBUTE, key.id)
                 try:
                     return behavior(request, ctx)
                 finally:
-                    _current.reset(token)
+                    acting_key.reset(token)
                     if mutation or ctx.code != grpc.StatusCode.OK:
                         audit_line(method, key, ctx.peer(), ctx.code, _target(request))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from castway import _castway
 from castway import errors as native_errors
-from castway.gateway import Applied, Gateway, RouteStats
+from castway.gateway import Applied, EventKind, Gateway, RouteStats
 from castway.server.errors import (
     Aborted,
     AlreadyExists,
@@ -31,9 +31,11 @@ from castway.server.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
+from castway.server.events import record_change
 from castway.server.limits import Limits
 from castway.server.logs import about
 from castway.server.media import MediaRoot, Opened, is_file_uri
@@ -138,6 +140,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.MissingElementError: FailedPrecondition,
     native_errors.PipelineError: Internal,
     native_errors.ClosedError: Unavailable,
+    native_errors.EventsLostError: OutOfRange,
 }
 
 
@@ -193,6 +196,14 @@ class Control:
         self._stop = threading.Event()
         self._retry = threading.Thread(target=self._retry_loop, name="castway-retry", daemon=True)
 
+    @property
+    def gateway(self) -> Gateway:
+        return self._gw
+
+    def emit(self, kind: EventKind, **fields: str | None) -> None:
+        """Adds a control-plane event to the gateway's sequence (``record_change``)."""
+        record_change(self._gw, kind, **fields)
+
     # Lifecycle
 
     def stats(self) -> list[RouteStats]:
@@ -245,6 +256,7 @@ class Control:
             if desired == "running":
                 self._start(record, resolved)
             self._commit(record, resolved, undo=lambda: self._stop_route(name))
+            self.emit("route_created", route=name)
             return self.get_route(name)
 
     def get_route(self, name: str) -> RouteView:
@@ -317,6 +329,7 @@ class Control:
             self._commit(
                 record, resolved, undo=lambda: before and self._reconfigure(name, resolved, before)
             )
+            self.emit("route_updated", route=name, reason="spec")
             return self.get_route(name), changes
 
     def delete_route(self, name: str, version: int | None = None) -> None:
@@ -328,6 +341,7 @@ class Control:
             del self._routes[name]
             self._resolved.pop(name, None)
             self._errors.pop(name, None)
+            self.emit("route_deleted", route=name)
 
     def start_route(self, name: str) -> RouteView:
         with self._lock:
@@ -338,6 +352,7 @@ class Control:
             resolved = self._resolved.get(name) or self._resolve(name, old.spec)
             self._start(record, resolved)
             self._commit(record, resolved, undo=lambda: self._stop_route(name))
+            self.emit("route_updated", route=name, reason="started")
             return self.get_route(name)
 
     def stop_route(self, name: str) -> RouteView:
@@ -349,6 +364,7 @@ class Control:
             self._commit(record, self._resolved.get(name, Spec()))
             self._stop_route(name)
             self._errors.pop(name, None)
+            self.emit("route_updated", route=name, reason="stopped")
             return self.get_route(name)
 
     def switch_input(self, name: str, input_id: str) -> RouteView:
@@ -366,6 +382,10 @@ class Control:
                     route.auto()
             record = replace(old, locked_input=input_id, version=old.version + 1, updated=now())
             self._commit(record, resolved)
+            if input_id:
+                self.emit("route_updated", route=name, reason="locked", input=input_id)
+            else:
+                self.emit("route_updated", route=name, reason="unlocked")
             return self.get_route(name)
 
     def add_output(
@@ -410,6 +430,7 @@ class Control:
             record = TemplateRecord(name, spec, 1, now(), now())
             self._store.put_template(record)
             self._templates[name] = record
+            self.emit("template_created", name=name)
             return TemplateView(record, [])
 
     def get_template(self, name: str) -> TemplateView:
@@ -447,6 +468,7 @@ class Control:
             record = replace(old, spec=spec, version=old.version + 1, updated=now())
             self._store.put_template(record)
             self._templates[name] = record
+            self.emit("template_updated", name=name)
             applied = []
             for route in users:
                 before, after = self._resolved.get(route), new[route]
@@ -475,6 +497,7 @@ class Control:
                 )
             self._store.delete_template(name)
             del self._templates[name]
+            self.emit("template_deleted", name=name)
 
     # Helpers (called with the lock held)
 

@@ -44,6 +44,12 @@ class Aborted(ControlError):
     code = "ABORTED"
 
 
+class OutOfRange(ControlError):
+    """Events asked for are no longer kept (or not made yet)."""
+
+    code = "OUT_OF_RANGE"
+
+
 class Unavailable(ControlError):
     """The gateway is shutting down: try again (on the next server)."""
 

@@ -13,6 +13,8 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import TextIO
 
@@ -30,6 +32,16 @@ ENV_KEY_NAME = "env"
 MIN_ADMIN_KEY_CHARS = 24
 MIN_ADMIN_KEY_DISTINCT = 12
 MIN_ADMIN_KEY_BITS = 128
+
+
+# The key of the call being served: set by the auth interceptor around each servicer, read by
+# the servicers (what a viewer may see) and the control plane (who made a change).
+acting_key: ContextVar[KeyRecord | None] = ContextVar("castway_key", default=None)
+
+
+def current_key() -> KeyRecord | None:
+    """The key of the call being served (None outside a call: the config file, Python)."""
+    return acting_key.get()
 
 
 def check_admin_key(key: str) -> None:
@@ -68,9 +80,13 @@ def digest(secret: str) -> str:
 class Keys:
     """The keys of one store, with an in-memory index by hash."""
 
-    def __init__(self, store: Store, max_keys: int = 100) -> None:
+    def __init__(
+        self, store: Store, max_keys: int = 100, emit: Callable[..., None] | None = None
+    ) -> None:
+        """``emit(kind, **fields)`` reports each key created or revoked (an event)."""
         self._store = store
         self.max_keys = max_keys
+        self._emit = emit
         self._lock = threading.Lock()
         self._by_hash = {k.hash: k for k in store.keys()}
 
@@ -138,6 +154,8 @@ class Keys:
         with self._lock:
             self._store.put_key(record)
             self._by_hash[record.hash] = record
+        if self._emit is not None:
+            self._emit("key_created", name=record.name, key=record.id)
         return record
 
     def list(self) -> list[KeyRecord]:
@@ -162,6 +180,8 @@ class Keys:
         revoked = replace(record, revoked=now())
         self._store.put_key(revoked)
         self._by_hash[record.hash] = revoked
+        if self._emit is not None:
+            self._emit("key_revoked", name=record.name, key=record.id)
         return revoked
 
     def authenticate(self, secret: str) -> KeyRecord | None:

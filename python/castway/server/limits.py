@@ -13,6 +13,9 @@ from typing import Any
 
 from castway.server.errors import InvalidArgument
 
+# What the native event log can keep.
+MAX_EVENT_HISTORY = 1_000_000
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -25,6 +28,9 @@ class Limits:
     max_routes: int = 1000
     max_templates: int = 200
     max_keys: int = 100
+    max_webhooks: int = 32
+    # Events kept in memory for WatchEvents to resume from.
+    event_history: int = 10_000
     # ListRoutes pages.
     default_page_size: int = 100
     max_page_size: int = 500
@@ -50,6 +56,10 @@ def limits_from_dict(d: Mapping[str, Any], where: str = "limits") -> Limits:
             raise InvalidArgument(f"{where}.{key}", f"must be a positive integer, not {value!r}")
         values[key] = value
     limits = replace(Limits(), **values)
+    if limits.event_history > MAX_EVENT_HISTORY:
+        raise InvalidArgument(
+            f"{where}.event_history", f"must be at most {MAX_EVENT_HISTORY}"
+        )
     if limits.default_page_size > limits.max_page_size:
         raise InvalidArgument(f"{where}.default_page_size", "must not exceed max_page_size")
     return limits

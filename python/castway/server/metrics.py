@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -118,6 +118,30 @@ def _switch_reasons(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], 
             yield {"count": count}, {"route": r["name"], "reason": reason}
 
 
+# Per webhook (attribute: webhook): its deliveries since the server started.
+WEBHOOK = (
+    Series("castway.webhook.delivered", "counter", "{event}", "events the receiver accepted",
+           _key("delivered")),
+    Series("castway.webhook.failed", "counter", "{event}", "events given up (attempts "
+           "exhausted, or refused)", _key("failed")),
+    Series("castway.webhook.retries", "counter", "{attempt}", "attempts after the first",
+           _key("retries")),
+    Series("castway.webhook.dropped", "counter", "{event}", "events not queued: the queue was "
+           "full", _key("dropped")),
+    Series("castway.webhook.queued", "gauge", "{event}", "events waiting to be delivered",
+           _key("queued")),
+)
+
+Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
+
+
+class Reading(NamedTuple):
+    """What one collection reads: every route's stats, each webhook's name and counters."""
+
+    routes: list[RouteStats]
+    webhooks: list[tuple[str, dict[str, Any]]]
+
+
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     for r in routes:
         for direction, group in (("in", r["inputs"]), ("out", r["outputs"])):
@@ -189,23 +213,24 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-Rows = Callable[[list[RouteStats]], Iterable[tuple[Any, dict[str, str]]]]
+Rows = Callable[[Reading], Iterable[tuple[Any, dict[str, str]]]]
 
 GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
-    (ENDPOINT, _endpoints),
-    (SRT, _srt_links),
-    (ROUTE, lambda routes: ((r, {"route": r["name"]}) for r in routes)),
-    (SWITCH, _switch_reasons),
+    (ENDPOINT, lambda r: _endpoints(r.routes)),
+    (SRT, lambda r: _srt_links(r.routes)),
+    (ROUTE, lambda r: ((route, {"route": route["name"]}) for route in r.routes)),
+    (SWITCH, lambda r: _switch_reasons(r.routes)),
+    (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
 )
 
 
-def add_instruments(meter: Meter, routes: Callable[[], list[RouteStats]]) -> None:
-    """Every series above as an observable instrument of ``meter``, reading ``routes()`` when
+def add_instruments(meter: Meter, read: Callable[[], Reading]) -> None:
+    """Every series above as an observable instrument of ``meter``, reading ``read()`` when
     collected."""
 
     def callback(s: Series, rows: Rows) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
-            for row, attrs in rows(routes()):
+            for row, attrs in rows(read()):
                 value = s.value(row)
                 if value is not None:
                     yield Observation(value, attrs)
@@ -232,8 +257,12 @@ class Metrics:
     text takes about 2 µs a series. Names, units and types are the reader's (a test compares
     them); the ``otel_scope_*`` labels it adds to every line are left out."""
 
-    def __init__(self, read: Callable[[], list[RouteStats]]) -> None:
+    def __init__(
+        self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None
+    ) -> None:
+        """``read``: every route's stats; ``webhooks``: each webhook's name and counters."""
         self.snapshot = Snapshot(read)
+        self._webhooks: Statuses = webhooks or list
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -246,16 +275,19 @@ class Metrics:
                     {"service.name": "castway", "service.version": __version__}
                 ),
             )
-            add_instruments(self.provider.get_meter("castway", __version__), self.snapshot.routes)
+            add_instruments(self.provider.get_meter("castway", __version__), self.reading)
+
+    def reading(self) -> Reading:
+        return Reading(self.snapshot.routes(), self._webhooks())
 
     def render(self) -> bytes:
         """Every series in Prometheus' text format (0.0.4), from one read of the stats."""
-        routes = self.snapshot.routes()
+        reading = self.reading()
         out = ["# HELP target_info Target metadata\n# TYPE target_info gauge\n", self._target]
         for table, rows in GROUPS:
             labelled = [
                 (row, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(attrs.items())))
-                for row, attrs in rows(routes)
+                for row, attrs in rows(reading)
             ]
             for s in table:
                 name = self._names[s]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -17,16 +17,21 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import castway
-from castway.gateway import Applied
+from castway.errors import EventsLostError
+from castway.gateway import Applied, Event
 from castway.redact import REDACTED, redact_text, redact_uri
 from castway.roles import ROLES, role_name, role_pb
 from castway.server import auth
 from castway.server.control import Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
+from castway.server.events import EventHub, check_kinds, check_routes
 from castway.server.keys import Keys
 from castway.server.specs import Endpoint, Failover, Spec, SrtDefaults
 from castway.server.store import Desired, KeyRecord
+from castway.server.webhooks import Webhooks, WebhookView
 from castway.v1 import (
+    event_pb2,
+    event_pb2_grpc,
     key_pb2,
     key_pb2_grpc,
     route_pb2,
@@ -430,3 +435,102 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
         if key is None:
             return system_pb2.WhoAmIResponse()
         return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=role_pb(key.role))
+
+
+# Proto field names of an event that differ from its keys (`from`/`to` are Python keywords).
+_EVENT_NAMES = {"from": "from_source", "to": "to_source"}
+OLDEST_SEQ_METADATA = "castway-oldest-seq"
+
+
+def event_to_pb(e: Event) -> event_pb2.Event:
+    pb = event_pb2.Event()
+    for key, value in e.items():
+        name = _EVENT_NAMES.get(key, key)
+        if name == "at":
+            pb.at.CopyFrom(_ts(float(cast(float, value))))
+        else:
+            setattr(pb, name, value)
+    return pb
+
+
+def webhook_to_pb(v: WebhookView) -> event_pb2.Webhook:
+    r = v.record
+    return event_pb2.Webhook(
+        name=r.name,
+        url=r.url,
+        kinds=r.kinds,
+        routes=r.routes,
+        has_secret=bool(r.secret),
+        version=r.version,
+        created=_ts(r.created),
+        updated=_ts(r.updated),
+        status=event_pb2.WebhookStatus(**v.status),
+    )
+
+
+class EventService(event_pb2_grpc.EventServiceServicer):
+    """``WatchEvents`` runs on the server's event loop (it never blocks it: see
+    ``EventHub.watch``); the webhook calls are plain servicers on the worker threads."""
+
+    def __init__(self, hub: EventHub, webhooks: Webhooks) -> None:
+        self.hub, self.webhooks = hub, webhooks
+
+    async def WatchEvents(
+        self, request: event_pb2.WatchEventsRequest, context: Any
+    ) -> AsyncIterator[event_pb2.Event]:
+        try:
+            kinds = check_kinds(request.kinds)
+            routes = check_routes(request.routes)
+        except InvalidArgument as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return
+        stream = self.hub.watch(
+            request.after_seq, kinds, routes, request.follow, _secrets_shown()
+        )
+        try:
+            async for event in stream:
+                yield event_to_pb(event)
+        except EventsLostError as e:
+            context.set_trailing_metadata(((OLDEST_SEQ_METADATA, str(e.oldest)),))
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+        finally:
+            await stream.aclose()
+
+    @_rpc
+    def CreateWebhook(
+        self, request: event_pb2.CreateWebhookRequest, context: Any
+    ) -> event_pb2.Webhook:
+        view = self.webhooks.create(
+            request.name, request.url, tuple(request.kinds), tuple(request.routes),
+            request.secret,
+        )
+        return webhook_to_pb(view)
+
+    @_rpc
+    def GetWebhook(self, request: event_pb2.GetWebhookRequest, context: Any) -> event_pb2.Webhook:
+        return webhook_to_pb(self.webhooks.get(request.name))
+
+    @_rpc
+    def ListWebhooks(
+        self, request: event_pb2.ListWebhooksRequest, context: Any
+    ) -> event_pb2.ListWebhooksResponse:
+        return event_pb2.ListWebhooksResponse(
+            webhooks=[webhook_to_pb(v) for v in self.webhooks.all()]
+        )
+
+    @_rpc
+    def UpdateWebhook(
+        self, request: event_pb2.UpdateWebhookRequest, context: Any
+    ) -> event_pb2.Webhook:
+        view = self.webhooks.update(
+            request.name, request.url, tuple(request.kinds), tuple(request.routes),
+            request.secret if request.HasField("secret") else None, _version(request),
+        )
+        return webhook_to_pb(view)
+
+    @_rpc
+    def DeleteWebhook(
+        self, request: event_pb2.DeleteWebhookRequest, context: Any
+    ) -> event_pb2.DeleteWebhookResponse:
+        self.webhooks.delete(request.name)
+        return event_pb2.DeleteWebhookResponse()

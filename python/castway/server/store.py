@@ -65,6 +65,20 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL
     );
     """,
+    # Webhooks: where events are POSTed. The secret signs deliveries, so it is kept as given
+    # (the data dir is the owner's alone); the API never returns it.
+    """
+    CREATE TABLE webhooks (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        routes TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -102,6 +116,18 @@ class KeyRecord:
     revoked: float | None
 
 
+@dataclass(frozen=True)
+class WebhookRecord:
+    name: str
+    url: str
+    kinds: tuple[str, ...]
+    routes: tuple[str, ...]
+    secret: str
+    version: int
+    created: float
+    updated: float
+
+
 def now() -> float:
     return time.time()
 
@@ -130,7 +156,7 @@ def secure_data_dir(data_dir: Path) -> None:
 
 
 class Store:
-    """The routes, templates and keys in ``DATA_DIR/castway.db``. Thread-safe."""
+    """The routes, templates, keys and webhooks in ``DATA_DIR/castway.db``. Thread-safe."""
 
     FILE = "castway.db"
 
@@ -286,6 +312,45 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (k.id, k.name, k.role, k.hash, k.created, k.revoked),
             )
+
+    # Webhooks
+
+    def webhooks(self) -> list[WebhookRecord]:
+        return [
+            WebhookRecord(
+                name=r["name"],
+                url=r["url"],
+                kinds=tuple(json.loads(r["kinds"])),
+                routes=tuple(json.loads(r["routes"])),
+                secret=r["secret"],
+                version=r["version"],
+                created=r["created"],
+                updated=r["updated"],
+            )
+            for r in self._query("SELECT * FROM webhooks ORDER BY name")
+        ]
+
+    def put_webhook(self, w: WebhookRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO webhooks "
+                "(name, url, kinds, routes, secret, version, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    w.name,
+                    w.url,
+                    json.dumps(list(w.kinds)),
+                    json.dumps(list(w.routes)),
+                    w.secret,
+                    w.version,
+                    w.created,
+                    w.updated,
+                ),
+            )
+
+    def delete_webhook(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM webhooks WHERE name = ?", (name,))
 
     # Output files in the media root
 
