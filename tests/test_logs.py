@@ -37,6 +37,9 @@ def test_serve_logs_json_lines_that_name_their_route(tmp_path: Path) -> None:
             c.routes.CreateRoute(route_pb2.CreateRouteRequest(
                 name=name, spec=spec([ep(test_input())], [ep(out)])), metadata=c.metadata,
                 timeout=30)
+        wait_until(lambda: c.routes.GetRoute(route_pb2.GetRouteRequest(name="news"),
+                                             metadata=c.metadata).status.state == "live",
+                   30, "the route to go live")
     assert srv.stop(signal.SIGTERM) == 0
     first = records(srv)
     [serving] = [d for d in first if d["message"].startswith("serving gRPC on")]
@@ -44,6 +47,10 @@ def test_serve_logs_json_lines_that_name_their_route(tmp_path: Path) -> None:
     created = [d for d in first if d.get("call") == "RouteService/CreateRoute"]
     assert sorted(d["route"] for d in created) == ["blocked", "news"]
     assert all(d["status"] == "OK" and d["key"] and d["peer"] for d in created)
+    # What the data plane reports is logged too, naming the route.
+    went_live = [d for d in first if d["logger"] == "castway.events" and "to=live" in d["message"]
+                 and d["message"].startswith("route news: route_state")]
+    assert went_live and all(d["route"] == "news" for d in went_live), first
 
     # The stored route's port is taken when the server comes back: it says so, naming it.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:

@@ -30,7 +30,7 @@ from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
 from castway.server.control import Control
 from castway.server.errors import ControlError
-from castway.server.events import EventHub, FileSink, record_change
+from castway.server.events import EventHub, FileSink, LogSink, record_change
 from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
@@ -191,6 +191,7 @@ def run_server(
         gw = gateway
         hub = EventHub(gateway)
         hub.start()
+        hub.add_sink(LogSink())
         sink = None
         if events_file is not None:
             try:

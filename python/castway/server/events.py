@@ -33,6 +33,7 @@ from castway.gateway import Event, EventKind, Gateway
 from castway.redact import REDACTED, redact_text
 from castway.server.errors import InvalidArgument
 from castway.server.keys import current_key
+from castway.server.logs import about
 from castway.server.specs import check_name
 
 log = logging.getLogger("castway.events")
@@ -190,6 +191,39 @@ class FileSink(QueuedSink):
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
         os.close(self._fd)
+
+
+# What the data plane reports, and which of it is bad news (logged as a warning).
+DATA_PLANE = frozenset({
+    "route_state", "input_lost", "input_recovered", "switch", "output_connected",
+    "output_disconnected", "output_failing", "caller_joined", "caller_left", "analysis",
+})
+_WARNINGS = frozenset({"input_lost", "output_failing"})
+
+
+class LogSink(QueuedSink):
+    """Writes each data-plane event as a log line (logger ``castway.events``) naming its route,
+    ``route news: switch from=main to=backup reason=lost``, with the route's name in the
+    record for ``--log-format json``. The control plane's own events are in the audit log."""
+
+    drain = True
+
+    def __init__(self, size: int = 10_000) -> None:
+        super().__init__("events-log", size)
+
+    def wants(self, event: Event) -> bool:
+        return event["kind"] in DATA_PLANE
+
+    def handle(self, event: Event) -> None:
+        route = str(event.get("route", ""))
+        fields = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("seq", "at", "kind", "route")
+        )
+        bad = event["kind"] in _WARNINGS or (
+            event["kind"] == "analysis" and bool(event.get("active"))
+        )
+        log.log(logging.WARNING if bad else logging.INFO, "route %s: %s %s", route,
+                event["kind"], fields, extra=about(route))
 
 
 class _Wakeup:
