@@ -119,8 +119,14 @@ class ServeProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int) -> int:
+        """Sends ``sig`` and returns the exit status; a server still running 30 s later is
+        killed (and the test fails on the timeout), never left behind."""
         self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
         finally:
             self.log_file.close()
