@@ -15,7 +15,15 @@ except OSError:  # pragma: no cover - not a glibc system; nothing to protect
 from castway import errors
 from castway._castway import __version__, check_uri, element_available, gstreamer_version
 from castway.errors import CastwayError
-from castway.gateway import EndpointStats, Gateway, Route, RouteStats, SwitchEvent, SwitchStats
+from castway.gateway import (
+    EndpointStats,
+    Gateway,
+    Route,
+    RouteStats,
+    SwitchEvent,
+    SwitchStats,
+    TsAnalysis,
+)
 
 __all__ = [
     "CastwayError",
@@ -25,6 +33,7 @@ __all__ = [
     "RouteStats",
     "SwitchEvent",
     "SwitchStats",
+    "TsAnalysis",
     "__version__",
     "check_uri",
     "element_available",

@@ -211,6 +211,7 @@ fn endpoint_stats<'py>(
         d.set_item("idle_ms", e.idle_ms)?;
         d.set_item("off_air_packets", e.counters.off_air)?;
         d.set_item("held_back_packets", e.counters.held_back)?;
+        d.set_item("analysis", pythonize::pythonize(py, &e.analysis)?)?;
     }
     d.set_item("bytes", e.counters.bytes)?;
     d.set_item("packets", e.counters.packets)?;

@@ -286,6 +286,7 @@ impl Slot {
         if let Some(why) = feed.take_not_ts() {
             self.last_error = Some(why);
         }
+        hub.analysis_tick(&feed);
         let stalled = self.status == Status::Running
             && matches!(self.endpoint, Endpoint::Srt(_))
             && self.counters.snapshot().bytes > self.bytes_at_start
@@ -372,6 +373,10 @@ impl Slot {
             srt,
             healthy: false,
             standby: if self.cold { "cold" } else { "warm" },
+            analysis: match (self.role, &self.feed) {
+                (Role::Input, Some(feed)) => Some(hub.analysis(feed)),
+                _ => None,
+            },
         }
     }
 }

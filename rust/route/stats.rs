@@ -5,6 +5,7 @@ use super::{lock, Route};
 use crate::limits::SLATE_ID;
 use crate::stats::{CounterSnapshot, SrtCaller, SrtLinkStats};
 use crate::switch::Source;
+use crate::ts::AnalysisStats;
 
 /// What the stats show for one endpoint.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct EndpointStats {
     pub healthy: bool,
     /// Inputs: `warm` or `cold`.
     pub standby: &'static str,
+    /// Inputs: TR 101 290 and what the stream carries, as it arrives (None for outputs).
+    pub analysis: Option<AnalysisStats>,
 }
 
 /// One switch, as the stats and events show it.
