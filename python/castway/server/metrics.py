@@ -2,8 +2,9 @@
 
 Observable instruments read the native counters when a scrape collects them: one
 ``Gateway.stats()`` call per scrape, nothing per packet in Python. The stats shape is the one
-``Route.stats()`` returns (docs/stats.md); the table ``ENDPOINT``, ``SRT`` and ``ROUTE`` below
-name which of its figures become which series, so a figure reaches Prometheus by one line here.
+``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``TS`` and
+``ROUTE`` below name which of its figures become which series, so a figure reaches Prometheus
+by one line here.
 docs/metrics.md lists every series.
 """
 
@@ -88,6 +89,25 @@ SRT = (
     Series("castway.srt.latency", "gauge", "ms", "negotiated latency", _key("latency_ms")),
 )
 
+# Per input and TR 101 290 check (attributes as per endpoint, plus check and priority): one row
+# per check of each input's `analysis`.
+TS = (
+    Series("castway.input.ts_errors", "counter", "{error}", "TR 101 290 errors of the input as "
+           "it arrives, by check (a lapse counts once, an error of one instant each time)",
+           _key("errors")),
+    Series("castway.input.ts_conditions", "gauge", "{condition}", "TR 101 290 conditions in "
+           "force on the input, by check (one per PID for the checks of a PID)",
+           _key("conditions")),
+)
+
+# The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a).
+TS_PRIORITY = {
+    "ts_sync_loss": 1, "sync_byte_error": 1, "pat_error": 1, "continuity_count_error": 1,
+    "pmt_error": 1, "pid_error": 1, "transport_error": 2, "crc_error": 2,
+    "pcr_repetition_error": 2, "pcr_discontinuity_indicator_error": 2, "pts_error": 2,
+    "unreferenced_pid": 3,
+}
+
 # Per route (attribute: route).
 ROUTE = (
     Series("castway.route.live", "gauge", "1", "1 while the input on air delivers",
@@ -121,6 +141,19 @@ def _srt_links(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[
         yield dict(srt), attrs
         for c in srt.get("callers", []):
             yield dict(c), {**attrs, "peer": c["address"]}
+
+
+def _ts_checks(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    for e, attrs in _endpoints(routes):
+        analysis = e.get("analysis")
+        if not analysis:
+            continue
+        active: dict[str, int] = {}
+        for c in analysis["active"]:
+            active[c["check"]] = active.get(c["check"], 0) + 1
+        for check, count in analysis["errors"].items():
+            yield ({"errors": count, "conditions": active.get(check, 0)},
+                   {**attrs, "check": check, "priority": str(TS_PRIORITY.get(check, 0))})
 
 
 class Snapshot:
@@ -179,6 +212,7 @@ class Metrics:
         groups = [
             (ENDPOINT, lambda: _endpoints(self.snapshot.routes())),
             (SRT, lambda: _srt_links(self.snapshot.routes())),
+            (TS, lambda: _ts_checks(self.snapshot.routes())),
             (ROUTE, lambda: ((r, {"route": r["name"]}) for r in self.snapshot.routes())),
         ]
         for table, rows in groups:
