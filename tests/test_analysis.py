@@ -145,6 +145,39 @@ def test_each_dropped_packet_is_one_continuity_count_error(
     assert changes(route, "continuity_count_error")[-1][1] == "cleared"
 
 
+def test_metrics_carry_the_error_counts_and_the_conditions_in_force(
+    gateway: castway.Gateway, cbr: bytes
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from castway.server.metrics import Metrics
+
+    ps = packets(cbr)
+    plain = [i for i, p in enumerate(ps) if pid(p) == VIDEO and p[3] & 0x30 == 0x10]
+    dropped = {plain[len(plain) * k // 10] for k in (3, 4, 5)}
+    route, sender = send(gateway, b"".join(p for i, p in enumerate(ps) if i not in dropped))
+    metrics = Metrics(gateway.stats)
+    try:
+        def series(name: str) -> dict[str, float]:
+            metrics.snapshot._at = 0.0  # read the gateway again
+            text = generate_latest(metrics.registry).decode()
+            return {s.labels["check"]: s.value
+                    for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == name and s.labels["endpoint"] == "in0"}
+
+        wait_until(lambda: series("castway_input_ts_conditions").get("continuity_count_error"),
+                   15, "the continuity condition in force in the metrics")
+        sender.join()
+        wait_until(received_all(route, len(ps) - len(dropped)), 10, "every packet sent")
+        errors = series("castway_input_ts_errors_total")
+        assert errors == {**{k: 0.0 for k in NO_ERRORS}, "continuity_count_error": 3.0}
+        wait_until(lambda: not series("castway_input_ts_conditions"), 10,
+                   "no condition series once they cleared")
+    finally:
+        metrics.close()
+
+
 def test_a_pat_left_out_for_a_second_is_one_pat_error_while_it_is_missing(
     gateway: castway.Gateway, cbr: bytes
 ) -> None:

@@ -140,6 +140,7 @@ def test_the_ts_priority_1_alert_fires_on_an_error_and_on_a_condition_in_force(
     a PAT missing for minutes (counted once) fires it as long as its condition is in force;
     priority 2 errors and a clean input do not."""
     base = 'route="news",endpoint="main",kind="udp",direction="in"'
+    where = "on input main of route news"
     tests = tmp_path / "ts-alert-test.yml"
     tests.write_text(f"""
 rule_files: ['{RULES}']
@@ -147,7 +148,8 @@ evaluation_interval: 15s
 tests:
   - interval: 15s
     input_series:
-      - series: 'castway_input_ts_errors_total{{{base},check="continuity_count_error",priority="1"}}'
+      - series: 'castway_input_ts_errors_total{{{base},
+                 check="continuity_count_error",priority="1"}}'
         values: '0 0 3 3 3 3 3 3 3 3 3 3 3 3'
       - series: 'castway_input_ts_conditions{{{base},check="pat_error",priority="1"}}'
         values: '0 0 0 0 0 0 0 0 0 0 1 1 1 1'
@@ -165,7 +167,7 @@ tests:
           - exp_labels: {{route: news, endpoint: main, check: continuity_count_error,
                           severity: warning}}
             exp_annotations:
-              summary: "TR 101 290 priority 1 error continuity_count_error on input main of route news"
+              summary: "TR 101 290 priority 1 error continuity_count_error {where}"
       - eval_time: 2m
         alertname: CastwayTsPriority1Error
         exp_alerts: []
@@ -174,7 +176,7 @@ tests:
         exp_alerts:
           - exp_labels: {{route: news, endpoint: main, check: pat_error, severity: warning}}
             exp_annotations:
-              summary: "TR 101 290 priority 1 error pat_error on input main of route news"
+              summary: "TR 101 290 priority 1 error pat_error {where}"
 """)
     r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
                        timeout=60, check=False)
@@ -182,10 +184,10 @@ tests:
 
 
 def test_docs_list_every_series() -> None:
-    from castway.server.metrics import ENDPOINT, ROUTE, SRT, TS
+    from castway.server.metrics import ENDPOINT, ROUTE, SRT, TS_CONDITIONS, TS_ERRORS
 
     doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
-    for s in (*ENDPOINT, *SRT, *TS, *ROUTE):
+    for s in (*ENDPOINT, *SRT, *TS_ERRORS, *TS_CONDITIONS, *ROUTE):
         assert f"`{s.name}`" in doc, s.name
 
 
