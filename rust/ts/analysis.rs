@@ -318,7 +318,8 @@ impl Kind {
         match pid {
             0 => Kind::Pat,
             1 => Kind::Cat,
-            2..=0x1f => Kind::Si,
+            // 0x1ffb: ATSC's PSIP base PID.
+            2..=0x1f | 0x1ffb => Kind::Si,
             NULL_PID => Kind::Null,
             _ => Kind::Unreferenced,
         }
@@ -767,7 +768,9 @@ impl Analysis {
         }
         let s = &mut self.pids[i];
         let kind = s.kind;
-        if matches!(kind, Kind::Video | Kind::Audio) {
+        // Scrambled at TS level, a PES header cannot be read: its PTS is not judged.
+        let scrambled = p[3] & 0xc0 != 0;
+        if matches!(kind, Kind::Video | Kind::Audio) && !scrambled {
             // PTS_error: packets of the PID keep coming without a PTS.
             let due = s.last_pts_at.unwrap_or(0).max(s.run_start).max(resumed) + PTS_LIMIT;
             if in_sync && s.missing & MISSING_PTS == 0 && now > due {
@@ -790,8 +793,10 @@ impl Analysis {
         }
         let pusi = p[1] & 0x40 != 0;
         match kind {
-            Kind::Video | Kind::Audio if pusi && has_payload => self.pes_start(i, p, now),
-            Kind::Pat | Kind::Pmt if p[3] & 0xc0 != 0 => {
+            Kind::Video | Kind::Audio if pusi && has_payload && !scrambled => {
+                self.pes_start(i, p, now)
+            }
+            Kind::Pat | Kind::Pmt if scrambled => {
                 let check = if kind == Kind::Pat {
                     Check::PatError
                 } else {
@@ -802,7 +807,7 @@ impl Analysis {
             _ => {}
         }
         if let Some(mut sections) = self.pids[i].sections.take() {
-            if p[3] & 0xc0 == 0 {
+            if !scrambled {
                 sections.push(p, |s| self.section(pid, s, now));
             }
             if let Some(slot) = self.pids.get_mut(i).filter(|s| s.pid == pid) {
@@ -1926,6 +1931,18 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn scrambled_video_and_audio_are_not_pts_errors() {
+        let (mut a, mut mux) = (Analysis::default(), Mux::new());
+        run(&mut a, &mut mux, 0..4_000, |ms, p| {
+            if ms >= 1_000 && matches!(pid_of_packet(p), VIDEO | AUDIO) {
+                p[3] |= 0x80; // scrambled with the even key: the PES headers are unreadable
+            }
+            true
+        });
+        assert_eq!(a.stats().errors, ErrorCounts::default());
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! PSI sections as the analysis reads them: reassembled across the packets of one PID, and
 //! checked by their CRC-32 (ISO/IEC 13818-1 annex A: polynomial 0x04C11DB7, no reflection).
-//! Only the PIDs that carry the PAT and PMTs are reassembled, so this runs for a few packets
-//! per second.
+//! Only the PIDs that carry PSI and DVB SI are reassembled, so this runs for a few packets per
+//! second.
 
 use super::payload_offset;
 
-/// The longest section the analysis reassembles: a PAT or PMT is at most 1024 bytes.
-const MAX_SECTION: usize = 1024;
+/// The longest section the analysis reassembles: a PAT or PMT is at most 1024 bytes, an SDT or
+/// EIT 4096.
+const MAX_SECTION: usize = 4096;
 
 const fn crc_table() -> [u32; 256] {
     let mut table = [0u32; 256];
