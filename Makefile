@@ -59,6 +59,7 @@ bench: setup
 	$(PY) benches/failover.py
 	$(PY) benches/control.py
 	$(PY) benches/scale.py
+	$(PY) benches/observability.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

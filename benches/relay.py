@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,12 +63,17 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
-        seconds: float, workdir: Path) -> Usage:
-    """Starts the relay, its receivers and the sender; measures the relay for `seconds`."""
+        seconds: float, workdir: Path,
+        ready: Callable[[], None] = lambda: time.sleep(1.0),
+        during: Callable[[], AbstractContextManager[None]] | None = None,
+        env: dict[str, str] | None = None) -> Usage:
+    """Starts the relay, its receivers and the sender; measures the relay for `seconds`
+    (while `during`'s context runs, if given). `ready` returns once the relay listens (by
+    default: a second later)."""
     peers = Peers(workdir)
     try:
-        relay = peers.start(relay_argv)
-        time.sleep(1.0)  # let it bind its listeners
+        relay = peers.start(relay_argv, env=env)
+        ready()
         sinks = []
         for i, port in enumerate(out_ports):
             out = workdir / f"recv{i}.ts"
@@ -76,9 +82,10 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
                         stdout_path=out)
         live_sender(peers, source, f"srt://127.0.0.1:{in_port}?pkt_size=1316")
         time.sleep(2.0)  # connections settle
-        cpu0 = cpu_seconds(relay.pid)
-        time.sleep(seconds)
-        cpu = cpu_seconds(relay.pid) - cpu0
+        with during() if during is not None else nullcontext():
+            cpu0 = cpu_seconds(relay.pid)
+            time.sleep(seconds)
+            cpu = cpu_seconds(relay.pid) - cpu0
         rss = peak_rss_mb(relay.pid)
         received = sum(s.stat().st_size for s in sinks) / 1e6
         return Usage(cpu, rss, received)

@@ -148,7 +148,6 @@ def test_each_dropped_packet_is_one_continuity_count_error(
 def test_metrics_carry_the_error_counts_and_the_conditions_in_force(
     gateway: castway.Gateway, cbr: bytes
 ) -> None:
-    from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
     from castway.server.metrics import Metrics
@@ -161,7 +160,7 @@ def test_metrics_carry_the_error_counts_and_the_conditions_in_force(
     try:
         def series(name: str) -> dict[str, float]:
             metrics.snapshot._at = 0.0  # read the gateway again
-            text = generate_latest(metrics.registry).decode()
+            text = metrics.render().decode()
             return {s.labels["check"]: s.value
                     for f in text_string_to_metric_families(text) for s in f.samples
                     if s.name == name and s.labels["endpoint"] == "in0"}

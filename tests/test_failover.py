@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,12 @@ def test_manual_switch_between_gst_launch_and_srt_live_transmit_senders(
     size = cap.size
     wait_until(lambda: cap.size > size + 300_000, 15, "in0 again at the receiver")
     assert caller_of(route) == callers
+    # Counted by reason: the history's reasons since the start, every other reason at zero.
+    sw = route.stats()["switch"]
+    seen = Counter(e["reason"] for e in sw["history"])
+    assert sw["history"][0]["seq"] == 1 and seen["manual"] == 1 and seen["failback"] >= 1
+    assert sw["by_reason"] == {r: seen.get(r, 0) for r in sw["by_reason"]}
+    assert len(sw["by_reason"]) == 9
     check_capture(cap.data, 2, tmp_path)
 
 

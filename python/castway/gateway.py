@@ -187,6 +187,7 @@ class SwitchStats(TypedDict):
     held_back_packets: int
     slate_packets: int
     history: list[SwitchEvent]
+    by_reason: dict[str, int]
 
 
 class RouteStats(TypedDict):

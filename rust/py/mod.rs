@@ -190,6 +190,7 @@ fn route_stats<'py>(py: Python<'py>, r: &RouteStats) -> PyResult<Bound<'py, PyDi
         history.append(switch_record(py, rec)?)?;
     }
     s.set_item("history", history)?;
+    s.set_item("by_reason", &sw.by_reason)?;
     d.set_item("switch", s)?;
     Ok(d)
 }

@@ -103,6 +103,7 @@ impl Route {
             Source::Nothing => None,
         };
         inner.seq += 1;
+        inner.by_reason[s.reason as usize] += 1;
         let record = SwitchRecord {
             seq: inner.seq,
             at_unix: unix_now(),

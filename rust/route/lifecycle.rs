@@ -13,7 +13,7 @@ use super::{lock, Inner, Route};
 use crate::error::{Error, Result};
 use crate::gateway::Claims;
 use crate::hub::Hub;
-use crate::switch::{Switch, HISTORY};
+use crate::switch::{Reason, Switch, HISTORY};
 use crate::uri::{Endpoint, Role};
 
 impl Route {
@@ -65,6 +65,7 @@ impl Route {
                 switch,
                 history: VecDeque::with_capacity(HISTORY),
                 seq: 0,
+                by_reason: [0; Reason::ALL.len()],
                 timers: Timers::new(clock.now()),
                 any_data: false,
                 next_input,

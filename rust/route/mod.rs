@@ -47,7 +47,7 @@ use std::thread::JoinHandle;
 use crate::gateway::Claims;
 use crate::hub::{Feed, Hub};
 use crate::limits::SLATE_ID;
-use crate::switch::{Source, Switch};
+use crate::switch::{Reason, Source, Switch};
 use slot::Slot;
 use spec::RouteSettings;
 use timers::{Clock, Timers};
@@ -82,6 +82,8 @@ struct Inner {
     switch: Switch,
     history: VecDeque<SwitchRecord>,
     seq: u64,
+    /// Switches since the start, by `Reason as usize`.
+    by_reason: [u64; Reason::ALL.len()],
     timers: Timers,
     /// Some input delivered data since the route started.
     any_data: bool,

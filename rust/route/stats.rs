@@ -1,10 +1,12 @@
 //! What a route's stats show: its state, each endpoint's figures, and the switch with its
 //! history.
 
+use std::collections::BTreeMap;
+
 use super::{lock, Route};
 use crate::limits::SLATE_ID;
 use crate::stats::{CounterSnapshot, SrtCaller, SrtLinkStats};
-use crate::switch::Source;
+use crate::switch::{Reason, Source};
 use crate::ts::AnalysisStats;
 
 /// What the stats show for one endpoint.
@@ -59,6 +61,8 @@ pub struct SwitchStats {
     pub slate_packets: u64,
     /// The last switches, oldest first.
     pub history: Vec<SwitchRecord>,
+    /// Switches since the start by reason, every reason (zero included).
+    pub by_reason: BTreeMap<&'static str, u64>,
 }
 
 /// What `Route::stats` returns.
@@ -127,6 +131,10 @@ impl Route {
                 c.packets.saturating_sub(c.off_air + c.held_back)
             },
             history: inner.history.iter().cloned().collect(),
+            by_reason: Reason::ALL
+                .iter()
+                .map(|r| (r.as_str(), inner.by_reason[*r as usize]))
+                .collect(),
         };
         RouteStats {
             name: self.name.clone(),

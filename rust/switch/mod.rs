@@ -49,6 +49,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of `Reason as usize` (what per-reason counts index by).
+    pub const ALL: [Reason; 9] = [
+        Reason::Lost,
+        Reason::Error,
+        Reason::Eos,
+        Reason::Manual,
+        Reason::Failback,
+        Reason::Recovered,
+        Reason::InputAdded,
+        Reason::InputRemoved,
+        Reason::Slate,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Lost => "lost",

@@ -22,12 +22,15 @@ class Peers:
 
     def start(
         self, argv: list[str], stdin: int | IO[bytes] | None = subprocess.DEVNULL,
-        stdout_path: Path | None = None,
+        stdout_path: Path | None = None, env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Starts ``argv`` in a session of its own, its stderr (and stdout unless
+        ``stdout_path``) in a log; ``env`` adds to the environment."""
         self._n += 1
         log = open(self.tmp / f"peer{self._n}-{Path(argv[0]).name}.log", "wb")
         out: int | IO[bytes] = open(stdout_path, "wb") if stdout_path else log
-        p = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=log, start_new_session=True)
+        p = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=log, start_new_session=True,
+                             env={**os.environ, **env} if env else None)
         self.procs.append(p)
         return p
 

@@ -34,7 +34,8 @@ ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Reply = TypeVar("Reply")
 
 
-def add_commands(sub: Any) -> None:
+def client_options() -> argparse.ArgumentParser:
+    """The options every client command takes: where the server is, the key, TLS."""
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--addr", help=f"server address (default $CASTWAY_ADDR or {DEFAULT_ADDR})")
     client.add_argument(
@@ -53,6 +54,28 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="allow plaintext to an address that is not loopback (the key travels in clear)",
     )
+    return client
+
+
+def connect(args: argparse.Namespace, err: TextIO) -> Client | None:
+    """A client as the options ask, or None after saying why not."""
+    try:
+        return Client(
+            args.addr,
+            args.key,
+            key_file=args.key_file,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            insecure=args.insecure,
+        )
+    except (KeyFileError, PlaintextError) as e:
+        print(f"castway: {e}", file=err)
+        return None
+
+
+def add_commands(sub: Any) -> None:
+    client = client_options()
     client.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     spec = argparse.ArgumentParser(add_help=False)
@@ -212,19 +235,25 @@ class Call:
         print(text, file=self.out)
 
 
-def route_list(c: Call) -> None:
-    # Every page, in name order.
-    resp = route_pb2.ListRoutesResponse()
+def fetch_routes(client: Client, template: str = "") -> list[route_pb2.Route]:
+    """Every route (with its status), every page, in name order."""
+    routes: list[route_pb2.Route] = []
     token = ""
     for _ in range(100_000):
-        page = c.rpc(
-            c.client.routes.ListRoutes,
-            route_pb2.ListRoutesRequest(template=c.args.template, page_token=token),
+        page = client.routes.ListRoutes(
+            route_pb2.ListRoutesRequest(template=template, page_token=token),
+            metadata=client.metadata,
+            timeout=client.timeout_s,
         )
-        resp.routes.extend(page.routes)
+        routes.extend(page.routes)
         token = page.next_page_token
         if not token:
             break
+    return routes
+
+
+def route_list(c: Call) -> None:
+    resp = route_pb2.ListRoutesResponse(routes=fetch_routes(c.client, c.args.template))
     c.show(resp, lambda: tables.routes_table(resp.routes, c.out))
 
 
@@ -382,18 +411,8 @@ HANDLERS: dict[tuple[str, str], Callable[[Call], None]] = {
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        client = Client(
-            args.addr,
-            args.key,
-            key_file=args.key_file,
-            tls_ca=args.tls_ca,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            insecure=args.insecure,
-        )
-    except (KeyFileError, PlaintextError) as e:
-        print(f"castway: {e}", file=err)
+    client = connect(args, err)
+    if client is None:
         return EXIT_FAILED
     try:
         HANDLERS[(args.command, getattr(args, "action", ""))](Call(args, client, out))

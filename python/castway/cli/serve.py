@@ -11,12 +11,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from castway.cli.relay import DEMO_PORT
+from castway.cli.relay import DEMO_PORT, STOP_SIGNALS
 from castway.client import DEFAULT_ADDR
 
 if TYPE_CHECKING:
@@ -63,10 +62,21 @@ def add_command(sub: Any) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback unless --insecure)",
     )
     serve.add_argument(
+        "--metrics-key",
+        action="store_true",
+        help="/metrics answers only a scrape with an API key (Authorization: Bearer KEY)",
+    )
+    serve.add_argument(
         "--audit-log",
         type=Path,
         metavar="FILE",
         help="also append the audit trail to FILE (created 0600); it always goes to stderr",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line, a route's name in its own field (default text)",
     )
     serve.add_argument(
         "--demo",
@@ -97,8 +107,11 @@ def _demo() -> Declared:
 
 def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from castway.server import Tls
+    from castway.server.logs import JsonLines, formatter
 
-    out = out or sys.stderr
+    stream = out or sys.stderr
+    # What serve prints goes through `out`: under --log-format json, as JSON lines too.
+    out = cast(TextIO, JsonLines(stream)) if args.log_format == "json" else stream
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -110,8 +123,8 @@ def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     # The audit trail (castway.audit) and the control plane's warnings go to stderr, and the
     # audit trail also to --audit-log.
-    handlers: list[logging.Handler] = [logging.StreamHandler(out)]
-    handlers[0].setFormatter(logging.Formatter("castway: %(name)s: %(message)s"))
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
+    handlers[0].setFormatter(formatter(args.log_format, "castway: %(name)s: %(message)s"))
     if args.audit_log is not None:
         try:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -120,14 +133,19 @@ def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"castway: cannot open the audit log {args.audit_log}: {e.strerror}", file=out)
             return EXIT_FAILED
         audit_file = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
-        audit_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        audit_file.setFormatter(formatter(args.log_format, "%(asctime)s %(message)s"))
         handlers.append(audit_file)
         logging.getLogger("castway.audit").addHandler(audit_file)
     logging.getLogger("castway").addHandler(handlers[0])
     logging.getLogger("castway").setLevel(logging.INFO)
+    # SIGINT and SIGTERM wait for the main thread's sigwait: blocked here, before the server
+    # starts a thread, every thread inherits the mask. (A Python handler instead would run
+    # only once the main thread wakes, and a signal taken by another thread does not wake it.)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         return _serve(args, tls, out)
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         logging.getLogger("castway").removeHandler(handlers[0])
         if len(handlers) > 1:
             logging.getLogger("castway.audit").removeHandler(handlers[1])
@@ -137,11 +155,9 @@ def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
     from castway.server import ServeError, run_server
     from castway.server.config import ConfigError
+    from castway.server.logs import JsonLines
     from castway.server.store import StoreError
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         with run_server(
             args.data_dir,
@@ -153,6 +169,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             media_dir=args.media_dir,
             insecure=args.insecure,
             metrics_listen=args.metrics_listen,
+            metrics_key=args.metrics_key,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]
@@ -173,9 +190,12 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
                 print(
                     f"castway: demo route: ffplay srt://127.0.0.1:{DEMO_PORT}", file=out, flush=True
                 )
-            stop.wait()
+            signal.sigwait(STOP_SIGNALS)
             print("castway: stopping", file=out, flush=True)
     except (ServeError, ConfigError, StoreError) as e:
-        print(f"castway: {e}", file=out)
+        if isinstance(out, JsonLines):
+            out.line(str(e), logging.ERROR)
+        else:
+            print(f"castway: {e}", file=out)
         return EXIT_FAILED
     return EXIT_OK

@@ -108,6 +108,7 @@ def run_server(
     media_dir: Path | None = None,
     insecure: bool = False,
     metrics_listen: str | None = None,
+    metrics_key: bool = False,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
@@ -117,8 +118,9 @@ def run_server(
     ``media_dir`` (default ``DATA_DIR/media``). Without ``tls``, a ``listen`` address that is
     not loopback is refused (before anything is opened or bound) unless ``insecure``.
     ``metrics_listen`` (``HOST:PORT``) serves Prometheus metrics at ``/metrics`` (plain HTTP,
-    so loopback only unless ``insecure``); with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are
-    also pushed over OTLP."""
+    so loopback only unless ``insecure``), to any scraper or, with ``metrics_key``, to one
+    presenting an API key (any role) as ``Authorization: Bearer KEY``; with
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are also pushed over OTLP."""
     for what, address in (("listen", listen), ("metrics", metrics_listen)):
         host, sep, port = (address or "").rpartition(":")
         if address is not None and (not sep or not port.isdigit() or (
@@ -138,6 +140,8 @@ def run_server(
         sources.append((extra_config, "built-in config"))
     if config is not None:
         sources.append((config_file.load(config), str(config)))
+    if metrics_key and metrics_listen is None:
+        raise ServeError("a key for metrics (--metrics-key) needs --metrics-listen")
     if metrics_listen is not None and not insecure and not is_local(metrics_listen):
         raise ServeError(
             f"refusing to serve metrics on {metrics_listen}, which is not loopback: route names "
@@ -187,7 +191,11 @@ def run_server(
             if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:
-                    http, metrics_port = metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
+                    http, metrics_port = metrics.serve(
+                        host.strip("[]") or "127.0.0.1",
+                        int(port),
+                        (lambda k: keys.authenticate(k) is not None) if metrics_key else None,
+                    )
                 except (OSError, ValueError) as e:
                     raise ServeError(f"cannot serve metrics on {metrics_listen}: {e}") from None
             yield Running(server.server, server.port, control, keys, created, metrics_port)

@@ -89,6 +89,9 @@ def peer_host(peer: str) -> str:
     return host.strip("[]") or address or peer
 
 
+ROUTE_SERVICE = "/castway.v1.RouteService/"
+
+
 def short_method(method: str) -> str:
     """``/castway.v1.RouteService/CreateRoute`` → ``RouteService/CreateRoute``."""
     service, _, name = method.lstrip("/").rpartition("/")
@@ -143,10 +146,11 @@ def replace_behavior(
 
 
 def _target(request: Any) -> str:
+    """The name (or id) a call is about, as given."""
     for field in ("name", "id"):
         value = getattr(request, field, None)
         if isinstance(value, str) and value:
-            return printable(value)
+            return value
     return ""
 
 
@@ -165,16 +169,27 @@ def printable(text: str, limit: int = 128) -> str:
 def audit_line(
     method: str, key: KeyRecord | None, peer: str, code: grpc.StatusCode, target: str = ""
 ) -> None:
-    """One line per mutation or refusal: ``CALL key=ID peer=ADDR status=CODE [name=NAME]``."""
+    """One line per mutation or refusal: ``CALL key=ID peer=ADDR status=CODE [name=NAME]``.
+    The record carries each as an attribute too (and ``route`` for a route's calls), for
+    ``--log-format json``."""
     level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
+    call = short_method(method)
+    fields: dict[str, Any] = {
+        "call": call, "key": key.id if key else None, "peer": peer, "status": code.name,
+    }
+    if target:
+        fields["target"] = target[:128]
+        if method.startswith(ROUTE_SERVICE):
+            fields["route"] = target[:128]
     audit.log(
         level,
         "%s key=%s peer=%s status=%s%s",
-        short_method(method),
+        call,
         key.id if key else "-",
-        peer,
+        printable(peer),
         code.name,
-        f" name={target}" if target else "",
+        f" name={printable(target)}" if target else "",
+        extra=fields,
     )
 
 

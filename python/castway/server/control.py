@@ -34,6 +34,7 @@ from castway.server.errors import (
     Unavailable,
 )
 from castway.server.limits import Limits
+from castway.server.logs import about
 from castway.server.media import MediaRoot, Opened, is_file_uri
 from castway.server.specs import (
     Endpoint,
@@ -451,7 +452,9 @@ class Control:
                     # The template is stored; this route waits for the retry loop.
                     self._stop_route(route)
                     self._errors[route] = str(e)
-                    log.warning("route %s did not take template %s: %s", route, name, e)
+                    log.warning(
+                        "route %s did not take template %s: %s", route, name, e, extra=about(route)
+                    )
             return TemplateView(record, users), applied
 
     def delete_template(self, name: str) -> None:
@@ -592,7 +595,8 @@ class Control:
                 route.switch_to(record.locked_input)
             except native_errors.CastwayError as e:
                 log.warning(
-                    "route %s: lock on %s not restored: %s", record.name, record.locked_input, e
+                    "route %s: lock on %s not restored: %s", record.name, record.locked_input, e,
+                    extra=about(record.name),
                 )
         self._errors.pop(record.name, None)
 
@@ -601,11 +605,12 @@ class Control:
             return
         try:
             self._start(record, self._resolved[record.name])
-            log.info("route %s started", record.name)
+            log.info("route %s started", record.name, extra=about(record.name))
         except (ControlError, KeyError) as e:
             if self._errors.get(record.name) != str(e):
                 log.warning(
-                    "route %s cannot start (retrying every %.0f s): %s", record.name, RETRY_S, e
+                    "route %s cannot start (retrying every %.0f s): %s", record.name, RETRY_S, e,
+                    extra=about(record.name),
                 )
             self._errors[record.name] = str(e)
 

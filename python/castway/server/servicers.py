@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,6 +18,7 @@ from grpc_status import rpc_status
 
 import castway
 from castway.gateway import Applied, EndpointStats
+from castway.redact import REDACTED, redact_text, redact_uri
 from castway.server import auth
 from castway.server.control import Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
@@ -118,37 +117,7 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
     )
 
 
-REDACTED = "***"
-# Query keys whose values viewers never see: the SRT passphrase, and the stream ID (it often
-# carries a token). Compared after percent-decoding, as the data plane reads them.
-SECRET_KEYS = frozenset({"passphrase", "streamid"})
-QUERY_PAIR = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 PROC_FD = "file:///proc/self/fd/"
-
-
-def _is_secret(key: str) -> bool:
-    return unquote(key).lower() in SECRET_KEYS
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with the value of every secret key (in any spelling: ``PassPhrase``,
-    ``pass%70hrase``) replaced by ``***``."""
-    head, sep, rest = uri.partition("?")
-    if not sep:
-        return uri
-    query, hash_sep, fragment = rest.partition("#")
-    pairs = []
-    for part in query.split("&"):
-        key, eq, _ = part.partition("=")
-        pairs.append(f"{key}={REDACTED}" if eq and _is_secret(key) else part)
-    return f"{head}?{'&'.join(pairs)}{hash_sep}{fragment}"
-
-
-def redact_text(text: str) -> str:
-    """Free text (an error) with the values of secret keys of any URI in it replaced."""
-    return QUERY_PAIR.sub(
-        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _is_secret(m[2]) else m[0], text
-    )
 
 
 def _secrets_shown() -> bool:
@@ -193,7 +162,9 @@ def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
         value = stats.get(_STATS_NAMES.get(f.name, f.name))
         if value is None:
             continue
-        if f.message_type is None:
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            getattr(msg, f.name).update(value)
+        elif f.message_type is None:
             if f.is_repeated:
                 getattr(msg, f.name).extend(value)
             else:

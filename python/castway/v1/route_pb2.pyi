@@ -149,6 +149,26 @@ class SwitchStatus(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ByReasonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ACTIVE_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     LOCKED_FIELD_NUMBER: _builtins.int
@@ -159,6 +179,7 @@ class SwitchStatus(_message.Message):
     HELD_BACK_PACKETS_FIELD_NUMBER: _builtins.int
     SLATE_PACKETS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    BY_REASON_FIELD_NUMBER: _builtins.int
     active: _builtins.str
     """What goes out now: an input id, "slate", or "" (nothing)."""
     pending: _builtins.str
@@ -175,6 +196,10 @@ class SwitchStatus(_message.Message):
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwitchEvent]:
         """The last 20 switches, oldest first."""
 
+    @_builtins.property
+    def by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Switches since the route started, by reason (every reason, zero included)."""
+
     def __init__(
         self,
         *,
@@ -188,10 +213,11 @@ class SwitchStatus(_message.Message):
         held_back_packets: _builtins.int = ...,
         slate_packets: _builtins.int = ...,
         history: _abc.Iterable[Global___SwitchEvent] | None = ...,
+        by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cuts", b"cuts", "failback_after_ms", b"failback_after_ms", "held_back_packets", b"held_back_packets", "history", b"history", "locked", b"locked", "loss_timeout_ms", b"loss_timeout_ms", "pending", b"pending", "slate", b"slate", "slate_packets", b"slate_packets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "by_reason", b"by_reason", "cuts", b"cuts", "failback_after_ms", b"failback_after_ms", "held_back_packets", b"held_back_packets", "history", b"history", "locked", b"locked", "loss_timeout_ms", b"loss_timeout_ms", "pending", b"pending", "slate", b"slate", "slate_packets", b"slate_packets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
