@@ -47,10 +47,23 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The most of a URI an error shows. A longer one (up to 4 KB as the control server takes
+/// them) is cut short: the reason names the part that is wrong, and an error must fit gRPC's
+/// 8 KB of metadata twice (its message, and again in its status details).
+const SHOWN_URI_CHARS: usize = 200;
+
 impl Error {
     pub(crate) fn uri(uri: impl fmt::Display, reason: impl Into<String>) -> Self {
+        let uri = uri.to_string();
+        let chars = uri.chars().count();
+        let uri = if chars > SHOWN_URI_CHARS {
+            let head: String = uri.chars().take(SHOWN_URI_CHARS).collect();
+            format!("{head}… ({chars} characters)")
+        } else {
+            uri
+        };
         Error::InvalidUri {
-            uri: uri.to_string(),
+            uri,
             reason: reason.into(),
         }
     }
@@ -83,5 +96,24 @@ impl From<gst::glib::BoolError> for Error {
 impl From<gst::StateChangeError> for Error {
     fn from(e: gst::StateChangeError) -> Self {
         Error::pipeline(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_uri_is_cut_short_in_its_error() {
+        let long = format!("srt://:9000?streamid={}", "x".repeat(4000));
+        let e = Error::uri(&long, "`latency=999999` is above 60000 ms").to_string();
+        assert!(e.len() < 300, "{e}");
+        assert!(
+            e.starts_with("invalid URI `srt://:9000?streamid=xxx"),
+            "{e}"
+        );
+        assert!(e.contains("… (4021 characters)`: `latency=999999`"), "{e}");
+        let short = Error::uri("udp://:1", "why").to_string();
+        assert_eq!(short, "invalid URI `udp://:1`: why");
     }
 }

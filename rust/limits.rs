@@ -1,15 +1,23 @@
 //! The bounds of what a route spec may ask for, and the defaults of what it leaves out, in one
-//! place: the route's checks (`route::spec`) use them and the Python binding's `limits()`
-//! reads them. The defaults are defined where they are used (the switch, the hub) and named
-//! again here.
+//! place: the route's checks (`route::spec`) and the URI parser use them, and the Python
+//! binding's `limits()` shows them (`Limits`). The defaults are defined where they are used (the
+//! switch, the hub) and named again here. The control server checks specs through the same
+//! functions (`castway._castway.check_spec` and friends), so each rule lives here once.
 
+use std::fmt::Display;
 use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
 
 pub use crate::hub::DEFAULT_TAP_QUEUE_BYTES;
 pub use crate::switch::{DEFAULT_FAILBACK_AFTER, DEFAULT_LOSS_TIMEOUT};
 
 /// The smallest per-output queue bound.
 pub const MIN_QUEUE_BYTES: u64 = 64 * 1024;
+/// The largest per-output queue bound (1 GiB).
+pub const MAX_QUEUE_BYTES: u64 = 1 << 30;
 /// Smallest loss timeout accepted.
 pub const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Largest loss timeout accepted.
@@ -24,11 +32,21 @@ pub const MAX_SLATE_HEIGHT: u32 = 4320;
 /// The slate's picture when neither the spec nor the input on air gives one.
 pub const DEFAULT_SLATE_SIZE: (u32, u32) = (1280, 720);
 
-/// Route, input and output names: 1 to this many bytes of A-Z, a-z, 0-9, `-`, `_`, `.` (what
-/// fits in a URL path and a log line).
+/// Route, template, key, input and output names: 1 to this many bytes of A-Z, a-z, 0-9, `-`,
+/// `_`, `.`, starting with a letter or digit (what fits in a URL path, a file name and a log
+/// line, and never reads as a command-line option, a hidden file or `..`).
 pub const MAX_NAME_LEN: usize = 64;
 /// The id the stats give the slate; no input or output may take it.
 pub const SLATE_ID: &str = "slate";
+
+/// SRT: the largest receive latency, in milliseconds (castway takes milliseconds, like
+/// srt-live-transmit; ffmpeg's are microseconds, so a value above this is most likely those).
+pub const MAX_LATENCY_MS: u64 = 60_000;
+/// SRT: a passphrase's length in characters (libsrt's bounds).
+pub const MIN_PASSPHRASE_CHARS: usize = 10;
+pub const MAX_PASSPHRASE_CHARS: usize = 79;
+/// SRT: the key lengths in bytes (AES-128, -192, -256).
+pub const PBKEYLENS: [u64; 3] = [16, 24, 32];
 
 // The defaults lie within the bounds (checked when the crate builds).
 const _: () = {
@@ -47,11 +65,144 @@ pub fn slate_size_in_range((width, height): (u32, u32)) -> bool {
 
 /// Whether `name` follows the name rules (see `MAX_NAME_LEN`).
 pub fn name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+    name.len() <= MAX_NAME_LEN
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// What a whole-number setting of a spec may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// From the first to the second, both included.
+    Range(u64, u64),
+    /// One of these.
+    OneOf(&'static [u64]),
+}
+
+/// The rule of each whole-number setting of a spec, by its field (as the notebook API names
+/// it); `None` for a field that is not one of them.
+pub fn rule(field: &str) -> Option<Rule> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    Some(match field {
+        "queue_bytes" => Rule::Range(MIN_QUEUE_BYTES, MAX_QUEUE_BYTES),
+        "loss_timeout_ms" => Rule::Range(ms(MIN_LOSS_TIMEOUT), ms(MAX_LOSS_TIMEOUT)),
+        "failback_after_ms" => Rule::Range(0, ms(MAX_FAILBACK_AFTER)),
+        "latency_ms" => Rule::Range(0, MAX_LATENCY_MS),
+        "pbkeylen" => Rule::OneOf(&PBKEYLENS),
+        _ => return None,
+    })
+}
+
+/// `value` for `field` if its rule takes it, else the error at `field` that says the rule.
+pub fn check_number(field: &str, value: u64) -> Result<u64> {
+    let ok = match rule(field) {
+        Some(Rule::Range(low, high)) => (low..=high).contains(&value),
+        Some(Rule::OneOf(values)) => values.contains(&value),
+        None => true,
+    };
+    if ok {
+        Ok(value)
+    } else {
+        Err(refuse_number(field, value))
+    }
+}
+
+/// The error for a `value` of `field` that its rule refuses (also one that does not fit in 64
+/// bits: negative, or huge), at `field`.
+pub fn refuse_number(field: &str, value: impl Display) -> Error {
+    let why = match rule(field) {
+        Some(Rule::Range(low, high)) => format!("{value} is outside {low}..{high}"),
+        Some(Rule::OneOf(values)) => {
+            let (last, rest) = values.split_last().expect("a rule names some values");
+            let rest: Vec<String> = rest.iter().map(u64::to_string).collect();
+            format!("{value} must be {} or {last}", rest.join(", "))
+        }
+        None => format!("{value} is out of range"),
+    };
+    Error::InvalidConfig(why).at(field)
+}
+
+/// The name rules in words, for errors.
+pub fn name_rule() -> String {
+    format!(
+        "1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, `.`, `_`, `-`, starting with a letter \
+         or digit"
+    )
+}
+
+/// A picture size `WIDTHxHEIGHT` (a test pattern's, the slate's): whole numbers without sign
+/// or leading zero, even sides within the slate's bounds.
+pub fn parse_picture_size(text: &str) -> Option<(u32, u32)> {
+    let side = |s: &str| -> Option<u32> {
+        let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+        digits.then(|| s.parse().ok()).flatten()
+    };
+    let (w, h) = text.split_once(['x', 'X'])?;
+    let size = (side(w)?, side(h)?);
+    (slate_size_in_range(size) && size.0 % 2 == 0 && size.1 % 2 == 0).then_some(size)
+}
+
+/// What `parse_picture_size` takes, in words, for errors.
+pub fn picture_size_rule() -> String {
+    format!(
+        "WIDTHxHEIGHT with even sides from {MIN_SLATE_SIDE}x{MIN_SLATE_SIDE} to \
+         {MAX_SLATE_WIDTH}x{MAX_SLATE_HEIGHT}"
+    )
+}
+
+/// The bounds and defaults as the Python binding's `limits()` shows them, in the units of the
+/// specs (milliseconds, bytes).
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub queue_bytes: u64,
+    pub min_queue_bytes: u64,
+    pub max_queue_bytes: u64,
+    pub loss_timeout_ms: u64,
+    pub min_loss_timeout_ms: u64,
+    pub max_loss_timeout_ms: u64,
+    pub failback_after_ms: u64,
+    pub max_failback_after_ms: u64,
+    pub min_slate_side: u32,
+    pub max_slate_width: u32,
+    pub max_slate_height: u32,
+    pub max_name_len: usize,
+    pub name_rule: String,
+    pub slate_id: &'static str,
+    pub max_latency_ms: u64,
+    pub min_passphrase_chars: usize,
+    pub max_passphrase_chars: usize,
+    pub pbkeylens: [u64; 3],
+}
+
+impl Limits {
+    pub fn get() -> Limits {
+        let ms = |d: Duration| d.as_millis() as u64;
+        Limits {
+            queue_bytes: DEFAULT_TAP_QUEUE_BYTES,
+            min_queue_bytes: MIN_QUEUE_BYTES,
+            max_queue_bytes: MAX_QUEUE_BYTES,
+            loss_timeout_ms: ms(DEFAULT_LOSS_TIMEOUT),
+            min_loss_timeout_ms: ms(MIN_LOSS_TIMEOUT),
+            max_loss_timeout_ms: ms(MAX_LOSS_TIMEOUT),
+            failback_after_ms: ms(DEFAULT_FAILBACK_AFTER),
+            max_failback_after_ms: ms(MAX_FAILBACK_AFTER),
+            min_slate_side: MIN_SLATE_SIDE,
+            max_slate_width: MAX_SLATE_WIDTH,
+            max_slate_height: MAX_SLATE_HEIGHT,
+            max_name_len: MAX_NAME_LEN,
+            name_rule: name_rule(),
+            slate_id: SLATE_ID,
+            max_latency_ms: MAX_LATENCY_MS,
+            min_passphrase_chars: MIN_PASSPHRASE_CHARS,
+            max_passphrase_chars: MAX_PASSPHRASE_CHARS,
+            pbkeylens: PBKEYLENS,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +219,57 @@ mod tests {
         assert!(!name_ok("a b"));
         assert!(!name_ok("a/b"));
         assert!(!name_ok("é"));
+        // A letter or digit first: never an option, a hidden file or `..`.
+        assert!(name_ok("9news"));
+        for leading in ["-x", ".x", "_x", "..", "."] {
+            assert!(!name_ok(leading), "{leading}");
+        }
+    }
+
+    #[test]
+    fn numbers_outside_their_rule_are_refused_at_their_field() {
+        assert_eq!(
+            check_number("queue_bytes", MIN_QUEUE_BYTES).unwrap(),
+            MIN_QUEUE_BYTES
+        );
+        assert_eq!(check_number("failback_after_ms", 0).unwrap(), 0);
+        assert_eq!(check_number("pbkeylen", 24).unwrap(), 24);
+        let refused = |field: &str, value: u64| check_number(field, value).unwrap_err().to_string();
+        assert_eq!(
+            refused("loss_timeout_ms", 49),
+            "loss_timeout_ms: invalid configuration: 49 is outside 50..60000"
+        );
+        assert!(refused("queue_bytes", MAX_QUEUE_BYTES + 1).contains("outside 65536..1073741824"));
+        assert!(refused("latency_ms", 60_001).contains("60001 is outside 0..60000"));
+        assert!(refused("pbkeylen", 20).ends_with("20 must be 16, 24 or 32"));
+        assert!(refuse_number("queue_bytes", -1)
+            .to_string()
+            .contains("-1 is outside"));
+    }
+
+    #[test]
+    fn picture_sizes_are_even_plain_numbers_within_the_bounds() {
+        assert_eq!(parse_picture_size("1280x720"), Some((1280, 720)));
+        assert_eq!(parse_picture_size("16X16"), Some((16, 16)));
+        assert_eq!(parse_picture_size("7680x4320"), Some((7680, 4320)));
+        for bad in [
+            "",
+            "1280",
+            "1280x",
+            "x720",
+            "1281x720",
+            "1280x721",
+            "14x16",
+            "7682x720",
+            "+640x360",
+            "0640x360",
+            "640x-360",
+            "640 x360",
+            "640x360x2",
+            "7x7",
+        ] {
+            assert_eq!(parse_picture_size(bad), None, "{bad}");
+        }
     }
 
     #[test]

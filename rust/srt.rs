@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use gst::prelude::*;
 
 use crate::stats::socket_address_string;
-use crate::uri::{SrtEndpoint, SrtMode};
+use crate::uri::{host_port, SrtEndpoint, SrtMode};
 
 /// Addresses of the callers currently connected to a listener, kept by its signals.
 pub type Callers = Arc<Mutex<Vec<String>>>;
@@ -14,23 +14,14 @@ pub type Callers = Arc<Mutex<Vec<String>>>;
 /// Sets every property of an srt element from the endpoint. Properties are set one by one
 /// rather than through the element's `uri`, so castway's parser alone decides what a URI means.
 pub fn configure(element: &gst::Element, ep: &SrtEndpoint) {
-    let mode = match ep.mode {
-        SrtMode::Caller => "caller",
-        SrtMode::Listener => "listener",
-        SrtMode::Rendezvous => "rendezvous",
-    };
     let remote_host = if ep.host.is_empty() {
         "0.0.0.0"
     } else {
         ep.host.as_str()
     };
-    let uri_host = if remote_host.contains(':') {
-        format!("[{remote_host}]")
-    } else {
-        remote_host.to_string()
-    };
-    element.set_property("uri", format!("srt://{uri_host}:{}", ep.port));
-    element.set_property_from_str("mode", mode);
+    element.set_property("uri", format!("srt://{}", host_port(remote_host, ep.port)));
+    // The element's mode nicks are the URI's words (`SrtMode`'s Display).
+    element.set_property_from_str("mode", &ep.mode.to_string());
     element.set_property("latency", ep.latency_ms as i32);
     element.set_property("auto-reconnect", false);
     match ep.mode {

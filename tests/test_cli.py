@@ -35,17 +35,25 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return [r for r in json_records(path) if "event" not in r]
 
 
+def json_relay(
+    peers: Peers, port: int, out: Path, interval: float
+) -> subprocess.Popen[bytes]:
+    """`castway relay` of a test pattern to UDP `port`, its JSON stats every `interval` s to
+    `out`."""
+    return peers.start(
+        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
+         "-o", f"udp://127.0.0.1:{port}", "--json", "--stats-interval", str(interval)],
+        stdout_path=out,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
     peers: Peers, udp_capture: Any, tmp_path: Path, sig: signal.Signals
 ) -> None:
     cap = udp_capture()
     out = tmp_path / "stats.jsonl"
-    relay = peers.start(
-        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
-         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.2"],
-        stdout_path=out,
-    )
+    relay = json_relay(peers, cap.port, out, 0.2)
     lines = wait_until(lambda: (lambda ls: ls if len(ls) >= 3 else None)(json_lines(out)),
                        15, "three stats lines")
     last = lines[-1]
@@ -65,11 +73,7 @@ def test_relay_paused_and_continued_keeps_running(
     goes on, and only SIGTERM stops it."""
     cap = udp_capture()
     out = tmp_path / "stats.jsonl"
-    relay = peers.start(
-        [CASTWAY, "relay", "-i", "test://?size=160x90&bitrate=200",
-         "-o", f"udp://127.0.0.1:{cap.port}", "--json", "--stats-interval", "0.3"],
-        stdout_path=out,
-    )
+    relay = json_relay(peers, cap.port, out, 0.3)
     wait_until(lambda: cap.size > 0, 15, "data at the receiver")
     for _ in range(3):
         relay.send_signal(signal.SIGSTOP)
@@ -112,6 +116,27 @@ def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str
     # Nothing started: the listener port is still free.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", port))
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--slate-size", "641x360"], "slate_size: "),
+        (["--slate-size", "big"], "slate_size: "),
+        (["--loss-timeout", "10"], "loss_timeout_ms: "),
+        (["--name=-r"], "route name `-r` must be"),
+    ],
+)
+def test_relay_rejects_a_setting_out_of_range_with_status_2(flags: list[str], needle: str) -> None:
+    """A flag's value the route refuses is a usage error, named by its field (the data
+    plane's checks; the relay keeps no copy of them)."""
+    port = free_port()
+    r = subprocess.run(
+        [CASTWAY, "relay", "-i", f"udp://127.0.0.1:{port}", *flags],
+        capture_output=True, timeout=30, check=False,
+    )
+    assert r.returncode == 2, r.stderr.decode()
+    assert needle in r.stderr.decode()
 
 
 def test_relay_reports_a_port_in_use_and_exits_1(peers: Peers) -> None:
@@ -227,7 +252,16 @@ def test_client_commands_load_no_server_module() -> None:
 
 
 def test_the_cli_tells_endpoint_ids_by_the_servers_name_rule() -> None:
-    from castway.cli.remote import ENDPOINT_ID
-    from castway.server.specs import NAME
+    from castway.cli.remote import _endpoint
+    from castway.server.errors import InvalidArgument
+    from castway.server.specs import check_name
 
-    assert ENDPOINT_ID.pattern == NAME.pattern
+    for name in ["main", "9news", "a.b-c_d", "x" * 64, "-x", ".x", "_x", "a b", "x" * 65, "é"]:
+        try:
+            check_name("output", name)
+            named = True
+        except InvalidArgument:
+            named = False
+        ep = _endpoint(f"{name}=udp://127.0.0.1:5000")
+        assert (ep.id, ep.uri) == ((name, "udp://127.0.0.1:5000") if named else
+                                   ("", f"{name}=udp://127.0.0.1:5000")), name

@@ -86,6 +86,35 @@ def test_an_error_in_a_spec_names_its_field(gateway: castway.Gateway) -> None:
     assert errors.field_of(errors.CastwayError("no field")) is None
 
 
+def test_settings_and_names_are_refused_at_their_field_by_the_one_rule(
+    gateway: castway.Gateway,
+) -> None:
+    """The notebook API and the control server check a spec with the same native rules: a
+    name starts with a letter or digit, settings out of range (also below zero, or beyond 64
+    bits) are refused at their field, a slate size may be given as "WxH"."""
+    src = f"udp://127.0.0.1:{free_port()}"
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"name": "-news"}, "name", "starting with a letter or digit"),
+        ({"name": ".hidden"}, "name", "starting with a letter or digit"),
+        ({"loss_timeout_ms": 49}, "loss_timeout_ms", "49 is outside 50..60000"),
+        ({"loss_timeout_ms": -1}, "loss_timeout_ms", "-1 is outside 50..60000"),
+        ({"failback_after_ms": 2**70}, "failback_after_ms", f"{2**70} is outside 0..3600000"),
+        ({"queue_bytes": (1 << 30) + 1}, "queue_bytes", "is outside 65536..1073741824"),
+        ({"slate_size": "641x360"}, "slate_size", "`641x360` must be WIDTHxHEIGHT"),
+        ({"slate_size": (8000, 720)}, "slate_size", "8000x720 must be WIDTHxHEIGHT"),
+    ]
+    for change, field, why in cases:
+        args: dict[str, Any] = {"name": "r", "inputs": src, **change}
+        for call in (castway.gateway.check_route, gateway.add_route):
+            with pytest.raises(errors.ConfigError) as e:
+                call(**args)
+            assert (errors.field_of(e.value), why in errors.reason_of(e.value)) == (field, True), (
+                change, str(e.value))
+    assert gateway.routes() == []
+    route = gateway.add_route("9news", src, slate_size="640x360")
+    assert route.stats()["name"] == "9news"
+
+
 def test_an_output_naming_a_missing_interface_starts_nothing(gateway: castway.Gateway) -> None:
     port = free_port()
     with pytest.raises(errors.InvalidUriError, match="`iface=nosuch0` does not exist"):

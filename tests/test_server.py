@@ -19,9 +19,6 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from castway import cli
 from castway.client import Client
@@ -34,6 +31,7 @@ from support.capture import UdpCapture
 from support.control import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, test_input
 from support.net import free_port
 from support.peers import Peers, srt_receiver
+from support.tracing import traced_client
 from support.ts import ts_continuity
 
 
@@ -418,6 +416,27 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
             ),
         ),
     ]
+    # A template's defaults are checked by the same rules, at the template's fields.
+    template_cases = [
+        ("spec.srt.pbkeylen", {"srt": spec_pb2.SrtDefaults(pbkeylen=20)}),
+        ("spec.srt.latency_ms", {"srt": spec_pb2.SrtDefaults(latency_ms=60_001)}),
+        ("spec.srt.passphrase", {"srt": spec_pb2.SrtDefaults(passphrase="x" * 80)}),
+        ("spec.failover.slate_size", {"failover": spec_pb2.Failover(slate_size="640x361")}),
+        ("spec.failover.failback_after_ms",
+         {"failover": spec_pb2.Failover(failback_after_ms=3_600_001)}),
+        ("spec.queue_bytes", {"queue_bytes": (1 << 30) + 1}),
+        ("spec.outputs[0].id", {"outputs": [ep("udp://127.0.0.1:9", "-x")]}),
+        ("spec.outputs[0].uri", {"outputs": [ep("udp://127.0.0.1:notaport")]}),
+    ]
+    for field, kw in template_cases:
+        cases.append((
+            CODE.INVALID_ARGUMENT,
+            f"{field}: ",
+            lambda kw=kw: server.client.templates.CreateTemplate(  # type: ignore[misc]
+                template_pb2.CreateTemplateRequest(name="t", spec=spec_pb2.RouteSpec(**kw)),
+                metadata=md,
+            ),
+        ))
     for code, field, call in cases:
         details = expect(code, call)
         assert field in details, (field, details)
@@ -485,17 +504,13 @@ def test_get_route_carries_srt_callers_and_the_switch_history(
 
 
 def test_rpcs_are_traced_and_health_checks_are_not(tmp_path: Path) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with run_server(tmp_path, admin_key=ADMIN, tracer_provider=provider, grace_s=1) as running:
-        with Client(f"127.0.0.1:{running.port}", ADMIN) as c:
-            health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest())
-            c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
-            expect(
-                CODE.NOT_FOUND,
-                lambda: c.routes.GetRoute(route_pb2.GetRouteRequest(name="x"), metadata=c.metadata),
-            )
+    with traced_client(tmp_path) as (c, exporter):
+        health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest())
+        c.routes.ListRoutes(route_pb2.ListRoutesRequest(), metadata=c.metadata)
+        expect(
+            CODE.NOT_FOUND,
+            lambda: c.routes.GetRoute(route_pb2.GetRouteRequest(name="x"), metadata=c.metadata),
+        )
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert set(spans) == {"castway.v1.RouteService/ListRoutes", "castway.v1.RouteService/GetRoute"}
     assert spans["castway.v1.RouteService/ListRoutes"].attributes["rpc.grpc.status_code"] == 0

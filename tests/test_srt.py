@@ -26,6 +26,13 @@ def input_state(route: castway.Route) -> str:
     return route.stats()["inputs"][0]["state"]
 
 
+def listening(gateway: castway.Gateway, uri: str, cap: UdpCapture) -> castway.Route:
+    """A route from SRT listener `uri` to `cap`, once the listener is up."""
+    route = gateway.add_route("r", uri, [f"udp://127.0.0.1:{cap.port}"])
+    wait_until(lambda: input_state(route) == "listening", what="the listener to be up")
+    return route
+
+
 def connected(ep: Any) -> bool:
     return bool(ep["srt"] and ep["srt"]["latency_ms"] > 0)
 
@@ -52,10 +59,7 @@ def test_listener_input_receives_from_ffmpeg_caller(
 ) -> None:
     port = free_port()
     cap = udp_capture()
-    route = gateway.add_route(
-        "r", f"srt://:{port}?mode=listener", [f"udp://127.0.0.1:{cap.port}"]
-    )
-    wait_until(lambda: input_state(route) == "listening", what="the listener to be up")
+    route = listening(gateway, f"srt://:{port}?mode=listener", cap)
     peers.start([
         "ffmpeg", "-v", "error", "-re", "-i", str(ts_file), "-c", "copy",
         "-f", "mpegts", f"srt://127.0.0.1:{port}?mode=caller&pkt_size=1316",
@@ -270,10 +274,7 @@ def test_gst_launch_caller_with_passphrase_feeds_a_listener_input(
 ) -> None:
     port = free_port()
     cap = udp_capture()
-    route = gateway.add_route(
-        "r", f"srt://:{port}?passphrase={PASS}&pbkeylen=32", [f"udp://127.0.0.1:{cap.port}"]
-    )
-    wait_until(lambda: input_state(route) == "listening", what="the listener to be up")
+    route = listening(gateway, f"srt://:{port}?passphrase={PASS}&pbkeylen=32", cap)
     sender = peers.start([
         "gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "num-buffers=150", "!",
         "video/x-raw,width=320,height=180,framerate=25/1", "!",

@@ -1,5 +1,6 @@
 """Type stubs for the native module (checked against it by ``mypy.stubtest`` in CI)."""
 
+from collections.abc import Sequence
 from typing import Any, final
 
 __all__ = [
@@ -15,12 +16,17 @@ __all__ = [
     "PipelineError",
     "Route",
     "__version__",
-    "check_route",
+    "assign_ids",
+    "check_name",
+    "check_spec",
+    "check_srt_defaults",
     "check_uri",
     "element_available",
+    "find_clash",
     "gstreamer_version",
     "limits",
     "listen_address",
+    "with_srt_defaults",
 ]
 
 __version__: str
@@ -50,9 +56,28 @@ class Route:
     def stats(self) -> dict[str, Any]: ...
 
 def check_uri(uri: str, role: str) -> str: ...
-def check_route(spec: dict[str, Any]) -> None: ...
+def check_spec(spec: dict[str, Any], whole: bool = True) -> None: ...
+def check_name(what: str, name: str) -> None: ...
+def assign_ids(
+    role: str,
+    endpoints: Sequence[tuple[str, str | None]],
+    previous: Sequence[tuple[str, str]] = ...,
+    prefix: str = "",
+) -> list[str]: ...
+def check_srt_defaults(
+    latency_ms: int | None = None, passphrase: str | None = None, pbkeylen: int | None = None
+) -> None: ...
+def with_srt_defaults(
+    uri: str,
+    latency_ms: int | None = None,
+    passphrase: str | None = None,
+    pbkeylen: int | None = None,
+) -> str: ...
 def listen_address(uri: str, role: str) -> tuple[str, int] | None: ...
-def limits() -> dict[str, int]: ...
+def find_clash(
+    binds: Sequence[tuple[str, str, int]], held: Sequence[tuple[str, str, int]]
+) -> tuple[str, str, int] | None: ...
+def limits() -> dict[str, Any]: ...
 def element_available(name: str) -> bool: ...
 def gstreamer_version() -> str: ...
 

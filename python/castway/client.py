@@ -12,16 +12,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 
+from castway._closing import Closing
 from castway.v1 import key_pb2_grpc, route_pb2_grpc, system_pb2_grpc, template_pb2_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
 
-class Client:
+class Client(Closing):
     def __init__(
         self,
         addr: str | None = None,
@@ -72,17 +72,6 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class KeyFileError(Exception):

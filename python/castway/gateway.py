@@ -7,10 +7,10 @@ Rust with the GIL released; no Python runs per packet.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Literal, TypedDict, cast
 
 from castway import _castway
+from castway._closing import Closing
 
 
 class SrtCallerStats(TypedDict):
@@ -152,7 +152,7 @@ class EndpointStats(TypedDict, total=False):
     idle_ms: int | None
     off_air_packets: int
     held_back_packets: int
-    analysis: TsAnalysis | None
+    analysis: TsAnalysis
     bytes: int
     packets: int
     bitrate_bps: int
@@ -201,6 +201,8 @@ class RouteStats(TypedDict):
 
 
 Endpoints = str | Sequence[str] | Mapping[str, str]
+# A picture size: ``(width, height)`` or ``"WIDTHxHEIGHT"``.
+SlateSize = tuple[int, int] | str
 
 
 def _pairs(endpoints: Endpoints) -> list[tuple[str, str | None]]:
@@ -231,7 +233,7 @@ def _spec(
     loss_timeout_ms: int | None,
     failback_after_ms: int | None,
     slate: bool | None,
-    slate_size: tuple[int, int] | None,
+    slate_size: SlateSize | None,
 ) -> dict[str, object]:
     return {
         "name": name,
@@ -254,11 +256,11 @@ def check_route(
     loss_timeout_ms: int | None = None,
     failback_after_ms: int | None = None,
     slate: bool | None = None,
-    slate_size: tuple[int, int] | None = None,
+    slate_size: SlateSize | None = None,
 ) -> None:
     """Checks a route spec (the arguments of :meth:`Gateway.add_route`) without starting
     anything; raises what ``add_route`` would raise for it, short of a taken address."""
-    _castway.check_route(
+    _castway.check_spec(
         _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
               slate_size)
     )
@@ -332,7 +334,7 @@ class Route:
         return f"<castway.Route {self.name!r}>"
 
 
-class Gateway:
+class Gateway(Closing):
     """Holds routes. Use as a context manager; closing stops every route.
 
     >>> with castway.Gateway() as gw:
@@ -341,17 +343,6 @@ class Gateway:
 
     def __init__(self) -> None:
         self._native = _castway.Gateway()
-
-    def __enter__(self) -> Gateway:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def add_route(
         self,
@@ -363,20 +354,22 @@ class Gateway:
         loss_timeout_ms: int | None = None,
         failback_after_ms: int | None = None,
         slate: bool | None = None,
-        slate_size: tuple[int, int] | None = None,
+        slate_size: SlateSize | None = None,
     ) -> Route:
         """Builds and starts a route.
 
         ``inputs`` are URIs in priority order (or ``{id: uri}``, in order); add
         ``standby=cold`` to an input URI to connect it only when needed. ``outputs`` are URIs,
-        or ``{id: uri}``. ``queue_bytes`` bounds how much each SRT or file output may fall
-        behind before its drops are counted (default 2 MiB; a UDP output has no queue: its
-        socket's send buffer, ``buffer_size=`` in its URI, plays that part). An input is lost
-        after ``loss_timeout_ms`` without data (default 300, at least 50); a better input
-        takes over again after
-        ``failback_after_ms`` of unbroken health (default 5000). When every input is lost a
-        generated slate goes out unless ``slate=False``; ``slate_size=(w, h)`` sets its
-        picture (default: that of the input on air, read from its H.264 SPS; else 1280x720).
+        or ``{id: uri}``. Ids and the route's name are 1 to 64 of ``A-Z a-z 0-9 . _ -``,
+        starting with a letter or digit. ``queue_bytes`` bounds how much each SRT or file
+        output may fall behind before its drops are counted (default 2 MiB, 64 KiB to 1 GiB; a
+        UDP output has no queue: its socket's send buffer, ``buffer_size=`` in its URI, plays
+        that part). An input is lost after ``loss_timeout_ms`` without data (default 300, 50
+        to 60000); a better input takes over again after ``failback_after_ms`` of unbroken
+        health (default 5000, at most 3600000). When every input is lost a generated slate
+        goes out unless ``slate=False``; ``slate_size=(w, h)`` (or ``"WxH"``) sets its picture
+        (default: that of the input on air, read from its H.264 SPS; else 1280x720). A bad
+        setting raises ``ConfigError`` naming it (``castway.errors.field_of``).
         """
         native = self._native.add_route(
             _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
@@ -394,7 +387,7 @@ class Gateway:
         loss_timeout_ms: int | None = None,
         failback_after_ms: int | None = None,
         slate: bool | None = None,
-        slate_size: tuple[int, int] | None = None,
+        slate_size: SlateSize | None = None,
     ) -> Applied:
         """Makes running route ``name`` match a new spec (the arguments of :meth:`add_route`)
         by difference. Inputs and outputs are matched by id (unnamed ones get the id they

@@ -23,7 +23,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
 /// A bind as claims see it: (owner `route/slot`, host, port).
-type Bind = (String, String, u16);
+pub type Bind = (String, String, u16);
 
 #[derive(Default)]
 struct State {
@@ -37,9 +37,27 @@ pub struct Claims {
     state: Mutex<State>,
 }
 
-fn overlaps(a: &(String, u16), b: &(String, u16)) -> bool {
+/// Whether two binds clash: the same port, and the same host or either a wildcard.
+fn overlaps(a: (&str, u16), b: (&str, u16)) -> bool {
     let wildcard = |h: &str| matches!(h, "0.0.0.0" | "::" | "");
-    a.1 == b.1 && (a.0 == b.0 || wildcard(&a.0) || wildcard(&b.0))
+    a.1 == b.1 && (a.0 == b.0 || wildcard(a.0) || wildcard(b.0))
+}
+
+/// The first of `others` that clashes with the bind `(host, port)`.
+fn clash<'a>(
+    (host, port): (&str, u16),
+    others: impl IntoIterator<Item = &'a Bind>,
+) -> Option<&'a Bind> {
+    (others.into_iter()).find(|(_, h, p)| overlaps((host, port), (h, *p)))
+}
+
+/// The first of `new` that clashes with one of `held` or with one before it in `new`, and the
+/// bind it clashes with. Nothing is probed: this is the rule alone, for binds that are not
+/// claimed yet (the control server checks stored routes, running or not, with it).
+pub fn first_clash<'a>(new: &'a [Bind], held: &'a [Bind]) -> Option<(&'a Bind, &'a Bind)> {
+    new.iter()
+        .enumerate()
+        .find_map(|(n, b)| clash((&b.1, b.2), held.iter().chain(&new[..n])).map(|other| (b, other)))
 }
 
 /// Whether nothing holds `host:port` (a socket without SO_REUSEADDR can bind it).
@@ -72,12 +90,7 @@ impl Claims {
             let Some(bind) = endpoint.exclusive_bind(*role) else {
                 continue;
             };
-            let clash = state
-                .held
-                .iter()
-                .chain(new.iter())
-                .find(|(_, h, p)| overlaps(&(h.clone(), *p), &bind));
-            if let Some((other, _, _)) = clash {
+            if let Some((other, _, _)) = clash((&bind.0, bind.1), state.held.iter().chain(&new)) {
                 return Err(Error::AddressInUse {
                     endpoint: format!("{owner} ({endpoint})"),
                     addr: format!("UDP port {} (held by {other})", bind.1),
@@ -94,10 +107,8 @@ impl Claims {
                 )));
             }
             // A port this gateway released a moment ago may still be closing.
-            let closing = state
-                .closing
-                .iter()
-                .find(|((_, h, p), _)| overlaps(&(h.clone(), *p), &bind));
+            let closing =
+                (state.closing.iter()).find(|((_, h, p), _)| overlaps((h, *p), (&bind.0, bind.1)));
             return match closing {
                 Some((_, at)) if at.elapsed() < RELEASE_WAIT => Ok(Some(*at + RELEASE_WAIT)),
                 Some(((was, _, _), _)) => Err(Error::AddressInUse {
@@ -110,10 +121,9 @@ impl Claims {
                 }),
             };
         }
-        state.closing.retain(|((_, h, p), _)| {
-            !new.iter()
-                .any(|(_, nh, np)| overlaps(&(h.clone(), *p), &(nh.clone(), *np)))
-        });
+        state
+            .closing
+            .retain(|((_, h, p), _)| clash((h, *p), &new).is_none());
         state.held.extend(new);
         Ok(None)
     }
@@ -181,10 +191,7 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ep(uri: &str) -> Endpoint {
-        Endpoint::parse(uri, Role::Input).unwrap()
-    }
+    use crate::uri::input as ep;
 
     #[test]
     fn a_port_is_claimed_once() {
@@ -206,6 +213,31 @@ mod tests {
         claims
             .claim_all(&[("r2/in0".into(), &b, Role::Input)])
             .unwrap();
+    }
+
+    #[test]
+    fn binds_clash_on_one_port_when_a_host_matches_or_is_a_wildcard() {
+        let b = |owner: &str, host: &str, port| (owner.to_string(), host.to_string(), port);
+        let held = [b("r1/in0", "127.0.0.1", 9000), b("r1/out0", "::", 9100)];
+        let none = |new: &[Bind]| first_clash(new, &held).is_none();
+        assert!(none(&[
+            b("r2/in0", "127.0.0.2", 9000),
+            b("r2/in1", "", 9001)
+        ]));
+        let wildcard = [b("r2/in0", "", 9000)];
+        let (mine, other) = first_clash(&wildcard, &held).unwrap();
+        assert_eq!((mine.0.as_str(), other.0.as_str()), ("r2/in0", "r1/in0"));
+        assert_eq!(
+            first_clash(&[b("r2/o", "10.0.0.1", 9100)], &held)
+                .unwrap()
+                .1
+                 .0,
+            "r1/out0"
+        );
+        // Within the new binds too.
+        let twice = [b("r2/in0", "0.0.0.0", 7000), b("r2/in1", "127.0.0.1", 7000)];
+        let (mine, other) = first_clash(&twice, &[]).unwrap();
+        assert_eq!((mine.0.as_str(), other.0.as_str()), ("r2/in1", "r2/in0"));
     }
 
     #[test]

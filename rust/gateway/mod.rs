@@ -2,7 +2,7 @@
 
 mod claims;
 
-pub use claims::Claims;
+pub use claims::{first_clash, Bind, Claims};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -5,14 +5,14 @@
 use super::lifecycle::input_slot;
 use super::plan::{plan, Entry};
 use super::slot::{Slot, Status};
-use super::spec::{slot_id, wanted_input, wanted_output, Checked, RouteSpec, Wanted};
+use super::spec::{slot_id, wanted, Checked, RouteSpec, Wanted};
 use super::{lock, Inner, Route};
 use crate::error::{Error, Result};
 use crate::switch::Source;
 use crate::uri::Role;
 
 /// What `Route::reconfigure` changed; ids as the route names them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
     pub inputs_added: Vec<String>,
     pub inputs_removed: Vec<String>,
@@ -45,11 +45,11 @@ impl Route {
 
     /// Adds an output to the running route; the other outputs see no gap. Returns its id.
     pub fn add_output(&self, uri: &str, id: Option<&str>) -> Result<String> {
-        let Wanted { endpoint, .. } = wanted_output(String::new(), uri)?;
+        let Wanted { endpoint, .. } = wanted(Role::Output, String::new(), uri)?;
         let mut inner = lock(&self.inner);
         self.check_open(&inner)?;
         let mut next = inner.next_output;
-        let id = slot_id("output", "out", id, &mut next, has_id(&inner.outputs))?;
+        let id = slot_id(Role::Output, id, &mut next, has_id(&inner.outputs))?;
         let wanted = Wanted {
             id: id.clone(),
             endpoint,
@@ -93,8 +93,8 @@ impl Route {
         let mut inner = lock(&self.inner);
         self.check_open(&inner)?;
         let mut next = inner.next_input;
-        let id = slot_id("input", "in", id, &mut next, has_id(&inner.inputs))?;
-        let wanted = wanted_input(id.clone(), uri)?;
+        let id = slot_id(Role::Input, id, &mut next, has_id(&inner.inputs))?;
+        let wanted = wanted(Role::Input, id.clone(), uri)?;
         self.add_input_slot(&mut inner, wanted)?;
         inner.next_input = next;
         self.reschedule();

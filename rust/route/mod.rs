@@ -34,8 +34,11 @@ mod stats;
 mod timers;
 
 pub use edit::Applied;
-pub use spec::{InputSpec, OutputSpec, RouteSpec, SwitchSpec};
-pub use stats::{EndpointStats, RouteStats, SwitchRecord, SwitchStats};
+pub use spec::{
+    assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RouteSpec,
+    SpecKind, SwitchSpec,
+};
+pub use stats::{EndpointStats, InputStats, RouteStats, SwitchRecord, SwitchStats};
 pub(crate) use timers::SystemClock;
 
 use std::collections::VecDeque;

@@ -5,13 +5,13 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::stats::EndpointStats;
+use super::stats::{EndpointStats, InputStats};
 use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::Callers;
-use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller};
+use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtStats};
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
 
@@ -322,12 +322,12 @@ impl Slot {
                         .unwrap_or_default();
                 }
             }
-            (link, callers)
+            SrtStats::new(link, callers)
         });
         // An SRT socket reports a negotiated latency once it is connected.
         let srt_connected = srt
             .as_ref()
-            .map(|(link, callers)| link.latency_ms > 0 || !callers.is_empty());
+            .map(|s| s.link.latency_ms > 0 || !s.callers.is_empty());
         let srt_mode = match &self.endpoint {
             Endpoint::Srt(e) => Some(e.mode),
             _ => None,
@@ -353,13 +353,27 @@ impl Slot {
             Status::Stopped => "stopped",
             Status::Standby => "standby",
         };
+        let counters = self.counters.snapshot();
         EndpointStats {
             id: self.id.clone(),
             uri: self.endpoint.to_string(),
             kind: self.endpoint.kind(),
             state,
-            active: self.feed.as_ref().is_some_and(|f| f.id == hub.active()),
-            counters: self.counters.snapshot(),
+            input: (self.role == Role::Input).then(|| InputStats {
+                active: self.feed.as_ref().is_some_and(|f| f.id == hub.active()),
+                // The switch's to say: `Route::stats` fills it in.
+                healthy: false,
+                standby: if self.cold { "cold" } else { "warm" },
+                idle_ms,
+                off_air_packets: counters.off_air,
+                held_back_packets: counters.held_back,
+                analysis: self
+                    .feed
+                    .as_ref()
+                    .map(|f| hub.analysis(f))
+                    .unwrap_or_default(),
+            }),
+            counters,
             reconnects: self.reconnects,
             retry_in_ms: self
                 .restart_at
@@ -369,14 +383,7 @@ impl Slot {
                 .as_ref()
                 .and_then(|f| f.peek_not_ts())
                 .or_else(|| self.last_error.clone()),
-            idle_ms,
             srt,
-            healthy: false,
-            standby: if self.cold { "cold" } else { "warm" },
-            analysis: match (self.role, &self.feed) {
-                (Role::Input, Some(feed)) => Some(hub.analysis(feed)),
-                _ => None,
-            },
         }
     }
 }

@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::limits::{
-    self, DEFAULT_TAP_QUEUE_BYTES, MAX_FAILBACK_AFTER, MAX_LOSS_TIMEOUT, MIN_LOSS_TIMEOUT,
-    MIN_QUEUE_BYTES, SLATE_ID,
-};
+use crate::limits::{self, check_number, DEFAULT_TAP_QUEUE_BYTES, SLATE_ID};
 use crate::switch::SwitchConfig;
 use crate::uri::{Endpoint, Role};
 
@@ -50,6 +47,24 @@ pub struct RouteSpec {
     pub switch: SwitchSpec,
 }
 
+/// How much of a route a spec is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecKind {
+    /// A route as it runs: it needs a good name and an input, and its URIs are checked on this
+    /// host too (a UDP `iface` must exist).
+    Whole,
+    /// A part of one (the control server's templates, and its routes before their template is
+    /// merged in): each field given is checked, none is required.
+    Part,
+}
+
+/// Checks every field of `spec` without starting anything. Errors about one field are at its
+/// path: `name`, `inputs`, `inputs[1].id`, `outputs[2].uri`, `queue_bytes`, `loss_timeout_ms`,
+/// `failback_after_ms`, `slate_size`.
+pub fn check_spec(spec: &RouteSpec, kind: SpecKind) -> Result<()> {
+    Checked::check(spec, kind).map(|_| ())
+}
+
 /// A route's settings, checked and with the defaults filled in.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RouteSettings {
@@ -65,12 +80,10 @@ pub(super) struct RouteSettings {
 impl RouteSettings {
     /// Checks the settings of `spec` (queue bound, switch times, slate size).
     pub fn check(spec: &RouteSpec) -> Result<RouteSettings> {
-        let queue_bytes = spec.queue_bytes.unwrap_or(DEFAULT_TAP_QUEUE_BYTES);
-        if queue_bytes < MIN_QUEUE_BYTES {
-            return Err(Error::InvalidConfig(format!(
-                "queue_bytes={queue_bytes} is below {MIN_QUEUE_BYTES}"
-            )));
-        }
+        let queue_bytes = match spec.queue_bytes {
+            Some(n) => check_number("queue_bytes", n)?,
+            None => DEFAULT_TAP_QUEUE_BYTES,
+        };
         Ok(RouteSettings {
             queue_bytes,
             switch: switch_config(&spec.switch)?,
@@ -107,31 +120,28 @@ pub(super) struct Checked {
 }
 
 impl Checked {
+    /// A whole route's spec, checked.
     pub fn new(spec: &RouteSpec) -> Result<Checked> {
-        check_name("route", &spec.name)?;
-        if spec.inputs.is_empty() {
-            return Err(Error::InvalidConfig(format!(
-                "route `{}` needs at least one input",
-                spec.name
-            )));
+        Checked::check(spec, SpecKind::Whole)
+    }
+
+    fn check(spec: &RouteSpec, kind: SpecKind) -> Result<Checked> {
+        if kind == SpecKind::Whole {
+            check_name("route", &spec.name).map_err(|e| e.at("name"))?;
+            if spec.inputs.is_empty() {
+                let why = format!("route `{}` needs at least one input", spec.name);
+                return Err(Error::InvalidConfig(why).at("inputs"));
+            }
         }
         let settings = RouteSettings::check(spec)?;
-        let mut inputs: Vec<Wanted> = Vec::new();
-        let mut next_input = 0;
-        for (n, i) in spec.inputs.iter().enumerate() {
-            let taken = |id: &str| inputs.iter().any(|w| w.id == id);
-            let id = slot_id("input", "in", i.id.as_deref(), &mut next_input, taken)
-                .map_err(|e| e.at(format!("inputs[{n}].id")))?;
-            inputs.push(wanted_input(id, &i.uri).map_err(|e| e.at(format!("inputs[{n}].uri")))?);
-        }
-        let mut outputs: Vec<Wanted> = Vec::new();
-        let mut next_output = 0;
-        for (n, o) in spec.outputs.iter().enumerate() {
-            let taken = |id: &str| outputs.iter().any(|w| w.id == id);
-            let id = slot_id("output", "out", o.id.as_deref(), &mut next_output, taken)
-                .map_err(|e| e.at(format!("outputs[{n}].id")))?;
-            outputs.push(wanted_output(id, &o.uri).map_err(|e| e.at(format!("outputs[{n}].uri")))?);
-        }
+        let inputs: Vec<(&str, Option<&str>)> = (spec.inputs.iter())
+            .map(|i| (i.uri.as_str(), i.id.as_deref()))
+            .collect();
+        let outputs: Vec<(&str, Option<&str>)> = (spec.outputs.iter())
+            .map(|o| (o.uri.as_str(), o.id.as_deref()))
+            .collect();
+        let (inputs, next_input) = checked_side(Role::Input, &inputs, kind)?;
+        let (outputs, next_output) = checked_side(Role::Output, &outputs, kind)?;
         Ok(Checked {
             settings,
             inputs,
@@ -142,55 +152,51 @@ impl Checked {
     }
 }
 
-/// An input URI parsed (with its `standby`) and checked on this host.
-pub(super) fn wanted_input(id: String, uri: &str) -> Result<Wanted> {
-    let (endpoint, cold) = Endpoint::parse_input(uri)?;
-    let endpoint = on_this_host(endpoint)?;
-    Ok(Wanted { id, endpoint, cold })
+/// The inputs or the outputs of a spec, `(uri, id)` each, checked: ids given (`assign_ids`),
+/// URIs parsed (and checked on this host for a whole route).
+fn checked_side(
+    role: Role,
+    endpoints: &[(&str, Option<&str>)],
+    kind: SpecKind,
+) -> Result<(Vec<Wanted>, usize)> {
+    let (ids, next) = assign_ids(role, "", endpoints, &[])?;
+    let mut wanted = Vec::with_capacity(ids.len());
+    for (n, (id, &(uri, _))) in ids.into_iter().zip(endpoints).enumerate() {
+        let parsed = match kind {
+            SpecKind::Whole => self::wanted(role, id, uri),
+            SpecKind::Part => {
+                Endpoint::parse_as(uri, role).map(|(endpoint, cold)| Wanted { id, endpoint, cold })
+            }
+        };
+        wanted.push(parsed.map_err(|e| e.at(format!("{}[{n}].uri", group(role))))?);
+    }
+    Ok((wanted, next))
 }
 
-/// An output URI parsed and checked on this host.
-pub(super) fn wanted_output(id: String, uri: &str) -> Result<Wanted> {
-    let endpoint = on_this_host(Endpoint::parse(uri, Role::Output)?)?;
-    Ok(Wanted {
-        id,
-        endpoint,
-        cold: false,
-    })
+/// An input or output URI parsed (an input's with its `standby`) and checked on this host.
+pub(super) fn wanted(role: Role, id: String, uri: &str) -> Result<Wanted> {
+    let (endpoint, cold) = Endpoint::parse_as(uri, role)?;
+    let endpoint = on_this_host(endpoint)?;
+    Ok(Wanted { id, endpoint, cold })
 }
 
 /// Checks the switch settings of a spec and fills in the defaults.
 fn switch_config(spec: &SwitchSpec) -> Result<SwitchConfig> {
     let d = SwitchConfig::default();
-    let loss_timeout = spec
-        .loss_timeout_ms
-        .map_or(d.loss_timeout, Duration::from_millis);
-    if loss_timeout < MIN_LOSS_TIMEOUT || loss_timeout > MAX_LOSS_TIMEOUT {
-        return Err(Error::InvalidConfig(format!(
-            "loss_timeout={} ms is outside {}..{} ms",
-            loss_timeout.as_millis(),
-            MIN_LOSS_TIMEOUT.as_millis(),
-            MAX_LOSS_TIMEOUT.as_millis()
-        )));
-    }
-    let failback_after = spec
-        .failback_after_ms
-        .map_or(d.failback_after, Duration::from_millis);
-    if failback_after > MAX_FAILBACK_AFTER {
-        return Err(Error::InvalidConfig(format!(
-            "failback_after={} ms is above {} ms",
-            failback_after.as_millis(),
-            MAX_FAILBACK_AFTER.as_millis()
-        )));
-    }
+    let ms = |field: &str, value: Option<u64>, default: Duration| -> Result<Duration> {
+        value.map_or(Ok(default), |v| {
+            check_number(field, v).map(Duration::from_millis)
+        })
+    };
+    let loss_timeout = ms("loss_timeout_ms", spec.loss_timeout_ms, d.loss_timeout)?;
+    let failback_after = ms(
+        "failback_after_ms",
+        spec.failback_after_ms,
+        d.failback_after,
+    )?;
     if let Some((w, h)) = spec.slate_size {
         if !limits::slate_size_in_range((w, h)) || w % 2 != 0 || h % 2 != 0 {
-            return Err(Error::InvalidConfig(format!(
-                "slate size {w}x{h} must have even sides from {min}x{min} to {}x{}",
-                limits::MAX_SLATE_WIDTH,
-                limits::MAX_SLATE_HEIGHT,
-                min = limits::MIN_SLATE_SIDE,
-            )));
+            return Err(slate_size_error(format!("{w}x{h}")));
         }
     }
     Ok(SwitchConfig {
@@ -200,49 +206,137 @@ fn switch_config(spec: &SwitchSpec) -> Result<SwitchConfig> {
     })
 }
 
-/// Route, input and output names: what fits in a URL path and a log line.
-pub(super) fn check_name(what: &str, name: &str) -> Result<()> {
+/// A slate size written `WIDTHxHEIGHT` (as the control server's specs and the notebook API
+/// may give it), checked.
+pub fn parse_slate_size(text: &str) -> Result<(u32, u32)> {
+    limits::parse_picture_size(text).ok_or_else(|| slate_size_error(format!("`{text}`")))
+}
+
+fn slate_size_error(size: String) -> Error {
+    let why = format!("slate size {size} must be {}", limits::picture_size_rule());
+    Error::InvalidConfig(why).at("slate_size")
+}
+
+/// Route, template, key, input and output names: what fits in a URL path and a log line (see
+/// `limits::MAX_NAME_LEN`).
+pub fn check_name(what: &str, name: &str) -> Result<()> {
     if limits::name_ok(name) {
         Ok(())
     } else {
         Err(Error::InvalidConfig(format!(
-            "{what} name `{name}` must be 1 to {} characters of A-Z, a-z, 0-9, `-`, `_`, `.`",
-            limits::MAX_NAME_LEN
+            "{what} name `{name}` must be {}",
+            limits::name_rule()
         )))
     }
 }
 
-/// The id of a new input or output: the given one (checked), or `{prefix}{n}`, counting `next`
-/// up past ids already `taken`.
-pub(super) fn slot_id(
-    what: &str,
+/// An input or output id someone gave: a name, and not the slate's.
+fn check_id(what: &str, id: &str) -> Result<()> {
+    check_name(what, id)?;
+    if id == SLATE_ID {
+        return Err(Error::InvalidConfig(format!(
+            "{what} id `{SLATE_ID}` is reserved for the route's slate"
+        )));
+    }
+    Ok(())
+}
+
+/// `inputs` or `outputs`: where a spec lists endpoints of `role`.
+fn group(role: Role) -> &'static str {
+    match role {
+        Role::Input => "inputs",
+        Role::Output => "outputs",
+    }
+}
+
+/// Gives each of a spec's inputs or outputs (`role`), `(uri, id)` each, its id: the one it has
+/// (checked: a name, not the slate's, not used twice), else the id the `previous` spec gave
+/// the same URI (`(uri, id)` each) if no endpoint has it now, else the next free
+/// `{prefix}in<n>`/`{prefix}out<n>`. Returns the ids and the counter past the last `<n>` given.
+/// Errors are at `inputs[n].id`/`outputs[n].id`.
+pub fn assign_ids(
+    role: Role,
     prefix: &str,
+    endpoints: &[(&str, Option<&str>)],
+    previous: &[(&str, &str)],
+) -> Result<(Vec<String>, usize)> {
+    let mut used: Vec<&str> = Vec::new();
+    for (n, &(_, id)) in endpoints.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let at = |e: Error| e.at(format!("{}[{n}].id", group(role)));
+        check_id(&role.to_string(), id).map_err(at)?;
+        if used.contains(&id) {
+            return Err(at(Error::InvalidConfig(format!(
+                "{role} id `{id}` is used twice"
+            ))));
+        }
+        used.push(id);
+    }
+    // The first previous id of each URI, unless an endpoint has it now.
+    let mut reusable: Vec<(&str, &str)> = Vec::new();
+    for &(uri, id) in previous {
+        if !used.contains(&id) && !reusable.iter().any(|&(u, _)| u == uri) {
+            reusable.push((uri, id));
+        }
+    }
+    let mut given: Vec<String> = used.iter().map(|id| id.to_string()).collect();
+    let mut ids = Vec::with_capacity(endpoints.len());
+    let mut next = 0;
+    for &(uri, id) in endpoints {
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => {
+                let kept = (reusable.iter().position(|&(u, _)| u == uri))
+                    .map(|i| reusable.remove(i).1.to_string())
+                    .filter(|id| !given.contains(id));
+                let id = kept.unwrap_or_else(|| {
+                    next_free(role, prefix, &mut next, |c| given.iter().any(|g| g == c))
+                });
+                given.push(id.clone());
+                id
+            }
+        };
+        ids.push(id);
+    }
+    Ok((ids, next))
+}
+
+/// The id of one new input or output of a running route: the given one (checked), or
+/// `{in|out}{n}`, counting `next` up past ids already `taken`.
+pub(super) fn slot_id(
+    role: Role,
     given: Option<&str>,
     next: &mut usize,
     taken: impl Fn(&str) -> bool,
 ) -> Result<String> {
+    let what = role.to_string();
     let id = match given {
         Some(id) => {
-            check_name(what, id)?;
-            if id == SLATE_ID {
-                return Err(Error::InvalidConfig(format!(
-                    "{what} id `{SLATE_ID}` is reserved for the route's slate"
-                )));
-            }
+            check_id(&what, id)?;
             id.to_string()
         }
-        None => loop {
-            let candidate = format!("{prefix}{next}");
-            *next += 1;
-            if !taken(&candidate) {
-                break candidate;
-            }
-        },
+        None => next_free(role, "", next, &taken),
     };
     if taken(&id) {
         return Err(Error::AlreadyExists(format!("{what} `{id}`")));
     }
     Ok(id)
+}
+
+/// `{prefix}in<n>` (or `out<n>`) for the first `<n>` from `next` on that is not `taken`; `next`
+/// moves past it.
+fn next_free(role: Role, prefix: &str, next: &mut usize, taken: impl Fn(&str) -> bool) -> String {
+    let auto = match role {
+        Role::Input => "in",
+        Role::Output => "out",
+    };
+    loop {
+        let candidate = format!("{prefix}{auto}{next}");
+        *next += 1;
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
 }
 
 /// Checks what a URI cannot say by itself but this host can: the network interface it names
@@ -263,6 +357,7 @@ fn on_this_host(endpoint: Endpoint) -> Result<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_QUEUE_BYTES, MIN_QUEUE_BYTES};
 
     fn spec(inputs: &[(&str, Option<&str>)], outputs: &[(&str, Option<&str>)]) -> RouteSpec {
         RouteSpec {
@@ -305,6 +400,15 @@ mod tests {
         }
     }
 
+    /// The field an error is at, and what it says.
+    fn refused(spec: &RouteSpec, kind: SpecKind) -> (String, String) {
+        match check_spec(spec, kind) {
+            Err(Error::At { field, source }) => (field, source.to_string()),
+            Err(e) => panic!("not at a field: {e}"),
+            Ok(()) => panic!("accepted"),
+        }
+    }
+
     #[test]
     fn defaults_fill_what_the_spec_leaves_out() {
         let s = Checked::new(&one_input()).unwrap().settings;
@@ -333,12 +437,23 @@ mod tests {
             f(&mut s);
             config_error(&s)
         };
-        assert!(with(|s| s.queue_bytes = Some(MIN_QUEUE_BYTES - 1)).contains("queue_bytes"));
-        assert!(with(|s| s.switch.loss_timeout_ms = Some(49)).contains("loss_timeout=49 ms"));
-        assert!(with(|s| s.switch.loss_timeout_ms = Some(60_001)).contains("50..60000 ms"));
-        assert!(with(|s| s.switch.failback_after_ms = Some(3_600_001)).contains("failback"));
+        assert!(with(|s| s.queue_bytes = Some(MIN_QUEUE_BYTES - 1)).contains("65535 is outside"));
+        assert!(with(|s| s.queue_bytes = Some(MAX_QUEUE_BYTES + 1)).contains("..1073741824"));
+        assert!(with(|s| s.switch.loss_timeout_ms = Some(49)).contains("49 is outside 50..60000"));
+        assert!(with(|s| s.switch.loss_timeout_ms = Some(60_001)).contains("50..60000"));
+        assert!(with(|s| s.switch.failback_after_ms = Some(3_600_001)).contains("0..3600000"));
         assert!(with(|s| s.switch.slate_size = Some((1281, 720))).contains("even sides"));
         assert!(with(|s| s.switch.slate_size = Some((8000, 720))).contains("7680x4320"));
+        // Each at its field, as the notebook API names it.
+        let mut s = one_input();
+        s.switch.failback_after_ms = Some(3_600_001);
+        assert_eq!(refused(&s, SpecKind::Whole).0, "failback_after_ms");
+        s.switch.slate_size = Some((7, 7));
+        s.switch.failback_after_ms = None;
+        assert_eq!(refused(&s, SpecKind::Whole).0, "slate_size");
+        assert_eq!(parse_slate_size("640x360").unwrap(), (640, 360));
+        let e = parse_slate_size("7x7").unwrap_err().to_string();
+        assert!(e.starts_with("slate_size: ") && e.contains("`7x7`"), "{e}");
         let mut edge = one_input();
         edge.queue_bytes = Some(MIN_QUEUE_BYTES);
         edge.switch.loss_timeout_ms = Some(50);
@@ -376,14 +491,72 @@ mod tests {
             ],
             &[],
         );
-        assert!(matches!(
-            Checked::new(&twice).map_err(inner),
-            Err(Error::AlreadyExists(_))
-        ));
+        assert_eq!(
+            refused(&twice, SpecKind::Whole),
+            (
+                "inputs[1].id".into(),
+                "invalid configuration: input id `a` is used twice".into()
+            )
+        );
         let slate = spec(&[("udp://127.0.0.1:5000", Some(SLATE_ID))], &[]);
         assert!(config_error(&slate).contains("reserved"));
         let bad = spec(&[("udp://127.0.0.1:5000", Some("a/b"))], &[]);
         assert!(config_error(&bad).contains("input name `a/b`"));
+    }
+
+    #[test]
+    fn ids_given_are_kept_free_for_them_and_previous_ids_are_kept_by_uri() {
+        let ids = |endpoints: &[(&str, Option<&str>)], previous: &[(&str, &str)], prefix| {
+            assign_ids(Role::Input, prefix, endpoints, previous).unwrap()
+        };
+        // An id given later is not handed out earlier.
+        assert_eq!(
+            ids(&[("a", None), ("b", Some("in0"))], &[], "").0,
+            ["in1", "in0"]
+        );
+        // An endpoint without an id keeps the one its URI had, unless another one has it now.
+        let previous = [("a", "main"), ("b", "in0"), ("c", "x")];
+        let (got, next) = ids(
+            &[("c", Some("main")), ("b", None), ("a", None)],
+            &previous,
+            "",
+        );
+        assert_eq!(
+            (got, next),
+            (vec!["main".into(), "in0".into(), "in1".into()], 2)
+        );
+        // A template's ids carry its name.
+        assert_eq!(ids(&[("a", None)], &[], "t-").0, ["t-in0"]);
+        let (field, why) = match assign_ids(Role::Output, "", &[("a", Some("-x"))], &[]) {
+            Err(Error::At { field, source }) => (field, source.to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field, "outputs[0].id");
+        assert!(why.contains("starting with a letter or digit"), "{why}");
+    }
+
+    #[test]
+    fn a_part_of_a_route_needs_no_name_nor_input_but_its_fields_are_checked() {
+        let part = spec(&[], &[("udp://239.1.1.1:5000?iface=nosuch0", None)]);
+        let part = RouteSpec {
+            name: String::new(),
+            ..part
+        };
+        // Only a whole route is checked on this host (its iface must exist).
+        assert!(check_spec(&part, SpecKind::Part).is_ok());
+        assert_eq!(refused(&part, SpecKind::Whole).0, "name");
+        let named = RouteSpec {
+            name: "news".into(),
+            ..part.clone()
+        };
+        assert_eq!(refused(&named, SpecKind::Whole).0, "inputs");
+        let bad = RouteSpec {
+            queue_bytes: Some(1),
+            ..part.clone()
+        };
+        assert_eq!(refused(&bad, SpecKind::Part).0, "queue_bytes");
+        let bad_uri = spec(&[("udp://:notaport", None)], &[]);
+        assert_eq!(refused(&bad_uri, SpecKind::Part).0, "inputs[0].uri");
     }
 
     #[test]

@@ -3,40 +3,70 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use super::{lock, Route};
 use crate::limits::SLATE_ID;
-use crate::stats::{CounterSnapshot, SrtCaller, SrtLinkStats};
+use crate::stats::{CounterSnapshot, SrtStats};
 use crate::switch::{Reason, Source};
 use crate::ts::AnalysisStats;
 
+// These types are the one definition of the stats' shape: the Python binding converts them
+// as they serialise (`Route.stats()` dicts, by field name), and the gRPC server fills its
+// messages from those dicts by field name. A new figure is a field here, in the TypedDicts of
+// `castway/gateway.py` and in `route.proto` (tests/test_stats_shape.py names what is missing).
+
 /// What the stats show for one endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EndpointStats {
     pub id: String,
     pub uri: String,
     pub kind: &'static str,
     pub state: &'static str,
-    pub active: bool,
+    /// Inputs only; an output's stats have none of these keys.
+    #[serde(flatten)]
+    pub input: Option<InputStats>,
+    #[serde(flatten)]
     pub counters: CounterSnapshot,
     pub reconnects: u64,
     pub retry_in_ms: Option<u64>,
     pub last_error: Option<String>,
-    pub idle_ms: Option<u64>,
-    pub srt: Option<(SrtLinkStats, Vec<SrtCaller>)>,
-    /// Inputs: whether the switch counts it as delivering.
+    pub srt: Option<SrtStats>,
+}
+
+/// What only an input's stats show.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputStats {
+    /// On air.
+    pub active: bool,
+    /// Whether the switch counts it as delivering.
     pub healthy: bool,
-    /// Inputs: `warm` or `cold`.
+    /// `warm` or `cold`.
     pub standby: &'static str,
-    /// Inputs: TR 101 290 and what the stream carries, as it arrives (None for outputs).
-    pub analysis: Option<AnalysisStats>,
+    /// Milliseconds since its last valid data (None: none yet).
+    pub idle_ms: Option<u64>,
+    /// Packets that arrived while another source was on air.
+    pub off_air_packets: u64,
+    /// Packets of this input on air held back at a cut.
+    pub held_back_packets: u64,
+    /// TR 101 290 and what the stream carries, as it arrives.
+    pub analysis: AnalysisStats,
+}
+
+impl EndpointStats {
+    /// An input on air.
+    pub fn active(&self) -> bool {
+        self.input.as_ref().is_some_and(|i| i.active)
+    }
 }
 
 /// One switch, as the stats and events show it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SwitchRecord {
     /// Counts up from 1 over the route's life.
     pub seq: u64,
     /// Seconds since the Unix epoch.
+    #[serde(rename = "at")]
     pub at_unix: f64,
     /// Input id, `slate`, or None (nothing).
     pub from: Option<String>,
@@ -45,7 +75,7 @@ pub struct SwitchRecord {
 }
 
 /// The switch part of a route's stats.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SwitchStats {
     /// What goes out now: an input id, `slate`, or None.
     pub active: Option<String>,
@@ -66,7 +96,7 @@ pub struct SwitchStats {
 }
 
 /// What `Route::stats` returns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RouteStats {
     pub name: String,
     pub state: &'static str,
@@ -85,9 +115,12 @@ impl Route {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, s)| EndpointStats {
-                healthy: inner.switch.alive(i, now),
-                ..s.stats(&self.hub, now)
+            .map(|(i, s)| {
+                let mut stats = s.stats(&self.hub, now);
+                if let Some(input) = &mut stats.input {
+                    input.healthy = inner.switch.alive(i, now);
+                }
+                stats
             })
             .collect();
         let outputs: Vec<EndpointStats> = inner
@@ -96,7 +129,7 @@ impl Route {
             .map(|s| s.stats(&self.hub, now))
             .collect();
         let active = inner.feed_name(self.hub.active());
-        let active_input = inputs.iter().find(|s| s.active).map(|s| s.id.clone());
+        let active_input = inputs.iter().find(|s| s.active()).map(|s| s.id.clone());
         let slate_live = active.as_deref() == Some(SLATE_ID)
             && self
                 .hub
@@ -104,7 +137,7 @@ impl Route {
                 .is_some_and(|ms| ms < 1_000);
         let state = if inner.closed {
             "stopped"
-        } else if inputs.iter().any(|s| s.active && s.state == "live") {
+        } else if inputs.iter().any(|s| s.active() && s.state == "live") {
             "live"
         } else if slate_live {
             "slate"

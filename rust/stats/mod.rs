@@ -2,6 +2,7 @@
 //! thread, and SRT statistics read from the elements' `stats` property.
 
 use gst::prelude::*;
+use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -22,15 +23,19 @@ pub struct Counters {
     bitrate_bps: AtomicU64,
 }
 
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A copy of the counters at one moment. Serialised as every endpoint's `bytes`, `packets`,
+/// `bitrate_bps` and `drops`; the inputs' own counts are shown with the inputs' figures
+/// (`route::InputStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CounterSnapshot {
     pub bytes: u64,
     pub packets: u64,
-    pub drops: u64,
-    pub off_air: u64,
-    pub held_back: u64,
     pub bitrate_bps: u64,
+    pub drops: u64,
+    #[serde(skip)]
+    pub off_air: u64,
+    #[serde(skip)]
+    pub held_back: u64,
 }
 
 impl Counters {
@@ -91,7 +96,7 @@ impl RateMeter {
 }
 
 /// SRT link statistics, normalised over what srtsrc/srtsink report for one connection.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SrtLinkStats {
     pub rtt_ms: f64,
     /// Packets lost on the link (before retransmission recovered them).
@@ -99,15 +104,38 @@ pub struct SrtLinkStats {
     pub retransmissions: i64,
     /// Packets lost for good (dropped as too late).
     pub dropped: i64,
+    /// Shown per endpoint (`SrtStats`), not per caller: a listener's is its callers' sum.
+    #[serde(skip)]
     pub bandwidth_mbps: f64,
     pub latency_ms: i64,
 }
 
 /// One caller connected to an SRT listener.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SrtCaller {
     pub address: String,
+    #[serde(flatten)]
     pub link: SrtLinkStats,
+}
+
+/// What the stats show of an SRT endpoint: its link (a listener's: its callers' summed up),
+/// and a listener's callers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SrtStats {
+    #[serde(flatten)]
+    pub link: SrtLinkStats,
+    pub bandwidth_mbps: f64,
+    pub callers: Vec<SrtCaller>,
+}
+
+impl SrtStats {
+    pub fn new(link: SrtLinkStats, callers: Vec<SrtCaller>) -> SrtStats {
+        SrtStats {
+            bandwidth_mbps: link.bandwidth_mbps,
+            link,
+            callers,
+        }
+    }
 }
 
 fn num(s: &gst::StructureRef, names: &[&str]) -> Option<f64> {
@@ -184,13 +212,7 @@ fn caller_address(s: &gst::StructureRef) -> Option<String> {
 pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
     use gio::prelude::*;
     let inet = addr.downcast_ref::<gio::InetSocketAddress>()?;
-    let ip = inet.address().to_str();
-    let port = inet.port();
-    Some(if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    })
+    Some(crate::uri::host_port(&inet.address().to_str(), inet.port()))
 }
 
 #[cfg(test)]

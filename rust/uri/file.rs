@@ -49,7 +49,7 @@ impl fmt::Display for FileEndpoint {
 
 #[cfg(test)]
 mod tests {
-    use crate::uri::{Endpoint, Role};
+    use crate::uri::{assert_refused, Endpoint, Role};
 
     #[test]
     fn absolute_paths_only() {
@@ -60,17 +60,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = Endpoint::parse("file://a.ts", Role::Input)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("absolute path"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=1", Role::Output)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("only applies to file inputs"), "{e}");
-        let e = Endpoint::parse("file:///tmp/x.ts?loop=maybe", Role::Input)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`loop=maybe`"), "{e}");
+        assert_refused(&[
+            ("file://a.ts", Role::Input, "absolute path"),
+            (
+                "file:///tmp/x.ts?loop=1",
+                Role::Output,
+                "only applies to file inputs",
+            ),
+            ("file:///tmp/x.ts?loop=maybe", Role::Input, "`loop=maybe`"),
+        ]);
     }
 }

@@ -11,7 +11,7 @@ mod test;
 mod udp;
 
 pub use file::FileEndpoint;
-pub use srt::{SrtEndpoint, SrtMode};
+pub use srt::{SrtDefaults, SrtEndpoint, SrtMode};
 pub use test::TestEndpoint;
 pub use udp::UdpEndpoint;
 
@@ -111,6 +111,15 @@ impl Endpoint {
             format!("{base}?{}", rest.join("&"))
         };
         Ok((Endpoint::parse(&uri, Role::Input)?, cold.unwrap_or(false)))
+    }
+
+    /// Parses `uri` as `role`: an input's with its `standby` (see `parse_input`), an output's
+    /// as `parse` does (never cold).
+    pub fn parse_as(uri: &str, role: Role) -> Result<(Endpoint, bool)> {
+        match role {
+            Role::Input => Endpoint::parse_input(uri),
+            Role::Output => Ok((Endpoint::parse(uri, role)?, false)),
+        }
     }
 
     fn check_role(&self, role: Role) -> std::result::Result<(), String> {
@@ -252,17 +261,41 @@ pub(crate) fn is_multicast(host: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// `HOST:PORT` as a URI or a log line writes it: an IPv6 host in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What parsing `uri` as `role` refuses, as the error says it (for the parsers' tests).
+#[cfg(test)]
+pub(crate) fn parse_error(uri: &str, role: Role) -> String {
+    Endpoint::parse(uri, role).unwrap_err().to_string()
+}
+
+/// Checks that parsing refuses each `(uri, role, what the error names)` (for the parsers' tests).
+#[cfg(test)]
+pub(crate) fn assert_refused(cases: &[(&str, Role, &str)]) {
+    for &(uri, role, needle) in cases {
+        let e = parse_error(uri, role);
+        assert!(e.contains(needle), "{uri}: {e}");
+    }
+}
+
+/// `uri` parsed as an input (for tests).
+#[cfg(test)]
+pub(crate) fn input(uri: &str) -> Endpoint {
+    Endpoint::parse(uri, Role::Input).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn input(uri: &str) -> Endpoint {
-        Endpoint::parse(uri, Role::Input).unwrap()
-    }
-
-    fn err(uri: &str, role: Role) -> String {
-        Endpoint::parse(uri, role).unwrap_err().to_string()
-    }
+    use super::parse_error as err;
 
     #[test]
     fn standby_is_an_input_key() {

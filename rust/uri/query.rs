@@ -84,6 +84,19 @@ impl Query {
     }
 }
 
+/// `s` with every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) percent-escaped.
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(crate) fn percent_decode(s: &str) -> Res<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -116,6 +129,13 @@ pub(crate) fn percent_decode(s: &str) -> Res<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        let text = "a b&c=d/é~._-Z9%";
+        assert_eq!(percent_encode(text), "a%20b%26c%3Dd%2F%C3%A9~._-Z9%25");
+        assert_eq!(percent_decode(&percent_encode(text)).unwrap(), text);
+    }
 
     #[test]
     fn percent_escapes_are_decoded() {

@@ -1,12 +1,18 @@
 //! `srt://HOST:PORT?mode=…&latency=…&passphrase=…&pbkeylen=…&streamid=…`
 
-use super::query::Query;
-use super::split_host_port;
+use super::query::{percent_decode, percent_encode, Query};
+use super::{host_port, split_host_port};
+use crate::error::Error;
+use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
 use std::fmt;
 
 /// SRT's default receive latency in milliseconds (as srt-live-transmit and libsrt).
 pub const DEFAULT_LATENCY_MS: u32 = 120;
-const MAX_LATENCY_MS: u32 = 60_000;
+
+/// The query keys (a key and its aliases) of what `SrtDefaults` can set.
+const LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
+const PASSPHRASE_KEYS: &[&str] = &["passphrase"];
+const PBKEYLEN_KEYS: &[&str] = &["pbkeylen"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtMode {
@@ -56,26 +62,21 @@ impl SrtEndpoint {
             },
         };
         let latency_ms = q
-            .take_parsed::<u32>(&["latency", "rcvlatency"], "a latency in milliseconds")?
+            .take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?
             .unwrap_or(DEFAULT_LATENCY_MS);
-        if latency_ms > MAX_LATENCY_MS {
+        if u64::from(latency_ms) > MAX_LATENCY_MS {
             return Err(format!(
                 "`latency={latency_ms}` is above {MAX_LATENCY_MS} ms; castway takes milliseconds \
                  like srt-live-transmit (ffmpeg's srt latency is in microseconds)"
             ));
         }
-        let passphrase = q.take(&["passphrase"])?;
+        let passphrase = q.take(PASSPHRASE_KEYS)?;
         if let Some(p) = &passphrase {
-            let n = p.chars().count();
-            if !(10..=79).contains(&n) {
-                return Err(format!(
-                    "passphrase must be 10 to 79 characters long (got {n})"
-                ));
-            }
+            check_passphrase(p)?;
         }
-        let pbkeylen = match q.take_parsed::<u32>(&["pbkeylen"], "a key length (16, 24 or 32)")? {
+        let pbkeylen = match q.take_parsed::<u32>(PBKEYLEN_KEYS, "a key length (16, 24 or 32)")? {
             None | Some(0) => 16,
-            Some(n @ (16 | 24 | 32)) => n,
+            Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
             Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
         };
         if passphrase.is_none() && pbkeylen != 16 {
@@ -121,17 +122,90 @@ impl SrtEndpoint {
     }
 }
 
+/// A passphrase's length, as libsrt bounds it.
+fn check_passphrase(p: &str) -> Result<(), String> {
+    let n = p.chars().count();
+    if (MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "passphrase must be {MIN_PASSPHRASE_CHARS} to {MAX_PASSPHRASE_CHARS} characters long \
+             (got {n})"
+        ))
+    }
+}
+
+/// Defaults for the SRT parameters of many URIs (a template's or a route's `srt` settings in
+/// the control server), each checked as the URI key it stands for; errors are at `latency_ms`,
+/// `passphrase` or `pbkeylen`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SrtDefaults {
+    pub latency_ms: Option<u64>,
+    pub passphrase: Option<String>,
+    pub pbkeylen: Option<u64>,
+}
+
+impl SrtDefaults {
+    pub fn check(&self) -> crate::error::Result<()> {
+        if let Some(ms) = self.latency_ms {
+            limits::check_number("latency_ms", ms)?;
+        }
+        if let Some(p) = &self.passphrase {
+            check_passphrase(p).map_err(|why| Error::InvalidConfig(why).at("passphrase"))?;
+        }
+        if let Some(n) = self.pbkeylen {
+            limits::check_number("pbkeylen", n)?;
+        }
+        Ok(())
+    }
+
+    /// `uri` with each default added to its query that it does not set itself (by any of the
+    /// key's spellings); only to `srt://` URIs, the others stay as they are. The query is read
+    /// leniently (a key that does not decode is taken as written): the URI is checked with the
+    /// route.
+    pub fn apply(&self, uri: &str) -> String {
+        let srt = uri
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("srt"));
+        if !srt {
+            return uri.to_string();
+        }
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        let present: Vec<String> = (query.split('&').filter(|p| !p.is_empty()))
+            .map(|part| {
+                let key = part.split_once('=').map_or(part, |(k, _)| k);
+                percent_decode(key)
+                    .unwrap_or_else(|_| key.to_string())
+                    .to_ascii_lowercase()
+            })
+            .collect();
+        let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
+        let mut extra = Vec::new();
+        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
+            extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
+        }
+        if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
+            extra.push(format!("{}={}", PASSPHRASE_KEYS[0], percent_encode(p)));
+        }
+        if let Some(n) = self.pbkeylen.filter(|_| !set(PBKEYLEN_KEYS)) {
+            extra.push(format!("{}={n}", PBKEYLEN_KEYS[0]));
+        }
+        if extra.is_empty() {
+            return uri.to_string();
+        }
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}{}", extra.join("&"))
+    }
+}
+
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         write!(
             f,
-            "srt://{host}:{}?mode={}&latency={}",
-            self.port, self.mode, self.latency_ms
+            "srt://{}?mode={}&latency={}",
+            host_port(&self.host, self.port),
+            self.mode,
+            self.latency_ms
         )?;
         if self.passphrase.is_some() {
             write!(f, "&passphrase=***&pbkeylen={}", self.pbkeylen)?;
@@ -151,7 +225,10 @@ impl fmt::Display for SrtEndpoint {
 
 #[cfg(test)]
 mod tests {
-    use crate::uri::{Endpoint, Role, SrtEndpoint, SrtMode};
+    use super::SrtDefaults;
+    use crate::error::Error;
+    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS};
+    use crate::uri::{parse_error, Endpoint, Role, SrtEndpoint, SrtMode};
 
     fn srt(uri: &str) -> SrtEndpoint {
         match Endpoint::parse(uri, Role::Input).unwrap() {
@@ -161,7 +238,7 @@ mod tests {
     }
 
     fn err(uri: &str) -> String {
-        Endpoint::parse(uri, Role::Input).unwrap_err().to_string()
+        parse_error(uri, Role::Input)
     }
 
     #[test]
@@ -196,6 +273,68 @@ mod tests {
         let long = "x".repeat(80);
         assert!(err(&format!("srt://:9000?passphrase={long}")).contains("got 80"));
         srt(&format!("srt://:9000?passphrase={}", "x".repeat(79)));
+    }
+
+    #[test]
+    fn defaults_are_checked_like_the_keys_they_stand_for() {
+        let field = |d: SrtDefaults| match d.check() {
+            Err(Error::At { field, source }) => format!("{field}: {source}"),
+            other => panic!("{other:?}"),
+        };
+        assert!(SrtDefaults::default().check().is_ok());
+        let good = SrtDefaults {
+            latency_ms: Some(MAX_LATENCY_MS),
+            passphrase: Some("x".repeat(MAX_PASSPHRASE_CHARS)),
+            pbkeylen: Some(32),
+        };
+        assert!(good.check().is_ok());
+        let latency = field(SrtDefaults {
+            latency_ms: Some(MAX_LATENCY_MS + 1),
+            ..good.clone()
+        });
+        assert!(latency.starts_with("latency_ms: "), "{latency}");
+        let short = field(SrtDefaults {
+            passphrase: Some("short".into()),
+            ..good.clone()
+        });
+        assert!(
+            short.starts_with("passphrase: ") && short.contains("got 5"),
+            "{short}"
+        );
+        let keylen = field(SrtDefaults {
+            pbkeylen: Some(0),
+            ..good
+        });
+        assert!(
+            keylen.starts_with("pbkeylen: ") && keylen.contains("16, 24 or 32"),
+            "{keylen}"
+        );
+    }
+
+    #[test]
+    fn defaults_go_into_srt_uris_that_do_not_set_them() {
+        let d = SrtDefaults {
+            latency_ms: Some(200),
+            passphrase: Some("a secret & more".into()),
+            pbkeylen: Some(32),
+        };
+        let all = "latency=200&passphrase=a%20secret%20%26%20more&pbkeylen=32";
+        assert_eq!(d.apply("srt://:9000"), format!("srt://:9000?{all}"));
+        assert_eq!(
+            d.apply("SRT://h:1?mode=caller"),
+            format!("SRT://h:1?mode=caller&{all}")
+        );
+        // Any spelling of a key the URI sets keeps its value.
+        assert_eq!(
+            d.apply("srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"),
+            "srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"
+        );
+        assert_eq!(d.apply("udp://:5000"), "udp://:5000");
+        assert_eq!(SrtDefaults::default().apply("srt://:9000"), "srt://:9000");
+        // The result parses with the defaults in.
+        let s = srt(&d.apply("srt://:9000?mode=listener"));
+        assert_eq!((s.latency_ms, s.pbkeylen), (200, 32));
+        assert_eq!(s.passphrase.as_deref(), Some("a secret & more"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! test signal in MPEG-TS.
 
 use super::query::Query;
+use crate::limits;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,26 +77,8 @@ impl TestEndpoint {
         let d = TestEndpoint::default();
         let (width, height) = match q.take(&["size"])? {
             None => (d.width, d.height),
-            Some(s) => {
-                let parsed = s
-                    .split_once(['x', 'X'])
-                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
-                match parsed {
-                    Some((w, h))
-                        if (16..=7680).contains(&w)
-                            && (16..=4320).contains(&h)
-                            && w % 2 == 0
-                            && h % 2 == 0 =>
-                    {
-                        (w, h)
-                    }
-                    _ => {
-                        return Err(format!(
-                        "`size={s}` is not WIDTHxHEIGHT with even sides from 16x16 to 7680x4320"
-                    ))
-                    }
-                }
-            }
+            Some(s) => limits::parse_picture_size(&s)
+                .ok_or_else(|| format!("`size={s}` is not {}", limits::picture_size_rule()))?,
         };
         let fps = q
             .take_parsed::<u32>(&["fps", "framerate"], "a frame rate")?
@@ -163,15 +146,12 @@ mod tests {
             (t.width, t.height, t.fps, t.bitrate_kbps, t.audio),
             (640, 360, 25, 800, false)
         );
-        for (uri, needle) in [
-            ("test://?size=640", "`size=640`"),
-            ("test://?size=641x360", "`size=641x360`"),
-            ("test://?fps=0", "`fps=0`"),
-            ("test://?pattern=nope", "`pattern=nope`"),
-            ("test://host", "takes no host"),
-        ] {
-            let e = Endpoint::parse(uri, Role::Input).unwrap_err().to_string();
-            assert!(e.contains(needle), "{uri}: {e}");
-        }
+        crate::uri::assert_refused(&[
+            ("test://?size=640", Role::Input, "`size=640`"),
+            ("test://?size=641x360", Role::Input, "`size=641x360`"),
+            ("test://?fps=0", Role::Input, "`fps=0`"),
+            ("test://?pattern=nope", Role::Input, "`pattern=nope`"),
+            ("test://host", Role::Input, "takes no host"),
+        ]);
     }
 }

@@ -1,7 +1,7 @@
 //! `udp://HOST:PORT?iface=…&ttl=…&buffer_size=…` (ffmpeg's `udp://@GROUP:PORT` is accepted too).
 
 use super::query::Query;
-use super::{is_multicast, split_host_port};
+use super::{host_port, is_multicast, split_host_port};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +74,7 @@ impl UdpEndpoint {
 
 impl fmt::Display for UdpEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        write!(f, "udp://{host}:{}", self.port)?;
+        write!(f, "udp://{}", host_port(&self.host, self.port))?;
         let mut sep = '?';
         let mut key = |f: &mut fmt::Formatter<'_>, k: &str, v: &dyn fmt::Display| {
             let r = write!(f, "{sep}{k}={v}");
@@ -101,7 +96,7 @@ impl fmt::Display for UdpEndpoint {
 
 #[cfg(test)]
 mod tests {
-    use crate::uri::{Endpoint, Role, UdpEndpoint};
+    use crate::uri::{assert_refused, Endpoint, Role, UdpEndpoint};
 
     fn udp(uri: &str, role: Role) -> UdpEndpoint {
         match Endpoint::parse(uri, role).unwrap() {
@@ -122,17 +117,10 @@ mod tests {
 
     #[test]
     fn output_needs_a_destination_and_input_takes_no_ttl() {
-        let e = Endpoint::parse("udp://:5000", Role::Output)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("destination host"), "{e}");
-        let e = Endpoint::parse("udp://:5000?ttl=3", Role::Input)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`ttl` only applies"), "{e}");
-        let e = Endpoint::parse("udp://1.2.3.4:5000?ttl=300", Role::Output)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`ttl=300`"), "{e}");
+        assert_refused(&[
+            ("udp://:5000", Role::Output, "destination host"),
+            ("udp://:5000?ttl=3", Role::Input, "`ttl` only applies"),
+            ("udp://1.2.3.4:5000?ttl=300", Role::Output, "`ttl=300`"),
+        ]);
     }
 }

@@ -9,6 +9,7 @@ captures, clips, ports and network namespaces, and a UDP impairment proxy.
     net       free ports, network namespaces
     impair    a userspace UDP relay with seeded loss, delay, jitter and reordering (no netem here)
     control   a control server for tests, in this process or as one
+    tracing   a control server whose trace spans are kept in memory
     udp_tool  a UDP sender and capture as a process, for namespaces and benches
 
 pytest puts `tests/` on `sys.path` (`pythonpath` in pyproject.toml); a bench imports

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from castway import check_uri
 from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from castway.cli.tables import format_stats
-from castway.errors import CastwayError, InvalidUriError
+from castway.errors import CastwayError, InvalidUriError, field_of
 from castway.gateway import Gateway, Route, RouteStats
 
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
@@ -74,7 +74,7 @@ def add_commands(sub: Any) -> None:
         help="send nothing (instead of a generated slate) when every input is lost",
     )
     relay.add_argument(
-        "--slate-size", type=_size, default=None, metavar="WxH",
+        "--slate-size", default=None, metavar="WxH",
         help="the slate's picture size (default: the input's, else 1280x720)",
     )
     relay.set_defaults(run=_relay)
@@ -85,13 +85,6 @@ def add_commands(sub: Any) -> None:
     demo.add_argument("--stats-interval", type=float, default=10.0, metavar="SECONDS")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(run=_demo)
-
-
-def _size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT")
-    return int(w), int(h)
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -125,7 +118,7 @@ class SwitchOptions:
     loss_timeout_ms: int | None = None
     failback_after_ms: int | None = None
     slate: bool | None = None
-    slate_size: tuple[int, int] | None = None
+    slate_size: str | None = None
 
 
 def run_command(route: Route, line: str, out: TextIO) -> None:
@@ -257,13 +250,12 @@ def run_route(
         # The route has stopped: its counters are final. One last line with the totals.
         if stats_interval > 0:
             _report(route.stats(), as_json, out)
-    except InvalidUriError as e:
-        # A URI only this host can refuse (an interface it does not have): a usage error too.
-        print(f"castway: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except CastwayError as e:
         print(f"castway: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        # A URI only this host can refuse (an interface it does not have), or a flag's value a
+        # setting does not take (`--slate-size 641x360`): usage errors too.
+        usage = isinstance(e, InvalidUriError) or field_of(e) is not None
+        return EXIT_USAGE if usage else EXIT_FAILED
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     # The gateway is closed, which ends the printer's wait: let it finish before the

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,15 +20,13 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from castway import _castway
 from castway.cli import tables
 from castway.cli.exits import EXIT_FAILED, EXIT_OK
 from castway.client import DEFAULT_ADDR, Client, KeyFileError, PlaintextError
+from castway.errors import CastwayError
+from castway.roles import ROLES, role_pb
 from castway.v1 import key_pb2, route_pb2, spec_pb2, system_pb2, template_pb2
-
-ROLES = {tables.role_name(r): r for r in key_pb2.Role.values() if r != key_pb2.ROLE_UNSPECIFIED}
-# Tells `ID=URI` from a URI with `=` in it: an id is a name by the server's rule
-# (server/specs.py NAME; test_cli checks they agree). The server checks it; this only splits.
-ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Reply = TypeVar("Reply")
 
@@ -88,7 +85,7 @@ def add_commands(sub: Any) -> None:
     spec.add_argument("--slate-size", metavar="WxH")
     spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
     spec.add_argument("--passphrase", help="SRT passphrase default")
-    spec.add_argument("--pbkeylen", type=int, choices=(16, 24, 32))
+    spec.add_argument("--pbkeylen", type=int, choices=_castway.limits()["pbkeylens"])
 
     route = sub.add_parser("route", help="manage routes on a castway server").add_subparsers(
         dest="action", required=True
@@ -133,7 +130,7 @@ def add_commands(sub: Any) -> None:
     key.add_parser("list", parents=[client])
     p = key.add_parser("create", parents=[client])
     p.add_argument("name")
-    p.add_argument("--role", choices=tuple(ROLES), required=True)
+    p.add_argument("--role", choices=ROLES, required=True)
     key.add_parser("revoke", parents=[client]).add_argument("id")
 
     sub.add_parser("system", parents=[client], help="server version, endpoint kinds, your key")
@@ -179,10 +176,17 @@ def _patched(current: spec_pb2.RouteSpec, args: argparse.Namespace) -> spec_pb2.
 
 
 def _endpoint(text: str) -> spec_pb2.Endpoint:
-    """``ID=URI`` or a plain URI, the way ``relay`` takes them."""
+    """``ID=URI`` or a plain URI, the way ``relay`` takes them: what stands before the first
+    ``=`` is an id if it is a name by the data plane's rule (the server checks it again; this
+    only tells an id from a URI with ``=`` in it)."""
     ep_id, sep, uri = text.partition("=")
-    if sep and ENDPOINT_ID.match(ep_id) and "://" not in ep_id:
-        return spec_pb2.Endpoint(id=ep_id, uri=uri)
+    if sep and "://" not in ep_id:
+        try:
+            _castway.check_name("output", ep_id)
+        except CastwayError:
+            pass
+        else:
+            return spec_pb2.Endpoint(id=ep_id, uri=uri)
     return spec_pb2.Endpoint(id="", uri=text)
 
 
@@ -359,7 +363,7 @@ def key_list(c: Call) -> None:
 
 
 def key_create(c: Call) -> None:
-    req = key_pb2.CreateKeyRequest(name=c.args.name, role=ROLES[c.args.role])
+    req = key_pb2.CreateKeyRequest(name=c.args.name, role=role_pb(c.args.role))
     kc = c.rpc(c.client.keys.CreateKey, req)
     c.show(kc, lambda: c.say(f"key {kc.key.id} ({c.args.role}); shown this once:\n{kc.secret}"))
 

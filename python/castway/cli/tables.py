@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from castway.gateway import RouteStats
+from castway.roles import role_name
 from castway.v1 import key_pb2, route_pb2, system_pb2, template_pb2
 
 
@@ -37,11 +38,6 @@ def format_stats(s: RouteStats) -> str:
                 line += f"  [{e['last_error']}]"
             lines.append(line)
     return "\n".join(lines)
-
-
-def role_name(role: key_pb2.Role.ValueType) -> str:
-    """``ROLE_VIEWER`` -> ``viewer``: the API's enum is the one table of roles."""
-    return key_pb2.Role.Name(role).removeprefix("ROLE_").lower()
 
 
 def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:

@@ -25,13 +25,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 import grpc
 from opentelemetry import trace
 
-from castway.server.keys import Keys, allows
+from castway.roles import allows
+from castway.server.keys import Keys
 from castway.server.store import KeyRecord, Role
 
 HEALTH = "/grpc.health.v1.Health/"
@@ -45,6 +46,9 @@ audit = logging.getLogger("castway.audit")
 _current: ContextVar[KeyRecord | None] = ContextVar("castway_key", default=None)
 
 Behavior = Callable[[Any, Any], Any]
+# What a `grpc.aio` server interceptor is handed and returns (this one and telemetry's).
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any] | None"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
 
 
 def current_key() -> KeyRecord | None:
@@ -237,11 +241,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler:
         method = details.method
         needed = required_role(method)
         handler = await continuation(details)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from castway import _castway
 from castway import errors as native_errors
 from castway.gateway import Applied, Gateway, RouteStats
 from castway.server.errors import (
@@ -45,7 +46,7 @@ from castway.server.specs import (
     listen_addresses,
     native,
     normalize,
-    overlaps,
+    refused,
     resolve,
 )
 from castway.server.store import Desired, RouteRecord, Store, TemplateRecord, now
@@ -147,9 +148,15 @@ def _refused(e: native_errors.CastwayError) -> ControlError:
     if field is not None and isinstance(
         e, native_errors.InvalidUriError | native_errors.ConfigError
     ):
-        return InvalidArgument(f"spec.{field}", native_errors.reason_of(e))
+        return refused("spec", e)
     make = REFUSED.get(type(e), FailedPrecondition)
     return make(str(e))
+
+
+def _owner(owner: str) -> tuple[str, str]:
+    """``(route, endpoint id)`` of a claim's owner ``route/id`` (names hold no ``/``)."""
+    route, _, ep = owner.partition("/")
+    return route, ep
 
 
 class Control:
@@ -552,33 +559,38 @@ class Control:
         self, name: str, resolved: Spec, pending: dict[str, Spec] | None = None
     ) -> None:
         """Refuses a listening port that the route itself or another stored route (running or
-        not) already binds."""
-        mine = listen_addresses(resolved)
-        seen: dict[int, list[tuple[str, str]]] = {}
-        for ep, host, port in mine:
-            for other_ep, other_host in seen.get(port, []):
-                if overlaps((host, port), (other_host, port)):
-                    raise InvalidArgument(
-                        f"spec ({ep})", f"listens on port {port} like {other_ep} of the same route"
-                    )
-            seen.setdefault(port, []).append((ep, host))
+        not) already binds. Which binds clash is the data plane's rule (``find_clash``); the
+        index of claimed ports picks the few binds to ask about."""
+        mine = [(f"{name}/{ep}", host, port) for ep, host, port in listen_addresses(resolved)]
+        clash = _castway.find_clash(mine, [])
+        if clash is not None:
+            (_, ep), (_, other_ep), port = _owner(clash[0]), _owner(clash[1]), clash[2]
+            raise InvalidArgument(
+                f"spec ({ep})", f"listens on port {port} like {other_ep} of the same route"
+            )
         pending = pending or {}
+        ports = {port for _, _, port in mine}
         # The pending specs replace those routes' stored ones.
-        extra: dict[int, list[Claim]] = {}
+        held = [
+            (f"{other}/{ep}", host, port)
+            for port in ports
+            for other, ep, host in self._resolved.ports.get(port, [])
+            if other != name and other not in pending
+        ]
         for other, spec in pending.items():
             if other != name:
-                for ep, host, port in listen_addresses(spec):
-                    extra.setdefault(port, []).append((other, ep, host))
-        for ep, host, port in mine:
-            stored = [c for c in self._resolved.ports.get(port, []) if c[0] not in pending]
-            for other, other_ep, other_host in [*stored, *extra.get(port, [])]:
-                if other == name:
-                    continue
-                if overlaps((host, port), (other_host, port)):
-                    raise FailedPrecondition(
-                        f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
-                        f"of route {other!r} already claims"
-                    )
+                held += [
+                    (f"{other}/{ep}", host, port)
+                    for ep, host, port in listen_addresses(spec)
+                    if port in ports
+                ]
+        clash = _castway.find_clash(mine, held)
+        if clash is not None:
+            (_, ep), (other, other_ep), port = _owner(clash[0]), _owner(clash[1]), clash[2]
+            raise FailedPrecondition(
+                f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
+                f"of route {other!r} already claims"
+            )
 
     def _start(self, record: RouteRecord, resolved: Spec) -> None:
         try:

@@ -16,6 +16,7 @@ import threading
 from dataclasses import replace
 from typing import TextIO
 
+from castway.roles import ROLES
 from castway.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -25,7 +26,6 @@ from castway.server.errors import (
 from castway.server.specs import check_name
 from castway.server.store import KEY_FILE, KeyRecord, Role, Store, now
 
-ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 ENV_KEY_NAME = "env"
 MIN_ADMIN_KEY_CHARS = 24
 MIN_ADMIN_KEY_DISTINCT = 12
@@ -63,11 +63,6 @@ def check_admin_key(key: str) -> None:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def allows(role: Role, needed: Role) -> bool:
-    """admin ⊇ operator ⊇ viewer."""
-    return ROLES.index(role) >= ROLES.index(needed)
 
 
 class Keys:

@@ -17,8 +17,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import castway
-from castway.gateway import Applied, EndpointStats
+from castway.gateway import Applied
 from castway.redact import REDACTED, redact_text, redact_uri
+from castway.roles import ROLES, role_name, role_pb
 from castway.server import auth
 from castway.server.control import Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
@@ -43,11 +44,6 @@ R = TypeVar("R")
 DESIRED = {
     "running": route_pb2.DESIRED_STATE_RUNNING,
     "stopped": route_pb2.DESIRED_STATE_STOPPED,
-}
-ROLE_TO_PB = {
-    "viewer": key_pb2.ROLE_VIEWER,
-    "operator": key_pb2.ROLE_OPERATOR,
-    "admin": key_pb2.ROLE_ADMIN,
 }
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
@@ -150,7 +146,9 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
 
 
 # Proto field names that differ from the stats' keys (`from`/`to` are Python keywords).
-_STATS_NAMES = {"from_source": "from", "to_source": "to"}
+STATS_NAMES = {"from_source": "from", "to_source": "to"}
+# Stats keys carried by another message than the one filled: a route's `name` is `Route.name`.
+STATS_ELSEWHERE = frozenset({"name"})
 
 
 def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
@@ -159,7 +157,7 @@ def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
     carry it without a hand-written copy per field. Unset (None) figures stay unset; a float
     Unix time fills a ``Timestamp``."""
     for f in msg.DESCRIPTOR.fields:
-        value = stats.get(_STATS_NAMES.get(f.name, f.name))
+        value = stats.get(STATS_NAMES.get(f.name, f.name))
         if value is None:
             continue
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
@@ -179,37 +177,32 @@ def fill(msg: Message, stats: Mapping[str, Any]) -> Message:
     return msg
 
 
-def _endpoint_pb(e: EndpointStats, resolved: dict[str, str]) -> route_pb2.EndpointStatus:
-    """``resolved``: the resolved URI of each endpoint id. Viewers see it (redacted) instead of
-    the data plane's spelling; a file endpoint shows it instead of its ``/proc/self/fd`` path."""
-    uri = e.get("uri", "")
-    ep_id = e.get("id", "")
+def _shown(pb: route_pb2.EndpointStatus, resolved: dict[str, str]) -> None:
+    """What the caller may see of an endpoint's status. ``resolved``: the resolved URI of each
+    endpoint id. Viewers see it (redacted) instead of the data plane's spelling; a file
+    endpoint shows it instead of its ``/proc/self/fd`` path."""
     if not _secrets_shown():
-        uri = redact_uri(resolved[ep_id]) if ep_id in resolved else redact_text(uri)
-    elif uri.startswith(PROC_FD) and ep_id in resolved:
-        uri = resolved[ep_id]
-    error = e.get("last_error") or ""
-    pb = route_pb2.EndpointStatus()
-    fill(pb, e)
-    pb.uri = uri
-    pb.last_error = error if _secrets_shown() else redact_text(error)
-    return pb
+        pb.uri = redact_uri(resolved[pb.id]) if pb.id in resolved else redact_text(pb.uri)
+        pb.last_error = redact_text(pb.last_error)
+    elif pb.uri.startswith(PROC_FD) and pb.id in resolved:
+        pb.uri = resolved[pb.id]
 
 
 def route_to_pb(v: RouteView) -> route_pb2.Route:
     r = v.record
-    error = v.error if _secrets_shown() else redact_text(v.error)
-    status = route_pb2.RouteStatus(state=v.state, error=error)
+    status = route_pb2.RouteStatus()
     if v.stats is not None:
-        status.active_input = v.stats["active_input"] or ""
-        ins = {e.id: e.uri for e in v.resolved.inputs}
-        outs = {e.id: e.uri for e in v.resolved.outputs}
-        status.inputs.extend(_endpoint_pb(e, ins) for e in v.stats["inputs"])
-        status.outputs.extend(_endpoint_pb(e, outs) for e in v.stats["outputs"])
-        status.uptime_s = v.stats["uptime_s"]
+        fill(status, v.stats)
+        for pbs, endpoints in (
+            (status.inputs, v.resolved.inputs), (status.outputs, v.resolved.outputs)
+        ):
+            resolved = {e.id: e.uri for e in endpoints}
+            for pb in pbs:
+                _shown(pb, resolved)
         history = v.stats["switch"]["history"]
         status.switches = history[-1]["seq"] if history else 0
-        fill(status.switch, v.stats["switch"])
+    status.state = v.state
+    status.error = v.error if _secrets_shown() else redact_text(v.error)
     return route_pb2.Route(
         name=r.name,
         spec=spec_to_pb(r.spec),
@@ -243,7 +236,7 @@ def key_to_pb(k: KeyRecord) -> key_pb2.ApiKey:
     return key_pb2.ApiKey(
         id=k.id,
         name=k.name,
-        role=ROLE_TO_PB[k.role],
+        role=role_pb(k.role),
         created=_ts(k.created),
         revoked=k.revoked is not None,
     )
@@ -388,9 +381,10 @@ class KeyService(key_pb2_grpc.KeyServiceServicer):
     def CreateKey(
         self, request: key_pb2.CreateKeyRequest, context: Any
     ) -> key_pb2.CreateKeyResponse:
-        role = next((r for r, pb in ROLE_TO_PB.items() if pb == request.role), "")
-        if not role:
-            raise InvalidArgument("role", "must be ROLE_VIEWER, ROLE_OPERATOR or ROLE_ADMIN")
+        role = role_name(request.role) if request.role in key_pb2.Role.values() else ""
+        if role not in ROLES:
+            names = ", ".join(key_pb2.Role.Name(role_pb(r)) for r in ROLES)
+            raise InvalidArgument("role", f"must be one of {names}")
         record, secret = self.keys.create(request.name, role)
         return key_pb2.CreateKeyResponse(key=key_to_pb(record), secret=secret)
 
@@ -435,4 +429,4 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
         key = auth.current_key()
         if key is None:
             return system_pb2.WhoAmIResponse()
-        return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=ROLE_TO_PB[key.role])
+        return system_pb2.WhoAmIResponse(key_id=key.id, name=key.name, role=role_pb(key.role))

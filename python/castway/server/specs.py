@@ -3,28 +3,34 @@
 One plain-data shape serves the store (as JSON), the declarative config file and the gRPC API
 (translated in ``servicers``). Every check names the field it is about, e.g.
 ``spec.inputs[1].uri``.
+
+The rules of the fields themselves (names, ids, URIs, bounds, SRT defaults, slate sizes) are
+the data plane's: they run in the native module (``castway._castway.check_spec`` and friends),
+and this module only says where each field stands in the API's spec. What is the server's own
+stays here: a template's place in a route, and files confined to the media root.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
-from urllib.parse import parse_qsl, quote, urlsplit
 
 from castway import _castway
 from castway.errors import CastwayError, field_of, reason_of
-from castway.gateway import check_route
 from castway.server.errors import InvalidArgument
 from castway.server.media import MediaRoot, is_file_uri
 
 LIMITS = _castway.limits()
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SLATE_SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
-MAX_QUEUE_BYTES = 1 << 30
-MAX_LATENCY_MS = 60_000
 Kind = Literal["route", "template"]
+# Where the fields of the native checks (named as the notebook API's arguments) stand in the
+# API's spec; the others (`queue_bytes`, `inputs[1].uri`) stand where they are.
+NATIVE_FIELDS = {
+    "loss_timeout_ms": "failover.loss_timeout_ms",
+    "failback_after_ms": "failover.failback_after_ms",
+    "slate": "failover.slate",
+    "slate_size": "failover.slate_size",
+}
 
 
 @dataclass(frozen=True)
@@ -142,13 +148,24 @@ def _endpoints(items: Any, where: str) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
+def refused(
+    where: str, error: CastwayError, fields: Mapping[str, str] = NATIVE_FIELDS
+) -> InvalidArgument:
+    """A native check's refusal, at its field's path under ``where`` (``spec`` and
+    ``loss_timeout_ms`` make ``spec.failover.loss_timeout_ms``)."""
+    at = field_of(error)
+    if at is None:
+        return InvalidArgument(where, str(error))
+    return InvalidArgument(f"{where}.{fields.get(at, at)}", reason_of(error))
+
+
 def check_name(what: str, name: str, where: str = "name") -> None:
-    if not NAME.match(name):
-        raise InvalidArgument(
-            where,
-            f"{what} name {name!r} must be 1 to 64 characters of A-Z, a-z, 0-9, `.`, `_`, `-`, "
-            "starting with a letter or digit",
-        )
+    """A route, template, key or endpoint name, by the data plane's rule
+    (``limits()["name_rule"]``)."""
+    try:
+        _castway.check_name(what, name)
+    except CastwayError as e:
+        raise InvalidArgument(where, str(e)) from None
 
 
 def _checkable(uri: str, role: str, field: str, media: MediaRoot | None) -> str:
@@ -157,6 +174,35 @@ def _checkable(uri: str, role: str, field: str, media: MediaRoot | None) -> str:
     if media is not None and is_file_uri(uri):
         return media.check(uri, role, field)
     return uri
+
+
+def _as_checked(
+    spec: Spec, where: Callable[[str, int, Endpoint], str], media: MediaRoot | None
+) -> Spec:
+    """``spec`` with each ``file:`` URI checked in the media root and as the data plane's parser
+    should see it; ``where(group, index, endpoint)`` names an endpoint in errors."""
+
+    def side(group: str, role: str, endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+        return tuple(
+            Endpoint(e.id, _checkable(e.uri, role, where(group, i, e), media))
+            for i, e in enumerate(endpoints)
+        )
+
+    return replace(
+        spec,
+        inputs=side("inputs", "input", spec.inputs),
+        outputs=side("outputs", "output", spec.outputs),
+    )
+
+
+def _check_native(name: str, spec: Spec, whole: bool) -> None:
+    """The data plane's check of a spec (ids given), by ``native``'s arguments."""
+
+    def pairs(endpoints: dict[str, str]) -> list[tuple[str, str]]:
+        return [(uri, ep_id) for ep_id, uri in endpoints.items()]
+
+    n = native(name, spec)
+    _castway.check_spec({**n, "inputs": pairs(n["inputs"]), "outputs": pairs(n["outputs"])}, whole)
 
 
 def normalize(
@@ -177,89 +223,38 @@ def normalize(
     if spec.template:
         check_name("template", spec.template, "spec.template")
     prefix = f"{name}-" if kind == "template" else ""
-    inputs = _ids(spec.inputs, previous.inputs if previous else (), f"{prefix}in", "input")
-    outputs = _ids(spec.outputs, previous.outputs if previous else (), f"{prefix}out", "output")
-    for group, role in (("inputs", "input"), ("outputs", "output")):
-        endpoints = inputs if group == "inputs" else outputs
-        for i, e in enumerate(endpoints):
-            field = f"spec.{group}[{i}].uri"
-            try:
-                _castway.check_uri(_checkable(e.uri, role, field, media), role)
-            except CastwayError as err:
-                raise InvalidArgument(field, str(err)) from None
-    _check_settings(spec)
-    return replace(spec, inputs=inputs, outputs=outputs)
+    before = previous or Spec()
 
-
-def _ids(
-    endpoints: Sequence[Endpoint], previous: Sequence[Endpoint], prefix: str, what: str
-) -> tuple[Endpoint, ...]:
-    group = f"spec.{what}s"
-    used: set[str] = set()
-    for i, e in enumerate(endpoints):
-        if e.id:
-            check_name(what, e.id, f"{group}[{i}].id")
-            if e.id == "slate":
-                raise InvalidArgument(f"{group}[{i}].id", "`slate` is reserved for the slate")
-            if e.id in used:
-                raise InvalidArgument(f"{group}[{i}].id", f"{what} id {e.id!r} is used twice")
-            used.add(e.id)
-    reusable: dict[str, str] = {}
-    for e in previous:
-        if e.id not in used:
-            reusable.setdefault(e.uri, e.id)
-    out = []
-    n = 0
-    for e in endpoints:
-        ep_id = e.id
-        if not ep_id:
-            ep_id = reusable.pop(e.uri, "")
-            while not ep_id or ep_id in used:
-                ep_id = f"{prefix}{n}"
-                n += 1
-            used.add(ep_id)
-        out.append(Endpoint(ep_id, e.uri))
-    return tuple(out)
-
-
-def _check_settings(spec: Spec) -> None:
-    def bounded(where: str, value: int | None, low: int, high: int) -> None:
-        if value is not None and not low <= value <= high:
-            raise InvalidArgument(where, f"{value} is outside {low}..{high}")
-
-    bounded("spec.queue_bytes", spec.queue_bytes, LIMITS["min_queue_bytes"], MAX_QUEUE_BYTES)
-    f = spec.failover
-    bounded(
-        "spec.failover.loss_timeout_ms",
-        f.loss_timeout_ms,
-        LIMITS["min_loss_timeout_ms"],
-        LIMITS["max_loss_timeout_ms"],
-    )
-    bounded(
-        "spec.failover.failback_after_ms", f.failback_after_ms, 0, LIMITS["max_failback_after_ms"]
-    )
-    if f.slate_size is not None:
-        size = parse_size(f.slate_size)
-        if size is None:
-            raise InvalidArgument(
-                "spec.failover.slate_size",
-                f"{f.slate_size!r} must be WIDTHxHEIGHT with even sides from 16x16 to 7680x4320",
+    def ids(
+        role: str, endpoints: tuple[Endpoint, ...], previous: tuple[Endpoint, ...]
+    ) -> tuple[Endpoint, ...]:
+        try:
+            given = _castway.assign_ids(
+                role,
+                [(e.uri, e.id or None) for e in endpoints],
+                [(e.uri, e.id) for e in previous],
+                prefix,
             )
+        except CastwayError as e:
+            raise refused("spec", e) from None
+        return tuple(Endpoint(i, e.uri) for i, e in zip(given, endpoints, strict=True))
+
+    spec = replace(
+        spec,
+        inputs=ids("input", spec.inputs, before.inputs),
+        outputs=ids("output", spec.outputs, before.outputs),
+    )
+    as_checked = _as_checked(spec, lambda group, i, _: f"spec.{group}[{i}].uri", media)
+    try:
+        _check_native(name, as_checked, whole=False)
+    except CastwayError as e:
+        raise refused("spec", e) from None
     s = spec.srt
-    bounded("spec.srt.latency_ms", s.latency_ms, 0, MAX_LATENCY_MS)
-    if s.passphrase is not None and not 10 <= len(s.passphrase) <= 79:
-        raise InvalidArgument("spec.srt.passphrase", "must be 10 to 79 characters long")
-    if s.pbkeylen is not None and s.pbkeylen not in (16, 24, 32):
-        raise InvalidArgument("spec.srt.pbkeylen", f"{s.pbkeylen} must be 16, 24 or 32")
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    m = SLATE_SIZE.match(text)
-    if not m:
-        return None
-    w, h = int(m[1]), int(m[2])
-    ok = 16 <= w <= 7680 and 16 <= h <= 4320 and w % 2 == 0 and h % 2 == 0
-    return (w, h) if ok else None
+    try:
+        _castway.check_srt_defaults(s.latency_ms, s.passphrase, s.pbkeylen)
+    except CastwayError as e:
+        raise refused("spec.srt", e, {}) from None
+    return spec
 
 
 def resolve(name: str, spec: Spec, template: Spec | None) -> Spec:
@@ -311,21 +306,9 @@ def _merge(
 
 
 def with_srt_defaults(uri: str, srt: SrtDefaults) -> str:
-    """Adds each SRT default the URI does not set itself (only to ``srt://`` URIs)."""
-    if not uri.lower().startswith("srt://"):
-        return uri
-    present = {k.lower() for k, _ in parse_qsl(urlsplit(uri).query, keep_blank_values=True)}
-    extra = []
-    if srt.latency_ms is not None and not present & {"latency", "rcvlatency"}:
-        extra.append(f"latency={srt.latency_ms}")
-    if srt.passphrase is not None and "passphrase" not in present:
-        extra.append(f"passphrase={quote(srt.passphrase, safe='')}")
-    if srt.pbkeylen is not None and "pbkeylen" not in present:
-        extra.append(f"pbkeylen={srt.pbkeylen}")
-    if not extra:
-        return uri
-    sep = "&" if "?" in uri else "?"
-    return uri + sep + "&".join(extra)
+    """Adds each SRT default the URI does not set itself (only to ``srt://`` URIs; which keys
+    set what is the data plane's to say)."""
+    return _castway.with_srt_defaults(uri, srt.latency_ms, srt.passphrase, srt.pbkeylen)
 
 
 class NativeSpec(TypedDict):
@@ -338,7 +321,7 @@ class NativeSpec(TypedDict):
     loss_timeout_ms: int | None
     failback_after_ms: int | None
     slate: bool | None
-    slate_size: tuple[int, int] | None
+    slate_size: str | None
 
 
 def native(name: str, resolved: Spec) -> NativeSpec:
@@ -351,40 +334,28 @@ def native(name: str, resolved: Spec) -> NativeSpec:
         "loss_timeout_ms": f.loss_timeout_ms,
         "failback_after_ms": f.failback_after_ms,
         "slate": f.slate,
-        "slate_size": parse_size(f.slate_size) if f.slate_size else None,
+        "slate_size": f.slate_size,
     }
 
 
 def check_resolved(name: str, resolved: Spec, media: MediaRoot | None = None) -> None:
-    """What only the whole route shows: URIs with the SRT defaults in, ids across the merge."""
-    checked: dict[str, tuple[Endpoint, ...]] = {}
-    for group, role in (("inputs", "input"), ("outputs", "output")):
-        endpoints = []
-        for i, e in enumerate(getattr(resolved, group)):
-            field = f"resolved.{group}[{i}] ({e.id})"
-            try:
-                uri = _checkable(e.uri, role, field, media)
-                _castway.check_uri(uri, role)
-            except CastwayError as err:
-                raise InvalidArgument(field, str(err)) from None
-            endpoints.append(Endpoint(e.id, uri))
-        checked[group] = tuple(endpoints)
-    as_checked = replace(resolved, inputs=checked["inputs"], outputs=checked["outputs"])
+    """What only the whole route shows: URIs with the SRT defaults in, ids across the merge,
+    network interfaces on this host. An endpoint is named by its place in ``resolved`` and its
+    id (the template's endpoints are merged in)."""
+
+    def where(group: str, i: int, e: Endpoint) -> str:
+        return f"resolved.{group}[{i}] ({e.id})"
+
     try:
-        check_route(**native(name, as_checked))
+        _check_native(name, _as_checked(resolved, where, media), whole=True)
     except CastwayError as err:
-        at = field_of(err)
-        if at is None:
-            raise InvalidArgument("spec", str(err)) from None
-        # The data plane saw the resolved spec (template endpoints merged in): its path names
-        # the endpoint there, with its id, as the URI checks above do.
+        at = field_of(err) or ""
         group, _, rest = at.partition("[")
         index = int(rest.partition("]")[0]) if rest else -1
         named: tuple[Endpoint, ...] = getattr(resolved, group, ())
-        where = f"resolved.{at}"
         if 0 <= index < len(named):
-            where = f"resolved.{group}[{index}] ({named[index].id})"
-        raise InvalidArgument(where, reason_of(err)) from None
+            raise InvalidArgument(where(group, index, named[index]), reason_of(err)) from None
+        raise refused("resolved", err) from None
 
 
 def listen_addresses(resolved: Spec) -> list[tuple[str, str, int]]:
@@ -398,9 +369,3 @@ def listen_addresses(resolved: Spec) -> list[tuple[str, str, int]]:
             if addr is not None:
                 out.append((e.id, addr[0], addr[1]))
     return out
-
-
-def overlaps(a: tuple[str, int], b: tuple[str, int]) -> bool:
-    """Two binds clash on the same port when either is a wildcard or the hosts match."""
-    wildcard = {"", "0.0.0.0", "::"}
-    return a[1] == b[1] and (a[0] == b[0] or a[0] in wildcard or b[0] in wildcard)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -19,7 +18,15 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from castway import __version__
-from castway.server.auth import HEALTH, Behavior, Recorded, recorded, replace_behavior
+from castway.server.auth import (
+    HEALTH,
+    Behavior,
+    Continuation,
+    Handler,
+    Recorded,
+    recorded,
+    replace_behavior,
+)
 
 
 def provider_from_env() -> TracerProvider:
@@ -35,11 +42,9 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler:
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH):
             return handler
