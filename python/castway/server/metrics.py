@@ -2,9 +2,9 @@
 
 Observable instruments read the native counters when a scrape collects them: one
 ``Gateway.stats()`` call per scrape, nothing per packet in Python. The stats shape is the one
-``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``TS_ERRORS``,
-``TS_CONDITIONS``, ``ROUTE`` and ``SWITCH`` below name which of its figures become which
-series, so a figure reaches Prometheus by one line here. docs/metrics.md lists every series.
+``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``TS``, ``ROUTE``
+and ``SWITCH`` below name which of its figures become which series, so a figure reaches
+Prometheus by one line here. docs/metrics.md lists every series.
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class Series:
     """One instrument: its OpenTelemetry name, kind, unit and description, and how to read
-    its value from one stats entry."""
+    its value from one stats entry. Several series of one name with different constant
+    ``labels`` are one instrument (one family in the Prometheus text): each reads its own value
+    from the same rows, so the rows' labels are written once for all of them."""
 
     name: str
     kind: Kind
     unit: str
     description: str
     value: Callable[[Any], float | int | None]
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def _key(name: str) -> Callable[[Any], Any]:
@@ -90,28 +93,39 @@ SRT = (
     Series("castway.srt.latency", "gauge", "ms", "negotiated latency", _key("latency_ms")),
 )
 
-# Per input and TR 101 290 check (attributes as per endpoint, plus check and priority), from
-# each input's `analysis`: the errors of every check, zeros included (so `increase()` sees the
-# first one); the conditions only of the checks in force (a clean input has none, which keeps a
-# scrape of many routes small).
-TS_ERRORS = (
-    Series("castway.input.ts_errors", "counter", "{error}", "TR 101 290 errors of the input as "
-           "it arrives, by check (a lapse counts once, an error of one instant each time)",
-           _key("errors")),
-)
-TS_CONDITIONS = (
-    Series("castway.input.ts_conditions", "gauge", "{condition}", "TR 101 290 conditions in "
-           "force on the input, by check (one per PID for the checks of a PID); only while "
-           "there are any", _key("conditions")),
-)
-
-# The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a).
+# The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a), in
+# the order of `analysis.errors`.
 TS_PRIORITY = {
     "ts_sync_loss": 1, "sync_byte_error": 1, "pat_error": 1, "continuity_count_error": 1,
     "pmt_error": 1, "pid_error": 1, "transport_error": 2, "crc_error": 2,
     "pcr_repetition_error": 2, "pcr_discontinuity_indicator_error": 2, "pts_error": 2,
     "unreferenced_pid": 3,
 }
+
+
+def _ts_errors(check: str) -> Callable[[Any], Any]:
+    return lambda a: a["errors"].get(check)
+
+
+def _ts_conditions(check: str) -> Callable[[Any], Any]:
+    return lambda a: sum(1 for c in a["active"] if c["check"] == check) or None
+
+
+# Per input and TR 101 290 check (attributes as per endpoint, plus check and priority), from
+# each input's `analysis`: the errors of every check, zeros included (so `increase()` sees the
+# first one); the conditions only of the checks in force (a clean input has none, which keeps a
+# scrape of many routes small).
+TS = tuple(
+    Series("castway.input.ts_errors", "counter", "{error}", "TR 101 290 errors of the input as "
+           "it arrives, by check (a lapse counts once, an error of one instant each time)",
+           _ts_errors(check), (("check", check), ("priority", str(priority))))
+    for check, priority in TS_PRIORITY.items()
+) + tuple(
+    Series("castway.input.ts_conditions", "gauge", "{condition}", "TR 101 290 conditions in "
+           "force on the input, by check (one per PID for the checks of a PID); only while "
+           "there are any", _ts_conditions(check), (("check", check), ("priority", str(priority))))
+    for check, priority in TS_PRIORITY.items()
+)
 
 # Per route (attribute: route).
 ROUTE = (
@@ -160,22 +174,11 @@ def _srt_links(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[
             yield dict(c), {**attrs, "peer": c["address"]}
 
 
-def _ts_checks(
-    routes: list[RouteStats], in_force: bool
-) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
-    """Per input and check: its error count; with `in_force`, only the checks in force, with
-    how many conditions."""
+def _analyses(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     for e, attrs in _endpoints(routes):
         analysis = e.get("analysis")
-        if not analysis:
-            continue
-        active: dict[str, int] = {}
-        for c in analysis["active"]:
-            active[c["check"]] = active.get(c["check"], 0) + 1
-        checks = active if in_force else analysis["errors"]
-        for check in checks:
-            yield ({"errors": analysis["errors"].get(check), "conditions": active.get(check)},
-                   {**attrs, "check": check, "priority": str(TS_PRIORITY.get(check, 0))})
+        if analysis:
+            yield dict(analysis), attrs
 
 
 class Snapshot:
@@ -236,8 +239,7 @@ Rows = Callable[[list[RouteStats]], Iterable[tuple[Any, dict[str, str]]]]
 GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (ENDPOINT, _endpoints),
     (SRT, _srt_links),
-    (TS_ERRORS, lambda routes: _ts_checks(routes, False)),
-    (TS_CONDITIONS, lambda routes: _ts_checks(routes, True)),
+    (TS, _analyses),
     (ROUTE, lambda routes: ((r, {"route": r["name"]}) for r in routes)),
     (SWITCH, _switch_reasons),
 )
@@ -247,20 +249,29 @@ def add_instruments(meter: Meter, routes: Callable[[], list[RouteStats]]) -> Non
     """Every series above as an observable instrument of ``meter``, reading ``routes()`` when
     collected."""
 
-    def callback(s: Series, rows: Rows) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(
+        family: list[Series], rows: Rows
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
-            for row, attrs in rows(routes()):
-                value = s.value(row)
-                if value is not None:
-                    yield Observation(value, attrs)
+            read = list(rows(routes()))
+            for s in family:
+                for row, attrs in read:
+                    value = s.value(row)
+                    if value is not None:
+                        yield Observation(value, {**attrs, **dict(s.labels)})
 
         return observe
 
     for table, rows in GROUPS:
+        families: dict[str, list[Series]] = {}
         for s in table:
+            families.setdefault(s.name, []).append(s)
+        for family in families.values():
+            s = family[0]
             make = (meter.create_observable_counter if s.kind == "counter"
                     else meter.create_observable_gauge)
-            make(s.name, callbacks=[callback(s, rows)], unit=s.unit, description=s.description)
+            make(s.name, callbacks=[callback(family, rows)], unit=s.unit,
+                 description=s.description)
 
 
 class Metrics:
@@ -305,14 +316,19 @@ class Metrics:
                 (row, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(attrs.items())))
                 for row, attrs in rows(routes)
             ]
+            family = ""
             for s in table:
                 name = self._names[s]
-                lines = [f"{name}{{{labels}}} {value}\n" for row, labels in labelled
+                extra = "".join(f',{k}="{_escape(v)}"' for k, v in s.labels)
+                lines = [f"{name}{{{labels}{extra}}} {value}\n" for row, labels in labelled
                          if (value := s.value(row)) is not None]
                 if not lines:
                     continue  # as the SDK's reader: no family without a sample
-                kind = "counter" if s.kind == "counter" else "gauge"
-                out.append(f"# HELP {name} {s.description}\n# TYPE {name} {kind}\n")
+                if name != family:
+                    # The series of one name follow each other: one family.
+                    family = name
+                    kind = "counter" if s.kind == "counter" else "gauge"
+                    out.append(f"# HELP {name} {s.description}\n# TYPE {name} {kind}\n")
                 out.extend(lines)
         return "".join(out).encode()
 
