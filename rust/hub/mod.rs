@@ -264,7 +264,7 @@ impl Feed {
     }
 
     /// The TR 101 290 condition changes numbered above `seq` that are still kept (the last
-    /// 32), oldest first.
+    /// 128), oldest first: what the control thread's tick hands to an event log.
     pub fn condition_changes_after(&self, seq: u64) -> Vec<ConditionChange> {
         lock(&self.state).analysis.changes_after(seq)
     }

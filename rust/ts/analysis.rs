@@ -71,7 +71,10 @@ const RATE_WINDOW: u64 = 1_000 * MS;
 /// Consecutive good sync bytes that (re)acquire sync; two bad ones in a row lose it (the
 /// hysteresis TR 101 290 suggests for 1.1).
 const SYNC_ACQUIRE: u32 = 5;
-/// Condition changes kept for `history`.
+/// Condition changes kept for `changes_after` (a consumer polling once a second misses none
+/// unless more happen in that second) ...
+const KEPT_CHANGES: usize = 128;
+/// ... and the last of them the stats show as `history`.
 const HISTORY: usize = 32;
 /// PIDs tracked per input (the PID table is one byte per PID).
 const MAX_PIDS: usize = 254;
@@ -623,7 +626,7 @@ impl Analysis {
             resumed: 0,
             counts: [0; Check::ALL.len()],
             active: Vec::new(),
-            history: VecDeque::with_capacity(HISTORY),
+            history: VecDeque::with_capacity(KEPT_CHANGES),
             seq: 0,
             next_eval: 0,
             rate_at: None,
@@ -657,7 +660,7 @@ impl Analysis {
         self.rate_at = None;
     }
 
-    /// The conditions changes numbered above `seq`, oldest first (those still kept).
+    /// The condition changes numbered above `seq`, oldest first (of the last 128).
     pub fn changes_after(&self, seq: u64) -> Vec<ConditionChange> {
         self.history
             .iter()
@@ -1188,7 +1191,7 @@ impl Analysis {
         if let Some(hook) = &self.hook {
             hook(&change);
         }
-        if self.history.len() == HISTORY {
+        if self.history.len() == KEPT_CHANGES {
             self.history.pop_front();
         }
         self.history.push_back(change);
@@ -1378,7 +1381,12 @@ impl Analysis {
             pids,
             video,
             audio,
-            history: self.history.iter().cloned().collect(),
+            history: self
+                .history
+                .iter()
+                .skip(self.history.len().saturating_sub(HISTORY))
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -1943,6 +1951,21 @@ mod tests {
             true
         });
         assert_eq!(a.stats().errors, ErrorCounts::default());
+    }
+
+    #[test]
+    fn the_stats_show_the_last_32_changes_and_a_poller_gets_the_last_128() {
+        let mut a = Analysis::default();
+        // 50 errors of one instant, 2 s apart: 100 changes.
+        for i in 0..50u64 {
+            a.occur(Check::CrcError, None, i * 2 * HOLD);
+            a.tick(i * 2 * HOLD + HOLD);
+        }
+        let history = a.stats().history;
+        assert_eq!(history.len(), 32);
+        assert_eq!(history.last().unwrap().seq, 100);
+        assert_eq!(a.changes_after(0).len(), 100);
+        assert_eq!(a.changes_after(90).len(), 10);
     }
 
     #[test]
