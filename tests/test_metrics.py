@@ -243,6 +243,56 @@ def test_the_shipped_alert_rules_pass_promtool() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_the_ts_priority_1_alert_fires_on_an_error_and_on_a_condition_in_force(
+    tmp_path: Path,
+) -> None:
+    """promtool's rule unit test: a continuity error fires the alert for the minute it counts;
+    a PAT missing for minutes (counted once) fires it as long as its condition is in force;
+    priority 2 errors and a clean input do not."""
+    base = 'route="news",endpoint="main",kind="udp",direction="in"'
+    where = "on input main of route news"
+    tests = tmp_path / "ts-alert-test.yml"
+    tests.write_text(f"""
+rule_files: ['{RULES}']
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'castway_input_ts_errors_total{{{base},
+                 check="continuity_count_error",priority="1"}}'
+        values: '0 0 3 3 3 3 3 3 3 3 3 3 3 3'
+      - series: 'castway_input_ts_conditions{{{base},check="pat_error",priority="1"}}'
+        values: '0 0 0 0 0 0 0 0 0 0 1 1 1 1'
+      - series: 'castway_input_ts_errors_total{{{base},check="pcr_repetition_error",priority="2"}}'
+        values: '0 5 10 15 20 25 30 35 40 45 50 55 60 65'
+      - series: 'castway_input_ts_conditions{{{base},check="pcr_repetition_error",priority="2"}}'
+        values: '1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 15s
+        alertname: CastwayTsPriority1Error
+        exp_alerts: []
+      - eval_time: 45s
+        alertname: CastwayTsPriority1Error
+        exp_alerts:
+          - exp_labels: {{route: news, endpoint: main, check: continuity_count_error,
+                          severity: warning}}
+            exp_annotations:
+              summary: "TR 101 290 priority 1 error continuity_count_error {where}"
+      - eval_time: 2m
+        alertname: CastwayTsPriority1Error
+        exp_alerts: []
+      - eval_time: 165s
+        alertname: CastwayTsPriority1Error
+        exp_alerts:
+          - exp_labels: {{route: news, endpoint: main, check: pat_error, severity: warning}}
+            exp_annotations:
+              summary: "TR 101 290 priority 1 error pat_error {where}"
+""")
+    r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_docs_list_every_series() -> None:
     from castway.server.metrics import GROUPS
 

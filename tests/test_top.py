@@ -121,3 +121,41 @@ def test_top_without_a_terminal_says_so() -> None:
                        timeout=30, check=False)
     assert r.returncode == 1
     assert "top needs a terminal" in r.stderr
+
+
+def test_top_shows_each_inputs_stream_and_tr_101_290_state() -> None:
+    """The screens are plain functions of the API's messages: the TR column has the worst
+    priority in force over a route's inputs, the detail view each input's stream and
+    conditions."""
+    from castway.cli.top import detail, overview
+    from castway.v1 import analysis_pb2, route_pb2
+
+    def tr_input(ep_id: str, active: list[tuple[str, int, int | None]]) -> Any:
+        a = analysis_pb2.TsAnalysis(
+            sync=True,
+            pids=[analysis_pb2.TsPid(pid=0x100, kind="video", packets=100)],
+            video=[analysis_pb2.VideoStream(pid=0x100, codec="h264", width=640, height=360,
+                                            frame_rate=25.0)],
+            audio=[analysis_pb2.AudioStream(pid=0x101, codec="aac")],
+            active=[analysis_pb2.TsCondition(check=c, priority=p, pid=pid)
+                    for c, p, pid in active],
+        )
+        return route_pb2.EndpointStatus(id=ep_id, state="live", analysis=a)
+
+    clean = route_pb2.Route(name="clean", status=route_pb2.RouteStatus(
+        state="live", inputs=[tr_input("main", [])]))
+    faulty = route_pb2.Route(name="faulty", status=route_pb2.RouteStatus(state="live", inputs=[
+        tr_input("main", [("pcr_repetition_error", 2, 0x100)]),
+        tr_input("backup", [("pcr_repetition_error", 2, 0x100), ("pat_error", 1, None)]),
+    ]))
+    waiting = route_pb2.Route(name="waiting", status=route_pb2.RouteStatus(
+        state="waiting", inputs=[route_pb2.EndpointStatus(id="main", state="listening")]))
+    lines = overview([clean, faulty, waiting], 0, 80, 24, "")
+    tr = lines[1].index("TR")
+    assert [line[tr:tr + 2] for line in lines[2:5]] == ["ok", "P1", "- "]
+    assert all(len(line) <= 80 for line in lines)
+    shown = detail(faulty, 120, 24, "")
+    assert "    h264 640x360 25fps, aac · TR 101 290 P2 pcr_repetition_error 0x100" in shown
+    assert "    h264 640x360 25fps, aac · TR 101 290 P1 pat_error, pcr_repetition_error 0x100" \
+        in shown
+    assert all(len(line) <= 80 for line in detail(faulty, 80, 24, ""))

@@ -24,6 +24,7 @@ from castway.gateway import (
     RouteStats,
     SwitchEvent,
     SwitchStats,
+    TsAnalysis,
     event_kinds,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "RouteStats",
     "SwitchEvent",
     "SwitchStats",
+    "TsAnalysis",
     "__version__",
     "check_uri",
     "element_available",

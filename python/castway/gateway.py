@@ -34,6 +34,105 @@ class SrtStats(TypedDict):
     callers: list[SrtCallerStats]
 
 
+TsCheck = Literal[
+    "ts_sync_loss", "sync_byte_error", "pat_error", "continuity_count_error", "pmt_error",
+    "pid_error", "transport_error", "crc_error", "pcr_repetition_error",
+    "pcr_discontinuity_indicator_error", "pts_error", "unreferenced_pid",
+]
+
+
+class TsErrors(TypedDict):
+    """How often each TR 101 290 check failed (docs/stats.md, ``analysis``)."""
+
+    ts_sync_loss: int
+    sync_byte_error: int
+    pat_error: int
+    continuity_count_error: int
+    pmt_error: int
+    pid_error: int
+    transport_error: int
+    crc_error: int
+    pcr_repetition_error: int
+    pcr_discontinuity_indicator_error: int
+    pts_error: int
+    unreferenced_pid: int
+
+
+class TsCondition(TypedDict):
+    """A TR 101 290 condition in force; ``pid`` None for the whole stream."""
+
+    check: TsCheck
+    priority: int
+    pid: int | None
+    since: float
+
+
+class TsConditionChange(TypedDict):
+    seq: int
+    at: float
+    check: TsCheck
+    priority: int
+    pid: int | None
+    change: Literal["started", "cleared"]
+
+
+class TsStream(TypedDict):
+    pid: int
+    stream_type: int
+    kind: Literal["video", "audio", "data"]
+    codec: str | None
+    language: str | None
+
+
+class TsProgram(TypedDict):
+    number: int
+    pmt_pid: int
+    pcr_pid: int | None
+    streams: list[TsStream]
+
+
+class TsPid(TypedDict):
+    pid: int
+    kind: Literal["pat", "cat", "pmt", "si", "video", "audio", "data", "pcr", "ecm", "null",
+                  "unreferenced"]
+    stream_type: int | None
+    codec: str | None
+    program: int | None
+    packets: int
+    bitrate_bps: int
+    cc_errors: int
+
+
+class VideoStream(TypedDict):
+    pid: int
+    codec: str
+    width: int | None
+    height: int | None
+    frame_rate: float | None
+    profile: str | None
+    level: str | None
+    interlaced: bool | None
+
+
+class AudioStream(TypedDict):
+    pid: int
+    codec: str | None
+    language: str | None
+
+
+class TsAnalysis(TypedDict):
+    """An input's TR 101 290 state and what its stream carries, as it arrives."""
+
+    sync: bool
+    errors: TsErrors
+    active: list[TsCondition]
+    programs: list[TsProgram]
+    pids: list[TsPid]
+    video: list[VideoStream]
+    audio: list[AudioStream]
+    history: list[TsConditionChange]
+
+
 class EndpointStats(TypedDict, total=False):
     id: str
     uri: str
@@ -55,6 +154,7 @@ class EndpointStats(TypedDict, total=False):
     idle_ms: int | None
     off_air_packets: int
     held_back_packets: int
+    analysis: TsAnalysis
     bytes: int
     packets: int
     bitrate_bps: int

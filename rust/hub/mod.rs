@@ -24,8 +24,9 @@ use std::time::Instant;
 use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
-    h264_size_in, pcr_base, pid, starts_keyframe, Aligner, Codec, Cut, Programs, Restamper, Video,
-    PACKETS_PER_BUFFER, PACKET_SIZE, PTS_WRAP,
+    h264_size_in, pcr_base, pid, starts_keyframe, Aligned, Aligner, Analysis, AnalysisStats, Codec,
+    ConditionChange, ConditionHook, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER,
+    PACKET_SIZE, PTS_WRAP,
 };
 
 /// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
@@ -138,6 +139,8 @@ struct FeedState {
     last_pcr: Option<(u64, u64)>,
     /// The picture size the video's last SPS declared (H.264).
     video_size: Option<(u32, u32)>,
+    /// TR 101 290 and what the stream carries, as it arrives (before any switch or splice).
+    analysis: Analysis,
 }
 
 impl FeedState {
@@ -146,6 +149,7 @@ impl FeedState {
     fn watch(&mut self, data: &[u8], now: u64) -> bool {
         let mut jumped = false;
         for p in data.chunks_exact(PACKET_SIZE) {
+            self.analysis.packet(p, now);
             self.programs.observe(p);
             if self.video_size.is_none() && p[1] & 0x40 != 0 {
                 if let Some(v) = self.programs.video().filter(|v| v.codec == Codec::H264) {
@@ -177,6 +181,7 @@ impl FeedState {
             }
             self.last_pcr = Some((pcr, now));
         }
+        self.analysis.tick(now);
         jumped
     }
 
@@ -247,7 +252,21 @@ impl Feed {
         s.aligner = Aligner::default();
         s.last_pcr = None;
         s.video_size = None;
+        s.analysis.reset();
         self.jumped.store(false, Relaxed);
+    }
+
+    /// Calls `hook` on each TR 101 290 condition that starts or clears on this input, on its
+    /// streaming thread (with the feed's state locked: it must not block or call back into the
+    /// hub or the route). None removes it.
+    pub fn set_condition_hook(&self, hook: Option<ConditionHook>) {
+        lock(&self.state).analysis.set_hook(hook);
+    }
+
+    /// The TR 101 290 condition changes numbered above `seq` that are still kept (the last
+    /// 128), oldest first: what the control thread's tick hands to an event log.
+    pub fn condition_changes_after(&self, seq: u64) -> Vec<ConditionChange> {
+        lock(&self.state).analysis.changes_after(seq)
     }
 
     /// The reason the input's data was rejected, if any is pending, without taking it.
@@ -283,6 +302,8 @@ pub struct SpliceStats {
 
 pub struct Hub {
     epoch: Instant,
+    /// The Unix time of `epoch`.
+    unix_epoch: f64,
     next_feed: AtomicU64,
     /// The feed whose data goes out (0: none).
     active: AtomicU64,
@@ -303,8 +324,12 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
+        let unix_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         Hub {
             epoch: Instant::now(),
+            unix_epoch,
             next_feed: AtomicU64::new(1),
             active: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -323,7 +348,10 @@ impl Hub {
         Arc::new(Feed {
             id: self.next_feed.fetch_add(1, Relaxed),
             counters: Arc::new(Counters::default()),
-            state: Mutex::new(FeedState::default()),
+            state: Mutex::new(FeedState {
+                analysis: Analysis::new(self.unix_epoch),
+                ..FeedState::default()
+            }),
             not_ts: Mutex::new(None),
             has_not_ts: AtomicBool::new(false),
             jumped: AtomicBool::new(false),
@@ -348,6 +376,19 @@ impl Hub {
     /// The hub's clock in 90 kHz ticks.
     fn now_90k(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64 * 9 / 100
+    }
+
+    /// What the analysis of `feed` shows now (its held errors and bitrates brought up to date).
+    pub fn analysis(&self, feed: &Feed) -> AnalysisStats {
+        let mut state = lock(&feed.state);
+        state.analysis.tick(self.now_90k());
+        state.analysis.stats()
+    }
+
+    /// Brings the analysis of `feed` up to date when no data arrives (the control thread, once
+    /// a second): held errors clear, bitrates fall. A silent input starts no condition.
+    pub fn analysis_tick(&self, feed: &Feed) {
+        lock(&feed.state).analysis.tick(self.now_90k());
     }
 
     /// Milliseconds since `feed` last delivered valid data (None: never).
@@ -516,13 +557,34 @@ impl Hub {
             }
             return;
         }
+        // Realigned runs, and what happened to sync, in stream order.
+        enum Piece {
+            Run(Vec<u8>),
+            SyncByteError,
+            SyncLost,
+        }
+        let mut pieces = Vec::new();
+        let garbage = state.aligner.push(&map, |piece| {
+            pieces.push(match piece {
+                Aligned::Packets(run) => Piece::Run(run.to_vec()),
+                Aligned::SyncByteError => Piece::SyncByteError,
+                Aligned::SyncLost => Piece::SyncLost,
+            })
+        });
         let mut aligned = Vec::new();
-        let garbage = state.aligner.push(&map, |run| aligned.push(run.to_vec()));
-        for run in &aligned {
-            if state.watch(run, now) {
-                feed.jumped.store(true, Relaxed);
+        for piece in pieces {
+            match piece {
+                Piece::Run(run) => {
+                    if state.watch(&run, now) {
+                        feed.jumped.store(true, Relaxed);
+                    }
+                    aligned.push(run);
+                }
+                Piece::SyncByteError => state.analysis.sync_byte_error(now),
+                Piece::SyncLost => state.analysis.sync_lost(now),
             }
         }
+        state.analysis.tick(now);
         drop(state);
         if garbage > 0 {
             feed.counters.drop_bytes(garbage);
@@ -763,6 +825,65 @@ mod tests {
         let i = input.counters.snapshot();
         assert_eq!((i.packets, i.off_air, i.held_back), (3, 0, 0));
         assert_eq!(hub.splice_stats().held_back, 0);
+    }
+
+    /// `n` whole packets of PID 0x100 counting on from `cc`, as one buffer.
+    fn run_of(cc: &mut u8, n: usize) -> gst::Buffer {
+        let data: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                *cc = (*cc + 1) & 0x0f;
+                packet(0x100, *cc, None, None)
+            })
+            .collect();
+        gst::Buffer::from_mut_slice(data)
+    }
+
+    #[test]
+    fn garbage_on_an_input_is_a_loss_of_sync_and_two_sync_byte_errors_each_time() {
+        let (hub, input, _) = hub_with_two_feeds();
+        hub.cut_to(Some(&input));
+        let mut cc = 0;
+        let junk: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 & 0x3f).collect();
+        hub.ingest(&input, run_of(&mut cc, 7));
+        for _ in 0..3 {
+            hub.ingest(&input, gst::Buffer::from_mut_slice(junk.clone()));
+            hub.ingest(&input, run_of(&mut cc, 7));
+            hub.ingest(&input, run_of(&mut cc, 7));
+        }
+        let a = hub.analysis(&input);
+        assert!(a.sync);
+        assert_eq!(
+            (a.errors.ts_sync_loss, a.errors.sync_byte_error),
+            (3, 6),
+            "{:?}",
+            a.history
+        );
+        assert_eq!(a.errors.continuity_count_error, 0);
+        assert_eq!(input.counters.snapshot().drops, 4 * 3);
+    }
+
+    #[test]
+    fn switches_between_inputs_cause_no_error_in_either_inputs_analysis() {
+        let (hub, main, backup) = hub_with_two_feeds();
+        let rx = udp_output(&hub);
+        let (mut cc_main, mut cc_backup) = (0, 9);
+        hub.cut_to(Some(&main));
+        for i in 0..20 {
+            // Each input's own stream runs on; the outputs get one, then the other.
+            match i % 4 {
+                0 => hub.cut_to(Some(&backup)),
+                2 => hub.cut_to(Some(&main)),
+                _ => {}
+            }
+            hub.ingest(&main, run_of(&mut cc_main, 7));
+            hub.ingest(&backup, run_of(&mut cc_backup, 7));
+        }
+        assert!(!received(&rx).is_empty());
+        for feed in [&main, &backup] {
+            let a = hub.analysis(feed);
+            assert_eq!(a.errors, crate::ts::ErrorCounts::default(), "{a:?}");
+            assert_eq!(a.pids[0].packets, 20 * 7);
+        }
     }
 
     /// A UDP output on loopback and the socket that receives it.

@@ -303,6 +303,7 @@ impl Slot {
         if let Some(why) = feed.take_not_ts() {
             self.last_error = Some(why);
         }
+        hub.analysis_tick(&feed);
         let stalled = self.status == Status::Running
             && matches!(self.endpoint, Endpoint::Srt(_))
             && self.counters.snapshot().bytes > self.bytes_at_start
@@ -430,6 +431,11 @@ impl Slot {
                 idle_ms,
                 off_air_packets: counters.off_air,
                 held_back_packets: counters.held_back,
+                analysis: self
+                    .feed
+                    .as_ref()
+                    .map(|f| hub.analysis(f))
+                    .unwrap_or_default(),
             }),
             counters,
             reconnects: self.reconnects,

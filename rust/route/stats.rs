@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{lock, Route};
 use crate::stats::{CounterSnapshot, SrtStats};
 use crate::switch::{Reason, Source};
+use crate::ts::AnalysisStats;
 
 // These types are the one definition of the stats' shape: the Python binding converts them
 // as they serialise (`Route.stats()` dicts, by field name), and the gRPC server fills its
@@ -47,6 +48,8 @@ pub struct InputStats {
     pub off_air_packets: u64,
     /// Packets of this input on air held back at a cut.
     pub held_back_packets: u64,
+    /// TR 101 290 and what the stream carries, as it arrives.
+    pub analysis: AnalysisStats,
 }
 
 impl EndpointStats {

@@ -13,6 +13,10 @@ pub(super) fn build(
 ) -> Result<gst::Element> {
     let mux = element("mpegtsmux", name)?;
     mux.set_property("alignment", 7i32);
+    // mpegtsmux writes a PCR on the first video packet after `pcr-interval`: at its default
+    // (40 ms) that is every other frame at 30 fps, 67 ms apart, over the 40 ms DVB allows
+    // (TR 101 290 2.3a). At 20 ms every frame carries one.
+    mux.set_property("pcr-interval", 1_800u32);
     pipeline.add(&mux)?;
 
     let vsrc = element("videotestsrc", name)?;

@@ -5,14 +5,21 @@
 //! Everything here runs per buffer on a streaming thread, so it only reads a few header bytes
 //! per 188-byte packet and never allocates.
 
+mod analysis;
 mod psi;
 mod restamp;
+mod section;
+mod sps;
 
+pub use analysis::{
+    ActiveCondition, Analysis, AnalysisStats, AudioInfo, Check, ConditionChange, ConditionHook,
+    ErrorCounts, PidInfo, ProgramInfo, StreamInfo, VideoInfo,
+};
 pub use psi::{h264_size_in, starts_keyframe, Codec, Programs, Video};
 pub use restamp::{Cut, Restamper, PTS_WRAP};
 
 pub const PACKET_SIZE: usize = 188;
-const SYNC_BYTE: u8 = 0x47;
+pub(crate) const SYNC_BYTE: u8 = 0x47;
 /// Why a buffer is not MPEG-TS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotTs {
@@ -50,6 +57,18 @@ const RESYNC_PACKETS: usize = 3;
 /// Whole packets per buffer handed on after realignment (1316 bytes: one SRT/UDP payload).
 pub const PACKETS_PER_BUFFER: usize = 7;
 
+/// What the aligner hands on, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Aligned<'a> {
+    /// Whole, aligned packets (at most `PACKETS_PER_BUFFER`).
+    Packets(&'a [u8]),
+    /// A byte that should have been a sync byte was not (TR 101 290 Sync_byte_error).
+    SyncByteError,
+    /// Sync is lost: the byte 188 further on was no sync byte either, or the stream was never
+    /// in sync (TR 101 290 TS_sync_loss).
+    SyncLost,
+}
+
 /// Turns whatever an input delivers into whole, aligned TS packets.
 ///
 /// Senders that already send whole packets (srt-live-transmit from UDP, ffmpeg, GStreamer) take
@@ -57,11 +76,18 @@ pub const PACKETS_PER_BUFFER: usize = 7;
 /// bit-exact. Senders that split the byte stream elsewhere (`cat file.ts | srt-live-transmit
 /// file://con …` sends 1456-byte messages) are realigned: the bytes are the same, the boundaries
 /// move. Bytes that are not TS are dropped until three sync bytes line up again, and counted.
+///
+/// It also says how sync was lost, as TR 101 290 counts it: one bad sync byte with the next
+/// packet in place (one corrupted packet, dropped) is a sync byte error; two in a row (anything
+/// else the search has to skip) is a loss of sync.
 #[derive(Debug)]
 pub struct Aligner {
     /// Synced: the start of a packet not yet complete. Searching: bytes not yet ruled out.
     carry: Vec<u8>,
     synced: bool,
+    /// Searching since a bad sync byte: the bytes dropped since (one packet's worth and the
+    /// next in place is one corrupted packet; more is a loss of sync).
+    since_bad: Option<usize>,
 }
 
 impl Default for Aligner {
@@ -69,6 +95,7 @@ impl Default for Aligner {
         Aligner {
             carry: Vec::with_capacity(RESYNC_PACKETS * PACKET_SIZE),
             synced: true,
+            since_bad: None,
         }
     }
 }
@@ -80,8 +107,9 @@ impl Aligner {
     }
 
     /// Realigns `data` (after what was carried), calling `emit` with runs of whole packets of at
-    /// most `PACKETS_PER_BUFFER`. Returns how many bytes were dropped as not TS.
-    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
+    /// most `PACKETS_PER_BUFFER` and with what happened to sync, in stream order. Returns how
+    /// many bytes were dropped as not TS.
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(Aligned<'_>)) -> usize {
         let mut buf = std::mem::take(&mut self.carry);
         buf.extend_from_slice(data);
         let mut garbage = 0;
@@ -95,38 +123,46 @@ impl Aligner {
                 if buf[i] == SYNC_BYTE {
                     i += PACKET_SIZE;
                     if (i - run_start) / PACKET_SIZE == PACKETS_PER_BUFFER {
-                        emit(&buf[run_start..i]);
+                        emit(Aligned::Packets(&buf[run_start..i]));
                         run_start = i;
                     }
                     continue;
                 }
                 if run_start < i {
-                    emit(&buf[run_start..i]);
+                    emit(Aligned::Packets(&buf[run_start..i]));
                 }
                 self.synced = false;
+                self.since_bad = Some(0);
+                emit(Aligned::SyncByteError);
             }
             let span = (RESYNC_PACKETS - 1) * PACKET_SIZE;
             let confirmed = (i..buf.len().saturating_sub(span))
                 .find(|&p| (0..RESYNC_PACKETS).all(|k| buf[p + k * PACKET_SIZE] == SYNC_BYTE));
-            match confirmed {
-                Some(p) => {
-                    garbage += p - i;
-                    i = p;
-                    run_start = p;
-                    self.synced = true;
-                }
-                None => {
-                    // Keep the tail that could still start a confirmed run.
-                    let keep_from = buf.len().saturating_sub(span).max(i);
-                    garbage += keep_from - i;
-                    i = keep_from;
-                    run_start = i;
-                    break;
+            let dropped = match confirmed {
+                Some(p) => p - i,
+                // Keep the tail that could still start a confirmed run.
+                None => buf.len().saturating_sub(span).max(i) - i,
+            };
+            garbage += dropped;
+            i += dropped;
+            run_start = i;
+            if let Some(since) = self.since_bad.as_mut() {
+                *since += dropped;
+                // The next packet was in place only if exactly one packet's bytes went.
+                if *since > PACKET_SIZE || (confirmed.is_some() && *since != PACKET_SIZE) {
+                    self.since_bad = None;
+                    emit(Aligned::SyncByteError);
+                    emit(Aligned::SyncLost);
                 }
             }
+            if confirmed.is_none() {
+                break;
+            }
+            self.synced = true;
+            self.since_bad = None;
         }
         if self.synced && run_start < i {
-            emit(&buf[run_start..i]);
+            emit(Aligned::Packets(&buf[run_start..i]));
         }
         buf.drain(..i);
         self.carry = buf;
@@ -195,7 +231,7 @@ fn write_ts(b: &mut [u8], ts: u64) {
 }
 
 /// The PTS (and DTS) positions of a PES header starting in this packet.
-fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) {
+pub(crate) fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) {
     if p[1] & 0x40 == 0 {
         return (None, None);
     }
@@ -275,9 +311,11 @@ pub(crate) mod tests {
     fn realign(a: &mut Aligner, data: &[u8]) -> (Vec<u8>, Vec<usize>, usize) {
         let mut out = Vec::new();
         let mut sizes = Vec::new();
-        let garbage = a.push(data, |run| {
-            sizes.push(run.len());
-            out.extend_from_slice(run)
+        let garbage = a.push(data, |piece| {
+            if let Aligned::Packets(run) = piece {
+                sizes.push(run.len());
+                out.extend_from_slice(run)
+            }
         });
         (out, sizes, garbage)
     }
@@ -329,6 +367,46 @@ pub(crate) mod tests {
         assert_eq!(out.len(), 9 * PACKET_SIZE);
         let (rest, _, _) = realign(&mut a, &stream(3));
         assert_eq!(out.len() + rest.len(), 12 * PACKET_SIZE);
+    }
+
+    /// What the aligner reports for `data` pushed in `chunk`-byte pieces: "P" for each packet,
+    /// "E" for a sync byte error, "L" for a loss of sync.
+    fn sync_report(data: &[u8], chunk: usize) -> String {
+        let mut a = Aligner::default();
+        let mut out = String::new();
+        for c in data.chunks(chunk) {
+            a.push(c, |piece| match piece {
+                Aligned::Packets(run) => out.push_str(&"P".repeat(run.len() / PACKET_SIZE)),
+                Aligned::SyncByteError => out.push('E'),
+                Aligned::SyncLost => out.push('L'),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn one_corrupted_sync_byte_is_a_sync_byte_error_not_a_loss_of_sync() {
+        let mut data = stream(10);
+        data[3 * PACKET_SIZE] = 0x00;
+        for chunk in [1316, 1456, 100, data.len()] {
+            assert_eq!(sync_report(&data, chunk), "PPPEPPPPPP", "{chunk}");
+        }
+    }
+
+    #[test]
+    fn garbage_between_packets_is_two_sync_byte_errors_and_one_loss_of_sync() {
+        // Bytes that are never 0x47, long and short, inserted between whole packets.
+        for len in [500, 150, 188 * 3] {
+            let junk: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8 & 0x3f).collect();
+            let data = [stream(4), junk, stream(10)].concat();
+            for chunk in [1316, 1456, 100] {
+                assert_eq!(
+                    sync_report(&data, chunk),
+                    "PPPPEELPPPPPPPPPP",
+                    "{len} bytes in {chunk}-byte pieces"
+                );
+            }
+        }
     }
 
     #[test]

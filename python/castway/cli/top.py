@@ -6,6 +6,9 @@ j/k choose, Enter or → opens, Esc, ← or Backspace goes back, q quits. It fit
 terminal: the last column takes what is left and long names are cut with ``…``. It never
 paints an SRT passphrase or stream ID, whatever the key may read: a screen is easily seen.
 
+Inputs show what they carry and their TR 101 290 state: a ``TR`` column with the worst
+priority in force (``P1``, ``P2``, ``P3`` or ``ok``), and in the detail view the conditions.
+
 The screens are built by plain functions (``overview``, ``detail``) from the API's messages,
 so what ``top`` shows is what ``castway route get`` would say; curses only paints them.
 """
@@ -26,7 +29,7 @@ from castway.cli.exits import EXIT_FAILED, EXIT_OK
 from castway.cli.remote import client_options, connect, fetch_routes
 from castway.client import Client
 from castway.redact import redact_text, redact_uri
-from castway.v1 import route_pb2
+from castway.v1 import analysis_pb2, route_pb2
 
 
 def add_command(sub: Any) -> None:
@@ -71,6 +74,37 @@ def on_air_bitrate(status: route_pb2.RouteStatus) -> int:
     return sum(e.bitrate_bps for e in status.inputs if e.active)
 
 
+def tr_state(status: route_pb2.RouteStatus) -> str:
+    """The worst TR 101 290 priority in force over the route's inputs (``P1``, ``P2``, ``P3``),
+    ``ok`` when none is, ``-`` before any input delivered."""
+    analysed = [e.analysis for e in status.inputs if e.analysis.pids]
+    if not analysed:
+        return "-"
+    worst = min((c.priority for a in analysed for c in a.active), default=0)
+    return f"P{worst}" if worst else "ok"
+
+
+def stream_info(a: analysis_pb2.TsAnalysis) -> str:
+    """What an input carries: ``h264 640x360 25fps, aac``."""
+    parts = []
+    for v in a.video:
+        size = f" {v.width}x{v.height}" if v.HasField("width") else ""
+        rate = f" {v.frame_rate:g}fps" if v.HasField("frame_rate") else ""
+        parts.append(f"{v.codec}{size}{rate}")
+    parts += [x.codec or "audio" for x in a.audio]
+    return ", ".join(parts)
+
+
+def conditions(a: analysis_pb2.TsAnalysis) -> str:
+    """The TR 101 290 conditions in force, worst first (``P1 pat_error, pid_error 0x101``), or
+    ``ok``."""
+    if not a.active:
+        return "ok"
+    ordered = sorted(a.active, key=lambda c: c.priority)
+    named = [c.check + (f" 0x{c.pid:x}" if c.HasField("pid") else "") for c in ordered]
+    return f"P{ordered[0].priority} " + ", ".join(named)
+
+
 def last_switch(status: route_pb2.RouteStatus) -> str:
     """``HH:MM:SS from→to (reason)`` of the latest switch, in local time."""
     if not status.switch.history:
@@ -84,12 +118,13 @@ def last_switch(status: route_pb2.RouteStatus) -> str:
 COLUMNS: tuple[tuple[str, int], ...] = (
     ("ROUTE", 12),
     ("STATE", 7),
-    ("ON AIR", 8),
+    ("ON AIR", 7),
     ("IN Mb/s", 7),
     ("OUT Mb/s", 8),
     ("RTT ms", 6),
-    ("LOSS", 6),
-    ("DROPS", 6),
+    ("LOSS", 5),
+    ("DROPS", 5),
+    ("TR", 2),
     ("LAST SWITCH", 0),
 )
 
@@ -121,6 +156,7 @@ def route_cells(r: route_pb2.Route) -> list[str]:
         rtt_ms(s),
         srt_loss(s),
         str(drops),
+        tr_state(s),
         last_switch(s),
     ]
 
@@ -162,6 +198,9 @@ def _endpoint_lines(e: route_pb2.EndpointStatus, width: int) -> list[str]:
     ]
     if e.last_error:
         lines.append(f"    ! {redact_text(e.last_error)}")
+    if e.HasField("analysis") and e.analysis.pids:
+        info = stream_info(e.analysis)
+        lines.append(f"    {info + ' · ' if info else ''}TR 101 290 {conditions(e.analysis)}")
     return [cut(line, width) for line in lines]
 
 

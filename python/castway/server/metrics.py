@@ -2,8 +2,8 @@
 
 Observable instruments read the native counters when a scrape collects them: one
 ``Gateway.stats()`` call per scrape, nothing per packet in Python. The stats shape is the one
-``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``ROUTE`` and
-``SWITCH`` below name which of its figures become which series, so a figure reaches
+``Route.stats()`` returns (docs/stats.md); the tables ``ENDPOINT``, ``SRT``, ``TS``, ``ROUTE``
+and ``SWITCH`` below name which of its figures become which series, so a figure reaches
 Prometheus by one line here. docs/metrics.md lists every series.
 """
 
@@ -22,6 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
 from castway import __version__
@@ -34,13 +35,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class Series:
     """One instrument: its OpenTelemetry name, kind, unit and description, and how to read
-    its value from one stats entry."""
+    its value from one stats entry. Several series of one name with different constant
+    ``labels`` are one instrument (one family in the Prometheus text): each reads its own value
+    from the same rows, so the rows' labels are written once for all of them."""
 
     name: str
     kind: Kind
     unit: str
     description: str
     value: Callable[[Any], float | int | None]
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def _key(name: str) -> Callable[[Any], Any]:
@@ -87,6 +91,40 @@ SRT = (
     Series("castway.srt.bandwidth", "gauge", "bit/s", "estimated link bandwidth",
            lambda d: None if d.get("bandwidth_mbps") is None else d["bandwidth_mbps"] * 1e6),
     Series("castway.srt.latency", "gauge", "ms", "negotiated latency", _key("latency_ms")),
+)
+
+# The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a), in
+# the order of `analysis.errors`.
+TS_PRIORITY = {
+    "ts_sync_loss": 1, "sync_byte_error": 1, "pat_error": 1, "continuity_count_error": 1,
+    "pmt_error": 1, "pid_error": 1, "transport_error": 2, "crc_error": 2,
+    "pcr_repetition_error": 2, "pcr_discontinuity_indicator_error": 2, "pts_error": 2,
+    "unreferenced_pid": 3,
+}
+
+
+def _ts_errors(check: str) -> Callable[[Any], Any]:
+    return lambda a: a["errors"].get(check)
+
+
+def _ts_conditions(check: str) -> Callable[[Any], Any]:
+    return lambda a: sum(1 for c in a["active"] if c["check"] == check) or None
+
+
+# Per input and TR 101 290 check (attributes as per endpoint, plus check and priority), from
+# each input's `analysis`: the errors of every check, zeros included (so `increase()` sees the
+# first one); the conditions only of the checks in force (a clean input has none, which keeps a
+# scrape of many routes small).
+TS = tuple(
+    Series("castway.input.ts_errors", "counter", "{error}", "TR 101 290 errors of the input as "
+           "it arrives, by check (a lapse counts once, an error of one instant each time)",
+           _ts_errors(check), (("check", check), ("priority", str(priority))))
+    for check, priority in TS_PRIORITY.items()
+) + tuple(
+    Series("castway.input.ts_conditions", "gauge", "{condition}", "TR 101 290 conditions in "
+           "force on the input, by check (one per PID for the checks of a PID); only while "
+           "there are any", _ts_conditions(check), (("check", check), ("priority", str(priority))))
+    for check, priority in TS_PRIORITY.items()
 )
 
 # Per route (attribute: route).
@@ -160,6 +198,13 @@ def _srt_links(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[
             yield dict(c), {**attrs, "peer": c["address"]}
 
 
+def _analyses(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    for e, attrs in _endpoints(routes):
+        analysis = e.get("analysis")
+        if analysis:
+            yield dict(analysis), attrs
+
+
 class Snapshot:
     """The gateway's stats, read at most once per `max_age` seconds (one scrape reads every
     instrument from the same snapshot)."""
@@ -218,6 +263,7 @@ Rows = Callable[[Reading], Iterable[tuple[Any, dict[str, str]]]]
 GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (ENDPOINT, lambda r: _endpoints(r.routes)),
     (SRT, lambda r: _srt_links(r.routes)),
+    (TS, lambda r: _analyses(r.routes)),
     (ROUTE, lambda r: ((route, {"route": route["name"]}) for route in r.routes)),
     (SWITCH, lambda r: _switch_reasons(r.routes)),
     (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
@@ -228,20 +274,29 @@ def add_instruments(meter: Meter, read: Callable[[], Reading]) -> None:
     """Every series above as an observable instrument of ``meter``, reading ``read()`` when
     collected."""
 
-    def callback(s: Series, rows: Rows) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(
+        family: list[Series], rows: Rows
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
-            for row, attrs in rows(read()):
-                value = s.value(row)
-                if value is not None:
-                    yield Observation(value, attrs)
+            data = list(rows(read()))
+            for s in family:
+                for row, attrs in data:
+                    value = s.value(row)
+                    if value is not None:
+                        yield Observation(value, {**attrs, **dict(s.labels)})
 
         return observe
 
     for table, rows in GROUPS:
+        families: dict[str, list[Series]] = {}
         for s in table:
+            families.setdefault(s.name, []).append(s)
+        for family in families.values():
+            s = family[0]
             make = (meter.create_observable_counter if s.kind == "counter"
                     else meter.create_observable_gauge)
-            make(s.name, callbacks=[callback(s, rows)], unit=s.unit, description=s.description)
+            make(s.name, callbacks=[callback(family, rows)], unit=s.unit,
+                 description=s.description)
 
 
 class Metrics:
@@ -271,6 +326,10 @@ class Metrics:
         if otlp_configured():
             self.provider = MeterProvider(
                 metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
+                # The SDK folds an instrument's series past 2000 into one overflow series; the
+                # attributes of castway's series are bounded by the routes configured, and 500
+                # routes with two inputs have 12,000 TR 101 290 error series.
+                views=[View(instrument_name="castway.*", aggregation_cardinality_limit=1_000_000)],
                 resource=Resource.create(
                     {"service.name": "castway", "service.version": __version__}
                 ),
@@ -289,14 +348,20 @@ class Metrics:
                 (row, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(attrs.items())))
                 for row, attrs in rows(reading)
             ]
+            family = ""
             for s in table:
                 name = self._names[s]
-                kind = "counter" if s.kind == "counter" else "gauge"
-                out.append(f"# HELP {name} {s.description}\n# TYPE {name} {kind}\n")
-                for row, labels in labelled:
-                    value = s.value(row)
-                    if value is not None:
-                        out.append(f"{name}{{{labels}}} {value}\n")
+                extra = "".join(f',{k}="{_escape(v)}"' for k, v in s.labels)
+                lines = [f"{name}{{{labels}{extra}}} {value}\n" for row, labels in labelled
+                         if (value := s.value(row)) is not None]
+                if not lines:
+                    continue  # as the SDK's reader: no family without a sample
+                if name != family:
+                    # The series of one name follow each other: one family.
+                    family = name
+                    kind = "counter" if s.kind == "counter" else "gauge"
+                    out.append(f"# HELP {name} {s.description}\n# TYPE {name} {kind}\n")
+                out.extend(lines)
         return "".join(out).encode()
 
     def serve(

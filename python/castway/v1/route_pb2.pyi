@@ -3,6 +3,7 @@
 isort:skip_file
 Routes: one logical stream each, inputs → switch → hub → outputs."""
 
+from castway.v1 import analysis_pb2 as _analysis_pb2
 from castway.v1 import spec_pb2 as _spec_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -354,6 +355,7 @@ class EndpointStatus(_message.Message):
     OFF_AIR_PACKETS_FIELD_NUMBER: _builtins.int
     HELD_BACK_PACKETS_FIELD_NUMBER: _builtins.int
     SRT_FIELD_NUMBER: _builtins.int
+    ANALYSIS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     uri: _builtins.str
     """Passphrases redacted."""
@@ -381,6 +383,10 @@ class EndpointStatus(_message.Message):
     def srt(self) -> Global___SrtStatus:
         """SRT endpoints only."""
 
+    @_builtins.property
+    def analysis(self) -> _analysis_pb2.TsAnalysis:
+        """Inputs: TR 101 290 and what the stream carries, as it arrives (analysis.proto)."""
+
     def __init__(
         self,
         *,
@@ -402,10 +408,11 @@ class EndpointStatus(_message.Message):
         off_air_packets: _builtins.int = ...,
         held_back_packets: _builtins.int = ...,
         srt: Global___SrtStatus | None = ...,
+        analysis: _analysis_pb2.TsAnalysis | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "analysis", b"analysis", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "bitrate_bps", b"bitrate_bps", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__idle_ms: _TypeAlias = _typing.Literal["idle_ms"]  # noqa: Y015
     _WhichOneofArgType__idle_ms: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms"]  # noqa: Y015
