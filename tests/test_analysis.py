@@ -143,6 +143,14 @@ def test_each_dropped_packet_is_one_continuity_count_error(
     # The condition clears once a second passes without another.
     wait_until(lambda: not active(route), 10, "the continuity condition to clear")
     assert changes(route, "continuity_count_error")[-1][1] == "cleared"
+    # The event log says when it started and cleared, naming the input and the PID.
+    def reported() -> list[tuple[bool, str]]:
+        return [(bool(e["active"]), str(e["error"])) for e in gateway.event_batch(0, 0).events
+                if e["kind"] == "analysis" and e.get("condition") == "continuity_count_error"
+                and e["route"] == route.name and e.get("input") == "in0"]
+
+    seen = wait_until(lambda: (r := reported()) and not r[-1][0] and r, 5, "the events")
+    assert seen[0] == (True, f"priority 1, PID 0x{VIDEO:04x}")
 
 
 def test_metrics_carry_the_error_counts_and_the_conditions_in_force(

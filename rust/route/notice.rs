@@ -132,6 +132,19 @@ impl Route {
         if !outputs {
             return;
         }
+        // The inputs' stream-analysis conditions that started or cleared since the last look
+        // (each feed keeps its last 128 changes; this looks once a second).
+        for slot in &mut inner.inputs {
+            let Some(feed) = slot.feed.as_ref() else {
+                continue;
+            };
+            for c in feed.condition_changes_after(slot.analysis_seen) {
+                slot.analysis_seen = c.seq;
+                let pid = c.pid.map(|p| format!(", PID 0x{p:04x}")).unwrap_or_default();
+                let detail = format!("priority {}{pid}", c.priority);
+                self.report_analysis(&slot.id, c.check, c.change == "started", Some(detail));
+            }
+        }
         for slot in &mut inner.outputs {
             for c in slot.take_caller_changes() {
                 let kind = if c.joined {

@@ -75,6 +75,8 @@ pub(super) struct Slot {
     pub reported: Option<&'static str>,
     /// Joins and leaves of callers of a pipeline already stopped, not yet reported.
     caller_changes: Vec<CallerChange>,
+    /// Inputs: the last stream-analysis condition change reported to the event log.
+    pub analysis_seen: u64,
 }
 
 impl Slot {
@@ -114,6 +116,7 @@ impl Slot {
             start_failed: false,
             reported: None,
             caller_changes: Vec::new(),
+            analysis_seen: 0,
         }
     }
 
