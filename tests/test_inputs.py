@@ -19,7 +19,7 @@ from support.ts import random_ts, ts_continuity, whole_gops
 
 def probe_streams(path: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height,pix_fmt,profile",
          "-of", "json", str(path)],
         capture_output=True, check=True, timeout=30,
     ).stdout
@@ -98,6 +98,9 @@ def test_test_pattern_input_decodes_cleanly(
     streams = {s["codec_name"]: s for s in probe_streams(clip)}
     assert set(streams) == {"h264", "aac"}
     assert (streams["h264"]["width"], streams["h264"]["height"]) == (320, 180)
+    # What any decoder plays: 8-bit 4:2:0 (not High 4:4:4, which x264 picks if left to choose).
+    assert streams["h264"]["pix_fmt"] == "yuv420p", streams["h264"]
+    assert "4:4:4" not in streams["h264"]["profile"] and "10" not in streams["h264"]["profile"]
     assert ts_continuity(cap.data)["cc_errors"] == 0
 
 

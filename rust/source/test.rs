@@ -22,7 +22,10 @@ pub(super) fn build(
     let vsrc = element("videotestsrc", name)?;
     vsrc.set_property("is-live", true);
     vsrc.set_property_from_str("pattern", &ep.pattern);
+    // 8-bit 4:2:0: left to negotiate, x264enc takes 10-bit 4:4:4 (High 4:4:4 Predictive),
+    // which most decoders, hardware and browsers cannot play.
     let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
         .field("width", ep.width as i32)
         .field("height", ep.height as i32)
         .field("framerate", gst::Fraction::new(ep.fps as i32, 1))
