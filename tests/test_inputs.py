@@ -19,8 +19,8 @@ from support.ts import random_ts, ts_continuity, whole_gops
 
 def probe_streams(path: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height,pix_fmt,profile",
-         "-of", "json", str(path)],
+        ["ffprobe", "-v", "error", "-show_entries",
+         "stream=codec_name,width,height,pix_fmt,profile", "-of", "json", str(path)],
         capture_output=True, check=True, timeout=30,
     ).stdout
     streams: list[dict[str, Any]] = json.loads(out)["streams"]

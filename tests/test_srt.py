@@ -14,6 +14,7 @@ import castway
 from support import sha256, wait_until
 from support.capture import UdpCapture
 from support.clips import decode_errors
+from support.impair import Impairment, ImpairProxy
 from support.net import free_port
 from support.peers import Peers
 from support.senders import PipeSender, UdpSender
@@ -287,3 +288,30 @@ def test_gst_launch_caller_with_passphrase_feeds_a_listener_input(
     wait_until(lambda: cap.size > 100_000, 10, "the stream at the receiver")
     assert route.stats()["inputs"][0]["drops"] == 0
     assert decode_errors(whole_gops(cap.data, tmp_path / "gst.ts")) == ""
+
+
+def test_an_srt_outputs_losses_on_a_lossy_link_are_counted_per_caller(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """5 % of what castway sends its caller is lost on the way (the impairment proxy): the
+    output's link shows the loss, the NAKs that reported it and the retransmissions, for the
+    caller and for the endpoint (a sender's side of libsrt's statistics)."""
+    out = free_port()
+    route = gateway.add_route("lossy", "test://?size=320x240&bitrate=1000",
+                              [f"srt://:{out}?mode=listener"])
+    with ImpairProxy(out, Impairment(loss=0.05, seed=3), seconds=60) as proxy:
+        cap = udp_capture()
+        peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{proxy.port}?mode=caller",
+                     f"udp://127.0.0.1:{cap.port}"])
+
+        def lossy() -> Any:
+            srt = route.stats()["outputs"][0].get("srt")
+            ok = srt and srt["callers"] and all(
+                c["loss"] > 0 and c["naks"] > 0 and c["retransmissions"] > 0
+                for c in srt["callers"])
+            return srt if ok else None
+
+        srt = wait_until(lossy, 30, "losses, NAKs and retransmissions on the link")
+        [caller] = srt["callers"]
+        assert srt["loss"] >= caller["loss"] > 0 and srt["packets"] >= caller["packets"] > 0
+        assert proxy.counts.dropped > 0

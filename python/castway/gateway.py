@@ -22,6 +22,10 @@ class SrtCallerStats(TypedDict):
     retransmissions: int
     dropped: int
     latency_ms: int
+    packets: int
+    acks: int
+    naks: int
+    rate_mbps: float
 
 
 class SrtStats(TypedDict):
@@ -31,6 +35,10 @@ class SrtStats(TypedDict):
     dropped: int
     bandwidth_mbps: float
     latency_ms: int
+    packets: int
+    acks: int
+    naks: int
+    rate_mbps: float
     callers: list[SrtCallerStats]
 
 

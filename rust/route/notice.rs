@@ -140,7 +140,10 @@ impl Route {
             };
             for c in feed.condition_changes_after(slot.analysis_seen) {
                 slot.analysis_seen = c.seq;
-                let pid = c.pid.map(|p| format!(", PID 0x{p:04x}")).unwrap_or_default();
+                let pid = c
+                    .pid
+                    .map(|p| format!(", PID 0x{p:04x}"))
+                    .unwrap_or_default();
                 let detail = format!("priority {}{pid}", c.priority);
                 self.report_analysis(&slot.id, c.check, c.change == "started", Some(detail));
             }

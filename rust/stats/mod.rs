@@ -108,6 +108,13 @@ pub struct SrtLinkStats {
     #[serde(skip)]
     pub bandwidth_mbps: f64,
     pub latency_ms: i64,
+    /// Data packets sent (outputs) or received (inputs) on the link.
+    pub packets: i64,
+    /// ACKs and NAKs (loss reports): received by a sender, sent by a receiver.
+    pub acks: i64,
+    pub naks: i64,
+    /// The link's send (outputs) or receive (inputs) rate as libsrt measures it.
+    pub rate_mbps: f64,
 }
 
 /// One caller connected to an SRT listener.
@@ -160,19 +167,39 @@ impl SrtLinkStats {
             dropped: acc.dropped + l.dropped,
             bandwidth_mbps: acc.bandwidth_mbps + l.bandwidth_mbps,
             latency_ms: acc.latency_ms.max(l.latency_ms),
+            packets: acc.packets + l.packets,
+            acks: acc.acks + l.acks,
+            naks: acc.naks + l.naks,
+            rate_mbps: acc.rate_mbps + l.rate_mbps,
         })
     }
 
-    /// Reads a sender or receiver stats structure (GStreamer's srt element field names).
-    pub fn from_structure(s: &gst::StructureRef) -> SrtLinkStats {
-        let int = |names: &[&str]| num(s, names).unwrap_or(0.0) as i64;
+    /// Reads a stats structure of GStreamer's srt elements: a sender's (`srtsink`) or a
+    /// receiver's (`srtsrc`) side of the link. A sink's structure has the receiving fields
+    /// too, at zero, so the side is chosen, not guessed from which field is there.
+    pub fn from_structure(s: &gst::StructureRef, sender: bool) -> SrtLinkStats {
+        let int = |name: &str| num(s, &[name]).unwrap_or(0.0) as i64;
+        let pick =
+            |send: &'static str, receive: &'static str| int(if sender { send } else { receive });
         SrtLinkStats {
             rtt_ms: num(s, &["rtt-ms"]).unwrap_or(0.0),
-            loss: int(&["packets-received-lost", "packets-sent-lost"]),
-            retransmissions: int(&["packets-received-retransmitted", "packets-retransmitted"]),
-            dropped: int(&["packets-received-dropped", "packets-sent-dropped"]),
+            loss: pick("packets-sent-lost", "packets-received-lost"),
+            retransmissions: pick("packets-retransmitted", "packets-received-retransmitted"),
+            dropped: pick("packets-sent-dropped", "packets-received-dropped"),
             bandwidth_mbps: num(s, &["bandwidth-mbps"]).unwrap_or(0.0),
-            latency_ms: int(&["negotiated-latency-ms"]),
+            latency_ms: int("negotiated-latency-ms"),
+            packets: pick("packets-sent", "packets-received"),
+            acks: pick("packet-ack-received", "packet-ack-sent"),
+            naks: pick("packet-nack-received", "packet-nack-sent"),
+            rate_mbps: num(
+                s,
+                &[if sender {
+                    "send-rate-mbps"
+                } else {
+                    "receive-rate-mbps"
+                }],
+            )
+            .unwrap_or(0.0),
         }
     }
 }
@@ -184,18 +211,21 @@ pub fn srt_stats(element: &gst::Element) -> (SrtLinkStats, Vec<SrtCaller>) {
     let Some(stats) = stats else {
         return (SrtLinkStats::default(), Vec::new());
     };
+    let sender = element
+        .factory()
+        .is_some_and(|f| f.name().ends_with("sink"));
     let mut callers = Vec::new();
     if let Ok(list) = stats.get::<gst::glib::ValueArray>("callers") {
         for v in list.iter() {
             if let Ok(c) = v.get::<gst::Structure>() {
                 callers.push(SrtCaller {
                     address: caller_address(&c).unwrap_or_default(),
-                    link: SrtLinkStats::from_structure(&c),
+                    link: SrtLinkStats::from_structure(&c, sender),
                 });
             }
         }
     }
-    let mut link = SrtLinkStats::from_structure(&stats);
+    let mut link = SrtLinkStats::from_structure(&stats, sender);
     // A listener reports its links per caller only; the link of the endpoint sums them up.
     if link.latency_ms == 0 && !callers.is_empty() {
         link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
@@ -249,11 +279,17 @@ mod tests {
             .field("packets-received-lost", 3i32)
             .field("packets-received-retransmitted", 2i32)
             .field("negotiated-latency-ms", 120i32)
+            .field("packets-received", 1000i64)
+            // What a sink's structure also carries, at its own values.
+            .field("packets-sent", 7i64)
+            .field("packets-sent-lost", 9i32)
             .build();
-        let l = SrtLinkStats::from_structure(&s);
+        let l = SrtLinkStats::from_structure(&s, false);
         assert_eq!(
-            (l.rtt_ms, l.loss, l.retransmissions, l.latency_ms),
-            (1.5, 3, 2, 120)
+            (l.rtt_ms, l.loss, l.retransmissions, l.latency_ms, l.packets),
+            (1.5, 3, 2, 120, 1000)
         );
+        let sent = SrtLinkStats::from_structure(&s, true);
+        assert_eq!((sent.loss, sent.packets), (9, 7));
     }
 }

@@ -91,6 +91,15 @@ SRT = (
     Series("castway.srt.bandwidth", "gauge", "bit/s", "estimated link bandwidth",
            lambda d: None if d.get("bandwidth_mbps") is None else d["bandwidth_mbps"] * 1e6),
     Series("castway.srt.latency", "gauge", "ms", "negotiated latency", _key("latency_ms")),
+    Series("castway.srt.packets", "counter", "{packet}", "data packets sent (outputs) or "
+           "received (inputs) on the link", _key("packets")),
+    Series("castway.srt.acks", "counter", "{packet}", "ACKs received (outputs) or sent "
+           "(inputs)", _key("acks")),
+    Series("castway.srt.naks", "counter", "{packet}", "NAKs (loss reports) received (outputs) "
+           "or sent (inputs)", _key("naks")),
+    Series("castway.srt.rate", "gauge", "bit/s", "send (outputs) or receive (inputs) rate as "
+           "libsrt measures it", lambda d: None if d.get("rate_mbps") is None
+           else d["rate_mbps"] * 1e6),
 )
 
 # The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a), in

@@ -27,7 +27,7 @@ from castway.v1 import spec_pb2 as castway_dot_v1_dot_spec__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x61stway/v1/route.proto\x12\ncastway.v1\x1a\x19\x63\x61stway/v1/analysis.proto\x1a\x15\x63\x61stway/v1/spec.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n\x05Route\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12\'\n\x08resolved\x18\x03 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12/\n\rdesired_state\x18\x04 \x01(\x0e\x32\x18.castway.v1.DesiredState\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x14\n\x0clocked_input\x18\x06 \x01(\t\x12\'\n\x06status\x18\x07 \x01(\x0b\x32\x17.castway.v1.RouteStatus\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x0bRouteStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tive_input\x18\x02 \x01(\t\x12*\n\x06inputs\x18\x03 \x03(\x0b\x32\x1a.castway.v1.EndpointStatus\x12+\n\x07outputs\x18\x04 \x03(\x0b\x32\x1a.castway.v1.EndpointStatus\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x10\n\x08switches\x18\x07 \x01(\x04\x12(\n\x06switch\x18\x08 \x01(\x0b\x32\x18.castway.v1.SwitchStatus\"\xd8\x02\n\x0cSwitchStatus\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\t\x12\x0e\n\x06locked\x18\x03 \x01(\t\x12\x17\n\x0floss_timeout_ms\x18\x04 \x01(\x04\x12\x19\n\x11\x66\x61ilback_after_ms\x18\x05 \x01(\x04\x12\r\n\x05slate\x18\x06 \x01(\x08\x12\x0c\n\x04\x63uts\x18\x07 \x01(\x04\x12\x19\n\x11held_back_packets\x18\x08 \x01(\x04\x12\x15\n\rslate_packets\x18\t \x01(\x04\x12(\n\x07history\x18\n \x03(\x0b\x32\x17.castway.v1.SwitchEvent\x12\x39\n\tby_reason\x18\x0b \x03(\x0b\x32&.castway.v1.SwitchStatus.ByReasonEntry\x1a/\n\rByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"z\n\x0bSwitchEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66rom_source\x18\x03 \x01(\t\x12\x11\n\tto_source\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"x\n\tSrtCaller\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x03\x12\x17\n\x0fretransmissions\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\x12\x12\n\nlatency_ms\x18\x06 \x01(\x03\"\xa7\x01\n\tSrtStatus\x12\x0e\n\x06rtt_ms\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x03\x12\x17\n\x0fretransmissions\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x01\x12\x12\n\nlatency_ms\x18\x06 \x01(\x03\x12&\n\x07\x63\x61llers\x18\x07 \x03(\x0b\x32\x15.castway.v1.SrtCaller\"\xb2\x03\n\x0e\x45ndpointStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0f\n\x07packets\x18\x08 \x01(\x04\x12\x13\n\x0b\x62itrate_bps\x18\t \x01(\x04\x12\r\n\x05\x64rops\x18\n \x01(\x04\x12\x12\n\nreconnects\x18\x0b \x01(\x04\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x0f\n\x07standby\x18\r \x01(\t\x12\x14\n\x07idle_ms\x18\x0e \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0bretry_in_ms\x18\x0f \x01(\x04H\x01\x88\x01\x01\x12\x17\n\x0foff_air_packets\x18\x10 \x01(\x04\x12\x19\n\x11held_back_packets\x18\x11 \x01(\x04\x12\"\n\x03srt\x18\x12 \x01(\x0b\x32\x15.castway.v1.SrtStatus\x12(\n\x08\x61nalysis\x18\x13 \x01(\x0b\x32\x16.castway.v1.TsAnalysisB\n\n\x08_idle_msB\x0e\n\x0c_retry_in_ms\"x\n\x12\x43reateRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12/\n\rdesired_state\x18\x03 \x01(\x0e\x32\x18.castway.v1.DesiredState\"\x1f\n\x0fGetRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x11ListRoutesRequest\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListRoutesResponse\x12!\n\x06routes\x18\x01 \x03(\x0b\x32\x11.castway.v1.Route\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x12UpdateRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\x9f\x01\n\x07\x43hanges\x12\x14\n\x0cinputs_added\x18\x01 \x03(\t\x12\x16\n\x0einputs_removed\x18\x02 \x03(\t\x12\x15\n\routputs_added\x18\x03 \x03(\t\x12\x17\n\x0foutputs_removed\x18\x04 \x03(\t\x12\x11\n\treordered\x18\x05 \x01(\x08\x12\x10\n\x08settings\x18\x06 \x01(\x08\x12\x11\n\trestarted\x18\x07 \x01(\x08\"]\n\x13UpdateRouteResponse\x12 \n\x05route\x18\x01 \x01(\x0b\x32\x11.castway.v1.Route\x12$\n\x07\x63hanges\x18\x02 \x01(\x0b\x32\x13.castway.v1.Changes\"D\n\x12\x44\x65leteRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\x15\n\x13\x44\x65leteRouteResponse\"!\n\x11StartRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10StopRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x12SwitchInputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08input_id\x18\x02 \x01(\t\"h\n\x10\x41\x64\x64OutputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.castway.v1.Endpoint\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"X\n\x13RemoveOutputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\toutput_id\x18\x02 \x01(\t\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version*c\n\x0c\x44\x65siredState\x12\x1d\n\x19\x44\x45SIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45SIRED_STATE_RUNNING\x10\x01\x12\x19\n\x15\x44\x45SIRED_STATE_STOPPED\x10\x02\x32\xd7\x05\n\x0cRouteService\x12@\n\x0b\x43reateRoute\x12\x1e.castway.v1.CreateRouteRequest\x1a\x11.castway.v1.Route\x12:\n\x08GetRoute\x12\x1b.castway.v1.GetRouteRequest\x1a\x11.castway.v1.Route\x12K\n\nListRoutes\x12\x1d.castway.v1.ListRoutesRequest\x1a\x1e.castway.v1.ListRoutesResponse\x12N\n\x0bUpdateRoute\x12\x1e.castway.v1.UpdateRouteRequest\x1a\x1f.castway.v1.UpdateRouteResponse\x12N\n\x0b\x44\x65leteRoute\x12\x1e.castway.v1.DeleteRouteRequest\x1a\x1f.castway.v1.DeleteRouteResponse\x12>\n\nStartRoute\x12\x1d.castway.v1.StartRouteRequest\x1a\x11.castway.v1.Route\x12<\n\tStopRoute\x12\x1c.castway.v1.StopRouteRequest\x1a\x11.castway.v1.Route\x12@\n\x0bSwitchInput\x12\x1e.castway.v1.SwitchInputRequest\x1a\x11.castway.v1.Route\x12J\n\tAddOutput\x12\x1c.castway.v1.AddOutputRequest\x1a\x1f.castway.v1.UpdateRouteResponse\x12P\n\x0cRemoveOutput\x12\x1f.castway.v1.RemoveOutputRequest\x1a\x1f.castway.v1.UpdateRouteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x61stway/v1/route.proto\x12\ncastway.v1\x1a\x19\x63\x61stway/v1/analysis.proto\x1a\x15\x63\x61stway/v1/spec.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n\x05Route\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12\'\n\x08resolved\x18\x03 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12/\n\rdesired_state\x18\x04 \x01(\x0e\x32\x18.castway.v1.DesiredState\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x14\n\x0clocked_input\x18\x06 \x01(\t\x12\'\n\x06status\x18\x07 \x01(\x0b\x32\x17.castway.v1.RouteStatus\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x0bRouteStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tive_input\x18\x02 \x01(\t\x12*\n\x06inputs\x18\x03 \x03(\x0b\x32\x1a.castway.v1.EndpointStatus\x12+\n\x07outputs\x18\x04 \x03(\x0b\x32\x1a.castway.v1.EndpointStatus\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x10\n\x08switches\x18\x07 \x01(\x04\x12(\n\x06switch\x18\x08 \x01(\x0b\x32\x18.castway.v1.SwitchStatus\"\xd8\x02\n\x0cSwitchStatus\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\t\x12\x0e\n\x06locked\x18\x03 \x01(\t\x12\x17\n\x0floss_timeout_ms\x18\x04 \x01(\x04\x12\x19\n\x11\x66\x61ilback_after_ms\x18\x05 \x01(\x04\x12\r\n\x05slate\x18\x06 \x01(\x08\x12\x0c\n\x04\x63uts\x18\x07 \x01(\x04\x12\x19\n\x11held_back_packets\x18\x08 \x01(\x04\x12\x15\n\rslate_packets\x18\t \x01(\x04\x12(\n\x07history\x18\n \x03(\x0b\x32\x17.castway.v1.SwitchEvent\x12\x39\n\tby_reason\x18\x0b \x03(\x0b\x32&.castway.v1.SwitchStatus.ByReasonEntry\x1a/\n\rByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"z\n\x0bSwitchEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66rom_source\x18\x03 \x01(\t\x12\x11\n\tto_source\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xb8\x01\n\tSrtCaller\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x03\x12\x17\n\x0fretransmissions\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\x12\x12\n\nlatency_ms\x18\x06 \x01(\x03\x12\x0f\n\x07packets\x18\x07 \x01(\x03\x12\x0c\n\x04\x61\x63ks\x18\x08 \x01(\x03\x12\x0c\n\x04naks\x18\t \x01(\x03\x12\x11\n\trate_mbps\x18\n \x01(\x01\"\xe7\x01\n\tSrtStatus\x12\x0e\n\x06rtt_ms\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x03\x12\x17\n\x0fretransmissions\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x05 \x01(\x01\x12\x12\n\nlatency_ms\x18\x06 \x01(\x03\x12&\n\x07\x63\x61llers\x18\x07 \x03(\x0b\x32\x15.castway.v1.SrtCaller\x12\x0f\n\x07packets\x18\x08 \x01(\x03\x12\x0c\n\x04\x61\x63ks\x18\t \x01(\x03\x12\x0c\n\x04naks\x18\n \x01(\x03\x12\x11\n\trate_mbps\x18\x0b \x01(\x01\"\xb2\x03\n\x0e\x45ndpointStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0f\n\x07packets\x18\x08 \x01(\x04\x12\x13\n\x0b\x62itrate_bps\x18\t \x01(\x04\x12\r\n\x05\x64rops\x18\n \x01(\x04\x12\x12\n\nreconnects\x18\x0b \x01(\x04\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x0f\n\x07standby\x18\r \x01(\t\x12\x14\n\x07idle_ms\x18\x0e \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0bretry_in_ms\x18\x0f \x01(\x04H\x01\x88\x01\x01\x12\x17\n\x0foff_air_packets\x18\x10 \x01(\x04\x12\x19\n\x11held_back_packets\x18\x11 \x01(\x04\x12\"\n\x03srt\x18\x12 \x01(\x0b\x32\x15.castway.v1.SrtStatus\x12(\n\x08\x61nalysis\x18\x13 \x01(\x0b\x32\x16.castway.v1.TsAnalysisB\n\n\x08_idle_msB\x0e\n\x0c_retry_in_ms\"x\n\x12\x43reateRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12/\n\rdesired_state\x18\x03 \x01(\x0e\x32\x18.castway.v1.DesiredState\"\x1f\n\x0fGetRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x11ListRoutesRequest\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListRoutesResponse\x12!\n\x06routes\x18\x01 \x03(\x0b\x32\x11.castway.v1.Route\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x12UpdateRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.castway.v1.RouteSpec\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\x9f\x01\n\x07\x43hanges\x12\x14\n\x0cinputs_added\x18\x01 \x03(\t\x12\x16\n\x0einputs_removed\x18\x02 \x03(\t\x12\x15\n\routputs_added\x18\x03 \x03(\t\x12\x17\n\x0foutputs_removed\x18\x04 \x03(\t\x12\x11\n\treordered\x18\x05 \x01(\x08\x12\x10\n\x08settings\x18\x06 \x01(\x08\x12\x11\n\trestarted\x18\x07 \x01(\x08\"]\n\x13UpdateRouteResponse\x12 \n\x05route\x18\x01 \x01(\x0b\x32\x11.castway.v1.Route\x12$\n\x07\x63hanges\x18\x02 \x01(\x0b\x32\x13.castway.v1.Changes\"D\n\x12\x44\x65leteRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\x15\n\x13\x44\x65leteRouteResponse\"!\n\x11StartRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10StopRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x12SwitchInputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08input_id\x18\x02 \x01(\t\"h\n\x10\x41\x64\x64OutputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.castway.v1.Endpoint\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"X\n\x13RemoveOutputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\toutput_id\x18\x02 \x01(\t\x12\x14\n\x07version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version*c\n\x0c\x44\x65siredState\x12\x1d\n\x19\x44\x45SIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45SIRED_STATE_RUNNING\x10\x01\x12\x19\n\x15\x44\x45SIRED_STATE_STOPPED\x10\x02\x32\xd7\x05\n\x0cRouteService\x12@\n\x0b\x43reateRoute\x12\x1e.castway.v1.CreateRouteRequest\x1a\x11.castway.v1.Route\x12:\n\x08GetRoute\x12\x1b.castway.v1.GetRouteRequest\x1a\x11.castway.v1.Route\x12K\n\nListRoutes\x12\x1d.castway.v1.ListRoutesRequest\x1a\x1e.castway.v1.ListRoutesResponse\x12N\n\x0bUpdateRoute\x12\x1e.castway.v1.UpdateRouteRequest\x1a\x1f.castway.v1.UpdateRouteResponse\x12N\n\x0b\x44\x65leteRoute\x12\x1e.castway.v1.DeleteRouteRequest\x1a\x1f.castway.v1.DeleteRouteResponse\x12>\n\nStartRoute\x12\x1d.castway.v1.StartRouteRequest\x1a\x11.castway.v1.Route\x12<\n\tStopRoute\x12\x1c.castway.v1.StopRouteRequest\x1a\x11.castway.v1.Route\x12@\n\x0bSwitchInput\x12\x1e.castway.v1.SwitchInputRequest\x1a\x11.castway.v1.Route\x12J\n\tAddOutput\x12\x1c.castway.v1.AddOutputRequest\x1a\x1f.castway.v1.UpdateRouteResponse\x12P\n\x0cRemoveOutput\x12\x1f.castway.v1.RemoveOutputRequest\x1a\x1f.castway.v1.UpdateRouteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SWITCHSTATUS_BYREASONENTRY']._loaded_options = None
   _globals['_SWITCHSTATUS_BYREASONENTRY']._serialized_options = b'8\001'
-  _globals['_DESIREDSTATE']._serialized_start=2968
-  _globals['_DESIREDSTATE']._serialized_end=3067
+  _globals['_DESIREDSTATE']._serialized_start=3097
+  _globals['_DESIREDSTATE']._serialized_end=3196
   _globals['_ROUTE']._serialized_start=122
   _globals['_ROUTE']._serialized_end=440
   _globals['_ROUTESTATUS']._serialized_start=443
@@ -48,40 +48,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWITCHSTATUS_BYREASONENTRY']._serialized_end=1022
   _globals['_SWITCHEVENT']._serialized_start=1024
   _globals['_SWITCHEVENT']._serialized_end=1146
-  _globals['_SRTCALLER']._serialized_start=1148
-  _globals['_SRTCALLER']._serialized_end=1268
-  _globals['_SRTSTATUS']._serialized_start=1271
-  _globals['_SRTSTATUS']._serialized_end=1438
-  _globals['_ENDPOINTSTATUS']._serialized_start=1441
-  _globals['_ENDPOINTSTATUS']._serialized_end=1875
-  _globals['_CREATEROUTEREQUEST']._serialized_start=1877
-  _globals['_CREATEROUTEREQUEST']._serialized_end=1997
-  _globals['_GETROUTEREQUEST']._serialized_start=1999
-  _globals['_GETROUTEREQUEST']._serialized_end=2030
-  _globals['_LISTROUTESREQUEST']._serialized_start=2032
-  _globals['_LISTROUTESREQUEST']._serialized_end=2108
-  _globals['_LISTROUTESRESPONSE']._serialized_start=2110
-  _globals['_LISTROUTESRESPONSE']._serialized_end=2190
-  _globals['_UPDATEROUTEREQUEST']._serialized_start=2192
-  _globals['_UPDATEROUTEREQUEST']._serialized_end=2297
-  _globals['_CHANGES']._serialized_start=2300
-  _globals['_CHANGES']._serialized_end=2459
-  _globals['_UPDATEROUTERESPONSE']._serialized_start=2461
-  _globals['_UPDATEROUTERESPONSE']._serialized_end=2554
-  _globals['_DELETEROUTEREQUEST']._serialized_start=2556
-  _globals['_DELETEROUTEREQUEST']._serialized_end=2624
-  _globals['_DELETEROUTERESPONSE']._serialized_start=2626
-  _globals['_DELETEROUTERESPONSE']._serialized_end=2647
-  _globals['_STARTROUTEREQUEST']._serialized_start=2649
-  _globals['_STARTROUTEREQUEST']._serialized_end=2682
-  _globals['_STOPROUTEREQUEST']._serialized_start=2684
-  _globals['_STOPROUTEREQUEST']._serialized_end=2716
-  _globals['_SWITCHINPUTREQUEST']._serialized_start=2718
-  _globals['_SWITCHINPUTREQUEST']._serialized_end=2770
-  _globals['_ADDOUTPUTREQUEST']._serialized_start=2772
-  _globals['_ADDOUTPUTREQUEST']._serialized_end=2876
-  _globals['_REMOVEOUTPUTREQUEST']._serialized_start=2878
-  _globals['_REMOVEOUTPUTREQUEST']._serialized_end=2966
-  _globals['_ROUTESERVICE']._serialized_start=3070
-  _globals['_ROUTESERVICE']._serialized_end=3797
+  _globals['_SRTCALLER']._serialized_start=1149
+  _globals['_SRTCALLER']._serialized_end=1333
+  _globals['_SRTSTATUS']._serialized_start=1336
+  _globals['_SRTSTATUS']._serialized_end=1567
+  _globals['_ENDPOINTSTATUS']._serialized_start=1570
+  _globals['_ENDPOINTSTATUS']._serialized_end=2004
+  _globals['_CREATEROUTEREQUEST']._serialized_start=2006
+  _globals['_CREATEROUTEREQUEST']._serialized_end=2126
+  _globals['_GETROUTEREQUEST']._serialized_start=2128
+  _globals['_GETROUTEREQUEST']._serialized_end=2159
+  _globals['_LISTROUTESREQUEST']._serialized_start=2161
+  _globals['_LISTROUTESREQUEST']._serialized_end=2237
+  _globals['_LISTROUTESRESPONSE']._serialized_start=2239
+  _globals['_LISTROUTESRESPONSE']._serialized_end=2319
+  _globals['_UPDATEROUTEREQUEST']._serialized_start=2321
+  _globals['_UPDATEROUTEREQUEST']._serialized_end=2426
+  _globals['_CHANGES']._serialized_start=2429
+  _globals['_CHANGES']._serialized_end=2588
+  _globals['_UPDATEROUTERESPONSE']._serialized_start=2590
+  _globals['_UPDATEROUTERESPONSE']._serialized_end=2683
+  _globals['_DELETEROUTEREQUEST']._serialized_start=2685
+  _globals['_DELETEROUTEREQUEST']._serialized_end=2753
+  _globals['_DELETEROUTERESPONSE']._serialized_start=2755
+  _globals['_DELETEROUTERESPONSE']._serialized_end=2776
+  _globals['_STARTROUTEREQUEST']._serialized_start=2778
+  _globals['_STARTROUTEREQUEST']._serialized_end=2811
+  _globals['_STOPROUTEREQUEST']._serialized_start=2813
+  _globals['_STOPROUTEREQUEST']._serialized_end=2845
+  _globals['_SWITCHINPUTREQUEST']._serialized_start=2847
+  _globals['_SWITCHINPUTREQUEST']._serialized_end=2899
+  _globals['_ADDOUTPUTREQUEST']._serialized_start=2901
+  _globals['_ADDOUTPUTREQUEST']._serialized_end=3005
+  _globals['_REMOVEOUTPUTREQUEST']._serialized_start=3007
+  _globals['_REMOVEOUTPUTREQUEST']._serialized_end=3095
+  _globals['_ROUTESERVICE']._serialized_start=3199
+  _globals['_ROUTESERVICE']._serialized_end=3926
 # @@protoc_insertion_point(module_scope)

@@ -267,6 +267,10 @@ class SrtCaller(_message.Message):
     RETRANSMISSIONS_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    NAKS_FIELD_NUMBER: _builtins.int
+    RATE_MBPS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """IP:PORT of the caller."""
     rtt_ms: _builtins.float
@@ -274,6 +278,13 @@ class SrtCaller(_message.Message):
     retransmissions: _builtins.int
     dropped: _builtins.int
     latency_ms: _builtins.int
+    packets: _builtins.int
+    """Data packets sent (outputs) or received (inputs)."""
+    acks: _builtins.int
+    """ACKs and NAKs: received by a sender, sent by a receiver."""
+    naks: _builtins.int
+    rate_mbps: _builtins.float
+    """Send (outputs) or receive (inputs) rate, Mb/s."""
     def __init__(
         self,
         *,
@@ -283,10 +294,14 @@ class SrtCaller(_message.Message):
         retransmissions: _builtins.int = ...,
         dropped: _builtins.int = ...,
         latency_ms: _builtins.int = ...,
+        packets: _builtins.int = ...,
+        acks: _builtins.int = ...,
+        naks: _builtins.int = ...,
+        rate_mbps: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "address", b"address", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -303,6 +318,10 @@ class SrtStatus(_message.Message):
     BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     CALLERS_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    NAKS_FIELD_NUMBER: _builtins.int
+    RATE_MBPS_FIELD_NUMBER: _builtins.int
     rtt_ms: _builtins.float
     """Round-trip time; a listener's is the worst of its callers'."""
     loss: _builtins.int
@@ -310,6 +329,10 @@ class SrtStatus(_message.Message):
     dropped: _builtins.int
     bandwidth_mbps: _builtins.float
     latency_ms: _builtins.int
+    packets: _builtins.int
+    acks: _builtins.int
+    naks: _builtins.int
+    rate_mbps: _builtins.float
     @_builtins.property
     def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SrtCaller]:
         """Listeners: one per connected caller."""
@@ -324,10 +347,14 @@ class SrtStatus(_message.Message):
         bandwidth_mbps: _builtins.float = ...,
         latency_ms: _builtins.int = ...,
         callers: _abc.Iterable[Global___SrtCaller] | None = ...,
+        packets: _builtins.int = ...,
+        acks: _builtins.int = ...,
+        naks: _builtins.int = ...,
+        rate_mbps: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
