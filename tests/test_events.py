@@ -594,5 +594,83 @@ def test_castway_serve_events_file_and_castway_events_json_after(tmp_path: Path)
         r = subprocess.run([CASTWAY, "events", "--after", "99", *addr],
                            capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 1 and "OUT_OF_RANGE" in r.stderr
+        # Every event names this run of the server; a follower is told when the server ends.
+        [run] = {e["run"] for e in in_file}
+        follower = subprocess.Popen([CASTWAY, "events", "--follow", "--json", *addr],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert follower.stdout is not None
+        os.set_blocking(follower.stdout.fileno(), False)
+        follower_out = b""
+
+        def caught_up() -> bool:
+            nonlocal follower_out
+            try:
+                follower_out += os.read(follower.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            except BlockingIOError:
+                pass
+            return follower_out.count(b"\n") >= 4
+
+        wait_until(caught_up, 20, "the follower to catch up")
     finally:
         assert srv.stop(signal.SIGTERM) == 0, srv.text()
+    follower.wait(timeout=30)
+    assert follower.stderr is not None
+    err = follower.stderr.read().decode()
+    assert follower.returncode == 1
+    assert f"the server ended the stream (stopped?); go on with --after {run}:" in err
+    # After a restart the numbers start from 1 again: going on from the old run's #2 is
+    # refused, not answered with the new run's #3 on.
+    again = ServeProcess(tmp_path / "data", env={"CASTWAY_ADMIN_KEY": ADMIN})
+    try:
+        addr = ["--addr", f"127.0.0.1:{again.port}", "--key", ADMIN]
+        assert cli.main(["template", "create", "d", *addr]) == 0
+        r = subprocess.run([CASTWAY, "events", "--json", "--after", f"{run}:0", *addr],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 1 and "OUT_OF_RANGE" in r.stderr, r
+        assert f"event #0 is of run {run}, and the server restarted since" in r.stderr
+        r = subprocess.run([CASTWAY, "events", "--json", *addr],
+                           capture_output=True, text=True, timeout=60, check=False)
+        new_run = {json.loads(line)["run"] for line in r.stdout.splitlines()}
+        assert r.returncode == 0 and len(new_run) == 1 and run not in new_run
+    finally:
+        assert again.stop(signal.SIGTERM) == 0, again.text()
+
+
+def test_a_watch_ends_when_its_key_is_revoked(server: Server) -> None:
+    viewer = server.key("viewer")
+    client = server.client_with(viewer)
+    watch = Watch(client)
+    watch.wait_for(lambda e: e["kind"] == "key_created", 10, "the stream to start")
+    key_id = viewer.split("_")[1]
+    server.client.keys.RevokeKey(key_pb2.RevokeKeyRequest(id=key_id),
+                                 metadata=server.client.metadata)
+    wait_until(lambda: watch.error is not None, 10, "the stream to end")
+    assert watch.error is not None and watch.error.code() == CODE.UNAUTHENTICATED
+    assert "revoked" in (watch.error.details() or "")
+    client.close()
+
+
+def test_an_input_lost_carries_only_an_error_raised_since_it_was_last_healthy(
+    server: Server, peers: Peers, ts_file: Path
+) -> None:
+    """Garbage on the main input leaves it an error; TS then makes it healthy; when its
+    sender dies, the loss says no error (the garbage was before), not the old one."""
+    port = free_port()
+    server.create("stale", spec([ep(f"udp://127.0.0.1:{port}", "main"), ep(test_input(), "b")],
+                                [f"udp://127.0.0.1:{free_port()}"]))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(20):
+            s.sendto(bytes(range(256)) * 5, ("127.0.0.1", port))
+
+    def main() -> Any:
+        return server.get("stale").status.inputs[0]
+
+    wait_until(lambda: "MPEG-TS" in main().last_error, 10, "the garbage named as not MPEG-TS")
+    watch = Watch(server.client)
+    sender = live_sender(peers, ts_file, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    wait_until(lambda: main().healthy, 20, "main healthy")
+    kill(sender)
+    gone = watch.wait_for(lambda e: e["kind"] == "input_lost" and e.get("input") == "main", 15,
+                          "main lost")
+    assert gone["reason"] == "lost" and "error" not in gone, gone
+    watch.close()

@@ -5,6 +5,7 @@ fire when a route's only sender stops."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import threading
@@ -197,11 +198,13 @@ def status_of(url: str, key: str | None) -> int:
             return int(r.status)
     except urllib.error.HTTPError as e:
         assert e.headers["WWW-Authenticate"].startswith("Bearer")
+        why = e.read().decode()
+        assert ("unknown or revoked API key" in why) == bool(key), why
         return int(e.code)
 
 
 def test_metrics_with_a_key_answer_only_a_live_key_and_prometheus_scrapes_with_one(
-    tmp_path: Path, prometheus: Any
+    tmp_path: Path, prometheus: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
                     metrics_listen="127.0.0.1:0", metrics_key=True) as running:
@@ -210,7 +213,9 @@ def test_metrics_with_a_key_answer_only_a_live_key_and_prometheus_scrapes_with_o
         url = f"http://127.0.0.1:{running.metrics_port}/metrics"
         viewer, other = server.key("viewer"), server.key("operator")
         assert status_of(url, None) == 401
-        assert status_of(url, "cw_00000000_not-a-key") == 401
+        with caplog.at_level(logging.WARNING, logger="castway.audit"):
+            assert status_of(url, "cw_00000000_not-a-key") == 401
+        assert "metrics key=- peer=127.0.0.1 status=UNAUTHENTICATED" in caplog.text
         assert status_of(url, viewer) == 200
         other_id = other.split("_")[1]
         server.client.keys.RevokeKey(key_pb2.RevokeKeyRequest(id=other_id),
@@ -287,6 +292,41 @@ tests:
           - exp_labels: {{route: news, endpoint: main, check: pat_error, severity: warning}}
             exp_annotations:
               summary: "TR 101 290 priority 1 error pat_error {where}"
+""")
+    r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_srt_loss_alert_compares_srt_packets_with_srt_packets(tmp_path: Path) -> None:
+    """promtool's rule unit test: 2 % of an output's SRT packets lost fires the alert, 0.5 %
+    does not, whatever the TS packet count (one SRT packet carries up to seven)."""
+    base = 'route="news",endpoint="cdn",kind="srt",direction="out"'
+    tests = tmp_path / "srt-alert-test.yml"
+    # Per minute: 6000 SRT packets (42000 TS packets) on each link.
+    tests.write_text(f"""
+rule_files: ['{RULES}']
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'castway_srt_packets_total{{{base},peer=""}}'
+        values: '0+1500x24'
+      - series: 'castway_endpoint_packets_total{{{base}}}'
+        values: '0+10500x24'
+      - series: 'castway_srt_loss_total{{{base},peer=""}}'
+        values: '0+30x24'
+      - series: 'castway_srt_packets_total{{{base.replace("cdn", "lab")},peer=""}}'
+        values: '0+1500x24'
+      - series: 'castway_srt_loss_total{{{base.replace("cdn", "lab")},peer=""}}'
+        values: '0+7.5x24'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: CastwaySrtLoss
+        exp_alerts:
+          - exp_labels: {{route: news, endpoint: cdn, severity: warning}}
+            exp_annotations:
+              summary: "SRT loss above 1 % on news/cdn"
 """)
     r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
                        timeout=60, check=False)

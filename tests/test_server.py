@@ -684,6 +684,18 @@ def test_cli_creates_and_lists_routes_over_grpc(
     assert "NOT_FOUND" in capsys.readouterr().err
     assert cli.main(["route", "list", "--addr", server.addr]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+    # `--json` prints every field, zeros too (a script need not guess a key is missing).
+    assert cli.main(["route", "get", "cam1", "--json", *base]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"]["switch"]["cuts"] in (0, "0") and "held_back_packets" in doc["status"][
+        "switch"]
+    # A key is revoked by its id or by the name `key list` shows.
+    assert cli.main(["key", "create", "prom", "--role", "viewer", *base]) == 0
+    capsys.readouterr()
+    assert cli.main(["key", "revoke", "prom", *base]) == 0
+    assert "prom" in capsys.readouterr().out
+    assert cli.main(["key", "revoke", "nobody", *base]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
 
 
 # The server as a process: kill -9, SIGTERM, the first admin key.

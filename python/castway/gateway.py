@@ -265,6 +265,8 @@ Event = TypedDict(
         "active": bool,
         "name": str,
         "key_id": str,
+        # Set by a castway server: the run of the server that numbered the event.
+        "run": str,
     },
     total=False,
 )

@@ -241,7 +241,7 @@ impl Route {
         );
         if let Err(e) = self.start_slot(&mut slot) {
             gst::warning!(CAT, "{}: the slate cannot start: {e}", self.name);
-            slot.last_error = Some(e.to_string());
+            slot.set_error(e.to_string());
         }
         inner.slate = Some(slot);
     }

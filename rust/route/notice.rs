@@ -98,13 +98,20 @@ impl Route {
             let event = match (slot.reported, health) {
                 (Some("healthy"), "lost") => Event {
                     reason: Some(switch.cause(i).as_str().to_owned()),
-                    error: slot.last_error.clone(),
+                    // Only an error raised since the input was last healthy says why it went.
+                    error: slot
+                        .last_error
+                        .clone()
+                        .filter(|_| slot.errors > slot.errors_when_healthy),
                     ..Event::new(Kind::InputLost)
                 },
                 (Some("lost"), "healthy") => Event::new(Kind::InputRecovered),
                 _ => {
                     if slot.reported.is_some() || health == "healthy" {
                         slot.reported = Some(health);
+                    }
+                    if health == "healthy" {
+                        slot.errors_when_healthy = slot.errors;
                     }
                     continue;
                 }
@@ -114,6 +121,9 @@ impl Route {
                 input: Some(slot.id.clone()),
                 ..event
             });
+            if health == "healthy" {
+                slot.errors_when_healthy = slot.errors;
+            }
         }
     }
 

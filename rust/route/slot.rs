@@ -55,6 +55,10 @@ pub(super) struct Slot {
     callers: Option<Callers>,
     pub status: Status,
     pub last_error: Option<String>,
+    /// How many times `last_error` was set (an error new since a moment is one counted after).
+    pub errors: u64,
+    /// Inputs: `errors` when the input was last seen healthy.
+    pub errors_when_healthy: u64,
     reconnects: u64,
     backoff: Duration,
     pub restart_at: Option<Instant>,
@@ -104,6 +108,8 @@ impl Slot {
             callers: None,
             status: Status::Stopped,
             last_error: None,
+            errors: 0,
+            errors_when_healthy: 0,
             reconnects: 0,
             backoff: INITIAL_BACKOFF,
             restart_at: None,
@@ -283,10 +289,15 @@ impl Slot {
             self.backoff
         );
         self.stop(hub, Status::Retrying);
-        self.last_error = Some(reason);
+        self.set_error(reason);
         self.reconnects += 1;
         self.restart_at = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    pub fn set_error(&mut self, why: String) {
+        self.last_error = Some(why);
+        self.errors += 1;
     }
 
     /// Once a second: bitrate, any rejected-input reason from the streaming thread, and the
@@ -294,7 +305,7 @@ impl Slot {
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
         if let Some(why) = self.tap.as_ref().and_then(|t| t.take_error()) {
-            self.last_error = Some(why);
+            self.set_error(why);
         }
         if self.start_failed && self.status == Status::Starting {
             self.fail(hub, "the pipeline failed to start".into(), now);
@@ -304,7 +315,7 @@ impl Slot {
             return;
         };
         if let Some(why) = feed.take_not_ts() {
-            self.last_error = Some(why);
+            self.set_error(why);
         }
         hub.analysis_tick(&feed);
         let stalled = self.status == Status::Running

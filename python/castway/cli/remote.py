@@ -139,7 +139,7 @@ def add_commands(sub: Any) -> None:
     p = key.add_parser("create", parents=[client])
     p.add_argument("name")
     p.add_argument("--role", choices=ROLES, required=True)
-    key.add_parser("revoke", parents=[client]).add_argument("id")
+    key.add_parser("revoke", parents=[client]).add_argument("id", metavar="ID|NAME")
 
     webhook = sub.add_parser(
         "webhook", help="manage webhooks (operator): events POSTed as signed JSON"
@@ -164,8 +164,9 @@ def add_commands(sub: Any) -> None:
     events.add_argument("--route", action="append", default=[], help="only this route (repeat)")
     events.add_argument("--kind", action="append", default=[], help="only this kind (repeat)")
     events.add_argument(
-        "--after", type=_seq, default=0, metavar="N",
-        help="only events numbered above N (default: every event the server keeps)",
+        "--after", type=_position, default=("", 0), metavar="[RUN:]N",
+        help="only events after number N (of the server run RUN, as events show it: a run "
+        "that has ended is an error, not a silent restart from 1); default: every event kept",
     )
     events.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new events until Ctrl-C"
@@ -177,15 +178,21 @@ def add_commands(sub: Any) -> None:
         sub.choices[command].set_defaults(run=run)
 
 
-def _seq(text: str) -> int:
-    """An event number: 0 or more."""
+MAX_SEQ = 2**64 - 1
+
+
+def _position(text: str) -> tuple[str, int]:
+    """Where to go on from: ``N`` or ``RUN:N`` (an event's ``run`` and ``seq``)."""
+    run, _, number = text.rpartition(":")
     try:
-        n = int(text)
+        n = int(number)
     except ValueError:
         n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"an event number is 0 or more, not {text!r}")
-    return n
+    if not 0 <= n <= MAX_SEQ:
+        raise argparse.ArgumentTypeError(
+            f"an event number is 0 to {MAX_SEQ}, optionally after RUN:, not {text!r}"
+        )
+    return run, n
 
 
 def _update_flags(p: argparse.ArgumentParser) -> None:
@@ -279,7 +286,10 @@ class Call:
     def show(self, reply: Message, table: Callable[[], object]) -> None:
         """The reply as JSON with ``--json``, else what ``table`` prints."""
         if self.args.json:
-            doc = MessageToDict(reply, preserving_proto_field_name=True)
+            # Every field, zeros and empty ones too: scripts need not guess a key is missing.
+            doc = MessageToDict(
+                reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
             print(json.dumps(doc, indent=2), file=self.out)
         else:
             table()
@@ -418,7 +428,16 @@ def key_create(c: Call) -> None:
 
 
 def key_revoke(c: Call) -> None:
-    k = c.rpc(c.client.keys.RevokeKey, key_pb2.RevokeKeyRequest(id=c.args.id))
+    """By id, or by the name of the one live key that has it (the name is what people see)."""
+    key_id = c.args.id
+    keys = c.rpc(c.client.keys.ListKeys, key_pb2.ListKeysRequest()).keys
+    if not any(k.id == key_id for k in keys):
+        named = [k.id for k in keys if k.name == key_id and not k.revoked]
+        if len(named) > 1:
+            raise Ended(f"{len(named)} live keys are named {key_id!r} "
+                        f"({', '.join(named)}): give the id")
+        key_id = named[0] if named else key_id
+    k = c.rpc(c.client.keys.RevokeKey, key_pb2.RevokeKeyRequest(id=key_id))
     c.show(k, lambda: tables.keys_table([k], c.out))
 
 
@@ -462,19 +481,30 @@ def webhook_delete(c: Call) -> None:
 def events(c: Call) -> None:
     """Every event kept (numbered above ``--after``) that passes the filters; with
     ``--follow``, then each new one as it happens (no deadline) until interrupted."""
+    run, after = c.args.after
     req = event_pb2.WatchEventsRequest(
-        after_seq=c.args.after, routes=c.args.route, kinds=c.args.kind, follow=c.args.follow
+        after_seq=after, routes=c.args.route, kinds=c.args.kind, follow=c.args.follow, run=run
     )
     stream = c.client.events.WatchEvents(
         req, metadata=c.client.metadata, timeout=None if c.args.follow else c.client.timeout_s
     )
+    last = f"{run}:{after}" if run else str(after)
     try:
         for pb in stream:
             event = event_dict(pb)
+            last = f"{event.get('run', '')}:{event['seq']}"
             c.say(json.dumps(event) if c.args.json else tables.event_line(event))
             c.out.flush()
     except KeyboardInterrupt:
         stream.cancel()
+        return
+    if c.args.follow:
+        raise Ended(f"the server ended the stream (stopped?); go on with --after {last}")
+
+
+class Ended(Exception):
+    """A command that cannot go on (a stream that should have gone on ended, a name that is
+    not one key's): said on stderr, exit status 1."""
 
 
 def system(c: Call) -> None:
@@ -530,7 +560,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_FAILED
     try:
         HANDLERS[(args.command, getattr(args, "action", ""))](Call(args, client, out))
-    except KeyFileError as e:
+    except (KeyFileError, Ended) as e:
         print(f"castway: {e}", file=err)
         return EXIT_FAILED
     except BrokenPipeError:

@@ -189,7 +189,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
                 metrics_host = args.metrics_listen.rpartition(":")[0] or "127.0.0.1"
                 print(
                     f"castway: serving metrics on http://{metrics_host}:{running.metrics_port}"
-                    "/metrics",
+                    "/metrics" + (" (an API key needed)" if args.metrics_key else ""),
                     file=out,
                     flush=True,
                 )

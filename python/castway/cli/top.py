@@ -106,12 +106,13 @@ def conditions(a: analysis_pb2.TsAnalysis) -> str:
 
 
 def last_switch(status: route_pb2.RouteStatus) -> str:
-    """``HH:MM:SS from→to (reason)`` of the latest switch, in local time."""
+    """``TO REASON HH:MM:SS (from FROM)`` of the latest switch, in local time: what went on
+    air and why first, as a narrow column shows only the start."""
     if not status.switch.history:
         return "-"
     ev = status.switch.history[-1]
     at = datetime.fromtimestamp(ev.at.ToSeconds()).strftime("%H:%M:%S")
-    return f"{at} {ev.from_source or '-'}→{ev.to_source or '-'} ({ev.reason})"
+    return f"{ev.to_source or '-'} {ev.reason} {at} (from {ev.from_source or '-'})"
 
 
 # (title, width, value): the overview's columns; the last takes the rest of the line.

@@ -225,7 +225,7 @@ def run_server(
         server = _Server(
             keys,
             control,
-            EventService(hub, webhooks),
+            EventService(hub, webhooks, keys),
             tls,
             listen,
             tracer_provider or provider_from_env(),

@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import queue
+import secrets
 import threading
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 
 from castway import event_kinds
@@ -190,7 +191,10 @@ class FileSink(QueuedSink):
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
-        os.close(self._fd)
+        # Closed only once its thread is done: a number closed under a running writer could be
+        # reused by another file, which would then get its lines.
+        if not self._thread.is_alive():
+            os.close(self._fd)
 
 
 # What the data plane reports, and which of it is bad news (logged as a warning).
@@ -263,6 +267,9 @@ class EventHub:
         # the sinks too.
         self._after = 0
         self._closed = False
+        # This run of the server: event numbers start from 1 again at each start, so an event
+        # is (run, seq). In every event the sinks and streams get, and in webhook deliveries.
+        self.run = secrets.token_hex(4)
         self._thread = threading.Thread(target=self._run, name="castway-events", daemon=True)
 
     def start(self) -> None:
@@ -293,6 +300,11 @@ class EventHub:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        # Every sink is told to stop first, then each is waited for: a stuck receiver holds up
+        # the stop once, not once per webhook.
+        with self._lock:
+            for sink in self._sinks:
+                sink._stop.set()
         for _ in range(100):
             if not self._dispatch(0.0):
                 break
@@ -330,7 +342,7 @@ class EventHub:
         if not batch.events:
             return False
         self._after = batch.events[-1]["seq"]
-        shown = [public(e) for e in batch.events]
+        shown = [self._stamped(public(e)) for e in batch.events]
         with self._lock:
             sinks = list(self._sinks)
         for sink in sinks:
@@ -338,6 +350,12 @@ class EventHub:
                 sink.offer(e)
         self._notify()
         return True
+
+    def _stamped(self, event: Event) -> Event:
+        """``event`` with this run's id (a copy)."""
+        stamped = Event(**event)
+        stamped["run"] = self.run
+        return stamped
 
     def _wakeup(self) -> _Wakeup:
         loop = asyncio.get_running_loop()
@@ -356,13 +374,25 @@ class EventHub:
         routes: frozenset[str] = frozenset(),
         follow: bool = False,
         secrets_shown: bool = False,
+        run: str = "",
+        still_allowed: Callable[[], bool] = lambda: True,
     ) -> AsyncGenerator[Event, None]:
         """The events numbered above ``after`` that pass the filters, oldest first; with
         ``follow`` also each new one, until the server stops. Runs on the event loop and never
         blocks it: it reads the log without waiting and sleeps on a wake-up from the
         dispatcher (or a second at most). Raises :class:`EventsLostError` when events it should
         yield are no longer kept, at the start or later (a client reading slower than events
-        come, by more than the log keeps)."""
+        come, by more than the log keeps), and when ``run`` (where ``after`` was read) is not
+        this run: the numbers started from 1 again. Ends, raising :class:`PermissionError`,
+        once ``still_allowed()`` says no (the key was revoked), checked at each wake-up."""
+        if run and run != self.run:
+            batch = self._gw.event_batch(0, 0.0, 1)
+            raise EventsLostError(
+                f"event #{after} is of run {run}, and the server restarted since: this run is "
+                f"{self.run}; its oldest kept event is #{batch.oldest} (watch run {self.run} "
+                "from 0)",
+                after=after, oldest=batch.oldest, latest=batch.latest,
+            )
         wake = self._wakeup()
         end: int | None = None
         while not self._closing:
@@ -376,7 +406,7 @@ class EventHub:
                     return
                 after = e["seq"]
                 if matches(e, kinds, routes):
-                    yield public(e, secrets_shown)
+                    yield self._stamped(public(e, secrets_shown))
             if end is not None and after >= end:
                 return
             if batch.events:
@@ -385,4 +415,6 @@ class EventHub:
             if batch.closed:
                 return
             await wake.wait(POLL_S)
+            if not still_allowed():
+                raise PermissionError("the key this stream was opened with was revoked")
 

@@ -184,6 +184,11 @@ class Keys:
             self._emit("key_revoked", name=record.name, key=record.id)
         return revoked
 
+    def authenticated(self, key_id: str) -> bool:
+        """Whether the key with this id is still live (not revoked)."""
+        with self._lock:
+            return any(k.id == key_id and k.revoked is None for k in self._by_hash.values())
+
     def authenticate(self, secret: str) -> KeyRecord | None:
         """The live key with this secret, or None (unknown or revoked)."""
         record = self._by_hash.get(digest(secret))

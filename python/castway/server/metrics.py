@@ -9,6 +9,7 @@ Prometheus by one line here. docs/metrics.md lists every series.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -238,6 +239,9 @@ def otlp_configured() -> bool:
         "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 
 
+_audit = logging.getLogger("castway.audit")
+
+
 class _Quiet(WSGIRequestHandler):
     """No line on stderr per scrape; a scraper that stalls is dropped after 5 s."""
 
@@ -279,9 +283,9 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
 )
 
 
-def add_instruments(meter: Meter, read: Callable[[], Reading]) -> None:
+def add_instruments(meter: Meter, read: Callable[[], Reading], per_caller: bool = True) -> None:
     """Every series above as an observable instrument of ``meter``, reading ``read()`` when
-    collected."""
+    collected; without ``per_caller``, not the series of each SRT caller (``peer``)."""
 
     def callback(
         family: list[Series], rows: Rows
@@ -290,6 +294,8 @@ def add_instruments(meter: Meter, read: Callable[[], Reading]) -> None:
             data = list(rows(read()))
             for s in family:
                 for row, attrs in data:
+                    if not per_caller and "peer" in attrs:
+                        continue
                     value = s.value(row)
                     if value is not None:
                         yield Observation(value, {**attrs, **dict(s.labels)})
@@ -335,15 +341,19 @@ class Metrics:
         if otlp_configured():
             self.provider = MeterProvider(
                 metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
-                # The SDK folds an instrument's series past 2000 into one overflow series; the
-                # attributes of castway's series are bounded by the routes configured, and 500
-                # routes with two inputs have 12,000 TR 101 290 error series.
-                views=[View(instrument_name="castway.*", aggregation_cardinality_limit=1_000_000)],
+                # The SDK folds an instrument's series past 2000 into one overflow series; 500
+                # routes with two inputs have 12,000 TR 101 290 error series. It also keeps
+                # every attribute set it ever saw (cumulative temporality), so the callers'
+                # series (`peer`, a new port at each reconnection) are left out of OTLP, and the
+                # limit bounds what route churn can leave behind.
+                views=[View(instrument_name="castway.*", aggregation_cardinality_limit=100_000)],
                 resource=Resource.create(
                     {"service.name": "castway", "service.version": __version__}
                 ),
             )
-            add_instruments(self.provider.get_meter("castway", __version__), self.reading)
+            add_instruments(
+                self.provider.get_meter("castway", __version__), self.reading, per_caller=False
+            )
 
     def reading(self) -> Reading:
         return Reading(self.snapshot.routes(), self._webhooks())
@@ -383,12 +393,22 @@ class Metrics:
         def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             if authorize is not None:
                 scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-                if scheme.lower() != "bearer" or not authorize(token.strip()):
+                given = scheme.lower() == "bearer" and token.strip()
+                if not given or not authorize(token.strip()):
+                    # Refusals go to the audit log as gRPC's do (a key that is not given is
+                    # not a guess, and is not logged).
+                    if given:
+                        _audit.warning("metrics key=- peer=%s status=UNAUTHENTICATED",
+                                       environ.get("REMOTE_ADDR", "-"),
+                                       extra={"call": "metrics", "status": "UNAUTHENTICATED",
+                                              "peer": environ.get("REMOTE_ADDR", "-")})
                     start_response("401 Unauthorized", [
                         ("Content-Type", "text/plain; charset=utf-8"),
                         ("WWW-Authenticate", 'Bearer realm="castway metrics"'),
                     ])
-                    return [b"castway: /metrics needs an API key: Authorization: Bearer KEY\n"]
+                    why = ("unknown or revoked API key" if given
+                           else "/metrics needs an API key: Authorization: Bearer KEY")
+                    return [f"castway: {why}\n".encode()]
             if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
                 start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
                 return [b"castway: metrics are at /metrics\n"]

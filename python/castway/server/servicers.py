@@ -440,6 +440,7 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
 # Proto field names of an event that differ from its keys (`from`/`to` are Python keywords).
 _EVENT_NAMES = {"from": "from_source", "to": "to_source"}
 OLDEST_SEQ_METADATA = "castway-oldest-seq"
+RUN_METADATA = "castway-run"
 
 
 def event_to_pb(e: Event) -> event_pb2.Event:
@@ -472,8 +473,8 @@ class EventService(event_pb2_grpc.EventServiceServicer):
     """``WatchEvents`` runs on the server's event loop (it never blocks it: see
     ``EventHub.watch``); the webhook calls are plain servicers on the worker threads."""
 
-    def __init__(self, hub: EventHub, webhooks: Webhooks) -> None:
-        self.hub, self.webhooks = hub, webhooks
+    def __init__(self, hub: EventHub, webhooks: Webhooks, keys: Keys) -> None:
+        self.hub, self.webhooks, self.keys = hub, webhooks, keys
 
     async def WatchEvents(
         self, request: event_pb2.WatchEventsRequest, context: Any
@@ -484,15 +485,21 @@ class EventService(event_pb2_grpc.EventServiceServicer):
         except InvalidArgument as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             return
+        key = auth.current_key()
         stream = self.hub.watch(
-            request.after_seq, kinds, routes, request.follow, _secrets_shown()
+            request.after_seq, kinds, routes, request.follow, _secrets_shown(), request.run,
+            still_allowed=lambda: key is None or self.keys.authenticated(key.id),
         )
         try:
             async for event in stream:
                 yield event_to_pb(event)
         except EventsLostError as e:
-            context.set_trailing_metadata(((OLDEST_SEQ_METADATA, str(e.oldest)),))
+            context.set_trailing_metadata(
+                ((OLDEST_SEQ_METADATA, str(e.oldest)), (RUN_METADATA, self.hub.run))
+            )
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+        except PermissionError as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         finally:
             await stream.aclose()
 

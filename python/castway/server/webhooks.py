@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import http.client
 import logging
-import secrets
 import ssl
 import threading
 import time
@@ -231,8 +230,8 @@ class Webhooks:
     def __init__(self, store: Store, hub: EventHub, max_webhooks: int = 32) -> None:
         self._store, self._hub, self.max_webhooks = store, hub, max_webhooks
         self._lock = threading.Lock()
-        # Identifies this server's run in X-Castway-Delivery.
-        self.run = secrets.token_hex(4)
+        # Identifies this server's run in X-Castway-Delivery (the run every event carries).
+        self.run = hub.run
         self._running: dict[str, Deliverer] = {}
         for record in store.webhooks():
             self._start(record)
@@ -320,5 +319,8 @@ class Webhooks:
     def close(self) -> None:
         with self._lock:
             running, self._running = self._running, {}
+        # All told first, then each waited for: one stuck receiver holds the stop up once.
+        for d in running.values():
+            d._stop.set()
         for d in running.values():
             self._hub.remove_sink(d)

@@ -29,10 +29,16 @@ class WatchEventsRequest(_message.Message):
     ROUTES_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
     """The last event number the client saw; 0 for every event still kept."""
     follow: _builtins.bool
     """Keep the stream open for new events (false: end after those kept now)."""
+    run: _builtins.str
+    """The server run `after_seq` belongs to (an event's `run`); "" for this run. Numbers start
+    from 1 again when the server restarts: a run that is not the current one is OUT_OF_RANGE
+    (trailing metadata `castway-run` names the current run).
+    """
     @_builtins.property
     def routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these routes (empty: all, with templates and keys)."""
@@ -48,10 +54,11 @@ class WatchEventsRequest(_message.Message):
         routes: _abc.Iterable[_builtins.str] | None = ...,
         kinds: _abc.Iterable[_builtins.str] | None = ...,
         follow: _builtins.bool = ...,
+        run: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "follow", b"follow", "kinds", b"kinds", "routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "follow", b"follow", "kinds", b"kinds", "routes", b"routes", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -80,6 +87,7 @@ class Event(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Counts from 1 over the server's life; consecutive (the filters leave gaps)."""
     kind: _builtins.str
@@ -111,6 +119,10 @@ class Event(_message.Message):
     """Keys: the id of the key created or revoked."""
     key_id: _builtins.str
     """Control-plane changes: the id of the API key that made it ("" from the config file)."""
+    run: _builtins.str
+    """The server run that numbered it: new at each start of the server (seq counts from 1
+    again); with `seq`, what identifies an event.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -133,10 +145,11 @@ class Event(_message.Message):
         name: _builtins.str = ...,
         key: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        run: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "address", b"address", "at", b"at", "condition", b"condition", "error", b"error", "from_source", b"from_source", "input", b"input", "key", b"key", "key_id", b"key_id", "kind", b"kind", "name", b"name", "output", b"output", "reason", b"reason", "route", b"route", "seq", b"seq", "stream_id", b"stream_id", "to_source", b"to_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "address", b"address", "at", b"at", "condition", b"condition", "error", b"error", "from_source", b"from_source", "input", b"input", "key", b"key", "key_id", b"key_id", "kind", b"kind", "name", b"name", "output", b"output", "reason", b"reason", "route", b"route", "run", b"run", "seq", b"seq", "stream_id", b"stream_id", "to_source", b"to_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
