@@ -491,10 +491,12 @@ def test_get_route_carries_srt_callers_and_the_switch_history(
     found = wait_until(callers, 30, "two callers in GetRoute")
     assert len({c.address for c in found}) == 2
     # Each caller's link is being fed and acknowledges: libsrt's own counts, per caller.
-    fed = wait_until(lambda: [c for c in callers() if c.packets > 100 and c.acks > 0], 30,
-                     "packets and ACKs on both links")
-    assert len(fed) == 2 and server.get("calls").status.outputs[0].srt.packets >= sum(
-        c.packets for c in fed)
+    def fed() -> list[Any]:
+        both = [c for c in callers() if c.packets > 100 and c.acks > 0]
+        return both if len(both) == 2 else []
+
+    links = wait_until(fed, 30, "packets and ACKs on both links")
+    assert server.get("calls").status.outputs[0].srt.packets >= sum(c.packets for c in links)
     for c in found:
         host, _, port = c.address.rpartition(":")
         assert host == "127.0.0.1" and int(port) > 0
