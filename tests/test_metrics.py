@@ -248,6 +248,16 @@ def test_the_shipped_alert_rules_pass_promtool() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def promtool_test(tmp_path: Path, tests: str) -> None:
+    """Runs promtool's rule unit tests ``tests`` (the YAML below ``tests:``) on the shipped
+    rules, every 15 s of evaluation."""
+    path = tmp_path / "alert-test.yml"
+    path.write_text(f"rule_files: ['{RULES}']\nevaluation_interval: 15s\ntests:\n{tests}")
+    r = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_the_ts_priority_1_alert_fires_on_an_error_and_on_a_condition_in_force(
     tmp_path: Path,
 ) -> None:
@@ -256,11 +266,7 @@ def test_the_ts_priority_1_alert_fires_on_an_error_and_on_a_condition_in_force(
     priority 2 errors and a clean input do not."""
     base = 'route="news",endpoint="main",kind="udp",direction="in"'
     where = "on input main of route news"
-    tests = tmp_path / "ts-alert-test.yml"
-    tests.write_text(f"""
-rule_files: ['{RULES}']
-evaluation_interval: 15s
-tests:
+    promtool_test(tmp_path, f"""\
   - interval: 15s
     input_series:
       - series: 'castway_input_ts_errors_total{{{base},
@@ -293,21 +299,14 @@ tests:
             exp_annotations:
               summary: "TR 101 290 priority 1 error pat_error {where}"
 """)
-    r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
-                       timeout=60, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_the_srt_loss_alert_compares_srt_packets_with_srt_packets(tmp_path: Path) -> None:
     """promtool's rule unit test: 2 % of an output's SRT packets lost fires the alert, 0.5 %
     does not, whatever the TS packet count (one SRT packet carries up to seven)."""
     base = 'route="news",endpoint="cdn",kind="srt",direction="out"'
-    tests = tmp_path / "srt-alert-test.yml"
     # Per minute: 6000 SRT packets (42000 TS packets) on each link.
-    tests.write_text(f"""
-rule_files: ['{RULES}']
-evaluation_interval: 15s
-tests:
+    promtool_test(tmp_path, f"""\
   - interval: 15s
     input_series:
       - series: 'castway_srt_packets_total{{{base},peer=""}}'
@@ -328,9 +327,6 @@ tests:
             exp_annotations:
               summary: "SRT loss above 1 % on news/cdn"
 """)
-    r = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True,
-                       timeout=60, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_docs_list_every_series() -> None:
