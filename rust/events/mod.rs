@@ -274,7 +274,7 @@ pub struct Batch {
 impl Batch {
     /// How many events numbered above `after` are gone from the ring.
     pub fn missed(&self, after: u64) -> u64 {
-        self.oldest.saturating_sub(after + 1)
+        self.oldest.saturating_sub(after.saturating_add(1))
     }
 }
 
@@ -293,7 +293,7 @@ impl Ring {
     /// The kept events numbered above `after`: the ring holds consecutive numbers, so this is
     /// a slice from an index, not a search.
     fn after(&self, after: u64) -> impl Iterator<Item = &Event> + '_ {
-        let skip = (after + 1).saturating_sub(self.oldest());
+        let skip = after.saturating_add(1).saturating_sub(self.oldest());
         self.events
             .iter()
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
@@ -369,12 +369,14 @@ impl EventLog {
     }
 
     /// Like `read`, but waits up to `timeout` for an event numbered above `after` when there
-    /// is none yet (not once the log is closed).
+    /// is none yet (not once the log is closed). A reader ahead of the log (`after` above
+    /// `latest`: a cursor from before a restart) is answered at once: it learns where the log
+    /// stands instead of waiting for numbers the log may take long to reach.
     pub fn wait(&self, after: u64, timeout: Duration, limit: usize) -> Batch {
         let deadline = Instant::now() + timeout;
         let mut ring = self.ring();
         loop {
-            if ring.latest > after || ring.closed {
+            if ring.latest != after || ring.closed {
                 return ring.batch(after, limit);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -477,6 +479,40 @@ mod tests {
         let b = log.wait(0, Duration::from_millis(50), 10);
         assert!(b.events.is_empty());
         assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_reader_at_the_largest_number_gets_nothing_and_misses_nothing() {
+        let log = EventLog::new(3);
+        for _ in 0..5 {
+            log.push(on("r"));
+        }
+        let b = log.read(u64::MAX, 100);
+        assert!(b.events.is_empty());
+        assert_eq!((b.oldest, b.latest, b.missed(u64::MAX)), (3, 5, 0));
+        assert_eq!(log.read(u64::MAX - 1, 100).missed(u64::MAX - 1), 0);
+        let t = Instant::now();
+        assert!(log
+            .wait(u64::MAX, Duration::from_secs(30), 10)
+            .events
+            .is_empty());
+        assert!(!log.wait_for(u64::MAX, Instant::now(), |_| true));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_reader_ahead_of_the_log_is_answered_at_once() {
+        let log = EventLog::new(10);
+        log.push(on("r"));
+        let t = Instant::now();
+        let b = log.wait(7, Duration::from_secs(30), 10);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "waited {:?}",
+            t.elapsed()
+        );
+        assert!(b.events.is_empty());
+        assert_eq!((b.oldest, b.latest), (1, 1));
     }
 
     #[test]
