@@ -185,12 +185,15 @@ impl FeedState {
         jumped
     }
 
+    /// The cut for a new run at `now`. A control thread reads `now` before it locks the feed's
+    /// state, so the streaming thread may have stored a PCR that arrived later meanwhile: it
+    /// counts as arrived at `now`.
     fn cut(&self, now: u64) -> Cut {
         Cut {
             source_pcr: self
                 .last_pcr
                 .filter(|&(_, at)| now.saturating_sub(at) < PCR_FRESH_90K)
-                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
+                .map(|(pcr, at)| (pcr + now.saturating_sub(at)) % PTS_WRAP),
             pcr_pid: self.programs.pcr_pid,
             video: self.programs.video(),
             whole: false,
@@ -205,7 +208,7 @@ impl FeedState {
             source_pcr: self
                 .last_pcr
                 .filter(|&(_, at)| now.saturating_sub(at) < PCR_NOW_90K)
-                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
+                .map(|(pcr, at)| (pcr + now.saturating_sub(at)) % PTS_WRAP),
             whole: true,
             ..self.cut(now)
         }
@@ -836,6 +839,18 @@ mod tests {
             })
             .collect();
         gst::Buffer::from_mut_slice(data)
+    }
+
+    #[test]
+    fn a_pcr_stored_after_the_cut_read_the_clock_counts_as_arrived_then() {
+        // `cut_to` reads the clock, then locks the feed's state: meanwhile the streaming thread
+        // stored a PCR that arrived 10 ticks later.
+        let state = FeedState {
+            last_pcr: Some((5_000, 1_010)),
+            ..FeedState::default()
+        };
+        assert_eq!(state.cut(1_000).source_pcr, Some(5_000));
+        assert_eq!(state.whole_cut(1_000).source_pcr, Some(5_000));
     }
 
     #[test]
