@@ -25,8 +25,7 @@ use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
     h264_size_in, pcr_base, pid, starts_keyframe, Aligned, Aligner, Analysis, AnalysisStats, Codec,
-    ConditionChange, ConditionHook, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER,
-    PACKET_SIZE, PTS_WRAP,
+    ConditionChange, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER, PACKET_SIZE, PTS_WRAP,
 };
 
 /// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
@@ -257,13 +256,6 @@ impl Feed {
         s.video_size = None;
         s.analysis.reset();
         self.jumped.store(false, Relaxed);
-    }
-
-    /// Calls `hook` on each TR 101 290 condition that starts or clears on this input, on its
-    /// streaming thread (with the feed's state locked: it must not block or call back into the
-    /// hub or the route). None removes it.
-    pub fn set_condition_hook(&self, hook: Option<ConditionHook>) {
-        lock(&self.state).analysis.set_hook(hook);
     }
 
     /// The TR 101 290 condition changes numbered above `seq` that are still kept (the last

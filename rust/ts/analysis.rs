@@ -281,9 +281,6 @@ pub struct AnalysisStats {
     pub history: Vec<ConditionChange>,
 }
 
-/// Called with each condition change, on the input's streaming thread: it must not block.
-pub type ConditionHook = Box<dyn Fn(&ConditionChange) + Send + Sync>;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Unreferenced,
@@ -589,7 +586,6 @@ pub struct Analysis {
     next_eval: u64,
     /// When per-PID bitrates were last measured.
     rate_at: Option<u64>,
-    hook: Option<ConditionHook>,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -630,13 +626,7 @@ impl Analysis {
             seq: 0,
             next_eval: 0,
             rate_at: None,
-            hook: None,
         }
-    }
-
-    /// Calls `hook` with every condition change from now on (on the streaming thread).
-    pub fn set_hook(&mut self, hook: Option<ConditionHook>) {
-        self.hook = hook;
     }
 
     /// A new connection: the stream starts over. Every condition clears (dated at the last
@@ -1188,9 +1178,6 @@ impl Analysis {
             pid,
             change: if started { "started" } else { "cleared" },
         };
-        if let Some(hook) = &self.hook {
-            hook(&change);
-        }
         if self.history.len() == KEPT_CHANGES {
             self.history.pop_front();
         }
@@ -2019,16 +2006,15 @@ mod tests {
         let (mut a, mut mux) = (Analysis::default(), Mux::new());
         run(&mut a, &mut mux, 0..2_000, Mux::leave_out(0, 1_000..2_000));
         assert_eq!(active(&a), [("pat_error", None)]);
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hooked = seen.clone();
-        a.set_hook(Some(Box::new(move |c: &ConditionChange| {
-            hooked.lock().unwrap().push((c.check, c.change))
-        })));
         a.reset();
         assert!(active(&a).is_empty());
         assert_eq!(a.stats().errors.pat_error, 1);
-        assert_eq!(*seen.lock().unwrap(), [("pat_error", "cleared")]);
-        assert_eq!(a.changes_after(1).len(), 1);
+        let cleared: Vec<_> = a
+            .changes_after(1)
+            .into_iter()
+            .map(|c| (c.check, c.change))
+            .collect();
+        assert_eq!(cleared, [("pat_error", "cleared")]);
         // The new connection starts over: its first packets are not late.
         let mut mux = Mux::new();
         clean(&mut a, &mut mux, 5_000..6_000);
