@@ -139,6 +139,7 @@ class TsAnalysis(TypedDict):
     video: list[VideoStream]
     audio: list[AudioStream]
     history: list[TsConditionChange]
+    changes_missed: int
 
 
 class EndpointStats(TypedDict, total=False):

@@ -4,7 +4,9 @@
 //! (routes, templates and keys created, changed or deleted) — kept in a bounded ring.
 //!
 //! Every event gets the next sequence number (from 1, never reused while the log lives) and
-//! the wall-clock time when it is pushed. Readers ask for the events numbered above the last
+//! the wall-clock time when it is pushed, or the time its reporter gives (`push_at`: a
+//! stream-analysis condition is dated when it started or cleared, which may be up to a second
+//! before the control thread reports it; so `at` follows `seq` only nearly). Readers ask for the events numbered above the last
 //! one they saw and may wait for them on the log's condition variable; one that falls behind
 //! by more than the ring holds learns how many it missed (`Batch::oldest`).
 //!
@@ -131,7 +133,8 @@ impl Kind {
 pub struct Event {
     /// Counts from 1; set by [`EventLog::push`].
     pub seq: u64,
-    /// Seconds since the Unix epoch; set by [`EventLog::push`].
+    /// Seconds since the Unix epoch; set by [`EventLog::push`] (or given to
+    /// [`EventLog::push_at`]).
     pub at_unix: f64,
     pub kind: Kind,
     /// The route it is about (None for templates and keys).
@@ -347,8 +350,14 @@ impl EventLog {
 
     /// Numbers, stamps and keeps `event` (dropping the oldest when full); returns its number
     /// and time. Never waits for a reader.
-    pub fn push(&self, mut event: Event) -> (u64, f64) {
-        let at = unix_now();
+    pub fn push(&self, event: Event) -> (u64, f64) {
+        self.push_at(event, None)
+    }
+
+    /// Like `push`, dated `at` (Unix time) when given: when it happened rather than when it is
+    /// reported.
+    pub fn push_at(&self, mut event: Event, at: Option<f64>) -> (u64, f64) {
+        let at = at.unwrap_or_else(unix_now);
         event.at_unix = at;
         let mut ring = self.ring();
         ring.latest += 1;
@@ -464,6 +473,20 @@ mod tests {
         assert_eq!(log.read(4, 1).events.len(), 1);
         assert!(log.read(5, 100).events.is_empty());
         assert!(log.read(99, 100).events.is_empty());
+    }
+
+    #[test]
+    fn an_event_may_be_dated_when_it_happened() {
+        let log = EventLog::new(10);
+        assert_eq!(
+            log.push_at(on("r"), Some(1_700_000_000.5)),
+            (1, 1_700_000_000.5)
+        );
+        let (_, now) = log.push_at(on("r"), None);
+        assert!(now > 1_700_000_001.0);
+        let b = log.read(0, 10);
+        assert_eq!(b.events[0].at_unix, 1_700_000_000.5);
+        assert_eq!(b.events[1].at_unix, now);
     }
 
     #[test]

@@ -279,6 +279,10 @@ pub struct AnalysisStats {
     pub audio: Vec<AudioInfo>,
     /// The last condition changes, oldest first.
     pub history: Vec<ConditionChange>,
+    /// Condition changes the event log never got: more than the 128 kept happened between two
+    /// looks of the route's control thread (once a second). The route fills it in; the
+    /// analysis alone says 0.
+    pub changes_missed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1374,6 +1378,7 @@ impl Analysis {
                 .skip(self.history.len().saturating_sub(HISTORY))
                 .cloned()
                 .collect(),
+            changes_missed: 0,
         }
     }
 }
