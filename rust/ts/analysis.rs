@@ -14,9 +14,9 @@
 //! Time is the hub's clock in 90 kHz ticks (`now`, the arrival time of a buffer), passed in by
 //! the caller, so the unit tests run on a fake clock. The checks judge what *arrives*:
 //!
-//! - A time limit (PAT, PMT, PID, PTS) has lapsed only when data arrived after it without the
-//!   awaited table, PID or timestamp: for PAT, PMT and PID errors data of the input, for a PTS
-//!   error packets of that PID. A silent input therefore starts no condition (it is lost, the
+//! - A time limit (PAT, PMT, PID, PTS, PCR) has lapsed only when data arrived after it without
+//!   the awaited table, PID or timestamp: for PAT, PMT, PID and PCR errors data of the input,
+//!   for a PTS error packets of that PID. A silent input therefore starts no condition (it is lost, the
 //!   switch's business, not a TR 101 290 cascade); its conditions stay as they were.
 //! - After a silence of more than 1 s, and after TS sync is regained, every time limit counts
 //!   from the return of the data. A new connection (`reset`) starts over and clears every
@@ -27,6 +27,12 @@
 //! - PCR steps are judged on the PCR values, not on arrival: a network delivers in bursts of
 //!   far more than 40 ms. A step over 100 ms counts as a repetition error only if the PCRs also
 //!   arrived about that far apart (a jump of the clock is a discontinuity, not a gap).
+//! - PCRs that do not come at all (a PCR PID that stops carrying them, or never does) are a
+//!   lapse: data of the input arriving more than 40 ms + the 250 ms delivery allowance after
+//!   the last PCR. Its clock starts over when data comes back after a pause longer than that
+//!   allowance (a pause of the delivery, during which no PCR could arrive, is not the stream's
+//!   fault), so a sender's stall followed by a burst shows nothing; the PCR that comes clears
+//!   the lapse (the gap it closes is not counted again).
 //!
 //! Per packet this reads the 4-byte header (and the adaptation field's flags and PCR when
 //! there is one), looks the PID up in a table, checks its continuity counter and counts it.
@@ -62,6 +68,8 @@ const PCR_REPETITION: u64 = 40 * MS;
 const PCR_DISCONTINUITY: u64 = 100 * MS;
 /// How far network delivery may move a PCR's arrival (ffmpeg -re bursts up to ~250 ms).
 const PCR_ARRIVAL_JITTER: u64 = 250 * MS;
+/// No PCR arriving for this long while data does is a lapse of 2.3a.
+const PCR_DUE: u64 = PCR_REPETITION + PCR_ARRIVAL_JITTER;
 /// An error of one instant keeps its condition active this long.
 pub const HOLD: u64 = 1_000 * MS;
 /// No data for this long is a silence: time limits count from the data's return.
@@ -430,6 +438,7 @@ struct Program {
 const MISSING_PID: u8 = 1;
 const MISSING_PTS: u8 = 2;
 const UNREFERENCED: u8 = 4;
+const MISSING_PCR: u8 = 8;
 
 /// Frame durations kept per video PID to tell its frame rate from its timestamps.
 const STEPS: usize = 8;
@@ -454,7 +463,7 @@ struct PidSlot {
     seen: Option<u64>,
     /// Arrival of the first packet after it was absent for a silence.
     run_start: u64,
-    /// When a PMT first named it.
+    /// When a PMT first named it (or named it the PCR PID).
     listed_at: u64,
     last_pts_at: Option<u64>,
     /// The last PCR (90 kHz) and its arrival.
@@ -582,6 +591,9 @@ pub struct Analysis {
     last_any: Option<u64>,
     /// When data last came back after a silence, a reset or a loss of sync.
     resumed: u64,
+    /// When data last came back after a pause longer than `PCR_ARRIVAL_JITTER` (PCRs are due
+    /// from then at the latest).
+    flowing_since: u64,
     counts: [u64; Check::ALL.len()],
     active: Vec<Condition>,
     history: VecDeque<ConditionChange>,
@@ -624,6 +636,7 @@ impl Analysis {
             sync: SyncState::Acquiring(0),
             last_any: None,
             resumed: 0,
+            flowing_since: 0,
             counts: [0; Check::ALL.len()],
             active: Vec::new(),
             history: VecDeque::with_capacity(KEPT_CHANGES),
@@ -712,6 +725,12 @@ impl Analysis {
         {
             self.resumed = now;
             self.next_eval = self.next_eval.min(now + UNREFERENCED_AFTER);
+        }
+        if self
+            .last_any
+            .is_none_or(|t| now.saturating_sub(t) > PCR_ARRIVAL_JITTER)
+        {
+            self.flowing_since = now;
         }
         self.last_any = Some(now);
         self.sync_good(now);
@@ -866,7 +885,16 @@ impl Analysis {
     fn pcr(&mut self, i: usize, pcr: u64, discontinuity: bool, now: u64) {
         let s = &mut self.pids[i];
         let pid = s.pid;
-        let Some((last, at)) = s.last_pcr.replace((pcr, now)) else {
+        let previous = s.last_pcr.replace((pcr, now));
+        // PCRs that had stopped come again: their lapse clears, and the gap it covered is
+        // not counted a second time below.
+        let lapsed = s.missing & MISSING_PCR != 0;
+        if lapsed {
+            s.missing &= !MISSING_PCR;
+            self.recover(Check::PcrRepetitionError, Some(pid), now);
+        }
+        self.next_eval = self.next_eval.min(now + PCR_DUE + 1);
+        let Some((last, at)) = previous else {
             return;
         };
         if discontinuity || at < self.resumed {
@@ -878,7 +906,11 @@ impl Analysis {
             self.occur(Check::PcrDiscontinuityIndicatorError, Some(pid), now);
         }
         let apart = now.saturating_sub(at) + PCR_ARRIVAL_JITTER;
-        if !backwards && step > PCR_REPETITION && (step <= PCR_DISCONTINUITY || apart >= step) {
+        if !lapsed
+            && !backwards
+            && step > PCR_REPETITION
+            && (step <= PCR_DISCONTINUITY || apart >= step)
+        {
             self.occur(Check::PcrRepetitionError, Some(pid), now);
         }
     }
@@ -1065,6 +1097,11 @@ impl Analysis {
             if was_unreferenced && kind != Kind::Unreferenced {
                 s.listed_at = now;
             }
+            if pcr != s.pcr {
+                // Its PCRs are judged from now (or no longer).
+                s.last_pcr = None;
+                s.listed_at = now;
+            }
             if kind == Kind::Unreferenced && !was_unreferenced {
                 s.run_start = now; // unreferenced from now on
             }
@@ -1088,6 +1125,10 @@ impl Analysis {
             if kind != Kind::Unreferenced && missing & UNREFERENCED != 0 {
                 self.pids[i].missing &= !UNREFERENCED;
                 self.recover(Check::UnreferencedPid, Some(pid), now);
+            }
+            if !pcr && missing & MISSING_PCR != 0 {
+                self.pids[i].missing &= !MISSING_PCR;
+                self.recover(Check::PcrRepetitionError, Some(pid), now);
             }
         }
         self.next_eval = 0;
@@ -1243,6 +1284,7 @@ impl Analysis {
         // Lapses proven by data of the input arriving after their deadline.
         if let (SyncState::InSync, Some(proof)) = (self.sync, self.last_any) {
             let resumed = self.resumed;
+            let flowing = self.flowing_since.max(resumed);
             let due = self.pat_seen.unwrap_or(0).max(resumed) + PAT_LIMIT;
             self.due(Check::PatError, None, due, proof, &mut next);
             for k in 0..self.programs.len() {
@@ -1259,6 +1301,18 @@ impl Analysis {
                     if proof > due {
                         self.pids[k].missing |= MISSING_PID;
                         self.lapse(Check::PidError, Some(pid), due);
+                    } else {
+                        next = next.min(due + 1);
+                    }
+                }
+                let s = &self.pids[k];
+                if s.pcr && s.missing & MISSING_PCR == 0 {
+                    // PCRs that do not come while the input's data does.
+                    let last = s.last_pcr.map_or(0, |(_, at)| at);
+                    let due = last.max(s.listed_at).max(flowing) + PCR_DUE;
+                    if proof > due {
+                        self.pids[k].missing |= MISSING_PCR;
+                        self.lapse(Check::PcrRepetitionError, Some(pid), due);
                     } else {
                         next = next.min(due + 1);
                     }
@@ -1870,6 +1924,97 @@ mod tests {
             (e.pcr_repetition_error, e.pcr_discontinuity_indicator_error),
             (1, 1)
         );
+    }
+
+    /// Takes the PCR out of the packets of `pid` (the adaptation field stays, its PCR flag
+    /// off).
+    fn strip_pcr(p: &mut Packet) {
+        if p[3] & 0x20 != 0 && p[4] > 0 {
+            p[5] &= !0x10;
+        }
+    }
+
+    #[test]
+    fn pcrs_that_stop_while_the_video_flows_are_one_repetition_error_until_they_come_back() {
+        let (mut a, mut mux) = (Analysis::default(), Mux::new());
+        // The last PCR at 1000 ms; none from 1001 to 2999 while everything else flows.
+        let stop = |ms: u64, p: &mut Packet| {
+            if (1_001..3_000).contains(&ms) {
+                strip_pcr(p);
+            }
+            true
+        };
+        run(&mut a, &mut mux, 0..1_290, stop);
+        assert!(
+            active(&a).is_empty(),
+            "within 40 ms + the delivery allowance"
+        );
+        run(&mut a, &mut mux, 1_290..2_000, stop);
+        assert_eq!(active(&a), [("pcr_repetition_error", Some(VIDEO))]);
+        assert_eq!(a.stats().errors.pcr_repetition_error, 1);
+        // A lapse: counted once however long it lasts.
+        run(&mut a, &mut mux, 2_000..3_000, stop);
+        assert_eq!(a.stats().errors.pcr_repetition_error, 1);
+        // The PCR at 3000 ms clears it (a 2 s step, also a discontinuity by its value).
+        clean(&mut a, &mut mux, 3_000..3_100);
+        let e = a.stats().errors;
+        assert_eq!(
+            (e.pcr_repetition_error, e.pcr_discontinuity_indicator_error),
+            (1, 1)
+        );
+        let pcr: Vec<_> = changes(&a)
+            .into_iter()
+            .filter(|c| c.1 == "pcr_repetition_error")
+            .collect();
+        assert_eq!(
+            pcr,
+            [
+                (1.29, "pcr_repetition_error", Some(VIDEO), "started"),
+                (3.0, "pcr_repetition_error", Some(VIDEO), "cleared")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pcr_pid_that_never_carries_pcrs_is_a_repetition_error() {
+        let (mut a, mut mux) = (Analysis::default(), Mux::new());
+        run(&mut a, &mut mux, 0..2_000, |_, p| {
+            strip_pcr(p);
+            true
+        });
+        assert_eq!(active(&a), [("pcr_repetition_error", Some(VIDEO))]);
+        let s = a.stats();
+        assert_eq!(
+            s.errors,
+            ErrorCounts {
+                pcr_repetition_error: 1,
+                ..Default::default()
+            }
+        );
+        // Due from when the stream is in sync (its 5th packet, at 1 ms).
+        assert_eq!(s.active[0].since, 0.291);
+    }
+
+    #[test]
+    fn a_silent_input_and_a_stalled_sender_start_no_pcr_error() {
+        let (mut a, mut mux) = (Analysis::default(), Mux::new());
+        clean(&mut a, &mut mux, 0..2_001);
+        // The sender stalls for 400 ms, then sends what it owes in a burst, starting with
+        // packets without a PCR: no PCR could arrive while nothing did.
+        for ms in 2_001..3_000 {
+            let arrival = ms.max(2_400) * MS;
+            for p in packets_at(&mut mux, ms) {
+                a.packet(&p, arrival);
+            }
+            a.tick(arrival);
+        }
+        // Then nothing for 10 s; the control thread ticks meanwhile.
+        for ms in (3_000..13_000).step_by(100) {
+            a.tick(ms * MS);
+        }
+        let s = a.stats();
+        assert_eq!(s.errors, ErrorCounts::default(), "{:?}", s.history);
+        assert!(s.active.is_empty());
     }
 
     #[test]
