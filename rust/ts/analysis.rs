@@ -7,7 +7,8 @@
 //! (a video, audio or PCR PID the PMT names that does not occur for 5 s). Priority 2, those that
 //! need no payload decoding: Transport_error, CRC_error (PAT, CAT, PMT, NIT, SDT/BAT, EIT, TOT),
 //! PCR_repetition_error and PCR_discontinuity_indicator_error, PTS_error (700 ms). And, from
-//! priority 3, Unreferenced_PID (3.4.a: a PID no PMT names, 0.5 s after the PMTs are known).
+//! priority 3, Unreferenced_PID (3.4.a: a PID no PMT or CAT names, 0.5 s after the PMTs are
+//! known; the CAT's CA descriptors name a scrambled stream's EMM PIDs).
 //! Besides the checks it keeps what the stream carries: its programs, each PID with its stream
 //! type and bitrate, and for video the codec, size and frame rate its SPS declares.
 //!
@@ -241,7 +242,7 @@ pub struct ProgramInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PidInfo {
     pub pid: u16,
-    /// `pat`, `cat`, `pmt`, `si`, `video`, `audio`, `data`, `pcr`, `ecm`, `null`, or
+    /// `pat`, `cat`, `pmt`, `si`, `video`, `audio`, `data`, `pcr`, `ecm`, `emm`, `null`, or
     /// `unreferenced` (no table names it).
     pub kind: &'static str,
     pub stream_type: Option<u8>,
@@ -305,6 +306,7 @@ enum Kind {
     Data,
     Pcr,
     Ecm,
+    Emm,
     Null,
 }
 
@@ -321,6 +323,7 @@ impl Kind {
             Kind::Data => "data",
             Kind::Pcr => "pcr",
             Kind::Ecm => "ecm",
+            Kind::Emm => "emm",
             Kind::Null => "null",
         }
     }
@@ -406,7 +409,7 @@ fn language(descriptors: &[u8]) -> Option<String> {
         .filter(|l| l.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-/// The ECM PIDs the CA descriptors of a loop name.
+/// The PIDs the CA descriptors of a loop name: ECM PIDs in a PMT, EMM PIDs in the CAT.
 fn ca_pids(descriptors: &[u8]) -> impl Iterator<Item = u16> + '_ {
     descriptors_of(descriptors)
         .filter(|&(tag, body)| tag == 0x09 && body.len() >= 4)
@@ -583,6 +586,9 @@ pub struct Analysis {
     programs: Vec<Program>,
     /// The last PAT section, to tell a change; empty until one arrived.
     pat: Vec<u8>,
+    /// The last CAT section, likewise, and the EMM PIDs it names.
+    cat: Vec<u8>,
+    emm_pids: Vec<u16>,
     pat_seen: Option<u64>,
     /// When every program of the PAT had its PMT (unreferenced PIDs are judged from then).
     psi_complete_at: Option<u64>,
@@ -631,6 +637,8 @@ impl Analysis {
             untracked: 0,
             programs: Vec::new(),
             pat: Vec::new(),
+            cat: Vec::new(),
+            emm_pids: Vec::new(),
             pat_seen: None,
             psi_complete_at: None,
             sync: SyncState::Acquiring(0),
@@ -659,6 +667,8 @@ impl Analysis {
         self.pids.clear();
         self.programs.clear();
         self.pat.clear();
+        self.cat.clear();
+        self.emm_pids.clear();
         self.pat_seen = None;
         self.psi_complete_at = None;
         self.sync = SyncState::Acquiring(0);
@@ -931,6 +941,10 @@ impl Analysis {
                 return;
             }
             self.pat_section(s, now);
+        } else if pid == 1 {
+            if table_id == 0x01 && long && s.len() >= 12 {
+                self.cat_section(s, now);
+            }
         } else if table_id == 0x02 && long && s.len() >= 16 {
             self.pmt_section(pid, s, now);
         }
@@ -985,6 +999,16 @@ impl Analysis {
                 }
             })
             .collect();
+        self.layout_changed(now);
+    }
+
+    /// The CAT: its CA descriptors name the EMM PIDs of a scrambled stream.
+    fn cat_section(&mut self, s: &[u8], now: u64) {
+        if self.cat == s {
+            return;
+        }
+        self.cat = s.to_vec();
+        self.emm_pids = ca_pids(&s[8..s.len() - 4]).collect();
         self.layout_changed(now);
     }
 
@@ -1043,7 +1067,7 @@ impl Analysis {
         self.layout_changed(now);
     }
 
-    /// The PAT or a PMT changed: every PID's kind again, slots for the PIDs now named, and
+    /// The PAT, the CAT or a PMT changed: every PID's kind again, slots for the PIDs now named, and
     /// the conditions of PIDs no longer named (or named now) settled.
     fn layout_changed(&mut self, now: u64) {
         let complete = !self.programs.is_empty() && self.programs.iter().all(|p| !p.pmt.is_empty());
@@ -1059,6 +1083,7 @@ impl Analysis {
             named.extend(p.pcr_pid);
             named.extend(p.ecm_pids.iter().copied());
         }
+        named.extend(self.emm_pids.iter().copied());
         for pid in named {
             if let Some(i) = self.slot(pid, now) {
                 // A PID named before it was ever seen is due from now.
@@ -1090,6 +1115,9 @@ impl Analysis {
                 if kind == Kind::Unreferenced && p.ecm_pids.contains(&pid) {
                     kind = Kind::Ecm;
                 }
+            }
+            if kind == Kind::Unreferenced && self.emm_pids.contains(&pid) {
+                kind = Kind::Emm;
             }
             let s = &mut self.pids[i];
             let was_watched = s.watched();
@@ -1869,6 +1897,43 @@ mod tests {
         // It stops: cleared once it stayed away a second.
         clean(&mut a, &mut mux, 3_000..5_000);
         assert!(active(&a).is_empty());
+    }
+
+    #[test]
+    fn the_emm_pids_the_cat_names_are_referenced() {
+        let (mut a, mut mux) = (Analysis::default(), Mux::new());
+        let (emm, stray) = (0x1f00, 0x1f01);
+        // A CA descriptor: CA system 0x0b00, EMM PID 0x1f00.
+        let cat = long_section(0x01, 0xffff, &[0x09, 4, 0x0b, 0x00, 0xe0 | 0x1f, 0x00]);
+        let mut other = Mux::new();
+        for ms in 0..3_000u64 {
+            for p in packets_at(&mut mux, ms) {
+                a.packet(&p, ms * MS);
+            }
+            if ms.is_multiple_of(100) {
+                a.packet(&other.psi(1, &cat), ms * MS);
+            }
+            if ms.is_multiple_of(10) {
+                a.packet(&other.es(emm, None, None, &[]), ms * MS);
+                a.packet(&other.es(stray, None, None, &[]), ms * MS);
+            }
+            a.tick(ms * MS);
+        }
+        // The PID the CAT does not name is unreferenced, the EMM PID is not.
+        assert_eq!(active(&a), [("unreferenced_pid", Some(stray))]);
+        let s = a.stats();
+        assert_eq!(
+            s.errors,
+            ErrorCounts {
+                unreferenced_pid: 1,
+                ..Default::default()
+            }
+        );
+        let kind = |pid: u16| s.pids.iter().find(|p| p.pid == pid).unwrap().kind;
+        assert_eq!(
+            (kind(1), kind(emm), kind(stray)),
+            ("cat", "emm", "unreferenced")
+        );
     }
 
     #[test]

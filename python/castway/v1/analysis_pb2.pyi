@@ -289,7 +289,7 @@ class TsPid(_message.Message):
     CC_ERRORS_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
     kind: _builtins.str
-    """pat, cat, pmt, si, video, audio, data, pcr, ecm, null, or unreferenced."""
+    """pat, cat, pmt, si, video, audio, data, pcr, ecm, emm, null, or unreferenced."""
     stream_type: _builtins.int
     codec: _builtins.str
     program: _builtins.int
