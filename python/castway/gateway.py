@@ -101,8 +101,8 @@ class TsProgram(TypedDict):
 
 class TsPid(TypedDict):
     pid: int
-    kind: Literal["pat", "cat", "pmt", "si", "video", "audio", "data", "pcr", "ecm", "null",
-                  "unreferenced"]
+    kind: Literal["pat", "cat", "pmt", "si", "video", "audio", "data", "pcr", "ecm", "emm",
+                  "null", "unreferenced"]
     stream_type: int | None
     codec: str | None
     program: int | None
@@ -139,6 +139,7 @@ class TsAnalysis(TypedDict):
     video: list[VideoStream]
     audio: list[AudioStream]
     history: list[TsConditionChange]
+    changes_missed: int
 
 
 class EndpointStats(TypedDict, total=False):

@@ -4,7 +4,9 @@
 //! (routes, templates and keys created, changed or deleted) — kept in a bounded ring.
 //!
 //! Every event gets the next sequence number (from 1, never reused while the log lives) and
-//! the wall-clock time when it is pushed. Readers ask for the events numbered above the last
+//! the wall-clock time when it is pushed, or the time its reporter gives (`push_at`: a
+//! stream-analysis condition is dated when it started or cleared, which may be up to a second
+//! before the control thread reports it; so `at` follows `seq` only nearly). Readers ask for the events numbered above the last
 //! one they saw and may wait for them on the log's condition variable; one that falls behind
 //! by more than the ring holds learns how many it missed (`Batch::oldest`).
 //!
@@ -131,7 +133,8 @@ impl Kind {
 pub struct Event {
     /// Counts from 1; set by [`EventLog::push`].
     pub seq: u64,
-    /// Seconds since the Unix epoch; set by [`EventLog::push`].
+    /// Seconds since the Unix epoch; set by [`EventLog::push`] (or given to
+    /// [`EventLog::push_at`]).
     pub at_unix: f64,
     pub kind: Kind,
     /// The route it is about (None for templates and keys).
@@ -274,7 +277,7 @@ pub struct Batch {
 impl Batch {
     /// How many events numbered above `after` are gone from the ring.
     pub fn missed(&self, after: u64) -> u64 {
-        self.oldest.saturating_sub(after + 1)
+        self.oldest.saturating_sub(after.saturating_add(1))
     }
 }
 
@@ -293,7 +296,7 @@ impl Ring {
     /// The kept events numbered above `after`: the ring holds consecutive numbers, so this is
     /// a slice from an index, not a search.
     fn after(&self, after: u64) -> impl Iterator<Item = &Event> + '_ {
-        let skip = (after + 1).saturating_sub(self.oldest());
+        let skip = after.saturating_add(1).saturating_sub(self.oldest());
         self.events
             .iter()
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
@@ -347,8 +350,14 @@ impl EventLog {
 
     /// Numbers, stamps and keeps `event` (dropping the oldest when full); returns its number
     /// and time. Never waits for a reader.
-    pub fn push(&self, mut event: Event) -> (u64, f64) {
-        let at = unix_now();
+    pub fn push(&self, event: Event) -> (u64, f64) {
+        self.push_at(event, None)
+    }
+
+    /// Like `push`, dated `at` (Unix time) when given: when it happened rather than when it is
+    /// reported.
+    pub fn push_at(&self, mut event: Event, at: Option<f64>) -> (u64, f64) {
+        let at = at.unwrap_or_else(unix_now);
         event.at_unix = at;
         let mut ring = self.ring();
         ring.latest += 1;
@@ -369,12 +378,14 @@ impl EventLog {
     }
 
     /// Like `read`, but waits up to `timeout` for an event numbered above `after` when there
-    /// is none yet (not once the log is closed).
+    /// is none yet (not once the log is closed). A reader ahead of the log (`after` above
+    /// `latest`: a cursor from before a restart) is answered at once: it learns where the log
+    /// stands instead of waiting for numbers the log may take long to reach.
     pub fn wait(&self, after: u64, timeout: Duration, limit: usize) -> Batch {
         let deadline = Instant::now() + timeout;
         let mut ring = self.ring();
         loop {
-            if ring.latest > after || ring.closed {
+            if ring.latest != after || ring.closed {
                 return ring.batch(after, limit);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -465,6 +476,20 @@ mod tests {
     }
 
     #[test]
+    fn an_event_may_be_dated_when_it_happened() {
+        let log = EventLog::new(10);
+        assert_eq!(
+            log.push_at(on("r"), Some(1_700_000_000.5)),
+            (1, 1_700_000_000.5)
+        );
+        let (_, now) = log.push_at(on("r"), None);
+        assert!(now > 1_700_000_001.0);
+        let b = log.read(0, 10);
+        assert_eq!(b.events[0].at_unix, 1_700_000_000.5);
+        assert_eq!(b.events[1].at_unix, now);
+    }
+
+    #[test]
     fn an_empty_log_says_where_it_stands() {
         let b = EventLog::new(10).read(0, 10);
         assert_eq!((b.oldest, b.latest, b.missed(0)), (1, 0, 0));
@@ -477,6 +502,40 @@ mod tests {
         let b = log.wait(0, Duration::from_millis(50), 10);
         assert!(b.events.is_empty());
         assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_reader_at_the_largest_number_gets_nothing_and_misses_nothing() {
+        let log = EventLog::new(3);
+        for _ in 0..5 {
+            log.push(on("r"));
+        }
+        let b = log.read(u64::MAX, 100);
+        assert!(b.events.is_empty());
+        assert_eq!((b.oldest, b.latest, b.missed(u64::MAX)), (3, 5, 0));
+        assert_eq!(log.read(u64::MAX - 1, 100).missed(u64::MAX - 1), 0);
+        let t = Instant::now();
+        assert!(log
+            .wait(u64::MAX, Duration::from_secs(30), 10)
+            .events
+            .is_empty());
+        assert!(!log.wait_for(u64::MAX, Instant::now(), |_| true));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_reader_ahead_of_the_log_is_answered_at_once() {
+        let log = EventLog::new(10);
+        log.push(on("r"));
+        let t = Instant::now();
+        let b = log.wait(7, Duration::from_secs(30), 10);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "waited {:?}",
+            t.elapsed()
+        );
+        assert!(b.events.is_empty());
+        assert_eq!((b.oldest, b.latest), (1, 1));
     }
 
     #[test]

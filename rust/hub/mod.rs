@@ -25,8 +25,7 @@ use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
     h264_size_in, pcr_base, pid, starts_keyframe, Aligned, Aligner, Analysis, AnalysisStats, Codec,
-    ConditionChange, ConditionHook, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER,
-    PACKET_SIZE, PTS_WRAP,
+    ConditionChange, Cut, Programs, Restamper, Video, PACKETS_PER_BUFFER, PACKET_SIZE, PTS_WRAP,
 };
 
 /// The largest buffer handed to outputs: 7 TS packets, one SRT or UDP payload.
@@ -185,12 +184,15 @@ impl FeedState {
         jumped
     }
 
+    /// The cut for a new run at `now`. A control thread reads `now` before it locks the feed's
+    /// state, so the streaming thread may have stored a PCR that arrived later meanwhile: it
+    /// counts as arrived at `now`.
     fn cut(&self, now: u64) -> Cut {
         Cut {
             source_pcr: self
                 .last_pcr
                 .filter(|&(_, at)| now.saturating_sub(at) < PCR_FRESH_90K)
-                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
+                .map(|(pcr, at)| (pcr + now.saturating_sub(at)) % PTS_WRAP),
             pcr_pid: self.programs.pcr_pid,
             video: self.programs.video(),
             whole: false,
@@ -205,7 +207,7 @@ impl FeedState {
             source_pcr: self
                 .last_pcr
                 .filter(|&(_, at)| now.saturating_sub(at) < PCR_NOW_90K)
-                .map(|(pcr, at)| (pcr + (now - at)) % PTS_WRAP),
+                .map(|(pcr, at)| (pcr + now.saturating_sub(at)) % PTS_WRAP),
             whole: true,
             ..self.cut(now)
         }
@@ -254,13 +256,6 @@ impl Feed {
         s.video_size = None;
         s.analysis.reset();
         self.jumped.store(false, Relaxed);
-    }
-
-    /// Calls `hook` on each TR 101 290 condition that starts or clears on this input, on its
-    /// streaming thread (with the feed's state locked: it must not block or call back into the
-    /// hub or the route). None removes it.
-    pub fn set_condition_hook(&self, hook: Option<ConditionHook>) {
-        lock(&self.state).analysis.set_hook(hook);
     }
 
     /// The TR 101 290 condition changes numbered above `seq` that are still kept (the last
@@ -836,6 +831,18 @@ mod tests {
             })
             .collect();
         gst::Buffer::from_mut_slice(data)
+    }
+
+    #[test]
+    fn a_pcr_stored_after_the_cut_read_the_clock_counts_as_arrived_then() {
+        // `cut_to` reads the clock, then locks the feed's state: meanwhile the streaming thread
+        // stored a PCR that arrived 10 ticks later.
+        let state = FeedState {
+            last_pcr: Some((5_000, 1_010)),
+            ..FeedState::default()
+        };
+        assert_eq!(state.cut(1_000).source_pcr, Some(5_000));
+        assert_eq!(state.whole_cut(1_000).source_pcr, Some(5_000));
     }
 
     #[test]

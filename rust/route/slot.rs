@@ -12,6 +12,7 @@ use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::{CallerChange, Callers};
 use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtStats};
+use crate::ts::AnalysisStats;
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
 
@@ -79,8 +80,10 @@ pub(super) struct Slot {
     pub reported: Option<&'static str>,
     /// Joins and leaves of callers of a pipeline already stopped, not yet reported.
     caller_changes: Vec<CallerChange>,
-    /// Inputs: the last stream-analysis condition change reported to the event log.
+    /// Inputs: the last stream-analysis condition change reported to the event log ...
     pub analysis_seen: u64,
+    /// ... and how many were no longer kept when it looked (`changes_missed`).
+    pub analysis_missed: u64,
 }
 
 impl Slot {
@@ -123,6 +126,7 @@ impl Slot {
             reported: None,
             caller_changes: Vec::new(),
             analysis_seen: 0,
+            analysis_missed: 0,
         }
     }
 
@@ -445,11 +449,14 @@ impl Slot {
                 idle_ms,
                 off_air_packets: counters.off_air,
                 held_back_packets: counters.held_back,
-                analysis: self
-                    .feed
-                    .as_ref()
-                    .map(|f| hub.analysis(f))
-                    .unwrap_or_default(),
+                analysis: AnalysisStats {
+                    changes_missed: self.analysis_missed,
+                    ..self
+                        .feed
+                        .as_ref()
+                        .map(|f| hub.analysis(f))
+                        .unwrap_or_default()
+                },
             }),
             counters,
             reconnects: self.reconnects,

@@ -12,8 +12,8 @@ mod section;
 mod sps;
 
 pub use analysis::{
-    ActiveCondition, Analysis, AnalysisStats, AudioInfo, Check, ConditionChange, ConditionHook,
-    ErrorCounts, PidInfo, ProgramInfo, StreamInfo, VideoInfo,
+    ActiveCondition, Analysis, AnalysisStats, AudioInfo, Check, ConditionChange, ErrorCounts,
+    PidInfo, ProgramInfo, StreamInfo, VideoInfo,
 };
 pub use psi::{h264_size_in, starts_keyframe, Codec, Programs, Video};
 pub use restamp::{Cut, Restamper, PTS_WRAP};

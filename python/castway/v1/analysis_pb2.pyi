@@ -34,8 +34,13 @@ class TsAnalysis(_message.Message):
     VIDEO_FIELD_NUMBER: _builtins.int
     AUDIO_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    CHANGES_MISSED_FIELD_NUMBER: _builtins.int
     sync: _builtins.bool
     """In TS sync now (false before the first packets and while sync is lost)."""
+    changes_missed: _builtins.int
+    """Condition changes the event log never got: more than 128 within the second between two
+    looks of the route's control thread.
+    """
     @_builtins.property
     def errors(self) -> Global___TsErrors:
         """How often each check failed since the input started."""
@@ -67,10 +72,11 @@ class TsAnalysis(_message.Message):
         video: _abc.Iterable[Global___VideoStream] | None = ...,
         audio: _abc.Iterable[Global___AudioStream] | None = ...,
         history: _abc.Iterable[Global___TsConditionChange] | None = ...,
+        changes_missed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "audio", b"audio", "errors", b"errors", "history", b"history", "pids", b"pids", "programs", b"programs", "sync", b"sync", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "audio", b"audio", "changes_missed", b"changes_missed", "errors", b"errors", "history", b"history", "pids", b"pids", "programs", b"programs", "sync", b"sync", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,7 +289,7 @@ class TsPid(_message.Message):
     CC_ERRORS_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
     kind: _builtins.str
-    """pat, cat, pmt, si, video, audio, data, pcr, ecm, null, or unreferenced."""
+    """pat, cat, pmt, si, video, audio, data, pcr, ecm, emm, null, or unreferenced."""
     stream_type: _builtins.int
     codec: _builtins.str
     program: _builtins.int
