@@ -135,6 +135,10 @@ TS = tuple(
            "force on the input, by check (one per PID for the checks of a PID); only while "
            "there are any", _ts_conditions(check), (("check", check), ("priority", str(priority))))
     for check, priority in TS_PRIORITY.items()
+) + (
+    Series("castway.input.ts_changes_missed", "counter", "{change}", "changes of TR 101 290 "
+           "conditions that came too fast to reach the event log (they are still counted)",
+           _key("changes_missed")),
 )
 
 # Per route (attribute: route).
