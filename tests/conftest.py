@@ -22,7 +22,7 @@ import castway
 from castway.client import Client
 from castway.server import run_server
 
-from support import net
+from support import closing_all, net
 from support.capture import UdpCapture
 from support.clips import make_clip
 from support.control import ADMIN, Server
@@ -61,16 +61,9 @@ def short_clip(media_dir: Path) -> Path:
 
 @pytest.fixture
 def udp_capture() -> Iterator[Callable[..., UdpCapture]]:
-    made: list[UdpCapture] = []
-
-    def make(port: int | None = None, host: str = "127.0.0.1") -> UdpCapture:
-        c = UdpCapture(port, host)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+    """``udp_capture(port=None, host="127.0.0.1")``: a capture, closed after the test."""
+    with closing_all(UdpCapture) as make:
+        yield make
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from castway.server import run_server
 from castway.server.limits import Limits
 from castway.v1 import event_pb2, key_pb2, route_pb2, spec_pb2, template_pb2
 
-from support import sha256, wait_until
+from support import closing_all, sha256, wait_until
 from support.control import ADMIN, CODE, ServeProcess, Server, ep, expect, spec, test_input
 from support.net import free_port
 from support.peers import Peers
@@ -391,16 +391,9 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Callable[..., Receiver]]:
-    made: list[Receiver] = []
-
-    def make(port: int = 0, status: int = 204) -> Receiver:
-        r = Receiver(port, status)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+    """``receiver(port=0, status=204)``: a webhook receiver, closed after the test."""
+    with closing_all(Receiver) as make:
+        yield make
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:

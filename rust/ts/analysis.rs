@@ -1468,7 +1468,8 @@ impl Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ts::{write_pcr_base, write_ts, SYNC_BYTE};
+    use crate::ts::tests::{put_pcr, put_pes_header};
+    use crate::ts::{write_pcr_base, SYNC_BYTE};
 
     type Packet = [u8; PACKET_SIZE];
 
@@ -1568,21 +1569,10 @@ mod tests {
         /// PCR in an adaptation field if given.
         fn es(&mut self, pid: u16, pcr: Option<u64>, pts: Option<u64>, es: &[u8]) -> Packet {
             let mut p = self.header(pid, pts.is_some());
-            let mut off = 4;
-            if let Some(pcr) = pcr {
-                p[3] |= 0x20;
-                p[4] = 7;
-                p[5] = 0x10;
-                write_pcr_base(&mut p, pcr);
-                p[10] |= 0x7e;
-                p[11] = 0;
-                off = 12;
-            }
+            let off = pcr.map_or(4, |pcr| put_pcr(&mut p, pcr));
             if let Some(pts) = pts {
-                p[off..off + 9].copy_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5]);
-                p[off + 9] = 0x21;
-                write_ts(&mut p[off + 9..off + 14], pts);
-                p[off + 14..off + 14 + es.len()].copy_from_slice(es);
+                let data = put_pes_header(&mut p, off, pts);
+                p[data..data + es.len()].copy_from_slice(es);
             }
             p
         }

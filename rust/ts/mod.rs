@@ -271,24 +271,32 @@ pub(crate) mod tests {
         p[0] = SYNC_BYTE;
         p[1] = ((pid >> 8) as u8 & 0x1f) | if pts.is_some() { 0x40 } else { 0 };
         p[2] = pid as u8;
-        let mut off = 4;
-        if let Some(pcr) = pcr {
-            p[3] = 0x30 | (cc & 0x0f);
-            p[4] = 7;
-            p[5] = 0x10;
-            write_pcr_base(&mut p, pcr);
-            p[10] |= 0x7e;
-            p[11] = 0;
-            off = 12;
-        } else {
-            p[3] = 0x10 | (cc & 0x0f);
-        }
+        p[3] = 0x10 | (cc & 0x0f);
+        let off = pcr.map_or(4, |pcr| put_pcr(&mut p, pcr));
         if let Some(pts) = pts {
-            p[off..off + 9].copy_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5]);
-            p[off + 9] = 0x21;
-            write_ts(&mut p[off + 9..off + 14], pts);
+            put_pes_header(&mut p, off, pts);
         }
         p
+    }
+
+    /// Gives packet `p` an adaptation field carrying `pcr` (90 kHz base); returns where the
+    /// payload starts.
+    pub(crate) fn put_pcr(p: &mut [u8; PACKET_SIZE], pcr: u64) -> usize {
+        p[3] |= 0x20;
+        p[4] = 7;
+        p[5] = 0x10;
+        write_pcr_base(p, pcr);
+        p[10] |= 0x7e;
+        p[11] = 0;
+        12
+    }
+
+    /// Writes a video PES header with `pts` at `off`; returns where its data starts.
+    pub(crate) fn put_pes_header(p: &mut [u8; PACKET_SIZE], off: usize, pts: u64) -> usize {
+        p[off..off + 9].copy_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5]);
+        p[off + 9] = 0x21;
+        write_ts(&mut p[off + 9..off + 14], pts);
+        off + 14
     }
 
     #[test]

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar
 
 
 def wait_until(
@@ -41,3 +42,28 @@ def wait_until(
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+@contextmanager
+def closing_all(make: Callable[..., C]) -> Iterator[Callable[..., C]]:
+    """A factory like ``make`` whose every product is closed when the block ends (what a
+    fixture yields when a test may want several captures or receivers)."""
+    made: list[C] = []
+
+    def factory(*args: Any, **kwargs: Any) -> C:
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
+
+    try:
+        yield factory
+    finally:
+        for thing in made:
+            thing.close()
