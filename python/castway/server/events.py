@@ -221,7 +221,8 @@ class LogSink(QueuedSink):
     def handle(self, event: Event) -> None:
         route = str(event.get("route", ""))
         fields = " ".join(
-            f"{k}={v}" for k, v in event.items() if k not in ("seq", "at", "kind", "route")
+            f"{k}={json.dumps(v) if isinstance(v, bool) else v}"
+            for k, v in event.items() if k not in ("seq", "at", "kind", "route", "run")
         )
         bad = event["kind"] in _WARNINGS or (
             event["kind"] == "analysis" and bool(event.get("active"))
