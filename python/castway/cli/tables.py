@@ -72,6 +72,8 @@ def route_detail(r: route_pb2.Route, out: TextIO) -> None:
     routes_table([r], out)
     if r.status.error:
         print(f"error: {r.status.error}", file=out)
+    if r.status.switch.pending:
+        print(f"next on air: {r.status.switch.pending} (at its next keyframe)", file=out)
     status = {e.id: e for e in [*r.status.inputs, *r.status.outputs]}
     rows = [("", "ID", "URI", "STATE", "BITRATE", "DROPS")]
     for kind, group in (("input", r.resolved.inputs), ("output", r.resolved.outputs)):
