@@ -28,6 +28,7 @@ from pathlib import Path
 from relay import CASTWAY, cpu_seconds, make_source
 
 import support_path  # noqa: F401
+from support import wait_until
 from support.net import free_port, free_ports
 from support.peers import Peers
 from support.senders import live_sender
@@ -43,15 +44,15 @@ def get(url: str) -> bytes:
 def serving(url: str) -> None:
     """Returns once the server answers ``url`` (its routes are up by then: the config is
     applied before the metrics endpoint opens); fails after 60 s."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         try:
             get(url)
-            return
+            return True
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            return False
+
+    wait_until(answers, 60, f"the server to answer {url}")
 
 
 @contextlib.contextmanager
