@@ -360,6 +360,42 @@ def test_python_reading_past_the_history_is_an_error() -> None:
             gw.emit("route_created", colour="red")
 
 
+def test_what_event_sinks_drop_and_miss_is_counted_in_metrics() -> None:
+    """A sink whose queue is full drops (and counts) rather than wait; events the log moved
+    past before the dispatcher read them are counted as missed; /metrics shows both."""
+    from castway.server.events import EventHub, QueuedSink
+    from castway.server.metrics import Metrics
+
+    release = threading.Event()
+
+    class Stuck(QueuedSink):
+        def handle(self, event: Any) -> None:
+            release.wait(10)
+
+    with castway.Gateway(event_history=2) as gw:
+        hub = EventHub(gw)
+        stuck = Stuck("stuck", 1)
+        hub.add_sink(stuck)
+        for name in ("a", "b", "c", "d"):
+            gw.emit("template_created", name=name)
+        # Started after #1 and #2 are gone from the log: the dispatcher misses them; #3 and #4
+        # meet a queue of one whose thread is stuck in `handle`.
+        hub.start()
+        try:
+            wait_until(lambda: hub.statuses()[0][1]["dropped"], 10, "a dropped event")
+            [(name, status)] = hub.statuses()
+            assert name == "stuck" and status["missed"] == 2
+            assert status["dropped"] + status["queued"] <= 2
+            text = Metrics(list, list, hub.statuses).render().decode()
+        finally:
+            release.set()
+            hub.stop()
+        values = {(s.name, s.labels.get("sink")): s.value
+                  for f in text_string_to_metric_families(text) for s in f.samples}
+        assert values[("castway_event_sink_missed_total", "stuck")] == 2
+        assert values[("castway_event_sink_dropped_total", "stuck")] == status["dropped"]
+
+
 class Receiver:
     """An HTTP server on loopback that records each POST (headers, body) and answers
     `status`."""

@@ -27,6 +27,7 @@ import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from castway import event_kinds
 from castway.errors import EventsLostError
@@ -110,6 +111,8 @@ class QueuedSink:
     full queue drops the event and counts it in ``dropped``); ``handle`` runs on the thread."""
 
     drain = False
+    # Whether ``EventHub.statuses`` lists it (webhooks are listed by ``Webhooks.statuses``).
+    metered = True
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
@@ -135,6 +138,10 @@ class QueuedSink:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def status(self) -> dict[str, Any]:
+        """What the sink dropped (its queue was full) and holds now."""
+        return {"dropped": self.dropped, "queued": self.queued}
 
     def handle(self, event: Event) -> None:
         raise NotImplementedError
@@ -287,6 +294,14 @@ class EventHub:
                 self._sinks.remove(sink)
         sink.stop()
 
+    def statuses(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each sink's counters but the webhooks' (they have their own, ``Webhooks.statuses``),
+        with ``missed``: events the log moved past before the dispatcher read them, which
+        every sink missed, webhooks too."""
+        with self._lock:
+            sinks = [s for s in self._sinks if s.metered]
+        return [(s.name, {**s.status(), "missed": self.missed}) for s in sinks]
+
     def end_watches(self) -> None:
         """Ends every ``WatchEvents`` stream (at the server's stop: they would hold its grace
         period)."""
@@ -336,8 +351,9 @@ class EventHub:
         after = self._after
         batch = self._gw.event_batch(after, timeout, BATCH)
         self._closed = batch.closed
-        if batch.lost(after):
-            gone = batch.oldest - 1 - after
+        # From 0 too: events that left the log before the first read were missed as well.
+        if batch.events and batch.events[0]["seq"] > after + 1:
+            gone = batch.events[0]["seq"] - 1 - after
             self.missed += gone
             log.warning("the event sinks missed %d events (the log moved past them)", gone)
         if not batch.events:

@@ -184,14 +184,27 @@ WEBHOOK = (
            _key("queued")),
 )
 
+# Per event sink but the webhooks (attribute: sink): the log and the events file.
+EVENT_SINK = (
+    Series("castway.event_sink.dropped", "counter", "{event}", "events not queued: the "
+           "sink's queue was full", _key("dropped")),
+    Series("castway.event_sink.queued", "gauge", "{event}", "events waiting to be handled",
+           _key("queued")),
+    Series("castway.event_sink.missed", "counter", "{event}", "events the event log moved "
+           "past before the sinks read them (every sink missed them, webhooks too)",
+           _key("missed")),
+)
+
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
 
 
 class Reading(NamedTuple):
-    """What one collection reads: every route's stats, each webhook's name and counters."""
+    """What one collection reads: every route's stats, each webhook's and each other event
+    sink's name and counters."""
 
     routes: list[RouteStats]
     webhooks: list[tuple[str, dict[str, Any]]]
+    sinks: list[tuple[str, dict[str, Any]]]
 
 
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -284,6 +297,7 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (ROUTE, lambda r: ((route, {"route": route["name"]}) for route in r.routes)),
     (SWITCH, lambda r: _switch_reasons(r.routes)),
     (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
+    (EVENT_SINK, lambda r: ((st, {"sink": name}) for name, st in r.sinks)),
 )
 
 
@@ -332,11 +346,14 @@ class Metrics:
     them); the ``otel_scope_*`` labels it adds to every line are left out."""
 
     def __init__(
-        self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None
+        self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None,
+        sinks: Statuses | None = None,
     ) -> None:
-        """``read``: every route's stats; ``webhooks``: each webhook's name and counters."""
+        """``read``: every route's stats; ``webhooks``: each webhook's name and counters;
+        ``sinks``: each other event sink's."""
         self.snapshot = Snapshot(read)
         self._webhooks: Statuses = webhooks or list
+        self._sinks: Statuses = sinks or list
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -360,7 +377,7 @@ class Metrics:
             )
 
     def reading(self) -> Reading:
-        return Reading(self.snapshot.routes(), self._webhooks())
+        return Reading(self.snapshot.routes(), self._webhooks(), self._sinks())
 
     def render(self) -> bytes:
         """Every series in Prometheus' text format (0.0.4), from one read of the stats."""

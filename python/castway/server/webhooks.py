@@ -150,6 +150,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOU
 class Deliverer(QueuedSink):
     """One webhook's queue and thread."""
 
+    metered = False
+
     def __init__(
         self, record: WebhookRecord, run: str, *, attempts: int = ATTEMPTS,
         backoff_s: float = BACKOFF_S, send: Callable[..., Delivery] = post,
