@@ -458,6 +458,7 @@ impl Slot {
                         .unwrap_or_default()
                 },
             }),
+            burst_packets: (self.role == Role::Output).then_some(counters.burst),
             counters,
             reconnects: self.reconnects,
             retry_in_ms: self

@@ -115,6 +115,7 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
         queue_bytes=opt(pb, "queue_bytes"),
         failover=Failover(**{k: opt(f, k) for k in vars(Failover())}),
         srt=SrtDefaults(**{k: opt(s, k) for k in vars(SrtDefaults())}),
+        gop_cache_bytes=opt(pb, "gop_cache_bytes"),
     )
 
 
@@ -140,6 +141,7 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
         outputs=[spec_pb2.Endpoint(id=e.id, uri=uri(e.uri)) for e in spec.outputs],
         template=spec.template,
         queue_bytes=spec.queue_bytes,
+        gop_cache_bytes=spec.gop_cache_bytes,
     )
     for k, v in vars(spec.failover).items():
         if v is not None:
