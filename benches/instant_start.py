@@ -96,8 +96,8 @@ def main() -> None:
           f"{args.trials} trials each (median, max):\n")
     print("| instant start | median s | max s | vs off |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| off (`gop_cache_bytes=0`) | {off:.2f} | {max(times[False]):.2f} | 1.00× |")
-    print(f"| on (1 MiB) | {on:.2f} | {max(times[True]):.2f} | {on / off:.2f}× |")
+    print(f"| off (`gop_cache_bytes=0`) | {off:.2f} | {max(times[False]):.2f} | 1.00x |")
+    print(f"| on (1 MiB) | {on:.2f} | {max(times[True]):.2f} | {on / off:.2f}x |")
     if too_large:
         print(f"\n{too_large} GOPs did not fit the cache")
 
