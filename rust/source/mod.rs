@@ -4,7 +4,7 @@
 mod file;
 mod srt;
 mod test;
-mod udp;
+pub mod udp;
 
 use std::sync::Arc;
 
