@@ -8,10 +8,6 @@ the bench reads the CPU time the relays used over the measured window from /proc
 load generator reports how many bytes of each stream arrived: the worst route's delivered
 percentage is the one that counts.
 
-`--udpsrc` also runs castway with its UDP inputs read by a `udpsrc` pipeline each
-(`CASTWAY_UDP_INPUT=udpsrc`) instead of the I/O threads' batched `recvmmsg`, and prints the
-ratio of the two (docs/architecture.md says why the I/O threads are the default).
-
     make bench        (or: .venv/bin/python benches/scale.py [--counts 50,100,150,300])
 """
 
@@ -87,13 +83,10 @@ def measure(n: int, relay: str, load: Path | None, source: Path, seconds: float,
     procs: list[subprocess.Popen[bytes]] = []
     log = open(workdir / f"{relay}-{n}.log", "wb")
     try:
-        if relay.startswith("castway"):
-            env = dict(os.environ)
-            if relay == "castway-udpsrc":
-                env["CASTWAY_UDP_INPUT"] = "udpsrc"
+        if relay == "castway":
             gw = subprocess.Popen(
                 [sys.executable, "-c", SERVE, ",".join(map(str, ins)), ",".join(map(str, outs))],
-                stdout=subprocess.PIPE, stderr=log, env=env,
+                stdout=subprocess.PIPE, stderr=log,
             )
             procs.append(gw)
             assert gw.stdout is not None
@@ -151,10 +144,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--idle", type=int, default=500, help="routes in the idle run (0: none)")
-    ap.add_argument("--udpsrc", action="store_true",
-                    help="also measure castway with udpsrc inputs instead of the I/O threads")
     args = ap.parse_args()
-    relays = ("castway", "srt-live-transmit") + (("castway-udpsrc",) if args.udpsrc else ())
     counts = [int(c) for c in args.counts.split(",")]
     # 300 srt-live-transmit processes, or 300 routes in one process, need more descriptors
     # than the usual 1024 (castway raises its own soft limit; the peers inherit this one).
@@ -169,22 +159,18 @@ def main() -> None:
         for n in counts:
             results = {
                 relay: measure(n, relay, load, source, args.seconds, args.warmup, workdir)
-                for relay in relays
+                for relay in ("castway", "srt-live-transmit")
             }
             rows.append((n, results))
             c, s = results["castway"], results["srt-live-transmit"]
             print(f"{n} routes: castway {c.cpu_percent:.0f}% ({c.worst_delivered:.2f}% worst), "
                   f"srt-live-transmit {s.cpu_percent:.0f}% ({s.worst_delivered:.2f}% worst)",
                   flush=True)
-            if "castway-udpsrc" in results:
-                u = results["castway-udpsrc"]
-                print(f"{n} routes: castway with udpsrc inputs {u.cpu_percent:.0f}% "
-                      f"({u.worst_delivered:.2f}% worst)", flush=True)
         if args.idle:
             idle = {
                 relay: measure(args.idle, relay, None, source, args.seconds, args.warmup,
                                workdir)
-                for relay in relays
+                for relay in ("castway", "srt-live-transmit")
             }
     print()
     print(f"{args.seconds:.0f} s per run, 2 Mb/s per route, UDP -> UDP on loopback")
@@ -198,23 +184,11 @@ def main() -> None:
         print(f"| {n} | {c.cpu_percent:.0f} | {s.cpu_percent:.0f} | {ratio:.2f}x "
               f"| {c.worst_delivered:.2f}% / {c.mean_delivered:.2f}% "
               f"| {s.worst_delivered:.2f}% / {s.mean_delivered:.2f}% |")
-    if args.udpsrc:
-        print()
-        print("| routes | castway, I/O threads CPU % | castway, udpsrc inputs CPU % | ratio "
-              "| I/O threads worst delivered | udpsrc worst delivered |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-        for n, r in rows:
-            c, u = r["castway"], r["castway-udpsrc"]
-            ratio = c.cpu_percent / u.cpu_percent if u.cpu_percent else float("nan")
-            print(f"| {n} | {c.cpu_percent:.0f} | {u.cpu_percent:.0f} | {ratio:.2f}x "
-                  f"| {c.worst_delivered:.2f}% | {u.worst_delivered:.2f}% |")
     if args.idle:
         c, s = idle["castway"].cpu_percent, idle["srt-live-transmit"].cpu_percent
         print()
         print(f"{args.idle} idle routes (nothing sent): castway {c:.1f}% of a core, "
               f"srt-live-transmit {s:.1f}%")
-        if args.udpsrc:
-            print(f"with udpsrc inputs: castway {idle['castway-udpsrc'].cpu_percent:.1f}%")
 
 
 if __name__ == "__main__":

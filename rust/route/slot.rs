@@ -178,34 +178,32 @@ impl Slot {
             return Ok(());
         }
         if let (Role::Input, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
-            if source::udp::on_io_threads() {
-                // No pipeline: the I/O threads read the socket into the hub, ready at once.
-                let feed = self.feed.clone().expect("inputs have a feed");
-                feed.reset();
-                self.generation = generation;
-                self.starts += 1;
-                self.bytes_at_start = self.counters.snapshot().bytes;
-                self.restart_at = None;
-                self.start_failed = false;
-                match source::udp::UdpReceiver::open(e, hub.clone(), feed) {
-                    Ok(receiver) => {
-                        self.receiver = Some(receiver);
-                        self.status = Status::Running;
-                        self.running_since = Some(now);
-                        gst::info!(
-                            CAT,
-                            "{route}: started input {} ({})",
-                            self.id,
-                            self.endpoint
-                        );
-                    }
-                    Err(why) => {
-                        self.status = Status::Starting;
-                        self.fail(hub, why.to_string(), now);
-                    }
+            // No pipeline: the I/O threads read the socket into the hub, ready at once.
+            let feed = self.feed.clone().expect("inputs have a feed");
+            feed.reset();
+            self.generation = generation;
+            self.starts += 1;
+            self.bytes_at_start = self.counters.snapshot().bytes;
+            self.restart_at = None;
+            self.start_failed = false;
+            match source::udp::UdpReceiver::open(e, hub.clone(), feed) {
+                Ok(receiver) => {
+                    self.receiver = Some(receiver);
+                    self.status = Status::Running;
+                    self.running_since = Some(now);
+                    gst::info!(
+                        CAT,
+                        "{route}: started input {} ({})",
+                        self.id,
+                        self.endpoint
+                    );
                 }
-                return Ok(());
+                Err(why) => {
+                    self.status = Status::Starting;
+                    self.fail(hub, why.to_string(), now);
+                }
             }
+            return Ok(());
         }
         let (pipeline, srt, callers, tap) = match self.role {
             Role::Input => {

@@ -1,43 +1,14 @@
-//! UDP inputs. They are read on the I/O threads (`UdpReceiver`, batched `recvmmsg`), or, the
-//! old way, by a `udpsrc` pipeline (`elements`).
+//! UDP inputs: read on the I/O threads (`io::epoll`) with batched `recvmmsg`, without a
+//! pipeline. docs/architecture.md says why not `udpsrc`.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::element;
 use crate::error::{Error, Result};
 use crate::hub::{Feed, Hub};
 use crate::uri::UdpEndpoint;
-use gst::prelude::*;
-
-/// `udpsrc`: one buffer per datagram. A multicast group is joined (on `iface` if given).
-pub(super) fn elements(ep: &UdpEndpoint, name: &str) -> Result<Vec<gst::Element>> {
-    let src = element("udpsrc", name)?;
-    src.set_property("address", ep.bind_host());
-    src.set_property("port", i32::from(ep.port));
-    // A unicast port is ours alone (so a clash is an error, not two half-fed inputs); a
-    // multicast group is shared with whoever else listens to it.
-    src.set_property("reuse", ep.is_multicast());
-    src.set_property("retrieve-sender-address", false);
-    if let Some(i) = &ep.iface {
-        src.set_property("multicast-iface", i);
-    }
-    if ep.buffer_size > 0 {
-        src.set_property("buffer-size", ep.buffer_size as i32);
-    }
-    Ok(vec![src])
-}
-
-/// Whether UDP inputs are read on the I/O threads (the default) rather than by `udpsrc`
-/// (`CASTWAY_UDP_INPUT=udpsrc`, kept to measure one against the other: benches/scale.py).
-pub fn on_io_threads() -> bool {
-    static IO: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-        std::env::var("CASTWAY_UDP_INPUT").map_or(true, |v| v != "udpsrc")
-    });
-    *IO
-}
 
 /// A UDP input on the I/O threads (`io::epoll`): its socket, read with `recvmmsg` in batches,
 /// each datagram handed to the hub as one buffer. No pipeline and no thread of its own.

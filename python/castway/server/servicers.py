@@ -52,7 +52,8 @@ DESIRED = {
 }
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
-    ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
+    # UDP needs no element: its sockets are castway's own.
+    ("udp", "UDP unicast or multicast MPEG-TS", None),
     (
         "file",
         "an MPEG-TS file in the media root (input: optionally looped; output: written)",
@@ -425,7 +426,7 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
                 input=True,
                 output=scheme != "test",
                 description=text,
-                available=castway.element_available(element),
+                available=element is None or castway.element_available(element),
             )
             for scheme, text, element in KINDS
         ]
