@@ -23,6 +23,10 @@ pub struct UdpReceiver {
 
 /// Batches one readable wake reads at most before the loop serves its other sockets.
 const BATCHES_PER_WAKE: usize = 8;
+/// An input's receive buffer when its URI sets none: 1 MiB (about 1 s at 8 Mb/s), so a loop
+/// busy with another socket's batch does not cost this one datagrams. Past
+/// `net.core.rmem_max` only where allowed (root); elsewhere the system's limit caps it.
+const DEFAULT_RCVBUF: i32 = 1 << 20;
 
 impl UdpReceiver {
     /// Binds the endpoint's address (a multicast group: joined, on `iface` if given, shared
@@ -111,12 +115,15 @@ fn bound_socket(ep: &UdpEndpoint, addr: SocketAddr) -> std::result::Result<Owned
         set(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32)
             .map_err(|_| os_error("SO_REUSEADDR"))?;
     }
-    if ep.buffer_size > 0 {
-        let size = ep.buffer_size as i32;
-        // Past net.core.rmem_max where allowed (root), as udpsrc does.
-        if set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
-            set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, &size)
-                .map_err(|_| os_error(&format!("buffer_size={}", ep.buffer_size)))?;
+    // Past net.core.rmem_max where allowed (root), as udpsrc did.
+    let size = match ep.buffer_size {
+        0 => DEFAULT_RCVBUF,
+        n => n as i32,
+    };
+    if set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+        let r = set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
+        if ep.buffer_size > 0 {
+            r.map_err(|_| os_error(&format!("buffer_size={}", ep.buffer_size)))?;
         }
     }
     let (storage, len) = sockaddr(addr);
