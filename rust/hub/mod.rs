@@ -116,6 +116,12 @@ impl Tap {
         }
     }
 
+    /// The tap without a burst of its own: for a reader that got it through [`Hub::join`].
+    pub fn joined(self) -> Tap {
+        self.joining.store(false, Relaxed);
+        self
+    }
+
     /// Sends the hub's burst before the next live buffer (a reader joined the output anew).
     pub fn join(&self) {
         self.joining.store(true, Relaxed);
@@ -1034,6 +1040,93 @@ mod tests {
         hub.ingest(&input, video(3, 11_800, true));
         hub.ingest(&input, video(4, 15_400, false));
         assert_eq!(received(&late).len(), 2);
+    }
+
+    /// Feeds single video packets (PAT and PMT first, a keyframe every 25) to the hub on
+    /// another thread, one every 100 µs, counting them in `fed`, until 30 after `stop` is set
+    /// (at most 10,000).
+    fn feed_on_a_thread(
+        hub: &Arc<Hub>,
+        fed: &Arc<AtomicU64>,
+        stop: &Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        use crate::ts::tests::{pat, pmt};
+        let input = hub.feed();
+        hub.cut_to(Some(&input));
+        let psi = [pat(1, 0x1000), pmt(0x1000, 0x100, &[(0x100, 0x1b)])].concat();
+        hub.ingest(&input, gst::Buffer::from_mut_slice(psi));
+        let (hub, fed, stop) = (hub.clone(), fed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut left = 30;
+            for i in 0..10_000u64 {
+                hub.ingest(
+                    &input,
+                    video(i as u8 & 0x0f, 1_000 + i * 3_600, i % 25 == 0),
+                );
+                fed.fetch_add(1, Relaxed);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                if stop.load(Relaxed) {
+                    left -= 1;
+                    if left == 0 {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The video packets' counters after the PAT and PMT copies: consecutive from the first.
+    fn assert_continuous(got: &[Vec<u8>]) {
+        assert_eq!(got[0].len(), 2 * PACKET_SIZE, "PAT and PMT first");
+        assert!(got[1][5] & 0x40 != 0, "then a keyframe");
+        for w in got[1..].windows(2) {
+            assert_eq!(w[1][3] & 0x0f, (w[0][3] + 1) & 0x0f, "a gap or a repeat");
+        }
+    }
+
+    #[test]
+    fn a_reader_joining_while_the_input_runs_gets_the_burst_then_every_live_packet_once() {
+        gst::init().unwrap();
+        let hub = Arc::new(Hub::new(1 << 20));
+        let fed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder = feed_on_a_thread(&hub, &fed, &stop);
+        while fed.load(Relaxed) < 60 {
+            std::thread::yield_now();
+        }
+        // A tap (an output that starts) ...
+        let rx = udp_output(&hub);
+        // ... and a reader joining through `Hub::join` from this thread.
+        let rx2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx2.set_nonblocking(true).unwrap();
+        let ep = crate::uri::UdpEndpoint {
+            host: "127.0.0.1".into(),
+            port: rx2.local_addr().unwrap().port(),
+            iface: None,
+            ttl: None,
+            buffer_size: 0,
+        };
+        let sender = UdpSender::open(&ep).unwrap();
+        hub.join(|burst| {
+            for b in &burst {
+                assert!(sender.send(&b.map_readable().unwrap()));
+            }
+            let tap = Tap::udp(
+                "reader".into(),
+                UdpSender::open(&ep).unwrap(),
+                Arc::default(),
+            );
+            hub.attach(Arc::new(tap.joined()));
+        });
+        stop.store(true, Relaxed);
+        feeder.join().unwrap();
+        let last_cc = (fed.load(Relaxed) - 1) as u8 & 0x0f;
+        for rx in [rx, rx2] {
+            let got = received(&rx);
+            assert_continuous(&got);
+            // Every packet from the keyframe before the join to the last one fed.
+            assert_eq!(got[got.len() - 1][3] & 0x0f, last_cc);
+        }
     }
 
     #[test]
