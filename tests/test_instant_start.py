@@ -114,6 +114,26 @@ def test_an_output_joining_mid_gop_decodes_from_its_first_packets(
     route.remove_output(oid)
 
 
+def test_a_file_output_added_live_starts_with_a_whole_gop(
+    live: tuple[castway.Gateway, castway.Route, int], tmp_path: Path,
+) -> None:
+    """An output with a pipeline (its appsrc) gets the burst once it takes data, not while it
+    is still starting."""
+    _, route, _ = live
+    set_gop_cache(live, 1 << 20)
+    wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 20 * 1316, 10, "a GOP under way")
+    path = tmp_path / "late.ts"
+    oid = route.add_output(f"file://{path}")
+    wait_until(lambda: path.exists() and len(keyframes(path.read_bytes())) >= 2, 10,
+               "a keyframe of the live data in the file")
+    route.remove_output(oid)
+    data = path.read_bytes()
+    assert keyframes(data)[0] == 376
+    whole = tmp_path / "whole.ts"
+    whole.write_bytes(data[: keyframes(data)[-1]])
+    assert decode_errors(whole) == ""
+
+
 def test_without_instant_start_an_output_joining_mid_gop_starts_with_undecodable_frames(
     live: tuple[castway.Gateway, castway.Route, int],
     udp_capture: Callable[..., UdpCapture], tmp_path: Path,

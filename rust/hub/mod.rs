@@ -127,6 +127,19 @@ impl Tap {
         self.joining.store(true, Relaxed);
     }
 
+    /// Whether the output takes data now: an output pipeline takes it once it is PAUSED
+    /// (before, its appsrc refuses it as flushing); a socket always. Asked only while joining,
+    /// so that the burst is not spent on an output still starting.
+    fn ready(&self) -> bool {
+        match &self.out {
+            Out::Queue { appsrc, .. } => {
+                use gst::prelude::ElementExtManual;
+                appsrc.current_state() >= gst::State::Paused
+            }
+            Out::Udp(_) => true,
+        }
+    }
+
     /// Sends the burst of a joining tap: counted as sent (or dropped) like live data, and in
     /// the output's `burst_packets`.
     fn offer_burst(&self, burst: &[gst::Buffer]) {
@@ -791,7 +804,7 @@ impl Hub {
     /// `splice` held (what makes a join seamless: see `join_burst`).
     fn offer(&self, buffer: &gst::Buffer) {
         for tap in lock(&self.taps).iter() {
-            if tap.joining.swap(false, Relaxed) {
+            if tap.joining.load(Relaxed) && tap.ready() && tap.joining.swap(false, Relaxed) {
                 tap.offer_burst(&self.join_burst());
             }
             tap.offer(buffer);
