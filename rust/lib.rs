@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod hub;
+pub mod io;
 pub mod limits;
 mod pipeline;
 pub mod route;

@@ -11,13 +11,16 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-pub use crate::hub::DEFAULT_TAP_QUEUE_BYTES;
+pub use crate::hub::{DEFAULT_GOP_CACHE_BYTES, DEFAULT_TAP_QUEUE_BYTES};
 pub use crate::switch::{DEFAULT_FAILBACK_AFTER, DEFAULT_LOSS_TIMEOUT};
 
 /// The smallest per-output queue bound.
 pub const MIN_QUEUE_BYTES: u64 = 64 * 1024;
 /// The largest per-output queue bound (1 GiB).
 pub const MAX_QUEUE_BYTES: u64 = 1 << 30;
+/// The largest GOP cache (instant start) of a route, 64 MiB: a 4 s GOP at 128 Mb/s. 0 turns
+/// it off.
+pub const MAX_GOP_CACHE_BYTES: u64 = 64 << 20;
 /// Smallest loss timeout accepted.
 pub const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Largest loss timeout accepted.
@@ -51,6 +54,7 @@ pub const PBKEYLENS: [u64; 3] = [16, 24, 32];
 // The defaults lie within the bounds (checked when the crate builds).
 const _: () = {
     assert!(MIN_QUEUE_BYTES <= DEFAULT_TAP_QUEUE_BYTES);
+    assert!(DEFAULT_GOP_CACHE_BYTES <= MAX_GOP_CACHE_BYTES);
     assert!(MIN_LOSS_TIMEOUT.as_millis() <= DEFAULT_LOSS_TIMEOUT.as_millis());
     assert!(DEFAULT_LOSS_TIMEOUT.as_millis() <= MAX_LOSS_TIMEOUT.as_millis());
     assert!(DEFAULT_FAILBACK_AFTER.as_millis() <= MAX_FAILBACK_AFTER.as_millis());
@@ -90,6 +94,7 @@ pub fn rule(field: &str) -> Option<Rule> {
     let ms = |d: Duration| d.as_millis() as u64;
     Some(match field {
         "queue_bytes" => Rule::Range(MIN_QUEUE_BYTES, MAX_QUEUE_BYTES),
+        "gop_cache_bytes" => Rule::Range(0, MAX_GOP_CACHE_BYTES),
         "loss_timeout_ms" => Rule::Range(ms(MIN_LOSS_TIMEOUT), ms(MAX_LOSS_TIMEOUT)),
         "failback_after_ms" => Rule::Range(0, ms(MAX_FAILBACK_AFTER)),
         "latency_ms" => Rule::Range(0, MAX_LATENCY_MS),
@@ -162,6 +167,8 @@ pub struct Limits {
     pub queue_bytes: u64,
     pub min_queue_bytes: u64,
     pub max_queue_bytes: u64,
+    pub gop_cache_bytes: u64,
+    pub max_gop_cache_bytes: u64,
     pub loss_timeout_ms: u64,
     pub min_loss_timeout_ms: u64,
     pub max_loss_timeout_ms: u64,
@@ -186,6 +193,8 @@ impl Limits {
             queue_bytes: DEFAULT_TAP_QUEUE_BYTES,
             min_queue_bytes: MIN_QUEUE_BYTES,
             max_queue_bytes: MAX_QUEUE_BYTES,
+            gop_cache_bytes: DEFAULT_GOP_CACHE_BYTES,
+            max_gop_cache_bytes: MAX_GOP_CACHE_BYTES,
             loss_timeout_ms: ms(DEFAULT_LOSS_TIMEOUT),
             min_loss_timeout_ms: ms(MIN_LOSS_TIMEOUT),
             max_loss_timeout_ms: ms(MAX_LOSS_TIMEOUT),

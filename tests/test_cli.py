@@ -124,6 +124,7 @@ def test_relay_rejects_an_invalid_uri_with_status_2(args: list[str], needle: str
         (["--slate-size", "641x360"], "slate_size: "),
         (["--slate-size", "big"], "slate_size: "),
         (["--loss-timeout", "10"], "loss_timeout_ms: "),
+        (["--gop-cache-bytes", str(64 << 20 | 1)], "gop_cache_bytes: "),
         (["--name=-r"], "route name `-r` must be"),
     ],
 )

@@ -257,6 +257,7 @@ def test_template_inheritance_and_hot_apply(
         [ep(f"udp://127.0.0.1:{mon}", "monitor")],
         failover=spec_pb2.Failover(loss_timeout_ms=700, failback_after_ms=2000),
         srt=spec_pb2.SrtDefaults(latency_ms=250, passphrase="template-secret-1"),
+        gop_cache_bytes=0,
     )
     md = server.client.metadata
     server.client.templates.CreateTemplate(
@@ -282,6 +283,8 @@ def test_template_inheritance_and_hot_apply(
     srt_uri = r.outputs[2].uri
     assert "latency=80" in srt_uri and "latency=250" not in srt_uri
     assert "passphrase=template-secret-1" in srt_uri
+    assert r.HasField("gop_cache_bytes") and r.gop_cache_bytes == 0
+    assert route.status.gop_cache.limit_bytes == 0
     wait_until(lambda: mon_cap.size > 100_000, 30, "the inherited output to deliver")
 
     mon2_cap = udp_capture(mon2)
@@ -290,6 +293,7 @@ def test_template_inheritance_and_hot_apply(
         [ep(f"udp://127.0.0.1:{mon}", "monitor"), ep(f"udp://127.0.0.1:{mon2}", "backup-monitor")],
         failover=spec_pb2.Failover(loss_timeout_ms=400),
         srt=spec_pb2.SrtDefaults(latency_ms=250, passphrase="template-secret-1"),
+        gop_cache_bytes=512 * 1024,
     )
     before = mon_cap.size
     updated = server.client.templates.UpdateTemplate(
@@ -305,6 +309,8 @@ def test_template_inheritance_and_hot_apply(
     assert ts_continuity(mon_cap.data)["cc_errors"] == 0
     got = server.get("news")
     assert got.resolved.failover.loss_timeout_ms == 400 and got.version == route.version
+    # Instant start's bound applies live, like the loss timeout.
+    assert got.status.gop_cache.limit_bytes == 512 * 1024
     expect(
         CODE.FAILED_PRECONDITION,
         lambda: server.client.templates.DeleteTemplate(
@@ -431,6 +437,7 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
         ("spec.failover.failback_after_ms",
          {"failover": spec_pb2.Failover(failback_after_ms=3_600_001)}),
         ("spec.queue_bytes", {"queue_bytes": (1 << 30) + 1}),
+        ("spec.gop_cache_bytes", {"gop_cache_bytes": (64 << 20) + 1}),
         ("spec.outputs[0].id", {"outputs": [ep("udp://127.0.0.1:9", "-x")]}),
         ("spec.outputs[0].uri", {"outputs": [ep("udp://127.0.0.1:notaport")]}),
     ]

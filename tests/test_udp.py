@@ -79,3 +79,31 @@ def test_multicast_output_and_input_on_loopback(
     assert last_b["inputs"][0]["drops"] == 0
     assert sha256(direct.read_bytes()[: len(data)]) == sha256(data)
     assert sha256(via_castway.read_bytes()[: len(data)]) == sha256(data)
+
+
+def test_500_udp_routes_fit_in_1024_descriptors_and_deliver() -> None:
+    """A UDP input costs one socket on the shared I/O threads, no pipeline: 500 routes fit the
+    usual default limit of 1024 descriptors even where castway cannot raise it (hard limit
+    1024), and each of them delivers."""
+    code = """
+import resource, socket, sys, castway
+from support import wait_until
+from support.net import free_ports
+n = 500
+ports = free_ports(2 * n)
+rx = []
+with castway.Gateway() as gw:
+    for k in range(n):
+        gw.add_route(f"r{k}", f"udp://127.0.0.1:{ports[k]}", [f"udp://127.0.0.1:{ports[n + k]}"])
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for k in range(n):
+        tx.sendto(bytes([0x47] + [0] * 187) * 7, ("127.0.0.1", ports[k]))
+    wait_until(lambda: all(s["outputs"][0]["packets"] == 7 for s in gw.stats()), 30,
+               "every route to deliver")
+print("ok")
+"""
+    r = subprocess.run(
+        ["bash", "-c", f'ulimit -n 1024 && exec "{sys.executable}" -c "$0"', code],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent,
+    )
+    assert r.stdout.strip() == "ok", r.stderr[-2000:]

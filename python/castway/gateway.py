@@ -172,6 +172,7 @@ class EndpointStats(TypedDict, total=False):
     retry_in_ms: int | None
     last_error: str | None
     srt: SrtStats | None
+    burst_packets: int
 
 
 SwitchReason = Literal[
@@ -201,6 +202,16 @@ class SwitchStats(TypedDict):
     by_reason: dict[str, int]
 
 
+class GopCacheStats(TypedDict):
+    """Instant start: the last GOP the route keeps for outputs that join (docs/stats.md)."""
+
+    limit_bytes: int
+    bytes: int
+    gops: int
+    too_large: int
+    bursts: int
+
+
 class RouteStats(TypedDict):
     name: str
     state: Literal["live", "slate", "waiting", "stopped"]
@@ -209,6 +220,7 @@ class RouteStats(TypedDict):
     inputs: list[EndpointStats]
     outputs: list[EndpointStats]
     switch: SwitchStats
+    gop_cache: GopCacheStats
 
 
 Endpoints = str | Sequence[str] | Mapping[str, str]
@@ -317,8 +329,10 @@ def _spec(
     failback_after_ms: int | None,
     slate: bool | None,
     slate_size: SlateSize | None,
+    gop_cache_bytes: int | None = None,
 ) -> dict[str, object]:
     return {
+        "gop_cache_bytes": gop_cache_bytes,
         "name": name,
         "inputs": _pairs(inputs),
         "outputs": _pairs(outputs),
@@ -340,12 +354,13 @@ def check_route(
     failback_after_ms: int | None = None,
     slate: bool | None = None,
     slate_size: SlateSize | None = None,
+    gop_cache_bytes: int | None = None,
 ) -> None:
     """Checks a route spec (the arguments of :meth:`Gateway.add_route`) without starting
     anything; raises what ``add_route`` would raise for it, short of a taken address."""
     _castway.check_spec(
         _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
-              slate_size)
+              slate_size, gop_cache_bytes)
     )
 
 
@@ -440,6 +455,7 @@ class Gateway(Closing):
         failback_after_ms: int | None = None,
         slate: bool | None = None,
         slate_size: SlateSize | None = None,
+        gop_cache_bytes: int | None = None,
     ) -> Route:
         """Builds and starts a route.
 
@@ -453,12 +469,15 @@ class Gateway(Closing):
         to 60000); a better input takes over again after ``failback_after_ms`` of unbroken
         health (default 5000, at most 3600000). When every input is lost a generated slate
         goes out unless ``slate=False``; ``slate_size=(w, h)`` (or ``"WxH"``) sets its picture
-        (default: that of the input on air, read from its H.264 SPS; else 1280x720). A bad
-        setting raises ``ConfigError`` naming it (``castway.errors.field_of``).
+        (default: that of the input on air, read from its H.264 SPS; else 1280x720).
+        ``gop_cache_bytes`` bounds the last GOP the route keeps for instant start: an output
+        that starts on a running route gets it first and decodes from its first packets
+        (default 1 MiB, at most 64 MiB; 0 turns it off). A bad setting raises ``ConfigError``
+        naming it (``castway.errors.field_of``).
         """
         native = self._native.add_route(
             _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
-                  slate_size)
+                  slate_size, gop_cache_bytes)
         )
         return Route(native)
 
@@ -473,17 +492,19 @@ class Gateway(Closing):
         failback_after_ms: int | None = None,
         slate: bool | None = None,
         slate_size: SlateSize | None = None,
+        gop_cache_bytes: int | None = None,
     ) -> Applied:
         """Makes running route ``name`` match a new spec (the arguments of :meth:`add_route`)
         by difference. Inputs and outputs are matched by id (unnamed ones get the id they
         would get at creation: ``in0…``, ``out0…``); only those added, removed or changed
         start or stop, so receivers on the others see no gap. Inputs take the new priority
-        order; loss and failback times apply at once. A change of ``queue_bytes``, ``slate``
-        or ``slate_size`` restarts the whole route. Returns what changed.
+        order; loss and failback times and ``gop_cache_bytes`` apply at once. A change of
+        ``queue_bytes``, ``slate`` or ``slate_size`` restarts the whole route. Returns what
+        changed.
         """
         applied = self._native.update_route(
             _spec(name, inputs, outputs, queue_bytes, loss_timeout_ms, failback_after_ms, slate,
-                  slate_size)
+                  slate_size, gop_cache_bytes)
         )
         return cast(Applied, applied)
 

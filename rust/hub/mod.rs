@@ -14,12 +14,21 @@
 //! plays: failback and manual switches), so the outputs never see a gap. Everything that goes
 //! out passes the [`Restamper`], which splices the runs into one stream.
 //!
-//! Lock order: `splice` → `Feed::state` → `taps`. A feed's streaming thread never holds its
-//! `state` while it takes `splice`.
+//! Instant start lives here too (`gop.rs`): the hub keeps the last GOP of what it fans out, and
+//! an output that joins (a new tap, or one `Tap::join` re-arms) is sent that burst right before
+//! its first live buffer. See [`Hub::join_burst`] for why nothing is lost or sent twice between
+//! the two.
+//!
+//! Lock order: `splice` → `Feed::state` → `taps` → `gop`. A feed's streaming thread never holds
+//! its `state` while it takes `splice`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
+
+mod gop;
+
+pub use gop::{GopCacheStats, DEFAULT_GOP_CACHE_BYTES};
 
 use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
@@ -51,6 +60,9 @@ pub struct Tap {
     pub id: String,
     out: Out,
     pub counters: Arc<Counters>,
+    /// Joining: the next buffer offered is preceded by the hub's burst (instant start). Set
+    /// when the tap is made, and by `join`.
+    joining: AtomicBool,
 }
 
 /// Where a tap hands buffers.
@@ -82,6 +94,7 @@ impl Tap {
             id,
             out: Out::Queue { appsrc, full },
             counters,
+            joining: AtomicBool::new(true),
         }
     }
 
@@ -91,6 +104,7 @@ impl Tap {
             id,
             out: Out::Udp(sender),
             counters,
+            joining: AtomicBool::new(true),
         }
     }
 
@@ -102,7 +116,42 @@ impl Tap {
         }
     }
 
-    fn offer(&self, buffer: &gst::Buffer) {
+    /// The tap without a burst of its own: for a reader that got it through [`Hub::join`].
+    pub fn joined(self) -> Tap {
+        self.joining.store(false, Relaxed);
+        self
+    }
+
+    /// Sends the hub's burst before the next live buffer (a reader joined the output anew).
+    pub fn join(&self) {
+        self.joining.store(true, Relaxed);
+    }
+
+    /// Whether the output takes data now: an output pipeline takes it once it is PAUSED
+    /// (before, its appsrc refuses it as flushing); a socket always. Asked only while joining,
+    /// so that the burst is not spent on an output still starting.
+    fn ready(&self) -> bool {
+        match &self.out {
+            Out::Queue { appsrc, .. } => {
+                use gst::prelude::ElementExtManual;
+                appsrc.current_state() >= gst::State::Paused
+            }
+            Out::Udp(_) => true,
+        }
+    }
+
+    /// Sends the burst of a joining tap: counted as sent (or dropped) like live data, and in
+    /// the output's `burst_packets`.
+    fn offer_burst(&self, burst: &[gst::Buffer]) {
+        for b in burst {
+            if self.offer(b) {
+                self.counters.burst(b.size());
+            }
+        }
+    }
+
+    /// Sends or drops (and counts) one buffer; true if it was sent.
+    fn offer(&self, buffer: &gst::Buffer) -> bool {
         let size = buffer.size();
         let sent = match &self.out {
             Out::Queue { full, .. } if full.load(Relaxed) => false,
@@ -115,6 +164,7 @@ impl Tap {
         } else {
             self.counters.drop_bytes(size);
         }
+        sent
     }
 }
 
@@ -315,6 +365,9 @@ pub struct Hub {
     taps: Mutex<Vec<Arc<Tap>>>,
     splice: Mutex<Restamper>,
     cuts: AtomicU64,
+    /// The last GOP that went out (instant start). Pushed to by the fan-out under `splice`;
+    /// a leaf lock.
+    gop: Mutex<gop::GopCache>,
 }
 
 impl Default for Hub {
@@ -334,11 +387,55 @@ impl Default for Hub {
             taps: Mutex::new(Vec::new()),
             splice: Mutex::new(Restamper::default()),
             cuts: AtomicU64::new(0),
+            gop: Mutex::new(gop::GopCache::new(0)),
         }
     }
 }
 
 impl Hub {
+    /// A hub that keeps the last GOP it sent, up to `gop_cache_bytes` (0: instant start off).
+    pub fn new(gop_cache_bytes: u64) -> Hub {
+        let hub = Hub::default();
+        hub.set_gop_cache_bytes(gop_cache_bytes);
+        hub
+    }
+
+    /// Changes the GOP cache's bound (0: off). What it held is forgotten, its counts stay;
+    /// it keeps the next GOP that starts.
+    pub fn set_gop_cache_bytes(&self, limit: u64) {
+        let _splice = lock(&self.splice);
+        lock(&self.gop).set_limit(limit);
+    }
+
+    /// What a reader joining the route now is sent before the live data (instant start): the
+    /// latest PAT and PMT, then the last GOP that went out, from its keyframe on (`gop.rs`).
+    /// Empty when the cache is off or holds no whole GOP start.
+    ///
+    /// The burst ends with the buffer fanned out last, so it is seamless only if the reader
+    /// gets live data from the very next buffer on. Every fan-out runs under `splice`, so:
+    /// called on the fan-out path (a tap's send, as [`Tap::join`] does: the hub sends the
+    /// burst to a joining tap right before offering it the live buffer) or inside
+    /// [`Hub::join`], which holds `splice` while the reader is added to what the fan-out
+    /// reaches, no buffer can fall between the burst and the first live buffer, nor be in
+    /// both. Takes only the cache's own (leaf) lock, so it may be called from a tap's send.
+    pub fn join_burst(&self) -> Vec<gst::Buffer> {
+        lock(&self.gop).burst()
+    }
+
+    /// Runs `add_reader` with the burst while no buffer is fanned out, for a reader joining
+    /// from another thread (an SRT listener's new caller): `add_reader` sends the burst and
+    /// puts the reader where the next fan-out reaches it. It runs under `splice`, so it may
+    /// take only locks that come after the hub's (an SRT output's callers list), and must not
+    /// block.
+    pub fn join<R>(&self, add_reader: impl FnOnce(Vec<gst::Buffer>) -> R) -> R {
+        let _splice = lock(&self.splice);
+        add_reader(self.join_burst())
+    }
+
+    pub fn gop_cache_stats(&self) -> GopCacheStats {
+        lock(&self.gop).stats()
+    }
+
     pub fn feed(&self) -> Arc<Feed> {
         Arc::new(Feed {
             id: self.next_feed.fetch_add(1, Relaxed),
@@ -411,6 +508,8 @@ impl Hub {
         let Some(feed) = feed else {
             self.active.store(0, Relaxed);
             self.forget_deferred();
+            // Nothing goes out: a reader joining later starts with what comes next.
+            lock(&self.gop).clear();
             return;
         };
         self.active.store(feed.id, Relaxed);
@@ -701,10 +800,16 @@ impl Hub {
         self.offer(&buffer);
     }
 
+    /// Offers a buffer to every output; one that joins gets the burst first. Called with
+    /// `splice` held (what makes a join seamless: see `join_burst`).
     fn offer(&self, buffer: &gst::Buffer) {
         for tap in lock(&self.taps).iter() {
+            if tap.joining.load(Relaxed) && tap.ready() && tap.joining.swap(false, Relaxed) {
+                tap.offer_burst(&self.join_burst());
+            }
             tap.offer(buffer);
         }
+        lock(&self.gop).push(buffer);
     }
 
     /// Whether a video keyframe starts in this buffer of `feed` (any random access point when
@@ -916,6 +1021,125 @@ mod tests {
             out.push(buf[..n].to_vec());
         }
         out
+    }
+
+    #[test]
+    fn an_output_joining_mid_gop_gets_the_gop_then_every_live_buffer_once() {
+        use crate::ts::tests::{pat, pmt};
+        gst::init().unwrap();
+        let hub = Hub::new(64 * 1024);
+        let input = hub.feed();
+        hub.cut_to(Some(&input));
+        let psi = [pat(1, 0x1000), pmt(0x1000, 0x100, &[(0x100, 0x1b)])].concat();
+        hub.ingest(&input, gst::Buffer::from_mut_slice(psi));
+        hub.ingest(&input, video(0, 1_000, true));
+        hub.ingest(&input, video(1, 4_600, false));
+        // Joins mid-GOP: attached while data flows.
+        let rx = udp_output(&hub);
+        hub.ingest(&input, video(2, 8_200, false));
+        let got = received(&rx);
+        // PAT and PMT, the keyframe and the frame after it, then the live buffer.
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].len(), 2 * PACKET_SIZE);
+        let ccs: Vec<u8> = got[1..].iter().map(|d| d[3] & 0x0f).collect();
+        assert_eq!(ccs, [0, 1, 2]);
+        let tap = lock(&hub.taps)[0].clone();
+        let c = tap.counters.snapshot();
+        assert_eq!((c.packets, c.burst, c.drops), (5, 4, 0));
+        assert_eq!(hub.gop_cache_stats().bursts, 1);
+        // Off: an output joining starts with the live data.
+        hub.set_gop_cache_bytes(0);
+        let late = udp_output(&hub);
+        hub.ingest(&input, video(3, 11_800, true));
+        hub.ingest(&input, video(4, 15_400, false));
+        assert_eq!(received(&late).len(), 2);
+    }
+
+    /// Feeds single video packets (PAT and PMT first, a keyframe every 25) to the hub on
+    /// another thread, one every 100 µs, counting them in `fed`, until 30 after `stop` is set
+    /// (at most 10,000).
+    fn feed_on_a_thread(
+        hub: &Arc<Hub>,
+        fed: &Arc<AtomicU64>,
+        stop: &Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        use crate::ts::tests::{pat, pmt};
+        let input = hub.feed();
+        hub.cut_to(Some(&input));
+        let psi = [pat(1, 0x1000), pmt(0x1000, 0x100, &[(0x100, 0x1b)])].concat();
+        hub.ingest(&input, gst::Buffer::from_mut_slice(psi));
+        let (hub, fed, stop) = (hub.clone(), fed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut left = 30;
+            for i in 0..10_000u64 {
+                hub.ingest(
+                    &input,
+                    video(i as u8 & 0x0f, 1_000 + i * 3_600, i % 25 == 0),
+                );
+                fed.fetch_add(1, Relaxed);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                if stop.load(Relaxed) {
+                    left -= 1;
+                    if left == 0 {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The video packets' counters after the PAT and PMT copies: consecutive from the first.
+    fn assert_continuous(got: &[Vec<u8>]) {
+        assert_eq!(got[0].len(), 2 * PACKET_SIZE, "PAT and PMT first");
+        assert!(got[1][5] & 0x40 != 0, "then a keyframe");
+        for w in got[1..].windows(2) {
+            assert_eq!(w[1][3] & 0x0f, (w[0][3] + 1) & 0x0f, "a gap or a repeat");
+        }
+    }
+
+    #[test]
+    fn a_reader_joining_while_the_input_runs_gets_the_burst_then_every_live_packet_once() {
+        gst::init().unwrap();
+        let hub = Arc::new(Hub::new(1 << 20));
+        let fed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder = feed_on_a_thread(&hub, &fed, &stop);
+        while fed.load(Relaxed) < 60 {
+            std::thread::yield_now();
+        }
+        // A tap (an output that starts) ...
+        let rx = udp_output(&hub);
+        // ... and a reader joining through `Hub::join` from this thread.
+        let rx2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx2.set_nonblocking(true).unwrap();
+        let ep = crate::uri::UdpEndpoint {
+            host: "127.0.0.1".into(),
+            port: rx2.local_addr().unwrap().port(),
+            iface: None,
+            ttl: None,
+            buffer_size: 0,
+        };
+        let sender = UdpSender::open(&ep).unwrap();
+        hub.join(|burst| {
+            for b in &burst {
+                assert!(sender.send(&b.map_readable().unwrap()));
+            }
+            let tap = Tap::udp(
+                "reader".into(),
+                UdpSender::open(&ep).unwrap(),
+                Arc::default(),
+            );
+            hub.attach(Arc::new(tap.joined()));
+        });
+        stop.store(true, Relaxed);
+        feeder.join().unwrap();
+        let last_cc = (fed.load(Relaxed) - 1) as u8 & 0x0f;
+        for rx in [rx, rx2] {
+            let got = received(&rx);
+            assert_continuous(&got);
+            // Every packet from the keyframe before the join to the last one fed.
+            assert_eq!(got[got.len() - 1][3] & 0x0f, last_cc);
+        }
     }
 
     #[test]

@@ -91,13 +91,14 @@ impl<'py> FromPyObject<'py> for Size {
 }
 
 /// A route spec as Python hands it over: a dict with `name`, `inputs` and `outputs` (lists of
-/// `(uri, id)` pairs, `id` may be None) and optional `queue_bytes`, `loss_timeout_ms`,
+/// `(uri, id)` pairs, `id` may be None) and optional `queue_bytes`, `gop_cache_bytes`, `loss_timeout_ms`,
 /// `failback_after_ms`, `slate`, `slate_size`.
 pub(super) struct Spec {
     name: String,
     inputs: Vec<(Uri, Option<String>)>,
     outputs: Vec<(Uri, Option<String>)>,
     queue_bytes: Option<Whole>,
+    gop_cache_bytes: Option<Whole>,
     loss_timeout_ms: Option<Whole>,
     failback_after_ms: Option<Whole>,
     slate: Option<bool>,
@@ -126,6 +127,7 @@ impl<'py> FromPyObject<'py> for Spec {
             inputs: item(d, "inputs")?.ok_or_else(|| required("inputs"))?,
             outputs: item(d, "outputs")?.unwrap_or_default(),
             queue_bytes: item(d, "queue_bytes")?,
+            gop_cache_bytes: item(d, "gop_cache_bytes")?,
             loss_timeout_ms: item(d, "loss_timeout_ms")?,
             failback_after_ms: item(d, "failback_after_ms")?,
             slate: item(d, "slate")?,
@@ -148,6 +150,7 @@ impl Spec {
                 .map(|(uri, id)| OutputSpec { uri: uri.0, id })
                 .collect(),
             queue_bytes: whole(self.queue_bytes, "queue_bytes")?,
+            gop_cache_bytes: whole(self.gop_cache_bytes, "gop_cache_bytes")?,
             switch: SwitchSpec {
                 loss_timeout_ms: whole(self.loss_timeout_ms, "loss_timeout_ms")?,
                 failback_after_ms: whole(self.failback_after_ms, "failback_after_ms")?,

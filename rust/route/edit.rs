@@ -206,6 +206,10 @@ impl Route {
             inner.switch.set_timing(loss_timeout, failback_after);
             applied.settings = true;
         }
+        if self.hub.gop_cache_stats().limit_bytes != settings.gop_cache_bytes {
+            self.hub.set_gop_cache_bytes(settings.gop_cache_bytes);
+            applied.settings = true;
+        }
 
         // Outputs: stop what goes, then start what comes.
         for id in plan.outputs.remove {

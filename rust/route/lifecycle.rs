@@ -39,7 +39,7 @@ impl Route {
             next_output,
         } = Checked::new(&spec)?;
         let queue_bytes = settings.queue_bytes;
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(settings.gop_cache_bytes));
         let inputs: Vec<Slot> = want_inputs
             .into_iter()
             .map(|w| input_slot(w.id, w.endpoint, w.cold, &hub, queue_bytes))

@@ -68,6 +68,8 @@ pub(super) struct Slot {
     pub feed: Option<Arc<Feed>>,
     /// Outputs: their attachment to the hub while they run.
     tap: Option<Arc<Tap>>,
+    /// UDP inputs: their socket on the I/O threads while they run (no pipeline).
+    receiver: Option<source::udp::UdpReceiver>,
     queue_bytes: u64,
     /// How many pipelines this slot started.
     pub starts: u64,
@@ -119,6 +121,7 @@ impl Slot {
             running_since: None,
             feed,
             tap: None,
+            receiver: None,
             queue_bytes,
             bytes_at_start: 0,
             starts: 0,
@@ -163,6 +166,34 @@ impl Slot {
                     gst::info!(
                         CAT,
                         "{route}: started output {} ({})",
+                        self.id,
+                        self.endpoint
+                    );
+                }
+                Err(why) => {
+                    self.status = Status::Starting;
+                    self.fail(hub, why.to_string(), now);
+                }
+            }
+            return Ok(());
+        }
+        if let (Role::Input, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
+            // No pipeline: the I/O threads read the socket into the hub, ready at once.
+            let feed = self.feed.clone().expect("inputs have a feed");
+            feed.reset();
+            self.generation = generation;
+            self.starts += 1;
+            self.bytes_at_start = self.counters.snapshot().bytes;
+            self.restart_at = None;
+            self.start_failed = false;
+            match source::udp::UdpReceiver::open(e, hub.clone(), feed) {
+                Ok(receiver) => {
+                    self.receiver = Some(receiver);
+                    self.status = Status::Running;
+                    self.running_since = Some(now);
+                    gst::info!(
+                        CAT,
+                        "{route}: started input {} ({})",
                         self.id,
                         self.endpoint
                     );
@@ -237,6 +268,8 @@ impl Slot {
         if let Some(tap) = self.tap.take() {
             hub.detach(&tap.id);
         }
+        // Waits for a batch being read; nothing reaches the hub from it after this.
+        self.receiver = None;
         if let Some(p) = self.pipeline.take() {
             stop_forwarding(&p);
             if set_state_bounded(&p, gst::State::Null, STATE_CHANGE_TIMEOUT).is_none() {
@@ -309,6 +342,9 @@ impl Slot {
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
         if let Some(why) = self.tap.as_ref().and_then(|t| t.take_error()) {
+            self.set_error(why);
+        }
+        if let Some(why) = self.receiver.as_ref().and_then(|r| r.take_error()) {
             self.set_error(why);
         }
         if self.start_failed && self.status == Status::Starting {
@@ -458,6 +494,7 @@ impl Slot {
                         .unwrap_or_default()
                 },
             }),
+            burst_packets: (self.role == Role::Output).then_some(counters.burst),
             counters,
             reconnects: self.reconnects,
             retry_in_ms: self

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::limits::{self, check_number, DEFAULT_TAP_QUEUE_BYTES, SLATE_ID};
+use crate::limits::{
+    self, check_number, DEFAULT_GOP_CACHE_BYTES, DEFAULT_TAP_QUEUE_BYTES, SLATE_ID,
+};
 use crate::switch::SwitchConfig;
 use crate::uri::{Endpoint, Role};
 
@@ -44,6 +46,9 @@ pub struct RouteSpec {
     pub outputs: Vec<OutputSpec>,
     /// Per-output queue bound in bytes; `None` for the default.
     pub queue_bytes: Option<u64>,
+    /// The bound of the route's GOP cache for instant start, in bytes (0: off); `None` for
+    /// the default.
+    pub gop_cache_bytes: Option<u64>,
     pub switch: SwitchSpec,
 }
 
@@ -70,6 +75,8 @@ pub fn check_spec(spec: &RouteSpec, kind: SpecKind) -> Result<()> {
 pub(super) struct RouteSettings {
     /// Per-output queue bound in bytes.
     pub queue_bytes: u64,
+    /// The GOP cache's bound (0: instant start off); changes live.
+    pub gop_cache_bytes: u64,
     /// Loss and failback times and whether there is a slate, as the route starts with them
     /// (the switch holds the times in force: `reconfigure` changes them there).
     pub switch: SwitchConfig,
@@ -84,8 +91,13 @@ impl RouteSettings {
             Some(n) => check_number("queue_bytes", n)?,
             None => DEFAULT_TAP_QUEUE_BYTES,
         };
+        let gop_cache_bytes = match spec.gop_cache_bytes {
+            Some(n) => check_number("gop_cache_bytes", n)?,
+            None => DEFAULT_GOP_CACHE_BYTES,
+        };
         Ok(RouteSettings {
             queue_bytes,
+            gop_cache_bytes,
             switch: switch_config(&spec.switch)?,
             slate_size: spec.switch.slate_size,
         })

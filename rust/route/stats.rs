@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{lock, Route};
+use crate::hub::GopCacheStats;
 use crate::stats::{CounterSnapshot, SrtStats};
 use crate::switch::{Reason, Source};
 use crate::ts::AnalysisStats;
@@ -27,6 +28,10 @@ pub struct EndpointStats {
     pub input: Option<InputStats>,
     #[serde(flatten)]
     pub counters: CounterSnapshot,
+    /// Outputs only: packets sent from the GOP cache as the output joined (instant start),
+    /// also counted in `packets`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst_packets: Option<u64>,
     pub reconnects: u64,
     pub retry_in_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -104,6 +109,8 @@ pub struct RouteStats {
     pub inputs: Vec<EndpointStats>,
     pub outputs: Vec<EndpointStats>,
     pub switch: SwitchStats,
+    /// Instant start: the route's GOP cache.
+    pub gop_cache: GopCacheStats,
 }
 
 impl Route {
@@ -163,6 +170,7 @@ impl Route {
             inputs,
             outputs,
             switch,
+            gop_cache: self.hub.gop_cache_stats(),
         }
     }
 }

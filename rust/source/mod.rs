@@ -1,10 +1,11 @@
 //! Input pipelines: one per input, `<protocol source> [! clocksync] ! fakesink`, with the hub
-//! taking every buffer in a probe on the fakesink's pad.
+//! taking every buffer in a probe on the fakesink's pad. UDP inputs have no pipeline: their
+//! sockets are read on the I/O threads (`udp.rs`).
 
 mod file;
 mod srt;
 mod test;
-mod udp;
+pub mod udp;
 
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
             pipeline.add(&src)?;
             (src.clone(), Some(src), false)
         }
-        Endpoint::Udp(e) => (add_chain(&pipeline, &udp::elements(e, name)?)?, None, false),
+        Endpoint::Udp(_) => unreachable!("UDP inputs are sockets: udp::UdpReceiver"),
         Endpoint::File(e) => (add_chain(&pipeline, &file::elements(e, name)?)?, None, true),
         Endpoint::Test(e) => (test::build(e, name, &pipeline)?, None, false),
     };

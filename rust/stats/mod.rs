@@ -20,6 +20,9 @@ pub struct Counters {
     /// Inputs: packets of this input on air that the hub held back at a cut, waiting for
     /// their PID to start cleanly.
     held_back: AtomicU64,
+    /// Outputs: packets sent from the hub's GOP cache when the output joined (instant start);
+    /// also counted in `packets`.
+    burst: AtomicU64,
     bitrate_bps: AtomicU64,
 }
 
@@ -36,6 +39,9 @@ pub struct CounterSnapshot {
     pub off_air: u64,
     #[serde(skip)]
     pub held_back: u64,
+    /// Shown with the outputs' figures (`route::EndpointStats::burst_packets`).
+    #[serde(skip)]
+    pub burst: u64,
 }
 
 impl Counters {
@@ -62,6 +68,11 @@ impl Counters {
         self.held_back.fetch_add(packets as u64, Relaxed);
     }
 
+    /// Counts whole packets an output was sent from the GOP cache as it joined.
+    pub fn burst(&self, bytes: usize) {
+        self.burst.fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
+    }
+
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             bytes: self.bytes.load(Relaxed),
@@ -69,6 +80,7 @@ impl Counters {
             drops: self.drops.load(Relaxed),
             off_air: self.off_air.load(Relaxed),
             held_back: self.held_back.load(Relaxed),
+            burst: self.burst.load(Relaxed),
             bitrate_bps: self.bitrate_bps.load(Relaxed),
         }
     }

@@ -258,6 +258,7 @@ pub(crate) fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) 
 
 #[cfg(test)]
 pub(crate) mod tests {
+    pub(crate) use super::psi::tests::{pat, pmt};
     use super::*;
 
     /// Builds one TS packet: PID, CC, optional PCR (90 kHz base), optional PES PTS.

@@ -199,7 +199,7 @@ pub fn h264_size_in(p: &[u8]) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A packet of `pid` carrying `section` (PUSI, pointer field 0).

@@ -61,6 +61,11 @@ def add_commands(sub: Any) -> None:
              "(default 2 MiB; UDP outputs send at once, bounded by their socket buffer)",
     )
     relay.add_argument(
+        "--gop-cache-bytes", type=int, default=None, metavar="N",
+        help="the last GOP kept for outputs that start late, instant start (default 1 MiB; "
+             "0: off)",
+    )
+    relay.add_argument(
         "--loss-timeout", type=int, default=None, metavar="MS",
         help="an input without data this long is lost (default 300, at least 50)",
     )
@@ -96,7 +101,7 @@ def _relay(args: argparse.Namespace) -> int:
     )
     return run_route(
         args.name, args.input, args.output, args.stats_interval, args.json, args.queue_bytes,
-        switch=switch, commands=sys.stdin,
+        switch=switch, commands=sys.stdin, gop_cache_bytes=args.gop_cache_bytes,
     )
 
 
@@ -207,6 +212,7 @@ def run_route(
     banner: str | None = None,
     switch: SwitchOptions | None = None,
     commands: TextIO | None = None,
+    gop_cache_bytes: int | None = None,
 ) -> int:
     """Runs one route until SIGINT/SIGTERM; prints stats every ``stats_interval`` seconds and
     each switch as it happens, and takes commands from ``commands`` (stdin) if given."""
@@ -225,7 +231,7 @@ def run_route(
             route = gw.add_route(
                 name, list(inputs), list(outputs), queue_bytes=queue_bytes,
                 loss_timeout_ms=sw.loss_timeout_ms, failback_after_ms=sw.failback_after_ms,
-                slate=sw.slate, slate_size=sw.slate_size,
+                slate=sw.slate, slate_size=sw.slate_size, gop_cache_bytes=gop_cache_bytes,
             )
             if banner:
                 print(banner, file=sys.stderr, flush=True)

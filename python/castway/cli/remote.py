@@ -87,6 +87,9 @@ def add_commands(sub: Any) -> None:
     spec.add_argument("-i", "--input", action="append", default=[], metavar="[ID=]URI")
     spec.add_argument("-o", "--output", action="append", default=[], metavar="[ID=]URI")
     spec.add_argument("--queue-bytes", type=int)
+    spec.add_argument(
+        "--gop-cache-bytes", type=int, metavar="N", help="instant start's GOP cache (0: off)"
+    )
     spec.add_argument("--loss-timeout", type=int, metavar="MS")
     spec.add_argument("--failback-after", type=int, metavar="MS")
     spec.add_argument("--no-slate", action="store_true")
@@ -225,6 +228,8 @@ def _patched(current: spec_pb2.RouteSpec, args: argparse.Namespace) -> spec_pb2.
         spec.template = args.template
     if given.HasField("queue_bytes"):
         spec.queue_bytes = given.queue_bytes
+    if given.HasField("gop_cache_bytes"):
+        spec.gop_cache_bytes = given.gop_cache_bytes
     # Only the settings given are set in `given`: merging copies exactly those.
     spec.failover.MergeFrom(given.failover)
     spec.srt.MergeFrom(given.srt)
@@ -252,6 +257,7 @@ def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
         outputs=[_endpoint(u) for u in args.output],
         template=getattr(args, "template", None) or "",
         queue_bytes=args.queue_bytes,
+        gop_cache_bytes=getattr(args, "gop_cache_bytes", None),
     )
     failover = {
         "loss_timeout_ms": args.loss_timeout,

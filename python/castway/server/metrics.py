@@ -78,6 +78,9 @@ ENDPOINT = (
            "source was on air", _key("off_air_packets")),
     Series("castway.input.held_back", "counter", "{packet}", "packets held back at a cut",
            _key("held_back_packets")),
+    Series("castway.output.burst", "counter", "{packet}", "packets sent from the GOP cache as "
+           "the output joined (instant start; also in castway.endpoint.packets)",
+           _key("burst_packets")),
 )
 
 # Per SRT endpoint, and per caller of a listener (attributes as above, plus peer).
@@ -153,6 +156,10 @@ ROUTE = (
            lambda r: r["switch"]["cuts"]),
     Series("castway.route.slate_packets", "counter", "{packet}", "packets the slate put on air",
            lambda r: r["switch"]["slate_packets"]),
+    Series("castway.route.gop_cache", "gauge", "By", "bytes of the last GOP kept for instant "
+           "start", lambda r: r["gop_cache"]["bytes"]),
+    Series("castway.route.gops_too_large", "counter", "{gop}", "GOPs not kept for instant "
+           "start because they outgrew gop_cache_bytes", lambda r: r["gop_cache"]["too_large"]),
 )
 
 

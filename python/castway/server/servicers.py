@@ -52,7 +52,8 @@ DESIRED = {
 }
 KINDS = (
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
-    ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
+    # UDP needs no element: its sockets are castway's own.
+    ("udp", "UDP unicast or multicast MPEG-TS", None),
     (
         "file",
         "an MPEG-TS file in the media root (input: optionally looped; output: written)",
@@ -115,6 +116,7 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
         queue_bytes=opt(pb, "queue_bytes"),
         failover=Failover(**{k: opt(f, k) for k in vars(Failover())}),
         srt=SrtDefaults(**{k: opt(s, k) for k in vars(SrtDefaults())}),
+        gop_cache_bytes=opt(pb, "gop_cache_bytes"),
     )
 
 
@@ -140,6 +142,7 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
         outputs=[spec_pb2.Endpoint(id=e.id, uri=uri(e.uri)) for e in spec.outputs],
         template=spec.template,
         queue_bytes=spec.queue_bytes,
+        gop_cache_bytes=spec.gop_cache_bytes,
     )
     for k, v in vars(spec.failover).items():
         if v is not None:
@@ -423,7 +426,7 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
                 input=True,
                 output=scheme != "test",
                 description=text,
-                available=castway.element_available(element),
+                available=element is None or castway.element_available(element),
             )
             for scheme, text, element in KINDS
         ]

@@ -64,6 +64,7 @@ class Spec:
     queue_bytes: int | None = None
     failover: Failover = field(default_factory=Failover)
     srt: SrtDefaults = field(default_factory=SrtDefaults)
+    gop_cache_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON/TOML shape: unset fields left out."""
@@ -75,6 +76,8 @@ class Spec:
             d["template"] = self.template
         if self.queue_bytes is not None:
             d["queue_bytes"] = self.queue_bytes
+        if self.gop_cache_bytes is not None:
+            d["gop_cache_bytes"] = self.gop_cache_bytes
         for key, part in (("failover", self.failover), ("srt", self.srt)):
             values = {k: v for k, v in vars(part).items() if v is not None}
             if values:
@@ -84,7 +87,7 @@ class Spec:
 
 def spec_from_dict(d: Mapping[str, Any], where: str = "spec") -> Spec:
     """Reads the JSON/TOML/YAML shape; endpoints may be plain URI strings."""
-    known = {"inputs", "outputs", "template", "queue_bytes", "failover", "srt"}
+    known = {"inputs", "outputs", "template", "queue_bytes", "failover", "srt", "gop_cache_bytes"}
     _no_unknown(d, known, where)
     template = d.get("template", "")
     if not isinstance(template, str):
@@ -96,6 +99,7 @@ def spec_from_dict(d: Mapping[str, Any], where: str = "spec") -> Spec:
         queue_bytes=_opt(d, "queue_bytes", int, where),
         failover=Failover(**_section(d, "failover", vars(Failover()), where)),
         srt=SrtDefaults(**_section(d, "srt", vars(SrtDefaults()), where)),
+        gop_cache_bytes=_opt(d, "gop_cache_bytes", int, where),
     )
 
 
@@ -293,6 +297,9 @@ def resolve(name: str, spec: Spec, template: Spec | None) -> Spec:
         outputs=tuple(Endpoint(e.id, with_srt_defaults(e.uri, srt)) for e in outputs),
         queue_bytes=pick(spec.queue_bytes, t.queue_bytes, LIMITS["queue_bytes"]),
         failover=failover,
+        gop_cache_bytes=pick(
+            spec.gop_cache_bytes, t.gop_cache_bytes, LIMITS["gop_cache_bytes"]
+        ),
     )
 
 
@@ -322,6 +329,7 @@ class NativeSpec(TypedDict):
     failback_after_ms: int | None
     slate: bool | None
     slate_size: str | None
+    gop_cache_bytes: int | None
 
 
 def native(name: str, resolved: Spec) -> NativeSpec:
@@ -335,6 +343,7 @@ def native(name: str, resolved: Spec) -> NativeSpec:
         "failback_after_ms": f.failback_after_ms,
         "slate": f.slate,
         "slate_size": f.slate_size,
+        "gop_cache_bytes": resolved.gop_cache_bytes,
     }
 
 

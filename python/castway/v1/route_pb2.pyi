@@ -105,6 +105,7 @@ class RouteStatus(_message.Message):
     UPTIME_S_FIELD_NUMBER: _builtins.int
     SWITCHES_FIELD_NUMBER: _builtins.int
     SWITCH_FIELD_NUMBER: _builtins.int
+    GOP_CACHE_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"live", "slate", "waiting", "stopped" or "failed" (desired running but not started; see
     `error`; castway retries).
@@ -121,6 +122,10 @@ class RouteStatus(_message.Message):
     def switch(self) -> Global___SwitchStatus:
         """The switch: what goes out, what is armed, the last switches (as `Route.stats()["switch"]`)."""
 
+    @_builtins.property
+    def gop_cache(self) -> Global___GopCacheStatus:
+        """Instant start: the last GOP the route keeps for outputs that join."""
+
     def __init__(
         self,
         *,
@@ -132,14 +137,51 @@ class RouteStatus(_message.Message):
         uptime_s: _builtins.float = ...,
         switches: _builtins.int = ...,
         switch: Global___SwitchStatus | None = ...,
+        gop_cache: Global___GopCacheStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["switch", b"switch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gop_cache", b"gop_cache", "switch", b"switch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "inputs", b"inputs", "outputs", b"outputs", "state", b"state", "switch", b"switch", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "gop_cache", b"gop_cache", "inputs", b"inputs", "outputs", b"outputs", "state", b"state", "switch", b"switch", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteStatus: _TypeAlias = RouteStatus  # noqa: Y015
+
+@_typing.final
+class GopCacheStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    GOPS_FIELD_NUMBER: _builtins.int
+    TOO_LARGE_FIELD_NUMBER: _builtins.int
+    BURSTS_FIELD_NUMBER: _builtins.int
+    limit_bytes: _builtins.int
+    """The bound in bytes (0: instant start off)."""
+    bytes: _builtins.int
+    """Bytes held now: what an output joining now is sent (besides a PAT and a PMT)."""
+    gops: _builtins.int
+    """GOPs the cache started keeping."""
+    too_large: _builtins.int
+    """GOPs not kept because they grew past the bound."""
+    bursts: _builtins.int
+    """Bursts sent to joining outputs."""
+    def __init__(
+        self,
+        *,
+        limit_bytes: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        gops: _builtins.int = ...,
+        too_large: _builtins.int = ...,
+        bursts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts", b"bursts", "bytes", b"bytes", "gops", b"gops", "limit_bytes", b"limit_bytes", "too_large", b"too_large"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GopCacheStatus: _TypeAlias = GopCacheStatus  # noqa: Y015
 
 @_typing.final
 class SwitchStatus(_message.Message):
@@ -383,6 +425,7 @@ class EndpointStatus(_message.Message):
     HELD_BACK_PACKETS_FIELD_NUMBER: _builtins.int
     SRT_FIELD_NUMBER: _builtins.int
     ANALYSIS_FIELD_NUMBER: _builtins.int
+    BURST_PACKETS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     uri: _builtins.str
     """Passphrases redacted."""
@@ -406,6 +449,8 @@ class EndpointStatus(_message.Message):
     """Inputs: packets that arrived while another source was on air."""
     held_back_packets: _builtins.int
     """Inputs: packets of this input on air held back at a cut."""
+    burst_packets: _builtins.int
+    """Outputs: packets sent from the GOP cache as the output joined (also in `packets`)."""
     @_builtins.property
     def srt(self) -> Global___SrtStatus:
         """SRT endpoints only."""
@@ -436,10 +481,11 @@ class EndpointStatus(_message.Message):
         held_back_packets: _builtins.int = ...,
         srt: Global___SrtStatus | None = ...,
         analysis: _analysis_pb2.TsAnalysis | None = ...,
+        burst_packets: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "analysis", b"analysis", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "burst_packets", b"burst_packets", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__idle_ms: _TypeAlias = _typing.Literal["idle_ms"]  # noqa: Y015
     _WhichOneofArgType__idle_ms: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms"]  # noqa: Y015

@@ -146,10 +146,15 @@ class RouteSpec(_message.Message):
     QUEUE_BYTES_FIELD_NUMBER: _builtins.int
     FAILOVER_FIELD_NUMBER: _builtins.int
     SRT_FIELD_NUMBER: _builtins.int
+    GOP_CACHE_BYTES_FIELD_NUMBER: _builtins.int
     template: _builtins.str
     """The template this route inherits from ("" for none). Empty in templates."""
     queue_bytes: _builtins.int
     """Per-output queue bound in bytes (default 2097152, at least 65536)."""
+    gop_cache_bytes: _builtins.int
+    """The last GOP the route keeps for instant start, in bytes (default 1048576, at most
+    67108864; 0 turns it off): an output that starts on a running route gets it first.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]:
         """In priority order: the first is preferred. Template inputs follow the route's own."""
@@ -171,13 +176,19 @@ class RouteSpec(_message.Message):
         queue_bytes: _builtins.int | None = ...,
         failover: Global___Failover | None = ...,
         srt: Global___SrtDefaults | None = ...,
+        gop_cache_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_bytes", b"_queue_bytes", "failover", b"failover", "queue_bytes", b"queue_bytes", "srt", b"srt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "queue_bytes", b"queue_bytes", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_bytes", b"_queue_bytes", "failover", b"failover", "inputs", b"inputs", "outputs", b"outputs", "queue_bytes", b"queue_bytes", "srt", b"srt", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "inputs", b"inputs", "outputs", b"outputs", "queue_bytes", b"queue_bytes", "srt", b"srt", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__gop_cache_bytes: _TypeAlias = _typing.Literal["gop_cache_bytes"]  # noqa: Y015
+    _WhichOneofArgType__gop_cache_bytes: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes"]  # noqa: Y015
     _WhichOneofReturnType__queue_bytes: _TypeAlias = _typing.Literal["queue_bytes"]  # noqa: Y015
     _WhichOneofArgType__queue_bytes: _TypeAlias = _typing.Literal["_queue_bytes", b"_queue_bytes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gop_cache_bytes) -> _WhichOneofReturnType__gop_cache_bytes | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_bytes) -> _WhichOneofReturnType__queue_bytes | None: ...
 
 Global___RouteSpec: _TypeAlias = RouteSpec  # noqa: Y015
