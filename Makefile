@@ -37,6 +37,7 @@ test-rust: system
 
 lint: setup
 	bash ci/check-protos.sh
+	$(PY) ci/check-notebooks.py
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy python/castway
 	$(PY) -m mypy.stubtest castway._castway

@@ -1,6 +1,7 @@
 //! The route's recent figures, one sample a second: taken by the control thread at its
 //! once-a-second tick (no extra wake, nothing per packet) into a bounded ring, for plots of
-//! bitrate, RTT and loss over time (`Route.history()` in the notebook API).
+//! bitrate, RTT and loss over time (`Route.history()` in the notebook API). One more is taken
+//! just before each switch, so a switch shows even when it follows a change within a second.
 
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
