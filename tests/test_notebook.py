@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 import castway
+from castway import cli
 from castway.errors import ConfigError, NotFoundError, TimedOutError
+from castway.v1 import route_pb2
 
 from support import sha256, wait_until
+from support.control import ADMIN, CODE, Server, ep, expect, spec, test_input
 from support.net import free_port
 from support.senders import UdpSender
 
@@ -247,6 +250,47 @@ def test_importing_castway_needs_no_display_library(tmp_path: Path) -> None:
                          timeout=60, check=True).stdout
     assert "<castway.Route 'x'" in out
     assert "pip install 'castway[notebook]'" in out
+
+
+def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.create(
+        "cam", spec([ep(test_input(), "main"), ep(f"udp://127.0.0.1:{free_port()}", "backup")])
+    )
+    viewer = server.client_with(server.key("viewer"))
+    get = lambda **kw: viewer.routes.GetSnapshot(  # noqa: E731
+        route_pb2.GetSnapshotRequest(**kw), metadata=viewer.metadata, timeout=30
+    )
+    wait_until(lambda: server.get("cam").status.state == "live", 20, "the route live")
+    snap = get(name="cam", timeout_ms=10_000)
+    assert snap.format == route_pb2.IMAGE_FORMAT_JPEG and snap.data[:2] == b"\xff\xd8"
+    assert (snap.width, snap.height) == (320, 240)
+    assert PIL_Image.open(io.BytesIO(snap.data)).size == (320, 240)
+    png = get(name="cam", input_id="main", format=route_pb2.IMAGE_FORMAT_PNG, width=160,
+              height=120, timeout_ms=10_000)
+    assert png.data[:8] == b"\x89PNG\r\n\x1a\n" and (png.width, png.height) == (160, 120)
+    # What cannot be: each refused with its status, naming what is wrong.
+    assert "nope" in expect(CODE.NOT_FOUND, lambda: get(name="nope"))
+    assert "in9" in expect(CODE.NOT_FOUND, lambda: get(name="cam", input_id="in9"))
+    assert "width" in expect(CODE.INVALID_ARGUMENT, lambda: get(name="cam", width=320))
+    assert "size 3x3" in expect(CODE.INVALID_ARGUMENT, lambda: get(name="cam", width=3, height=3))
+    assert "timeout_ms" in expect(CODE.INVALID_ARGUMENT,
+                                  lambda: get(name="cam", timeout_ms=60_000))
+    # The silent backup never delivers: no picture, said in time.
+    assert "backup" in expect(CODE.DEADLINE_EXCEEDED,
+                              lambda: get(name="cam", input_id="backup", timeout_ms=300))
+    viewer.close()
+
+    out = tmp_path / "thumb.png"
+    base = ["--addr", server.addr, "--key", ADMIN]
+    assert cli.main(["route", "snapshot", "cam", "-o", str(out), "--size", "160x120", *base]) == 0
+    assert "160x120 PNG" in capsys.readouterr().out
+    assert PIL_Image.open(out).size == (160, 120)
+    server.client.routes.StopRoute(route_pb2.StopRouteRequest(name="cam"),
+                                   metadata=server.client.metadata, timeout=30)
+    assert cli.main(["route", "snapshot", "cam", "-o", str(tmp_path / "x.jpg"), *base]) == 1
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err
 
 
 def test_the_docs_notebook_runs_top_to_bottom_in_a_kernel(tmp_path: Path) -> None:

@@ -23,10 +23,12 @@ from typing import Any
 from castway import _castway
 from castway import errors as native_errors
 from castway.gateway import Applied, EventKind, Gateway, RouteStats
+from castway.notebook import Image
 from castway.server.errors import (
     Aborted,
     AlreadyExists,
     ControlError,
+    DeadlineExceeded,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -141,6 +143,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.PipelineError: Internal,
     native_errors.ClosedError: Unavailable,
     native_errors.EventsLostError: OutOfRange,
+    native_errors.TimedOutError: DeadlineExceeded,
 }
 
 
@@ -387,6 +390,24 @@ class Control:
             else:
                 self.emit("route_updated", route=name, reason="unlocked")
             return self.get_route(name)
+
+    def snapshot(self, name: str, input_id: str = "", format: str = "jpeg",
+                 size: tuple[int, int] | None = None, timeout_s: float = 5.0) -> Image:
+        """The current picture of running route ``name`` (of its input ``input_id`` if given),
+        from its next keyframe; waits up to ``timeout_s`` without holding the control plane's
+        lock."""
+        with self._lock:
+            self._route(name)
+        if self._stats(name) is None:
+            raise FailedPrecondition(f"route {name!r} is not running")
+        try:
+            route = self._gw.route(name)
+            return route.snapshot(input_id or None, format="png" if format == "png" else "jpeg",
+                                  size=size, timeout=timeout_s)
+        except native_errors.ConfigError as e:
+            raise InvalidArgument("width", str(e)) from None
+        except native_errors.CastwayError as e:
+            raise _refused(e) from None
 
     def add_output(
         self, name: str, output: Endpoint, version: int | None = None
