@@ -61,6 +61,7 @@ bench: setup
 	$(PY) benches/control.py
 	$(PY) benches/scale.py
 	$(PY) benches/observability.py
+	$(PY) benches/notebook.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway
