@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import castway
 from castway import cli
+from castway.client import Client
 from castway.errors import ConfigError, NotFoundError, TimedOutError
+from castway.server import run_server
+from castway.server.limits import Limits
 from castway.v1 import route_pb2
 
 from support import sha256, wait_until
@@ -291,6 +296,42 @@ def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
                                    metadata=server.client.metadata, timeout=30)
     assert cli.main(["route", "snapshot", "cam", "-o", str(tmp_path / "x.jpg"), *base]) == 1
     assert "FAILED_PRECONDITION" in capsys.readouterr().err
+
+
+def test_snapshots_waiting_at_once_are_bounded(tmp_path: Path) -> None:
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    limits=Limits(max_snapshots=1)) as running, \
+            Client(f"127.0.0.1:{running.port}", key=ADMIN) as c:
+        c.routes.CreateRoute(route_pb2.CreateRouteRequest(
+            name="quiet", spec=spec([f"udp://127.0.0.1:{free_port()}"])),
+            metadata=c.metadata, timeout=30)
+        get = lambda ms: c.routes.GetSnapshot(  # noqa: E731
+            route_pb2.GetSnapshotRequest(name="quiet", timeout_ms=ms), metadata=c.metadata,
+            timeout=30)
+        # One call waits (for a picture that never comes) ...
+        first: list[str] = []
+        waiting = threading.Thread(
+            target=lambda: first.append(expect(CODE.DEADLINE_EXCEEDED, lambda: get(5_000)))
+        )
+        waiting.start()
+
+        # ... so another is refused at once rather than take a second worker.
+        refusals: list[str] = []
+
+        def refused() -> bool:
+            try:
+                get(1)
+            except grpc.RpcError as e:
+                if e.code() == CODE.RESOURCE_EXHAUSTED:
+                    refusals.append(str(e.details()))
+            return bool(refusals)
+
+        wait_until(refused, 10, "a second snapshot refused while one waits")
+        assert "max_snapshots" in refusals[0]
+        waiting.join(timeout=30)
+        assert not waiting.is_alive() and "no data arrived" in first[0]
+        # Done waiting, it leaves room for the next.
+        expect(CODE.DEADLINE_EXCEEDED, lambda: get(1))
 
 
 def test_the_docs_notebook_runs_top_to_bottom_in_a_kernel(tmp_path: Path) -> None:

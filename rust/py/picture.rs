@@ -51,6 +51,13 @@ pub(super) struct PyDecoder {
     pub inner: Decoding,
 }
 
+impl Drop for PyDecoder {
+    /// A decoder dropped without `close()` stops its branch without holding the GIL.
+    fn drop(&mut self) {
+        Python::with_gil(|py| py.allow_threads(|| self.inner.close()));
+    }
+}
+
 #[pymethods]
 impl PyDecoder {
     /// The newest picture, waiting up to `timeout` seconds without the GIL (None: none came).

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{lock, Inner, Route};
 
-/// Seconds of samples a route keeps (about 100 bytes per endpoint per sample).
+/// Seconds of samples a route keeps (about 150 bytes per endpoint per sample).
 pub const HISTORY_SECONDS: usize = 600;
 
 /// One endpoint's figures at one moment.
