@@ -47,16 +47,27 @@ def worker(port: int, frames: bool, seconds: float, report: Path) -> None:
                              f"udp://127.0.0.1:{free_port()}", slate=False)
         route.wait_for("live", timeout=30)
         end = time.monotonic() + seconds
+
+        def note(taken: int) -> None:
+            # What the bench reads: frames taken and bytes in (a few bytes, each frame or
+            # second).
+            received = route.stats()["inputs"][0]["bytes"]
+            report.write_text(json.dumps({"taken": taken, "bytes": received}))
+
         if not frames:
-            time.sleep(seconds)
+            while time.monotonic() < end:
+                note(0)
+                time.sleep(1.0)
             return
         with route.frames(fps=FPS, size=SIZE) as it:
+            noted = 0.0
             while time.monotonic() < end:
                 frame = it.next()
                 # What a detector would at least do: look at the pixels once.
                 frame.image.mean()
-                # The bench reads how many came (a few bytes per frame).
-                report.write_text(json.dumps(it.stats()))
+                if time.monotonic() - noted >= 1.0:
+                    note(it.stats()["taken"])
+                    noted = time.monotonic()
 
 
 @dataclass
@@ -64,13 +75,15 @@ class Usage:
     cpu_s: float
     peak_rss_mb: float
     frames: int
+    # What the reader received in the window (None: not known).
+    mb_in: float | None
 
 
 def measure(argv: list[str], port: int, source: Path, seconds: float, work: Path,
-            count: Callable[[], int]) -> Usage:
-    """Starts the reader `argv` and a sender to `port`; its CPU and the frames it took
-    (`count`) over `seconds` after `SETTLE_S` (the castway worker runs long enough on its
-    own)."""
+            count: Callable[[], tuple[int, int | None]]) -> Usage:
+    """Starts the reader `argv` and a sender to `port`; its CPU, the frames it took and the
+    bytes it received (`count`) over `seconds` after `SETTLE_S` (the castway worker runs long
+    enough on its own)."""
     peers = Peers(work)
     try:
         reader = peers.start(argv)
@@ -79,10 +92,11 @@ def measure(argv: list[str], port: int, source: Path, seconds: float, work: Path
         # ffmpeg probes its input for up to 5 s, then catches up with what it buffered: the
         # window starts once every reader runs at the stream's pace.
         time.sleep(SETTLE_S)
-        cpu0, frames0 = cpu_seconds(reader.pid), count()
+        cpu0, (frames0, bytes0) = cpu_seconds(reader.pid), count()
         time.sleep(seconds)
-        cpu, frames = cpu_seconds(reader.pid) - cpu0, count() - frames0
-        return Usage(cpu, peak_rss_mb(reader.pid), frames)
+        cpu, (frames, received) = cpu_seconds(reader.pid) - cpu0, count()
+        mb = None if received is None or bytes0 is None else (received - bytes0) / 1e6
+        return Usage(cpu, peak_rss_mb(reader.pid), frames - frames0, mb)
     finally:
         peers.stop_all(signal.SIGKILL)
 
@@ -116,11 +130,12 @@ def main() -> int:
             if frames:
                 argv.append("--frames")
 
-            def taken() -> int:
+            def taken() -> tuple[int, int | None]:
                 try:
-                    return int(json.loads(report.read_text())["taken"])
+                    doc = json.loads(report.read_text())
+                    return int(doc["taken"]), int(doc["bytes"])
                 except (OSError, ValueError):
-                    return 0
+                    return 0, 0
 
             return measure(argv, port, source, args.seconds, work, taken)
 
@@ -131,10 +146,10 @@ def main() -> int:
                     "-vf", f"fps={FPS},scale={SIZE[0]}:{SIZE[1]}", "-pix_fmt", "rgb24",
                     "-f", "rawvideo", "-y", "/dev/null"]
 
-            def frames() -> int:
+            def frames() -> tuple[int, int | None]:
                 lines = progress.read_text().splitlines() if progress.exists() else []
                 done = [int(x.split("=")[1]) for x in lines if x.startswith("frame=")]
-                return done[-1] if done else 0
+                return (done[-1] if done else 0), None
 
             return measure(argv, port, source, args.seconds, work, frames)
 
@@ -149,11 +164,12 @@ def main() -> int:
         rows = [(n, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2]) for n, us in runs.items()]
         base, frames_row, ffmpeg_row = (u for _, u in rows)
         print(f"### Decoded frames ({args.seconds:.0f} s per run, median of {args.reps})\n")
-        print("| reader | CPU s | CPU % of a core | peak RSS MB | frames/s |")
-        print("| --- | ---: | ---: | ---: | ---: |")
+        print("| reader | CPU s | CPU % of a core | peak RSS MB | frames/s | MB in |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name, u in rows:
+            mb = "-" if u.mb_in is None else f"{u.mb_in:.1f}"
             print(f"| {name} | {u.cpu_s:.2f} | {100 * u.cpu_s / args.seconds:.1f} | "
-                  f"{u.peak_rss_mb:.1f} | {u.frames / args.seconds:.1f} |")
+                  f"{u.peak_rss_mb:.1f} | {u.frames / args.seconds:.1f} | {mb} |")
         print()
         extra = frames_row.cpu_s - base.cpu_s
         print(f"frames cost {extra:.2f} CPU s over the route alone "

@@ -78,6 +78,22 @@ def test_a_jpeg_snapshot_of_an_input_is_scaled_to_the_size_asked(lab: castway.Ro
     assert bar_colours(pixels, 320, 180) == SMPTE_BARS
 
 
+def test_a_snapshot_of_a_standby_input_shows_that_input_not_the_output(
+    gateway: castway.Gateway,
+) -> None:
+    route = gateway.add_route("two", {"main": "test://?size=320x180&pattern=smpte&audio=0",
+                                      "backup": "test://?size=320x180&pattern=red&audio=0"})
+    route.wait_for("live", timeout=20)
+    backup = np.asarray(PIL_Image.open(io.BytesIO(
+        route.snapshot("backup", format="png", timeout=10).data)).convert("RGB"))
+    r, g, b = (float(backup[..., i].mean()) for i in range(3))
+    assert r > 200 and g < 40 and b < 40, (r, g, b)
+    out = np.asarray(PIL_Image.open(io.BytesIO(
+        route.snapshot(format="png", timeout=10).data)).convert("RGB"))
+    assert bar_colours(out, 320, 180) == SMPTE_BARS
+    assert route.stats()["switch"]["active"] == "main"
+
+
 def test_frames_from_a_25_fps_source_at_fps_5_come_five_a_second(lab: castway.Route) -> None:
     with lab.frames(fps=5, size=(320, 180)) as frames:
         got = []
