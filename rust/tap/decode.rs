@@ -299,57 +299,17 @@ impl Decoder {
 
         // tsdemux's first video stream goes to its parser, then to decodebin; other streams
         // stay unlinked (tsdemux goes on while one of its pads is linked).
-        let weak = pipeline.downgrade();
-        let weak_decode = decode.downgrade();
-        let decode_sink = decode.static_pad("sink").expect("decodebin has a sink pad");
         let error = Arc::new(Mutex::new(None::<String>));
-        let demux_error = error.clone();
-        demux.connect_pad_added(move |_, pad| {
-            let (Some(pipeline), Some(decode)) = (weak.upgrade(), weak_decode.upgrade()) else {
-                return;
-            };
-            if decode_sink.is_linked() {
-                return;
-            }
-            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-            let Some(factory) = parser_for(&caps) else {
-                if caps
-                    .structure(0)
-                    .is_some_and(|s| s.name().starts_with("video/"))
-                {
-                    *demux_error.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(format!("no decoder for the video stream ({caps})"));
-                }
-                return;
-            };
-            let Ok(parser) = make(factory, &format!("{}-{factory}", pipeline.name())) else {
-                *demux_error.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(format!("GStreamer element `{factory}` is missing"));
-                return;
-            };
-            if let Some(src) = parser.static_pad("src") {
-                src.add_probe(gst::PadProbeType::BUFFER, |_, info| {
-                    // Nothing before the first keyframe: the first picture is a whole one.
-                    match info.buffer() {
-                        Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => {
-                            discard(info)
-                        }
-                        Some(_) => gst::PadProbeReturn::Remove,
-                        None => gst::PadProbeReturn::Ok,
-                    }
-                });
-            }
-            let linked = pipeline.add(&parser).is_ok()
-                && parser.link(&decode).is_ok()
-                && parser.sync_state_with_parent().is_ok()
-                && parser
-                    .static_pad("sink")
-                    .is_some_and(|sink| pad.link(&sink).is_ok());
-            if !linked {
-                *demux_error.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(format!("cannot link the video stream ({caps})"));
-            }
+        let video = Arc::new(VideoLink {
+            pipeline: pipeline.downgrade(),
+            decode: decode.downgrade(),
+            parser: Mutex::new(None),
+            waiting: Mutex::new(None),
+            error: error.clone(),
         });
+        let on_removed = video.clone();
+        demux.connect_pad_added(move |_, pad| video.added(pad));
+        demux.connect_pad_removed(move |_, _| on_removed.removed());
         let first_sink = scale.static_pad("sink").expect("videoscale has a sink pad");
         decode.connect_pad_added(move |_, pad| {
             let is_video = pad
@@ -498,6 +458,103 @@ impl Decoder {
     }
 }
 
+/// Links tsdemux's video stream to its parser and the parser to decodebin. A program change
+/// (a switch to an input with other PIDs) brings a new video pad: it takes the old one's place
+/// at the parser once that one is gone (tsdemux adds the new stream before it removes the old).
+/// Lock order: `parser` → `waiting`.
+struct VideoLink {
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    decode: gst::glib::WeakRef<gst::Element>,
+    /// The parser feeding decodebin, once the first video stream came.
+    parser: Mutex<Option<gst::Element>>,
+    /// A video pad that came while the parser was still fed.
+    waiting: Mutex<Option<gst::glib::WeakRef<gst::Pad>>>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl VideoLink {
+    fn fail(&self, why: String) {
+        let mut e = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        e.get_or_insert(why);
+    }
+
+    fn added(&self, pad: &gst::Pad) {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(factory) = parser_for(&caps) else {
+            if caps
+                .structure(0)
+                .is_some_and(|s| s.name().starts_with("video/"))
+            {
+                self.fail(format!("no decoder for the video stream ({caps})"));
+            }
+            return;
+        };
+        let mut parser = self.parser.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = &*parser {
+            let same = p.factory().is_some_and(|f| f.name() == factory);
+            let Some(sink) = p.static_pad("sink").filter(|_| same) else {
+                self.fail(format!("the video codec changed ({caps})"));
+                return;
+            };
+            if sink.is_linked() {
+                *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(pad.downgrade());
+            } else if pad.link(&sink).is_err() {
+                self.fail(format!("cannot link the new video stream ({caps})"));
+            }
+            return;
+        }
+        let (Some(pipeline), Some(decode)) = (self.pipeline.upgrade(), self.decode.upgrade())
+        else {
+            return;
+        };
+        let Ok(p) = make(factory, &format!("{}-{factory}", pipeline.name())) else {
+            self.fail(format!("GStreamer element `{factory}` is missing"));
+            return;
+        };
+        if let Some(src) = p.static_pad("src") {
+            src.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+                // Nothing before the first keyframe: the first picture is a whole one.
+                match info.buffer() {
+                    Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => discard(info),
+                    Some(_) => gst::PadProbeReturn::Remove,
+                    None => gst::PadProbeReturn::Ok,
+                }
+            });
+        }
+        let linked = pipeline.add(&p).is_ok()
+            && p.link(&decode).is_ok()
+            && p.sync_state_with_parent().is_ok()
+            && p.static_pad("sink")
+                .is_some_and(|sink| pad.link(&sink).is_ok());
+        if !linked {
+            self.fail(format!("cannot link the video stream ({caps})"));
+        }
+        *parser = Some(p);
+    }
+
+    /// A stream of tsdemux went away: a video pad that waited takes the parser if it is free.
+    fn removed(&self) {
+        let parser = self.parser.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(sink) = parser.as_ref().and_then(|p| p.static_pad("sink")) else {
+            return;
+        };
+        if sink.is_linked() {
+            return;
+        }
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(pad) = waiting.and_then(|w| w.upgrade()) {
+            if !pad.is_linked() && pad.link(&sink).is_err() {
+                self.fail("cannot link the new video stream".into());
+            }
+        }
+    }
+}
+
 /// Drops the buffer of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a null
 /// buffer after the binding had released it: a CRITICAL per picture.)
 fn discard(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
@@ -507,11 +564,13 @@ fn discard(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
 }
 
 /// Lets pictures through at a rate, by their PTS: one when it is due, the next a period later
-/// (a picture at most 1 ms early counts as due); after a gap of more than a period the count
-/// starts again from the picture that ends it. Never repeats a picture.
+/// (a picture at most 1 ms early counts as due); after a gap of more than a period, or when the
+/// PTS go back (tsdemux starts a new timeline at a program change), the count starts again from
+/// that picture. Never repeats a picture.
 struct Pacer {
     period_ns: u64,
     next_ns: Option<u64>,
+    last_ns: Option<u64>,
 }
 
 impl Pacer {
@@ -519,12 +578,18 @@ impl Pacer {
         Pacer {
             period_ns: (1e9 / fps) as u64,
             next_ns: None,
+            last_ns: None,
         }
     }
 
     fn due(&mut self, pts_ns: Option<u64>) -> bool {
         let Some(pts) = pts_ns else { return true };
+        let back = self.last_ns.replace(pts).is_some_and(|last| pts < last);
         match self.next_ns {
+            _ if back => {
+                self.next_ns = Some(pts + self.period_ns);
+                true
+            }
             Some(next) if pts + 1_000_000 < next => false,
             Some(next) if pts < next + self.period_ns => {
                 self.next_ns = Some(next + self.period_ns);
@@ -576,6 +641,10 @@ mod tests {
         assert!(pacer.due(Some(9_000_000_000)));
         assert!(!pacer.due(Some(9_040_000_000)));
         assert!(pacer.due(None));
+        // A new timeline, from the start: the same.
+        assert!(pacer.due(Some(100_000_000)));
+        assert!(!pacer.due(Some(140_000_000)));
+        assert!(pacer.due(Some(300_000_000)));
     }
 
     #[test]
