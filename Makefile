@@ -37,6 +37,7 @@ test-rust: system
 
 lint: setup
 	bash ci/check-protos.sh
+	$(PY) ci/check-notebooks.py
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy python/castway
 	$(PY) -m mypy.stubtest castway._castway
@@ -61,6 +62,7 @@ bench: setup
 	$(PY) benches/scale.py
 	$(PY) benches/observability.py
 	$(PY) benches/instant_start.py
+	$(PY) benches/notebook.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

@@ -39,6 +39,10 @@ pub enum Error {
     #[error("{0} is closed")]
     Closed(String),
 
+    /// Something waited for did not happen in time (a picture, a state).
+    #[error("timed out: {0}")]
+    Timeout(String),
+
     /// Another error, at a field of a route spec (`outputs[2].uri`, `inputs[0].id`): what is
     /// wrong is `source`, of its own kind.
     #[error("{field}: {source}")]

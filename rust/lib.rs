@@ -16,6 +16,7 @@ pub mod source;
 pub mod srt;
 pub mod stats;
 pub mod switch;
+pub mod tap;
 pub mod ts;
 pub mod uri;
 

@@ -12,7 +12,7 @@ try:
 except OSError:  # pragma: no cover - not a glibc system; nothing to protect
     pass
 
-from castway import errors
+from castway import errors, notebook
 from castway._castway import __version__, check_uri, element_available, gstreamer_version
 from castway.errors import CastwayError
 from castway.gateway import (
@@ -45,4 +45,5 @@ __all__ = [
     "errors",
     "event_kinds",
     "gstreamer_version",
+    "notebook",
 ]

@@ -16,6 +16,7 @@ from castway._castway import (
     MissingElementError,
     NotFoundError,
     PipelineError,
+    TimedOutError,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MissingElementError",
     "NotFoundError",
     "PipelineError",
+    "TimedOutError",
     "field_of",
     "reason_of",
 ]

@@ -6,13 +6,14 @@ Rust with the GIL released; no Python runs per packet.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal, NamedTuple, Required, TypedDict, cast
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Literal, NamedTuple, Required, TypedDict, cast
 
-from castway import _castway
+from castway import _castway, notebook
 from castway._closing import Closing
-from castway.errors import EventsLostError
+from castway.errors import CastwayError, EventsLostError
 
 
 class SrtCallerStats(TypedDict):
@@ -212,9 +213,12 @@ class GopCacheStats(TypedDict):
     bursts: int
 
 
+RouteState = Literal["live", "slate", "waiting", "stopped"]
+
+
 class RouteStats(TypedDict):
     name: str
-    state: Literal["live", "slate", "waiting", "stopped"]
+    state: RouteState
     uptime_s: float
     active_input: str | None
     inputs: list[EndpointStats]
@@ -428,8 +432,94 @@ class Route:
         and the switch: what is on air, what is locked, the last 20 switches."""
         return cast(RouteStats, self._native.stats())
 
+    def wait_for(self, state: RouteState = "live", timeout: float = 10.0) -> None:
+        """Blocks (releasing the GIL) until the route's state is ``state`` (``live``,
+        ``slate``, ``waiting`` or ``stopped``, as :meth:`stats` shows it). Raises
+        :class:`~castway.errors.TimedOutError` after ``timeout`` seconds, naming the state it
+        is in, and :class:`~castway.errors.ClosedError` if the route stops meanwhile."""
+        self._native.wait_state(state, timeout)
+
+    def snapshot(
+        self,
+        input: str | None = None,
+        *,
+        format: Literal["jpeg", "png"] = "jpeg",
+        size: tuple[int, int] | None = None,
+        timeout: float = 5.0,
+    ) -> notebook.Image:
+        """The current picture of the route's output (or of input ``input``, on air or
+        not), decoded from its next keyframe by a branch off the hub that never slows the
+        route, as a JPEG or PNG image Jupyter displays. ``size=(w, h)`` scales it (a
+        thumbnail). Raises :class:`~castway.errors.TimedOutError` when no picture is decoded
+        within ``timeout`` seconds (no video arriving)."""
+        data, width, height, fmt, pts, at = self._native.snapshot(input, format, size, timeout)
+        return notebook.Image(bytes(data), cast(Literal["png", "jpeg"], fmt), width, height,
+                              pts, at)
+
+    def frames(
+        self,
+        fps: float | None = None,
+        size: tuple[int, int] | None = None,
+        format: notebook.FrameFormat = "rgb",
+        *,
+        input: str | None = None,
+        timeout: float = 10.0,
+    ) -> notebook.Frames:
+        """Decoded video frames of the route's output (or of input ``input``) as numpy
+        arrays with their PTS and wall-clock time, at most ``fps`` a second, scaled to
+        ``size=(w, h)``; ``format`` ``rgb``, ``bgr`` or ``gray``. A decode branch off the hub
+        starts now and stops when the iterator is closed (``with``, ``close()``, or the end of
+        a ``for`` loop over it); a slow consumer gets the newest frame, and the route never
+        waits for it. Needs numpy (``pip install castway[notebook]``).
+
+        >>> with route.frames(fps=5, size=(640, 360)) as frames:
+        ...     for frame in frames:
+        ...         detect(frame.image)
+        """
+        native = self._native.decoder(input, format, size, fps)
+        try:
+            return notebook.Frames(native, timeout)
+        except ImportError:
+            native.close()
+            raise
+
+    def history(self, seconds: float = 600.0) -> list[notebook.Sample]:
+        """The route's figures of the last ``seconds``, one sample a second (the last 600
+        are kept), oldest first: state, what was on air, the switch count, and each endpoint's
+        bytes, bitrate, drops and SRT round trip and loss. Sampled by the route's control
+        thread, nothing per packet."""
+        return cast(list[notebook.Sample], self._native.history(seconds))
+
+    def history_frame(self, seconds: float = 600.0) -> Any:
+        """:meth:`history` as a pandas DataFrame, one row per endpoint per second."""
+        return notebook.history_frame(self.history(seconds), self.name)
+
+    def stats_frame(self) -> Any:
+        """:meth:`stats` as a pandas DataFrame, one row per endpoint, nested figures as
+        dotted columns (``srt.rtt_ms``, ``analysis.errors.pat_error``)."""
+        return notebook.stats_frame([self.stats()])
+
+    def plot(self, seconds: float = 600.0, ax: Any = None) -> Any:
+        """Draws the route's bitrate, SRT round trip and SRT loss over the last ``seconds``
+        with matplotlib, each switch marked; returns the Figure."""
+        stats = self.stats()
+        return notebook.plot_history(self.history(seconds), stats["switch"]["history"],
+                                     f"route {self.name}", ax)
+
+    def _repr_html_(self) -> str:
+        try:
+            return notebook.route_html(self.stats())
+        except CastwayError as e:
+            return f"<div>route {self.name!r}: {e}</div>"
+
     def __repr__(self) -> str:
-        return f"<castway.Route {self.name!r}>"
+        try:
+            s = self.stats()
+        except CastwayError:
+            return f"<castway.Route {self.name!r}>"
+        return (f"<castway.Route {self.name!r} {s['state']}, on air "
+                f"{s['switch']['active'] or 'nothing'}, {len(s['inputs'])} in, "
+                f"{len(s['outputs'])} out>")
 
 
 class Gateway(Closing):
@@ -520,6 +610,19 @@ class Gateway(Closing):
     def stats(self) -> list[RouteStats]:
         return cast(list[RouteStats], self._native.stats())
 
+    def stats_frame(self) -> Any:
+        """Every route's :meth:`stats` as one pandas DataFrame, one row per endpoint."""
+        return notebook.stats_frame(self.stats())
+
+    def _repr_html_(self) -> str:
+        return notebook.StatsView(self.stats())._repr_html_()
+
+    def __repr__(self) -> str:
+        try:
+            return f"<castway.Gateway\n{notebook.StatsView(self.stats())!r}>"
+        except CastwayError as e:
+            return f"<castway.Gateway ({e})>"
+
     def event_batch(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> EventBatch:
         """The events numbered above ``after`` (at most ``limit``), waiting up to ``timeout``
         seconds without holding the GIL while there is none, and where the log stands; for
@@ -554,6 +657,26 @@ class Gateway(Closing):
             # At most a second at a time in Rust, so Ctrl-C reaches Python.
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             batch = self.event_batch(after, max(left, 0.0))
+            if batch.lost(after):
+                raise EventsLostError.reading(after, batch.oldest, batch.latest)
+            for event in batch.events:
+                after = event["seq"]
+                yield event
+            if batch.events:
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                continue
+            if batch.closed or (deadline is not None and time.monotonic() >= deadline):
+                return
+
+    async def aevents(self, after: int = 0, timeout: float | None = None) -> AsyncIterator[Event]:
+        """:meth:`events` for asyncio: ``async for ev in gw.aevents(after=…)``. Each wait runs
+        in a worker thread without the GIL for at most a second, so the event loop never
+        blocks and a cancelled task ends within a second."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            batch = await asyncio.to_thread(self.event_batch, after, max(left, 0.0))
             if batch.lost(after):
                 raise EventsLostError.reading(after, batch.oldest, batch.latest)
             for event in batch.events:

@@ -287,6 +287,11 @@ pub struct Feed {
     jumped: AtomicBool,
     /// When data last arrived, in milliseconds since the hub was made.
     last_data_ms: AtomicU64,
+    /// Branches that take this input's data as it arrives, on air or not (a decode branch
+    /// for a picture of the input); `tapped` says whether there are any, so a feed without
+    /// pays one atomic load per buffer. A leaf lock.
+    taps: Mutex<Vec<Arc<Tap>>>,
+    tapped: AtomicBool,
 }
 
 impl Feed {
@@ -448,6 +453,8 @@ impl Hub {
             has_not_ts: AtomicBool::new(false),
             jumped: AtomicBool::new(false),
             last_data_ms: AtomicU64::new(0),
+            taps: Mutex::new(Vec::new()),
+            tapped: AtomicBool::new(false),
         })
     }
 
@@ -621,6 +628,23 @@ impl Hub {
         Some(taps.remove(i))
     }
 
+    /// Attaches a branch to `feed` alone: it gets the input's whole packets as they arrive,
+    /// before the switch and the splicer.
+    pub fn attach_to_feed(&self, feed: &Feed, tap: Arc<Tap>) {
+        gst::debug!(CAT, "attach {} to feed {}", tap.id, feed.id);
+        let mut taps = lock(&feed.taps);
+        taps.push(tap);
+        feed.tapped.store(true, Relaxed);
+    }
+
+    pub fn detach_from_feed(&self, feed: &Feed, id: &str) -> Option<Arc<Tap>> {
+        let mut taps = lock(&feed.taps);
+        let i = taps.iter().position(|t| t.id == id)?;
+        let tap = taps.remove(i);
+        feed.tapped.store(!taps.is_empty(), Relaxed);
+        Some(tap)
+    }
+
     /// Called on the input's streaming thread for each buffer it produces.
     pub fn ingest(&self, feed: &Feed, buffer: gst::Buffer) {
         let Ok(map) = buffer.map_readable() else {
@@ -698,6 +722,11 @@ impl Hub {
     /// every output.
     fn accept(&self, feed: &Feed, buffer: gst::Buffer) {
         feed.counters.add(buffer.size());
+        if feed.tapped.load(Relaxed) {
+            for tap in lock(&feed.taps).iter() {
+                tap.offer(&buffer);
+            }
+        }
         feed.last_data_ms.store(self.now_ms(), Relaxed);
         let id = feed.id;
         if id != self.active.load(Relaxed)

@@ -57,6 +57,12 @@ create_exception!(
 );
 create_exception!(
     castway.errors,
+    TimedOutError,
+    CastwayError,
+    "Something waited for (a picture, a route state) did not happen in time."
+);
+create_exception!(
+    castway.errors,
     ClosedError,
     CastwayError,
     "The gateway or route is closed."
@@ -87,6 +93,7 @@ impl From<Error> for PyErr {
             Error::MissingElement { .. } => MissingElementError::new_err(msg),
             Error::Pipeline(_) => PipelineError::new_err(msg),
             Error::Closed(_) => ClosedError::new_err(msg),
+            Error::Timeout(_) => TimedOutError::new_err(msg),
             Error::At { .. } => unreachable!("handled above"),
         }
     }
@@ -103,5 +110,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MissingElementError", py.get_type::<MissingElementError>())?;
     m.add("PipelineError", py.get_type::<PipelineError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("TimedOutError", py.get_type::<TimedOutError>())?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod errors;
 mod events;
+mod picture;
 mod spec;
 
 use std::sync::Arc;
@@ -164,6 +165,49 @@ impl PyRoute {
         let s = py.allow_threads(|| self.inner.stats());
         to_py(py, &s)
     }
+
+    /// The samples of the last `seconds` (one a second, the last 600 kept), oldest first.
+    fn history<'py>(&self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
+        let h = py.allow_threads(|| self.inner.history(seconds));
+        to_py(py, &h)
+    }
+
+    /// Blocks (without the GIL) until the route's state is `state`, at most `timeout` s.
+    fn wait_state(&self, py: Python<'_>, state: &str, timeout: f64) -> PyResult<()> {
+        let wait = picture::seconds(timeout)?;
+        Ok(py.allow_threads(|| self.inner.wait_state(state, wait))?)
+    }
+
+    /// The current picture of the route's output (or of `input`), from its next keyframe.
+    #[pyo3(signature = (input=None, format="jpeg", size=None, timeout=5.0))]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        input: Option<&str>,
+        format: &str,
+        size: Option<(u32, u32)>,
+        timeout: f64,
+    ) -> PyResult<picture::PyPicture<'py>> {
+        let settings = picture::settings(format, size, None)?;
+        let wait = picture::seconds(timeout)?;
+        let p = py.allow_threads(|| self.inner.snapshot(input, &settings, wait))?;
+        Ok(picture::picture(py, p))
+    }
+
+    /// Starts a decode branch of the route's output (or of `input`).
+    #[pyo3(signature = (input=None, format="rgb", size=None, fps=None))]
+    fn decoder(
+        &self,
+        py: Python<'_>,
+        input: Option<&str>,
+        format: &str,
+        size: Option<(u32, u32)>,
+        fps: Option<f64>,
+    ) -> PyResult<picture::PyDecoder> {
+        let settings = picture::settings(format, size, fps)?;
+        let inner = py.allow_threads(|| self.inner.decode(input, &settings))?;
+        Ok(picture::PyDecoder { inner })
+    }
 }
 
 /// A value of the core as Python sees it: its serde shape, structs as dicts by field name. The
@@ -190,6 +234,7 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyGateway>()?;
     m.add_class::<PyRoute>()?;
+    m.add_class::<picture::PyDecoder>()?;
     m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
     m.add_function(wrap_pyfunction!(events::event_kinds, m)?)?;

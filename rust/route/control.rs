@@ -101,6 +101,7 @@ impl Route {
         }
         if full {
             self.notice_route(&mut inner, true);
+            self.sample(&mut inner);
         }
     }
 

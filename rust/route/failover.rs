@@ -106,6 +106,8 @@ impl Route {
             Source::Slate => Some(inner.slate_feed.id),
             Source::Nothing => None,
         };
+        // The route's history shows the moment before each switch, not only once a second.
+        self.sample(inner);
         inner.seq += 1;
         inner.by_reason[s.reason as usize] += 1;
         let mut record = SwitchRecord {

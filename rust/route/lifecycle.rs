@@ -74,6 +74,7 @@ impl Route {
                 next_output,
                 closed: false,
                 reported_state: None,
+                samples: Default::default(),
             }),
             hub,
             log,

@@ -29,15 +29,20 @@
 mod control;
 mod edit;
 mod failover;
+mod history;
 mod lifecycle;
 mod notice;
+mod picture;
 mod plan;
 mod slot;
 mod spec;
 mod stats;
 mod timers;
+mod wait;
 
 pub use edit::Applied;
+pub use history::{EndpointSample, Sample, HISTORY_SECONDS};
+pub use picture::Decoding;
 pub use spec::{
     assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RouteSpec,
     SpecKind, SwitchSpec,
@@ -100,6 +105,8 @@ struct Inner {
     closed: bool,
     /// The route's state as last reported to the event log (None: not yet).
     reported_state: Option<&'static str>,
+    /// One sample of its figures a second (`history.rs`).
+    samples: history::History,
 }
 
 /// Which part of a route a pipeline belongs to.

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::srt::{CallerChange, Callers};
-use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtStats};
+use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtLinkStats, SrtStats};
 use crate::ts::AnalysisStats;
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
@@ -417,6 +417,11 @@ impl Slot {
             changes.extend(list.take_changes());
         }
         changes
+    }
+
+    /// An SRT endpoint's link figures (a listener's callers summed up), for the history.
+    pub fn srt_link(&self) -> Option<SrtLinkStats> {
+        self.srt.as_ref().map(|e| srt_stats(e).0)
     }
 
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {

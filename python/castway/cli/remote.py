@@ -122,6 +122,14 @@ def add_commands(sub: Any) -> None:
     p = route.add_parser("remove-output", parents=[client])
     p.add_argument("name")
     p.add_argument("id")
+    p = route.add_parser("snapshot", parents=[client],
+                         help="save the current picture (JPEG, or PNG for a .png file)")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
+    p.add_argument("--input", default="", metavar="ID", help="an input's picture, on air or not")
+    p.add_argument("--size", type=_picture_size, metavar="WxH", help="scale it (a thumbnail)")
+    p.add_argument("--wait", type=float, default=5.0, metavar="S",
+                   help="how long to wait for a keyframe (default 5)")
 
     template = sub.add_parser("template", help="manage templates").add_subparsers(
         dest="action", required=True
@@ -196,6 +204,14 @@ def _position(text: str) -> tuple[str, int]:
             f"an event number is 0 to {MAX_SEQ}, optionally after RUN:, not {text!r}"
         )
     return run, n
+
+
+def _picture_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` as two numbers (the server checks their limits)."""
+    w, x, h = text.lower().partition("x")
+    if not (x and w.isdigit() and h.isdigit()):
+        raise argparse.ArgumentTypeError(f"a picture size is WIDTHxHEIGHT, not {text!r}")
+    return int(w), int(h)
 
 
 def _update_flags(p: argparse.ArgumentParser) -> None:
@@ -378,6 +394,29 @@ def route_add_output(c: Call) -> None:
     c.show(u, lambda: c.say(tables.changes(u.changes)))
 
 
+def route_snapshot(c: Call) -> None:
+    width, height = c.args.size or (0, 0)
+    out = Path(c.args.output)
+    png = out.suffix.lower() == ".png"
+    req = route_pb2.GetSnapshotRequest(
+        name=c.args.name,
+        input_id=c.args.input,
+        format=route_pb2.IMAGE_FORMAT_PNG if png else route_pb2.IMAGE_FORMAT_JPEG,
+        width=width,
+        height=height,
+        timeout_ms=max(1, int(c.args.wait * 1000)),
+    )
+    # The call may wait for a keyframe on top of the usual time a call takes.
+    snap = c.client.routes.GetSnapshot(req, metadata=c.client.metadata,
+                                       timeout=c.client.timeout_s + c.args.wait)
+    out.write_bytes(snap.data)
+    what = f"input {c.args.input}" if c.args.input else "output"
+    c.show(route_pb2.Snapshot(format=snap.format, width=snap.width, height=snap.height,
+                              taken=snap.taken),
+           lambda: c.say(f"{out}: {snap.width}x{snap.height} {'PNG' if png else 'JPEG'} of "
+                         f"route {c.args.name}'s {what}, {len(snap.data)} bytes"))
+
+
 def route_remove_output(c: Call) -> None:
     req = route_pb2.RemoveOutputRequest(name=c.args.name, output_id=c.args.id)
     u = c.rpc(c.client.routes.RemoveOutput, req)
@@ -541,6 +580,7 @@ HANDLERS: dict[tuple[str, str], Callable[[Call], None]] = {
     ("route", "switch"): route_switch,
     ("route", "add-output"): route_add_output,
     ("route", "remove-output"): route_remove_output,
+    ("route", "snapshot"): route_snapshot,
     ("template", "list"): template_list,
     ("template", "get"): template_get,
     ("template", "create"): template_create,

@@ -23,10 +23,12 @@ from typing import Any
 from castway import _castway
 from castway import errors as native_errors
 from castway.gateway import Applied, EventKind, Gateway, RouteStats
+from castway.notebook import Image
 from castway.server.errors import (
     Aborted,
     AlreadyExists,
     ControlError,
+    DeadlineExceeded,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -141,6 +143,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.PipelineError: Internal,
     native_errors.ClosedError: Unavailable,
     native_errors.EventsLostError: OutOfRange,
+    native_errors.TimedOutError: DeadlineExceeded,
 }
 
 
@@ -193,6 +196,9 @@ class Control:
                 self._resolved[r.name] = self._resolve(r.name, r.spec)
             except ControlError as e:
                 self._errors[r.name] = str(e)
+        # GetSnapshot calls waiting for a picture (each holds a worker thread meanwhile).
+        self._max_snapshots = max(1, min(self.limits.max_snapshots, self.limits.workers // 2))
+        self._snapshots = threading.BoundedSemaphore(self._max_snapshots)
         self._stop = threading.Event()
         self._retry = threading.Thread(target=self._retry_loop, name="castway-retry", daemon=True)
 
@@ -387,6 +393,37 @@ class Control:
             else:
                 self.emit("route_updated", route=name, reason="unlocked")
             return self.get_route(name)
+
+    def snapshot(self, name: str, input_id: str = "", format: str = "jpeg",
+                 size: tuple[int, int] | None = None, timeout_s: float = 5.0) -> Image:
+        """The current picture of running route ``name`` (of its input ``input_id`` if given),
+        from its next keyframe; waits up to ``timeout_s`` without holding the control plane's
+        lock."""
+        with self._lock:
+            self._route(name)
+        if self._stats(name) is None:
+            raise FailedPrecondition(f"route {name!r} is not running")
+        if not self._snapshots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._max_snapshots} snapshots are being taken already (max_snapshots)"
+            )
+        try:
+            route = self._gw.route(name)
+            image = route.snapshot(input_id or None, format="png" if format == "png" else "jpeg",
+                                   size=size, timeout=timeout_s)
+        except native_errors.ConfigError as e:
+            raise InvalidArgument("width", str(e)) from None
+        except native_errors.CastwayError as e:
+            raise _refused(e) from None
+        finally:
+            self._snapshots.release()
+        # Room for the reply's other fields within the message limit.
+        if len(image.data) > self.limits.max_message_bytes - 1024:
+            raise ResourceExhausted(
+                f"the picture is {len(image.data)} bytes, over max_message_bytes "
+                f"({self.limits.max_message_bytes}): ask for JPEG or a smaller size"
+            )
+        return image
 
     def add_output(
         self, name: str, output: Endpoint, version: int | None = None

@@ -56,6 +56,12 @@ class Unavailable(ControlError):
     code = "UNAVAILABLE"
 
 
+class DeadlineExceeded(ControlError):
+    """Something waited for on the caller's behalf (a picture) did not come in time."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class Internal(ControlError):
     """The media framework failed on the server's side (not the caller's input)."""
 

@@ -42,6 +42,9 @@ class Limits:
     connection_age_s: int = 3600
     connection_age_grace_s: int = 30
     workers: int = 16
+    # GetSnapshot calls decoding at once (and at most half the workers): each may hold a
+    # worker for up to its timeout.
+    max_snapshots: int = 4
 
 
 def limits_from_dict(d: Mapping[str, Any], where: str = "limits") -> Limits:

@@ -44,6 +44,9 @@ from castway.v1 import (
 )
 
 log = logging.getLogger("castway.server")
+# How long GetSnapshot waits for a keyframe by default, and at most.
+SNAPSHOT_TIMEOUT_MS = 5_000
+SNAPSHOT_MAX_TIMEOUT_MS = 30_000
 R = TypeVar("R")
 
 DESIRED = {
@@ -320,6 +323,32 @@ class RouteService(route_pb2_grpc.RouteServiceServicer):
         view, changes = self.control.add_output(request.name, output, _version(request))
         return route_pb2.UpdateRouteResponse(
             route=route_to_pb(view), changes=changes_to_pb(changes)
+        )
+
+    @_rpc
+    def GetSnapshot(
+        self, request: route_pb2.GetSnapshotRequest, context: Any
+    ) -> route_pb2.Snapshot:
+        if (request.width == 0) != (request.height == 0):
+            raise InvalidArgument("width", "give both width and height, or neither")
+        if request.timeout_ms > SNAPSHOT_MAX_TIMEOUT_MS:
+            raise InvalidArgument(
+                "timeout_ms", f"at most {SNAPSHOT_MAX_TIMEOUT_MS}, not {request.timeout_ms}"
+            )
+        png = request.format == route_pb2.IMAGE_FORMAT_PNG
+        image = self.control.snapshot(
+            request.name,
+            request.input_id,
+            "png" if png else "jpeg",
+            (request.width, request.height) if request.width else None,
+            (request.timeout_ms or SNAPSHOT_TIMEOUT_MS) / 1000,
+        )
+        return route_pb2.Snapshot(
+            data=image.data,
+            format=route_pb2.IMAGE_FORMAT_PNG if png else route_pb2.IMAGE_FORMAT_JPEG,
+            width=image.width,
+            height=image.height,
+            taken=_ts(image.at),
         )
 
     @_rpc

@@ -39,6 +39,25 @@ DESIRED_STATE_RUNNING: DesiredState.ValueType  # 1
 DESIRED_STATE_STOPPED: DesiredState.ValueType  # 2
 Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
 
+class _ImageFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImageFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMAGE_FORMAT_UNSPECIFIED: _ImageFormat.ValueType  # 0
+    """JPEG"""
+    IMAGE_FORMAT_JPEG: _ImageFormat.ValueType  # 1
+    IMAGE_FORMAT_PNG: _ImageFormat.ValueType  # 2
+
+class ImageFormat(_ImageFormat, metaclass=_ImageFormatEnumTypeWrapper): ...
+
+IMAGE_FORMAT_UNSPECIFIED: ImageFormat.ValueType  # 0
+"""JPEG"""
+IMAGE_FORMAT_JPEG: ImageFormat.ValueType  # 1
+IMAGE_FORMAT_PNG: ImageFormat.ValueType  # 2
+Global___ImageFormat: _TypeAlias = ImageFormat  # noqa: Y015
+
 @_typing.final
 class Route(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -849,3 +868,77 @@ class RemoveOutputRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 
 Global___RemoveOutputRequest: _TypeAlias = RemoveOutputRequest  # noqa: Y015
+
+@_typing.final
+class GetSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    input_id: _builtins.str
+    """An input id: that input's picture as it arrives; "": what the route sends."""
+    format: Global___ImageFormat.ValueType
+    width: _builtins.int
+    """Scaled to width x height (even numbers, within the picture size limits); 0 x 0: as
+    decoded.
+    """
+    height: _builtins.int
+    timeout_ms: _builtins.int
+    """How long to wait for a keyframe: 1 to 30000 ms (0: 5000)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        input_id: _builtins.str = ...,
+        format: Global___ImageFormat.ValueType = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "input_id", b"input_id", "name", b"name", "timeout_ms", b"timeout_ms", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotRequest: _TypeAlias = GetSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class Snapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    TAKEN_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The encoded picture."""
+    format: Global___ImageFormat.ValueType
+    width: _builtins.int
+    height: _builtins.int
+    @_builtins.property
+    def taken(self) -> _timestamp_pb2.Timestamp:
+        """When it was decoded."""
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        format: Global___ImageFormat.ValueType = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        taken: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["taken", b"taken"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "height", b"height", "taken", b"taken", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015

@@ -84,6 +84,11 @@ class RouteServiceStub:
                 request_serializer=castway_dot_v1_dot_route__pb2.RemoveOutputRequest.SerializeToString,
                 response_deserializer=castway_dot_v1_dot_route__pb2.UpdateRouteResponse.FromString,
                 _registered_method=True)
+        self.GetSnapshot = channel.unary_unary(
+                '/castway.v1.RouteService/GetSnapshot',
+                request_serializer=castway_dot_v1_dot_route__pb2.GetSnapshotRequest.SerializeToString,
+                response_deserializer=castway_dot_v1_dot_route__pb2.Snapshot.FromString,
+                _registered_method=True)
 
 
 class RouteServiceServicer:
@@ -153,6 +158,16 @@ class RouteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSnapshot(self, request, context):
+        """The current picture of a running route's output (or of one input, on air or not),
+        decoded from its next keyframe on a branch off the hub that never slows the route, as a
+        JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+        time (no video arriving); FAILED_PRECONDITION when the route is not running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +220,11 @@ def add_RouteServiceServicer_to_server(servicer, server):
                     servicer.RemoveOutput,
                     request_deserializer=castway_dot_v1_dot_route__pb2.RemoveOutputRequest.FromString,
                     response_serializer=castway_dot_v1_dot_route__pb2.UpdateRouteResponse.SerializeToString,
+            ),
+            'GetSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=castway_dot_v1_dot_route__pb2.GetSnapshotRequest.FromString,
+                    response_serializer=castway_dot_v1_dot_route__pb2.Snapshot.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +497,33 @@ class RouteService:
             '/castway.v1.RouteService/RemoveOutput',
             castway_dot_v1_dot_route__pb2.RemoveOutputRequest.SerializeToString,
             castway_dot_v1_dot_route__pb2.UpdateRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/castway.v1.RouteService/GetSnapshot',
+            castway_dot_v1_dot_route__pb2.GetSnapshotRequest.SerializeToString,
+            castway_dot_v1_dot_route__pb2.Snapshot.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,12 @@ class RouteServiceStub:
     """Holds the route on one input (at its next keyframe), or returns it to automatic choice."""
     AddOutput: _grpc.UnaryUnaryMultiCallable[_route_pb2.AddOutputRequest, _route_pb2.UpdateRouteResponse]
     RemoveOutput: _grpc.UnaryUnaryMultiCallable[_route_pb2.RemoveOutputRequest, _route_pb2.UpdateRouteResponse]
+    GetSnapshot: _grpc.UnaryUnaryMultiCallable[_route_pb2.GetSnapshotRequest, _route_pb2.Snapshot]
+    """The current picture of a running route's output (or of one input, on air or not),
+    decoded from its next keyframe on a branch off the hub that never slows the route, as a
+    JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+    time (no video arriving); FAILED_PRECONDITION when the route is not running.
+    """
 
 @_typing.type_check_only
 class RouteServiceAsyncStub(RouteServiceStub):
@@ -65,6 +71,12 @@ class RouteServiceAsyncStub(RouteServiceStub):
     """Holds the route on one input (at its next keyframe), or returns it to automatic choice."""
     AddOutput: _aio.UnaryUnaryMultiCallable[_route_pb2.AddOutputRequest, _route_pb2.UpdateRouteResponse]  # type: ignore[assignment]
     RemoveOutput: _aio.UnaryUnaryMultiCallable[_route_pb2.RemoveOutputRequest, _route_pb2.UpdateRouteResponse]  # type: ignore[assignment]
+    GetSnapshot: _aio.UnaryUnaryMultiCallable[_route_pb2.GetSnapshotRequest, _route_pb2.Snapshot]  # type: ignore[assignment]
+    """The current picture of a running route's output (or of one input, on air or not),
+    decoded from its next keyframe on a branch off the hub that never slows the route, as a
+    JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+    time (no video arriving); FAILED_PRECONDITION when the route is not running.
+    """
 
 class RouteServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -141,5 +153,17 @@ class RouteServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _route_pb2.RemoveOutputRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_route_pb2.UpdateRouteResponse, _abc.Awaitable[_route_pb2.UpdateRouteResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSnapshot(
+        self,
+        request: _route_pb2.GetSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_route_pb2.Snapshot, _abc.Awaitable[_route_pb2.Snapshot]]:
+        """The current picture of a running route's output (or of one input, on air or not),
+        decoded from its next keyframe on a branch off the hub that never slows the route, as a
+        JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+        time (no video arriving); FAILED_PRECONDITION when the route is not running.
+        """
 
 def add_RouteServiceServicer_to_server(servicer: RouteServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

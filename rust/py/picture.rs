@@ -1,0 +1,78 @@
+//! Pictures of a route in Python: a snapshot, and a decode branch whose pictures a Python
+//! iterator pulls (`castway.Route.frames`). Every wait releases the GIL.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+
+use crate::route::Decoding;
+use crate::tap::{DecodeSettings, Picture, PictureFormat};
+
+/// A picture as Python takes it: data (bytes for an encoded image, a bytearray of raw pixels a
+/// numpy array may write to), width, height, format, PTS and wall-clock time.
+pub(super) type PyPicture<'py> = (Bound<'py, PyAny>, u32, u32, &'static str, Option<f64>, f64);
+
+pub(super) fn picture<'py>(py: Python<'py>, p: Picture) -> PyPicture<'py> {
+    let data = match p.format {
+        PictureFormat::Jpeg | PictureFormat::Png => PyBytes::new(py, &p.data).into_any(),
+        _ => PyByteArray::new(py, &p.data).into_any(),
+    };
+    (data, p.width, p.height, p.format.as_str(), p.pts, p.at)
+}
+
+pub(super) fn settings(
+    format: &str,
+    size: Option<(u32, u32)>,
+    fps: Option<f64>,
+) -> PyResult<DecodeSettings> {
+    let s = DecodeSettings {
+        format: PictureFormat::parse(format)?,
+        size,
+        fps,
+    };
+    s.check()?;
+    Ok(s)
+}
+
+pub(super) fn seconds(timeout: f64) -> PyResult<Duration> {
+    if !timeout.is_finite() || timeout < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be a non-negative number of seconds, not {timeout}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(timeout.min(1e6)))
+}
+
+/// A running decode branch; `close()` (or dropping it) stops it.
+#[pyclass(name = "Decoder", module = "castway._castway", frozen)]
+pub(super) struct PyDecoder {
+    pub inner: Decoding,
+}
+
+impl Drop for PyDecoder {
+    /// A decoder dropped without `close()` stops its branch without holding the GIL.
+    fn drop(&mut self) {
+        Python::with_gil(|py| py.allow_threads(|| self.inner.close()));
+    }
+}
+
+#[pymethods]
+impl PyDecoder {
+    /// The newest picture, waiting up to `timeout` seconds without the GIL (None: none came).
+    fn pull<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<PyPicture<'py>>> {
+        let wait = seconds(timeout)?;
+        let p = py.allow_threads(|| self.inner.pull(wait))?;
+        Ok(p.map(|p| picture(py, p)))
+    }
+
+    /// Bytes taken and dropped, pictures made, taken and skipped.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        super::to_py(py, &self.inner.stats())
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.close());
+    }
+}

@@ -1,0 +1,144 @@
+//! Pictures of a route: a decode branch off its hub (`tap::decode`) for the route's output or
+//! for one input, started when asked and stopped when dropped; a snapshot is the first
+//! picture of such a branch.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{lock, Route};
+use crate::error::{Error, Result};
+use crate::hub::{Feed, Hub};
+use crate::limits::SLATE_ID;
+use crate::tap::{DecodeSettings, DecodeStats, Decoder, Picture};
+
+/// Numbers the decode branches of the process (their pipelines' names).
+static BRANCHES: AtomicU64 = AtomicU64::new(1);
+
+/// A running decode branch of a route; stops and detaches when dropped.
+pub struct Decoding {
+    decoder: Decoder,
+    hub: Arc<Hub>,
+    /// The input it watches (None: the route's output).
+    feed: Option<Arc<Feed>>,
+    /// What it shows, for errors: `route `lab`` or `input `in1` of route `lab``.
+    pub what: String,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Decoding {
+    /// The newest picture, waiting up to `timeout` for one (None: none came).
+    pub fn pull(&self, timeout: Duration) -> Result<Option<Picture>> {
+        if self.closed.load(Relaxed) {
+            return Err(Error::Closed(format!("the decode branch of {}", self.what)));
+        }
+        self.decoder.pull(timeout)
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        self.decoder.stats()
+    }
+
+    /// Detaches from the hub and stops the pipeline. Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Relaxed) {
+            return;
+        }
+        let id = &self.decoder.tap.id;
+        match &self.feed {
+            Some(feed) => {
+                self.hub.detach_from_feed(feed, id);
+            }
+            None => {
+                self.hub.detach(id);
+            }
+        }
+        self.decoder.stop();
+    }
+}
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Route {
+    /// Starts a decode branch of the route's output (`input` None) or of one input, as it
+    /// arrives whether on air or not. It never slows the route: the hub drops for it (counted
+    /// in its stats) when it falls behind.
+    pub fn decode(&self, input: Option<&str>, settings: &DecodeSettings) -> Result<Decoding> {
+        let (feed, what) = {
+            let inner = lock(&self.inner);
+            if inner.closed {
+                return Err(Error::Closed(format!("route `{}`", self.name)));
+            }
+            match input {
+                None => (None, format!("route `{}`", self.name)),
+                Some(id) => {
+                    let feed = if id == SLATE_ID {
+                        Some(inner.slate_feed.clone())
+                    } else {
+                        inner
+                            .inputs
+                            .iter()
+                            .find(|s| s.id == id)
+                            .and_then(|s| s.feed.clone())
+                    };
+                    let feed = feed.ok_or_else(|| {
+                        Error::NotFound(format!("input `{id}` of route `{}`", self.name))
+                    })?;
+                    (Some(feed), format!("input `{id}` of route `{}`", self.name))
+                }
+            }
+        };
+        let n = BRANCHES.fetch_add(1, Relaxed);
+        let decoder = Decoder::build(&format!("castway-{}-decode{n}", self.name), settings)?;
+        // The hub's join burst (PAT/PMT and the latest GOP) is fed here once the hub keeps
+        // one; until then the branch waits for the next keyframe.
+        decoder.start(&[])?;
+        match &feed {
+            Some(f) => self.hub.attach_to_feed(f, decoder.tap.clone()),
+            None => self.hub.attach(decoder.tap.clone()),
+        }
+        Ok(Decoding {
+            decoder,
+            hub: self.hub.clone(),
+            feed,
+            what,
+            closed: Default::default(),
+        })
+    }
+
+    /// The route's current picture (or that of one input), decoded from its next keyframe:
+    /// waits up to `timeout` for it.
+    pub fn snapshot(
+        &self,
+        input: Option<&str>,
+        settings: &DecodeSettings,
+        timeout: Duration,
+    ) -> Result<Picture> {
+        let branch = self.decode(input, settings)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A picture, or a pipeline error, or the deadline.
+            if let Some(p) = branch.pull(left.min(Duration::from_millis(250)))? {
+                return Ok(p);
+            }
+            if left.is_zero() {
+                let s = branch.stats();
+                let why = if s.bytes == 0 {
+                    "no data arrived"
+                } else {
+                    "data arrived but no keyframe decoded"
+                };
+                return Err(Error::Timeout(format!(
+                    "no picture of {} within {:.1} s ({why})",
+                    branch.what,
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
+    }
+}
