@@ -62,7 +62,11 @@ def bar_colours(rgb: Any, width: int, height: int) -> list[tuple[int, int, int]]
 
 
 def test_snapshot_of_smpte_has_the_bar_colours_in_place(lab: castway.Route) -> None:
+    # The branch joins as an output does: it starts from the GOP the hub keeps.
+    wait_until(lambda: lab.stats()["gop_cache"]["gops"], 20, "a whole GOP kept")
+    bursts = lab.stats()["gop_cache"]["bursts"]
     image = lab.snapshot(format="png", timeout=10)
+    assert lab.stats()["gop_cache"]["bursts"] == bursts + 1
     assert (image.width, image.height) == (640, 360)
     assert image._repr_png_() == image.data and image._repr_jpeg_() is None
     pixels = np.asarray(PIL_Image.open(io.BytesIO(image.data)).convert("RGB"))

@@ -448,10 +448,11 @@ class Route:
         timeout: float = 5.0,
     ) -> notebook.Image:
         """The current picture of the route's output (or of input ``input``, on air or
-        not), decoded from its next keyframe by a branch off the hub that never slows the
-        route, as a JPEG or PNG image Jupyter displays. ``size=(w, h)`` scales it (a
-        thumbnail). Raises :class:`~castway.errors.TimedOutError` when no picture is decoded
-        within ``timeout`` seconds (no video arriving)."""
+        not), decoded by a branch off the hub that never slows the route (from the latest
+        keyframe the hub keeps, or else from the next one), as a JPEG or PNG image Jupyter
+        displays. ``size=(w, h)`` scales it (a thumbnail). Raises
+        :class:`~castway.errors.TimedOutError` when no picture is decoded within ``timeout``
+        seconds (no video arriving)."""
         data, width, height, fmt, pts, at = self._native.snapshot(input, format, size, timeout)
         return notebook.Image(bytes(data), cast(Literal["png", "jpeg"], fmt), width, height,
                               pts, at)

@@ -94,9 +94,9 @@ impl Route {
         };
         let n = BRANCHES.fetch_add(1, Relaxed);
         let decoder = Decoder::build(&format!("castway-{}-decode{n}", self.name), settings)?;
-        // The hub's join burst (PAT/PMT and the latest GOP) is fed here once the hub keeps
-        // one; until then the branch waits for the next keyframe.
-        decoder.start(&[])?;
+        // On the output, the tap is sent the hub's join burst (PAT/PMT and the latest GOP)
+        // before its first live buffer, as any joining output.
+        decoder.start()?;
         match &feed {
             Some(f) => self.hub.attach_to_feed(f, decoder.tap.clone()),
             None => self.hub.attach(decoder.tap.clone()),

@@ -16,8 +16,10 @@
 //! route. Nothing reaches the decoder before the first keyframe (a probe on the parser's
 //! output drops delta units until then), so the first picture is a whole one. The appsink keeps
 //! only the newest picture: a consumer that falls behind gets the latest, and what it never
-//! took is counted as skipped. [`Decoder::start`] takes a burst of buffers to feed first (the
-//! hub's join burst: PAT/PMT and the latest GOP) so a picture needs no wait for a keyframe.
+//! took is counted as skipped. A branch of the route's output joins the hub as any output
+//! does: the hub sends it PAT, PMT and the latest GOP first (instant start, `hub/gop.rs`), so
+//! its first picture needs no wait for a keyframe; a branch of one input starts on that
+//! input's live packets, at its next keyframe.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -173,7 +175,6 @@ pub struct DecodeStats {
 /// A built decode branch: its pipeline and the tap the hub feeds.
 pub struct Decoder {
     pipeline: gst::Pipeline,
-    appsrc: gst_app::AppSrc,
     appsink: gst_app::AppSink,
     pub tap: Arc<Tap>,
     format: PictureFormat,
@@ -345,12 +346,11 @@ impl Decoder {
 
         let tap = Arc::new(Tap::new(
             format!("#{name}"),
-            appsrc.clone(),
+            appsrc,
             Arc::new(Counters::default()),
         ));
         Ok(Decoder {
             pipeline,
-            appsrc,
             appsink,
             tap,
             format: settings.format,
@@ -360,15 +360,8 @@ impl Decoder {
         })
     }
 
-    /// Feeds `burst` (buffers to decode first: the hub's join burst) and starts the pipeline.
-    /// Attach [`Decoder::tap`] to the hub right after.
-    pub fn start(&self, burst: &[gst::Buffer]) -> Result<()> {
-        for b in burst {
-            if self.appsrc.push_buffer(b.clone()).is_err() {
-                break;
-            }
-            self.tap.counters.add(b.size());
-        }
+    /// Starts the pipeline. Attach [`Decoder::tap`] to the hub right after.
+    pub fn start(&self) -> Result<()> {
         match set_state_bounded(&self.pipeline, gst::State::Playing, STATE_CHANGE_TIMEOUT) {
             Some(Ok(_)) => Ok(()),
             _ => Err(self

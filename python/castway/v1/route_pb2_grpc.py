@@ -160,8 +160,8 @@ class RouteServiceServicer:
 
     def GetSnapshot(self, request, context):
         """The current picture of a running route's output (or of one input, on air or not),
-        decoded from its next keyframe on a branch off the hub that never slows the route, as a
-        JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+        decoded on a branch off the hub that never slows the route (from the latest keyframe the
+        hub keeps, or else the next one), as a JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
         time (no video arriving); FAILED_PRECONDITION when the route is not running.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -48,8 +48,8 @@ class RouteServiceStub:
     RemoveOutput: _grpc.UnaryUnaryMultiCallable[_route_pb2.RemoveOutputRequest, _route_pb2.UpdateRouteResponse]
     GetSnapshot: _grpc.UnaryUnaryMultiCallable[_route_pb2.GetSnapshotRequest, _route_pb2.Snapshot]
     """The current picture of a running route's output (or of one input, on air or not),
-    decoded from its next keyframe on a branch off the hub that never slows the route, as a
-    JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+    decoded on a branch off the hub that never slows the route (from the latest keyframe the
+    hub keeps, or else the next one), as a JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
     time (no video arriving); FAILED_PRECONDITION when the route is not running.
     """
 
@@ -73,8 +73,8 @@ class RouteServiceAsyncStub(RouteServiceStub):
     RemoveOutput: _aio.UnaryUnaryMultiCallable[_route_pb2.RemoveOutputRequest, _route_pb2.UpdateRouteResponse]  # type: ignore[assignment]
     GetSnapshot: _aio.UnaryUnaryMultiCallable[_route_pb2.GetSnapshotRequest, _route_pb2.Snapshot]  # type: ignore[assignment]
     """The current picture of a running route's output (or of one input, on air or not),
-    decoded from its next keyframe on a branch off the hub that never slows the route, as a
-    JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+    decoded on a branch off the hub that never slows the route (from the latest keyframe the
+    hub keeps, or else the next one), as a JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
     time (no video arriving); FAILED_PRECONDITION when the route is not running.
     """
 
@@ -161,8 +161,8 @@ class RouteServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_route_pb2.Snapshot, _abc.Awaitable[_route_pb2.Snapshot]]:
         """The current picture of a running route's output (or of one input, on air or not),
-        decoded from its next keyframe on a branch off the hub that never slows the route, as a
-        JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
+        decoded on a branch off the hub that never slows the route (from the latest keyframe the
+        hub keeps, or else the next one), as a JPEG or PNG: thumbnails for other tools. DEADLINE_EXCEEDED when no picture is decoded in
         time (no video arriving); FAILED_PRECONDITION when the route is not running.
         """
 
