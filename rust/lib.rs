@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod hub;
 pub mod limits;
 mod pipeline;
+pub mod record;
 pub mod route;
 pub mod sink;
 pub mod source;

@@ -25,6 +25,11 @@ pub const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest failback delay accepted.
 pub const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
 
+/// Recording: the segment duration's bounds (1 s to 1 h), and the recorder's queue bound.
+pub const MIN_SEGMENT_MS: u64 = 1_000;
+pub const MAX_SEGMENT_MS: u64 = 3_600_000;
+pub const MIN_RECORD_QUEUE_BYTES: u64 = 256 * 1024;
+
 /// The slate's picture: each side even, from 16x16 up to 7680x4320 (8K).
 pub const MIN_SLATE_SIDE: u32 = 16;
 pub const MAX_SLATE_WIDTH: u32 = 7680;
@@ -94,6 +99,8 @@ pub fn rule(field: &str) -> Option<Rule> {
         "failback_after_ms" => Rule::Range(0, ms(MAX_FAILBACK_AFTER)),
         "latency_ms" => Rule::Range(0, MAX_LATENCY_MS),
         "pbkeylen" => Rule::OneOf(&PBKEYLENS),
+        "recording.segment_ms" => Rule::Range(MIN_SEGMENT_MS, MAX_SEGMENT_MS),
+        "recording.queue_bytes" => Rule::Range(MIN_RECORD_QUEUE_BYTES, MAX_QUEUE_BYTES),
         _ => return None,
     })
 }

@@ -1,5 +1,6 @@
 """Type stubs for the native module (checked against it by ``mypy.stubtest`` in CI)."""
 
+import os
 from collections.abc import Sequence
 from typing import Any, final
 
@@ -18,6 +19,7 @@ __all__ = [
     "__version__",
     "assign_ids",
     "check_name",
+    "check_recording_path",
     "check_spec",
     "check_srt_defaults",
     "check_uri",
@@ -59,7 +61,18 @@ class Route:
     def auto(self) -> None: ...
     def wait_switch(self, after: int, timeout: float) -> dict[str, Any] | None: ...
     def stats(self) -> dict[str, Any]: ...
+    def start_recording(
+        self,
+        dir: str | os.PathLike[str],
+        path: str | None = None,
+        segment_ms: int | None = None,
+        format: str | None = None,
+        queue_bytes: int | None = None,
+    ) -> None: ...
+    def pause_recording(self, pause: bool) -> None: ...
+    def stop_recording(self) -> None: ...
 
+def check_recording_path(pattern: str) -> None: ...
 def check_uri(uri: str, role: str) -> str: ...
 def check_spec(spec: dict[str, Any], whole: bool = True) -> None: ...
 def check_name(what: str, name: str) -> None: ...

@@ -6,6 +6,7 @@ Rust with the GIL released; no Python runs per packet.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Required, TypedDict, cast
@@ -201,6 +202,22 @@ class SwitchStats(TypedDict):
     by_reason: dict[str, int]
 
 
+class RecordingStats(TypedDict):
+    """The route's recorder (docs/recording.md)."""
+
+    state: Literal["recording", "paused", "failing", "stopped"]
+    segment: str | None
+    segment_bytes: int
+    segments: int
+    bytes: int
+    drops: int
+    skipped: int
+    cuts_without_psi: int
+    queued_bytes: int
+    errors: int
+    last_error: str | None
+
+
 class RouteStats(TypedDict):
     name: str
     state: Literal["live", "slate", "waiting", "stopped"]
@@ -209,6 +226,7 @@ class RouteStats(TypedDict):
     inputs: list[EndpointStats]
     outputs: list[EndpointStats]
     switch: SwitchStats
+    recording: RecordingStats
 
 
 Endpoints = str | Sequence[str] | Mapping[str, str]
@@ -243,6 +261,10 @@ EventKind = Literal[
     "template_deleted",
     "key_created",
     "key_revoked",
+    "segment_opened",
+    "segment_closed",
+    "recording_error",
+    "recording_deleted",
 ]
 
 # One event of the gateway's sequence (docs/events.md): ``seq`` (from 1), ``at`` (Unix time) and
@@ -266,6 +288,8 @@ Event = TypedDict(
         "active": bool,
         "name": str,
         "key_id": str,
+        # Segment events: the segment's record as JSON (docs/recording.md).
+        "segment": str,
         # Set by a castway server: the run of the server that numbered the event.
         "run": str,
     },
@@ -413,8 +437,52 @@ class Route:
         and the switch: what is on air, what is locked, the last 20 switches."""
         return cast(RouteStats, self._native.stats())
 
+    @property
+    def recording(self) -> Recording:
+        """The route's recorder: start, pause, resume, stop (docs/recording.md)."""
+        return Recording(self._native)
+
     def __repr__(self) -> str:
         return f"<castway.Route {self.name!r}>"
+
+
+class Recording:
+    """A route's recorder: segments of the route's output bytes, each starting with PAT/PMT
+    and a keyframe, written as ``NAME.ts.part`` and renamed when closed (docs/recording.md)."""
+
+    def __init__(self, native: _castway.Route) -> None:
+        self._native = native
+
+    def start(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        path: str | None = None,
+        segment_ms: int | None = None,
+        format: str | None = None,
+        queue_bytes: int | None = None,
+    ) -> None:
+        """Starts recording under ``dir`` (made absolute): segments cut at the first keyframe
+        after ``segment_ms`` (default 6000), named by ``path`` (strftime fields in UTC and
+        ``{route}``; default ``{route}/%Y-%m-%d/%H-%M-%S``) plus ``.ts``."""
+        self._native.start_recording(
+            os.path.abspath(dir), path, segment_ms, format, queue_bytes
+        )
+
+    def pause(self) -> None:
+        """Closes the open segment; nothing is written until :meth:`resume`."""
+        self._native.pause_recording(True)
+
+    def resume(self) -> None:
+        """Goes on in a new segment from the next PAT and keyframe."""
+        self._native.pause_recording(False)
+
+    def stop(self) -> None:
+        """Writes what is queued and closes the open segment (waits at most 5 s)."""
+        self._native.stop_recording()
+
+    def stats(self) -> RecordingStats:
+        return cast(RouteStats, self._native.stats())["recording"]
 
 
 class Gateway(Closing):

@@ -64,6 +64,8 @@ enum Out {
     },
     /// A UDP socket, sent on at once (never blocks: a full send buffer is a drop).
     Udp(UdpSender),
+    /// A recorder's queue (never blocks: a full queue is a drop, counted by the recorder).
+    Record(crate::record::Intake),
 }
 
 impl Tap {
@@ -94,11 +96,20 @@ impl Tap {
         }
     }
 
+    /// Attaches a recorder (`record::Recorder::start` made its intake).
+    pub fn record(id: String, intake: crate::record::Intake, counters: Arc<Counters>) -> Tap {
+        Tap {
+            id,
+            out: Out::Record(intake),
+            counters,
+        }
+    }
+
     /// The first send error of a UDP output since the last call.
     pub fn take_error(&self) -> Option<String> {
         match &self.out {
             Out::Udp(s) => s.take_error(),
-            Out::Queue { .. } => None,
+            Out::Queue { .. } | Out::Record(_) => None,
         }
     }
 
@@ -109,6 +120,7 @@ impl Tap {
             // Err: flushing, the output pipeline is (re)starting or stopping.
             Out::Queue { appsrc, .. } => appsrc.push_buffer(buffer.clone()).is_ok(),
             Out::Udp(socket) => buffer.map_readable().is_ok_and(|m| socket.send(&m)),
+            Out::Record(intake) => intake.offer(buffer),
         };
         if sent {
             self.counters.add(size);

@@ -32,6 +32,7 @@ mod failover;
 mod lifecycle;
 mod notice;
 mod plan;
+mod record;
 mod slot;
 mod spec;
 mod stats;
@@ -100,6 +101,9 @@ struct Inner {
     closed: bool,
     /// The route's state as last reported to the event log (None: not yet).
     reported_state: Option<&'static str>,
+    /// The route's last recorder (kept after a stop for its stats) and whether it records.
+    recorder: Option<Arc<crate::record::Recorder>>,
+    recording: bool,
 }
 
 /// Which part of a route a pipeline belongs to.

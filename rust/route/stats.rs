@@ -104,6 +104,8 @@ pub struct RouteStats {
     pub inputs: Vec<EndpointStats>,
     pub outputs: Vec<EndpointStats>,
     pub switch: SwitchStats,
+    /// The recorder (state `stopped` when the route does not record).
+    pub recording: crate::record::RecorderStats,
 }
 
 impl Route {
@@ -163,6 +165,7 @@ impl Route {
             inputs,
             outputs,
             switch,
+            recording: self.recording_stats(&inner),
         }
     }
 }
