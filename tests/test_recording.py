@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 import castway
+from castway.cli import main
+from castway.v1 import recording_pb2, spec_pb2, template_pb2
 
 from support import wait_until
 from support.clips import decode_errors, make_clip
+from support.control import ADMIN, CODE, Server, expect, spec
 from support.net import free_port
 from support.peers import Peers, srt_receiver
 from support.senders import UdpSender
@@ -93,3 +96,88 @@ def test_ts_segments_start_clean_and_join_into_what_an_srt_receiver_got(
     assert gop_clip.endswith(joined)
     assert stats["skipped"] * PACKET == len(gop_clip) - len(joined)
     assert ts_continuity(joined)["cc_errors"] == 0
+
+
+# The control server: policy in the spec, the catalog, RecordingService and the CLI.
+
+
+def rec_spec(in_port: int, **policy: Any) -> spec_pb2.RouteSpec:
+    return spec([f"udp://127.0.0.1:{in_port}"], recording=spec_pb2.Recording(**policy))
+
+
+def list_segments(server: Server, route: str, **times: float) -> list[recording_pb2.Segment]:
+    req = recording_pb2.ListSegmentsRequest(route=route)
+    for name, t in times.items():
+        getattr(req, name).FromNanoseconds(int(t * 1e9))
+    reply = server.client.recordings.ListSegments(req, metadata=server.client.metadata)
+    return list(reply.segments)
+
+
+def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
+    server: Server, gop_clip: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    in_port = free_port()
+    server.create("news", rec_spec(in_port, enabled=True, segment_ms=2000))
+    root = server.running.recordings.root  # type: ignore[union-attr]
+    wait_until(
+        lambda: server.get("news").status.recording.state == "recording", 10, "recording"
+    )
+    UdpSender(gop_clip, in_port, bitrate=4e6).join()
+    wait_until(lambda: len(list_segments(server, "news")) >= 4, 10, "segments cataloged")
+    segs = list_segments(server, "news")
+    for s in segs:
+        data = (root / s.path).read_bytes()
+        assert s.route == "news" and s.bytes == len(data) and data[1:3] == b"\x40\x00"
+        assert s.keyframes[0] == 0 and s.format == "ts" and not s.repaired
+    # A range maps to the segments overlapping it.
+    one = list_segments(
+        server, "news", **{"from": segs[1].start.ToNanoseconds() / 1e9},
+        to=segs[2].start.ToNanoseconds() / 1e9,
+    )
+    assert [s.path for s in one] == [segs[1].path]
+    assert list_segments(server, "news", to=segs[0].start.ToNanoseconds() / 1e9 - 60) == []
+    # The same from the CLI.
+    code = main([
+        "recording", "list", "news", "--addr", server.addr, "--key", ADMIN,
+        "--from", str(segs[1].start.ToNanoseconds() / 1e9),
+        "--to", str(segs[2].start.ToNanoseconds() / 1e9),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0 and segs[1].path in out and segs[0].path not in out
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"path": "../elsewhere/%Y"}, "spec.recording.path"),
+        ({"path": "/abs/{route}"}, "spec.recording.path"),
+        ({"path": "{route}/../../x"}, "spec.recording.path"),
+        ({"segment_ms": 10}, "spec.recording.segment_ms"),
+        ({"format": "mkv"}, "spec.recording.format"),
+        ({"max_age_s": 1}, "spec.recording.max_age_s"),
+        ({"schedule": "mon 25:00-26:00"}, "spec.recording.schedule"),
+        ({"schedule": "someday 10:00-11:00"}, "spec.recording.schedule"),
+        ({"timezone": "Mars/Olympus_Mons"}, "spec.recording.timezone"),
+    ],
+)
+def test_a_bad_recording_policy_is_refused_naming_its_field(
+    server: Server, policy: dict[str, Any], field: str
+) -> None:
+    details = expect(
+        CODE.INVALID_ARGUMENT, lambda: server.create("r", rec_spec(free_port(), **policy))
+    )
+    assert details.startswith(field), details
+
+
+def test_a_route_inherits_its_recording_policy_from_its_template(server: Server) -> None:
+    tmpl = spec_pb2.RouteSpec(recording=spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H"))
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(name="t", spec=tmpl), metadata=server.client.metadata
+    )
+    s = rec_spec(free_port(), enabled=False)
+    s.template = "t"
+    r = server.create("r", s)
+    assert r.resolved.recording.segment_ms == 3000
+    assert r.resolved.recording.path == "x/{route}/%H"
+    assert not r.resolved.recording.enabled
+    assert r.status.recording.state == "stopped"

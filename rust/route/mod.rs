@@ -40,8 +40,8 @@ mod timers;
 
 pub use edit::Applied;
 pub use spec::{
-    assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RouteSpec,
-    SpecKind, SwitchSpec,
+    assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RecordingSpec,
+    RouteSpec, SpecKind, SwitchSpec,
 };
 pub use stats::{EndpointStats, InputStats, RouteStats, SwitchRecord, SwitchStats};
 pub(crate) use timers::SystemClock;
