@@ -4,6 +4,8 @@ written as `.part` and renamed, without disturbing the outputs (docs/recording.m
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +13,16 @@ import pytest
 
 import castway
 from castway.cli import main
-from castway.v1 import recording_pb2, spec_pb2, template_pb2
+from castway.client import Client
+from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
 from support import wait_until
 from support.clips import decode_errors, make_clip
-from support.control import ADMIN, CODE, Server, expect, spec
+from support.control import ADMIN, CODE, ServeProcess, Server, expect, spec, test_input
 from support.net import free_port
 from support.peers import Peers, srt_receiver
 from support.senders import UdpSender
-from support.ts import ts_continuity
+from support.ts import ts_continuity, whole_gops
 
 PACKET = 188
 
@@ -181,3 +184,91 @@ def test_a_route_inherits_its_recording_policy_from_its_template(server: Server)
     assert r.resolved.recording.path == "x/{route}/%H"
     assert not r.resolved.recording.enabled
     assert r.status.recording.state == "stopped"
+
+
+def test_start_pause_resume_stop_leave_an_srt_receiver_without_a_gap_or_cc_error(
+    server: Server, peers: Peers, udp_capture: Any, gop_clip: bytes
+) -> None:
+    in_port, out_port = free_port(), free_port()
+    server.create("r", spec(
+        [f"udp://127.0.0.1:{in_port}"], [f"srt://127.0.0.1:{out_port}?mode=listener"],
+        recording=spec_pb2.Recording(segment_ms=1000),
+    ))
+    cap = udp_capture()
+    srt_receiver(peers, out_port, cap)
+    wait_until(lambda: server.get("r").status.outputs[0].srt.callers, 10, "receiver connected")
+    md = server.client.metadata
+    rec = server.client.recordings
+
+    def call(method: Any) -> Any:
+        return method(recording_pb2.RecordingRequest(route="r"), metadata=md, timeout=30)
+
+    sender = UdpSender(gop_clip, in_port, bitrate=2e6)
+    steps = [
+        (rec.StartRecording, "recording"), (rec.PauseRecording, "paused"),
+        (rec.ResumeRecording, "recording"), (rec.StopRecording, "stopped"),
+        (rec.StartRecording, "recording"), (rec.StopRecording, "stopped"),
+    ]
+    for i, (method, state) in enumerate(steps):
+        # Each step a sixth of the way further into the clip.
+        wait_until(
+            lambda i=i: cap.size >= len(gop_clip) * (i + 1) // (len(steps) + 1), 20,
+            f"the receiver at step {i}",
+        )
+        assert call(method).state == state
+    sender.join()
+    wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the receiver")
+    assert cap.data == gop_clip, "the receiver got every byte, in order"
+    assert ts_continuity(cap.data)["cc_errors"] == 0
+    status = server.get("r").status.recording
+    assert status.segments >= 2 and status.skipped > 0 and status.drops == 0
+    # Stopped by hand: the policy (off) does not start it again, nor does a tick.
+    server.running.recordings.tick(time.time())  # type: ignore[union-attr]
+    assert server.get("r").status.recording.state == "stopped"
+    expect(CODE.FAILED_PRECONDITION, lambda: call(rec.PauseRecording))
+    expect(CODE.NOT_FOUND, lambda: rec.StartRecording(
+        recording_pb2.RecordingRequest(route="nope"), metadata=md, timeout=30))
+
+
+def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(data)
+    key = (data / "admin.key").read_text().strip()
+    root = data / "media" / "recordings"
+    with Client(f"127.0.0.1:{first.port}", key) as c:
+        c.routes.CreateRoute(route_pb2.CreateRouteRequest(
+            name="cam", spec=spec([test_input()], recording=spec_pb2.Recording(
+                enabled=True, segment_ms=60_000))), metadata=c.metadata, timeout=30)
+        wait_until(
+            lambda: any(p.stat().st_size > 600_000 for p in root.rglob("*.ts.part")), 30,
+            "a segment being written (its bytes on disk: flushed every second)",
+        )
+    part = next(root.rglob("*.ts.part"))
+    first.stop(signal.SIGKILL)
+    # What the crash left: maybe a packet cut short at the end.
+    with part.open("ab") as f:
+        f.write(b"\x47\x01\x00")
+    second = ServeProcess(data)
+    try:
+        with Client(f"127.0.0.1:{second.port}", key) as c:
+            repaired = Path(str(part)[: -len(".part")])
+            assert repaired.exists() and not part.exists()
+            data = repaired.read_bytes()
+            assert len(data) % PACKET == 0 and data[1:3] == b"\x40\x00"
+            # test:// writes PSI on a timer (cuts_off_keyframe): whole GOPs decode cleanly.
+            assert decode_errors(whole_gops(data, tmp_path / "gops.ts")) == ""
+            rel = repaired.relative_to(root).as_posix()
+            segs = c.recordings.ListSegments(
+                recording_pb2.ListSegmentsRequest(route="cam"), metadata=c.metadata
+            ).segments
+            assert [(s.path, s.repaired) for s in segs] == [(rel, True)]
+            assert segs[0].duration_s > 0 and segs[0].keyframes
+            wait_until(lambda: c.routes.GetRoute(
+                route_pb2.GetRouteRequest(name="cam"), metadata=c.metadata
+            ).status.recording.segment_bytes > 0, 30, "recording again")
+            now = c.routes.GetRoute(route_pb2.GetRouteRequest(name="cam"), metadata=c.metadata)
+            assert now.status.recording.segment not in ("", rel)
+    finally:
+        second.stop(signal.SIGTERM)

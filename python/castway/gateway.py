@@ -212,6 +212,7 @@ class RecordingStats(TypedDict):
     bytes: int
     drops: int
     skipped: int
+    cuts_off_keyframe: int
     cuts_without_psi: int
     queued_bytes: int
     errors: int

@@ -3,22 +3,21 @@
 //! very bytes the outputs carried.
 //!
 //! The stream is cut at the first keyframe after the target duration, but *in front of the
-//! PAT that precedes it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
+//! last PAT before it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
 //! audio packet) are held in memory until the next keyframe or the next PAT. A keyframe that
 //! is due finds them held and the new segment begins with them; otherwise they go to the
-//! segment that is open. Both mpegtsmux and ffmpeg write a PAT and a PMT right before every
-//! video keyframe, so this is the usual cut. A stream that carries no PAT between two
-//! keyframes is cut at the keyframe itself once it has been due for
-//! [`KEYS_WITHOUT_PAT`] keyframes: that segment starts on a keyframe but without PSI (a
-//! player finds the PAT a moment later), and it is counted (`cuts_without_psi`). Nothing is
-//! inserted or rewritten: the bytes stay the outputs' bytes.
+//! segment that is open. Nothing is inserted or rewritten: the bytes stay the outputs' bytes.
+//!
+//! ffmpeg writes a PAT and a PMT right before every video keyframe: the cut is clean. A muxer
+//! that writes PSI on a timer only (GStreamer's mpegtsmux, every 100 ms) has a video frame or
+//! two between its last PAT and the keyframe: the segment still starts with the PAT and the
+//! PMT (a demuxer knows the streams at once), but a decoder drops those frames and starts at
+//! the keyframe; such cuts are counted (`cuts_off_keyframe`). A stream with no PAT at all
+//! since the last keyframe is cut at the keyframe itself, without PSI (`cuts_without_psi`).
 //!
 //! Without video (a radio stream) every PAT is a point to cut at.
 
 use crate::ts::{pes_pts, pid, starts_keyframe, Programs, PACKET_SIZE, PTS_WRAP};
-
-/// Due keyframes without a PAT in front of them before the cut is made at a keyframe alone.
-pub const KEYS_WITHOUT_PAT: u32 = 2;
 
 /// The most bytes held from a PAT while waiting for a keyframe; past it they are written on
 /// (no keyframe follows that PAT closely).
@@ -49,8 +48,11 @@ pub struct Cutter {
     start_unix: f64,
     held: Vec<u8>,
     held_has_pat: bool,
-    due_keys_without_pat: u32,
-    /// Cuts made at a keyframe without a PAT in front of it.
+    /// Video frames that started in `held` (after its PAT).
+    held_frames: u32,
+    /// Cuts at a PAT with video frames between it and the keyframe.
+    pub cuts_off_keyframe: u64,
+    /// Cuts at a keyframe with no PAT since the last keyframe.
     pub cuts_without_psi: u64,
     /// The last two video PTSs (the latest first): where the stream stands, and one frame.
     pub last_pts: [Option<u64>; 2],
@@ -67,7 +69,8 @@ impl Cutter {
             start_unix: 0.0,
             held: Vec::new(),
             held_has_pat: false,
-            due_keys_without_pat: 0,
+            held_frames: 0,
+            cuts_off_keyframe: 0,
             cuts_without_psi: 0,
             last_pts: [None, None],
         }
@@ -87,6 +90,7 @@ impl Cutter {
             self.held.clear();
         }
         self.held_has_pat = false;
+        self.held_frames = 0;
     }
 
     /// Where the open segment's video stands: its last frame's PTS plus one frame (None
@@ -117,7 +121,6 @@ impl Cutter {
         self.force = false;
         self.start_pts = pts;
         self.start_unix = unix;
-        self.due_keys_without_pat = 0;
         if !psi {
             self.cuts_without_psi += 1;
         }
@@ -153,26 +156,29 @@ impl Cutter {
             self.hold_or_emit(p, emit);
             return;
         };
-        if starts && pid(p) == usize::from(video.pid) {
+        let video_start = starts && pid(p) == usize::from(video.pid);
+        if video_start {
             if let Some(pts) = pes_pts(p) {
                 self.last_pts = [Some(pts), self.last_pts[0]];
             }
         }
-        if pid(p) == usize::from(video.pid) && starts_keyframe(p, video.codec) {
+        if video_start && starts_keyframe(p, video.codec) {
             let pts = pes_pts(p);
             if self.due(pts, unix) {
                 if self.held_has_pat {
+                    if self.held_frames > 0 {
+                        self.cuts_off_keyframe += 1;
+                    }
                     let held = std::mem::take(&mut self.held);
                     self.held_has_pat = false;
+                    self.held_frames = 0;
                     self.open(pts, unix, true, emit);
                     emit(Step::Bytes(&held));
                     self.held = held;
                     self.held.clear();
-                } else if self.due_keys_without_pat + 1 >= KEYS_WITHOUT_PAT {
+                } else {
                     self.flush(emit);
                     self.open(pts, unix, false, emit);
-                } else {
-                    self.due_keys_without_pat += 1;
                 }
             }
             self.flush(emit);
@@ -186,6 +192,14 @@ impl Cutter {
     /// A packet that is neither a PAT nor a keyframe: held behind a PAT, else passed on.
     fn hold_or_emit(&mut self, p: &[u8], emit: &mut impl FnMut(Step<'_>)) {
         if self.held_has_pat {
+            if p[1] & 0x40 != 0
+                && self
+                    .programs
+                    .video()
+                    .is_some_and(|v| usize::from(v.pid) == pid(p))
+            {
+                self.held_frames += 1;
+            }
             self.held.extend_from_slice(p);
             if self.held.len() > MAX_HELD {
                 self.flush(emit);
@@ -305,6 +319,7 @@ mod tests {
         assert!(segs[0].1, "the first begins at the PAT");
         assert!(segs[1..].iter().all(|s| !s.1));
         assert_eq!(cutter.cuts_without_psi, segs.len() as u64 - 1);
+        assert_eq!(cutter.cuts_off_keyframe, 0);
         let all: Vec<u8> = data.concat();
         let joined = segs
             .iter()
@@ -312,6 +327,33 @@ mod tests {
             .collect::<Vec<_>>()
             .concat();
         assert!(joined == all, "the segments are the stream");
+    }
+
+    #[test]
+    fn psi_on_a_timer_is_cut_at_the_last_pat_before_the_keyframe_and_counted() {
+        let mut cutter = Cutter::new(1000);
+        let mut data = vec![psi()];
+        // A PAT every 4 frames, keyframes every 10: frames between the PAT and the keyframe.
+        for f in 0..80u64 {
+            if f % 4 == 1 {
+                data.push(psi());
+            }
+            data.push(frame(f * 3600, f % 10 == 0));
+        }
+        let segs = segments(&mut cutter, &data);
+        assert!(segs.len() >= 2, "{}", segs.len());
+        assert!(
+            segs.iter().all(|s| s.1 && pid(&s.0) == 0),
+            "each starts with the PAT"
+        );
+        assert_eq!(cutter.cuts_off_keyframe, segs.len() as u64 - 1);
+        assert_eq!(cutter.cuts_without_psi, 0);
+        let joined = segs
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(data.concat().ends_with(&joined));
     }
 
     #[test]

@@ -32,7 +32,6 @@ use crate::events::EventLog;
 use crate::limits::check_number;
 use crate::ts::PACKET_SIZE;
 
-pub use cutter::KEYS_WITHOUT_PAT;
 pub use path::{check_pattern, DEFAULT_PATTERN};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -123,7 +122,10 @@ pub struct RecorderStats {
     pub drops: u64,
     /// TS packets passed over on purpose: before the first cut, and while paused.
     pub skipped: u64,
-    /// Segments begun at a keyframe without a PAT in front of it (the stream carried none).
+    /// Segments begun at a PAT a few video frames before their first keyframe (the stream
+    /// carries PSI on a timer, not right before its keyframes).
+    pub cuts_off_keyframe: u64,
+    /// Segments begun at a keyframe without PSI (no PAT since the last keyframe).
     pub cuts_without_psi: u64,
     /// Bytes waiting in the queue for the writer.
     pub queued_bytes: u64,
@@ -140,6 +142,7 @@ struct Status {
     segments: u64,
     errors: u64,
     last_error: Option<String>,
+    cuts_off_keyframe: u64,
     cuts_without_psi: u64,
 }
 
@@ -279,14 +282,22 @@ impl Recorder {
     pub fn stats(&self) -> RecorderStats {
         let s = &self.shared;
         let status = lock(&s.status);
+        // A pause or resume shows at once; the writer acts on it within `writer::POLL`.
+        let state = match (status.state, s.paused.load(Relaxed)) {
+            ("stopped", _) => "stopped",
+            (_, true) => "paused",
+            ("paused", false) => "recording",
+            (state, false) => state,
+        };
         RecorderStats {
-            state: status.state,
+            state,
             segment: status.segment.clone(),
             segment_bytes: s.segment_bytes.load(Relaxed),
             segments: status.segments,
             bytes: s.bytes.load(Relaxed),
             drops: s.drops.load(Relaxed),
             skipped: s.skipped.load(Relaxed),
+            cuts_off_keyframe: status.cuts_off_keyframe,
             cuts_without_psi: status.cuts_without_psi,
             queued_bytes: s.queued.load(Relaxed),
             errors: status.errors,

@@ -21,8 +21,10 @@ use crate::ts::{PACKET_SIZE, PTS_WRAP};
 
 /// How often the writer looks at its controls (pause) when no data arrives.
 const POLL: Duration = Duration::from_millis(100);
-/// Bytes written to the `.part` file at a time (also what a crash may lose at most).
+/// Bytes written to the `.part` file at a time.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// What is buffered reaches the file at least this often: what a crash may lose at most.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Arrival times further apart than this inside a segment are a gap (the input paused).
 const GAP_SECS: f64 = 1.0;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,6 +49,7 @@ struct Open {
     drops_at_open: u64,
     /// Keyframe times from the segment's start, in seconds.
     keyframes: Vec<f64>,
+    flushed: Instant,
 }
 
 pub(super) struct Writer {
@@ -170,8 +173,11 @@ impl Writer {
         let out = &mut self.out;
         self.cutter
             .push(&map, item.unix, &mut |s| out.apply(s, item.unix));
-        let cuts = self.cutter.cuts_without_psi;
-        lock(&self.out.shared.status).cuts_without_psi = cuts;
+        let (off, without) = (self.cutter.cuts_off_keyframe, self.cutter.cuts_without_psi);
+        let mut status = lock(&self.out.shared.status);
+        status.cuts_off_keyframe = off;
+        status.cuts_without_psi = without;
+        drop(status);
         self.after_steps();
     }
 }
@@ -213,7 +219,12 @@ impl Files {
             }
             return;
         };
-        match open.file.write_all(bytes) {
+        let mut written = open.file.write_all(bytes);
+        if written.is_ok() && open.flushed.elapsed() >= FLUSH_EVERY {
+            open.flushed = Instant::now();
+            written = open.file.flush();
+        }
+        match written {
             Ok(()) => {
                 open.bytes += bytes.len() as u64;
                 self.shared.bytes.fetch_add(bytes.len() as u64, Relaxed);
@@ -289,6 +300,7 @@ impl Files {
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes: Vec::new(),
+            flushed: Instant::now(),
         });
     }
 
@@ -330,6 +342,7 @@ impl Files {
             drops_at_open,
             keyframes,
             last_unix,
+            flushed: _,
         } = open;
         // A failed segment keeps what reached the disk, cut to whole packets.
         let (file, _) = file.into_parts();

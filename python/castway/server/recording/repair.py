@@ -64,6 +64,10 @@ def repair(root: Path, catalog: Catalog) -> list[Segment]:
         rel = rel_part[: -len(".part")]
         size = part.stat().st_size
         whole = size - size % TS
+        if whole == 0:
+            # Opened, nothing reached the disk: nothing to keep.
+            part.unlink()
+            continue
         with open(part, "r+b") as f:
             f.truncate(whole)
             f.flush()
