@@ -4,8 +4,11 @@ written as `.part` and renamed, without disturbing the outputs (docs/recording.m
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ import pytest
 import castway
 from castway.cli import main
 from castway.client import Client
+from castway.server import run_server
+from castway.server.recording.retention import free_bytes
 from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
 from support import wait_until
@@ -272,3 +277,160 @@ def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
             assert now.status.recording.segment not in ("", rel)
     finally:
         second.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """10 s at about 2.6 Mb/s, a keyframe every second."""
+    path = tmp_path_factory.mktemp("rec") / "big.ts"
+    return make_clip(path, 10, "640x360", 2500, gop=25).read_bytes()
+
+
+def deleted_events(server: Server) -> list[dict[str, Any]]:
+    gw = server.running.control.gateway
+    return [
+        {**json.loads(e["segment"]), "route": e.get("route")}
+        for e in gw.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_deleted"
+    ]
+
+
+def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
+    server: Server, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    # Each segment in a directory of its own, so that deleting it leaves one empty.
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%H%M%S/seg"}
+    server.create("r", rec_spec(in_port, **policy))
+    recordings = server.running.recordings
+    assert recordings is not None
+    root = recordings.root
+    UdpSender(big_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 6, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    # A file removed by hand is noticed and leaves the catalog.
+    (root / segs[-1].path).unlink()
+    recordings.prune(time.time())
+    assert segs[-1].path not in [s.path for s in list_segments(server, "r")]
+    assert {"route": "r", "path": segs[-1].path, "reason": "missing"} in deleted_events(server)
+    # Bytes: the oldest go until the route fits.
+    segs = list_segments(server, "r")
+    cap = sum(s.bytes for s in segs) // 2
+    server.update("r", rec_spec(in_port, **policy, max_bytes=max(cap, 1 << 20)))
+    recordings.prune(time.time())
+    kept = list_segments(server, "r")
+    assert sum(s.bytes for s in kept) <= max(cap, 1 << 20)
+    assert kept and [s.path for s in kept] == [s.path for s in segs[-len(kept):]], "oldest first"
+    kept_dirs = {(root / s.path).parent for s in kept}
+    for s in segs[: len(segs) - len(kept)]:
+        assert not (root / s.path).exists()
+        d = (root / s.path).parent
+        assert d in kept_dirs or not d.exists(), "a directory left empty went too"
+    # Age: everything closed is older than a minute an hour from now; the open segment stays.
+    open_seg = server.get("r").status.recording.segment
+    assert open_seg and (root / f"{open_seg}.part").exists()
+    server.update("r", rec_spec(in_port, **policy, max_age_s=60))
+    recordings.prune(time.time() + 3600)
+    assert list_segments(server, "r") == []
+    assert (root / f"{open_seg}.part").exists()
+    reasons = {e["reason"] for e in deleted_events(server)}
+    assert reasons == {"missing", "bytes", "age"}
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs, unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor_holds(
+    tmp_path: Path, small_tmpfs: Path, udp_capture: Any, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    cap = udp_capture()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, media_dir=small_tmpfs) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        srv = Server(run, client, tmp_path / "data")
+        s = spec([f"udp://127.0.0.1:{in_port}"], [f"udp://127.0.0.1:{cap.port}"],
+                 recording=spec_pb2.Recording(enabled=True, segment_ms=1000))
+        srv.create("r", s)
+        wait_until(lambda: srv.get("r").status.recording.state == "recording", 10, "recording")
+        sender = UdpSender(big_clip, in_port, bitrate=8e6)
+        # 3 MiB fill up before the clip (3.3 MB) is through: the writes fail.
+        wait_until(lambda: srv.get("r").status.recording.errors > 0, 20, "a failed write")
+        assert "No space left" in srv.get("r").status.recording.last_error
+        errors = [e for e in run.control.gateway.wait_events(0, 0.0, 100_000)
+                  if e["kind"] == "recording_error"]
+        assert errors and errors[0]["route"] == "r"
+        # A floor of 1 MiB: retention frees the oldest segments until it holds.
+        floor = 1 << 20
+        s.recording.min_free_bytes = floor
+        srv.update("r", s)
+        recordings = run.recordings
+        assert recordings is not None
+        wait_until(
+            lambda: recordings.prune(time.time()) is not None
+            and free_bytes(small_tmpfs) >= floor, 10, "the floor",
+        )
+        sender.join()
+        wait_until(lambda: cap.size >= len(big_clip), 10, "every byte at the output")
+        assert cap.data == big_clip, "the output relayed every byte, unchanged"
+        recordings.prune(time.time())
+        assert free_bytes(small_tmpfs) >= floor
+        assert "free_space" in {e["reason"] for e in deleted_events(srv)}
+        assert srv.get("r").status.recording.drops > 0, "what could not be written is counted"
+        client.close()
+
+
+def test_weekly_windows_in_a_time_zone_cross_midnight_and_name_what_is_wrong() -> None:
+    from castway.server.errors import InvalidArgument
+    from castway.server.recording.schedule import active, parse_windows, zone
+
+    paris = zone("Europe/Paris")
+    windows = parse_windows("mon-fri 18:00-19:00; sat 23:30-00:30")
+
+    def at(text: str) -> float:
+        from datetime import datetime
+
+        return datetime.fromisoformat(text).replace(tzinfo=paris).timestamp()
+
+    assert active(windows, paris, at("2026-11-23T18:00:00"))  # a Monday
+    assert not active(windows, paris, at("2026-11-23T19:00:00"))
+    assert not active(windows, paris, at("2026-11-22T18:30:00"))  # a Sunday
+    assert active(windows, paris, at("2026-11-28T23:45:00"))  # Saturday night ...
+    assert active(windows, paris, at("2026-11-29T00:15:00"))  # ... into Sunday
+    assert not active(windows, paris, at("2026-11-29T00:30:00"))
+    for bad in ("mon 18:00", "mon 18:00-18:00", "fun 10:00-11:00", "mon 9:60-10:00", ";"):
+        with pytest.raises(InvalidArgument) as info:
+            parse_windows(bad, "spec.recording.schedule")
+        assert info.value.field.startswith("spec.recording.schedule"), info.value
+
+
+def test_a_schedule_starts_and_stops_recording_by_an_injected_clock(server: Server) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    recordings = server.running.recordings
+    assert recordings is not None
+    ny = ZoneInfo("America/New_York")
+    clock = [datetime(2026, 11, 23, 17, 59, 59, tzinfo=ny).timestamp()]  # a Monday
+    recordings.clock = lambda: clock[0]
+    server.create("news", spec([test_input()], recording=spec_pb2.Recording(
+        enabled=True, schedule="mon-fri 18:00-19:00", timezone="America/New_York")))
+
+    def state() -> str:
+        recordings.tick(clock[0])
+        return str(server.get("news").status.recording.state)
+
+    assert state() == "stopped"
+    clock[0] += 2
+    assert state() == "recording"
+    clock[0] += 3600
+    assert state() == "stopped"
