@@ -434,3 +434,47 @@ def test_a_schedule_starts_and_stops_recording_by_an_injected_clock(server: Serv
     assert state() == "recording"
     clock[0] += 3600
     assert state() == "stopped"
+
+
+def probe(path: Path, *entries: str) -> list[str]:
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", *entries, "-of", "csv=p=0",
+         str(path)], capture_output=True, text=True, timeout=60, check=True,
+    )
+    return [x.strip(",") for x in r.stdout.split() if x.strip(",")]
+
+
+@pytest.mark.parametrize("suffix", ["ts", "mp4"])
+def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
+    server: Server, gop_clip: bytes, tmp_path: Path, suffix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000))
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 4, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    t = [s.start.ToNanoseconds() / 1e9 for s in segs]
+    # From inside the second segment (wall clock) to inside the fourth.
+    start = t[1] + (t[2] - t[1]) / 2
+    end = t[3] + (t[4] - t[3]) / 2 if len(t) > 4 else t[3] + 0.1
+    out = tmp_path / f"clip.{suffix}"
+    code = main([
+        "recording", "export", "r", "--addr", server.addr, "--key", ADMIN,
+        "--from", str(start), "--to", str(end), "-o", str(out),
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert decode_errors(out) == ""
+    keys = probe(out, "-read_intervals", "%+#1", "-show_entries", "frame=key_frame")
+    assert keys == ["1"], "the clip starts at a keyframe"
+    pts = [float(x) for x in probe(out, "-show_entries", "packet=pts_time")]
+    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+    assert max(steps) < 0.1, "timestamps run on across segment boundaries"
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    # The range (by the segments' PTS durations), give or take a GOP at the start.
+    assert segs[1].duration_s < duration < sum(s.duration_s for s in segs[1:5]) + 1.0
+    expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
+        recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
+                                        to=segs[1].start),
+        metadata=server.client.metadata, timeout=30)))

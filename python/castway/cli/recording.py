@@ -1,12 +1,14 @@
-"""``castway recording list|start|stop|pause|resume ROUTE``: a route's recordings on a castway
-server (``RecordingService``). ``list`` takes a time range (``--from``/``--to``: ISO 8601, or
-Unix seconds) and prints one segment per line (with ``--json``, the reply)."""
+"""``castway recording list|export|start|stop|pause|resume ROUTE``: a route's recordings on a
+castway server (``RecordingService``). ``list`` takes a time range (``--from``/``--to``: ISO
+8601, or Unix seconds) and prints one segment per line (with ``--json``, the reply);
+``export`` writes a clip of one (``-o clip.ts`` or ``clip.mp4``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,6 +42,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("route")
     p.add_argument("--from", dest="start", type=_when, metavar="TIME")
     p.add_argument("--to", dest="end", type=_when, metavar="TIME")
+    p = actions.add_parser("export", parents=[client], help="a clip of a time range to a file")
+    p.add_argument("route")
+    p.add_argument("--from", dest="start", type=_when, metavar="TIME", required=True)
+    p.add_argument("--to", dest="end", type=_when, metavar="TIME", required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.ts|FILE.mp4")
     for action in ("start", "stop", "pause", "resume"):
         actions.add_parser(action, parents=[client]).add_argument("route")
     rec.set_defaults(run=remote.run)
@@ -72,6 +79,27 @@ def recording_list(c: remote.Call) -> None:
     c.show(reply, table)
 
 
+def recording_export(c: remote.Call) -> None:
+    out: Path = c.args.output
+    fmt = "mp4" if out.suffix.lower() == ".mp4" else "ts"
+    req = recording_pb2.ExportClipRequest(route=c.args.route, format=fmt)
+    getattr(req, "from").CopyFrom(c.args.start)
+    req.to.CopyFrom(c.args.end)
+    part = out.with_name(out.name + ".part")
+    size = 0
+    try:
+        with open(part, "wb") as f:
+            for chunk in c.client.recordings.ExportClip(
+                req, metadata=c.client.metadata, timeout=max(c.client.timeout_s or 0, 900)
+            ):
+                f.write(chunk.data)
+                size += len(chunk.data)
+        part.replace(out)
+    finally:
+        part.unlink(missing_ok=True)
+    c.say(f"{out}: {size} bytes ({fmt})")
+
+
 def _control(method: str) -> Callable[[remote.Call], None]:
     def handler(c: remote.Call) -> None:
         status: route_pb2.RecordingStatus = c.rpc(
@@ -87,6 +115,7 @@ def _control(method: str) -> Callable[[remote.Call], None]:
 
 HANDLERS: dict[tuple[str, str], Callable[[remote.Call], None]] = {
     ("recording", "list"): recording_list,
+    ("recording", "export"): recording_export,
     ("recording", "start"): _control("StartRecording"),
     ("recording", "stop"): _control("StopRecording"),
     ("recording", "pause"): _control("PauseRecording"),

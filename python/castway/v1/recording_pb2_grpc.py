@@ -60,6 +60,11 @@ class RecordingServiceStub:
                 request_serializer=castway_dot_v1_dot_recording__pb2.RecordingRequest.SerializeToString,
                 response_deserializer=castway_dot_v1_dot_route__pb2.RecordingStatus.FromString,
                 _registered_method=True)
+        self.ExportClip = channel.unary_stream(
+                '/castway.v1.RecordingService/ExportClip',
+                request_serializer=castway_dot_v1_dot_recording__pb2.ExportClipRequest.SerializeToString,
+                response_deserializer=castway_dot_v1_dot_recording__pb2.ClipChunk.FromString,
+                _registered_method=True)
 
 
 class RecordingServiceServicer:
@@ -101,6 +106,14 @@ class RecordingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportClip(self, request, context):
+        """One file covering a time range of a route's segments, starting at the keyframe at or
+        before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.ResumeRecording,
                     request_deserializer=castway_dot_v1_dot_recording__pb2.RecordingRequest.FromString,
                     response_serializer=castway_dot_v1_dot_route__pb2.RecordingStatus.SerializeToString,
+            ),
+            'ExportClip': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportClip,
+                    request_deserializer=castway_dot_v1_dot_recording__pb2.ExportClipRequest.FromString,
+                    response_serializer=castway_dot_v1_dot_recording__pb2.ClipChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class RecordingService:
             '/castway.v1.RecordingService/ResumeRecording',
             castway_dot_v1_dot_recording__pb2.RecordingRequest.SerializeToString,
             castway_dot_v1_dot_route__pb2.RecordingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportClip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/castway.v1.RecordingService/ExportClip',
+            castway_dot_v1_dot_recording__pb2.ExportClipRequest.SerializeToString,
+            castway_dot_v1_dot_recording__pb2.ClipChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class RecordingServiceStub:
     """Closes the open segment; nothing is recorded until ResumeRecording."""
     ResumeRecording: _grpc.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]
     """Goes on in a new segment from the next PAT and keyframe."""
+    ExportClip: _grpc.UnaryStreamMultiCallable[_recording_pb2.ExportClipRequest, _recording_pb2.ClipChunk]
+    """One file covering a time range of a route's segments, starting at the keyframe at or
+    before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+    """
 
 @_typing.type_check_only
 class RecordingServiceAsyncStub(RecordingServiceStub):
@@ -63,6 +67,10 @@ class RecordingServiceAsyncStub(RecordingServiceStub):
     """Closes the open segment; nothing is recorded until ResumeRecording."""
     ResumeRecording: _aio.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]  # type: ignore[assignment]
     """Goes on in a new segment from the next PAT and keyframe."""
+    ExportClip: _aio.UnaryStreamMultiCallable[_recording_pb2.ExportClipRequest, _recording_pb2.ClipChunk]  # type: ignore[assignment]
+    """One file covering a time range of a route's segments, starting at the keyframe at or
+    before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+    """
 
 class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -106,5 +114,15 @@ class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_route_pb2.RecordingStatus, _abc.Awaitable[_route_pb2.RecordingStatus]]:
         """Goes on in a new segment from the next PAT and keyframe."""
+
+    @_abc_1.abstractmethod
+    def ExportClip(
+        self,
+        request: _recording_pb2.ExportClipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_recording_pb2.ClipChunk], _abc.AsyncIterator[_recording_pb2.ClipChunk]]:
+        """One file covering a time range of a route's segments, starting at the keyframe at or
+        before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+        """
 
 def add_RecordingServiceServicer_to_server(servicer: RecordingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

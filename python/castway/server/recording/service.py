@@ -3,9 +3,11 @@ proto in, one call into :class:`Recordings`, proto out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from castway.server.recording.catalog import Segment
+from castway.server.recording.clips import export
 from castway.server.recording.manager import Recordings
 from castway.server.servicers import _rpc, _ts, fill
 from castway.v1 import recording_pb2, recording_pb2_grpc, route_pb2
@@ -65,3 +67,30 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
     ) -> route_pb2.RecordingStatus:
         self.recordings.pause_recording(request.route, False)
         return self._status(request.route)
+
+    def ExportClip(
+        self, request: recording_pb2.ExportClipRequest, context: Any
+    ) -> Iterator[recording_pb2.ClipChunk]:
+        start = getattr(request, "from").ToNanoseconds() / 1e9
+        end = request.to.ToNanoseconds() / 1e9
+        r = self.recordings
+        # Checked (and refused with its status code) before the stream starts.
+        chunks = _checked_clip(lambda: export(
+            r.catalog, r.root, request.route, start, end, request.format
+        ), context)
+        for data in chunks:
+            yield recording_pb2.ClipChunk(data=data)
+
+
+@_rpc
+def _first(self: Any, request: Any, context: Any) -> tuple[bytes | None, Iterator[bytes]]:
+    """The clip's first chunk and the rest; refusals raised here become the call's status."""
+    chunks = request()
+    return next(chunks, None), chunks
+
+
+def _checked_clip(make: Any, context: Any) -> Iterator[bytes]:
+    first, rest = _first(None, make, context)
+    if first is not None:
+        yield first
+        yield from rest
