@@ -57,10 +57,10 @@ def export(
         # The segments are exact slices of the stream: put end to end, they are the stream
         # (its timestamps run on across their boundaries).
         joined = Path(tmp) / "joined.ts"
-        with open(joined, "wb") as f:
+        with open(joined, "wb") as dst:
             for seg in segs:
                 with open(root / seg.path, "rb") as src:
-                    shutil.copyfileobj(src, f, CHUNK)
+                    shutil.copyfileobj(src, dst, CHUNK)
         out = Path(tmp) / f"clip.{fmt}"
         argv = [
             ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", "-i", str(joined),
