@@ -478,3 +478,19 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
         metadata=server.client.metadata, timeout=30)))
+
+
+def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    assert main(["route", "update", "r", "--record", "--segment-ms", "2000", *auth]) == 0
+    r = server.get("r")
+    assert r.spec.recording.enabled and r.spec.recording.segment_ms == 2000
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "by policy")
+    capsys.readouterr()
+    assert main(["recording", "pause", "r", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "r: paused"
+    assert main(["route", "update", "r", "--record-path", "../up", *auth]) == 1
+    assert "spec.recording.path" in capsys.readouterr().err
