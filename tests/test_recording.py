@@ -162,6 +162,7 @@ def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
         ({"path": "{route}/../../x"}, "spec.recording.path"),
         ({"segment_ms": 10}, "spec.recording.segment_ms"),
         ({"format": "mkv"}, "spec.recording.format"),
+        ({"format": "MP4"}, "spec.recording.format"),
         ({"max_age_s": 1}, "spec.recording.max_age_s"),
         ({"schedule": "mon 25:00-26:00"}, "spec.recording.schedule"),
         ({"schedule": "someday 10:00-11:00"}, "spec.recording.schedule"),
@@ -494,3 +495,46 @@ def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     assert capsys.readouterr().out.strip() == "r: paused"
     assert main(["route", "update", "r", "--record-path", "../up", *auth]) == 1
     assert "spec.recording.path" in capsys.readouterr().err
+
+
+def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=3000, format="mp4"))
+    recordings = server.running.recordings
+    assert recordings is not None
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 3, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    for s in segs:
+        path = recordings.root / s.path
+        assert s.format == "mp4" and path.suffix == ".mp4"
+        assert decode_errors(path) == ""
+        duration = float(probe(path, "-show_entries", "format=duration")[0])
+        # Cut at the first keyframe at or after 3 s: within a GOP (1 s) of it.
+        assert 3.0 <= duration < 4.05 and abs(duration - s.duration_s) < 0.1
+    # A file a crash cut short mid-fragment: repaired to its last whole fragment.
+    whole = (recordings.root / segs[0].path).read_bytes()
+    part = recordings.root / "r" / "crashed.mp4.part"
+    part.write_bytes(whole[: len(whole) * 2 // 3])
+    repaired = recordings.repair()
+    assert [s.path for s in repaired] == ["r/crashed.mp4"]
+    fixed = recordings.root / "r" / "crashed.mp4"
+    assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
+    assert decode_errors(fixed) == ""
+    assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
+    # A clip of MP4 recordings.
+    t = [s.start.ToNanoseconds() / 1e9 for s in segs]
+    out = tmp_path / "clip.mp4"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
+                                            to=segs[1].end),
+            metadata=server.client.metadata, timeout=60,
+        ):
+            f.write(chunk.data)
+    assert decode_errors(out) == ""
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)

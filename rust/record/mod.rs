@@ -16,6 +16,7 @@
 //! the event log is pushed to with no lock held.
 
 mod cutter;
+mod mp4;
 pub mod path;
 mod writer;
 
@@ -64,7 +65,7 @@ pub struct RecordSettings {
     pub pattern: String,
     /// Target segment duration: the cut is at the first keyframe at or after it.
     pub segment_ms: u64,
-    /// `ts` (the only format the core writes itself).
+    /// `ts` (the outputs' bytes, cut by the core) or `mp4` (remuxed by a GStreamer branch).
     pub format: String,
     /// Bytes queued for the writer before the recorder drops.
     pub queue_bytes: u64,
@@ -87,9 +88,9 @@ impl RecordSettings {
         check_pattern(&self.pattern).map_err(|e| e.at("recording.path"))?;
         check_number("recording.segment_ms", self.segment_ms)?;
         check_number("recording.queue_bytes", self.queue_bytes)?;
-        if self.format != "ts" {
+        if !matches!(self.format.as_str(), "ts" | "mp4") {
             return Err(Error::InvalidConfig(format!(
-                "format `{}` is not written by the core (it writes `ts`)",
+                "`{}` is not a recording format (`ts`, `mp4`)",
                 self.format
             ))
             .at("recording.format"));
@@ -233,11 +234,17 @@ impl Recorder {
         // Bounded in bytes by `max_queue`; the count only bounds the channel's own memory.
         let (tx, rx) = mpsc::sync_channel(65_536);
         let (done_tx, done_rx) = mpsc::channel();
-        let writer = writer::Writer::new(route, &settings, shared.clone(), log, cuts);
+        let run: Box<dyn FnOnce(mpsc::Receiver<Item>) + Send> = if settings.format == "mp4" {
+            let w = mp4::Mp4Writer::new(route, &settings, shared.clone(), log, cuts);
+            Box::new(move |rx| w.run(rx))
+        } else {
+            let w = writer::Writer::new(route, &settings, shared.clone(), log, cuts);
+            Box::new(move |rx| w.run(rx))
+        };
         std::thread::Builder::new()
             .name(format!("castway-rec-{route}"))
             .spawn(move || {
-                writer.run(rx);
+                run(rx);
                 let _ = done_tx.send(());
             })
             .map_err(|e| Error::pipeline(format!("cannot start the recorder's thread: {e}")))?;

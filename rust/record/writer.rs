@@ -396,13 +396,22 @@ impl Files {
 
 /// `rel.ts` under `dir`, or `rel-1.ts`, `rel-2.ts`, … when taken; with its `.part` path.
 fn free_name(dir: &Path, rel: &Path) -> Result<(PathBuf, PathBuf), String> {
+    free_name_with(dir, rel, "ts")
+}
+
+/// `rel.EXT` under `dir`, or `rel-1.EXT`, … when taken; with its `.part` path.
+pub(super) fn free_name_with(
+    dir: &Path,
+    rel: &Path,
+    ext: &str,
+) -> Result<(PathBuf, PathBuf), String> {
     for n in 0..100 {
         let stem = rel
             .file_name()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         let name = match n {
-            0 => rel.with_file_name(format!("{stem}.ts")),
-            n => rel.with_file_name(format!("{stem}-{n}.ts")),
+            0 => rel.with_file_name(format!("{stem}.{ext}")),
+            n => rel.with_file_name(format!("{stem}-{n}.{ext}")),
         };
         let path = dir.join(&name);
         let part = part_of(&path);
@@ -431,7 +440,7 @@ fn create(part: &Path) -> std::io::Result<File> {
 }
 
 /// `text` as a JSON string.
-fn json_text(text: &str) -> String {
+pub(super) fn json_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -66,13 +66,9 @@ impl RecordingSpec {
             crate::record::check_pattern(p).map_err(|e| e.at("recording.path"))?;
         }
         match self.format.as_deref() {
-            None | Some("ts") => Ok(()),
-            Some("mp4") => Err(Error::InvalidConfig(
-                "`mp4` is not supported yet; record `ts`".into(),
-            )
-            .at("recording.format")),
+            None | Some("ts" | "mp4") => Ok(()),
             Some(other) => Err(Error::InvalidConfig(format!(
-                "`{other}` is not a recording format (`ts`)"
+                "`{other}` is not a recording format (`ts`, `mp4`)"
             ))
             .at("recording.format")),
         }

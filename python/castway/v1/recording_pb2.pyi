@@ -44,7 +44,7 @@ class Segment(_message.Message):
     path: _builtins.str
     """Relative to the server's recordings directory."""
     format: _builtins.str
-    """"ts"."""
+    """"ts" or "mp4"."""
     duration_s: _builtins.float
     bytes: _builtins.int
     psi: _builtins.bool

@@ -155,7 +155,7 @@ class Recording(_message.Message):
     enabled: _builtins.bool
     """Record this route (default false). With a schedule: only inside its windows."""
     format: _builtins.str
-    """"ts" (the default: the outputs' bytes as they are)."""
+    """"ts" (the default: the outputs' bytes as they are) or "mp4" (fragmented MP4, remuxed)."""
     segment_ms: _builtins.int
     """Target segment duration: the cut is at the first keyframe at or after it. 1000..3600000,
     default 6000.

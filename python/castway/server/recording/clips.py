@@ -54,16 +54,26 @@ def export(
     media_from = media(start, 0.0, segs[0])
     media_to = media(end, before, segs[-1])
     with tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
-        # The segments are exact slices of the stream: put end to end, they are the stream
-        # (its timestamps run on across their boundaries).
-        joined = Path(tmp) / "joined.ts"
-        with open(joined, "wb") as dst:
-            for seg in segs:
-                with open(root / seg.path, "rb") as src:
-                    shutil.copyfileobj(src, dst, CHUNK)
+        if any(s.format == "mp4" for s in segs):
+            # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
+            # one before by its duration.
+            joined = Path(tmp) / "list.ffconcat"
+            joined.write_text("ffconcat version 1.0\n" + "".join(
+                f"file '{(root / s.path).as_posix()}'\n" for s in segs
+            ))
+            source = ["-f", "concat", "-safe", "0", "-i", str(joined)]
+        else:
+            # TS segments are exact slices of the stream: put end to end, they are the stream
+            # (its timestamps run on across their boundaries).
+            joined = Path(tmp) / "joined.ts"
+            with open(joined, "wb") as dst:
+                for seg in segs:
+                    with open(root / seg.path, "rb") as src:
+                        shutil.copyfileobj(src, dst, CHUNK)
+            source = ["-i", str(joined)]
         out = Path(tmp) / f"clip.{fmt}"
         argv = [
-            ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", "-i", str(joined),
+            ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", *source,
             "-t", f"{max(media_to - media_from, 0.04):.3f}", "-map", "0", "-c", "copy",
             "-f", FORMATS[fmt], *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out),
         ]

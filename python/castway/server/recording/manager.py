@@ -60,8 +60,9 @@ class Recordings:
     # Lifecycle
 
     def repair(self) -> list[Segment]:
-        """Repairs and catalogs the segments a crash left open (at start, before routes)."""
-        done = repair(self.root, self.catalog)
+        """Repairs and catalogs the segments a crash left open (at start, before routes; never
+        one a running route writes)."""
+        done = repair(self.root, self.catalog, self._writing())
         for s in done:
             log.warning("recording %s: repaired after a crash (%d bytes)", s.path, s.bytes)
         return done
@@ -149,11 +150,14 @@ class Recordings:
     def prune(self, now: float) -> Pass:
         """One retention pass over every route's policy."""
         policies = self.control.recording_policies()
-        writing = frozenset(
+        self.last_pass = self.retention.run(policies, now, self._writing())
+        return self.last_pass
+
+    def _writing(self) -> frozenset[str]:
+        """The segments the running routes write now."""
+        return frozenset(
             s["recording"]["segment"] for s in self.control.stats() if s["recording"]["segment"]
         )
-        self.last_pass = self.retention.run(policies, now, writing)
-        return self.last_pass
 
     def _report_deleted(self, route: str, path: str, reason: str) -> None:
         self.control.gateway.emit(

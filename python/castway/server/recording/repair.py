@@ -1,13 +1,20 @@
-"""Segments a crash left open: ``NAME.ts.part`` files, repaired when the server starts.
+"""Segments a crash left open: ``NAME.ts.part`` and ``NAME.mp4.part`` files, repaired when the
+server starts.
 
-A ``.part`` is cut to its last whole packet (what a ``kill -9`` or a power cut left of the
-last write), renamed to ``NAME.ts`` and cataloged with ``repaired`` set: its duration and
-keyframe times read from its video timestamps, its end from the file's last change.
+A TS ``.part`` is cut to its last whole packet (what a ``kill -9`` or a power cut left of the
+last write); an MP4 one to its last whole fragment (``moof`` + ``mdat``; one without its
+``moov`` holds nothing playable and goes). It is renamed to ``NAME.ts``/``NAME.mp4`` and
+cataloged with ``repaired`` set: a TS segment's duration and keyframe times read from its video
+timestamps (an MP4's duration from ffprobe, when there is one), its end from the file's last
+change.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import struct
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,16 +61,56 @@ def timing(data: bytes) -> tuple[float, list[float]]:
     return ((last - first) % WRAP + min(frame, 90_000)) / 90_000, keys
 
 
-def repair(root: Path, catalog: Catalog) -> list[Segment]:
-    """Repairs and catalogs every ``.part`` under ``root``; returns what it cataloged."""
+def mp4_whole(data: bytes) -> int:
+    """How much of a fragmented MP4 is whole: up to the end of its last complete ``mdat``
+    after its ``moov`` (0 without a complete ``moov``)."""
+    off, keep, moov = 0, 0, False
+    while off + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[off:off + 8])
+        if size == 1 and off + 16 <= len(data):
+            size = struct.unpack(">Q", data[off + 8:off + 16])[0]
+        if size < 8 or off + size > len(data):
+            break
+        off += size
+        if kind == b"moov":
+            moov = True
+        if moov and kind in (b"moov", b"mdat", b"mfra"):
+            keep = off
+    return keep if moov else 0
+
+
+def _probe_duration(path: Path) -> float:
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return 0.0
+    r = subprocess.run(
+        [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+         str(path)], capture_output=True, text=True, timeout=60, check=False,
+    )
+    try:
+        return float(r.stdout.strip())
+    except ValueError:
+        return 0.0
+
+
+def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) -> list[Segment]:
+    """Repairs and catalogs every ``.part`` under ``root`` but those of the segments in
+    ``writing`` (relative paths being written now); returns what it cataloged."""
     done: list[Segment] = []
-    for part in sorted(root.rglob("*.ts.part"))[:MAX_REPAIRS]:
+    parts = [*root.rglob("*.ts.part"), *root.rglob("*.mp4.part")]
+    for part in sorted(parts)[:MAX_REPAIRS]:
         if part.is_symlink() or not part.is_file():
             continue
         rel_part = part.relative_to(root).as_posix()
         rel = rel_part[: -len(".part")]
+        if rel in writing:
+            continue
+        mp4 = rel.endswith(".mp4")
         size = part.stat().st_size
-        whole = size - size % TS
+        if mp4:
+            whole = mp4_whole(part.read_bytes())
+        else:
+            whole = size - size % TS
         if whole == 0:
             # Opened, nothing reached the disk: nothing to keep.
             part.unlink()
@@ -78,14 +125,15 @@ def repair(root: Path, catalog: Catalog) -> list[Segment]:
         if final.exists():
             continue
         os.rename(part, final)
-        duration, keys = timing(data)
+        duration, keys = (_probe_duration(final), []) if mp4 else timing(data)
         mtime = final.stat().st_mtime
         known = catalog.get(rel)
         route = known.route if known else rel.split("/", 1)[0]
         start = known.start if known else mtime - duration
         seg = Segment(
-            path=rel, route=route, format="ts", start=start, end=max(mtime, start + duration),
-            duration=duration, bytes=whole, psi=data[1:3] == b"\x40\x00", repaired=True,
+            path=rel, route=route, format="mp4" if mp4 else "ts", start=start,
+            end=max(mtime, start + duration), duration=duration, bytes=whole,
+            psi=mp4 or data[1:3] == b"\x40\x00", repaired=True,
             keyframes=tuple(keys),
         )
         catalog.add(replace(seg, open=False))
