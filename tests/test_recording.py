@@ -538,3 +538,21 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     assert decode_errors(out) == ""
     duration = float(probe(out, "-show_entries", "format=duration")[0])
     assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)
+
+
+def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, slate=False))
+    UdpSender(gop_clip[: len(gop_clip) // 4], in_port, bitrate=4e6).join()
+    wait_until(lambda: server.get("r").status.state == "slate", 10, "the slate on air")
+    recordings.tick(time.time())
+    assert server.get("r").status.recording.state == "paused"
+    back = UdpSender(gop_clip[len(gop_clip) // 4:], in_port, bitrate=4e6)
+    wait_until(lambda: server.get("r").status.state == "live", 10, "the input back")
+    recordings.tick(time.time())
+    assert server.get("r").status.recording.state == "recording"
+    back.join()

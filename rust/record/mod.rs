@@ -318,3 +318,28 @@ pub(crate) fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_a_counted_drop_not_a_wait() {
+        gst::init().unwrap();
+        let shared = Arc::new(Shared {
+            max_queue: 10 * 1316,
+            ..Shared::default()
+        });
+        // Nobody drains the queue: a writer stuck on a hung disk.
+        let (tx, _rx) = mpsc::sync_channel(65_536);
+        let intake = Intake {
+            tx,
+            shared: shared.clone(),
+        };
+        let buffer = gst::Buffer::from_mut_slice(vec![0x47u8; 1316]);
+        let taken = (0..100).filter(|_| intake.offer(&buffer)).count();
+        assert_eq!(taken, 10);
+        assert_eq!(shared.drops.load(Relaxed), 90 * 7);
+        assert_eq!(shared.queued.load(Relaxed), 10 * 1316);
+    }
+}
