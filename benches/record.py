@@ -64,7 +64,9 @@ def peer_argv(relay: str, port: int, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     if relay == "ffmpeg":
         return ["ffmpeg", "-nostdin", "-v", "error",
-                "-i", f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
+                # A read timeout (µs), so that ffmpeg sees SIGTERM once the load stops.
+                "-i", f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1"
+                "&timeout=2000000",
                 "-map", "0", "-c", "copy", "-f", "segment", "-segment_time", str(SEGMENT_S),
                 "-segment_format", "mpegts", str(out / "seg%05d.ts")]
     return ["gst-launch-1.0", "-q",
@@ -120,12 +122,14 @@ def measure(relay: str, n: int, load: Path, source: Path, seconds: float, warmup
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
+        # One deadline for all of them: a recorder that ignores SIGTERM is killed after it.
+        deadline = time.monotonic() + 30
         for p in procs:
             try:
-                out, _ = p.communicate(timeout=30)
+                out, _ = p.communicate(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 p.kill()
-                out = b""
+                out, _ = p.communicate()
             if relay == "castway" and out:
                 extra = json.loads(out.decode().strip().splitlines()[-1])
         log.close()
