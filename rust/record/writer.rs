@@ -40,8 +40,9 @@ struct Open {
     file: BufWriter<File>,
     start_unix: f64,
     last_unix: f64,
+    /// Its first keyframe's PTS.
     start_pts: Option<u64>,
-    /// The latest keyframe's PTS (for the duration of a segment closed at a stop).
+    /// Bytes written to it.
     bytes: u64,
     psi: bool,
     gap: bool,
@@ -314,17 +315,12 @@ impl Files {
             .flush()
             .and_then(|()| open.file.get_ref().sync_data());
         if let Err(e) = synced {
+            let why = format!("cannot write `{}`: {e}", open.rel.display());
             self.open = Some(open);
-            return self.fail(format!("cannot write `{}`: {e}", self.open_rel()));
+            return self.fail(why);
         }
         self.finish(open, end_pts, unix, None);
         self.backoff = FIRST_BACKOFF;
-    }
-
-    fn open_rel(&self) -> String {
-        self.open
-            .as_ref()
-            .map_or_else(String::new, |o| o.rel.display().to_string())
     }
 
     /// Renames a closed (or failed) segment into place and reports it.

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -28,10 +26,10 @@ TIMEOUT_S = 600.0
 CHUNK = 256 * 1024
 
 
-def export(
-    catalog: Catalog, root: Path, route: str, start: float, end: float, fmt: str
-) -> Iterator[bytes]:
-    """The clip's bytes, in chunks."""
+def make(
+    catalog: Catalog, root: Path, route: str, start: float, end: float, fmt: str, tmp: Path
+) -> Path:
+    """Makes the clip in ``tmp``; returns its path. Refusals are ``ControlError``s."""
     fmt = fmt or "ts"
     if fmt not in FORMATS:
         raise InvalidArgument("format", f"{fmt!r} is not a clip format (ts, mp4)")
@@ -53,37 +51,34 @@ def export(
     before = sum(s.duration for s in segs[:-1])
     media_from = media(start, 0.0, segs[0])
     media_to = media(end, before, segs[-1])
-    with tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
-        if any(s.format == "mp4" for s in segs):
-            # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
-            # one before by its duration.
-            joined = Path(tmp) / "list.ffconcat"
-            joined.write_text("ffconcat version 1.0\n" + "".join(
-                f"file '{(root / s.path).as_posix()}'\n" for s in segs
-            ))
-            source = ["-f", "concat", "-safe", "0", "-i", str(joined)]
-        else:
-            # TS segments are exact slices of the stream: put end to end, they are the stream
-            # (its timestamps run on across their boundaries).
-            joined = Path(tmp) / "joined.ts"
-            with open(joined, "wb") as dst:
-                for seg in segs:
-                    with open(root / seg.path, "rb") as src:
-                        shutil.copyfileobj(src, dst, CHUNK)
-            source = ["-i", str(joined)]
-        out = Path(tmp) / f"clip.{fmt}"
-        argv = [
-            ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", *source,
-            "-t", f"{max(media_to - media_from, 0.04):.3f}", "-map", "0", "-c", "copy",
-            "-f", FORMATS[fmt], *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out),
-        ]
-        try:
-            r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise FailedPrecondition(f"the clip took longer than {TIMEOUT_S:g} s") from None
-        if r.returncode != 0:
-            why = r.stderr.decode(errors="replace").strip()[-300:]
-            raise FailedPrecondition(f"ffmpeg could not make the clip: {why}")
-        with open(out, "rb") as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
+    if any(s.format == "mp4" for s in segs):
+        # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
+        # one before by its duration.
+        joined = tmp / "list.ffconcat"
+        joined.write_text("ffconcat version 1.0\n" + "".join(
+            f"file '{(root / s.path).as_posix()}'\n" for s in segs
+        ))
+        source = ["-f", "concat", "-safe", "0", "-i", str(joined)]
+    else:
+        # TS segments are exact slices of the stream: put end to end, they are the stream
+        # (its timestamps run on across their boundaries).
+        joined = tmp / "joined.ts"
+        with open(joined, "wb") as dst:
+            for seg in segs:
+                with open(root / seg.path, "rb") as src:
+                    shutil.copyfileobj(src, dst, CHUNK)
+        source = ["-i", str(joined)]
+    out = tmp / f"clip.{fmt}"
+    argv = [
+        ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", *source,
+        "-t", f"{max(media_to - media_from, 0.04):.3f}", "-map", "0", "-c", "copy",
+        "-f", FORMATS[fmt], *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out),
+    ]
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise FailedPrecondition(f"the clip took longer than {TIMEOUT_S:g} s") from None
+    if r.returncode != 0:
+        why = r.stderr.decode(errors="replace").strip()[-300:]
+        raise FailedPrecondition(f"ffmpeg could not make the clip: {why}")
+    return out

@@ -3,11 +3,17 @@ proto in, one call into :class:`Recordings`, proto out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import grpc
+
+from castway.server.errors import ControlError
 from castway.server.recording.catalog import Segment
-from castway.server.recording.clips import export
+from castway.server.recording.clips import CHUNK, make
 from castway.server.recording.manager import Recordings
 from castway.server.servicers import _rpc, _ts, fill
 from castway.v1 import recording_pb2, recording_pb2_grpc, route_pb2
@@ -68,29 +74,24 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         self.recordings.pause_recording(request.route, False)
         return self._status(request.route)
 
-    def ExportClip(
+    async def ExportClip(
         self, request: recording_pb2.ExportClipRequest, context: Any
-    ) -> Iterator[recording_pb2.ClipChunk]:
+    ) -> AsyncIterator[recording_pb2.ClipChunk]:
+        """On the server's event loop (like ``WatchEvents``): the clip is made by ffmpeg on a
+        thread, then streamed from its temporary file; a refusal ends the call with its
+        status before any chunk."""
         start = getattr(request, "from").ToNanoseconds() / 1e9
         end = request.to.ToNanoseconds() / 1e9
         r = self.recordings
-        # Checked (and refused with its status code) before the stream starts.
-        chunks = _checked_clip(lambda: export(
-            r.catalog, r.root, request.route, start, end, request.format
-        ), context)
-        for data in chunks:
-            yield recording_pb2.ClipChunk(data=data)
-
-
-@_rpc
-def _first(self: Any, request: Any, context: Any) -> tuple[bytes | None, Iterator[bytes]]:
-    """The clip's first chunk and the rest; refusals raised here become the call's status."""
-    chunks = request()
-    return next(chunks, None), chunks
-
-
-def _checked_clip(make: Any, context: Any) -> Iterator[bytes]:
-    first, rest = _first(None, make, context)
-    if first is not None:
-        yield first
-        yield from rest
+        with tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
+            try:
+                out = await asyncio.to_thread(
+                    make, r.catalog, r.root, request.route, start, end, request.format,
+                    Path(tmp),
+                )
+            except ControlError as e:
+                await context.abort(getattr(grpc.StatusCode, e.code), str(e))
+                return
+            with open(out, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, CHUNK):
+                    yield recording_pb2.ClipChunk(data=chunk)
