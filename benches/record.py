@@ -160,7 +160,8 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     load = load_tool()
-    with tempfile.TemporaryDirectory(prefix="castway-record-", dir=Path.cwd()) as tmp:
+    # On disk (not a tmpfs /tmp) and outside the checkout.
+    with tempfile.TemporaryDirectory(prefix="castway-record-", dir="/var/tmp") as tmp:
         work = Path(tmp) if args.keep is None else args.keep
         work.mkdir(parents=True, exist_ok=True)
         source = work / "source.ts"
