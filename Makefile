@@ -63,6 +63,7 @@ bench: setup
 	$(PY) benches/observability.py
 	$(PY) benches/instant_start.py
 	$(PY) benches/notebook.py
+	$(PY) benches/record.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod io;
 pub mod limits;
 mod pipeline;
+pub mod record;
 pub mod route;
 pub mod sink;
 pub mod source;

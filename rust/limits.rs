@@ -28,6 +28,16 @@ pub const MAX_LOSS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest failback delay accepted.
 pub const MAX_FAILBACK_AFTER: Duration = Duration::from_secs(3600);
 
+/// Recording: the segment duration's bounds (1 s to 1 h), and the recorder's queue bound.
+pub const MIN_SEGMENT_MS: u64 = 1_000;
+pub const MAX_SEGMENT_MS: u64 = 3_600_000;
+pub const MIN_RECORD_QUEUE_BYTES: u64 = 256 * 1024;
+/// Retention: the oldest a segment may be kept for (a minute to ten years), and the byte caps.
+pub const MIN_MAX_AGE_S: u64 = 60;
+pub const MAX_MAX_AGE_S: u64 = 10 * 366 * 86_400;
+pub const MIN_MAX_BYTES: u64 = 1 << 20;
+pub const MAX_RECORD_BYTES: u64 = 1 << 60;
+
 /// The slate's picture: each side even, from 16x16 up to 7680x4320 (8K).
 pub const MIN_SLATE_SIDE: u32 = 16;
 pub const MAX_SLATE_WIDTH: u32 = 7680;
@@ -99,6 +109,11 @@ pub fn rule(field: &str) -> Option<Rule> {
         "failback_after_ms" => Rule::Range(0, ms(MAX_FAILBACK_AFTER)),
         "latency_ms" => Rule::Range(0, MAX_LATENCY_MS),
         "pbkeylen" => Rule::OneOf(&PBKEYLENS),
+        "recording.segment_ms" => Rule::Range(MIN_SEGMENT_MS, MAX_SEGMENT_MS),
+        "recording.queue_bytes" => Rule::Range(MIN_RECORD_QUEUE_BYTES, MAX_QUEUE_BYTES),
+        "recording.max_age_s" => Rule::Range(MIN_MAX_AGE_S, MAX_MAX_AGE_S),
+        "recording.max_bytes" => Rule::Range(MIN_MAX_BYTES, MAX_RECORD_BYTES),
+        "recording.min_free_bytes" => Rule::Range(0, MAX_RECORD_BYTES),
         _ => return None,
     })
 }

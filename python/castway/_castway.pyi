@@ -1,5 +1,6 @@
 """Type stubs for the native module (checked against it by ``mypy.stubtest`` in CI)."""
 
+import os
 from collections.abc import Sequence
 from typing import Any, final
 
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "assign_ids",
     "check_name",
+    "check_recording_path",
     "check_spec",
     "check_srt_defaults",
     "check_uri",
@@ -77,6 +79,16 @@ class Route:
         size: tuple[int, int] | None = None,
         fps: float | None = None,
     ) -> Decoder: ...
+    def start_recording(
+        self,
+        dir: str | os.PathLike[str],
+        path: str | None = None,
+        segment_ms: int | None = None,
+        format: str | None = None,
+        queue_bytes: int | None = None,
+    ) -> None: ...
+    def pause_recording(self, pause: bool) -> None: ...
+    def stop_recording(self) -> None: ...
 
 # data (bytes encoded, bytearray raw), width, height, format, pts, wall-clock time
 _Picture = tuple[bytes | bytearray, int, int, str, float | None, float]
@@ -87,6 +99,7 @@ class Decoder:
     def stats(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
+def check_recording_path(pattern: str) -> None: ...
 def check_uri(uri: str, role: str) -> str: ...
 def check_spec(spec: dict[str, Any], whole: bool = True) -> None: ...
 def check_name(what: str, name: str) -> None: ...

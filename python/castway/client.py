@@ -22,6 +22,7 @@ from castway.v1 import (
     event_pb2,
     event_pb2_grpc,
     key_pb2_grpc,
+    recording_pb2_grpc,
     route_pb2_grpc,
     system_pb2_grpc,
     template_pb2_grpc,
@@ -75,6 +76,7 @@ class Client(Closing):
         self.keys = key_pb2_grpc.KeyServiceStub(self.channel)
         self.system = system_pb2_grpc.SystemServiceStub(self.channel)
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
+        self.recordings = recording_pb2_grpc.RecordingServiceStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:

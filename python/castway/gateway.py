@@ -7,6 +7,7 @@ Rust with the GIL released; no Python runs per packet.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Required, TypedDict, cast
@@ -216,6 +217,23 @@ class GopCacheStats(TypedDict):
 RouteState = Literal["live", "slate", "waiting", "stopped"]
 
 
+class RecordingStats(TypedDict):
+    """The route's recorder (docs/recording.md)."""
+
+    state: Literal["recording", "paused", "failing", "stopped"]
+    segment: str | None
+    segment_bytes: int
+    segments: int
+    bytes: int
+    drops: int
+    skipped: int
+    cuts_off_keyframe: int
+    cuts_without_psi: int
+    queued_bytes: int
+    errors: int
+    last_error: str | None
+
+
 class RouteStats(TypedDict):
     name: str
     state: RouteState
@@ -225,6 +243,7 @@ class RouteStats(TypedDict):
     outputs: list[EndpointStats]
     switch: SwitchStats
     gop_cache: GopCacheStats
+    recording: RecordingStats
 
 
 Endpoints = str | Sequence[str] | Mapping[str, str]
@@ -259,6 +278,10 @@ EventKind = Literal[
     "template_deleted",
     "key_created",
     "key_revoked",
+    "segment_opened",
+    "segment_closed",
+    "recording_error",
+    "recording_deleted",
 ]
 
 # One event of the gateway's sequence (docs/events.md): ``seq`` (from 1), ``at`` (Unix time) and
@@ -282,6 +305,8 @@ Event = TypedDict(
         "active": bool,
         "name": str,
         "key_id": str,
+        # Segment events: the segment's record as JSON (docs/recording.md).
+        "segment": str,
         # Set by a castway server: the run of the server that numbered the event.
         "run": str,
     },
@@ -513,6 +538,11 @@ class Route:
         except CastwayError as e:
             return f"<div>route {self.name!r}: {e}</div>"
 
+    @property
+    def recording(self) -> Recording:
+        """The route's recorder: start, pause, resume, stop (docs/recording.md)."""
+        return Recording(self._native)
+
     def __repr__(self) -> str:
         try:
             s = self.stats()
@@ -521,6 +551,45 @@ class Route:
         return (f"<castway.Route {self.name!r} {s['state']}, on air "
                 f"{s['switch']['active'] or 'nothing'}, {len(s['inputs'])} in, "
                 f"{len(s['outputs'])} out>")
+
+
+class Recording:
+    """A route's recorder: segments of the route's output bytes, each starting with PAT/PMT
+    and a keyframe, written as ``NAME.ts.part`` and renamed when closed (docs/recording.md)."""
+
+    def __init__(self, native: _castway.Route) -> None:
+        self._native = native
+
+    def start(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        path: str | None = None,
+        segment_ms: int | None = None,
+        format: str | None = None,
+        queue_bytes: int | None = None,
+    ) -> None:
+        """Starts recording under ``dir`` (made absolute): segments cut at the first keyframe
+        after ``segment_ms`` (default 6000), named by ``path`` (strftime fields in UTC and
+        ``{route}``; default ``{route}/%Y-%m-%d/%H-%M-%S``) plus ``.ts``."""
+        self._native.start_recording(
+            os.path.abspath(dir), path, segment_ms, format, queue_bytes
+        )
+
+    def pause(self) -> None:
+        """Closes the open segment; nothing is written until :meth:`resume`."""
+        self._native.pause_recording(True)
+
+    def resume(self) -> None:
+        """Goes on in a new segment from the next PAT and keyframe."""
+        self._native.pause_recording(False)
+
+    def stop(self) -> None:
+        """Writes what is queued and closes the open segment (waits at most 5 s)."""
+        self._native.stop_recording()
+
+    def stats(self) -> RecordingStats:
+        return cast(RouteStats, self._native.stats())["recording"]
 
 
 class Gateway(Closing):

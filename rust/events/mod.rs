@@ -59,10 +59,20 @@ pub enum Kind {
     TemplateDeleted,
     KeyCreated,
     KeyRevoked,
+    /// A recording opened a segment (`segment`: JSON with its `path`, `format`, `start`).
+    SegmentOpened,
+    /// A recording closed a segment (`segment`: its catalog record as JSON; `error` if a
+    /// write failed and the segment ends early).
+    SegmentClosed,
+    /// A recording could not write, open or rename a segment (`error`).
+    RecordingError,
+    /// The control plane's retention deleted a segment (`segment`: JSON with its `path` and
+    /// `reason`).
+    RecordingDeleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 22] = [
         Kind::RouteState,
         Kind::InputLost,
         Kind::InputRecovered,
@@ -81,6 +91,10 @@ impl Kind {
         Kind::TemplateDeleted,
         Kind::KeyCreated,
         Kind::KeyRevoked,
+        Kind::SegmentOpened,
+        Kind::SegmentClosed,
+        Kind::RecordingError,
+        Kind::RecordingDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +117,10 @@ impl Kind {
             Kind::TemplateDeleted => "template_deleted",
             Kind::KeyCreated => "key_created",
             Kind::KeyRevoked => "key_revoked",
+            Kind::SegmentOpened => "segment_opened",
+            Kind::SegmentClosed => "segment_closed",
+            Kind::RecordingError => "recording_error",
+            Kind::RecordingDeleted => "recording_deleted",
         }
     }
 
@@ -123,6 +141,7 @@ impl Kind {
                 | Kind::TemplateDeleted
                 | Kind::KeyCreated
                 | Kind::KeyRevoked
+                | Kind::RecordingDeleted
         )
     }
 }
@@ -163,6 +182,8 @@ pub struct Event {
     pub key: Option<String>,
     /// The API key that made a control-plane change.
     pub key_id: Option<String>,
+    /// A recording's segment, as JSON (segment events).
+    pub segment: Option<String>,
 }
 
 /// A field's value as the bindings carry it.
@@ -174,7 +195,7 @@ pub enum Value<'a> {
 
 /// The names of the optional fields, as [`Event::fields`] spells them: `active` is a flag, the
 /// others are text ([`Event::set`]).
-pub const FIELDS: [&str; 14] = [
+pub const FIELDS: [&str; 15] = [
     "route",
     "input",
     "output",
@@ -188,6 +209,7 @@ pub const FIELDS: [&str; 14] = [
     "name",
     "key",
     "key_id",
+    "segment",
     "active",
 ];
 
@@ -199,7 +221,7 @@ impl Event {
         }
     }
 
-    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 13] {
+    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 14] {
         [
             ("route", &mut self.route),
             ("input", &mut self.input),
@@ -214,6 +236,7 @@ impl Event {
             ("name", &mut self.name),
             ("key", &mut self.key),
             ("key_id", &mut self.key_id),
+            ("segment", &mut self.segment),
         ]
     }
 
@@ -248,6 +271,7 @@ impl Event {
             ("name", &self.name),
             ("key", &self.key),
             ("key_id", &self.key_id),
+            ("segment", &self.segment),
         ];
         let mut out: Vec<(&'static str, Value<'_>)> = texts
             .into_iter()

@@ -76,6 +76,8 @@ enum Out {
     },
     /// A UDP socket, sent on at once (never blocks: a full send buffer is a drop).
     Udp(UdpSender),
+    /// A recorder's queue (never blocks: a full queue is a drop, counted by the recorder).
+    Record(crate::record::Intake),
 }
 
 impl Tap {
@@ -108,11 +110,23 @@ impl Tap {
         }
     }
 
+    /// Attaches a recorder (`record::Recorder::start` made its intake).
+    pub fn record(id: String, intake: crate::record::Intake, counters: Arc<Counters>) -> Tap {
+        Tap {
+            id,
+            out: Out::Record(intake),
+            counters,
+            // A recording starts at the next cut of the live data: a burst of what went out
+            // before would be written twice (segments are exact slices of the output).
+            joining: AtomicBool::new(false),
+        }
+    }
+
     /// The first send error of a UDP output since the last call.
     pub fn take_error(&self) -> Option<String> {
         match &self.out {
             Out::Udp(s) => s.take_error(),
-            Out::Queue { .. } => None,
+            Out::Queue { .. } | Out::Record(_) => None,
         }
     }
 
@@ -136,7 +150,7 @@ impl Tap {
                 use gst::prelude::ElementExtManual;
                 appsrc.current_state() >= gst::State::Paused
             }
-            Out::Udp(_) => true,
+            Out::Udp(_) | Out::Record(_) => true,
         }
     }
 
@@ -158,6 +172,7 @@ impl Tap {
             // Err: flushing, the output pipeline is (re)starting or stopping.
             Out::Queue { appsrc, .. } => appsrc.push_buffer(buffer.clone()).is_ok(),
             Out::Udp(socket) => buffer.map_readable().is_ok_and(|m| socket.send(&m)),
+            Out::Record(intake) => intake.offer(buffer),
         };
         if sent {
             self.counters.add(size);

@@ -208,6 +208,44 @@ impl PyRoute {
         let inner = py.allow_threads(|| self.inner.decode(input, &settings))?;
         Ok(picture::PyDecoder { inner })
     }
+
+    /// Starts recording under `dir` (absolute): segments of `segment_ms` named by `path` (a
+    /// pattern: strftime fields and `{route}`).
+    #[pyo3(signature = (dir, path=None, segment_ms=None, format=None, queue_bytes=None))]
+    fn start_recording(
+        &self,
+        py: Python<'_>,
+        dir: std::path::PathBuf,
+        path: Option<String>,
+        segment_ms: Option<u64>,
+        format: Option<String>,
+        queue_bytes: Option<u64>,
+    ) -> PyResult<()> {
+        let mut settings = crate::record::RecordSettings::new(dir);
+        if let Some(p) = path {
+            settings.pattern = p;
+        }
+        if let Some(ms) = segment_ms {
+            settings.segment_ms = ms;
+        }
+        if let Some(f) = format {
+            settings.format = f;
+        }
+        if let Some(q) = queue_bytes {
+            settings.queue_bytes = q;
+        }
+        Ok(py.allow_threads(|| self.inner.start_recording(settings))?)
+    }
+
+    /// Pauses (`True`) or resumes (`False`) the recording.
+    fn pause_recording(&self, py: Python<'_>, pause: bool) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.pause_recording(pause))?)
+    }
+
+    /// Stops the recording once what it holds is written (at most 5 s).
+    fn stop_recording(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.stop_recording())?)
+    }
 }
 
 /// A value of the core as Python sees it: its serde shape, structs as dicts by field name. The
@@ -221,6 +259,12 @@ fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound
 fn element_available(name: &str) -> PyResult<bool> {
     gst::init().map_err(crate::Error::from)?;
     Ok(crate::elements::available(name))
+}
+
+/// Checks a recording's path pattern (raises naming what is wrong).
+#[pyfunction]
+fn check_recording_path(pattern: &str) -> PyResult<()> {
+    Ok(crate::record::check_pattern(pattern)?)
 }
 
 #[pyfunction]
@@ -238,6 +282,7 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
     m.add_function(wrap_pyfunction!(events::event_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(check_recording_path, m)?)?;
     spec::register(m)?;
     errors::register(m)?;
     Ok(())

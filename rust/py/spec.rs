@@ -10,7 +10,7 @@ use super::to_py;
 use crate::error::Error;
 use crate::gateway::{first_clash, Bind};
 use crate::limits::{refuse_number, Limits};
-use crate::route::{self, InputSpec, OutputSpec, RouteSpec, SpecKind, SwitchSpec};
+use crate::route::{self, InputSpec, OutputSpec, RecordingSpec, RouteSpec, SpecKind, SwitchSpec};
 use crate::uri::{Endpoint, Role, SrtDefaults};
 
 /// The role a binding call names: "input" or "output".
@@ -103,6 +103,40 @@ pub(super) struct Spec {
     failback_after_ms: Option<Whole>,
     slate: Option<bool>,
     slate_size: Option<Size>,
+    recording: Option<Recording>,
+}
+
+/// A spec's `recording` dict: optional `segment_ms`, `path`, `format`, `max_age_s`,
+/// `max_bytes`, `min_free_bytes`.
+struct Recording {
+    segment_ms: Option<Whole>,
+    path: Option<String>,
+    format: Option<String>,
+    max_age_s: Option<Whole>,
+    max_bytes: Option<Whole>,
+    min_free_bytes: Option<Whole>,
+}
+
+impl<'py> FromPyObject<'py> for Recording {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let d = ob.downcast::<PyDict>()?;
+        Ok(Recording {
+            segment_ms: item(d, "segment_ms")?,
+            path: item(d, "path")?,
+            format: item(d, "format")?,
+            max_age_s: item(d, "max_age_s")?,
+            max_bytes: item(d, "max_bytes")?,
+            min_free_bytes: item(d, "min_free_bytes")?,
+        })
+    }
+}
+
+/// `d[key]`, None when absent or None.
+fn item<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+    match d.get_item(key)? {
+        Some(v) if !v.is_none() => v.extract().map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Read by hand rather than derived: a derived extraction wraps a field's error in a
@@ -110,15 +144,6 @@ pub(super) struct Spec {
 impl<'py> FromPyObject<'py> for Spec {
     fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
         let d = ob.downcast::<PyDict>()?;
-        fn item<'py, T: FromPyObject<'py>>(
-            d: &Bound<'py, PyDict>,
-            key: &str,
-        ) -> PyResult<Option<T>> {
-            match d.get_item(key)? {
-                Some(v) if !v.is_none() => v.extract().map(Some),
-                _ => Ok(None),
-            }
-        }
         let required = |key: &str| {
             pyo3::exceptions::PyKeyError::new_err(format!("route spec without `{key}`"))
         };
@@ -132,6 +157,7 @@ impl<'py> FromPyObject<'py> for Spec {
             failback_after_ms: item(d, "failback_after_ms")?,
             slate: item(d, "slate")?,
             slate_size: item(d, "slate_size")?,
+            recording: item(d, "recording")?,
         })
     }
 }
@@ -159,6 +185,17 @@ impl Spec {
                     None => None,
                     Some(Size::Pair(w, h)) => Some((w, h)),
                     Some(Size::Text(text)) => Some(route::parse_slate_size(&text)?),
+                },
+            },
+            recording: match self.recording {
+                None => RecordingSpec::default(),
+                Some(r) => RecordingSpec {
+                    segment_ms: whole(r.segment_ms, "recording.segment_ms")?,
+                    path: r.path,
+                    format: r.format,
+                    max_age_s: whole(r.max_age_s, "recording.max_age_s")?,
+                    max_bytes: whole(r.max_bytes, "recording.max_bytes")?,
+                    min_free_bytes: whole(r.min_free_bytes, "recording.min_free_bytes")?,
                 },
             },
         })

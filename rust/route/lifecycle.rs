@@ -75,6 +75,8 @@ impl Route {
                 closed: false,
                 reported_state: None,
                 samples: Default::default(),
+                recorder: None,
+                recording: false,
             }),
             hub,
             log,
@@ -158,10 +160,15 @@ impl Route {
     pub fn shutdown(&self) {
         // The state it stopped from, the first time only (none if it never started).
         let mut stopped_from = None;
+        let mut recorder = None;
         {
             let mut inner = lock(&self.inner);
             if !inner.closed {
                 inner.closed = true;
+                if std::mem::take(&mut inner.recording) {
+                    drop(self.hub.detach(crate::record::TAP_ID));
+                    recorder = inner.recorder.clone();
+                }
                 stopped_from = inner.reported_state.replace("stopped");
                 // Inputs first: nothing new reaches the hub while the outputs close.
                 for slot in inner.slots_mut() {
@@ -171,6 +178,10 @@ impl Route {
                 // Once only: a later call (Drop) must not free a new route of the same name.
                 self.claims.release_prefix(&format!("{}/", self.name));
             }
+        }
+        // What the recorder still holds reaches its segment (with the route's lock let go).
+        if let Some(r) = recorder {
+            r.finish();
         }
         // Returns when the route's ports can be bound again.
         self.claims.await_route_free(&self.name);

@@ -34,6 +34,7 @@ mod lifecycle;
 mod notice;
 mod picture;
 mod plan;
+mod record;
 mod slot;
 mod spec;
 mod stats;
@@ -44,8 +45,8 @@ pub use edit::Applied;
 pub use history::{EndpointSample, Sample, HISTORY_SECONDS};
 pub use picture::Decoding;
 pub use spec::{
-    assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RouteSpec,
-    SpecKind, SwitchSpec,
+    assign_ids, check_name, check_spec, parse_slate_size, InputSpec, OutputSpec, RecordingSpec,
+    RouteSpec, SpecKind, SwitchSpec,
 };
 pub use stats::{EndpointStats, InputStats, RouteStats, SwitchRecord, SwitchStats};
 pub(crate) use timers::SystemClock;
@@ -107,6 +108,9 @@ struct Inner {
     reported_state: Option<&'static str>,
     /// One sample of its figures a second (`history.rs`).
     samples: history::History,
+    /// The route's last recorder (kept after a stop for its stats) and whether it records.
+    recorder: Option<Arc<crate::record::Recorder>>,
+    recording: bool,
 }
 
 /// Which part of a route a pipeline belongs to.

@@ -37,6 +37,46 @@ pub struct SwitchSpec {
     pub slate_size: Option<(u32, u32)>,
 }
 
+/// A route's recording policy as the spec gives it (`None`: not given). The core checks it;
+/// the control plane acts on it (starts, schedules and prunes recordings).
+#[derive(Debug, Clone, Default)]
+pub struct RecordingSpec {
+    pub segment_ms: Option<u64>,
+    /// Path pattern under the recordings directory (`record::check_pattern`).
+    pub path: Option<String>,
+    /// `ts` (the default) or `mp4`.
+    pub format: Option<String>,
+    pub max_age_s: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
+}
+
+impl RecordingSpec {
+    /// Checks every field given; errors at `recording.<field>`.
+    pub fn check(&self) -> Result<()> {
+        for (field, value) in [
+            ("recording.segment_ms", self.segment_ms),
+            ("recording.max_age_s", self.max_age_s),
+            ("recording.max_bytes", self.max_bytes),
+            ("recording.min_free_bytes", self.min_free_bytes),
+        ] {
+            if let Some(v) = value {
+                check_number(field, v)?;
+            }
+        }
+        if let Some(p) = &self.path {
+            crate::record::check_pattern(p).map_err(|e| e.at("recording.path"))?;
+        }
+        match self.format.as_deref() {
+            None | Some("ts" | "mp4") => Ok(()),
+            Some(other) => Err(Error::InvalidConfig(format!(
+                "`{other}` is not a recording format (`ts`, `mp4`)"
+            ))
+            .at("recording.format")),
+        }
+    }
+}
+
 /// What a route is made of.
 #[derive(Debug, Clone, Default)]
 pub struct RouteSpec {
@@ -50,6 +90,7 @@ pub struct RouteSpec {
     /// the default.
     pub gop_cache_bytes: Option<u64>,
     pub switch: SwitchSpec,
+    pub recording: RecordingSpec,
 }
 
 /// How much of a route a spec is.
@@ -146,6 +187,7 @@ impl Checked {
             }
         }
         let settings = RouteSettings::check(spec)?;
+        spec.recording.check()?;
         let inputs: Vec<(&str, Option<&str>)> = (spec.inputs.iter())
             .map(|i| (i.uri.as_str(), i.id.as_deref()))
             .collect();

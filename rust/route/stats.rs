@@ -111,6 +111,8 @@ pub struct RouteStats {
     pub switch: SwitchStats,
     /// Instant start: the route's GOP cache.
     pub gop_cache: GopCacheStats,
+    /// The recorder (state `stopped` when the route does not record).
+    pub recording: crate::record::RecorderStats,
 }
 
 impl Route {
@@ -171,6 +173,7 @@ impl Route {
             outputs,
             switch,
             gop_cache: self.hub.gop_cache_stats(),
+            recording: self.recording_stats(&inner),
         }
     }
 }

@@ -230,6 +230,12 @@ fn write_ts(b: &mut [u8], ts: u64) {
     b[4] = ((ts as u8) << 1) | 1;
 }
 
+/// The PTS of a PES header starting in this packet, if it carries one (90 kHz, 33 bits).
+pub fn pes_pts(p: &[u8]) -> Option<u64> {
+    let (pts, _) = pes_timestamp_offsets(p);
+    pts.map(|o| read_ts(&p[o..o + 5]))
+}
+
 /// The PTS (and DTS) positions of a PES header starting in this packet.
 pub(crate) fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) {
     if p[1] & 0x40 == 0 {

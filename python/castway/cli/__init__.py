@@ -8,6 +8,7 @@
   ``castway serve --demo``).
 - ``remote``: ``castway route|template|key|system``, a client of that server. Client commands
   import no server module: ``serve`` loads the server only when it runs.
+- ``recording``: ``castway recording list|start|stop|pause|resume ROUTE`` (a client).
 - ``top``: ``castway top``, a live terminal view of a server's routes (a client too).
 - ``tables``: how stats and replies are printed.
 """
@@ -18,7 +19,7 @@ import argparse
 from collections.abc import Sequence
 
 from castway import __version__, gstreamer_version
-from castway.cli import relay, remote, serve, top
+from castway.cli import recording, relay, remote, serve, top
 from castway.cli.exits import EXIT_OK
 
 __all__ = ["main"]
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_command(sub)
     remote.add_commands(sub)
+    recording.add_command(sub)
     top.add_command(sub)
     return p
 

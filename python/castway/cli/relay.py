@@ -156,27 +156,36 @@ def _read_commands(route: Route, stdin: TextIO, out: TextIO) -> None:
         run_command(route, line, out)
 
 
+# The switch printer and the stats reports write whole lines one at a time: a text stream's
+# write is not atomic across threads, and two lines interleaved are neither valid JSON.
+_LINES = threading.Lock()
+
+
 def _print_switches(route: Route, as_json: bool, out: TextIO) -> None:
     """Prints each switch as it happens (a daemon thread of the relay)."""
     for ev in route.switches():
         if as_json:
             record = {"event": "switch", **ev}
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            line = json.dumps(record, separators=(",", ":")) + "\n"
         else:
-            out.write(
+            line = (
                 f"castway: switch {ev['from'] or 'nothing'} -> {ev['to'] or 'nothing'} "
                 f"({ev['reason']})\n"
             )
-        out.flush()
+        with _LINES:
+            out.write(line)
+            out.flush()
 
 
 def _report(stats: RouteStats, as_json: bool, out: TextIO) -> None:
     if as_json:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **stats}
-        out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        line = json.dumps(record, separators=(",", ":")) + "\n"
     else:
-        out.write(format_stats(stats) + "\n")
-    out.flush()
+        line = format_stats(stats) + "\n"
+    with _LINES:
+        out.write(line)
+        out.flush()
 
 
 def _check_uris(inputs: Sequence[str], outputs: Sequence[str]) -> str | None:

@@ -97,6 +97,16 @@ def add_commands(sub: Any) -> None:
     spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
     spec.add_argument("--passphrase", help="SRT passphrase default")
     spec.add_argument("--pbkeylen", type=int, choices=_castway.limits()["pbkeylens"])
+    # The recording policy (docs/recording.md).
+    spec.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                      help="record this route (by its schedule, if it has one)")
+    spec.add_argument("--segment-ms", type=int, metavar="MS", help="recording segment target")
+    spec.add_argument("--record-path", metavar="PATTERN", help="e.g. {route}/%%Y-%%m-%%d/%%H%%M%%S")
+    spec.add_argument("--max-age", type=int, metavar="S", help="delete segments older than this")
+    spec.add_argument("--max-bytes", type=int, help="keep at most this many bytes of segments")
+    spec.add_argument("--min-free", type=int, metavar="BYTES", help="free space to keep")
+    spec.add_argument("--schedule", help="weekly windows, e.g. 'mon-fri 18:00-19:00'")
+    spec.add_argument("--timezone", help="the schedule's time zone (default UTC)")
 
     route = sub.add_parser("route", help="manage routes on a castway server").add_subparsers(
         dest="action", required=True
@@ -249,6 +259,7 @@ def _patched(current: spec_pb2.RouteSpec, args: argparse.Namespace) -> spec_pb2.
     # Only the settings given are set in `given`: merging copies exactly those.
     spec.failover.MergeFrom(given.failover)
     spec.srt.MergeFrom(given.srt)
+    spec.recording.MergeFrom(given.recording)
     return spec
 
 
@@ -282,8 +293,15 @@ def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
         "slate_size": args.slate_size,
     }
     srt = {"latency_ms": args.latency, "passphrase": args.passphrase, "pbkeylen": args.pbkeylen}
+    recording = {
+        "enabled": args.record, "segment_ms": args.segment_ms, "path": args.record_path,
+        "max_age_s": args.max_age, "max_bytes": args.max_bytes,
+        "min_free_bytes": args.min_free, "schedule": args.schedule, "timezone": args.timezone,
+    }
     # Only what is given is set: the rest comes from the template or the defaults.
-    for part, values in ((spec.failover, failover), (spec.srt, srt)):
+    for part, values in (
+        (spec.failover, failover), (spec.srt, srt), (spec.recording, recording)
+    ):
         for k, v in values.items():
             if v is not None:
                 setattr(part, k, v)

@@ -35,6 +35,9 @@ from castway.server.keys import Keys
 from castway.server.limits import Limits
 from castway.server.media import MediaError, MediaRoot
 from castway.server.metrics import Metrics, otlp_configured
+from castway.server.recording.catalog import Catalog, CatalogSink
+from castway.server.recording.manager import Recordings
+from castway.server.recording.service import RecordingService
 from castway.server.servicers import (
     EventService,
     KeyService,
@@ -50,6 +53,8 @@ from castway.v1 import (
     event_pb2_grpc,
     key_pb2,
     key_pb2_grpc,
+    recording_pb2,
+    recording_pb2_grpc,
     route_pb2,
     route_pb2_grpc,
     system_pb2,
@@ -76,7 +81,12 @@ SERVICES = (
     template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
     key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     system_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
+    recording_pb2.DESCRIPTOR.services_by_name["RecordingService"].full_name,
 )
+
+
+# The recordings directory, under the media root.
+RECORDINGS_DIR = "recordings"
 
 
 class ServeError(Exception):
@@ -119,6 +129,8 @@ class Running:
     webhooks: Webhooks | None = None
     # The JSON-lines events file (`events_file`), else None.
     events_file: FileSink | None = None
+    # Recording policy, the catalog and each route's recorder (docs/recording.md).
+    recordings: Recordings | None = None
 
 
 @contextmanager
@@ -186,6 +198,7 @@ def run_server(
     gateway: Gateway | None = None
     hub: EventHub | None = None
     webhooks: Webhooks | None = None
+    recordings: Recordings | None = None
     try:
         gateway = Gateway(event_history=limits.event_history)
         gw = gateway
@@ -218,7 +231,15 @@ def run_server(
             raise ServeError(str(e)) from None
         control = Control(store, media, gateway=gateway, limits=limits)
         webhooks = Webhooks(store, hub, limits.max_webhooks)
+        catalog = Catalog(store)
+        try:
+            recordings = Recordings(control, catalog, media.path / RECORDINGS_DIR)
+        except OSError as e:
+            raise ServeError(f"cannot use the recordings directory: {e}") from None
+        recordings.repair()
+        hub.add_sink(CatalogSink(catalog))
         control.restore()
+        recordings.start()
         for declared, source in sources:
             for line in config_file.apply(control, declared, source, webhooks):
                 print(f"castway: {source}: {line}", file=out, flush=True)
@@ -230,6 +251,7 @@ def run_server(
             listen,
             tracer_provider or provider_from_env(),
             limits,
+            RecordingService(recordings),
         )
         metrics: Metrics | None = None
         http: Any = None
@@ -250,7 +272,7 @@ def run_server(
                     raise ServeError(f"cannot serve metrics on {metrics_listen}: {e}") from None
             yield Running(
                 server.server, server.port, control, keys, created, metrics_port, hub, webhooks,
-                sink,
+                sink, recordings,
             )
         finally:
             if http is not None:
@@ -266,6 +288,8 @@ def run_server(
         # still reach the events file.
         if webhooks is not None:
             webhooks.close()
+        if recordings is not None:
+            recordings.close()
         if control is not None:
             control.close()
         elif gateway is not None:
@@ -293,9 +317,10 @@ class _Server:
         listen: str,
         provider: TracerProvider,
         limits: Limits,
+        recordings: RecordingService,
     ) -> None:
         self._keys, self._control, self._tls, self._listen = keys, control, tls, listen
-        self._events = events
+        self._events, self._recordings = events, recordings
         self._provider, self._limits = provider, limits
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -344,6 +369,7 @@ class _Server:
         key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self._keys), server)
         event_pb2_grpc.add_EventServiceServicer_to_server(self._events, server)
         system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
+        recording_pb2_grpc.add_RecordingServiceServicer_to_server(self._recordings, server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)

@@ -57,7 +57,9 @@ def required_role(method: str) -> Role | None:
     service, _, name = method.lstrip("/").rpartition("/")
     if service == "castway.v1.KeyService":
         return "admin"
-    if service in ("castway.v1.RouteService", "castway.v1.TemplateService"):
+    if service in (
+        "castway.v1.RouteService", "castway.v1.TemplateService", "castway.v1.RecordingService"
+    ):
         return "viewer" if name.startswith(("Get", "List")) else "operator"
     if service == "castway.v1.EventService":
         # Webhook URLs may carry tokens: listing them is an operator's business too.

@@ -44,6 +44,7 @@ from castway.server.media import MediaRoot, Opened, is_file_uri
 from castway.server.specs import (
     Endpoint,
     NativeSpec,
+    Recording,
     Spec,
     check_name,
     check_resolved,
@@ -209,6 +210,11 @@ class Control:
     def emit(self, kind: EventKind, **fields: str | None) -> None:
         """Adds a control-plane event to the gateway's sequence (``record_change``)."""
         record_change(self._gw, kind, **fields)
+
+    def recording_policies(self) -> dict[str, Recording]:
+        """Each route's recording policy as it runs (template merged in, defaults filled)."""
+        with self._lock:
+            return {name: spec.recording for name, spec in self._resolved.items()}
 
     # Lifecycle
 

@@ -160,6 +160,19 @@ ROUTE = (
            "start", lambda r: r["gop_cache"]["bytes"]),
     Series("castway.route.gops_too_large", "counter", "{gop}", "GOPs not kept for instant "
            "start because they outgrew gop_cache_bytes", lambda r: r["gop_cache"]["too_large"]),
+    # The recorder (docs/recording.md): its figures from the route's `recording` stats.
+    Series("castway.recording.active", "gauge", "1", "1 while the route records (not paused)",
+           lambda r: int(r["recording"]["state"] == "recording")),
+    Series("castway.recording.segments", "counter", "{segment}", "segments closed since the "
+           "recording started", lambda r: r["recording"]["segments"]),
+    Series("castway.recording.written", "counter", "By", "bytes written to segments since the "
+           "recording started", lambda r: r["recording"]["bytes"]),
+    Series("castway.recording.segment_size", "gauge", "By", "bytes in the open segment",
+           lambda r: r["recording"]["segment_bytes"]),
+    Series("castway.recording.drops", "counter", "{packet}", "TS packets not recorded for want "
+           "of room (queue full, disk refused)", lambda r: r["recording"]["drops"]),
+    Series("castway.recording.errors", "counter", "{error}", "failed writes, opens and renames",
+           lambda r: r["recording"]["errors"]),
 )
 
 

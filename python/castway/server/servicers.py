@@ -26,7 +26,7 @@ from castway.server.control import Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
 from castway.server.events import EventHub, check_kinds, check_routes
 from castway.server.keys import Keys
-from castway.server.specs import Endpoint, Failover, Spec, SrtDefaults
+from castway.server.specs import Endpoint, Failover, Recording, Spec, SrtDefaults
 from castway.server.store import Desired, KeyRecord
 from castway.server.webhooks import Webhooks, WebhookView
 from castway.v1 import (
@@ -107,7 +107,7 @@ def _ts(t: float) -> Timestamp:
 
 
 def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
-    f, s = pb.failover, pb.srt
+    f, s, r = pb.failover, pb.srt, pb.recording
 
     def opt(msg: Any, name: str) -> Any:
         return getattr(msg, name) if msg.HasField(name) else None
@@ -120,6 +120,7 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
         failover=Failover(**{k: opt(f, k) for k in vars(Failover())}),
         srt=SrtDefaults(**{k: opt(s, k) for k in vars(SrtDefaults())}),
         gop_cache_bytes=opt(pb, "gop_cache_bytes"),
+        recording=Recording(**{k: opt(r, k) for k in vars(Recording())}),
     )
 
 
@@ -153,6 +154,9 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
     for k, v in vars(spec.srt).items():
         if v is not None:
             setattr(pb.srt, k, v)
+    for k, v in vars(spec.recording).items():
+        if v is not None:
+            setattr(pb.recording, k, v)
     return pb
 
 

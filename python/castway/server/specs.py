@@ -55,6 +55,32 @@ class SrtDefaults:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """A route's recording policy (docs/recording.md); ``None``: inherit, then the default."""
+
+    enabled: bool | None = None
+    format: str | None = None
+    segment_ms: int | None = None
+    path: str | None = None
+    slate: bool | None = None
+    max_age_s: int | None = None
+    max_bytes: int | None = None
+    min_free_bytes: int | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+
+
+# What a resolved route's recording policy holds when neither route nor template sets it.
+RECORDING_DEFAULTS = Recording(
+    enabled=False, format="ts", segment_ms=6000, path="{route}/%Y-%m-%d/%H-%M-%S", slate=True,
+    timezone="UTC",
+)
+_RECORDING_KINDS: dict[str, type] = {
+    "enabled": bool, "format": str, "path": str, "slate": bool, "schedule": str, "timezone": str,
+}
+
+
+@dataclass(frozen=True)
 class Spec:
     """A route as written, or a template (a partial route)."""
 
@@ -65,6 +91,7 @@ class Spec:
     failover: Failover = field(default_factory=Failover)
     srt: SrtDefaults = field(default_factory=SrtDefaults)
     gop_cache_bytes: int | None = None
+    recording: Recording = field(default_factory=Recording)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON/TOML shape: unset fields left out."""
@@ -78,7 +105,9 @@ class Spec:
             d["queue_bytes"] = self.queue_bytes
         if self.gop_cache_bytes is not None:
             d["gop_cache_bytes"] = self.gop_cache_bytes
-        for key, part in (("failover", self.failover), ("srt", self.srt)):
+        for key, part in (
+            ("failover", self.failover), ("srt", self.srt), ("recording", self.recording)
+        ):
             values = {k: v for k, v in vars(part).items() if v is not None}
             if values:
                 d[key] = values
@@ -87,7 +116,8 @@ class Spec:
 
 def spec_from_dict(d: Mapping[str, Any], where: str = "spec") -> Spec:
     """Reads the JSON/TOML/YAML shape; endpoints may be plain URI strings."""
-    known = {"inputs", "outputs", "template", "queue_bytes", "failover", "srt", "gop_cache_bytes"}
+    known = {"inputs", "outputs", "template", "queue_bytes", "failover", "srt", "gop_cache_bytes",
+             "recording"}
     _no_unknown(d, known, where)
     template = d.get("template", "")
     if not isinstance(template, str):
@@ -100,6 +130,7 @@ def spec_from_dict(d: Mapping[str, Any], where: str = "spec") -> Spec:
         failover=Failover(**_section(d, "failover", vars(Failover()), where)),
         srt=SrtDefaults(**_section(d, "srt", vars(SrtDefaults()), where)),
         gop_cache_bytes=_opt(d, "gop_cache_bytes", int, where),
+        recording=Recording(**_section(d, "recording", vars(Recording()), where)),
     )
 
 
@@ -128,7 +159,9 @@ def _section(
     if not isinstance(part, Mapping):
         raise InvalidArgument(f"{where}.{key}", "must be a table of settings")
     _no_unknown(part, set(fields), f"{where}.{key}")
-    kinds = {"slate": bool, "slate_size": str, "passphrase": str}
+    kinds: dict[str, type] = {"slate": bool, "slate_size": str, "passphrase": str}
+    if key == "recording":
+        kinds = _RECORDING_KINDS
     return {k: _opt(part, k, kinds.get(k, int), f"{where}.{key}") for k in part}
 
 
@@ -206,7 +239,11 @@ def _check_native(name: str, spec: Spec, whole: bool) -> None:
         return [(uri, ep_id) for ep_id, uri in endpoints.items()]
 
     n = native(name, spec)
-    _castway.check_spec({**n, "inputs": pairs(n["inputs"]), "outputs": pairs(n["outputs"])}, whole)
+    _castway.check_spec(
+        {**n, "inputs": pairs(n["inputs"]), "outputs": pairs(n["outputs"]),
+         "recording": native_recording(spec.recording)},
+        whole,
+    )
 
 
 def normalize(
@@ -258,6 +295,7 @@ def normalize(
         _castway.check_srt_defaults(s.latency_ms, s.passphrase, s.pbkeylen)
     except CastwayError as e:
         raise refused("spec.srt", e, {}) from None
+    check_schedule(spec.recording, "spec.recording")
     return spec
 
 
@@ -292,6 +330,10 @@ def resolve(name: str, spec: Spec, template: Spec | None) -> Spec:
         slate=pick(spec.failover.slate, t.failover.slate, True),
         slate_size=pick(spec.failover.slate_size, t.failover.slate_size, None),
     )
+    recording = Recording(**{
+        k: pick(getattr(spec.recording, k), getattr(t.recording, k), getattr(RECORDING_DEFAULTS, k))
+        for k in vars(Recording())
+    })
     return Spec(
         inputs=tuple(Endpoint(e.id, with_srt_defaults(e.uri, srt)) for e in inputs),
         outputs=tuple(Endpoint(e.id, with_srt_defaults(e.uri, srt)) for e in outputs),
@@ -300,6 +342,7 @@ def resolve(name: str, spec: Spec, template: Spec | None) -> Spec:
         gop_cache_bytes=pick(
             spec.gop_cache_bytes, t.gop_cache_bytes, LIMITS["gop_cache_bytes"]
         ),
+        recording=recording,
     )
 
 
@@ -347,6 +390,15 @@ def native(name: str, resolved: Spec) -> NativeSpec:
     }
 
 
+def native_recording(r: Recording) -> dict[str, int | str | None]:
+    """The recording policy as the native ``check_spec`` takes it (the core checks the
+    numbers, the path pattern and the format; the server the schedule and time zone)."""
+    return {
+        "segment_ms": r.segment_ms, "path": r.path, "format": r.format,
+        "max_age_s": r.max_age_s, "max_bytes": r.max_bytes, "min_free_bytes": r.min_free_bytes,
+    }
+
+
 def check_resolved(name: str, resolved: Spec, media: MediaRoot | None = None) -> None:
     """What only the whole route shows: URIs with the SRT defaults in, ids across the merge,
     network interfaces on this host. An endpoint is named by its place in ``resolved`` and its
@@ -365,6 +417,16 @@ def check_resolved(name: str, resolved: Spec, media: MediaRoot | None = None) ->
         if 0 <= index < len(named):
             raise InvalidArgument(where(group, index, named[index]), reason_of(err)) from None
         raise refused("resolved", err) from None
+
+
+def check_schedule(recording: Recording, where: str) -> None:
+    """A policy's schedule and time zone (the server evaluates them: ``recording.schedule``)."""
+    from castway.server.recording.schedule import parse_windows, zone
+
+    if recording.timezone is not None:
+        zone(recording.timezone, f"{where}.timezone")
+    if recording.schedule is not None:
+        parse_windows(recording.schedule, f"{where}.schedule")
 
 
 def listen_addresses(resolved: Spec) -> list[tuple[str, str, int]]:

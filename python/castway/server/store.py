@@ -79,6 +79,27 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    # The recordings catalog: one row per closed segment (docs/recording.md), found by route
+    # and time through the index, never a directory scan.
+    """
+    CREATE TABLE segments (
+        path TEXT PRIMARY KEY,
+        route TEXT NOT NULL,
+        format TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        duration REAL NOT NULL,
+        bytes INTEGER NOT NULL,
+        psi INTEGER NOT NULL,
+        switch INTEGER NOT NULL,
+        gap INTEGER NOT NULL,
+        repaired INTEGER NOT NULL,
+        keyframes TEXT NOT NULL,
+        open INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX segments_by_route ON segments (route, start);
+    CREATE INDEX segments_by_start ON segments (start);
+    """,
 )
 
 

@@ -125,6 +125,7 @@ class RouteStatus(_message.Message):
     SWITCHES_FIELD_NUMBER: _builtins.int
     SWITCH_FIELD_NUMBER: _builtins.int
     GOP_CACHE_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"live", "slate", "waiting", "stopped" or "failed" (desired running but not started; see
     `error`; castway retries).
@@ -145,6 +146,10 @@ class RouteStatus(_message.Message):
     def gop_cache(self) -> Global___GopCacheStatus:
         """Instant start: the last GOP the route keeps for outputs that join."""
 
+    @_builtins.property
+    def recording(self) -> Global___RecordingStatus:
+        """The recorder (as `Route.stats()["recording"]`; docs/recording.md)."""
+
     def __init__(
         self,
         *,
@@ -157,10 +162,11 @@ class RouteStatus(_message.Message):
         switches: _builtins.int = ...,
         switch: Global___SwitchStatus | None = ...,
         gop_cache: Global___GopCacheStatus | None = ...,
+        recording: Global___RecordingStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["gop_cache", b"gop_cache", "switch", b"switch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gop_cache", b"gop_cache", "recording", b"recording", "switch", b"switch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "gop_cache", b"gop_cache", "inputs", b"inputs", "outputs", b"outputs", "state", b"state", "switch", b"switch", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_input", b"active_input", "error", b"error", "gop_cache", b"gop_cache", "inputs", b"inputs", "outputs", b"outputs", "recording", b"recording", "state", b"state", "switch", b"switch", "switches", b"switches", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -201,6 +207,67 @@ class GopCacheStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GopCacheStatus: _TypeAlias = GopCacheStatus  # noqa: Y015
+
+@_typing.final
+class RecordingStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    SEGMENT_BYTES_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    DROPS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    CUTS_WITHOUT_PSI_FIELD_NUMBER: _builtins.int
+    QUEUED_BYTES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    CUTS_OFF_KEYFRAME_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"recording", "paused", "failing" (a write failed; the next segment after a backoff) or
+    "stopped".
+    """
+    segment: _builtins.str
+    """The open segment, relative to the recordings directory ("" when none is open)."""
+    segment_bytes: _builtins.int
+    segments: _builtins.int
+    """Segments closed, bytes written since the recording started."""
+    bytes: _builtins.int
+    drops: _builtins.int
+    """TS packets not recorded for want of room (queue full, disk refused)."""
+    skipped: _builtins.int
+    """TS packets passed over on purpose: before the first cut, and while paused."""
+    cuts_without_psi: _builtins.int
+    """Segments begun at a keyframe without PSI (no PAT since the last keyframe)."""
+    queued_bytes: _builtins.int
+    errors: _builtins.int
+    last_error: _builtins.str
+    cuts_off_keyframe: _builtins.int
+    """Segments begun at a PAT a few video frames before their first keyframe (PSI on a timer)."""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        segment: _builtins.str = ...,
+        segment_bytes: _builtins.int = ...,
+        segments: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        drops: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        cuts_without_psi: _builtins.int = ...,
+        queued_bytes: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        cuts_off_keyframe: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordingStatus: _TypeAlias = RecordingStatus  # noqa: Y015
 
 @_typing.final
 class SwitchStatus(_message.Message):

@@ -135,6 +135,109 @@ class Failover(_message.Message):
 Global___Failover: _TypeAlias = Failover  # noqa: Y015
 
 @_typing.final
+class Recording(_message.Message):
+    """What a route records, how it cuts and names segments, when, and how long they are kept
+    (docs/recording.md). Unset fields inherit from the template, then take the defaults.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SEGMENT_MS_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    SLATE_FIELD_NUMBER: _builtins.int
+    MAX_AGE_S_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    MIN_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Record this route (default false). With a schedule: only inside its windows."""
+    format: _builtins.str
+    """"ts" (the default: the outputs' bytes as they are) or "mp4" (fragmented MP4, remuxed)."""
+    segment_ms: _builtins.int
+    """Target segment duration: the cut is at the first keyframe at or after it. 1000..3600000,
+    default 6000.
+    """
+    path: _builtins.str
+    """Path pattern under the server's recordings directory: strftime fields (UTC) and
+    `{route}`; default "{route}/%Y-%m-%d/%H-%M-%S".
+    """
+    slate: _builtins.bool
+    """Record while the slate is on air (default true)."""
+    max_age_s: _builtins.int
+    """Retention: delete segments older than this (60.., unset: keep), beyond this many bytes
+    for the route (oldest first), and while the recordings volume has less free space.
+    """
+    max_bytes: _builtins.int
+    min_free_bytes: _builtins.int
+    schedule: _builtins.str
+    """Weekly windows, e.g. "mon-fri 18:00-19:00; sat 10:00-12:30", in `timezone`."""
+    timezone: _builtins.str
+    """An IANA time zone (default "UTC")."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool | None = ...,
+        format: _builtins.str | None = ...,
+        segment_ms: _builtins.int | None = ...,
+        path: _builtins.str | None = ...,
+        slate: _builtins.bool | None = ...,
+        max_age_s: _builtins.int | None = ...,
+        max_bytes: _builtins.int | None = ...,
+        min_free_bytes: _builtins.int | None = ...,
+        schedule: _builtins.str | None = ...,
+        timezone: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_format", b"_format", "_max_age_s", b"_max_age_s", "_max_bytes", b"_max_bytes", "_min_free_bytes", b"_min_free_bytes", "_path", b"_path", "_schedule", b"_schedule", "_segment_ms", b"_segment_ms", "_slate", b"_slate", "_timezone", b"_timezone", "enabled", b"enabled", "format", b"format", "max_age_s", b"max_age_s", "max_bytes", b"max_bytes", "min_free_bytes", b"min_free_bytes", "path", b"path", "schedule", b"schedule", "segment_ms", b"segment_ms", "slate", b"slate", "timezone", b"timezone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_format", b"_format", "_max_age_s", b"_max_age_s", "_max_bytes", b"_max_bytes", "_min_free_bytes", b"_min_free_bytes", "_path", b"_path", "_schedule", b"_schedule", "_segment_ms", b"_segment_ms", "_slate", b"_slate", "_timezone", b"_timezone", "enabled", b"enabled", "format", b"format", "max_age_s", b"max_age_s", "max_bytes", b"max_bytes", "min_free_bytes", b"min_free_bytes", "path", b"path", "schedule", b"schedule", "segment_ms", b"segment_ms", "slate", b"slate", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__format: _TypeAlias = _typing.Literal["format"]  # noqa: Y015
+    _WhichOneofArgType__format: _TypeAlias = _typing.Literal["_format", b"_format"]  # noqa: Y015
+    _WhichOneofReturnType__max_age_s: _TypeAlias = _typing.Literal["max_age_s"]  # noqa: Y015
+    _WhichOneofArgType__max_age_s: _TypeAlias = _typing.Literal["_max_age_s", b"_max_age_s"]  # noqa: Y015
+    _WhichOneofReturnType__max_bytes: _TypeAlias = _typing.Literal["max_bytes"]  # noqa: Y015
+    _WhichOneofArgType__max_bytes: _TypeAlias = _typing.Literal["_max_bytes", b"_max_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__min_free_bytes: _TypeAlias = _typing.Literal["min_free_bytes"]  # noqa: Y015
+    _WhichOneofArgType__min_free_bytes: _TypeAlias = _typing.Literal["_min_free_bytes", b"_min_free_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__path: _TypeAlias = _typing.Literal["path"]  # noqa: Y015
+    _WhichOneofArgType__path: _TypeAlias = _typing.Literal["_path", b"_path"]  # noqa: Y015
+    _WhichOneofReturnType__schedule: _TypeAlias = _typing.Literal["schedule"]  # noqa: Y015
+    _WhichOneofArgType__schedule: _TypeAlias = _typing.Literal["_schedule", b"_schedule"]  # noqa: Y015
+    _WhichOneofReturnType__segment_ms: _TypeAlias = _typing.Literal["segment_ms"]  # noqa: Y015
+    _WhichOneofArgType__segment_ms: _TypeAlias = _typing.Literal["_segment_ms", b"_segment_ms"]  # noqa: Y015
+    _WhichOneofReturnType__slate: _TypeAlias = _typing.Literal["slate"]  # noqa: Y015
+    _WhichOneofArgType__slate: _TypeAlias = _typing.Literal["_slate", b"_slate"]  # noqa: Y015
+    _WhichOneofReturnType__timezone: _TypeAlias = _typing.Literal["timezone"]  # noqa: Y015
+    _WhichOneofArgType__timezone: _TypeAlias = _typing.Literal["_timezone", b"_timezone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__format) -> _WhichOneofReturnType__format | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_age_s) -> _WhichOneofReturnType__max_age_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_bytes) -> _WhichOneofReturnType__max_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_free_bytes) -> _WhichOneofReturnType__min_free_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__path) -> _WhichOneofReturnType__path | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__schedule) -> _WhichOneofReturnType__schedule | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__segment_ms) -> _WhichOneofReturnType__segment_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__slate) -> _WhichOneofReturnType__slate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timezone) -> _WhichOneofReturnType__timezone | None: ...
+
+Global___Recording: _TypeAlias = Recording  # noqa: Y015
+
+@_typing.final
 class RouteSpec(_message.Message):
     """A route as its owner writes it; also the shape of a template (a partial spec)."""
 
@@ -147,6 +250,7 @@ class RouteSpec(_message.Message):
     FAILOVER_FIELD_NUMBER: _builtins.int
     SRT_FIELD_NUMBER: _builtins.int
     GOP_CACHE_BYTES_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     template: _builtins.str
     """The template this route inherits from ("" for none). Empty in templates."""
     queue_bytes: _builtins.int
@@ -167,6 +271,8 @@ class RouteSpec(_message.Message):
     def failover(self) -> Global___Failover: ...
     @_builtins.property
     def srt(self) -> Global___SrtDefaults: ...
+    @_builtins.property
+    def recording(self) -> Global___Recording: ...
     def __init__(
         self,
         *,
@@ -177,10 +283,11 @@ class RouteSpec(_message.Message):
         failover: Global___Failover | None = ...,
         srt: Global___SrtDefaults | None = ...,
         gop_cache_bytes: _builtins.int | None = ...,
+        recording: Global___Recording | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "queue_bytes", b"queue_bytes", "srt", b"srt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "queue_bytes", b"queue_bytes", "recording", b"recording", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "inputs", b"inputs", "outputs", b"outputs", "queue_bytes", b"queue_bytes", "srt", b"srt", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes", "_queue_bytes", b"_queue_bytes", "failover", b"failover", "gop_cache_bytes", b"gop_cache_bytes", "inputs", b"inputs", "outputs", b"outputs", "queue_bytes", b"queue_bytes", "recording", b"recording", "srt", b"srt", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__gop_cache_bytes: _TypeAlias = _typing.Literal["gop_cache_bytes"]  # noqa: Y015
     _WhichOneofArgType__gop_cache_bytes: _TypeAlias = _typing.Literal["_gop_cache_bytes", b"_gop_cache_bytes"]  # noqa: Y015

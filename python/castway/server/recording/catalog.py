@@ -1,0 +1,173 @@
+"""The recordings catalog: one SQLite row per closed segment, in the server's store.
+
+Rows come from the data plane's ``segment_closed`` events (``CatalogSink``), from segments
+repaired at start (``repair``), and go when retention deletes a file or finds it gone. A time
+range maps to its segments through the ``(route, start)`` index: a segment lasts at most
+``MAX_SEGMENT_S``, so the ones overlapping ``[from, to)`` start in ``[from - MAX_SEGMENT_S,
+to)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from castway.gateway import Event
+from castway.server.events import QueuedSink
+from castway.server.store import Store
+
+# The longest a segment can last: the longest target (1 h) plus a GOP, with room.
+MAX_SEGMENT_S = 2 * 3600.0
+# Rows a list returns at most.
+MAX_LIST = 10_000
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: str
+    route: str
+    format: str
+    start: float
+    end: float
+    duration: float
+    bytes: int
+    psi: bool = True
+    switch: bool = False
+    gap: bool = False
+    repaired: bool = False
+    keyframes: tuple[float, ...] = field(default_factory=tuple)
+    # Being written (a `segment_opened` seen, no `segment_closed` yet).
+    open: bool = False
+
+    @staticmethod
+    def from_event(route: str, record: dict[str, Any]) -> Segment:
+        return Segment(
+            path=str(record["path"]),
+            route=route,
+            format=str(record.get("format", "ts")),
+            start=float(record["start"]),
+            end=float(record["end"]),
+            duration=float(record["duration"]),
+            bytes=int(record["bytes"]),
+            psi=bool(record.get("psi", True)),
+            switch=bool(record.get("switch", False)),
+            gap=bool(record.get("gap", False)),
+            keyframes=tuple(float(k) for k in record.get("keyframes", ())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["keyframes"] = list(self.keyframes)
+        return d
+
+
+def _row(r: dict[str, Any]) -> Segment:
+    return Segment(
+        path=r["path"], route=r["route"], format=r["format"], start=r["start"], end=r["end"],
+        duration=r["duration"], bytes=r["bytes"], psi=bool(r["psi"]), switch=bool(r["switch"]),
+        gap=bool(r["gap"]), repaired=bool(r["repaired"]),
+        keyframes=tuple(json.loads(r["keyframes"])), open=bool(r["open"]),
+    )
+
+
+class Catalog:
+    """The ``segments`` table of ``store``. Thread-safe (the store's lock)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def add(self, s: Segment) -> None:
+        with self._store._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO segments (path, route, format, start, end, duration, "
+                "bytes, psi, switch, gap, repaired, keyframes, open) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.path, s.route, s.format, s.start, s.end, s.duration, s.bytes, s.psi,
+                 s.switch, s.gap, s.repaired, json.dumps(list(s.keyframes)), s.open),
+            )
+
+    def remove(self, paths: list[str]) -> None:
+        with self._store._tx() as db:
+            db.executemany("DELETE FROM segments WHERE path = ?", [(p,) for p in paths])
+
+    def get(self, path: str) -> Segment | None:
+        rows = self._store._query("SELECT * FROM segments WHERE path = ?", path)
+        return _row(rows[0]) if rows else None
+
+    def between(
+        self, route: str, start: float | None = None, end: float | None = None,
+        limit: int = MAX_LIST,
+    ) -> list[Segment]:
+        """The segments of ``route`` overlapping ``[start, end)``, oldest first."""
+        lo = -1e18 if start is None else start
+        hi = 1e18 if end is None else end
+        rows = self._store._query(
+            "SELECT * FROM segments WHERE route = ? AND start >= ? AND start < ? AND end > ? "
+            "AND open = 0 ORDER BY start LIMIT ?",
+            route, lo - MAX_SEGMENT_S, hi, lo, min(limit, MAX_LIST),
+        )
+        return [_row(r) for r in rows]
+
+    def oldest(self, limit: int, route: str | None = None,
+               before: float | None = None) -> list[Segment]:
+        """The oldest segments (of ``route``; starting before ``before``), oldest first."""
+        sql, args = "SELECT * FROM segments WHERE open = 0", list[object]()
+        if route is not None:
+            sql += " AND route = ?"
+            args.append(route)
+        if before is not None:
+            sql += " AND start < ?"
+            args.append(before)
+        rows = self._store._query(sql + " ORDER BY start LIMIT ?", *args, limit)
+        return [_row(r) for r in rows]
+
+    def route_bytes(self) -> dict[str, int]:
+        rows = self._store._query(
+            "SELECT route, SUM(bytes) AS b FROM segments WHERE open = 0 GROUP BY route"
+        )
+        return {r["route"]: int(r["b"]) for r in rows}
+
+    def page(self, after: str, limit: int) -> list[Segment]:
+        """Segments by path after ``after`` (to look at every row a bounded bit at a time)."""
+        rows = self._store._query(
+            "SELECT * FROM segments WHERE path > ? ORDER BY path LIMIT ?", after, limit
+        )
+        return [_row(r) for r in rows]
+
+
+class CatalogSink(QueuedSink):
+    """Catalogs each ``segment_opened`` (as open) and ``segment_closed`` event of the data
+    plane."""
+
+    drain = True
+
+    def __init__(self, catalog: Catalog, size: int = 10_000) -> None:
+        super().__init__("catalog", size)
+        self._catalog = catalog
+
+    def wants(self, event: Event) -> bool:
+        return event["kind"] in ("segment_opened", "segment_closed")
+
+    def handle(self, event: Event) -> None:
+        record = json.loads(event.get("segment", "{}"))
+        route = event.get("route", "")
+        if event["kind"] == "segment_opened":
+            start = float(record["start"])
+            self._catalog.add(Segment(
+                path=str(record["path"]), route=route, format=str(record.get("format", "ts")),
+                start=start, end=start, duration=0.0, bytes=0, open=True,
+            ))
+        else:
+            self._catalog.add(Segment.from_event(route, record))
+
+
+def iter_all(catalog: Catalog, page: int = 500) -> Iterator[Segment]:
+    after = ""
+    while True:
+        rows = catalog.page(after, page)
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].path

@@ -1,0 +1,207 @@
+"""What ties recording policy to the running routes: a thread that, once a second, starts and
+stops each route's recorder as its policy, its schedule and the operator's start/stop say,
+pauses it on the slate when the policy leaves slate time out, and runs retention.
+
+The operator's ``start``/``stop`` override the policy (and its schedule) until the other is
+called or the server restarts; ``pause``/``resume`` act on the running recorder. The clock
+is injectable (``clock``), and ``tick(now)`` does one round, so tests drive schedules without
+waiting for the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from castway.errors import CastwayError
+from castway.gateway import RecordingStats, Route
+from castway.server.control import Control
+from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from castway.server.recording.catalog import Catalog, Segment
+from castway.server.recording.repair import repair
+from castway.server.recording.retention import Pass, Retention
+from castway.server.recording.schedule import Window, active, parse_windows, zone
+from castway.server.specs import Recording
+
+log = logging.getLogger("castway.recording")
+
+TICK_S = 1.0
+RETENTION_EVERY_S = 10.0
+
+
+class Recordings:
+    """The recordings of a control server, under ``root``."""
+
+    def __init__(
+        self,
+        control: Control,
+        catalog: Catalog,
+        root: Path,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.control, self.catalog, self.root, self.clock = control, catalog, root, clock
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.retention = Retention(root, catalog, self._report_deleted)
+        # The operator's override per route: True (start), False (stop).
+        self._manual: dict[str, bool] = {}
+        # Routes paused because the slate is on air (policy `slate: false`).
+        self._slate_paused: set[str] = set()
+        self._schedules: dict[str, tuple[str, str, list[Window]]] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
+        self._last_retention = 0.0
+        self.last_pass = Pass()
+
+    # Lifecycle
+
+    def repair(self) -> list[Segment]:
+        """Repairs and catalogs the segments a crash left open (at start, before routes; never
+        one a running route writes)."""
+        done = repair(self.root, self.catalog, self._writing())
+        for s in done:
+            log.warning("recording %s: repaired after a crash (%d bytes)", s.path, s.bytes)
+        return done
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick(self.clock())
+            except Exception:
+                log.exception("recordings: tick failed")
+
+    # Policy
+
+    def _windows(self, name: str, policy: Recording) -> list[Window] | None:
+        if policy.schedule is None:
+            return None
+        key = (policy.schedule, policy.timezone or "UTC")
+        cached = self._schedules.get(name)
+        if cached is None or cached[:2] != key:
+            cached = (*key, parse_windows(policy.schedule))
+            self._schedules[name] = cached
+        return cached[2]
+
+    def wanted(self, name: str, policy: Recording, now: float) -> bool:
+        """Whether ``name`` should record at ``now``."""
+        manual = self._manual.get(name)
+        if manual is not None:
+            return manual
+        if not policy.enabled:
+            return False
+        windows = self._windows(name, policy)
+        return windows is None or active(windows, zone(policy.timezone or "UTC"), now)
+
+    def tick(self, now: float) -> None:
+        """One round: every running route's recorder as its policy wants it; retention when
+        due."""
+        with self._lock:
+            policies = self.control.recording_policies()
+            gw = self.control.gateway
+            for name in gw.routes():
+                policy = policies.get(name)
+                if policy is None:
+                    continue
+                try:
+                    self._apply(name, policy, now)
+                except CastwayError as e:
+                    log.warning("recording of route %s: %s", name, e)
+            if now - self._last_retention >= RETENTION_EVERY_S:
+                self._last_retention = now
+                self.prune(now)
+
+    def _apply(self, name: str, policy: Recording, now: float) -> None:
+        route = self.control.gateway.route(name)
+        stats = route.stats()
+        rec = route.recording
+        state = stats["recording"]["state"]
+        want = self.wanted(name, policy, now)
+        if want and state == "stopped":
+            rec.start(
+                self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format
+            )
+            self._slate_paused.discard(name)
+        elif not want and state != "stopped":
+            rec.stop()
+            self._slate_paused.discard(name)
+            return
+        if not want:
+            return
+        on_slate = stats["state"] == "slate" and policy.slate is False
+        if on_slate and name not in self._slate_paused and state != "paused":
+            rec.pause()
+            self._slate_paused.add(name)
+        elif not on_slate and name in self._slate_paused:
+            rec.resume()
+            self._slate_paused.discard(name)
+
+    def prune(self, now: float) -> Pass:
+        """One retention pass over every route's policy."""
+        policies = self.control.recording_policies()
+        self.last_pass = self.retention.run(policies, now, self._writing())
+        return self.last_pass
+
+    def _writing(self) -> frozenset[str]:
+        """The segments the running routes write now."""
+        return frozenset(
+            s["recording"]["segment"] for s in self.control.stats() if s["recording"]["segment"]
+        )
+
+    def _report_deleted(self, route: str, path: str, reason: str) -> None:
+        self.control.gateway.emit(
+            "recording_deleted", route=route,
+            segment=json.dumps({"path": path, "reason": reason}, separators=(",", ":")),
+        )
+
+    # The operator's control
+
+    def _route(self, name: str) -> Route:
+        try:
+            return self.control.gateway.route(name)
+        except CastwayError:
+            raise NotFound(f"route {name!r} is not running") from None
+
+    def start_recording(self, name: str) -> None:
+        with self._lock:
+            self._route(name)
+            self._manual[name] = True
+            policy = self.control.recording_policies().get(name, Recording())
+            self._apply(name, policy, self.clock())
+
+    def stop_recording(self, name: str) -> None:
+        with self._lock:
+            self._route(name)
+            self._manual[name] = False
+            policy = self.control.recording_policies().get(name, Recording())
+            self._apply(name, policy, self.clock())
+
+    def pause_recording(self, name: str, pause: bool) -> None:
+        with self._lock:
+            route = self._route(name)
+            try:
+                if pause:
+                    route.recording.pause()
+                else:
+                    route.recording.resume()
+            except CastwayError:
+                raise FailedPrecondition(f"route {name!r} is not recording") from None
+
+    def status(self, name: str) -> RecordingStats:
+        return self._route(name).recording.stats()
+
+    def segments(self, name: str, start: float | None, end: float | None) -> list[Segment]:
+        if start is not None and end is not None and end < start:
+            raise InvalidArgument("to", "is before `from`")
+        return self.catalog.between(name, start, end)

@@ -1,0 +1,129 @@
+"""Retention: deletes segments by age, by bytes per route and by free space on the recordings
+volume, oldest first, never a segment being written; removes the directories it leaves empty;
+notices files removed by hand. Each pass does bounded work (``MAX_DELETES`` deletions and
+``CHECK_PAGE`` existence checks) and says what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from castway.server.recording.catalog import Catalog, Segment
+from castway.server.specs import Recording
+
+# Deletions per pass, and catalog rows checked for a file removed by hand per pass.
+MAX_DELETES = 200
+CHECK_PAGE = 500
+
+
+@dataclass
+class Pass:
+    """What one pass did: the paths deleted, by reason (``age``, ``bytes``, ``free_space``,
+    ``missing``)."""
+
+    deleted: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, path: str) -> None:
+        self.deleted.setdefault(reason, []).append(path)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.deleted.values())
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class Retention:
+    """Prunes ``root`` (the recordings directory) by the routes' ``policies``."""
+
+    def __init__(
+        self,
+        root: Path,
+        catalog: Catalog,
+        report: Callable[[str, str, str], None],
+        free: Callable[[Path], int] = free_bytes,
+    ) -> None:
+        """``report(route, path, reason)`` is called for each segment deleted or found gone."""
+        self.root, self.catalog, self.report, self.free = root, catalog, report, free
+        self._cursor = ""
+
+    def run(self, policies: Mapping[str, Recording], now: float,
+            writing: frozenset[str] = frozenset()) -> Pass:
+        """One pass. ``writing``: paths being written (never deleted, whatever the catalog
+        says)."""
+        done = Pass()
+        budget = [MAX_DELETES]
+
+        def delete(seg: Segment, reason: str) -> bool:
+            if budget[0] <= 0 or seg.open or seg.path in writing:
+                return False
+            budget[0] -= 1
+            self._delete(seg, reason, done)
+            return True
+
+        for route, policy in sorted(policies.items()):
+            if policy.max_age_s is not None:
+                for seg in self.catalog.oldest(budget[0], route, before=now - policy.max_age_s):
+                    if seg.end <= now - policy.max_age_s:
+                        delete(seg, "age")
+        sizes = self.catalog.route_bytes()
+        for route, policy in sorted(policies.items()):
+            if policy.max_bytes is None:
+                continue
+            over = sizes.get(route, 0) - policy.max_bytes
+            for seg in self.catalog.oldest(budget[0], route) if over > 0 else []:
+                if over <= 0:
+                    break
+                if delete(seg, "bytes"):
+                    over -= seg.bytes
+        floor = max((p.min_free_bytes or 0 for p in policies.values()), default=0)
+        if floor and self.root.exists() and self.free(self.root) < floor:
+            for seg in self.catalog.oldest(budget[0]):
+                if self.free(self.root) >= floor:
+                    break
+                delete(seg, "free_space")
+        self._check_missing(done)
+        return done
+
+    def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
+        path = self.root / seg.path
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            reason = "missing"
+        except OSError:
+            return
+        self.catalog.remove([seg.path])
+        self._prune_dirs(path.parent)
+        done.add(reason, seg.path)
+        self.report(seg.route, seg.path, reason)
+
+    def _prune_dirs(self, d: Path) -> None:
+        root = self.root.resolve()
+        while d.resolve() != root and root in d.resolve().parents:
+            try:
+                d.rmdir()
+            except OSError:
+                return
+            d = d.parent
+
+    def _check_missing(self, done: Pass) -> None:
+        rows = self.catalog.page(self._cursor, CHECK_PAGE)
+        self._cursor = rows[-1].path if len(rows) == CHECK_PAGE else ""
+        gone = [s for s in rows if not s.open and not (self.root / s.path).exists()]
+        if gone:
+            self.catalog.remove([s.path for s in gone])
+        for s in gone:
+            done.add("missing", s.path)
+            self.report(s.route, s.path, "missing")
+
+
+def deleted_json(path: str, reason: str) -> str:
+    return json.dumps({"path": path, "reason": reason}, separators=(",", ":"))

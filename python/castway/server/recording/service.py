@@ -1,0 +1,97 @@
+"""``castway.v1.RecordingService``: the catalog and each route's recorder, over gRPC. Thin:
+proto in, one call into :class:`Recordings`, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from castway.server.errors import ControlError
+from castway.server.recording.catalog import Segment
+from castway.server.recording.clips import CHUNK, make
+from castway.server.recording.manager import Recordings
+from castway.server.servicers import _rpc, _ts, fill
+from castway.v1 import recording_pb2, recording_pb2_grpc, route_pb2
+
+
+def segment_to_pb(s: Segment) -> recording_pb2.Segment:
+    return recording_pb2.Segment(
+        route=s.route, path=s.path, format=s.format, start=_ts(s.start), end=_ts(s.end),
+        duration_s=s.duration, bytes=s.bytes, psi=s.psi, switch=s.switch, gap=s.gap,
+        repaired=s.repaired, keyframes=list(s.keyframes),
+    )
+
+
+class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
+    def __init__(self, recordings: Recordings) -> None:
+        self.recordings = recordings
+
+    def _status(self, route: str) -> route_pb2.RecordingStatus:
+        stats = self.recordings.status(route)
+        return fill(route_pb2.RecordingStatus(), stats)  # type: ignore[return-value]
+
+    @_rpc
+    def ListSegments(
+        self, request: recording_pb2.ListSegmentsRequest, context: Any
+    ) -> recording_pb2.ListSegmentsResponse:
+        start: float | None = None
+        if request.HasField("from"):
+            start = getattr(request, "from").ToNanoseconds() / 1e9
+        end = request.to.ToNanoseconds() / 1e9 if request.HasField("to") else None
+        segs = self.recordings.segments(request.route, start, end)
+        return recording_pb2.ListSegmentsResponse(segments=[segment_to_pb(s) for s in segs])
+
+    @_rpc
+    def StartRecording(
+        self, request: recording_pb2.RecordingRequest, context: Any
+    ) -> route_pb2.RecordingStatus:
+        self.recordings.start_recording(request.route)
+        return self._status(request.route)
+
+    @_rpc
+    def StopRecording(
+        self, request: recording_pb2.RecordingRequest, context: Any
+    ) -> route_pb2.RecordingStatus:
+        self.recordings.stop_recording(request.route)
+        return self._status(request.route)
+
+    @_rpc
+    def PauseRecording(
+        self, request: recording_pb2.RecordingRequest, context: Any
+    ) -> route_pb2.RecordingStatus:
+        self.recordings.pause_recording(request.route, True)
+        return self._status(request.route)
+
+    @_rpc
+    def ResumeRecording(
+        self, request: recording_pb2.RecordingRequest, context: Any
+    ) -> route_pb2.RecordingStatus:
+        self.recordings.pause_recording(request.route, False)
+        return self._status(request.route)
+
+    async def ExportClip(
+        self, request: recording_pb2.ExportClipRequest, context: Any
+    ) -> AsyncIterator[recording_pb2.ClipChunk]:
+        """On the server's event loop (like ``WatchEvents``): the clip is made by ffmpeg on a
+        thread, then streamed from its temporary file; a refusal ends the call with its
+        status before any chunk."""
+        start = getattr(request, "from").ToNanoseconds() / 1e9
+        end = request.to.ToNanoseconds() / 1e9
+        r = self.recordings
+        with tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
+            try:
+                out = await asyncio.to_thread(
+                    make, r.catalog, r.root, request.route, start, end, request.format,
+                    Path(tmp),
+                )
+            except ControlError as e:
+                await context.abort(getattr(grpc.StatusCode, e.code), str(e))
+                return
+            with open(out, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, CHUNK):
+                    yield recording_pb2.ClipChunk(data=chunk)

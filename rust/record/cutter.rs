@@ -1,0 +1,373 @@
+//! Where segments begin: pure logic over the packets a recorder receives, so that each
+//! segment starts with the PAT/PMT and a keyframe and the segments, put end to end, are the
+//! very bytes the outputs carried.
+//!
+//! The stream is cut at the first keyframe after the target duration, but *in front of the
+//! last PAT before it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
+//! audio packet) are held in memory until the next keyframe or the next PAT. A keyframe that
+//! is due finds them held and the new segment begins with them; otherwise they go to the
+//! segment that is open. Nothing is inserted or rewritten: the bytes stay the outputs' bytes.
+//!
+//! ffmpeg writes a PAT and a PMT right before every video keyframe: the cut is clean. A muxer
+//! that writes PSI on a timer only (GStreamer's mpegtsmux, every 100 ms) has a video frame or
+//! two between its last PAT and the keyframe: the segment still starts with the PAT and the
+//! PMT (a demuxer knows the streams at once), but a decoder drops those frames and starts at
+//! the keyframe; such cuts are counted (`cuts_off_keyframe`). A stream with no PAT at all
+//! since the last keyframe is cut at the keyframe itself, without PSI (`cuts_without_psi`).
+//!
+//! Without video (a radio stream) every PAT is a point to cut at.
+
+use crate::ts::{pes_pts, pid, starts_keyframe, Programs, PACKET_SIZE, PTS_WRAP};
+
+/// The most bytes held from a PAT while waiting for a keyframe; past it they are written on
+/// (no keyframe follows that PAT closely).
+const MAX_HELD: usize = 4 * 1024 * 1024;
+
+/// What the cutter tells its writer, in stream order.
+#[derive(Debug, PartialEq)]
+pub enum Step<'a> {
+    /// Close the open segment (if any) and open a new one. `pts`: its first keyframe's PTS;
+    /// `psi`: it begins with the PAT (false: a cut at a keyframe alone).
+    Open { pts: Option<u64>, psi: bool },
+    /// Bytes for the open segment (dropped, counted as skipped, when none is open).
+    Bytes(&'a [u8]),
+    /// A keyframe starts here (its PTS, when its PES header carries one).
+    Keyframe(Option<u64>),
+}
+
+pub struct Cutter {
+    programs: Programs,
+    /// Target duration in 90 kHz ticks.
+    target: u64,
+    /// A segment is open.
+    open: bool,
+    /// Cut at the next chance, due or not (the first segment, after a pause or an error).
+    force: bool,
+    /// The open segment's first keyframe PTS and its arrival time (Unix seconds).
+    start_pts: Option<u64>,
+    start_unix: f64,
+    held: Vec<u8>,
+    held_has_pat: bool,
+    /// Video frames that started in `held` (after its PAT).
+    held_frames: u32,
+    /// Cuts at a PAT with video frames between it and the keyframe.
+    pub cuts_off_keyframe: u64,
+    /// Cuts at a keyframe with no PAT since the last keyframe.
+    pub cuts_without_psi: u64,
+    /// The last two video PTSs (the latest first): where the stream stands, and one frame.
+    pub last_pts: [Option<u64>; 2],
+}
+
+impl Cutter {
+    pub fn new(target_ms: u64) -> Cutter {
+        Cutter {
+            programs: Programs::default(),
+            target: target_ms.saturating_mul(90),
+            open: false,
+            force: true,
+            start_pts: None,
+            start_unix: 0.0,
+            held: Vec::new(),
+            held_has_pat: false,
+            held_frames: 0,
+            cuts_off_keyframe: 0,
+            cuts_without_psi: 0,
+            last_pts: [None, None],
+        }
+    }
+
+    /// The next segment starts at the next point to cut at, however long the open one is
+    /// (`open`: whether the writer still has a segment open).
+    pub fn cut_soon(&mut self, open: bool) {
+        self.force = true;
+        self.open = open;
+    }
+
+    /// Gives up what is held (to the open segment), e.g. before the writer closes it.
+    pub fn flush(&mut self, emit: &mut impl FnMut(Step<'_>)) {
+        if !self.held.is_empty() {
+            emit(Step::Bytes(&self.held));
+            self.held.clear();
+        }
+        self.held_has_pat = false;
+        self.held_frames = 0;
+    }
+
+    /// Where the open segment's video stands: its last frame's PTS plus one frame (None
+    /// without video timestamps).
+    pub fn video_end(&self) -> Option<u64> {
+        let [Some(last), before] = self.last_pts else {
+            return None;
+        };
+        let frame = before.map_or(0, |b| last.wrapping_sub(b) % PTS_WRAP);
+        Some((last + frame.min(90_000)) % PTS_WRAP)
+    }
+
+    /// Whether a keyframe at `pts`, arriving at `unix`, is due to start a new segment.
+    fn due(&self, pts: Option<u64>, unix: f64) -> bool {
+        if self.force || !self.open {
+            return true;
+        }
+        let elapsed = match (self.start_pts, pts) {
+            (Some(a), Some(b)) => b.wrapping_sub(a) % PTS_WRAP,
+            _ => ((unix - self.start_unix).max(0.0) * 90_000.0) as u64,
+        };
+        elapsed >= self.target
+    }
+
+    fn open(&mut self, pts: Option<u64>, unix: f64, psi: bool, emit: &mut impl FnMut(Step<'_>)) {
+        emit(Step::Open { pts, psi });
+        self.open = true;
+        self.force = false;
+        self.start_pts = pts;
+        self.start_unix = unix;
+        if !psi {
+            self.cuts_without_psi += 1;
+        }
+    }
+
+    /// Takes whole packets that arrived at `unix` (Unix seconds) and says what to do with them.
+    pub fn push(&mut self, data: &[u8], unix: f64, emit: &mut impl FnMut(Step<'_>)) {
+        for p in data.chunks_exact(PACKET_SIZE) {
+            self.packet(p, unix, emit);
+        }
+    }
+
+    fn packet(&mut self, p: &[u8], unix: f64, emit: &mut impl FnMut(Step<'_>)) {
+        self.programs.observe(p);
+        let starts = p[1] & 0x40 != 0;
+        let is_pat = starts && pid(p) == 0;
+        let video = self.programs.video();
+        if is_pat {
+            self.flush(emit);
+            if video.is_none() && !self.programs.streams.is_empty() {
+                // No video: a PAT is where the stream can be cut.
+                if self.due(None, unix) {
+                    self.open(None, unix, true, emit);
+                }
+                emit(Step::Bytes(p));
+                return;
+            }
+            self.held.extend_from_slice(p);
+            self.held_has_pat = true;
+            return;
+        }
+        let Some(video) = video else {
+            self.hold_or_emit(p, emit);
+            return;
+        };
+        let video_start = starts && pid(p) == usize::from(video.pid);
+        if video_start {
+            if let Some(pts) = pes_pts(p) {
+                self.last_pts = [Some(pts), self.last_pts[0]];
+            }
+        }
+        if video_start && starts_keyframe(p, video.codec) {
+            let pts = pes_pts(p);
+            if self.due(pts, unix) {
+                if self.held_has_pat {
+                    if self.held_frames > 0 {
+                        self.cuts_off_keyframe += 1;
+                    }
+                    let held = std::mem::take(&mut self.held);
+                    self.held_has_pat = false;
+                    self.held_frames = 0;
+                    self.open(pts, unix, true, emit);
+                    emit(Step::Bytes(&held));
+                    self.held = held;
+                    self.held.clear();
+                } else {
+                    self.flush(emit);
+                    self.open(pts, unix, false, emit);
+                }
+            }
+            self.flush(emit);
+            emit(Step::Keyframe(pts));
+            emit(Step::Bytes(p));
+            return;
+        }
+        self.hold_or_emit(p, emit);
+    }
+
+    /// A packet that is neither a PAT nor a keyframe: held behind a PAT, else passed on.
+    fn hold_or_emit(&mut self, p: &[u8], emit: &mut impl FnMut(Step<'_>)) {
+        if self.held_has_pat {
+            if p[1] & 0x40 != 0
+                && self
+                    .programs
+                    .video()
+                    .is_some_and(|v| usize::from(v.pid) == pid(p))
+            {
+                self.held_frames += 1;
+            }
+            self.held.extend_from_slice(p);
+            if self.held.len() > MAX_HELD {
+                self.flush(emit);
+            }
+            return;
+        }
+        emit(Step::Bytes(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ts::tests::packet;
+
+    /// A PAT naming PMT 0x1000 and a PMT with H.264 video on 0x100, as two packets.
+    fn psi() -> Vec<u8> {
+        fn section_packet(pid: u16, body: &[u8]) -> [u8; PACKET_SIZE] {
+            let mut p = [0xffu8; PACKET_SIZE];
+            p[0] = 0x47;
+            p[1] = 0x40 | (pid >> 8) as u8;
+            p[2] = pid as u8;
+            p[3] = 0x10;
+            p[4] = 0;
+            p[5..5 + body.len()].copy_from_slice(body);
+            p
+        }
+        // table_id, length, id, version, section numbers, then entries, then a CRC (not read).
+        let pat = [
+            0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00, 0, 0, 0, 0,
+        ];
+        let pmt = [
+            0x02, 0xb0, 18, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, 0x1b, 0xe1, 0x00, 0xf0, 0, 0, 0,
+            0, 0,
+        ];
+        let mut out = section_packet(0, &pat).to_vec();
+        out.extend_from_slice(&section_packet(0x1000, &pmt));
+        out
+    }
+
+    fn frame(pts: u64, key: bool) -> Vec<u8> {
+        let mut p = packet(0x100, 0, Some(pts), Some(pts));
+        if key {
+            p[5] |= 0x40;
+        }
+        p.to_vec()
+    }
+
+    /// Runs `data` through a cutter; returns each segment's bytes (bytes before the first are
+    /// left out) and whether it began with PSI.
+    fn segments(cutter: &mut Cutter, data: &[Vec<u8>]) -> Vec<(Vec<u8>, bool)> {
+        let mut out: Vec<(Vec<u8>, bool)> = Vec::new();
+        for d in data {
+            cutter.push(d, 0.0, &mut |s| match s {
+                Step::Open { psi, .. } => out.push((Vec::new(), psi)),
+                Step::Bytes(b) => {
+                    if let Some(last) = out.last_mut() {
+                        last.0.extend_from_slice(b);
+                    }
+                }
+                Step::Keyframe(_) => {}
+            });
+        }
+        let mut tail = Vec::new();
+        cutter.flush(&mut |s| {
+            if let Step::Bytes(b) = s {
+                tail.extend_from_slice(b)
+            }
+        });
+        if let Some(last) = out.last_mut() {
+            last.0.extend_from_slice(&tail);
+        }
+        out
+    }
+
+    #[test]
+    fn segments_begin_at_the_pat_before_the_first_keyframe_past_the_target() {
+        let mut cutter = Cutter::new(1000);
+        let mut data = Vec::new();
+        // GOPs of 10 frames at 25 fps (0.4 s), each keyframe with PSI in front of it.
+        for gop in 0..8u64 {
+            data.push(psi());
+            for f in 0..10u64 {
+                data.push(frame((gop * 10 + f) * 3600, f == 0));
+            }
+        }
+        let segs = segments(&mut cutter, &data);
+        // Cuts at 0, 1.2 s (the first keyframe at or past 1 s), 2.4 s.
+        assert_eq!(segs.len(), 3);
+        let all: Vec<u8> = data.concat();
+        let joined = segs
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(joined == all, "the segments are the stream");
+        for (bytes, psi_first) in &segs {
+            assert!(psi_first);
+            assert_eq!(pid(bytes), 0, "a segment starts with the PAT");
+            assert!(starts_keyframe(
+                &bytes[2 * PACKET_SIZE..],
+                crate::ts::Codec::H264
+            ));
+        }
+        assert_eq!(segs[0].0.len(), 3 * 12 * PACKET_SIZE);
+    }
+
+    #[test]
+    fn a_stream_without_psi_before_its_keyframes_is_cut_at_a_keyframe_and_counted() {
+        let mut cutter = Cutter::new(1000);
+        let mut data = vec![psi()];
+        for f in 0..80u64 {
+            data.push(frame(f * 3600, f % 10 == 0));
+        }
+        let segs = segments(&mut cutter, &data);
+        assert!(segs.len() >= 2, "{}", segs.len());
+        assert!(segs[0].1, "the first begins at the PAT");
+        assert!(segs[1..].iter().all(|s| !s.1));
+        assert_eq!(cutter.cuts_without_psi, segs.len() as u64 - 1);
+        assert_eq!(cutter.cuts_off_keyframe, 0);
+        let all: Vec<u8> = data.concat();
+        let joined = segs
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(joined == all, "the segments are the stream");
+    }
+
+    #[test]
+    fn psi_on_a_timer_is_cut_at_the_last_pat_before_the_keyframe_and_counted() {
+        let mut cutter = Cutter::new(1000);
+        let mut data = vec![psi()];
+        // A PAT every 4 frames, keyframes every 10: frames between the PAT and the keyframe.
+        for f in 0..80u64 {
+            if f % 4 == 1 {
+                data.push(psi());
+            }
+            data.push(frame(f * 3600, f % 10 == 0));
+        }
+        let segs = segments(&mut cutter, &data);
+        assert!(segs.len() >= 2, "{}", segs.len());
+        assert!(
+            segs.iter().all(|s| s.1 && pid(&s.0) == 0),
+            "each starts with the PAT"
+        );
+        assert_eq!(cutter.cuts_off_keyframe, segs.len() as u64 - 1);
+        assert_eq!(cutter.cuts_without_psi, 0);
+        let joined = segs
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(data.concat().ends_with(&joined));
+    }
+
+    #[test]
+    fn bytes_before_the_first_pat_and_keyframe_belong_to_no_segment() {
+        let mut cutter = Cutter::new(1000);
+        let data = vec![
+            frame(0, false),
+            psi(),
+            frame(3600, false),
+            psi(),
+            frame(7200, true),
+        ];
+        let segs = segments(&mut cutter, &data);
+        assert_eq!(segs.len(), 1);
+        assert!(segs[0].0 == [psi(), frame(7200, true)].concat());
+    }
+}

@@ -1,0 +1,345 @@
+//! The recorder: a hub tap that writes a route's outputs' bytes to disk in segments.
+//!
+//! It is isolated like any output. The hub hands it each buffer it hands the outputs (a
+//! reference count, no copy) through [`Intake::offer`], which only puts it on a bounded queue
+//! (bounded in bytes, `queue_bytes`); a full queue is a counted drop, never a wait. One writer
+//! thread per recording drains the queue, finds the cuts (`cutter.rs`: at the PAT before the
+//! first keyframe past the target duration) and writes the segments (`writer.rs`): each as
+//! `NAME.ts.part`, flushed, synced and renamed to `NAME.ts` when it closes. So a slow or full
+//! disk stalls only the writer thread; the route and its outputs go on.
+//!
+//! The writer reports each segment opened and closed, and each error, to the gateway's event
+//! log (`segment_opened`, `segment_closed` with the segment's record as JSON in `segment`,
+//! `recording_error`); the control server catalogs them. docs/recording.md has the design.
+//!
+//! Lock order: `Shared::status` is a leaf (the writer takes it to publish, `stats()` to read);
+//! the event log is pushed to with no lock held.
+
+mod cutter;
+mod mp4;
+pub mod path;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::events::EventLog;
+use crate::limits::check_number;
+use crate::ts::PACKET_SIZE;
+
+pub use path::{check_pattern, DEFAULT_PATTERN};
+
+pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "castway-record",
+        gst::DebugColorFlags::empty(),
+        Some("castway recorder"),
+    )
+});
+
+/// The hub tap id of a route's recorder (no output id can be this: ids have no `#`).
+pub const TAP_ID: &str = "#recorder";
+/// Segment duration unless the policy says otherwise.
+pub const DEFAULT_SEGMENT_MS: u64 = 6_000;
+/// Bytes the recorder may queue before it drops (about 8 s at 8 Mbit/s).
+pub const DEFAULT_RECORD_QUEUE_BYTES: u64 = 8 * 1024 * 1024;
+/// How long `stop` waits for the writer to write what is queued and close its segment.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a recording writes: checked with [`RecordSettings::check`].
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    /// The recordings directory (absolute); every segment is written under it.
+    pub dir: PathBuf,
+    /// Path pattern under `dir` (see `path::check_pattern`).
+    pub pattern: String,
+    /// Target segment duration: the cut is at the first keyframe at or after it.
+    pub segment_ms: u64,
+    /// `ts` (the outputs' bytes, cut by the core) or `mp4` (remuxed by a GStreamer branch).
+    pub format: String,
+    /// Bytes queued for the writer before the recorder drops.
+    pub queue_bytes: u64,
+}
+
+impl RecordSettings {
+    /// Settings for `dir` with the defaults.
+    pub fn new(dir: impl Into<PathBuf>) -> RecordSettings {
+        RecordSettings {
+            dir: dir.into(),
+            pattern: DEFAULT_PATTERN.into(),
+            segment_ms: DEFAULT_SEGMENT_MS,
+            format: "ts".into(),
+            queue_bytes: DEFAULT_RECORD_QUEUE_BYTES,
+        }
+    }
+
+    /// Checks every field; errors are at the field's name.
+    pub fn check(&self) -> Result<()> {
+        check_pattern(&self.pattern).map_err(|e| e.at("recording.path"))?;
+        check_number("recording.segment_ms", self.segment_ms)?;
+        check_number("recording.queue_bytes", self.queue_bytes)?;
+        if !matches!(self.format.as_str(), "ts" | "mp4") {
+            return Err(Error::InvalidConfig(format!(
+                "`{}` is not a recording format (`ts`, `mp4`)",
+                self.format
+            ))
+            .at("recording.format"));
+        }
+        if !self.dir.is_absolute() {
+            return Err(Error::InvalidConfig(format!(
+                "recordings directory `{}` is not absolute",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A recorder's state as its stats show it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RecorderStats {
+    /// `recording` (a segment open or about to open), `paused`, `failing` (the disk refused a
+    /// write: the next segment is tried after a backoff) or `stopped`.
+    pub state: &'static str,
+    /// The open segment, relative to the recordings directory (None: none open).
+    pub segment: Option<String>,
+    /// Bytes in the open segment.
+    pub segment_bytes: u64,
+    /// Segments closed since the recording started.
+    pub segments: u64,
+    /// Bytes written to segments since it started.
+    pub bytes: u64,
+    /// TS packets not recorded for want of room: the queue was full or the disk refused them.
+    pub drops: u64,
+    /// TS packets passed over on purpose: before the first cut, and while paused.
+    pub skipped: u64,
+    /// Segments begun at a PAT a few video frames before their first keyframe (the stream
+    /// carries PSI on a timer, not right before its keyframes).
+    pub cuts_off_keyframe: u64,
+    /// Segments begun at a keyframe without PSI (no PAT since the last keyframe).
+    pub cuts_without_psi: u64,
+    /// Bytes waiting in the queue for the writer.
+    pub queued_bytes: u64,
+    /// Errors since it started (writes, opens, renames).
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// What the writer publishes and `stats()` reads.
+#[derive(Default)]
+struct Status {
+    state: &'static str,
+    segment: Option<String>,
+    segments: u64,
+    errors: u64,
+    last_error: Option<String>,
+    cuts_off_keyframe: u64,
+    cuts_without_psi: u64,
+}
+
+/// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
+#[derive(Default)]
+struct Shared {
+    queued: AtomicU64,
+    max_queue: u64,
+    drops: AtomicU64,
+    skipped: AtomicU64,
+    bytes: AtomicU64,
+    segment_bytes: AtomicU64,
+    paused: AtomicBool,
+    status: Mutex<Status>,
+}
+
+/// A buffer on its way to the writer, with the Unix time the hub handed it over.
+struct Item {
+    buffer: gst::Buffer,
+    unix: f64,
+}
+
+/// The recorder's end of a hub tap: puts buffers on the writer's queue, never waits.
+pub struct Intake {
+    tx: SyncSender<Item>,
+    shared: Arc<Shared>,
+}
+
+impl Intake {
+    /// Queues `buffer` for the writer; false (and counted) when the queue is full.
+    pub fn offer(&self, buffer: &gst::Buffer) -> bool {
+        let size = buffer.size() as u64;
+        let s = &self.shared;
+        if s.queued.load(Relaxed) + size > s.max_queue {
+            s.drops
+                .fetch_add(size.div_ceil(PACKET_SIZE as u64), Relaxed);
+            return false;
+        }
+        s.queued.fetch_add(size, Relaxed);
+        let item = Item {
+            buffer: buffer.clone(),
+            unix: unix_now(),
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                s.queued.fetch_sub(size, Relaxed);
+                s.drops
+                    .fetch_add(size.div_ceil(PACKET_SIZE as u64), Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// A running recording of one route.
+pub struct Recorder {
+    shared: Arc<Shared>,
+    /// Signalled once when the writer has closed its last segment and ended.
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+    pub settings: RecordSettings,
+}
+
+impl Recorder {
+    /// Starts the writer thread for `route`; returns the recorder and the intake to attach to
+    /// the hub. `cuts` reads the hub's count of cuts (a switch inside a segment).
+    pub fn start(
+        route: &str,
+        settings: RecordSettings,
+        log: Arc<EventLog>,
+        cuts: Box<dyn Fn() -> u64 + Send>,
+    ) -> Result<(Recorder, Intake)> {
+        settings.check()?;
+        std::fs::create_dir_all(&settings.dir).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "cannot create the recordings directory `{}`: {e}",
+                settings.dir.display()
+            ))
+        })?;
+        let shared = Arc::new(Shared {
+            max_queue: settings.queue_bytes,
+            status: Mutex::new(Status {
+                state: "recording",
+                ..Status::default()
+            }),
+            ..Shared::default()
+        });
+        // Bounded in bytes by `max_queue`; the count only bounds the channel's own memory.
+        let (tx, rx) = mpsc::sync_channel(65_536);
+        let (done_tx, done_rx) = mpsc::channel();
+        let run: Box<dyn FnOnce(mpsc::Receiver<Item>) + Send> = if settings.format == "mp4" {
+            let w = mp4::Mp4Writer::new(route, &settings, shared.clone(), log, cuts);
+            Box::new(move |rx| w.run(rx))
+        } else {
+            let w = writer::Writer::new(route, &settings, shared.clone(), log, cuts);
+            Box::new(move |rx| w.run(rx))
+        };
+        std::thread::Builder::new()
+            .name(format!("castway-rec-{route}"))
+            .spawn(move || {
+                run(rx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| Error::pipeline(format!("cannot start the recorder's thread: {e}")))?;
+        Ok((
+            Recorder {
+                shared: shared.clone(),
+                done: Mutex::new(Some(done_rx)),
+                settings,
+            },
+            Intake { tx, shared },
+        ))
+    }
+
+    /// Closes the open segment; what arrives until `resume` is skipped (counted).
+    pub fn pause(&self) {
+        self.shared.paused.store(true, Relaxed);
+    }
+
+    /// Goes on recording in a new segment, from the next PAT and keyframe.
+    pub fn resume(&self) {
+        self.shared.paused.store(false, Relaxed);
+    }
+
+    pub fn paused(&self) -> bool {
+        self.shared.paused.load(Relaxed)
+    }
+
+    /// Waits (at most 5 s) for the writer to write what is queued and close its segment. Call
+    /// it after the intake is gone from the hub (the writer ends when its queue is empty and
+    /// every intake dropped). A writer stuck on a hung disk is left to finish on its own.
+    pub fn finish(&self) {
+        if let Some(done) = lock(&self.done).take() {
+            if done.recv_timeout(STOP_WAIT).is_err() {
+                gst::warning!(
+                    CAT,
+                    "recorder still writing after {STOP_WAIT:?}; left to finish"
+                );
+            }
+        }
+    }
+
+    pub fn stats(&self) -> RecorderStats {
+        let s = &self.shared;
+        let status = lock(&s.status);
+        // A pause or resume shows at once; the writer acts on it within `writer::POLL`.
+        let state = match (status.state, s.paused.load(Relaxed)) {
+            ("stopped", _) => "stopped",
+            (_, true) => "paused",
+            ("paused", false) => "recording",
+            (state, false) => state,
+        };
+        RecorderStats {
+            state,
+            segment: status.segment.clone(),
+            segment_bytes: s.segment_bytes.load(Relaxed),
+            segments: status.segments,
+            bytes: s.bytes.load(Relaxed),
+            drops: s.drops.load(Relaxed),
+            skipped: s.skipped.load(Relaxed),
+            cuts_off_keyframe: status.cuts_off_keyframe,
+            cuts_without_psi: status.cuts_without_psi,
+            queued_bytes: s.queued.load(Relaxed),
+            errors: status.errors,
+            last_error: status.last_error.clone(),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_a_counted_drop_not_a_wait() {
+        gst::init().unwrap();
+        let shared = Arc::new(Shared {
+            max_queue: 10 * 1316,
+            ..Shared::default()
+        });
+        // Nobody drains the queue: a writer stuck on a hung disk.
+        let (tx, _rx) = mpsc::sync_channel(65_536);
+        let intake = Intake {
+            tx,
+            shared: shared.clone(),
+        };
+        let buffer = gst::Buffer::from_mut_slice(vec![0x47u8; 1316]);
+        let taken = (0..100).filter(|_| intake.offer(&buffer)).count();
+        assert_eq!(taken, 10);
+        assert_eq!(shared.drops.load(Relaxed), 90 * 7);
+        assert_eq!(shared.queued.load(Relaxed), 10 * 1316);
+    }
+}

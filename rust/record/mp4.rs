@@ -1,0 +1,410 @@
+//! The `mp4` recording format: fragmented MP4 remuxed at the tap, for editors and browsers.
+//!
+//! The writer thread pushes the queue's TS buffers into a pipeline of its own,
+//! `appsrc ! tsdemux ! h264parse/aacparse ! splitmuxsink (mp4mux, 1 s fragments)`;
+//! `splitmuxsink` starts a new file at the first keyframe after the target duration. Each file
+//! is written as `NAME.mp4.part` (the `format-location-full` signal names it) and renamed when
+//! `splitmuxsink` reports it closed. The fragments (a `moof` and an `mdat` each second) make a
+//! file cut short by a crash readable up to its last whole fragment (the server's repair cuts
+//! it there). The appsrc blocks when its 8 MiB are full: then the writer thread waits, its own
+//! queue fills and the tap drops (counted), as with `ts`; the route never waits.
+//!
+//! Unlike `ts` segments, MP4 files are not slices of the output: they are remuxed. Their
+//! record has no keyframe times and `psi` is meaningless (true).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
+use crate::elements::make;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventLog, Kind};
+use crate::ts::PACKET_SIZE;
+
+const POLL: Duration = Duration::from_millis(100);
+/// The appsrc's own bound; past it the writer thread waits.
+const APPSRC_BYTES: u64 = 8 * 1024 * 1024;
+/// How long a pause or a stop waits for the last file to be finished.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The file being written, as `format-location-full` named it.
+#[derive(Default)]
+struct Naming {
+    /// Relative path (with `.mp4`) and `.part` path of each file named, in order.
+    named: Vec<(PathBuf, PathBuf)>,
+}
+
+struct Running {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    naming: Arc<Mutex<Naming>>,
+}
+
+/// A file splitmuxsink opened and has not closed yet.
+struct OpenFile {
+    rel: PathBuf,
+    part: PathBuf,
+    start_unix: f64,
+    start_running: u64,
+    cuts_at_open: u64,
+    drops_at_open: u64,
+}
+
+pub(super) struct Mp4Writer {
+    route: String,
+    settings: RecordSettings,
+    shared: Arc<Shared>,
+    log: Arc<EventLog>,
+    cuts: Box<dyn Fn() -> u64 + Send>,
+    running: Option<Running>,
+    open: Option<OpenFile>,
+    paused: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Mp4Writer {
+    pub fn new(
+        route: &str,
+        settings: &RecordSettings,
+        shared: Arc<Shared>,
+        log: Arc<EventLog>,
+        cuts: Box<dyn Fn() -> u64 + Send>,
+    ) -> Mp4Writer {
+        Mp4Writer {
+            route: route.to_owned(),
+            settings: settings.clone(),
+            shared,
+            log,
+            cuts,
+            running: None,
+            open: None,
+            paused: false,
+            retry_at: None,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<Item>) {
+        loop {
+            let item = match rx.recv_timeout(POLL) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let paused = self.shared.paused.load(Relaxed);
+            if paused != self.paused {
+                self.paused = paused;
+                if paused {
+                    self.finish();
+                    lock(&self.shared.status).state = "paused";
+                } else {
+                    lock(&self.shared.status).state = "recording";
+                }
+            }
+            if let Some(item) = item {
+                let size = item.buffer.size() as u64;
+                self.shared.queued.fetch_sub(size, Relaxed);
+                self.take(item.buffer, size);
+            }
+            self.poll_bus();
+            if let Some(open) = &self.open {
+                if let Ok(meta) = std::fs::metadata(&open.part) {
+                    self.shared.segment_bytes.store(meta.len(), Relaxed);
+                }
+            }
+        }
+        self.finish();
+        lock(&self.shared.status).state = "stopped";
+    }
+
+    fn take(&mut self, buffer: gst::Buffer, size: u64) {
+        let packets = size / PACKET_SIZE as u64;
+        if self.paused {
+            self.shared.skipped.fetch_add(packets, Relaxed);
+            return;
+        }
+        if self.running.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                self.shared.drops.fetch_add(packets, Relaxed);
+                return;
+            }
+            match self.build() {
+                Ok(r) => self.running = Some(r),
+                Err(e) => {
+                    self.shared.drops.fetch_add(packets, Relaxed);
+                    return self.fail(e.to_string());
+                }
+            }
+        }
+        let Some(r) = &self.running else { return };
+        // Blocks while the appsrc holds its 8 MiB (a slow disk): this thread waits, not the
+        // route.
+        if r.appsrc.push_buffer(buffer).is_err() {
+            self.shared.drops.fetch_add(packets, Relaxed);
+        }
+    }
+
+    fn build(&self) -> Result<Running> {
+        let name = format!("{}-rec", self.route);
+        let pipeline = gst::Pipeline::with_name(&name);
+        let appsrc = gst_app::AppSrc::builder()
+            .name(format!("{name}-src"))
+            .caps(
+                &gst::Caps::builder("video/mpegts")
+                    .field("systemstream", true)
+                    .field("packetsize", 188i32)
+                    .build(),
+            )
+            .is_live(true)
+            .stream_type(gst_app::AppStreamType::Stream)
+            .max_bytes(APPSRC_BYTES)
+            .block(true)
+            .build();
+        let demux = make("tsdemux", &format!("{name}-demux"))?;
+        let mux = make("mp4mux", &format!("{name}-mp4mux"))?;
+        mux.set_property("fragment-duration", 1000u32);
+        let split = make("splitmuxsink", &format!("{name}-split"))?;
+        split.set_property("muxer", &mux);
+        split.set_property(
+            "max-size-time",
+            self.settings.segment_ms.saturating_mul(1_000_000),
+        );
+        pipeline.add_many([appsrc.upcast_ref(), &demux, &split])?;
+        appsrc.link(&demux)?;
+
+        let naming = Arc::new(Mutex::new(Naming::default()));
+        let (dir, pattern, route) = (
+            self.settings.dir.clone(),
+            self.settings.pattern.clone(),
+            self.route.clone(),
+        );
+        let named = naming.clone();
+        split.connect("format-location-full", false, move |_| {
+            let rel = path::expand(&pattern, &route, unix_now()).ok()?;
+            let (rel, part) = free_name(&dir, &rel).ok()?;
+            if let Some(parent) = part.parent() {
+                std::fs::create_dir_all(parent).ok()?;
+            }
+            let shown = part.to_string_lossy().into_owned();
+            lock(&named).named.push((rel, part));
+            Some(shown.to_value())
+        });
+
+        let weak = pipeline.downgrade();
+        let split_weak = split.downgrade();
+        demux.connect_pad_added(move |_, pad| {
+            let (Some(pipeline), Some(split)) = (weak.upgrade(), split_weak.upgrade()) else {
+                return;
+            };
+            let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
+            let kind = caps
+                .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+                .unwrap_or_default();
+            let (parser, request) = match kind.as_str() {
+                "video/x-h264" => ("h264parse", "video"),
+                "audio/mpeg" => ("aacparse", "audio_%u"),
+                _ => ("fakesink", ""),
+            };
+            let Ok(first) = gst::ElementFactory::make(parser).build() else {
+                return;
+            };
+            let queue = gst::ElementFactory::make("queue").build().ok();
+            let mut chain = vec![first.clone()];
+            chain.extend(queue.clone());
+            if pipeline.add_many(&chain).is_err() {
+                return;
+            }
+            let _ = gst::Element::link_many(&chain);
+            for e in &chain {
+                let _ = e.sync_state_with_parent();
+            }
+            let _ = pad.link(&first.static_pad("sink").expect("a sink pad"));
+            if request.is_empty() {
+                return;
+            }
+            let last = chain.last().expect("a chain");
+            if let (Some(src), Some(sink)) =
+                (last.static_pad("src"), split.request_pad_simple(request))
+            {
+                let _ = src.link(&sink);
+            }
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| Error::pipeline(format!("recording pipeline: {e}")))?;
+        Ok(Running {
+            pipeline,
+            appsrc,
+            naming,
+        })
+    }
+
+    /// Handles what the pipeline reported: files opened and closed, errors.
+    fn poll_bus(&mut self) {
+        let Some(bus) = self.running.as_ref().and_then(|r| r.pipeline.bus()) else {
+            return;
+        };
+        while let Some(msg) = bus.pop() {
+            self.handle(&msg);
+        }
+    }
+
+    fn handle(&mut self, msg: &gst::Message) {
+        use gst::MessageView as M;
+        match msg.view() {
+            M::Element(e) => {
+                let Some(s) = e.structure() else { return };
+                let running = s
+                    .get::<gst::ClockTime>("running-time")
+                    .map_or(0, |t| t.nseconds());
+                match s.name().as_str() {
+                    "splitmuxsink-fragment-opened" => self.opened(running),
+                    "splitmuxsink-fragment-closed" => self.closed(running),
+                    _ => {}
+                }
+            }
+            M::Error(e) => {
+                let why = format!("{} ({})", e.error(), e.debug().unwrap_or_default());
+                self.teardown();
+                self.fail(why);
+            }
+            _ => {}
+        }
+    }
+
+    fn opened(&mut self, running: u64) {
+        let Some((rel, part)) = self
+            .running
+            .as_ref()
+            .and_then(|r| lock(&r.naming).named.last().cloned())
+        else {
+            return;
+        };
+        let start_unix = unix_now();
+        {
+            let mut status = lock(&self.shared.status);
+            status.segment = Some(rel.to_string_lossy().into_owned());
+            status.state = "recording";
+        }
+        let mut event = Event::new(Kind::SegmentOpened);
+        event.route = Some(self.route.clone());
+        event.segment = Some(format!(
+            "{{\"path\":{},\"format\":\"mp4\",\"start\":{start_unix:.3}}}",
+            super::writer::json_text(&rel.to_string_lossy())
+        ));
+        self.log.push(event);
+        self.open = Some(OpenFile {
+            rel,
+            part,
+            start_unix,
+            start_running: running,
+            cuts_at_open: (self.cuts)(),
+            drops_at_open: self.shared.drops.load(Relaxed),
+        });
+    }
+
+    fn closed(&mut self, running: u64) {
+        let Some(open) = self.open.take() else { return };
+        let final_path = self.settings.dir.join(&open.rel);
+        if let Err(e) = std::fs::rename(&open.part, &final_path) {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(format!("cannot rename `{}`: {e}", open.part.display()));
+            return;
+        }
+        let bytes = std::fs::metadata(&final_path).map_or(0, |m| m.len());
+        let duration = running.saturating_sub(open.start_running) as f64 / 1e9;
+        let end = unix_now();
+        self.shared.bytes.fetch_add(bytes, Relaxed);
+        self.shared.segment_bytes.store(0, Relaxed);
+        {
+            let mut status = lock(&self.shared.status);
+            status.segments += 1;
+            status.segment = None;
+        }
+        self.backoff = FIRST_BACKOFF;
+        let switch = (self.cuts)() != open.cuts_at_open;
+        let gap = self.shared.drops.load(Relaxed) != open.drops_at_open;
+        let mut event = Event::new(Kind::SegmentClosed);
+        event.route = Some(self.route.clone());
+        event.segment = Some(format!(
+            "{{\"path\":{},\"format\":\"mp4\",\"start\":{:.3},\"end\":{end:.3},\
+             \"duration\":{duration:.3},\"bytes\":{bytes},\"psi\":true,\"switch\":{switch},\
+             \"gap\":{gap},\"keyframes\":[]}}",
+            super::writer::json_text(&open.rel.to_string_lossy()),
+            open.start_unix,
+        ));
+        gst::debug!(
+            CAT,
+            "{}: mp4 segment {} closed",
+            self.route,
+            open.rel.display()
+        );
+        self.log.push(event);
+    }
+
+    /// Ends the pipeline's stream so the last file is finished, and stops it (a pause, a
+    /// stop). Waits at most `FINISH_WAIT` for the end of stream.
+    fn finish(&mut self) {
+        let Some(r) = &self.running else { return };
+        let _ = r.appsrc.end_of_stream();
+        let bus = r.pipeline.bus();
+        let deadline = Instant::now() + FINISH_WAIT;
+        while let Some(bus) = &bus {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+            else {
+                break;
+            };
+            if matches!(msg.view(), gst::MessageView::Eos(_)) {
+                break;
+            }
+            self.handle(&msg);
+            if self.running.is_none() {
+                return;
+            }
+        }
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = crate::pipeline::set_state_bounded(&r.pipeline, gst::State::Null, FINISH_WAIT);
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        gst::warning!(CAT, "{}: {error}", self.route);
+        {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+            status.state = "failing";
+            status.segment = None;
+        }
+        let mut event = Event::new(Kind::RecordingError);
+        event.route = Some(self.route.clone());
+        event.error = Some(error);
+        self.log.push(event);
+        // What the failed file holds stays as `.part`: the server repairs it at its next start.
+        self.open = None;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// `rel.mp4` under `dir`, or `rel-1.mp4`, … when taken; with its `.part` path.
+fn free_name(dir: &Path, rel: &Path) -> std::result::Result<(PathBuf, PathBuf), String> {
+    super::writer::free_name_with(dir, rel, "mp4")
+}

@@ -1,0 +1,452 @@
+//! The recorder's writer thread: drains the queue, lets the cutter say where segments begin,
+//! writes each as `NAME.ts.part` and renames it to `NAME.ts` once flushed and synced, and
+//! reports segments and errors to the event log.
+//!
+//! A write that fails (a full disk, a removed directory) closes the segment with what reached
+//! the disk (cut to whole packets), reports the error, and counts what follows as drops until
+//! the next cut after a backoff (1 s, doubling to 30 s) opens a new segment.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cutter::{Cutter, Step};
+use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
+use crate::events::{Event, EventLog, Kind};
+use crate::ts::{PACKET_SIZE, PTS_WRAP};
+
+/// How often the writer looks at its controls (pause) when no data arrives.
+const POLL: Duration = Duration::from_millis(100);
+/// Bytes written to the `.part` file at a time.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// What is buffered reaches the file at least this often: what a crash may lose at most.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Arrival times further apart than this inside a segment are a gap (the input paused).
+const GAP_SECS: f64 = 1.0;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Keyframe times kept per segment (an hour of 1 s GOPs).
+const MAX_KEYFRAMES: usize = 3600;
+
+/// The segment being written.
+struct Open {
+    /// Relative to the recordings directory, with its extension.
+    rel: PathBuf,
+    part: PathBuf,
+    file: BufWriter<File>,
+    start_unix: f64,
+    last_unix: f64,
+    /// Its first keyframe's PTS.
+    start_pts: Option<u64>,
+    /// Bytes written to it.
+    bytes: u64,
+    psi: bool,
+    gap: bool,
+    cuts_at_open: u64,
+    drops_at_open: u64,
+    /// Keyframe times from the segment's start, in seconds.
+    keyframes: Vec<f64>,
+    flushed: Instant,
+}
+
+pub(super) struct Writer {
+    cutter: Cutter,
+    out: Files,
+    paused: bool,
+}
+
+/// The writer's files: what the cutter's steps act on.
+struct Files {
+    route: String,
+    settings: RecordSettings,
+    shared: Arc<Shared>,
+    log: Arc<EventLog>,
+    cuts: Box<dyn Fn() -> u64 + Send>,
+    open: Option<Open>,
+    /// After a failed write: no segment opens before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// A step failed: the cutter is to cut at its next chance.
+    failed: bool,
+}
+
+impl Writer {
+    pub fn new(
+        route: &str,
+        settings: &RecordSettings,
+        shared: Arc<Shared>,
+        log: Arc<EventLog>,
+        cuts: Box<dyn Fn() -> u64 + Send>,
+    ) -> Writer {
+        Writer {
+            cutter: Cutter::new(settings.segment_ms),
+            out: Files {
+                route: route.to_owned(),
+                settings: settings.clone(),
+                shared,
+                log,
+                cuts,
+                open: None,
+                retry_at: None,
+                backoff: FIRST_BACKOFF,
+                failed: false,
+            },
+            paused: false,
+        }
+    }
+
+    /// Until every intake is gone and the queue is empty.
+    pub fn run(mut self, rx: Receiver<Item>) {
+        loop {
+            let item = match rx.recv_timeout(POLL) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.follow_controls();
+            if let Some(item) = item {
+                self.out
+                    .shared
+                    .queued
+                    .fetch_sub(item.buffer.size() as u64, Relaxed);
+                self.take(item);
+            }
+        }
+        self.close_segment();
+        lock(&self.out.shared.status).state = "stopped";
+    }
+
+    /// Writes what the cutter holds and closes the open segment (a pause, a stop).
+    fn close_segment(&mut self) {
+        let now = unix_now();
+        let out = &mut self.out;
+        self.cutter.flush(&mut |s| out.apply(s, now));
+        let end_pts = self.cutter.video_end();
+        let last = self.out.open.as_ref().map_or(now, |o| o.last_unix);
+        self.out.close(end_pts, last);
+        self.after_steps();
+    }
+
+    fn after_steps(&mut self) {
+        if std::mem::take(&mut self.out.failed) {
+            self.cutter.cut_soon(false);
+        }
+        if self.out.open.is_none() {
+            self.cutter.cut_soon(false);
+        }
+    }
+
+    fn follow_controls(&mut self) {
+        let paused = self.out.shared.paused.load(Relaxed);
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        if paused {
+            self.close_segment();
+            lock(&self.out.shared.status).state = "paused";
+        } else {
+            self.cutter.cut_soon(false);
+            lock(&self.out.shared.status).state = "recording";
+        }
+    }
+
+    fn take(&mut self, item: Item) {
+        let packets = (item.buffer.size() / PACKET_SIZE) as u64;
+        if self.paused {
+            self.out.shared.skipped.fetch_add(packets, Relaxed);
+            return;
+        }
+        let Ok(map) = item.buffer.map_readable() else {
+            self.out.shared.drops.fetch_add(packets, Relaxed);
+            return;
+        };
+        if let Some(open) = &mut self.out.open {
+            if item.unix - open.last_unix > GAP_SECS {
+                open.gap = true;
+            }
+            open.last_unix = item.unix;
+        }
+        let out = &mut self.out;
+        self.cutter
+            .push(&map, item.unix, &mut |s| out.apply(s, item.unix));
+        let (off, without) = (self.cutter.cuts_off_keyframe, self.cutter.cuts_without_psi);
+        let mut status = lock(&self.out.shared.status);
+        status.cuts_off_keyframe = off;
+        status.cuts_without_psi = without;
+        drop(status);
+        self.after_steps();
+    }
+}
+
+impl Files {
+    fn apply(&mut self, step: Step<'_>, unix: f64) {
+        match step {
+            Step::Open { pts, psi } => {
+                self.close(pts, unix);
+                if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                    // Still backing off: the cutter thinks a segment is open; it is not.
+                    return;
+                }
+                self.retry_at = None;
+                self.open_segment(pts, psi, unix);
+            }
+            Step::Keyframe(pts) => {
+                if let Some(open) = &mut self.open {
+                    if open.keyframes.len() < MAX_KEYFRAMES {
+                        let t = match (open.start_pts, pts) {
+                            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+                            _ => unix - open.start_unix,
+                        };
+                        open.keyframes.push((t * 1000.0).round() / 1000.0);
+                    }
+                }
+            }
+            Step::Bytes(bytes) => self.write(bytes),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let packets = (bytes.len() / PACKET_SIZE) as u64;
+        let Some(open) = &mut self.open else {
+            if self.retry_at.is_some() {
+                self.shared.drops.fetch_add(packets, Relaxed);
+            } else {
+                self.shared.skipped.fetch_add(packets, Relaxed);
+            }
+            return;
+        };
+        let mut written = open.file.write_all(bytes);
+        if written.is_ok() && open.flushed.elapsed() >= FLUSH_EVERY {
+            open.flushed = Instant::now();
+            written = open.file.flush();
+        }
+        match written {
+            Ok(()) => {
+                open.bytes += bytes.len() as u64;
+                self.shared.bytes.fetch_add(bytes.len() as u64, Relaxed);
+                self.shared.segment_bytes.store(open.bytes, Relaxed);
+            }
+            Err(e) => {
+                self.shared.drops.fetch_add(packets, Relaxed);
+                let why = format!("cannot write `{}`: {e}", open.rel.display());
+                self.fail(why);
+            }
+        }
+    }
+
+    /// A write, open or close failed: closes what is open with what reached the disk and
+    /// backs off before the next segment.
+    fn fail(&mut self, error: String) {
+        gst::warning!(CAT, "{}: {error}", self.route);
+        {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+            status.state = "failing";
+        }
+        let mut event = Event::new(Kind::RecordingError);
+        event.route = Some(self.route.clone());
+        event.error = Some(error.clone());
+        self.log.push(event);
+        if let Some(open) = self.open.take() {
+            self.finish(open, None, unix_now(), Some(error));
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.failed = true;
+    }
+
+    fn open_segment(&mut self, pts: Option<u64>, psi: bool, unix: f64) {
+        let rel = match path::expand(&self.settings.pattern, &self.route, unix) {
+            Ok(rel) => rel,
+            Err(e) => return self.fail(e.to_string()),
+        };
+        let (rel, part) = match free_name(&self.settings.dir, &rel) {
+            Ok(names) => names,
+            Err(e) => return self.fail(e),
+        };
+        let file = match create(&part) {
+            Ok(f) => f,
+            Err(e) => return self.fail(format!("cannot create `{}`: {e}", part.display())),
+        };
+        gst::debug!(CAT, "{}: segment {} opened", self.route, rel.display());
+        {
+            let mut status = lock(&self.shared.status);
+            status.segment = Some(rel.to_string_lossy().into_owned());
+            status.state = "recording";
+        }
+        self.shared.segment_bytes.store(0, Relaxed);
+        let mut event = Event::new(Kind::SegmentOpened);
+        event.route = Some(self.route.clone());
+        event.segment = Some(format!(
+            "{{\"path\":{},\"format\":\"ts\",\"start\":{unix:.3}}}",
+            json_text(&rel.to_string_lossy())
+        ));
+        self.log.push(event);
+        self.open = Some(Open {
+            rel,
+            part,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            start_unix: unix,
+            last_unix: unix,
+            start_pts: pts,
+            bytes: 0,
+            psi,
+            gap: false,
+            cuts_at_open: (self.cuts)(),
+            drops_at_open: self.shared.drops.load(Relaxed),
+            keyframes: Vec::new(),
+            flushed: Instant::now(),
+        });
+    }
+
+    /// Closes the open segment, if any; `end_pts` is the next segment's first keyframe.
+    fn close(&mut self, end_pts: Option<u64>, unix: f64) {
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let synced = open
+            .file
+            .flush()
+            .and_then(|()| open.file.get_ref().sync_data());
+        if let Err(e) = synced {
+            let why = format!("cannot write `{}`: {e}", open.rel.display());
+            self.open = Some(open);
+            return self.fail(why);
+        }
+        self.finish(open, end_pts, unix, None);
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Renames a closed (or failed) segment into place and reports it.
+    fn finish(&mut self, open: Open, end_pts: Option<u64>, unix: f64, error: Option<String>) {
+        let Open {
+            rel,
+            part,
+            file,
+            start_unix,
+            start_pts,
+            bytes,
+            psi,
+            gap,
+            cuts_at_open,
+            drops_at_open,
+            keyframes,
+            last_unix,
+            flushed: _,
+        } = open;
+        // A failed segment keeps what reached the disk, cut to whole packets.
+        let (file, _) = file.into_parts();
+        let mut size = bytes;
+        if error.is_some() {
+            if let Ok(meta) = file.metadata() {
+                size = meta.len() - meta.len() % PACKET_SIZE as u64;
+                let _ = file.set_len(size);
+            }
+        }
+        drop(file);
+        // At a cut the segment ends where the next begins; after a failed write with its
+        // last data.
+        let end = if error.is_some() { last_unix } else { unix };
+        let duration = match (start_pts, end_pts) {
+            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+            _ => (end - start_unix).max(0.0),
+        };
+        let path = self.settings.dir.join(&rel);
+        if let Err(e) = std::fs::rename(&part, &path) {
+            let error = format!("cannot rename `{}`: {e}", part.display());
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error);
+            return;
+        }
+        let switch = (self.cuts)() != cuts_at_open;
+        let gap = gap || self.shared.drops.load(Relaxed) != drops_at_open;
+        {
+            let mut status = lock(&self.shared.status);
+            status.segments += 1;
+            status.segment = None;
+        }
+        self.shared.segment_bytes.store(0, Relaxed);
+        let keys: Vec<String> = keyframes.iter().map(|k| format!("{k}")).collect();
+        let mut event = Event::new(Kind::SegmentClosed);
+        event.route = Some(self.route.clone());
+        event.error = error;
+        event.segment = Some(format!(
+            "{{\"path\":{},\"format\":\"ts\",\"start\":{start_unix:.3},\"end\":{:.3},\
+             \"duration\":{duration:.3},\"bytes\":{size},\"psi\":{psi},\"switch\":{switch},\
+             \"gap\":{gap},\"keyframes\":[{}]}}",
+            json_text(&rel.to_string_lossy()),
+            end,
+            keys.join(",")
+        ));
+        gst::debug!(CAT, "{}: segment {} closed", self.route, rel.display());
+        self.log.push(event);
+    }
+}
+
+/// `rel.ts` under `dir`, or `rel-1.ts`, `rel-2.ts`, … when taken; with its `.part` path.
+fn free_name(dir: &Path, rel: &Path) -> Result<(PathBuf, PathBuf), String> {
+    free_name_with(dir, rel, "ts")
+}
+
+/// `rel.EXT` under `dir`, or `rel-1.EXT`, … when taken; with its `.part` path.
+pub(super) fn free_name_with(
+    dir: &Path,
+    rel: &Path,
+    ext: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    for n in 0..100 {
+        let stem = rel
+            .file_name()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let name = match n {
+            0 => rel.with_file_name(format!("{stem}.{ext}")),
+            n => rel.with_file_name(format!("{stem}-{n}.{ext}")),
+        };
+        let path = dir.join(&name);
+        let part = part_of(&path);
+        if !path.exists() && !part.exists() {
+            return Ok((name, part));
+        }
+    }
+    Err(format!(
+        "no free name for `{}` under `{}`",
+        rel.display(),
+        dir.display()
+    ))
+}
+
+fn part_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+fn create(part: &Path) -> std::io::Result<File> {
+    if let Some(parent) = part.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    File::options().write(true).create_new(true).open(part)
+}
+
+/// `text` as a JSON string.
+pub(super) fn json_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,85 @@
+//! The route's recorder: start, pause, resume and stop a recording (a hub tap, `record/`),
+//! and its stats. A recording never touches the outputs: attaching and detaching a tap is a
+//! list edit under the hub's `taps` lock.
+
+use std::sync::Arc;
+
+use super::{lock, Route};
+use crate::error::{Error, Result};
+use crate::hub::Tap;
+use crate::record::{RecordSettings, Recorder, RecorderStats, TAP_ID};
+
+impl Route {
+    /// Starts recording with `settings`; an error if it records already (pause and resume
+    /// it, or stop it first).
+    pub fn start_recording(&self, settings: RecordSettings) -> Result<()> {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Err(Error::Closed(format!("route `{}`", self.name)));
+        }
+        if inner.recording {
+            return Err(Error::AlreadyExists(format!(
+                "a recording of route `{}`",
+                self.name
+            )));
+        }
+        let hub = Arc::downgrade(&self.hub);
+        let cuts = Box::new(move || hub.upgrade().map_or(0, |h| h.splice_stats().cuts));
+        let (recorder, intake) = Recorder::start(&self.name, settings, self.log.clone(), cuts)?;
+        self.hub
+            .attach(Arc::new(Tap::record(TAP_ID.into(), intake, Arc::default())));
+        inner.recorder = Some(Arc::new(recorder));
+        inner.recording = true;
+        Ok(())
+    }
+
+    /// Pauses (`true`) or resumes the recording: a pause closes the open segment; a resume
+    /// opens a new one at the next PAT and keyframe.
+    pub fn pause_recording(&self, pause: bool) -> Result<()> {
+        let inner = lock(&self.inner);
+        match &inner.recorder {
+            Some(r) if inner.recording && pause => r.pause(),
+            Some(r) if inner.recording => r.resume(),
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "a recording of route `{}`",
+                    self.name
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the recording: what is queued is written and the open segment closed (waiting
+    /// at most 5 s for the disk, with the route's lock let go). Its stats stay until the next
+    /// start.
+    pub fn stop_recording(&self) -> Result<()> {
+        let recorder = {
+            let mut inner = lock(&self.inner);
+            if !inner.recording {
+                return Err(Error::NotFound(format!(
+                    "a recording of route `{}`",
+                    self.name
+                )));
+            }
+            inner.recording = false;
+            drop(self.hub.detach(TAP_ID));
+            inner.recorder.clone()
+        };
+        if let Some(r) = recorder {
+            r.finish();
+        }
+        Ok(())
+    }
+
+    /// The recorder's stats (state `stopped` when it never ran).
+    pub(super) fn recording_stats(&self, inner: &super::Inner) -> RecorderStats {
+        match &inner.recorder {
+            Some(r) => r.stats(),
+            None => RecorderStats {
+                state: "stopped",
+                ..RecorderStats::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,558 @@
+"""Recording: keyframe-clean TS segments that are exact slices of what the outputs carry,
+written as `.part` and renamed, without disturbing the outputs (docs/recording.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import castway
+from castway.cli import main
+from castway.client import Client
+from castway.server import run_server
+from castway.server.recording.retention import free_bytes
+from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
+
+from support import wait_until
+from support.clips import decode_errors, make_clip
+from support.control import ADMIN, CODE, ServeProcess, Server, expect, spec, test_input
+from support.net import free_port
+from support.peers import Peers, srt_receiver
+from support.senders import UdpSender
+from support.ts import ts_continuity, whole_gops
+
+PACKET = 188
+
+
+@pytest.fixture(scope="module")
+def gop_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """12 s at 25 fps with a keyframe every second (ffmpeg puts PAT/PMT before each)."""
+    path = tmp_path_factory.mktemp("rec") / "gop1s.ts"
+    return make_clip(path, 12, "320x180", 500, gop=25).read_bytes()
+
+
+def segments_closed(gateway: castway.Gateway, route: str) -> list[dict[str, Any]]:
+    """The records of the segments `route` closed, in order."""
+    return [
+        json.loads(e["segment"])
+        for e in gateway.wait_events(0, 0.0, 100_000)
+        if e["kind"] == "segment_closed" and e.get("route") == route
+    ]
+
+
+def srt_output_with_receiver(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, name: str = "r"
+) -> tuple[castway.Route, int, Any]:
+    """A route from a UDP input to an SRT listener output, with srt-live-transmit connected
+    to it (forwarding to a UDP capture)."""
+    in_port, out_port = free_port(), free_port()
+    route = gateway.add_route(
+        name, f"udp://127.0.0.1:{in_port}", f"srt://127.0.0.1:{out_port}?mode=listener"
+    )
+    cap = udp_capture()
+    srt_receiver(peers, out_port, cap)
+    wait_until(
+        lambda: route.stats()["outputs"][0]["srt"]["callers"], 10, "the receiver connected"
+    )
+    return route, in_port, cap
+
+
+def test_ts_segments_start_clean_and_join_into_what_an_srt_receiver_got(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, tmp_path: Path, gop_clip: bytes
+) -> None:
+    route, in_port, cap = srt_output_with_receiver(gateway, peers, udp_capture)
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=2500, path="{route}/%Y%m%d/%H%M%S")
+    assert route.recording.stats()["state"] == "recording"
+    UdpSender(gop_clip, in_port, bitrate=4e6).join()
+    out_bytes = len(gop_clip)
+    wait_until(lambda: route.stats()["outputs"][0]["bytes"] >= out_bytes, 10, "all sent out")
+    wait_until(lambda: cap.size >= out_bytes, 10, "all at the receiver")
+    route.recording.stop()
+
+    segs = segments_closed(gateway, "r")
+    assert len(segs) >= 3, segs
+    assert not list(rec.rglob("*.part"))
+    stats = route.recording.stats()
+    assert stats["state"] == "stopped"
+    assert stats["drops"] == 0 and stats["errors"] == 0
+    assert stats["segments"] == len(segs)
+    assert stats["bytes"] == sum(s["bytes"] for s in segs)
+    joined = b""
+    for s in segs:
+        data = (rec / s["path"]).read_bytes()
+        assert len(data) == s["bytes"]
+        assert s["psi"] and data[1:3] == b"\x40\x00", "a segment starts with the PAT"
+        assert decode_errors(rec / s["path"]) == "", s["path"]
+        assert s["keyframes"] and s["keyframes"][0] == 0
+        assert not s["switch"] and not s["gap"]
+        joined += data
+    # Cut at the first keyframe at or after 2.5 s: within one GOP (1 s) of the target.
+    for s in segs[:-1]:
+        assert 2.5 <= s["duration"] < 3.5 + 0.05, s
+    # Exact slices of the output: together they are a run of the receiver's bytes, and the
+    # recording misses nothing from its first PAT to the end.
+    assert cap.data.find(joined) >= 0
+    assert gop_clip.endswith(joined)
+    assert stats["skipped"] * PACKET == len(gop_clip) - len(joined)
+    assert ts_continuity(joined)["cc_errors"] == 0
+
+
+# The control server: policy in the spec, the catalog, RecordingService and the CLI.
+
+
+def rec_spec(in_port: int, **policy: Any) -> spec_pb2.RouteSpec:
+    return spec([f"udp://127.0.0.1:{in_port}"], recording=spec_pb2.Recording(**policy))
+
+
+def list_segments(server: Server, route: str, **times: float) -> list[recording_pb2.Segment]:
+    req = recording_pb2.ListSegmentsRequest(route=route)
+    for name, t in times.items():
+        getattr(req, name).FromNanoseconds(int(t * 1e9))
+    reply = server.client.recordings.ListSegments(req, metadata=server.client.metadata)
+    return list(reply.segments)
+
+
+def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
+    server: Server, gop_clip: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    in_port = free_port()
+    server.create("news", rec_spec(in_port, enabled=True, segment_ms=2000))
+    root = server.running.recordings.root  # type: ignore[union-attr]
+    wait_until(
+        lambda: server.get("news").status.recording.state == "recording", 10, "recording"
+    )
+    UdpSender(gop_clip, in_port, bitrate=4e6).join()
+    wait_until(lambda: len(list_segments(server, "news")) >= 4, 10, "segments cataloged")
+    segs = list_segments(server, "news")
+    for s in segs:
+        data = (root / s.path).read_bytes()
+        assert s.route == "news" and s.bytes == len(data) and data[1:3] == b"\x40\x00"
+        assert s.keyframes[0] == 0 and s.format == "ts" and not s.repaired
+    # A range maps to the segments overlapping it.
+    one = list_segments(
+        server, "news", **{"from": segs[1].start.ToNanoseconds() / 1e9},
+        to=segs[2].start.ToNanoseconds() / 1e9,
+    )
+    assert [s.path for s in one] == [segs[1].path]
+    assert list_segments(server, "news", to=segs[0].start.ToNanoseconds() / 1e9 - 60) == []
+    # The same from the CLI.
+    code = main([
+        "recording", "list", "news", "--addr", server.addr, "--key", ADMIN,
+        "--from", str(segs[1].start.ToNanoseconds() / 1e9),
+        "--to", str(segs[2].start.ToNanoseconds() / 1e9),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0 and segs[1].path in out and segs[0].path not in out
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"path": "../elsewhere/%Y"}, "spec.recording.path"),
+        ({"path": "/abs/{route}"}, "spec.recording.path"),
+        ({"path": "{route}/../../x"}, "spec.recording.path"),
+        ({"segment_ms": 10}, "spec.recording.segment_ms"),
+        ({"format": "mkv"}, "spec.recording.format"),
+        ({"format": "MP4"}, "spec.recording.format"),
+        ({"max_age_s": 1}, "spec.recording.max_age_s"),
+        ({"schedule": "mon 25:00-26:00"}, "spec.recording.schedule"),
+        ({"schedule": "someday 10:00-11:00"}, "spec.recording.schedule"),
+        ({"timezone": "Mars/Olympus_Mons"}, "spec.recording.timezone"),
+    ],
+)
+def test_a_bad_recording_policy_is_refused_naming_its_field(
+    server: Server, policy: dict[str, Any], field: str
+) -> None:
+    details = expect(
+        CODE.INVALID_ARGUMENT, lambda: server.create("r", rec_spec(free_port(), **policy))
+    )
+    assert details.startswith(field), details
+
+
+def test_a_route_inherits_its_recording_policy_from_its_template(server: Server) -> None:
+    tmpl = spec_pb2.RouteSpec(recording=spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H"))
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(name="t", spec=tmpl), metadata=server.client.metadata
+    )
+    s = rec_spec(free_port(), enabled=False)
+    s.template = "t"
+    r = server.create("r", s)
+    assert r.resolved.recording.segment_ms == 3000
+    assert r.resolved.recording.path == "x/{route}/%H"
+    assert not r.resolved.recording.enabled
+    assert r.status.recording.state == "stopped"
+
+
+def test_start_pause_resume_stop_leave_an_srt_receiver_without_a_gap_or_cc_error(
+    server: Server, peers: Peers, udp_capture: Any, gop_clip: bytes
+) -> None:
+    in_port, out_port = free_port(), free_port()
+    server.create("r", spec(
+        [f"udp://127.0.0.1:{in_port}"], [f"srt://127.0.0.1:{out_port}?mode=listener"],
+        recording=spec_pb2.Recording(segment_ms=1000),
+    ))
+    cap = udp_capture()
+    srt_receiver(peers, out_port, cap)
+    wait_until(lambda: server.get("r").status.outputs[0].srt.callers, 10, "receiver connected")
+    md = server.client.metadata
+    rec = server.client.recordings
+
+    def call(method: Any) -> Any:
+        return method(recording_pb2.RecordingRequest(route="r"), metadata=md, timeout=30)
+
+    sender = UdpSender(gop_clip, in_port, bitrate=2e6)
+    steps = [
+        (rec.StartRecording, "recording"), (rec.PauseRecording, "paused"),
+        (rec.ResumeRecording, "recording"), (rec.StopRecording, "stopped"),
+        (rec.StartRecording, "recording"), (rec.StopRecording, "stopped"),
+    ]
+    for i, (method, state) in enumerate(steps):
+        # Each step a sixth of the way further into the clip.
+        wait_until(
+            lambda i=i: cap.size >= len(gop_clip) * (i + 1) // (len(steps) + 1), 20,
+            f"the receiver at step {i}",
+        )
+        assert call(method).state == state
+    sender.join()
+    wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the receiver")
+    assert cap.data == gop_clip, "the receiver got every byte, in order"
+    assert ts_continuity(cap.data)["cc_errors"] == 0
+    status = server.get("r").status.recording
+    assert status.segments >= 2 and status.skipped > 0 and status.drops == 0
+    # Stopped by hand: the policy (off) does not start it again, nor does a tick.
+    server.running.recordings.tick(time.time())  # type: ignore[union-attr]
+    assert server.get("r").status.recording.state == "stopped"
+    expect(CODE.FAILED_PRECONDITION, lambda: call(rec.PauseRecording))
+    expect(CODE.NOT_FOUND, lambda: rec.StartRecording(
+        recording_pb2.RecordingRequest(route="nope"), metadata=md, timeout=30))
+
+
+def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(data)
+    key = (data / "admin.key").read_text().strip()
+    root = data / "media" / "recordings"
+    with Client(f"127.0.0.1:{first.port}", key) as c:
+        c.routes.CreateRoute(route_pb2.CreateRouteRequest(
+            name="cam", spec=spec([test_input()], recording=spec_pb2.Recording(
+                enabled=True, segment_ms=60_000))), metadata=c.metadata, timeout=30)
+        wait_until(
+            lambda: any(p.stat().st_size > 600_000 for p in root.rglob("*.ts.part")), 30,
+            "a segment being written (its bytes on disk: flushed every second)",
+        )
+    part = next(root.rglob("*.ts.part"))
+    first.stop(signal.SIGKILL)
+    # What the crash left: maybe a packet cut short at the end.
+    with part.open("ab") as f:
+        f.write(b"\x47\x01\x00")
+    second = ServeProcess(data)
+    try:
+        with Client(f"127.0.0.1:{second.port}", key) as c:
+            repaired = Path(str(part)[: -len(".part")])
+            assert repaired.exists() and not part.exists()
+            data = repaired.read_bytes()
+            assert len(data) % PACKET == 0 and data[1:3] == b"\x40\x00"
+            # test:// writes PSI on a timer (cuts_off_keyframe): whole GOPs decode cleanly.
+            assert decode_errors(whole_gops(data, tmp_path / "gops.ts")) == ""
+            rel = repaired.relative_to(root).as_posix()
+            segs = c.recordings.ListSegments(
+                recording_pb2.ListSegmentsRequest(route="cam"), metadata=c.metadata
+            ).segments
+            assert [(s.path, s.repaired) for s in segs] == [(rel, True)]
+            assert segs[0].duration_s > 0 and segs[0].keyframes
+            wait_until(lambda: c.routes.GetRoute(
+                route_pb2.GetRouteRequest(name="cam"), metadata=c.metadata
+            ).status.recording.segment_bytes > 0, 30, "recording again")
+            now = c.routes.GetRoute(route_pb2.GetRouteRequest(name="cam"), metadata=c.metadata)
+            assert now.status.recording.segment not in ("", rel)
+    finally:
+        second.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """10 s at about 2.6 Mb/s, a keyframe every second."""
+    path = tmp_path_factory.mktemp("rec") / "big.ts"
+    return make_clip(path, 10, "640x360", 2500, gop=25).read_bytes()
+
+
+def deleted_events(server: Server) -> list[dict[str, Any]]:
+    gw = server.running.control.gateway
+    return [
+        {**json.loads(e["segment"]), "route": e.get("route")}
+        for e in gw.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_deleted"
+    ]
+
+
+def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
+    server: Server, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    # Each segment in a directory of its own, so that deleting it leaves one empty.
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%H%M%S/seg"}
+    server.create("r", rec_spec(in_port, **policy))
+    recordings = server.running.recordings
+    assert recordings is not None
+    root = recordings.root
+    UdpSender(big_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 6, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    # A file removed by hand is noticed and leaves the catalog.
+    (root / segs[-1].path).unlink()
+    recordings.prune(time.time())
+    assert segs[-1].path not in [s.path for s in list_segments(server, "r")]
+    assert {"route": "r", "path": segs[-1].path, "reason": "missing"} in deleted_events(server)
+    # Bytes: the oldest go until the route fits.
+    segs = list_segments(server, "r")
+    cap = sum(s.bytes for s in segs) // 2
+    server.update("r", rec_spec(in_port, **policy, max_bytes=max(cap, 1 << 20)))
+    recordings.prune(time.time())
+    kept = list_segments(server, "r")
+    assert sum(s.bytes for s in kept) <= max(cap, 1 << 20)
+    assert kept and [s.path for s in kept] == [s.path for s in segs[-len(kept):]], "oldest first"
+    kept_dirs = {(root / s.path).parent for s in kept}
+    for s in segs[: len(segs) - len(kept)]:
+        assert not (root / s.path).exists()
+        d = (root / s.path).parent
+        assert d in kept_dirs or not d.exists(), "a directory left empty went too"
+    # Age: everything closed is older than a minute an hour from now; the open segment stays.
+    open_seg = server.get("r").status.recording.segment
+    assert open_seg and (root / f"{open_seg}.part").exists()
+    server.update("r", rec_spec(in_port, **policy, max_age_s=60))
+    recordings.prune(time.time() + 3600)
+    assert list_segments(server, "r") == []
+    assert (root / f"{open_seg}.part").exists()
+    reasons = {e["reason"] for e in deleted_events(server)}
+    assert reasons == {"missing", "bytes", "age"}
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs, unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor_holds(
+    tmp_path: Path, small_tmpfs: Path, udp_capture: Any, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    cap = udp_capture()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, media_dir=small_tmpfs) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        srv = Server(run, client, tmp_path / "data")
+        s = spec([f"udp://127.0.0.1:{in_port}"], [f"udp://127.0.0.1:{cap.port}"],
+                 recording=spec_pb2.Recording(enabled=True, segment_ms=1000))
+        srv.create("r", s)
+        wait_until(lambda: srv.get("r").status.recording.state == "recording", 10, "recording")
+        sender = UdpSender(big_clip, in_port, bitrate=8e6)
+        # 3 MiB fill up before the clip (3.3 MB) is through: the writes fail.
+        wait_until(lambda: srv.get("r").status.recording.errors > 0, 20, "a failed write")
+        assert "No space left" in srv.get("r").status.recording.last_error
+        errors = [e for e in run.control.gateway.wait_events(0, 0.0, 100_000)
+                  if e["kind"] == "recording_error"]
+        assert errors and errors[0]["route"] == "r"
+        # A floor of 1 MiB: retention frees the oldest segments until it holds.
+        floor = 1 << 20
+        s.recording.min_free_bytes = floor
+        srv.update("r", s)
+        recordings = run.recordings
+        assert recordings is not None
+        wait_until(
+            lambda: recordings.prune(time.time()) is not None
+            and free_bytes(small_tmpfs) >= floor, 10, "the floor",
+        )
+        sender.join()
+        wait_until(lambda: cap.size >= len(big_clip), 10, "every byte at the output")
+        assert cap.data == big_clip, "the output relayed every byte, unchanged"
+        recordings.prune(time.time())
+        assert free_bytes(small_tmpfs) >= floor
+        assert "free_space" in {e["reason"] for e in deleted_events(srv)}
+        assert srv.get("r").status.recording.drops > 0, "what could not be written is counted"
+        client.close()
+
+
+def test_weekly_windows_in_a_time_zone_cross_midnight_and_name_what_is_wrong() -> None:
+    from castway.server.errors import InvalidArgument
+    from castway.server.recording.schedule import active, parse_windows, zone
+
+    paris = zone("Europe/Paris")
+    windows = parse_windows("mon-fri 18:00-19:00; sat 23:30-00:30")
+
+    def at(text: str) -> float:
+        from datetime import datetime
+
+        return datetime.fromisoformat(text).replace(tzinfo=paris).timestamp()
+
+    assert active(windows, paris, at("2026-11-23T18:00:00"))  # a Monday
+    assert not active(windows, paris, at("2026-11-23T19:00:00"))
+    assert not active(windows, paris, at("2026-11-22T18:30:00"))  # a Sunday
+    assert active(windows, paris, at("2026-11-28T23:45:00"))  # Saturday night ...
+    assert active(windows, paris, at("2026-11-29T00:15:00"))  # ... into Sunday
+    assert not active(windows, paris, at("2026-11-29T00:30:00"))
+    for bad in ("mon 18:00", "mon 18:00-18:00", "fun 10:00-11:00", "mon 9:60-10:00", ";"):
+        with pytest.raises(InvalidArgument) as info:
+            parse_windows(bad, "spec.recording.schedule")
+        assert info.value.field.startswith("spec.recording.schedule"), info.value
+
+
+def test_a_schedule_starts_and_stops_recording_by_an_injected_clock(server: Server) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    recordings = server.running.recordings
+    assert recordings is not None
+    ny = ZoneInfo("America/New_York")
+    clock = [datetime(2026, 11, 23, 17, 59, 59, tzinfo=ny).timestamp()]  # a Monday
+    recordings.clock = lambda: clock[0]
+    server.create("news", spec([test_input()], recording=spec_pb2.Recording(
+        enabled=True, schedule="mon-fri 18:00-19:00", timezone="America/New_York")))
+
+    def state() -> str:
+        recordings.tick(clock[0])
+        return str(server.get("news").status.recording.state)
+
+    assert state() == "stopped"
+    clock[0] += 2
+    assert state() == "recording"
+    clock[0] += 3600
+    assert state() == "stopped"
+
+
+def probe(path: Path, *entries: str) -> list[str]:
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", *entries, "-of", "csv=p=0",
+         str(path)], capture_output=True, text=True, timeout=60, check=True,
+    )
+    return [x.strip(",") for x in r.stdout.split() if x.strip(",")]
+
+
+@pytest.mark.parametrize("suffix", ["ts", "mp4"])
+def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
+    server: Server, gop_clip: bytes, tmp_path: Path, suffix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000))
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 4, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    t = [s.start.ToNanoseconds() / 1e9 for s in segs]
+    # From inside the second segment (wall clock) to inside the fourth.
+    start = t[1] + (t[2] - t[1]) / 2
+    end = t[3] + (t[4] - t[3]) / 2 if len(t) > 4 else t[3] + 0.1
+    out = tmp_path / f"clip.{suffix}"
+    code = main([
+        "recording", "export", "r", "--addr", server.addr, "--key", ADMIN,
+        "--from", str(start), "--to", str(end), "-o", str(out),
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert decode_errors(out) == ""
+    keys = probe(out, "-read_intervals", "%+#1", "-show_entries", "frame=key_frame")
+    assert keys == ["1"], "the clip starts at a keyframe"
+    pts = [float(x) for x in probe(out, "-show_entries", "packet=pts_time")]
+    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+    assert max(steps) < 0.1, "timestamps run on across segment boundaries"
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    # The range (by the segments' PTS durations), give or take a GOP at the start.
+    assert segs[1].duration_s < duration < sum(s.duration_s for s in segs[1:5]) + 1.0
+    expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
+        recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
+                                        to=segs[1].start),
+        metadata=server.client.metadata, timeout=30)))
+
+
+def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    assert main(["route", "update", "r", "--record", "--segment-ms", "2000", *auth]) == 0
+    r = server.get("r")
+    assert r.spec.recording.enabled and r.spec.recording.segment_ms == 2000
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "by policy")
+    capsys.readouterr()
+    assert main(["recording", "pause", "r", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "r: paused"
+    assert main(["route", "update", "r", "--record-path", "../up", *auth]) == 1
+    assert "spec.recording.path" in capsys.readouterr().err
+
+
+def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=3000, format="mp4"))
+    recordings = server.running.recordings
+    assert recordings is not None
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 3, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    for s in segs:
+        path = recordings.root / s.path
+        assert s.format == "mp4" and path.suffix == ".mp4"
+        assert decode_errors(path) == ""
+        duration = float(probe(path, "-show_entries", "format=duration")[0])
+        # Cut at the first keyframe at or after 3 s: within a GOP (1 s) of it.
+        assert 3.0 <= duration < 4.05 and abs(duration - s.duration_s) < 0.1
+    # A file a crash cut short mid-fragment: repaired to its last whole fragment.
+    whole = (recordings.root / segs[0].path).read_bytes()
+    part = recordings.root / "r" / "crashed.mp4.part"
+    part.write_bytes(whole[: len(whole) * 2 // 3])
+    repaired = recordings.repair()
+    assert [s.path for s in repaired] == ["r/crashed.mp4"]
+    fixed = recordings.root / "r" / "crashed.mp4"
+    assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
+    assert decode_errors(fixed) == ""
+    assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
+    # A clip of MP4 recordings.
+    t = [s.start.ToNanoseconds() / 1e9 for s in segs]
+    out = tmp_path / "clip.mp4"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
+                                            to=segs[1].end),
+            metadata=server.client.metadata, timeout=60,
+        ):
+            f.write(chunk.data)
+    assert decode_errors(out) == ""
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)
+
+
+def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, slate=False))
+    UdpSender(gop_clip[: len(gop_clip) // 4], in_port, bitrate=4e6).join()
+    wait_until(lambda: server.get("r").status.state == "slate", 10, "the slate on air")
+    recordings.tick(time.time())
+    assert server.get("r").status.recording.state == "paused"
+    back = UdpSender(gop_clip[len(gop_clip) // 4:], in_port, bitrate=4e6)
+    wait_until(lambda: server.get("r").status.state == "live", 10, "the input back")
+    recordings.tick(time.time())
+    assert server.get("r").status.recording.state == "recording"
+    back.join()
