@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
-RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
+RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock build.rs
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: setup system run test test-rust test-python lint protos wheel bench check-stubs clean

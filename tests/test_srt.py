@@ -3,7 +3,9 @@ listener output serving several callers, and bit-exact passthrough."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,65 @@ def test_an_srt_outputs_losses_on_a_lossy_link_are_counted_per_caller(
         [caller] = srt["callers"]
         assert srt["loss"] >= caller["loss"] > 0 and srt["packets"] >= caller["packets"] > 0
         assert proxy.counts.dropped > 0
+
+
+def test_listener_output_accepts_fifty_callers_knocking_in_the_same_second(
+    gateway: castway.Gateway, peers: Peers
+) -> None:
+    """castway accepts in a loop from a deep backlog (srtsink listened with a backlog of one and
+    turned callers away with "backlog exceeded")."""
+    port = free_port()
+    route = gateway.add_route(
+        "many", "test://?size=160x90&bitrate=200&audio=0", [f"srt://:{port}?mode=listener"]
+    )
+    wait_until(lambda: route.stats()["outputs"][0]["state"] == "listening", 10, "the listener")
+    callers = [
+        peers.start(["srt-live-transmit", f"srt://127.0.0.1:{port}?mode=caller", "file://con"],
+                    stdout_path=Path(os.devnull))
+        for _ in range(50)
+    ]
+    wait_until(lambda: len(route.stats()["outputs"][0]["srt"]["callers"]) == 50, 30,
+               "all 50 callers on the listener")
+    assert all(p.poll() is None for p in callers)
+    assert not [peers.log(p) for p in callers if "reject" in peers.log(p).lower()]
+
+
+def test_a_vanished_caller_is_noticed_within_the_peer_idle_timeout(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """A caller killed without a word is dropped after castway's 2 s peer idle timeout, well
+    before libsrt's default 5 s; the other caller keeps receiving."""
+    port = free_port()
+    route = gateway.add_route(
+        "idle", "test://?size=160x90&bitrate=200&audio=0", [f"srt://:{port}?mode=listener"]
+    )
+    caps = [udp_capture(), udp_capture()]
+    receivers = [slt_receiver(peers, f"srt://127.0.0.1:{port}", cap) for cap in caps]
+    srt = lambda: route.stats()["outputs"][0]["srt"]  # noqa: E731
+    wait_until(lambda: len(srt()["callers"]) == 2, 15, "both callers")
+    receivers[0].kill()
+    receivers[0].wait()
+    wait_until(lambda: len(srt()["callers"]) == 1, 4.5, "the vanished caller to be dropped")
+    before = caps[1].size
+    wait_until(lambda: caps[1].size > before + 10 * CHUNK, 10, "data at the other caller")
+
+
+def test_caller_output_connects_at_start_and_stays_connected_while_idle(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """A caller output connects before any data flows and keeps its connection while the
+    route has nothing to send, for longer than the peer idle timeout."""
+    out_port = free_port()
+    out = udp_capture()
+    slt_receiver(peers, f"srt://:{out_port}?mode=listener", out)
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{free_port()}", [f"srt://127.0.0.1:{out_port}?mode=caller"]
+    )
+    ep = lambda: route.stats()["outputs"][0]  # noqa: E731
+    wait_until(lambda: connected(ep()), 20, "the caller output to connect with no data")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        s = ep()
+        assert connected(s) and s["reconnects"] == 0, s
+        time.sleep(0.2)
+    assert ep()["bytes"] == 0

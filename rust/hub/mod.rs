@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::sink::srt::SrtOutput;
 use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
@@ -64,6 +65,9 @@ enum Out {
     },
     /// A UDP socket, sent on at once (never blocks: a full send buffer is a drop).
     Udp(UdpSender),
+    /// An SRT output's connections, sent on at once (never blocks: a full send buffer is a
+    /// drop for that connection; the output counts).
+    Srt(Arc<SrtOutput>),
 }
 
 impl Tap {
@@ -94,11 +98,20 @@ impl Tap {
         }
     }
 
+    /// Attaches an SRT output.
+    pub fn srt(id: String, output: Arc<SrtOutput>, counters: Arc<Counters>) -> Tap {
+        Tap {
+            id,
+            out: Out::Srt(output),
+            counters,
+        }
+    }
+
     /// The first send error of a UDP output since the last call.
     pub fn take_error(&self) -> Option<String> {
         match &self.out {
             Out::Udp(s) => s.take_error(),
-            Out::Queue { .. } => None,
+            Out::Queue { .. } | Out::Srt(_) => None,
         }
     }
 
@@ -109,6 +122,10 @@ impl Tap {
             // Err: flushing, the output pipeline is (re)starting or stopping.
             Out::Queue { appsrc, .. } => appsrc.push_buffer(buffer.clone()).is_ok(),
             Out::Udp(socket) => buffer.map_readable().is_ok_and(|m| socket.send(&m)),
+            Out::Srt(output) => match buffer.map_readable() {
+                Ok(m) => return output.send(&m, &self.counters),
+                Err(_) => false,
+            },
         };
         if sent {
             self.counters.add(size);

@@ -1,14 +1,344 @@
-use crate::error::Result;
-use crate::srt::{track_callers, Callers};
-use crate::uri::{SrtEndpoint, SrtMode};
-use gst::prelude::*;
+//! SRT outputs on castway's own socket layer: no pipeline, no queue and no thread of their own.
+//! The hub sends each buffer (7 TS packets, one SRT message) on every connection of the output
+//! from the input's thread, without waiting: libsrt's send buffer is the output's queue, and a
+//! connection whose buffer is full drops the message, counted for the output and for that
+//! caller only. The output's sockets sit on one of the SRT I/O threads (`srt::io`), which accepts
+//! callers, finishes connecting and hears of broken connections.
+//!
+//! A listener output serves every caller that connects (a backlog of `LISTEN_BACKLOG`, accepted
+//! in a loop); each new caller passes [`SrtOutput::welcome_caller`] before it gets live data. A
+//! caller or rendezvous output connects when it starts and keeps its connection while the route
+//! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
+//! connects again after the backoff.
+//!
+//! Lock order: the hub's `taps` → `state` (the hub sends under both); `state` → the callers list.
 
-/// `srtsink`: each buffer (7 TS packets from the hub) goes out as one SRT message. A listener
-/// serves every caller that connects; until one does, data is discarded rather than queued.
-pub(super) fn element(ep: &SrtEndpoint, name: &str) -> Result<(gst::Element, Option<Callers>)> {
-    let sink = super::element("srtsink", name)?;
-    crate::srt::configure(&sink, ep);
-    sink.set_property("wait-for-connection", false);
-    let callers = (ep.mode == SrtMode::Listener).then(|| track_callers(&sink));
-    Ok((sink, callers))
+use std::os::raw::c_int;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
+use crate::srt::io::{self, Handler, Worker};
+use crate::srt::socket::{resolve, LISTEN_BACKLOG};
+use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket, DEFAULT_PEER_IDLE_TIMEOUT_MS};
+use crate::stats::{Counters, SrtCaller, SrtLinkStats};
+use crate::ts::PACKET_SIZE;
+use crate::uri::{SrtEndpoint, SrtMode};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "castway-srt",
+        gst::DebugColorFlags::empty(),
+        Some("castway SRT endpoints"),
+    )
+});
+
+/// One connection of the output: a caller of a listener, or the peer of a caller/rendezvous.
+struct Conn {
+    socket: Socket,
+    peer: String,
+    /// TS packets this connection did not take (its send buffer was full).
+    drops: u64,
+    /// A send failed: the I/O thread removes it when it hears of the break.
+    broken: bool,
+    /// The peer's ACKs and NAKs and the packets sent when the peer was last heard from
+    /// (`check_idle`), and when.
+    heard: (i64, i64, Instant),
+}
+
+impl Conn {
+    fn new(socket: Socket, peer: String) -> Conn {
+        Conn {
+            socket,
+            peer,
+            drops: 0,
+            broken: false,
+            heard: (0, 0, Instant::now()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    listener: Option<Socket>,
+    /// A caller/rendezvous socket until its connection is made.
+    connecting: Option<(Socket, String)>,
+    conns: Vec<Conn>,
+}
+
+pub struct SrtOutput {
+    ep: SrtEndpoint,
+    label: String,
+    notify: Notify,
+    worker: Arc<Worker>,
+    me: Weak<SrtOutput>,
+    /// A listener's callers, for the event log.
+    callers: Option<Callers>,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SrtOutput {
+    /// Opens the output's socket: listening, or connecting in the background.
+    pub fn open(ep: &SrtEndpoint, label: String, notify: Notify) -> Result<Arc<SrtOutput>, String> {
+        let output = Arc::new_cyclic(|me| SrtOutput {
+            ep: ep.clone(),
+            label,
+            notify,
+            worker: io::pick(),
+            me: me.clone(),
+            callers: (ep.mode == SrtMode::Listener).then(Callers::default),
+            state: Mutex::new(State::default()),
+        });
+        let mut socket = Socket::new()?;
+        socket.configure(ep)?;
+        let mut state = lock(&output.state);
+        match ep.mode {
+            SrtMode::Listener => {
+                socket.bind(resolve(&ep.bind_host(), ep.port)?)?;
+                socket.listen(LISTEN_BACKLOG)?;
+                output
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, output.handler());
+                state.listener = Some(socket);
+            }
+            SrtMode::Caller | SrtMode::Rendezvous => {
+                let remote = resolve(&ep.host, ep.port)?;
+                output
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_OUT | SRT_EPOLL_ERR, output.handler());
+                let started = if ep.mode == SrtMode::Rendezvous {
+                    let local = resolve(&ep.bind_host(), ep.local_port.unwrap_or(ep.port))?;
+                    socket.rendezvous(local, remote)
+                } else {
+                    if ep.local_addr.is_some() || ep.local_port.is_some() {
+                        socket.bind(resolve(&ep.bind_host(), ep.local_port.unwrap_or(0))?)?;
+                    }
+                    socket.connect(remote)
+                };
+                if let Err(e) = started {
+                    output.worker.remove(socket.id());
+                    return Err(e);
+                }
+                state.connecting = Some((socket, remote.to_string()));
+            }
+        }
+        drop(state);
+        Ok(output)
+    }
+
+    fn handler(&self) -> Weak<dyn Handler> {
+        self.me.clone()
+    }
+
+    /// The callers of a listener output.
+    pub fn callers(&self) -> Option<Callers> {
+        self.callers.clone()
+    }
+
+    /// Sends one message on every connection, without waiting, and counts it: `bytes` once if
+    /// any connection took it (or there is none: nobody to deliver to, as a listener with no
+    /// caller), `drops` once if any connection's send buffer was full.
+    pub fn send(&self, data: &[u8], counters: &Counters) {
+        let mut state = lock(&self.state);
+        let (mut took, mut dropped) = (false, false);
+        for conn in state.conns.iter_mut().filter(|c| !c.broken) {
+            match conn.socket.send(data) {
+                Io::Done(_) => took = true,
+                Io::WouldBlock => {
+                    conn.drops += data.len().div_ceil(PACKET_SIZE) as u64;
+                    dropped = true;
+                }
+                Io::Failed(why) => {
+                    gst::debug!(CAT, "{}: sending to {}: {why}", self.label, conn.peer);
+                    conn.broken = true;
+                    dropped = true;
+                }
+            }
+        }
+        if took || state.conns.is_empty() {
+            counters.add(data.len());
+        }
+        if dropped {
+            counters.drop_bytes(data.len());
+        }
+    }
+
+    /// The hook every newly accepted caller passes before it gets live data: called on the I/O
+    /// thread under the output's lock, so no buffer of the hub reaches the caller before what
+    /// this sends (instant start will send the PAT/PMT and the last GOP here).
+    fn welcome_caller(&self, socket: &Socket, peer: &str) {
+        let _ = (socket, peer);
+    }
+
+    /// Closes every socket of the output.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        // The connections first: their listener's port is given up with the listener.
+        let conns: Vec<Socket> = state.conns.drain(..).map(|c| c.socket).collect();
+        let others = [
+            state.connecting.take().map(|(s, _)| s),
+            state.listener.take(),
+        ];
+        for socket in conns.into_iter().chain(others.into_iter().flatten()) {
+            self.worker.remove(socket.id());
+        }
+    }
+
+    /// Whether the output has a peer: its connection, or at least one caller.
+    pub fn connected(&self) -> bool {
+        !lock(&self.state).conns.is_empty()
+    }
+
+    /// The sending side of each connection's statistics: the output's link (a listener's: its
+    /// callers' summed up) and a listener's callers.
+    pub fn stats(&self) -> (SrtLinkStats, Vec<SrtCaller>) {
+        let state = lock(&self.state);
+        let links: Vec<(String, SrtLinkStats)> = (state.conns.iter())
+            .map(|c| {
+                let link = c.socket.stats().map(|p| link_stats(&p, true));
+                (c.peer.clone(), link.unwrap_or_default())
+            })
+            .collect();
+        drop(state);
+        if self.ep.mode != SrtMode::Listener {
+            let link = links.into_iter().next().map(|(_, l)| l);
+            return (link.unwrap_or_default(), Vec::new());
+        }
+        let callers: Vec<SrtCaller> = links
+            .into_iter()
+            .map(|(address, link)| SrtCaller { address, link })
+            .collect();
+        let link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
+        (link, callers)
+    }
+
+    /// A connection that was sent data and has not answered (no ACK, no NAK) for the peer idle
+    /// timeout is gone (libsrt would notice only after about 5 s): a caller is dropped, the
+    /// connection of a caller/rendezvous output is reported as lost. Called by the route's
+    /// control thread once a second.
+    pub fn check_idle(&self) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        let timeout = Duration::from_millis(DEFAULT_PEER_IDLE_TIMEOUT_MS.into());
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for conn in &mut state.conns {
+            let Some(p) = conn.socket.stats() else {
+                continue;
+            };
+            let answers = i64::from(p.pktRecvACKTotal) + i64::from(p.pktRecvNAKTotal);
+            let (heard, sent_then, at) = conn.heard;
+            if answers != heard || p.pktSentTotal == sent_then {
+                conn.heard = (answers, p.pktSentTotal, now);
+            } else if now.duration_since(at) >= timeout {
+                gone.push(conn.socket.id());
+            }
+        }
+        for id in gone {
+            self.worker.remove(id);
+            let i = (state.conns.iter().position(|c| c.socket.id() == id)).expect("listed above");
+            let conn = state.conns.remove(i);
+            let why = format!(
+                "{} did not answer for {DEFAULT_PEER_IDLE_TIMEOUT_MS} ms (peer idle timeout)",
+                conn.peer
+            );
+            match &self.callers {
+                Some(c) => {
+                    gst::info!(CAT, "{}: caller {} left: {why}", self.label, conn.peer);
+                    lock(c).left(conn.peer.clone());
+                }
+                None => {
+                    drop(conn);
+                    return self.fail(state, why);
+                }
+            }
+        }
+    }
+
+    fn accept(&self, state: &mut State) {
+        let Some(listener) = &state.listener else {
+            return;
+        };
+        while let Some(socket) = listener.accept() {
+            let peer = socket.peer().unwrap_or_default();
+            let stream_id = socket.stream_id();
+            self.welcome_caller(&socket, &peer);
+            self.worker.add(socket.id(), SRT_EPOLL_ERR, self.handler());
+            gst::info!(CAT, "{}: caller {peer} joined", self.label);
+            if let Some(c) = &self.callers {
+                lock(c).joined(peer.clone(), stream_id);
+            }
+            state.conns.push(Conn::new(socket, peer));
+        }
+    }
+}
+
+impl SrtOutput {
+    /// The output's connection failed or ended: the route starts it again after the backoff.
+    fn fail(&self, mut state: std::sync::MutexGuard<'_, State>, why: String) {
+        state.closed = true;
+        drop(state);
+        gst::info!(CAT, "{}: {why}", self.label);
+        (self.notify)(why);
+    }
+}
+
+impl Handler for SrtOutput {
+    fn ready(&self, socket: SRTSOCKET, events: c_int) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        if state.listener.as_ref().is_some_and(|l| l.id() == socket) {
+            self.accept(&mut state);
+            return;
+        }
+        if (state.connecting.as_ref()).is_some_and(|(s, _)| s.id() == socket) {
+            let (s, peer) = state.connecting.take().expect("looked at above");
+            if events & SRT_EPOLL_ERR != 0 {
+                self.worker.remove(socket);
+                let why = format!("cannot connect to {peer}: {}", s.reject_reason());
+                drop(s);
+                return self.fail(state, why);
+            }
+            let peer = s.peer().unwrap_or(peer);
+            gst::info!(CAT, "{}: connected to {peer}", self.label);
+            self.worker.update(socket, SRT_EPOLL_ERR);
+            state.conns.push(Conn::new(s, peer));
+            return;
+        }
+        let Some(i) = state.conns.iter().position(|c| c.socket.id() == socket) else {
+            return;
+        };
+        let conn = state.conns.remove(i);
+        self.worker.remove(socket);
+        if conn.drops > 0 {
+            gst::info!(
+                CAT,
+                "{}: {} did not take {} packets",
+                self.label,
+                conn.peer,
+                conn.drops
+            );
+        }
+        match &self.callers {
+            Some(c) => {
+                gst::info!(CAT, "{}: caller {} left", self.label, conn.peer);
+                lock(c).left(conn.peer.clone());
+            }
+            None => {
+                let why = format!("the connection to {} ended", conn.peer);
+                drop(conn);
+                self.fail(state, why);
+            }
+        }
+    }
 }
