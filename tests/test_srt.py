@@ -4,6 +4,7 @@ listener output serving several callers, and bit-exact passthrough."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -379,3 +380,58 @@ def test_caller_output_connects_at_start_and_stays_connected_while_idle(
         assert connected(s) and s["reconnects"] == 0, s
         time.sleep(0.2)
     assert ep()["bytes"] == 0
+
+
+@pytest.mark.parametrize("keylen", [16, 24, 32])
+def test_encrypted_relay_between_srt_live_transmit_peers_at_every_key_length(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, keylen: int
+) -> None:
+    """srt-live-transmit sends to castway's listener input and receives from its caller
+    output, both with a passphrase at `keylen`: bit-exact."""
+    in_port, out_port = free_port(), free_port()
+    key = f"passphrase={PASS}&pbkeylen={keylen}"
+    out = udp_capture()
+    slt_receiver(peers, f"srt://:{out_port}?mode=listener&{key}", out)
+    route = gateway.add_route(
+        "r", f"srt://:{in_port}?mode=listener&{key}",
+        [f"srt://127.0.0.1:{out_port}?mode=caller&{key}"],
+    )
+    wait_until(lambda: connected(route.stats()["outputs"][0]), 15, "the caller output")
+    sender = slt_sender(peers, f"srt://127.0.0.1:{in_port}?{key}")
+    wait_until(lambda: connected(route.stats()["inputs"][0]), 15, "the sender")
+    data = random_ts(7 * 500, seed=keylen)
+    PipeSender(sender, data, bitrate=4e6).join()
+    wait_until(lambda: out.size >= len(data), 15, "every byte at the receiver")
+    assert sha256(out.data[: len(data)]) == sha256(data)
+
+
+def test_socket_options_reach_libsrt(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """`peerlatency` on castway's caller output sets the latency its receiver plays at: the
+    link negotiates it, and the output's stats show it."""
+    out_port = free_port()
+    out = udp_capture()
+    slt_receiver(peers, f"srt://:{out_port}?mode=listener&latency=80", out)
+    route = gateway.add_route(
+        "r", "test://?size=160x90&bitrate=200&audio=0",
+        [f"srt://127.0.0.1:{out_port}?mode=caller&peerlatency=450&oheadbw=50&tlpktdrop=on"],
+    )
+    ep = wait_until(lambda: (lambda o: o if connected(o) else None)(route.stats()["outputs"][0]),
+                    15, "the caller output")
+    assert ep["srt"]["latency_ms"] == 450
+    assert "peerlatency=450&oheadbw=50&tlpktdrop=true" in ep["uri"]
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("oheadbw=1", "`oheadbw=1` must be a whole number from 5 to 100"),
+    ("transtype=file", "live streams"),
+    ("payloadsize=188", "`payloadsize=188`"),
+    ("tlpktdrop=sometimes", "`tlpktdrop=sometimes` must be true or false"),
+])
+def test_a_bad_socket_option_is_refused_naming_the_key(
+    gateway: castway.Gateway, query: str, says: str
+) -> None:
+    with pytest.raises(castway.errors.InvalidUriError, match=re.escape(says)):
+        gateway.add_route("r", f"srt://:{free_port()}?{query}", ["udp://127.0.0.1:9"])
+    assert gateway.routes() == []

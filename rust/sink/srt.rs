@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
 use crate::srt::io::{self, Handler, Worker};
 use crate::srt::socket::{resolve, LISTEN_BACKLOG};
-use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket, DEFAULT_PEER_IDLE_TIMEOUT_MS};
+use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket};
 use crate::stats::{Counters, SrtCaller, SrtLinkStats};
 use crate::ts::PACKET_SIZE;
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -227,7 +227,8 @@ impl SrtOutput {
         if state.closed {
             return;
         }
-        let timeout = Duration::from_millis(DEFAULT_PEER_IDLE_TIMEOUT_MS.into());
+        let ms = self.ep.peer_idle_timeout_ms();
+        let timeout = Duration::from_millis(ms.into());
         let now = Instant::now();
         let mut gone = Vec::new();
         for conn in &mut state.conns {
@@ -247,7 +248,7 @@ impl SrtOutput {
             let i = (state.conns.iter().position(|c| c.socket.id() == id)).expect("listed above");
             let conn = state.conns.remove(i);
             let why = format!(
-                "{} did not answer for {DEFAULT_PEER_IDLE_TIMEOUT_MS} ms (peer idle timeout)",
+                "{} did not answer for {ms} ms (peer idle timeout)",
                 conn.peer
             );
             match &self.callers {

@@ -21,7 +21,7 @@ use crate::hub::{Feed, Hub};
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
 use crate::srt::io::{self, Handler, Worker};
 use crate::srt::socket::{resolve, LISTEN_BACKLOG, MAX_PAYLOAD};
-use crate::srt::{stats::link_stats, Io, Notify, Socket, DEFAULT_PEER_IDLE_TIMEOUT_MS};
+use crate::srt::{stats::link_stats, Io, Notify, Socket};
 use crate::stats::SrtLinkStats;
 use crate::uri::{SrtEndpoint, SrtMode};
 
@@ -171,6 +171,7 @@ impl SrtInput {
     /// gone (libsrt would notice only after about 5 s): the input reports it as lost. Called
     /// by the route's control thread once a second.
     pub fn check_idle(&self) {
+        let timeout = self.ep.peer_idle_timeout_ms();
         let mut state = lock(&self.state);
         let silent = !state.closed
             && state
@@ -180,14 +181,14 @@ impl SrtInput {
             && self
                 .hub
                 .idle_ms(&self.feed)
-                .is_some_and(|ms| ms >= u64::from(DEFAULT_PEER_IDLE_TIMEOUT_MS));
+                .is_some_and(|ms| ms >= u64::from(timeout));
         if !silent {
             return;
         }
         let conn = state.conn.take().expect("looked at above");
         self.worker.remove(conn.socket.id());
         let why = format!(
-            "no data from {} for {DEFAULT_PEER_IDLE_TIMEOUT_MS} ms (peer idle timeout)",
+            "no data from {} for {timeout} ms (peer idle timeout)",
             conn.peer
         );
         self.end(state, conn, why);

@@ -9,6 +9,7 @@
 mod callers;
 pub mod ffi;
 pub mod io;
+pub mod options;
 pub mod socket;
 pub mod stats;
 

@@ -7,6 +7,7 @@ use std::os::raw::{c_int, c_void};
 use std::sync::LazyLock;
 
 use super::ffi::{self, SRTSOCKET};
+use super::options::{Kind, Value};
 use crate::uri::{host_port, SrtEndpoint};
 
 /// castway's peer idle timeout: a peer heard nothing from for this long is gone. libsrt's own
@@ -227,7 +228,7 @@ impl Socket {
         self.set_int(ffi::SRTO_LATENCY, ep.latency_ms as i32, "latency")?;
         self.set_int(
             ffi::SRTO_PEERIDLETIMEO,
-            DEFAULT_PEER_IDLE_TIMEOUT_MS as i32,
+            ep.peer_idle_timeout_ms() as i32,
             "peeridletimeo",
         )?;
         if let Some(p) = &ep.passphrase {
@@ -237,7 +238,33 @@ impl Socket {
         if let Some(s) = &ep.streamid {
             self.set_str(ffi::SRTO_STREAMID, s, "streamid")?;
         }
+        for o in &ep.options {
+            let def = o.def();
+            match (&o.value, def.kind) {
+                (Value::Text(t), _) => self.set_str(def.opt, t, def.key)?,
+                (Value::Int(v), Kind::Int64 { .. }) => self.set_i64(def.opt, *v, def.key)?,
+                (Value::Int(v), Kind::Linger) => self.set_linger(*v as i32)?,
+                (Value::Int(v), _) => self.set_int(def.opt, *v as i32, def.key)?,
+            }
+        }
         Ok(())
+    }
+
+    fn set_linger(&self, seconds: i32) -> Result<(), String> {
+        let l = libc::linger {
+            l_onoff: i32::from(seconds > 0),
+            l_linger: seconds,
+        };
+        // SAFETY: `l` is a live struct linger of the size given.
+        let r = unsafe {
+            ffi::srt_setsockflag(
+                self.id,
+                ffi::SRTO_LINGER,
+                (&l as *const libc::linger).cast::<c_void>(),
+                std::mem::size_of::<libc::linger>() as c_int,
+            )
+        };
+        self.check(r, &format!("`linger={seconds}`"))
     }
 
     /// Binds `addr` on a UDP socket castway makes (with `SO_REUSEADDR`, as libsrt's own) and
