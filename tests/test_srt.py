@@ -318,6 +318,13 @@ def test_an_srt_outputs_losses_on_a_lossy_link_are_counted_per_caller(
         [caller] = srt["callers"]
         assert srt["loss"] >= caller["loss"] > 0 and srt["packets"] >= caller["packets"] > 0
         assert proxy.counts.dropped > 0
+        # libsrt's own figures, as srt-live-transmit -s names them: the same losses on the
+        # sending side, and the state of the send buffer and window.
+        sent = caller["libsrt"]["send"]
+        assert sent["packetsLost"] > 0
+        assert sent["packetsRetransmitted"] > 0 and sent["bytes"] > 0
+        assert caller["libsrt"]["window"]["flow"] > 0 and sent["byteAvailBuf"] > 0
+        assert srt["libsrt"]["send"]["packets"] >= sent["packets"]
 
 
 def test_listener_output_accepts_fifty_callers_knocking_in_the_same_second(

@@ -286,6 +286,7 @@ impl Slot {
         }
         let tx = events.clone();
         let notify: Notify = Box::new(move |why: String| {
+            let why = format!("SRT: {why}");
             let msg = gst::message::Error::builder(gst::ResourceError::Failed, &why).build();
             let _ = tx.send(Event::Bus { generation, msg });
         });
@@ -460,8 +461,10 @@ impl Slot {
 
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {
         let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
-        let srt = self.srt.as_ref().map(SrtEnd::stats);
-        let srt_connected = self.srt.as_ref().map(SrtEnd::connected);
+        // An SRT endpoint shows its figures (zeros) also while it is not running.
+        let is_srt = matches!(self.endpoint, Endpoint::Srt(_));
+        let srt = (self.srt.as_ref().map(SrtEnd::stats)).or_else(|| is_srt.then(SrtStats::default));
+        let srt_connected = (self.srt.as_ref().map(SrtEnd::connected)).or(is_srt.then_some(false));
         let srt_mode = match &self.endpoint {
             Endpoint::Srt(e) => Some(e.mode),
             _ => None,

@@ -141,8 +141,8 @@ impl SrtOutput {
     }
 
     /// Sends one message on every connection, without waiting, and counts it: `bytes` once if
-    /// any connection took it (or there is none: nobody to deliver to, as a listener with no
-    /// caller), `drops` once if any connection's send buffer was full.
+    /// any connection took it or none refused it (a listener with no caller: nobody to deliver
+    /// to), `drops` once if any connection's send buffer was full.
     pub fn send(&self, data: &[u8], counters: &Counters) {
         let mut state = lock(&self.state);
         let (mut took, mut dropped) = (false, false);
@@ -154,13 +154,14 @@ impl SrtOutput {
                     dropped = true;
                 }
                 Io::Failed(why) => {
+                    // The peer is gone (the I/O thread is about to hear of it): no one to
+                    // deliver to, as a listener without callers.
                     gst::debug!(CAT, "{}: sending to {}: {why}", self.label, conn.peer);
                     conn.broken = true;
-                    dropped = true;
                 }
             }
         }
-        if took || state.conns.is_empty() {
+        if took || !dropped {
             counters.add(data.len());
         }
         if dropped {

@@ -1,7 +1,60 @@
 //! libsrt's statistics of one connection (`srt_bistats`) as castway's [`SrtLinkStats`].
 
 use super::ffi::CBytePerfMon;
-use crate::stats::SrtLinkStats;
+use crate::stats::{
+    SrtLinkMeasures, SrtLinkStats, SrtRecvStats, SrtSendStats, SrtSocketStats, SrtWindow,
+};
+
+/// All of a connection's figures, in srt-live-transmit's groups and names.
+pub fn socket_stats(p: &CBytePerfMon) -> SrtSocketStats {
+    SrtSocketStats {
+        window: SrtWindow {
+            flow: p.pktFlowWindow.into(),
+            congestion: p.pktCongestionWindow.into(),
+            flight: p.pktFlightSize.into(),
+        },
+        link: SrtLinkMeasures {
+            rtt: p.msRTT,
+            bandwidth: p.mbpsBandwidth,
+            max_bandwidth: p.mbpsMaxBW,
+        },
+        send: SrtSendStats {
+            packets: p.pktSentTotal,
+            packets_unique: p.pktSentUniqueTotal,
+            packets_lost: p.pktSndLossTotal.into(),
+            packets_dropped: p.pktSndDropTotal.into(),
+            packets_retransmitted: p.pktRetransTotal.into(),
+            packets_filter_extra: p.pktSndFilterExtraTotal.into(),
+            bytes: p.byteSentTotal,
+            bytes_unique: p.byteSentUniqueTotal,
+            bytes_dropped: p.byteSndDropTotal,
+            byte_avail_buf: p.byteAvailSndBuf.into(),
+            ms_buf: p.msSndBuf.into(),
+            mbit_rate: p.mbpsSendRate,
+            send_period: p.usPktSndPeriod,
+        },
+        recv: SrtRecvStats {
+            packets: p.pktRecvTotal,
+            packets_unique: p.pktRecvUniqueTotal,
+            packets_lost: p.pktRcvLossTotal.into(),
+            packets_dropped: p.pktRcvDropTotal.into(),
+            // libsrt keeps no total of these; castway never clears, so the interval is all.
+            packets_retransmitted: p.pktRcvRetrans.into(),
+            packets_belated: p.pktRcvBelated,
+            packets_filter_extra: p.pktRcvFilterExtraTotal.into(),
+            packets_filter_supply: p.pktRcvFilterSupplyTotal.into(),
+            packets_filter_loss: p.pktRcvFilterLossTotal.into(),
+            bytes: p.byteRecvTotal,
+            bytes_unique: p.byteRecvUniqueTotal,
+            bytes_lost: p.byteRcvLossTotal,
+            bytes_dropped: p.byteRcvDropTotal,
+            byte_avail_buf: p.byteAvailRcvBuf.into(),
+            ms_buf: p.msRcvBuf.into(),
+            mbit_rate: p.mbpsRecvRate,
+            ms_tsb_pd_delay: p.msRcvTsbPdDelay.into(),
+        },
+    }
+}
 
 /// The sending (`sender`) or receiving side of a connection's statistics. Counters are totals
 /// since the connection was made (castway never clears them).
@@ -22,6 +75,7 @@ pub fn link_stats(p: &CBytePerfMon, sender: bool) -> SrtLinkStats {
         } else {
             p.mbpsRecvRate
         },
+        libsrt: socket_stats(p),
     }
 }
 
@@ -49,5 +103,8 @@ mod tests {
         );
         let sent = link_stats(&p, true);
         assert_eq!((sent.loss, sent.packets, sent.latency_ms), (9, 7, 200));
+        // Both sides in srt-live-transmit's groups.
+        assert_eq!((l.libsrt.send.packets, l.libsrt.recv.packets), (7, 1000));
+        assert_eq!(l.libsrt.recv.ms_tsb_pd_delay, 120);
     }
 }

@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use crate::ts::PACKET_SIZE;
 
+mod srt;
+pub use srt::{SrtLinkMeasures, SrtRecvStats, SrtSendStats, SrtSocketStats, SrtWindow};
+
 /// Per input or output: updated lock-free on the streaming thread.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -114,6 +117,8 @@ pub struct SrtLinkStats {
     pub naks: i64,
     /// The link's send (outputs) or receive (inputs) rate as libsrt measures it.
     pub rate_mbps: f64,
+    /// Everything libsrt tells of the connection, as srt-live-transmit's `-s` names it.
+    pub libsrt: SrtSocketStats,
 }
 
 /// One caller connected to an SRT listener.
@@ -158,6 +163,11 @@ impl SrtLinkStats {
             acks: acc.acks + l.acks,
             naks: acc.naks + l.naks,
             rate_mbps: acc.rate_mbps + l.rate_mbps,
+            libsrt: {
+                let mut all = acc.libsrt;
+                all.add(&l.libsrt);
+                all
+            },
         })
     }
 }
