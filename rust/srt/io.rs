@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use super::ffi::{self, SRTSOCKET};
@@ -18,8 +18,27 @@ use super::ffi::{self, SRTSOCKET};
 pub const IO_THREADS: usize = 2;
 /// Events taken from one wait.
 const BATCH: usize = 256;
-/// A wait returns after this long with nothing ready (then waits again).
-const WAIT_MS: i64 = 500;
+/// A wait returns after this long with nothing ready (then waits again): how soon the threads
+/// see that the process exits.
+const WAIT_MS: i64 = 100;
+
+/// The process is exiting: the I/O threads stop calling libsrt (see `leave_libsrt`).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// I/O threads still inside their loop.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs at exit, before libsrt's own static destructors (registered after them, so run before
+/// them): those destroy the condition variable an `srt_epoll_uwait` waits on, and glibc's
+/// `pthread_cond_destroy` waits for its waiters; with the I/O threads waiting again and again
+/// the process could take many seconds to exit. The threads are asked to leave libsrt alone and
+/// waited for (at most a second).
+extern "C" fn leave_libsrt() {
+    STOPPING.store(true, Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while RUNNING.load(Relaxed) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
 
 /// What an endpoint does when one of its sockets is ready. Called on the endpoint's I/O thread
 /// with no lock of the pool held; it may (un)register sockets.
@@ -37,6 +56,8 @@ pub struct Worker {
 }
 
 static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
+    // SAFETY: registers a plain function to run at exit.
+    unsafe { libc::atexit(leave_libsrt) };
     (0..IO_THREADS)
         .map(|i| {
             // Sockets must exist before an epoll can take them: libsrt starts up first.
@@ -51,6 +72,7 @@ static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
                 sockets: AtomicUsize::new(0),
             });
             let w = worker.clone();
+            RUNNING.fetch_add(1, Relaxed);
             std::thread::Builder::new()
                 .name(format!("castway-srt-io{i}"))
                 .spawn(move || w.run())
@@ -100,6 +122,13 @@ impl Worker {
     fn run(&self) {
         let mut ready = vec![ffi::SRT_EPOLL_EVENT::default(); BATCH];
         loop {
+            if STOPPING.load(Relaxed) {
+                RUNNING.fetch_sub(1, Relaxed);
+                // The process is exiting: never touch libsrt again.
+                loop {
+                    std::thread::park();
+                }
+            }
             // SAFETY: `ready` holds BATCH events for libsrt to fill.
             let n = unsafe {
                 ffi::srt_epoll_uwait(self.eid, ready.as_mut_ptr(), BATCH as c_int, WAIT_MS)
