@@ -82,6 +82,7 @@ class SrtSocketStats(TypedDict):
 
 class SrtCallerStats(TypedDict):
     address: str
+    drops: int
     rtt_ms: float
     loss: int
     retransmissions: int

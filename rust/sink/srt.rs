@@ -200,20 +200,24 @@ impl SrtOutput {
     /// callers' summed up) and a listener's callers.
     pub fn stats(&self) -> (SrtLinkStats, Vec<SrtCaller>) {
         let state = lock(&self.state);
-        let links: Vec<(String, SrtLinkStats)> = (state.conns.iter())
+        let links: Vec<(String, u64, SrtLinkStats)> = (state.conns.iter())
             .map(|c| {
                 let link = c.socket.stats().map(|p| link_stats(&p, true));
-                (c.peer.clone(), link.unwrap_or_default())
+                (c.peer.clone(), c.drops, link.unwrap_or_default())
             })
             .collect();
         drop(state);
         if self.ep.mode != SrtMode::Listener {
-            let link = links.into_iter().next().map(|(_, l)| l);
+            let link = links.into_iter().next().map(|(_, _, l)| l);
             return (link.unwrap_or_default(), Vec::new());
         }
         let callers: Vec<SrtCaller> = links
             .into_iter()
-            .map(|(address, link)| SrtCaller { address, link })
+            .map(|(address, drops, link)| SrtCaller {
+                address,
+                drops,
+                link,
+            })
             .collect();
         let link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
         (link, callers)

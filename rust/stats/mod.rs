@@ -125,6 +125,8 @@ pub struct SrtLinkStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SrtCaller {
     pub address: String,
+    /// TS packets this caller did not take (its send buffer was full), while the others did.
+    pub drops: u64,
     #[serde(flatten)]
     pub link: SrtLinkStats,
 }

@@ -51,7 +51,8 @@ DESIRED = {
     "stopped": route_pb2.DESIRED_STATE_STOPPED,
 }
 KINDS = (
-    ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
+    # SRT is castway's own socket layer on libsrt (linked in): no GStreamer element needed.
+    ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", None),
     ("udp", "UDP unicast or multicast MPEG-TS", "udpsrc"),
     (
         "file",
@@ -423,7 +424,7 @@ class SystemService(system_pb2_grpc.SystemServiceServicer):
                 input=True,
                 output=scheme != "test",
                 description=text,
-                available=castway.element_available(element),
+                available=element is None or castway.element_available(element),
             )
             for scheme, text, element in KINDS
         ]

@@ -485,6 +485,7 @@ class SrtCaller(_message.Message):
     NAKS_FIELD_NUMBER: _builtins.int
     RATE_MBPS_FIELD_NUMBER: _builtins.int
     LIBSRT_FIELD_NUMBER: _builtins.int
+    DROPS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """IP:PORT of the caller."""
     rtt_ms: _builtins.float
@@ -499,6 +500,8 @@ class SrtCaller(_message.Message):
     naks: _builtins.int
     rate_mbps: _builtins.float
     """Send (outputs) or receive (inputs) rate, Mb/s."""
+    drops: _builtins.int
+    """TS packets this caller did not take (its send buffer was full), while the others did."""
     @_builtins.property
     def libsrt(self) -> Global___SrtSocketStats:
         """Everything libsrt tells of the connection."""
@@ -517,10 +520,11 @@ class SrtCaller(_message.Message):
         naks: _builtins.int = ...,
         rate_mbps: _builtins.float = ...,
         libsrt: Global___SrtSocketStats | None = ...,
+        drops: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["libsrt", b"libsrt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "address", b"address", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "address", b"address", "dropped", b"dropped", "drops", b"drops", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
