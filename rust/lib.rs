@@ -10,6 +10,7 @@ pub mod hub;
 pub mod limits;
 mod pipeline;
 pub mod route;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod srt;
