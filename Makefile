@@ -60,6 +60,7 @@ bench: setup
 	$(PY) benches/control.py
 	$(PY) benches/scale.py
 	$(PY) benches/observability.py
+	$(PY) benches/srt_loss.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

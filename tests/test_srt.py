@@ -476,3 +476,26 @@ def test_a_stalled_caller_loses_messages_alone_and_the_others_get_everything(
         assert route.stats()["outputs"][0]["drops"] >= stalled[0]["drops"] > 0
     finally:
         os.kill(receivers[0].pid, signal.SIGCONT)
+
+
+def test_a_lossy_link_to_a_listener_input_loses_nothing_after_srt(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """srt-live-transmit sends to castway's listener input through 5 % loss and 20 ± 5 ms of
+    delay each way (latency 400 ms, well above 4 x RTT): SRT retransmits what was lost and
+    the receiver behind castway gets every byte, in order."""
+    port = free_port()
+    out = udp_capture()
+    route = gateway.add_route("lossy", f"srt://:{port}?mode=listener&latency=400",
+                              [f"udp://127.0.0.1:{out.port}"])
+    loss = Impairment(loss=0.05, delay_ms=20, jitter_ms=5, seed=11)
+    with ImpairProxy(port, loss, seconds=60) as proxy:
+        sender = slt_sender(peers, f"srt://127.0.0.1:{proxy.port}?latency=400")
+        wait_until(lambda: connected(route.stats()["inputs"][0]), 15, "the sender")
+        data = random_ts(7 * 1500, seed=5)
+        PipeSender(sender, data, bitrate=2e6).join()
+        wait_until(lambda: out.size >= len(data), 20, "every byte at the receiver")
+        link = route.stats()["inputs"][0]["srt"]
+        assert proxy.counts.dropped > 0
+    assert sha256(out.data[: len(data)]) == sha256(data)
+    assert link["loss"] > 0 and link["libsrt"]["recv"]["packetsDropped"] == 0
