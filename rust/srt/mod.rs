@@ -10,6 +10,7 @@ mod callers;
 pub mod ffi;
 pub mod io;
 pub mod options;
+pub mod probe;
 pub mod socket;
 pub mod stats;
 

@@ -9,6 +9,8 @@
 - ``remote``: ``castway route|template|key|system``, a client of that server. Client commands
   import no server module: ``serve`` loads the server only when it runs.
 - ``top``: ``castway top``, a live terminal view of a server's routes (a client too).
+- ``probe``: ``castway probe srt://HOST:PORT`` measures an SRT path and recommends latency and
+  overhead.
 - ``tables``: how stats and replies are printed.
 """
 
@@ -18,7 +20,7 @@ import argparse
 from collections.abc import Sequence
 
 from castway import __version__, gstreamer_version
-from castway.cli import relay, remote, serve, top
+from castway.cli import probe, relay, remote, serve, top
 from castway.cli.exits import EXIT_OK
 
 __all__ = ["main"]
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_command(sub)
     remote.add_commands(sub)
     top.add_command(sub)
+    probe.add_command(sub)
     return p
 
 
