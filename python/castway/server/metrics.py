@@ -106,6 +106,8 @@ SRT = (
     Series("castway.srt.rate", "gauge", "bit/s", "send (outputs) or receive (inputs) rate as "
            "libsrt measures it", lambda d: None if d.get("rate_mbps") is None
            else d["rate_mbps"] * 1e6),
+    Series("castway.srt.caller_drops", "counter", "{packet}", "TS packets a caller did not "
+           "take (its send buffer was full): callers only", _key("drops")),
     Series("castway.srt.send_buffer", "gauge", "ms", "what the send buffer holds, in time "
            "(not yet acknowledged)", _libsrt("send", "msBuf")),
     Series("castway.srt.receive_buffer", "gauge", "ms", "what the receive buffer holds, in "
