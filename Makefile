@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
-RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
+RUST_SRC := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock build.rs
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: setup system run test test-rust test-python lint protos wheel bench check-stubs clean
@@ -64,6 +64,7 @@ bench: setup
 	$(PY) benches/instant_start.py
 	$(PY) benches/notebook.py
 	$(PY) benches/record.py
+	$(PY) benches/srt_loss.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

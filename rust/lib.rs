@@ -12,6 +12,7 @@ pub mod limits;
 mod pipeline;
 pub mod record;
 pub mod route;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod srt;

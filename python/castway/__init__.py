@@ -13,7 +13,13 @@ except OSError:  # pragma: no cover - not a glibc system; nothing to protect
     pass
 
 from castway import errors, notebook
-from castway._castway import __version__, check_uri, element_available, gstreamer_version
+from castway._castway import (
+    __version__,
+    check_uri,
+    element_available,
+    gstreamer_version,
+    srt_probe,
+)
 from castway.errors import CastwayError
 from castway.gateway import (
     EndpointStats,
@@ -46,4 +52,5 @@ __all__ = [
     "event_kinds",
     "gstreamer_version",
     "notebook",
+    "srt_probe",
 ]

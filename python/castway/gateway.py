@@ -17,8 +17,74 @@ from castway._closing import Closing
 from castway.errors import CastwayError, EventsLostError
 
 
+class SrtWindowStats(TypedDict):
+    """An SRT connection's ``window`` (srt-live-transmit's ``-s`` names)."""
+
+    flow: int
+    congestion: int
+    flight: int
+
+
+class SrtLinkMeasures(TypedDict):
+    """An SRT connection's ``link``."""
+
+    rtt: float
+    bandwidth: float
+    maxBandwidth: float
+
+
+class SrtSendStats(TypedDict):
+    """An SRT connection's ``send`` side."""
+
+    packets: int
+    packetsUnique: int
+    packetsLost: int
+    packetsDropped: int
+    packetsRetransmitted: int
+    packetsFilterExtra: int
+    bytes: int
+    bytesUnique: int
+    bytesDropped: int
+    byteAvailBuf: int
+    msBuf: int
+    mbitRate: float
+    sendPeriod: float
+
+
+class SrtRecvStats(TypedDict):
+    """An SRT connection's ``recv`` side."""
+
+    packets: int
+    packetsUnique: int
+    packetsLost: int
+    packetsDropped: int
+    packetsRetransmitted: int
+    packetsBelated: int
+    packetsFilterExtra: int
+    packetsFilterSupply: int
+    packetsFilterLoss: int
+    bytes: int
+    bytesUnique: int
+    bytesLost: int
+    bytesDropped: int
+    byteAvailBuf: int
+    msBuf: int
+    mbitRate: float
+    msTsbPdDelay: int
+
+
+class SrtSocketStats(TypedDict):
+    """libsrt's figures of one connection, as srt-live-transmit's ``-s`` JSON names them."""
+
+    window: SrtWindowStats
+    link: SrtLinkMeasures
+    send: SrtSendStats
+    recv: SrtRecvStats
+
+
 class SrtCallerStats(TypedDict):
     address: str
+    drops: int
     rtt_ms: float
     loss: int
     retransmissions: int
@@ -28,6 +94,7 @@ class SrtCallerStats(TypedDict):
     acks: int
     naks: int
     rate_mbps: float
+    libsrt: SrtSocketStats
 
 
 class SrtStats(TypedDict):
@@ -41,6 +108,7 @@ class SrtStats(TypedDict):
     acks: int
     naks: int
     rate_mbps: float
+    libsrt: SrtSocketStats
     callers: list[SrtCallerStats]
 
 

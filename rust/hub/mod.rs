@@ -30,6 +30,7 @@ mod gop;
 
 pub use gop::{GopCacheStats, DEFAULT_GOP_CACHE_BYTES};
 
+use crate::sink::srt::SrtOutput;
 use crate::sink::udp::UdpSender;
 use crate::stats::Counters;
 use crate::ts::{
@@ -78,6 +79,9 @@ enum Out {
     Udp(UdpSender),
     /// A recorder's queue (never blocks: a full queue is a drop, counted by the recorder).
     Record(crate::record::Intake),
+    /// An SRT output's connections, sent on at once (never blocks: a full send buffer is a
+    /// drop for that connection; the output counts).
+    Srt(Arc<SrtOutput>),
 }
 
 impl Tap {
@@ -122,11 +126,22 @@ impl Tap {
         }
     }
 
+    /// Attaches an SRT output.
+    pub fn srt(id: String, output: Arc<SrtOutput>, counters: Arc<Counters>) -> Tap {
+        Tap {
+            id,
+            out: Out::Srt(output),
+            counters,
+            // Each connection gets the burst when it is made (`SrtOutput::welcome`).
+            joining: AtomicBool::new(false),
+        }
+    }
+
     /// The first send error of a UDP output since the last call.
     pub fn take_error(&self) -> Option<String> {
         match &self.out {
             Out::Udp(s) => s.take_error(),
-            Out::Queue { .. } | Out::Record(_) => None,
+            Out::Queue { .. } | Out::Record(_) | Out::Srt(_) => None,
         }
     }
 
@@ -134,6 +149,12 @@ impl Tap {
     pub fn joined(self) -> Tap {
         self.joining.store(false, Relaxed);
         self
+    }
+
+    /// No burst for this tap: it starts with the next live buffer (a reader that wants live
+    /// data only, such as a frame loop).
+    pub fn skip_burst(&self) {
+        self.joining.store(false, Relaxed);
     }
 
     /// Sends the hub's burst before the next live buffer (a reader joined the output anew).
@@ -150,7 +171,7 @@ impl Tap {
                 use gst::prelude::ElementExtManual;
                 appsrc.current_state() >= gst::State::Paused
             }
-            Out::Udp(_) | Out::Record(_) => true,
+            Out::Udp(_) | Out::Record(_) | Out::Srt(_) => true,
         }
     }
 
@@ -173,6 +194,11 @@ impl Tap {
             Out::Queue { appsrc, .. } => appsrc.push_buffer(buffer.clone()).is_ok(),
             Out::Udp(socket) => buffer.map_readable().is_ok_and(|m| socket.send(&m)),
             Out::Record(intake) => intake.offer(buffer),
+            // Counted by the output itself, which knows its connections.
+            Out::Srt(output) => match buffer.map_readable() {
+                Ok(m) => return output.send(&m, &self.counters),
+                Err(_) => false,
+            },
         };
         if sent {
             self.counters.add(size);

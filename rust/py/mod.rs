@@ -205,7 +205,7 @@ impl PyRoute {
         fps: Option<f64>,
     ) -> PyResult<picture::PyDecoder> {
         let settings = picture::settings(format, size, fps)?;
-        let inner = py.allow_threads(|| self.inner.decode(input, &settings))?;
+        let inner = py.allow_threads(|| self.inner.decode(input, &settings, false))?;
         Ok(picture::PyDecoder { inner })
     }
 
@@ -273,6 +273,31 @@ fn gstreamer_version() -> PyResult<String> {
     Ok(crate::gstreamer_version())
 }
 
+/// Probes an SRT listener (`castway probe`): round trip, loss and jitter over `seconds` at
+/// `bitrate` bit/s, and the latency and overhead the SRT Deployment Guide recommends.
+#[pyfunction]
+fn srt_probe<'py>(
+    py: Python<'py>,
+    uri: &str,
+    seconds: f64,
+    bitrate: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ep = match crate::uri::Endpoint::parse(uri, crate::uri::Role::Output)? {
+        crate::uri::Endpoint::Srt(e) => e,
+        _ => {
+            return Err(crate::Error::InvalidUri {
+                uri: uri.to_string(),
+                reason: "the probe takes an srt:// URI".into(),
+            }
+            .into())
+        }
+    };
+    let report = py
+        .allow_threads(|| crate::srt::probe::probe(&ep, seconds, bitrate))
+        .map_err(|why| crate::Error::Pipeline(format!("SRT probe of {ep}: {why}")))?;
+    to_py(py, &report)
+}
+
 #[pymodule]
 fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -281,6 +306,7 @@ fn _castway(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<picture::PyDecoder>()?;
     m.add_function(wrap_pyfunction!(element_available, m)?)?;
     m.add_function(wrap_pyfunction!(gstreamer_version, m)?)?;
+    m.add_function(wrap_pyfunction!(srt_probe, m)?)?;
     m.add_function(wrap_pyfunction!(events::event_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(check_recording_path, m)?)?;
     spec::register(m)?;

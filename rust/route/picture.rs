@@ -67,7 +67,14 @@ impl Route {
     /// Starts a decode branch of the route's output (`input` None) or of one input, as it
     /// arrives whether on air or not. It never slows the route: the hub drops for it (counted
     /// in its stats) when it falls behind.
-    pub fn decode(&self, input: Option<&str>, settings: &DecodeSettings) -> Result<Decoding> {
+    /// With `from_gop`, a branch of the output starts with the GOP the hub keeps (a snapshot:
+    /// a picture at once); without, with the next live keyframe (frames: live ones only).
+    pub fn decode(
+        &self,
+        input: Option<&str>,
+        settings: &DecodeSettings,
+        from_gop: bool,
+    ) -> Result<Decoding> {
         let (feed, what) = {
             let inner = lock(&self.inner);
             if inner.closed {
@@ -95,7 +102,10 @@ impl Route {
         let n = BRANCHES.fetch_add(1, Relaxed);
         let decoder = Decoder::build(&format!("castway-{}-decode{n}", self.name), settings)?;
         // On the output, the tap is sent the hub's join burst (PAT/PMT and the latest GOP)
-        // before its first live buffer, as any joining output.
+        // before its first live buffer, as any joining output, unless it wants live data only.
+        if !from_gop {
+            decoder.tap.skip_burst();
+        }
         decoder.start()?;
         match &feed {
             Some(f) => self.hub.attach_to_feed(f, decoder.tap.clone()),
@@ -110,15 +120,16 @@ impl Route {
         })
     }
 
-    /// The route's current picture (or that of one input), decoded from its next keyframe:
-    /// waits up to `timeout` for it.
+    /// The route's current picture: one of its latest GOP, decoded from the keyframe the hub
+    /// keeps (at once; at most a GOP old), or else from the next keyframe, as an input's
+    /// picture is: waits up to `timeout` for it.
     pub fn snapshot(
         &self,
         input: Option<&str>,
         settings: &DecodeSettings,
         timeout: Duration,
     ) -> Result<Picture> {
-        let branch = self.decode(input, settings)?;
+        let branch = self.decode(input, settings, true)?;
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -10,8 +10,10 @@ use super::{Event, CAT};
 use crate::error::Result;
 use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
-use crate::srt::{CallerChange, Callers};
-use crate::stats::{srt_stats, Counters, RateMeter, SrtCaller, SrtLinkStats, SrtStats};
+use crate::sink::srt::SrtOutput;
+use crate::source::srt::SrtInput;
+use crate::srt::{CallerChange, Callers, Notify};
+use crate::stats::{Counters, RateMeter, SrtLinkStats, SrtStats};
 use crate::ts::AnalysisStats;
 use crate::uri::{Endpoint, Role, SrtMode};
 use crate::{sink, source};
@@ -23,10 +25,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// An input that delivered nothing for this long is shown as `waiting`.
 pub(super) const IDLE_AFTER_MS: u64 = 1_000;
-/// An SRT input that delivered data and then nothing for this long is restarted: libsrt only
-/// notices a vanished peer after its 5 s idle timeout, and until then a listener cannot take
-/// the sender's reconnection.
-pub const STALL_RESTART_MS: u64 = 2_000;
 /// Time allowed for a pipeline state change before the control path moves on without it.
 pub const STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -41,6 +39,45 @@ pub enum Status {
     Standby,
 }
 
+/// An SRT endpoint: its sockets, served by the SRT I/O threads.
+enum SrtEnd {
+    Input(Arc<SrtInput>),
+    Output(Arc<SrtOutput>),
+}
+
+impl SrtEnd {
+    fn connected(&self) -> bool {
+        match self {
+            SrtEnd::Input(i) => i.connected(),
+            SrtEnd::Output(o) => o.connected(),
+        }
+    }
+
+    fn stats(&self) -> SrtStats {
+        match self {
+            SrtEnd::Input(i) => SrtStats::new(i.stats(), Vec::new()),
+            SrtEnd::Output(o) => {
+                let (link, callers) = o.stats();
+                SrtStats::new(link, callers)
+            }
+        }
+    }
+
+    fn check_idle(&self) {
+        match self {
+            SrtEnd::Input(i) => i.check_idle(),
+            SrtEnd::Output(o) => o.check_idle(),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            SrtEnd::Input(i) => i.close(),
+            SrtEnd::Output(o) => o.close(),
+        }
+    }
+}
+
 pub(super) struct Slot {
     pub id: String,
     pub role: Role,
@@ -52,7 +89,7 @@ pub(super) struct Slot {
     pipeline: Option<gst::Pipeline>,
     /// Tags bus messages; messages of an older pipeline of this slot are ignored.
     pub generation: u64,
-    srt: Option<gst::Element>,
+    srt: Option<SrtEnd>,
     callers: Option<Callers>,
     pub status: Status,
     pub last_error: Option<String>,
@@ -205,17 +242,20 @@ impl Slot {
             }
             return Ok(());
         }
-        let (pipeline, srt, callers, tap) = match self.role {
+        if let Endpoint::Srt(e) = &self.endpoint {
+            self.start_srt(e.clone(), route, hub, events, generation, now);
+            return Ok(());
+        }
+        let (pipeline, tap) = match self.role {
             Role::Input => {
                 let feed = self.feed.clone().expect("inputs have a feed");
                 let s = source::build(&self.endpoint, &name, hub.clone(), feed)?;
-                (s.pipeline, s.srt, None, None)
+                (s.pipeline, None)
             }
             Role::Output => {
                 let s = sink::build(&self.endpoint, &name, self.queue_bytes)?;
                 let tap = Arc::new(Tap::new(self.id.clone(), s.appsrc, self.counters.clone()));
-                let (srt, callers) = s.srt.map_or((None, None), |(e, c)| (Some(e), c));
-                (s.pipeline, srt, callers, Some(tap))
+                (s.pipeline, Some(tap))
             }
         };
         self.generation = generation;
@@ -237,8 +277,6 @@ impl Slot {
             self.endpoint
         );
         self.pipeline = Some(pipeline.clone());
-        self.srt = srt;
-        self.callers = callers;
         self.status = Status::Starting;
         self.restart_at = None;
         if let Some(tap) = tap {
@@ -254,6 +292,62 @@ impl Slot {
             self.start_failed = true;
         }
         Ok(())
+    }
+
+    /// Opens an SRT endpoint's sockets: no pipeline, and running at once (listening, or
+    /// connecting in the background). It reports a failure as a pipeline's bus would, with an
+    /// error message of this generation; a socket that cannot be opened is retried likewise.
+    fn start_srt(
+        &mut self,
+        ep: crate::uri::SrtEndpoint,
+        route: &str,
+        hub: &Arc<Hub>,
+        events: &Sender<Event>,
+        generation: u64,
+        now: Instant,
+    ) {
+        self.generation = generation;
+        self.starts += 1;
+        self.bytes_at_start = self.counters.snapshot().bytes;
+        self.restart_at = None;
+        self.start_failed = false;
+        if let Some(feed) = &self.feed {
+            // A new connection starts a new byte stream: nothing carried over from the last.
+            feed.reset();
+        }
+        let tx = events.clone();
+        let notify: Notify = Box::new(move |why: String| {
+            let why = format!("SRT: {why}");
+            let msg = gst::message::Error::builder(gst::ResourceError::Failed, &why).build();
+            let _ = tx.send(Event::Bus { generation, msg });
+        });
+        let label = format!("{route}/{}", self.id);
+        let opened = match self.role {
+            Role::Input => {
+                let feed = self.feed.clone().expect("inputs have a feed");
+                SrtInput::open(&ep, label, hub.clone(), feed, notify).map(SrtEnd::Input)
+            }
+            Role::Output => {
+                SrtOutput::open(&ep, label, notify, hub, self.counters.clone()).map(|o| {
+                    self.callers = o.callers();
+                    let tap = Tap::srt(self.id.clone(), o.clone(), self.counters.clone());
+                    self.attach(hub, Arc::new(tap));
+                    SrtEnd::Output(o)
+                })
+            }
+        };
+        match opened {
+            Ok(end) => {
+                self.srt = Some(end);
+                self.status = Status::Running;
+                self.running_since = Some(now);
+                gst::info!(CAT, "{route}: started {} {} ({ep})", self.role, self.id);
+            }
+            Err(why) => {
+                self.status = Status::Starting;
+                self.fail(hub, format!("SRT {ep}: {why}"), now);
+            }
+        }
     }
 
     fn attach(&mut self, hub: &Hub, tap: Arc<Tap>) {
@@ -280,7 +374,9 @@ impl Slot {
                 );
             }
         }
-        self.srt = None;
+        if let Some(end) = self.srt.take() {
+            end.close();
+        }
         if let Some(callers) = self.callers.take() {
             // Whoever is still connected leaves with the pipeline.
             let mut list = callers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -338,9 +434,12 @@ impl Slot {
     }
 
     /// Once a second: bitrate, any rejected-input reason from the streaming thread, and the
-    /// stall check of SRT inputs.
+    /// peer idle check of SRT connections.
     pub fn tick(&mut self, hub: &Hub, now: Instant) {
         self.meter.tick(&self.counters, now);
+        if let Some(end) = &self.srt {
+            end.check_idle();
+        }
         if let Some(why) = self.tap.as_ref().and_then(|t| t.take_error()) {
             self.set_error(why);
         }
@@ -358,19 +457,6 @@ impl Slot {
             self.set_error(why);
         }
         hub.analysis_tick(&feed);
-        let stalled = self.status == Status::Running
-            && matches!(self.endpoint, Endpoint::Srt(_))
-            && self.counters.snapshot().bytes > self.bytes_at_start
-            && hub.idle_ms(&feed).is_some_and(|ms| ms >= STALL_RESTART_MS);
-        if stalled {
-            let why = format!(
-                "no data for {} ms from the connected peer; reopening",
-                STALL_RESTART_MS
-            );
-            self.fail(hub, why, now);
-            // Reopen at once: the peer is gone, nothing is gained by waiting.
-            self.restart_at = Some(now);
-        }
     }
 
     /// An output's link as the event log reports it: `connected` (running, and an SRT output
@@ -383,15 +469,7 @@ impl Slot {
             Status::Starting => None,
             Status::Stopped | Status::Ended | Status::Standby => Some("stopped"),
             Status::Running => {
-                let connected = match (&self.callers, &self.srt) {
-                    (Some(c), _) => !c
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .connected
-                        .is_empty(),
-                    (None, Some(e)) => srt_stats(e).0.latency_ms > 0,
-                    (None, None) => true,
-                };
+                let connected = self.srt.as_ref().is_none_or(SrtEnd::connected);
                 Some(if connected {
                     "connected"
                 } else {
@@ -421,36 +499,15 @@ impl Slot {
 
     /// An SRT endpoint's link figures (a listener's callers summed up), for the history.
     pub fn srt_link(&self) -> Option<SrtLinkStats> {
-        self.srt.as_ref().map(|e| srt_stats(e).0)
+        self.srt.as_ref().map(|e| e.stats().link)
     }
 
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {
         let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
-        let srt = self.srt.as_ref().map(|e| {
-            let (link, mut callers) = srt_stats(e);
-            // Older srt elements report no per-caller stats; the signals still give addresses.
-            if callers.is_empty() {
-                if let Some(c) = &self.callers {
-                    callers = c
-                        .lock()
-                        .map(|l| {
-                            l.connected
-                                .iter()
-                                .map(|a| SrtCaller {
-                                    address: a.clone(),
-                                    link: Default::default(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                }
-            }
-            SrtStats::new(link, callers)
-        });
-        // An SRT socket reports a negotiated latency once it is connected.
-        let srt_connected = srt
-            .as_ref()
-            .map(|s| s.link.latency_ms > 0 || !s.callers.is_empty());
+        // An SRT endpoint shows its figures (zeros) also while it is not running.
+        let is_srt = matches!(self.endpoint, Endpoint::Srt(_));
+        let srt = (self.srt.as_ref().map(SrtEnd::stats)).or_else(|| is_srt.then(SrtStats::default));
+        let srt_connected = (self.srt.as_ref().map(SrtEnd::connected)).or(is_srt.then_some(false));
         let srt_mode = match &self.endpoint {
             Endpoint::Srt(e) => Some(e.mode),
             _ => None,

@@ -1,23 +1,20 @@
-//! Outputs: SRT and file outputs are pipelines, `appsrc ! <protocol sink>`, fed by the hub;
-//! UDP outputs are sockets the hub sends on directly (`udp.rs`).
+//! Outputs: file outputs are pipelines, `appsrc ! filesink`, fed by the hub; UDP and SRT
+//! outputs are sockets the hub sends on directly (`udp.rs`, `srt.rs`).
 
 mod file;
-mod srt;
+pub mod srt;
 pub mod udp;
 
 use gst::prelude::*;
 
 use crate::elements::{add_chain, make};
 use crate::error::Result;
-use crate::srt::Callers;
 use crate::uri::Endpoint;
 
 /// A built (not yet started) output pipeline.
 pub struct Sink {
     pub pipeline: gst::Pipeline,
     pub appsrc: gst_app::AppSrc,
-    /// The srtsink, for its statistics, and the callers of a listener.
-    pub srt: Option<(gst::Element, Option<Callers>)>,
 }
 
 /// Builds the pipeline for an output endpoint. `queue_bytes` bounds what the output may hold
@@ -40,24 +37,17 @@ pub fn build(endpoint: &Endpoint, name: &str, queue_bytes: u64) -> Result<Sink> 
         .build();
     // Not leaky: when the queue is full, the appsrc still takes the one buffer that found it
     // full and reports enough-data, and the hub drops (and counts) from then until need-data.
-    let (sink, srt) = match endpoint {
-        Endpoint::Srt(e) => {
-            let (sink, callers) = srt::element(e, name)?;
-            (sink.clone(), Some((sink, callers)))
-        }
+    let sink = match endpoint {
+        Endpoint::Srt(_) => unreachable!("SRT outputs are sockets: srt::SrtOutput"),
         Endpoint::Udp(_) => unreachable!("UDP outputs are sockets: udp::UdpSender"),
-        Endpoint::File(e) => (file::element(e, name)?, None),
+        Endpoint::File(e) => file::element(e, name)?,
         Endpoint::Test(_) => unreachable!("rejected by Endpoint::parse for outputs"),
     };
     // Output what arrives when it arrives: the input already paced it.
     sink.set_property("sync", false);
     sink.set_property("async", false);
     add_chain(&pipeline, &[appsrc.clone().upcast(), sink])?;
-    Ok(Sink {
-        pipeline,
-        appsrc,
-        srt,
-    })
+    Ok(Sink { pipeline, appsrc })
 }
 
 fn element(factory: &str, pipeline_name: &str) -> Result<gst::Element> {

@@ -1,14 +1,419 @@
-use crate::error::Result;
-use crate::srt::{track_callers, Callers};
-use crate::uri::{SrtEndpoint, SrtMode};
-use gst::prelude::*;
+//! SRT outputs on castway's own socket layer: no pipeline, no queue and no thread of their own.
+//! The hub sends each buffer (7 TS packets, one SRT message) on every connection of the output
+//! from the input's thread, without waiting: libsrt's send buffer is the output's queue, and a
+//! connection whose buffer is full drops the message, counted for the output and for that
+//! caller only. The output's sockets sit on one of the SRT I/O threads (`srt::io`), which accepts
+//! callers, finishes connecting and hears of broken connections.
+//!
+//! A listener output serves every caller that connects (a backlog of `LISTEN_BACKLOG`, accepted
+//! in a loop); each new caller gets the hub's join burst (instant start: PAT, PMT and the last
+//! GOP) in [`SrtOutput::welcome`] before it gets live data, as does the peer of a caller or
+//! rendezvous output once connected. A
+//! caller or rendezvous output connects when it starts and keeps its connection while the route
+//! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
+//! connects again after the backoff.
+//!
+//! Lock order: the hub's `splice` → its `taps` → `state` (the hub sends under all three; a
+//! connection is added under `splice` too, in [`Hub::join`], so that no buffer falls between
+//! its burst and its first live buffer); `state` → the callers list.
 
-/// `srtsink`: each buffer (7 TS packets from the hub) goes out as one SRT message. A listener
-/// serves every caller that connects; until one does, data is discarded rather than queued.
-pub(super) fn element(ep: &SrtEndpoint, name: &str) -> Result<(gst::Element, Option<Callers>)> {
-    let sink = super::element("srtsink", name)?;
-    crate::srt::configure(&sink, ep);
-    sink.set_property("wait-for-connection", false);
-    let callers = (ep.mode == SrtMode::Listener).then(|| track_callers(&sink));
-    Ok((sink, callers))
+use std::os::raw::c_int;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::hub::Hub;
+use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
+use crate::srt::io::{self, Handler, Worker};
+use crate::srt::socket::{resolve, LISTEN_BACKLOG};
+use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket};
+use crate::stats::{Counters, SrtCaller, SrtLinkStats};
+use crate::ts::PACKET_SIZE;
+use crate::uri::{SrtEndpoint, SrtMode};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "castway-srt",
+        gst::DebugColorFlags::empty(),
+        Some("castway SRT endpoints"),
+    )
+});
+
+/// One connection of the output: a caller of a listener, or the peer of a caller/rendezvous.
+struct Conn {
+    socket: Socket,
+    peer: String,
+    /// TS packets this connection did not take (its send buffer was full).
+    drops: u64,
+    /// A send failed: the I/O thread removes it when it hears of the break.
+    broken: bool,
+    /// The peer's ACKs and NAKs and the packets sent when the peer was last heard from
+    /// (`check_idle`), and when.
+    heard: (i64, i64, Instant),
+}
+
+impl Conn {
+    fn new(socket: Socket, peer: String) -> Conn {
+        Conn {
+            socket,
+            peer,
+            drops: 0,
+            broken: false,
+            heard: (0, 0, Instant::now()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    listener: Option<Socket>,
+    /// A caller/rendezvous socket until its connection is made.
+    connecting: Option<(Socket, String)>,
+    conns: Vec<Conn>,
+}
+
+pub struct SrtOutput {
+    ep: SrtEndpoint,
+    label: String,
+    notify: Notify,
+    worker: Arc<Worker>,
+    me: Weak<SrtOutput>,
+    /// A listener's callers, for the event log.
+    callers: Option<Callers>,
+    /// The route's hub, for the join burst of each new connection, and the output's
+    /// counters (what a burst sends counts as sent, and in `burst_packets`).
+    hub: Weak<Hub>,
+    counters: Arc<Counters>,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SrtOutput {
+    /// Opens the output's socket: listening, or connecting in the background.
+    pub fn open(
+        ep: &SrtEndpoint,
+        label: String,
+        notify: Notify,
+        hub: &Arc<Hub>,
+        counters: Arc<Counters>,
+    ) -> Result<Arc<SrtOutput>, String> {
+        let output = Arc::new_cyclic(|me| SrtOutput {
+            ep: ep.clone(),
+            label,
+            notify,
+            worker: io::pick(),
+            me: me.clone(),
+            callers: (ep.mode == SrtMode::Listener).then(Callers::default),
+            hub: Arc::downgrade(hub),
+            counters,
+            state: Mutex::new(State::default()),
+        });
+        let mut socket = Socket::new()?;
+        socket.configure(ep)?;
+        let mut state = lock(&output.state);
+        match ep.mode {
+            SrtMode::Listener => {
+                socket.bind(resolve(&ep.bind_host(), ep.port)?)?;
+                socket.listen(LISTEN_BACKLOG)?;
+                output
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, output.handler());
+                state.listener = Some(socket);
+            }
+            SrtMode::Caller | SrtMode::Rendezvous => {
+                let remote = resolve(&ep.host, ep.port)?;
+                output
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_OUT | SRT_EPOLL_ERR, output.handler());
+                let started = if ep.mode == SrtMode::Rendezvous {
+                    let local = resolve(&ep.bind_host(), ep.local_port.unwrap_or(ep.port))?;
+                    socket.rendezvous(local, remote)
+                } else {
+                    if ep.local_addr.is_some() || ep.local_port.is_some() {
+                        socket.bind(resolve(&ep.bind_host(), ep.local_port.unwrap_or(0))?)?;
+                    }
+                    socket.connect(remote)
+                };
+                if let Err(e) = started {
+                    output.worker.remove(socket.id());
+                    return Err(e);
+                }
+                state.connecting = Some((socket, remote.to_string()));
+            }
+        }
+        drop(state);
+        Ok(output)
+    }
+
+    fn handler(&self) -> Weak<dyn Handler> {
+        self.me.clone()
+    }
+
+    /// The callers of a listener output.
+    pub fn callers(&self) -> Option<Callers> {
+        self.callers.clone()
+    }
+
+    /// Sends one message on every connection, without waiting, and counts it: `bytes` once if
+    /// any connection took it or none refused it (a listener with no caller: nobody to deliver
+    /// to), `drops` once if any connection's send buffer was full.
+    pub fn send(&self, data: &[u8], counters: &Counters) -> bool {
+        let mut state = lock(&self.state);
+        let (mut took, mut dropped) = (false, false);
+        for conn in state.conns.iter_mut().filter(|c| !c.broken) {
+            match conn.socket.send(data) {
+                Io::Done(_) => took = true,
+                Io::WouldBlock => {
+                    conn.drops += data.len().div_ceil(PACKET_SIZE) as u64;
+                    dropped = true;
+                }
+                Io::Failed(why) => {
+                    // The peer is gone (the I/O thread is about to hear of it): no one to
+                    // deliver to, as a listener without callers.
+                    gst::debug!(CAT, "{}: sending to {}: {why}", self.label, conn.peer);
+                    conn.broken = true;
+                }
+            }
+        }
+        if took || !dropped {
+            counters.add(data.len());
+        }
+        if dropped {
+            counters.drop_bytes(data.len());
+        }
+        took || !dropped
+    }
+
+    /// Sends a new connection the hub's join burst (instant start), before it is added where
+    /// the fan-out reaches it: called inside [`Hub::join`], so the burst ends where its live
+    /// data begins. What the connection took counts as sent (and in `burst_packets`); what its
+    /// send buffer refused is its drop.
+    fn welcome(&self, socket: &Socket, peer: &str, burst: &[gst::Buffer]) -> u64 {
+        let mut drops = 0;
+        for buffer in burst {
+            let Ok(map) = buffer.map_readable() else {
+                continue;
+            };
+            // A buffer of the hub is at most one SRT message (7 packets); PAT and PMT, two.
+            for message in map.chunks(crate::ts::PACKETS_PER_BUFFER * PACKET_SIZE) {
+                match socket.send(message) {
+                    Io::Done(_) => {
+                        self.counters.add(message.len());
+                        self.counters.burst(message.len());
+                    }
+                    Io::WouldBlock => {
+                        drops += message.len().div_ceil(PACKET_SIZE) as u64;
+                        self.counters.drop_bytes(message.len());
+                    }
+                    Io::Failed(why) => {
+                        gst::debug!(CAT, "{}: sending the burst to {peer}: {why}", self.label);
+                        return drops;
+                    }
+                }
+            }
+        }
+        drops
+    }
+
+    /// Runs `f` on the output's state inside [`Hub::join`] with the burst (none when the hub
+    /// is gone), unless the output is closed.
+    fn joining(&self, f: impl FnOnce(&mut State, &[gst::Buffer])) {
+        let run = |burst: Vec<gst::Buffer>| {
+            let mut state = lock(&self.state);
+            if !state.closed {
+                f(&mut state, &burst);
+            }
+        };
+        match self.hub.upgrade() {
+            Some(hub) => hub.join(run),
+            None => run(Vec::new()),
+        }
+    }
+
+    /// Closes every socket of the output.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        // The connections first: their listener's port is given up with the listener.
+        let conns: Vec<Socket> = state.conns.drain(..).map(|c| c.socket).collect();
+        let others = [
+            state.connecting.take().map(|(s, _)| s),
+            state.listener.take(),
+        ];
+        for socket in conns.into_iter().chain(others.into_iter().flatten()) {
+            self.worker.remove(socket.id());
+        }
+    }
+
+    /// Whether the output has a peer: its connection, or at least one caller.
+    pub fn connected(&self) -> bool {
+        !lock(&self.state).conns.is_empty()
+    }
+
+    /// The sending side of each connection's statistics: the output's link (a listener's: its
+    /// callers' summed up) and a listener's callers.
+    pub fn stats(&self) -> (SrtLinkStats, Vec<SrtCaller>) {
+        let state = lock(&self.state);
+        let links: Vec<(String, u64, SrtLinkStats)> = (state.conns.iter())
+            .map(|c| {
+                let link = c.socket.stats().map(|p| link_stats(&p, true));
+                (c.peer.clone(), c.drops, link.unwrap_or_default())
+            })
+            .collect();
+        drop(state);
+        if self.ep.mode != SrtMode::Listener {
+            let link = links.into_iter().next().map(|(_, _, l)| l);
+            return (link.unwrap_or_default(), Vec::new());
+        }
+        let callers: Vec<SrtCaller> = links
+            .into_iter()
+            .map(|(address, drops, link)| SrtCaller {
+                address,
+                drops,
+                link,
+            })
+            .collect();
+        let link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
+        (link, callers)
+    }
+
+    /// A connection that was sent data and has not answered (no ACK, no NAK) for the peer idle
+    /// timeout is gone (libsrt would notice only after about 5 s): a caller is dropped, the
+    /// connection of a caller/rendezvous output is reported as lost. Called by the route's
+    /// control thread once a second.
+    pub fn check_idle(&self) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        let ms = self.ep.peer_idle_timeout_ms();
+        let timeout = Duration::from_millis(ms.into());
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for conn in &mut state.conns {
+            let Some(p) = conn.socket.stats() else {
+                continue;
+            };
+            let answers = i64::from(p.pktRecvACKTotal) + i64::from(p.pktRecvNAKTotal);
+            let (heard, sent_then, at) = conn.heard;
+            if answers != heard || p.pktSentTotal == sent_then {
+                conn.heard = (answers, p.pktSentTotal, now);
+            } else if now.duration_since(at) >= timeout {
+                gone.push(conn.socket.id());
+            }
+        }
+        for id in gone {
+            self.worker.remove(id);
+            let i = (state.conns.iter().position(|c| c.socket.id() == id)).expect("listed above");
+            let conn = state.conns.remove(i);
+            let why = format!(
+                "{} did not answer for {ms} ms (peer idle timeout)",
+                conn.peer
+            );
+            match &self.callers {
+                Some(c) => {
+                    gst::info!(CAT, "{}: caller {} left: {why}", self.label, conn.peer);
+                    lock(c).left(conn.peer.clone());
+                }
+                None => {
+                    drop(conn);
+                    return self.fail(state, why);
+                }
+            }
+        }
+    }
+
+    fn accept(&self, state: &mut State, burst: &[gst::Buffer]) {
+        let Some(listener) = &state.listener else {
+            return;
+        };
+        while let Some(socket) = listener.accept() {
+            let peer = socket.peer().unwrap_or_default();
+            let stream_id = socket.stream_id();
+            let drops = self.welcome(&socket, &peer, burst);
+            self.worker.add(socket.id(), SRT_EPOLL_ERR, self.handler());
+            gst::info!(CAT, "{}: caller {peer} joined", self.label);
+            if let Some(c) = &self.callers {
+                lock(c).joined(peer.clone(), stream_id);
+            }
+            let mut conn = Conn::new(socket, peer);
+            conn.drops = drops;
+            state.conns.push(conn);
+        }
+    }
+}
+
+impl SrtOutput {
+    /// The output's connection failed or ended: the route starts it again after the backoff.
+    fn fail(&self, mut state: std::sync::MutexGuard<'_, State>, why: String) {
+        state.closed = true;
+        drop(state);
+        gst::info!(CAT, "{}: {why}", self.label);
+        (self.notify)(why);
+    }
+}
+
+impl Handler for SrtOutput {
+    fn ready(&self, socket: SRTSOCKET, events: c_int) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        if state.listener.as_ref().is_some_and(|l| l.id() == socket) {
+            // The hub's `splice` comes before `state`: let go, and accept inside its join.
+            drop(state);
+            self.joining(|state, burst| self.accept(state, burst));
+            return;
+        }
+        if (state.connecting.as_ref()).is_some_and(|(s, _)| s.id() == socket) {
+            if events & SRT_EPOLL_ERR != 0 {
+                let (s, peer) = state.connecting.take().expect("looked at above");
+                self.worker.remove(socket);
+                let why = format!("cannot connect to {peer}: {}", s.reject_reason());
+                drop(s);
+                return self.fail(state, why);
+            }
+            drop(state);
+            self.joining(|state, burst| {
+                let Some((s, peer)) = state.connecting.take() else {
+                    return;
+                };
+                let peer = s.peer().unwrap_or(peer);
+                gst::info!(CAT, "{}: connected to {peer}", self.label);
+                self.worker.update(socket, SRT_EPOLL_ERR);
+                let mut conn = Conn::new(s, peer);
+                conn.drops = self.welcome(&conn.socket, &conn.peer, burst);
+                state.conns.push(conn);
+            });
+            return;
+        }
+        let Some(i) = state.conns.iter().position(|c| c.socket.id() == socket) else {
+            return;
+        };
+        let conn = state.conns.remove(i);
+        self.worker.remove(socket);
+        if conn.drops > 0 {
+            gst::info!(
+                CAT,
+                "{}: {} did not take {} packets",
+                self.label,
+                conn.peer,
+                conn.drops
+            );
+        }
+        match &self.callers {
+            Some(c) => {
+                gst::info!(CAT, "{}: caller {} left", self.label, conn.peer);
+                lock(c).left(conn.peer.clone());
+            }
+            None => {
+                let why = format!("the connection to {} ended", conn.peer);
+                drop(conn);
+                self.fail(state, why);
+            }
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! Input pipelines: one per input, `<protocol source> [! clocksync] ! fakesink`, with the hub
-//! taking every buffer in a probe on the fakesink's pad. UDP inputs have no pipeline: their
-//! sockets are read on the I/O threads (`udp.rs`).
+//! taking every buffer in a probe on the fakesink's pad. UDP and SRT inputs have no pipeline:
+//! their sockets are read on castway's I/O threads (`udp.rs`, `srt.rs`).
 
 mod file;
-mod srt;
+pub mod srt;
 mod test;
 pub mod udp;
 
@@ -19,22 +19,16 @@ use crate::uri::Endpoint;
 /// A built (not yet started) input pipeline.
 pub struct Source {
     pub pipeline: gst::Pipeline,
-    /// The srtsrc, for its statistics.
-    pub srt: Option<gst::Element>,
 }
 
 /// Builds the pipeline for an input endpoint; its buffers go to `hub` through `feed`.
 pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name(name);
-    let (tail, srt, paced) = match endpoint {
-        Endpoint::Srt(e) => {
-            let src = srt::element(e, name)?;
-            pipeline.add(&src)?;
-            (src.clone(), Some(src), false)
-        }
+    let (tail, paced) = match endpoint {
+        Endpoint::Srt(_) => unreachable!("SRT inputs are sockets: srt::SrtInput"),
         Endpoint::Udp(_) => unreachable!("UDP inputs are sockets: udp::UdpReceiver"),
-        Endpoint::File(e) => (add_chain(&pipeline, &file::elements(e, name)?)?, None, true),
-        Endpoint::Test(e) => (test::build(e, name, &pipeline)?, None, false),
+        Endpoint::File(e) => (add_chain(&pipeline, &file::elements(e, name)?)?, true),
+        Endpoint::Test(e) => (test::build(e, name, &pipeline)?, false),
     };
     // A file is paced by the clock from its PCR; live sources pace themselves.
     let tail = if paced {
@@ -76,7 +70,7 @@ pub fn build(endpoint: &Endpoint, name: &str, hub: Arc<Hub>, feed: Arc<Feed>) ->
             gst::PadProbeReturn::Handled
         },
     );
-    Ok(Source { pipeline, srt })
+    Ok(Source { pipeline })
 }
 
 /// Makes the element, naming it after the pipeline.

@@ -1,14 +1,324 @@
-use crate::error::Result;
-use crate::uri::{SrtEndpoint, SrtMode};
-use gst::prelude::*;
+//! SRT inputs on castway's own socket layer: no pipeline and no thread of their own. The
+//! input's sockets sit on one of the SRT I/O threads (`srt::io`), which receives each message
+//! into a buffer and hands it to [`Hub::ingest`], byte for byte, as the input pipelines' probe
+//! does.
+//!
+//! A listener input serves one sender at a time: a caller knocking while the current one still
+//! delivers is turned away (logged); one knocking after the current one fell silent takes its
+//! place (a sender that restarted before its old connection timed out). When the sender leaves
+//! (or is silent past the peer idle timeout), the input reports it like a pipeline's error: the
+//! route's switch hears of it at once and the input starts listening again after the backoff.
+//! A caller or rendezvous input connects in the background; a failure to connect (with libsrt's
+//! reason: a wrong passphrase, a timeout) or a lost connection is reported the same way.
+//!
+//! Lock order: `state` → the hub's locks (the I/O thread ingests under `state`).
 
-/// `srtsrc`: emits the payload of each SRT message, byte for byte.
-pub(super) fn element(ep: &SrtEndpoint, name: &str) -> Result<gst::Element> {
-    let src = super::element("srtsrc", name)?;
-    crate::srt::configure(&src, ep);
-    // A listener input outlives its callers: when one leaves, wait for the next.
-    if ep.mode == SrtMode::Listener {
-        src.set_property("keep-listening", true);
+use std::net::SocketAddr;
+use std::os::raw::c_int;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use crate::hub::{Feed, Hub};
+use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
+use crate::srt::io::{self, Handler, Worker};
+use crate::srt::socket::{resolve, LISTEN_BACKLOG, MAX_PAYLOAD};
+use crate::srt::{stats::link_stats, Io, Notify, Socket};
+use crate::stats::SrtLinkStats;
+use crate::uri::{SrtEndpoint, SrtMode};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "castway-srt",
+        gst::DebugColorFlags::empty(),
+        Some("castway SRT endpoints"),
+    )
+});
+
+/// Messages received per wake before the I/O thread turns to its other sockets.
+const RECV_BATCH: usize = 64;
+/// A listener input's sender silent this long gives way to a new caller.
+const SILENT_MS: u64 = 500;
+
+/// The connection of an input: its socket and, once made, its peer.
+struct Conn {
+    socket: Socket,
+    peer: String,
+    connected: bool,
+    /// Data arrived on this connection.
+    delivered: bool,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    /// A listener's listening socket.
+    listener: Option<Socket>,
+    conn: Option<Conn>,
+}
+
+pub struct SrtInput {
+    ep: SrtEndpoint,
+    /// `route/id`, for the log.
+    label: String,
+    hub: Arc<Hub>,
+    feed: Arc<Feed>,
+    notify: Notify,
+    worker: Arc<Worker>,
+    /// This input, as the I/O thread's handler of its sockets.
+    me: Weak<SrtInput>,
+    state: Mutex<State>,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The local address a listener or rendezvous peer binds.
+fn local_address(ep: &SrtEndpoint, port: u16) -> Result<SocketAddr, String> {
+    resolve(&ep.bind_host(), port)
+}
+
+impl SrtInput {
+    /// Opens the input's socket: listening, or connecting in the background.
+    pub fn open(
+        ep: &SrtEndpoint,
+        label: String,
+        hub: Arc<Hub>,
+        feed: Arc<Feed>,
+        notify: Notify,
+    ) -> Result<Arc<SrtInput>, String> {
+        let input = Arc::new_cyclic(|me| SrtInput {
+            ep: ep.clone(),
+            label,
+            hub,
+            feed,
+            notify,
+            worker: io::pick(),
+            me: me.clone(),
+            state: Mutex::new(State::default()),
+        });
+        let weak = input.handler();
+        let mut socket = Socket::new()?;
+        socket.configure(ep)?;
+        let mut state = lock(&input.state);
+        match ep.mode {
+            SrtMode::Listener => {
+                socket.bind(local_address(ep, ep.port)?)?;
+                socket.listen(LISTEN_BACKLOG)?;
+                input
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, weak);
+                state.listener = Some(socket);
+            }
+            SrtMode::Caller | SrtMode::Rendezvous => {
+                let remote = resolve(&ep.host, ep.port)?;
+                input
+                    .worker
+                    .add(socket.id(), SRT_EPOLL_OUT | SRT_EPOLL_ERR, weak);
+                let started = if ep.mode == SrtMode::Rendezvous {
+                    let local = local_address(ep, ep.local_port.unwrap_or(ep.port))?;
+                    socket.rendezvous(local, remote)
+                } else {
+                    if ep.local_addr.is_some() || ep.local_port.is_some() {
+                        socket.bind(local_address(ep, ep.local_port.unwrap_or(0))?)?;
+                    }
+                    socket.connect(remote)
+                };
+                if let Err(e) = started {
+                    input.worker.remove(socket.id());
+                    return Err(e);
+                }
+                state.conn = Some(Conn {
+                    socket,
+                    peer: remote.to_string(),
+                    connected: false,
+                    delivered: false,
+                });
+            }
+        }
+        drop(state);
+        Ok(input)
     }
-    Ok(src)
+
+    /// Closes every socket of the input; nothing more reaches the hub or the control thread.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        // The connection first: its listener's port is given up with the listener.
+        for socket in [state.conn.take().map(|c| c.socket), state.listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.worker.remove(socket.id());
+        }
+    }
+
+    /// Whether a sender is connected.
+    pub fn connected(&self) -> bool {
+        lock(&self.state).conn.as_ref().is_some_and(|c| c.connected)
+    }
+
+    /// The receiving side of the connection's statistics (zeros while there is none).
+    pub fn stats(&self) -> SrtLinkStats {
+        let state = lock(&self.state);
+        (state.conn.as_ref())
+            .filter(|c| c.connected)
+            .and_then(|c| c.socket.stats())
+            .map(|p| link_stats(&p, false))
+            .unwrap_or_default()
+    }
+
+    /// A connected sender that delivered data and then nothing for the peer idle timeout is
+    /// gone (libsrt would notice only after about 5 s): the input reports it as lost. Called
+    /// by the route's control thread once a second.
+    pub fn check_idle(&self) {
+        let timeout = self.ep.peer_idle_timeout_ms();
+        let mut state = lock(&self.state);
+        let silent = !state.closed
+            && state
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.connected && c.delivered)
+            && self
+                .hub
+                .idle_ms(&self.feed)
+                .is_some_and(|ms| ms >= u64::from(timeout));
+        if !silent {
+            return;
+        }
+        let conn = state.conn.take().expect("looked at above");
+        self.worker.remove(conn.socket.id());
+        let why = format!(
+            "no data from {} for {timeout} ms (peer idle timeout)",
+            conn.peer
+        );
+        self.end(state, conn, why);
+    }
+
+    /// The connection ended: the input reports why and waits to be started again.
+    fn end(&self, mut state: std::sync::MutexGuard<'_, State>, conn: Conn, why: String) {
+        let why = match self.ep.mode {
+            SrtMode::Listener => format!("the sender {} left: {why}", conn.peer),
+            _ if conn.connected => format!("the connection to {} ended: {why}", conn.peer),
+            _ => why,
+        };
+        gst::info!(CAT, "{}: {why}", self.label);
+        drop(conn);
+        // A listener stops taking callers until the route starts it again.
+        state.closed = true;
+        drop(state);
+        (self.notify)(why);
+    }
+
+    /// Takes the callers waiting on the listener.
+    fn accept(&self, state: &mut State) {
+        let Some(listener) = &state.listener else {
+            return;
+        };
+        while let Some(socket) = listener.accept() {
+            let peer = socket.peer().unwrap_or_default();
+            let busy = state.conn.is_some()
+                && self
+                    .hub
+                    .idle_ms(&self.feed)
+                    .is_some_and(|ms| ms < SILENT_MS);
+            if busy {
+                gst::warning!(
+                    CAT,
+                    "{}: refused {peer}: a sender is connected and delivering",
+                    self.label
+                );
+                continue;
+            }
+            if let Some(old) = state.conn.take() {
+                gst::info!(
+                    CAT,
+                    "{}: {peer} takes over from the silent {}",
+                    self.label,
+                    old.peer
+                );
+                self.worker.remove(old.socket.id());
+            }
+            gst::info!(CAT, "{}: sender {peer} connected", self.label);
+            self.worker
+                .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, self.handler());
+            state.conn = Some(Conn {
+                socket,
+                peer,
+                connected: true,
+                delivered: false,
+            });
+        }
+    }
+
+    fn handler(&self) -> Weak<dyn Handler> {
+        self.me.clone()
+    }
+
+    /// Receives what is ready; returns why the connection ended, if it did.
+    fn receive(&self, conn: &mut Conn) -> Option<String> {
+        for _ in 0..RECV_BATCH {
+            let Ok(mut buffer) = gst::Buffer::with_size(MAX_PAYLOAD) else {
+                return None;
+            };
+            let got = {
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                let Ok(mut map) = b.map_writable() else {
+                    return None;
+                };
+                conn.socket.recv(&mut map)
+            };
+            match got {
+                Io::Done(n) => {
+                    conn.delivered = true;
+                    buffer.get_mut().expect("not shared yet").set_size(n);
+                    self.hub.ingest(&self.feed, buffer);
+                }
+                Io::WouldBlock => return None,
+                Io::Failed(why) => return Some(why),
+            }
+        }
+        None
+    }
+}
+
+impl Handler for SrtInput {
+    fn ready(&self, socket: SRTSOCKET, events: c_int) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        if state.listener.as_ref().is_some_and(|l| l.id() == socket) {
+            self.accept(&mut state);
+            return;
+        }
+        let Some(conn) = state.conn.as_mut().filter(|c| c.socket.id() == socket) else {
+            return;
+        };
+        let ended = if !conn.connected {
+            if events & SRT_EPOLL_ERR != 0 {
+                Some(format!(
+                    "cannot connect to {}: {}",
+                    conn.peer,
+                    conn.socket.reject_reason()
+                ))
+            } else {
+                conn.connected = true;
+                conn.peer = conn.socket.peer().unwrap_or(conn.peer.clone());
+                gst::info!(CAT, "{}: connected to {}", self.label, conn.peer);
+                self.worker.update(socket, SRT_EPOLL_IN | SRT_EPOLL_ERR);
+                None
+            }
+        } else {
+            let why = self.receive(conn);
+            match why {
+                Some(why) => Some(why),
+                None if events & SRT_EPOLL_ERR != 0 => Some("the connection broke".into()),
+                None => None,
+            }
+        };
+        let Some(why) = ended else { return };
+        let conn = state.conn.take().expect("looked at above");
+        self.worker.remove(socket);
+        self.end(state, conn, why);
+    }
 }

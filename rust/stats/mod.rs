@@ -1,12 +1,14 @@
 //! Counters written on streaming threads (atomics only), rates computed on the route's control
-//! thread, and SRT statistics read from the elements' `stats` property.
+//! thread, and the shape of SRT statistics (read from libsrt by `srt::stats`).
 
-use gst::prelude::*;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::ts::PACKET_SIZE;
+
+mod srt;
+pub use srt::{SrtLinkMeasures, SrtRecvStats, SrtSendStats, SrtSocketStats, SrtWindow};
 
 /// Per input or output: updated lock-free on the streaming thread.
 #[derive(Debug, Default)]
@@ -107,7 +109,7 @@ impl RateMeter {
     }
 }
 
-/// SRT link statistics, normalised over what srtsrc/srtsink report for one connection.
+/// SRT link statistics of one connection: its sending side (outputs) or receiving side (inputs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SrtLinkStats {
     pub rtt_ms: f64,
@@ -127,12 +129,16 @@ pub struct SrtLinkStats {
     pub naks: i64,
     /// The link's send (outputs) or receive (inputs) rate as libsrt measures it.
     pub rate_mbps: f64,
+    /// Everything libsrt tells of the connection, as srt-live-transmit's `-s` names it.
+    pub libsrt: SrtSocketStats,
 }
 
 /// One caller connected to an SRT listener.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SrtCaller {
     pub address: String,
+    /// TS packets this caller did not take (its send buffer was full), while the others did.
+    pub drops: u64,
     #[serde(flatten)]
     pub link: SrtLinkStats,
 }
@@ -157,18 +163,6 @@ impl SrtStats {
     }
 }
 
-fn num(s: &gst::StructureRef, names: &[&str]) -> Option<f64> {
-    names.iter().find_map(|n| {
-        let v = s.value(*n).ok()?;
-        v.get::<f64>()
-            .ok()
-            .or_else(|| v.get::<i64>().ok().map(|x| x as f64))
-            .or_else(|| v.get::<u64>().ok().map(|x| x as f64))
-            .or_else(|| v.get::<i32>().ok().map(f64::from))
-            .or_else(|| v.get::<u32>().ok().map(f64::from))
-    })
-}
-
 impl SrtLinkStats {
     /// Several links as one: totals of counters, the worst round trip and latency.
     pub fn aggregate<'a>(links: impl Iterator<Item = &'a SrtLinkStats>) -> SrtLinkStats {
@@ -183,78 +177,13 @@ impl SrtLinkStats {
             acks: acc.acks + l.acks,
             naks: acc.naks + l.naks,
             rate_mbps: acc.rate_mbps + l.rate_mbps,
+            libsrt: {
+                let mut all = acc.libsrt;
+                all.add(&l.libsrt);
+                all
+            },
         })
     }
-
-    /// Reads a stats structure of GStreamer's srt elements: a sender's (`srtsink`) or a
-    /// receiver's (`srtsrc`) side of the link. A sink's structure has the receiving fields
-    /// too, at zero, so the side is chosen, not guessed from which field is there.
-    pub fn from_structure(s: &gst::StructureRef, sender: bool) -> SrtLinkStats {
-        let int = |name: &str| num(s, &[name]).unwrap_or(0.0) as i64;
-        let pick =
-            |send: &'static str, receive: &'static str| int(if sender { send } else { receive });
-        SrtLinkStats {
-            rtt_ms: num(s, &["rtt-ms"]).unwrap_or(0.0),
-            loss: pick("packets-sent-lost", "packets-received-lost"),
-            retransmissions: pick("packets-retransmitted", "packets-received-retransmitted"),
-            dropped: pick("packets-sent-dropped", "packets-received-dropped"),
-            bandwidth_mbps: num(s, &["bandwidth-mbps"]).unwrap_or(0.0),
-            latency_ms: int("negotiated-latency-ms"),
-            packets: pick("packets-sent", "packets-received"),
-            acks: pick("packet-ack-received", "packet-ack-sent"),
-            naks: pick("packet-nack-received", "packet-nack-sent"),
-            rate_mbps: num(
-                s,
-                &[if sender {
-                    "send-rate-mbps"
-                } else {
-                    "receive-rate-mbps"
-                }],
-            )
-            .unwrap_or(0.0),
-        }
-    }
-}
-
-/// Reads an srt element's `stats`: the link of a caller/rendezvous/listener-source, and for a
-/// listener sink the callers with their addresses.
-pub fn srt_stats(element: &gst::Element) -> (SrtLinkStats, Vec<SrtCaller>) {
-    let stats = element.property::<Option<gst::Structure>>("stats");
-    let Some(stats) = stats else {
-        return (SrtLinkStats::default(), Vec::new());
-    };
-    let sender = element
-        .factory()
-        .is_some_and(|f| f.name().ends_with("sink"));
-    let mut callers = Vec::new();
-    if let Ok(list) = stats.get::<gst::glib::ValueArray>("callers") {
-        for v in list.iter() {
-            if let Ok(c) = v.get::<gst::Structure>() {
-                callers.push(SrtCaller {
-                    address: caller_address(&c).unwrap_or_default(),
-                    link: SrtLinkStats::from_structure(&c, sender),
-                });
-            }
-        }
-    }
-    let mut link = SrtLinkStats::from_structure(&stats, sender);
-    // A listener reports its links per caller only; the link of the endpoint sums them up.
-    if link.latency_ms == 0 && !callers.is_empty() {
-        link = SrtLinkStats::aggregate(callers.iter().map(|c| &c.link));
-    }
-    (link, callers)
-}
-
-fn caller_address(s: &gst::StructureRef) -> Option<String> {
-    let addr = s.get::<gst::glib::Object>("caller-address").ok()?;
-    socket_address_string(&addr)
-}
-
-/// `HOST:PORT` of a `GInetSocketAddress` (how libsrt peers are reported).
-pub fn socket_address_string(addr: &gst::glib::Object) -> Option<String> {
-    use gio::prelude::*;
-    let inet = addr.downcast_ref::<gio::InetSocketAddress>()?;
-    Some(crate::uri::host_port(&inet.address().to_str(), inet.port()))
 }
 
 #[cfg(test)]
@@ -281,27 +210,5 @@ mod tests {
         c.add(125_000);
         m.tick(&c, t0 + Duration::from_millis(500));
         assert_eq!(c.snapshot().bitrate_bps, 2_000_000);
-    }
-
-    #[test]
-    fn srt_fields_are_normalised() {
-        gst::init().unwrap();
-        let s = gst::Structure::builder("application/x-srt-statistics")
-            .field("rtt-ms", 1.5f64)
-            .field("packets-received-lost", 3i32)
-            .field("packets-received-retransmitted", 2i32)
-            .field("negotiated-latency-ms", 120i32)
-            .field("packets-received", 1000i64)
-            // What a sink's structure also carries, at its own values.
-            .field("packets-sent", 7i64)
-            .field("packets-sent-lost", 9i32)
-            .build();
-        let l = SrtLinkStats::from_structure(&s, false);
-        assert_eq!(
-            (l.rtt_ms, l.loss, l.retransmissions, l.latency_ms, l.packets),
-            (1.5, 3, 2, 120, 1000)
-        );
-        let sent = SrtLinkStats::from_structure(&s, true);
-        assert_eq!((sent.loss, sent.packets), (9, 7));
     }
 }

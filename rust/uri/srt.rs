@@ -4,6 +4,8 @@ use super::query::{percent_decode, percent_encode, Query};
 use super::{host_port, split_host_port};
 use crate::error::Error;
 use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
+use crate::srt::options::{self, SrtOption, Value, OPTIONS};
+use crate::srt::DEFAULT_PEER_IDLE_TIMEOUT_MS;
 use std::fmt;
 
 /// SRT's default receive latency in milliseconds (as srt-live-transmit and libsrt).
@@ -46,6 +48,8 @@ pub struct SrtEndpoint {
     pub local_addr: Option<String>,
     /// Local port to bind (srt-live-transmit `port`); rendezvous defaults to `port`.
     pub local_port: Option<u16>,
+    /// The other socket options the URI sets (`srt::options`), in the table's order.
+    pub options: Vec<SrtOption>,
 }
 
 impl SrtEndpoint {
@@ -98,8 +102,15 @@ impl SrtEndpoint {
         if mode == SrtMode::Listener && (local_addr.is_some() || local_port.is_some()) {
             return Err("a listener binds HOST:PORT of the URI; `adapter`/`port` are for callers and rendezvous".into());
         }
+        let mut socket_options = Vec::new();
+        for def in OPTIONS {
+            if let Some(text) = q.take(&[def.key])? {
+                socket_options.push(options::parse(def, &text)?);
+            }
+        }
         q.finish("srt")?;
         Ok(SrtEndpoint {
+            options: socket_options,
             host,
             port,
             mode,
@@ -110,6 +121,17 @@ impl SrtEndpoint {
             local_addr,
             local_port,
         })
+    }
+
+    /// How long a silent peer is waited for (`peeridletimeo`, else castway's default).
+    pub fn peer_idle_timeout_ms(&self) -> u32 {
+        (self.options.iter())
+            .find(|o| o.key == "peeridletimeo")
+            .and_then(|o| match o.value {
+                Value::Int(ms) => u32::try_from(ms).ok(),
+                Value::Text(_) => None,
+            })
+            .unwrap_or(DEFAULT_PEER_IDLE_TIMEOUT_MS)
     }
 
     /// The local address a listener or rendezvous peer binds.
@@ -218,6 +240,9 @@ impl fmt::Display for SrtEndpoint {
         }
         if let Some(p) = self.local_port {
             write!(f, "&port={p}")?;
+        }
+        for o in &self.options {
+            write!(f, "&{o}")?;
         }
         Ok(())
     }
@@ -348,5 +373,26 @@ mod tests {
         assert!(err("srt://:9000?mode=rendezvous").contains("needs a remote host"));
         assert!(err("srt://:9000?adapter=nowhere&mode=listener").contains("adapter"));
         assert!(err("srt://1.2.3.4:9000?adapter=nowhere").contains("`adapter=nowhere`"));
+        assert!(err("srt://:9000?oheadbw=200").contains("`oheadbw=200`"));
+        assert!(err("srt://:9000?transtype=file").contains("live streams"));
+        assert!(err("srt://:9000?nosuchkey=1").contains("nosuchkey"));
+    }
+
+    #[test]
+    fn every_srt_live_transmit_socket_option_is_taken_and_shown() {
+        let s = srt(
+            "srt://:9000?maxbw=1000000&oheadbw=50&tlpktdrop=off&peeridletimeo=1500\
+                     &payloadsize=1456&packetfilter=fec,cols:10,rows:5&minversion=0x010300",
+        );
+        assert_eq!(s.options.len(), 7);
+        assert_eq!(s.peer_idle_timeout_ms(), 1500);
+        assert_eq!(srt("srt://:9000").peer_idle_timeout_ms(), 2000);
+        let shown = s.to_string();
+        assert!(
+            shown.contains("&maxbw=1000000&oheadbw=50&tlpktdrop=false&peeridletimeo=1500"),
+            "{shown}"
+        );
+        // What is shown parses to the same endpoint.
+        assert_eq!(srt(&shown.replace("mode=listener&", "")), s);
     }
 }

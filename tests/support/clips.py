@@ -45,10 +45,12 @@ def make_clip(path: Path, seconds: int, size: str, video_kbps: int, *,
     return path
 
 
-def decode_errors(path: Path, timeout: float = 60) -> str:
-    """What `ffmpeg -v error` says while decoding the file fully (empty: clean)."""
+def decode_errors(path: Path, timeout: float = 60, video_only: bool = False) -> str:
+    """What `ffmpeg -v error` says while decoding the file fully (empty: clean); with
+    `video_only`, its video alone (a capture cut at a keyframe may end mid audio frame)."""
+    streams = ["-map", "0:v"] if video_only else []
     r = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        ["ffmpeg", "-v", "error", "-i", str(path), *streams, "-f", "null", "-"],
         capture_output=True, timeout=timeout, check=False,
     )
     return r.stderr.decode(errors="replace").strip()

@@ -10,6 +10,8 @@
   import no server module: ``serve`` loads the server only when it runs.
 - ``recording``: ``castway recording list|start|stop|pause|resume ROUTE`` (a client).
 - ``top``: ``castway top``, a live terminal view of a server's routes (a client too).
+- ``probe``: ``castway probe srt://HOST:PORT`` measures an SRT path and recommends latency and
+  overhead.
 - ``tables``: how stats and replies are printed.
 """
 
@@ -19,7 +21,7 @@ import argparse
 from collections.abc import Sequence
 
 from castway import __version__, gstreamer_version
-from castway.cli import recording, relay, remote, serve, top
+from castway.cli import probe, recording, relay, remote, serve, top
 from castway.cli.exits import EXIT_OK
 
 __all__ = ["main"]
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_commands(sub)
     recording.add_command(sub)
     top.add_command(sub)
+    probe.add_command(sub)
     return p
 
 

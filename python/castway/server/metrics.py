@@ -52,6 +52,11 @@ def _key(name: str) -> Callable[[Any], Any]:
     return lambda d: d.get(name)
 
 
+def _libsrt(group: str, name: str) -> Callable[[Any], Any]:
+    """A figure of an SRT link's ``libsrt`` group (srt-live-transmit's ``-s`` names)."""
+    return lambda d: (d.get("libsrt") or {}).get(group, {}).get(name)
+
+
 def _flag(name: str) -> Callable[[Any], int | None]:
     return lambda d: None if d.get(name) is None else int(bool(d[name]))
 
@@ -104,6 +109,21 @@ SRT = (
     Series("castway.srt.rate", "gauge", "bit/s", "send (outputs) or receive (inputs) rate as "
            "libsrt measures it", lambda d: None if d.get("rate_mbps") is None
            else d["rate_mbps"] * 1e6),
+    Series("castway.srt.caller_drops", "counter", "{packet}", "TS packets a caller did not "
+           "take (its send buffer was full): callers only", _key("drops")),
+    Series("castway.srt.send_buffer", "gauge", "ms", "what the send buffer holds, in time "
+           "(not yet acknowledged)", _libsrt("send", "msBuf")),
+    Series("castway.srt.receive_buffer", "gauge", "ms", "what the receive buffer holds, in "
+           "time (not yet played out)", _libsrt("recv", "msBuf")),
+    Series("castway.srt.flight_size", "gauge", "{packet}", "packets sent and not yet "
+           "acknowledged", _libsrt("window", "flight")),
+    Series("castway.srt.max_bandwidth", "gauge", "bit/s", "the sending rate's ceiling",
+           lambda d: None if _libsrt("link", "maxBandwidth")(d) is None
+           else _libsrt("link", "maxBandwidth")(d) * 1e6),
+    Series("castway.srt.send_buffer_available", "gauge", "By", "free space in the send buffer",
+           _libsrt("send", "byteAvailBuf")),
+    Series("castway.srt.receive_buffer_available", "gauge", "By", "free space in the receive "
+           "buffer", _libsrt("recv", "byteAvailBuf")),
 )
 
 # The priority of each TR 101 290 check (ETSI TR 101 290 5.2; unreferenced_pid is 3.4.a), in

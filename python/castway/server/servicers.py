@@ -54,8 +54,8 @@ DESIRED = {
     "stopped": route_pb2.DESIRED_STATE_STOPPED,
 }
 KINDS = (
-    ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", "srtsrc"),
-    # UDP needs no element: its sockets are castway's own.
+    # SRT and UDP need no element: their sockets are castway's own (SRT on libsrt, linked in).
+    ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", None),
     ("udp", "UDP unicast or multicast MPEG-TS", None),
     (
         "file",

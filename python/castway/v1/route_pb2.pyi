@@ -386,6 +386,219 @@ class SwitchEvent(_message.Message):
 Global___SwitchEvent: _TypeAlias = SwitchEvent  # noqa: Y015
 
 @_typing.final
+class SrtWindow(_message.Message):
+    """libsrt's statistics of one SRT connection, grouped and named as srt-live-transmit's `-s`
+    JSON output names them (docs/stats.md). Counters are totals since the connection was made.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLOW_FIELD_NUMBER: _builtins.int
+    CONGESTION_FIELD_NUMBER: _builtins.int
+    FLIGHT_FIELD_NUMBER: _builtins.int
+    flow: _builtins.int
+    congestion: _builtins.int
+    flight: _builtins.int
+    """Packets sent and not yet acknowledged."""
+    def __init__(
+        self,
+        *,
+        flow: _builtins.int = ...,
+        congestion: _builtins.int = ...,
+        flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["congestion", b"congestion", "flight", b"flight", "flow", b"flow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtWindow: _TypeAlias = SrtWindow  # noqa: Y015
+
+@_typing.final
+class SrtLinkMeasures(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RTT_FIELD_NUMBER: _builtins.int
+    BANDWIDTH_FIELD_NUMBER: _builtins.int
+    MAXBANDWIDTH_FIELD_NUMBER: _builtins.int
+    rtt: _builtins.float
+    bandwidth: _builtins.float
+    """Mb/s."""
+    maxBandwidth: _builtins.float
+    def __init__(
+        self,
+        *,
+        rtt: _builtins.float = ...,
+        bandwidth: _builtins.float = ...,
+        maxBandwidth: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth", b"bandwidth", "maxBandwidth", b"maxBandwidth", "rtt", b"rtt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtLinkMeasures: _TypeAlias = SrtLinkMeasures  # noqa: Y015
+
+@_typing.final
+class SrtSendStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKETS_FIELD_NUMBER: _builtins.int
+    PACKETSUNIQUE_FIELD_NUMBER: _builtins.int
+    PACKETSLOST_FIELD_NUMBER: _builtins.int
+    PACKETSDROPPED_FIELD_NUMBER: _builtins.int
+    PACKETSRETRANSMITTED_FIELD_NUMBER: _builtins.int
+    PACKETSFILTEREXTRA_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    BYTESUNIQUE_FIELD_NUMBER: _builtins.int
+    BYTESDROPPED_FIELD_NUMBER: _builtins.int
+    BYTEAVAILBUF_FIELD_NUMBER: _builtins.int
+    MSBUF_FIELD_NUMBER: _builtins.int
+    MBITRATE_FIELD_NUMBER: _builtins.int
+    SENDPERIOD_FIELD_NUMBER: _builtins.int
+    packets: _builtins.int
+    packetsUnique: _builtins.int
+    packetsLost: _builtins.int
+    packetsDropped: _builtins.int
+    packetsRetransmitted: _builtins.int
+    packetsFilterExtra: _builtins.int
+    bytes: _builtins.int
+    bytesUnique: _builtins.int
+    bytesDropped: _builtins.int
+    byteAvailBuf: _builtins.int
+    msBuf: _builtins.int
+    """What the send buffer holds, in milliseconds of stream."""
+    mbitRate: _builtins.float
+    sendPeriod: _builtins.float
+    """Microseconds between two packets sent."""
+    def __init__(
+        self,
+        *,
+        packets: _builtins.int = ...,
+        packetsUnique: _builtins.int = ...,
+        packetsLost: _builtins.int = ...,
+        packetsDropped: _builtins.int = ...,
+        packetsRetransmitted: _builtins.int = ...,
+        packetsFilterExtra: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        bytesUnique: _builtins.int = ...,
+        bytesDropped: _builtins.int = ...,
+        byteAvailBuf: _builtins.int = ...,
+        msBuf: _builtins.int = ...,
+        mbitRate: _builtins.float = ...,
+        sendPeriod: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byteAvailBuf", b"byteAvailBuf", "bytes", b"bytes", "bytesDropped", b"bytesDropped", "bytesUnique", b"bytesUnique", "mbitRate", b"mbitRate", "msBuf", b"msBuf", "packets", b"packets", "packetsDropped", b"packetsDropped", "packetsFilterExtra", b"packetsFilterExtra", "packetsLost", b"packetsLost", "packetsRetransmitted", b"packetsRetransmitted", "packetsUnique", b"packetsUnique", "sendPeriod", b"sendPeriod"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtSendStats: _TypeAlias = SrtSendStats  # noqa: Y015
+
+@_typing.final
+class SrtRecvStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKETS_FIELD_NUMBER: _builtins.int
+    PACKETSUNIQUE_FIELD_NUMBER: _builtins.int
+    PACKETSLOST_FIELD_NUMBER: _builtins.int
+    PACKETSDROPPED_FIELD_NUMBER: _builtins.int
+    PACKETSRETRANSMITTED_FIELD_NUMBER: _builtins.int
+    PACKETSBELATED_FIELD_NUMBER: _builtins.int
+    PACKETSFILTEREXTRA_FIELD_NUMBER: _builtins.int
+    PACKETSFILTERSUPPLY_FIELD_NUMBER: _builtins.int
+    PACKETSFILTERLOSS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    BYTESUNIQUE_FIELD_NUMBER: _builtins.int
+    BYTESLOST_FIELD_NUMBER: _builtins.int
+    BYTESDROPPED_FIELD_NUMBER: _builtins.int
+    BYTEAVAILBUF_FIELD_NUMBER: _builtins.int
+    MSBUF_FIELD_NUMBER: _builtins.int
+    MBITRATE_FIELD_NUMBER: _builtins.int
+    MSTSBPDDELAY_FIELD_NUMBER: _builtins.int
+    packets: _builtins.int
+    packetsUnique: _builtins.int
+    packetsLost: _builtins.int
+    packetsDropped: _builtins.int
+    packetsRetransmitted: _builtins.int
+    packetsBelated: _builtins.int
+    packetsFilterExtra: _builtins.int
+    packetsFilterSupply: _builtins.int
+    packetsFilterLoss: _builtins.int
+    bytes: _builtins.int
+    bytesUnique: _builtins.int
+    bytesLost: _builtins.int
+    bytesDropped: _builtins.int
+    byteAvailBuf: _builtins.int
+    msBuf: _builtins.int
+    """What the receive buffer holds, in milliseconds of stream."""
+    mbitRate: _builtins.float
+    msTsbPdDelay: _builtins.int
+    def __init__(
+        self,
+        *,
+        packets: _builtins.int = ...,
+        packetsUnique: _builtins.int = ...,
+        packetsLost: _builtins.int = ...,
+        packetsDropped: _builtins.int = ...,
+        packetsRetransmitted: _builtins.int = ...,
+        packetsBelated: _builtins.int = ...,
+        packetsFilterExtra: _builtins.int = ...,
+        packetsFilterSupply: _builtins.int = ...,
+        packetsFilterLoss: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        bytesUnique: _builtins.int = ...,
+        bytesLost: _builtins.int = ...,
+        bytesDropped: _builtins.int = ...,
+        byteAvailBuf: _builtins.int = ...,
+        msBuf: _builtins.int = ...,
+        mbitRate: _builtins.float = ...,
+        msTsbPdDelay: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byteAvailBuf", b"byteAvailBuf", "bytes", b"bytes", "bytesDropped", b"bytesDropped", "bytesLost", b"bytesLost", "bytesUnique", b"bytesUnique", "mbitRate", b"mbitRate", "msBuf", b"msBuf", "msTsbPdDelay", b"msTsbPdDelay", "packets", b"packets", "packetsBelated", b"packetsBelated", "packetsDropped", b"packetsDropped", "packetsFilterExtra", b"packetsFilterExtra", "packetsFilterLoss", b"packetsFilterLoss", "packetsFilterSupply", b"packetsFilterSupply", "packetsLost", b"packetsLost", "packetsRetransmitted", b"packetsRetransmitted", "packetsUnique", b"packetsUnique"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtRecvStats: _TypeAlias = SrtRecvStats  # noqa: Y015
+
+@_typing.final
+class SrtSocketStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    SEND_FIELD_NUMBER: _builtins.int
+    RECV_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def window(self) -> Global___SrtWindow: ...
+    @_builtins.property
+    def link(self) -> Global___SrtLinkMeasures: ...
+    @_builtins.property
+    def send(self) -> Global___SrtSendStats: ...
+    @_builtins.property
+    def recv(self) -> Global___SrtRecvStats: ...
+    def __init__(
+        self,
+        *,
+        window: Global___SrtWindow | None = ...,
+        link: Global___SrtLinkMeasures | None = ...,
+        send: Global___SrtSendStats | None = ...,
+        recv: Global___SrtRecvStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link", "recv", b"recv", "send", b"send", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link", "recv", b"recv", "send", b"send", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtSocketStats: _TypeAlias = SrtSocketStats  # noqa: Y015
+
+@_typing.final
 class SrtCaller(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -399,6 +612,8 @@ class SrtCaller(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     NAKS_FIELD_NUMBER: _builtins.int
     RATE_MBPS_FIELD_NUMBER: _builtins.int
+    LIBSRT_FIELD_NUMBER: _builtins.int
+    DROPS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """IP:PORT of the caller."""
     rtt_ms: _builtins.float
@@ -413,6 +628,12 @@ class SrtCaller(_message.Message):
     naks: _builtins.int
     rate_mbps: _builtins.float
     """Send (outputs) or receive (inputs) rate, Mb/s."""
+    drops: _builtins.int
+    """TS packets this caller did not take (its send buffer was full), while the others did."""
+    @_builtins.property
+    def libsrt(self) -> Global___SrtSocketStats:
+        """Everything libsrt tells of the connection."""
+
     def __init__(
         self,
         *,
@@ -426,10 +647,12 @@ class SrtCaller(_message.Message):
         acks: _builtins.int = ...,
         naks: _builtins.int = ...,
         rate_mbps: _builtins.float = ...,
+        libsrt: Global___SrtSocketStats | None = ...,
+        drops: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["libsrt", b"libsrt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "address", b"address", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "address", b"address", "dropped", b"dropped", "drops", b"drops", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +673,7 @@ class SrtStatus(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     NAKS_FIELD_NUMBER: _builtins.int
     RATE_MBPS_FIELD_NUMBER: _builtins.int
+    LIBSRT_FIELD_NUMBER: _builtins.int
     rtt_ms: _builtins.float
     """Round-trip time; a listener's is the worst of its callers'."""
     loss: _builtins.int
@@ -465,6 +689,12 @@ class SrtStatus(_message.Message):
     def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SrtCaller]:
         """Listeners: one per connected caller."""
 
+    @_builtins.property
+    def libsrt(self) -> Global___SrtSocketStats:
+        """Everything libsrt tells of the connection (a listener's: its callers' summed up, the worst
+        round trip, buffered time and flight).
+        """
+
     def __init__(
         self,
         *,
@@ -479,10 +709,11 @@ class SrtStatus(_message.Message):
         acks: _builtins.int = ...,
         naks: _builtins.int = ...,
         rate_mbps: _builtins.float = ...,
+        libsrt: Global___SrtSocketStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["libsrt", b"libsrt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,149 @@
+//! The SRT I/O threads: a small pool, each thread waiting on one `srt_epoll` for the sockets of
+//! every route it serves (listeners accepting, connections being made, connections receiving or
+//! breaking). An endpoint puts all its sockets on one thread, so its handler is never called on
+//! two threads at once; endpoints are spread over the threads by how many sockets each has.
+//!
+//! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
+//! send buffer is the queue). libsrt's own threads (per UDP port: one receiving, one sending;
+//! one timer thread per process) do the protocol work.
+
+use std::collections::HashMap;
+use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use super::ffi::{self, SRTSOCKET};
+
+/// How many I/O threads serve every SRT socket of the process.
+pub const IO_THREADS: usize = 2;
+/// Events taken from one wait.
+const BATCH: usize = 256;
+/// A wait returns after this long with nothing ready (then waits again): how soon the threads
+/// see that the process exits.
+const WAIT_MS: i64 = 100;
+
+/// The process is exiting: the I/O threads stop calling libsrt (see `leave_libsrt`).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// I/O threads still inside their loop.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs at exit, before libsrt's own static destructors (registered after them, so run before
+/// them): those destroy the condition variable an `srt_epoll_uwait` waits on, and glibc's
+/// `pthread_cond_destroy` waits for its waiters; with the I/O threads waiting again and again
+/// the process could take many seconds to exit. The threads are asked to leave libsrt alone and
+/// waited for (at most a second).
+extern "C" fn leave_libsrt() {
+    STOPPING.store(true, Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while RUNNING.load(Relaxed) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What an endpoint does when one of its sockets is ready. Called on the endpoint's I/O thread
+/// with no lock of the pool held; it may (un)register sockets.
+pub trait Handler: Send + Sync {
+    /// `events`: `SRT_EPOLL_IN` (data, or a caller to accept), `SRT_EPOLL_OUT` (a connection
+    /// made), `SRT_EPOLL_ERR` (broken, or failed to connect).
+    fn ready(&self, socket: SRTSOCKET, events: c_int);
+}
+
+/// One I/O thread: its epoll and the handlers of the sockets on it.
+pub struct Worker {
+    eid: c_int,
+    handlers: Mutex<HashMap<SRTSOCKET, Weak<dyn Handler>>>,
+    sockets: AtomicUsize,
+}
+
+static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
+    // SAFETY: registers a plain function to run at exit.
+    unsafe { libc::atexit(leave_libsrt) };
+    (0..IO_THREADS)
+        .map(|i| {
+            // Sockets must exist before an epoll can take them: libsrt starts up first.
+            drop(super::socket::Socket::new());
+            // SAFETY: creates an epoll owned by the worker for the life of the process.
+            let eid = unsafe { ffi::srt_epoll_create() };
+            // An empty epoll waits (for the first socket) instead of failing.
+            unsafe { ffi::srt_epoll_set(eid, ffi::SRT_EPOLL_ENABLE_EMPTY) };
+            let worker = Arc::new(Worker {
+                eid,
+                handlers: Mutex::new(HashMap::new()),
+                sockets: AtomicUsize::new(0),
+            });
+            let w = worker.clone();
+            RUNNING.fetch_add(1, Relaxed);
+            std::thread::Builder::new()
+                .name(format!("castway-srt-io{i}"))
+                .spawn(move || w.run())
+                .expect("cannot start an SRT I/O thread");
+            worker
+        })
+        .collect()
+});
+
+/// The I/O thread with the fewest sockets, for a new endpoint.
+pub fn pick() -> Arc<Worker> {
+    POOL.iter()
+        .min_by_key(|w| w.sockets.load(Relaxed))
+        .expect("the pool has threads")
+        .clone()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Worker {
+    /// Watches `socket` for `events` (SRT_EPOLL_*), calling `handler` when it is ready.
+    pub fn add(&self, socket: SRTSOCKET, events: c_int, handler: Weak<dyn Handler>) {
+        if lock(&self.handlers).insert(socket, handler).is_none() {
+            self.sockets.fetch_add(1, Relaxed);
+        }
+        // SAFETY: a socket id and a flag word; libsrt checks the id.
+        unsafe { ffi::srt_epoll_add_usock(self.eid, socket, &events) };
+    }
+
+    /// Watches `socket` for other events.
+    pub fn update(&self, socket: SRTSOCKET, events: c_int) {
+        // SAFETY: as in `add`.
+        unsafe { ffi::srt_epoll_update_usock(self.eid, socket, &events) };
+    }
+
+    /// Stops watching `socket` (before it is closed, or after).
+    pub fn remove(&self, socket: SRTSOCKET) {
+        if lock(&self.handlers).remove(&socket).is_some() {
+            self.sockets.fetch_sub(1, Relaxed);
+        }
+        // SAFETY: as in `add`; an id no longer known is an error libsrt reports, harmlessly.
+        unsafe { ffi::srt_epoll_remove_usock(self.eid, socket) };
+    }
+
+    fn run(&self) {
+        let mut ready = vec![ffi::SRT_EPOLL_EVENT::default(); BATCH];
+        loop {
+            if STOPPING.load(Relaxed) {
+                RUNNING.fetch_sub(1, Relaxed);
+                // The process is exiting: never touch libsrt again.
+                loop {
+                    std::thread::park();
+                }
+            }
+            // SAFETY: `ready` holds BATCH events for libsrt to fill.
+            let n = unsafe {
+                ffi::srt_epoll_uwait(self.eid, ready.as_mut_ptr(), BATCH as c_int, WAIT_MS)
+            };
+            if n <= 0 {
+                continue;
+            }
+            for ev in &ready[..(n as usize).min(BATCH)] {
+                let handler = lock(&self.handlers).get(&ev.fd).and_then(Weak::upgrade);
+                match handler {
+                    Some(h) => h.ready(ev.fd, ev.events),
+                    // Its endpoint is gone: nothing to tell.
+                    None => self.remove(ev.fd),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Every libsrt socket option srt-live-transmit takes as a URI key, under the same name: what
+//! it sets, its range and its default. `uri::SrtEndpoint` parses them (an error names the key
+//! and the range), `Socket::configure` sets them before the socket binds or connects, and
+//! docs/uri.md lists them. `latency`, `passphrase`, `pbkeylen`, `streamid`, `adapter`, `port`
+//! and `mode` are the endpoint's own fields.
+
+use std::os::raw::c_int;
+
+use super::ffi;
+
+/// What values a key takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole number in a range (an `int` option).
+    Int { min: i64, max: i64 },
+    /// A whole number in a range (an `int64_t` option: bandwidths).
+    Int64 { min: i64, max: i64 },
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Bool,
+    /// Text of at most this many bytes.
+    Text { max: usize },
+    /// One of these words, each an `int` value.
+    Word(&'static [(&'static str, i64)]),
+    /// Seconds to linger on close (a `struct linger`).
+    Linger,
+}
+
+/// One URI key.
+#[derive(Debug)]
+pub struct OptionDef {
+    pub key: &'static str,
+    pub opt: c_int,
+    pub kind: Kind,
+    /// The default, as docs/uri.md says it.
+    pub default: &'static str,
+}
+
+const INT_MAX: i64 = i32::MAX as i64;
+
+/// The keys, in the order docs/uri.md lists them.
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        key: "peerlatency",
+        opt: ffi::SRTO_PEERLATENCY,
+        kind: Kind::Int {
+            min: 0,
+            max: 60_000,
+        },
+        default: "`latency`",
+    },
+    OptionDef {
+        key: "maxbw",
+        opt: ffi::SRTO_MAXBW,
+        kind: Kind::Int64 {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "-1 (no limit)",
+    },
+    OptionDef {
+        key: "inputbw",
+        opt: ffi::SRTO_INPUTBW,
+        kind: Kind::Int64 {
+            min: 0,
+            max: i64::MAX,
+        },
+        default: "0 (measured)",
+    },
+    OptionDef {
+        key: "mininputbw",
+        opt: ffi::SRTO_MININPUTBW,
+        kind: Kind::Int64 {
+            min: 0,
+            max: i64::MAX,
+        },
+        default: "0",
+    },
+    OptionDef {
+        key: "oheadbw",
+        opt: ffi::SRTO_OHEADBW,
+        kind: Kind::Int { min: 5, max: 100 },
+        default: "25",
+    },
+    OptionDef {
+        key: "tlpktdrop",
+        opt: ffi::SRTO_TLPKTDROP,
+        kind: Kind::Bool,
+        default: "true",
+    },
+    OptionDef {
+        key: "nakreport",
+        opt: ffi::SRTO_NAKREPORT,
+        kind: Kind::Bool,
+        default: "true",
+    },
+    OptionDef {
+        key: "conntimeo",
+        opt: ffi::SRTO_CONNTIMEO,
+        kind: Kind::Int {
+            min: 50,
+            max: 120_000,
+        },
+        default: "3000",
+    },
+    OptionDef {
+        key: "peeridletimeo",
+        opt: ffi::SRTO_PEERIDLETIMEO,
+        kind: Kind::Int {
+            min: 100,
+            max: 3_600_000,
+        },
+        default: "2000 (castway's; libsrt's is 5000)",
+    },
+    OptionDef {
+        key: "payloadsize",
+        opt: ffi::SRTO_PAYLOADSIZE,
+        // castway sends 1316-byte messages (7 TS packets): a smaller payload cannot carry them.
+        kind: Kind::Int {
+            min: 1316,
+            max: 1456,
+        },
+        default: "1316",
+    },
+    OptionDef {
+        key: "mss",
+        opt: ffi::SRTO_MSS,
+        kind: Kind::Int {
+            min: 1360,
+            max: 1500,
+        },
+        default: "1500",
+    },
+    OptionDef {
+        key: "fc",
+        opt: ffi::SRTO_FC,
+        kind: Kind::Int {
+            min: 32,
+            max: INT_MAX,
+        },
+        default: "25600",
+    },
+    OptionDef {
+        key: "sndbuf",
+        opt: ffi::SRTO_SNDBUF,
+        kind: Kind::Int {
+            min: 65_536,
+            max: INT_MAX,
+        },
+        default: "12058624",
+    },
+    OptionDef {
+        key: "rcvbuf",
+        opt: ffi::SRTO_RCVBUF,
+        kind: Kind::Int {
+            min: 65_536,
+            max: INT_MAX,
+        },
+        default: "12058624",
+    },
+    OptionDef {
+        key: "lossmaxttl",
+        opt: ffi::SRTO_LOSSMAXTTL,
+        kind: Kind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        default: "0",
+    },
+    OptionDef {
+        key: "minversion",
+        opt: ffi::SRTO_MINVERSION,
+        kind: Kind::Int {
+            min: 0,
+            max: 0xff_ffff,
+        },
+        default: "0x010000",
+    },
+    OptionDef {
+        key: "enforcedencryption",
+        opt: ffi::SRTO_ENFORCEDENCRYPTION,
+        kind: Kind::Bool,
+        default: "true",
+    },
+    OptionDef {
+        key: "kmrefreshrate",
+        opt: ffi::SRTO_KMREFRESHRATE,
+        kind: Kind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        default: "16777216 (0: the default)",
+    },
+    OptionDef {
+        key: "kmpreannounce",
+        opt: ffi::SRTO_KMPREANNOUNCE,
+        kind: Kind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        default: "4096 (at most half of `kmrefreshrate`)",
+    },
+    OptionDef {
+        key: "packetfilter",
+        opt: ffi::SRTO_PACKETFILTER,
+        kind: Kind::Text { max: 512 },
+        default: "none (e.g. `fec,cols:10,rows:5`)",
+    },
+    OptionDef {
+        key: "ipttl",
+        opt: ffi::SRTO_IPTTL,
+        kind: Kind::Int { min: 1, max: 255 },
+        default: "64",
+    },
+    OptionDef {
+        key: "iptos",
+        opt: ffi::SRTO_IPTOS,
+        kind: Kind::Int { min: 0, max: 255 },
+        default: "0",
+    },
+    OptionDef {
+        key: "linger",
+        opt: ffi::SRTO_LINGER,
+        kind: Kind::Linger,
+        default: "0 (live)",
+    },
+    OptionDef {
+        key: "transtype",
+        opt: ffi::SRTO_TRANSTYPE,
+        // castway carries live streams; `file` would change every other default.
+        kind: Kind::Word(&[("live", 0)]),
+        default: "live",
+    },
+    OptionDef {
+        key: "congestion",
+        opt: ffi::SRTO_CONGESTION,
+        kind: Kind::Word(&[("live", 0)]),
+        default: "live",
+    },
+    OptionDef {
+        key: "snddropdelay",
+        opt: ffi::SRTO_SNDDROPDELAY,
+        kind: Kind::Int {
+            min: -1,
+            max: INT_MAX,
+        },
+        default: "0",
+    },
+    OptionDef {
+        key: "drifttracer",
+        opt: ffi::SRTO_DRIFTTRACER,
+        kind: Kind::Bool,
+        default: "true",
+    },
+    OptionDef {
+        key: "ipv6only",
+        opt: ffi::SRTO_IPV6ONLY,
+        kind: Kind::Bool,
+        default: "the system's",
+    },
+    OptionDef {
+        key: "retransmitalgo",
+        opt: ffi::SRTO_RETRANSMITALGO,
+        kind: Kind::Int { min: 0, max: 1 },
+        default: "1 (reduced)",
+    },
+];
+
+/// A key's value, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// One option a URI sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtOption {
+    pub key: &'static str,
+    pub value: Value,
+}
+
+impl SrtOption {
+    pub fn def(&self) -> &'static OptionDef {
+        OPTIONS
+            .iter()
+            .find(|d| d.key == self.key)
+            .expect("made from the table")
+    }
+}
+
+impl std::fmt::Display for SrtOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.value, self.def().kind) {
+            (Value::Int(v), Kind::Bool) => write!(f, "{}={}", self.key, *v != 0),
+            (Value::Int(v), Kind::Word(words)) => {
+                let w = words.iter().find(|(_, n)| n == v).map_or("?", |(w, _)| w);
+                write!(f, "{}={w}", self.key)
+            }
+            (Value::Int(v), _) => write!(f, "{}={v}", self.key),
+            (Value::Text(t), _) => write!(f, "{}={t}", self.key),
+        }
+    }
+}
+
+fn int(text: &str) -> Option<i64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Checks `text` as the value of `def`'s key; the error names the key and what it takes.
+pub fn parse(def: &'static OptionDef, text: &str) -> Result<SrtOption, String> {
+    let key = def.key;
+    let value = match def.kind {
+        Kind::Int { min, max } | Kind::Int64 { min, max } => match int(text) {
+            Some(v) if (min..=max).contains(&v) => Value::Int(v),
+            _ if max == i64::MAX => {
+                return Err(format!("`{key}={text}` must be a whole number from {min}"))
+            }
+            _ => {
+                return Err(format!(
+                    "`{key}={text}` must be a whole number from {min} to {max}"
+                ))
+            }
+        },
+        Kind::Linger => match int(text) {
+            Some(v) if (0..=INT_MAX).contains(&v) => Value::Int(v),
+            _ => return Err(format!("`{key}={text}` must be whole seconds from 0")),
+        },
+        Kind::Bool => match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Value::Int(1),
+            "0" | "false" | "no" | "off" => Value::Int(0),
+            _ => return Err(format!("`{key}={text}` must be true or false")),
+        },
+        Kind::Text { max } if text.len() <= max && !text.contains('\0') => {
+            Value::Text(text.to_string())
+        }
+        Kind::Text { max } => return Err(format!("`{key}` is longer than {max} bytes")),
+        Kind::Word(words) => {
+            let lower = text.to_ascii_lowercase();
+            match words.iter().find(|(w, _)| *w == lower) {
+                Some((_, n)) => Value::Int(*n),
+                None => {
+                    let names: Vec<_> = words.iter().map(|(w, _)| *w).collect();
+                    return Err(format!(
+                        "`{key}={text}` is not supported: castway carries live streams ({})",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    Ok(SrtOption { key, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(key: &str) -> &'static OptionDef {
+        OPTIONS.iter().find(|d| d.key == key).unwrap()
+    }
+
+    #[test]
+    fn values_are_checked_against_their_range_and_errors_name_the_key() {
+        assert_eq!(parse(def("oheadbw"), "50").unwrap().value, Value::Int(50));
+        assert!(parse(def("oheadbw"), "4")
+            .unwrap_err()
+            .contains("`oheadbw=4` must be a whole number from 5 to 100"));
+        assert_eq!(
+            parse(def("minversion"), "0x010300").unwrap().value,
+            Value::Int(0x010300)
+        );
+        assert_eq!(parse(def("tlpktdrop"), "off").unwrap().value, Value::Int(0));
+        assert!(parse(def("tlpktdrop"), "maybe")
+            .unwrap_err()
+            .contains("`tlpktdrop=maybe`"));
+        assert!(parse(def("transtype"), "file")
+            .unwrap_err()
+            .contains("live streams"));
+        assert!(parse(def("payloadsize"), "1000")
+            .unwrap_err()
+            .contains("1316 to 1456"));
+        assert!(parse(def("maxbw"), "-2").unwrap_err().contains("from -1"));
+        let o = parse(def("packetfilter"), "fec,cols:10,rows:5").unwrap();
+        assert_eq!(o.to_string(), "packetfilter=fec,cols:10,rows:5");
+        assert_eq!(
+            parse(def("nakreport"), "yes").unwrap().to_string(),
+            "nakreport=true"
+        );
+    }
+
+    #[test]
+    fn option_numbers_are_the_headers() {
+        // A few of srt.h's SRT_SOCKOPT values, spelled out.
+        let n = |k: &str| def(k).opt;
+        assert_eq!(
+            (
+                n("maxbw"),
+                n("oheadbw"),
+                n("peeridletimeo"),
+                n("packetfilter")
+            ),
+            (16, 25, 55, 60)
+        );
+        assert_eq!(
+            (n("kmpreannounce"), n("payloadsize"), n("ipv6only")),
+            (52, 49, 54)
+        );
+    }
+}
