@@ -95,6 +95,19 @@ class SrtCallerStats(TypedDict):
     libsrt: SrtSocketStats
 
 
+class SrtPortStats(TypedDict):
+    """The shared SRT port (:meth:`Gateway.listen_srt`): callers let in and refused."""
+
+    address: str
+    publishers_accepted: int
+    readers_accepted: int
+    refused_bad_request: int
+    refused_unauthorized: int
+    refused_forbidden: int
+    refused_not_found: int
+    refused_conflict: int
+
+
 class SrtStats(TypedDict):
     rtt_ms: float
     loss: int
@@ -566,6 +579,20 @@ class Gateway(Closing):
 
     def stats(self) -> list[RouteStats]:
         return cast(list[RouteStats], self._native.stats())
+
+    def listen_srt(self, address: str) -> str:
+        """Opens the shared SRT port on ``address`` (``[HOST]:PORT``; port 0 picks one; srt://
+        socket options may follow as a query, ``:8890?latency=200``) and returns the
+        ``HOST:PORT`` it listens on. Publishers and readers of every route's ``srt-shared://``
+        endpoints connect to it, chosen by stream ID (``#!::r=ROUTE,m=publish``,
+        ``publish:ROUTE[:USER:PASS]``, ``read:ROUTE[:USER:PASS]`` or ``ROUTE``); see
+        docs/uri.md. One per gateway."""
+        return self._native.listen_srt(address)
+
+    def srt_port_stats(self) -> SrtPortStats | None:
+        """The shared SRT port's address and callers let in and refused (by SRT reject
+        reason); None if it is not open."""
+        return cast("SrtPortStats | None", self._native.srt_port_stats())
 
     def event_batch(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> EventBatch:
         """The events numbered above ``after`` (at most ``limit``), waiting up to ``timeout``

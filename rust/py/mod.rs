@@ -95,6 +95,20 @@ impl PyGateway {
     fn close(&self, py: Python<'_>) {
         py.allow_threads(|| self.inner.close());
     }
+
+    /// Opens the shared SRT port on `address` (`[HOST]:PORT`); returns `HOST:PORT` it listens on.
+    fn listen_srt(&self, py: Python<'_>, address: &str) -> PyResult<String> {
+        let addr = py.allow_threads(|| self.inner.listen_srt(address))?;
+        Ok(addr.to_string())
+    }
+
+    /// The shared SRT port's figures (None: not open).
+    fn srt_port_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.inner.srt_port_stats() {
+            Some(s) => Ok(Some(to_py(py, &s)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Drop for PyGateway {
