@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import castway
 import castway.redact
 
 from support import sha256, wait_until
+from support.control import ADMIN
+from support.net import free_port
 from support.peers import Peers
 from support.senders import PipeSender
 from support.ts import random_ts
@@ -184,3 +187,41 @@ def test_without_a_port_shared_endpoints_wait(gateway: castway.Gateway) -> None:
     r = gateway.add_route("r", "srt-shared://", ["srt-shared://"])
     assert r.stats()["inputs"][0]["state"] == "listening"
     assert gateway.srt_port_stats() is None
+
+
+def test_serve_opens_the_port_from_its_config_and_templates_carry_access(
+    tmp_path: Path, peers: Peers, udp_capture: Any
+) -> None:
+    from castway.server import run_server
+    from castway.server.specs import spec_from_dict
+
+    config = tmp_path / "castway.toml"
+    config.write_text(f"""
+srt_listen = "127.0.0.1:{free_port()}"
+
+[templates.shared]
+outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
+""")
+    with run_server(tmp_path / "data", config=config, admin_key=ADMIN, grace_s=1) as running:
+        assert running.srt_port is not None
+        port = int(running.srt_port.rpartition(":")[2])
+        running.control.create_route("news", spec_from_dict({
+            "template": "shared", "inputs": [{"id": "cam", "uri": f"srt-shared://?users=cam:{CAM}"}],
+        }))
+        reader = udp_capture()
+        peers.start([
+            "srt-live-transmit", "-q", srt(port, f"read:news:viewer:{VIEWER}"),
+            f"udp://127.0.0.1:{reader.port}",
+        ])
+        data = random_ts(7 * 200)
+        cam = slt_sender(peers, srt(port, f"publish:news:cam:{CAM}"))
+        stats = lambda: running.control.stats()  # noqa: E731
+        wait_until(lambda: any(
+            r["name"] == "news" and r["inputs"][0]["srt"]["latency_ms"] > 0 for r in stats()
+        ), 20, "the publisher")
+        PipeSender(cam, data, bitrate=1e6).join()
+        wait_until(lambda: reader.size >= len(data), 20, "every byte at the reader")
+        assert sha256(reader.data[: len(data)]) == sha256(data)
+        # Viewers of the API see no password.
+        uri = running.control.get_route("news").resolved.outputs[0].uri
+        assert castway.redact.redact_uri(uri) == "srt-shared://?users=***"

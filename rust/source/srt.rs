@@ -246,10 +246,18 @@ impl SrtInput {
         }
     }
 
-    /// Whether a publisher is live (the shared port refuses another with "conflict").
+    /// Whether a publisher is live (the shared port refuses another with "conflict"). Asked on
+    /// libsrt's receiving thread, which must never wait on a lock held across a libsrt call
+    /// (closing a socket under the lock): the lock is tried a few times, and if it stays held
+    /// the caller is let in and judged again when accepted (`take_sender` turns it away).
     pub fn busy(&self) -> bool {
-        let state = lock(&self.state);
-        !state.closed && self.busy_with(&state)
+        for _ in 0..20 {
+            if let Ok(state) = self.state.try_lock() {
+                return !state.closed && self.busy_with(&state);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
     }
 
     /// Keeps the shared port's place of an `srt-shared://` input until it closes.
