@@ -149,6 +149,13 @@ def test_callers_are_refused_with_srts_reject_reasons_and_counted(
         assert stats[f"refused_{reason}"] >= 1, (reason, stats)
     # The port kept serving: the first publisher is still the route's sender.
     assert news.stats()["inputs"][0]["srt"]["latency_ms"] > 0
+    # And Prometheus sees the refusals by reason.
+    from castway.server.metrics import Metrics
+
+    text = Metrics(gateway.stats, None, gateway.srt_port_stats).render().decode()
+    address = stats["address"]
+    assert f'castway_srt_port_refused_total{{address="{address}",reason="conflict"}}' in text
+    assert f'castway_srt_port_accepted_total{{address="{address}",mode="publish"}} 1' in text
 
 
 def test_a_wrong_passphrase_is_refused_by_libsrt(

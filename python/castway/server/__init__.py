@@ -251,7 +251,7 @@ def run_server(
             server.start()
             metrics_port = None
             if metrics_listen is not None or otlp_configured():
-                metrics = Metrics(control.stats, webhooks.statuses)
+                metrics = Metrics(control.stats, webhooks.statuses, gw.srt_port_stats)
             if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:
