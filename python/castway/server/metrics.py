@@ -216,7 +216,7 @@ SRT_PORT = tuple(
 )
 
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
-PortStats = Callable[[], "dict[str, Any] | None"]
+PortStats = Callable[[], Any]  # Gateway.srt_port_stats: SrtPortStats or None
 
 
 class Reading(NamedTuple):
