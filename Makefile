@@ -61,6 +61,7 @@ bench: setup
 	$(PY) benches/scale.py
 	$(PY) benches/observability.py
 	$(PY) benches/srt_loss.py
+	$(PY) benches/shared_port.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

@@ -100,14 +100,14 @@ pub fn decide(
             return Err(Refusal::Unauthorized);
         };
         match (access.password(user), &request.password) {
-            (Some(want), Some(given)) if want == given => {}
+            (Some(want), Some(given)) if same(want, given) => {}
             (Some(want), None) => passphrase = Some((want.to_string(), access.pbkeylen)),
             (Some(_), Some(_)) => return Err(Refusal::Unauthorized),
             (None, given) => {
                 // A user of the other side, with the right password or none: known, not allowed.
                 let known = other.and_then(|o| o.password(user));
                 return Err(match (known, given) {
-                    (Some(p), Some(g)) if p == g => Refusal::Forbidden,
+                    (Some(p), Some(g)) if same(p, g) => Refusal::Forbidden,
                     (Some(_), None) => Refusal::Forbidden,
                     _ => Refusal::Unauthorized,
                 });
@@ -118,6 +118,12 @@ pub fn decide(
         return Err(Refusal::Conflict);
     }
     Ok(Admission { passphrase })
+}
+
+/// Whether two passwords are equal, in a time that does not tell how much of them matched.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A route's input or output on the shared port.
@@ -409,9 +415,10 @@ impl PortInner {
         let request = match streamid::parse(stream_id) {
             Ok(r) => r,
             Err(why) => {
+                // The stream ID itself is not logged: it may carry a password.
                 gst::warning!(
                     CAT,
-                    "refused {peer}: stream ID `{stream_id}`: {why} ({})",
+                    "refused {peer}: its stream ID: {why} ({})",
                     refusal_text(Refusal::BadRequest)
                 );
                 return Err(Refusal::BadRequest);
