@@ -188,6 +188,14 @@ def test_shared_endpoints_need_the_port_form_and_hide_their_secrets(
     gateway.listen_srt("127.0.0.1:0")
     with pytest.raises(castway.errors.CastwayError, match="already"):
         gateway.listen_srt("127.0.0.1:0")
+    with castway.Gateway() as other:
+        with pytest.raises(castway.errors.CastwayError, match="from each route"):
+            other.listen_srt("127.0.0.1:0?passphrase=0123456789ab")
+        with pytest.raises(castway.errors.CastwayError, match="latency"):
+            other.listen_srt("127.0.0.1:0?latency=-1")
+        other.close()
+        with pytest.raises(castway.errors.CastwayError, match="closed"):
+            other.listen_srt("127.0.0.1:0")
 
 
 def test_without_a_port_shared_endpoints_wait(gateway: castway.Gateway) -> None:

@@ -145,6 +145,9 @@ impl Gateway {
     /// listens on. One per gateway.
     pub fn listen_srt(&self, address: &str) -> Result<std::net::SocketAddr> {
         let mut port = self.srt_port.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Closed("gateway".into()));
+        }
         if let Some(p) = port.as_ref() {
             return Err(Error::AlreadyExists(format!(
                 "the shared SRT port (listening on {})",
