@@ -240,3 +240,12 @@ outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
         # Viewers of the API see no password.
         uri = running.control.get_route("news").resolved.outputs[0].uri
         assert castway.redact.redact_uri(uri) == "srt-shared://?users=***"
+        # The gRPC API shows the port.
+        from castway.client import Client
+        from castway.v1 import system_pb2
+
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        assert got.open and got.address == running.srt_port
+        assert (got.publishers_accepted, got.readers_accepted) == (1, 1)
+        client.close()

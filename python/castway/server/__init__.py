@@ -357,7 +357,9 @@ class _Server:
         )
         key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self._keys), server)
         event_pb2_grpc.add_EventServiceServicer_to_server(self._events, server)
-        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(
+            SystemService(self._control.gateway.srt_port_stats), server
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
