@@ -482,13 +482,17 @@ impl PortInner {
                     Some(i) if i.adopt(socket) => {
                         self.counts.publishers.fetch_add(1, Relaxed);
                     }
-                    _ => gst::info!(CAT, "{peer}: route `{}` is gone", request.route),
+                    _ => gst::info!(
+                        CAT,
+                        "{peer}: route `{}` did not take the publisher (stopping, or one is live)",
+                        request.route
+                    ),
                 },
                 Ok((_, Side::Output(o))) => match o.upgrade() {
                     Some(o) if o.adopt(socket, Some(stream_id.clone())) => {
                         self.counts.readers.fetch_add(1, Relaxed);
                     }
-                    _ => gst::info!(CAT, "{peer}: route `{}` is gone", request.route),
+                    _ => gst::info!(CAT, "{peer}: route `{}` is stopping", request.route),
                 },
                 Err(r) => {
                     gst::warning!(

@@ -84,7 +84,7 @@ class EndpointKind(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     scheme: _builtins.str
-    """The URI scheme: "srt", "udp", "file", "test"."""
+    """The URI scheme: "srt", "srt-shared", "udp", "file", "test"."""
     input: _builtins.bool
     output: _builtins.bool
     description: _builtins.str
