@@ -248,4 +248,28 @@ outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
         got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
         assert got.open and got.address == running.srt_port
         assert (got.publishers_accepted, got.readers_accepted) == (1, 1)
+        # castway API keys as users (keys=1): an operator's key publishes, a viewer's may not,
+        # a revoked one is unknown.
+        out = udp_capture()
+        running.control.create_route("keyed", spec_from_dict({
+            "inputs": ["srt-shared://?keys=1"], "outputs": [f"udp://127.0.0.1:{out.port}"],
+        }))
+        operator, op_secret = running.keys.create("encoder", "operator")
+        _, viewer_secret = running.keys.create("watcher", "viewer")
+        refused = peers.start([
+            "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:w:{viewer_secret}"),
+            "udp://127.0.0.1:9999",
+        ])
+        refused.wait(timeout=20)
+        by_key = slt_sender(peers, srt(port, f"publish:keyed:enc:{op_secret}"))
+        PipeSender(by_key, data, bitrate=1e6).join()
+        wait_until(lambda: out.size >= len(data), 20, "every byte of the key's publisher")
+        running.keys.revoke(operator.id)
+        gone = peers.start([
+            "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:enc:{op_secret}"),
+            "udp://127.0.0.1:9999",
+        ])
+        gone.wait(timeout=20)
+        got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        assert got.refused_forbidden >= 1 and got.refused_unauthorized >= 1
         client.close()

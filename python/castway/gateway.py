@@ -589,6 +589,13 @@ class Gateway(Closing):
         docs/uri.md. One per gateway."""
         return self._native.listen_srt(address)
 
+    def set_srt_keys(self, keys: list[tuple[str, str]]) -> None:
+        """The API keys ``srt-shared://?keys=1`` endpoints take as users, as ``(SHA-256 hex of
+        the secret, role)``: any key may read, ``operator`` and ``admin`` keys may publish (a
+        caller gives the secret as the password of ``publish:ROUTE:NAME:SECRET``). Replaces the
+        last set; ``castway serve`` keeps it in step with its keys."""
+        self._native.set_srt_keys(keys)
+
     def srt_port_stats(self) -> SrtPortStats | None:
         """The shared SRT port's address and callers let in and refused (by SRT reject
         reason); None if it is not open."""

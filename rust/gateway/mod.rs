@@ -179,6 +179,12 @@ impl Gateway {
         Ok(addr)
     }
 
+    /// castway's live API keys for the shared SRT port's `keys=1` endpoints: the SHA-256 (hex)
+    /// of each key's secret and its role (viewer, operator, admin).
+    pub fn set_srt_keys(&self, keys: &[(String, String)]) {
+        self.claims.shared_srt.set_keys(keys);
+    }
+
     /// The shared SRT port's figures, if it is open.
     pub fn srt_port_stats(&self) -> Option<crate::server::srt::SrtPortStats> {
         let port = self.srt_port.lock().unwrap_or_else(PoisonError::into_inner);

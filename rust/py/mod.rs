@@ -102,6 +102,11 @@ impl PyGateway {
         Ok(addr.to_string())
     }
 
+    /// castway's live API keys for `srt-shared://?keys=1`: (SHA-256 hex of the secret, role).
+    fn set_srt_keys(&self, keys: Vec<(String, String)>) {
+        self.inner.set_srt_keys(&keys);
+    }
+
     /// The shared SRT port's figures (None: not open).
     fn srt_port_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         match self.inner.srt_port_stats() {

@@ -49,6 +49,8 @@ pub struct Access {
     pub pbkeylen: u32,
     /// `(name, password)`; empty: anyone (who knows the passphrase, if there is one).
     pub users: Vec<(String, String)>,
+    /// castway API keys are users too: any key may read, operator and admin keys may publish.
+    pub keys: bool,
 }
 
 impl Access {
@@ -57,7 +59,13 @@ impl Access {
             passphrase: ep.passphrase.clone(),
             pbkeylen: ep.pbkeylen,
             users: ep.users.clone(),
+            keys: ep.keys,
         }
+    }
+
+    /// Whether callers must say who they are.
+    fn restricted(&self) -> bool {
+        !self.users.is_empty() || self.keys
     }
 
     fn password(&self, user: &str) -> Option<&str> {
@@ -77,11 +85,14 @@ pub struct Admission {
 /// does not take that on the shared port) and whether the route has a live publisher. Users
 /// are checked as their stream ID form allows: MediaMTX's carries the password, SRT's Access
 /// Control form names the user only, whose password then is the connection's passphrase.
+/// `key` tells whether a password is a castway API key and whether that key may publish (a key
+/// goes in MediaMTX's form only: the listener cannot know its secret to use as a passphrase).
 pub fn decide(
     publish: Option<&Access>,
     read: Option<&Access>,
     request: &StreamRequest,
     publisher_live: bool,
+    key: &dyn Fn(&str) -> Option<bool>,
 ) -> Result<Admission, Refusal> {
     let (access, other) = match request.mode {
         Mode::Publish => (publish, read),
@@ -95,7 +106,14 @@ pub fn decide(
         });
     };
     let mut passphrase = (access.passphrase.clone()).map(|p| (p, access.pbkeylen));
-    if !access.users.is_empty() {
+    let by_key = (request.password.as_deref())
+        .filter(|_| access.keys)
+        .and_then(key);
+    if let Some(may_publish) = by_key {
+        if request.mode == Mode::Publish && !may_publish {
+            return Err(Refusal::Forbidden);
+        }
+    } else if access.restricted() {
         let Some(user) = &request.user else {
             return Err(Refusal::Unauthorized);
         };
@@ -146,6 +164,9 @@ struct Entry {
 pub struct Directory {
     routes: Arc<Mutex<HashMap<String, Entry>>>,
     next: Arc<AtomicU64>,
+    /// castway's API keys: the SHA-256 (hex) of each live key's secret, and whether it may
+    /// publish (operator, admin). The control plane keeps it up to date (`set_keys`).
+    keys: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 /// A route's endpoint on the shared port; dropping it takes the endpoint off the port.
@@ -177,7 +198,34 @@ impl Drop for Registration {
     }
 }
 
+/// The SHA-256 of `text`, in lowercase hex (as castway keeps API keys).
+fn sha256_hex(text: &str) -> String {
+    let mut md = [0u8; 32];
+    // SAFETY: `text` is valid for its length; `md` takes SHA-256's 32 bytes.
+    unsafe { ffi::SHA256(text.as_ptr(), text.len(), md.as_mut_ptr()) };
+    md.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Directory {
+    /// castway's live API keys, as `(SHA-256 hex of the secret, role)`; replaces the last set.
+    pub fn set_keys(&self, keys: &[(String, String)]) {
+        let keys = (keys.iter())
+            .map(|(hash, role)| {
+                (
+                    hash.to_ascii_lowercase(),
+                    matches!(role.as_str(), "operator" | "admin"),
+                )
+            })
+            .collect();
+        *lock(&self.keys) = keys;
+    }
+
+    /// Whether `secret` is a live API key, and whether it may publish.
+    fn key(&self, secret: &str) -> Option<bool> {
+        let hash = sha256_hex(secret);
+        lock(&self.keys).get(&hash).copied()
+    }
+
     /// Puts a route's shared input on the port. A route has one at most.
     pub fn add_input(
         &self,
@@ -253,7 +301,9 @@ impl Directory {
             Some(Side::Input(i)) => i.upgrade().is_some_and(|i| i.busy()),
             _ => false,
         };
-        let admission = decide(publish.as_ref(), read.as_ref(), request, live)?;
+        let admission = decide(publish.as_ref(), read.as_ref(), request, live, &|p| {
+            self.key(p)
+        })?;
         let side = side.ok_or(Refusal::NotFound)?;
         Ok((admission, side))
     }
@@ -564,7 +614,12 @@ mod tests {
             users: (users.iter())
                 .map(|(n, p)| (n.to_string(), p.to_string()))
                 .collect(),
+            keys: false,
         }
+    }
+
+    fn no_key(_: &str) -> Option<bool> {
+        None
     }
 
     fn ask(s: &str) -> StreamRequest {
@@ -575,7 +630,7 @@ mod tests {
     fn callers_are_judged_by_route_mode_user_and_live_publisher() {
         let publish = access(Some("routepassphrase"), &[("cam", "campassword1")]);
         let read = access(None, &[("viewer", "viewerpassword")]);
-        let d = |s: &str, live| decide(Some(&publish), Some(&read), &ask(s), live);
+        let d = |s: &str, live| decide(Some(&publish), Some(&read), &ask(s), live, &no_key);
         // MediaMTX's form carries the password; the connection uses the route's passphrase.
         assert_eq!(
             d("publish:news:cam:campassword1", false)
@@ -621,18 +676,54 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_users_where_the_side_takes_them() {
+        let mut publish = access(None, &[("cam", "campassword1")]);
+        publish.keys = true;
+        let mut read = access(None, &[]);
+        read.keys = true;
+        let dir = Directory::default();
+        dir.set_keys(&[
+            (sha256_hex("operator-secret"), "operator".into()),
+            (sha256_hex("viewer-secret"), "viewer".into()),
+        ]);
+        let key = |p: &str| dir.key(p);
+        let d = |s: &str| decide(Some(&publish), Some(&read), &ask(s), false, &key);
+        assert!(d("publish:news:anyone:operator-secret").is_ok());
+        assert_eq!(
+            d("publish:news:anyone:viewer-secret"),
+            Err(Refusal::Forbidden)
+        );
+        assert!(d("read:news:anyone:viewer-secret").is_ok());
+        assert_eq!(d("read:news:anyone:revoked"), Err(Refusal::Unauthorized));
+        assert_eq!(d("news"), Err(Refusal::Unauthorized));
+        // Users still work beside keys.
+        assert!(d("publish:news:cam:campassword1").is_ok());
+        // Where keys are not taken, a key is no password.
+        publish.keys = false;
+        let d = |s: &str| decide(Some(&publish), Some(&read), &ask(s), false, &key);
+        assert_eq!(
+            d("publish:news:anyone:operator-secret"),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn a_route_without_that_side_is_forbidden_and_no_route_is_not_found() {
         let open = access(None, &[]);
         assert_eq!(
-            decide(Some(&open), None, &ask("news"), false),
+            decide(Some(&open), None, &ask("news"), false, &no_key),
             Err(Refusal::Forbidden)
         );
         assert_eq!(
-            decide(None, None, &ask("publish:news"), false),
+            decide(None, None, &ask("publish:news"), false, &no_key),
             Err(Refusal::NotFound)
         );
         assert_eq!(
-            decide(None, Some(&open), &ask("news"), false),
+            decide(None, Some(&open), &ask("news"), false, &no_key),
             Ok(Admission { passphrase: None })
         );
     }

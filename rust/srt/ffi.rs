@@ -206,6 +206,12 @@ pub type ListenCallback = unsafe extern "C" fn(
     streamid: *const c_char,
 ) -> c_int;
 
+// OpenSSL's libcrypto (libsrt's own crypto library): the SHA-256 castway API keys are kept as.
+#[link(name = "crypto")]
+extern "C" {
+    pub fn SHA256(d: *const u8, n: usize, md: *mut u8) -> *mut u8;
+}
+
 // libsrt itself is linked by build.rs (pkg-config `srt`).
 extern "C" {
     pub fn srt_startup() -> c_int;

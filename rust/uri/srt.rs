@@ -57,6 +57,8 @@ pub struct SrtEndpoint {
     /// `srt-shared://`: who may publish (an input's) or read (an output's) on the shared port,
     /// as `(name, password)`; empty: anyone who knows the passphrase, if any.
     pub users: Vec<(String, String)>,
+    /// `srt-shared://`: castway API keys are users too (`keys=1`).
+    pub keys: bool,
 }
 
 impl SrtEndpoint {
@@ -128,6 +130,7 @@ impl SrtEndpoint {
             local_addr,
             local_port,
             users: Vec::new(),
+            keys: false,
         })
     }
 
@@ -171,6 +174,7 @@ impl SrtEndpoint {
             }
             users.push((name.to_string(), password.to_string()));
         }
+        let keys = q.take_bool(&["keys"])?.unwrap_or(false);
         q.finish("srt-shared")?;
         Ok(SrtEndpoint {
             host: String::new(),
@@ -184,6 +188,7 @@ impl SrtEndpoint {
             local_port: None,
             options: Vec::new(),
             users,
+            keys,
         })
     }
 
@@ -298,6 +303,10 @@ impl fmt::Display for SrtEndpoint {
                     .map(|(n, _)| format!("{n}:***"))
                     .collect();
                 write!(f, "{sep}users={}", names.join(","))?;
+                sep = '&';
+            }
+            if self.keys {
+                write!(f, "{sep}keys=1")?;
             }
             return Ok(());
         }

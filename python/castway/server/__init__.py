@@ -215,7 +215,10 @@ def run_server(
                     f"cannot open the events file {events_file}: {e.strerror}"
                 ) from None
             hub.add_sink(sink)
-        keys = Keys(store, limits.max_keys, emit=lambda kind, **f: record_change(gw, kind, **f))
+        keys = Keys(
+            store, limits.max_keys, emit=lambda kind, **f: record_change(gw, kind, **f),
+            on_keys=gw.set_srt_keys,
+        )
         try:
             created = keys.bootstrap(admin_key, out)
         except ControlError as e:
