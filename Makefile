@@ -65,6 +65,7 @@ bench: setup
 	$(PY) benches/notebook.py
 	$(PY) benches/record.py
 	$(PY) benches/srt_loss.py
+	$(PY) benches/shared_port.py
 
 clean:
 	rm -rf target dist .stamp-* $(VENV) python/castway/*.so .castway

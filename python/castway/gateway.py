@@ -97,6 +97,19 @@ class SrtCallerStats(TypedDict):
     libsrt: SrtSocketStats
 
 
+class SrtPortStats(TypedDict):
+    """The shared SRT port (:meth:`Gateway.listen_srt`): callers let in and refused."""
+
+    address: str
+    publishers_accepted: int
+    readers_accepted: int
+    refused_bad_request: int
+    refused_unauthorized: int
+    refused_forbidden: int
+    refused_not_found: int
+    refused_conflict: int
+
+
 class SrtStats(TypedDict):
     rtt_ms: float
     loss: int
@@ -760,6 +773,27 @@ class Gateway(Closing):
             return f"<castway.Gateway\n{notebook.StatsView(self.stats())!r}>"
         except CastwayError as e:
             return f"<castway.Gateway ({e})>"
+
+    def listen_srt(self, address: str) -> str:
+        """Opens the shared SRT port on ``address`` (``[HOST]:PORT``; port 0 picks one; srt://
+        socket options may follow as a query, ``:8890?latency=200``) and returns the
+        ``HOST:PORT`` it listens on. Publishers and readers of every route's ``srt-shared://``
+        endpoints connect to it, chosen by stream ID (``#!::r=ROUTE,m=publish``,
+        ``publish:ROUTE[:USER:PASS]``, ``read:ROUTE[:USER:PASS]`` or ``ROUTE``); see
+        docs/uri.md. One per gateway."""
+        return self._native.listen_srt(address)
+
+    def set_srt_keys(self, keys: list[tuple[str, str]]) -> None:
+        """The API keys ``srt-shared://?keys=1`` endpoints take as users, as ``(SHA-256 hex of
+        the secret, role)``: any key may read, ``operator`` and ``admin`` keys may publish (a
+        caller gives the secret as the password of ``publish:ROUTE:NAME:SECRET``). Replaces the
+        last set; ``castway serve`` keeps it in step with its keys."""
+        self._native.set_srt_keys(keys)
+
+    def srt_port_stats(self) -> SrtPortStats | None:
+        """The shared SRT port's address and callers let in and refused (by SRT reject
+        reason); None if it is not open."""
+        return cast("SrtPortStats | None", self._native.srt_port_stats())
 
     def event_batch(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> EventBatch:
         """The events numbered above ``after`` (at most ``limit``), waiting up to ``timeout``

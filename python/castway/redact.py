@@ -9,9 +9,10 @@ import re
 from urllib.parse import unquote
 
 REDACTED = "***"
-# Query keys whose values viewers never see: the SRT passphrase, and the stream ID (it often
+# Query keys whose values viewers never see: the SRT passphrase, the users of a shared-port
+# endpoint (their passwords), and the stream ID (it often
 # carries a token). Compared after percent-decoding, as the data plane reads them.
-SECRET_KEYS = frozenset({"passphrase", "streamid"})
+SECRET_KEYS = frozenset({"passphrase", "streamid", "users"})
 QUERY_PAIR = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 
 

@@ -35,6 +35,8 @@ struct State {
 #[derive(Default)]
 pub struct Claims {
     state: Mutex<State>,
+    /// The routes' places on the gateway's shared SRT port (their `srt-shared://` endpoints).
+    pub shared_srt: crate::server::srt::Directory,
 }
 
 /// Whether two binds clash: the same port, and the same host or either a wildcard.

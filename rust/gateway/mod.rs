@@ -18,6 +18,8 @@ pub struct Gateway {
     closed: std::sync::atomic::AtomicBool,
     /// What every route and the control plane report, in one numbered sequence.
     events: Arc<EventLog>,
+    /// The shared SRT port, once opened (`listen_srt`).
+    srt_port: Mutex<Option<crate::server::srt::SrtPort>>,
 }
 
 impl Gateway {
@@ -34,6 +36,7 @@ impl Gateway {
             claims: Arc::default(),
             closed: std::sync::atomic::AtomicBool::default(),
             events: Arc::new(EventLog::new(events)),
+            srt_port: Mutex::default(),
         })
     }
 
@@ -137,10 +140,68 @@ impl Gateway {
         routes.iter().map(|r| r.stats()).collect()
     }
 
+    /// Opens the shared SRT port on `address` (`[HOST]:PORT`, srt:// socket options as a
+    /// query), serving the `srt-shared://` endpoints of every route; returns the address it
+    /// listens on. One per gateway.
+    pub fn listen_srt(&self, address: &str) -> Result<std::net::SocketAddr> {
+        let mut port = self.srt_port.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Closed("gateway".into()));
+        }
+        if let Some(p) = port.as_ref() {
+            return Err(Error::AlreadyExists(format!(
+                "the shared SRT port (listening on {})",
+                p.address()
+            )));
+        }
+        // Port 0 (any free port) is not claimed: no route can have asked for it.
+        let any_port = address.split('?').next().is_some_and(|a| a.ends_with(":0"));
+        let owner = "castway/srt-listen".to_string();
+        let claimed = !any_port;
+        if claimed {
+            let endpoint = crate::uri::Endpoint::parse(
+                &crate::server::srt::listen_uri(address),
+                crate::uri::Role::Input,
+            )
+            .map_err(|e| Error::InvalidConfig(format!("the shared SRT port: {e}")))?;
+            self.claims
+                .claim_all(&[(owner.clone(), &endpoint, crate::uri::Role::Input)])?;
+        }
+        let opened = crate::server::srt::SrtPort::open(address, self.claims.shared_srt.clone())
+            .map_err(|why| Error::InvalidConfig(format!("the shared SRT port: {why}")));
+        let opened = opened.inspect_err(|_| {
+            if claimed {
+                self.claims.release(&owner);
+            }
+        })?;
+        let addr = opened.address();
+        *port = Some(opened);
+        Ok(addr)
+    }
+
+    /// castway's live API keys for the shared SRT port's `keys=1` endpoints: the SHA-256 (hex)
+    /// of each key's secret and its role (viewer, operator, admin).
+    pub fn set_srt_keys(&self, keys: &[(String, String)]) {
+        self.claims.shared_srt.set_keys(keys);
+    }
+
+    /// The shared SRT port's figures, if it is open.
+    pub fn srt_port_stats(&self) -> Option<crate::server::srt::SrtPortStats> {
+        let port = self.srt_port.lock().unwrap_or_else(PoisonError::into_inner);
+        port.as_ref().map(|p| p.stats())
+    }
+
     /// Stops every route. Idempotent.
     pub fn close(&self) {
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The shared port first: no caller is handed to a route that stops.
+        let port = self
+            .srt_port
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(port);
         let routes: Vec<Arc<Route>> = std::mem::take(&mut *self.routes()).into_values().collect();
         for r in routes {
             r.shutdown();

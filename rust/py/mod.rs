@@ -96,6 +96,25 @@ impl PyGateway {
     fn close(&self, py: Python<'_>) {
         py.allow_threads(|| self.inner.close());
     }
+
+    /// Opens the shared SRT port on `address` (`[HOST]:PORT`); returns `HOST:PORT` it listens on.
+    fn listen_srt(&self, py: Python<'_>, address: &str) -> PyResult<String> {
+        let addr = py.allow_threads(|| self.inner.listen_srt(address))?;
+        Ok(addr.to_string())
+    }
+
+    /// castway's live API keys for `srt-shared://?keys=1`: (SHA-256 hex of the secret, role).
+    fn set_srt_keys(&self, keys: Vec<(String, String)>) {
+        self.inner.set_srt_keys(&keys);
+    }
+
+    /// The shared SRT port's figures (None: not open).
+    fn srt_port_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.inner.srt_port_stats() {
+            Some(s) => Ok(Some(to_py(py, &s)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Drop for PyGateway {

@@ -126,7 +126,8 @@ impl Route {
         let generation = self.generations.fetch_add(1, Relaxed);
         let restart = slot.starts > 0;
         let now = self.clock.now();
-        slot.start(&self.name, &self.hub, &self.events, generation, now)?;
+        let shared = &self.claims.shared_srt;
+        slot.start(&self.name, &self.hub, &self.events, generation, now, shared)?;
         if restart {
             if let Some(feed) = &slot.feed {
                 // A looped file, a reconnected sender: a new run for the outputs if it is on.

@@ -183,6 +183,7 @@ impl Slot {
         events: &Sender<Event>,
         generation: u64,
         now: Instant,
+        shared: &crate::server::srt::Directory,
     ) -> Result<()> {
         let name = self.pipeline_name(route);
         if let (Role::Output, Endpoint::Udp(e)) = (self.role, &self.endpoint) {
@@ -243,7 +244,7 @@ impl Slot {
             return Ok(());
         }
         if let Endpoint::Srt(e) = &self.endpoint {
-            self.start_srt(e.clone(), route, hub, events, generation, now);
+            self.start_srt(e.clone(), route, hub, events, (generation, now), shared);
             return Ok(());
         }
         let (pipeline, tap) = match self.role {
@@ -303,8 +304,8 @@ impl Slot {
         route: &str,
         hub: &Arc<Hub>,
         events: &Sender<Event>,
-        generation: u64,
-        now: Instant,
+        (generation, now): (u64, Instant),
+        shared: &crate::server::srt::Directory,
     ) {
         self.generation = generation;
         self.starts += 1;
@@ -322,19 +323,28 @@ impl Slot {
             let _ = tx.send(Event::Bus { generation, msg });
         });
         let label = format!("{route}/{}", self.id);
+        let on_port = ep.mode == SrtMode::Shared;
+        let access = crate::server::srt::Access::of(&ep);
         let opened = match self.role {
             Role::Input => {
                 let feed = self.feed.clone().expect("inputs have a feed");
-                SrtInput::open(&ep, label, hub.clone(), feed, notify).map(SrtEnd::Input)
+                SrtInput::open(&ep, label, hub.clone(), feed, notify).and_then(|i| {
+                    if on_port {
+                        i.set_registration(shared.add_input(route, &i, access)?);
+                    }
+                    Ok(SrtEnd::Input(i))
+                })
             }
-            Role::Output => {
-                SrtOutput::open(&ep, label, notify, hub, self.counters.clone()).map(|o| {
+            Role::Output => SrtOutput::open(&ep, label, notify, hub, self.counters.clone())
+                .and_then(|o| {
+                    if on_port {
+                        o.set_registration(shared.add_output(route, &o, access)?);
+                    }
                     self.callers = o.callers();
                     let tap = Tap::srt(self.id.clone(), o.clone(), self.counters.clone());
                     self.attach(hub, Arc::new(tap));
-                    SrtEnd::Output(o)
-                })
-            }
+                    Ok(SrtEnd::Output(o))
+                }),
         };
         match opened {
             Ok(end) => {
@@ -522,7 +532,7 @@ impl Slot {
         };
         let state = match self.status {
             _ if starting_or_idle && srt_connected == Some(false) => match srt_mode {
-                Some(SrtMode::Listener) => "listening",
+                Some(SrtMode::Listener | SrtMode::Shared) => "listening",
                 _ => "connecting",
             },
             Status::Starting => "starting",

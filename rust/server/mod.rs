@@ -1,5 +1,6 @@
-//! Shared listeners that serve many routes on one port (DESIGN.md). For now: what an SRT
-//! caller's stream ID asks for (`streamid`), the first piece of the shared SRT port of issue
-//! 12 part 4 (`castway serve --srt-listen`), which is not built yet.
+//! Shared listeners that serve many routes on one port (DESIGN.md): the shared SRT port
+//! (`srt`, `castway serve --srt-listen`) and what an SRT caller's stream ID asks of it
+//! (`streamid`).
 
+pub mod srt;
 pub mod streamid;

@@ -70,6 +70,8 @@ struct State {
     /// A caller/rendezvous socket until its connection is made.
     connecting: Option<(Socket, String)>,
     conns: Vec<Conn>,
+    /// An `srt-shared://` output's place on the shared port.
+    registration: Option<crate::server::srt::Registration>,
 }
 
 pub struct SrtOutput {
@@ -106,7 +108,7 @@ impl SrtOutput {
             notify,
             worker: io::pick(),
             me: me.clone(),
-            callers: (ep.mode == SrtMode::Listener).then(Callers::default),
+            callers: matches!(ep.mode, SrtMode::Listener | SrtMode::Shared).then(Callers::default),
             hub: Arc::downgrade(hub),
             counters,
             state: Mutex::new(State::default()),
@@ -143,6 +145,8 @@ impl SrtOutput {
                 }
                 state.connecting = Some((socket, remote.to_string()));
             }
+            // Readers of the shared port are handed over by the port (`adopt`).
+            SrtMode::Shared => {}
         }
         drop(state);
         Ok(output)
@@ -237,6 +241,8 @@ impl SrtOutput {
     pub fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
+        // Off the shared port first: no new reader is handed over.
+        state.registration = None;
         // The connections first: their listener's port is given up with the listener.
         let conns: Vec<Socket> = state.conns.drain(..).map(|c| c.socket).collect();
         let others = [
@@ -264,7 +270,7 @@ impl SrtOutput {
             })
             .collect();
         drop(state);
-        if self.ep.mode != SrtMode::Listener {
+        if !matches!(self.ep.mode, SrtMode::Listener | SrtMode::Shared) {
             let link = links.into_iter().next().map(|(_, _, l)| l);
             return (link.unwrap_or_default(), Vec::new());
         }
@@ -330,19 +336,50 @@ impl SrtOutput {
         let Some(listener) = &state.listener else {
             return;
         };
+        let mut callers = Vec::new();
         while let Some(socket) = listener.accept() {
-            let peer = socket.peer().unwrap_or_default();
-            let stream_id = socket.stream_id();
-            let drops = self.welcome(&socket, &peer, burst);
-            self.worker.add(socket.id(), SRT_EPOLL_ERR, self.handler());
-            gst::info!(CAT, "{}: caller {peer} joined", self.label);
-            if let Some(c) = &self.callers {
-                lock(c).joined(peer.clone(), stream_id);
-            }
-            let mut conn = Conn::new(socket, peer);
-            conn.drops = drops;
-            state.conns.push(conn);
+            callers.push(socket);
         }
+        for socket in callers {
+            let stream_id = socket.stream_id();
+            self.take_caller(state, socket, stream_id, burst);
+        }
+    }
+
+    /// Keeps the shared port's place of an `srt-shared://` output until it closes.
+    pub fn set_registration(&self, r: crate::server::srt::Registration) {
+        lock(&self.state).registration = Some(r);
+    }
+
+    /// A reader the shared port accepted for this output, served as one of its callers; false
+    /// if the output is closed (the socket is closed).
+    pub fn adopt(&self, socket: Socket, stream_id: Option<String>) -> bool {
+        let mut taken = false;
+        // Inside the hub's join, as a listener's own callers: the burst, then live data.
+        self.joining(|state, burst| {
+            self.take_caller(state, socket, stream_id, burst);
+            taken = true;
+        });
+        taken
+    }
+
+    fn take_caller(
+        &self,
+        state: &mut State,
+        socket: Socket,
+        stream_id: Option<String>,
+        burst: &[gst::Buffer],
+    ) {
+        let peer = socket.peer().unwrap_or_default();
+        let drops = self.welcome(&socket, &peer, burst);
+        self.worker.add(socket.id(), SRT_EPOLL_ERR, self.handler());
+        gst::info!(CAT, "{}: caller {peer} joined", self.label);
+        if let Some(c) = &self.callers {
+            lock(c).joined(peer.clone(), stream_id);
+        }
+        let mut conn = Conn::new(socket, peer);
+        conn.drops = drops;
+        state.conns.push(conn);
     }
 }
 

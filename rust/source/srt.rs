@@ -45,6 +45,8 @@ struct Conn {
     connected: bool,
     /// Data arrived on this connection.
     delivered: bool,
+    /// When it was made or accepted.
+    since: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -53,6 +55,8 @@ struct State {
     /// A listener's listening socket.
     listener: Option<Socket>,
     conn: Option<Conn>,
+    /// An `srt-shared://` input's place on the shared port.
+    registration: Option<crate::server::srt::Registration>,
 }
 
 pub struct SrtInput {
@@ -132,8 +136,11 @@ impl SrtInput {
                     peer: remote.to_string(),
                     connected: false,
                     delivered: false,
+                    since: std::time::Instant::now(),
                 });
             }
+            // A publisher of the shared port is handed over by the port (`adopt`).
+            SrtMode::Shared => {}
         }
         drop(state);
         Ok(input)
@@ -143,6 +150,8 @@ impl SrtInput {
     pub fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
+        // Off the shared port first: no new publisher is handed over.
+        state.registration = None;
         // The connection first: its listener's port is given up with the listener.
         for socket in [state.conn.take().map(|c| c.socket), state.listener.take()]
             .into_iter()
@@ -197,7 +206,9 @@ impl SrtInput {
     /// The connection ended: the input reports why and waits to be started again.
     fn end(&self, mut state: std::sync::MutexGuard<'_, State>, conn: Conn, why: String) {
         let why = match self.ep.mode {
-            SrtMode::Listener => format!("the sender {} left: {why}", conn.peer),
+            SrtMode::Listener | SrtMode::Shared => {
+                format!("the sender {} left: {why}", conn.peer)
+            }
             _ if conn.connected => format!("the connection to {} ended: {why}", conn.peer),
             _ => why,
         };
@@ -214,40 +225,87 @@ impl SrtInput {
         let Some(listener) = &state.listener else {
             return;
         };
+        let mut callers = Vec::new();
         while let Some(socket) = listener.accept() {
-            let peer = socket.peer().unwrap_or_default();
-            let busy = state.conn.is_some()
-                && self
-                    .hub
-                    .idle_ms(&self.feed)
-                    .is_some_and(|ms| ms < SILENT_MS);
-            if busy {
-                gst::warning!(
-                    CAT,
-                    "{}: refused {peer}: a sender is connected and delivering",
-                    self.label
-                );
-                continue;
-            }
-            if let Some(old) = state.conn.take() {
-                gst::info!(
-                    CAT,
-                    "{}: {peer} takes over from the silent {}",
-                    self.label,
-                    old.peer
-                );
-                self.worker.remove(old.socket.id());
-            }
-            gst::info!(CAT, "{}: sender {peer} connected", self.label);
-            self.worker
-                .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, self.handler());
-            state.conn = Some(Conn {
-                socket,
-                peer,
-                connected: true,
-                delivered: false,
-            });
+            callers.push(socket);
         }
+        for socket in callers {
+            self.take_sender(state, socket);
+        }
+    }
+
+    /// Whether a sender is connected and delivering (or connected but not yet silent for the
+    /// peer idle timeout): a new one is turned away.
+    fn busy_with(&self, state: &State) -> bool {
+        let Some(conn) = &state.conn else {
+            return false;
+        };
+        match self.hub.idle_ms(&self.feed) {
+            Some(ms) if conn.delivered => ms < SILENT_MS,
+            _ => conn.since.elapsed().as_millis() < u128::from(self.ep.peer_idle_timeout_ms()),
+        }
+    }
+
+    /// Whether a publisher is live (the shared port refuses another with "conflict"). Asked on
+    /// libsrt's receiving thread, which must never wait on a lock held across a libsrt call
+    /// (closing a socket under the lock): the lock is tried a few times, and if it stays held
+    /// the caller is let in and judged again when accepted (`take_sender` turns it away).
+    pub fn busy(&self) -> bool {
+        for _ in 0..20 {
+            if let Ok(state) = self.state.try_lock() {
+                return !state.closed && self.busy_with(&state);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Keeps the shared port's place of an `srt-shared://` input until it closes.
+    pub fn set_registration(&self, r: crate::server::srt::Registration) {
+        lock(&self.state).registration = Some(r);
+    }
+
+    /// A publisher the shared port accepted for this input; false if the input no longer
+    /// takes one (closed, or a sender is live: the socket is closed).
+    pub fn adopt(&self, socket: Socket) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        self.take_sender(&mut state, socket)
+    }
+
+    /// A caller becomes the input's sender, unless the current one still delivers.
+    fn take_sender(&self, state: &mut State, socket: Socket) -> bool {
+        let peer = socket.peer().unwrap_or_default();
+        if self.busy_with(state) {
+            gst::warning!(
+                CAT,
+                "{}: refused {peer}: a sender is connected and delivering",
+                self.label
+            );
+            return false;
+        }
+        if let Some(old) = state.conn.take() {
+            gst::info!(
+                CAT,
+                "{}: {peer} takes over from the silent {}",
+                self.label,
+                old.peer
+            );
+            self.worker.remove(old.socket.id());
+        }
+        gst::info!(CAT, "{}: sender {peer} connected", self.label);
+        self.worker
+            .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, self.handler());
+        state.conn = Some(Conn {
+            socket,
+            peer,
+            connected: true,
+            delivered: false,
+            since: std::time::Instant::now(),
+        });
+        true
     }
 
     fn handler(&self) -> Weak<dyn Handler> {

@@ -196,6 +196,22 @@ pub struct CBytePerfMon {
     pub byteRecvUnique: u64,
 }
 
+/// `srt_listen_callback_fn`: called on libsrt's receiving thread with the new socket of a
+/// caller and its stream ID before the handshake completes; -1 refuses the caller.
+pub type ListenCallback = unsafe extern "C" fn(
+    opaque: *mut c_void,
+    ns: SRTSOCKET,
+    hsversion: c_int,
+    peeraddr: *const libc::sockaddr,
+    streamid: *const c_char,
+) -> c_int;
+
+// OpenSSL's libcrypto (libsrt's own crypto library): the SHA-256 castway API keys are kept as.
+#[link(name = "crypto")]
+extern "C" {
+    pub fn SHA256(d: *const u8, n: usize, md: *mut u8) -> *mut u8;
+}
+
 // libsrt itself is linked by build.rs (pkg-config `srt`).
 extern "C" {
     pub fn srt_startup() -> c_int;
@@ -257,6 +273,12 @@ extern "C" {
     pub fn srt_epoll_set(eid: c_int, flags: i32) -> i32;
     pub fn srt_epoll_release(eid: c_int) -> c_int;
     pub fn srt_getrejectreason(sock: SRTSOCKET) -> c_int;
+    pub fn srt_setrejectreason(sock: SRTSOCKET, value: c_int) -> c_int;
+    pub fn srt_listen_callback(
+        lsn: SRTSOCKET,
+        hook_fn: ListenCallback,
+        hook_opaque: *mut c_void,
+    ) -> c_int;
     pub fn srt_rejectreason_str(id: c_int) -> *const c_char;
 }
 

@@ -121,6 +121,57 @@ fn address_string(storage: &libc::sockaddr_storage) -> Option<String> {
     }
 }
 
+/// `HOST:PORT` of an address libsrt passes (a listen callback's peer).
+///
+/// # Safety
+/// `addr` is null or points to a sockaddr_in or sockaddr_in6 as its family says.
+pub unsafe fn sockaddr_string(addr: *const libc::sockaddr) -> Option<String> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise; only as many bytes as the family says are copied.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match c_int::from(unsafe { (*addr).sa_family }) {
+        libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+        libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+        _ => return None,
+    };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.cast::<u8>(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        )
+    };
+    address_string(&storage)
+}
+
+/// A reject reason libsrt calls "application-defined" (1000 and above), as SRT's Access
+/// Control spec names them: `SRT_REJC_PREDEFINED` + an HTTP status, `SRT_REJC_USERDEFINED` +
+/// the listener's own code.
+fn predefined_reason(code: c_int) -> Option<String> {
+    let name = match code {
+        1400 => "bad request",
+        1401 => "unauthorized",
+        1403 => "forbidden",
+        1404 => "not found",
+        1405 => "bad mode",
+        1409 => "conflict",
+        1415 => "unacceptable",
+        1500 => "internal server error",
+        1503 => "unavailable",
+        1000..=1999 => return Some(format!("rejected by the listener: {}", code - 1000)),
+        2000.. => {
+            return Some(format!(
+                "rejected by the listener (its code {})",
+                code - 2000
+            ))
+        }
+        _ => return None,
+    };
+    Some(format!("rejected by the listener: {} {name}", code - 1000))
+}
+
 /// Resolves `host:port` (an IP address, or a name with a bounded lookup), IPv4 first.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
@@ -345,6 +396,28 @@ impl Socket {
         (id != ffi::SRT_INVALID_SOCK).then_some(Socket { id, udp: None })
     }
 
+    /// The address the socket is bound to (a listener's port when it asked for port 0).
+    pub fn local_address(&self) -> Option<SocketAddr> {
+        // SAFETY: as in `accept`.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as c_int;
+        let r = unsafe {
+            ffi::srt_getsockname(
+                self.id,
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if r == ffi::SRT_ERROR {
+            return None;
+        }
+        address_string(&storage).and_then(|a| {
+            let (host, port) = a.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(SocketAddr::new(host.parse().ok()?, port.parse().ok()?))
+        })
+    }
+
     /// The peer's `HOST:PORT`.
     pub fn peer(&self) -> Option<String> {
         // SAFETY: as in `accept`.
@@ -398,6 +471,9 @@ impl Socket {
         // SAFETY: the text is a static NUL-terminated string of libsrt.
         unsafe {
             let code = ffi::srt_getrejectreason(self.id);
+            if let Some(text) = predefined_reason(code) {
+                return text;
+            }
             let text = ffi::srt_rejectreason_str(code);
             if text.is_null() {
                 format!("rejected ({code})")

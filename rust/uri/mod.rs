@@ -60,6 +60,7 @@ impl Endpoint {
         let query = query::Query::parse(query).map_err(|r| Error::uri(&shown, r))?;
         let endpoint = match scheme.to_ascii_lowercase().as_str() {
             "srt" => SrtEndpoint::parse(authority_path, query).map(Endpoint::Srt),
+            "srt-shared" => SrtEndpoint::parse_shared(authority_path, query).map(Endpoint::Srt),
             "udp" => UdpEndpoint::parse(authority_path, query).map(Endpoint::Udp),
             "file" => FileEndpoint::parse(authority_path, query).map(Endpoint::File),
             "test" => TestEndpoint::parse(authority_path, query).map(Endpoint::Test),
@@ -136,7 +137,9 @@ impl Endpoint {
             (Endpoint::Udp(u), Role::Output) if u.host.is_empty() || u.is_wildcard() => {
                 Err("a UDP output needs a destination host".into())
             }
-            (Endpoint::Srt(s), _) if s.mode != SrtMode::Listener && s.host.is_empty() => {
+            (Endpoint::Srt(s), _)
+                if !matches!(s.mode, SrtMode::Listener | SrtMode::Shared) && s.host.is_empty() =>
+            {
                 Err(format!("mode={} needs a remote host", s.mode))
             }
             _ => Ok(()),
@@ -160,7 +163,7 @@ impl Endpoint {
             Endpoint::Srt(s) => match s.mode {
                 SrtMode::Listener => Some((s.bind_host(), s.port)),
                 SrtMode::Rendezvous => Some((s.bind_host(), s.local_port.unwrap_or(s.port))),
-                SrtMode::Caller => None,
+                SrtMode::Caller | SrtMode::Shared => None,
             },
             Endpoint::Udp(u) if role == Role::Input && !u.is_multicast() => {
                 Some((u.bind_host(), u.port))
@@ -192,7 +195,9 @@ pub fn redact(uri: &str) -> String {
         .map(|kv| match kv.split_once('=') {
             // Compared as the parser reads keys: percent-decoded, any case (`pass%70hrase`).
             Some((k, _))
-                if query::percent_decode(k).is_ok_and(|d| d.eq_ignore_ascii_case("passphrase")) =>
+                if query::percent_decode(k).is_ok_and(|d| {
+                    d.eq_ignore_ascii_case("passphrase") || d.eq_ignore_ascii_case("users")
+                }) =>
             {
                 format!("{k}=***")
             }

@@ -21,6 +21,9 @@ pub enum SrtMode {
     Caller,
     Listener,
     Rendezvous,
+    /// `srt-shared://`: publishers or readers of the gateway's shared SRT port
+    /// (`castway serve --srt-listen`), chosen by stream ID (`server::srt`).
+    Shared,
 }
 
 impl fmt::Display for SrtMode {
@@ -29,6 +32,7 @@ impl fmt::Display for SrtMode {
             SrtMode::Caller => "caller",
             SrtMode::Listener => "listener",
             SrtMode::Rendezvous => "rendezvous",
+            SrtMode::Shared => "shared",
         })
     }
 }
@@ -50,6 +54,11 @@ pub struct SrtEndpoint {
     pub local_port: Option<u16>,
     /// The other socket options the URI sets (`srt::options`), in the table's order.
     pub options: Vec<SrtOption>,
+    /// `srt-shared://`: who may publish (an input's) or read (an output's) on the shared port,
+    /// as `(name, password)`; empty: anyone who knows the passphrase, if any.
+    pub users: Vec<(String, String)>,
+    /// `srt-shared://`: castway API keys are users too (`keys=1`).
+    pub keys: bool,
 }
 
 impl SrtEndpoint {
@@ -120,6 +129,66 @@ impl SrtEndpoint {
             streamid,
             local_addr,
             local_port,
+            users: Vec::new(),
+            keys: false,
+        })
+    }
+
+    /// `srt-shared://?passphrase=…&pbkeylen=…&users=NAME:PASS,…`: the route's side (an input:
+    /// publishing, an output: reading) on the gateway's shared SRT port. The socket options
+    /// are the port's; only access is the route's.
+    pub(super) fn parse_shared(authority: &str, mut q: Query) -> Result<SrtEndpoint, String> {
+        if !authority.is_empty() {
+            return Err(format!(
+                "srt-shared:// takes no host or port (`{authority}`): the port is the \
+                 gateway's shared SRT port (`castway serve --srt-listen`)"
+            ));
+        }
+        let passphrase = q.take(PASSPHRASE_KEYS)?;
+        if let Some(p) = &passphrase {
+            check_passphrase(p)?;
+        }
+        let pbkeylen = match q.take_parsed::<u32>(PBKEYLEN_KEYS, "a key length (16, 24 or 32)")? {
+            None | Some(0) => 16,
+            Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
+            Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
+        };
+        let mut users: Vec<(String, String)> = Vec::new();
+        for entry in (q.take(&["users"])?.unwrap_or_default().split(',')).filter(|e| !e.is_empty())
+        {
+            let Some((name, password)) = entry.split_once(':') else {
+                return Err("`users` takes NAME:PASSWORD,… (a user without a password)".into());
+            };
+            if !limits::name_ok(name) {
+                return Err(format!(
+                    "`users`: `{name}` is not a user name (1 to 64 of A-Z a-z 0-9 . _ -)"
+                ));
+            }
+            if password.is_empty() || password.contains(':') {
+                return Err(format!(
+                    "`users`: the password of `{name}` is empty or has a `:`"
+                ));
+            }
+            if users.iter().any(|(n, _)| n == name) {
+                return Err(format!("`users`: `{name}` is given twice"));
+            }
+            users.push((name.to_string(), password.to_string()));
+        }
+        let keys = q.take_bool(&["keys"])?.unwrap_or(false);
+        q.finish("srt-shared")?;
+        Ok(SrtEndpoint {
+            host: String::new(),
+            port: 0,
+            mode: SrtMode::Shared,
+            latency_ms: DEFAULT_LATENCY_MS,
+            passphrase,
+            pbkeylen,
+            streamid: None,
+            local_addr: None,
+            local_port: None,
+            options: Vec::new(),
+            users,
+            keys,
         })
     }
 
@@ -222,6 +291,25 @@ impl SrtDefaults {
 
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mode == SrtMode::Shared {
+            let mut sep = '?';
+            f.write_str("srt-shared://")?;
+            if self.passphrase.is_some() {
+                write!(f, "?passphrase=***&pbkeylen={}", self.pbkeylen)?;
+                sep = '&';
+            }
+            if !self.users.is_empty() {
+                let names: Vec<String> = (self.users.iter())
+                    .map(|(n, _)| format!("{n}:***"))
+                    .collect();
+                write!(f, "{sep}users={}", names.join(","))?;
+                sep = '&';
+            }
+            if self.keys {
+                write!(f, "{sep}keys=1")?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "srt://{}?mode={}&latency={}",

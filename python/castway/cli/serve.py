@@ -67,6 +67,12 @@ def add_command(sub: Any) -> None:
         help="/metrics answers only a scrape with an API key (Authorization: Bearer KEY)",
     )
     serve.add_argument(
+        "--srt-listen",
+        metavar="[HOST]:PORT",
+        help="the shared SRT port: publishers and readers of every route's srt-shared:// "
+        "endpoints, chosen by stream ID (docs/uri.md)",
+    )
+    serve.add_argument(
         "--events-file",
         type=Path,
         metavar="FILE",
@@ -177,6 +183,7 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             metrics_listen=args.metrics_listen,
             metrics_key=args.metrics_key,
             events_file=args.events_file,
+            srt_listen=args.srt_listen,
             out=out,
         ) as running:
             host = args.listen.rpartition(":")[0]
@@ -193,6 +200,8 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
                     file=out,
                     flush=True,
                 )
+            if running.srt_port is not None:
+                print(f"castway: shared SRT port on {running.srt_port}", file=out, flush=True)
             if args.demo:
                 print(
                     f"castway: demo route: ffplay srt://127.0.0.1:{DEMO_PORT}", file=out, flush=True

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from castway.client import is_local
+from castway.errors import CastwayError
 from castway.gateway import Gateway
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
@@ -131,6 +132,8 @@ class Running:
     events_file: FileSink | None = None
     # Recording policy, the catalog and each route's recorder (docs/recording.md).
     recordings: Recordings | None = None
+    # `HOST:PORT` the shared SRT port listens on (`srt_listen`), else None.
+    srt_port: str | None = None
 
 
 @contextmanager
@@ -149,6 +152,7 @@ def run_server(
     metrics_listen: str | None = None,
     metrics_key: bool = False,
     events_file: Path | None = None,
+    srt_listen: str | None = None,
     grace_s: float = 5.0,
     out: TextIO = sys.stderr,
 ) -> Iterator[Running]:
@@ -161,7 +165,9 @@ def run_server(
     so loopback only unless ``insecure``), to any scraper or, with ``metrics_key``, to one
     presenting an API key (any role) as ``Authorization: Bearer KEY``; with
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they are also pushed over OTLP. ``events_file`` (else
-    the config's ``events_file``) gets every event appended as a line of JSON."""
+    the config's ``events_file``) gets every event appended as a line of JSON. ``srt_listen``
+    (``[HOST]:PORT``, else the config's ``srt_listen``) opens the shared SRT port: publishers and
+    readers of every route's ``srt-shared://`` endpoints, chosen by stream ID."""
     for what, address in (("listen", listen), ("metrics", metrics_listen)):
         host, sep, port = (address or "").rpartition(":")
         if address is not None and (not sep or not port.isdigit() or (
@@ -193,6 +199,8 @@ def run_server(
     limits = limits or (declared_limits[-1] if declared_limits else Limits())
     declared_files = [d.events_file for d, _ in sources if d.events_file is not None]
     events_file = events_file or (declared_files[-1] if declared_files else None)
+    declared_ports = [d.srt_listen for d, _ in sources if d.srt_listen is not None]
+    srt_listen = srt_listen or (declared_ports[-1] if declared_ports else None)
     store = Store(data_dir)
     control: Control | None = None
     gateway: Gateway | None = None
@@ -202,6 +210,12 @@ def run_server(
     try:
         gateway = Gateway(event_history=limits.event_history)
         gw = gateway
+        srt_port = None
+        if srt_listen is not None:
+            try:
+                srt_port = gateway.listen_srt(srt_listen)
+            except CastwayError as e:
+                raise ServeError(str(e)) from None
         hub = EventHub(gateway)
         hub.start()
         hub.add_sink(LogSink())
@@ -214,7 +228,10 @@ def run_server(
                     f"cannot open the events file {events_file}: {e.strerror}"
                 ) from None
             hub.add_sink(sink)
-        keys = Keys(store, limits.max_keys, emit=lambda kind, **f: record_change(gw, kind, **f))
+        keys = Keys(
+            store, limits.max_keys, emit=lambda kind, **f: record_change(gw, kind, **f),
+            on_keys=gw.set_srt_keys,
+        )
         try:
             created = keys.bootstrap(admin_key, out)
         except ControlError as e:
@@ -259,7 +276,8 @@ def run_server(
             server.start()
             metrics_port = None
             if metrics_listen is not None or otlp_configured():
-                metrics = Metrics(control.stats, webhooks.statuses, hub.statuses)
+                metrics = Metrics(control.stats, webhooks.statuses, hub.statuses,
+                                  gw.srt_port_stats)
             if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:
@@ -272,7 +290,7 @@ def run_server(
                     raise ServeError(f"cannot serve metrics on {metrics_listen}: {e}") from None
             yield Running(
                 server.server, server.port, control, keys, created, metrics_port, hub, webhooks,
-                sink, recordings,
+                sink, recordings, srt_port,
             )
         finally:
             if http is not None:
@@ -368,7 +386,9 @@ class _Server:
         )
         key_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self._keys), server)
         event_pb2_grpc.add_EventServiceServicer_to_server(self._events, server)
-        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(), server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(
+            SystemService(self._control.gateway.srt_port_stats), server
+        )
         recording_pb2_grpc.add_RecordingServiceServicer_to_server(self._recordings, server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

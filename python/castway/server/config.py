@@ -13,6 +13,7 @@ outputs = ["srt://:9100?mode=listener"]
 state = "running"        # or "stopped"; unset keeps what the store says
 
 events_file = "/var/log/castway/events.jsonl"   # one event per line (relative: to this file)
+srt_listen = ":8890"     # the shared SRT port: srt-shared:// endpoints, routed by stream ID
 
 [webhooks.pager]
 url = "https://hooks.example.com/castway"
@@ -68,6 +69,8 @@ class Declared:
     webhooks: dict[str, WebhookSpec] = field(default_factory=dict)
     # Where to append every event as a line of JSON.
     events_file: Path | None = None
+    # The shared SRT port's `[HOST]:PORT` (`castway serve --srt-listen`).
+    srt_listen: str | None = None
 
 
 def load(path: Path) -> Declared:
@@ -94,7 +97,7 @@ def load(path: Path) -> Declared:
 def parse(data: Any) -> Declared:
     if not isinstance(data, Mapping):
         raise InvalidArgument("(top)", "must be a table with `templates` and `routes`")
-    known = ("events_file", "limits", "routes", "templates", "webhooks")
+    known = ("events_file", "limits", "routes", "srt_listen", "templates", "webhooks")
     for key in data:
         if key not in known:
             raise InvalidArgument(key, f"unknown section (known: {', '.join(known)})")
@@ -120,8 +123,12 @@ def parse(data: Any) -> Declared:
     events_file = data.get("events_file")
     if events_file is not None and (not isinstance(events_file, str) or not events_file):
         raise InvalidArgument("events_file", "must be a file path")
+    srt_listen = data.get("srt_listen")
+    if srt_listen is not None and (not isinstance(srt_listen, str) or ":" not in srt_listen):
+        raise InvalidArgument("srt_listen", "must be [HOST]:PORT, as `:8890`")
     return Declared(
-        templates, routes, limits, webhooks, Path(events_file) if events_file else None
+        templates, routes, limits, webhooks, Path(events_file) if events_file else None,
+        srt_listen,
     )
 
 

@@ -81,14 +81,25 @@ class Keys:
     """The keys of one store, with an in-memory index by hash."""
 
     def __init__(
-        self, store: Store, max_keys: int = 100, emit: Callable[..., None] | None = None
+        self, store: Store, max_keys: int = 100, emit: Callable[..., None] | None = None,
+        on_keys: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> None:
-        """``emit(kind, **fields)`` reports each key created or revoked (an event)."""
+        """``emit(kind, **fields)`` reports each key created or revoked (an event);
+        ``on_keys(live)`` gets every live key's hash and role, now and after each change (the
+        shared SRT port takes keys as users: ``Gateway.set_srt_keys``)."""
         self._store = store
         self.max_keys = max_keys
         self._emit = emit
+        self._on_keys = on_keys
         self._lock = threading.Lock()
         self._by_hash = {k.hash: k for k in store.keys()}
+        with self._lock:
+            self._keys_changed()
+
+    def _keys_changed(self) -> None:
+        """Tells ``on_keys`` the live keys; called under the lock."""
+        if self._on_keys is not None:
+            self._on_keys([(k.hash, k.role) for k in self._by_hash.values() if k.revoked is None])
 
     def bootstrap(self, env_key: str | None, out: TextIO = sys.stderr) -> str | None:
         """Makes sure an admin can get in. ``env_key`` (``CASTWAY_ADMIN_KEY``) must be long and
@@ -154,6 +165,7 @@ class Keys:
         with self._lock:
             self._store.put_key(record)
             self._by_hash[record.hash] = record
+            self._keys_changed()
         if self._emit is not None:
             self._emit("key_created", name=record.name, key=record.id)
         return record
@@ -180,6 +192,7 @@ class Keys:
         revoked = replace(record, revoked=now())
         self._store.put_key(revoked)
         self._by_hash[record.hash] = revoked
+        self._keys_changed()
         if self._emit is not None:
             self._emit("key_revoked", name=record.name, key=record.id)
         return revoked

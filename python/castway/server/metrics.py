@@ -235,16 +235,31 @@ EVENT_SINK = (
            _key("missed")),
 )
 
+# The shared SRT port (attribute: address): callers let in, by what they asked, and refused,
+# by SRT reject reason.
+SRT_PORT = tuple(
+    Series("castway.srt_port.accepted", "counter", "{caller}", "callers the shared SRT port "
+           "let in, by what they asked (publish, read)", _key(f"{kind}s_accepted"),
+           (("mode", mode),))
+    for kind, mode in (("publisher", "publish"), ("reader", "read"))
+) + tuple(
+    Series("castway.srt_port.refused", "counter", "{caller}", "callers the shared SRT port "
+           "refused, by SRT reject reason", _key(f"refused_{reason}"), (("reason", reason),))
+    for reason in ("bad_request", "unauthorized", "forbidden", "not_found", "conflict")
+)
+
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
+PortStats = Callable[[], Any]  # Gateway.srt_port_stats: SrtPortStats or None
 
 
 class Reading(NamedTuple):
     """What one collection reads: every route's stats, each webhook's and each other event
-    sink's name and counters."""
+    sink's name and counters, and the shared SRT port's figures (None: not open)."""
 
     routes: list[RouteStats]
     webhooks: list[tuple[str, dict[str, Any]]]
     sinks: list[tuple[str, dict[str, Any]]]
+    srt_port: Any = None
 
 
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -338,6 +353,7 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (SWITCH, lambda r: _switch_reasons(r.routes)),
     (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
     (EVENT_SINK, lambda r: ((st, {"sink": name}) for name, st in r.sinks)),
+    (SRT_PORT, lambda r: [(r.srt_port, {"address": r.srt_port["address"]})] if r.srt_port else []),
 )
 
 
@@ -388,12 +404,15 @@ class Metrics:
     def __init__(
         self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None,
         sinks: Statuses | None = None,
+        srt_port: PortStats | None = None,
     ) -> None:
         """``read``: every route's stats; ``webhooks``: each webhook's name and counters;
-        ``sinks``: each other event sink's."""
+        ``sinks``: each other event sink's; ``srt_port``: the shared SRT port's figures
+        (``Gateway.srt_port_stats``)."""
         self.snapshot = Snapshot(read)
         self._webhooks: Statuses = webhooks or list
         self._sinks: Statuses = sinks or list
+        self._srt_port: PortStats = srt_port or (lambda: None)
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -417,7 +436,9 @@ class Metrics:
             )
 
     def reading(self) -> Reading:
-        return Reading(self.snapshot.routes(), self._webhooks(), self._sinks())
+        return Reading(
+            self.snapshot.routes(), self._webhooks(), self._sinks(), self._srt_port()
+        )
 
     def render(self) -> bytes:
         """Every series in Prometheus' text format (0.0.4), from one read of the stats."""

@@ -56,6 +56,11 @@ DESIRED = {
 KINDS = (
     # SRT and UDP need no element: their sockets are castway's own (SRT on libsrt, linked in).
     ("srt", "SRT caller, listener or rendezvous, with passphrase and stream id", None),
+    (
+        "srt-shared",
+        "publishers and readers on the shared SRT port, by stream ID, with access per route",
+        None,
+    ),
     ("udp", "UDP unicast or multicast MPEG-TS", None),
     (
         "file",
@@ -439,6 +444,17 @@ class KeyService(key_pb2_grpc.KeyServiceServicer):
 
 
 class SystemService(system_pb2_grpc.SystemServiceServicer):
+    def __init__(self, srt_port: Callable[[], Any] | None = None) -> None:
+        """``srt_port``: the shared SRT port's figures (``Gateway.srt_port_stats``)."""
+        self._srt_port = srt_port or (lambda: None)
+
+    @_rpc
+    def GetSrtPort(self, request: system_pb2.GetSrtPortRequest, context: Any) -> system_pb2.SrtPort:
+        stats = self._srt_port()
+        if stats is None:
+            return system_pb2.SrtPort(open=False)
+        return system_pb2.SrtPort(open=True, **stats)
+
     @_rpc
     def GetVersion(
         self, request: system_pb2.GetVersionRequest, context: Any

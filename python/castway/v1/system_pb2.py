@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from castway.v1 import key_pb2 as castway_dot_v1_dot_key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61stway/v1/system.proto\x12\ncastway.v1\x1a\x14\x63\x61stway/v1/key.proto\"\x13\n\x11GetVersionRequest\"]\n\x12GetVersionResponse\x12\x17\n\x0f\x63\x61stway_version\x18\x01 \x01(\t\x12\x19\n\x11gstreamer_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\"\x1a\n\x18ListEndpointKindsRequest\"e\n\x0c\x45ndpointKind\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\x08\"D\n\x19ListEndpointKindsResponse\x12\'\n\x05kinds\x18\x01 \x03(\x0b\x32\x18.castway.v1.EndpointKind\"\x0f\n\rWhoAmIRequest\"N\n\x0eWhoAmIResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.castway.v1.Role2\xff\x01\n\rSystemService\x12K\n\nGetVersion\x12\x1d.castway.v1.GetVersionRequest\x1a\x1e.castway.v1.GetVersionResponse\x12`\n\x11ListEndpointKinds\x12$.castway.v1.ListEndpointKindsRequest\x1a%.castway.v1.ListEndpointKindsResponse\x12?\n\x06WhoAmI\x12\x19.castway.v1.WhoAmIRequest\x1a\x1a.castway.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61stway/v1/system.proto\x12\ncastway.v1\x1a\x14\x63\x61stway/v1/key.proto\"\x13\n\x11GetVersionRequest\"]\n\x12GetVersionResponse\x12\x17\n\x0f\x63\x61stway_version\x18\x01 \x01(\t\x12\x19\n\x11gstreamer_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\"\x1a\n\x18ListEndpointKindsRequest\"e\n\x0c\x45ndpointKind\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\x08\"D\n\x19ListEndpointKindsResponse\x12\'\n\x05kinds\x18\x01 \x03(\x0b\x32\x18.castway.v1.EndpointKind\"\x0f\n\rWhoAmIRequest\"N\n\x0eWhoAmIResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.castway.v1.Role\"\x13\n\x11GetSrtPortRequest\"\xea\x01\n\x07SrtPort\x12\x0c\n\x04open\x18\x01 \x01(\x08\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1b\n\x13publishers_accepted\x18\x03 \x01(\x04\x12\x18\n\x10readers_accepted\x18\x04 \x01(\x04\x12\x1b\n\x13refused_bad_request\x18\x05 \x01(\x04\x12\x1c\n\x14refused_unauthorized\x18\x06 \x01(\x04\x12\x19\n\x11refused_forbidden\x18\x07 \x01(\x04\x12\x19\n\x11refused_not_found\x18\x08 \x01(\x04\x12\x18\n\x10refused_conflict\x18\t \x01(\x04\x32\xc1\x02\n\rSystemService\x12K\n\nGetVersion\x12\x1d.castway.v1.GetVersionRequest\x1a\x1e.castway.v1.GetVersionResponse\x12`\n\x11ListEndpointKinds\x12$.castway.v1.ListEndpointKindsRequest\x1a%.castway.v1.ListEndpointKindsResponse\x12?\n\x06WhoAmI\x12\x19.castway.v1.WhoAmIRequest\x1a\x1a.castway.v1.WhoAmIResponse\x12@\n\nGetSrtPort\x12\x1d.castway.v1.GetSrtPortRequest\x1a\x13.castway.v1.SrtPortb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WHOAMIREQUEST']._serialized_end=393
   _globals['_WHOAMIRESPONSE']._serialized_start=395
   _globals['_WHOAMIRESPONSE']._serialized_end=473
-  _globals['_SYSTEMSERVICE']._serialized_start=476
-  _globals['_SYSTEMSERVICE']._serialized_end=731
+  _globals['_GETSRTPORTREQUEST']._serialized_start=475
+  _globals['_GETSRTPORTREQUEST']._serialized_end=494
+  _globals['_SRTPORT']._serialized_start=497
+  _globals['_SRTPORT']._serialized_end=731
+  _globals['_SYSTEMSERVICE']._serialized_start=734
+  _globals['_SYSTEMSERVICE']._serialized_end=1055
 # @@protoc_insertion_point(module_scope)

@@ -84,7 +84,7 @@ class EndpointKind(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     scheme: _builtins.str
-    """The URI scheme: "srt", "udp", "file", "test"."""
+    """The URI scheme: "srt", "srt-shared", "udp", "file", "test"."""
     input: _builtins.bool
     output: _builtins.bool
     description: _builtins.str
@@ -166,3 +166,63 @@ class WhoAmIResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015
+
+@_typing.final
+class GetSrtPortRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSrtPortRequest: _TypeAlias = GetSrtPortRequest  # noqa: Y015
+
+@_typing.final
+class SrtPort(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PUBLISHERS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    READERS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSED_BAD_REQUEST_FIELD_NUMBER: _builtins.int
+    REFUSED_UNAUTHORIZED_FIELD_NUMBER: _builtins.int
+    REFUSED_FORBIDDEN_FIELD_NUMBER: _builtins.int
+    REFUSED_NOT_FOUND_FIELD_NUMBER: _builtins.int
+    REFUSED_CONFLICT_FIELD_NUMBER: _builtins.int
+    open: _builtins.bool
+    """False when the server runs without a shared SRT port (the other fields are then zero)."""
+    address: _builtins.str
+    """HOST:PORT it listens on."""
+    publishers_accepted: _builtins.int
+    readers_accepted: _builtins.int
+    refused_bad_request: _builtins.int
+    refused_unauthorized: _builtins.int
+    refused_forbidden: _builtins.int
+    refused_not_found: _builtins.int
+    refused_conflict: _builtins.int
+    def __init__(
+        self,
+        *,
+        open: _builtins.bool = ...,
+        address: _builtins.str = ...,
+        publishers_accepted: _builtins.int = ...,
+        readers_accepted: _builtins.int = ...,
+        refused_bad_request: _builtins.int = ...,
+        refused_unauthorized: _builtins.int = ...,
+        refused_forbidden: _builtins.int = ...,
+        refused_not_found: _builtins.int = ...,
+        refused_conflict: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "publishers_accepted", b"publishers_accepted", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SrtPort: _TypeAlias = SrtPort  # noqa: Y015

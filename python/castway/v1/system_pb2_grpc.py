@@ -49,6 +49,11 @@ class SystemServiceStub:
                 request_serializer=castway_dot_v1_dot_system__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=castway_dot_v1_dot_system__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.GetSrtPort = channel.unary_unary(
+                '/castway.v1.SystemService/GetSrtPort',
+                request_serializer=castway_dot_v1_dot_system__pb2.GetSrtPortRequest.SerializeToString,
+                response_deserializer=castway_dot_v1_dot_system__pb2.SrtPort.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -73,6 +78,14 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSrtPort(self, request, context):
+        """The shared SRT port (`castway serve --srt-listen`): where it listens, the callers it let
+        in and those it refused, by SRT reject reason (docs/uri.md, srt-shared://).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=castway_dot_v1_dot_system__pb2.WhoAmIRequest.FromString,
                     response_serializer=castway_dot_v1_dot_system__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'GetSrtPort': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSrtPort,
+                    request_deserializer=castway_dot_v1_dot_system__pb2.GetSrtPortRequest.FromString,
+                    response_serializer=castway_dot_v1_dot_system__pb2.SrtPort.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class SystemService:
             '/castway.v1.SystemService/WhoAmI',
             castway_dot_v1_dot_system__pb2.WhoAmIRequest.SerializeToString,
             castway_dot_v1_dot_system__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSrtPort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/castway.v1.SystemService/GetSrtPort',
+            castway_dot_v1_dot_system__pb2.GetSrtPortRequest.SerializeToString,
+            castway_dot_v1_dot_system__pb2.SrtPort.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ class SystemServiceStub:
     ListEndpointKinds: _grpc.UnaryUnaryMultiCallable[_system_pb2.ListEndpointKindsRequest, _system_pb2.ListEndpointKindsResponse]
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_system_pb2.WhoAmIRequest, _system_pb2.WhoAmIResponse]
     """The key the call was made with."""
+    GetSrtPort: _grpc.UnaryUnaryMultiCallable[_system_pb2.GetSrtPortRequest, _system_pb2.SrtPort]
+    """The shared SRT port (`castway serve --srt-listen`): where it listens, the callers it let
+    in and those it refused, by SRT reject reason (docs/uri.md, srt-shared://).
+    """
 
 @_typing.type_check_only
 class SystemServiceAsyncStub(SystemServiceStub):
@@ -43,6 +47,10 @@ class SystemServiceAsyncStub(SystemServiceStub):
     ListEndpointKinds: _aio.UnaryUnaryMultiCallable[_system_pb2.ListEndpointKindsRequest, _system_pb2.ListEndpointKindsResponse]  # type: ignore[assignment]
     WhoAmI: _aio.UnaryUnaryMultiCallable[_system_pb2.WhoAmIRequest, _system_pb2.WhoAmIResponse]  # type: ignore[assignment]
     """The key the call was made with."""
+    GetSrtPort: _aio.UnaryUnaryMultiCallable[_system_pb2.GetSrtPortRequest, _system_pb2.SrtPort]  # type: ignore[assignment]
+    """The shared SRT port (`castway serve --srt-listen`): where it listens, the callers it let
+    in and those it refused, by SRT reject reason (docs/uri.md, srt-shared://).
+    """
 
 class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +74,15 @@ class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_system_pb2.WhoAmIResponse, _abc.Awaitable[_system_pb2.WhoAmIResponse]]:
         """The key the call was made with."""
+
+    @_abc_1.abstractmethod
+    def GetSrtPort(
+        self,
+        request: _system_pb2.GetSrtPortRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_system_pb2.SrtPort, _abc.Awaitable[_system_pb2.SrtPort]]:
+        """The shared SRT port (`castway serve --srt-listen`): where it listens, the callers it let
+        in and those it refused, by SRT reject reason (docs/uri.md, srt-shared://).
+        """
 
 def add_SystemServiceServicer_to_server(servicer: SystemServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

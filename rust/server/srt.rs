@@ -1,0 +1,730 @@
+//! The shared SRT port (`castway serve --srt-listen [HOST]:PORT`): one listener that takes
+//! publishers and readers of every route, chosen by the caller's stream ID (`streamid`).
+//!
+//! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
+//! data goes (one publisher at a time), an output serves every reader as a caller of its own.
+//! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
+//!
+//! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
+//! before the handshake completes: the caller is looked up, checked, given the passphrase of its
+//! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
+//! sees it), logged and counted. A caller let in is accepted on the SRT I/O thread of the port
+//! (no thread per connection) and handed to its route's input or output, which serve it on their
+//! own I/O thread from then on.
+//!
+//! Lock order: the directory's lock is never held while an input's or output's lock is taken.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::net::SocketAddr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use super::streamid::{self, Mode, Refusal, StreamRequest};
+use crate::sink::srt::SrtOutput;
+use crate::source::srt::SrtInput;
+use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
+use crate::srt::io::{self, Handler, Worker};
+use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
+use crate::srt::Socket;
+use crate::uri::{SrtEndpoint, SrtMode};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "castway-srt-port",
+        gst::DebugColorFlags::empty(),
+        Some("castway's shared SRT port"),
+    )
+});
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who may publish or read a route on the shared port (from its `srt-shared://` endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    pub passphrase: Option<String>,
+    pub pbkeylen: u32,
+    /// `(name, password)`; empty: anyone (who knows the passphrase, if there is one).
+    pub users: Vec<(String, String)>,
+    /// castway API keys are users too: any key may read, operator and admin keys may publish.
+    pub keys: bool,
+}
+
+impl Access {
+    pub fn of(ep: &SrtEndpoint) -> Access {
+        Access {
+            passphrase: ep.passphrase.clone(),
+            pbkeylen: ep.pbkeylen,
+            users: ep.users.clone(),
+            keys: ep.keys,
+        }
+    }
+
+    /// Whether callers must say who they are.
+    fn restricted(&self) -> bool {
+        !self.users.is_empty() || self.keys
+    }
+
+    fn password(&self, user: &str) -> Option<&str> {
+        (self.users.iter())
+            .find(|(n, _)| n == user)
+            .map(|(_, p)| p.as_str())
+    }
+}
+
+/// What a caller let in gets on its socket: the passphrase (and key length) of its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub passphrase: Option<(String, u32)>,
+}
+
+/// Whether `request` may go on, given who may publish and read its route (None: the route
+/// does not take that on the shared port) and whether the route has a live publisher. Users
+/// are checked as their stream ID form allows: MediaMTX's carries the password, SRT's Access
+/// Control form names the user only, whose password then is the connection's passphrase.
+/// `key` tells whether a password is a castway API key and whether that key may publish (a key
+/// goes in MediaMTX's form only: the listener cannot know its secret to use as a passphrase).
+pub fn decide(
+    publish: Option<&Access>,
+    read: Option<&Access>,
+    request: &StreamRequest,
+    publisher_live: bool,
+    key: &dyn Fn(&str) -> Option<bool>,
+) -> Result<Admission, Refusal> {
+    let (access, other) = match request.mode {
+        Mode::Publish => (publish, read),
+        Mode::Read => (read, publish),
+    };
+    let Some(access) = access else {
+        return Err(if other.is_some() {
+            Refusal::Forbidden
+        } else {
+            Refusal::NotFound
+        });
+    };
+    let mut passphrase = (access.passphrase.clone()).map(|p| (p, access.pbkeylen));
+    let by_key = (request.password.as_deref())
+        .filter(|_| access.keys)
+        .and_then(key);
+    if let Some(may_publish) = by_key {
+        if request.mode == Mode::Publish && !may_publish {
+            return Err(Refusal::Forbidden);
+        }
+    } else if access.restricted() {
+        let Some(user) = &request.user else {
+            return Err(Refusal::Unauthorized);
+        };
+        match (access.password(user), &request.password) {
+            (Some(want), Some(given)) if same(want, given) => {}
+            (Some(want), None) => passphrase = Some((want.to_string(), access.pbkeylen)),
+            (Some(_), Some(_)) => return Err(Refusal::Unauthorized),
+            (None, given) => {
+                // A user of the other side, with the right password or none: known, not allowed.
+                let known = other.and_then(|o| o.password(user));
+                return Err(match (known, given) {
+                    (Some(p), Some(g)) if same(p, g) => Refusal::Forbidden,
+                    (Some(_), None) => Refusal::Forbidden,
+                    _ => Refusal::Unauthorized,
+                });
+            }
+        }
+    }
+    if request.mode == Mode::Publish && publisher_live {
+        return Err(Refusal::Conflict);
+    }
+    Ok(Admission { passphrase })
+}
+
+/// Whether two passwords are equal, in a time that does not tell how much of them matched.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A route's input or output on the shared port.
+#[derive(Clone)]
+enum Side {
+    Input(Weak<SrtInput>),
+    Output(Weak<SrtOutput>),
+}
+
+#[derive(Default)]
+struct Entry {
+    /// `(token, endpoint, access)` of the route's shared input and output.
+    publish: Option<(u64, Weak<SrtInput>, Access)>,
+    read: Option<(u64, Weak<SrtOutput>, Access)>,
+}
+
+/// The routes on the gateway's shared SRT port, by name. Kept whether a port is open or not:
+/// routes register their `srt-shared://` endpoints as they start.
+#[derive(Clone, Default)]
+pub struct Directory {
+    routes: Arc<Mutex<HashMap<String, Entry>>>,
+    next: Arc<AtomicU64>,
+    /// castway's API keys: the SHA-256 (hex) of each live key's secret, and whether it may
+    /// publish (operator, admin). The control plane keeps it up to date (`set_keys`).
+    keys: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+/// A route's endpoint on the shared port; dropping it takes the endpoint off the port.
+pub struct Registration {
+    directory: Directory,
+    route: String,
+    mode: Mode,
+    token: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut routes = lock(&self.directory.routes);
+        let Some(entry) = routes.get_mut(&self.route) else {
+            return;
+        };
+        match self.mode {
+            Mode::Publish if entry.publish.as_ref().is_some_and(|p| p.0 == self.token) => {
+                entry.publish = None
+            }
+            Mode::Read if entry.read.as_ref().is_some_and(|r| r.0 == self.token) => {
+                entry.read = None
+            }
+            _ => {}
+        }
+        if entry.publish.is_none() && entry.read.is_none() {
+            routes.remove(&self.route);
+        }
+    }
+}
+
+/// The SHA-256 of `text`, in lowercase hex (as castway keeps API keys).
+fn sha256_hex(text: &str) -> String {
+    let mut md = [0u8; 32];
+    // SAFETY: `text` is valid for its length; `md` takes SHA-256's 32 bytes.
+    unsafe { ffi::SHA256(text.as_ptr(), text.len(), md.as_mut_ptr()) };
+    md.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Directory {
+    /// castway's live API keys, as `(SHA-256 hex of the secret, role)`; replaces the last set.
+    pub fn set_keys(&self, keys: &[(String, String)]) {
+        let keys = (keys.iter())
+            .map(|(hash, role)| {
+                (
+                    hash.to_ascii_lowercase(),
+                    matches!(role.as_str(), "operator" | "admin"),
+                )
+            })
+            .collect();
+        *lock(&self.keys) = keys;
+    }
+
+    /// Whether `secret` is a live API key, and whether it may publish.
+    fn key(&self, secret: &str) -> Option<bool> {
+        let hash = sha256_hex(secret);
+        lock(&self.keys).get(&hash).copied()
+    }
+
+    /// Puts a route's shared input on the port. A route has one at most.
+    pub fn add_input(
+        &self,
+        route: &str,
+        input: &Arc<SrtInput>,
+        access: Access,
+    ) -> Result<Registration, String> {
+        self.add(route, Side::Input(Arc::downgrade(input)), access)
+    }
+
+    /// Puts a route's shared output on the port. A route has one at most.
+    pub fn add_output(
+        &self,
+        route: &str,
+        output: &Arc<SrtOutput>,
+        access: Access,
+    ) -> Result<Registration, String> {
+        self.add(route, Side::Output(Arc::downgrade(output)), access)
+    }
+
+    fn add(&self, route: &str, side: Side, access: Access) -> Result<Registration, String> {
+        let token = self.next.fetch_add(1, Relaxed);
+        let mut routes = lock(&self.routes);
+        let entry = routes.entry(route.to_string()).or_default();
+        let mode = match side {
+            Side::Input(i) => {
+                if entry.publish.is_some() {
+                    return Err("the route has an srt-shared:// input already (one at most)".into());
+                }
+                entry.publish = Some((token, i, access));
+                Mode::Publish
+            }
+            Side::Output(o) => {
+                if entry.read.is_some() {
+                    return Err(
+                        "the route has an srt-shared:// output already (one at most)".into(),
+                    );
+                }
+                entry.read = Some((token, o, access));
+                Mode::Read
+            }
+        };
+        Ok(Registration {
+            directory: self.clone(),
+            route: route.to_string(),
+            mode,
+            token,
+        })
+    }
+
+    /// What the port needs to judge a caller of `route`: the access of each side, and the
+    /// endpoint of the side asked for.
+    fn look_up(&self, route: &str, mode: Mode) -> (Option<Access>, Option<Access>, Option<Side>) {
+        let routes = lock(&self.routes);
+        let Some(e) = routes.get(route) else {
+            return (None, None, None);
+        };
+        let side = match mode {
+            Mode::Publish => e.publish.as_ref().map(|p| Side::Input(p.1.clone())),
+            Mode::Read => e.read.as_ref().map(|r| Side::Output(r.1.clone())),
+        };
+        (
+            e.publish.as_ref().map(|p| p.2.clone()),
+            e.read.as_ref().map(|r| r.2.clone()),
+            side,
+        )
+    }
+
+    /// Judges a caller: its admission, and where it goes once accepted.
+    fn judge(&self, request: &StreamRequest) -> Result<(Admission, Side), Refusal> {
+        let (publish, read, side) = self.look_up(&request.route, request.mode);
+        let live = match &side {
+            Some(Side::Input(i)) => i.upgrade().is_some_and(|i| i.busy()),
+            _ => false,
+        };
+        let admission = decide(publish.as_ref(), read.as_ref(), request, live, &|p| {
+            self.key(p)
+        })?;
+        let side = side.ok_or(Refusal::NotFound)?;
+        Ok((admission, side))
+    }
+}
+
+/// The port's figures (`SrtPort::stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SrtPortStats {
+    /// `HOST:PORT` it listens on.
+    pub address: String,
+    /// Callers let in, by what they asked.
+    pub publishers_accepted: u64,
+    pub readers_accepted: u64,
+    /// Callers refused, by SRT reject reason.
+    pub refused_bad_request: u64,
+    pub refused_unauthorized: u64,
+    pub refused_forbidden: u64,
+    pub refused_not_found: u64,
+    pub refused_conflict: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    publishers: AtomicU64,
+    readers: AtomicU64,
+    refused: [AtomicU64; 5],
+}
+
+fn refusal_index(r: Refusal) -> usize {
+    match r {
+        Refusal::BadRequest => 0,
+        Refusal::Unauthorized => 1,
+        Refusal::Forbidden => 2,
+        Refusal::NotFound => 3,
+        Refusal::Conflict => 4,
+    }
+}
+
+fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::BadRequest => "bad request (stream ID)",
+        Refusal::Unauthorized => "unauthorized",
+        Refusal::Forbidden => "forbidden",
+        Refusal::NotFound => "not found",
+        Refusal::Conflict => "conflict (a publisher is live)",
+    }
+}
+
+struct PortInner {
+    address: SocketAddr,
+    directory: Directory,
+    worker: Arc<Worker>,
+    listener: Mutex<Option<Socket>>,
+    counts: Counts,
+}
+
+/// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
+pub fn listen_uri(address: &str) -> String {
+    let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+    format!("srt://{hostport}?mode=listener&{query}")
+}
+
+/// The shared SRT port; closed when dropped.
+pub struct SrtPort {
+    inner: Arc<PortInner>,
+}
+
+impl SrtPort {
+    /// Listens on `address` (`[HOST]:PORT`, with srt:// socket options as a query:
+    /// `:8890?latency=200`) for the routes of `directory`.
+    pub fn open(address: &str, directory: Directory) -> Result<SrtPort, String> {
+        // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
+        let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+        let any_port = hostport.ends_with(":0");
+        let hostport = match any_port {
+            true => format!("{}1", &hostport[..hostport.len() - 1]),
+            false => hostport.to_string(),
+        };
+        let uri = format!("srt://{hostport}?mode=listener&{query}");
+        let ep = match crate::uri::Endpoint::parse(&uri, crate::uri::Role::Input) {
+            Ok(crate::uri::Endpoint::Srt(mut e)) if e.mode == SrtMode::Listener => {
+                if any_port {
+                    e.port = 0;
+                }
+                e
+            }
+            Ok(_) => return Err(format!("`{address}` is not [HOST]:PORT to listen on")),
+            Err(e) => return Err(e.to_string()),
+        };
+        if ep.passphrase.is_some() || ep.streamid.is_some() {
+            return Err("the shared SRT port takes its passphrase from each route \
+                        (srt-shared://?passphrase=…), not from its address"
+                .into());
+        }
+        let mut socket = Socket::new()?;
+        socket.configure(&ep)?;
+        let bind = resolve(&ep.bind_host(), ep.port)?;
+        socket.bind(bind)?;
+        let address = socket.local_address().unwrap_or(bind);
+        let inner = Arc::new(PortInner {
+            address,
+            directory,
+            worker: io::pick(),
+            listener: Mutex::new(None),
+            counts: Counts::default(),
+        });
+        // libsrt keeps the pointer for the listener's life; a weak reference leaked once per
+        // port (a few bytes) stays valid however the callback races with the port's end.
+        let opaque = Box::into_raw(Box::new(Arc::downgrade(&inner))).cast::<c_void>();
+        // SAFETY: a listening socket of ours, a function of the right type, a pointer that is
+        // never freed.
+        let r = unsafe { ffi::srt_listen_callback(socket.id(), on_listen, opaque) };
+        if r == ffi::SRT_ERROR {
+            return Err("cannot set the listen callback of the shared SRT port".into());
+        }
+        socket.listen(LISTEN_BACKLOG)?;
+        let handler: Weak<dyn Handler> = Arc::downgrade(&inner) as Weak<PortInner>;
+        inner
+            .worker
+            .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
+        *lock(&inner.listener) = Some(socket);
+        gst::info!(CAT, "shared SRT port listening on {address}");
+        Ok(SrtPort { inner })
+    }
+
+    /// The address it listens on (the port chosen, when asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.inner.address
+    }
+
+    pub fn stats(&self) -> SrtPortStats {
+        let c = &self.inner.counts;
+        let refused = |r: Refusal| c.refused[refusal_index(r)].load(Relaxed);
+        SrtPortStats {
+            address: self.inner.address.to_string(),
+            publishers_accepted: c.publishers.load(Relaxed),
+            readers_accepted: c.readers.load(Relaxed),
+            refused_bad_request: refused(Refusal::BadRequest),
+            refused_unauthorized: refused(Refusal::Unauthorized),
+            refused_forbidden: refused(Refusal::Forbidden),
+            refused_not_found: refused(Refusal::NotFound),
+            refused_conflict: refused(Refusal::Conflict),
+        }
+    }
+}
+
+impl Drop for SrtPort {
+    fn drop(&mut self) {
+        if let Some(s) = lock(&self.inner.listener).take() {
+            self.inner.worker.remove(s.id());
+        }
+    }
+}
+
+impl PortInner {
+    /// Judges a caller from its stream ID (libsrt's receiving thread, before the handshake
+    /// completes): sets its passphrase, or refuses it with the reason.
+    fn admit(&self, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
+        let request = match streamid::parse(stream_id) {
+            Ok(r) => r,
+            Err(why) => {
+                // The stream ID itself is not logged: it may carry a password.
+                gst::warning!(
+                    CAT,
+                    "refused {peer}: its stream ID: {why} ({})",
+                    refusal_text(Refusal::BadRequest)
+                );
+                return Err(Refusal::BadRequest);
+            }
+        };
+        let mode = match request.mode {
+            Mode::Publish => "publish",
+            Mode::Read => "read",
+        };
+        let user = request.user.as_deref().unwrap_or("-");
+        let (admission, _) = self.directory.judge(&request).inspect_err(|r| {
+            gst::warning!(
+                CAT,
+                "refused {peer}: route `{}`, {mode}, user {user}: {}",
+                request.route,
+                refusal_text(*r)
+            );
+        })?;
+        if let Some((p, keylen)) = &admission.passphrase {
+            let set = |opt, ptr: *const c_void, len| {
+                // SAFETY: the new socket libsrt handed us, a value valid for its length.
+                unsafe { ffi::srt_setsockflag(ns, opt, ptr, len) }
+            };
+            let keylen = *keylen as i32;
+            let ok = set(ffi::SRTO_PASSPHRASE, p.as_ptr().cast(), p.len() as c_int)
+                != ffi::SRT_ERROR
+                && set(ffi::SRTO_PBKEYLEN, (&keylen as *const i32).cast(), 4) != ffi::SRT_ERROR;
+            if !ok {
+                // A user's password that cannot be a passphrase (10 to 79 characters).
+                gst::warning!(
+                    CAT,
+                    "refused {peer}: route `{}`, {mode}, user {user}: its passphrase cannot be set",
+                    request.route
+                );
+                return Err(Refusal::Unauthorized);
+            }
+        }
+        gst::info!(
+            CAT,
+            "{peer}: route `{}`, {mode}, user {user}: let in",
+            request.route
+        );
+        Ok(())
+    }
+
+    /// Takes the callers let in and hands each to its route.
+    fn accept(&self) {
+        let listener = lock(&self.listener);
+        let Some(listener) = listener.as_ref() else {
+            return;
+        };
+        while let Some(socket) = listener.accept() {
+            let stream_id = socket.stream_id().unwrap_or_default();
+            let peer = socket.peer().unwrap_or_default();
+            let Ok(request) = streamid::parse(&stream_id) else {
+                continue;
+            };
+            // Judged again: the route may have changed since the callback let it in.
+            match self.directory.judge(&request) {
+                Ok((_, Side::Input(i))) => match i.upgrade() {
+                    Some(i) if i.adopt(socket) => {
+                        self.counts.publishers.fetch_add(1, Relaxed);
+                    }
+                    _ => gst::info!(
+                        CAT,
+                        "{peer}: route `{}` did not take the publisher (stopping, or one is live)",
+                        request.route
+                    ),
+                },
+                Ok((_, Side::Output(o))) => match o.upgrade() {
+                    Some(o) if o.adopt(socket, Some(stream_id.clone())) => {
+                        self.counts.readers.fetch_add(1, Relaxed);
+                    }
+                    _ => gst::info!(CAT, "{peer}: route `{}` is stopping", request.route),
+                },
+                Err(r) => {
+                    gst::warning!(
+                        CAT,
+                        "dropped {peer}: route `{}`: {}",
+                        request.route,
+                        refusal_text(r)
+                    );
+                    self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl Handler for PortInner {
+    fn ready(&self, _socket: SRTSOCKET, _events: c_int) {
+        self.accept();
+    }
+}
+
+/// libsrt's listen callback (`srt_listen_callback_fn`).
+unsafe extern "C" fn on_listen(
+    opaque: *mut c_void,
+    ns: SRTSOCKET,
+    _hsversion: c_int,
+    peeraddr: *const libc::sockaddr,
+    streamid: *const c_char,
+) -> c_int {
+    // SAFETY: `opaque` is the leaked Weak of `SrtPort::open`.
+    let weak = unsafe { &*(opaque as *const Weak<PortInner>) };
+    let Some(port) = weak.upgrade() else {
+        return -1;
+    };
+    // SAFETY: libsrt passes the caller's address and a NUL-terminated stream ID (or null).
+    let peer = unsafe { sockaddr_string(peeraddr) }.unwrap_or_default();
+    let stream_id = if streamid.is_null() {
+        String::new()
+    } else {
+        // SAFETY: as above.
+        unsafe { CStr::from_ptr(streamid) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    // Never unwind into libsrt.
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        port.admit(ns, &peer, &stream_id)
+    }))
+    .unwrap_or(Err(Refusal::BadRequest));
+    match verdict {
+        Ok(()) => 0,
+        Err(r) => {
+            port.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+            // SAFETY: the new socket libsrt handed us.
+            unsafe { ffi::srt_setrejectreason(ns, r.code()) };
+            -1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(pass: Option<&str>, users: &[(&str, &str)]) -> Access {
+        Access {
+            passphrase: pass.map(String::from),
+            pbkeylen: 16,
+            users: (users.iter())
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+                .collect(),
+            keys: false,
+        }
+    }
+
+    fn no_key(_: &str) -> Option<bool> {
+        None
+    }
+
+    fn ask(s: &str) -> StreamRequest {
+        streamid::parse(s).unwrap()
+    }
+
+    #[test]
+    fn callers_are_judged_by_route_mode_user_and_live_publisher() {
+        let publish = access(Some("routepassphrase"), &[("cam", "campassword1")]);
+        let read = access(None, &[("viewer", "viewerpassword")]);
+        let d = |s: &str, live| decide(Some(&publish), Some(&read), &ask(s), live, &no_key);
+        // MediaMTX's form carries the password; the connection uses the route's passphrase.
+        assert_eq!(
+            d("publish:news:cam:campassword1", false)
+                .unwrap()
+                .passphrase,
+            Some(("routepassphrase".into(), 16))
+        );
+        // SRT's form names the user: its password is the connection's passphrase.
+        assert_eq!(
+            d("#!::r=news,m=publish,u=cam", false).unwrap().passphrase,
+            Some(("campassword1".into(), 16))
+        );
+        assert_eq!(
+            d("publish:news:cam:wrong", false),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(d("publish:news", false), Err(Refusal::Unauthorized));
+        assert_eq!(
+            d("publish:news:nobody:x", false),
+            Err(Refusal::Unauthorized)
+        );
+        // A reader who may not publish, and a publisher who may not read.
+        assert_eq!(
+            d("publish:news:viewer:viewerpassword", false),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(d("#!::r=news,u=cam", false), Err(Refusal::Forbidden));
+        assert_eq!(
+            d("publish:news:cam:campassword1", true),
+            Err(Refusal::Conflict)
+        );
+        // Bad credentials are told before a live publisher is.
+        assert_eq!(
+            d("publish:news:cam:wrong", true),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            d("read:news:viewer:viewerpassword", true)
+                .unwrap()
+                .passphrase,
+            None
+        );
+    }
+
+    #[test]
+    fn api_keys_are_users_where_the_side_takes_them() {
+        let mut publish = access(None, &[("cam", "campassword1")]);
+        publish.keys = true;
+        let mut read = access(None, &[]);
+        read.keys = true;
+        let dir = Directory::default();
+        dir.set_keys(&[
+            (sha256_hex("operator-secret"), "operator".into()),
+            (sha256_hex("viewer-secret"), "viewer".into()),
+        ]);
+        let key = |p: &str| dir.key(p);
+        let d = |s: &str| decide(Some(&publish), Some(&read), &ask(s), false, &key);
+        assert!(d("publish:news:anyone:operator-secret").is_ok());
+        assert_eq!(
+            d("publish:news:anyone:viewer-secret"),
+            Err(Refusal::Forbidden)
+        );
+        assert!(d("read:news:anyone:viewer-secret").is_ok());
+        assert_eq!(d("read:news:anyone:revoked"), Err(Refusal::Unauthorized));
+        assert_eq!(d("news"), Err(Refusal::Unauthorized));
+        // Users still work beside keys.
+        assert!(d("publish:news:cam:campassword1").is_ok());
+        // Where keys are not taken, a key is no password.
+        publish.keys = false;
+        let d = |s: &str| decide(Some(&publish), Some(&read), &ask(s), false, &key);
+        assert_eq!(
+            d("publish:news:anyone:operator-secret"),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_route_without_that_side_is_forbidden_and_no_route_is_not_found() {
+        let open = access(None, &[]);
+        assert_eq!(
+            decide(Some(&open), None, &ask("news"), false, &no_key),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(
+            decide(None, None, &ask("publish:news"), false, &no_key),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(
+            decide(None, Some(&open), &ask("news"), false, &no_key),
+            Ok(Admission { passphrase: None })
+        );
+    }
+}

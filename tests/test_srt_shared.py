@@ -1,0 +1,275 @@
+"""The shared SRT port (``Gateway.listen_srt``, ``castway serve --srt-listen``): publishers and
+readers of every route on one port, chosen by stream ID in each form encoders send, with access
+per route, and refusals with SRT's reject reasons, counted."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import castway
+import castway.redact
+
+from support import sha256, wait_until
+from support.control import ADMIN
+from support.net import free_port
+from support.peers import Peers
+from support.senders import PipeSender
+from support.ts import random_ts
+
+CAM = "campassword1"
+VIEWER = "viewerpassword"
+OPEN = "openpassphrase"
+# 1000 messages of 7 packets at 1 Mb/s: about 10 s of data.
+MESSAGES = 1000
+
+
+@pytest.fixture
+def port(gateway: castway.Gateway) -> Iterator[int]:
+    """The gateway's shared SRT port on loopback, with two routes: `news` (users: `cam` may
+    publish, `viewer` may read) and `open` (a passphrase to publish; anyone may read)."""
+    address = gateway.listen_srt("127.0.0.1:0")
+    gateway.add_route(
+        "news", f"srt-shared://?users=cam:{CAM}", ["srt-shared://?users=viewer:" + VIEWER]
+    )
+    gateway.add_route("open", f"srt-shared://?passphrase={OPEN}", ["srt-shared://"])
+    yield int(address.rpartition(":")[2])
+
+
+def slt_sender(peers: Peers, target: str, quiet: bool = True) -> subprocess.Popen[bytes]:
+    q = ["-q"] if quiet else []
+    return peers.start(
+        ["srt-live-transmit", *q, "-c", "1316", "file://con", target], stdin=subprocess.PIPE
+    )
+
+
+def srt(port: int, stream_id: str, **keys: str) -> str:
+    query = "&".join([f"streamid={stream_id}", *(f"{k}={v}" for k, v in keys.items())])
+    return f"srt://127.0.0.1:{port}?{query}"
+
+
+def callers(route: castway.Route) -> list[Any]:
+    srt_stats = route.stats()["outputs"][0]["srt"]
+    return list(srt_stats["callers"]) if srt_stats else []
+
+
+def test_publishers_and_readers_of_each_stream_id_form_meet_on_one_port(
+    gateway: castway.Gateway, port: int, peers: Peers, udp_capture: Any
+) -> None:
+    news, open_ = gateway.route("news"), gateway.route("open")
+    # Readers first, one per form and peer: MediaMTX's (ffmpeg), SRT's Access Control with the
+    # user's password as passphrase (srt-live-transmit), a bare route name (gst-launch-1.0).
+    by_ffmpeg, by_slt, by_gst = udp_capture(), udp_capture(), udp_capture()
+    peers.start([
+        "ffmpeg", "-v", "error", "-i", srt(port, f"read:news:viewer:{VIEWER}"),
+        "-c", "copy", "-f", "mpegts", f"udp://127.0.0.1:{by_ffmpeg.port}?pkt_size=1316",
+    ])
+    peers.start([
+        "srt-live-transmit", "-q", srt(port, "#!::r=news,u=viewer", passphrase=VIEWER),
+        f"udp://127.0.0.1:{by_slt.port}",
+    ])
+    peers.start([
+        "gst-launch-1.0", "-q", "srtsrc", f"uri={srt(port, 'open')}", "!",
+        "udpsink", "host=127.0.0.1", f"port={by_gst.port}",
+    ])
+    wait_until(lambda: len(callers(news)) == 2, 20, "two readers of news")
+    wait_until(lambda: len(callers(open_)) == 1, 20, "a reader of open")
+    # Publishers: SRT's form naming the user (srt-live-transmit), MediaMTX's (srt-live-transmit
+    # again, with the route's passphrase).
+    data = random_ts(7 * MESSAGES)
+    cam = slt_sender(peers, srt(port, "#!::r=news,m=publish,u=cam", passphrase=CAM))
+    other = slt_sender(peers, srt(port, "publish:open", passphrase=OPEN))
+    wait_until(lambda: news.stats()["inputs"][0]["srt"]["latency_ms"] > 0, 20, "cam to connect")
+    wait_until(lambda: open_.stats()["inputs"][0]["srt"]["latency_ms"] > 0, 20, "a publisher")
+    senders = [PipeSender(cam, data, bitrate=1e6), PipeSender(other, data, bitrate=1e6)]
+    for s in senders:
+        s.join()
+    wait_until(lambda: by_slt.size >= len(data), 20, "every byte at the srt-live-transmit reader")
+    assert sha256(by_slt.data[: len(data)]) == sha256(data)
+    wait_until(lambda: by_gst.size >= len(data), 20, "every byte at the gst-launch reader")
+    assert sha256(by_gst.data[: len(data)]) == sha256(data)
+    # ffmpeg remuxes (its own PSI), so it is counted, not compared.
+    wait_until(lambda: by_ffmpeg.size > len(data) // 2, 20, "the stream at the ffmpeg reader")
+    stats = gateway.srt_port_stats()
+    assert stats is not None
+    assert (stats["publishers_accepted"], stats["readers_accepted"]) == (2, 3)
+    # The readers are the output's callers, with the stream ID each asked with.
+    assert all(c["drops"] == 0 for c in callers(news))
+
+
+@pytest.fixture
+def peer_gateway() -> Iterator[castway.Gateway]:
+    """A second gateway whose SRT callers are peers that report libsrt's reject reason."""
+    with castway.Gateway() as gw:
+        yield gw
+
+
+def refusal(gw: castway.Gateway, name: str, role: str, uri: str) -> str:
+    """The error of a castway caller `uri` (an input: a reader; an output: a publisher)."""
+    if role == "input":
+        r = gw.add_route(name, uri, ["udp://127.0.0.1:9"])
+    else:
+        r = gw.add_route(name, "test://?size=160x90&bitrate=200&audio=0", [uri])
+    err: str = wait_until(lambda: r.stats()[role + "s"][0]["last_error"], 20, f"{name} refused")
+    gw.remove_route(name)
+    return err
+
+
+def test_callers_are_refused_with_srts_reject_reasons_and_counted(
+    gateway: castway.Gateway, port: int, peers: Peers, peer_gateway: castway.Gateway
+) -> None:
+    gw = peer_gateway
+    assert "404 not found" in refusal(gw, "a", "input", srt(port, "read:nosuch"))
+    assert "400 bad request" in refusal(gw, "b", "input", srt(port, "play:news"))
+    # `cam` may publish, not read; a wrong password, no user at all: unauthorized.
+    assert "403 forbidden" in refusal(gw, "c", "input", srt(port, f"read:news:cam:{CAM}"))
+    assert "401 unauthorized" in refusal(gw, "d", "input", srt(port, "read:news:viewer:nope"))
+    assert "401 unauthorized" in refusal(gw, "e", "input", srt(port, "read:news"))
+    # A second publisher while one is live.
+    live = slt_sender(peers, srt(port, f"publish:news:cam:{CAM}"))
+    sending = PipeSender(live, random_ts(7 * MESSAGES), bitrate=1e6)
+    news = gateway.route("news")
+    wait_until(lambda: news.stats()["inputs"][0]["bytes"] > 0, 20, "the first publisher")
+    second = refusal(gw, "f", "output", srt(port, f"publish:news:cam:{CAM}"))
+    assert "409 conflict" in second
+    # srt-live-transmit is refused too (libsrt 1.5.1 names no application reason to it).
+    other = peers.start([
+        "srt-live-transmit", "-a", "no", srt(port, "read:nosuch"), "udp://127.0.0.1:9999",
+    ])
+    other.wait(timeout=20)
+    assert "REJECT" in peers.log(other)
+    sending.stop.set()
+    stats = gateway.srt_port_stats()
+    assert stats is not None
+    for reason in ("not_found", "bad_request", "forbidden", "unauthorized", "conflict"):
+        assert stats[f"refused_{reason}"] >= 1, (reason, stats)
+    # The port kept serving: the first publisher is still the route's sender.
+    assert news.stats()["inputs"][0]["srt"]["latency_ms"] > 0
+    # And Prometheus sees the refusals by reason.
+    from castway.server.metrics import Metrics
+
+    text = Metrics(gateway.stats, srt_port=gateway.srt_port_stats).render().decode()
+    address = stats["address"]
+    assert f'castway_srt_port_refused_total{{address="{address}",reason="conflict"}}' in text
+    assert f'castway_srt_port_accepted_total{{address="{address}",mode="publish"}} 1' in text
+
+
+def test_a_wrong_passphrase_is_refused_by_libsrt(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    bad = slt_sender(peers, srt(port, "publish:open", passphrase="not-the-passphrase"), False)
+    PipeSender(bad, random_ts(700), bitrate=1e6).join(timeout=30)
+    wait_until(lambda: "Incorrect passphrase" in peers.log(bad), 15,
+               "the peer to be told its passphrase is wrong")
+    assert gateway.route("open").stats()["inputs"][0]["bytes"] == 0
+
+
+def test_shared_endpoints_need_the_port_form_and_hide_their_secrets(
+    gateway: castway.Gateway,
+) -> None:
+    with pytest.raises(castway.errors.InvalidUriError, match="takes no host"):
+        gateway.add_route("r", "srt-shared://127.0.0.1:9000", ["udp://127.0.0.1:9"])
+    with pytest.raises(castway.errors.InvalidUriError, match="NAME:PASSWORD"):
+        gateway.add_route("r", "srt-shared://?users=cam", ["udp://127.0.0.1:9"])
+    r = gateway.add_route(
+        "r", f"srt-shared://?passphrase={OPEN}&users=cam:{CAM}", ["udp://127.0.0.1:9"]
+    )
+    uri = r.stats()["inputs"][0]["uri"]
+    assert OPEN not in uri and CAM not in uri
+    assert "cam:***" in uri
+    assert castway.redact.redact_uri(f"srt-shared://?users=cam:{CAM}") == (
+        "srt-shared://?users=***"
+    )
+    # A second port on the same gateway is refused.
+    gateway.listen_srt("127.0.0.1:0")
+    with pytest.raises(castway.errors.CastwayError, match="already"):
+        gateway.listen_srt("127.0.0.1:0")
+    with castway.Gateway() as other:
+        with pytest.raises(castway.errors.CastwayError, match="from each route"):
+            other.listen_srt("127.0.0.1:0?passphrase=0123456789ab")
+        with pytest.raises(castway.errors.CastwayError, match="latency"):
+            other.listen_srt("127.0.0.1:0?latency=-1")
+        other.close()
+        with pytest.raises(castway.errors.CastwayError, match="closed"):
+            other.listen_srt("127.0.0.1:0")
+
+
+def test_without_a_port_shared_endpoints_wait(gateway: castway.Gateway) -> None:
+    r = gateway.add_route("r", "srt-shared://", ["srt-shared://"])
+    assert r.stats()["inputs"][0]["state"] == "listening"
+    assert gateway.srt_port_stats() is None
+
+
+def test_serve_opens_the_port_from_its_config_and_templates_carry_access(
+    tmp_path: Path, peers: Peers, udp_capture: Any
+) -> None:
+    from castway.server import run_server
+    from castway.server.specs import spec_from_dict
+
+    config = tmp_path / "castway.toml"
+    config.write_text(f"""
+srt_listen = "127.0.0.1:{free_port()}"
+
+[templates.shared]
+outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
+""")
+    with run_server(tmp_path / "data", config=config, admin_key=ADMIN, grace_s=1) as running:
+        assert running.srt_port is not None
+        port = int(running.srt_port.rpartition(":")[2])
+        running.control.create_route("news", spec_from_dict({
+            "template": "shared", "inputs": [{"id": "cam", "uri": f"srt-shared://?users=cam:{CAM}"}],
+        }))
+        reader = udp_capture()
+        peers.start([
+            "srt-live-transmit", "-q", srt(port, f"read:news:viewer:{VIEWER}"),
+            f"udp://127.0.0.1:{reader.port}",
+        ])
+        data = random_ts(7 * 200)
+        cam = slt_sender(peers, srt(port, f"publish:news:cam:{CAM}"))
+        stats = lambda: running.control.stats()  # noqa: E731
+        wait_until(lambda: any(
+            r["name"] == "news" and r["inputs"][0]["srt"]["latency_ms"] > 0 for r in stats()
+        ), 20, "the publisher")
+        PipeSender(cam, data, bitrate=1e6).join()
+        wait_until(lambda: reader.size >= len(data), 20, "every byte at the reader")
+        assert sha256(reader.data[: len(data)]) == sha256(data)
+        # Viewers of the API see no password.
+        uri = running.control.get_route("news").resolved.outputs[0].uri
+        assert castway.redact.redact_uri(uri) == "srt-shared://?users=***"
+        # The gRPC API shows the port.
+        from castway.client import Client
+        from castway.v1 import system_pb2
+
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        assert got.open and got.address == running.srt_port
+        assert (got.publishers_accepted, got.readers_accepted) == (1, 1)
+        # castway API keys as users (keys=1): an operator's key publishes, a viewer's may not,
+        # a revoked one is unknown.
+        out = udp_capture()
+        running.control.create_route("keyed", spec_from_dict({
+            "inputs": ["srt-shared://?keys=1"], "outputs": [f"udp://127.0.0.1:{out.port}"],
+        }))
+        operator, op_secret = running.keys.create("encoder", "operator")
+        _, viewer_secret = running.keys.create("watcher", "viewer")
+        refused = peers.start([
+            "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:w:{viewer_secret}"),
+            "udp://127.0.0.1:9999",
+        ])
+        refused.wait(timeout=20)
+        by_key = slt_sender(peers, srt(port, f"publish:keyed:enc:{op_secret}"))
+        PipeSender(by_key, data, bitrate=1e6).join()
+        wait_until(lambda: out.size >= len(data), 20, "every byte of the key's publisher")
+        running.keys.revoke(operator.id)
+        gone = peers.start([
+            "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:enc:{op_secret}"),
+            "udp://127.0.0.1:9999",
+        ])
+        gone.wait(timeout=20)
+        got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        assert got.refused_forbidden >= 1 and got.refused_unauthorized >= 1
+        client.close()
