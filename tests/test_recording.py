@@ -18,6 +18,7 @@ import castway
 from castway.cli import main
 from castway.client import Client
 from castway.server import run_server
+from castway.server.recording.catalog import Segment
 from castway.server.recording.retention import free_bytes
 from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
@@ -335,6 +336,48 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
     assert (root / f"{open_seg}.part").exists()
     reasons = {e["reason"] for e in deleted_events(server)}
     assert reasons == {"missing", "bytes", "age"}
+
+
+def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root = recordings.root
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "linked").symlink_to(outside)
+    # The writer refuses to make its directories through the link.
+    in_port = free_port()
+    server.create("linked", rec_spec(in_port, enabled=True, segment_ms=1000, max_age_s=60))
+    wait_until(
+        lambda: server.get("linked").status.recording.state == "recording", 10, "recording"
+    )
+    sender = UdpSender(gop_clip, in_port, bitrate=4e6)
+    wait_until(lambda: server.get("linked").status.recording.errors > 0, 10, "an error")
+    assert "symbolic link" in server.get("linked").status.recording.last_error
+    sender.join()
+    assert list(outside.rglob("*")) == [], "nothing was written through the link"
+    # Crash repair leaves a `.part` reached through the link alone.
+    part = outside / "planted.ts.part"
+    part.write_bytes(gop_clip[: PACKET * 100])
+    assert recordings.repair() == []
+    assert part.read_bytes() == gop_clip[: PACKET * 100]
+    # Retention drops a cataloged file reached through the link from the catalog, and does
+    # not delete it.
+    victim = outside / "old.ts"
+    victim.write_bytes(gop_clip[: PACKET * 10])
+    recordings.catalog.add(Segment(
+        path="linked/old.ts", route="linked", format="ts", start=1.0, end=2.0, duration=1.0,
+        bytes=PACKET * 10,
+    ))
+    recordings.prune(time.time() + 3600)
+    assert victim.exists()
+    assert "linked/old.ts" not in [s.path for s in list_segments(server, "linked")]
+    assert {"route": "linked", "path": "linked/old.ts", "reason": "outside"} in deleted_events(
+        server
+    )
 
 
 @pytest.fixture

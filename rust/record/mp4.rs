@@ -190,8 +190,8 @@ impl Mp4Writer {
         split.connect("format-location-full", false, move |_| {
             let rel = path::expand(&pattern, &route, unix_now()).ok()?;
             let (rel, part) = free_name(&dir, &rel).ok()?;
-            if let Some(parent) = part.parent() {
-                std::fs::create_dir_all(parent).ok()?;
+            if let Some(parent) = rel.parent() {
+                path::make_dirs_under(&dir, parent).ok()?;
             }
             let shown = part.to_string_lossy().into_owned();
             lock(&named).named.push((rel, part));

@@ -270,7 +270,7 @@ impl Files {
             Ok(names) => names,
             Err(e) => return self.fail(e),
         };
-        let file = match create(&part) {
+        let file = match create(&self.settings.dir, &rel, &part) {
             Ok(f) => f,
             Err(e) => return self.fail(format!("cannot create `{}`: {e}", part.display())),
         };
@@ -428,9 +428,11 @@ fn part_of(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn create(part: &Path) -> std::io::Result<File> {
-    if let Some(parent) = part.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Creates `part`, the `.part` file of `rel` under `dir`, making its directories without
+/// following a symbolic link (`create_new` does not follow one at the file itself).
+fn create(dir: &Path, rel: &Path, part: &Path) -> std::io::Result<File> {
+    if let Some(parent) = rel.parent() {
+        path::make_dirs_under(dir, parent)?;
     }
     File::options().write(true).create_new(true).open(part)
 }

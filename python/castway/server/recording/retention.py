@@ -23,7 +23,7 @@ CHECK_PAGE = 500
 @dataclass
 class Pass:
     """What one pass did: the paths deleted, by reason (``age``, ``bytes``, ``free_space``,
-    ``missing``)."""
+    ``missing``, ``outside``)."""
 
     deleted: dict[str, list[str]] = field(default_factory=dict)
 
@@ -38,6 +38,16 @@ class Pass:
 def free_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+def within(root: Path, rel: str) -> bool:
+    """Whether ``root / rel`` is in ``root`` itself, reached through no symbolic link: a link
+    inside the recordings directory must not let retention or repair touch files outside it."""
+    path = root / rel
+    real_root = os.path.realpath(root)
+    return not path.is_symlink() and os.path.realpath(path.parent) == os.path.normpath(
+        os.path.join(real_root, os.path.dirname(rel))
+    )
 
 
 class Retention:
@@ -94,6 +104,12 @@ class Retention:
 
     def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
         path = self.root / seg.path
+        if not within(self.root, seg.path):
+            # Reached through a link: leaves the catalog, the file it points to stays.
+            self.catalog.remove([seg.path])
+            done.add("outside", seg.path)
+            self.report(seg.route, seg.path, "outside")
+            return
         try:
             path.unlink()
         except FileNotFoundError:
