@@ -380,6 +380,33 @@ def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(
     )
 
 
+def test_only_a_recording_routes_free_space_floor_counts_and_never_one_beyond_the_volume(
+    server: Server, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    server.create("keep", rec_spec(in_port, enabled=True, segment_ms=1000))
+    wait_until(lambda: server.get("keep").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "keep")) >= 3, 10, "segments cataloged")
+    before = [s.path for s in list_segments(server, "keep")]
+    recordings = server.running.recordings
+    assert recordings is not None
+    huge = 1 << 59
+    # A stopped route's floor, and a recording route's floor larger than the volume.
+    server.create("wipe", rec_spec(free_port(), enabled=True, min_free_bytes=huge),
+                  desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    server.create("wipe2", rec_spec(free_port(), enabled=True, min_free_bytes=huge))
+    wait_until(lambda: server.get("wipe2").status.recording.state == "recording", 10, "recording")
+    recordings.prune(time.time())
+    assert set(before) <= {s.path for s in list_segments(server, "keep")}
+    assert "free_space" not in {e["reason"] for e in deleted_events(server)}
+    # A floor the volume can meet, of a route recording, still holds.
+    free = free_bytes(recordings.root)
+    server.update("wipe2", rec_spec(free_port(), enabled=True, min_free_bytes=free + 1))
+    recordings.prune(time.time())
+    assert "free_space" in {e["reason"] for e in deleted_events(server)}
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs, unmounted at the end."""

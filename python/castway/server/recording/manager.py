@@ -150,7 +150,10 @@ class Recordings:
     def prune(self, now: float) -> Pass:
         """One retention pass over every route's policy."""
         policies = self.control.recording_policies()
-        self.last_pass = self.retention.run(policies, now, self._writing())
+        recording = frozenset(
+            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
+        )
+        self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 
     def _writing(self) -> frozenset[str]:

@@ -40,6 +40,11 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def volume_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize
+
+
 def within(root: Path, rel: str) -> bool:
     """Whether ``root / rel`` is in ``root`` itself, reached through no symbolic link: a link
     inside the recordings directory must not let retention or repair touch files outside it."""
@@ -59,15 +64,19 @@ class Retention:
         catalog: Catalog,
         report: Callable[[str, str, str], None],
         free: Callable[[Path], int] = free_bytes,
+        volume: Callable[[Path], int] = volume_bytes,
     ) -> None:
         """``report(route, path, reason)`` is called for each segment deleted or found gone."""
         self.root, self.catalog, self.report, self.free = root, catalog, report, free
+        self.volume = volume
         self._cursor = ""
 
     def run(self, policies: Mapping[str, Recording], now: float,
-            writing: frozenset[str] = frozenset()) -> Pass:
+            writing: frozenset[str] = frozenset(),
+            recording: frozenset[str] | None = None) -> Pass:
         """One pass. ``writing``: paths being written (never deleted, whatever the catalog
-        says)."""
+        says). ``recording``: the routes recording now; only their ``min_free_bytes`` counts
+        (``None``: every route's)."""
         done = Pass()
         budget = [MAX_DELETES]
 
@@ -93,14 +102,28 @@ class Retention:
                     break
                 if delete(seg, "bytes"):
                     over -= seg.bytes
-        floor = max((p.min_free_bytes or 0 for p in policies.values()), default=0)
-        if floor and self.root.exists() and self.free(self.root) < floor:
+        floor = self.floor(policies, recording)
+        if floor and self.free(self.root) < floor:
             for seg in self.catalog.oldest(budget[0]):
                 if self.free(self.root) >= floor:
                     break
                 delete(seg, "free_space")
         self._check_missing(done)
         return done
+
+    def floor(self, policies: Mapping[str, Recording],
+              recording: frozenset[str] | None = None) -> int:
+        """The free-space floor: the largest ``min_free_bytes`` of the routes recording, but
+        none larger than the volume (which no deletion could meet: it would empty the whole
+        recordings directory)."""
+        if not self.root.exists():
+            return 0
+        size = self.volume(self.root)
+        return max(
+            (p.min_free_bytes or 0 for r, p in policies.items()
+             if (recording is None or r in recording) and (p.min_free_bytes or 0) <= size),
+            default=0,
+        )
 
     def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
         path = self.root / seg.path
