@@ -407,6 +407,53 @@ def test_only_a_recording_routes_free_space_floor_counts_and_never_one_beyond_th
     assert "free_space" in {e["reason"] for e in deleted_events(server)}
 
 
+def test_open_catalog_rows_that_lost_their_segment_leave_the_catalog(server: Server) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root, catalog = recordings.root, recordings.catalog
+    # An empty `.part` a crash left, listed as open: both go at repair.
+    (root / "ghost").mkdir(parents=True, exist_ok=True)
+    (root / "ghost/empty.ts.part").write_bytes(b"")
+    catalog.add(Segment(path="ghost/empty.ts", route="ghost", format="ts", start=1.0, end=1.0,
+                        duration=0.0, bytes=0, open=True))
+    assert recordings.repair() == []
+    assert not (root / "ghost/empty.ts.part").exists()
+    assert catalog.get("ghost/empty.ts") is None
+    # An open row no route writes, older than any segment lasts: it expires.
+    catalog.add(Segment(path="ghost/lost.ts", route="ghost", format="ts", start=1.0, end=1.0,
+                        duration=0.0, bytes=0, open=True))
+    recordings.prune(time.time())
+    assert catalog.get("ghost/lost.ts") is None
+    assert {"route": "ghost", "path": "ghost/lost.ts", "reason": "missing"} in deleted_events(
+        server
+    )
+
+
+def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    server.create("norename", rec_spec(in_port, enabled=True, segment_ms=60_000))
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: server.get("norename").status.recording.segment, 10, "a segment open")
+    seg = server.get("norename").status.recording.segment
+    wait_until(lambda: recordings.catalog.get(seg) is not None, 10, "the open row")
+    # A directory in the way of its final name: the rename at its close fails.
+    (recordings.root / seg / "blocker").mkdir(parents=True)
+    req = recording_pb2.RecordingRequest(route="norename")
+    server.client.recordings.StopRecording(req, metadata=server.client.metadata)
+    gw = server.running.control.gateway
+    wait_until(
+        lambda: any(e["kind"] == "recording_error" and e.get("route") == "norename"
+                    and "cannot rename" in e.get("error", "")
+                    for e in gw.wait_events(0, 0.0, 100_000)),
+        10, "the error reported",
+    )
+    wait_until(lambda: recordings.catalog.get(seg) is None, 10, "the open row gone")
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs, unmounted at the end."""

@@ -360,9 +360,21 @@ impl Files {
         let path = self.settings.dir.join(&rel);
         if let Err(e) = std::fs::rename(&part, &path) {
             let error = format!("cannot rename `{}`: {e}", part.display());
-            let mut status = lock(&self.shared.status);
-            status.errors += 1;
-            status.last_error = Some(error);
+            {
+                let mut status = lock(&self.shared.status);
+                status.errors += 1;
+                status.last_error = Some(error.clone());
+                status.segment = None;
+            }
+            // Said, so that the catalog's open row is not left to stand for a segment.
+            let mut event = Event::new(Kind::RecordingError);
+            event.route = Some(self.route.clone());
+            event.error = Some(error);
+            event.segment = Some(format!(
+                "{{\"path\":{}}}",
+                json_text(&rel.to_string_lossy())
+            ));
+            self.log.push(event);
             return;
         }
         let switch = (self.cuts)() != cuts_at_open;

@@ -113,8 +113,9 @@ def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) 
         else:
             whole = size - size % TS
         if whole == 0:
-            # Opened, nothing reached the disk: nothing to keep.
+            # Opened, nothing reached the disk: nothing to keep, nor to list.
             part.unlink()
+            catalog.remove([rel])
             continue
         with open(part, "r+b") as f:
             f.truncate(whole)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from castway.server.recording.catalog import Catalog, Segment
+from castway.server.recording.catalog import MAX_SEGMENT_S, Catalog, Segment
 from castway.server.specs import Recording
 
 # Deletions per pass, and catalog rows checked for a file removed by hand per pass.
@@ -108,7 +108,7 @@ class Retention:
                 if self.free(self.root) >= floor:
                     break
                 delete(seg, "free_space")
-        self._check_missing(done)
+        self._check_missing(done, now, writing)
         return done
 
     def floor(self, policies: Mapping[str, Recording],
@@ -153,10 +153,14 @@ class Retention:
                 return
             d = d.parent
 
-    def _check_missing(self, done: Pass) -> None:
+    def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
         rows = self.catalog.page(self._cursor, CHECK_PAGE)
         self._cursor = rows[-1].path if len(rows) == CHECK_PAGE else ""
-        gone = [s for s in rows if not s.open and not (self.root / s.path).exists()]
+        # A row still open that no route writes and older than any segment can last lost its
+        # close (a failed rename, a crash): it goes (crash repair catalogs its `.part` again).
+        stale = [s for s in rows
+                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S]
+        gone = stale + [s for s in rows if not s.open and not (self.root / s.path).exists()]
         if gone:
             self.catalog.remove([s.path for s in gone])
         for s in gone:
