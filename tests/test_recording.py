@@ -454,6 +454,43 @@ def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
     wait_until(lambda: recordings.catalog.get(seg) is None, 10, "the open row gone")
 
 
+def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_length(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%H%M%S"}
+    server.create("moving", rec_spec(in_port, **policy))
+    wait_until(lambda: server.get("moving").status.recording.state == "recording", 10, "on")
+    policy["path"] = "{route}/second/%H%M%S"
+    server.update("moving", rec_spec(in_port, **policy))
+    recordings.tick(time.time())
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "moving")) >= 2, 10, "segments cataloged")
+    paths = [s.path for s in list_segments(server, "moving")]
+    assert all(p.startswith("moving/second/") for p in paths), paths
+
+
+def test_an_operators_stop_does_not_outlive_its_route(server: Server) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    s = rec_spec(free_port(), enabled=True)
+    server.create("again", s)
+    wait_until(lambda: server.get("again").status.recording.state == "recording", 10, "on")
+    req = recording_pb2.RecordingRequest(route="again")
+    server.client.recordings.StopRecording(req, metadata=server.client.metadata)
+    assert server.get("again").status.recording.state == "stopped"
+    server.client.routes.DeleteRoute(
+        route_pb2.DeleteRouteRequest(name="again"), metadata=server.client.metadata
+    )
+    recordings.tick(time.time())
+    # A new route of the same name records as its policy says.
+    server.create("again", s)
+    recordings.tick(time.time())
+    assert server.get("again").status.recording.state == "recording"
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs, unmounted at the end."""
