@@ -3,6 +3,7 @@ written as `.part` and renamed, without disturbing the outputs (docs/recording.m
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -633,6 +634,44 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
         metadata=server.client.metadata, timeout=30)))
+
+
+def test_a_clip_across_a_pause_holds_everything_recorded_with_timestamps_running_on(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("paused", rec_spec(in_port, enabled=True, segment_ms=1000))
+    wait_until(lambda: server.get("paused").status.recording.state == "recording", 10, "on")
+    # Sent at its own pace (12 s), so that wall clock and media time go together, in thirds.
+    realtime = len(gop_clip) * 8 / 12
+    third = len(gop_clip) // 3 // PACKET * PACKET
+    req = recording_pb2.RecordingRequest(route="paused")
+    meta = server.client.metadata
+    UdpSender(gop_clip[:third], in_port, bitrate=realtime).join()
+    wait_until(lambda: server.get("paused").status.recording.bytes > 0, 10, "recorded")
+    server.client.recordings.PauseRecording(req, metadata=meta)
+    # What flows during the pause is skipped: the stream's timestamps jump across it.
+    UdpSender(gop_clip[third:2 * third], in_port, bitrate=realtime).join()
+    server.client.recordings.ResumeRecording(req, metadata=meta)
+    UdpSender(gop_clip[2 * third:], in_port, bitrate=realtime).join()
+    server.client.recordings.StopRecording(req, metadata=meta)
+    segs = list_segments(server, "paused")
+    assert len(segs) >= 2
+    out = tmp_path / "clip.ts"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="paused", format="ts",
+                                            **{"from": segs[0].start}, to=segs[-1].end),
+            metadata=meta, timeout=60,
+        ):
+            f.write(chunk.data)
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    recorded = sum(s.duration_s for s in segs)
+    assert recorded - 1.0 < duration < recorded + 1.0, (duration, recorded)
+    pts = sorted(float(x) for x in probe(out, "-select_streams", "v", "-show_entries",
+                                         "packet=pts_time"))
+    # The 4 s the pause skipped are not a hole in the clip (the join may leave a few frames).
+    assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the pause"
 
 
 def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
