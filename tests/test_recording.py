@@ -545,6 +545,35 @@ def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor
         client.close()
 
 
+def test_a_segment_nothing_reached_on_a_full_disk_is_neither_kept_nor_listed(
+    tmp_path: Path, small_tmpfs: Path, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, media_dir=small_tmpfs) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        srv = Server(run, client, tmp_path / "data")
+        # The volume full before the first segment opens.
+        with open(small_tmpfs / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        srv.create("r", rec_spec(in_port, enabled=True, segment_ms=1000))
+        wait_until(lambda: srv.get("r").status.recording.state != "stopped", 10, "recording")
+        UdpSender(gop_clip, in_port, bitrate=4e6).join()
+        wait_until(lambda: srv.get("r").status.recording.errors >= 2, 10, "failed writes")
+        gw = run.control.gateway
+        wait_until(lambda: any("is empty: removed" in e.get("error", "")
+                               for e in gw.wait_events(0, 0.0, 100_000)), 10, "removed")
+        assert [f for f in small_tmpfs.rglob("*.ts*") if f.stat().st_size == 0] == []
+        assert run.recordings is not None
+        wait_until(lambda: all(not s.open for s in run.recordings.catalog.page("", 100)), 10,
+                   "no open row left")
+        assert all(s.bytes > 0 for s in run.recordings.catalog.page("", 100))
+        client.close()
+
+
 def test_weekly_windows_in_a_time_zone_cross_midnight_and_name_what_is_wrong() -> None:
     from castway.server.errors import InvalidArgument
     from castway.server.recording.schedule import active, parse_windows, zone

@@ -358,6 +358,20 @@ impl Files {
             _ => (end - start_unix).max(0.0),
         };
         let path = self.settings.dir.join(&rel);
+        if size == 0 && error.is_some() {
+            // Nothing reached the disk (a full one): no segment to keep or to list.
+            let _ = std::fs::remove_file(&part);
+            lock(&self.shared.status).segment = None;
+            let mut event = Event::new(Kind::RecordingError);
+            event.route = Some(self.route.clone());
+            event.error = Some(format!("`{}` is empty: removed", rel.display()));
+            event.segment = Some(format!(
+                "{{\"path\":{}}}",
+                json_text(&rel.to_string_lossy())
+            ));
+            self.log.push(event);
+            return;
+        }
         if let Err(e) = std::fs::rename(&part, &path) {
             let error = format!("cannot rename `{}`: {e}", part.display());
             {

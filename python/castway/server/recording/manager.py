@@ -51,6 +51,9 @@ class Recordings:
         # Routes paused because the slate is on air (policy `slate: false`).
         self._slate_paused: set[str] = set()
         self._schedules: dict[str, tuple[str, str, list[Window]]] = {}
+        # Each route's recording errors at the last round: a new one (a full disk) brings the
+        # next retention pass forward, so that the free-space floor is restored at once.
+        self._errors: dict[str, int] = {}
         # What each recorder this manager started runs with: (path, segment_ms, format).
         self._started: dict[str, tuple[str | None, int | None, str | None]] = {}
         self._lock = threading.RLock()
@@ -124,7 +127,12 @@ class Recordings:
                     log.warning("recording of route %s: %s", name, e)
                 except Exception:
                     log.exception("recording of route %s failed", name)
-            if now - self._last_retention >= RETENTION_EVERY_S:
+            errors = {
+                st["name"]: st["recording"]["errors"] for st in self.control.stats()
+            }
+            failed = any(n > self._errors.get(name, 0) for name, n in errors.items())
+            self._errors = errors
+            if failed or now - self._last_retention >= RETENTION_EVERY_S:
                 self._last_retention = now
                 try:
                     self.prune(now)
