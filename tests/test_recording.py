@@ -703,6 +703,23 @@ def test_a_clip_across_a_pause_holds_everything_recorded_with_timestamps_running
     assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the pause"
 
 
+def test_the_cli_refuses_an_unknown_route_a_missing_directory_and_an_unknown_format(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creds = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["recording", "list", "nosuch", *creds]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    server.create("known", rec_spec(free_port()))
+    assert main(["recording", "list", "known", *creds]) == 0
+    for out, why in ((tmp_path / "missing" / "c.ts", "does not exist"),
+                     (tmp_path / "c.mkv", ".ts or .mp4")):
+        code = main(["recording", "export", "known", *creds, "--from", "1", "--to", "2",
+                     "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1 and why in err and "Traceback" not in err, err
+        assert not out.exists()
+
+
 def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:

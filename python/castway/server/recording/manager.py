@@ -241,4 +241,9 @@ class Recordings:
     def segments(self, name: str, start: float | None, end: float | None) -> list[Segment]:
         if start is not None and end is not None and end < start:
             raise InvalidArgument("to", "is before `from`")
-        return self.catalog.between(name, start, end)
+        segs = self.catalog.between(name, start, end)
+        if not segs and name not in self.control.recording_policies() and not (
+            self.catalog.between(name, None, None, limit=1)
+        ):
+            raise NotFound(f"no route {name!r} and no recording of one")
+        return segs
