@@ -3,6 +3,7 @@ written as `.part` and renamed, without disturbing the outputs (docs/recording.m
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import castway
 from castway.cli import main
 from castway.client import Client
 from castway.server import run_server
+from castway.server.recording.catalog import Segment
 from castway.server.recording.retention import free_bytes
 from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
@@ -337,6 +339,159 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
     assert reasons == {"missing", "bytes", "age"}
 
 
+def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root = recordings.root
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "linked").symlink_to(outside)
+    # The writer refuses to make its directories through the link.
+    in_port = free_port()
+    server.create("linked", rec_spec(in_port, enabled=True, segment_ms=1000, max_age_s=60))
+    wait_until(
+        lambda: server.get("linked").status.recording.state == "recording", 10, "recording"
+    )
+    sender = UdpSender(gop_clip, in_port, bitrate=4e6)
+    wait_until(lambda: server.get("linked").status.recording.errors > 0, 10, "an error")
+    assert "symbolic link" in server.get("linked").status.recording.last_error
+    sender.join()
+    assert list(outside.rglob("*")) == [], "nothing was written through the link"
+    # Crash repair leaves a `.part` reached through the link alone.
+    part = outside / "planted.ts.part"
+    part.write_bytes(gop_clip[: PACKET * 100])
+    assert recordings.repair() == []
+    assert part.read_bytes() == gop_clip[: PACKET * 100]
+    # Retention drops a cataloged file reached through the link from the catalog, and does
+    # not delete it.
+    victim = outside / "old.ts"
+    victim.write_bytes(gop_clip[: PACKET * 10])
+    recordings.catalog.add(Segment(
+        path="linked/old.ts", route="linked", format="ts", start=1.0, end=2.0, duration=1.0,
+        bytes=PACKET * 10,
+    ))
+    recordings.prune(time.time() + 3600)
+    assert victim.exists()
+    assert "linked/old.ts" not in [s.path for s in list_segments(server, "linked")]
+    assert {"route": "linked", "path": "linked/old.ts", "reason": "outside"} in deleted_events(
+        server
+    )
+
+
+def test_only_a_recording_routes_free_space_floor_counts_and_never_one_beyond_the_volume(
+    server: Server, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    server.create("keep", rec_spec(in_port, enabled=True, segment_ms=1000))
+    wait_until(lambda: server.get("keep").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "keep")) >= 3, 10, "segments cataloged")
+    before = [s.path for s in list_segments(server, "keep")]
+    recordings = server.running.recordings
+    assert recordings is not None
+    huge = 1 << 59
+    # A stopped route's floor, and a recording route's floor larger than the volume.
+    server.create("wipe", rec_spec(free_port(), enabled=True, min_free_bytes=huge),
+                  desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    server.create("wipe2", rec_spec(free_port(), enabled=True, min_free_bytes=huge))
+    wait_until(lambda: server.get("wipe2").status.recording.state == "recording", 10, "recording")
+    recordings.prune(time.time())
+    assert set(before) <= {s.path for s in list_segments(server, "keep")}
+    assert "free_space" not in {e["reason"] for e in deleted_events(server)}
+    # A floor the volume can meet, of a route recording, still holds.
+    free = free_bytes(recordings.root)
+    server.update("wipe2", rec_spec(free_port(), enabled=True, min_free_bytes=free + 1))
+    recordings.prune(time.time())
+    assert "free_space" in {e["reason"] for e in deleted_events(server)}
+
+
+def test_open_catalog_rows_that_lost_their_segment_leave_the_catalog(server: Server) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root, catalog = recordings.root, recordings.catalog
+    # An empty `.part` a crash left, listed as open: both go at repair.
+    (root / "ghost").mkdir(parents=True, exist_ok=True)
+    (root / "ghost/empty.ts.part").write_bytes(b"")
+    catalog.add(Segment(path="ghost/empty.ts", route="ghost", format="ts", start=1.0, end=1.0,
+                        duration=0.0, bytes=0, open=True))
+    assert recordings.repair() == []
+    assert not (root / "ghost/empty.ts.part").exists()
+    assert catalog.get("ghost/empty.ts") is None
+    # An open row no route writes, older than any segment lasts: it expires.
+    catalog.add(Segment(path="ghost/lost.ts", route="ghost", format="ts", start=1.0, end=1.0,
+                        duration=0.0, bytes=0, open=True))
+    recordings.prune(time.time())
+    assert catalog.get("ghost/lost.ts") is None
+    assert {"route": "ghost", "path": "ghost/lost.ts", "reason": "missing"} in deleted_events(
+        server
+    )
+
+
+def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    server.create("norename", rec_spec(in_port, enabled=True, segment_ms=60_000))
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: server.get("norename").status.recording.segment, 10, "a segment open")
+    seg = server.get("norename").status.recording.segment
+    wait_until(lambda: recordings.catalog.get(seg) is not None, 10, "the open row")
+    # A directory in the way of its final name: the rename at its close fails.
+    (recordings.root / seg / "blocker").mkdir(parents=True)
+    req = recording_pb2.RecordingRequest(route="norename")
+    server.client.recordings.StopRecording(req, metadata=server.client.metadata)
+    gw = server.running.control.gateway
+    wait_until(
+        lambda: any(e["kind"] == "recording_error" and e.get("route") == "norename"
+                    and "cannot rename" in e.get("error", "")
+                    for e in gw.wait_events(0, 0.0, 100_000)),
+        10, "the error reported",
+    )
+    wait_until(lambda: recordings.catalog.get(seg) is None, 10, "the open row gone")
+
+
+def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_length(
+    server: Server, gop_clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%H%M%S"}
+    server.create("moving", rec_spec(in_port, **policy))
+    wait_until(lambda: server.get("moving").status.recording.state == "recording", 10, "on")
+    policy["path"] = "{route}/second/%H%M%S"
+    server.update("moving", rec_spec(in_port, **policy))
+    recordings.tick(time.time())
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "moving")) >= 2, 10, "segments cataloged")
+    paths = [s.path for s in list_segments(server, "moving")]
+    assert all(p.startswith("moving/second/") for p in paths), paths
+
+
+def test_an_operators_stop_does_not_outlive_its_route(server: Server) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    s = rec_spec(free_port(), enabled=True)
+    server.create("again", s)
+    wait_until(lambda: server.get("again").status.recording.state == "recording", 10, "on")
+    req = recording_pb2.RecordingRequest(route="again")
+    server.client.recordings.StopRecording(req, metadata=server.client.metadata)
+    assert server.get("again").status.recording.state == "stopped"
+    server.client.routes.DeleteRoute(
+        route_pb2.DeleteRouteRequest(name="again"), metadata=server.client.metadata
+    )
+    recordings.tick(time.time())
+    # A new route of the same name records as its policy says.
+    server.create("again", s)
+    recordings.tick(time.time())
+    assert server.get("again").status.recording.state == "recording"
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs, unmounted at the end."""
@@ -387,6 +542,35 @@ def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor
         assert free_bytes(small_tmpfs) >= floor
         assert "free_space" in {e["reason"] for e in deleted_events(srv)}
         assert srv.get("r").status.recording.drops > 0, "what could not be written is counted"
+        client.close()
+
+
+def test_a_segment_nothing_reached_on_a_full_disk_is_neither_kept_nor_listed(
+    tmp_path: Path, small_tmpfs: Path, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1, media_dir=small_tmpfs) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        srv = Server(run, client, tmp_path / "data")
+        # The volume full before the first segment opens.
+        with open(small_tmpfs / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        srv.create("r", rec_spec(in_port, enabled=True, segment_ms=1000))
+        wait_until(lambda: srv.get("r").status.recording.state != "stopped", 10, "recording")
+        UdpSender(gop_clip, in_port, bitrate=4e6).join()
+        wait_until(lambda: srv.get("r").status.recording.errors >= 2, 10, "failed writes")
+        gw = run.control.gateway
+        wait_until(lambda: any("is empty: removed" in e.get("error", "")
+                               for e in gw.wait_events(0, 0.0, 100_000)), 10, "removed")
+        assert [f for f in small_tmpfs.rglob("*.ts*") if f.stat().st_size == 0] == []
+        assert run.recordings is not None
+        wait_until(lambda: all(not s.open for s in run.recordings.catalog.page("", 100)), 10,
+                   "no open row left")
+        assert all(s.bytes > 0 for s in run.recordings.catalog.page("", 100))
         client.close()
 
 
@@ -479,6 +663,61 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
         metadata=server.client.metadata, timeout=30)))
+
+
+def test_a_clip_across_a_pause_holds_everything_recorded_with_timestamps_running_on(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("paused", rec_spec(in_port, enabled=True, segment_ms=1000))
+    wait_until(lambda: server.get("paused").status.recording.state == "recording", 10, "on")
+    # Sent at its own pace (12 s), so that wall clock and media time go together, in thirds.
+    realtime = len(gop_clip) * 8 / 12
+    third = len(gop_clip) // 3 // PACKET * PACKET
+    req = recording_pb2.RecordingRequest(route="paused")
+    meta = server.client.metadata
+    UdpSender(gop_clip[:third], in_port, bitrate=realtime).join()
+    wait_until(lambda: server.get("paused").status.recording.bytes > 0, 10, "recorded")
+    server.client.recordings.PauseRecording(req, metadata=meta)
+    # What flows during the pause is skipped: the stream's timestamps jump across it.
+    UdpSender(gop_clip[third:2 * third], in_port, bitrate=realtime).join()
+    server.client.recordings.ResumeRecording(req, metadata=meta)
+    UdpSender(gop_clip[2 * third:], in_port, bitrate=realtime).join()
+    server.client.recordings.StopRecording(req, metadata=meta)
+    segs = list_segments(server, "paused")
+    assert len(segs) >= 2
+    out = tmp_path / "clip.ts"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="paused", format="ts",
+                                            **{"from": segs[0].start}, to=segs[-1].end),
+            metadata=meta, timeout=60,
+        ):
+            f.write(chunk.data)
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    recorded = sum(s.duration_s for s in segs)
+    assert recorded - 1.0 < duration < recorded + 1.0, (duration, recorded)
+    pts = sorted(float(x) for x in probe(out, "-select_streams", "v", "-show_entries",
+                                         "packet=pts_time"))
+    # The 4 s the pause skipped are not a hole in the clip (the join may leave a few frames).
+    assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the pause"
+
+
+def test_the_cli_refuses_an_unknown_route_a_missing_directory_and_an_unknown_format(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creds = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["recording", "list", "nosuch", *creds]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    server.create("known", rec_spec(free_port()))
+    assert main(["recording", "list", "known", *creds]) == 0
+    for out, why in ((tmp_path / "missing" / "c.ts", "does not exist"),
+                     (tmp_path / "c.mkv", ".ts or .mp4")):
+        code = main(["recording", "export", "known", *creds, "--from", "1", "--to", "2",
+                     "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1 and why in err and "Traceback" not in err, err
+        assert not out.exists()
 
 
 def test_the_cli_sets_a_routes_recording_policy_and_controls_it(

@@ -190,8 +190,8 @@ impl Mp4Writer {
         split.connect("format-location-full", false, move |_| {
             let rel = path::expand(&pattern, &route, unix_now()).ok()?;
             let (rel, part) = free_name(&dir, &rel).ok()?;
-            if let Some(parent) = part.parent() {
-                std::fs::create_dir_all(parent).ok()?;
+            if let Some(parent) = rel.parent() {
+                path::make_dirs_under(&dir, parent).ok()?;
             }
             let shown = part.to_string_lossy().into_owned();
             lock(&named).named.push((rel, part));
@@ -315,9 +315,20 @@ impl Mp4Writer {
         let Some(open) = self.open.take() else { return };
         let final_path = self.settings.dir.join(&open.rel);
         if let Err(e) = std::fs::rename(&open.part, &final_path) {
-            let mut status = lock(&self.shared.status);
-            status.errors += 1;
-            status.last_error = Some(format!("cannot rename `{}`: {e}", open.part.display()));
+            let error = format!("cannot rename `{}`: {e}", open.part.display());
+            {
+                let mut status = lock(&self.shared.status);
+                status.errors += 1;
+                status.last_error = Some(error.clone());
+            }
+            let mut event = Event::new(Kind::RecordingError);
+            event.route = Some(self.route.clone());
+            event.error = Some(error);
+            event.segment = Some(format!(
+                "{{\"path\":{}}}",
+                super::writer::json_text(&open.rel.to_string_lossy())
+            ));
+            self.log.push(event);
             return;
         }
         let bytes = std::fs::metadata(&final_path).map_or(0, |m| m.len());

@@ -83,6 +83,36 @@ pub fn stays_under(rel: &Path) -> bool {
     rel.components().count() > 0 && rel.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Creates the directories of `rel` (relative, checked by [`stays_under`]) under `root`, one
+/// component at a time, refusing a component that is a symbolic link (or not a directory):
+/// a link inside the recordings directory would put segments outside it.
+pub fn make_dirs_under(root: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => std::fs::symlink_metadata(&dir)?,
+            },
+            other => other?,
+        };
+        if meta.file_type().is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "`{}` is a symbolic link; segments stay inside the recordings directory",
+                dir.display()
+            )));
+        }
+        if !meta.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a directory",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `strftime(3)` in UTC.
 fn strftime_utc(format: &str, unix: i64) -> String {
     let Ok(fmt) = std::ffi::CString::new(format) else {
@@ -136,5 +166,21 @@ mod tests {
         assert_eq!(rel, PathBuf::from("news/2026-11-23/04-05-06"));
         assert!(!stays_under(Path::new("../x")));
         assert!(!stays_under(Path::new("/x")));
+    }
+
+    #[test]
+    fn directories_are_made_under_the_root_but_never_through_a_symbolic_link() {
+        let root = std::env::temp_dir().join(format!("castway-mkdirs-{}", std::process::id()));
+        let outside = root.with_extension("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        make_dirs_under(&root, Path::new("a/b")).unwrap();
+        assert!(root.join("a/b").is_dir());
+        std::os::unix::fs::symlink(&outside, root.join("a/sym")).unwrap();
+        let err = make_dirs_under(&root, Path::new("a/sym/c")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!outside.join("c").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

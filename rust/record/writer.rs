@@ -270,7 +270,7 @@ impl Files {
             Ok(names) => names,
             Err(e) => return self.fail(e),
         };
-        let file = match create(&part) {
+        let file = match create(&self.settings.dir, &rel, &part) {
             Ok(f) => f,
             Err(e) => return self.fail(format!("cannot create `{}`: {e}", part.display())),
         };
@@ -358,11 +358,37 @@ impl Files {
             _ => (end - start_unix).max(0.0),
         };
         let path = self.settings.dir.join(&rel);
+        if size == 0 && error.is_some() {
+            // Nothing reached the disk (a full one): no segment to keep or to list.
+            let _ = std::fs::remove_file(&part);
+            lock(&self.shared.status).segment = None;
+            let mut event = Event::new(Kind::RecordingError);
+            event.route = Some(self.route.clone());
+            event.error = Some(format!("`{}` is empty: removed", rel.display()));
+            event.segment = Some(format!(
+                "{{\"path\":{}}}",
+                json_text(&rel.to_string_lossy())
+            ));
+            self.log.push(event);
+            return;
+        }
         if let Err(e) = std::fs::rename(&part, &path) {
             let error = format!("cannot rename `{}`: {e}", part.display());
-            let mut status = lock(&self.shared.status);
-            status.errors += 1;
-            status.last_error = Some(error);
+            {
+                let mut status = lock(&self.shared.status);
+                status.errors += 1;
+                status.last_error = Some(error.clone());
+                status.segment = None;
+            }
+            // Said, so that the catalog's open row is not left to stand for a segment.
+            let mut event = Event::new(Kind::RecordingError);
+            event.route = Some(self.route.clone());
+            event.error = Some(error);
+            event.segment = Some(format!(
+                "{{\"path\":{}}}",
+                json_text(&rel.to_string_lossy())
+            ));
+            self.log.push(event);
             return;
         }
         let switch = (self.cuts)() != cuts_at_open;
@@ -428,9 +454,11 @@ fn part_of(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn create(part: &Path) -> std::io::Result<File> {
-    if let Some(parent) = part.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Creates `part`, the `.part` file of `rel` under `dir`, making its directories without
+/// following a symbolic link (`create_new` does not follow one at the file itself).
+fn create(dir: &Path, rel: &Path, part: &Path) -> std::io::Result<File> {
+    if let Some(parent) = rel.parent() {
+        path::make_dirs_under(dir, parent)?;
     }
     File::options().write(true).create_new(true).open(part)
 }

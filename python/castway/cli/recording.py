@@ -81,7 +81,11 @@ def recording_list(c: remote.Call) -> None:
 
 def recording_export(c: remote.Call) -> None:
     out: Path = c.args.output
-    fmt = "mp4" if out.suffix.lower() == ".mp4" else "ts"
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("ts", "mp4"):
+        raise remote.Ended(f"{out}: a clip is written as .ts or .mp4, not {out.suffix!r}")
+    if not out.parent.is_dir():
+        raise remote.Ended(f"{out}: the directory {str(out.parent)!r} does not exist")
     req = recording_pb2.ExportClipRequest(route=c.args.route, format=fmt)
     getattr(req, "from").CopyFrom(c.args.start)
     req.to.CopyFrom(c.args.end)

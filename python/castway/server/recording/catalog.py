@@ -148,12 +148,19 @@ class CatalogSink(QueuedSink):
         self._catalog = catalog
 
     def wants(self, event: Event) -> bool:
-        return event["kind"] in ("segment_opened", "segment_closed")
+        return event["kind"] in ("segment_opened", "segment_closed") or (
+            event["kind"] == "recording_error" and bool(event.get("segment"))
+        )
 
     def handle(self, event: Event) -> None:
         record = json.loads(event.get("segment", "{}"))
         route = event.get("route", "")
-        if event["kind"] == "segment_opened":
+        if event["kind"] == "recording_error":
+            # A segment whose close failed (its rename): not listed as being written any more.
+            known = self._catalog.get(str(record["path"]))
+            if known is not None and known.open:
+                self._catalog.remove([known.path])
+        elif event["kind"] == "segment_opened":
             start = float(record["start"])
             self._catalog.add(Segment(
                 path=str(record["path"]), route=route, format=str(record.get("format", "ts")),

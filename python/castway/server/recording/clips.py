@@ -6,8 +6,9 @@ route's output, so put end to end they are the stream itself, timestamps running
 their boundaries; ffmpeg then cuts the range out of that with stream copy (no re-encoding),
 from the keyframe at or before its start (``-ss`` before ``-i``), and remuxes it to ``mp4``
 when asked (``-movflags +faststart``). A wall-clock time maps to the media time inside its
-segment by its share of the segment's span. Across a pause the timestamps jump by the time
-that passed, as the stream's own did. ffmpeg is needed on the server (Debian: ``ffmpeg``).
+segment by its share of the segment's span, within a run of contiguous segments; across a
+pause or a gap (the stream's timestamps jump there) each run is cut on its own and the cuts are
+joined with timestamps running on. ffmpeg is needed on the server (Debian: ``ffmpeg``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ FORMATS = {"ts": "mpegts", "mp4": "mp4"}
 MAX_CLIP_S = 6 * 3600.0
 TIMEOUT_S = 600.0
 CHUNK = 256 * 1024
+# Segments further apart than this (wall clock) are not contiguous: a pause or a gap.
+GAP_S = 1.0
 
 
 def make(
@@ -43,6 +46,46 @@ def make(
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise FailedPrecondition("exporting a clip needs ffmpeg on the server (apt install ffmpeg)")
+    runs = _runs(segs)
+    if len(runs) == 1:
+        return _cut(ffmpeg, root, runs[0], start, end, fmt, tmp, tmp / f"clip.{fmt}")
+    # Across a pause or a gap the stream's timestamps jump by the time that passed: each run
+    # of contiguous segments is cut on its own (its media times map within it), and the cuts
+    # are joined by ffmpeg's concat demuxer, timestamps running on.
+    cuts = [
+        _cut(ffmpeg, root, run, start, end, "ts", tmp, tmp / f"run{i}.ts")
+        for i, run in enumerate(runs)
+    ]
+    listing = tmp / "runs.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(
+        f"file '{c.as_posix()}'\n" for c in cuts
+    ))
+    out = tmp / f"clip.{fmt}"
+    _ffmpeg([
+        ffmpeg, "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+        "-map", "0", "-c", "copy", "-f", FORMATS[fmt],
+        *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out),
+    ])
+    return out
+
+
+def _runs(segs: list[Segment]) -> list[list[Segment]]:
+    """The segments in runs without a pause between them (one starts where the one before
+    ended, within ``GAP_S``)."""
+    runs: list[list[Segment]] = []
+    for seg in segs:
+        if runs and seg.start - runs[-1][-1].end <= GAP_S:
+            runs[-1].append(seg)
+        else:
+            runs.append([seg])
+    return runs
+
+
+def _cut(
+    ffmpeg: str, root: Path, segs: list[Segment], start: float, end: float, fmt: str,
+    tmp: Path, out: Path,
+) -> Path:
+    """Cuts ``[start, end)`` out of a run of contiguous segments into ``out``."""
     # Media time of a wall-clock time inside a segment: its share of the segment's span.
     def media(t: float, before: float, seg: Segment) -> float:
         span = max(seg.end - seg.start, 1e-6)
@@ -54,7 +97,7 @@ def make(
     if any(s.format == "mp4" for s in segs):
         # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
         # one before by its duration.
-        joined = tmp / "list.ffconcat"
+        joined = tmp / f"{out.stem}.ffconcat"
         joined.write_text("ffconcat version 1.0\n" + "".join(
             f"file '{(root / s.path).as_posix()}'\n" for s in segs
         ))
@@ -62,18 +105,22 @@ def make(
     else:
         # TS segments are exact slices of the stream: put end to end, they are the stream
         # (its timestamps run on across their boundaries).
-        joined = tmp / "joined.ts"
+        joined = tmp / f"{out.stem}.joined.ts"
         with open(joined, "wb") as dst:
             for seg in segs:
                 with open(root / seg.path, "rb") as src:
                     shutil.copyfileobj(src, dst, CHUNK)
         source = ["-i", str(joined)]
-    out = tmp / f"clip.{fmt}"
-    argv = [
+    _ffmpeg([
         ffmpeg, "-nostdin", "-v", "error", "-ss", f"{media_from:.3f}", *source,
         "-t", f"{max(media_to - media_from, 0.04):.3f}", "-map", "0", "-c", "copy",
         "-f", FORMATS[fmt], *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out),
-    ]
+    ])
+    joined.unlink(missing_ok=True)
+    return out
+
+
+def _ffmpeg(argv: list[str]) -> None:
     try:
         r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -81,4 +128,3 @@ def make(
     if r.returncode != 0:
         why = r.stderr.decode(errors="replace").strip()[-300:]
         raise FailedPrecondition(f"ffmpeg could not make the clip: {why}")
-    return out

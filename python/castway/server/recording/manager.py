@@ -51,6 +51,11 @@ class Recordings:
         # Routes paused because the slate is on air (policy `slate: false`).
         self._slate_paused: set[str] = set()
         self._schedules: dict[str, tuple[str, str, list[Window]]] = {}
+        # Each route's recording errors at the last round: a new one (a full disk) brings the
+        # next retention pass forward, so that the free-space floor is restored at once.
+        self._errors: dict[str, int] = {}
+        # What each recorder this manager started runs with: (path, segment_ms, format).
+        self._started: dict[str, tuple[str | None, int | None, str | None]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
@@ -109,18 +114,38 @@ class Recordings:
         due."""
         with self._lock:
             policies = self.control.recording_policies()
+            self._forget(set(policies))
             gw = self.control.gateway
             for name in gw.routes():
                 policy = policies.get(name)
                 if policy is None:
                     continue
+                # One route's failure is that route's: the others are still looked after.
                 try:
                     self._apply(name, policy, now)
                 except CastwayError as e:
                     log.warning("recording of route %s: %s", name, e)
-            if now - self._last_retention >= RETENTION_EVERY_S:
+                except Exception:
+                    log.exception("recording of route %s failed", name)
+            errors = {
+                st["name"]: st["recording"]["errors"] for st in self.control.stats()
+            }
+            failed = any(n > self._errors.get(name, 0) for name, n in errors.items())
+            self._errors = errors
+            if failed or now - self._last_retention >= RETENTION_EVERY_S:
                 self._last_retention = now
-                self.prune(now)
+                try:
+                    self.prune(now)
+                except Exception:
+                    log.exception("recordings: retention pass failed")
+
+    def _forget(self, routes: set[str]) -> None:
+        """Drops what is kept per route for the routes deleted (an operator's start/stop must
+        not outlive its route and apply to a new route of the same name)."""
+        for kept in (self._manual, self._schedules, self._started):
+            for name in [n for n in kept if n not in routes]:
+                del kept[name]
+        self._slate_paused &= routes
 
     def _apply(self, name: str, policy: Recording, now: float) -> None:
         route = self.control.gateway.route(name)
@@ -128,14 +153,23 @@ class Recordings:
         rec = route.recording
         state = stats["recording"]["state"]
         want = self.wanted(name, policy, now)
+        settings = (policy.path, policy.segment_ms, policy.format)
+        started = self._started.get(name)
+        if want and state != "stopped" and started is not None and started != settings:
+            # Segment length, path and format are the recorder's: a change restarts it (the
+            # open segment closes at once, the next opens at the next keyframe).
+            rec.stop()
+            state = "stopped"
         if want and state == "stopped":
             rec.start(
                 self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format
             )
+            self._started[name] = settings
             self._slate_paused.discard(name)
         elif not want and state != "stopped":
             rec.stop()
             self._slate_paused.discard(name)
+            self._started.pop(name, None)
             return
         if not want:
             return
@@ -150,7 +184,10 @@ class Recordings:
     def prune(self, now: float) -> Pass:
         """One retention pass over every route's policy."""
         policies = self.control.recording_policies()
-        self.last_pass = self.retention.run(policies, now, self._writing())
+        recording = frozenset(
+            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
+        )
+        self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 
     def _writing(self) -> frozenset[str]:
@@ -204,4 +241,9 @@ class Recordings:
     def segments(self, name: str, start: float | None, end: float | None) -> list[Segment]:
         if start is not None and end is not None and end < start:
             raise InvalidArgument("to", "is before `from`")
-        return self.catalog.between(name, start, end)
+        segs = self.catalog.between(name, start, end)
+        if not segs and name not in self.control.recording_policies() and not (
+            self.catalog.between(name, None, None, limit=1)
+        ):
+            raise NotFound(f"no route {name!r} and no recording of one")
+        return segs

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from castway.server.recording.catalog import Catalog, Segment
+from castway.server.recording.retention import within
 
 TS = 188
 WRAP = 1 << 33
@@ -103,7 +104,7 @@ def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) 
             continue
         rel_part = part.relative_to(root).as_posix()
         rel = rel_part[: -len(".part")]
-        if rel in writing:
+        if rel in writing or not within(root, rel_part):
             continue
         mp4 = rel.endswith(".mp4")
         size = part.stat().st_size
@@ -112,8 +113,9 @@ def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) 
         else:
             whole = size - size % TS
         if whole == 0:
-            # Opened, nothing reached the disk: nothing to keep.
+            # Opened, nothing reached the disk: nothing to keep, nor to list.
             part.unlink()
+            catalog.remove([rel])
             continue
         with open(part, "r+b") as f:
             f.truncate(whole)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from castway.server.recording.catalog import Catalog, Segment
+from castway.server.recording.catalog import MAX_SEGMENT_S, Catalog, Segment
 from castway.server.specs import Recording
 
 # Deletions per pass, and catalog rows checked for a file removed by hand per pass.
@@ -23,7 +23,7 @@ CHECK_PAGE = 500
 @dataclass
 class Pass:
     """What one pass did: the paths deleted, by reason (``age``, ``bytes``, ``free_space``,
-    ``missing``)."""
+    ``missing``, ``outside``)."""
 
     deleted: dict[str, list[str]] = field(default_factory=dict)
 
@@ -40,6 +40,21 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def volume_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize
+
+
+def within(root: Path, rel: str) -> bool:
+    """Whether ``root / rel`` is in ``root`` itself, reached through no symbolic link: a link
+    inside the recordings directory must not let retention or repair touch files outside it."""
+    path = root / rel
+    real_root = os.path.realpath(root)
+    return not path.is_symlink() and os.path.realpath(path.parent) == os.path.normpath(
+        os.path.join(real_root, os.path.dirname(rel))
+    )
+
+
 class Retention:
     """Prunes ``root`` (the recordings directory) by the routes' ``policies``."""
 
@@ -49,15 +64,19 @@ class Retention:
         catalog: Catalog,
         report: Callable[[str, str, str], None],
         free: Callable[[Path], int] = free_bytes,
+        volume: Callable[[Path], int] = volume_bytes,
     ) -> None:
         """``report(route, path, reason)`` is called for each segment deleted or found gone."""
         self.root, self.catalog, self.report, self.free = root, catalog, report, free
+        self.volume = volume
         self._cursor = ""
 
     def run(self, policies: Mapping[str, Recording], now: float,
-            writing: frozenset[str] = frozenset()) -> Pass:
+            writing: frozenset[str] = frozenset(),
+            recording: frozenset[str] | None = None) -> Pass:
         """One pass. ``writing``: paths being written (never deleted, whatever the catalog
-        says)."""
+        says). ``recording``: the routes recording now; only their ``min_free_bytes`` counts
+        (``None``: every route's)."""
         done = Pass()
         budget = [MAX_DELETES]
 
@@ -83,17 +102,37 @@ class Retention:
                     break
                 if delete(seg, "bytes"):
                     over -= seg.bytes
-        floor = max((p.min_free_bytes or 0 for p in policies.values()), default=0)
-        if floor and self.root.exists() and self.free(self.root) < floor:
+        floor = self.floor(policies, recording)
+        if floor and self.free(self.root) < floor:
             for seg in self.catalog.oldest(budget[0]):
                 if self.free(self.root) >= floor:
                     break
                 delete(seg, "free_space")
-        self._check_missing(done)
+        self._check_missing(done, now, writing)
         return done
+
+    def floor(self, policies: Mapping[str, Recording],
+              recording: frozenset[str] | None = None) -> int:
+        """The free-space floor: the largest ``min_free_bytes`` of the routes recording, but
+        none larger than the volume (which no deletion could meet: it would empty the whole
+        recordings directory)."""
+        if not self.root.exists():
+            return 0
+        size = self.volume(self.root)
+        return max(
+            (p.min_free_bytes or 0 for r, p in policies.items()
+             if (recording is None or r in recording) and (p.min_free_bytes or 0) <= size),
+            default=0,
+        )
 
     def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
         path = self.root / seg.path
+        if not within(self.root, seg.path):
+            # Reached through a link: leaves the catalog, the file it points to stays.
+            self.catalog.remove([seg.path])
+            done.add("outside", seg.path)
+            self.report(seg.route, seg.path, "outside")
+            return
         try:
             path.unlink()
         except FileNotFoundError:
@@ -114,10 +153,14 @@ class Retention:
                 return
             d = d.parent
 
-    def _check_missing(self, done: Pass) -> None:
+    def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
         rows = self.catalog.page(self._cursor, CHECK_PAGE)
         self._cursor = rows[-1].path if len(rows) == CHECK_PAGE else ""
-        gone = [s for s in rows if not s.open and not (self.root / s.path).exists()]
+        # A row still open that no route writes and older than any segment can last lost its
+        # close (a failed rename, a crash): it goes (crash repair catalogs its `.part` again).
+        stale = [s for s in rows
+                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S]
+        gone = stale + [s for s in rows if not s.open and not (self.root / s.path).exists()]
         if gone:
             self.catalog.remove([s.path for s in gone])
         for s in gone:
