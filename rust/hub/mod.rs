@@ -175,13 +175,39 @@ impl Tap {
         }
     }
 
-    /// Sends the burst of a joining tap: counted as sent (or dropped) like live data, and in
-    /// the output's `burst_packets`.
+    /// Sends the burst of a joining tap whole or not at all: a burst cut short (a GOP larger
+    /// than the room left in the output's queue) would hand the receiver a keyframe, part of
+    /// its GOP and then a gap. Sent, it is counted as sent and in the output's
+    /// `burst_packets`; skipped, as dropped, and the output starts at the live data.
     fn offer_burst(&self, burst: &[gst::Buffer]) {
+        let bytes: usize = burst.iter().map(|b| b.size()).sum();
+        if bytes == 0 {
+            return;
+        }
+        if !self.has_room(bytes) {
+            gst::debug!(CAT, "{}: burst of {bytes} bytes skipped, no room", self.id);
+            self.counters.drop_bytes(bytes);
+            return;
+        }
         for b in burst {
             if self.offer(b) {
                 self.counters.burst(b.size());
             }
+        }
+    }
+
+    /// Whether the output's queue has room for `bytes` more now (a socket or recorder: always,
+    /// they do not burst from a queue of ours).
+    fn has_room(&self, bytes: usize) -> bool {
+        match &self.out {
+            Out::Queue { full, .. } if full.load(Relaxed) => false,
+            Out::Queue { appsrc, .. } => {
+                let free = appsrc
+                    .max_bytes()
+                    .saturating_sub(appsrc.current_level_bytes());
+                bytes as u64 <= free
+            }
+            Out::Udp(_) | Out::Record(_) | Out::Srt(_) => true,
         }
     }
 
@@ -1123,6 +1149,51 @@ mod tests {
         hub.ingest(&input, video(3, 11_800, true));
         hub.ingest(&input, video(4, 15_400, false));
         assert_eq!(received(&late).len(), 2);
+    }
+
+    /// A queue output whose appsrc holds at most `max_bytes`, in a pipeline PAUSED (its sink
+    /// prerolls on the first buffer and takes no more, so what is pushed stays queued).
+    fn queue_output(hub: &Hub, max_bytes: u64) -> (gst::Pipeline, Arc<Tap>) {
+        use gst::prelude::*;
+        let pipeline = gst::parse::launch("appsrc name=src ! fakesink sync=false")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let appsrc = (pipeline.by_name("src").unwrap())
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        appsrc.set_max_bytes(max_bytes);
+        let tap = Arc::new(Tap::new("out".into(), appsrc, Arc::default()));
+        hub.attach(tap.clone());
+        let _ = pipeline.set_state(gst::State::Paused);
+        (pipeline, tap)
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_room_in_an_outputs_queue_is_skipped_whole_and_counted() {
+        use crate::ts::tests::{pat, pmt};
+        gst::init().unwrap();
+        let hub = Hub::new(64 * 1024);
+        let input = hub.feed();
+        hub.cut_to(Some(&input));
+        let psi = [pat(1, 0x1000), pmt(0x1000, 0x100, &[(0x100, 0x1b)])].concat();
+        hub.ingest(&input, gst::Buffer::from_mut_slice(psi));
+        hub.ingest(&input, video(0, 1_000, true));
+        for cc in 1..10u8 {
+            hub.ingest(&input, video(cc, 1_000 + u64::from(cc) * 3_600, false));
+        }
+        // The burst: PAT and PMT, then 10 video packets (12 packets, 2,256 bytes).
+        let (small, tight) = queue_output(&hub, 1_000);
+        let (big, roomy) = queue_output(&hub, 64 * 1024);
+        hub.ingest(&input, video(10, 40_000, false));
+        let c = tight.counters.snapshot();
+        assert_eq!((c.burst, c.drops, c.packets), (0, 12, 1), "{c:?}");
+        let c = roomy.counters.snapshot();
+        assert_eq!((c.burst, c.drops, c.packets), (12, 0, 13), "{c:?}");
+        use gst::prelude::ElementExt;
+        for p in [small, big] {
+            let _ = p.set_state(gst::State::Null);
+        }
     }
 
     /// Feeds single video packets (PAT and PMT first, a keyframe every 25) to the hub on
