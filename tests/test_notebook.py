@@ -19,7 +19,7 @@ import pytest
 import castway
 from castway import cli
 from castway.client import Client
-from castway.errors import ConfigError, NotFoundError, TimedOutError
+from castway.errors import ClosedError, ConfigError, NotFoundError, TimedOutError
 from castway.server import run_server
 from castway.server.limits import Limits
 from castway.v1 import route_pb2
@@ -164,6 +164,54 @@ def test_a_snapshot_of_a_route_without_data_times_out_naming_it(
     route = gateway.add_route("silent", f"udp://127.0.0.1:{free_port()}")
     with pytest.raises(TimedOutError, match=r"route `silent`.*no data arrived"):
         route.snapshot(timeout=0.5)
+
+
+def test_a_route_removed_during_frames_or_a_snapshot_ends_the_wait_with_closed_error(
+    gateway: castway.Gateway,
+) -> None:
+    """Not a TimedOutError after the whole wait: the route stopping ends it."""
+    for n, wait in enumerate([
+        lambda r: r.frames(timeout=30).next(),
+        lambda r: r.snapshot(timeout=30),
+    ]):
+        name = f"gone{n}"
+        route = gateway.add_route(name, f"udp://127.0.0.1:{free_port()}", slate=False)
+        remover = threading.Thread(target=gateway.remove_route, args=(name,))
+        remover.start()
+        try:
+            with pytest.raises(ClosedError, match=f"route `{name}`"):
+                wait(route)
+        finally:
+            remover.join(timeout=30)
+
+
+def test_frames_that_time_out_name_the_route(gateway: castway.Gateway) -> None:
+    route = gateway.add_route("quiet", f"udp://127.0.0.1:{free_port()}", slate=False)
+    with route.frames(timeout=0.3) as frames, \
+            pytest.raises(TimedOutError, match="frame of route `quiet`"):
+        frames.next()
+
+
+def test_ctrl_c_ends_a_wait_for_a_picture_or_a_state(gateway: castway.Gateway) -> None:
+    """Each wait looks for signals at least once a second: a SIGINT to the main thread raises
+    KeyboardInterrupt there, not a TimedOutError after the whole wait."""
+    import signal
+    route = gateway.add_route("hush", f"udp://127.0.0.1:{free_port()}", slate=False)
+    main = threading.get_ident()
+    for wait in [
+        lambda: route.wait_for("live", timeout=30),
+        lambda: route.snapshot(timeout=30),
+        lambda: route.frames(timeout=30).next(),
+    ]:
+        # The signal comes while the wait blocks in Rust (or just before it, which Python
+        # raises at once too); nothing tells this thread when the wait started.
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                wait()
+        finally:
+            timer.join(timeout=5)
 
 
 def test_bad_picture_requests_are_refused_naming_what_is_wrong(lab: castway.Route) -> None:

@@ -572,7 +572,9 @@ class Route:
         """
         native = self._native.decoder(input, format, size, fps)
         try:
-            return notebook.Frames(native, timeout)
+            what = f"route `{self.name}`" if input is None else \
+                f"input `{input}` of route `{self.name}`"
+            return notebook.Frames(native, timeout, what)
         except ImportError:
             native.close()
             raise
