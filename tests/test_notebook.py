@@ -360,6 +360,15 @@ def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
     assert cli.main(["route", "snapshot", "cam", "-o", str(out), "--size", "160x120", *base]) == 0
     assert "160x120 PNG" in capsys.readouterr().out
     assert PIL_Image.open(out).size == (160, 120)
+    # A file that cannot be written, a wait that is not one: a line each, no traceback.
+    nowhere = tmp_path / "no" / "such" / "x.jpg"
+    assert cli.main(["route", "snapshot", "cam", "-o", str(nowhere), *base]) == 1
+    err = capsys.readouterr().err
+    assert f"{nowhere.parent} is not a directory" in err and "Traceback" not in err
+    for wait in ["0", "-1", "nan", "inf"]:
+        with pytest.raises(SystemExit):
+            cli.main(["route", "snapshot", "cam", "-o", str(out), "--wait", wait, *base])
+        assert "positive number of seconds" in capsys.readouterr().err
     server.client.routes.StopRoute(route_pb2.StopRouteRequest(name="cam"),
                                    metadata=server.client.metadata, timeout=30)
     assert cli.main(["route", "snapshot", "cam", "-o", str(tmp_path / "x.jpg"), *base]) == 1
