@@ -185,6 +185,22 @@ def test_a_route_removed_during_frames_or_a_snapshot_ends_the_wait_with_closed_e
             remover.join(timeout=30)
 
 
+def test_pictures_that_cannot_be_are_refused_saying_why(gateway: castway.Gateway) -> None:
+    route = gateway.add_route("plain", [
+        f"udp://127.0.0.1:{free_port()}",
+        f"udp://127.0.0.1:{free_port()}?standby=cold",
+    ], slate=False)
+    with pytest.raises(NotFoundError, match=r"input `slate` .*slate=false"):
+        route.snapshot("slate", timeout=30)
+    with pytest.raises(TimedOutError, match="cold standby"):
+        route.snapshot("in1", timeout=0.3)
+    for size in [(-1, 100), (100, 0)]:
+        with pytest.raises(ConfigError, match=f"size {size[0]}x{size[1]}"):
+            route.snapshot(size=size)
+        with pytest.raises(ConfigError, match=f"size {size[0]}x{size[1]}"):
+            route.frames(size=size)
+
+
 def test_frames_that_time_out_name_the_route(gateway: castway.Gateway) -> None:
     route = gateway.add_route("quiet", f"udp://127.0.0.1:{free_port()}", slate=False)
     with route.frames(timeout=0.3) as frames, \

@@ -26,6 +26,9 @@ pub struct Decoding {
     closed: std::sync::atomic::AtomicBool,
     /// The route's (`Route::stopped`): a wait ends with `Closed` when the route stops.
     route_stopped: Arc<AtomicBool>,
+    /// It watches a cold-standby input (connected only while on air): says so when no data
+    /// comes.
+    cold: bool,
 }
 
 /// The longest a wait for a picture blocks between looks at whether the branch or its route
@@ -110,27 +113,31 @@ impl Route {
         settings: &DecodeSettings,
         from_gop: bool,
     ) -> Result<Decoding> {
-        let (feed, what) = {
+        let (feed, what, cold) = {
             let inner = lock(&self.inner);
             if inner.closed {
                 return Err(Error::Closed(format!("route `{}`", self.name)));
             }
             match input {
-                None => (None, format!("route `{}`", self.name)),
+                None => (None, format!("route `{}`", self.name), false),
                 Some(id) => {
-                    let feed = if id == SLATE_ID {
-                        Some(inner.slate_feed.clone())
+                    let what = format!("input `{id}` of route `{}`", self.name);
+                    let (feed, cold) = if id == SLATE_ID {
+                        if !self.settings.switch.slate {
+                            return Err(Error::NotFound(format!(
+                                "{what} (the route has no slate: slate=false)"
+                            )));
+                        }
+                        (Some(inner.slate_feed.clone()), false)
                     } else {
-                        inner
-                            .inputs
-                            .iter()
-                            .find(|s| s.id == id)
-                            .and_then(|s| s.feed.clone())
+                        let slot = (inner.inputs.iter().find(|s| s.id == id))
+                            .ok_or_else(|| Error::NotFound(what.clone()))?;
+                        (slot.feed.clone(), slot.cold)
                     };
                     let feed = feed.ok_or_else(|| {
-                        Error::NotFound(format!("input `{id}` of route `{}`", self.name))
+                        Error::InvalidConfig(format!("{what} has no feed to decode"))
                     })?;
-                    (Some(feed), format!("input `{id}` of route `{}`", self.name))
+                    (Some(feed), what, cold)
                 }
             }
         };
@@ -165,6 +172,7 @@ impl Route {
             what,
             closed: Default::default(),
             route_stopped: self.stopped.clone(),
+            cold,
         })
     }
 
@@ -194,7 +202,9 @@ impl Route {
             return Ok(p);
         }
         let s = branch.stats();
-        let why = if s.bytes == 0 {
+        let why = if s.bytes == 0 && branch.cold {
+            "no data arrived: it is a cold standby, connected only while on air"
+        } else if s.bytes == 0 {
             "no data arrived"
         } else {
             "data arrived but no keyframe decoded"
