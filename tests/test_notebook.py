@@ -201,6 +201,35 @@ def test_pictures_that_cannot_be_are_refused_saying_why(gateway: castway.Gateway
             route.frames(size=size)
 
 
+def test_frames_of_an_input_come_at_the_size_asked(lab: castway.Route) -> None:
+    with lab.frames(input="in0", size=(160, 90), fps=5, timeout=10) as frames:
+        frame = frames.next()
+    assert frame.image.shape == (90, 160, 3)
+
+
+def test_closing_or_abandoning_frames_detaches_the_branch(lab: castway.Route) -> None:
+    """Closed (or dropped unclosed), a Frames' branch takes no more data and is stopped."""
+    import gc
+
+    def route_bytes() -> int:
+        return int(lab.stats()["inputs"][0]["bytes"])
+
+    closed = lab.frames(fps=5, timeout=10)
+    closed.next()
+    closed.close()
+    abandoned = lab.frames(fps=5, timeout=10)
+    abandoned.next()
+    native = abandoned._native
+    del abandoned
+    gc.collect()
+    taken = [closed.stats()["bytes"], native.stats()["bytes"]]
+    start = route_bytes()
+    wait_until(lambda: route_bytes() > start + 200_000, 20, "more data through the route")
+    assert [closed.stats()["bytes"], native.stats()["bytes"]] == taken
+    with pytest.raises(ClosedError, match="decode branch"):
+        closed.next()
+
+
 def test_frames_that_time_out_name_the_route(gateway: castway.Gateway) -> None:
     route = gateway.add_route("quiet", f"udp://127.0.0.1:{free_port()}", slate=False)
     with route.frames(timeout=0.3) as frames, \
