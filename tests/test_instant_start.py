@@ -52,12 +52,15 @@ def set_gop_cache(live: tuple[castway.Gateway, castway.Route, int], limit: int) 
     gw.update_route("live", f"udp://127.0.0.1:{port}", gop_cache_bytes=limit)
 
 
-def join(route: castway.Route, udp_capture: Callable[..., UdpCapture],
+def join(route: castway.Route, peers: Peers, udp_capture: Callable[..., UdpCapture],
          seconds: float = 1.5) -> tuple[str, UdpCapture]:
-    """Adds a UDP output while the route runs; returns it once `seconds` of live data (at the
-    clip's rate) arrived there on top of what came at once."""
+    """Adds an SRT listener output while the route runs and calls it (a UDP output gets no
+    burst); returns it once `seconds` of live data (at the clip's rate) arrived at the caller
+    on top of what came at once."""
     cap = udp_capture()
-    oid = route.add_output(f"udp://127.0.0.1:{cap.port}")
+    port = free_port()
+    oid = route.add_output(f"srt://127.0.0.1:{port}?mode=listener")
+    srt_receiver(peers, port, cap)
     rate = route.stats()["inputs"][0]["bitrate_bps"] / 8
     wait_until(lambda: cap.size > 0, 10, "the first datagram")
     first = cap.size
@@ -93,14 +96,14 @@ def output(route: castway.Route, oid: str) -> Any:
 
 
 def test_an_output_joining_mid_gop_decodes_from_its_first_packets(
-    live: tuple[castway.Gateway, castway.Route, int],
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
     udp_capture: Callable[..., UdpCapture], tmp_path: Path,
 ) -> None:
     _, route, _ = live
     set_gop_cache(live, 1 << 20)
     # A GOP started and more of it went out since: joining now is mid-GOP.
     wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 20 * 1316, 10, "a GOP under way")
-    oid, cap = join(route, udp_capture)
+    oid, cap = join(route, peers, udp_capture)
     path = tmp_path / "joined.ts"
     data = until_last_keyframe(cap, path)
     # The PAT, the PMT it names, then the keyframe.
@@ -164,15 +167,34 @@ def test_a_file_output_added_live_starts_with_a_whole_gop(
     assert decode_errors(whole, video_only=True) == ""
 
 
-def test_without_instant_start_an_output_joining_mid_gop_starts_with_undecodable_frames(
+def test_a_udp_output_added_live_gets_no_burst_and_starts_at_the_live_data(
     live: tuple[castway.Gateway, castway.Route, int],
+    udp_capture: Callable[..., UdpCapture],
+) -> None:
+    """A burst sent at once as datagrams would overrun a receiver's socket buffer, a loss
+    castway cannot count (docs/architecture.md#instant-start)."""
+    _, route, _ = live
+    set_gop_cache(live, 1 << 20)
+    wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 20 * 1316, 10, "a GOP under way")
+    bursts = route.stats()["gop_cache"]["bursts"]
+    cap = udp_capture()
+    oid = route.add_output(f"udp://127.0.0.1:{cap.port}")
+    wait_until(lambda: output(route, oid)["packets"] > 50 * 7, 10, "live data to the output")
+    out = output(route, oid)
+    assert out["burst_packets"] == 0 and out["drops"] == 0
+    assert route.stats()["gop_cache"]["bursts"] == bursts
+    route.remove_output(oid)
+
+
+def test_without_instant_start_an_output_joining_mid_gop_starts_with_undecodable_frames(
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
     udp_capture: Callable[..., UdpCapture], tmp_path: Path,
 ) -> None:
     _, route, _ = live
     set_gop_cache(live, 0)
     assert route.stats()["gop_cache"] == {**route.stats()["gop_cache"], "limit_bytes": 0,
                                           "bytes": 0}
-    oid, cap = join(route, udp_capture)
+    oid, cap = join(route, peers, udp_capture)
     path = tmp_path / "joined.ts"
     until_last_keyframe(cap, path)
     # The decoder meets slices before any parameter set (or skips to the next keyframe).
@@ -182,7 +204,7 @@ def test_without_instant_start_an_output_joining_mid_gop_starts_with_undecodable
 
 
 def test_a_gop_larger_than_the_bound_is_not_kept_and_counted(
-    live: tuple[castway.Gateway, castway.Route, int],
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
     udp_capture: Callable[..., UdpCapture],
 ) -> None:
     _, route, _ = live
@@ -193,20 +215,20 @@ def test_a_gop_larger_than_the_bound_is_not_kept_and_counted(
                "two GOPs too large")
     cache = route.stats()["gop_cache"]
     assert cache["limit_bytes"] == limit and cache["bytes"] <= limit
-    oid, _ = join(route, udp_capture, seconds=0.2)
+    oid, _ = join(route, peers, udp_capture, seconds=0.2)
     # At most the start of a GOP that was about to outgrow the bound.
     assert output(route, oid)["burst_packets"] <= limit // 188
     route.remove_output(oid)
 
 
 def test_single_input_passthrough_stays_bit_exact_with_instant_start_off(
-    live: tuple[castway.Gateway, castway.Route, int],
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
     udp_capture: Callable[..., UdpCapture], clip: Path,
 ) -> None:
     """An output added live gets a contiguous run of the input's bytes, nothing inserted."""
     _, route, _ = live
     set_gop_cache(live, 0)
-    oid, cap = join(route, udp_capture, seconds=1.0)
+    oid, cap = join(route, peers, udp_capture, seconds=1.0)
     route.remove_output(oid)
     got = cap.data
     looped = b"".join(chunks_of(clip.read_bytes(), whole=True)) * 2

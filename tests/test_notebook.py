@@ -19,7 +19,7 @@ import pytest
 import castway
 from castway import cli
 from castway.client import Client
-from castway.errors import ConfigError, NotFoundError, TimedOutError
+from castway.errors import ClosedError, ConfigError, NotFoundError, TimedOutError
 from castway.server import run_server
 from castway.server.limits import Limits
 from castway.v1 import route_pb2
@@ -164,6 +164,99 @@ def test_a_snapshot_of_a_route_without_data_times_out_naming_it(
     route = gateway.add_route("silent", f"udp://127.0.0.1:{free_port()}")
     with pytest.raises(TimedOutError, match=r"route `silent`.*no data arrived"):
         route.snapshot(timeout=0.5)
+
+
+def test_a_route_removed_during_frames_or_a_snapshot_ends_the_wait_with_closed_error(
+    gateway: castway.Gateway,
+) -> None:
+    """Not a TimedOutError after the whole wait: the route stopping ends it."""
+    for n, wait in enumerate([
+        lambda r: r.frames(timeout=30).next(),
+        lambda r: r.snapshot(timeout=30),
+    ]):
+        name = f"gone{n}"
+        route = gateway.add_route(name, f"udp://127.0.0.1:{free_port()}", slate=False)
+        remover = threading.Thread(target=gateway.remove_route, args=(name,))
+        remover.start()
+        try:
+            with pytest.raises(ClosedError, match=f"route `{name}`"):
+                wait(route)
+        finally:
+            remover.join(timeout=30)
+
+
+def test_pictures_that_cannot_be_are_refused_saying_why(gateway: castway.Gateway) -> None:
+    route = gateway.add_route("plain", [
+        f"udp://127.0.0.1:{free_port()}",
+        f"udp://127.0.0.1:{free_port()}?standby=cold",
+    ], slate=False)
+    with pytest.raises(NotFoundError, match=r"input `slate` .*slate=false"):
+        route.snapshot("slate", timeout=30)
+    with pytest.raises(TimedOutError, match="cold standby"):
+        route.snapshot("in1", timeout=0.3)
+    for size in [(-1, 100), (100, 0)]:
+        with pytest.raises(ConfigError, match=f"size {size[0]}x{size[1]}"):
+            route.snapshot(size=size)
+        with pytest.raises(ConfigError, match=f"size {size[0]}x{size[1]}"):
+            route.frames(size=size)
+
+
+def test_frames_of_an_input_come_at_the_size_asked(lab: castway.Route) -> None:
+    with lab.frames(input="in0", size=(160, 90), fps=5, timeout=10) as frames:
+        frame = frames.next()
+    assert frame.image.shape == (90, 160, 3)
+
+
+def test_closing_or_abandoning_frames_detaches_the_branch(lab: castway.Route) -> None:
+    """Closed (or dropped unclosed), a Frames' branch takes no more data and is stopped."""
+    import gc
+
+    def route_bytes() -> int:
+        return int(lab.stats()["inputs"][0]["bytes"])
+
+    closed = lab.frames(fps=5, timeout=10)
+    closed.next()
+    closed.close()
+    abandoned = lab.frames(fps=5, timeout=10)
+    abandoned.next()
+    native = abandoned._native
+    del abandoned
+    gc.collect()
+    taken = [closed.stats()["bytes"], native.stats()["bytes"]]
+    start = route_bytes()
+    wait_until(lambda: route_bytes() > start + 200_000, 20, "more data through the route")
+    assert [closed.stats()["bytes"], native.stats()["bytes"]] == taken
+    with pytest.raises(ClosedError, match="decode branch"):
+        closed.next()
+
+
+def test_frames_that_time_out_name_the_route(gateway: castway.Gateway) -> None:
+    route = gateway.add_route("quiet", f"udp://127.0.0.1:{free_port()}", slate=False)
+    with route.frames(timeout=0.3) as frames, \
+            pytest.raises(TimedOutError, match="frame of route `quiet`"):
+        frames.next()
+
+
+def test_ctrl_c_ends_a_wait_for_a_picture_or_a_state(gateway: castway.Gateway) -> None:
+    """Each wait looks for signals at least once a second: a SIGINT to the main thread raises
+    KeyboardInterrupt there, not a TimedOutError after the whole wait."""
+    import signal
+    route = gateway.add_route("hush", f"udp://127.0.0.1:{free_port()}", slate=False)
+    main = threading.get_ident()
+    for wait in [
+        lambda: route.wait_for("live", timeout=30),
+        lambda: route.snapshot(timeout=30),
+        lambda: route.frames(timeout=30).next(),
+    ]:
+        # The signal comes while the wait blocks in Rust (or just before it, which Python
+        # raises at once too); nothing tells this thread when the wait started.
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                wait()
+        finally:
+            timer.join(timeout=5)
 
 
 def test_bad_picture_requests_are_refused_naming_what_is_wrong(lab: castway.Route) -> None:
@@ -312,6 +405,15 @@ def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
     assert cli.main(["route", "snapshot", "cam", "-o", str(out), "--size", "160x120", *base]) == 0
     assert "160x120 PNG" in capsys.readouterr().out
     assert PIL_Image.open(out).size == (160, 120)
+    # A file that cannot be written, a wait that is not one: a line each, no traceback.
+    nowhere = tmp_path / "no" / "such" / "x.jpg"
+    assert cli.main(["route", "snapshot", "cam", "-o", str(nowhere), *base]) == 1
+    err = capsys.readouterr().err
+    assert f"{nowhere.parent} is not a directory" in err and "Traceback" not in err
+    for wait in ["0", "-1", "nan", "inf"]:
+        with pytest.raises(SystemExit):
+            cli.main(["route", "snapshot", "cam", "-o", str(out), "--wait", wait, *base])
+        assert "positive number of seconds" in capsys.readouterr().err
     server.client.routes.StopRoute(route_pb2.StopRouteRequest(name="cam"),
                                    metadata=server.client.metadata, timeout=30)
     assert cli.main(["route", "snapshot", "cam", "-o", str(tmp_path / "x.jpg"), *base]) == 1

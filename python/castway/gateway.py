@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, Required, TypedDict, cast
 
 from castway import _castway, notebook
 from castway._closing import Closing
-from castway.errors import CastwayError, EventsLostError
+from castway.errors import CastwayError, ConfigError, EventsLostError
 
 
 class SrtWindowStats(TypedDict):
@@ -559,6 +559,7 @@ class Route:
         displays. ``size=(w, h)`` scales it (a thumbnail). Raises
         :class:`~castway.errors.TimedOutError` when no picture is decoded within ``timeout``
         seconds (no video arriving)."""
+        _check_size(size)
         data, width, height, fmt, pts, at = self._native.snapshot(input, format, size, timeout)
         return notebook.Image(bytes(data), cast(Literal["png", "jpeg"], fmt), width, height,
                               pts, at)
@@ -583,9 +584,12 @@ class Route:
         ...     for frame in frames:
         ...         detect(frame.image)
         """
+        _check_size(size)
         native = self._native.decoder(input, format, size, fps)
         try:
-            return notebook.Frames(native, timeout)
+            what = f"route `{self.name}`" if input is None else \
+                f"input `{input}` of route `{self.name}`"
+            return notebook.Frames(native, timeout, what)
         except ImportError:
             native.close()
             raise
@@ -874,3 +878,13 @@ class Gateway(Closing):
 
     def close(self) -> None:
         self._native.close()
+
+
+def _check_size(size: tuple[int, int] | None) -> None:
+    """A picture size the extension can take (its own checks name the limits): two positive
+    whole numbers, so that a negative one is a ConfigError naming it, not an OverflowError."""
+    if size is None:
+        return
+    w, h = size
+    if not (isinstance(w, int) and isinstance(h, int) and 0 < w < 1 << 32 and 0 < h < 1 << 32):
+        raise ConfigError(f"size {w}x{h}: width and height must be positive whole numbers")

@@ -136,13 +136,16 @@ class Frames:
 
     A consumer slower than ``fps`` gets the newest frame, never a queue of old ones;
     :meth:`stats` counts what it skipped. Waiting for a frame releases the GIL; no frame within
-    ``timeout`` seconds raises :class:`castway.errors.TimedOutError`.
+    ``timeout`` seconds raises :class:`castway.errors.TimedOutError`, the route stopping
+    :class:`castway.errors.ClosedError`; Ctrl-C interrupts the wait within a second.
     """
 
-    def __init__(self, native: _castway.Decoder, timeout: float) -> None:
+    def __init__(self, native: _castway.Decoder, timeout: float,
+                 what: str = "the route") -> None:
         self._numpy = _require("numpy")
         self._native = native
         self._timeout = timeout
+        self._what = what
         self._closed = False
 
     def __iter__(self) -> Iterator[Frame]:
@@ -156,7 +159,8 @@ class Frames:
         """The newest frame, waiting up to the timeout for one."""
         got = self._native.pull(self._timeout)
         if got is None:
-            raise TimedOutError(f"no frame within {self._timeout} s (is video arriving?)")
+            raise TimedOutError(
+                f"no frame of {self._what} within {self._timeout} s (is video arriving?)")
         data, width, height, fmt, pts, at = got
         np = self._numpy
         shape = (height, width) if fmt == "gray" else (height, width, 3)

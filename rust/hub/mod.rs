@@ -104,13 +104,15 @@ impl Tap {
         }
     }
 
-    /// Attaches a UDP output's socket.
+    /// Attaches a UDP output's socket. It does not join: a burst would be a GOP of datagrams
+    /// sent at once on the input's thread, more than a receiver's default socket buffer holds,
+    /// lost there where castway cannot count it; a UDP output starts at the live data.
     pub fn udp(id: String, sender: UdpSender, counters: Arc<Counters>) -> Tap {
         Tap {
             id,
             out: Out::Udp(sender),
             counters,
-            joining: AtomicBool::new(true),
+            joining: AtomicBool::new(false),
         }
     }
 
@@ -158,8 +160,11 @@ impl Tap {
     }
 
     /// Sends the hub's burst before the next live buffer (a reader joined the output anew).
+    /// A UDP output never joins (see `Tap::udp`).
     pub fn join(&self) {
-        self.joining.store(true, Relaxed);
+        if !matches!(self.out, Out::Udp(_)) {
+            self.joining.store(true, Relaxed);
+        }
     }
 
     /// Whether the output takes data now: an output pipeline takes it once it is PAUSED
@@ -175,13 +180,39 @@ impl Tap {
         }
     }
 
-    /// Sends the burst of a joining tap: counted as sent (or dropped) like live data, and in
-    /// the output's `burst_packets`.
+    /// Sends the burst of a joining tap whole or not at all: a burst cut short (a GOP larger
+    /// than the room left in the output's queue) would hand the receiver a keyframe, part of
+    /// its GOP and then a gap. Sent, it is counted as sent and in the output's
+    /// `burst_packets`; skipped, as dropped, and the output starts at the live data.
     fn offer_burst(&self, burst: &[gst::Buffer]) {
+        let bytes: usize = burst.iter().map(|b| b.size()).sum();
+        if bytes == 0 {
+            return;
+        }
+        if !self.has_room(bytes) {
+            gst::debug!(CAT, "{}: burst of {bytes} bytes skipped, no room", self.id);
+            self.counters.drop_bytes(bytes);
+            return;
+        }
         for b in burst {
             if self.offer(b) {
                 self.counters.burst(b.size());
             }
+        }
+    }
+
+    /// Whether the output's queue has room for `bytes` more now (a socket or recorder: always,
+    /// they do not burst from a queue of ours).
+    fn has_room(&self, bytes: usize) -> bool {
+        match &self.out {
+            Out::Queue { full, .. } if full.load(Relaxed) => false,
+            Out::Queue { appsrc, .. } => {
+                let free = appsrc
+                    .max_bytes()
+                    .saturating_sub(appsrc.current_level_bytes());
+                bytes as u64 <= free
+            }
+            Out::Udp(_) | Out::Record(_) | Out::Srt(_) => true,
         }
     }
 
@@ -1105,24 +1136,102 @@ mod tests {
         hub.ingest(&input, video(0, 1_000, true));
         hub.ingest(&input, video(1, 4_600, false));
         // Joins mid-GOP: attached while data flows.
+        let (pipeline, sink, tap) = appsink_output(&hub);
+        // A UDP output joining does not get the burst: it starts with the live buffer.
         let rx = udp_output(&hub);
         hub.ingest(&input, video(2, 8_200, false));
-        let got = received(&rx);
+        let got: Vec<Vec<u8>> = (0..4).map(|_| pulled(&sink)).collect();
         // PAT and PMT, the keyframe and the frame after it, then the live buffer.
-        assert_eq!(got.len(), 4);
         assert_eq!(got[0].len(), 2 * PACKET_SIZE);
         let ccs: Vec<u8> = got[1..].iter().map(|d| d[3] & 0x0f).collect();
         assert_eq!(ccs, [0, 1, 2]);
-        let tap = lock(&hub.taps)[0].clone();
         let c = tap.counters.snapshot();
         assert_eq!((c.packets, c.burst, c.drops), (5, 4, 0));
         assert_eq!(hub.gop_cache_stats().bursts, 1);
+        let udp: Vec<u8> = received(&rx).iter().map(|d| d[3] & 0x0f).collect();
+        assert_eq!(udp, [2]);
+        {
+            use gst::prelude::ElementExt;
+            let _ = pipeline.set_state(gst::State::Null);
+        }
         // Off: an output joining starts with the live data.
         hub.set_gop_cache_bytes(0);
         let late = udp_output(&hub);
         hub.ingest(&input, video(3, 11_800, true));
         hub.ingest(&input, video(4, 15_400, false));
         assert_eq!(received(&late).len(), 2);
+    }
+
+    /// A queue output into an appsink, PLAYING (its appsrc takes data at once).
+    fn appsink_output(hub: &Hub) -> (gst::Pipeline, gst_app::AppSink, Arc<Tap>) {
+        use gst::prelude::*;
+        let pipeline = gst::parse::launch("appsrc name=src ! appsink name=sink sync=false")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let appsrc = (pipeline.by_name("src").unwrap())
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        let sink = (pipeline.by_name("sink").unwrap())
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let tap = Arc::new(Tap::new("out".into(), appsrc, Arc::default()));
+        hub.attach(tap.clone());
+        pipeline.set_state(gst::State::Playing).unwrap();
+        (pipeline, sink, tap)
+    }
+
+    /// The next buffer an appsink got (waits at most 5 s).
+    fn pulled(sink: &gst_app::AppSink) -> Vec<u8> {
+        let sample =
+            (sink.try_pull_sample(gst::ClockTime::from_seconds(5))).expect("a buffer within 5 s");
+        let data = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+        data
+    }
+
+    /// A queue output whose appsrc holds at most `max_bytes`, in a pipeline PAUSED (its sink
+    /// prerolls on the first buffer and takes no more, so what is pushed stays queued).
+    fn queue_output(hub: &Hub, max_bytes: u64) -> (gst::Pipeline, Arc<Tap>) {
+        use gst::prelude::*;
+        let pipeline = gst::parse::launch("appsrc name=src ! fakesink sync=false")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let appsrc = (pipeline.by_name("src").unwrap())
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        appsrc.set_max_bytes(max_bytes);
+        let tap = Arc::new(Tap::new("out".into(), appsrc, Arc::default()));
+        hub.attach(tap.clone());
+        let _ = pipeline.set_state(gst::State::Paused);
+        (pipeline, tap)
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_room_in_an_outputs_queue_is_skipped_whole_and_counted() {
+        use crate::ts::tests::{pat, pmt};
+        gst::init().unwrap();
+        let hub = Hub::new(64 * 1024);
+        let input = hub.feed();
+        hub.cut_to(Some(&input));
+        let psi = [pat(1, 0x1000), pmt(0x1000, 0x100, &[(0x100, 0x1b)])].concat();
+        hub.ingest(&input, gst::Buffer::from_mut_slice(psi));
+        hub.ingest(&input, video(0, 1_000, true));
+        for cc in 1..10u8 {
+            hub.ingest(&input, video(cc, 1_000 + u64::from(cc) * 3_600, false));
+        }
+        // The burst: PAT and PMT, then 10 video packets (12 packets, 2,256 bytes).
+        let (small, tight) = queue_output(&hub, 1_000);
+        let (big, roomy) = queue_output(&hub, 64 * 1024);
+        hub.ingest(&input, video(10, 40_000, false));
+        let c = tight.counters.snapshot();
+        assert_eq!((c.burst, c.drops, c.packets), (0, 12, 1), "{c:?}");
+        let c = roomy.counters.snapshot();
+        assert_eq!((c.burst, c.drops, c.packets), (12, 0, 13), "{c:?}");
+        use gst::prelude::ElementExt;
+        for p in [small, big] {
+            let _ = p.set_state(gst::State::Null);
+        }
     }
 
     /// Feeds single video packets (PAT and PMT first, a keyframe every 25) to the hub on
@@ -1178,7 +1287,7 @@ mod tests {
             std::thread::yield_now();
         }
         // A tap (an output that starts) ...
-        let rx = udp_output(&hub);
+        let (pipeline, sink, tap) = appsink_output(&hub);
         // ... and a reader joining through `Hub::join` from this thread.
         let rx2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         rx2.set_nonblocking(true).unwrap();
@@ -1204,8 +1313,23 @@ mod tests {
         stop.store(true, Relaxed);
         feeder.join().unwrap();
         let last_cc = (fed.load(Relaxed) - 1) as u8 & 0x0f;
-        for rx in [rx, rx2] {
-            let got = received(&rx);
+        let Out::Queue { appsrc, .. } = &tap.out else {
+            unreachable!()
+        };
+        let _ = appsrc.end_of_stream();
+        let mut tapped = Vec::new();
+        // Until the end of stream (None), at most a buffer per packet fed.
+        while let Some(sample) = (tapped.len() < 10_100)
+            .then(|| sink.try_pull_sample(gst::ClockTime::from_seconds(5)))
+            .flatten()
+        {
+            tapped.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+        }
+        {
+            use gst::prelude::ElementExt;
+            let _ = pipeline.set_state(gst::State::Null);
+        }
+        for got in [tapped, received(&rx2)] {
             assert_continuous(&got);
             // Every packet from the keyframe before the join to the last one fed.
             assert_eq!(got[got.len() - 1][3] & 0x0f, last_cc);

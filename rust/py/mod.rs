@@ -192,9 +192,10 @@ impl PyRoute {
     }
 
     /// Blocks (without the GIL) until the route's state is `state`, at most `timeout` s.
+    /// Ctrl-C (a signal) ends the wait within a second.
     fn wait_state(&self, py: Python<'_>, state: &str, timeout: f64) -> PyResult<()> {
         let wait = picture::seconds(timeout)?;
-        Ok(py.allow_threads(|| self.inner.wait_state(state, wait))?)
+        picture::interruptible(py, |go_on| self.inner.wait_state_or(state, wait, go_on))
     }
 
     /// The current picture of the route's output (or of `input`), from its next keyframe.
@@ -209,7 +210,9 @@ impl PyRoute {
     ) -> PyResult<picture::PyPicture<'py>> {
         let settings = picture::settings(format, size, None)?;
         let wait = picture::seconds(timeout)?;
-        let p = py.allow_threads(|| self.inner.snapshot(input, &settings, wait))?;
+        let p = picture::interruptible(py, |go_on| {
+            self.inner.snapshot_or(input, &settings, wait, go_on)
+        })?;
         Ok(picture::picture(py, p))
     }
 

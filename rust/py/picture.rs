@@ -45,6 +45,32 @@ pub(super) fn seconds(timeout: f64) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(timeout.min(1e6)))
 }
 
+/// Runs a wait without the GIL, handing it a check it makes between slices of at most a
+/// second: the check takes the GIL and looks for signals, so Ctrl-C (or a Jupyter interrupt)
+/// ends the wait with Python's own exception, which wins over the wait's result.
+pub(super) fn interruptible<T>(
+    py: Python<'_>,
+    wait: impl FnOnce(&mut dyn FnMut() -> bool) -> crate::error::Result<T> + Send,
+) -> PyResult<T>
+where
+    T: Send,
+{
+    let mut raised: Option<PyErr> = None;
+    let r = py.allow_threads(|| {
+        wait(&mut || match Python::with_gil(|py| py.check_signals()) {
+            Ok(()) => true,
+            Err(e) => {
+                raised = Some(e);
+                false
+            }
+        })
+    });
+    match raised {
+        Some(e) => Err(e),
+        None => Ok(r?),
+    }
+}
+
 /// A running decode branch; `close()` (or dropping it) stops it.
 #[pyclass(name = "Decoder", module = "castway._castway", frozen)]
 pub(super) struct PyDecoder {
@@ -63,7 +89,7 @@ impl PyDecoder {
     /// The newest picture, waiting up to `timeout` seconds without the GIL (None: none came).
     fn pull<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<PyPicture<'py>>> {
         let wait = seconds(timeout)?;
-        let p = py.allow_threads(|| self.inner.pull(wait))?;
+        let p = interruptible(py, |go_on| self.inner.pull_or(wait, go_on))?;
         Ok(p.map(|p| picture(py, p)))
     }
 

@@ -86,6 +86,7 @@ impl Route {
             settings,
             clock,
             thread: Mutex::new(None),
+            stopped: Default::default(),
         });
         {
             let mut inner = lock(&route.inner);
@@ -166,6 +167,8 @@ impl Route {
             let mut inner = lock(&self.inner);
             if !inner.closed {
                 inner.closed = true;
+                self.stopped
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 if std::mem::take(&mut inner.recording) {
                     drop(self.hub.detach(crate::record::TAP_ID));
                     recorder = inner.recorder.clone();

@@ -207,6 +207,9 @@ pub struct Route {
     /// Where the route's timers read the time.
     clock: Arc<dyn Clock>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the route stops (with `Inner::closed`), for waits that do not hold its lock:
+    /// a decode branch's `pull` ends with `Closed` then.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -2,7 +2,7 @@
 //! for one input, started when asked and stopped when dropped; a snapshot is the first
 //! picture of such a branch.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,53 @@ pub struct Decoding {
     /// What it shows, for errors: `route `lab`` or `input `in1` of route `lab``.
     pub what: String,
     closed: std::sync::atomic::AtomicBool,
+    /// The route's (`Route::stopped`): a wait ends with `Closed` when the route stops.
+    route_stopped: Arc<AtomicBool>,
+    /// It watches a cold-standby input (connected only while on air): says so when no data
+    /// comes.
+    cold: bool,
+}
+
+/// The longest a wait for a picture blocks between looks at whether the branch or its route
+/// closed and whether the caller wants to go on.
+const SLICE: Duration = Duration::from_millis(250);
+
+/// Asked between slices of a wait: false ends it (a Ctrl-C the Python layer saw).
+pub type GoOn<'a> = &'a mut dyn FnMut() -> bool;
+
+/// The error of a wait that `GoOn` ended (the caller raises its own in its place).
+fn interrupted(what: &str) -> Error {
+    Error::Closed(format!("the wait for a picture of {what} (interrupted)"))
 }
 
 impl Decoding {
-    /// The newest picture, waiting up to `timeout` for one (None: none came).
+    /// The newest picture, waiting up to `timeout` for one (None: none came). A branch closed,
+    /// or whose route stopped, is `Closed`.
     pub fn pull(&self, timeout: Duration) -> Result<Option<Picture>> {
-        if self.closed.load(Relaxed) {
-            return Err(Error::Closed(format!("the decode branch of {}", self.what)));
+        self.pull_or(timeout, &mut || true)
+    }
+
+    /// `pull`, asking `go_on` between slices of the wait.
+    pub fn pull_or(&self, timeout: Duration, go_on: GoOn<'_>) -> Result<Option<Picture>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.closed.load(Relaxed) {
+                return Err(Error::Closed(format!("the decode branch of {}", self.what)));
+            }
+            if self.route_stopped.load(Relaxed) {
+                return Err(Error::Closed(format!("{} (stopped)", self.what)));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(p) = self.decoder.pull(left.min(SLICE))? {
+                return Ok(Some(p));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if !go_on() {
+                return Err(interrupted(&self.what));
+            }
         }
-        self.decoder.pull(timeout)
     }
 
     pub fn stats(&self) -> DecodeStats {
@@ -75,27 +113,31 @@ impl Route {
         settings: &DecodeSettings,
         from_gop: bool,
     ) -> Result<Decoding> {
-        let (feed, what) = {
+        let (feed, what, cold) = {
             let inner = lock(&self.inner);
             if inner.closed {
                 return Err(Error::Closed(format!("route `{}`", self.name)));
             }
             match input {
-                None => (None, format!("route `{}`", self.name)),
+                None => (None, format!("route `{}`", self.name), false),
                 Some(id) => {
-                    let feed = if id == SLATE_ID {
-                        Some(inner.slate_feed.clone())
+                    let what = format!("input `{id}` of route `{}`", self.name);
+                    let (feed, cold) = if id == SLATE_ID {
+                        if !self.settings.switch.slate {
+                            return Err(Error::NotFound(format!(
+                                "{what} (the route has no slate: slate=false)"
+                            )));
+                        }
+                        (Some(inner.slate_feed.clone()), false)
                     } else {
-                        inner
-                            .inputs
-                            .iter()
-                            .find(|s| s.id == id)
-                            .and_then(|s| s.feed.clone())
+                        let slot = (inner.inputs.iter().find(|s| s.id == id))
+                            .ok_or_else(|| Error::NotFound(what.clone()))?;
+                        (slot.feed.clone(), slot.cold)
                     };
                     let feed = feed.ok_or_else(|| {
-                        Error::NotFound(format!("input `{id}` of route `{}`", self.name))
+                        Error::InvalidConfig(format!("{what} has no feed to decode"))
                     })?;
-                    (Some(feed), format!("input `{id}` of route `{}`", self.name))
+                    (Some(feed), what, cold)
                 }
             }
         };
@@ -106,10 +148,22 @@ impl Route {
         if !from_gop {
             decoder.tap.skip_burst();
         }
-        decoder.start()?;
-        match &feed {
-            Some(f) => self.hub.attach_to_feed(f, decoder.tap.clone()),
-            None => self.hub.attach(decoder.tap.clone()),
+        if let Err(e) = decoder.start() {
+            decoder.stop();
+            return Err(e);
+        }
+        {
+            // Under the route's lock: a route stopping now does not leave the tap attached.
+            let inner = lock(&self.inner);
+            if inner.closed {
+                drop(inner);
+                decoder.stop();
+                return Err(Error::Closed(format!("route `{}`", self.name)));
+            }
+            match &feed {
+                Some(f) => self.hub.attach_to_feed(f, decoder.tap.clone()),
+                None => self.hub.attach(decoder.tap.clone()),
+            }
         }
         Ok(Decoding {
             decoder,
@@ -117,6 +171,8 @@ impl Route {
             feed,
             what,
             closed: Default::default(),
+            route_stopped: self.stopped.clone(),
+            cold,
         })
     }
 
@@ -129,27 +185,34 @@ impl Route {
         settings: &DecodeSettings,
         timeout: Duration,
     ) -> Result<Picture> {
+        self.snapshot_or(input, settings, timeout, &mut || true)
+    }
+
+    /// `snapshot`, asking `go_on` between slices of the wait.
+    pub fn snapshot_or(
+        &self,
+        input: Option<&str>,
+        settings: &DecodeSettings,
+        timeout: Duration,
+        go_on: GoOn<'_>,
+    ) -> Result<Picture> {
         let branch = self.decode(input, settings, true)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // A picture, or a pipeline error, or the deadline.
-            if let Some(p) = branch.pull(left.min(Duration::from_millis(250)))? {
-                return Ok(p);
-            }
-            if left.is_zero() {
-                let s = branch.stats();
-                let why = if s.bytes == 0 {
-                    "no data arrived"
-                } else {
-                    "data arrived but no keyframe decoded"
-                };
-                return Err(Error::Timeout(format!(
-                    "no picture of {} within {:.1} s ({why})",
-                    branch.what,
-                    timeout.as_secs_f64()
-                )));
-            }
+        // A picture, a pipeline error, the route stopping, or the deadline.
+        if let Some(p) = branch.pull_or(timeout, go_on)? {
+            return Ok(p);
         }
+        let s = branch.stats();
+        let why = if s.bytes == 0 && branch.cold {
+            "no data arrived: it is a cold standby, connected only while on air"
+        } else if s.bytes == 0 {
+            "no data arrived"
+        } else {
+            "data arrived but no keyframe decoded"
+        };
+        Err(Error::Timeout(format!(
+            "no picture of {} within {:.1} s ({why})",
+            branch.what,
+            timeout.as_secs_f64()
+        )))
     }
 }

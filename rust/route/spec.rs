@@ -126,16 +126,27 @@ pub(super) struct RouteSettings {
 }
 
 impl RouteSettings {
-    /// Checks the settings of `spec` (queue bound, switch times, slate size).
-    pub fn check(spec: &RouteSpec) -> Result<RouteSettings> {
+    /// Checks the settings of `spec` (queue bound, switch times, slate size). A part is held
+    /// to the GOP cache's bound only when it gives both it and the queue's.
+    pub fn check(spec: &RouteSpec, kind: SpecKind) -> Result<RouteSettings> {
         let queue_bytes = match spec.queue_bytes {
             Some(n) => check_number("queue_bytes", n)?,
             None => DEFAULT_TAP_QUEUE_BYTES,
         };
+        // A burst must fit an output's queue whole (the hub skips one that does not): a GOP
+        // cache larger than half the queue is refused, and the default is bounded to it.
         let gop_cache_bytes = match spec.gop_cache_bytes {
             Some(n) => check_number("gop_cache_bytes", n)?,
-            None => DEFAULT_GOP_CACHE_BYTES,
+            None => DEFAULT_GOP_CACHE_BYTES.min(queue_bytes / 2),
         };
+        let both = spec.gop_cache_bytes.is_some() && spec.queue_bytes.is_some();
+        if gop_cache_bytes > queue_bytes / 2 && (kind == SpecKind::Whole || both) {
+            let why = format!(
+                "gop_cache_bytes {gop_cache_bytes} is more than half of queue_bytes \
+                 {queue_bytes}: a burst of the GOP would not fit an output's queue"
+            );
+            return Err(Error::InvalidConfig(why).at("gop_cache_bytes"));
+        }
         Ok(RouteSettings {
             queue_bytes,
             gop_cache_bytes,
@@ -186,7 +197,7 @@ impl Checked {
                 return Err(Error::InvalidConfig(why).at("inputs"));
             }
         }
-        let settings = RouteSettings::check(spec)?;
+        let settings = RouteSettings::check(spec, kind)?;
         spec.recording.check()?;
         let inputs: Vec<(&str, Option<&str>)> = (spec.inputs.iter())
             .map(|i| (i.uri.as_str(), i.id.as_deref()))
@@ -611,6 +622,28 @@ mod tests {
         assert_eq!(refused(&bad, SpecKind::Part).0, "queue_bytes");
         let bad_uri = spec(&[("udp://:notaport", None)], &[]);
         assert_eq!(refused(&bad_uri, SpecKind::Part).0, "inputs[0].uri");
+    }
+
+    #[test]
+    fn a_gop_cache_larger_than_half_the_queue_is_refused_and_the_default_is_bounded() {
+        let mut s = one_input();
+        s.queue_bytes = Some(MIN_QUEUE_BYTES);
+        s.gop_cache_bytes = Some(MIN_QUEUE_BYTES / 2 + 1);
+        let (field, why) = refused(&s, SpecKind::Whole);
+        assert_eq!(field, "gop_cache_bytes");
+        assert!(why.contains("half of queue_bytes"), "{why}");
+        s.gop_cache_bytes = Some(MIN_QUEUE_BYTES / 2);
+        assert!(Checked::new(&s).is_ok());
+        s.gop_cache_bytes = None;
+        let settings = Checked::new(&s).unwrap().settings;
+        assert_eq!(settings.gop_cache_bytes, MIN_QUEUE_BYTES / 2);
+        // A part without the queue's bound is checked once merged into a whole route.
+        let part = RouteSpec {
+            queue_bytes: None,
+            gop_cache_bytes: Some(8 << 20),
+            ..one_input()
+        };
+        assert!(check_spec(&part, SpecKind::Part).is_ok());
     }
 
     #[test]

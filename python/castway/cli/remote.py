@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -138,7 +139,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
     p.add_argument("--input", default="", metavar="ID", help="an input's picture, on air or not")
     p.add_argument("--size", type=_picture_size, metavar="WxH", help="scale it (a thumbnail)")
-    p.add_argument("--wait", type=float, default=5.0, metavar="S",
+    p.add_argument("--wait", type=_seconds, default=5.0, metavar="S",
                    help="how long to wait for a keyframe (default 5)")
 
     template = sub.add_parser("template", help="manage templates").add_subparsers(
@@ -214,6 +215,17 @@ def _position(text: str) -> tuple[str, int]:
             f"an event number is 0 to {MAX_SEQ}, optionally after RUN:, not {text!r}"
         )
     return run, n
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a wait is a positive number of seconds, not {text!r}")
+    return value
 
 
 def _picture_size(text: str) -> tuple[int, int]:
@@ -415,6 +427,9 @@ def route_add_output(c: Call) -> None:
 def route_snapshot(c: Call) -> None:
     width, height = c.args.size or (0, 0)
     out = Path(c.args.output)
+    # Before the picture is taken: a file that cannot be written is said in one line.
+    if not out.parent.is_dir():
+        raise Ended(f"cannot write {out}: {out.parent} is not a directory")
     png = out.suffix.lower() == ".png"
     req = route_pb2.GetSnapshotRequest(
         name=c.args.name,
@@ -427,7 +442,10 @@ def route_snapshot(c: Call) -> None:
     # The call may wait for a keyframe on top of the usual time a call takes.
     snap = c.client.routes.GetSnapshot(req, metadata=c.client.metadata,
                                        timeout=c.client.timeout_s + c.args.wait)
-    out.write_bytes(snap.data)
+    try:
+        out.write_bytes(snap.data)
+    except OSError as e:
+        raise Ended(f"cannot write {out}: {e.strerror or e}") from None
     what = f"input {c.args.input}" if c.args.input else "output"
     c.show(route_pb2.Snapshot(format=snap.format, width=snap.width, height=snap.height,
                               taken=snap.taken),
