@@ -905,8 +905,16 @@ impl Hub {
     /// `splice` held (what makes a join seamless: see `join_burst`).
     fn offer(&self, buffer: &gst::Buffer) {
         for tap in lock(&self.taps).iter() {
-            if tap.joining.load(Relaxed) && tap.ready() && tap.joining.swap(false, Relaxed) {
-                tap.offer_burst(&self.join_burst());
+            if tap.joining.load(Relaxed) {
+                if !tap.ready() {
+                    // Still starting: nothing may reach it before its burst (an appsrc takes
+                    // data a moment before its state says PAUSED). Counted as its drop.
+                    tap.counters.drop_bytes(buffer.size());
+                    continue;
+                }
+                if tap.joining.swap(false, Relaxed) {
+                    tap.offer_burst(&self.join_burst());
+                }
             }
             tap.offer(buffer);
         }
