@@ -27,6 +27,14 @@ pub fn make(factory: &str, name: &str) -> Result<gst::Element> {
         })
 }
 
+/// The caps of what the hub hands on: MPEG-TS in whole 188-byte packets.
+pub fn ts_caps() -> gst::Caps {
+    gst::Caps::builder("video/mpegts")
+        .field("systemstream", true)
+        .field("packetsize", 188i32)
+        .build()
+}
+
 /// Whether an element factory is installed.
 pub fn available(factory: &str) -> bool {
     gst::ElementFactory::find(factory).is_some()

@@ -157,12 +157,7 @@ impl Mp4Writer {
         let pipeline = gst::Pipeline::with_name(&name);
         let appsrc = gst_app::AppSrc::builder()
             .name(format!("{name}-src"))
-            .caps(
-                &gst::Caps::builder("video/mpegts")
-                    .field("systemstream", true)
-                    .field("packetsize", 188i32)
-                    .build(),
-            )
+            .caps(&crate::elements::ts_caps())
             .is_live(true)
             .stream_type(gst_app::AppStreamType::Stream)
             .max_bytes(APPSRC_BYTES)

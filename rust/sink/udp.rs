@@ -21,7 +21,13 @@ pub struct UdpSender {
     has_error: AtomicBool,
 }
 
-fn setsockopt<T>(socket: &UdpSocket, level: i32, name: i32, value: &T) -> std::io::Result<()> {
+/// `setsockopt(2)` with a value of type `T`: the UDP inputs' and outputs' sockets.
+pub(crate) fn setsockopt<T>(
+    socket: &impl AsRawFd,
+    level: i32,
+    name: i32,
+    value: &T,
+) -> std::io::Result<()> {
     // SAFETY: `value` points to a live `T` of the size given, as setsockopt requires.
     let r = unsafe {
         libc::setsockopt(

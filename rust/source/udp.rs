@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::hub::{Feed, Hub};
+use crate::sink::udp::setsockopt;
 use crate::uri::UdpEndpoint;
 
 /// A UDP input on the I/O threads (`io::epoll`): its socket, read with `recvmmsg` in batches,
@@ -112,7 +113,7 @@ fn bound_socket(ep: &UdpEndpoint, addr: SocketAddr) -> std::result::Result<Owned
     // A unicast port is ours alone (so a clash is an error, not two half-fed inputs); a
     // multicast group is shared with whoever else listens to it.
     if ep.is_multicast() {
-        set(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32)
+        setsockopt(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32)
             .map_err(|_| os_error("SO_REUSEADDR"))?;
     }
     // Past net.core.rmem_max where allowed (root), as udpsrc did.
@@ -120,8 +121,8 @@ fn bound_socket(ep: &UdpEndpoint, addr: SocketAddr) -> std::result::Result<Owned
         0 => DEFAULT_RCVBUF,
         n => n as i32,
     };
-    if set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
-        let r = set(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
+    if setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+        let r = setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
         if ep.buffer_size > 0 {
             r.map_err(|_| os_error(&format!("buffer_size={}", ep.buffer_size)))?;
         }
@@ -159,7 +160,7 @@ fn join(socket: &OwnedFd, ep: &UdpEndpoint, addr: SocketAddr) -> std::result::Re
                 imr_address: libc::in_addr { s_addr: 0 },
                 imr_ifindex: index as i32,
             };
-            set(socket, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
+            setsockopt(socket, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
         }
         IpAddr::V6(group) => {
             let mreq = libc::ipv6_mreq {
@@ -168,28 +169,10 @@ fn join(socket: &OwnedFd, ep: &UdpEndpoint, addr: SocketAddr) -> std::result::Re
                 },
                 ipv6mr_interface: index,
             };
-            set(socket, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq)
+            setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq)
         }
     };
     r.map_err(|e| format!("cannot join {}: {e}", addr.ip()))
-}
-
-fn set<T>(socket: &OwnedFd, level: i32, name: i32, value: &T) -> std::io::Result<()> {
-    // SAFETY: `value` points to a live `T` of the size given, as setsockopt requires.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// `addr` as a C socket address and its length.

@@ -209,12 +209,7 @@ impl Decoder {
         let pipeline = gst::Pipeline::with_name(name);
         let appsrc = gst_app::AppSrc::builder()
             .name(format!("{name}-hub"))
-            .caps(
-                &gst::Caps::builder("video/mpegts")
-                    .field("systemstream", true)
-                    .field("packetsize", 188i32)
-                    .build(),
-            )
+            .caps(&crate::elements::ts_caps())
             .is_live(true)
             .format(gst::Format::Time)
             .stream_type(gst_app::AppStreamType::Stream)
