@@ -413,6 +413,37 @@ class EventBatch(NamedTuple):
         return after > self.latest or (after > 0 and self.oldest > after + 1)
 
 
+class _Reading:
+    """Where :meth:`Gateway.events` and :meth:`Gateway.aevents` are in the log, and how long
+    they may still wait: ``timeout`` seconds with no event ends them, as does the log's end."""
+
+    def __init__(self, after: int, timeout: float | None) -> None:
+        self.after, self._timeout = after, timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._done = False
+
+    def wait_s(self) -> float | None:
+        """How long the next read may wait (at most a second); None when reading is over."""
+        if self._done:
+            return None
+        if self._deadline is None:
+            return 1.0
+        return max(min(1.0, self._deadline - time.monotonic()), 0.0)
+
+    def take(self, batch: EventBatch) -> list[Event]:
+        """The events of ``batch``; raises :class:`EventsLostError` when some are gone."""
+        if batch.lost(self.after):
+            raise EventsLostError.reading(self.after, batch.oldest, batch.latest)
+        if batch.events:
+            self.after = batch.events[-1]["seq"]
+            if self._timeout is not None:
+                self._deadline = time.monotonic() + self._timeout
+        elif batch.closed or (self._deadline is not None
+                              and time.monotonic() >= self._deadline):
+            self._done = True
+        return batch.events
+
+
 def event_kinds() -> list[EventKind]:
     """Every event kind, as the data plane names them."""
     return cast(list[EventKind], _castway.event_kinds())
@@ -828,42 +859,20 @@ class Gateway(Closing):
         >>> for e in gw.events(after=gw.latest_event(), timeout=60):
         ...     print(e["seq"], e["kind"], e.get("route"))
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            # At most a second at a time in Rust, so Ctrl-C reaches Python.
-            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            batch = self.event_batch(after, max(left, 0.0))
-            if batch.lost(after):
-                raise EventsLostError.reading(after, batch.oldest, batch.latest)
-            for event in batch.events:
-                after = event["seq"]
-                yield event
-            if batch.events:
-                if timeout is not None:
-                    deadline = time.monotonic() + timeout
-                continue
-            if batch.closed or (deadline is not None and time.monotonic() >= deadline):
-                return
+        reading = _Reading(after, timeout)
+        # At most a second at a time in Rust, so Ctrl-C reaches Python.
+        while (wait := reading.wait_s()) is not None:
+            yield from reading.take(self.event_batch(reading.after, wait))
 
     async def aevents(self, after: int = 0, timeout: float | None = None) -> AsyncIterator[Event]:
         """:meth:`events` for asyncio: ``async for ev in gw.aevents(after=…)``. Each wait runs
         in a worker thread without the GIL for at most a second, so the event loop never
         blocks and a cancelled task ends within a second."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            batch = await asyncio.to_thread(self.event_batch, after, max(left, 0.0))
-            if batch.lost(after):
-                raise EventsLostError.reading(after, batch.oldest, batch.latest)
-            for event in batch.events:
-                after = event["seq"]
+        reading = _Reading(after, timeout)
+        while (wait := reading.wait_s()) is not None:
+            batch = await asyncio.to_thread(self.event_batch, reading.after, wait)
+            for event in reading.take(batch):
                 yield event
-            if batch.events:
-                if timeout is not None:
-                    deadline = time.monotonic() + timeout
-                continue
-            if batch.closed or (deadline is not None and time.monotonic() >= deadline):
-                return
 
     def emit(self, kind: EventKind, **fields: str | None) -> int:
         """Adds an event of the control plane (``route_created`` … ``key_revoked``) with text
