@@ -487,7 +487,7 @@ impl VideoLink {
             if sink.is_linked() {
                 *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(pad.downgrade());
-            } else if pad.link(&sink).is_err() {
+            } else if !relink(p, pad, &sink) {
                 self.fail(format!("cannot link the new video stream ({caps})"));
             }
             return;
@@ -500,13 +500,14 @@ impl VideoLink {
             self.fail(format!("GStreamer element `{factory}` is missing"));
             return;
         };
-        if let Some(src) = p.static_pad("src") {
-            src.add_probe(gst::PadProbeType::BUFFER, |_, info| {
-                // Nothing before the first keyframe: the first picture is a whole one.
-                match info.buffer() {
-                    Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => discard(info),
-                    Some(_) => gst::PadProbeReturn::Remove,
-                    None => gst::PadProbeReturn::Ok,
+        from_keyframe(&p);
+        if let Some(sink) = p.static_pad("sink") {
+            // tsdemux ends a stream of the program it leaves with EOS; the branch goes on with
+            // the new program's stream, so an EOS must not reach the appsink.
+            sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+                match info.event() {
+                    Some(e) if e.type_() == gst::EventType::Eos => discard(info),
+                    _ => gst::PadProbeReturn::Ok,
                 }
             });
         }
@@ -536,14 +537,33 @@ impl VideoLink {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(pad) = waiting.and_then(|w| w.upgrade()) {
-            if !pad.is_linked() && pad.link(&sink).is_err() {
+            if !pad.is_linked() && !relink(parser.as_ref().expect("checked above"), &pad, &sink) {
                 self.fail("cannot link the new video stream".into());
             }
         }
     }
 }
 
-/// Drops the buffer of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a null
+/// Drops what the parser hands on until a keyframe: the first picture, and the first after the
+/// parser changes streams, is a whole one (slices of the new stream decoded with the old one's
+/// parameter sets are garbage, and a decoder gives up after a few).
+fn from_keyframe(parser: &gst::Element) {
+    if let Some(src) = parser.static_pad("src") {
+        src.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+            Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => discard(info),
+            Some(_) => gst::PadProbeReturn::Remove,
+            None => gst::PadProbeReturn::Ok,
+        });
+    }
+}
+
+/// Links a new video stream of tsdemux to the parser, which waits for its first keyframe.
+fn relink(parser: &gst::Element, pad: &gst::Pad, sink: &gst::Pad) -> bool {
+    from_keyframe(parser);
+    pad.link(sink).is_ok()
+}
+
+/// Drops the buffer (or event) of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a null
 /// buffer after the binding had released it: a CRITICAL per picture.)
 fn discard(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
     info.data = None;
