@@ -22,8 +22,13 @@ use super::section::crc32;
 use super::{payload_offset, pid, PACKET_SIZE};
 
 const PAT: u8 = 0x00;
-const NULL_PID: usize = 0x1fff;
 const PMT: u8 = 0x02;
+const NULL_PID: usize = 0x1fff;
+/// The version_number bits of a section's sixth byte.
+const VERSION_BITS: u8 = 0x3e;
+/// The most tables followed (the PAT and a PMT per program number seen); the tables of more
+/// programs than this pass as they are.
+const MAX_TABLES: usize = 64;
 
 /// What the outputs last carried of one table.
 #[derive(Debug)]
@@ -62,9 +67,6 @@ impl Carried {
     }
 }
 
-/// The version_number bits of a section's sixth byte.
-const VERSION_BITS: u8 = 0x3e;
-
 fn version(s: &[u8]) -> u8 {
     (s[5] & VERSION_BITS) >> 1
 }
@@ -72,7 +74,7 @@ fn version(s: &[u8]) -> u8 {
 /// The tables the outputs carry, and what the splicer renumbered.
 #[derive(Debug, Default)]
 pub struct PsiVersions {
-    /// A few entries: the PAT and one PMT per program seen.
+    /// A few entries: the PAT and one PMT per program seen (at most `MAX_TABLES`).
     carried: Vec<Carried>,
     bumped: u64,
     left: u64,
@@ -143,6 +145,9 @@ impl PsiVersions {
             .iter_mut()
             .find(|c| c.table_id == table_id && c.program == program)
         else {
+            if self.carried.len() == MAX_TABLES {
+                return v;
+            }
             let mut c = Carried {
                 table_id,
                 program,
@@ -385,6 +390,26 @@ pub(crate) mod tests {
         assert_eq!(section_of(&out), pat(0, 0x20));
         let out = rewritten(&mut v, packet(0, &pat(31, 0x1000)));
         assert_eq!(section_of(&out), pat(1, 0x1000));
+    }
+
+    #[test]
+    fn past_the_most_tables_followed_new_programs_pass_as_they_are() {
+        let mut v = PsiVersions::default();
+        let pmt_of = |program: u16, video: u16| {
+            let mut body = (0xe000 | video).to_be_bytes().to_vec();
+            body.extend_from_slice(&[0xf0, 0]);
+            packet(0x20, &section(PMT, program, 0, &body))
+        };
+        for program in 1..=MAX_TABLES as u16 {
+            v.observe(&pmt_of(program, 0x100));
+        }
+        let extra = pmt_of(1000, 0x100);
+        v.observe(&extra);
+        let changed = pmt_of(1000, 0x200);
+        assert_eq!(rewritten(&mut v, changed), changed);
+        // A table followed still gets its new version.
+        let out = rewritten(&mut v, pmt_of(1, 0x200));
+        assert_eq!(version(section_of(&out)), 1);
     }
 
     #[test]
