@@ -1122,16 +1122,19 @@ mod tests {
         use crate::ts::tests::tables::{packet as psi, pat, pmt, section_of};
         let (hub, ffmpeg, gst) = hub_with_two_feeds();
         let rx = udp_output(&hub);
+        // Returns the buffer handed in, as another holder of it (a branch of the input) sees it.
         let tables = |feed: &Feed, pmt_pid: u16, video: u16| {
             let data = [psi(0, &pat(0, pmt_pid)), psi(pmt_pid, &pmt(0, video))].concat();
-            hub.ingest(feed, gst::Buffer::from_mut_slice(data));
+            let buffer = gst::Buffer::from_mut_slice(data);
+            hub.ingest(feed, buffer.clone());
+            buffer
         };
         hub.cut_to(Some(&ffmpeg));
         tables(&ffmpeg, 0x1000, 0x100);
         hub.ingest(&ffmpeg, video(0, 1_000, true));
         hub.cut_to(Some(&gst));
         hub.ingest(&gst, video(0, 90_000, true));
-        tables(&gst, 0x20, 0x100);
+        let shared = tables(&gst, 0x20, 0x100);
         let out = received(&rx);
         let sections: Vec<&[u8]> = (out.iter().flat_map(|d| d.chunks(PACKET_SIZE)))
             .filter(|p| pid(p) != 0x100)
@@ -1144,6 +1147,9 @@ mod tests {
             "before the cut: as is"
         );
         assert_eq!(sections[2..], [pat(1, 0x20), pmt(1, 0x100)]);
+        // What went out is a copy: the input's buffer, shared, still says version 0.
+        let kept = shared.map_readable().unwrap();
+        assert_eq!(section_of(&kept[..PACKET_SIZE]), pat(0, 0x20));
         assert_eq!(hub.splice_stats().psi_versions_bumped, 2);
     }
 
