@@ -448,7 +448,9 @@ impl Decoder {
 
 /// Links tsdemux's video stream to its parser and the parser to decodebin. A program change
 /// (a switch to an input with other PIDs) brings a new video pad: it takes the old one's place
-/// at the parser once that one is gone (tsdemux adds the new stream before it removes the old).
+/// at the parser once that one is gone (tsdemux adds the new stream before it removes the old),
+/// and the parser hands on nothing of it before its first keyframe. The EOS tsdemux sends on
+/// the old pad is dropped at the parser.
 /// Lock order: `parser` → `waiting`.
 struct VideoLink {
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
@@ -525,19 +527,19 @@ impl VideoLink {
     /// A stream of tsdemux went away: a video pad that waited takes the parser if it is free.
     fn removed(&self) {
         let parser = self.parser.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(sink) = parser.as_ref().and_then(|p| p.static_pad("sink")) else {
+        let Some(p) = parser.as_ref() else {
             return;
         };
-        if sink.is_linked() {
+        let Some(sink) = p.static_pad("sink").filter(|sink| !sink.is_linked()) else {
             return;
-        }
+        };
         let waiting = self
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(pad) = waiting.and_then(|w| w.upgrade()) {
-            if !pad.is_linked() && !relink(parser.as_ref().expect("checked above"), &pad, &sink) {
+            if !pad.is_linked() && !relink(p, &pad, &sink) {
                 self.fail("cannot link the new video stream".into());
             }
         }
@@ -563,8 +565,8 @@ fn relink(parser: &gst::Element, pad: &gst::Pad, sink: &gst::Pad) -> bool {
     pad.link(sink).is_ok()
 }
 
-/// Drops the buffer (or event) of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a null
-/// buffer after the binding had released it: a CRITICAL per picture.)
+/// Drops the buffer (or event) of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a
+/// null buffer after the binding had released it: a CRITICAL per picture.)
 fn discard(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
     info.data = None;
     info.flow_res = Ok(gst::FlowSuccess::Ok);
