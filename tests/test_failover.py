@@ -29,7 +29,7 @@ from support.capture import UdpCapture
 from support.clips import bad_gops
 from support.net import free_port
 from support.peers import Peers, srt_receiver
-from support.senders import gst_encoder, live_sender
+from support.senders import gst_encoder, gst_udp_encoder, live_sender
 from support.ts import gop_chunks, pes_backwards, ts_continuity
 
 
@@ -318,3 +318,51 @@ def test_bad_switch_settings_and_calls_are_named(gateway: castway.Gateway) -> No
     with pytest.raises(ValueError, match="timeout"):
         route.wait_switch(0, -1)
     assert gateway.routes() == ["a"]
+
+
+def decoded_sizes(log: str) -> list[str]:
+    """The picture size of each frame a `playbin` receiver (`decoding_receiver`) decoded, in
+    order, from its `gst-launch-1.0 -v` log: the size of the caps last set on its video sink."""
+    sizes, size = [], "?"
+    for line in log.splitlines():
+        if "vsink.GstPad:sink: caps = video/x-raw" in line:
+            size = line.split("width=(int)")[1].split(",")[0] + "x" + \
+                line.split("height=(int)")[1].split(",")[0]
+        elif "vsink: last-message = chain" in line:
+            sizes.append(size)
+    return sizes
+
+
+def test_a_receiver_decodes_both_inputs_across_switches_between_program_layouts(
+    gateway: castway.Gateway, peers: Peers, ts_file: Path
+) -> None:
+    # ffmpeg (PMT 0x1000, video 0x100, 640x360) and mpegtsmux (PMT 0x20, video 65, 320x180)
+    # both send version 0 of their tables: the receiver follows the switch only if the tables
+    # it gets say they changed.
+    ff_port, gst_port, out_port = free_port(), free_port(), free_port()
+    route = gateway.add_route(
+        "r",
+        {"ffmpeg": f"udp://127.0.0.1:{ff_port}", "gst": f"udp://127.0.0.1:{gst_port}"},
+        [f"udp://127.0.0.1:{out_port}"],
+        slate=False,
+    )
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{ff_port}?pkt_size=1316")
+    peers.start(gst_udp_encoder(gst_port))
+    # GStreamer's tsdemux behind playbin, printing each decoded frame's arrival at its sink.
+    receiver = peers.start([
+        "gst-launch-1.0", "-v", "playbin", f"uri=udp://127.0.0.1:{out_port}",
+        "video-sink=fakesink name=vsink sync=false silent=false",
+        "audio-sink=fakesink sync=false",
+    ])
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 30, "both inputs")
+
+    def frames_of(size: str, after: int) -> bool:
+        return decoded_sizes(peers.log(receiver))[after:].count(size) >= 10
+
+    wait_until(lambda: frames_of("640x360", 0), 20, "ffmpeg's frames decoded")
+    for target, size in [("gst", "320x180"), ("ffmpeg", "640x360")]:
+        before = len(decoded_sizes(peers.log(receiver)))
+        route.switch_to(target)
+        wait_until(lambda t=target: route.stats()["switch"]["active"] == t, 15, f"{target} on air")
+        wait_until(lambda s=size, n=before: frames_of(s, n), 20, f"{target}'s frames decoded")
+    assert route.stats()["switch"]["psi_versions_bumped"] >= 4

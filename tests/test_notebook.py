@@ -27,7 +27,8 @@ from castway.v1 import route_pb2
 from support import sha256, wait_until
 from support.control import ADMIN, CODE, Server, ep, expect, spec, test_input
 from support.net import free_port
-from support.senders import UdpSender
+from support.peers import Peers
+from support.senders import UdpSender, gst_udp_encoder, live_sender
 
 np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
@@ -156,6 +157,44 @@ def test_outputs_stay_bit_exact_while_frames_are_decoded(
     assert stats["bytes"] > 0
     out = route.stats()["outputs"][0]
     assert out["drops"] == 0 and out["bytes"] == len(data) == cap.size
+
+
+def is_red(image: Any) -> bool:
+    r, g, b = (float(image[..., i].mean()) for i in range(3))
+    return r > 200 and g < 40 and b < 40
+
+
+def test_frames_go_on_across_switches_between_inputs_of_other_program_layouts(
+    gateway: castway.Gateway, peers: Peers, ts_file: Path
+) -> None:
+    # ffmpeg and mpegtsmux both send version 0 of their PAT and PMT, with the program on other
+    # PIDs: the decode branch follows each switch only if the tables it gets say they changed.
+    ff_port, gst_port = free_port(), free_port()
+    route = gateway.add_route(
+        "layouts",
+        {"ffmpeg": f"udp://127.0.0.1:{ff_port}", "gst": f"udp://127.0.0.1:{gst_port}"},
+        slate=False,
+    )
+    live_sender(peers, ts_file, f"udp://127.0.0.1:{ff_port}?pkt_size=1316")
+    peers.start(gst_udp_encoder(gst_port, pattern="red"))
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 30, "both inputs")
+    with route.frames(fps=5, size=(160, 90), timeout=10) as frames:
+        assert not is_red(frames.next().image), "ffmpeg's testsrc2 first"
+        for target, red in [("gst", True), ("ffmpeg", False)]:
+            route.switch_to(target)
+            wait_until(lambda t=target: route.stats()["switch"]["active"] == t, 15,
+                       f"{target} on air")
+            # A running frames() keeps yielding, now the new input's pictures (5 a second:
+            # at most 10 s of frames until one shows it).
+            for _ in range(50):
+                if is_red(frames.next().image) == red:
+                    break
+            else:
+                raise AssertionError(f"no frame of {target} after the switch")
+    sw = route.stats()["switch"]
+    # Both ways, the PAT and the PMT each took a new version.
+    assert sw["psi_versions_bumped"] >= 4, sw
+    assert sw["psi_multi_packet"] == 0, sw
 
 
 def test_a_snapshot_of_a_route_without_data_times_out_naming_it(

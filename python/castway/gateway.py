@@ -280,6 +280,8 @@ class SwitchStats(TypedDict):
     slate: bool
     cuts: int
     held_back_packets: int
+    psi_versions_bumped: int
+    psi_multi_packet: int
     slate_packets: int
     history: list[SwitchEvent]
     by_reason: dict[str, int]

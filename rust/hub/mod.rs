@@ -420,6 +420,12 @@ pub struct SpliceStats {
     pub cuts: u64,
     /// Packets not sent because their PID had not started cleanly after a cut.
     pub held_back: u64,
+    /// Times a PAT or PMT whose content differed from what went out last got a new version
+    /// number (so receivers read it).
+    pub psi_versions_bumped: u64,
+    /// PAT and PMT sections after a cut that span TS packets: passed as they are, their
+    /// version not checked.
+    pub psi_multi_packet: u64,
 }
 
 pub struct Hub {
@@ -682,9 +688,13 @@ impl Hub {
     }
 
     pub fn splice_stats(&self) -> SpliceStats {
+        let splice = lock(&self.splice);
+        let (psi_versions_bumped, psi_multi_packet) = splice.psi_versions();
         SpliceStats {
             cuts: self.cuts.load(Relaxed),
-            held_back: lock(&self.splice).held_back(),
+            held_back: splice.held_back(),
+            psi_versions_bumped,
+            psi_multi_packet,
         }
     }
 
@@ -1105,6 +1115,42 @@ mod tests {
             assert_eq!(a.errors, crate::ts::ErrorCounts::default(), "{a:?}");
             assert_eq!(a.pids[0].packets, 20 * 7);
         }
+    }
+
+    #[test]
+    fn a_cut_to_another_layout_gives_its_pat_and_pmt_new_versions_on_the_outputs() {
+        use crate::ts::tests::tables::{packet as psi, pat, pmt, section_of};
+        let (hub, ffmpeg, gst) = hub_with_two_feeds();
+        let rx = udp_output(&hub);
+        // Returns the buffer handed in, as another holder of it (a branch of the input) sees it.
+        let tables = |feed: &Feed, pmt_pid: u16, video: u16| {
+            let data = [psi(0, &pat(0, pmt_pid)), psi(pmt_pid, &pmt(0, video))].concat();
+            let buffer = gst::Buffer::from_mut_slice(data);
+            hub.ingest(feed, buffer.clone());
+            buffer
+        };
+        hub.cut_to(Some(&ffmpeg));
+        tables(&ffmpeg, 0x1000, 0x100);
+        hub.ingest(&ffmpeg, video(0, 1_000, true));
+        hub.cut_to(Some(&gst));
+        hub.ingest(&gst, video(0, 90_000, true));
+        let shared = tables(&gst, 0x20, 0x100);
+        let out = received(&rx);
+        let sections: Vec<&[u8]> = (out.iter().flat_map(|d| d.chunks(PACKET_SIZE)))
+            .filter(|p| pid(p) != 0x100)
+            .map(section_of)
+            .collect();
+        assert_eq!(sections.len(), 4, "ffmpeg's PAT and PMT, then gst's");
+        assert_eq!(
+            sections[..2],
+            [pat(0, 0x1000), pmt(0, 0x100)],
+            "before the cut: as is"
+        );
+        assert_eq!(sections[2..], [pat(1, 0x20), pmt(1, 0x100)]);
+        // What went out is a copy: the input's buffer, shared, still says version 0.
+        let kept = shared.map_readable().unwrap();
+        assert_eq!(section_of(&kept[..PACKET_SIZE]), pat(0, 0x20));
+        assert_eq!(hub.splice_stats().psi_versions_bumped, 2);
     }
 
     /// A UDP output on loopback and the socket that receives it.

@@ -91,6 +91,11 @@ pub struct SwitchStats {
     pub slate: bool,
     pub cuts: u64,
     pub held_back_packets: u64,
+    /// Times a PAT or PMT going out after a cut differed from what the outputs last carried
+    /// and got a new version number.
+    pub psi_versions_bumped: u64,
+    /// PAT and PMT sections after a cut that span TS packets, passed as they are.
+    pub psi_multi_packet: u64,
     /// Packets the slate put on air.
     pub slate_packets: u64,
     /// The last switches, oldest first.
@@ -153,6 +158,8 @@ impl Route {
             slate: config.slate,
             cuts: splice.cuts,
             held_back_packets: splice.held_back,
+            psi_versions_bumped: splice.psi_versions_bumped,
+            psi_multi_packet: splice.psi_multi_packet,
             slate_packets: {
                 // Read one after another while the slate runs: never below zero.
                 let c = inner.slate_feed.counters.snapshot();

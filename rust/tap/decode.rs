@@ -448,7 +448,9 @@ impl Decoder {
 
 /// Links tsdemux's video stream to its parser and the parser to decodebin. A program change
 /// (a switch to an input with other PIDs) brings a new video pad: it takes the old one's place
-/// at the parser once that one is gone (tsdemux adds the new stream before it removes the old).
+/// at the parser once that one is gone (tsdemux adds the new stream before it removes the old),
+/// and the parser hands on nothing of it before its first keyframe. The EOS tsdemux sends on
+/// the old pad is dropped at the parser.
 /// Lock order: `parser` → `waiting`.
 struct VideoLink {
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
@@ -487,7 +489,7 @@ impl VideoLink {
             if sink.is_linked() {
                 *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(pad.downgrade());
-            } else if pad.link(&sink).is_err() {
+            } else if !relink(p, pad, &sink) {
                 self.fail(format!("cannot link the new video stream ({caps})"));
             }
             return;
@@ -500,13 +502,14 @@ impl VideoLink {
             self.fail(format!("GStreamer element `{factory}` is missing"));
             return;
         };
-        if let Some(src) = p.static_pad("src") {
-            src.add_probe(gst::PadProbeType::BUFFER, |_, info| {
-                // Nothing before the first keyframe: the first picture is a whole one.
-                match info.buffer() {
-                    Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => discard(info),
-                    Some(_) => gst::PadProbeReturn::Remove,
-                    None => gst::PadProbeReturn::Ok,
+        from_keyframe(&p);
+        if let Some(sink) = p.static_pad("sink") {
+            // tsdemux ends a stream of the program it leaves with EOS; the branch goes on with
+            // the new program's stream, so an EOS must not reach the appsink.
+            sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+                match info.event() {
+                    Some(e) if e.type_() == gst::EventType::Eos => discard(info),
+                    _ => gst::PadProbeReturn::Ok,
                 }
             });
         }
@@ -524,27 +527,46 @@ impl VideoLink {
     /// A stream of tsdemux went away: a video pad that waited takes the parser if it is free.
     fn removed(&self) {
         let parser = self.parser.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(sink) = parser.as_ref().and_then(|p| p.static_pad("sink")) else {
+        let Some(p) = parser.as_ref() else {
             return;
         };
-        if sink.is_linked() {
+        let Some(sink) = p.static_pad("sink").filter(|sink| !sink.is_linked()) else {
             return;
-        }
+        };
         let waiting = self
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(pad) = waiting.and_then(|w| w.upgrade()) {
-            if !pad.is_linked() && pad.link(&sink).is_err() {
+            if !pad.is_linked() && !relink(p, &pad, &sink) {
                 self.fail("cannot link the new video stream".into());
             }
         }
     }
 }
 
-/// Drops the buffer of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a null
-/// buffer after the binding had released it: a CRITICAL per picture.)
+/// Drops what the parser hands on until a keyframe: the first picture, and the first after the
+/// parser changes streams, is a whole one (slices of the new stream decoded with the old one's
+/// parameter sets are garbage, and a decoder gives up after a few).
+fn from_keyframe(parser: &gst::Element) {
+    if let Some(src) = parser.static_pad("src") {
+        src.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+            Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => discard(info),
+            Some(_) => gst::PadProbeReturn::Remove,
+            None => gst::PadProbeReturn::Ok,
+        });
+    }
+}
+
+/// Links a new video stream of tsdemux to the parser, which waits for its first keyframe.
+fn relink(parser: &gst::Element, pad: &gst::Pad, sink: &gst::Pad) -> bool {
+    from_keyframe(parser);
+    pad.link(sink).is_ok()
+}
+
+/// Drops the buffer (or event) of a probe. (`PadProbeReturn::Drop` made GStreamer 1.22 unref a
+/// null buffer after the binding had released it: a CRITICAL per picture.)
 fn discard(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
     info.data = None;
     info.flow_res = Ok(gst::FlowSuccess::Ok);

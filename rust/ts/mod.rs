@@ -1,15 +1,17 @@
 //! MPEG-TS at the byte level: alignment checks on ingest, just enough PSI to find the video
 //! and its keyframes, and the restamper that splices runs of packets (a looped file starting
-//! over, a switch to another input) into one stream with continuous timestamps and counters.
+//! over, a switch to another input) into one stream with continuous timestamps and counters
+//! (and PAT/PMT versions a receiver follows across the switch).
 //!
 //! Everything here runs per buffer on a streaming thread, so it only reads a few header bytes
-//! per 188-byte packet and never allocates.
+//! per 188-byte packet and never allocates (but for a PAT or PMT of new content going out).
 
 mod analysis;
 mod psi;
 mod restamp;
 mod section;
 mod sps;
+mod versions;
 
 pub use analysis::{
     ActiveCondition, Analysis, AnalysisStats, AudioInfo, Check, ConditionChange, ErrorCounts,
@@ -265,6 +267,7 @@ pub(crate) fn pes_timestamp_offsets(p: &[u8]) -> (Option<usize>, Option<usize>) 
 #[cfg(test)]
 pub(crate) mod tests {
     pub(crate) use super::psi::tests::{pat, pmt};
+    pub(crate) use super::versions::tests as tables;
     use super::*;
 
     /// Builds one TS packet: PID, CC, optional PCR (90 kHz base), optional PES PTS.

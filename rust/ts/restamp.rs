@@ -17,7 +17,10 @@
 //!   raising the offset, so a receiver never sees time run backwards. Packets held back that
 //!   carry the PCR go out as adaptation-field-only packets, so the clock keeps ticking.
 //! - **Continuity counters** carry on per PID from the last one out.
+//! - **PAT and PMT versions.** A table whose content differs from what went out last gets a
+//!   new version number, so receivers read it (`versions.rs`).
 
+use super::versions::PsiVersions;
 use super::{
     afc, pcr_base, pes_timestamp_offsets, pid, read_ts, starts_keyframe, write_pcr_base, write_ts,
     Video, PACKET_SIZE,
@@ -90,6 +93,8 @@ pub struct Restamper {
     /// Anything went out yet.
     seen: bool,
     held_back: u64,
+    /// The PAT and PMTs that went out, and their versions.
+    versions: PsiVersions,
 }
 
 impl Default for Restamper {
@@ -112,6 +117,7 @@ impl Default for Restamper {
             active: false,
             seen: false,
             held_back: 0,
+            versions: PsiVersions::default(),
         }
     }
 }
@@ -151,6 +157,13 @@ impl Restamper {
     /// Packets dropped at cuts so far (waiting for a clean start on their PID).
     pub fn held_back(&self) -> u64 {
         self.held_back
+    }
+
+    /// Times a PAT or PMT of new content got a version of the splicer's in place of its own,
+    /// and PAT and PMT sections passed as they are after a cut because they span packets
+    /// (`versions.rs`).
+    pub fn psi_versions(&self) -> (u64, u64) {
+        (self.versions.bumped(), self.versions.left())
     }
 
     /// Whether the run's clock is unknown until its first PCR (before which packets are held).
@@ -207,6 +220,7 @@ impl Restamper {
         self.seen = true;
         for p in data.chunks_exact(PACKET_SIZE) {
             let pid = pid(p);
+            self.versions.observe(p);
             if afc(p).1 {
                 self.last_cc[pid] = p[3] & 0x0f;
             }
@@ -232,7 +246,9 @@ impl Restamper {
         let mut kept = 0;
         for i in 0..n {
             let at = i * PACKET_SIZE;
-            if self.packet(&mut data[at..at + PACKET_SIZE], now) {
+            let p = &mut data[at..at + PACKET_SIZE];
+            if self.packet(p, now) {
+                self.versions.rewrite(p);
                 if kept != i {
                     data.copy_within(at..at + PACKET_SIZE, kept * PACKET_SIZE);
                 }

@@ -149,3 +149,17 @@ def gst_encoder(port: int, pattern: str = "ball", kbps: int = 800) -> list[str]:
         "gst-launch-1.0", "-q", *GST_ENCODER.format(pattern=pattern, kbps=kbps).split(),
         "!", "srtsink", f"uri=srt://127.0.0.1:{port}?mode=caller", "wait-for-connection=false",
     ]
+
+
+def gst_udp_encoder(port: int, pattern: str = "red", kbps: int = 600) -> list[str]:
+    """gst-launch-1.0 encoding a live test `pattern` (320x180, 25 fps, H.264 with a 1 s GOP, no
+    audio) to UDP `port`, muxed by `mpegtsmux` with its own layout: version 0 of transport
+    stream 1 as ffmpeg numbers its tables, but the PMT on PID 0x20 and the video on 65 (ffmpeg:
+    0x1000 and 0x100)."""
+    return [
+        "gst-launch-1.0", "-q", "videotestsrc", "is-live=true", f"pattern={pattern}", "!",
+        "video/x-raw,width=320,height=180,framerate=25/1", "!",
+        "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25",
+        f"bitrate={kbps}", "!", "h264parse", "config-interval=-1", "!",
+        "mpegtsmux", "alignment=7", "!", "udpsink", "host=127.0.0.1", f"port={port}",
+    ]

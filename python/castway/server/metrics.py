@@ -176,6 +176,9 @@ ROUTE = (
            lambda r: r["switch"]["cuts"]),
     Series("castway.route.slate_packets", "counter", "{packet}", "packets the slate put on air",
            lambda r: r["switch"]["slate_packets"]),
+    Series("castway.route.psi_versions_bumped", "counter", "{table}", "PATs and PMTs given a "
+           "new version number after a cut (their content differed from what went out last)",
+           lambda r: r["switch"]["psi_versions_bumped"]),
     Series("castway.route.gop_cache", "gauge", "By", "bytes of the last GOP kept for instant "
            "start", lambda r: r["gop_cache"]["bytes"]),
     Series("castway.route.gops_too_large", "counter", "{gop}", "GOPs not kept for instant "

@@ -308,6 +308,8 @@ class SwitchStatus(_message.Message):
     SLATE_PACKETS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     BY_REASON_FIELD_NUMBER: _builtins.int
+    PSI_VERSIONS_BUMPED_FIELD_NUMBER: _builtins.int
+    PSI_MULTI_PACKET_FIELD_NUMBER: _builtins.int
     active: _builtins.str
     """What goes out now: an input id, "slate", or "" (nothing)."""
     pending: _builtins.str
@@ -320,6 +322,12 @@ class SwitchStatus(_message.Message):
     cuts: _builtins.int
     held_back_packets: _builtins.int
     slate_packets: _builtins.int
+    psi_versions_bumped: _builtins.int
+    """Times a PAT or PMT going out after a cut differed from what the outputs last carried and
+    got a new version number (docs/failover.md).
+    """
+    psi_multi_packet: _builtins.int
+    """PAT and PMT sections after a cut that span TS packets, passed as they are."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwitchEvent]:
         """The last 20 switches, oldest first."""
@@ -342,10 +350,12 @@ class SwitchStatus(_message.Message):
         slate_packets: _builtins.int = ...,
         history: _abc.Iterable[Global___SwitchEvent] | None = ...,
         by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        psi_versions_bumped: _builtins.int = ...,
+        psi_multi_packet: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "by_reason", b"by_reason", "cuts", b"cuts", "failback_after_ms", b"failback_after_ms", "held_back_packets", b"held_back_packets", "history", b"history", "locked", b"locked", "loss_timeout_ms", b"loss_timeout_ms", "pending", b"pending", "slate", b"slate", "slate_packets", b"slate_packets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "by_reason", b"by_reason", "cuts", b"cuts", "failback_after_ms", b"failback_after_ms", "held_back_packets", b"held_back_packets", "history", b"history", "locked", b"locked", "loss_timeout_ms", b"loss_timeout_ms", "pending", b"pending", "psi_multi_packet", b"psi_multi_packet", "psi_versions_bumped", b"psi_versions_bumped", "slate", b"slate", "slate_packets", b"slate_packets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
