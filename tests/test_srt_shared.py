@@ -158,7 +158,7 @@ def test_callers_are_refused_with_srts_reject_reasons_and_counted(
     assert f'castway_srt_port_accepted_total{{address="{address}",mode="publish"}} 1' in text
 
 
-def test_a_wrong_passphrase_is_refused_by_libsrt(
+def test_a_wrong_passphrase_is_refused_by_libsrt_and_counted(
     gateway: castway.Gateway, port: int, peers: Peers
 ) -> None:
     bad = slt_sender(peers, srt(port, "publish:open", passphrase="not-the-passphrase"), False)
@@ -166,6 +166,31 @@ def test_a_wrong_passphrase_is_refused_by_libsrt(
     wait_until(lambda: "Incorrect passphrase" in peers.log(bad), 15,
                "the peer to be told its passphrase is wrong")
     assert gateway.route("open").stats()["inputs"][0]["bytes"] == 0
+
+    def stats() -> Any:
+        s = gateway.srt_port_stats()
+        assert s is not None
+        return s
+
+    # libsrt refused it after the stream ID let it in: counted as a bad secret, nothing else.
+    wait_until(lambda: stats()["refused_bad_secret"] >= 1, 15, "the bad secret to be counted")
+    assert stats()["publishers_accepted"] == 0 and stats()["refused_unauthorized"] == 0
+    # A reader with a wrong passphrase of a route whose reading has users (SRT's form: the
+    # user's password is the passphrase) is counted the same way; the right one is let in.
+    before = stats()["refused_bad_secret"]
+    wrong = peers.start([
+        "srt-live-transmit", "-a", "no", srt(port, "#!::r=news,u=viewer",
+                                             passphrase="wrong-password"),
+        "udp://127.0.0.1:9999",
+    ])
+    wrong.wait(timeout=20)
+    wait_until(lambda: stats()["refused_bad_secret"] > before, 15, "the second bad secret")
+    from castway.server.metrics import Metrics
+
+    counted = stats()["refused_bad_secret"]  # srt-live-transmit tries again: each one counts
+    text = Metrics(gateway.stats, srt_port=gateway.srt_port_stats).render().decode()
+    assert (f'castway_srt_port_refused_total{{address="{stats()["address"]}",'
+            f'reason="bad_secret"}} {counted}') in text
 
 
 def test_shared_endpoints_need_the_port_form_and_hide_their_secrets(

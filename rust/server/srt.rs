@@ -8,7 +8,10 @@
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
 //! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
-//! sees it), logged and counted. A caller let in is accepted on the SRT I/O thread of the port
+//! sees it), logged and counted. libsrt checks the passphrase itself after the callback, and
+//! rejects a wrong one without calling back: the callback leaves a watch on its thread that
+//! libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
+//! is accepted on the SRT I/O thread of the port
 //! (no thread per connection) and handed to its route's input or output, which serve it on their
 //! own I/O thread from then on.
 //!
@@ -26,6 +29,7 @@ use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
+use crate::srt::log::{self as srt_log, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::Socket;
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -323,6 +327,9 @@ pub struct SrtPortStats {
     pub refused_forbidden: u64,
     pub refused_not_found: u64,
     pub refused_conflict: u64,
+    /// Refused by libsrt after the stream ID let them in: a wrong passphrase
+    /// (`SRT_REJ_BADSECRET`).
+    pub refused_bad_secret: u64,
 }
 
 #[derive(Default)]
@@ -330,6 +337,7 @@ struct Counts {
     publishers: AtomicU64,
     readers: AtomicU64,
     refused: [AtomicU64; 5],
+    bad_secret: AtomicU64,
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -446,6 +454,7 @@ impl SrtPort {
             refused_forbidden: refused(Refusal::Forbidden),
             refused_not_found: refused(Refusal::NotFound),
             refused_conflict: refused(Refusal::Conflict),
+            refused_bad_secret: c.bad_secret.load(Relaxed),
         }
     }
 }
@@ -460,8 +469,9 @@ impl Drop for SrtPort {
 
 impl PortInner {
     /// Judges a caller from its stream ID (libsrt's receiving thread, before the handshake
-    /// completes): sets its passphrase, or refuses it with the reason.
-    fn admit(&self, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
+    /// completes): sets its passphrase, or refuses it with the reason. A caller let in is
+    /// watched for libsrt's own refusal of its passphrase.
+    fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
         let request = match streamid::parse(stream_id) {
             Ok(r) => r,
             Err(why) => {
@@ -511,6 +521,18 @@ impl PortInner {
             "{peer}: route `{}`, {mode}, user {user}: let in",
             request.route
         );
+        let port = Arc::downgrade(self);
+        let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
+        srt_log::watch(Watch {
+            socket: ns,
+            on_bad_secret: Box::new(move || {
+                let Some(port) = port.upgrade() else {
+                    return;
+                };
+                port.counts.bad_secret.fetch_add(1, Relaxed);
+                gst::warning!(CAT, "refused {who}: wrong passphrase (bad secret)");
+            }),
+        });
         Ok(())
     }
 

@@ -28,9 +28,10 @@ static STARTUP: LazyLock<()> = LazyLock::new(|| {
     // SAFETY: plain library initialisation, safe to call once from any thread.
     unsafe {
         ffi::srt_startup();
-        // libsrt logs to stderr; castway reports what matters through its own errors.
-        ffi::srt_setloglevel(libc::LOG_CRIT);
     }
+    // libsrt's log goes to castway's (not stderr); castway reports what matters through its
+    // own errors and counters.
+    super::log::install();
 });
 
 /// The calling thread's last libsrt error: its code and text.
