@@ -2,7 +2,9 @@
 //! publishers and readers of every route, chosen by the caller's stream ID (`streamid`).
 //!
 //! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
-//! data goes (one publisher at a time), an output serves every reader as a caller of its own.
+//! data goes (one publisher at a time; a route may have several, a main and a backup, which a
+//! publisher names as `ROUTE/INPUT` or the port picks: the first free one that admits it), an
+//! output serves every reader as a caller of its own.
 //! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
 //!
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
@@ -155,11 +157,18 @@ enum Side {
     Output(Weak<SrtOutput>),
 }
 
+/// A route's shared input: its token, id, endpoint and access.
+type SharedInput = (u64, String, Weak<SrtInput>, Access);
+
 #[derive(Default)]
 struct Entry {
-    /// `(token, endpoint, access)` of the route's shared input and output.
-    publish: Option<(u64, Weak<SrtInput>, Access)>,
+    /// The route's shared inputs, in the order their ids first registered (the route starts
+    /// its inputs in its order; one that restarts keeps its place).
+    publish: Vec<SharedInput>,
+    /// `(token, endpoint, access)` of the route's shared output.
     read: Option<(u64, Weak<SrtOutput>, Access)>,
+    /// Input ids in the order they first registered.
+    order: Vec<String>,
 }
 
 /// The routes on the gateway's shared SRT port, by name. Kept whether a port is open or not:
@@ -188,15 +197,13 @@ impl Drop for Registration {
             return;
         };
         match self.mode {
-            Mode::Publish if entry.publish.as_ref().is_some_and(|p| p.0 == self.token) => {
-                entry.publish = None
-            }
+            Mode::Publish => entry.publish.retain(|p| p.0 != self.token),
             Mode::Read if entry.read.as_ref().is_some_and(|r| r.0 == self.token) => {
                 entry.read = None
             }
-            _ => {}
+            Mode::Read => {}
         }
-        if entry.publish.is_none() && entry.read.is_none() {
+        if entry.publish.is_empty() && entry.read.is_none() {
             routes.remove(&self.route);
         }
     }
@@ -230,14 +237,15 @@ impl Directory {
         lock(&self.keys).get(&hash).copied()
     }
 
-    /// Puts a route's shared input on the port. A route has one at most.
+    /// Puts a route's shared input `id` on the port (a route may have several).
     pub fn add_input(
         &self,
         route: &str,
+        id: &str,
         input: &Arc<SrtInput>,
         access: Access,
     ) -> Result<Registration, String> {
-        self.add(route, Side::Input(Arc::downgrade(input)), access)
+        self.add(route, id, Side::Input(Arc::downgrade(input)), access)
     }
 
     /// Puts a route's shared output on the port. A route has one at most.
@@ -247,19 +255,33 @@ impl Directory {
         output: &Arc<SrtOutput>,
         access: Access,
     ) -> Result<Registration, String> {
-        self.add(route, Side::Output(Arc::downgrade(output)), access)
+        self.add(route, "", Side::Output(Arc::downgrade(output)), access)
     }
 
-    fn add(&self, route: &str, side: Side, access: Access) -> Result<Registration, String> {
+    fn add(
+        &self,
+        route: &str,
+        id: &str,
+        side: Side,
+        access: Access,
+    ) -> Result<Registration, String> {
         let token = self.next.fetch_add(1, Relaxed);
         let mut routes = lock(&self.routes);
         let entry = routes.entry(route.to_string()).or_default();
         let mode = match side {
             Side::Input(i) => {
-                if entry.publish.is_some() {
-                    return Err("the route has an srt-shared:// input already (one at most)".into());
+                if entry.publish.iter().any(|p| p.1 == id) {
+                    return Err(format!(
+                        "the route's srt-shared:// input `{id}` is on already"
+                    ));
                 }
-                entry.publish = Some((token, i, access));
+                if !entry.order.iter().any(|n| n == id) {
+                    entry.order.push(id.to_string());
+                }
+                entry.publish.push((token, id.to_string(), i, access));
+                let order = &entry.order;
+                let rank = |p: &SharedInput| order.iter().position(|n| *n == p.1);
+                entry.publish.sort_by_key(rank);
                 Mode::Publish
             }
             Side::Output(o) => {
@@ -280,36 +302,58 @@ impl Directory {
         })
     }
 
-    /// What the port needs to judge a caller of `route`: the access of each side, and the
-    /// endpoint of the side asked for.
-    fn look_up(&self, route: &str, mode: Mode) -> (Option<Access>, Option<Access>, Option<Side>) {
+    /// What the port needs to judge a caller of `route`: its shared inputs and its output
+    /// (with their access).
+    fn look_up(&self, route: &str) -> (Vec<SharedInput>, Option<(Weak<SrtOutput>, Access)>) {
         let routes = lock(&self.routes);
         let Some(e) = routes.get(route) else {
-            return (None, None, None);
+            return (Vec::new(), None);
         };
-        let side = match mode {
-            Mode::Publish => e.publish.as_ref().map(|p| Side::Input(p.1.clone())),
-            Mode::Read => e.read.as_ref().map(|r| Side::Output(r.1.clone())),
-        };
-        (
-            e.publish.as_ref().map(|p| p.2.clone()),
-            e.read.as_ref().map(|r| r.2.clone()),
-            side,
-        )
+        let read = e.read.as_ref().map(|r| (r.1.clone(), r.2.clone()));
+        (e.publish.clone(), read)
     }
 
-    /// Judges a caller: its admission, and where it goes once accepted.
+    /// Judges a caller: its admission, and where it goes once accepted. A publisher goes to
+    /// the input it names, else to the first that admits it and has no live publisher; when
+    /// each that admits it has one, it is refused as a conflict.
     fn judge(&self, request: &StreamRequest) -> Result<(Admission, Side), Refusal> {
-        let (publish, read, side) = self.look_up(&request.route, request.mode);
-        let live = match &side {
-            Some(Side::Input(i)) => i.upgrade().is_some_and(|i| i.busy()),
-            _ => false,
-        };
-        let admission = decide(publish.as_ref(), read.as_ref(), request, live, &|p| {
-            self.key(p)
-        })?;
-        let side = side.ok_or(Refusal::NotFound)?;
-        Ok((admission, side))
+        let (inputs, read) = self.look_up(&request.route);
+        let key = |p: &str| self.key(p);
+        let read_access = read.as_ref().map(|r| &r.1);
+        match request.mode {
+            Mode::Read => {
+                // The input whose user the caller names, if any, tells a publisher reading.
+                let user = request.user.as_deref().unwrap_or_default();
+                let publish = (inputs.iter())
+                    .find(|p| p.3.password(user).is_some())
+                    .or(inputs.first())
+                    .map(|p| &p.3);
+                let admission = decide(publish, read_access, request, false, &key)?;
+                let (output, _) = read.clone().ok_or(Refusal::NotFound)?;
+                Ok((admission, Side::Output(output)))
+            }
+            Mode::Publish => {
+                let named = |p: &&SharedInput| request.input.as_ref().is_none_or(|n| *n == p.1);
+                let candidates: Vec<&SharedInput> = inputs.iter().filter(named).collect();
+                if candidates.is_empty() {
+                    if request.input.is_some() && !inputs.is_empty() {
+                        return Err(Refusal::NotFound);
+                    }
+                    decide(None, read_access, request, false, &key)?;
+                    return Err(Refusal::NotFound);
+                }
+                let mut refusal = None;
+                for (_, _, input, access) in candidates {
+                    let live = input.upgrade().is_some_and(|i| i.busy());
+                    match decide(Some(access), read_access, request, live, &key) {
+                        Ok(admission) => return Ok((admission, Side::Input(input.clone()))),
+                        Err(Refusal::Conflict) => refusal = Some(Refusal::Conflict),
+                        Err(r) => refusal = refusal.or(Some(r)),
+                    }
+                }
+                Err(refusal.expect("one candidate at least"))
+            }
+        }
     }
 }
 
