@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
+from castway import cli
+from castway.server.errors import InvalidArgument
+from castway.server.specs import spec_from_dict
 from castway.v1 import spec_pb2, template_pb2
 
 from support import wait_until
 from support.capture import UdpCapture
-from support.control import CODE, Server, expect, spec, test_input
+from support.control import ADMIN, CODE, Server, expect, spec, test_input
 from support.net import free_port
 from support.peers import Peers, srt_receiver
 
@@ -80,3 +85,32 @@ def test_a_bad_srt_option_default_is_refused_naming_its_key(server: Server) -> N
             "news", spec([test_input()], srt=spec_pb2.SrtDefaults(options=o))
         ))
         assert where in details and why in details, details
+
+
+def test_the_cli_sets_srt_option_defaults_and_update_keeps_the_others(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--addr", server.addr, "--key", ADMIN]
+    assert cli.main(["template", "create", "contrib", "--srt-option", "oheadbw=50",
+                     "--srt-option", "maxbw=2000000", *base]) == 0
+    assert cli.main(["template", "update", "contrib", "--srt-option", "oheadbw=25", *base]) == 0
+    t = server.client.templates.GetTemplate(
+        template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
+    )
+    assert dict(t.spec.srt.options) == {"oheadbw": "25", "maxbw": "2000000"}
+    assert cli.main(["template", "update", "contrib", "--srt-option", "oheadbw=2", *base]) == 1
+    assert "spec.srt.options.oheadbw" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["template", "update", "contrib", "--srt-option", "oheadbw", *base])
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_config_file_takes_srt_options_as_a_table() -> None:
+    spec_ = spec_from_dict({"srt": {"latency_ms": 200, "options": {
+        "oheadbw": 25, "tlpktdrop": False, "packetfilter": "fec,cols:10,rows:5"}}})
+    assert spec_.srt.options == {
+        "oheadbw": "25", "tlpktdrop": "false", "packetfilter": "fec,cols:10,rows:5"
+    }
+    assert spec_from_dict(spec_.to_dict()) == spec_
+    with pytest.raises(InvalidArgument, match=r"spec\.srt\.options"):
+        spec_from_dict({"srt": {"options": ["oheadbw=25"]}})
