@@ -147,6 +147,31 @@ def test_an_srt_caller_joining_a_listener_output_mid_gop_decodes_from_its_first_
     route.remove_output(oid)
 
 
+def test_a_burst_larger_than_the_send_buffer_reaches_an_srt_caller_whole(
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
+    udp_capture: Callable[..., UdpCapture], tmp_path: Path,
+) -> None:
+    """libsrt's send buffer takes what it has room for; the rest of the burst waits for the
+    socket to be writable, ahead of live data, instead of being dropped."""
+    _, route, _ = live
+    set_gop_cache(live, 1 << 20)
+    port = free_port()
+    # libsrt's least send buffer: 65536 bytes, 44 messages.
+    oid = route.add_output(f"srt://:{port}?mode=listener&sndbuf=65536")
+    wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 80 * 1316, 20,
+               "a GOP larger than the send buffer")
+    cap = udp_capture()
+    srt_receiver(peers, port, cap)
+    path = tmp_path / "caller.ts"
+    data = until_last_keyframe(cap, path)
+    assert keyframes(data)[0] == 376
+    assert decode_errors(path, video_only=True) == ""
+    out = output(route, oid)
+    assert out["drops"] == 0 and out["srt"]["callers"][0]["drops"] == 0, out
+    assert out["burst_packets"] > 80 * 7
+    route.remove_output(oid)
+
+
 def test_a_file_output_added_live_starts_with_a_whole_gop(
     live: tuple[castway.Gateway, castway.Route, int], tmp_path: Path,
 ) -> None:

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from castway.v1 import template_pb2
+
+from support.control import ADMIN, Server, ep, spec, test_input
 from support.impair import Impairment, ImpairProxy
 from support.net import free_port
 from support.peers import Peers
@@ -16,8 +19,9 @@ from support.peers import Peers
 CASTWAY = str(Path(sys.executable).with_name("castway"))
 
 
-def probe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CASTWAY, "probe", *args], capture_output=True, text=True, timeout=60)
+def probe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CASTWAY, "probe", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
 
 
 def test_probe_through_a_lossy_path_recommends_values_inside_the_guides_bands(
@@ -61,3 +65,77 @@ def test_probe_refuses_a_bad_bitrate_naming_it() -> None:
     done = probe("srt://127.0.0.1:9", "--bitrate", "fast")
     assert done.returncode == 2
     assert "`fast` is not a bitrate" in done.stderr
+
+
+def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
+    peers: Peers, server: Server
+) -> None:
+    server.create("news", spec(
+        [test_input()],
+        [f"udp://127.0.0.1:{free_port()}",
+         ep(f"srt://:{free_port()}?mode=listener&RcvLatency=80&maxbw=-1", "cdn")],
+    ))
+    port = free_port()
+    peers.start(["srt-live-transmit", "-q", f"srt://:{port}?mode=listener", "file://con"],
+                stdout_path=Path(os.devnull))
+    with ImpairProxy(port, Impairment(loss=0.05, delay_ms=20, seed=5), seconds=60) as proxy:
+        done = probe(f"srt://127.0.0.1:{proxy.port}", "--seconds", "3", "--apply", "news",
+                     "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
+    assert done.returncode == 0, done.stdout + done.stderr
+    keys = next(x for x in done.stdout.splitlines() if x.startswith("URI keys"))
+    latency, overhead = (int(v.split("=")[1]) for v in keys.split()[-1].split("&"))
+    assert overhead in (25, 20, 17) and latency >= 4 * 35, keys
+    assert (f"applied     route news cdn: latency 80 -> {latency}, oheadbw - -> {overhead}"
+            in done.stdout), done.stdout
+    route = server.get("news")
+    assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
+    assert route.spec.outputs[1].uri.endswith(f"maxbw=-1&latency={latency}&oheadbw={overhead}")
+    # The running endpoint has them (its URI as the data plane reads it).
+    status = next(o for o in route.status.outputs if o.id == "cdn")
+    assert f"latency={latency}" in status.uri and f"oheadbw={overhead}" in status.uri, status.uri
+
+
+def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server) -> None:
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(name="contrib", spec=spec([])),
+        metadata=server.client.metadata,
+    )
+    server.create("news", spec([test_input()], [f"srt://:{free_port()}?mode=listener"],
+                               template="contrib"))
+    port = free_port()
+    peers.start(["srt-live-transmit", "-q", f"srt://:{port}?mode=listener", "file://con"],
+                stdout_path=Path(os.devnull))
+    done = probe(f"srt://127.0.0.1:{port}", "--seconds", "2", "--apply-template", "contrib",
+                 "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.oheadbw - -> 33"
+            in done.stdout), done.stdout
+    t = server.client.templates.GetTemplate(
+        template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
+    )
+    assert t.spec.srt.latency_ms == 60 and dict(t.spec.srt.options) == {"oheadbw": "33"}
+    uri = server.get("news").resolved.outputs[0].uri
+    assert "latency=60" in uri and "oheadbw=33" in uri, uri
+
+
+def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
+    server: Server,
+) -> None:
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(
+            name="contrib", spec=spec([], [f"srt://:{free_port()}?mode=listener"])
+        ),
+        metadata=server.client.metadata,
+    )
+    server.create("news", spec([test_input()], [f"udp://127.0.0.1:{free_port()}"],
+                               template="contrib"))
+    # Checked before the probe: nothing listens on port 9, and that is never reached.
+    for args, says in (
+        (("--apply", "news"), "route `news` has no srt:// endpoint of its own; its template "
+                              "`contrib` has some: use --apply-template contrib"),
+        (("--apply", "nosuch"), "there is no route `nosuch`"),
+        (("--apply-template", "nosuch"), "there is no template `nosuch`"),
+    ):
+        done = probe("srt://127.0.0.1:9", "--seconds", "1", *args, "--addr", server.addr,
+                     env={"CASTWAY_KEY": ADMIN})
+        assert done.returncode == 1 and says in done.stdout, done.stdout + done.stderr

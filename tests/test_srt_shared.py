@@ -4,6 +4,8 @@ per route, and refusals with SRT's reject reasons, counted."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from support import sha256, wait_until
 from support.control import ADMIN
 from support.net import free_port
 from support.peers import Peers
-from support.senders import PipeSender
+from support.senders import PipeSender, live_sender
 from support.ts import random_ts
 
 CAM = "campassword1"
@@ -158,7 +160,7 @@ def test_callers_are_refused_with_srts_reject_reasons_and_counted(
     assert f'castway_srt_port_accepted_total{{address="{address}",mode="publish"}} 1' in text
 
 
-def test_a_wrong_passphrase_is_refused_by_libsrt(
+def test_a_wrong_passphrase_is_refused_by_libsrt_and_counted(
     gateway: castway.Gateway, port: int, peers: Peers
 ) -> None:
     bad = slt_sender(peers, srt(port, "publish:open", passphrase="not-the-passphrase"), False)
@@ -166,6 +168,31 @@ def test_a_wrong_passphrase_is_refused_by_libsrt(
     wait_until(lambda: "Incorrect passphrase" in peers.log(bad), 15,
                "the peer to be told its passphrase is wrong")
     assert gateway.route("open").stats()["inputs"][0]["bytes"] == 0
+
+    def stats() -> Any:
+        s = gateway.srt_port_stats()
+        assert s is not None
+        return s
+
+    # libsrt refused it after the stream ID let it in: counted as a bad secret, nothing else.
+    wait_until(lambda: stats()["refused_bad_secret"] >= 1, 15, "the bad secret to be counted")
+    assert stats()["publishers_accepted"] == 0 and stats()["refused_unauthorized"] == 0
+    # A reader with a wrong passphrase of a route whose reading has users (SRT's form: the
+    # user's password is the passphrase) is counted the same way; the right one is let in.
+    before = stats()["refused_bad_secret"]
+    wrong = peers.start([
+        "srt-live-transmit", "-a", "no", srt(port, "#!::r=news,u=viewer",
+                                             passphrase="wrong-password"),
+        "udp://127.0.0.1:9999",
+    ])
+    wrong.wait(timeout=20)
+    wait_until(lambda: stats()["refused_bad_secret"] > before, 15, "the second bad secret")
+    from castway.server.metrics import Metrics
+
+    counted = stats()["refused_bad_secret"]  # srt-live-transmit tries again: each one counts
+    text = Metrics(gateway.stats, srt_port=gateway.srt_port_stats).render().decode()
+    assert (f'castway_srt_port_refused_total{{address="{stats()["address"]}",'
+            f'reason="bad_secret"}} {counted}') in text
 
 
 def test_shared_endpoints_need_the_port_form_and_hide_their_secrets(
@@ -273,3 +300,61 @@ outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
         got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
         assert got.refused_forbidden >= 1 and got.refused_unauthorized >= 1
         client.close()
+
+
+def test_a_main_and_a_backup_publisher_on_the_shared_port_fail_over(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, ts_file: Path
+) -> None:
+    address = gateway.listen_srt("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    cap = udp_capture()
+    route = gateway.add_route(
+        "two",
+        {"main": f"srt-shared://?users=cam:{CAM}", "backup": "srt-shared://"},
+        [f"udp://127.0.0.1:{cap.port}"],
+    )
+    # Each names its input: MediaMTX's form and SRT's Access Control form.
+    main = live_sender(peers, ts_file, srt(port, f"publish:two/main:cam:{CAM}", pkt_size="1316"))
+    live_sender(peers, ts_file, srt(port, "#!::r=two/backup,m=publish", pkt_size="1316"))
+    wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 20, "both inputs")
+    assert route.stats()["switch"]["active"] == "main"
+    wait_until(lambda: cap.size > 300_000, 20, "the receiver to get data")
+    # A third publisher finds both taken, by name or not.
+    for stream_id in ("publish:two/backup", "publish:two"):
+        third = peers.start(["srt-live-transmit", "-a", "no", srt(port, stream_id),
+                             "udp://127.0.0.1:9999"], stdin=subprocess.PIPE)
+        third.wait(timeout=20)
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["refused_conflict"] >= 2, stats
+    assert stats["publishers_accepted"] == 2
+
+    os.killpg(main.pid, signal.SIGKILL)
+    main.wait(timeout=10)
+    ev = route.wait_switch(0, 15)
+    assert ev is not None and (ev["from"], ev["to"]) == ("main", "backup"), ev
+    size = cap.size
+    wait_until(lambda: cap.size > size + 300_000, 15, "the backup to reach the receiver")
+
+
+def test_a_publisher_naming_no_input_gets_the_first_free_one(
+    gateway: castway.Gateway, peers: Peers
+) -> None:
+    address = gateway.listen_srt("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    route = gateway.add_route(
+        "two", {"main": "srt-shared://", "backup": "srt-shared://"}, ["udp://127.0.0.1:9"]
+    )
+    senders = []
+    for n, expected in enumerate(("main", "backup")):
+        p = slt_sender(peers, srt(port, "publish:two"))
+        senders.append(PipeSender(p, random_ts(7 * MESSAGES), bitrate=1e6))
+        wait_until(lambda i=n: route.stats()["inputs"][i]["bytes"] > 0, 20, f"{expected} fed")
+        assert route.stats()["inputs"][n]["id"] == expected
+    # An input the route does not have is not found.
+    gone = peers.start(["srt-live-transmit", "-a", "no", srt(port, "publish:two/spare"),
+                        "udp://127.0.0.1:9999"])
+    gone.wait(timeout=20)
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["refused_not_found"] >= 1, stats
+    for s in senders:
+        s.stop.set()

@@ -1,7 +1,7 @@
 """Type stubs for the native module (checked against it by ``mypy.stubtest`` in CI)."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, final
 
 __all__ = [
@@ -114,13 +114,17 @@ def assign_ids(
     prefix: str = "",
 ) -> list[str]: ...
 def check_srt_defaults(
-    latency_ms: int | None = None, passphrase: str | None = None, pbkeylen: int | None = None
+    latency_ms: int | None = None,
+    passphrase: str | None = None,
+    pbkeylen: int | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> None: ...
 def with_srt_defaults(
     uri: str,
     latency_ms: int | None = None,
     passphrase: str | None = None,
     pbkeylen: int | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> str: ...
 def listen_address(uri: str, role: str) -> tuple[str, int] | None: ...
 def find_clash(

@@ -108,6 +108,8 @@ class SrtPortStats(TypedDict):
     refused_forbidden: int
     refused_not_found: int
     refused_conflict: int
+    # Let in by the stream ID, then refused by libsrt for a wrong passphrase.
+    refused_bad_secret: int
 
 
 class SrtStats(TypedDict):

@@ -2,6 +2,8 @@
 //! SRT defaults and listening ports. The control server checks its specs through these, so
 //! each rule is the core's, written once (`route::spec`, `limits`, `uri`, `gateway::claims`).
 
+use std::collections::BTreeMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyString};
@@ -252,35 +254,41 @@ fn assign_ids(
 }
 
 /// Checks defaults for the SRT parameters of many URIs as the URI keys they stand for; errors
-/// are at `latency_ms`, `passphrase` or `pbkeylen`. `with_srt_defaults` puts them in a URI.
+/// are at `latency_ms`, `passphrase`, `pbkeylen` or `options.KEY` (`options`: any other socket
+/// option of docs/uri.md, by its URI key, valued as a URI writes it). `with_srt_defaults` puts
+/// them in a URI.
 #[pyfunction]
-#[pyo3(signature = (latency_ms=None, passphrase=None, pbkeylen=None))]
+#[pyo3(signature = (latency_ms=None, passphrase=None, pbkeylen=None, options=None))]
 fn check_srt_defaults(
     latency_ms: Option<Whole>,
     passphrase: Option<String>,
     pbkeylen: Option<Whole>,
+    options: Option<BTreeMap<String, String>>,
 ) -> PyResult<()> {
     let defaults = SrtDefaults {
         latency_ms: whole(latency_ms, "latency_ms")?,
         passphrase,
         pbkeylen: whole(pbkeylen, "pbkeylen")?,
+        options: options.unwrap_or_default().into_iter().collect(),
     };
     Ok(defaults.check()?)
 }
 
 /// `uri` with each SRT default added that it does not set itself (only to `srt://` URIs).
 #[pyfunction]
-#[pyo3(signature = (uri, latency_ms=None, passphrase=None, pbkeylen=None))]
+#[pyo3(signature = (uri, latency_ms=None, passphrase=None, pbkeylen=None, options=None))]
 fn with_srt_defaults(
     uri: Uri,
     latency_ms: Option<u64>,
     passphrase: Option<String>,
     pbkeylen: Option<u64>,
+    options: Option<BTreeMap<String, String>>,
 ) -> String {
     let defaults = SrtDefaults {
         latency_ms,
         passphrase,
         pbkeylen,
+        options: options.unwrap_or_default().into_iter().collect(),
     };
     defaults.apply(&uri.0)
 }

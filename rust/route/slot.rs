@@ -330,7 +330,7 @@ impl Slot {
                 let feed = self.feed.clone().expect("inputs have a feed");
                 SrtInput::open(&ep, label, hub.clone(), feed, notify).and_then(|i| {
                     if on_port {
-                        i.set_registration(shared.add_input(route, &i, access)?);
+                        i.set_registration(shared.add_input(route, &self.id, &i, access)?);
                     }
                     Ok(SrtEnd::Input(i))
                 })

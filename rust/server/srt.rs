@@ -2,13 +2,18 @@
 //! publishers and readers of every route, chosen by the caller's stream ID (`streamid`).
 //!
 //! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
-//! data goes (one publisher at a time), an output serves every reader as a caller of its own.
+//! data goes (one publisher at a time; a route may have several, a main and a backup, which a
+//! publisher names as `ROUTE/INPUT` or the port picks: the first free one that admits it), an
+//! output serves every reader as a caller of its own.
 //! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
 //!
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
 //! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
-//! sees it), logged and counted. A caller let in is accepted on the SRT I/O thread of the port
+//! sees it), logged and counted. libsrt checks the passphrase itself after the callback, and
+//! rejects a wrong one without calling back: the callback leaves a watch on its thread that
+//! libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
+//! is accepted on the SRT I/O thread of the port
 //! (no thread per connection) and handed to its route's input or output, which serve it on their
 //! own I/O thread from then on.
 //!
@@ -26,6 +31,7 @@ use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
+use crate::srt::log::{self as srt_log, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::Socket;
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -151,11 +157,18 @@ enum Side {
     Output(Weak<SrtOutput>),
 }
 
+/// A route's shared input: its token, id, endpoint and access.
+type SharedInput = (u64, String, Weak<SrtInput>, Access);
+
 #[derive(Default)]
 struct Entry {
-    /// `(token, endpoint, access)` of the route's shared input and output.
-    publish: Option<(u64, Weak<SrtInput>, Access)>,
+    /// The route's shared inputs, in the order their ids first registered (the route starts
+    /// its inputs in its order; one that restarts keeps its place).
+    publish: Vec<SharedInput>,
+    /// `(token, endpoint, access)` of the route's shared output.
     read: Option<(u64, Weak<SrtOutput>, Access)>,
+    /// Input ids in the order they first registered.
+    order: Vec<String>,
 }
 
 /// The routes on the gateway's shared SRT port, by name. Kept whether a port is open or not:
@@ -184,15 +197,13 @@ impl Drop for Registration {
             return;
         };
         match self.mode {
-            Mode::Publish if entry.publish.as_ref().is_some_and(|p| p.0 == self.token) => {
-                entry.publish = None
-            }
+            Mode::Publish => entry.publish.retain(|p| p.0 != self.token),
             Mode::Read if entry.read.as_ref().is_some_and(|r| r.0 == self.token) => {
                 entry.read = None
             }
-            _ => {}
+            Mode::Read => {}
         }
-        if entry.publish.is_none() && entry.read.is_none() {
+        if entry.publish.is_empty() && entry.read.is_none() {
             routes.remove(&self.route);
         }
     }
@@ -226,14 +237,15 @@ impl Directory {
         lock(&self.keys).get(&hash).copied()
     }
 
-    /// Puts a route's shared input on the port. A route has one at most.
+    /// Puts a route's shared input `id` on the port (a route may have several).
     pub fn add_input(
         &self,
         route: &str,
+        id: &str,
         input: &Arc<SrtInput>,
         access: Access,
     ) -> Result<Registration, String> {
-        self.add(route, Side::Input(Arc::downgrade(input)), access)
+        self.add(route, id, Side::Input(Arc::downgrade(input)), access)
     }
 
     /// Puts a route's shared output on the port. A route has one at most.
@@ -243,19 +255,33 @@ impl Directory {
         output: &Arc<SrtOutput>,
         access: Access,
     ) -> Result<Registration, String> {
-        self.add(route, Side::Output(Arc::downgrade(output)), access)
+        self.add(route, "", Side::Output(Arc::downgrade(output)), access)
     }
 
-    fn add(&self, route: &str, side: Side, access: Access) -> Result<Registration, String> {
+    fn add(
+        &self,
+        route: &str,
+        id: &str,
+        side: Side,
+        access: Access,
+    ) -> Result<Registration, String> {
         let token = self.next.fetch_add(1, Relaxed);
         let mut routes = lock(&self.routes);
         let entry = routes.entry(route.to_string()).or_default();
         let mode = match side {
             Side::Input(i) => {
-                if entry.publish.is_some() {
-                    return Err("the route has an srt-shared:// input already (one at most)".into());
+                if entry.publish.iter().any(|p| p.1 == id) {
+                    return Err(format!(
+                        "the route's srt-shared:// input `{id}` is on already"
+                    ));
                 }
-                entry.publish = Some((token, i, access));
+                if !entry.order.iter().any(|n| n == id) {
+                    entry.order.push(id.to_string());
+                }
+                entry.publish.push((token, id.to_string(), i, access));
+                let order = &entry.order;
+                let rank = |p: &SharedInput| order.iter().position(|n| *n == p.1);
+                entry.publish.sort_by_key(rank);
                 Mode::Publish
             }
             Side::Output(o) => {
@@ -276,36 +302,58 @@ impl Directory {
         })
     }
 
-    /// What the port needs to judge a caller of `route`: the access of each side, and the
-    /// endpoint of the side asked for.
-    fn look_up(&self, route: &str, mode: Mode) -> (Option<Access>, Option<Access>, Option<Side>) {
+    /// What the port needs to judge a caller of `route`: its shared inputs and its output
+    /// (with their access).
+    fn look_up(&self, route: &str) -> (Vec<SharedInput>, Option<(Weak<SrtOutput>, Access)>) {
         let routes = lock(&self.routes);
         let Some(e) = routes.get(route) else {
-            return (None, None, None);
+            return (Vec::new(), None);
         };
-        let side = match mode {
-            Mode::Publish => e.publish.as_ref().map(|p| Side::Input(p.1.clone())),
-            Mode::Read => e.read.as_ref().map(|r| Side::Output(r.1.clone())),
-        };
-        (
-            e.publish.as_ref().map(|p| p.2.clone()),
-            e.read.as_ref().map(|r| r.2.clone()),
-            side,
-        )
+        let read = e.read.as_ref().map(|r| (r.1.clone(), r.2.clone()));
+        (e.publish.clone(), read)
     }
 
-    /// Judges a caller: its admission, and where it goes once accepted.
+    /// Judges a caller: its admission, and where it goes once accepted. A publisher goes to
+    /// the input it names, else to the first that admits it and has no live publisher; when
+    /// each that admits it has one, it is refused as a conflict.
     fn judge(&self, request: &StreamRequest) -> Result<(Admission, Side), Refusal> {
-        let (publish, read, side) = self.look_up(&request.route, request.mode);
-        let live = match &side {
-            Some(Side::Input(i)) => i.upgrade().is_some_and(|i| i.busy()),
-            _ => false,
-        };
-        let admission = decide(publish.as_ref(), read.as_ref(), request, live, &|p| {
-            self.key(p)
-        })?;
-        let side = side.ok_or(Refusal::NotFound)?;
-        Ok((admission, side))
+        let (inputs, read) = self.look_up(&request.route);
+        let key = |p: &str| self.key(p);
+        let read_access = read.as_ref().map(|r| &r.1);
+        match request.mode {
+            Mode::Read => {
+                // The input whose user the caller names, if any, tells a publisher reading.
+                let user = request.user.as_deref().unwrap_or_default();
+                let publish = (inputs.iter())
+                    .find(|p| p.3.password(user).is_some())
+                    .or(inputs.first())
+                    .map(|p| &p.3);
+                let admission = decide(publish, read_access, request, false, &key)?;
+                let (output, _) = read.clone().ok_or(Refusal::NotFound)?;
+                Ok((admission, Side::Output(output)))
+            }
+            Mode::Publish => {
+                let named = |p: &&SharedInput| request.input.as_ref().is_none_or(|n| *n == p.1);
+                let candidates: Vec<&SharedInput> = inputs.iter().filter(named).collect();
+                if candidates.is_empty() {
+                    if request.input.is_some() && !inputs.is_empty() {
+                        return Err(Refusal::NotFound);
+                    }
+                    decide(None, read_access, request, false, &key)?;
+                    return Err(Refusal::NotFound);
+                }
+                let mut refusal = None;
+                for (_, _, input, access) in candidates {
+                    let live = input.upgrade().is_some_and(|i| i.busy());
+                    match decide(Some(access), read_access, request, live, &key) {
+                        Ok(admission) => return Ok((admission, Side::Input(input.clone()))),
+                        Err(Refusal::Conflict) => refusal = Some(Refusal::Conflict),
+                        Err(r) => refusal = refusal.or(Some(r)),
+                    }
+                }
+                Err(refusal.expect("one candidate at least"))
+            }
+        }
     }
 }
 
@@ -323,6 +371,9 @@ pub struct SrtPortStats {
     pub refused_forbidden: u64,
     pub refused_not_found: u64,
     pub refused_conflict: u64,
+    /// Refused by libsrt after the stream ID let them in: a wrong passphrase
+    /// (`SRT_REJ_BADSECRET`).
+    pub refused_bad_secret: u64,
 }
 
 #[derive(Default)]
@@ -330,6 +381,7 @@ struct Counts {
     publishers: AtomicU64,
     readers: AtomicU64,
     refused: [AtomicU64; 5],
+    bad_secret: AtomicU64,
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -446,6 +498,7 @@ impl SrtPort {
             refused_forbidden: refused(Refusal::Forbidden),
             refused_not_found: refused(Refusal::NotFound),
             refused_conflict: refused(Refusal::Conflict),
+            refused_bad_secret: c.bad_secret.load(Relaxed),
         }
     }
 }
@@ -460,8 +513,9 @@ impl Drop for SrtPort {
 
 impl PortInner {
     /// Judges a caller from its stream ID (libsrt's receiving thread, before the handshake
-    /// completes): sets its passphrase, or refuses it with the reason.
-    fn admit(&self, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
+    /// completes): sets its passphrase, or refuses it with the reason. A caller let in is
+    /// watched for libsrt's own refusal of its passphrase.
+    fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
         let request = match streamid::parse(stream_id) {
             Ok(r) => r,
             Err(why) => {
@@ -511,6 +565,18 @@ impl PortInner {
             "{peer}: route `{}`, {mode}, user {user}: let in",
             request.route
         );
+        let port = Arc::downgrade(self);
+        let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
+        srt_log::watch(Watch {
+            socket: ns,
+            on_bad_secret: Box::new(move || {
+                let Some(port) = port.upgrade() else {
+                    return;
+                };
+                port.counts.bad_secret.fetch_add(1, Relaxed);
+                gst::warning!(CAT, "refused {who}: wrong passphrase (bad secret)");
+            }),
+        });
         Ok(())
     }
 

@@ -7,6 +7,10 @@
 //! - MediaMTX's `publish:ROUTE[:USER:PASS]` and `read:ROUTE[:USER:PASS]`;
 //! - a bare `ROUTE`, for reading (what a player given only a name sends).
 //!
+//! A publisher may name one of the route's shared inputs as a path below the route, the way
+//! the Access Control spec's resource name and MediaMTX's paths nest: `r=ROUTE/INPUT`,
+//! `publish:ROUTE/INPUT` (the input's id: `main`, `backup`). Without it, the route picks one.
+//!
 //! A stream ID that is none of these is refused with SRT's predefined "bad request" reason; a
 //! caller is refused for the other reasons (`Refusal`) by the shared port once it looks the
 //! route and the credentials up.
@@ -30,6 +34,8 @@ pub struct StreamRequest {
     pub password: Option<String>,
     /// `s=` of SRT's form.
     pub session: Option<String>,
+    /// The shared input a publisher names (`ROUTE/INPUT`); None: the route picks.
+    pub input: Option<String>,
 }
 
 /// Why a caller is turned away, as SRT's predefined reject reasons (`SRT_REJC_PREDEFINED` +
@@ -88,6 +94,7 @@ pub fn parse(stream_id: &str) -> Result<StreamRequest, String> {
             user,
             password,
             session: None,
+            input: None,
         }
     } else {
         StreamRequest {
@@ -96,8 +103,25 @@ pub fn parse(stream_id: &str) -> Result<StreamRequest, String> {
             user: None,
             password: None,
             session: None,
+            input: None,
         }
     };
+    let mut request = request;
+    if let Some((route, input)) = request.route.split_once('/') {
+        if request.mode == Mode::Read {
+            return Err(format!(
+                "`{}`: a reader names the route alone (its readers share one output)",
+                request.route
+            ));
+        }
+        if !name_ok(input) {
+            return Err(format!(
+                "`{input}` is not an input name (1 to 64 of A-Z a-z 0-9 . _ -)"
+            ));
+        }
+        request.input = Some(input.to_string());
+        request.route = route.to_string();
+    }
     if !name_ok(&request.route) {
         return Err(format!(
             "`{}` is not a route name (1 to 64 of A-Z a-z 0-9 . _ -)",
@@ -115,6 +139,7 @@ fn access_control(pairs: &str) -> Result<StreamRequest, String> {
         user: None,
         password: None,
         session: None,
+        input: None,
     };
     for pair in pairs.split(',').filter(|p| !p.is_empty()) {
         let Some((key, value)) = pair.split_once('=') else {
@@ -179,6 +204,28 @@ mod tests {
     }
 
     #[test]
+    fn a_publisher_may_name_one_of_the_routes_inputs() {
+        let input = |s: &str| {
+            let r = parse(s).unwrap();
+            (r.route, r.input)
+        };
+        assert_eq!(
+            input("#!::r=news/backup,m=publish,u=cam"),
+            ("news".into(), Some("backup".into()))
+        );
+        assert_eq!(
+            input("publish:news/main:cam:secret"),
+            ("news".into(), Some("main".into()))
+        );
+        assert_eq!(input("publish:news"), ("news".into(), None));
+        let err = |s: &str| parse(s).unwrap_err();
+        assert!(err("read:news/main").contains("names the route alone"));
+        assert!(err("#!::r=news/main").contains("names the route alone"));
+        assert!(err("publish:news/a/b").contains("not an input name"));
+        assert!(err("publish:news/").contains("not an input name"));
+    }
+
+    #[test]
     fn what_cannot_be_read_says_why() {
         let err = |s: &str| parse(s).unwrap_err();
         assert!(err("#!::m=publish").contains("no route"));
@@ -187,7 +234,7 @@ mod tests {
         assert!(err("#!::r=news,junk").contains("`junk`"));
         assert!(err("play:news").contains("`play:`"));
         assert!(err("read:news:onlyuser").contains("ROUTE:USER:PASS"));
-        assert!(err("live/cam1").contains("not a route name"));
+        assert!(err("live/cam1").contains("names the route alone"));
         assert!(err("").contains("not a route name"));
     }
 

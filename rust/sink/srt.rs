@@ -8,7 +8,9 @@
 //! A listener output serves every caller that connects (a backlog of `LISTEN_BACKLOG`, accepted
 //! in a loop); each new caller gets the hub's join burst (instant start: PAT, PMT and the last
 //! GOP) in [`SrtOutput::welcome`] before it gets live data, as does the peer of a caller or
-//! rendezvous output once connected. A
+//! rendezvous output once connected. What of a burst libsrt's send buffer cannot take at once
+//! waits in the connection's backlog, and live data after it (at most `MAX_BEHIND_BURST`
+//! bytes), until the I/O thread hears the socket is writable again: a burst goes out whole. A
 //! caller or rendezvous output connects when it starts and keeps its connection while the route
 //! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
 //! connects again after the backoff.
@@ -17,6 +19,7 @@
 //! connection is added under `splice` too, in [`Hub::join`], so that no buffer falls between
 //! its burst and its first live buffer); `state` → the callers list.
 
+use std::collections::VecDeque;
 use std::os::raw::c_int;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -38,12 +41,22 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// Live data a connection keeps behind the rest of its burst while its send buffer is full
+/// (about 4 s at 8 Mb/s); beyond it, live data is its drop.
+const MAX_BEHIND_BURST: usize = 4 << 20;
+
 /// One connection of the output: a caller of a listener, or the peer of a caller/rendezvous.
 struct Conn {
     socket: Socket,
     peer: String,
     /// TS packets this connection did not take (its send buffer was full).
     drops: u64,
+    /// What its send buffer could not take yet of its burst, then the live data since, in
+    /// order: `(buffer, offset of what is left, part of the burst)`; sent as the socket becomes
+    /// writable, before any live data.
+    backlog: VecDeque<(gst::Buffer, usize, bool)>,
+    /// Live bytes in `backlog`.
+    behind: usize,
     /// A send failed: the I/O thread removes it when it hears of the break.
     broken: bool,
     /// The peer's ACKs and NAKs and the packets sent when the peer was last heard from
@@ -57,6 +70,8 @@ impl Conn {
             socket,
             peer,
             drops: 0,
+            backlog: VecDeque::new(),
+            behind: 0,
             broken: false,
             heard: (0, 0, Instant::now()),
         }
@@ -168,6 +183,19 @@ impl SrtOutput {
         let mut state = lock(&self.state);
         let (mut took, mut dropped) = (false, false);
         for conn in state.conns.iter_mut().filter(|c| !c.broken) {
+            if !conn.backlog.is_empty() {
+                // The rest of its burst is still waiting: live data waits behind it.
+                if conn.behind + data.len() <= MAX_BEHIND_BURST {
+                    conn.backlog
+                        .push_back((gst::Buffer::from_slice(data.to_vec()), 0, false));
+                    conn.behind += data.len();
+                    took = true;
+                } else {
+                    conn.drops += data.len().div_ceil(PACKET_SIZE) as u64;
+                    dropped = true;
+                }
+                continue;
+            }
             match conn.socket.send(data) {
                 Io::Done(_) => took = true,
                 Io::WouldBlock => {
@@ -194,32 +222,61 @@ impl SrtOutput {
     /// Sends a new connection the hub's join burst (instant start), before it is added where
     /// the fan-out reaches it: called inside [`Hub::join`], so the burst ends where its live
     /// data begins. What the connection took counts as sent (and in `burst_packets`); what its
-    /// send buffer refused is its drop.
-    fn welcome(&self, socket: &Socket, peer: &str, burst: &[gst::Buffer]) -> u64 {
-        let mut drops = 0;
-        for buffer in burst {
+    /// send buffer could not take yet is its backlog, sent by [`SrtOutput::flush`].
+    fn welcome(&self, conn: &mut Conn, burst: &[gst::Buffer]) {
+        conn.backlog = burst.iter().map(|b| (b.clone(), 0, true)).collect();
+        self.flush(conn);
+    }
+
+    /// Sends what a connection's backlog holds until its send buffer is full; true when the
+    /// backlog is empty. What it sends of a burst counts as sent, and in `burst_packets`.
+    fn flush(&self, conn: &mut Conn) -> bool {
+        // A buffer of the hub is at most one SRT message (7 packets); PAT and PMT, two.
+        const MESSAGE: usize = crate::ts::PACKETS_PER_BUFFER * PACKET_SIZE;
+        while let Some((buffer, offset, burst)) = conn.backlog.front_mut() {
             let Ok(map) = buffer.map_readable() else {
+                conn.backlog.pop_front();
                 continue;
             };
-            // A buffer of the hub is at most one SRT message (7 packets); PAT and PMT, two.
-            for message in map.chunks(crate::ts::PACKETS_PER_BUFFER * PACKET_SIZE) {
-                match socket.send(message) {
-                    Io::Done(_) => {
+            let message = &map[*offset..map.len().min(*offset + MESSAGE)];
+            let failed = match conn.socket.send(message) {
+                Io::Done(_) => {
+                    if *burst {
                         self.counters.add(message.len());
                         self.counters.burst(message.len());
                     }
-                    Io::WouldBlock => {
-                        drops += message.len().div_ceil(PACKET_SIZE) as u64;
-                        self.counters.drop_bytes(message.len());
-                    }
-                    Io::Failed(why) => {
-                        gst::debug!(CAT, "{}: sending the burst to {peer}: {why}", self.label);
-                        return drops;
-                    }
+                    *offset += message.len();
+                    None
+                }
+                Io::WouldBlock => return false,
+                Io::Failed(why) => Some(why),
+            };
+            let (done, live, len) = (*offset >= map.len(), !*burst, map.len());
+            drop(map);
+            if let Some(why) = failed {
+                gst::debug!(CAT, "{}: sending to {}: {why}", self.label, conn.peer);
+                conn.broken = true;
+                conn.backlog.clear();
+                conn.behind = 0;
+                return true;
+            }
+            if done {
+                conn.backlog.pop_front();
+                if live {
+                    conn.behind -= len;
                 }
             }
         }
-        drops
+        true
+    }
+
+    /// What a new connection's socket waits for on the I/O thread: being writable too while
+    /// its burst waits.
+    fn events(conn: &Conn) -> c_int {
+        match conn.backlog.is_empty() {
+            true => SRT_EPOLL_ERR,
+            false => SRT_EPOLL_OUT | SRT_EPOLL_ERR,
+        }
     }
 
     /// Runs `f` on the output's state inside [`Hub::join`] with the burst (none when the hub
@@ -371,14 +428,14 @@ impl SrtOutput {
         burst: &[gst::Buffer],
     ) {
         let peer = socket.peer().unwrap_or_default();
-        let drops = self.welcome(&socket, &peer, burst);
-        self.worker.add(socket.id(), SRT_EPOLL_ERR, self.handler());
+        let mut conn = Conn::new(socket, peer.clone());
+        self.welcome(&mut conn, burst);
+        let id = conn.socket.id();
+        self.worker.add(id, Self::events(&conn), self.handler());
         gst::info!(CAT, "{}: caller {peer} joined", self.label);
         if let Some(c) = &self.callers {
-            lock(c).joined(peer.clone(), stream_id);
+            lock(c).joined(peer, stream_id);
         }
-        let mut conn = Conn::new(socket, peer);
-        conn.drops = drops;
         state.conns.push(conn);
     }
 }
@@ -420,9 +477,9 @@ impl Handler for SrtOutput {
                 };
                 let peer = s.peer().unwrap_or(peer);
                 gst::info!(CAT, "{}: connected to {peer}", self.label);
-                self.worker.update(socket, SRT_EPOLL_ERR);
                 let mut conn = Conn::new(s, peer);
-                conn.drops = self.welcome(&conn.socket, &conn.peer, burst);
+                self.welcome(&mut conn, burst);
+                self.worker.update(socket, Self::events(&conn));
                 state.conns.push(conn);
             });
             return;
@@ -430,6 +487,14 @@ impl Handler for SrtOutput {
         let Some(i) = state.conns.iter().position(|c| c.socket.id() == socket) else {
             return;
         };
+        if events & SRT_EPOLL_ERR == 0 {
+            // Writable again: more of its burst (and the live data behind it).
+            let conn = &mut state.conns[i];
+            if self.flush(conn) && !conn.broken {
+                self.worker.update(socket, SRT_EPOLL_ERR);
+            }
+            return;
+        }
         let conn = state.conns.remove(i);
         self.worker.remove(socket);
         if conn.drops > 0 {

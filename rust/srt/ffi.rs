@@ -206,6 +206,21 @@ pub type ListenCallback = unsafe extern "C" fn(
     streamid: *const c_char,
 ) -> c_int;
 
+/// `SRT_LOG_HANDLER_FN`: called on the thread that logs, with the level (syslog's), the
+/// source file and line, the functional area's name and the message.
+pub type LogHandler = unsafe extern "C" fn(
+    opaque: *mut c_void,
+    level: c_int,
+    file: *const c_char,
+    line: c_int,
+    area: *const c_char,
+    message: *const c_char,
+);
+/// `SRT_LOGFA_CONN`: connection establishment and handshake.
+pub const SRT_LOGFA_CONN: c_int = 2;
+/// `SRT_LOGF_DISABLE_TIME | _THREADNAME | _SEVERITY | _EOL`: the message alone.
+pub const SRT_LOGF_BARE: c_int = 1 | 2 | 4 | 8;
+
 // OpenSSL's libcrypto (libsrt's own crypto library): the SHA-256 castway API keys are kept as.
 #[link(name = "crypto")]
 extern "C" {
@@ -217,6 +232,9 @@ extern "C" {
     pub fn srt_startup() -> c_int;
     pub fn srt_getversion() -> u32;
     pub fn srt_setloglevel(ll: c_int);
+    pub fn srt_resetlogfa(fara: *const c_int, fara_size: usize);
+    pub fn srt_setlogflags(flags: c_int);
+    pub fn srt_setloghandler(opaque: *mut c_void, handler: LogHandler);
     pub fn srt_create_socket() -> SRTSOCKET;
     pub fn srt_bind(u: SRTSOCKET, name: *const libc::sockaddr, namelen: c_int) -> c_int;
     pub fn srt_bind_acquire(u: SRTSOCKET, udpsock: c_int) -> c_int;

@@ -28,9 +28,10 @@ static STARTUP: LazyLock<()> = LazyLock::new(|| {
     // SAFETY: plain library initialisation, safe to call once from any thread.
     unsafe {
         ffi::srt_startup();
-        // libsrt logs to stderr; castway reports what matters through its own errors.
-        ffi::srt_setloglevel(libc::LOG_CRIT);
     }
+    // libsrt's log goes to castway's (not stderr); castway reports what matters through its
+    // own errors and counters.
+    super::log::install();
 });
 
 /// The calling thread's last libsrt error: its code and text.
@@ -581,5 +582,52 @@ impl Socket {
             );
             c_int::from(storage.ss_family) == libc::AF_INET6
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uri::{Endpoint, Role, SrtDefaults};
+
+    /// A socket option's value as libsrt reads it back (`bool`, `int` or `int64_t`; positive).
+    fn get(socket: &Socket, opt: c_int) -> i64 {
+        let mut value = 0i64;
+        let mut len = std::mem::size_of::<i64>() as c_int;
+        // SAFETY: libsrt writes at most `len` bytes into `value` and sets `len`.
+        let r = unsafe {
+            ffi::srt_getsockflag(socket.id(), opt, (&mut value as *mut i64).cast(), &mut len)
+        };
+        assert_ne!(r, ffi::SRT_ERROR, "option {opt}");
+        value
+    }
+
+    #[test]
+    fn srt_defaults_of_a_template_are_set_on_the_socket() {
+        let defaults = SrtDefaults {
+            latency_ms: Some(250),
+            options: [
+                ("oheadbw", "50"),
+                ("maxbw", "2000000"),
+                ("peeridletimeo", "1500"),
+                ("tlpktdrop", "false"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec(),
+            ..SrtDefaults::default()
+        };
+        let uri = defaults.apply("srt://127.0.0.1:9000?oheadbw=30");
+        let Ok(Endpoint::Srt(ep)) = Endpoint::parse(&uri, Role::Output) else {
+            panic!("{uri}");
+        };
+        let socket = Socket::new().unwrap();
+        socket.configure(&ep).unwrap();
+        let read = |opt| get(&socket, opt);
+        // The URI's own value wins over the default.
+        assert_eq!(read(ffi::SRTO_OHEADBW), 30);
+        assert_eq!(read(ffi::SRTO_MAXBW), 2_000_000);
+        assert_eq!(read(ffi::SRTO_PEERIDLETIMEO), 1500);
+        assert_eq!(read(ffi::SRTO_TLPKTDROP), 0);
+        assert_eq!(read(ffi::SRTO_LATENCY), 250);
     }
 }

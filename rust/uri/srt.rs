@@ -228,12 +228,14 @@ fn check_passphrase(p: &str) -> Result<(), String> {
 
 /// Defaults for the SRT parameters of many URIs (a template's or a route's `srt` settings in
 /// the control server), each checked as the URI key it stands for; errors are at `latency_ms`,
-/// `passphrase` or `pbkeylen`.
+/// `passphrase`, `pbkeylen` or `options.KEY`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SrtDefaults {
     pub latency_ms: Option<u64>,
     pub passphrase: Option<String>,
     pub pbkeylen: Option<u64>,
+    /// Any other socket option of `srt::options`, as `(URI key, value as the URI writes it)`.
+    pub options: Vec<(String, String)>,
 }
 
 impl SrtDefaults {
@@ -246,6 +248,17 @@ impl SrtDefaults {
         }
         if let Some(n) = self.pbkeylen {
             limits::check_number("pbkeylen", n)?;
+        }
+        for (key, text) in &self.options {
+            let at = format!("options.{key}");
+            let Some(def) = OPTIONS.iter().find(|d| d.key == key) else {
+                let why = format!(
+                    "`{key}` is not an SRT socket option castway takes (docs/uri.md lists them; \
+                     latency, passphrase and pbkeylen have their own fields)"
+                );
+                return Err(Error::InvalidConfig(why).at(&at));
+            };
+            options::parse(def, text).map_err(|why| Error::InvalidConfig(why).at(&at))?;
         }
         Ok(())
     }
@@ -280,6 +293,11 @@ impl SrtDefaults {
         }
         if let Some(n) = self.pbkeylen.filter(|_| !set(PBKEYLEN_KEYS)) {
             extra.push(format!("{}={n}", PBKEYLEN_KEYS[0]));
+        }
+        for (key, text) in &self.options {
+            if !set(&[key.as_str()]) {
+                extra.push(format!("{key}={}", percent_encode(text)));
+            }
         }
         if extra.is_empty() {
             return uri.to_string();
@@ -399,6 +417,10 @@ mod tests {
             latency_ms: Some(MAX_LATENCY_MS),
             passphrase: Some("x".repeat(MAX_PASSPHRASE_CHARS)),
             pbkeylen: Some(32),
+            options: vec![
+                ("oheadbw".into(), "50".into()),
+                ("tlpktdrop".into(), "off".into()),
+            ],
         };
         assert!(good.check().is_ok());
         let latency = field(SrtDefaults {
@@ -422,6 +444,26 @@ mod tests {
             keylen.starts_with("pbkeylen: ") && keylen.contains("16, 24 or 32"),
             "{keylen}"
         );
+        // Every socket option by the rule of its URI key, and only those.
+        let option = |key: &str, value: &str| {
+            field(SrtDefaults {
+                options: vec![(key.into(), value.into())],
+                ..SrtDefaults::default()
+            })
+        };
+        let ohead = option("oheadbw", "200");
+        assert!(
+            ohead.starts_with("options.oheadbw: ") && ohead.contains("`oheadbw=200`"),
+            "{ohead}"
+        );
+        let drop = option("tlpktdrop", "maybe");
+        assert!(drop.starts_with("options.tlpktdrop: "), "{drop}");
+        let latency = option("latency", "200");
+        assert!(
+            latency.starts_with("options.latency: ") && latency.contains("own fields"),
+            "{latency}"
+        );
+        assert!(option("streamid", "x").starts_with("options.streamid: "));
     }
 
     #[test]
@@ -430,6 +472,7 @@ mod tests {
             latency_ms: Some(200),
             passphrase: Some("a secret & more".into()),
             pbkeylen: Some(32),
+            options: Vec::new(),
         };
         let all = "latency=200&passphrase=a%20secret%20%26%20more&pbkeylen=32";
         assert_eq!(d.apply("srt://:9000"), format!("srt://:9000?{all}"));
@@ -448,6 +491,26 @@ mod tests {
         let s = srt(&d.apply("srt://:9000?mode=listener"));
         assert_eq!((s.latency_ms, s.pbkeylen), (200, 32));
         assert_eq!(s.passphrase.as_deref(), Some("a secret & more"));
+        // Socket options too, each unless the URI sets it.
+        let d = SrtDefaults {
+            options: vec![
+                ("oheadbw".into(), "50".into()),
+                ("maxbw".into(), "2000000".into()),
+                ("packetfilter".into(), "fec,cols:10,rows:5".into()),
+            ],
+            ..SrtDefaults::default()
+        };
+        let uri = d.apply("srt://:9000?maxbw=-1");
+        assert_eq!(
+            uri,
+            "srt://:9000?maxbw=-1&oheadbw=50&packetfilter=fec%2Ccols%3A10%2Crows%3A5"
+        );
+        let s = srt(&uri);
+        assert_eq!(
+            s.to_string(),
+            "srt://:9000?mode=listener&latency=120&maxbw=-1&oheadbw=50\
+             &packetfilter=fec,cols:10,rows:5"
+        );
     }
 
     #[test]

@@ -98,6 +98,9 @@ def add_commands(sub: Any) -> None:
     spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
     spec.add_argument("--passphrase", help="SRT passphrase default")
     spec.add_argument("--pbkeylen", type=int, choices=_castway.limits()["pbkeylens"])
+    spec.add_argument("--srt-option", action="append", default=[], type=_srt_option,
+                      metavar="KEY=VALUE",
+                      help="an SRT socket option default, by URI key (docs/uri.md; repeat)")
     # The recording policy (docs/recording.md).
     spec.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                       help="record this route (by its schedule, if it has one)")
@@ -236,6 +239,14 @@ def _picture_size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _srt_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (the server checks the key and the value)."""
+    key, eq, value = text.partition("=")
+    if not (eq and key):
+        raise argparse.ArgumentTypeError(f"an SRT option is KEY=VALUE (oheadbw=25), not {text!r}")
+    return key, value
+
+
 def _update_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--version", type=int,
@@ -310,6 +321,7 @@ def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
         "max_age_s": args.max_age, "max_bytes": args.max_bytes,
         "min_free_bytes": args.min_free, "schedule": args.schedule, "timezone": args.timezone,
     }
+    spec.srt.options.update(dict(getattr(args, "srt_option", [])))
     # Only what is given is set: the rest comes from the template or the defaults.
     for part, values in (
         (spec.failover, failover), (spec.srt, srt), (spec.recording, recording)

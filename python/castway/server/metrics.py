@@ -248,7 +248,8 @@ SRT_PORT = tuple(
 ) + tuple(
     Series("castway.srt_port.refused", "counter", "{caller}", "callers the shared SRT port "
            "refused, by SRT reject reason", _key(f"refused_{reason}"), (("reason", reason),))
-    for reason in ("bad_request", "unauthorized", "forbidden", "not_found", "conflict")
+    for reason in ("bad_request", "unauthorized", "forbidden", "not_found", "conflict",
+                   "bad_secret")
 )
 
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]

@@ -123,7 +123,10 @@ def spec_from_pb(pb: spec_pb2.RouteSpec) -> Spec:
         template=pb.template,
         queue_bytes=opt(pb, "queue_bytes"),
         failover=Failover(**{k: opt(f, k) for k in vars(Failover())}),
-        srt=SrtDefaults(**{k: opt(s, k) for k in vars(SrtDefaults())}),
+        srt=SrtDefaults(
+            **{k: opt(s, k) for k in vars(SrtDefaults()) if k != "options"},
+            options=dict(s.options) or None,
+        ),
         gop_cache_bytes=opt(pb, "gop_cache_bytes"),
         recording=Recording(**{k: opt(r, k) for k in vars(Recording())}),
     )
@@ -157,7 +160,9 @@ def spec_to_pb(spec: Spec) -> spec_pb2.RouteSpec:
         if v is not None:
             setattr(pb.failover, k, v)
     for k, v in vars(spec.srt).items():
-        if v is not None:
+        if k == "options":
+            pb.srt.options.update(v or {})
+        elif v is not None:
             setattr(pb.srt, k, v)
     for k, v in vars(spec.recording).items():
         if v is not None:

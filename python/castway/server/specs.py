@@ -52,6 +52,8 @@ class SrtDefaults:
     latency_ms: int | None = None
     passphrase: str | None = None
     pbkeylen: int | None = None
+    # Any other socket option of docs/uri.md, by URI key, valued as a URI writes it; None: none.
+    options: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Spec:
             ("failover", self.failover), ("srt", self.srt), ("recording", self.recording)
         ):
             values = {k: v for k, v in vars(part).items() if v is not None}
+            if "options" in values:
+                values["options"] = dict(values["options"])
             if values:
                 d[key] = values
         return d
@@ -162,7 +166,28 @@ def _section(
     kinds: dict[str, type] = {"slate": bool, "slate_size": str, "passphrase": str}
     if key == "recording":
         kinds = _RECORDING_KINDS
-    return {k: _opt(part, k, kinds.get(k, int), f"{where}.{key}") for k in part}
+    values = {k: _opt(part, k, kinds.get(k, int), f"{where}.{key}") for k in part
+              if k != "options"}
+    if key == "srt" and part.get("options") is not None:
+        values["options"] = _srt_options(part["options"], f"{where}.srt.options")
+    return values
+
+
+def _srt_options(options: Any, where: str) -> dict[str, str] | None:
+    """``srt.options`` of a file: URI keys to values as a URI writes them (a number or a flag
+    is taken as it would be written: ``oheadbw = 50``, ``tlpktdrop = false``)."""
+    if not isinstance(options, Mapping):
+        raise InvalidArgument(where, "must be a table of SRT socket options (URI key = value)")
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, int):
+            v = str(v)
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidArgument(f"{where}.{k}", f"must be a string, number or flag, not {v!r}")
+        out[k] = v
+    return out or None
 
 
 def _endpoints(items: Any, where: str) -> tuple[Endpoint, ...]:
@@ -292,7 +317,7 @@ def normalize(
         raise refused("spec", e) from None
     s = spec.srt
     try:
-        _castway.check_srt_defaults(s.latency_ms, s.passphrase, s.pbkeylen)
+        _castway.check_srt_defaults(s.latency_ms, s.passphrase, s.pbkeylen, s.options)
     except CastwayError as e:
         raise refused("spec.srt", e, {}) from None
     check_schedule(spec.recording, "spec.recording")
@@ -318,6 +343,9 @@ def resolve(name: str, spec: Spec, template: Spec | None) -> Spec:
     srt = SrtDefaults(
         **{k: pick(getattr(spec.srt, k), getattr(t.srt, k), None) for k in vars(SrtDefaults())}
     )
+    # Socket options key by key: the route's value of a key, else the template's.
+    options = {**(t.srt.options or {}), **(spec.srt.options or {})}
+    srt = replace(srt, options=options or None)
     failover = Failover(
         loss_timeout_ms=pick(
             spec.failover.loss_timeout_ms, t.failover.loss_timeout_ms, LIMITS["loss_timeout_ms"]
@@ -358,7 +386,9 @@ def _merge(
 def with_srt_defaults(uri: str, srt: SrtDefaults) -> str:
     """Adds each SRT default the URI does not set itself (only to ``srt://`` URIs; which keys
     set what is the data plane's to say)."""
-    return _castway.with_srt_defaults(uri, srt.latency_ms, srt.passphrase, srt.pbkeylen)
+    return _castway.with_srt_defaults(
+        uri, srt.latency_ms, srt.passphrase, srt.pbkeylen, srt.options
+    )
 
 
 class NativeSpec(TypedDict):

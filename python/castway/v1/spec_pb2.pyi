@@ -50,23 +50,51 @@ class SrtDefaults(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     PASSPHRASE_FIELD_NUMBER: _builtins.int
     PBKEYLEN_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     latency_ms: _builtins.int
     passphrase: _builtins.str
     pbkeylen: _builtins.int
     """16, 24 or 32."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Any other socket option docs/uri.md lists, by its URI key and valued as a URI writes it
+        (`oheadbw` = "25", `tlpktdrop` = "false"), checked by the same rules as the key.
+        """
+
     def __init__(
         self,
         *,
         latency_ms: _builtins.int | None = ...,
         passphrase: _builtins.str | None = ...,
         pbkeylen: _builtins.int | None = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_passphrase", b"_passphrase", "_pbkeylen", b"_pbkeylen", "latency_ms", b"latency_ms", "passphrase", b"passphrase", "pbkeylen", b"pbkeylen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_passphrase", b"_passphrase", "_pbkeylen", b"_pbkeylen", "latency_ms", b"latency_ms", "passphrase", b"passphrase", "pbkeylen", b"pbkeylen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_passphrase", b"_passphrase", "_pbkeylen", b"_pbkeylen", "latency_ms", b"latency_ms", "options", b"options", "passphrase", b"passphrase", "pbkeylen", b"pbkeylen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015

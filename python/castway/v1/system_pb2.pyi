@@ -195,6 +195,7 @@ class SrtPort(_message.Message):
     REFUSED_FORBIDDEN_FIELD_NUMBER: _builtins.int
     REFUSED_NOT_FOUND_FIELD_NUMBER: _builtins.int
     REFUSED_CONFLICT_FIELD_NUMBER: _builtins.int
+    REFUSED_BAD_SECRET_FIELD_NUMBER: _builtins.int
     open: _builtins.bool
     """False when the server runs without a shared SRT port (the other fields are then zero)."""
     address: _builtins.str
@@ -206,6 +207,8 @@ class SrtPort(_message.Message):
     refused_forbidden: _builtins.int
     refused_not_found: _builtins.int
     refused_conflict: _builtins.int
+    refused_bad_secret: _builtins.int
+    """Let in by their stream ID, then refused by libsrt: a wrong passphrase (SRT_REJ_BADSECRET)."""
     def __init__(
         self,
         *,
@@ -218,10 +221,11 @@ class SrtPort(_message.Message):
         refused_forbidden: _builtins.int = ...,
         refused_not_found: _builtins.int = ...,
         refused_conflict: _builtins.int = ...,
+        refused_bad_secret: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "publishers_accepted", b"publishers_accepted", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "publishers_accepted", b"publishers_accepted", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
