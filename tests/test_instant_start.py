@@ -16,6 +16,7 @@ from support import wait_until
 from support.capture import UdpCapture
 from support.clips import decode_errors, make_clip
 from support.net import free_port
+from support.impair import Impairment, ImpairProxy
 from support.peers import Peers, srt_receiver
 from support.senders import LiveSender, chunks_of
 from support.ts import is_random_access
@@ -169,6 +170,31 @@ def test_a_burst_larger_than_the_send_buffer_reaches_an_srt_caller_whole(
     out = output(route, oid)
     assert out["drops"] == 0 and out["srt"]["callers"][0]["drops"] == 0, out
     assert out["burst_packets"] > 80 * 7
+    route.remove_output(oid)
+
+
+def test_live_data_queued_behind_a_burst_counts_as_dropped_when_the_caller_vanishes(
+    live: tuple[castway.Gateway, castway.Route, int], peers: Peers,
+    udp_capture: Callable[..., UdpCapture],
+) -> None:
+    """A caller whose link goes dark mid-burst: the rest of its burst and the live data behind
+    it wait in its backlog until the peer idle timeout drops it; that live data was counted as
+    sent when queued, so it counts as the caller's drop then."""
+    _, route, _ = live
+    set_gop_cache(live, 1 << 20)
+    port = free_port()
+    oid = route.add_output(f"srt://:{port}?mode=listener&sndbuf=65536&peeridletimeo=1000")
+    wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 80 * 1316, 20,
+               "a GOP larger than the send buffer")
+    # The proxy relays the handshake and a few packets, then nothing: no ACK comes back.
+    with ImpairProxy(port, Impairment(), max_packets=12) as proxy:
+        cap = udp_capture()
+        srt_receiver(peers, proxy.port, cap)
+        wait_until(lambda: output(route, oid)["srt"]["callers"], 20, "the caller to join")
+        wait_until(lambda: not output(route, oid)["srt"]["callers"], 20,
+                   "the caller dropped after the peer idle timeout")
+    out = output(route, oid)
+    assert out["drops"] > 0, out
     route.remove_output(oid)
 
 

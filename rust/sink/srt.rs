@@ -10,7 +10,8 @@
 //! GOP) in [`SrtOutput::welcome`] before it gets live data, as does the peer of a caller or
 //! rendezvous output once connected. What of a burst libsrt's send buffer cannot take at once
 //! waits in the connection's backlog, and live data after it (at most `MAX_BEHIND_BURST`
-//! bytes), until the I/O thread hears the socket is writable again: a burst goes out whole. A
+//! bytes), until the I/O thread hears the socket is writable again: a burst goes out whole
+//! (live data still queued when the connection ends is counted as its drop). A
 //! caller or rendezvous output connects when it starts and keeps its connection while the route
 //! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
 //! connects again after the backoff.
@@ -75,6 +76,17 @@ impl Conn {
             broken: false,
             heard: (0, 0, Instant::now()),
         }
+    }
+
+    /// Lets go of the backlog (the connection is gone or closing): the live data in it was
+    /// counted as sent when it was queued, so it counts as this connection's drop now.
+    fn discard_backlog(&mut self, counters: &Counters) {
+        if self.behind > 0 {
+            self.drops += self.behind.div_ceil(PACKET_SIZE) as u64;
+            counters.drop_bytes(self.behind);
+        }
+        self.backlog.clear();
+        self.behind = 0;
     }
 }
 
@@ -256,8 +268,7 @@ impl SrtOutput {
             if let Some(why) = failed {
                 gst::debug!(CAT, "{}: sending to {}: {why}", self.label, conn.peer);
                 conn.broken = true;
-                conn.backlog.clear();
-                conn.behind = 0;
+                conn.discard_backlog(&self.counters);
                 return true;
             }
             if done {
@@ -301,7 +312,13 @@ impl SrtOutput {
         // Off the shared port first: no new reader is handed over.
         state.registration = None;
         // The connections first: their listener's port is given up with the listener.
-        let conns: Vec<Socket> = state.conns.drain(..).map(|c| c.socket).collect();
+        let counters = &self.counters;
+        let conns: Vec<Socket> = (state.conns.drain(..))
+            .map(|mut c| {
+                c.discard_backlog(counters);
+                c.socket
+            })
+            .collect();
         let others = [
             state.connecting.take().map(|(s, _)| s),
             state.listener.take(),
@@ -371,7 +388,8 @@ impl SrtOutput {
         for id in gone {
             self.worker.remove(id);
             let i = (state.conns.iter().position(|c| c.socket.id() == id)).expect("listed above");
-            let conn = state.conns.remove(i);
+            let mut conn = state.conns.remove(i);
+            conn.discard_backlog(&self.counters);
             let why = format!(
                 "{} did not answer for {ms} ms (peer idle timeout)",
                 conn.peer
@@ -495,8 +513,9 @@ impl Handler for SrtOutput {
             }
             return;
         }
-        let conn = state.conns.remove(i);
+        let mut conn = state.conns.remove(i);
         self.worker.remove(socket);
+        conn.discard_backlog(&self.counters);
         if conn.drops > 0 {
             gst::info!(
                 CAT,
