@@ -15,8 +15,8 @@ import castway
 from support import wait_until
 from support.capture import UdpCapture
 from support.clips import decode_errors, make_clip
-from support.net import free_port
 from support.impair import Impairment, ImpairProxy
+from support.net import free_port
 from support.peers import Peers, srt_receiver
 from support.senders import LiveSender, chunks_of
 from support.ts import is_random_access
