@@ -22,6 +22,9 @@
 //! (`poll`). The receivers keep reading for twice the latency plus 500 ms after the last send,
 //! so what is in flight through a relay arrives.
 //!
+//! `sent` counts the bytes libsrt took; `unsent` what it refused for want of room in a
+//! publisher's send buffer (a relay that does not keep up), per stream.
+//!
 //! The publishers send the file in 7×188-byte messages with each PID's continuity counter
 //! rewritten to run on across the file's loops; the receivers count continuity errors (and
 //! bytes that are not TS) per stream, so a lost message shows where it was lost. The JSON also
@@ -464,6 +467,7 @@ fn main() {
     let end = start + Duration::from_secs_f64(args.warmup + args.seconds);
     let interval = CHUNK as f64 * 8.0 / args.bitrate;
     let mut sent = vec![0u64; n];
+    let mut unsent = vec![0u64; n];
     let mut cc = vec![[0u8; 8192]; n];
     let mut next: Vec<u64> = vec![0; n];
     let mut broken = vec![false; n];
@@ -486,8 +490,8 @@ fn main() {
                 }
                 match publishers[k].send(&msg) {
                     Io::Done(len) => sent[k] += len as u64,
-                    // No room in libsrt's send buffer: not sent, not counted.
-                    Io::WouldBlock => {}
+                    // No room in libsrt's send buffer: not sent (counted apart).
+                    Io::WouldBlock => unsent[k] += msg.len() as u64,
                     Io::Failed(e) => {
                         eprintln!("srt_load: publisher {k} ({}): {e}", args.send[k]);
                         broken[k] = true;
@@ -518,9 +522,10 @@ fn main() {
         receiver_dropped[k] = stat(s, |p| p.pktRcvDropTotal.into());
     }
     println!(
-        "{{\"sent\":[{}],\"received\":[{}],\"cc_errors\":[{}],\"sender_dropped\":[{}],\
+        "{{\"sent\":[{}],\"unsent\":[{}],\"received\":[{}],\"cc_errors\":[{}],\"sender_dropped\":[{}],\
          \"receiver_lost\":[{}],\"receiver_dropped\":[{}]}}",
         list(&sent),
+        list(&unsent),
         list(&received),
         list(&cc_errors),
         list(&sender_dropped),
