@@ -4,6 +4,7 @@ per route, and refusals with SRT's reject reasons, counted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,36 @@ def test_publishers_and_readers_of_each_stream_id_form_meet_on_one_port(
     assert (stats["publishers_accepted"], stats["readers_accepted"]) == (2, 3)
     # The readers are the output's callers, with the stream ID each asked with.
     assert all(c["drops"] == 0 for c in callers(news))
+
+
+def udp_sockets_on(port: int) -> int:
+    """How many UDP sockets of this host are bound to `port` (IPv4 and IPv6)."""
+    tables = [Path("/proc/net/udp"), Path("/proc/net/udp6")]
+    return sum(
+        int(line.split()[1].rpartition(":")[2], 16) == port
+        for table in tables if table.exists()
+        for line in table.read_text().splitlines()[1:]
+    )
+
+
+def test_the_shared_port_spreads_fifty_callers_knocking_at_once_over_its_sockets(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    """The port is bound several times (libsrt serves each UDP socket with one receiving
+    thread; one thread for every caller of the gateway fell behind): 50 readers calling in the
+    same second, from 50 addresses the kernel spreads over the sockets, all get in."""
+    assert udp_sockets_on(port) > 1, "the shared port has one socket"
+    open_ = gateway.route("open")
+    readers = [
+        peers.start(["srt-live-transmit", srt(port, "open"), "file://con"],
+                    stdout_path=Path(os.devnull))
+        for _ in range(50)
+    ]
+    wait_until(lambda: len(callers(open_)) == 50, 30, "all 50 readers on the shared port")
+    assert all(p.poll() is None for p in readers)
+    assert not [peers.log(p) for p in readers if "reject" in peers.log(p).lower()]
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["readers_accepted"] == 50
 
 
 @pytest.fixture
