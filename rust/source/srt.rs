@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use crate::hub::{Feed, Hub};
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
-use crate::srt::io::{self, Handler, Worker};
+use crate::srt::io::{self, Handler};
 use crate::srt::socket::{resolve, LISTEN_BACKLOG, MAX_PAYLOAD};
 use crate::srt::{stats::link_stats, Io, Notify, Socket};
 use crate::stats::SrtLinkStats;
@@ -66,7 +66,7 @@ pub struct SrtInput {
     hub: Arc<Hub>,
     feed: Arc<Feed>,
     notify: Notify,
-    worker: Arc<Worker>,
+    worker: io::InputPlace,
     /// This input, as the I/O thread's handler of its sockets.
     me: Weak<SrtInput>,
     state: Mutex<State>,
@@ -96,7 +96,7 @@ impl SrtInput {
             hub,
             feed,
             notify,
-            worker: io::pick(),
+            worker: io::pick_for_input(),
             me: me.clone(),
             state: Mutex::new(State::default()),
         });
