@@ -8,8 +8,9 @@
 //! route took the two threads in turn, and every input landed on the same one.
 //!
 //! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
-//! send buffer is the queue). libsrt's own threads (per UDP port: one receiving, one sending;
-//! one timer thread per process) do the protocol work.
+//! send buffer is the queue). libsrt's own threads (per UDP socket: one receiving, one sending;
+//! a delivery (TSBPD) thread per receiving connection; one timer thread per process) do the
+//! protocol work.
 
 use std::collections::HashMap;
 use std::os::raw::c_int;
