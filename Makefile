@@ -60,6 +60,7 @@ bench: setup
 	$(PY) benches/failover.py
 	$(PY) benches/control.py
 	$(PY) benches/scale.py
+	$(PY) benches/scale.py --kind srt
 	$(PY) benches/observability.py
 	$(PY) benches/instant_start.py
 	$(PY) benches/notebook.py

@@ -103,6 +103,36 @@ def test_publishers_and_readers_of_each_stream_id_form_meet_on_one_port(
     assert all(c["drops"] == 0 for c in callers(news))
 
 
+def udp_sockets_on(port: int) -> int:
+    """How many UDP sockets of this host are bound to `port` (IPv4 and IPv6)."""
+    tables = [Path("/proc/net/udp"), Path("/proc/net/udp6")]
+    return sum(
+        int(line.split()[1].rpartition(":")[2], 16) == port
+        for table in tables if table.exists()
+        for line in table.read_text().splitlines()[1:]
+    )
+
+
+def test_the_shared_port_spreads_fifty_callers_knocking_at_once_over_its_sockets(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    """The port is bound several times (libsrt serves each UDP socket with one receiving
+    thread; one thread for every caller of the gateway fell behind): 50 readers calling in the
+    same second, from 50 addresses the kernel spreads over the sockets, all get in."""
+    assert udp_sockets_on(port) > 1, "the shared port has one socket"
+    open_ = gateway.route("open")
+    readers = [
+        peers.start(["srt-live-transmit", srt(port, "open"), "file://con"],
+                    stdout_path=Path(os.devnull))
+        for _ in range(50)
+    ]
+    wait_until(lambda: len(callers(open_)) == 50, 30, "all 50 readers on the shared port")
+    assert all(p.poll() is None for p in readers)
+    assert not [peers.log(p) for p in readers if "reject" in peers.log(p).lower()]
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["readers_accepted"] == 50
+
+
 @pytest.fixture
 def peer_gateway() -> Iterator[castway.Gateway]:
     """A second gateway whose SRT callers are peers that report libsrt's reject reason."""
@@ -283,11 +313,16 @@ outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
         }))
         operator, op_secret = running.keys.create("encoder", "operator")
         _, viewer_secret = running.keys.create("watcher", "viewer")
+        port_stats = lambda: client.system.GetSrtPort(  # noqa: E731
+            system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        # srt-live-transmit does not always exit once refused (Haivision/srt#2776): the refusal
+        # is waited for at the port, and the refused peer ended.
         refused = peers.start([
             "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:w:{viewer_secret}"),
             "udp://127.0.0.1:9999",
         ])
-        refused.wait(timeout=20)
+        wait_until(lambda: port_stats().refused_forbidden >= 1, 20, "the viewer's key refused")
+        refused.kill()
         by_key = slt_sender(peers, srt(port, f"publish:keyed:enc:{op_secret}"))
         PipeSender(by_key, data, bitrate=1e6).join()
         wait_until(lambda: out.size >= len(data), 20, "every byte of the key's publisher")
@@ -296,8 +331,9 @@ outputs = [{{ id = "viewers", uri = "srt-shared://?users=viewer:{VIEWER}" }}]
             "srt-live-transmit", "-a", "no", srt(port, f"publish:keyed:enc:{op_secret}"),
             "udp://127.0.0.1:9999",
         ])
-        gone.wait(timeout=20)
-        got = client.system.GetSrtPort(system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        wait_until(lambda: port_stats().refused_unauthorized >= 1, 20, "the revoked key refused")
+        gone.kill()
+        got = port_stats()
         assert got.refused_forbidden >= 1 and got.refused_unauthorized >= 1
         client.close()
 
@@ -319,13 +355,16 @@ def test_a_main_and_a_backup_publisher_on_the_shared_port_fail_over(
     wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 20, "both inputs")
     assert route.stats()["switch"]["active"] == "main"
     wait_until(lambda: cap.size > 300_000, 20, "the receiver to get data")
-    # A third publisher finds both taken, by name or not.
-    for stream_id in ("publish:two/backup", "publish:two"):
+    # A third publisher finds both taken, by name or not. (The refused srt-live-transmit does
+    # not always exit: Haivision/srt#2776. The port's count is what tells.)
+    for n, stream_id in enumerate(("publish:two/backup", "publish:two"), 1):
         third = peers.start(["srt-live-transmit", "-a", "no", srt(port, stream_id),
                              "udp://127.0.0.1:9999"], stdin=subprocess.PIPE)
-        third.wait(timeout=20)
+        wait_until(lambda n=n: (gateway.srt_port_stats() or {}).get("refused_conflict", 0) >= n,
+                   20, f"{stream_id} refused as a conflict")
+        third.kill()
     stats = gateway.srt_port_stats()
-    assert stats is not None and stats["refused_conflict"] >= 2, stats
+    assert stats is not None
     assert stats["publishers_accepted"] == 2
 
     os.killpg(main.pid, signal.SIGKILL)

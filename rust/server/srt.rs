@@ -1,4 +1,4 @@
-//! The shared SRT port (`castway serve --srt-listen [HOST]:PORT`): one listener that takes
+//! The shared SRT port (`castway serve --srt-listen [HOST]:PORT`): one port that takes
 //! publishers and readers of every route, chosen by the caller's stream ID (`streamid`).
 //!
 //! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
@@ -6,6 +6,13 @@
 //! publisher names as `ROUTE/INPUT` or the port picks: the first free one that admits it), an
 //! output serves every reader as a caller of its own.
 //! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
+//!
+//! The port is bound [`RECEIVERS`] times (`SO_REUSEPORT`): libsrt serves each UDP socket with
+//! one receiving thread, and one thread for every publisher of the gateway fell behind on a
+//! busy machine (`benches/shared_port.py`: at 200 publishers of 2 Mb/s its socket's queue
+//! overflowed while the same load on a port per route arrived whole). The kernel gives each
+//! caller to one of the sockets by its address, so a caller's handshake and data always reach
+//! the same listener; every listener has the same callback and directory.
 //!
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
@@ -35,6 +42,11 @@ use crate::srt::log::{self as srt_log, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::Socket;
 use crate::uri::{SrtEndpoint, SrtMode};
+
+/// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
+/// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
+/// the runs made.
+pub const RECEIVERS: usize = 8;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -408,7 +420,8 @@ struct PortInner {
     address: SocketAddr,
     directory: Directory,
     worker: Arc<Worker>,
-    listener: Mutex<Option<Socket>>,
+    /// The port's listening sockets, all bound to `address` (`RECEIVERS` of them).
+    listeners: Mutex<Vec<Socket>>,
     counts: Counts,
 }
 
@@ -450,33 +463,45 @@ impl SrtPort {
                         (srt-shared://?passphrase=…), not from its address"
                 .into());
         }
-        let mut socket = Socket::new()?;
-        socket.configure(&ep)?;
         let bind = resolve(&ep.bind_host(), ep.port)?;
-        socket.bind(bind)?;
-        let address = socket.local_address().unwrap_or(bind);
+        let mut first = Socket::new()?;
+        first.configure(&ep)?;
+        first.bind_shared(bind)?;
+        // Port 0: the others join the port the first one got.
+        let address = first.local_address().unwrap_or(bind);
+        let mut sockets = vec![first];
+        for _ in 1..RECEIVERS {
+            let mut socket = Socket::new()?;
+            socket.configure(&ep)?;
+            socket.bind_shared(address)?;
+            sockets.push(socket);
+        }
         let inner = Arc::new(PortInner {
             address,
             directory,
             worker: io::pick(),
-            listener: Mutex::new(None),
+            listeners: Mutex::new(Vec::new()),
             counts: Counts::default(),
         });
-        // libsrt keeps the pointer for the listener's life; a weak reference leaked once per
+        // libsrt keeps the pointer for the listeners' life; a weak reference leaked once per
         // port (a few bytes) stays valid however the callback races with the port's end.
         let opaque = Box::into_raw(Box::new(Arc::downgrade(&inner))).cast::<c_void>();
-        // SAFETY: a listening socket of ours, a function of the right type, a pointer that is
-        // never freed.
-        let r = unsafe { ffi::srt_listen_callback(socket.id(), on_listen, opaque) };
-        if r == ffi::SRT_ERROR {
-            return Err("cannot set the listen callback of the shared SRT port".into());
-        }
-        socket.listen(LISTEN_BACKLOG)?;
         let handler: Weak<dyn Handler> = Arc::downgrade(&inner) as Weak<PortInner>;
-        inner
-            .worker
-            .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
-        *lock(&inner.listener) = Some(socket);
+        for socket in &sockets {
+            // SAFETY: a listening socket of ours, a function of the right type, a pointer
+            // that is never freed.
+            let r = unsafe { ffi::srt_listen_callback(socket.id(), on_listen, opaque) };
+            if r == ffi::SRT_ERROR {
+                return Err("cannot set the listen callback of the shared SRT port".into());
+            }
+            socket.listen(LISTEN_BACKLOG)?;
+        }
+        let mut listeners = lock(&inner.listeners);
+        for socket in sockets {
+            (inner.worker).add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler.clone());
+            listeners.push(socket);
+        }
+        drop(listeners);
         gst::info!(CAT, "shared SRT port listening on {address}");
         Ok(SrtPort { inner })
     }
@@ -505,7 +530,7 @@ impl SrtPort {
 
 impl Drop for SrtPort {
     fn drop(&mut self) {
-        if let Some(s) = lock(&self.inner.listener).take() {
+        for s in lock(&self.inner.listeners).drain(..) {
             self.inner.worker.remove(s.id());
         }
     }
@@ -580,10 +605,10 @@ impl PortInner {
         Ok(())
     }
 
-    /// Takes the callers let in and hands each to its route.
-    fn accept(&self) {
-        let listener = lock(&self.listener);
-        let Some(listener) = listener.as_ref() else {
+    /// Takes the callers let in on `listener` and hands each to its route.
+    fn accept(&self, listener: SRTSOCKET) {
+        let listeners = lock(&self.listeners);
+        let Some(listener) = listeners.iter().find(|l| l.id() == listener) else {
             return;
         };
         while let Some(socket) = listener.accept() {
@@ -625,8 +650,8 @@ impl PortInner {
 }
 
 impl Handler for PortInner {
-    fn ready(&self, _socket: SRTSOCKET, _events: c_int) {
-        self.accept();
+    fn ready(&self, socket: SRTSOCKET, _events: c_int) {
+        self.accept(socket);
     }
 }
 

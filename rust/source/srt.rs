@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use crate::hub::{Feed, Hub};
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
-use crate::srt::io::{self, Handler, Worker};
+use crate::srt::io::{self, Handler};
 use crate::srt::socket::{resolve, LISTEN_BACKLOG, MAX_PAYLOAD};
 use crate::srt::{stats::link_stats, Io, Notify, Socket};
 use crate::stats::SrtLinkStats;
@@ -47,6 +47,8 @@ struct Conn {
     delivered: bool,
     /// When it was made or accepted.
     since: std::time::Instant,
+    /// Data packets libsrt had received on it at the last idle check, and since when.
+    heard: (i64, std::time::Instant),
 }
 
 #[derive(Default)]
@@ -66,7 +68,7 @@ pub struct SrtInput {
     hub: Arc<Hub>,
     feed: Arc<Feed>,
     notify: Notify,
-    worker: Arc<Worker>,
+    worker: io::InputPlace,
     /// This input, as the I/O thread's handler of its sockets.
     me: Weak<SrtInput>,
     state: Mutex<State>,
@@ -96,7 +98,7 @@ impl SrtInput {
             hub,
             feed,
             notify,
-            worker: io::pick(),
+            worker: io::pick_for_input(),
             me: me.clone(),
             state: Mutex::new(State::default()),
         });
@@ -137,6 +139,7 @@ impl SrtInput {
                     connected: false,
                     delivered: false,
                     since: std::time::Instant::now(),
+                    heard: (0, std::time::Instant::now()),
                 });
             }
             // A publisher of the shared port is handed over by the port (`adopt`).
@@ -177,16 +180,28 @@ impl SrtInput {
     }
 
     /// A connected sender that delivered data and then nothing for the peer idle timeout is
-    /// gone (libsrt would notice only after about 5 s): the input reports it as lost. Called
-    /// by the route's control thread once a second.
+    /// gone (libsrt would notice only after about 5 s): the input reports it as lost. Nothing
+    /// reaching the hub is not enough: libsrt must not have received a data packet from it
+    /// either for as long (on a machine too busy to run the I/O thread or libsrt's delivery in
+    /// time, the packets of a live sender wait in libsrt's buffer). Called by the route's
+    /// control thread once a second.
     pub fn check_idle(&self) {
         let timeout = self.ep.peer_idle_timeout_ms();
         let mut state = lock(&self.state);
-        let silent = !state.closed
-            && state
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.connected && c.delivered)
+        let now = std::time::Instant::now();
+        if state.closed {
+            return;
+        }
+        let Some(conn) = state.conn.as_mut().filter(|c| c.connected) else {
+            return;
+        };
+        if let Some(p) = conn.socket.stats() {
+            if p.pktRecvTotal != conn.heard.0 {
+                conn.heard = (p.pktRecvTotal, now);
+            }
+        }
+        let silent = conn.delivered
+            && now.duration_since(conn.heard.1).as_millis() >= u128::from(timeout)
             && self
                 .hub
                 .idle_ms(&self.feed)
@@ -304,6 +319,7 @@ impl SrtInput {
             connected: true,
             delivered: false,
             since: std::time::Instant::now(),
+            heard: (0, std::time::Instant::now()),
         });
         true
     }

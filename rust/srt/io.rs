@@ -1,11 +1,16 @@
 //! The SRT I/O threads: a small pool, each thread waiting on one `srt_epoll` for the sockets of
 //! every route it serves (listeners accepting, connections being made, connections receiving or
 //! breaking). An endpoint puts all its sockets on one thread, so its handler is never called on
-//! two threads at once; endpoints are spread over the threads by how many sockets each has.
+//! two threads at once. Inputs are spread over the threads by how many inputs each has
+//! ([`pick_for_input`]): an input's thread receives every packet of its route and runs the hub,
+//! while outputs and the shared port only accept and hear of ends on theirs ([`pick`], by how
+//! many sockets each thread has). Spread by sockets alone, the input and the output of each new
+//! route took the two threads in turn, and every input landed on the same one.
 //!
 //! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
-//! send buffer is the queue). libsrt's own threads (per UDP port: one receiving, one sending;
-//! one timer thread per process) do the protocol work.
+//! send buffer is the queue). libsrt's own threads (per UDP socket: one receiving, one sending;
+//! a delivery (TSBPD) thread per receiving connection; one timer thread per process) do the
+//! protocol work.
 
 use std::collections::HashMap;
 use std::os::raw::c_int;
@@ -53,6 +58,8 @@ pub struct Worker {
     eid: c_int,
     handlers: Mutex<HashMap<SRTSOCKET, Weak<dyn Handler>>>,
     sockets: AtomicUsize,
+    /// Inputs placed on this thread (`pick_for_input`), whether connected or not.
+    inputs: AtomicUsize,
 }
 
 static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
@@ -70,6 +77,7 @@ static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
                 eid,
                 handlers: Mutex::new(HashMap::new()),
                 sockets: AtomicUsize::new(0),
+                inputs: AtomicUsize::new(0),
             });
             let w = worker.clone();
             RUNNING.fetch_add(1, Relaxed);
@@ -88,6 +96,33 @@ pub fn pick() -> Arc<Worker> {
         .min_by_key(|w| w.sockets.load(Relaxed))
         .expect("the pool has threads")
         .clone()
+}
+
+/// An input's place on an I/O thread; given back when dropped.
+pub struct InputPlace(Arc<Worker>);
+
+impl std::ops::Deref for InputPlace {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
+        &self.0
+    }
+}
+
+impl Drop for InputPlace {
+    fn drop(&mut self) {
+        self.0.inputs.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The I/O thread with the fewest inputs (then the fewest sockets), for a new input.
+pub fn pick_for_input() -> InputPlace {
+    let worker = POOL
+        .iter()
+        .min_by_key(|w| (w.inputs.load(Relaxed), w.sockets.load(Relaxed)))
+        .expect("the pool has threads")
+        .clone();
+    worker.inputs.fetch_add(1, Relaxed);
+    InputPlace(worker)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -325,6 +325,18 @@ impl Socket {
     /// pace); castway frees the port as soon as it closes the socket instead (see `Drop`), so a
     /// removed route's port is free at once, for castway and for anyone else.
     pub fn bind(&mut self, addr: SocketAddr) -> Result<(), String> {
+        self.bind_with(addr, false)
+    }
+
+    /// As `bind`, with `SO_REUSEPORT` too: every socket bound so to the same port (by the same
+    /// user) takes a share of its callers, the kernel choosing by their address, so each
+    /// caller's packets always reach the same socket. libsrt serves each UDP socket with one
+    /// receiving thread; a port bound N times has N.
+    pub fn bind_shared(&mut self, addr: SocketAddr) -> Result<(), String> {
+        self.bind_with(addr, true)
+    }
+
+    fn bind_with(&mut self, addr: SocketAddr, reuse_port: bool) -> Result<(), String> {
         let fail = |what: &str| format!("cannot bind {addr}: {what}");
         let family = if addr.is_ipv4() {
             libc::AF_INET
@@ -345,6 +357,15 @@ impl Socket {
                 (&one as *const c_int).cast(),
                 std::mem::size_of::<c_int>() as libc::socklen_t,
             );
+            if reuse_port {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEPORT,
+                    (&one as *const c_int).cast(),
+                    std::mem::size_of::<c_int>() as libc::socklen_t,
+                );
+            }
             let a = RawAddr::new(addr);
             if libc::bind(fd, a.ptr(), a.len as libc::socklen_t) != 0 {
                 let e = std::io::Error::last_os_error();
