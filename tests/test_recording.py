@@ -795,3 +795,65 @@ def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
     recordings.tick(time.time())
     assert server.get("r").status.recording.state == "recording"
     back.join()
+
+
+def probe_streams(path: Path) -> list[tuple[str, float]]:
+    """Each stream of `path` as ffprobe sees it: its type and duration (seconds)."""
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration",
+         "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60, check=True,
+    )
+    out = []
+    for line in r.stdout.split():
+        kind, _, duration = line.strip(",").partition(",")
+        out.append((kind, float(duration) if duration not in ("", "N/A") else 0.0))
+    return sorted(out)
+
+
+def test_mp4_recordings_of_video_and_audio_hold_both_tracks_every_time(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # The demuxer's pads appear while data flows: linked in the wrong order, the audio branch
+    # could push into nothing and the muxer wait for it forever. Repeated to shake out races.
+    for n in range(6):
+        name = f"mp4av{n}"
+        route = gateway.add_route(name, "test://?size=320x240&bitrate=500&fps=25")
+        rec = tmp_path / name
+        route.recording.start(rec, segment_ms=1000, format="mp4")
+        wait_until(lambda name=name: len(segments_closed(gateway, name)) >= 2, 20,
+                   f"round {n}: two mp4 segments closed")
+        route.recording.stop()
+        stats = route.recording.stats()
+        gateway.remove_route(name)
+        assert stats["errors"] == 0 and stats.get("stalls", 0) == 0, stats
+        for s in segments_closed(gateway, name):
+            streams = probe_streams(rec / s["path"])
+            assert [k for k, _ in streams] == ["audio", "video"], (n, s, streams)
+            for kind, duration in streams:
+                assert abs(duration - s["duration"]) < 0.5, (n, s, kind, duration)
+
+
+def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silently(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # MPEG-1 layer II audio (DVB radio and many contribution feeds): the branch once gave the
+    # muxer an audio pad that no data reached, and the muxer waited for it forever, silently.
+    clip = tmp_path / "mp2.ts"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000", "-t", "8", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "25", "-b:v", "500k", "-pix_fmt", "yuv420p",
+         "-c:a", "mp2", "-f", "mpegts", str(clip)],
+        check=True, timeout=60,
+    )
+    in_port = free_port()
+    route = gateway.add_route("mp2", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=2000, format="mp4")
+    UdpSender(clip.read_bytes(), in_port, bitrate=2e6).join()
+    wait_until(lambda: len(segments_closed(gateway, "mp2")) >= 2, 15, "mp4 segments closed")
+    stats = route.recording.stats()
+    assert stats["errors"] == 0 and stats["stalls"] == 0, stats
+    for s in segments_closed(gateway, "mp2"):
+        assert [k for k, _ in probe_streams(rec / s["path"])] == ["audio", "video"], s

@@ -312,6 +312,7 @@ class RecordingStats(TypedDict):
     cuts_without_psi: int
     queued_bytes: int
     errors: int
+    stalls: int
     last_error: str | None
 
 

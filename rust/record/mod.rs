@@ -130,8 +130,11 @@ pub struct RecorderStats {
     pub cuts_without_psi: u64,
     /// Bytes waiting in the queue for the writer.
     pub queued_bytes: u64,
-    /// Errors since it started (writes, opens, renames).
+    /// Errors since it started (writes, opens, renames, stalls, streams an mp4 cannot hold).
     pub errors: u64,
+    /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
+    /// was torn down.
+    pub stalls: u64,
     pub last_error: Option<String>,
 }
 
@@ -145,6 +148,7 @@ struct Status {
     last_error: Option<String>,
     cuts_off_keyframe: u64,
     cuts_without_psi: u64,
+    stalls: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -308,6 +312,7 @@ impl Recorder {
             cuts_without_psi: status.cuts_without_psi,
             queued_bytes: s.queued.load(Relaxed),
             errors: status.errors,
+            stalls: status.stalls,
             last_error: status.last_error.clone(),
         }
     }
