@@ -857,3 +857,28 @@ def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silent
     assert stats["errors"] == 0 and stats["stalls"] == 0, stats
     for s in segments_closed(gateway, "mp2"):
         assert [k for k, _ in probe_streams(rec / s["path"])] == ["audio", "video"], s
+
+
+def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_is_whole(
+    gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("p", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["segment_bytes"] > 100_000, 10, "data written")
+    route.recording.pause()
+    wait_until(lambda: segments_closed(gateway, "p"), 5, "the segment closed")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["pauses_mid_frame"] == 0 and stats["errors"] == 0, stats
+    [seg] = segments_closed(gateway, "p")
+    data = (rec / seg["path"]).read_bytes()
+    assert decode_errors(rec / seg["path"]) == ""
+    # An exact slice of the input, ending right before a packet that starts a video PES.
+    at = gop_clip.find(data)
+    assert at >= 0
+    after = [gop_clip[i:i + PACKET] for i in range(at + len(data), len(gop_clip), PACKET)]
+    video = next(p for p in after if (p[1] & 0x1F) << 8 | p[2] == 0x100)
+    assert video[1] & 0x40, "the packet after the segment starts the next video frame"

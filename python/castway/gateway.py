@@ -313,6 +313,7 @@ class RecordingStats(TypedDict):
     queued_bytes: int
     errors: int
     stalls: int
+    pauses_mid_frame: int
     last_error: str | None
 
 

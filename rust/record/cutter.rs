@@ -93,6 +93,11 @@ impl Cutter {
         self.held_frames = 0;
     }
 
+    /// The video PID, once the PMT named one.
+    pub fn video_pid(&self) -> Option<u16> {
+        self.programs.video().map(|v| v.pid)
+    }
+
     /// Where the open segment's video stands: its last frame's PTS plus one frame (None
     /// without video timestamps).
     pub fn video_end(&self) -> Option<u64> {

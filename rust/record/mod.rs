@@ -132,6 +132,9 @@ pub struct RecorderStats {
     pub queued_bytes: u64,
     /// Errors since it started (writes, opens, renames, stalls, streams an mp4 cannot hold).
     pub errors: u64,
+    /// Pauses that found no frame's start within 1 s and closed the segment where the data
+    /// stopped (its last frame may be cut short).
+    pub pauses_mid_frame: u64,
     /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
     /// was torn down.
     pub stalls: u64,
@@ -149,6 +152,7 @@ struct Status {
     cuts_off_keyframe: u64,
     cuts_without_psi: u64,
     stalls: u64,
+    pauses_mid_frame: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -313,6 +317,7 @@ impl Recorder {
             queued_bytes: s.queued.load(Relaxed),
             errors: status.errors,
             stalls: status.stalls,
+            pauses_mid_frame: status.pauses_mid_frame,
             last_error: status.last_error.clone(),
         }
     }

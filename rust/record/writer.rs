@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::cutter::{Cutter, Step};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::events::{Event, EventLog, Kind};
-use crate::ts::{PACKET_SIZE, PTS_WRAP};
+use crate::ts::{pes_pts, pid, PACKET_SIZE, PTS_WRAP};
 
 /// How often the writer looks at its controls (pause) when no data arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -27,6 +27,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Arrival times further apart than this inside a segment are a gap (the input paused).
 const GAP_SECS: f64 = 1.0;
+/// How long a pause waits for the next frame's start to end the open segment cleanly.
+const PAUSE_WAIT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Keyframe times kept per segment (an hour of 1 s GOPs).
@@ -57,6 +59,8 @@ pub(super) struct Writer {
     cutter: Cutter,
     out: Files,
     paused: bool,
+    /// A pause waits for a clean end of the open segment until this (see `pause_scan`).
+    pausing: Option<Instant>,
 }
 
 /// The writer's files: what the cutter's steps act on.
@@ -96,6 +100,7 @@ impl Writer {
                 failed: false,
             },
             paused: false,
+            pausing: None,
         }
     }
 
@@ -141,30 +146,87 @@ impl Writer {
     }
 
     fn follow_controls(&mut self) {
+        if self.pausing.is_some_and(|t| t.elapsed() >= PAUSE_WAIT) {
+            // No frame began within the wait: the segment ends where the data stopped.
+            self.pausing = None;
+            lock(&self.out.shared.status).pauses_mid_frame += 1;
+            self.close_segment();
+        }
         let paused = self.out.shared.paused.load(Relaxed);
         if paused == self.paused {
             return;
         }
         self.paused = paused;
         if paused {
-            self.close_segment();
+            if self.out.open.is_some() {
+                // The segment goes on to the next frame's start (the held PSI first).
+                self.pausing = Some(Instant::now());
+                let mut held = Vec::new();
+                self.cutter.flush(&mut |s| {
+                    if let Step::Bytes(b) = s {
+                        held.extend_from_slice(b);
+                    }
+                });
+                self.pause_scan(&held, unix_now());
+            } else {
+                self.close_segment();
+            }
             lock(&self.out.shared.status).state = "paused";
+        } else if self.pausing.take().is_some() {
+            // Resumed before the segment's end was found: it simply goes on.
         } else {
             self.cutter.cut_soon(false);
             lock(&self.out.shared.status).state = "recording";
         }
     }
 
+    /// While a pause waits for a clean end: writes `data` to the open segment up to the first
+    /// packet that starts a PES on the video PID (a PAT, without video), where the segment
+    /// closes, so its last frame is whole; what follows is skipped (paused).
+    fn pause_scan(&mut self, data: &[u8], unix: f64) {
+        let video = self.cutter.video_pid();
+        let mut end = None;
+        for (i, p) in data.chunks_exact(PACKET_SIZE).enumerate() {
+            let starts = p[1] & 0x40 != 0;
+            let boundary = match video {
+                Some(v) => starts && pid(p) == usize::from(v),
+                None => starts && pid(p) == 0,
+            };
+            if boundary {
+                end = Some((i * PACKET_SIZE, pes_pts(p)));
+                break;
+            }
+        }
+        let Some((at, pts)) = end else {
+            self.out.write(data);
+            return;
+        };
+        self.out.write(&data[..at]);
+        self.pausing = None;
+        let last = self.out.open.as_ref().map_or(unix, |o| o.last_unix);
+        self.out
+            .close(pts.or_else(|| self.cutter.video_end()), last);
+        self.after_steps();
+        let rest = (data.len() - at) / PACKET_SIZE;
+        self.out.shared.skipped.fetch_add(rest as u64, Relaxed);
+    }
+
     fn take(&mut self, item: Item) {
         let packets = (item.buffer.size() / PACKET_SIZE) as u64;
-        if self.paused {
-            self.out.shared.skipped.fetch_add(packets, Relaxed);
-            return;
-        }
         let Ok(map) = item.buffer.map_readable() else {
             self.out.shared.drops.fetch_add(packets, Relaxed);
             return;
         };
+        if self.pausing.is_some() {
+            if let Some(open) = &mut self.out.open {
+                open.last_unix = item.unix;
+            }
+            return self.pause_scan(&map, item.unix);
+        }
+        if self.paused {
+            self.out.shared.skipped.fetch_add(packets, Relaxed);
+            return;
+        }
         if let Some(open) = &mut self.out.open {
             if item.unix - open.last_unix > GAP_SECS {
                 open.gap = true;
