@@ -882,3 +882,32 @@ def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_
     after = [gop_clip[i:i + PACKET] for i in range(at + len(data), len(gop_clip), PACKET)]
     video = next(p for p in after if (p[1] & 0x1F) << 8 | p[2] == 0x100)
     assert video[1] & 0x40, "the packet after the segment starts the next video frame"
+
+
+def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
+) -> None:
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (2 << 20))
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("f", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    rec = small_tmpfs / "rec"
+    route.recording.start(rec, segment_ms=1000, min_free_bytes=(3 << 20) // 2)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["no_space_bytes"] > 0, 10, "bytes not recorded")
+    stats = route.recording.stats()
+    assert stats["state"] == "failing" and stats["errors"] == 1, stats
+    assert "min_free_bytes" in stats["last_error"], stats
+    assert not [p for p in rec.rglob("*") if p.is_file()], "no segment opened"
+    errors = [e for e in gateway.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_error"]
+    assert len(errors) == 1 and "below the floor" in errors[0]["error"]
+    # Room made (as retention would): the next keyframe opens a segment.
+    filler.unlink()
+    wait_until(lambda: route.recording.stats()["segment"], 10, "a segment open")
+    assert route.recording.stats()["state"] == "recording"
+    sender.join()
+    route.recording.stop()
+    assert segments_closed(gateway, "f")
+    wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the output")
+    assert cap.data == gop_clip, "the output relayed every byte, unchanged"

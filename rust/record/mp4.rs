@@ -148,6 +148,10 @@ impl Mp4Writer {
                 self.shared.drops.fetch_add(packets, Relaxed);
                 return;
             }
+            if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
+                self.shared.no_space_bytes.fetch_add(size, Relaxed);
+                return self.fail(why);
+            }
             match self.build() {
                 Ok(r) => self.running = Some(r),
                 Err(e) => {

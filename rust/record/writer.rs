@@ -76,6 +76,8 @@ struct Files {
     backoff: Duration,
     /// A step failed: the cutter is to cut at its next chance.
     failed: bool,
+    /// The last segment due did not open: the volume was below its free-space floor.
+    low_space: bool,
 }
 
 impl Writer {
@@ -98,6 +100,7 @@ impl Writer {
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
                 failed: false,
+                low_space: false,
             },
             paused: false,
             pausing: None,
@@ -275,7 +278,11 @@ impl Files {
     fn write(&mut self, bytes: &[u8]) {
         let packets = (bytes.len() / PACKET_SIZE) as u64;
         let Some(open) = &mut self.open else {
-            if self.retry_at.is_some() {
+            if self.low_space {
+                self.shared
+                    .no_space_bytes
+                    .fetch_add(bytes.len() as u64, Relaxed);
+            } else if self.retry_at.is_some() {
                 self.shared.drops.fetch_add(packets, Relaxed);
             } else {
                 self.shared.skipped.fetch_add(packets, Relaxed);
@@ -323,7 +330,32 @@ impl Files {
         self.failed = true;
     }
 
+    fn report_no_space(&mut self, error: String) {
+        gst::warning!(CAT, "{}: {error}", self.route);
+        {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+            status.state = "failing";
+            status.segment = None;
+        }
+        let mut event = Event::new(Kind::RecordingError);
+        event.route = Some(self.route.clone());
+        event.error = Some(error);
+        self.log.push(event);
+    }
+
     fn open_segment(&mut self, pts: Option<u64>, psi: bool, unix: f64) {
+        if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
+            // Said once, when it begins; tried again at each cut (retention runs meanwhile).
+            if !std::mem::replace(&mut self.low_space, true) {
+                self.report_no_space(why);
+            }
+            return;
+        }
+        if std::mem::take(&mut self.low_space) {
+            lock(&self.shared.status).state = "recording";
+        }
         let rel = match path::expand(&self.settings.pattern, &self.route, unix) {
             Ok(rel) => rel,
             Err(e) => return self.fail(e.to_string()),

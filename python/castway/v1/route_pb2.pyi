@@ -226,6 +226,7 @@ class RecordingStatus(_message.Message):
     CUTS_OFF_KEYFRAME_FIELD_NUMBER: _builtins.int
     STALLS_FIELD_NUMBER: _builtins.int
     PAUSES_MID_FRAME_FIELD_NUMBER: _builtins.int
+    NO_SPACE_BYTES_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"recording", "paused", "failing" (a write failed; the next segment after a backoff) or
     "stopped".
@@ -251,6 +252,10 @@ class RecordingStatus(_message.Message):
     """Times the mp4 branch stalled (nothing muxed for 10 s while the stream arrived)."""
     pauses_mid_frame: _builtins.int
     """Pauses that found no video frame's start within 1 s and closed the segment mid-frame."""
+    no_space_bytes: _builtins.int
+    """Bytes not recorded because the volume was below its free-space floor when a segment was
+    due to open.
+    """
     def __init__(
         self,
         *,
@@ -268,10 +273,11 @@ class RecordingStatus(_message.Message):
         cuts_off_keyframe: _builtins.int = ...,
         stalls: _builtins.int = ...,
         pauses_mid_frame: _builtins.int = ...,
+        no_space_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "pauses_mid_frame", b"pauses_mid_frame", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

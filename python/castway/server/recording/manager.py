@@ -56,6 +56,10 @@ class Recordings:
         self._errors: dict[str, int] = {}
         # What each recorder this manager started runs with: (path, segment_ms, format).
         self._started: dict[str, tuple[str | None, int | None, str | None]] = {}
+        # The free-space floor each running recorder was last given.
+        self._floors: dict[str, int] = {}
+        # The routes recording at this round (worked out once a round, when first needed).
+        self._recording_now: frozenset[str] | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
@@ -115,6 +119,7 @@ class Recordings:
         with self._lock:
             policies = self.control.recording_policies()
             self._forget(set(policies))
+            self._recording_now = None
             gw = self.control.gateway
             for name in gw.routes():
                 policy = policies.get(name)
@@ -122,7 +127,7 @@ class Recordings:
                     continue
                 # One route's failure is that route's: the others are still looked after.
                 try:
-                    self._apply(name, policy, now)
+                    self._apply(name, policy, now, policies)
                 except CastwayError as e:
                     log.warning("recording of route %s: %s", name, e)
                 except Exception:
@@ -142,12 +147,16 @@ class Recordings:
     def _forget(self, routes: set[str]) -> None:
         """Drops what is kept per route for the routes deleted (an operator's start/stop must
         not outlive its route and apply to a new route of the same name)."""
-        for kept in (self._manual, self._schedules, self._started):
+        for kept in (self._manual, self._schedules, self._started, self._floors):
             for name in [n for n in kept if n not in routes]:
                 del kept[name]
         self._slate_paused &= routes
 
-    def _apply(self, name: str, policy: Recording, now: float) -> None:
+    def _apply(self, name: str, policy: Recording, now: float,
+               policies: dict[str, Recording] | None = None) -> None:
+        if policies is None:
+            policies = self.control.recording_policies()
+            self._recording_now = None
         route = self.control.gateway.route(name)
         stats = route.stats()
         rec = route.recording
@@ -162,7 +171,8 @@ class Recordings:
             state = "stopped"
         if want and state == "stopped":
             rec.start(
-                self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format
+                self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format,
+                min_free_bytes=self._floor(name, policies),
             )
             self._started[name] = settings
             self._slate_paused.discard(name)
@@ -170,9 +180,14 @@ class Recordings:
             rec.stop()
             self._slate_paused.discard(name)
             self._started.pop(name, None)
+            self._floors.pop(name, None)
             return
         if not want:
             return
+        floor = self._floor(name, policies)
+        if self._floors.get(name) != floor:
+            rec.set_min_free(floor)
+            self._floors[name] = floor
         on_slate = stats["state"] == "slate" and policy.slate is False
         if on_slate and name not in self._slate_paused and state != "paused":
             rec.pause()
@@ -181,12 +196,22 @@ class Recordings:
             rec.resume()
             self._slate_paused.discard(name)
 
+    def _floor(self, name: str, policies: dict[str, Recording]) -> int:
+        """The free-space floor a segment of ``name`` must find to open: retention's (the
+        largest of the routes recording, ``name`` with them)."""
+        if self._recording_now is None:
+            self._recording_now = self._recording()
+        return self.retention.floor(policies, self._recording_now | {name})
+
+    def _recording(self) -> frozenset[str]:
+        return frozenset(
+            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
+        )
+
     def prune(self, now: float) -> Pass:
         """One retention pass over every route's policy."""
         policies = self.control.recording_policies()
-        recording = frozenset(
-            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
-        )
+        recording = self._recording()
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 
