@@ -911,3 +911,33 @@ def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_
     assert segments_closed(gateway, "f")
     wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the output")
     assert cap.data == gop_clip, "the output relayed every byte, unchanged"
+
+
+def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    import tracemalloc
+
+    from castway.server.recording import repair as repair_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    (root / "r").mkdir(parents=True)
+    body = gop_clip * 12  # some 10 MB: several chunks
+    assert len(body) > 4 * repair_mod.CHUNK
+    part = root / "r" / "big.ts.part"
+    # What a power cut can leave: a torn packet, then blocks of zeros.
+    part.write_bytes(body + gop_clip[:PACKET // 2] + b"\0" * (3 * PACKET * 1000 + 17))
+    catalog = Catalog(Store(tmp_path / "data"))
+    tracemalloc.start()
+    try:
+        [seg] = repair_mod.repair(root, catalog)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    fixed = root / "r" / "big.ts"
+    assert not part.exists() and fixed.stat().st_size == len(body) == seg.bytes
+    assert fixed.read_bytes() == body
+    assert peak < 4 * repair_mod.CHUNK, f"repair held {peak} bytes at once"
+    assert seg.repaired and seg.keyframes and seg.keyframes[0] == 0

@@ -12,7 +12,9 @@
 //! Unlike `ts` segments, MP4 files are not slices of the output: they are remuxed. Their
 //! record has no keyframe times and `psi` is meaningless (true).
 
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+use super::writer::{place, Place};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::elements::make;
 use crate::error::{Error, Result};
@@ -40,8 +43,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The file being written, as `format-location-full` named it.
 #[derive(Default)]
 struct Naming {
-    /// Relative path (with `.mp4`) and `.part` path of each file named, in order.
-    named: Vec<(PathBuf, PathBuf)>,
+    /// The file last named: where it goes, and the `.part` file created for it (held open
+    /// until it is closed: the muxer's sink writes to it through `/proc/self/fd`).
+    named: Option<(Place, File)>,
 }
 
 struct Running {
@@ -61,7 +65,8 @@ struct Running {
 /// A file splitmuxsink opened and has not closed yet.
 struct OpenFile {
     rel: PathBuf,
-    part: PathBuf,
+    place: Place,
+    file: File,
     start_unix: f64,
     start_running: u64,
     cuts_at_open: u64,
@@ -128,7 +133,7 @@ impl Mp4Writer {
             self.poll_bus();
             self.watch();
             if let Some(open) = &self.open {
-                if let Ok(meta) = std::fs::metadata(&open.part) {
+                if let Ok(meta) = open.file.metadata() {
                     self.shared.segment_bytes.store(meta.len(), Relaxed);
                 }
             }
@@ -254,20 +259,33 @@ impl Mp4Writer {
             self.route.clone(),
         );
         let named = naming.clone();
+        let left_out = Arc::new(Mutex::new(Vec::new()));
+        let said = left_out.clone();
+        // The file is made here, relative to its directory and without following a link
+        // (`path::SegmentDir`); the sink is handed it by its descriptor, never by its path.
         split.connect("format-location-full", false, move |_| {
-            let rel = path::expand(&pattern, &route, unix_now()).ok()?;
-            let (rel, part) = free_name(&dir, &rel).ok()?;
-            if let Some(parent) = rel.parent() {
-                path::make_dirs_under(&dir, parent).ok()?;
+            let made = path::expand(&pattern, &route, unix_now())
+                .map_err(|e| e.to_string())
+                .and_then(|rel| place(&dir, &rel, "mp4"))
+                .and_then(|p| match p.dir.create_new(&p.part_name) {
+                    Ok(file) => Ok((p, file)),
+                    Err(e) => Err(format!("cannot create `{}`: {e}", p.part.display())),
+                });
+            match made {
+                Ok((p, file)) => {
+                    let shown = format!("/proc/self/fd/{}", file.as_raw_fd());
+                    lock(&named).named = Some((p, file));
+                    Some(shown.to_value())
+                }
+                Err(why) => {
+                    lock(&said).push(why);
+                    None
+                }
             }
-            let shown = part.to_string_lossy().into_owned();
-            lock(&named).named.push((rel, part));
-            Some(shown.to_value())
         });
 
         let weak = pipeline.downgrade();
         let split_weak = split.downgrade();
-        let left_out = Arc::new(Mutex::new(Vec::new()));
         let left = left_out.clone();
         demux.connect_pad_added(move |_, pad| {
             let (Some(pipeline), Some(split)) = (weak.upgrade(), split_weak.upgrade()) else {
@@ -336,13 +354,14 @@ impl Mp4Writer {
     }
 
     fn opened(&mut self, running: u64) {
-        let Some((rel, part)) = self
+        let Some((place, file)) = self
             .running
             .as_ref()
-            .and_then(|r| lock(&r.naming).named.last().cloned())
+            .and_then(|r| lock(&r.naming).named.take())
         else {
             return;
         };
+        let rel = place.rel.clone();
         let start_unix = unix_now();
         {
             let mut status = lock(&self.shared.status);
@@ -358,7 +377,8 @@ impl Mp4Writer {
         self.log.push(event);
         self.open = Some(OpenFile {
             rel,
-            part,
+            place,
+            file,
             start_unix,
             start_running: running,
             cuts_at_open: (self.cuts)(),
@@ -368,9 +388,8 @@ impl Mp4Writer {
 
     fn closed(&mut self, running: u64) {
         let Some(open) = self.open.take() else { return };
-        let final_path = self.settings.dir.join(&open.rel);
-        if let Err(e) = std::fs::rename(&open.part, &final_path) {
-            let error = format!("cannot rename `{}`: {e}", open.part.display());
+        if let Err(e) = open.place.commit() {
+            let error = format!("cannot rename `{}`: {e}", open.place.part.display());
             {
                 let mut status = lock(&self.shared.status);
                 status.errors += 1;
@@ -386,7 +405,7 @@ impl Mp4Writer {
             self.log.push(event);
             return;
         }
-        let bytes = std::fs::metadata(&final_path).map_or(0, |m| m.len());
+        let bytes = open.file.metadata().map_or(0, |m| m.len());
         let duration = running.saturating_sub(open.start_running) as f64 / 1e9;
         let end = unix_now();
         self.shared.bytes.fetch_add(bytes, Relaxed);
@@ -466,8 +485,8 @@ impl Mp4Writer {
         // What the failed file holds stays as `.part`: the server repairs it at its next start.
         // An empty one (a stall before the first fragment) goes, and its catalog row with it.
         if let Some(open) = self.open.take() {
-            if std::fs::metadata(&open.part).is_ok_and(|m| m.len() == 0) {
-                let _ = std::fs::remove_file(&open.part);
+            if open.file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = open.place.dir.remove(&open.place.part_name);
                 let mut event = Event::new(Kind::RecordingError);
                 event.route = Some(self.route.clone());
                 event.error = Some(format!("`{}` is empty: removed", open.rel.display()));
@@ -562,9 +581,4 @@ fn link_stream(
     pad.link(&parse.static_pad("sink").expect("a sink pad"))
         .map_err(|e| Error::pipeline(format!("cannot link stream `{}`: {e:?}", pad.name())))?;
     Ok(true)
-}
-
-/// `rel.mp4` under `dir`, or `rel-1.mp4`, … when taken; with its `.part` path.
-fn free_name(dir: &Path, rel: &Path) -> std::result::Result<(PathBuf, PathBuf), String> {
-    super::writer::free_name_with(dir, rel, "mp4")
 }

@@ -38,7 +38,7 @@ const MAX_KEYFRAMES: usize = 3600;
 struct Open {
     /// Relative to the recordings directory, with its extension.
     rel: PathBuf,
-    part: PathBuf,
+    place: Place,
     file: BufWriter<File>,
     start_unix: f64,
     last_unix: f64,
@@ -360,14 +360,15 @@ impl Files {
             Ok(rel) => rel,
             Err(e) => return self.fail(e.to_string()),
         };
-        let (rel, part) = match free_name(&self.settings.dir, &rel) {
-            Ok(names) => names,
+        let place = match place(&self.settings.dir, &rel, "ts") {
+            Ok(place) => place,
             Err(e) => return self.fail(e),
         };
-        let file = match create(&self.settings.dir, &rel, &part) {
+        let file = match place.dir.create_new(&place.part_name) {
             Ok(f) => f,
-            Err(e) => return self.fail(format!("cannot create `{}`: {e}", part.display())),
+            Err(e) => return self.fail(format!("cannot create `{}`: {e}", place.part.display())),
         };
+        let rel = place.rel.clone();
         gst::debug!(CAT, "{}: segment {} opened", self.route, rel.display());
         {
             let mut status = lock(&self.shared.status);
@@ -384,7 +385,7 @@ impl Files {
         self.log.push(event);
         self.open = Some(Open {
             rel,
-            part,
+            place,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             start_unix: unix,
             last_unix: unix,
@@ -421,7 +422,7 @@ impl Files {
     fn finish(&mut self, open: Open, end_pts: Option<u64>, unix: f64, error: Option<String>) {
         let Open {
             rel,
-            part,
+            place,
             file,
             start_unix,
             start_pts,
@@ -451,10 +452,10 @@ impl Files {
             (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
             _ => (end - start_unix).max(0.0),
         };
-        let path = self.settings.dir.join(&rel);
+        let part = &place.part;
         if size == 0 && error.is_some() {
             // Nothing reached the disk (a full one): no segment to keep or to list.
-            let _ = std::fs::remove_file(&part);
+            let _ = place.dir.remove(&place.part_name);
             lock(&self.shared.status).segment = None;
             let mut event = Event::new(Kind::RecordingError);
             event.route = Some(self.route.clone());
@@ -466,7 +467,7 @@ impl Files {
             self.log.push(event);
             return;
         }
-        if let Err(e) = std::fs::rename(&part, &path) {
+        if let Err(e) = place.commit() {
             let error = format!("cannot rename `{}`: {e}", part.display());
             {
                 let mut status = lock(&self.shared.status);
@@ -510,51 +511,57 @@ impl Files {
     }
 }
 
-/// `rel.ts` under `dir`, or `rel-1.ts`, `rel-2.ts`, … when taken; with its `.part` path.
-fn free_name(dir: &Path, rel: &Path) -> Result<(PathBuf, PathBuf), String> {
-    free_name_with(dir, rel, "ts")
+/// Where a segment goes: its directory, held open (see `path::SegmentDir`), and its names.
+pub(super) struct Place {
+    pub dir: path::SegmentDir,
+    /// Relative to the recordings directory, with its extension.
+    pub rel: PathBuf,
+    /// Its file name, and that of its `.part`, in `dir`.
+    pub name: String,
+    pub part_name: String,
+    /// The `.part` file's full path, to show.
+    pub part: PathBuf,
 }
 
-/// `rel.EXT` under `dir`, or `rel-1.EXT`, … when taken; with its `.part` path.
-pub(super) fn free_name_with(
-    dir: &Path,
-    rel: &Path,
-    ext: &str,
-) -> Result<(PathBuf, PathBuf), String> {
+impl Place {
+    /// Renames the `.part` file into place.
+    pub fn commit(&self) -> std::io::Result<()> {
+        self.dir.rename(&self.part_name, &self.name)
+    }
+}
+
+/// `rel.EXT` under `root`, or `rel-1.EXT`, … when taken: its directory made and opened
+/// without following a symbolic link.
+pub(super) fn place(root: &Path, rel: &Path, ext: &str) -> Result<Place, String> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = path::SegmentDir::open(root, parent)
+        .map_err(|e| format!("cannot open `{}`: {e}", root.join(parent).display()))?;
+    let stem = rel
+        .file_name()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     for n in 0..100 {
-        let stem = rel
-            .file_name()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         let name = match n {
-            0 => rel.with_file_name(format!("{stem}.{ext}")),
-            n => rel.with_file_name(format!("{stem}-{n}.{ext}")),
+            0 => format!("{stem}.{ext}"),
+            n => format!("{stem}-{n}.{ext}"),
         };
-        let path = dir.join(&name);
-        let part = part_of(&path);
-        if !path.exists() && !part.exists() {
-            return Ok((name, part));
+        let part_name = format!("{name}.part");
+        if !dir.exists(&name) && !dir.exists(&part_name) {
+            let rel = rel.with_file_name(&name);
+            let part = root.join(parent).join(&part_name);
+            return Ok(Place {
+                dir,
+                rel,
+                name,
+                part_name,
+                part,
+            });
         }
     }
     Err(format!(
         "no free name for `{}` under `{}`",
         rel.display(),
-        dir.display()
+        root.display()
     ))
-}
-
-fn part_of(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
-}
-
-/// Creates `part`, the `.part` file of `rel` under `dir`, making its directories without
-/// following a symbolic link (`create_new` does not follow one at the file itself).
-fn create(dir: &Path, rel: &Path, part: &Path) -> std::io::Result<File> {
-    if let Some(parent) = rel.parent() {
-        path::make_dirs_under(dir, parent)?;
-    }
-    File::options().write(true).create_new(true).open(part)
 }
 
 /// `text` as a JSON string.
