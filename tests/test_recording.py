@@ -941,3 +941,79 @@ def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chu
     assert fixed.read_bytes() == body
     assert peak < 4 * repair_mod.CHUNK, f"repair held {peak} bytes at once"
     assert seg.repaired and seg.keyframes and seg.keyframes[0] == 0
+
+
+def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    server.create("r", rec_spec(free_port(), enabled=False))
+    # 250 segments, some starting at the same second (the page order breaks ties by path).
+    for i in range(250):
+        recordings.catalog.add(Segment(
+            path=f"r/s{i:03d}.ts", route="r", format="ts", start=1000.0 + i // 2,
+            end=1001.0 + i // 2, duration=1.0, bytes=188,
+        ))
+    seen: list[str] = []
+    req = recording_pb2.ListSegmentsRequest(route="r", page_size=100)
+    for _ in range(10):
+        reply = server.client.recordings.ListSegments(req, metadata=server.client.metadata)
+        assert len(reply.segments) <= 100
+        seen += [s.path for s in reply.segments]
+        req.page_token = reply.next_page_token
+        if not req.page_token:
+            break
+    assert seen == [f"r/s{i:03d}.ts" for i in range(250)]
+    req.page_token = "bm90IGEgdG9rZW4="
+    assert "page_token" in expect(
+        CODE.INVALID_ARGUMENT,
+        lambda: server.client.recordings.ListSegments(req, metadata=server.client.metadata),
+    )
+    # The CLI asks for page after page (the server's default is 100 a page).
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["recording", "list", "r", "--json", *auth]) == 0
+    listed = json.loads(capsys.readouterr().out)["segments"]
+    assert [s["path"] for s in listed] == seen
+
+
+def test_clips_are_bounded_in_range_segments_and_exports_at_once(
+    tmp_path: Path, gop_clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.limits import Limits
+    from castway.server.recording import clips
+
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    limits=Limits(max_clip_s=60, max_clips=1)) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        recordings = run.recordings
+        assert recordings is not None
+
+        def export(start: float, end: float) -> bytes:
+            req = recording_pb2.ExportClipRequest(route="r", format="ts")
+            getattr(req, "from").FromNanoseconds(int(start * 1e9))
+            req.to.FromNanoseconds(int(end * 1e9))
+            return b"".join(c.data for c in client.recordings.ExportClip(
+                req, metadata=client.metadata, timeout=60))
+
+        (recordings.root / "r").mkdir(parents=True)
+        for i in range(6):
+            (recordings.root / "r" / f"s{i}.ts").write_bytes(gop_clip)
+            recordings.catalog.add(Segment(
+                path=f"r/s{i}.ts", route="r", format="ts", start=1000.0 + 12 * i,
+                end=1012.0 + 12 * i, duration=12.0, bytes=len(gop_clip),
+            ))
+        # A range longer than limits.max_clip_s.
+        err = expect(CODE.INVALID_ARGUMENT, lambda: export(1000, 1061))
+        assert "max_clip_s" in err and "60" in err
+        # More segments than a clip joins: refused naming the limit, never cut short.
+        monkeypatch.setattr(clips, "MAX_LIST", 4)
+        err = expect(CODE.INVALID_ARGUMENT, lambda: export(1000, 1060))
+        assert "more than 4 segments" in err
+        monkeypatch.undo()
+        # One export at a time (limits.max_clips = 1): a second is RESOURCE_EXHAUSTED.
+        with recordings.clip():
+            err = expect(CODE.RESOURCE_EXHAUSTED, lambda: export(1000, 1010))
+            assert "max_clips" in err
+        assert len(export(1000, 1010)) > 0
+        client.close()

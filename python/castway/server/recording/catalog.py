@@ -20,7 +20,7 @@ from castway.server.store import Store
 
 # The longest a segment can last: the longest target (1 h) plus a GOP, with room.
 MAX_SEGMENT_S = 2 * 3600.0
-# Rows a list returns at most.
+# Segments a clip joins at most (a wider range is refused, never cut).
 MAX_LIST = 10_000
 
 
@@ -98,16 +98,20 @@ class Catalog:
 
     def between(
         self, route: str, start: float | None = None, end: float | None = None,
-        limit: int = MAX_LIST,
+        limit: int = MAX_LIST, after: tuple[float, str] | None = None,
     ) -> list[Segment]:
-        """The segments of ``route`` overlapping ``[start, end)``, oldest first."""
+        """The segments of ``route`` overlapping ``[start, end)``, oldest first (by start,
+        then path), at most ``limit``; ``after``: only those after this (start, path), the
+        last of the page before."""
         lo = -1e18 if start is None else start
         hi = 1e18 if end is None else end
-        rows = self._store._query(
-            "SELECT * FROM segments WHERE route = ? AND start >= ? AND start < ? AND end > ? "
-            "AND open = 0 ORDER BY start LIMIT ?",
-            route, lo - MAX_SEGMENT_S, hi, lo, min(limit, MAX_LIST),
-        )
+        sql = ("SELECT * FROM segments WHERE route = ? AND start >= ? AND start < ? AND end > ? "
+               "AND open = 0")
+        args: list[object] = [route, lo - MAX_SEGMENT_S, hi, lo]
+        if after is not None:
+            sql += " AND (start > ? OR (start = ? AND path > ?))"
+            args += [after[0], after[0], after[1]]
+        rows = self._store._query(sql + " ORDER BY start, path LIMIT ?", *args, limit)
         return [_row(r) for r in rows]
 
     def oldest(self, limit: int, route: str | None = None,

@@ -10,17 +10,25 @@ waiting for the wall clock.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from castway.errors import CastwayError
 from castway.gateway import RecordingStats, Route
 from castway.server.control import Control
-from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from castway.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from castway.server.recording.catalog import Catalog, Segment
 from castway.server.recording.repair import repair
 from castway.server.recording.retention import Pass, Retention
@@ -61,6 +69,9 @@ class Recordings:
         # The routes recording at this round (worked out once a round, when first needed).
         self._recording_now: frozenset[str] | None = None
         self._lock = threading.RLock()
+        # Clips being made now (at most `limits.max_clips`).
+        self._clips = 0
+        self._clips_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
         self._last_retention = 0.0
@@ -263,12 +274,59 @@ class Recordings:
     def status(self, name: str) -> RecordingStats:
         return self._route(name).recording.stats()
 
-    def segments(self, name: str, start: float | None, end: float | None) -> list[Segment]:
+    def segments(self, name: str, start: float | None, end: float | None,
+                 page_size: int = 0, page_token: str = "") -> tuple[list[Segment], str]:
+        """One page of the segments of ``name`` overlapping ``[start, end)``, oldest first,
+        and the token of the next page ("" at the end). ``page_size`` 0 is the server's
+        default page size; above its maximum, the maximum (as ``ListRoutes``)."""
         if start is not None and end is not None and end < start:
             raise InvalidArgument("to", "is before `from`")
-        segs = self.catalog.between(name, start, end)
-        if not segs and name not in self.control.recording_policies() and not (
+        limits = self.control.limits
+        size = min(page_size or limits.default_page_size, limits.max_page_size)
+        after = _after(page_token) if page_token else None
+        segs = self.catalog.between(name, start, end, limit=size + 1, after=after)
+        if not segs and after is None and name not in self.control.recording_policies() and not (
             self.catalog.between(name, None, None, limit=1)
         ):
             raise NotFound(f"no route {name!r} and no recording of one")
-        return segs
+        page, more = segs[:size], len(segs) > size
+        token = ""
+        if more:
+            last = page[-1]
+            token = base64.urlsafe_b64encode(
+                json.dumps(["s", last.start, last.path]).encode()
+            ).decode()
+        return page, token
+
+    def clip(self) -> contextlib.AbstractContextManager[None]:
+        """Holds one of the ``max_clips`` places of the clips being made; refuses
+        (``RESOURCE_EXHAUSTED``) when none is free."""
+        limit = self.control.limits.max_clips
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            with self._clips_lock:
+                if self._clips >= limit:
+                    raise ResourceExhausted(
+                        f"{self._clips} clips are being exported, the most at once "
+                        f"(limits.max_clips = {limit}): try again when one is done"
+                    )
+                self._clips += 1
+            try:
+                yield
+            finally:
+                with self._clips_lock:
+                    self._clips -= 1
+
+        return held()
+
+
+def _after(token: str) -> tuple[float, str]:
+    """The (start, path) a ``ListSegments`` page token stands for."""
+    try:
+        kind, start, path = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if kind == "s" and isinstance(path, str):
+            return float(start), path
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise InvalidArgument("page_token", "is not a token this server gave out")
