@@ -1017,3 +1017,21 @@ def test_clips_are_bounded_in_range_segments_and_exports_at_once(
             assert "max_clips" in err
         assert len(export(1000, 1010)) > 0
         client.close()
+
+
+def test_a_file_output_into_the_recordings_directory_is_refused_naming_field_and_directory(
+    server: Server,
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    for uri in ("file:///recordings/r/x.ts", "file:///recordings", "file:///recordings/new.ts"):
+        details = expect(
+            CODE.INVALID_ARGUMENT, lambda uri=uri: server.create("f", spec([test_input()], [uri]))
+        )
+        assert details.startswith("spec.outputs[0].uri"), details
+        assert str(recordings.root) in details and "recordings directory" in details, details
+    # Reading a recording back (a file input) is fine; so is a file output beside it.
+    (recordings.root / "r").mkdir(parents=True, exist_ok=True)
+    (recordings.root / "r" / "old.ts").write_bytes(b"\x47" + b"\xff" * 187)
+    server.create("in", spec(["file:///recordings/r/old.ts"]))
+    server.create("out", spec([test_input()], ["file:///recordings-copy.ts"]))
