@@ -1035,3 +1035,31 @@ def test_a_file_output_into_the_recordings_directory_is_refused_naming_field_and
     (recordings.root / "r" / "old.ts").write_bytes(b"\x47" + b"\xff" * 187)
     server.create("in", spec(["file:///recordings/r/old.ts"]))
     server.create("out", spec([test_input()], ["file:///recordings-copy.ts"]))
+
+
+def test_a_segment_longer_than_two_hours_is_found_by_any_range_it_overlaps(
+    server: Server,
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    server.create("r", rec_spec(free_port(), enabled=False))
+    # A source without keyframes for hours, or a segment repaired after a crash: 5 h long.
+    for seg in (
+        Segment(path="r/long.ts", route="r", format="ts", start=10_000.0, end=28_000.0,
+                duration=18_000.0, bytes=188, repaired=True),
+        Segment(path="r/short.ts", route="r", format="ts", start=28_000.0, end=28_006.0,
+                duration=6.0, bytes=188),
+    ):
+        recordings.catalog.add(seg)
+    assert [s.path for s in list_segments(server, "r", **{"from": 20_000.0, "to": 20_001.0})] == [
+        "r/long.ts"
+    ]
+    assert [s.path for s in list_segments(server, "r", **{"from": 27_000.0, "to": 28_003.0})] == [
+        "r/long.ts", "r/short.ts"
+    ]
+    assert list_segments(server, "r", **{"from": 28_010.0, "to": 28_020.0}) == []
+    plan = recordings.catalog._store._query(
+        "EXPLAIN QUERY PLAN SELECT * FROM segments WHERE route = ? AND "
+        "end - start > 7200.0 AND start < ? AND end > ? AND open = 0", "r", 1.0, 0.0,
+    )
+    assert "segments_long" in str(plan), plan
