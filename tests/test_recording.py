@@ -265,7 +265,7 @@ def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
             assert repaired.exists() and not part.exists()
             data = repaired.read_bytes()
             assert len(data) % PACKET == 0 and data[1:3] == b"\x40\x00"
-            # test:// writes PSI on a timer (cuts_off_keyframe): whole GOPs decode cleanly.
+            # The open segment's last GOP may be cut short by the crash: whole GOPs decode.
             assert decode_errors(whole_gops(data, tmp_path / "gops.ts")) == ""
             rel = repaired.relative_to(root).as_posix()
             segs = c.recordings.ListSegments(
@@ -1063,3 +1063,40 @@ def test_a_segment_longer_than_two_hours_is_found_by_any_range_it_overlaps(
         "end - start > 7200.0 AND start < ? AND end > ? AND open = 0", "r", 1.0, 0.0,
     )
     assert "segments_long" in str(plan), plan
+
+
+def test_segments_of_a_source_with_psi_on_a_timer_start_with_copies_of_it_and_decode_at_once(
+    gateway: castway.Gateway, udp_capture: Any, tmp_path: Path
+) -> None:
+    # castway's test:// source (GStreamer's mpegtsmux) writes its PAT and PMT every 100 ms,
+    # wherever the keyframes fall: a frame or two lie between the last PAT and a keyframe.
+    cap = udp_capture()
+    route = gateway.add_route(
+        "t", "test://?size=320x240&bitrate=500&fps=25", f"udp://127.0.0.1:{cap.port}"
+    )
+    wait_until(lambda: cap.size > 0, 10, "the output flowing")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=1000)
+    wait_until(lambda: len(segments_closed(gateway, "t")) >= 3, 20, "three segments closed")
+    # A pause ends the last one before the next frame (a stop ends it where the data stops).
+    route.recording.pause()
+    wait_until(lambda: route.recording.stats()["segment"] is None, 5, "the last one closed")
+    route.recording.stop()
+    stats = route.recording.stats()
+    gateway.remove_route("t")
+    segs = segments_closed(gateway, "t")
+    assert stats["cuts_off_keyframe"] == 0 and stats["cuts_without_psi"] == 0, stats
+    assert stats["psi_inserted"] == sum(s["inserted"] for s in segs) > 0, stats
+    joined = b""
+    for s in segs:
+        data = (rec / s["path"]).read_bytes()
+        assert s["psi"] and data[1:3] == b"\x40\x00", "it starts with the PAT"
+        # Every video frame decodes, from the first: none before the keyframe lacks its PPS.
+        # (An AAC frame that straddles a cut is cut with it: ffmpeg's probe says so; not
+        # what this test is about.)
+        errors = decode_errors(rec / s["path"], video_only=True).splitlines()
+        assert [e for e in errors if not e.startswith("[aac")] == [], (s["path"], errors)
+        joined += data[s["inserted"] * PACKET:]
+    # With the copies taken out, the segments are a run of the output's bytes.
+    wait_until(lambda: cap.data.find(joined[-PACKET * 50:]) >= 0, 10, "the output caught up")
+    assert cap.data.find(joined) >= 0

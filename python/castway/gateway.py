@@ -310,6 +310,7 @@ class RecordingStats(TypedDict):
     skipped: int
     cuts_off_keyframe: int
     cuts_without_psi: int
+    psi_inserted: int
     queued_bytes: int
     errors: int
     stalls: int

@@ -126,11 +126,14 @@ pub struct RecorderStats {
     pub drops: u64,
     /// TS packets passed over on purpose: before the first cut, and while paused.
     pub skipped: u64,
-    /// Segments begun at a PAT a few video frames before their first keyframe (the stream
-    /// carries PSI on a timer, not right before its keyframes).
+    /// Segments begun at a PAT a few video frames before their first keyframe: no longer
+    /// made (such a segment starts with copies of the PSI, `psi_inserted`); always 0.
     pub cuts_off_keyframe: u64,
-    /// Segments begun at a keyframe without PSI (no PAT since the last keyframe).
+    /// Segments begun at a keyframe without PSI (no PAT and PMT seen yet to copy).
     pub cuts_without_psi: u64,
+    /// Packets of PSI (the latest PAT and PMT) copied in front of a keyframe that had none
+    /// right before it, so that its segment decodes from its first frames.
+    pub psi_inserted: u64,
     /// Bytes waiting in the queue for the writer.
     pub queued_bytes: u64,
     /// Errors since it started (writes, opens, renames, stalls, streams an mp4 cannot hold).
@@ -157,6 +160,7 @@ struct Status {
     last_error: Option<String>,
     cuts_off_keyframe: u64,
     cuts_without_psi: u64,
+    psi_inserted: u64,
     stalls: u64,
     pauses_mid_frame: u64,
 }
@@ -329,6 +333,7 @@ impl Recorder {
             skipped: s.skipped.load(Relaxed),
             cuts_off_keyframe: status.cuts_off_keyframe,
             cuts_without_psi: status.cuts_without_psi,
+            psi_inserted: status.psi_inserted,
             queued_bytes: s.queued.load(Relaxed),
             errors: status.errors,
             stalls: status.stalls,

@@ -47,6 +47,8 @@ struct Open {
     /// Bytes written to it.
     bytes: u64,
     psi: bool,
+    /// Packets of PSI copied at its start (not the stream's own).
+    inserted: u64,
     gap: bool,
     cuts_at_open: u64,
     drops_at_open: u64,
@@ -243,6 +245,7 @@ impl Writer {
         let mut status = lock(&self.out.shared.status);
         status.cuts_off_keyframe = off;
         status.cuts_without_psi = without;
+        status.psi_inserted = self.cutter.psi_inserted;
         drop(status);
         self.after_steps();
     }
@@ -272,6 +275,12 @@ impl Files {
                 }
             }
             Step::Bytes(bytes) => self.write(bytes),
+            Step::Psi(bytes) => {
+                if let Some(open) = &mut self.open {
+                    open.inserted += (bytes.len() / PACKET_SIZE) as u64;
+                }
+                self.write(bytes);
+            }
         }
     }
 
@@ -392,6 +401,7 @@ impl Files {
             start_pts: pts,
             bytes: 0,
             psi,
+            inserted: 0,
             gap: false,
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
@@ -428,6 +438,7 @@ impl Files {
             start_pts,
             bytes,
             psi,
+            inserted,
             gap,
             cuts_at_open,
             drops_at_open,
@@ -500,8 +511,8 @@ impl Files {
         event.error = error;
         event.segment = Some(format!(
             "{{\"path\":{},\"format\":\"ts\",\"start\":{start_unix:.3},\"end\":{:.3},\
-             \"duration\":{duration:.3},\"bytes\":{size},\"psi\":{psi},\"switch\":{switch},\
-             \"gap\":{gap},\"keyframes\":[{}]}}",
+             \"duration\":{duration:.3},\"bytes\":{size},\"psi\":{psi},\"inserted\":{inserted},\
+             \"switch\":{switch},\"gap\":{gap},\"keyframes\":[{}]}}",
             json_text(&rel.to_string_lossy()),
             end,
             keys.join(",")

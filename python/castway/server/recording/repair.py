@@ -91,8 +91,11 @@ def ts_whole(f: BinaryIO, size: int) -> int:
     back from the end ``CHUNK`` at a time. A crash can leave a torn packet and a tail of zeros
     or of anything: a torn packet is followed by no sync byte."""
     end = size - size % TS
-    # Whether what follows the slot looked at is a packet (or the very end of the file).
-    after = size % TS == 0
+    # Whether what follows the slot looked at starts a packet (or is the very end of the file).
+    after = True
+    if size % TS:
+        f.seek(end)
+        after = f.read(1) == b"\x47"
     while end > 0:
         start = max(0, end - CHUNK)
         f.seek(start)
