@@ -265,7 +265,7 @@ def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
             assert repaired.exists() and not part.exists()
             data = repaired.read_bytes()
             assert len(data) % PACKET == 0 and data[1:3] == b"\x40\x00"
-            # test:// writes PSI on a timer (cuts_off_keyframe): whole GOPs decode cleanly.
+            # The open segment's last GOP may be cut short by the crash: whole GOPs decode.
             assert decode_errors(whole_gops(data, tmp_path / "gops.ts")) == ""
             rel = repaired.relative_to(root).as_posix()
             segs = c.recordings.ListSegments(
@@ -795,3 +795,308 @@ def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
     recordings.tick(time.time())
     assert server.get("r").status.recording.state == "recording"
     back.join()
+
+
+def probe_streams(path: Path) -> list[tuple[str, float]]:
+    """Each stream of `path` as ffprobe sees it: its type and duration (seconds)."""
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration",
+         "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60, check=True,
+    )
+    out = []
+    for line in r.stdout.split():
+        kind, _, duration = line.strip(",").partition(",")
+        out.append((kind, float(duration) if duration not in ("", "N/A") else 0.0))
+    return sorted(out)
+
+
+def test_mp4_recordings_of_video_and_audio_hold_both_tracks_every_time(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # The demuxer's pads appear while data flows: linked in the wrong order, the audio branch
+    # could push into nothing and the muxer wait for it forever. Repeated to shake out races.
+    for n in range(6):
+        name = f"mp4av{n}"
+        route = gateway.add_route(name, "test://?size=320x240&bitrate=500&fps=25")
+        rec = tmp_path / name
+        route.recording.start(rec, segment_ms=1000, format="mp4")
+        wait_until(lambda name=name: len(segments_closed(gateway, name)) >= 2, 20,
+                   f"round {n}: two mp4 segments closed")
+        route.recording.stop()
+        stats = route.recording.stats()
+        gateway.remove_route(name)
+        assert stats["errors"] == 0 and stats.get("stalls", 0) == 0, stats
+        for s in segments_closed(gateway, name):
+            streams = probe_streams(rec / s["path"])
+            assert [k for k, _ in streams] == ["audio", "video"], (n, s, streams)
+            for kind, duration in streams:
+                assert abs(duration - s["duration"]) < 0.5, (n, s, kind, duration)
+
+
+def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silently(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # MPEG-1 layer II audio (DVB radio and many contribution feeds): the branch once gave the
+    # muxer an audio pad that no data reached, and the muxer waited for it forever, silently.
+    clip = tmp_path / "mp2.ts"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000", "-t", "8", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "25", "-b:v", "500k", "-pix_fmt", "yuv420p",
+         "-c:a", "mp2", "-f", "mpegts", str(clip)],
+        check=True, timeout=60,
+    )
+    in_port = free_port()
+    route = gateway.add_route("mp2", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=2000, format="mp4")
+    UdpSender(clip.read_bytes(), in_port, bitrate=2e6).join()
+    wait_until(lambda: len(segments_closed(gateway, "mp2")) >= 2, 15, "mp4 segments closed")
+    stats = route.recording.stats()
+    assert stats["errors"] == 0 and stats["stalls"] == 0, stats
+    for s in segments_closed(gateway, "mp2"):
+        assert [k for k, _ in probe_streams(rec / s["path"])] == ["audio", "video"], s
+
+
+def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_is_whole(
+    gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("p", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["segment_bytes"] > 100_000, 10, "data written")
+    route.recording.pause()
+    wait_until(lambda: segments_closed(gateway, "p"), 5, "the segment closed")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["pauses_mid_frame"] == 0 and stats["errors"] == 0, stats
+    [seg] = segments_closed(gateway, "p")
+    data = (rec / seg["path"]).read_bytes()
+    assert decode_errors(rec / seg["path"]) == ""
+    # An exact slice of the input, ending right before a packet that starts a video PES.
+    at = gop_clip.find(data)
+    assert at >= 0
+    after = [gop_clip[i:i + PACKET] for i in range(at + len(data), len(gop_clip), PACKET)]
+    video = next(p for p in after if (p[1] & 0x1F) << 8 | p[2] == 0x100)
+    assert video[1] & 0x40, "the packet after the segment starts the next video frame"
+
+
+def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
+) -> None:
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (2 << 20))
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("f", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    rec = small_tmpfs / "rec"
+    route.recording.start(rec, segment_ms=1000, min_free_bytes=(3 << 20) // 2)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["no_space_bytes"] > 0, 10, "bytes not recorded")
+    stats = route.recording.stats()
+    assert stats["state"] == "failing" and stats["errors"] == 1, stats
+    assert "min_free_bytes" in stats["last_error"], stats
+    assert not [p for p in rec.rglob("*") if p.is_file()], "no segment opened"
+    errors = [e for e in gateway.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_error"]
+    assert len(errors) == 1 and "below the floor" in errors[0]["error"]
+    # Room made (as retention would): the next keyframe opens a segment.
+    filler.unlink()
+    wait_until(lambda: route.recording.stats()["segment"], 10, "a segment open")
+    assert route.recording.stats()["state"] == "recording"
+    sender.join()
+    route.recording.stop()
+    assert segments_closed(gateway, "f")
+    wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the output")
+    assert cap.data == gop_clip, "the output relayed every byte, unchanged"
+
+
+def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    import tracemalloc
+
+    from castway.server.recording import repair as repair_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    (root / "r").mkdir(parents=True)
+    body = gop_clip * 12  # some 10 MB: several chunks
+    assert len(body) > 4 * repair_mod.CHUNK
+    part = root / "r" / "big.ts.part"
+    # What a power cut can leave: a torn packet, then blocks of zeros.
+    part.write_bytes(body + gop_clip[:PACKET // 2] + b"\0" * (3 * PACKET * 1000 + 17))
+    catalog = Catalog(Store(tmp_path / "data"))
+    tracemalloc.start()
+    try:
+        [seg] = repair_mod.repair(root, catalog)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    fixed = root / "r" / "big.ts"
+    assert not part.exists() and fixed.stat().st_size == len(body) == seg.bytes
+    assert fixed.read_bytes() == body
+    assert peak < 4 * repair_mod.CHUNK, f"repair held {peak} bytes at once"
+    assert seg.repaired and seg.keyframes and seg.keyframes[0] == 0
+
+
+def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    server.create("r", rec_spec(free_port(), enabled=False))
+    # 250 segments, some starting at the same second (the page order breaks ties by path).
+    for i in range(250):
+        recordings.catalog.add(Segment(
+            path=f"r/s{i:03d}.ts", route="r", format="ts", start=1000.0 + i // 2,
+            end=1001.0 + i // 2, duration=1.0, bytes=188,
+        ))
+    seen: list[str] = []
+    req = recording_pb2.ListSegmentsRequest(route="r", page_size=100)
+    for _ in range(10):
+        reply = server.client.recordings.ListSegments(req, metadata=server.client.metadata)
+        assert len(reply.segments) <= 100
+        seen += [s.path for s in reply.segments]
+        req.page_token = reply.next_page_token
+        if not req.page_token:
+            break
+    assert seen == [f"r/s{i:03d}.ts" for i in range(250)]
+    req.page_token = "bm90IGEgdG9rZW4="
+    assert "page_token" in expect(
+        CODE.INVALID_ARGUMENT,
+        lambda: server.client.recordings.ListSegments(req, metadata=server.client.metadata),
+    )
+    # The CLI asks for page after page (the server's default is 100 a page).
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["recording", "list", "r", "--json", *auth]) == 0
+    listed = json.loads(capsys.readouterr().out)["segments"]
+    assert [s["path"] for s in listed] == seen
+
+
+def test_clips_are_bounded_in_range_segments_and_exports_at_once(
+    tmp_path: Path, gop_clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.limits import Limits
+    from castway.server.recording import clips
+
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    limits=Limits(max_clip_s=60, max_clips=1)) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        recordings = run.recordings
+        assert recordings is not None
+
+        def export(start: float, end: float) -> bytes:
+            req = recording_pb2.ExportClipRequest(route="r", format="ts")
+            getattr(req, "from").FromNanoseconds(int(start * 1e9))
+            req.to.FromNanoseconds(int(end * 1e9))
+            return b"".join(c.data for c in client.recordings.ExportClip(
+                req, metadata=client.metadata, timeout=60))
+
+        (recordings.root / "r").mkdir(parents=True)
+        for i in range(6):
+            (recordings.root / "r" / f"s{i}.ts").write_bytes(gop_clip)
+            recordings.catalog.add(Segment(
+                path=f"r/s{i}.ts", route="r", format="ts", start=1000.0 + 12 * i,
+                end=1012.0 + 12 * i, duration=12.0, bytes=len(gop_clip),
+            ))
+        # A range longer than limits.max_clip_s.
+        err = expect(CODE.INVALID_ARGUMENT, lambda: export(1000, 1061))
+        assert "max_clip_s" in err and "60" in err
+        # More segments than a clip joins: refused naming the limit, never cut short.
+        monkeypatch.setattr(clips, "MAX_LIST", 4)
+        err = expect(CODE.INVALID_ARGUMENT, lambda: export(1000, 1060))
+        assert "more than 4 segments" in err
+        monkeypatch.undo()
+        # One export at a time (limits.max_clips = 1): a second is RESOURCE_EXHAUSTED.
+        with recordings.clip():
+            err = expect(CODE.RESOURCE_EXHAUSTED, lambda: export(1000, 1010))
+            assert "max_clips" in err
+        assert len(export(1000, 1010)) > 0
+        client.close()
+
+
+def test_a_file_output_into_the_recordings_directory_is_refused_naming_field_and_directory(
+    server: Server,
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    for uri in ("file:///recordings/r/x.ts", "file:///recordings", "file:///recordings/new.ts"):
+        details = expect(
+            CODE.INVALID_ARGUMENT, lambda uri=uri: server.create("f", spec([test_input()], [uri]))
+        )
+        assert details.startswith("spec.outputs[0].uri"), details
+        assert str(recordings.root) in details and "recordings directory" in details, details
+    # Reading a recording back (a file input) is fine; so is a file output beside it.
+    (recordings.root / "r").mkdir(parents=True, exist_ok=True)
+    (recordings.root / "r" / "old.ts").write_bytes(b"\x47" + b"\xff" * 187)
+    server.create("in", spec(["file:///recordings/r/old.ts"]))
+    server.create("out", spec([test_input()], ["file:///recordings-copy.ts"]))
+
+
+def test_a_segment_longer_than_two_hours_is_found_by_any_range_it_overlaps(
+    server: Server,
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    server.create("r", rec_spec(free_port(), enabled=False))
+    # A source without keyframes for hours, or a segment repaired after a crash: 5 h long.
+    for seg in (
+        Segment(path="r/long.ts", route="r", format="ts", start=10_000.0, end=28_000.0,
+                duration=18_000.0, bytes=188, repaired=True),
+        Segment(path="r/short.ts", route="r", format="ts", start=28_000.0, end=28_006.0,
+                duration=6.0, bytes=188),
+    ):
+        recordings.catalog.add(seg)
+    assert [s.path for s in list_segments(server, "r", **{"from": 20_000.0, "to": 20_001.0})] == [
+        "r/long.ts"
+    ]
+    assert [s.path for s in list_segments(server, "r", **{"from": 27_000.0, "to": 28_003.0})] == [
+        "r/long.ts", "r/short.ts"
+    ]
+    assert list_segments(server, "r", **{"from": 28_010.0, "to": 28_020.0}) == []
+    plan = recordings.catalog._store._query(
+        "EXPLAIN QUERY PLAN SELECT * FROM segments WHERE route = ? AND "
+        "end - start > 7200.0 AND start < ? AND end > ? AND open = 0", "r", 1.0, 0.0,
+    )
+    assert "segments_long" in str(plan), plan
+
+
+def test_segments_of_a_source_with_psi_on_a_timer_start_with_copies_of_it_and_decode_at_once(
+    gateway: castway.Gateway, udp_capture: Any, tmp_path: Path
+) -> None:
+    # castway's test:// source (GStreamer's mpegtsmux) writes its PAT and PMT every 100 ms,
+    # wherever the keyframes fall: a frame or two lie between the last PAT and a keyframe.
+    cap = udp_capture()
+    route = gateway.add_route(
+        "t", "test://?size=320x240&bitrate=500&fps=25", f"udp://127.0.0.1:{cap.port}"
+    )
+    wait_until(lambda: cap.size > 0, 10, "the output flowing")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=1000)
+    wait_until(lambda: len(segments_closed(gateway, "t")) >= 3, 20, "three segments closed")
+    # A pause ends the last one before the next frame (a stop ends it where the data stops).
+    route.recording.pause()
+    wait_until(lambda: route.recording.stats()["segment"] is None, 5, "the last one closed")
+    route.recording.stop()
+    stats = route.recording.stats()
+    gateway.remove_route("t")
+    segs = segments_closed(gateway, "t")
+    assert stats["cuts_off_keyframe"] == 0 and stats["cuts_without_psi"] == 0, stats
+    assert stats["psi_inserted"] == sum(s["inserted"] for s in segs) > 0, stats
+    joined = b""
+    for s in segs:
+        data = (rec / s["path"]).read_bytes()
+        assert s["psi"] and data[1:3] == b"\x40\x00", "it starts with the PAT"
+        # Every video frame decodes, from the first: none before the keyframe lacks its PPS.
+        # (An AAC frame that straddles a cut is cut with it: ffmpeg's probe says so; not
+        # what this test is about.)
+        errors = decode_errors(rec / s["path"], video_only=True).splitlines()
+        assert [e for e in errors if not e.startswith("[aac")] == [], (s["path"], errors)
+        joined += data[s["inserted"] * PACKET:]
+    # With the copies taken out, the segments are a run of the output's bytes.
+    wait_until(lambda: cap.data.find(joined[-PACKET * 50:]) >= 0, 10, "the output caught up")
+    assert cap.data.find(joined) >= 0

@@ -314,8 +314,12 @@ class RecordingStats(TypedDict):
     skipped: int
     cuts_off_keyframe: int
     cuts_without_psi: int
+    psi_inserted: int
     queued_bytes: int
     errors: int
+    stalls: int
+    no_space_bytes: int
+    pauses_mid_frame: int
     last_error: str | None
 
 
@@ -688,13 +692,20 @@ class Recording:
         segment_ms: int | None = None,
         format: str | None = None,
         queue_bytes: int | None = None,
+        min_free_bytes: int | None = None,
     ) -> None:
         """Starts recording under ``dir`` (made absolute): segments cut at the first keyframe
         after ``segment_ms`` (default 6000), named by ``path`` (strftime fields in UTC and
-        ``{route}``; default ``{route}/%Y-%m-%d/%H-%M-%S``) plus ``.ts``."""
+        ``{route}``; default ``{route}/%Y-%m-%d/%H-%M-%S``) plus ``.ts``. No segment opens
+        while the volume has less than ``min_free_bytes`` free (counted in
+        ``no_space_bytes``)."""
         self._native.start_recording(
-            os.path.abspath(dir), path, segment_ms, format, queue_bytes
+            os.path.abspath(dir), path, segment_ms, format, queue_bytes, min_free_bytes
         )
+
+    def set_min_free(self, min_free_bytes: int) -> None:
+        """Sets the running recording's free-space floor (0: none)."""
+        self._native.set_recording_floor(min_free_bytes)
 
     def pause(self) -> None:
         """Closes the open segment; nothing is written until :meth:`resume`."""

@@ -233,7 +233,9 @@ impl PyRoute {
 
     /// Starts recording under `dir` (absolute): segments of `segment_ms` named by `path` (a
     /// pattern: strftime fields and `{route}`).
-    #[pyo3(signature = (dir, path=None, segment_ms=None, format=None, queue_bytes=None))]
+    #[pyo3(signature = (dir, path=None, segment_ms=None, format=None, queue_bytes=None,
+                        min_free_bytes=None))]
+    #[allow(clippy::too_many_arguments)]
     fn start_recording(
         &self,
         py: Python<'_>,
@@ -242,6 +244,7 @@ impl PyRoute {
         segment_ms: Option<u64>,
         format: Option<String>,
         queue_bytes: Option<u64>,
+        min_free_bytes: Option<u64>,
     ) -> PyResult<()> {
         let mut settings = crate::record::RecordSettings::new(dir);
         if let Some(p) = path {
@@ -256,7 +259,13 @@ impl PyRoute {
         if let Some(q) = queue_bytes {
             settings.queue_bytes = q;
         }
+        settings.min_free_bytes = min_free_bytes.unwrap_or(0);
         Ok(py.allow_threads(|| self.inner.start_recording(settings))?)
+    }
+
+    /// Sets the running recording's free-space floor (0: none).
+    fn set_recording_floor(&self, py: Python<'_>, min_free_bytes: u64) -> PyResult<()> {
+        Ok(py.allow_threads(|| self.inner.set_recording_floor(min_free_bytes))?)
     }
 
     /// Pauses (`True`) or resumes (`False`) the recording.

@@ -1,19 +1,21 @@
 //! Where segments begin: pure logic over the packets a recorder receives, so that each
-//! segment starts with the PAT/PMT and a keyframe and the segments, put end to end, are the
-//! very bytes the outputs carried.
+//! segment starts with the PAT/PMT and a keyframe and decodes from its first frames, and the
+//! segments, put end to end, are the very bytes the outputs carried (less the PSI copies
+//! below).
 //!
 //! The stream is cut at the first keyframe after the target duration, but *in front of the
 //! last PAT before it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
 //! audio packet) are held in memory until the next keyframe or the next PAT. A keyframe that
 //! is due finds them held and the new segment begins with them; otherwise they go to the
-//! segment that is open. Nothing is inserted or rewritten: the bytes stay the outputs' bytes.
+//! segment that is open. ffmpeg writes a PAT and a PMT right before every video keyframe: the
+//! cut is clean and nothing is added.
 //!
-//! ffmpeg writes a PAT and a PMT right before every video keyframe: the cut is clean. A muxer
-//! that writes PSI on a timer only (GStreamer's mpegtsmux, every 100 ms) has a video frame or
-//! two between its last PAT and the keyframe: the segment still starts with the PAT and the
-//! PMT (a demuxer knows the streams at once), but a decoder drops those frames and starts at
-//! the keyframe; such cuts are counted (`cuts_off_keyframe`). A stream with no PAT at all
-//! since the last keyframe is cut at the keyframe itself, without PSI (`cuts_without_psi`).
+//! A muxer that writes PSI on a timer only (GStreamer's mpegtsmux, every 100 ms) has a video
+//! frame or two between its last PAT and the keyframe, and a stream may carry no PAT at all
+//! since the last keyframe: then what is held goes to the open segment, and the new one starts
+//! with copies of the latest PAT and PMT packets (`Step::Psi`, counted in `psi_inserted`)
+//! followed by the keyframe. Only before any PAT and PMT were seen is a segment cut at the
+//! keyframe itself, without PSI (`cuts_without_psi`).
 //!
 //! Without video (a radio stream) every PAT is a point to cut at.
 
@@ -31,6 +33,9 @@ pub enum Step<'a> {
     Open { pts: Option<u64>, psi: bool },
     /// Bytes for the open segment (dropped, counted as skipped, when none is open).
     Bytes(&'a [u8]),
+    /// Copies of the latest PAT and PMT packets put at the start of a segment whose keyframe
+    /// has no PSI right before it: written like `Bytes`, but not the stream's own.
+    Psi(&'a [u8]),
     /// A keyframe starts here (its PTS, when its PES header carries one).
     Keyframe(Option<u64>),
 }
@@ -50,10 +55,16 @@ pub struct Cutter {
     held_has_pat: bool,
     /// Video frames that started in `held` (after its PAT).
     held_frames: u32,
-    /// Cuts at a PAT with video frames between it and the keyframe.
+    /// Cuts at a PAT with video frames between it and the keyframe (no longer made: such a
+    /// segment now starts with copies of the PSI; kept at 0 for the stats' shape).
     pub cuts_off_keyframe: u64,
-    /// Cuts at a keyframe with no PAT since the last keyframe.
+    /// Cuts at a keyframe with no PAT and PMT known yet to copy in front of it.
     pub cuts_without_psi: u64,
+    /// Packets of PSI copied in front of keyframes (`Step::Psi`).
+    pub psi_inserted: u64,
+    /// The latest PAT and PMT packets (single-packet sections, as `Programs` reads them).
+    pat: Option<[u8; PACKET_SIZE]>,
+    pmt: Option<[u8; PACKET_SIZE]>,
     /// The last two video PTSs (the latest first): where the stream stands, and one frame.
     pub last_pts: [Option<u64>; 2],
 }
@@ -72,6 +83,9 @@ impl Cutter {
             held_frames: 0,
             cuts_off_keyframe: 0,
             cuts_without_psi: 0,
+            psi_inserted: 0,
+            pat: None,
+            pmt: None,
             last_pts: [None, None],
         }
     }
@@ -91,6 +105,11 @@ impl Cutter {
         }
         self.held_has_pat = false;
         self.held_frames = 0;
+    }
+
+    /// The video PID, once the PMT named one.
+    pub fn video_pid(&self) -> Option<u16> {
+        self.programs.video().map(|v| v.pid)
     }
 
     /// Where the open segment's video stands: its last frame's PTS plus one frame (None
@@ -136,6 +155,14 @@ impl Cutter {
     fn packet(&mut self, p: &[u8], unix: f64, emit: &mut impl FnMut(Step<'_>)) {
         self.programs.observe(p);
         let starts = p[1] & 0x40 != 0;
+        if starts {
+            let at = pid(p);
+            if at == 0 {
+                self.pat = p.try_into().ok();
+            } else if self.programs.pmt_pid.is_some_and(|m| usize::from(m) == at) {
+                self.pmt = p.try_into().ok();
+            }
+        }
         let is_pat = starts && pid(p) == 0;
         let video = self.programs.video();
         if is_pat {
@@ -165,17 +192,22 @@ impl Cutter {
         if video_start && starts_keyframe(p, video.codec) {
             let pts = pes_pts(p);
             if self.due(pts, unix) {
-                if self.held_has_pat {
-                    if self.held_frames > 0 {
-                        self.cuts_off_keyframe += 1;
-                    }
+                if self.held_has_pat && self.held_frames == 0 {
+                    // PSI right before the keyframe: the cut is in front of it.
                     let held = std::mem::take(&mut self.held);
                     self.held_has_pat = false;
-                    self.held_frames = 0;
                     self.open(pts, unix, true, emit);
                     emit(Step::Bytes(&held));
                     self.held = held;
                     self.held.clear();
+                } else if let (Some(pat), Some(pmt)) = (self.pat, self.pmt) {
+                    // PSI on a timer (frames between the last PAT and the keyframe), or none
+                    // since the last keyframe: what is held ends the open segment, and the
+                    // new one starts with copies of the latest PAT and PMT, then the keyframe.
+                    self.flush(emit);
+                    self.open(pts, unix, true, emit);
+                    emit(Step::Psi(&[pat, pmt].concat()));
+                    self.psi_inserted += 2;
                 } else {
                     self.flush(emit);
                     self.open(pts, unix, false, emit);
@@ -255,7 +287,7 @@ mod tests {
         for d in data {
             cutter.push(d, 0.0, &mut |s| match s {
                 Step::Open { psi, .. } => out.push((Vec::new(), psi)),
-                Step::Bytes(b) => {
+                Step::Bytes(b) | Step::Psi(b) => {
                     if let Some(last) = out.last_mut() {
                         last.0.extend_from_slice(b);
                     }
@@ -307,8 +339,17 @@ mod tests {
         assert_eq!(segs[0].0.len(), 3 * 12 * PACKET_SIZE);
     }
 
+    /// The segments with the PSI copied in front of their keyframes taken out again, joined.
+    fn without_copies(segs: &[(Vec<u8>, bool)]) -> Vec<u8> {
+        let copies = psi();
+        segs.iter()
+            .map(|s| s.0.strip_prefix(copies.as_slice()).unwrap_or(&s.0).to_vec())
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
     #[test]
-    fn a_stream_without_psi_before_its_keyframes_is_cut_at_a_keyframe_and_counted() {
+    fn a_stream_without_psi_before_its_keyframes_gets_copies_of_it_in_front_of_each_cut() {
         let mut cutter = Cutter::new(1000);
         let mut data = vec![psi()];
         for f in 0..80u64 {
@@ -316,21 +357,29 @@ mod tests {
         }
         let segs = segments(&mut cutter, &data);
         assert!(segs.len() >= 2, "{}", segs.len());
-        assert!(segs[0].1, "the first begins at the PAT");
-        assert!(segs[1..].iter().all(|s| !s.1));
-        assert_eq!(cutter.cuts_without_psi, segs.len() as u64 - 1);
-        assert_eq!(cutter.cuts_off_keyframe, 0);
-        let all: Vec<u8> = data.concat();
-        let joined = segs
-            .iter()
-            .map(|s| s.0.clone())
-            .collect::<Vec<_>>()
-            .concat();
-        assert!(joined == all, "the segments are the stream");
+        for (bytes, psi_first) in &segs {
+            assert!(
+                *psi_first && bytes.starts_with(&psi()),
+                "each starts with the PAT and PMT"
+            );
+            assert!(starts_keyframe(
+                &bytes[2 * PACKET_SIZE..],
+                crate::ts::Codec::H264
+            ));
+        }
+        assert_eq!(cutter.cuts_without_psi, 0);
+        assert_eq!(cutter.psi_inserted, 2 * (segs.len() as u64 - 1));
+        // The first begins at the stream's own PAT; the others at copies.
+        let mut joined = segs[0].0.clone();
+        joined.extend(without_copies(&segs[1..]));
+        assert!(
+            joined == data.concat(),
+            "without the copies, the segments are the stream"
+        );
     }
 
     #[test]
-    fn psi_on_a_timer_is_cut_at_the_last_pat_before_the_keyframe_and_counted() {
+    fn psi_on_a_timer_is_copied_in_front_of_the_keyframe_so_each_segment_decodes_at_once() {
         let mut cutter = Cutter::new(1000);
         let mut data = vec![psi()];
         // A PAT every 4 frames, keyframes every 10: frames between the PAT and the keyframe.
@@ -342,18 +391,24 @@ mod tests {
         }
         let segs = segments(&mut cutter, &data);
         assert!(segs.len() >= 2, "{}", segs.len());
+        for (bytes, psi_first) in &segs {
+            assert!(
+                *psi_first && bytes.starts_with(&psi()),
+                "each starts with the PAT and PMT"
+            );
+            assert!(
+                starts_keyframe(&bytes[2 * PACKET_SIZE..], crate::ts::Codec::H264),
+                "then the keyframe: no frame before it"
+            );
+        }
+        assert_eq!(cutter.cuts_off_keyframe, 0);
+        assert_eq!(cutter.psi_inserted, 2 * (segs.len() as u64 - 1));
+        let mut joined = segs[0].0.clone();
+        joined.extend(without_copies(&segs[1..]));
         assert!(
-            segs.iter().all(|s| s.1 && pid(&s.0) == 0),
-            "each starts with the PAT"
+            joined == data.concat(),
+            "without the copies, the segments are the stream"
         );
-        assert_eq!(cutter.cuts_off_keyframe, segs.len() as u64 - 1);
-        assert_eq!(cutter.cuts_without_psi, 0);
-        let joined = segs
-            .iter()
-            .map(|s| s.0.clone())
-            .collect::<Vec<_>>()
-            .concat();
-        assert!(data.concat().ends_with(&joined));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct RecordSettings {
     pub format: String,
     /// Bytes queued for the writer before the recorder drops.
     pub queue_bytes: u64,
+    /// No segment opens while the recordings volume has less free than this (0: no floor).
+    pub min_free_bytes: u64,
 }
 
 impl RecordSettings {
@@ -80,6 +82,7 @@ impl RecordSettings {
             segment_ms: DEFAULT_SEGMENT_MS,
             format: "ts".into(),
             queue_bytes: DEFAULT_RECORD_QUEUE_BYTES,
+            min_free_bytes: 0,
         }
     }
 
@@ -123,15 +126,27 @@ pub struct RecorderStats {
     pub drops: u64,
     /// TS packets passed over on purpose: before the first cut, and while paused.
     pub skipped: u64,
-    /// Segments begun at a PAT a few video frames before their first keyframe (the stream
-    /// carries PSI on a timer, not right before its keyframes).
+    /// Segments begun at a PAT a few video frames before their first keyframe: no longer
+    /// made (such a segment starts with copies of the PSI, `psi_inserted`); always 0.
     pub cuts_off_keyframe: u64,
-    /// Segments begun at a keyframe without PSI (no PAT since the last keyframe).
+    /// Segments begun at a keyframe without PSI (no PAT and PMT seen yet to copy).
     pub cuts_without_psi: u64,
+    /// Packets of PSI (the latest PAT and PMT) copied in front of a keyframe that had none
+    /// right before it, so that its segment decodes from its first frames.
+    pub psi_inserted: u64,
     /// Bytes waiting in the queue for the writer.
     pub queued_bytes: u64,
-    /// Errors since it started (writes, opens, renames).
+    /// Errors since it started (writes, opens, renames, stalls, streams an mp4 cannot hold).
     pub errors: u64,
+    /// Pauses that found no frame's start within 1 s and closed the segment where the data
+    /// stopped (its last frame may be cut short).
+    pub pauses_mid_frame: u64,
+    /// Bytes not recorded because the recordings volume had less free space than its floor
+    /// when a segment was due to open.
+    pub no_space_bytes: u64,
+    /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
+    /// was torn down.
+    pub stalls: u64,
     pub last_error: Option<String>,
 }
 
@@ -145,6 +160,9 @@ struct Status {
     last_error: Option<String>,
     cuts_off_keyframe: u64,
     cuts_without_psi: u64,
+    psi_inserted: u64,
+    stalls: u64,
+    pauses_mid_frame: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -156,6 +174,9 @@ struct Shared {
     skipped: AtomicU64,
     bytes: AtomicU64,
     segment_bytes: AtomicU64,
+    no_space_bytes: AtomicU64,
+    /// The free-space floor in force (`min_free_bytes`, changed by `set_min_free`).
+    min_free: AtomicU64,
     paused: AtomicBool,
     status: Mutex<Status>,
 }
@@ -225,6 +246,7 @@ impl Recorder {
         })?;
         let shared = Arc::new(Shared {
             max_queue: settings.queue_bytes,
+            min_free: AtomicU64::new(settings.min_free_bytes),
             status: Mutex::new(Status {
                 state: "recording",
                 ..Status::default()
@@ -268,6 +290,11 @@ impl Recorder {
         self.shared.paused.store(false, Relaxed);
     }
 
+    /// Sets the free-space floor checked before each segment opens (0: none).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.shared.min_free.store(bytes, Relaxed);
+    }
+
     pub fn paused(&self) -> bool {
         self.shared.paused.load(Relaxed)
     }
@@ -306,10 +333,44 @@ impl Recorder {
             skipped: s.skipped.load(Relaxed),
             cuts_off_keyframe: status.cuts_off_keyframe,
             cuts_without_psi: status.cuts_without_psi,
+            psi_inserted: status.psi_inserted,
             queued_bytes: s.queued.load(Relaxed),
             errors: status.errors,
+            stalls: status.stalls,
+            no_space_bytes: s.no_space_bytes.load(Relaxed),
+            pauses_mid_frame: status.pauses_mid_frame,
             last_error: status.last_error.clone(),
         }
+    }
+}
+
+/// The error when the volume under `dir` has less free space than the floor in `shared`
+/// (None: enough, no floor, or the volume cannot be asked).
+fn below_floor(dir: &std::path::Path, shared: &Shared) -> Option<String> {
+    let floor = shared.min_free.load(Relaxed);
+    if floor == 0 {
+        return None;
+    }
+    let free = free_bytes(dir)?;
+    (free < floor).then(|| {
+        format!(
+            "the recordings volume has {free} bytes free, below the floor of {floor} \
+             (min_free_bytes): no segment opens until retention makes room"
+        )
+    })
+}
+
+/// Bytes free to an unprivileged writer on the volume holding `dir` (statvfs).
+pub(crate) fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs with a NUL-terminated path and a zeroed struct it fills.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
     }
 }
 

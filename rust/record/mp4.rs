@@ -12,14 +12,17 @@
 //! Unlike `ts` segments, MP4 files are not slices of the output: they are remuxed. Their
 //! record has no keyframe times and `psi` is meaningless (true).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+use super::writer::{place, Place};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::elements::make;
 use crate::error::{Error, Result};
@@ -31,26 +34,39 @@ const POLL: Duration = Duration::from_millis(100);
 const APPSRC_BYTES: u64 = 8 * 1024 * 1024;
 /// How long a pause or a stop waits for the last file to be finished.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
+/// The muxer giving nothing out for this long while the stream arrives is a stall (it holds a
+/// GOP before a fragment: a source whose GOP is longer is taken for one).
+const STALL: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The file being written, as `format-location-full` named it.
 #[derive(Default)]
 struct Naming {
-    /// Relative path (with `.mp4`) and `.part` path of each file named, in order.
-    named: Vec<(PathBuf, PathBuf)>,
+    /// The file last named: where it goes, and the `.part` file created for it (held open
+    /// until it is closed: the muxer's sink writes to it through `/proc/self/fd`).
+    named: Option<(Place, File)>,
 }
 
 struct Running {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     naming: Arc<Mutex<Naming>>,
+    /// Streams of the input the branch could not record (said once each, as errors).
+    left_out: Arc<Mutex<Vec<String>>>,
+    /// Buffers the muxer has given out, and the count last seen with the time it changed.
+    muxed: Arc<AtomicU64>,
+    seen_muxed: u64,
+    progress_at: Instant,
+    /// Bytes pushed into the appsrc since the muxer last gave something out.
+    pushed_since: u64,
 }
 
 /// A file splitmuxsink opened and has not closed yet.
 struct OpenFile {
     rel: PathBuf,
-    part: PathBuf,
+    place: Place,
+    file: File,
     start_unix: f64,
     start_running: u64,
     cuts_at_open: u64,
@@ -115,8 +131,9 @@ impl Mp4Writer {
                 self.take(item.buffer, size);
             }
             self.poll_bus();
+            self.watch();
             if let Some(open) = &self.open {
-                if let Ok(meta) = std::fs::metadata(&open.part) {
+                if let Ok(meta) = open.file.metadata() {
                     self.shared.segment_bytes.store(meta.len(), Relaxed);
                 }
             }
@@ -136,6 +153,10 @@ impl Mp4Writer {
                 self.shared.drops.fetch_add(packets, Relaxed);
                 return;
             }
+            if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
+                self.shared.no_space_bytes.fetch_add(size, Relaxed);
+                return self.fail(why);
+            }
             match self.build() {
                 Ok(r) => self.running = Some(r),
                 Err(e) => {
@@ -144,12 +165,68 @@ impl Mp4Writer {
                 }
             }
         }
-        let Some(r) = &self.running else { return };
-        // Blocks while the appsrc holds its 8 MiB (a slow disk): this thread waits, not the
-        // route.
+        // Waits while the appsrc holds its 8 MiB (a slow disk): this thread waits, not the
+        // route; but not past a stall.
+        while self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.appsrc.current_level_bytes() >= APPSRC_BYTES)
+        {
+            if self.watch() {
+                self.shared.drops.fetch_add(packets, Relaxed);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let Some(r) = &mut self.running else { return };
+        r.pushed_since += size;
         if r.appsrc.push_buffer(buffer).is_err() {
             self.shared.drops.fetch_add(packets, Relaxed);
         }
+    }
+
+    /// Watches the branch: says what it left out, and tears it down (an error, counted in
+    /// `stalls`) when the muxer has given nothing out for `STALL` while the stream arrived.
+    /// True when it did.
+    fn watch(&mut self) -> bool {
+        let Some(r) = &mut self.running else {
+            return false;
+        };
+        let left: Vec<String> = std::mem::take(&mut *lock(&r.left_out));
+        let muxed = r.muxed.load(Relaxed);
+        if muxed != r.seen_muxed || r.pushed_since == 0 {
+            r.seen_muxed = muxed;
+            r.progress_at = Instant::now();
+            r.pushed_since = 0;
+        }
+        let stalled = (r.progress_at.elapsed() >= STALL).then_some(r.pushed_since);
+        for why in left {
+            self.report(why);
+        }
+        let Some(pushed) = stalled else {
+            return false;
+        };
+        lock(&self.shared.status).stalls += 1;
+        self.teardown();
+        self.fail(format!(
+            "the mp4 branch stalled: nothing muxed for {}s while {pushed} bytes of the stream \
+             arrived; torn down, tried again after the backoff",
+            STALL.as_secs()
+        ));
+        true
+    }
+
+    /// An error that does not stop the recording: counted and said.
+    fn report(&self, error: String) {
+        {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+        }
+        let mut event = Event::new(Kind::RecordingError);
+        event.route = Some(self.route.clone());
+        event.error = Some(error);
+        self.log.push(event);
     }
 
     fn build(&self) -> Result<Running> {
@@ -161,7 +238,7 @@ impl Mp4Writer {
             .is_live(true)
             .stream_type(gst_app::AppStreamType::Stream)
             .max_bytes(APPSRC_BYTES)
-            .block(true)
+            .block(false)
             .build();
         let demux = make("tsdemux", &format!("{name}-demux"))?;
         let mux = make("mp4mux", &format!("{name}-mp4mux"))?;
@@ -182,56 +259,52 @@ impl Mp4Writer {
             self.route.clone(),
         );
         let named = naming.clone();
+        let left_out = Arc::new(Mutex::new(Vec::new()));
+        let said = left_out.clone();
+        // The file is made here, relative to its directory and without following a link
+        // (`path::SegmentDir`); the sink is handed it by its descriptor, never by its path.
         split.connect("format-location-full", false, move |_| {
-            let rel = path::expand(&pattern, &route, unix_now()).ok()?;
-            let (rel, part) = free_name(&dir, &rel).ok()?;
-            if let Some(parent) = rel.parent() {
-                path::make_dirs_under(&dir, parent).ok()?;
+            let made = path::expand(&pattern, &route, unix_now())
+                .map_err(|e| e.to_string())
+                .and_then(|rel| place(&dir, &rel, "mp4"))
+                .and_then(|p| match p.dir.create_new(&p.part_name) {
+                    Ok(file) => Ok((p, file)),
+                    Err(e) => Err(format!("cannot create `{}`: {e}", p.part.display())),
+                });
+            match made {
+                Ok((p, file)) => {
+                    let shown = format!("/proc/self/fd/{}", file.as_raw_fd());
+                    lock(&named).named = Some((p, file));
+                    Some(shown.to_value())
+                }
+                Err(why) => {
+                    lock(&said).push(why);
+                    None
+                }
             }
-            let shown = part.to_string_lossy().into_owned();
-            lock(&named).named.push((rel, part));
-            Some(shown.to_value())
         });
 
         let weak = pipeline.downgrade();
         let split_weak = split.downgrade();
+        let left = left_out.clone();
         demux.connect_pad_added(move |_, pad| {
             let (Some(pipeline), Some(split)) = (weak.upgrade(), split_weak.upgrade()) else {
                 return;
             };
-            let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
-            let kind = caps
-                .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
-                .unwrap_or_default();
-            let (parser, request) = match kind.as_str() {
-                "video/x-h264" => ("h264parse", "video"),
-                "audio/mpeg" => ("aacparse", "audio_%u"),
-                _ => ("fakesink", ""),
-            };
-            let Ok(first) = gst::ElementFactory::make(parser).build() else {
-                return;
-            };
-            let queue = gst::ElementFactory::make("queue").build().ok();
-            let mut chain = vec![first.clone()];
-            chain.extend(queue.clone());
-            if pipeline.add_many(&chain).is_err() {
-                return;
-            }
-            let _ = gst::Element::link_many(&chain);
-            for e in &chain {
-                let _ = e.sync_state_with_parent();
-            }
-            let _ = pad.link(&first.static_pad("sink").expect("a sink pad"));
-            if request.is_empty() {
-                return;
-            }
-            let last = chain.last().expect("a chain");
-            if let (Some(src), Some(sink)) =
-                (last.static_pad("src"), split.request_pad_simple(request))
-            {
-                let _ = src.link(&sink);
+            if let Err(why) = branch(&pipeline, &split, pad) {
+                gst::warning!(CAT, "{why}");
+                lock(&left).push(why.to_string());
             }
         });
+        // Every buffer the muxer gives out: the branch's progress, watched for a stall.
+        let muxed = Arc::new(AtomicU64::new(0));
+        if let Some(src) = mux.static_pad("src") {
+            let muxed = muxed.clone();
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                muxed.fetch_add(1, Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| Error::pipeline(format!("recording pipeline: {e}")))?;
@@ -239,6 +312,11 @@ impl Mp4Writer {
             pipeline,
             appsrc,
             naming,
+            left_out,
+            muxed,
+            seen_muxed: 0,
+            progress_at: Instant::now(),
+            pushed_since: 0,
         })
     }
 
@@ -276,13 +354,14 @@ impl Mp4Writer {
     }
 
     fn opened(&mut self, running: u64) {
-        let Some((rel, part)) = self
+        let Some((place, file)) = self
             .running
             .as_ref()
-            .and_then(|r| lock(&r.naming).named.last().cloned())
+            .and_then(|r| lock(&r.naming).named.take())
         else {
             return;
         };
+        let rel = place.rel.clone();
         let start_unix = unix_now();
         {
             let mut status = lock(&self.shared.status);
@@ -298,7 +377,8 @@ impl Mp4Writer {
         self.log.push(event);
         self.open = Some(OpenFile {
             rel,
-            part,
+            place,
+            file,
             start_unix,
             start_running: running,
             cuts_at_open: (self.cuts)(),
@@ -308,9 +388,8 @@ impl Mp4Writer {
 
     fn closed(&mut self, running: u64) {
         let Some(open) = self.open.take() else { return };
-        let final_path = self.settings.dir.join(&open.rel);
-        if let Err(e) = std::fs::rename(&open.part, &final_path) {
-            let error = format!("cannot rename `{}`: {e}", open.part.display());
+        if let Err(e) = open.place.commit() {
+            let error = format!("cannot rename `{}`: {e}", open.place.part.display());
             {
                 let mut status = lock(&self.shared.status);
                 status.errors += 1;
@@ -326,7 +405,7 @@ impl Mp4Writer {
             self.log.push(event);
             return;
         }
-        let bytes = std::fs::metadata(&final_path).map_or(0, |m| m.len());
+        let bytes = open.file.metadata().map_or(0, |m| m.len());
         let duration = running.saturating_sub(open.start_running) as f64 / 1e9;
         let end = unix_now();
         self.shared.bytes.fetch_add(bytes, Relaxed);
@@ -404,13 +483,102 @@ impl Mp4Writer {
         event.error = Some(error);
         self.log.push(event);
         // What the failed file holds stays as `.part`: the server repairs it at its next start.
-        self.open = None;
+        // An empty one (a stall before the first fragment) goes, and its catalog row with it.
+        if let Some(open) = self.open.take() {
+            if open.file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = open.place.dir.remove(&open.place.part_name);
+                let mut event = Event::new(Kind::RecordingError);
+                event.route = Some(self.route.clone());
+                event.error = Some(format!("`{}` is empty: removed", open.rel.display()));
+                event.segment = Some(format!(
+                    "{{\"path\":{}}}",
+                    super::writer::json_text(&open.rel.to_string_lossy())
+                ));
+                self.log.push(event);
+            }
+        }
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// `rel.mp4` under `dir`, or `rel-1.mp4`, … when taken; with its `.part` path.
-fn free_name(dir: &Path, rel: &Path) -> std::result::Result<(PathBuf, PathBuf), String> {
-    super::writer::free_name_with(dir, rel, "mp4")
+/// Links a pad the demuxer added to the muxer, downstream first: parser, queue and the
+/// muxer's pad are linked and playing before the demuxer's pad is linked, so no buffer ever
+/// reaches an unlinked pad. A stream the muxer cannot take (a codec without a parser here, or
+/// one the muxer refuses) goes to a `fakesink` and is named in the error returned: the muxer
+/// is never given a pad that no data will reach (it would wait for it forever).
+fn branch(pipeline: &gst::Pipeline, split: &gst::Element, pad: &gst::Pad) -> Result<()> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let (kind, version) = caps.structure(0).map_or((String::new(), 0), |s| {
+        (
+            s.name().to_string(),
+            s.get::<i32>("mpegversion").unwrap_or(0),
+        )
+    });
+    let (parser, request) = match (kind.as_str(), version) {
+        ("video/x-h264", _) => ("h264parse", "video"),
+        ("video/x-h265", _) => ("h265parse", "video"),
+        ("audio/mpeg", 2 | 4) => ("aacparse", "audio_%u"),
+        ("audio/mpeg", 1) => ("mpegaudioparse", "audio_%u"),
+        ("audio/x-ac3" | "audio/ac3", _) => ("ac3parse", "audio_%u"),
+        _ => ("", ""),
+    };
+    let recorded = (!parser.is_empty())
+        .then(|| link_stream(pipeline, split, pad, parser, request))
+        .transpose()?
+        .unwrap_or(false);
+    if recorded {
+        return Ok(());
+    }
+    let sink = make("fakesink", &format!("{}-left-out", pad.name()))?;
+    sink.set_property("sync", false);
+    pipeline.add(&sink)?;
+    let _ = sink.sync_state_with_parent();
+    let _ = pad.link(&sink.static_pad("sink").expect("a sink pad"));
+    Err(Error::pipeline(format!(
+        "stream `{}` ({caps}) is not recorded: the mp4 muxer cannot take it",
+        pad.name()
+    )))
+}
+
+/// `pad ! parser ! queue ! split.request`, downstream first; false when the muxer refused the
+/// stream (nothing of it is left in the pipeline).
+fn link_stream(
+    pipeline: &gst::Pipeline,
+    split: &gst::Element,
+    pad: &gst::Pad,
+    parser: &str,
+    request: &str,
+) -> Result<bool> {
+    let parse = make(parser, &format!("{}-parse", pad.name()))?;
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    if !parse
+        .static_pad("sink")
+        .is_some_and(|p| p.query_accept_caps(&caps))
+    {
+        return Ok(false);
+    }
+    let queue = make("queue", &format!("{}-queue", pad.name()))?;
+    pipeline.add_many([&parse, &queue])?;
+    let linked = parse.link(&queue).is_ok()
+        && match (queue.static_pad("src"), split.request_pad_simple(request)) {
+            (Some(src), Some(sink)) => {
+                let ok = src.link(&sink).is_ok();
+                if !ok {
+                    split.release_request_pad(&sink);
+                }
+                ok
+            }
+            _ => false,
+        };
+    if !linked {
+        let _ = pipeline.remove_many([&parse, &queue]);
+        return Ok(false);
+    }
+    for e in [&queue, &parse] {
+        let _ = e.sync_state_with_parent();
+    }
+    pad.link(&parse.static_pad("sink").expect("a sink pad"))
+        .map_err(|e| Error::pipeline(format!("cannot link stream `{}`: {e:?}", pad.name())))?;
+    Ok(true)
 }

@@ -2,6 +2,11 @@
 //! recordings directory. A pattern that could leave the directory is refused when it is
 //! checked, and every expanded path is checked again before a file is opened.
 
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -83,34 +88,148 @@ pub fn stays_under(rel: &Path) -> bool {
     rel.components().count() > 0 && rel.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Creates the directories of `rel` (relative, checked by [`stays_under`]) under `root`, one
-/// component at a time, refusing a component that is a symbolic link (or not a directory):
-/// a link inside the recordings directory would put segments outside it.
-pub fn make_dirs_under(root: &Path, rel: &Path) -> std::io::Result<()> {
-    let mut dir = root.to_path_buf();
-    for part in rel.components() {
-        dir.push(part);
-        let meta = match std::fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-                _ => std::fs::symlink_metadata(&dir)?,
-            },
-            other => other?,
-        };
-        if meta.file_type().is_symlink() {
-            return Err(std::io::Error::other(format!(
-                "`{}` is a symbolic link; segments stay inside the recordings directory",
-                dir.display()
-            )));
+/// A directory under the recordings root, reached without following a symbolic link below
+/// the root and held open: its files are created, renamed and removed relative to it (`openat`,
+/// `renameat`, `unlinkat`, each with `O_NOFOLLOW` or its like), so a link swapped in for it or
+/// for one of its parents after it was opened is never followed.
+pub struct SegmentDir {
+    fd: OwnedFd,
+}
+
+impl SegmentDir {
+    /// Opens `rel` (relative, checked by [`stays_under`]; empty: the root) under `root`,
+    /// making each missing component (`mkdirat`) and opening it (`openat` with
+    /// `O_DIRECTORY | O_NOFOLLOW`) relative to its parent: a component that is a symbolic
+    /// link (or not a directory) is refused, naming it.
+    pub fn open(root: &Path, rel: &Path) -> io::Result<SegmentDir> {
+        let mut fd = open_path(root)?;
+        let mut shown = root.to_path_buf();
+        for part in rel.components() {
+            let Component::Normal(name) = part else {
+                return Err(io::Error::other(format!(
+                    "`{}` leaves the recordings directory",
+                    rel.display()
+                )));
+            };
+            shown.push(name);
+            let c = cstr(name)?;
+            // SAFETY: mkdirat/openat on a directory fd we own and a NUL-terminated name.
+            unsafe {
+                if libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o777) != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+                let next = libc::openat(
+                    fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
+                if next < 0 {
+                    let e = io::Error::last_os_error();
+                    if !matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                        return Err(e);
+                    }
+                    let mut st: libc::stat = std::mem::zeroed();
+                    let link = libc::fstatat(
+                        fd.as_raw_fd(),
+                        c.as_ptr(),
+                        &mut st,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    ) == 0
+                        && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+                    return Err(io::Error::other(if link {
+                        format!(
+                            "`{}` is a symbolic link; segments stay inside the recordings directory",
+                            shown.display()
+                        )
+                    } else {
+                        format!("`{}` is not a directory", shown.display())
+                    }));
+                }
+                fd = OwnedFd::from_raw_fd(next);
+            }
         }
-        if !meta.is_dir() {
-            return Err(std::io::Error::other(format!(
-                "`{}` is not a directory",
-                dir.display()
-            )));
+        Ok(SegmentDir { fd })
+    }
+
+    /// Whether `name` exists in it (a link counts: it is not followed).
+    pub fn exists(&self, name: &str) -> bool {
+        let Ok(c) = cstr(name.as_ref()) else {
+            return true;
+        };
+        // SAFETY: fstatat with our fd, a NUL-terminated name and a zeroed struct it fills.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
         }
     }
-    Ok(())
+
+    /// Creates `name`, which must not exist (`O_CREAT | O_EXCL | O_NOFOLLOW`).
+    pub fn create_new(&self, name: &str) -> io::Result<File> {
+        let c = cstr(name.as_ref())?;
+        // SAFETY: openat with our fd and a NUL-terminated name; the fd returned is ours.
+        unsafe {
+            let fd = libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o666 as libc::c_uint,
+            );
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(File::from(OwnedFd::from_raw_fd(fd)))
+        }
+    }
+
+    /// Renames `from` to `to`, both in it (`renameat`: a link at `from` is renamed, not
+    /// followed).
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (a, b) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
+        let raw = self.fd.as_raw_fd();
+        // SAFETY: renameat with our fd and NUL-terminated names.
+        if unsafe { libc::renameat(raw, a.as_ptr(), raw, b.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes the file `name` in it (`unlinkat`: a link is removed, not followed).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let c = cstr(name.as_ref())?;
+        // SAFETY: unlinkat with our fd and a NUL-terminated name.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn open_path(dir: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(dir.as_os_str())?;
+    // SAFETY: open with a NUL-terminated path; the fd returned is ours.
+    unsafe {
+        let fd = libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn cstr(name: &std::ffi::OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes())
+        .map_err(|_| io::Error::other(format!("`{}` holds a NUL byte", name.to_string_lossy())))
 }
 
 /// `strftime(3)` in UTC.
@@ -174,12 +293,39 @@ mod tests {
         let outside = root.with_extension("outside");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
-        make_dirs_under(&root, Path::new("a/b")).unwrap();
+        SegmentDir::open(&root, Path::new("a/b")).unwrap();
         assert!(root.join("a/b").is_dir());
         std::os::unix::fs::symlink(&outside, root.join("a/sym")).unwrap();
-        let err = make_dirs_under(&root, Path::new("a/sym/c")).unwrap_err();
+        let err = SegmentDir::open(&root, Path::new("a/sym/c")).err().unwrap();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!outside.join("c").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn a_link_swapped_in_for_a_directory_after_it_was_opened_is_never_followed() {
+        let root = std::env::temp_dir().join(format!("castway-swap-{}", std::process::id()));
+        let outside = root.with_extension("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let dir = SegmentDir::open(&root, Path::new("r/day")).unwrap();
+        // Between the check and the open: the directory is moved away and a link put there.
+        std::fs::rename(root.join("r/day"), root.join("r/moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("r/day")).unwrap();
+        drop(dir.create_new("seg.ts.part").unwrap());
+        dir.rename("seg.ts.part", "seg.ts").unwrap();
+        assert!(dir.exists("seg.ts") && !dir.exists("seg.ts.part"));
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing outside"
+        );
+        assert!(root.join("r/moved/seg.ts").is_file());
+        // A link planted at the file's name is not followed either.
+        std::os::unix::fs::symlink(outside.join("x"), root.join("r/moved/x.part")).unwrap();
+        assert!(dir.create_new("x.part").is_err());
+        assert!(!outside.join("x").exists());
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::cutter::{Cutter, Step};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::events::{Event, EventLog, Kind};
-use crate::ts::{PACKET_SIZE, PTS_WRAP};
+use crate::ts::{pes_pts, pid, PACKET_SIZE, PTS_WRAP};
 
 /// How often the writer looks at its controls (pause) when no data arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -27,6 +27,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Arrival times further apart than this inside a segment are a gap (the input paused).
 const GAP_SECS: f64 = 1.0;
+/// How long a pause waits for the next frame's start to end the open segment cleanly.
+const PAUSE_WAIT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Keyframe times kept per segment (an hour of 1 s GOPs).
@@ -36,7 +38,7 @@ const MAX_KEYFRAMES: usize = 3600;
 struct Open {
     /// Relative to the recordings directory, with its extension.
     rel: PathBuf,
-    part: PathBuf,
+    place: Place,
     file: BufWriter<File>,
     start_unix: f64,
     last_unix: f64,
@@ -45,6 +47,8 @@ struct Open {
     /// Bytes written to it.
     bytes: u64,
     psi: bool,
+    /// Packets of PSI copied at its start (not the stream's own).
+    inserted: u64,
     gap: bool,
     cuts_at_open: u64,
     drops_at_open: u64,
@@ -57,6 +61,8 @@ pub(super) struct Writer {
     cutter: Cutter,
     out: Files,
     paused: bool,
+    /// A pause waits for a clean end of the open segment until this (see `pause_scan`).
+    pausing: Option<Instant>,
 }
 
 /// The writer's files: what the cutter's steps act on.
@@ -72,6 +78,8 @@ struct Files {
     backoff: Duration,
     /// A step failed: the cutter is to cut at its next chance.
     failed: bool,
+    /// The last segment due did not open: the volume was below its free-space floor.
+    low_space: bool,
 }
 
 impl Writer {
@@ -94,8 +102,10 @@ impl Writer {
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
                 failed: false,
+                low_space: false,
             },
             paused: false,
+            pausing: None,
         }
     }
 
@@ -141,30 +151,87 @@ impl Writer {
     }
 
     fn follow_controls(&mut self) {
+        if self.pausing.is_some_and(|t| t.elapsed() >= PAUSE_WAIT) {
+            // No frame began within the wait: the segment ends where the data stopped.
+            self.pausing = None;
+            lock(&self.out.shared.status).pauses_mid_frame += 1;
+            self.close_segment();
+        }
         let paused = self.out.shared.paused.load(Relaxed);
         if paused == self.paused {
             return;
         }
         self.paused = paused;
         if paused {
-            self.close_segment();
+            if self.out.open.is_some() {
+                // The segment goes on to the next frame's start (the held PSI first).
+                self.pausing = Some(Instant::now());
+                let mut held = Vec::new();
+                self.cutter.flush(&mut |s| {
+                    if let Step::Bytes(b) = s {
+                        held.extend_from_slice(b);
+                    }
+                });
+                self.pause_scan(&held, unix_now());
+            } else {
+                self.close_segment();
+            }
             lock(&self.out.shared.status).state = "paused";
+        } else if self.pausing.take().is_some() {
+            // Resumed before the segment's end was found: it simply goes on.
         } else {
             self.cutter.cut_soon(false);
             lock(&self.out.shared.status).state = "recording";
         }
     }
 
+    /// While a pause waits for a clean end: writes `data` to the open segment up to the first
+    /// packet that starts a PES on the video PID (a PAT, without video), where the segment
+    /// closes, so its last frame is whole; what follows is skipped (paused).
+    fn pause_scan(&mut self, data: &[u8], unix: f64) {
+        let video = self.cutter.video_pid();
+        let mut end = None;
+        for (i, p) in data.chunks_exact(PACKET_SIZE).enumerate() {
+            let starts = p[1] & 0x40 != 0;
+            let boundary = match video {
+                Some(v) => starts && pid(p) == usize::from(v),
+                None => starts && pid(p) == 0,
+            };
+            if boundary {
+                end = Some((i * PACKET_SIZE, pes_pts(p)));
+                break;
+            }
+        }
+        let Some((at, pts)) = end else {
+            self.out.write(data);
+            return;
+        };
+        self.out.write(&data[..at]);
+        self.pausing = None;
+        let last = self.out.open.as_ref().map_or(unix, |o| o.last_unix);
+        self.out
+            .close(pts.or_else(|| self.cutter.video_end()), last);
+        self.after_steps();
+        let rest = (data.len() - at) / PACKET_SIZE;
+        self.out.shared.skipped.fetch_add(rest as u64, Relaxed);
+    }
+
     fn take(&mut self, item: Item) {
         let packets = (item.buffer.size() / PACKET_SIZE) as u64;
-        if self.paused {
-            self.out.shared.skipped.fetch_add(packets, Relaxed);
-            return;
-        }
         let Ok(map) = item.buffer.map_readable() else {
             self.out.shared.drops.fetch_add(packets, Relaxed);
             return;
         };
+        if self.pausing.is_some() {
+            if let Some(open) = &mut self.out.open {
+                open.last_unix = item.unix;
+            }
+            return self.pause_scan(&map, item.unix);
+        }
+        if self.paused {
+            self.out.shared.skipped.fetch_add(packets, Relaxed);
+            return;
+        }
         if let Some(open) = &mut self.out.open {
             if item.unix - open.last_unix > GAP_SECS {
                 open.gap = true;
@@ -178,6 +245,7 @@ impl Writer {
         let mut status = lock(&self.out.shared.status);
         status.cuts_off_keyframe = off;
         status.cuts_without_psi = without;
+        status.psi_inserted = self.cutter.psi_inserted;
         drop(status);
         self.after_steps();
     }
@@ -207,13 +275,23 @@ impl Files {
                 }
             }
             Step::Bytes(bytes) => self.write(bytes),
+            Step::Psi(bytes) => {
+                if let Some(open) = &mut self.open {
+                    open.inserted += (bytes.len() / PACKET_SIZE) as u64;
+                }
+                self.write(bytes);
+            }
         }
     }
 
     fn write(&mut self, bytes: &[u8]) {
         let packets = (bytes.len() / PACKET_SIZE) as u64;
         let Some(open) = &mut self.open else {
-            if self.retry_at.is_some() {
+            if self.low_space {
+                self.shared
+                    .no_space_bytes
+                    .fetch_add(bytes.len() as u64, Relaxed);
+            } else if self.retry_at.is_some() {
                 self.shared.drops.fetch_add(packets, Relaxed);
             } else {
                 self.shared.skipped.fetch_add(packets, Relaxed);
@@ -261,19 +339,45 @@ impl Files {
         self.failed = true;
     }
 
+    fn report_no_space(&mut self, error: String) {
+        gst::warning!(CAT, "{}: {error}", self.route);
+        {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+            status.state = "failing";
+            status.segment = None;
+        }
+        let mut event = Event::new(Kind::RecordingError);
+        event.route = Some(self.route.clone());
+        event.error = Some(error);
+        self.log.push(event);
+    }
+
     fn open_segment(&mut self, pts: Option<u64>, psi: bool, unix: f64) {
+        if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
+            // Said once, when it begins; tried again at each cut (retention runs meanwhile).
+            if !std::mem::replace(&mut self.low_space, true) {
+                self.report_no_space(why);
+            }
+            return;
+        }
+        if std::mem::take(&mut self.low_space) {
+            lock(&self.shared.status).state = "recording";
+        }
         let rel = match path::expand(&self.settings.pattern, &self.route, unix) {
             Ok(rel) => rel,
             Err(e) => return self.fail(e.to_string()),
         };
-        let (rel, part) = match free_name(&self.settings.dir, &rel) {
-            Ok(names) => names,
+        let place = match place(&self.settings.dir, &rel, "ts") {
+            Ok(place) => place,
             Err(e) => return self.fail(e),
         };
-        let file = match create(&self.settings.dir, &rel, &part) {
+        let file = match place.dir.create_new(&place.part_name) {
             Ok(f) => f,
-            Err(e) => return self.fail(format!("cannot create `{}`: {e}", part.display())),
+            Err(e) => return self.fail(format!("cannot create `{}`: {e}", place.part.display())),
         };
+        let rel = place.rel.clone();
         gst::debug!(CAT, "{}: segment {} opened", self.route, rel.display());
         {
             let mut status = lock(&self.shared.status);
@@ -290,13 +394,14 @@ impl Files {
         self.log.push(event);
         self.open = Some(Open {
             rel,
-            part,
+            place,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             start_unix: unix,
             last_unix: unix,
             start_pts: pts,
             bytes: 0,
             psi,
+            inserted: 0,
             gap: false,
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
@@ -327,12 +432,13 @@ impl Files {
     fn finish(&mut self, open: Open, end_pts: Option<u64>, unix: f64, error: Option<String>) {
         let Open {
             rel,
-            part,
+            place,
             file,
             start_unix,
             start_pts,
             bytes,
             psi,
+            inserted,
             gap,
             cuts_at_open,
             drops_at_open,
@@ -357,10 +463,10 @@ impl Files {
             (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
             _ => (end - start_unix).max(0.0),
         };
-        let path = self.settings.dir.join(&rel);
+        let part = &place.part;
         if size == 0 && error.is_some() {
             // Nothing reached the disk (a full one): no segment to keep or to list.
-            let _ = std::fs::remove_file(&part);
+            let _ = place.dir.remove(&place.part_name);
             lock(&self.shared.status).segment = None;
             let mut event = Event::new(Kind::RecordingError);
             event.route = Some(self.route.clone());
@@ -372,7 +478,7 @@ impl Files {
             self.log.push(event);
             return;
         }
-        if let Err(e) = std::fs::rename(&part, &path) {
+        if let Err(e) = place.commit() {
             let error = format!("cannot rename `{}`: {e}", part.display());
             {
                 let mut status = lock(&self.shared.status);
@@ -405,8 +511,8 @@ impl Files {
         event.error = error;
         event.segment = Some(format!(
             "{{\"path\":{},\"format\":\"ts\",\"start\":{start_unix:.3},\"end\":{:.3},\
-             \"duration\":{duration:.3},\"bytes\":{size},\"psi\":{psi},\"switch\":{switch},\
-             \"gap\":{gap},\"keyframes\":[{}]}}",
+             \"duration\":{duration:.3},\"bytes\":{size},\"psi\":{psi},\"inserted\":{inserted},\
+             \"switch\":{switch},\"gap\":{gap},\"keyframes\":[{}]}}",
             json_text(&rel.to_string_lossy()),
             end,
             keys.join(",")
@@ -416,51 +522,57 @@ impl Files {
     }
 }
 
-/// `rel.ts` under `dir`, or `rel-1.ts`, `rel-2.ts`, … when taken; with its `.part` path.
-fn free_name(dir: &Path, rel: &Path) -> Result<(PathBuf, PathBuf), String> {
-    free_name_with(dir, rel, "ts")
+/// Where a segment goes: its directory, held open (see `path::SegmentDir`), and its names.
+pub(super) struct Place {
+    pub dir: path::SegmentDir,
+    /// Relative to the recordings directory, with its extension.
+    pub rel: PathBuf,
+    /// Its file name, and that of its `.part`, in `dir`.
+    pub name: String,
+    pub part_name: String,
+    /// The `.part` file's full path, to show.
+    pub part: PathBuf,
 }
 
-/// `rel.EXT` under `dir`, or `rel-1.EXT`, … when taken; with its `.part` path.
-pub(super) fn free_name_with(
-    dir: &Path,
-    rel: &Path,
-    ext: &str,
-) -> Result<(PathBuf, PathBuf), String> {
+impl Place {
+    /// Renames the `.part` file into place.
+    pub fn commit(&self) -> std::io::Result<()> {
+        self.dir.rename(&self.part_name, &self.name)
+    }
+}
+
+/// `rel.EXT` under `root`, or `rel-1.EXT`, … when taken: its directory made and opened
+/// without following a symbolic link.
+pub(super) fn place(root: &Path, rel: &Path, ext: &str) -> Result<Place, String> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = path::SegmentDir::open(root, parent)
+        .map_err(|e| format!("cannot open `{}`: {e}", root.join(parent).display()))?;
+    let stem = rel
+        .file_name()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     for n in 0..100 {
-        let stem = rel
-            .file_name()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         let name = match n {
-            0 => rel.with_file_name(format!("{stem}.{ext}")),
-            n => rel.with_file_name(format!("{stem}-{n}.{ext}")),
+            0 => format!("{stem}.{ext}"),
+            n => format!("{stem}-{n}.{ext}"),
         };
-        let path = dir.join(&name);
-        let part = part_of(&path);
-        if !path.exists() && !part.exists() {
-            return Ok((name, part));
+        let part_name = format!("{name}.part");
+        if !dir.exists(&name) && !dir.exists(&part_name) {
+            let rel = rel.with_file_name(&name);
+            let part = root.join(parent).join(&part_name);
+            return Ok(Place {
+                dir,
+                rel,
+                name,
+                part_name,
+                part,
+            });
         }
     }
     Err(format!(
         "no free name for `{}` under `{}`",
         rel.display(),
-        dir.display()
+        root.display()
     ))
-}
-
-fn part_of(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
-}
-
-/// Creates `part`, the `.part` file of `rel` under `dir`, making its directories without
-/// following a symbolic link (`create_new` does not follow one at the file itself).
-fn create(dir: &Path, rel: &Path, part: &Path) -> std::io::Result<File> {
-    if let Some(parent) = rel.parent() {
-        path::make_dirs_under(dir, parent)?;
-    }
-    File::options().write(true).create_new(true).open(part)
 }
 
 /// `text` as a JSON string.

@@ -50,6 +50,21 @@ impl Route {
         Ok(())
     }
 
+    /// Sets the running recording's free-space floor, checked before each segment opens.
+    pub fn set_recording_floor(&self, min_free_bytes: u64) -> Result<()> {
+        let inner = lock(&self.inner);
+        match &inner.recorder {
+            Some(r) if inner.recording => r.set_min_free(min_free_bytes),
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "a recording of route `{}`",
+                    self.name
+                )))
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the recording: what is queued is written and the open segment closed (waiting
     /// at most 5 s for the disk, with the route's lock let go). Its stats stay until the next
     /// start.

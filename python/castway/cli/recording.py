@@ -65,7 +65,14 @@ def recording_list(c: remote.Call) -> None:
         getattr(req, "from").CopyFrom(c.args.start)
     if c.args.end is not None:
         req.to.CopyFrom(c.args.end)
-    reply = c.rpc(c.client.recordings.ListSegments, req)
+    # Every page, oldest first.
+    reply = recording_pb2.ListSegmentsResponse()
+    for _ in range(1_000_000):
+        page = c.rpc(c.client.recordings.ListSegments, req)
+        reply.segments.extend(page.segments)
+        req.page_token = page.next_page_token
+        if not req.page_token:
+            break
 
     def table() -> None:
         c.say(f"{'START':29} {'DURATION':>8} {'BYTES':>11}  FLAGS  PATH")

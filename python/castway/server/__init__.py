@@ -34,7 +34,7 @@ from castway.server.errors import ControlError
 from castway.server.events import EventHub, FileSink, LogSink, record_change
 from castway.server.keys import Keys
 from castway.server.limits import Limits
-from castway.server.media import MediaError, MediaRoot
+from castway.server.media import RECORDINGS_DIR, MediaError, MediaRoot
 from castway.server.metrics import Metrics, otlp_configured
 from castway.server.recording.catalog import Catalog, CatalogSink
 from castway.server.recording.manager import Recordings
@@ -86,8 +86,6 @@ SERVICES = (
 )
 
 
-# The recordings directory, under the media root.
-RECORDINGS_DIR = "recordings"
 
 
 class ServeError(Exception):

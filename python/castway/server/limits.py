@@ -31,9 +31,12 @@ class Limits:
     max_webhooks: int = 32
     # Events kept in memory for WatchEvents to resume from.
     event_history: int = 10_000
-    # ListRoutes pages.
+    # ListRoutes and ListSegments pages.
     default_page_size: int = 100
     max_page_size: int = 500
+    # ExportClip: the longest range a clip may cover (seconds), and the clips made at once.
+    max_clip_s: int = 6 * 3600
+    max_clips: int = 2
     # The gRPC server.
     max_concurrent_rpcs: int = 1024
     max_streams_per_connection: int = 128

@@ -59,6 +59,10 @@ class Opened:
             self.fd = -1
 
 
+# The recordings directory, at the top of the media root: written by the recorders alone.
+RECORDINGS_DIR = "recordings"
+
+
 def is_file_uri(uri: str) -> bool:
     return uri[:7].lower() == "file://"
 
@@ -147,6 +151,12 @@ class MediaRoot:
         """Checks a ``file:`` URI of a served spec; returns the same endpoint as an absolute
         URI the data plane's parser accepts (for its own checks; never opened by path)."""
         f = parse_file_uri(uri, role, field)
+        if role == "output" and f.parts[0] == RECORDINGS_DIR:
+            raise InvalidArgument(
+                field,
+                f"`{f.relative}` is in the recordings directory `{self.path / RECORDINGS_DIR}`, "
+                "which only the recorders write: give a file output a path outside it",
+            )
         parent = self._walk(f, field)
         try:
             name = f.parts[-1]

@@ -196,6 +196,18 @@ ROUTE = (
            "of room (queue full, disk refused)", lambda r: r["recording"]["drops"]),
     Series("castway.recording.errors", "counter", "{error}", "failed writes, opens and renames",
            lambda r: r["recording"]["errors"]),
+    Series("castway.recording.stalls", "counter", "{stall}", "times the mp4 branch stalled "
+           "(nothing muxed for 10 s while the stream arrived)",
+           lambda r: r["recording"]["stalls"]),
+    Series("castway.recording.no_space", "counter", "By", "bytes not recorded: the volume was "
+           "below its free-space floor when a segment was due",
+           lambda r: r["recording"]["no_space_bytes"]),
+    Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
+           "copied in front of keyframes that had none right before them",
+           lambda r: r["recording"]["psi_inserted"]),
+    Series("castway.recording.pauses_mid_frame", "counter", "{pause}", "pauses that closed "
+           "the segment without reaching a frame's start within 1 s",
+           lambda r: r["recording"]["pauses_mid_frame"]),
 )
 
 

@@ -26,7 +26,7 @@ from castway.v1 import route_pb2 as castway_dot_v1_dot_route__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61stway/v1/recording.proto\x12\ncastway.v1\x1a\x16\x63\x61stway/v1/route.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x07Segment\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0b\n\x03psi\x18\x08 \x01(\x08\x12\x0e\n\x06switch\x18\t \x01(\x08\x12\x0b\n\x03gap\x18\n \x01(\x08\x12\x10\n\x08repaired\x18\x0b \x01(\x08\x12\x11\n\tkeyframes\x18\x0c \x03(\x01\"v\n\x13ListSegmentsRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x14ListSegmentsResponse\x12%\n\x08segments\x18\x01 \x03(\x0b\x32\x13.castway.v1.Segment\"!\n\x10RecordingRequest\x12\r\n\x05route\x18\x01 \x01(\t\"\x84\x01\n\x11\x45xportClipRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"\x19\n\tClipChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xdf\x03\n\x10RecordingService\x12Q\n\x0cListSegments\x12\x1f.castway.v1.ListSegmentsRequest\x1a .castway.v1.ListSegmentsResponse\x12K\n\x0eStartRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12J\n\rStopRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12K\n\x0ePauseRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12L\n\x0fResumeRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12\x44\n\nExportClip\x12\x1d.castway.v1.ExportClipRequest\x1a\x15.castway.v1.ClipChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61stway/v1/recording.proto\x12\ncastway.v1\x1a\x16\x63\x61stway/v1/route.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x07Segment\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0b\n\x03psi\x18\x08 \x01(\x08\x12\x0e\n\x06switch\x18\t \x01(\x08\x12\x0b\n\x03gap\x18\n \x01(\x08\x12\x10\n\x08repaired\x18\x0b \x01(\x08\x12\x11\n\tkeyframes\x18\x0c \x03(\x01\"\x9d\x01\n\x13ListSegmentsRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"V\n\x14ListSegmentsResponse\x12%\n\x08segments\x18\x01 \x03(\x0b\x32\x13.castway.v1.Segment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x10RecordingRequest\x12\r\n\x05route\x18\x01 \x01(\t\"\x84\x01\n\x11\x45xportClipRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"\x19\n\tClipChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xdf\x03\n\x10RecordingService\x12Q\n\x0cListSegments\x12\x1f.castway.v1.ListSegmentsRequest\x1a .castway.v1.ListSegmentsResponse\x12K\n\x0eStartRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12J\n\rStopRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12K\n\x0ePauseRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12L\n\x0fResumeRecording\x12\x1c.castway.v1.RecordingRequest\x1a\x1b.castway.v1.RecordingStatus\x12\x44\n\nExportClip\x12\x1d.castway.v1.ExportClipRequest\x1a\x15.castway.v1.ClipChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEGMENT']._serialized_start=100
   _globals['_SEGMENT']._serialized_end=352
-  _globals['_LISTSEGMENTSREQUEST']._serialized_start=354
-  _globals['_LISTSEGMENTSREQUEST']._serialized_end=472
-  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=474
-  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=535
-  _globals['_RECORDINGREQUEST']._serialized_start=537
-  _globals['_RECORDINGREQUEST']._serialized_end=570
-  _globals['_EXPORTCLIPREQUEST']._serialized_start=573
-  _globals['_EXPORTCLIPREQUEST']._serialized_end=705
-  _globals['_CLIPCHUNK']._serialized_start=707
-  _globals['_CLIPCHUNK']._serialized_end=732
-  _globals['_RECORDINGSERVICE']._serialized_start=735
-  _globals['_RECORDINGSERVICE']._serialized_end=1214
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=355
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=512
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=514
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=600
+  _globals['_RECORDINGREQUEST']._serialized_start=602
+  _globals['_RECORDINGREQUEST']._serialized_end=635
+  _globals['_EXPORTCLIPREQUEST']._serialized_start=638
+  _globals['_EXPORTCLIPREQUEST']._serialized_end=770
+  _globals['_CLIPCHUNK']._serialized_start=772
+  _globals['_CLIPCHUNK']._serialized_end=797
+  _globals['_RECORDINGSERVICE']._serialized_start=800
+  _globals['_RECORDINGSERVICE']._serialized_end=1279
 # @@protoc_insertion_point(module_scope)

@@ -71,7 +71,8 @@ class RecordingServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListSegments(self, request, context):
-        """The segments of a route overlapping a time range, oldest first (from the catalog's index).
+        """The segments of a route overlapping a time range, oldest first (from the catalog's index),
+        a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +110,8 @@ class RecordingServiceServicer:
     def ExportClip(self, request, context):
         """One file covering a time range of a route's segments, starting at the keyframe at or
         before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+        A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
+        INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,9 @@ class RecordingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RecordingServiceAsyncStub: ...
     ListSegments: _grpc.UnaryUnaryMultiCallable[_recording_pb2.ListSegmentsRequest, _recording_pb2.ListSegmentsResponse]
-    """The segments of a route overlapping a time range, oldest first (from the catalog's index)."""
+    """The segments of a route overlapping a time range, oldest first (from the catalog's index),
+    a page at a time.
+    """
     StartRecording: _grpc.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]
     """Records the route now, whatever its policy and schedule say, until StopRecording."""
     StopRecording: _grpc.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]
@@ -50,13 +52,17 @@ class RecordingServiceStub:
     ExportClip: _grpc.UnaryStreamMultiCallable[_recording_pb2.ExportClipRequest, _recording_pb2.ClipChunk]
     """One file covering a time range of a route's segments, starting at the keyframe at or
     before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+    A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
+    INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
     """
 
 @_typing.type_check_only
 class RecordingServiceAsyncStub(RecordingServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListSegments: _aio.UnaryUnaryMultiCallable[_recording_pb2.ListSegmentsRequest, _recording_pb2.ListSegmentsResponse]  # type: ignore[assignment]
-    """The segments of a route overlapping a time range, oldest first (from the catalog's index)."""
+    """The segments of a route overlapping a time range, oldest first (from the catalog's index),
+    a page at a time.
+    """
     StartRecording: _aio.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]  # type: ignore[assignment]
     """Records the route now, whatever its policy and schedule say, until StopRecording."""
     StopRecording: _aio.UnaryUnaryMultiCallable[_recording_pb2.RecordingRequest, _route_pb2.RecordingStatus]  # type: ignore[assignment]
@@ -70,6 +76,8 @@ class RecordingServiceAsyncStub(RecordingServiceStub):
     ExportClip: _aio.UnaryStreamMultiCallable[_recording_pb2.ExportClipRequest, _recording_pb2.ClipChunk]  # type: ignore[assignment]
     """One file covering a time range of a route's segments, starting at the keyframe at or
     before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+    A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
+    INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
     """
 
 class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -79,7 +87,9 @@ class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recording_pb2.ListSegmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recording_pb2.ListSegmentsResponse, _abc.Awaitable[_recording_pb2.ListSegmentsResponse]]:
-        """The segments of a route overlapping a time range, oldest first (from the catalog's index)."""
+        """The segments of a route overlapping a time range, oldest first (from the catalog's index),
+        a page at a time.
+        """
 
     @_abc_1.abstractmethod
     def StartRecording(
@@ -123,6 +133,8 @@ class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_recording_pb2.ClipChunk], _abc.AsyncIterator[_recording_pb2.ClipChunk]]:
         """One file covering a time range of a route's segments, starting at the keyframe at or
         before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
+        A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
+        INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
         """
 
 def add_RecordingServiceServicer_to_server(servicer: RecordingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

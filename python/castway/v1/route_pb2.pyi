@@ -224,6 +224,10 @@ class RecordingStatus(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     CUTS_OFF_KEYFRAME_FIELD_NUMBER: _builtins.int
+    STALLS_FIELD_NUMBER: _builtins.int
+    PAUSES_MID_FRAME_FIELD_NUMBER: _builtins.int
+    NO_SPACE_BYTES_FIELD_NUMBER: _builtins.int
+    PSI_INSERTED_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"recording", "paused", "failing" (a write failed; the next segment after a backoff) or
     "stopped".
@@ -244,7 +248,21 @@ class RecordingStatus(_message.Message):
     errors: _builtins.int
     last_error: _builtins.str
     cuts_off_keyframe: _builtins.int
-    """Segments begun at a PAT a few video frames before their first keyframe (PSI on a timer)."""
+    """Segments begun at a PAT a few video frames before their first keyframe: no longer made
+    (such a segment starts with copies of the PSI, `psi_inserted`); always 0.
+    """
+    stalls: _builtins.int
+    """Times the mp4 branch stalled (nothing muxed for 10 s while the stream arrived)."""
+    pauses_mid_frame: _builtins.int
+    """Pauses that found no video frame's start within 1 s and closed the segment mid-frame."""
+    no_space_bytes: _builtins.int
+    """Bytes not recorded because the volume was below its free-space floor when a segment was
+    due to open.
+    """
+    psi_inserted: _builtins.int
+    """Packets of PSI (the latest PAT and PMT) copied in front of keyframes that had none right
+    before them.
+    """
     def __init__(
         self,
         *,
@@ -260,10 +278,14 @@ class RecordingStatus(_message.Message):
         errors: _builtins.int = ...,
         last_error: _builtins.str = ...,
         cuts_off_keyframe: _builtins.int = ...,
+        stalls: _builtins.int = ...,
+        pauses_mid_frame: _builtins.int = ...,
+        no_space_bytes: _builtins.int = ...,
+        psi_inserted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "psi_inserted", b"psi_inserted", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

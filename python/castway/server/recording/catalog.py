@@ -2,9 +2,10 @@
 
 Rows come from the data plane's ``segment_closed`` events (``CatalogSink``), from segments
 repaired at start (``repair``), and go when retention deletes a file or finds it gone. A time
-range maps to its segments through the ``(route, start)`` index: a segment lasts at most
-``MAX_SEGMENT_S``, so the ones overlapping ``[from, to)`` start in ``[from - MAX_SEGMENT_S,
-to)``.
+range maps to its segments through the ``(route, start)`` index: a segment that lasts at most
+``MAX_SEGMENT_S`` and overlaps ``[from, to)`` starts in ``[from - MAX_SEGMENT_S, to)``; the
+few that last longer (a source without keyframes, a repaired one) have an index of their own
+(``segments_long``, partial), so the query finds them too.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from castway.gateway import Event
 from castway.server.events import QueuedSink
 from castway.server.store import Store
 
-# The longest a segment can last: the longest target (1 h) plus a GOP, with room.
+# Segments last at most this long but for a few (no keyframe for hours; repaired ones),
+# indexed on their own: the literal of `segments_long` in the store's migrations.
 MAX_SEGMENT_S = 2 * 3600.0
-# Rows a list returns at most.
+_LONG = "end - start > 7200.0"
+# Segments a clip joins at most (a wider range is refused, never cut).
 MAX_LIST = 10_000
 
 
@@ -98,15 +101,27 @@ class Catalog:
 
     def between(
         self, route: str, start: float | None = None, end: float | None = None,
-        limit: int = MAX_LIST,
+        limit: int = MAX_LIST, after: tuple[float, str] | None = None,
     ) -> list[Segment]:
-        """The segments of ``route`` overlapping ``[start, end)``, oldest first."""
+        """The segments of ``route`` overlapping ``[start, end)``, oldest first (by start,
+        then path), at most ``limit``; ``after``: only those after this (start, path), the
+        last of the page before."""
         lo = -1e18 if start is None else start
         hi = 1e18 if end is None else end
-        rows = self._store._query(
+        page, page_args = "", list[object]()
+        if after is not None:
+            page = " AND (start > ? OR (start = ? AND path > ?))"
+            page_args = [after[0], after[0], after[1]]
+        # Those that last up to MAX_SEGMENT_S, by the (route, start) index; and the longer
+        # ones, by their partial index (the same rows twice are one: UNION).
+        sql = (
             "SELECT * FROM segments WHERE route = ? AND start >= ? AND start < ? AND end > ? "
-            "AND open = 0 ORDER BY start LIMIT ?",
-            route, lo - MAX_SEGMENT_S, hi, lo, min(limit, MAX_LIST),
+            f"AND open = 0{page} "
+            f"UNION SELECT * FROM segments WHERE route = ? AND {_LONG} AND start < ? "
+            f"AND end > ? AND open = 0{page} ORDER BY start, path LIMIT ?"
+        )
+        rows = self._store._query(
+            sql, route, lo - MAX_SEGMENT_S, hi, lo, *page_args, route, hi, lo, *page_args, limit
         )
         return [_row(r) for r in rows]
 

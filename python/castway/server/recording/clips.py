@@ -18,11 +18,10 @@ import subprocess
 from pathlib import Path
 
 from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
-from castway.server.recording.catalog import Catalog, Segment
+from castway.server.recording.catalog import MAX_LIST, Catalog, Segment
 
 FORMATS = {"ts": "mpegts", "mp4": "mp4"}
-# The longest clip, and how long ffmpeg may take for it.
-MAX_CLIP_S = 6 * 3600.0
+# How long ffmpeg may take for a clip.
 TIMEOUT_S = 600.0
 CHUNK = 256 * 1024
 # Segments further apart than this (wall clock) are not contiguous: a pause or a gap.
@@ -30,17 +29,27 @@ GAP_S = 1.0
 
 
 def make(
-    catalog: Catalog, root: Path, route: str, start: float, end: float, fmt: str, tmp: Path
+    catalog: Catalog, root: Path, route: str, start: float, end: float, fmt: str, tmp: Path,
+    max_s: float = 6 * 3600.0,
 ) -> Path:
-    """Makes the clip in ``tmp``; returns its path. Refusals are ``ControlError``s."""
+    """Makes the clip in ``tmp``; returns its path. ``max_s``: the longest range it may cover
+    (``limits.max_clip_s``). Refusals are ``ControlError``s."""
     fmt = fmt or "ts"
     if fmt not in FORMATS:
         raise InvalidArgument("format", f"{fmt!r} is not a clip format (ts, mp4)")
     if not end > start:
         raise InvalidArgument("to", "must be after `from`")
-    if end - start > MAX_CLIP_S:
-        raise InvalidArgument("to", f"a clip lasts at most {MAX_CLIP_S / 3600:g} h")
-    segs = [s for s in catalog.between(route, start, end) if (root / s.path).is_file()]
+    if end - start > max_s:
+        raise InvalidArgument(
+            "to", f"a clip covers at most {max_s:g} s (limits.max_clip_s), not {end - start:g} s"
+        )
+    segs = catalog.between(route, start, end, limit=MAX_LIST + 1)
+    if len(segs) > MAX_LIST:
+        raise InvalidArgument(
+            "to", f"the range covers more than {MAX_LIST} segments, the most a clip joins: "
+            "export a shorter range"
+        )
+    segs = [s for s in segs if (root / s.path).is_file()]
     if not segs:
         raise NotFound(f"no recording of route {route!r} in that time range")
     ffmpeg = shutil.which("ffmpeg")

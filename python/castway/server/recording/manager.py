@@ -10,17 +10,25 @@ waiting for the wall clock.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from castway.errors import CastwayError
 from castway.gateway import RecordingStats, Route
 from castway.server.control import Control
-from castway.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from castway.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from castway.server.recording.catalog import Catalog, Segment
 from castway.server.recording.repair import repair
 from castway.server.recording.retention import Pass, Retention
@@ -56,7 +64,14 @@ class Recordings:
         self._errors: dict[str, int] = {}
         # What each recorder this manager started runs with: (path, segment_ms, format).
         self._started: dict[str, tuple[str | None, int | None, str | None]] = {}
+        # The free-space floor each running recorder was last given.
+        self._floors: dict[str, int] = {}
+        # The routes recording at this round (worked out once a round, when first needed).
+        self._recording_now: frozenset[str] | None = None
         self._lock = threading.RLock()
+        # Clips being made now (at most `limits.max_clips`).
+        self._clips = 0
+        self._clips_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
         self._last_retention = 0.0
@@ -115,6 +130,7 @@ class Recordings:
         with self._lock:
             policies = self.control.recording_policies()
             self._forget(set(policies))
+            self._recording_now = None
             gw = self.control.gateway
             for name in gw.routes():
                 policy = policies.get(name)
@@ -122,7 +138,7 @@ class Recordings:
                     continue
                 # One route's failure is that route's: the others are still looked after.
                 try:
-                    self._apply(name, policy, now)
+                    self._apply(name, policy, now, policies)
                 except CastwayError as e:
                     log.warning("recording of route %s: %s", name, e)
                 except Exception:
@@ -142,12 +158,16 @@ class Recordings:
     def _forget(self, routes: set[str]) -> None:
         """Drops what is kept per route for the routes deleted (an operator's start/stop must
         not outlive its route and apply to a new route of the same name)."""
-        for kept in (self._manual, self._schedules, self._started):
+        for kept in (self._manual, self._schedules, self._started, self._floors):
             for name in [n for n in kept if n not in routes]:
                 del kept[name]
         self._slate_paused &= routes
 
-    def _apply(self, name: str, policy: Recording, now: float) -> None:
+    def _apply(self, name: str, policy: Recording, now: float,
+               policies: dict[str, Recording] | None = None) -> None:
+        if policies is None:
+            policies = self.control.recording_policies()
+            self._recording_now = None
         route = self.control.gateway.route(name)
         stats = route.stats()
         rec = route.recording
@@ -162,7 +182,8 @@ class Recordings:
             state = "stopped"
         if want and state == "stopped":
             rec.start(
-                self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format
+                self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format,
+                min_free_bytes=self._floor(name, policies),
             )
             self._started[name] = settings
             self._slate_paused.discard(name)
@@ -170,9 +191,14 @@ class Recordings:
             rec.stop()
             self._slate_paused.discard(name)
             self._started.pop(name, None)
+            self._floors.pop(name, None)
             return
         if not want:
             return
+        floor = self._floor(name, policies)
+        if self._floors.get(name) != floor:
+            rec.set_min_free(floor)
+            self._floors[name] = floor
         on_slate = stats["state"] == "slate" and policy.slate is False
         if on_slate and name not in self._slate_paused and state != "paused":
             rec.pause()
@@ -181,12 +207,22 @@ class Recordings:
             rec.resume()
             self._slate_paused.discard(name)
 
+    def _floor(self, name: str, policies: dict[str, Recording]) -> int:
+        """The free-space floor a segment of ``name`` must find to open: retention's (the
+        largest of the routes recording, ``name`` with them)."""
+        if self._recording_now is None:
+            self._recording_now = self._recording()
+        return self.retention.floor(policies, self._recording_now | {name})
+
+    def _recording(self) -> frozenset[str]:
+        return frozenset(
+            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
+        )
+
     def prune(self, now: float) -> Pass:
         """One retention pass over every route's policy."""
         policies = self.control.recording_policies()
-        recording = frozenset(
-            s["name"] for s in self.control.stats() if s["recording"]["state"] != "stopped"
-        )
+        recording = self._recording()
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 
@@ -238,12 +274,59 @@ class Recordings:
     def status(self, name: str) -> RecordingStats:
         return self._route(name).recording.stats()
 
-    def segments(self, name: str, start: float | None, end: float | None) -> list[Segment]:
+    def segments(self, name: str, start: float | None, end: float | None,
+                 page_size: int = 0, page_token: str = "") -> tuple[list[Segment], str]:
+        """One page of the segments of ``name`` overlapping ``[start, end)``, oldest first,
+        and the token of the next page ("" at the end). ``page_size`` 0 is the server's
+        default page size; above its maximum, the maximum (as ``ListRoutes``)."""
         if start is not None and end is not None and end < start:
             raise InvalidArgument("to", "is before `from`")
-        segs = self.catalog.between(name, start, end)
-        if not segs and name not in self.control.recording_policies() and not (
+        limits = self.control.limits
+        size = min(page_size or limits.default_page_size, limits.max_page_size)
+        after = _after(page_token) if page_token else None
+        segs = self.catalog.between(name, start, end, limit=size + 1, after=after)
+        if not segs and after is None and name not in self.control.recording_policies() and not (
             self.catalog.between(name, None, None, limit=1)
         ):
             raise NotFound(f"no route {name!r} and no recording of one")
-        return segs
+        page, more = segs[:size], len(segs) > size
+        token = ""
+        if more:
+            last = page[-1]
+            token = base64.urlsafe_b64encode(
+                json.dumps(["s", last.start, last.path]).encode()
+            ).decode()
+        return page, token
+
+    def clip(self) -> contextlib.AbstractContextManager[None]:
+        """Holds one of the ``max_clips`` places of the clips being made; refuses
+        (``RESOURCE_EXHAUSTED``) when none is free."""
+        limit = self.control.limits.max_clips
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            with self._clips_lock:
+                if self._clips >= limit:
+                    raise ResourceExhausted(
+                        f"{self._clips} clips are being exported, the most at once "
+                        f"(limits.max_clips = {limit}): try again when one is done"
+                    )
+                self._clips += 1
+            try:
+                yield
+            finally:
+                with self._clips_lock:
+                    self._clips -= 1
+
+        return held()
+
+
+def _after(token: str) -> tuple[float, str]:
+    """The (start, path) a ``ListSegments`` page token stands for."""
+    try:
+        kind, start, path = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if kind == "s" and isinstance(path, str):
+            return float(start), path
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise InvalidArgument("page_token", "is not a token this server gave out")

@@ -1,9 +1,12 @@
 """Segments a crash left open: ``NAME.ts.part`` and ``NAME.mp4.part`` files, repaired when the
 server starts.
 
-A TS ``.part`` is cut to its last whole packet (what a ``kill -9`` or a power cut left of the
-last write); an MP4 one to its last whole fragment (``moof`` + ``mdat``; one without its
-``moov`` holds nothing playable and goes). It is renamed to ``NAME.ts``/``NAME.mp4`` and
+A TS ``.part`` is cut to its last whole packet: one that starts with the sync byte and is
+followed by another that does, or ends the file (what a ``kill -9`` or a power cut left of the
+last write: a torn packet, a tail of zeros or garbage, goes); an MP4 one
+to its last whole fragment (``moof`` + ``mdat``; one without its ``moov`` holds nothing
+playable and goes). The file is cut in place, found reading back from its end in bounded
+chunks, never read whole. It is renamed to ``NAME.ts``/``NAME.mp4`` and
 cataloged with ``repaired`` set: a TS segment's duration and keyframe times read from its video
 timestamps (an MP4's duration from ffprobe, when there is one), its end from the file's last
 change.
@@ -12,19 +15,25 @@ change.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
+import stat
 import struct
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from castway.server.recording.catalog import Catalog, Segment
-from castway.server.recording.retention import within
+from castway.server.recording.retention import open_dir
 
 TS = 188
 WRAP = 1 << 33
 # `.part` files one start repairs at most (the rest at the next start).
 MAX_REPAIRS = 1000
+# Bytes read at a time (a whole number of packets): a repair never holds a file in memory.
+CHUNK = TS * 5577
 
 
 def _pts(p: bytes) -> int | None:
@@ -38,41 +47,83 @@ def _pts(p: bytes) -> int | None:
     return ((b[0] >> 1 & 7) << 30) | (b[1] << 22) | ((b[2] >> 1) << 15) | (b[3] << 7) | (b[4] >> 1)
 
 
-def timing(data: bytes) -> tuple[float, list[float]]:
+def timing(chunks: Iterable[bytes]) -> tuple[float, list[float]]:
     """The duration (from the first PES timestamp to the last, plus one frame) and the
-    keyframe times of a TS segment, read from its random access points."""
+    keyframe times of a TS segment, read from its random access points; ``chunks`` are its
+    bytes in order, each a whole number of packets."""
     first = last = before = None
     keys: list[float] = []
-    for off in range(0, len(data) - TS + 1, TS):
-        p = data[off:off + TS]
-        if p[0] != 0x47:
-            continue
-        pts = _pts(p)
-        if pts is None:
-            continue
-        if first is None:
-            first = pts
-        before, last = last, pts
-        rai = bool(p[3] & 0x20 and p[4] > 0 and p[5] & 0x40)
-        if rai and len(keys) < 3600:
-            keys.append(round(((pts - first) % WRAP) / 90_000, 3))
+    for data in chunks:
+        for off in range(0, len(data) - TS + 1, TS):
+            p = data[off:off + TS]
+            if p[0] != 0x47:
+                continue
+            pts = _pts(p)
+            if pts is None:
+                continue
+            if first is None:
+                first = pts
+            before, last = last, pts
+            rai = bool(p[3] & 0x20 and p[4] > 0 and p[5] & 0x40)
+            if rai and len(keys) < 3600:
+                keys.append(round(((pts - first) % WRAP) / 90_000, 3))
     if first is None or last is None:
         return 0.0, keys
     frame = ((last - before) % WRAP) if before is not None else 0
     return ((last - first) % WRAP + min(frame, 90_000)) / 90_000, keys
 
 
-def mp4_whole(data: bytes) -> int:
+def read_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """``f``'s first ``size`` bytes, ``CHUNK`` at a time."""
+    f.seek(0)
+    done = 0
+    while done < size:
+        data = f.read(min(CHUNK, size - done))
+        if not data:
+            return
+        done += len(data)
+        yield data
+
+
+def ts_whole(f: BinaryIO, size: int) -> int:
+    """How much of a TS file is whole: up to the end of its last packet that starts with the
+    sync byte and is followed by another that does (or ends the file exactly), found reading
+    back from the end ``CHUNK`` at a time. A crash can leave a torn packet and a tail of zeros
+    or of anything: a torn packet is followed by no sync byte."""
+    end = size - size % TS
+    # Whether what follows the slot looked at starts a packet (or is the very end of the file).
+    after = True
+    if size % TS:
+        f.seek(end)
+        after = f.read(1) == b"\x47"
+    while end > 0:
+        start = max(0, end - CHUNK)
+        f.seek(start)
+        data = f.read(end - start)
+        for off in range(len(data) - TS, -1, -TS):
+            sync = data[off] == 0x47
+            if sync and after:
+                return start + off + TS
+            after = sync
+        end = start
+    return 0
+
+
+def mp4_whole(f: BinaryIO, size: int) -> int:
     """How much of a fragmented MP4 is whole: up to the end of its last complete ``mdat``
-    after its ``moov`` (0 without a complete ``moov``)."""
+    after its ``moov`` (0 without a complete ``moov``); read box header by box header."""
     off, keep, moov = 0, 0, False
-    while off + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[off:off + 8])
-        if size == 1 and off + 16 <= len(data):
-            size = struct.unpack(">Q", data[off + 8:off + 16])[0]
-        if size < 8 or off + size > len(data):
+    while off + 8 <= size:
+        f.seek(off)
+        head = f.read(16)
+        if len(head) < 8:
             break
-        off += size
+        box, kind = struct.unpack(">I4s", head[:8])
+        if box == 1 and len(head) == 16:
+            box = struct.unpack(">Q", head[8:16])[0]
+        if box < 8 or off + box > size:
+            break
+        off += box
         if kind == b"moov":
             moov = True
         if moov and kind in (b"moov", b"mdat", b"mfra"):
@@ -96,48 +147,69 @@ def _probe_duration(path: Path) -> float:
 
 def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) -> list[Segment]:
     """Repairs and catalogs every ``.part`` under ``root`` but those of the segments in
-    ``writing`` (relative paths being written now); returns what it cataloged."""
+    ``writing`` (relative paths being written now); returns what it cataloged. Each file is
+    opened relative to its directory, itself opened without following a link (``open_dir``),
+    and cut in place: never read whole."""
     done: list[Segment] = []
     parts = [*root.rglob("*.ts.part"), *root.rglob("*.mp4.part")]
     for part in sorted(parts)[:MAX_REPAIRS]:
-        if part.is_symlink() or not part.is_file():
-            continue
         rel_part = part.relative_to(root).as_posix()
         rel = rel_part[: -len(".part")]
-        if rel in writing or not within(root, rel_part):
+        if rel in writing:
             continue
-        mp4 = rel.endswith(".mp4")
-        size = part.stat().st_size
-        if mp4:
-            whole = mp4_whole(part.read_bytes())
-        else:
-            whole = size - size % TS
+        rel_dir, name = posixpath.split(rel_part)
+        final_name = name[: -len(".part")]
+        try:
+            dir_fd = open_dir(root, rel_dir)
+        except OSError:
+            continue  # reached through a link, or gone
+        try:
+            seg = _repair_one(dir_fd, name, final_name, rel, root, catalog)
+        finally:
+            os.close(dir_fd)
+        if seg is not None:
+            done.append(seg)
+    return done
+
+
+def _repair_one(dir_fd: int, name: str, final_name: str, rel: str, root: Path,
+                catalog: Catalog) -> Segment | None:
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None  # a link, or gone
+    mp4 = rel.endswith(".mp4")
+    with os.fdopen(fd, "r+b") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        whole = mp4_whole(f, st.st_size) if mp4 else ts_whole(f, st.st_size)
         if whole == 0:
             # Opened, nothing reached the disk: nothing to keep, nor to list.
-            part.unlink()
+            os.unlink(name, dir_fd=dir_fd)
             catalog.remove([rel])
-            continue
-        with open(part, "r+b") as f:
-            f.truncate(whole)
-            f.flush()
-            os.fsync(f.fileno())
-            f.seek(0)
-            data = f.read()
-        final = root / rel
-        if final.exists():
-            continue
-        os.rename(part, final)
-        duration, keys = (_probe_duration(final), []) if mp4 else timing(data)
-        mtime = final.stat().st_mtime
-        known = catalog.get(rel)
-        route = known.route if known else rel.split("/", 1)[0]
-        start = known.start if known else mtime - duration
-        seg = Segment(
-            path=rel, route=route, format="mp4" if mp4 else "ts", start=start,
-            end=max(mtime, start + duration), duration=duration, bytes=whole,
-            psi=mp4 or data[1:3] == b"\x40\x00", repaired=True,
-            keyframes=tuple(keys),
-        )
-        catalog.add(replace(seg, open=False))
-        done.append(seg)
-    return done
+            return None
+        os.truncate(f.fileno(), whole)
+        os.fsync(f.fileno())
+        f.seek(0)
+        psi = f.read(3)[1:3] == b"\x40\x00"
+        duration, keys = (0.0, []) if mp4 else timing(read_chunks(f, whole))
+    try:
+        os.stat(final_name, dir_fd=dir_fd, follow_symlinks=False)
+        return None  # the name is taken
+    except FileNotFoundError:
+        pass
+    os.rename(name, final_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if mp4:
+        duration = _probe_duration(root / rel)
+    mtime = os.stat(final_name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+    known = catalog.get(rel)
+    route = known.route if known else rel.split("/", 1)[0]
+    start = known.start if known else mtime - duration
+    seg = Segment(
+        path=rel, route=route, format="mp4" if mp4 else "ts", start=start,
+        end=max(mtime, start + duration), duration=duration, bytes=whole,
+        psi=mp4 or psi, repaired=True, keyframes=tuple(keys),
+    )
+    catalog.add(replace(seg, open=False))
+    return seg

@@ -6,8 +6,11 @@ notices files removed by hand. Each pass does bounded work (``MAX_DELETES`` dele
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import posixpath
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +48,31 @@ def volume_bytes(path: Path) -> int:
     return st.f_blocks * st.f_frsize
 
 
-def within(root: Path, rel: str) -> bool:
-    """Whether ``root / rel`` is in ``root`` itself, reached through no symbolic link: a link
-    inside the recordings directory must not let retention or repair touch files outside it."""
-    path = root / rel
-    real_root = os.path.realpath(root)
-    return not path.is_symlink() and os.path.realpath(path.parent) == os.path.normpath(
-        os.path.join(real_root, os.path.dirname(rel))
-    )
+def open_dir(root: Path, rel_dir: str) -> int:
+    """A descriptor of the directory ``root / rel_dir``, each component opened relative to its
+    parent with ``O_NOFOLLOW``: a component that is a symbolic link (or not a directory) raises
+    ``OSError`` (``ELOOP``, ``ENOTDIR``), so a link swapped in after a check is never followed.
+    Close it with ``os.close``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in [p for p in rel_dir.split("/") if p]:
+            if part in (".", ".."):
+                raise OSError(errno.EINVAL, f"`{rel_dir}` leaves the recordings directory")
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_link_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 class Retention:
@@ -126,32 +146,54 @@ class Retention:
         )
 
     def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
-        path = self.root / seg.path
-        if not within(self.root, seg.path):
+        # Relative to its directory, opened without following a link (`open_dir`): a link
+        # swapped in after any check is never followed.
+        rel_dir, name = posixpath.split(seg.path)
+        try:
+            dir_fd = open_dir(self.root, rel_dir)
+        except FileNotFoundError:
+            dir_fd = None
+            reason = "missing"
+        except OSError:
+            dir_fd = -1
+        if dir_fd == -1 or (dir_fd is not None and is_link_at(dir_fd, name)):
             # Reached through a link: leaves the catalog, the file it points to stays.
+            if dir_fd is not None and dir_fd >= 0:
+                os.close(dir_fd)
             self.catalog.remove([seg.path])
             done.add("outside", seg.path)
             self.report(seg.route, seg.path, "outside")
             return
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            reason = "missing"
-        except OSError:
-            return
+        if dir_fd is not None:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                reason = "missing"
+            except OSError:
+                return
+            finally:
+                os.close(dir_fd)
         self.catalog.remove([seg.path])
-        self._prune_dirs(path.parent)
+        self._prune_dirs(rel_dir)
         done.add(reason, seg.path)
         self.report(seg.route, seg.path, reason)
 
-    def _prune_dirs(self, d: Path) -> None:
-        root = self.root.resolve()
-        while d.resolve() != root and root in d.resolve().parents:
+    def _prune_dirs(self, rel_dir: str) -> None:
+        """Removes ``rel_dir`` and its parents under the root while they are empty, each
+        relative to its parent (a link is not a directory: ``rmdir`` refuses it)."""
+        parts = [p for p in rel_dir.split("/") if p]
+        while parts:
             try:
-                d.rmdir()
+                parent = open_dir(self.root, "/".join(parts[:-1]))
             except OSError:
                 return
-            d = d.parent
+            try:
+                os.rmdir(parts[-1], dir_fd=parent)
+            except OSError:
+                return
+            finally:
+                os.close(parent)
+            parts.pop()
 
     def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
         rows = self.catalog.page(self._cursor, CHECK_PAGE)

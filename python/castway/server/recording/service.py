@@ -43,8 +43,12 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         if request.HasField("from"):
             start = getattr(request, "from").ToNanoseconds() / 1e9
         end = request.to.ToNanoseconds() / 1e9 if request.HasField("to") else None
-        segs = self.recordings.segments(request.route, start, end)
-        return recording_pb2.ListSegmentsResponse(segments=[segment_to_pb(s) for s in segs])
+        segs, token = self.recordings.segments(
+            request.route, start, end, request.page_size, request.page_token
+        )
+        return recording_pb2.ListSegmentsResponse(
+            segments=[segment_to_pb(s) for s in segs], next_page_token=token
+        )
 
     @_rpc
     def StartRecording(
@@ -83,15 +87,15 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         start = getattr(request, "from").ToNanoseconds() / 1e9
         end = request.to.ToNanoseconds() / 1e9
         r = self.recordings
-        with tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
-            try:
+        try:
+            # The place among the clips being made is let go before a refusal is answered.
+            with r.clip(), tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
                 out = await asyncio.to_thread(
                     make, r.catalog, r.root, request.route, start, end, request.format,
-                    Path(tmp),
+                    Path(tmp), float(r.control.limits.max_clip_s),
                 )
-            except ControlError as e:
-                await context.abort(getattr(grpc.StatusCode, e.code), str(e))
-                return
-            with open(out, "rb") as f:
-                while chunk := await asyncio.to_thread(f.read, CHUNK):
-                    yield recording_pb2.ClipChunk(data=chunk)
+                with open(out, "rb") as f:
+                    while chunk := await asyncio.to_thread(f.read, CHUNK):
+                        yield recording_pb2.ClipChunk(data=chunk)
+        except ControlError as e:
+            await context.abort(getattr(grpc.StatusCode, e.code), str(e))
