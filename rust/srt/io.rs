@@ -3,6 +3,13 @@
 //! breaking). An endpoint puts all its sockets on one thread, so its handler is never called on
 //! two threads at once; endpoints are spread over the threads by how many sockets each has.
 //!
+//! The pool grows with the sockets, one thread at first: libsrt wakes the threads waiting in
+//! any `srt_epoll` of the process through one condition variable, one thread per event,
+//! whichever thread that is (and each of them every 10 ms in any case). A second thread that
+//! serves nothing of what happens (a relay of one stream) would be woken about as often as the
+//! thread that does the work, for nothing; it starts once every thread serves
+//! `SOCKETS_PER_THREAD` sockets, when there is work enough for two.
+//!
 //! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
 //! send buffer is the queue). libsrt's own threads (per UDP port: one receiving, one sending;
 //! one timer thread per process) do the protocol work.
@@ -10,12 +17,14 @@
 use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::ffi::{self, SRTSOCKET};
 
-/// How many I/O threads serve every SRT socket of the process.
+/// How many I/O threads serve every SRT socket of the process, at most.
 pub const IO_THREADS: usize = 2;
+/// Sockets every thread serves before the pool starts another one.
+const SOCKETS_PER_THREAD: usize = 64;
 /// Events taken from one wait.
 const BATCH: usize = 256;
 /// A wait returns after this long with nothing ready (then waits again): how soon the threads
@@ -55,39 +64,50 @@ pub struct Worker {
     sockets: AtomicUsize,
 }
 
-static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
-    // SAFETY: registers a plain function to run at exit.
-    unsafe { libc::atexit(leave_libsrt) };
-    (0..IO_THREADS)
-        .map(|i| {
-            // Sockets must exist before an epoll can take them: libsrt starts up first.
-            drop(super::socket::Socket::new());
-            // SAFETY: creates an epoll owned by the worker for the life of the process.
-            let eid = unsafe { ffi::srt_epoll_create() };
-            // An empty epoll waits (for the first socket) instead of failing.
-            unsafe { ffi::srt_epoll_set(eid, ffi::SRT_EPOLL_ENABLE_EMPTY) };
-            let worker = Arc::new(Worker {
-                eid,
-                handlers: Mutex::new(HashMap::new()),
-                sockets: AtomicUsize::new(0),
-            });
-            let w = worker.clone();
-            RUNNING.fetch_add(1, Relaxed);
-            std::thread::Builder::new()
-                .name(format!("castway-srt-io{i}"))
-                .spawn(move || w.run())
-                .expect("cannot start an SRT I/O thread");
-            worker
-        })
-        .collect()
-});
+/// The threads started so far (see the module's doc for when one more starts).
+static POOL: Mutex<Vec<Arc<Worker>>> = Mutex::new(Vec::new());
 
-/// The I/O thread with the fewest sockets, for a new endpoint.
+/// Starts the `i`th I/O thread.
+fn start(i: usize) -> Arc<Worker> {
+    if i == 0 {
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(leave_libsrt) };
+    }
+    // Sockets must exist before an epoll can take them: libsrt starts up first.
+    drop(super::socket::Socket::new());
+    // SAFETY: creates an epoll owned by the worker for the life of the process.
+    let eid = unsafe { ffi::srt_epoll_create() };
+    // An empty epoll waits (for the first socket) instead of failing.
+    unsafe { ffi::srt_epoll_set(eid, ffi::SRT_EPOLL_ENABLE_EMPTY) };
+    let worker = Arc::new(Worker {
+        eid,
+        handlers: Mutex::new(HashMap::new()),
+        sockets: AtomicUsize::new(0),
+    });
+    let w = worker.clone();
+    RUNNING.fetch_add(1, Relaxed);
+    std::thread::Builder::new()
+        .name(format!("castway-srt-io{i}"))
+        .spawn(move || w.run())
+        .expect("cannot start an SRT I/O thread");
+    worker
+}
+
+/// The I/O thread with the fewest sockets, for a new endpoint; a new thread when every thread
+/// serves `SOCKETS_PER_THREAD` sockets or more and the pool has room for one.
 pub fn pick() -> Arc<Worker> {
-    POOL.iter()
-        .min_by_key(|w| w.sockets.load(Relaxed))
-        .expect("the pool has threads")
-        .clone()
+    let mut pool = lock(&POOL);
+    let least = pool.iter().min_by_key(|w| w.sockets.load(Relaxed));
+    match least {
+        Some(w) if w.sockets.load(Relaxed) < SOCKETS_PER_THREAD || pool.len() >= IO_THREADS => {
+            w.clone()
+        }
+        _ => {
+            let worker = start(pool.len());
+            pool.push(worker.clone());
+            worker
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
