@@ -327,17 +327,15 @@ impl SrtInput {
             let Ok(mut buffer) = gst::Buffer::with_size(MAX_PAYLOAD) else {
                 return None;
             };
-            let got = {
-                let b = buffer.get_mut().expect("a new buffer is writable");
-                let Ok(mut map) = b.map_writable() else {
-                    return None;
-                };
-                conn.socket.recv(&mut map)
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            let got = match b.map_writable() {
+                Ok(mut map) => conn.socket.recv(&mut map),
+                Err(_) => return None,
             };
             match got {
                 Io::Done(n) => {
                     conn.delivered = true;
-                    buffer.get_mut().expect("not shared yet").set_size(n);
+                    b.set_size(n);
                     self.hub.ingest(&self.feed, buffer);
                 }
                 Io::WouldBlock => return None,
