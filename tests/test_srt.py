@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -499,3 +500,27 @@ def test_a_lossy_link_to_a_listener_input_loses_nothing_after_srt(
         assert proxy.counts.dropped > 0
     assert sha256(out.data[: len(data)]) == sha256(data)
     assert link["loss"] > 0 and link["libsrt"]["recv"]["packetsDropped"] == 0
+
+
+def test_a_relay_of_one_stream_serves_its_srt_sockets_from_one_io_thread(
+    peers: Peers, udp_capture: Any
+) -> None:
+    # libsrt wakes one of the threads waiting in any srt_epoll of the process per event,
+    # whichever it is: a second I/O thread with nothing to do would be woken as often as the
+    # one that works. A process of its own, so that no other test's sockets count.
+    a, b = free_port(), free_port()
+    relay = peers.start([str(Path(sys.executable).with_name("castway")), "relay",
+                         "--stats-interval", "0", "-i", f"srt://:{a}?mode=listener",
+                         "-o", f"srt://:{b}?mode=listener"])
+    bound = lambda port: any(  # noqa: E731
+        f":{port:04X} " in Path(table).read_text() for table in ("/proc/net/udp", "/proc/net/udp6")
+    )
+    wait_until(lambda: bound(a) and bound(b), 20, "the relay's listeners")
+    cap = udp_capture()
+    slt_receiver(peers, f"srt://127.0.0.1:{b}", cap)
+    sender = slt_sender(peers, f"srt://127.0.0.1:{a}")
+    PipeSender(sender, random_ts(7 * 300), bitrate=2e6).join()
+    wait_until(lambda: cap.size >= 10 * CHUNK, 20, "the stream through the relay")
+    tasks = Path(f"/proc/{relay.pid}/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+    assert [n for n in names if n.startswith("castway-srt-io")] == ["castway-srt-io0"]

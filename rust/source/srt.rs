@@ -33,7 +33,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Messages received per wake before the I/O thread turns to its other sockets.
+/// Messages received per wake of a broken connection (what it still holds) before the I/O
+/// thread turns to its other sockets.
 const RECV_BATCH: usize = 64;
 /// A listener input's sender silent this long gives way to a new caller.
 const SILENT_MS: u64 = 500;
@@ -328,23 +329,29 @@ impl SrtInput {
         self.me.clone()
     }
 
-    /// Receives what is ready; returns why the connection ended, if it did.
-    fn receive(&self, conn: &mut Conn) -> Option<String> {
-        for _ in 0..RECV_BATCH {
+    /// Receives what is ready: one message, or (the connection broke) all it still holds;
+    /// returns why the connection ended, if it did.
+    ///
+    /// One message per wake: libsrt's epoll is level-triggered and a receive that empties the
+    /// socket clears its readiness, so the I/O thread's next wait returns at once when more is
+    /// ready and sleeps when not. Reading on until libsrt says "nothing more" would cost, per
+    /// wake (most wakes bring one message: libsrt hands them over at their play time), a
+    /// receive that fails, which libsrt reports by throwing a C++ exception inside.
+    fn receive(&self, conn: &mut Conn, broken: bool) -> Option<String> {
+        let batch = if broken { RECV_BATCH } else { 1 };
+        for _ in 0..batch {
             let Ok(mut buffer) = gst::Buffer::with_size(MAX_PAYLOAD) else {
                 return None;
             };
-            let got = {
-                let b = buffer.get_mut().expect("a new buffer is writable");
-                let Ok(mut map) = b.map_writable() else {
-                    return None;
-                };
-                conn.socket.recv(&mut map)
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            let got = match b.map_writable() {
+                Ok(mut map) => conn.socket.recv(&mut map),
+                Err(_) => return None,
             };
             match got {
                 Io::Done(n) => {
                     conn.delivered = true;
-                    buffer.get_mut().expect("not shared yet").set_size(n);
+                    b.set_size(n);
                     self.hub.ingest(&self.feed, buffer);
                 }
                 Io::WouldBlock => return None,
@@ -383,7 +390,7 @@ impl Handler for SrtInput {
                 None
             }
         } else {
-            let why = self.receive(conn);
+            let why = self.receive(conn, events & SRT_EPOLL_ERR != 0);
             match why {
                 Some(why) => Some(why),
                 None if events & SRT_EPOLL_ERR != 0 => Some("the connection broke".into()),

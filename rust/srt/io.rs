@@ -7,6 +7,13 @@
 //! many sockets each thread has). Spread by sockets alone, the input and the output of each new
 //! route took the two threads in turn, and every input landed on the same one.
 //!
+//! The pool grows with the sockets, one thread at first: libsrt wakes the threads waiting in
+//! any `srt_epoll` of the process through one condition variable, one thread per event,
+//! whichever thread that is (and each of them every 10 ms in any case). A second thread that
+//! serves nothing of what happens (a relay of one stream) would be woken about as often as the
+//! thread that does the work, for nothing; it starts once every thread serves
+//! `SOCKETS_PER_THREAD` sockets, when there is work enough for two.
+//!
 //! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
 //! send buffer is the queue). libsrt's own threads (per UDP socket: one receiving, one sending;
 //! a delivery (TSBPD) thread per receiving connection; one timer thread per process) do the
@@ -15,12 +22,14 @@
 use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::ffi::{self, SRTSOCKET};
 
-/// How many I/O threads serve every SRT socket of the process.
+/// How many I/O threads serve every SRT socket of the process, at most.
 pub const IO_THREADS: usize = 2;
+/// Sockets every thread serves before the pool starts another one.
+const SOCKETS_PER_THREAD: usize = 64;
 /// Events taken from one wait.
 const BATCH: usize = 256;
 /// A wait returns after this long with nothing ready (then waits again): how soon the threads
@@ -62,40 +71,55 @@ pub struct Worker {
     inputs: AtomicUsize,
 }
 
-static POOL: LazyLock<Vec<Arc<Worker>>> = LazyLock::new(|| {
-    // SAFETY: registers a plain function to run at exit.
-    unsafe { libc::atexit(leave_libsrt) };
-    (0..IO_THREADS)
-        .map(|i| {
-            // Sockets must exist before an epoll can take them: libsrt starts up first.
-            drop(super::socket::Socket::new());
-            // SAFETY: creates an epoll owned by the worker for the life of the process.
-            let eid = unsafe { ffi::srt_epoll_create() };
-            // An empty epoll waits (for the first socket) instead of failing.
-            unsafe { ffi::srt_epoll_set(eid, ffi::SRT_EPOLL_ENABLE_EMPTY) };
-            let worker = Arc::new(Worker {
-                eid,
-                handlers: Mutex::new(HashMap::new()),
-                sockets: AtomicUsize::new(0),
-                inputs: AtomicUsize::new(0),
-            });
-            let w = worker.clone();
-            RUNNING.fetch_add(1, Relaxed);
-            std::thread::Builder::new()
-                .name(format!("castway-srt-io{i}"))
-                .spawn(move || w.run())
-                .expect("cannot start an SRT I/O thread");
+/// The threads started so far (see the module's doc for when one more starts).
+static POOL: Mutex<Vec<Arc<Worker>>> = Mutex::new(Vec::new());
+
+/// Starts the `i`th I/O thread.
+fn start(i: usize) -> Arc<Worker> {
+    if i == 0 {
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(leave_libsrt) };
+    }
+    // Sockets must exist before an epoll can take them: libsrt starts up first.
+    drop(super::socket::Socket::new());
+    // SAFETY: creates an epoll owned by the worker for the life of the process.
+    let eid = unsafe { ffi::srt_epoll_create() };
+    // An empty epoll waits (for the first socket) instead of failing.
+    unsafe { ffi::srt_epoll_set(eid, ffi::SRT_EPOLL_ENABLE_EMPTY) };
+    let worker = Arc::new(Worker {
+        eid,
+        handlers: Mutex::new(HashMap::new()),
+        sockets: AtomicUsize::new(0),
+        inputs: AtomicUsize::new(0),
+    });
+    let w = worker.clone();
+    RUNNING.fetch_add(1, Relaxed);
+    std::thread::Builder::new()
+        .name(format!("castway-srt-io{i}"))
+        .spawn(move || w.run())
+        .expect("cannot start an SRT I/O thread");
+    worker
+}
+
+/// The I/O thread that comes first by `key`, for a new endpoint; a new thread instead when that
+/// one serves `SOCKETS_PER_THREAD` sockets or more and the pool has room for one.
+fn pick_by<K: Ord>(key: impl Fn(&Worker) -> K) -> Arc<Worker> {
+    let mut pool = lock(&POOL);
+    match pool.iter().min_by_key(|w| key(w)) {
+        Some(w) if w.sockets.load(Relaxed) < SOCKETS_PER_THREAD || pool.len() >= IO_THREADS => {
+            w.clone()
+        }
+        _ => {
+            let worker = start(pool.len());
+            pool.push(worker.clone());
             worker
-        })
-        .collect()
-});
+        }
+    }
+}
 
 /// The I/O thread with the fewest sockets, for a new endpoint.
 pub fn pick() -> Arc<Worker> {
-    POOL.iter()
-        .min_by_key(|w| w.sockets.load(Relaxed))
-        .expect("the pool has threads")
-        .clone()
+    pick_by(|w| w.sockets.load(Relaxed))
 }
 
 /// An input's place on an I/O thread; given back when dropped.
@@ -116,11 +140,7 @@ impl Drop for InputPlace {
 
 /// The I/O thread with the fewest inputs (then the fewest sockets), for a new input.
 pub fn pick_for_input() -> InputPlace {
-    let worker = POOL
-        .iter()
-        .min_by_key(|w| (w.inputs.load(Relaxed), w.sockets.load(Relaxed)))
-        .expect("the pool has threads")
-        .clone();
+    let worker = pick_by(|w| (w.inputs.load(Relaxed), w.sockets.load(Relaxed)));
     worker.inputs.fetch_add(1, Relaxed);
     InputPlace(worker)
 }

@@ -36,17 +36,25 @@ static STARTUP: LazyLock<()> = LazyLock::new(|| {
 
 /// The calling thread's last libsrt error: its code and text.
 pub fn last_error() -> (c_int, String) {
+    let code = last_error_code();
     // SAFETY: libsrt keeps the error per thread; the text is a NUL-terminated string it owns.
-    unsafe {
-        let code = ffi::srt_getlasterror(std::ptr::null_mut());
-        let text = ffi::srt_getlasterror_str();
-        let text = if text.is_null() {
-            format!("SRT error {code}")
-        } else {
-            CStr::from_ptr(text).to_string_lossy().into_owned()
-        };
-        (code, text)
-    }
+    let text = unsafe { ffi::srt_getlasterror_str() };
+    let text = if text.is_null() {
+        format!("SRT error {code}")
+    } else {
+        // SAFETY: as above.
+        unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    (code, text)
+}
+
+/// The calling thread's last libsrt error code alone: a send or receive that would wait asks
+/// only this (libsrt formats the text anew on each call).
+fn last_error_code() -> c_int {
+    // SAFETY: libsrt keeps the error per thread.
+    unsafe { ffi::srt_getlasterror(std::ptr::null_mut()) }
 }
 
 /// A socket address as libsrt takes it.
@@ -513,9 +521,9 @@ impl Socket {
         if r >= 0 {
             return Io::Done(r as usize);
         }
-        match last_error() {
-            (ffi::SRT_EASYNCSND, _) => Io::WouldBlock,
-            (_, text) => Io::Failed(text),
+        match last_error_code() {
+            ffi::SRT_EASYNCSND => Io::WouldBlock,
+            _ => Io::Failed(last_error().1),
         }
     }
 
@@ -526,9 +534,9 @@ impl Socket {
         if r > 0 {
             return Io::Done(r as usize);
         }
-        match last_error() {
-            (ffi::SRT_EASYNCRCV, _) => Io::WouldBlock,
-            (_, text) if r < 0 => Io::Failed(text),
+        match last_error_code() {
+            ffi::SRT_EASYNCRCV => Io::WouldBlock,
+            _ if r < 0 => Io::Failed(last_error().1),
             // 0: the connection closed.
             _ => Io::Failed("the connection was closed".into()),
         }
