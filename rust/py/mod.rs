@@ -317,7 +317,7 @@ fn srt_probe<'py>(
         crate::uri::Endpoint::Srt(e) => e,
         _ => {
             return Err(crate::Error::InvalidUri {
-                uri: uri.to_string(),
+                uri: crate::uri::redact(uri),
                 reason: "the probe takes an srt:// URI".into(),
             }
             .into())
