@@ -321,6 +321,24 @@ def test_picture_formats_are_checked_before_a_branch_starts(lab: castway.Route) 
             lab.snapshot(format=fmt)  # type: ignore[arg-type]
 
 
+def test_history_of_an_srt_listener_without_callers_has_no_rtt_or_loss(
+    gateway: castway.Gateway,
+) -> None:
+    route = gateway.add_route("quiet", "test://?size=320x180",
+                              {"srt": f"srt://:{free_port()}?mode=listener"})
+    route.wait_for("live", timeout=20)
+    sample = wait_until(lambda: route.history(60)[-1:], 10, "a sample")[0]
+    srt = next(e for e in sample["endpoints"] if e["id"] == "srt")
+    assert (srt["rtt_ms"], srt["loss"]) == (None, None)
+    assert route.history_frame(60)["rtt_ms"].isna().all()
+
+
+def test_history_takes_a_finite_number_of_seconds_above_zero(lab: castway.Route) -> None:
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        with pytest.raises(ConfigError, match="seconds must be a finite number above 0"):
+            lab.history(bad)
+
+
 def test_wait_for_returns_when_live_and_times_out_naming_the_state(
     gateway: castway.Gateway,
 ) -> None:

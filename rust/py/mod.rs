@@ -187,7 +187,7 @@ impl PyRoute {
 
     /// The samples of the last `seconds` (one a second, the last 600 kept), oldest first.
     fn history<'py>(&self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
-        let h = py.allow_threads(|| self.inner.history(seconds));
+        let h = py.allow_threads(|| self.inner.history(seconds))?;
         to_py(py, &h)
     }
 
