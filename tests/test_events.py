@@ -215,6 +215,38 @@ def test_resuming_from_a_number_gone_or_not_yet_made_is_out_of_range(tmp_path: P
         client.close()
 
 
+def test_gateway_events_and_stats_show_a_stream_ids_password_as_stars(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    out = free_port()
+    route = gateway.add_route(
+        "lab",
+        ["test://?size=320x180",
+         f"srt://127.0.0.1:{free_port()}?streamid=publish:x:u:streampw123&standby=cold"],
+        {"srt": f"srt://:{out}?mode=listener"},
+    )
+    after = gateway.latest_event()
+    receiver = peers.start([
+        "srt-live-transmit", "-q",
+        f"srt://127.0.0.1:{out}?mode=caller&streamid=read:lab:viewer:viewerpassword",
+        f"udp://127.0.0.1:{udp_capture().port}",
+    ])
+
+
+    def first(kind: str) -> Event:
+        return wait_until(lambda: next(
+            (e for e in gateway.wait_events(after, timeout=0.5) if e["kind"] == kind), None
+        ), 20, kind)
+
+    assert first("caller_joined")["stream_id"] == "read:lab:viewer:***"
+    kill(receiver)
+    assert first("caller_left")["stream_id"] == "read:lab:viewer:***"
+    uri = route.stats()["inputs"][1]["uri"]
+    assert uri.endswith("&streamid=publish:x:u:***"), uri
+    frame = route.stats_frame()
+    assert not frame.astype(str).apply(lambda c: c.str.contains("streampw123")).any().any()
+
+
 def test_srt_callers_join_and_leave_and_viewers_do_not_see_their_stream_id(
     server: Server, peers: Peers, udp_capture: Any
 ) -> None:

@@ -311,6 +311,34 @@ def test_bad_picture_requests_are_refused_naming_what_is_wrong(lab: castway.Rout
         lab.snapshot(timeout=-1)
 
 
+def test_picture_formats_are_checked_before_a_branch_starts(lab: castway.Route) -> None:
+    # Frames are pixels for numpy; a snapshot is an image Jupyter shows.
+    for fmt in ("jpeg", "jpg", "png"):
+        with pytest.raises(ConfigError, match=f"format must be rgb, bgr or gray, not `{fmt}`"):
+            lab.frames(format=fmt)  # type: ignore[arg-type]
+    for fmt in ("rgb", "bgr", "gray"):
+        with pytest.raises(ConfigError, match=f"format must be jpeg or png, not `{fmt}`"):
+            lab.snapshot(format=fmt)  # type: ignore[arg-type]
+
+
+def test_history_of_an_srt_listener_without_callers_has_no_rtt_or_loss(
+    gateway: castway.Gateway,
+) -> None:
+    route = gateway.add_route("quiet", "test://?size=320x180",
+                              {"srt": f"srt://:{free_port()}?mode=listener"})
+    route.wait_for("live", timeout=20)
+    sample = wait_until(lambda: route.history(60)[-1:], 10, "a sample")[0]
+    srt = next(e for e in sample["endpoints"] if e["id"] == "srt")
+    assert (srt["rtt_ms"], srt["loss"]) == (None, None)
+    assert route.history_frame(60)["rtt_ms"].isna().all()
+
+
+def test_history_takes_a_finite_number_of_seconds_above_zero(lab: castway.Route) -> None:
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        with pytest.raises(ConfigError, match="seconds must be a finite number above 0"):
+            lab.history(bad)
+
+
 def test_wait_for_returns_when_live_and_times_out_naming_the_state(
     gateway: castway.Gateway,
 ) -> None:
@@ -434,6 +462,7 @@ def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
     assert "size 3x3" in expect(CODE.INVALID_ARGUMENT, lambda: get(name="cam", width=3, height=3))
     assert "timeout_ms" in expect(CODE.INVALID_ARGUMENT,
                                   lambda: get(name="cam", timeout_ms=60_000))
+    assert "format" in expect(CODE.INVALID_ARGUMENT, lambda: get(name="cam", format=7))
     # The silent backup never delivers: no picture, said in time.
     assert "backup" in expect(CODE.DEADLINE_EXCEEDED,
                               lambda: get(name="cam", input_id="backup", timeout_ms=300))
@@ -449,6 +478,10 @@ def test_snapshot_over_grpc_for_a_viewer_and_from_the_cli(
     assert cli.main(["route", "snapshot", "cam", "-o", str(nowhere), *base]) == 1
     err = capsys.readouterr().err
     assert f"{nowhere.parent} is not a directory" in err and "Traceback" not in err
+    bmp = tmp_path / "x.bmp"
+    assert cli.main(["route", "snapshot", "cam", "-o", str(bmp), *base]) == 1
+    assert "JPEG (.jpg, .jpeg) or PNG (.png), not .bmp" in capsys.readouterr().err
+    assert not bmp.exists()
     for wait in ["0", "-1", "nan", "inf"]:
         with pytest.raises(SystemExit):
             cli.main(["route", "snapshot", "cam", "-o", str(out), "--wait", wait, *base])

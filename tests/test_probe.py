@@ -61,6 +61,14 @@ def test_probe_of_nothing_says_it_cannot_connect() -> None:
     assert "cannot connect" in done.stdout, done.stdout
 
 
+def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:
+    done = probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500"
+                 "&streamid=publish:news:cam:campassword1", "--seconds", "1")
+    assert done.returncode == 1
+    assert "campassword1" not in done.stdout + done.stderr
+    assert "streamid=publish:news:cam:***" in done.stdout, done.stdout
+
+
 def test_probe_refuses_a_bad_bitrate_naming_it() -> None:
     done = probe("srt://127.0.0.1:9", "--bitrate", "fast")
     assert done.returncode == 2

@@ -433,11 +433,41 @@ def test_socket_options_reach_libsrt(
     assert "peerlatency=450&oheadbw=50&tlpktdrop=true" in ep["uri"]
 
 
+def test_live_mode_keys_and_bindtodevice_are_taken_and_reach_the_socket(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """srt-live-transmit's `tsbpdmode`, `messageapi` and `bindtodevice` keys, on both ends of a
+    link over loopback (`lo`); an interface that does not exist fails the output naming the
+    key."""
+    keys = "tsbpdmode=true&messageapi=1&bindtodevice=lo"
+    in_port, out_port = free_port(), free_port()
+    out = udp_capture()
+    route = gateway.add_route(
+        "r", f"udp://127.0.0.1:{in_port}",
+        {"lo": f"srt://127.0.0.1:{out_port}?mode=listener&{keys}",
+         "bad": f"srt://127.0.0.1:{free_port()}?mode=listener&bindtodevice=nosuchdev0"},
+    )
+    assert f"&{keys.replace('=1', '=true')}" in route.stats()["outputs"][0]["uri"]
+    slt_receiver(peers, f"srt://127.0.0.1:{out_port}?mode=caller&{keys}", out)
+    wait_until(lambda: connected(route.stats()["outputs"][0]), 15, "the caller")
+    data = random_ts(7 * 300)
+    UdpSender(data, in_port).join()
+    wait_until(lambda: out.size >= len(data), 15, "every byte at the receiver")
+    assert sha256(out.data[: len(data)]) == sha256(data)
+    bad = wait_until(lambda: route.stats()["outputs"][1]["last_error"], 15, "the bad output")
+    assert "`bindtodevice=nosuchdev0`: No such device" in bad, bad
+
+
 @pytest.mark.parametrize(("query", "says"), [
     ("oheadbw=1", "`oheadbw=1` must be a whole number from 5 to 100"),
     ("transtype=file", "live streams"),
     ("payloadsize=188", "`payloadsize=188`"),
     ("tlpktdrop=sometimes", "`tlpktdrop=sometimes` must be true or false"),
+    ("tsbpdmode=false", "`tsbpdmode=false` is not supported: castway delivers live streams"),
+    ("messageapi=0", "`messageapi=0` is not supported: castway sends and receives whole"),
+    ("bindtodevice=a-name-too-long-1", "`bindtodevice=a-name-too-long-1` must be a network"),
+    ("groupconnect=1", "`groupconnect`: connection bonding (socket groups) is not available"),
+    ("groupminstabletimeo=100", "`groupminstabletimeo`: connection bonding"),
 ])
 def test_a_bad_socket_option_is_refused_naming_the_key(
     gateway: castway.Gateway, query: str, says: str

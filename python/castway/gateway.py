@@ -636,8 +636,9 @@ class Route:
     def history(self, seconds: float = 600.0) -> list[notebook.Sample]:
         """The route's figures of the last ``seconds``, one sample a second (the last 600
         are kept), oldest first: state, what was on air, the switch count, and each endpoint's
-        bytes, bitrate, drops and SRT round trip and loss. Sampled by the route's control
-        thread, nothing per packet."""
+        bytes, bitrate, drops and SRT round trip and loss (None while no SRT peer is
+        connected). Sampled by the route's control thread, nothing per packet. ``seconds``
+        must be a finite number above 0 (else :class:`~castway.errors.ConfigError`)."""
         return cast(list[notebook.Sample], self._native.history(seconds))
 
     def history_frame(self, seconds: float = 600.0) -> Any:

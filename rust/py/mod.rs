@@ -187,7 +187,7 @@ impl PyRoute {
 
     /// The samples of the last `seconds` (one a second, the last 600 kept), oldest first.
     fn history<'py>(&self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
-        let h = py.allow_threads(|| self.inner.history(seconds));
+        let h = py.allow_threads(|| self.inner.history(seconds))?;
         to_py(py, &h)
     }
 
@@ -208,7 +208,7 @@ impl PyRoute {
         size: Option<(u32, u32)>,
         timeout: f64,
     ) -> PyResult<picture::PyPicture<'py>> {
-        let settings = picture::settings(format, size, None)?;
+        let settings = picture::settings(format, crate::tap::IMAGE_FORMATS, size, None)?;
         let wait = picture::seconds(timeout)?;
         let p = picture::interruptible(py, |go_on| {
             self.inner.snapshot_or(input, &settings, wait, go_on)
@@ -226,7 +226,7 @@ impl PyRoute {
         size: Option<(u32, u32)>,
         fps: Option<f64>,
     ) -> PyResult<picture::PyDecoder> {
-        let settings = picture::settings(format, size, fps)?;
+        let settings = picture::settings(format, crate::tap::RAW_FORMATS, size, fps)?;
         let inner = py.allow_threads(|| self.inner.decode(input, &settings, false))?;
         Ok(picture::PyDecoder { inner })
     }
@@ -317,7 +317,7 @@ fn srt_probe<'py>(
         crate::uri::Endpoint::Srt(e) => e,
         _ => {
             return Err(crate::Error::InvalidUri {
-                uri: uri.to_string(),
+                uri: crate::uri::redact(uri),
                 reason: "the probe takes an srt:// URI".into(),
             }
             .into())

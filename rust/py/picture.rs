@@ -22,13 +22,16 @@ pub(super) fn picture<'py>(py: Python<'py>, p: Picture) -> PyPicture<'py> {
     (data, p.width, p.height, p.format.as_str(), p.pts, p.at)
 }
 
+/// Checks what a picture is asked as; `allowed`: the formats the caller takes (`frames`
+/// pixels, `snapshot` images), checked before any branch starts.
 pub(super) fn settings(
     format: &str,
+    allowed: &[PictureFormat],
     size: Option<(u32, u32)>,
     fps: Option<f64>,
 ) -> PyResult<DecodeSettings> {
     let s = DecodeSettings {
-        format: PictureFormat::parse(format)?,
+        format: PictureFormat::parse_among("format", format, allowed)?,
         size,
         fps,
     };

@@ -101,7 +101,7 @@ impl Route {
         }
         if full {
             self.notice_route(&mut inner, true);
-            self.sample(&mut inner);
+            self.sample(&mut inner, false);
         }
     }
 

@@ -107,7 +107,7 @@ impl Route {
             Source::Nothing => None,
         };
         // The route's history shows the moment before each switch, not only once a second.
-        self.sample(inner);
+        self.sample(inner, true);
         inner.seq += 1;
         inner.by_reason[s.reason as usize] += 1;
         let mut record = SwitchRecord {

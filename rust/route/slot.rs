@@ -508,8 +508,11 @@ impl Slot {
     }
 
     /// An SRT endpoint's link figures (a listener's callers summed up), for the history.
+    /// The SRT link's figures while a peer is connected (None: not SRT, or no peer).
     pub fn srt_link(&self) -> Option<SrtLinkStats> {
-        self.srt.as_ref().map(|e| e.stats().link)
+        (self.srt.as_ref())
+            .filter(|e| e.connected())
+            .map(|e| e.stats().link)
     }
 
     pub fn stats(&self, hub: &Hub, now: Instant) -> EndpointStats {

@@ -15,7 +15,8 @@ pub struct CallerChange {
     pub joined: bool,
     /// `IP:PORT`.
     pub address: String,
-    /// The stream ID the caller asked for, if it sent one.
+    /// The stream ID the caller asked for, if it sent one, with its password shown as `***`
+    /// (`uri::redact_stream_id`): it goes into events, which never carry secrets.
     pub stream_id: Option<String>,
 }
 
@@ -27,7 +28,7 @@ pub struct CallerList {
     pub changes: Vec<CallerChange>,
     /// Joins and leaves forgotten because too many waited.
     pub forgotten: u64,
-    /// The stream ID of each connected caller that sent one, by address.
+    /// The (redacted) stream ID of each connected caller that sent one, by address.
     stream_ids: Vec<(String, String)>,
 }
 
@@ -41,6 +42,7 @@ impl CallerList {
     }
 
     pub fn joined(&mut self, address: String, stream_id: Option<String>) {
+        let stream_id = stream_id.map(|s| crate::uri::redact_stream_id(&s));
         self.connected.push(address.clone());
         if let Some(s) = &stream_id {
             self.stream_ids.push((address.clone(), s.clone()));
@@ -98,6 +100,14 @@ mod tests {
             ]
         );
         assert!(l.take_changes().is_empty());
+        l.joined(
+            "127.0.0.1:6000".into(),
+            Some("read:lab:viewer:viewerpassword".into()),
+        );
+        l.left("127.0.0.1:6000".into());
+        for c in l.take_changes() {
+            assert_eq!(c.stream_id.as_deref(), Some("read:lab:viewer:***"));
+        }
         for i in 0..(MAX_PENDING + 5) {
             l.joined(format!("127.0.0.1:{i}"), None);
         }

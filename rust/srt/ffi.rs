@@ -76,6 +76,8 @@ pub const SRTO_ENFORCEDENCRYPTION: c_int = 53;
 pub const SRTO_IPV6ONLY: c_int = 54;
 pub const SRTO_PEERIDLETIMEO: c_int = 55;
 pub const SRTO_BINDTODEVICE: c_int = 56;
+pub const SRTO_GROUPCONNECT: c_int = 57;
+pub const SRTO_GROUPMINSTABLETIMEO: c_int = 58;
 pub const SRTO_PACKETFILTER: c_int = 60;
 pub const SRTO_RETRANSMITALGO: c_int = 61;
 

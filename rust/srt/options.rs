@@ -23,7 +23,23 @@ pub enum Kind {
     Word(&'static [(&'static str, i64)]),
     /// Seconds to linger on close (a `struct linger`).
     Linger,
+    /// A boolean a live TS gateway needs on: `true` is taken (and set), `false` refused saying
+    /// why.
+    On { why: &'static str },
+    /// A network interface's name (at most `IFNAMSIZ - 1` bytes): `SO_BINDTODEVICE`.
+    Device,
+    /// Connection bonding (socket groups): refused, as this libsrt has none.
+    Bonding,
 }
+
+/// Why the bonding keys are refused: Debian's libsrt 1.5 (which castway links) is built
+/// without `ENABLE_BONDING`, so `SRTO_GROUPCONNECT` fails on any socket (a unit test below
+/// keeps this true), and its srt-live-transmit does not take these keys either.
+const NO_BONDING: &str = "connection bonding (socket groups) is not available: this libsrt \
+                          was built without it (ENABLE_BONDING)";
+
+/// The longest interface name (`IFNAMSIZ` less its NUL).
+const MAX_DEVICE: usize = libc::IFNAMSIZ - 1;
 
 /// One URI key.
 #[derive(Debug)]
@@ -263,6 +279,42 @@ pub const OPTIONS: &[OptionDef] = &[
         kind: Kind::Int { min: 0, max: 1 },
         default: "1 (reduced)",
     },
+    OptionDef {
+        key: "tsbpdmode",
+        opt: ffi::SRTO_TSBPDMODE,
+        kind: Kind::On {
+            why: "castway delivers live streams at their timestamps (timestamp-based packet \
+                  delivery is what `latency` sets)",
+        },
+        default: "true",
+    },
+    OptionDef {
+        key: "messageapi",
+        opt: ffi::SRTO_MESSAGEAPI,
+        kind: Kind::On {
+            why: "castway sends and receives whole 1316-byte messages (7 TS packets), as \
+                  live mode does",
+        },
+        default: "true",
+    },
+    OptionDef {
+        key: "bindtodevice",
+        opt: ffi::SRTO_BINDTODEVICE,
+        kind: Kind::Device,
+        default: "none",
+    },
+    OptionDef {
+        key: "groupconnect",
+        opt: ffi::SRTO_GROUPCONNECT,
+        kind: Kind::Bonding,
+        default: "0 (refused: no bonding)",
+    },
+    OptionDef {
+        key: "groupminstabletimeo",
+        opt: ffi::SRTO_GROUPMINSTABLETIMEO,
+        kind: Kind::Bonding,
+        default: "60 (refused: no bonding)",
+    },
 ];
 
 /// A key's value, checked.
@@ -291,7 +343,9 @@ impl SrtOption {
 impl std::fmt::Display for SrtOption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.value, self.def().kind) {
-            (Value::Int(v), Kind::Bool) => write!(f, "{}={}", self.key, *v != 0),
+            (Value::Int(v), Kind::Bool | Kind::On { .. }) => {
+                write!(f, "{}={}", self.key, *v != 0)
+            }
             (Value::Int(v), Kind::Word(words)) => {
                 let w = words.iter().find(|(_, n)| n == v).map_or("?", |(w, _)| w);
                 write!(f, "{}={w}", self.key)
@@ -337,6 +391,27 @@ pub fn parse(def: &'static OptionDef, text: &str) -> Result<SrtOption, String> {
             Value::Text(text.to_string())
         }
         Kind::Text { max } => return Err(format!("`{key}` is longer than {max} bytes")),
+        Kind::On { why } => match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Value::Int(1),
+            "0" | "false" | "no" | "off" => {
+                return Err(format!("`{key}={text}` is not supported: {why}"))
+            }
+            _ => return Err(format!("`{key}={text}` must be true")),
+        },
+        Kind::Device
+            if !text.is_empty()
+                && text.len() <= MAX_DEVICE
+                && !text.contains(['\0', '/'])
+                && !text.chars().any(char::is_whitespace) =>
+        {
+            Value::Text(text.to_string())
+        }
+        Kind::Device => {
+            return Err(format!(
+                "`{key}={text}` must be a network interface's name (1 to {MAX_DEVICE} bytes)"
+            ))
+        }
+        Kind::Bonding => return Err(format!("`{key}`: {NO_BONDING}")),
         Kind::Word(words) => {
             let lower = text.to_ascii_lowercase();
             match words.iter().find(|(w, _)| *w == lower) {
@@ -389,6 +464,102 @@ mod tests {
             parse(def("nakreport"), "yes").unwrap().to_string(),
             "nakreport=true"
         );
+    }
+
+    #[test]
+    fn every_key_of_srt_live_transmit_is_taken() {
+        // srt-live-transmit's table of URI keys (libsrt 1.5's apps/socketoptions.hpp, with
+        // its bonding and bindtodevice keys, and `linger`, which it reads on its own).
+        const SRT_LIVE_TRANSMIT: &[&str] = &[
+            "transtype",
+            "maxbw",
+            "pbkeylen",
+            "passphrase",
+            "mss",
+            "fc",
+            "sndbuf",
+            "rcvbuf",
+            "linger",
+            "ipttl",
+            "iptos",
+            "inputbw",
+            "mininputbw",
+            "oheadbw",
+            "latency",
+            "tsbpdmode",
+            "tlpktdrop",
+            "snddropdelay",
+            "nakreport",
+            "conntimeo",
+            "drifttracer",
+            "lossmaxttl",
+            "rcvlatency",
+            "peerlatency",
+            "minversion",
+            "streamid",
+            "congestion",
+            "messageapi",
+            "payloadsize",
+            "kmrefreshrate",
+            "kmpreannounce",
+            "enforcedencryption",
+            "ipv6only",
+            "peeridletimeo",
+            "packetfilter",
+            "groupconnect",
+            "groupminstabletimeo",
+            "bindtodevice",
+            "retransmitalgo",
+        ];
+        // The endpoint's own fields (`uri::SrtEndpoint`).
+        const FIELDS: &[&str] = &[
+            "latency",
+            "rcvlatency",
+            "passphrase",
+            "pbkeylen",
+            "streamid",
+        ];
+        for key in SRT_LIVE_TRANSMIT {
+            assert!(
+                FIELDS.contains(key) || OPTIONS.iter().any(|d| d.key == *key),
+                "`{key}` is not taken"
+            );
+        }
+    }
+
+    #[test]
+    fn live_keys_are_taken_on_and_refused_off_saying_why() {
+        for key in ["tsbpdmode", "messageapi"] {
+            let o = parse(def(key), "true").unwrap();
+            assert_eq!(o.to_string(), format!("{key}=true"));
+            let e = parse(def(key), "false").unwrap_err();
+            assert!(
+                e.starts_with(&format!("`{key}=false` is not supported: castway")),
+                "{e}"
+            );
+            assert!(parse(def(key), "maybe")
+                .unwrap_err()
+                .contains("must be true"));
+        }
+        assert_eq!(
+            parse(def("bindtodevice"), "eth0").unwrap().value,
+            Value::Text("eth0".into())
+        );
+        for bad in ["", "a-name-too-long-1", "a b", "../x"] {
+            let e = parse(def("bindtodevice"), bad).unwrap_err();
+            assert!(
+                e.contains("network interface's name (1 to 15 bytes)"),
+                "{e}"
+            );
+        }
+        for key in ["groupconnect", "groupminstabletimeo"] {
+            let e = parse(def(key), "1").unwrap_err();
+            assert!(
+                e.starts_with(&format!("`{key}`: connection bonding")),
+                "{e}"
+            );
+            assert!(e.contains("this libsrt was built without it"), "{e}");
+        }
     }
 
     #[test]

@@ -374,6 +374,25 @@ impl Socket {
                     std::mem::size_of::<c_int>() as libc::socklen_t,
                 );
             }
+            // libsrt binds its UDP socket to the device itself (`bindtodevice`), saying only
+            // that it failed; the kernel's own answer, asked first, names the reason.
+            if let Some(dev) = self.device() {
+                if libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    dev.as_ptr().cast(),
+                    dev.len() as libc::socklen_t,
+                ) != 0
+                {
+                    let e = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    return Err(fail(&format!(
+                        "`bindtodevice={dev}`: {e} (the interface must exist, and binding to \
+                         one needs CAP_NET_RAW)"
+                    )));
+                }
+            }
             let a = RawAddr::new(addr);
             if libc::bind(fd, a.ptr(), a.len as libc::socklen_t) != 0 {
                 let e = std::io::Error::last_os_error();
@@ -387,6 +406,26 @@ impl Socket {
             self.udp = Some(fd);
         }
         Ok(())
+    }
+
+    /// The interface `bindtodevice` set, if any.
+    fn device(&self) -> Option<String> {
+        let mut name = [0u8; libc::IFNAMSIZ];
+        let mut len = name.len() as c_int;
+        // SAFETY: libsrt writes at most `len` bytes into `name` and sets `len`.
+        let r = unsafe {
+            ffi::srt_getsockflag(
+                self.id,
+                ffi::SRTO_BINDTODEVICE,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let len = usize::try_from(len).unwrap_or(0).min(name.len());
+        let name = &name[..len];
+        let name = name.split(|b| *b == 0).next().unwrap_or_default();
+        (r != ffi::SRT_ERROR && !name.is_empty())
+            .then(|| String::from_utf8_lossy(name).into_owned())
     }
 
     pub fn listen(&self, backlog: c_int) -> Result<(), String> {
@@ -658,5 +697,58 @@ mod tests {
         assert_eq!(read(ffi::SRTO_PEERIDLETIMEO), 1500);
         assert_eq!(read(ffi::SRTO_TLPKTDROP), 0);
         assert_eq!(read(ffi::SRTO_LATENCY), 250);
+    }
+
+    fn endpoint(uri: &str) -> crate::uri::SrtEndpoint {
+        match Endpoint::parse(uri, Role::Output) {
+            Ok(Endpoint::Srt(ep)) => ep,
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn live_keys_are_set_and_bindtodevice_binds_the_udp_socket() {
+        let ep = endpoint(
+            "srt://127.0.0.1:9000?mode=listener&tsbpdmode=true&messageapi=1&bindtodevice=lo",
+        );
+        let mut socket = Socket::new().unwrap();
+        socket.configure(&ep).unwrap();
+        assert_eq!(get(&socket, ffi::SRTO_TSBPDMODE), 1);
+        assert_eq!(get(&socket, ffi::SRTO_MESSAGEAPI), 1);
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut name = [0u8; libc::IFNAMSIZ];
+        let mut len = name.len() as libc::socklen_t;
+        // SAFETY: getsockopt into a buffer of the length given.
+        let r = unsafe {
+            libc::getsockopt(
+                socket.udp.unwrap(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        assert_eq!(&name[..2], b"lo");
+    }
+
+    #[test]
+    fn bindtodevice_of_no_such_interface_is_an_error_naming_the_key() {
+        let ep = endpoint("srt://127.0.0.1:9000?mode=listener&bindtodevice=nosuchdev0");
+        let mut socket = Socket::new().unwrap();
+        let e = (socket.configure(&ep))
+            .and_then(|()| socket.bind("127.0.0.1:0".parse().unwrap()))
+            .unwrap_err();
+        assert!(e.contains("`bindtodevice=nosuchdev0`"), "{e}");
+    }
+
+    #[test]
+    fn this_libsrt_has_no_bonding() {
+        // What `srt::options` refuses `groupconnect` and `groupminstabletimeo` for: if this
+        // fails, libsrt was built with ENABLE_BONDING and the keys could be taken.
+        let socket = Socket::new().unwrap();
+        assert!(socket
+            .set_int(ffi::SRTO_GROUPCONNECT, 1, "groupconnect")
+            .is_err());
     }
 }

@@ -80,6 +80,25 @@ impl PictureFormat {
         })
     }
 
+    /// `name` as one of `allowed`; the error names `argument` and the values it takes.
+    pub fn parse_among(argument: &str, name: &str, allowed: &[PictureFormat]) -> Result<Self> {
+        match PictureFormat::parse(name) {
+            Ok(f) if allowed.contains(&f) => Ok(f),
+            _ => {
+                let names: Vec<&str> = allowed.iter().map(|f| f.as_str()).collect();
+                let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+                let list = if rest.is_empty() {
+                    last.to_string()
+                } else {
+                    format!("{} or {last}", rest.join(", "))
+                };
+                Err(Error::InvalidConfig(format!(
+                    "{argument} must be {list}, not `{name}`"
+                )))
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PictureFormat::Rgb => "rgb",
@@ -109,6 +128,12 @@ impl PictureFormat {
         }
     }
 }
+
+/// The formats of pictures as pixels (`Route.frames`, numpy arrays).
+pub const RAW_FORMATS: &[PictureFormat] =
+    &[PictureFormat::Rgb, PictureFormat::Bgr, PictureFormat::Gray];
+/// The formats of pictures as images (`Route.snapshot`, what Jupyter shows).
+pub const IMAGE_FORMATS: &[PictureFormat] = &[PictureFormat::Jpeg, PictureFormat::Png];
 
 /// What a branch is asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -682,6 +707,18 @@ mod tests {
             ..bad_fps
         };
         assert!(bad_size.check().unwrap_err().to_string().contains("size"));
+        let among = |name, allowed| {
+            PictureFormat::parse_among("format", name, allowed).map_err(|e| e.to_string())
+        };
+        assert_eq!(among("jpg", IMAGE_FORMATS), Ok(PictureFormat::Jpeg));
+        assert_eq!(among("gray", RAW_FORMATS), Ok(PictureFormat::Gray));
+        let e = among("jpeg", RAW_FORMATS).unwrap_err();
+        assert!(
+            e.contains("format must be rgb, bgr or gray, not `jpeg`"),
+            "{e}"
+        );
+        let e = among("rgb", IMAGE_FORMATS).unwrap_err();
+        assert!(e.contains("format must be jpeg or png, not `rgb`"), "{e}");
         assert!(PictureFormat::parse("tiff")
             .unwrap_err()
             .to_string()

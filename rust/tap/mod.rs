@@ -4,4 +4,6 @@
 
 pub mod decode;
 
-pub use decode::{DecodeSettings, DecodeStats, Decoder, Picture, PictureFormat};
+pub use decode::{
+    DecodeSettings, DecodeStats, Decoder, Picture, PictureFormat, IMAGE_FORMATS, RAW_FORMATS,
+};

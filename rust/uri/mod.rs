@@ -11,7 +11,7 @@ mod test;
 mod udp;
 
 pub use file::FileEndpoint;
-pub use srt::{SrtDefaults, SrtEndpoint, SrtMode};
+pub use srt::{redact_stream_id, SrtDefaults, SrtEndpoint, SrtMode};
 pub use test::TestEndpoint;
 pub use udp::UdpEndpoint;
 
@@ -185,7 +185,8 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// `uri` with any passphrase value replaced by `***`.
+/// `uri` with any passphrase and user list replaced by `***`, and a stream ID shown as
+/// `srt::redact_stream_id` shows it.
 pub fn redact(uri: &str) -> String {
     let Some((head, query)) = uri.split_once('?') else {
         return uri.to_string();
@@ -200,6 +201,18 @@ pub fn redact(uri: &str) -> String {
                 }) =>
             {
                 format!("{k}=***")
+            }
+            Some((k, v))
+                if query::percent_decode(k).is_ok_and(|d| d.eq_ignore_ascii_case("streamid")) =>
+            {
+                let id = query::percent_decode(v).unwrap_or_else(|_| v.to_string());
+                let shown = srt::redact_stream_id(&id);
+                if shown == id {
+                    kv.to_string()
+                } else {
+                    // Shown decoded: a redacted URI is for reading, not for parsing again.
+                    format!("{k}={shown}")
+                }
             }
             _ => kv.to_string(),
         })
@@ -337,6 +350,37 @@ mod tests {
         assert!(e.contains("passphrase=***"), "{e}");
         let ep = input("srt://:9000?passphrase=supersecret1");
         assert!(!ep.to_string().contains("supersecret1"));
+    }
+
+    #[test]
+    fn stream_id_passwords_are_redacted_in_errors_and_display() {
+        let e = err(
+            "srt://127.0.0.1:9000?streamid=publish:news:cam:campassword1&bogus=1",
+            Role::Input,
+        );
+        assert!(!e.contains("campassword1"), "{e}");
+        assert!(e.contains("streamid=publish:news:cam:***"), "{e}");
+        let e = err(
+            "srt://127.0.0.1:9000?stream%69d=read%3Anews%3Aviewer%3Aviewerpassword&bogus=1",
+            Role::Input,
+        );
+        assert!(!e.contains("viewerpassword"), "{e}");
+        let ep = input("srt://127.0.0.1:9000?streamid=publish:x:u:streampw123");
+        assert!(
+            ep.to_string().ends_with("&streamid=publish:x:u:***"),
+            "{ep}"
+        );
+        let ep = input("srt://127.0.0.1:9000?streamid=%23!::r=news,s=token123,u=cam");
+        assert!(
+            ep.to_string().ends_with("&streamid=#!::r=news,s=***,u=cam"),
+            "{ep}"
+        );
+        assert_eq!(redact_stream_id("publish:news"), "publish:news");
+        assert_eq!(
+            redact_stream_id("read:news:viewer:pw:with:colons"),
+            "read:news:viewer:***"
+        );
+        assert_eq!(redact_stream_id("news"), "news");
     }
 
     #[test]

@@ -307,6 +307,28 @@ impl SrtDefaults {
     }
 }
 
+/// A stream ID as castway shows it (events, stats, errors, logs): the password of MediaMTX's
+/// `publish:ROUTE:USER:PASS` / `read:ROUTE:USER:PASS` and the session (`s=`, often a token) of
+/// SRT's `#!::` form as `***`; anything else unchanged.
+pub fn redact_stream_id(stream_id: &str) -> String {
+    if let Some(pairs) = stream_id.strip_prefix("#!::") {
+        let shown: Vec<String> = (pairs.split(','))
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.trim() == "s" => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        return format!("#!::{}", shown.join(","));
+    }
+    let mut parts = stream_id.splitn(4, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(verb @ ("publish" | "read")), Some(route), Some(user), Some(_)) => {
+            format!("{verb}:{route}:{user}:***")
+        }
+        _ => stream_id.to_string(),
+    }
+}
+
 impl fmt::Display for SrtEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.mode == SrtMode::Shared {
@@ -339,7 +361,7 @@ impl fmt::Display for SrtEndpoint {
             write!(f, "&passphrase=***&pbkeylen={}", self.pbkeylen)?;
         }
         if let Some(s) = &self.streamid {
-            write!(f, "&streamid={s}")?;
+            write!(f, "&streamid={}", redact_stream_id(s))?;
         }
         if let Some(a) = &self.local_addr {
             write!(f, "&adapter={a}")?;

@@ -137,7 +137,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("id")
     p = route.add_parser("snapshot", parents=[client],
-                         help="save the current picture (JPEG, or PNG for a .png file)")
+                         help="save the current picture (PNG for a .png file, else JPEG; "
+                              ".jpg, .jpeg, .png or no suffix)")
     p.add_argument("name")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
     p.add_argument("--input", default="", metavar="ID", help="an input's picture, on air or not")
@@ -442,7 +443,12 @@ def route_snapshot(c: Call) -> None:
     # Before the picture is taken: a file that cannot be written is said in one line.
     if not out.parent.is_dir():
         raise Ended(f"cannot write {out}: {out.parent} is not a directory")
-    png = out.suffix.lower() == ".png"
+    # The file's suffix says the format; none (a device, a pipe) takes JPEG.
+    suffix = out.suffix.lower()
+    if suffix not in ("", ".jpg", ".jpeg", ".png"):
+        raise Ended(f"cannot write {out}: a snapshot is JPEG (.jpg, .jpeg) or PNG (.png), "
+                    f"not {out.suffix}")
+    png = suffix == ".png"
     req = route_pb2.GetSnapshotRequest(
         name=c.args.name,
         input_id=c.args.input,

@@ -349,6 +349,10 @@ class RouteService(route_pb2_grpc.RouteServiceServicer):
             raise InvalidArgument(
                 "timeout_ms", f"at most {SNAPSHOT_MAX_TIMEOUT_MS}, not {request.timeout_ms}"
             )
+        if request.format not in route_pb2.ImageFormat.values():
+            raise InvalidArgument(
+                "format", f"must be IMAGE_FORMAT_JPEG or IMAGE_FORMAT_PNG, not {request.format}"
+            )
         png = request.format == route_pb2.IMAGE_FORMAT_PNG
         image = self.control.snapshot(
             request.name,
