@@ -108,6 +108,27 @@ def test_ts_segments_start_clean_and_join_into_what_an_srt_receiver_got(
     assert ts_continuity(joined)["cc_errors"] == 0
 
 
+def test_a_sender_restart_gives_each_segment_its_own_duration_and_flags_where_it_fell(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "a.ts", 5, "320x180", 500, gop=25).read_bytes()
+    in_port = free_port()
+    route = gateway.add_route("restart", f"udp://127.0.0.1:{in_port}")
+    route.recording.start(tmp_path / "rec", segment_ms=2000)
+    UdpSender(clip, in_port, bitrate=len(clip) * 8 / 5).join()
+    restarted = time.time()
+    # The sender starts over: its timestamps begin again where the first run's began.
+    UdpSender(clip, in_port, bitrate=len(clip) * 8 / 5).join()
+    route.recording.stop()
+    segs = segments_closed(gateway, "restart")
+    assert len(segs) >= 4, segs
+    for seg in segs:
+        # Each within one GOP (1 s) of its wall-clock span, whatever the timeline did.
+        assert abs(seg["duration"] - (seg["end"] - seg["start"])) <= 1.0, seg
+    [at] = [s for s in segs if s["start"] <= restarted < s["end"]]
+    assert at["switch"], at
+
+
 # The control server: policy in the spec, the catalog, RecordingService and the CLI.
 
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::cutter::{Cutter, Step};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::events::{Event, EventLog, Kind};
-use crate::ts::{pes_pts, pid, PACKET_SIZE, PTS_WRAP};
+use crate::ts::{pid, PACKET_SIZE, PTS_WRAP};
 
 /// How often the writer looks at its controls (pause) when no data arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -50,6 +50,8 @@ struct Open {
     /// Packets of PSI copied at its start (not the stream's own).
     inserted: u64,
     gap: bool,
+    /// Its video timestamps jumped (a sender restarted): its duration is its wall-clock span.
+    jumped: bool,
     cuts_at_open: u64,
     drops_at_open: u64,
     /// Keyframe times from the segment's start, in seconds.
@@ -135,9 +137,9 @@ impl Writer {
         let now = unix_now();
         let out = &mut self.out;
         self.cutter.flush(&mut |s| out.apply(s, now));
-        let end_pts = self.cutter.video_end();
+        let span = self.cutter.span();
         let last = self.out.open.as_ref().map_or(now, |o| o.last_unix);
-        self.out.close(end_pts, last);
+        self.out.close(span, last);
         self.after_steps();
     }
 
@@ -198,19 +200,18 @@ impl Writer {
                 None => starts && pid(p) == 0,
             };
             if boundary {
-                end = Some((i * PACKET_SIZE, pes_pts(p)));
+                end = Some(i * PACKET_SIZE);
                 break;
             }
         }
-        let Some((at, pts)) = end else {
+        let Some(at) = end else {
             self.out.write(data);
             return;
         };
         self.out.write(&data[..at]);
         self.pausing = None;
         let last = self.out.open.as_ref().map_or(unix, |o| o.last_unix);
-        self.out
-            .close(pts.or_else(|| self.cutter.video_end()), last);
+        self.out.close(self.cutter.span(), last);
         self.after_steps();
         let rest = (data.len() - at) / PACKET_SIZE;
         self.out.shared.skipped.fetch_add(rest as u64, Relaxed);
@@ -254,8 +255,8 @@ impl Writer {
 impl Files {
     fn apply(&mut self, step: Step<'_>, unix: f64) {
         match step {
-            Step::Open { pts, psi } => {
-                self.close(pts, unix);
+            Step::Open { pts, psi, span } => {
+                self.close(span, unix);
                 if self.retry_at.is_some_and(|t| Instant::now() < t) {
                     // Still backing off: the cutter thinks a segment is open; it is not.
                     return;
@@ -263,11 +264,18 @@ impl Files {
                 self.retry_at = None;
                 self.open_segment(pts, psi, unix);
             }
+            Step::Jump => {
+                if let Some(open) = &mut self.open {
+                    open.jumped = true;
+                }
+            }
             Step::Keyframe(pts) => {
                 if let Some(open) = &mut self.open {
                     if open.keyframes.len() < MAX_KEYFRAMES {
-                        let t = match (open.start_pts, pts) {
-                            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+                        let t = match (open.start_pts, pts, open.jumped) {
+                            (Some(a), Some(b), false) => {
+                                (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0
+                            }
                             _ => unix - open.start_unix,
                         };
                         open.keyframes.push((t * 1000.0).round() / 1000.0);
@@ -403,6 +411,7 @@ impl Files {
             psi,
             inserted: 0,
             gap: false,
+            jumped: false,
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes: Vec::new(),
@@ -410,8 +419,9 @@ impl Files {
         });
     }
 
-    /// Closes the open segment, if any; `end_pts` is the next segment's first keyframe.
-    fn close(&mut self, end_pts: Option<u64>, unix: f64) {
+    /// Closes the open segment, if any; `span` is its duration by its own timestamps (90 kHz
+    /// ticks; None: by the wall clock).
+    fn close(&mut self, span: Option<u64>, unix: f64) {
         let Some(mut open) = self.open.take() else {
             return;
         };
@@ -424,12 +434,12 @@ impl Files {
             self.open = Some(open);
             return self.fail(why);
         }
-        self.finish(open, end_pts, unix, None);
+        self.finish(open, span, unix, None);
         self.backoff = FIRST_BACKOFF;
     }
 
     /// Renames a closed (or failed) segment into place and reports it.
-    fn finish(&mut self, open: Open, end_pts: Option<u64>, unix: f64, error: Option<String>) {
+    fn finish(&mut self, open: Open, span: Option<u64>, unix: f64, error: Option<String>) {
         let Open {
             rel,
             place,
@@ -440,6 +450,7 @@ impl Files {
             psi,
             inserted,
             gap,
+            jumped,
             cuts_at_open,
             drops_at_open,
             keyframes,
@@ -459,8 +470,9 @@ impl Files {
         // At a cut the segment ends where the next begins; after a failed write with its
         // last data.
         let end = if error.is_some() { last_unix } else { unix };
-        let duration = match (start_pts, end_pts) {
-            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+        // By its own timestamps; by the wall clock when it has none or they jumped.
+        let duration = match (start_pts, span, jumped) {
+            (Some(_), Some(span), false) => span as f64 / 90_000.0,
             _ => (end - start_unix).max(0.0),
         };
         let part = &place.part;
@@ -497,7 +509,7 @@ impl Files {
             self.log.push(event);
             return;
         }
-        let switch = (self.cuts)() != cuts_at_open;
+        let switch = jumped || (self.cuts)() != cuts_at_open;
         let gap = gap || self.shared.drops.load(Relaxed) != drops_at_open;
         {
             let mut status = lock(&self.shared.status);
