@@ -854,6 +854,34 @@ def test_mp4_recordings_of_video_and_audio_hold_both_tracks_every_time(
                 assert abs(duration - s["duration"]) < 0.5, (n, s, kind, duration)
 
 
+def test_castway_serve_records_mp4_from_its_start_without_a_stall(tmp_path: Path) -> None:
+    # The recorder starts after the route is live, so it joins mid-GOP: the video parser holds
+    # everything back until the next keyframe while the audio goes on, and the demuxer must not
+    # block on the audio meanwhile (it did: nothing was ever muxed, a stall every start).
+    config = tmp_path / "castway.toml"
+    config.write_text(
+        '[routes.mp4]\ninputs = ["test://"]\n'
+        'recording = { enabled = true, segment_ms = 2000, format = "mp4" }\n'
+    )
+    data = tmp_path / "data"
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN}, args=("--config", str(config)))
+    try:
+        client = Client(f"127.0.0.1:{srv.port}", key=ADMIN)
+
+        def recording() -> Any:
+            req = route_pb2.GetRouteRequest(name="mp4")
+            return client.routes.GetRoute(req, metadata=client.metadata).status.recording
+
+        wait_until(lambda: recording().segments >= 1 or recording().stalls, 30, "a segment")
+        stats = recording()
+        assert stats.segments >= 1 and stats.stalls == 0 and stats.errors == 0, stats
+        [first, *_] = sorted((data / "media" / "recordings" / "mp4").rglob("*.mp4"))
+        assert [kind for kind, _ in probe_streams(first)] == ["audio", "video"]
+        client.close()
+    finally:
+        srv.stop(signal.SIGTERM)
+
+
 def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silently(
     gateway: castway.Gateway, tmp_path: Path
 ) -> None:

@@ -558,7 +558,15 @@ fn link_stream(
     {
         return Ok(false);
     }
+    // The demuxer feeds every stream from one thread: a recording that joins mid-GOP has its
+    // video held back by the parser until the next keyframe (no SPS/PPS before it), while the
+    // audio goes on. A queue full after 1 s (its default) would block the demuxer there, and
+    // the keyframe would never come: each stream may queue up to a stall's worth instead,
+    // bounded in bytes like the appsrc.
     let queue = make("queue", &format!("{}-queue", pad.name()))?;
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-time", STALL.as_nanos() as u64);
+    queue.set_property("max-size-bytes", APPSRC_BYTES as u32);
     pipeline.add_many([&parse, &queue])?;
     let linked = parse.link(&queue).is_ok()
         && match (queue.static_pad("src"), split.request_pad_simple(request)) {
