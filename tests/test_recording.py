@@ -933,6 +933,27 @@ def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_
     assert video[1] & 0x40, "the packet after the segment starts the next video frame"
 
 
+@pytest.mark.parametrize("how", ["stop", "route removed"])
+def test_a_stop_ends_the_last_segment_before_the_next_video_frame_so_it_decodes_clean(
+    gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes, how: str
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("s", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["segment_bytes"] > 100_000, 10, "data written")
+    if how == "stop":
+        route.recording.stop()
+        stats = route.recording.stats()
+        assert stats["pauses_mid_frame"] == 0 and stats["errors"] == 0, stats
+    else:
+        gateway.remove_route("s")
+    sender.close()
+    [seg] = segments_closed(gateway, "s")
+    assert decode_errors(rec / seg["path"]) == ""
+
+
 def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
     gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
 ) -> None:

@@ -124,6 +124,8 @@ impl Mp4Writer {
                 } else {
                     lock(&self.shared.status).state = "recording";
                 }
+                // A pause finishes the file at once (the muxer ends it on a whole frame).
+                self.shared.settled.store(paused, Relaxed);
             }
             if let Some(item) = item {
                 let size = item.buffer.size() as u64;

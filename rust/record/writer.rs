@@ -127,6 +127,8 @@ impl Writer {
                     .fetch_sub(item.buffer.size() as u64, Relaxed);
                 self.take(item);
             }
+            let settled = self.paused && self.pausing.is_none();
+            self.out.shared.settled.store(settled, Relaxed);
         }
         self.close_segment();
         lock(&self.out.shared.status).state = "stopped";
