@@ -53,6 +53,9 @@ struct Open {
     /// Its video timestamps jumped (a sender restarted): its duration is its wall-clock span.
     jumped: bool,
     cuts_at_open: u64,
+    /// The hub's cuts when its last data was taken: a cut after that (the input lost once
+    /// the data ended, while a stop waits) is not inside it.
+    cuts_seen: u64,
     drops_at_open: u64,
     /// Keyframe times from the segment's start, in seconds.
     keyframes: Vec<f64>,
@@ -167,17 +170,20 @@ impl Writer {
         }
         self.paused = paused;
         if paused {
-            if self.out.open.is_some() {
-                // The segment goes on to the next frame's start (the held PSI first).
+            let now = unix_now();
+            let flowing = self
+                .out
+                .open
+                .as_ref()
+                .is_some_and(|o| now - o.last_unix <= GAP_SECS);
+            if flowing {
+                // What arrived before the pause is written whole (what the cutter holds
+                // too); the segment goes on to the next frame's start in what follows.
                 self.pausing = Some(Instant::now());
-                let mut held = Vec::new();
-                self.cutter.flush(&mut |s| {
-                    if let Step::Bytes(b) = s {
-                        held.extend_from_slice(b);
-                    }
-                });
-                self.pause_scan(&held, unix_now());
+                let out = &mut self.out;
+                self.cutter.flush(&mut |s| out.apply(s, now));
             } else {
+                // None open, or the stream stopped before the pause: it ends where it is.
                 self.close_segment();
             }
             lock(&self.out.shared.status).state = "paused";
@@ -226,6 +232,15 @@ impl Writer {
             return;
         };
         if self.pausing.is_some() {
+            let cuts = (self.out.cuts)();
+            if self.out.open.as_ref().is_some_and(|o| o.cuts_seen != cuts) {
+                // The hub cut to a new run (the input lost, the slate on air): the segment's
+                // run ended before it, and the new run's first packets are not its to hold.
+                self.pausing = None;
+                self.close_segment();
+                self.out.shared.skipped.fetch_add(packets, Relaxed);
+                return;
+            }
             if let Some(open) = &mut self.out.open {
                 open.last_unix = item.unix;
             }
@@ -240,6 +255,7 @@ impl Writer {
                 open.gap = true;
             }
             open.last_unix = item.unix;
+            open.cuts_seen = (self.out.cuts)();
         }
         let out = &mut self.out;
         self.cutter
@@ -415,6 +431,7 @@ impl Files {
             gap: false,
             jumped: false,
             cuts_at_open: (self.cuts)(),
+            cuts_seen: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes: Vec::new(),
             flushed: Instant::now(),
@@ -454,6 +471,7 @@ impl Files {
             gap,
             jumped,
             cuts_at_open,
+            cuts_seen,
             drops_at_open,
             keyframes,
             last_unix,
@@ -511,7 +529,7 @@ impl Files {
             self.log.push(event);
             return;
         }
-        let switch = jumped || (self.cuts)() != cuts_at_open;
+        let switch = jumped || cuts_seen != cuts_at_open;
         let gap = gap || self.shared.drops.load(Relaxed) != drops_at_open;
         {
             let mut status = lock(&self.shared.status);
