@@ -455,7 +455,7 @@ def test_open_catalog_rows_that_lost_their_segment_leave_the_catalog(server: Ser
     )
 
 
-def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
+def test_a_segment_that_cannot_be_renamed_is_reported_and_listed_as_its_part(
     server: Server, gop_clip: bytes
 ) -> None:
     recordings = server.running.recordings
@@ -478,6 +478,11 @@ def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
         10, "the error reported",
     )
     wait_until(lambda: recordings.catalog.get(seg) is None, 10, "the open row gone")
+    # What it holds stays as its `.part`, listed under that name: retention sees it.
+    part = recordings.root / f"{seg}.part"
+    wait_until(lambda: recordings.catalog.get(f"{seg}.part") is not None, 10, "the .part listed")
+    row = recordings.catalog.get(f"{seg}.part")
+    assert row is not None and not row.open and row.bytes == part.stat().st_size > 0
 
 
 def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_length(
@@ -858,6 +863,18 @@ def test_mp4_recordings_of_video_and_audio_hold_both_tracks_every_time(
                 assert abs(duration - s["duration"]) < 0.5, (n, s, kind, duration)
 
 
+def test_mp4_segments_list_their_keyframe_times_from_their_start(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # test:// puts a keyframe every 2 s: a 4 s segment holds two, at 0 and 2 s.
+    route = gateway.add_route("mp4k", "test://?size=320x240&bitrate=500&fps=25")
+    route.recording.start(tmp_path / "rec", segment_ms=4000, format="mp4")
+    wait_until(lambda: len(segments_closed(gateway, "mp4k")) >= 2, 30, "two mp4 segments")
+    route.recording.stop()
+    for s in segments_closed(gateway, "mp4k")[:2]:
+        assert [round(k, 1) for k in s["keyframes"]] == [0.0, 2.0], s
+
+
 def test_castway_serve_records_mp4_from_its_start_without_a_stall(tmp_path: Path) -> None:
     # The recorder starts after the route is live, so it joins mid-GOP: the video parser holds
     # everything back until the next keyframe while the audio goes on, and the demuxer must not
@@ -984,7 +1001,8 @@ def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_
     route.recording.stop()
     assert segments_closed(gateway, "f")
     wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the output")
-    assert cap.data == gop_clip, "the output relayed every byte, unchanged"
+    # (The slate may follow once the input is lost: the stop waits for a frame's start.)
+    assert cap.data[: len(gop_clip)] == gop_clip, "the output relayed every byte, unchanged"
 
 
 def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(

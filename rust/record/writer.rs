@@ -510,25 +510,22 @@ impl Files {
             self.log.push(event);
             return;
         }
-        if let Err(e) = place.commit() {
-            let error = format!("cannot rename `{}`: {e}", part.display());
-            {
-                let mut status = lock(&self.shared.status);
-                status.errors += 1;
-                status.last_error = Some(error.clone());
-                status.segment = None;
+        let (rel, error) = match place.commit() {
+            Ok(()) => (rel, error),
+            Err(e) => {
+                let error = format!(
+                    "cannot rename `{}`: {e}; listed under its `.part` name",
+                    part.display()
+                );
+                {
+                    let mut status = lock(&self.shared.status);
+                    status.errors += 1;
+                    status.last_error = Some(error.clone());
+                }
+                self.log.push(unrenamed(&self.route, &rel, &error));
+                (rel.with_file_name(&place.part_name), Some(error))
             }
-            // Said, so that the catalog's open row is not left to stand for a segment.
-            let mut event = Event::new(Kind::RecordingError);
-            event.route = Some(self.route.clone());
-            event.error = Some(error);
-            event.segment = Some(format!(
-                "{{\"path\":{}}}",
-                json_text(&rel.to_string_lossy())
-            ));
-            self.log.push(event);
-            return;
-        }
+        };
         let switch = jumped || cuts_seen != cuts_at_open;
         let gap = gap || self.shared.drops.load(Relaxed) != drops_at_open;
         {
@@ -552,6 +549,20 @@ impl Files {
         gst::debug!(CAT, "{}: segment {} closed", self.route, rel.display());
         self.log.push(event);
     }
+}
+
+/// The `recording_error` for a segment that could not be renamed into place (or, for `mp4`,
+/// finished): the catalog's open row for it goes; the segment is then reported closed under
+/// its `.part` name, with the error, so that it is listed and retention deletes it in turn.
+pub(super) fn unrenamed(route: &str, rel: &Path, error: &str) -> Event {
+    let mut event = Event::new(Kind::RecordingError);
+    event.route = Some(route.to_owned());
+    event.error = Some(error.to_owned());
+    event.segment = Some(format!(
+        "{{\"path\":{}}}",
+        json_text(&rel.to_string_lossy())
+    ));
+    event
 }
 
 /// Where a segment goes: its directory, held open (see `path::SegmentDir`), and its names.
