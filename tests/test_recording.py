@@ -104,8 +104,31 @@ def test_ts_segments_start_clean_and_join_into_what_an_srt_receiver_got(
     # recording misses nothing from its first PAT to the end.
     assert cap.data.find(joined) >= 0
     assert gop_clip.endswith(joined)
-    assert stats["skipped"] * PACKET == len(gop_clip) - len(joined)
+    # Skipped: what came before the first cut, and what the hub sent while the stop waited
+    # for a frame's start (the slate, once the input was lost).
+    assert stats["skipped"] * PACKET >= len(gop_clip) - len(joined)
     assert ts_continuity(joined)["cc_errors"] == 0
+
+
+def test_a_sender_restart_gives_each_segment_its_own_duration_and_flags_where_it_fell(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "a.ts", 5, "320x180", 500, gop=25).read_bytes()
+    in_port = free_port()
+    route = gateway.add_route("restart", f"udp://127.0.0.1:{in_port}")
+    route.recording.start(tmp_path / "rec", segment_ms=2000)
+    UdpSender(clip, in_port, bitrate=len(clip) * 8 / 5).join()
+    restarted = time.time()
+    # The sender starts over: its timestamps begin again where the first run's began.
+    UdpSender(clip, in_port, bitrate=len(clip) * 8 / 5).join()
+    route.recording.stop()
+    segs = segments_closed(gateway, "restart")
+    assert len(segs) >= 4, segs
+    for seg in segs:
+        # Each within one GOP (1 s) of its wall-clock span, whatever the timeline did.
+        assert abs(seg["duration"] - (seg["end"] - seg["start"])) <= 1.0, seg
+    [at] = [s for s in segs if s["start"] <= restarted < s["end"]]
+    assert at["switch"], at
 
 
 # The control server: policy in the spec, the catalog, RecordingService and the CLI.
@@ -162,6 +185,7 @@ def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
         ({"path": "../elsewhere/%Y"}, "spec.recording.path"),
         ({"path": "/abs/{route}"}, "spec.recording.path"),
         ({"path": "{route}/../../x"}, "spec.recording.path"),
+        ({"path": "{route}/%Y-%m-%d/%H"}, "spec.recording.path"),
         ({"segment_ms": 10}, "spec.recording.segment_ms"),
         ({"format": "mkv"}, "spec.recording.format"),
         ({"format": "MP4"}, "spec.recording.format"),
@@ -181,7 +205,8 @@ def test_a_bad_recording_policy_is_refused_naming_its_field(
 
 
 def test_a_route_inherits_its_recording_policy_from_its_template(server: Server) -> None:
-    tmpl = spec_pb2.RouteSpec(recording=spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H"))
+    policy = spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H%M%S")
+    tmpl = spec_pb2.RouteSpec(recording=policy)
     server.client.templates.CreateTemplate(
         template_pb2.CreateTemplateRequest(name="t", spec=tmpl), metadata=server.client.metadata
     )
@@ -189,7 +214,7 @@ def test_a_route_inherits_its_recording_policy_from_its_template(server: Server)
     s.template = "t"
     r = server.create("r", s)
     assert r.resolved.recording.segment_ms == 3000
-    assert r.resolved.recording.path == "x/{route}/%H"
+    assert r.resolved.recording.path == "x/{route}/%H%M%S"
     assert not r.resolved.recording.enabled
     assert r.status.recording.state == "stopped"
 
@@ -430,7 +455,7 @@ def test_open_catalog_rows_that_lost_their_segment_leave_the_catalog(server: Ser
     )
 
 
-def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
+def test_a_segment_that_cannot_be_renamed_is_reported_and_listed_as_its_part(
     server: Server, gop_clip: bytes
 ) -> None:
     recordings = server.running.recordings
@@ -453,6 +478,11 @@ def test_a_segment_that_cannot_be_renamed_is_reported_and_leaves_the_catalog(
         10, "the error reported",
     )
     wait_until(lambda: recordings.catalog.get(seg) is None, 10, "the open row gone")
+    # What it holds stays as its `.part`, listed under that name: retention sees it.
+    part = recordings.root / f"{seg}.part"
+    wait_until(lambda: recordings.catalog.get(f"{seg}.part") is not None, 10, "the .part listed")
+    row = recordings.catalog.get(f"{seg}.part")
+    assert row is not None and not row.open and row.bytes == part.stat().st_size > 0
 
 
 def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_length(
@@ -833,6 +863,46 @@ def test_mp4_recordings_of_video_and_audio_hold_both_tracks_every_time(
                 assert abs(duration - s["duration"]) < 0.5, (n, s, kind, duration)
 
 
+def test_mp4_segments_list_their_keyframe_times_from_their_start(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    # test:// puts a keyframe every 2 s: a 4 s segment holds two, at 0 and 2 s.
+    route = gateway.add_route("mp4k", "test://?size=320x240&bitrate=500&fps=25")
+    route.recording.start(tmp_path / "rec", segment_ms=4000, format="mp4")
+    wait_until(lambda: len(segments_closed(gateway, "mp4k")) >= 2, 30, "two mp4 segments")
+    route.recording.stop()
+    for s in segments_closed(gateway, "mp4k")[:2]:
+        assert [round(k, 1) for k in s["keyframes"]] == [0.0, 2.0], s
+
+
+def test_castway_serve_records_mp4_from_its_start_without_a_stall(tmp_path: Path) -> None:
+    # The recorder starts after the route is live, so it joins mid-GOP: the video parser holds
+    # everything back until the next keyframe while the audio goes on, and the demuxer must not
+    # block on the audio meanwhile (it did: nothing was ever muxed, a stall every start).
+    config = tmp_path / "castway.toml"
+    config.write_text(
+        '[routes.mp4]\ninputs = ["test://"]\n'
+        'recording = { enabled = true, segment_ms = 2000, format = "mp4" }\n'
+    )
+    data = tmp_path / "data"
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN}, args=("--config", str(config)))
+    try:
+        client = Client(f"127.0.0.1:{srv.port}", key=ADMIN)
+
+        def recording() -> Any:
+            req = route_pb2.GetRouteRequest(name="mp4")
+            return client.routes.GetRoute(req, metadata=client.metadata).status.recording
+
+        wait_until(lambda: recording().segments >= 1 or recording().stalls, 30, "a segment")
+        stats = recording()
+        assert stats.segments >= 1 and stats.stalls == 0 and stats.errors == 0, stats
+        [first, *_] = sorted((data / "media" / "recordings" / "mp4").rglob("*.mp4"))
+        assert [kind for kind, _ in probe_streams(first)] == ["audio", "video"]
+        client.close()
+    finally:
+        srv.stop(signal.SIGTERM)
+
+
 def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silently(
     gateway: castway.Gateway, tmp_path: Path
 ) -> None:
@@ -884,6 +954,27 @@ def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_
     assert video[1] & 0x40, "the packet after the segment starts the next video frame"
 
 
+@pytest.mark.parametrize("how", ["stop", "route removed"])
+def test_a_stop_ends_the_last_segment_before_the_next_video_frame_so_it_decodes_clean(
+    gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes, how: str
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("s", f"udp://127.0.0.1:{in_port}")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000)
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    wait_until(lambda: route.recording.stats()["segment_bytes"] > 100_000, 10, "data written")
+    if how == "stop":
+        route.recording.stop()
+        stats = route.recording.stats()
+        assert stats["pauses_mid_frame"] == 0 and stats["errors"] == 0, stats
+    else:
+        gateway.remove_route("s")
+    sender.close()
+    [seg] = segments_closed(gateway, "s")
+    assert decode_errors(rec / seg["path"]) == ""
+
+
 def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
     gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
 ) -> None:
@@ -910,7 +1001,8 @@ def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_
     route.recording.stop()
     assert segments_closed(gateway, "f")
     wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the output")
-    assert cap.data == gop_clip, "the output relayed every byte, unchanged"
+    # (The slate may follow once the input is lost: the stop waits for a frame's start.)
+    assert cap.data[: len(gop_clip)] == gop_clip, "the output relayed every byte, unchanged"
 
 
 def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(

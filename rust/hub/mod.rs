@@ -693,6 +693,11 @@ impl Hub {
         self.begin_run(&mut splice, cut, now);
     }
 
+    /// Cuts made so far (as `splice_stats`, without its lock: cheap enough per buffer).
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Relaxed)
+    }
+
     pub fn splice_stats(&self) -> SpliceStats {
         let splice = lock(&self.splice);
         let (psi_versions_bumped, psi_multi_packet) = splice.psi_versions();

@@ -18,19 +18,38 @@
 //! keyframe itself, without PSI (`cuts_without_psi`).
 //!
 //! Without video (a radio stream) every PAT is a point to cut at.
+//!
+//! A segment's duration comes from its own video timestamps: from its first keyframe to the
+//! furthest frame in it, plus one frame. A timestamp step that disagrees with the arrival
+//! clock by more than `MAX_SKEW` (a sender restarted, its timestamps started over) is a jump:
+//! the open segment is told (`Step::Jump`: its duration is then its wall-clock span) and the
+//! next keyframe begins a new segment, on the new timeline.
 
 use crate::ts::{pes_pts, pid, starts_keyframe, Programs, PACKET_SIZE, PTS_WRAP};
 
 /// The most bytes held from a PAT while waiting for a keyframe; past it they are written on
 /// (no keyframe follows that PAT closely).
 const MAX_HELD: usize = 4 * 1024 * 1024;
+/// A video timestamp step further than this (90 kHz ticks: 2 s) from the arrival clock's
+/// step is a jump of the timeline, not the stream going on.
+const MAX_SKEW: i64 = 2 * 90_000;
+/// The longest frame a frame duration is taken from (1 s).
+const MAX_FRAME: u64 = 90_000;
 
 /// What the cutter tells its writer, in stream order.
 #[derive(Debug, PartialEq)]
 pub enum Step<'a> {
     /// Close the open segment (if any) and open a new one. `pts`: its first keyframe's PTS;
-    /// `psi`: it begins with the PAT (false: a cut at a keyframe alone).
-    Open { pts: Option<u64>, psi: bool },
+    /// `psi`: it begins with the PAT (false: a cut at a keyframe alone); `span`: the closing
+    /// segment's duration by its own timestamps, in 90 kHz ticks (None: it had none, or its
+    /// timeline jumped).
+    Open {
+        pts: Option<u64>,
+        psi: bool,
+        span: Option<u64>,
+    },
+    /// The video timestamps jumped (see `MAX_SKEW`) inside the open segment.
+    Jump,
     /// Bytes for the open segment (dropped, counted as skipped, when none is open).
     Bytes(&'a [u8]),
     /// Copies of the latest PAT and PMT packets put at the start of a segment whose keyframe
@@ -65,8 +84,14 @@ pub struct Cutter {
     /// The latest PAT and PMT packets (single-packet sections, as `Programs` reads them).
     pat: Option<[u8; PACKET_SIZE]>,
     pmt: Option<[u8; PACKET_SIZE]>,
-    /// The last two video PTSs (the latest first): where the stream stands, and one frame.
-    pub last_pts: [Option<u64>; 2],
+    /// The latest video PTS and its arrival time (Unix seconds).
+    last_pts: Option<(u64, f64)>,
+    /// The shortest forward step between video PTSs seen: one frame (0: none yet).
+    frame: u64,
+    /// The open segment's furthest video PTS from its start, in ticks.
+    reach: Option<u64>,
+    /// The open segment's timeline jumped.
+    jumped: bool,
 }
 
 impl Cutter {
@@ -86,7 +111,10 @@ impl Cutter {
             psi_inserted: 0,
             pat: None,
             pmt: None,
-            last_pts: [None, None],
+            last_pts: None,
+            frame: 0,
+            reach: None,
+            jumped: false,
         }
     }
 
@@ -112,14 +140,50 @@ impl Cutter {
         self.programs.video().map(|v| v.pid)
     }
 
-    /// Where the open segment's video stands: its last frame's PTS plus one frame (None
-    /// without video timestamps).
-    pub fn video_end(&self) -> Option<u64> {
-        let [Some(last), before] = self.last_pts else {
+    /// The open segment's duration by its own video timestamps, in 90 kHz ticks: from its
+    /// first keyframe to its furthest frame, plus one frame (None: no timestamps, or they
+    /// jumped inside it).
+    pub fn span(&self) -> Option<u64> {
+        if self.jumped {
             return None;
-        };
-        let frame = before.map_or(0, |b| last.wrapping_sub(b) % PTS_WRAP);
-        Some((last + frame.min(90_000)) % PTS_WRAP)
+        }
+        self.reach.map(|r| r + self.frame)
+    }
+
+    /// Follows the video timestamps: one frame's duration, and jumps of the timeline (said to the open segment, which ends at the next keyframe).
+    fn follow(&mut self, pts: u64, unix: f64, emit: &mut impl FnMut(Step<'_>)) {
+        if let Some((last, at)) = self.last_pts {
+            let step = pts.wrapping_sub(last) % PTS_WRAP;
+            let step = if step > PTS_WRAP / 2 {
+                step as i64 - PTS_WRAP as i64
+            } else {
+                step as i64
+            };
+            let clock = ((unix - at).max(0.0) * 90_000.0) as i64;
+            if (step - clock).abs() > MAX_SKEW {
+                self.last_pts = Some((pts, unix));
+                if self.open && !self.jumped {
+                    self.jumped = true;
+                    emit(Step::Jump);
+                }
+                self.force = true;
+                return;
+            }
+            if step > 0 && (self.frame == 0 || (step as u64) < self.frame) {
+                self.frame = (step as u64).min(MAX_FRAME);
+            }
+        }
+        self.last_pts = Some((pts, unix));
+    }
+
+    /// A frame at `pts` belongs to the open segment: how far it reaches.
+    fn reach_to(&mut self, pts: u64) {
+        if let Some(start) = self.start_pts {
+            let off = pts.wrapping_sub(start) % PTS_WRAP;
+            if off < PTS_WRAP / 2 && self.reach.is_none_or(|r| off > r) {
+                self.reach = Some(off);
+            }
+        }
     }
 
     /// Whether a keyframe at `pts`, arriving at `unix`, is due to start a new segment.
@@ -135,11 +199,14 @@ impl Cutter {
     }
 
     fn open(&mut self, pts: Option<u64>, unix: f64, psi: bool, emit: &mut impl FnMut(Step<'_>)) {
-        emit(Step::Open { pts, psi });
+        let span = self.span();
+        emit(Step::Open { pts, psi, span });
         self.open = true;
         self.force = false;
         self.start_pts = pts;
         self.start_unix = unix;
+        self.reach = pts.map(|_| 0);
+        self.jumped = false;
         if !psi {
             self.cuts_without_psi += 1;
         }
@@ -184,13 +251,11 @@ impl Cutter {
             return;
         };
         let video_start = starts && pid(p) == usize::from(video.pid);
-        if video_start {
-            if let Some(pts) = pes_pts(p) {
-                self.last_pts = [Some(pts), self.last_pts[0]];
-            }
+        let pts = video_start.then(|| pes_pts(p)).flatten();
+        if let Some(pts) = pts {
+            self.follow(pts, unix, emit);
         }
         if video_start && starts_keyframe(p, video.codec) {
-            let pts = pes_pts(p);
             if self.due(pts, unix) {
                 if self.held_has_pat && self.held_frames == 0 {
                     // PSI right before the keyframe: the cut is in front of it.
@@ -213,10 +278,16 @@ impl Cutter {
                     self.open(pts, unix, false, emit);
                 }
             }
+            if let Some(pts) = pts {
+                self.reach_to(pts);
+            }
             self.flush(emit);
             emit(Step::Keyframe(pts));
             emit(Step::Bytes(p));
             return;
+        }
+        if let Some(pts) = pts {
+            self.reach_to(pts);
         }
         self.hold_or_emit(p, emit);
     }
@@ -292,7 +363,7 @@ mod tests {
                         last.0.extend_from_slice(b);
                     }
                 }
-                Step::Keyframe(_) => {}
+                Step::Keyframe(_) | Step::Jump => {}
             });
         }
         let mut tail = Vec::new();
@@ -337,6 +408,42 @@ mod tests {
             ));
         }
         assert_eq!(segs[0].0.len(), 3 * 12 * PACKET_SIZE);
+    }
+
+    #[test]
+    fn a_segment_lasts_to_its_last_frame_and_a_timeline_jump_is_said_and_cut_at() {
+        let mut cutter = Cutter::new(1000);
+        let mut steps = Vec::new();
+        // 3 s of 0.4 s GOPs at 25 fps arriving in real time, then the sender restarts: its
+        // timestamps begin again at 0 (a jump back of 3 s while the clock went on).
+        for run in 0..2u64 {
+            for n in 0..75u64 {
+                let unix = (run * 75 + n) as f64 / 25.0;
+                let mut data = if n % 10 == 0 { psi() } else { Vec::new() };
+                data.extend(frame(n * 3600, n % 10 == 0));
+                cutter.push(&data, unix, &mut |s| match s {
+                    Step::Open { span, .. } => steps.push(format!("open {span:?}")),
+                    Step::Jump => steps.push("jump".into()),
+                    _ => {}
+                });
+            }
+        }
+        // Cuts at 0, 1.2 s and 2.4 s (each 1.2 s to its last frame plus one); the jump is said
+        // to the segment open since 2.4 s and cuts it: its span is not known (the wall clock
+        // is its duration). The new timeline is cut at its own 1.2 s and 2.4 s.
+        assert_eq!(
+            steps,
+            [
+                "open None",
+                "open Some(108000)",
+                "open Some(108000)",
+                "jump",
+                "open None",
+                "open Some(108000)",
+                "open Some(108000)"
+            ]
+        );
+        assert_eq!(cutter.span(), Some(54_000));
     }
 
     /// The segments with the PSI copied in front of their keyframes taken out again, joined.

@@ -51,6 +51,9 @@ pub const DEFAULT_SEGMENT_MS: u64 = 6_000;
 pub const DEFAULT_RECORD_QUEUE_BYTES: u64 = 8 * 1024 * 1024;
 /// How long `stop` waits for the writer to write what is queued and close its segment.
 const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long `settle` waits for the writer to end its segment at a frame's start (the writer's
+/// own wait, `writer::PAUSE_WAIT`, and a poll or two more).
+const SETTLE_WAIT: Duration = Duration::from_millis(1_500);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -138,8 +141,8 @@ pub struct RecorderStats {
     pub queued_bytes: u64,
     /// Errors since it started (writes, opens, renames, stalls, streams an mp4 cannot hold).
     pub errors: u64,
-    /// Pauses that found no frame's start within 1 s and closed the segment where the data
-    /// stopped (its last frame may be cut short).
+    /// Pauses and stops that found no frame's start within 1 s and closed the segment where
+    /// the data stopped (its last frame may be cut short).
     pub pauses_mid_frame: u64,
     /// Bytes not recorded because the recordings volume had less free space than its floor
     /// when a segment was due to open.
@@ -178,6 +181,8 @@ struct Shared {
     /// The free-space floor in force (`min_free_bytes`, changed by `set_min_free`).
     min_free: AtomicU64,
     paused: AtomicBool,
+    /// The writer follows a pause and has no segment open (`settle` waits for it).
+    settled: AtomicBool,
     status: Mutex<Status>,
 }
 
@@ -288,6 +293,18 @@ impl Recorder {
     /// Goes on recording in a new segment, from the next PAT and keyframe.
     pub fn resume(&self) {
         self.shared.paused.store(false, Relaxed);
+    }
+
+    /// Ends the open segment as a pause does, at the next packet that starts a video frame (at
+    /// most about 1 s; `pauses_mid_frame` counts one cut short), and waits for it (at most
+    /// `SETTLE_WAIT`). A stop calls it while the tap still feeds the recorder, so the last
+    /// segment ends with a whole frame; what arrives after is skipped.
+    pub fn settle(&self) {
+        self.pause();
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        while !self.shared.settled.load(Relaxed) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sets the free-space floor checked before each segment opens (0: none).

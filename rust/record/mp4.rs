@@ -10,7 +10,8 @@
 //! queue fills and the tap drops (counted), as with `ts`; the route never waits.
 //!
 //! Unlike `ts` segments, MP4 files are not slices of the output: they are remuxed. Their
-//! record has no keyframe times and `psi` is meaningless (true).
+//! record's keyframe times are the running times of the video keyframes the muxer was given
+//! (a probe after the parser), from the file's start; `psi` is meaningless (true).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -39,6 +40,8 @@ const FINISH_WAIT: Duration = Duration::from_secs(5);
 const STALL: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Keyframe running times held for files not closed yet (an hour of 1 s GOPs).
+const MAX_KEYFRAMES: usize = 3600;
 
 /// The file being written, as `format-location-full` named it.
 #[derive(Default)]
@@ -56,6 +59,8 @@ struct Running {
     left_out: Arc<Mutex<Vec<String>>>,
     /// Buffers the muxer has given out, and the count last seen with the time it changed.
     muxed: Arc<AtomicU64>,
+    /// Running times (ns) of the video keyframes given to the muxer, not yet in a closed file.
+    keyframes: Arc<Mutex<Vec<u64>>>,
     seen_muxed: u64,
     progress_at: Instant,
     /// Bytes pushed into the appsrc since the muxer last gave something out.
@@ -124,6 +129,8 @@ impl Mp4Writer {
                 } else {
                     lock(&self.shared.status).state = "recording";
                 }
+                // A pause finishes the file at once (the muxer ends it on a whole frame).
+                self.shared.settled.store(paused, Relaxed);
             }
             if let Some(item) = item {
                 let size = item.buffer.size() as u64;
@@ -287,11 +294,13 @@ impl Mp4Writer {
         let weak = pipeline.downgrade();
         let split_weak = split.downgrade();
         let left = left_out.clone();
+        let keyframes = Arc::new(Mutex::new(Vec::new()));
+        let keys = keyframes.clone();
         demux.connect_pad_added(move |_, pad| {
             let (Some(pipeline), Some(split)) = (weak.upgrade(), split_weak.upgrade()) else {
                 return;
             };
-            if let Err(why) = branch(&pipeline, &split, pad) {
+            if let Err(why) = branch(&pipeline, &split, pad, &keys) {
                 gst::warning!(CAT, "{why}");
                 lock(&left).push(why.to_string());
             }
@@ -314,6 +323,7 @@ impl Mp4Writer {
             naming,
             left_out,
             muxed,
+            keyframes,
             seen_muxed: 0,
             progress_at: Instant::now(),
             pushed_since: 0,
@@ -388,26 +398,45 @@ impl Mp4Writer {
 
     fn closed(&mut self, running: u64) {
         let Some(open) = self.open.take() else { return };
-        if let Err(e) = open.place.commit() {
-            let error = format!("cannot rename `{}`: {e}", open.place.part.display());
-            {
-                let mut status = lock(&self.shared.status);
-                status.errors += 1;
-                status.last_error = Some(error.clone());
-            }
-            let mut event = Event::new(Kind::RecordingError);
-            event.route = Some(self.route.clone());
-            event.error = Some(error);
-            event.segment = Some(format!(
-                "{{\"path\":{}}}",
-                super::writer::json_text(&open.rel.to_string_lossy())
-            ));
-            self.log.push(event);
-            return;
+        let duration = running.saturating_sub(open.start_running) as f64 / 1e9;
+        let error = open.place.commit().err().map(|e| {
+            format!(
+                "cannot rename `{}`: {e}; listed under its `.part` name",
+                open.place.part.display()
+            )
+        });
+        if let Some(error) = &error {
+            let mut status = lock(&self.shared.status);
+            status.errors += 1;
+            status.last_error = Some(error.clone());
+        }
+        self.report_closed(open, duration, error);
+    }
+
+    /// Reports a file closed: renamed into place, or (`error`, counted by the caller) left as
+    /// `.part`, which is then listed under that name (the catalog's open row for its final
+    /// name goes).
+    fn report_closed(&mut self, open: OpenFile, duration: f64, error: Option<String>) {
+        let mut rel = open.rel.clone();
+        if let Some(error) = &error {
+            self.log
+                .push(super::writer::unrenamed(&self.route, &open.rel, error));
+            rel = rel.with_file_name(&open.place.part_name);
         }
         let bytes = open.file.metadata().map_or(0, |m| m.len());
-        let duration = running.saturating_sub(open.start_running) as f64 / 1e9;
         let end = unix_now();
+        // Its keyframes: those from its start to its end (those after it are the next file's).
+        let stop = open.start_running + (duration * 1e9) as u64;
+        let keys: Vec<String> = self.running.as_ref().map_or_else(Vec::new, |r| {
+            let mut held = lock(&r.keyframes);
+            let keys = held
+                .iter()
+                .filter(|&&k| k >= open.start_running && k < stop)
+                .map(|&k| format!("{}", ((k - open.start_running) as f64 / 1e6).round() / 1e3))
+                .collect();
+            held.retain(|&k| k >= stop);
+            keys
+        });
         self.shared.bytes.fetch_add(bytes, Relaxed);
         self.shared.segment_bytes.store(0, Relaxed);
         {
@@ -420,19 +449,16 @@ impl Mp4Writer {
         let gap = self.shared.drops.load(Relaxed) != open.drops_at_open;
         let mut event = Event::new(Kind::SegmentClosed);
         event.route = Some(self.route.clone());
+        event.error = error;
         event.segment = Some(format!(
             "{{\"path\":{},\"format\":\"mp4\",\"start\":{:.3},\"end\":{end:.3},\
              \"duration\":{duration:.3},\"bytes\":{bytes},\"psi\":true,\"switch\":{switch},\
-             \"gap\":{gap},\"keyframes\":[]}}",
-            super::writer::json_text(&open.rel.to_string_lossy()),
+             \"gap\":{gap},\"keyframes\":[{}]}}",
+            super::writer::json_text(&rel.to_string_lossy()),
             open.start_unix,
+            keys.join(","),
         ));
-        gst::debug!(
-            CAT,
-            "{}: mp4 segment {} closed",
-            self.route,
-            open.rel.display()
-        );
+        gst::debug!(CAT, "{}: mp4 segment {} closed", self.route, rel.display());
         self.log.push(event);
     }
 
@@ -480,12 +506,21 @@ impl Mp4Writer {
         }
         let mut event = Event::new(Kind::RecordingError);
         event.route = Some(self.route.clone());
-        event.error = Some(error);
+        event.error = Some(error.clone());
         self.log.push(event);
-        // What the failed file holds stays as `.part`: the server repairs it at its next start.
-        // An empty one (a stall before the first fragment) goes, and its catalog row with it.
+        // What the failed file holds stays as `.part`, listed under that name (retention
+        // deletes it in turn; the server's repair cuts it to its last whole fragment at its
+        // next start). An empty one (a stall before the first fragment) goes, and its catalog
+        // row with it.
         if let Some(open) = self.open.take() {
-            if open.file.metadata().is_ok_and(|m| m.len() == 0) {
+            if open.file.metadata().is_ok_and(|m| m.len() > 0) {
+                let duration = (unix_now() - open.start_unix).max(0.0);
+                let why = format!(
+                    "`{}` was not finished ({error}); listed under its `.part` name",
+                    open.rel.display()
+                );
+                self.report_closed(open, duration, Some(why));
+            } else {
                 let _ = open.place.dir.remove(&open.place.part_name);
                 let mut event = Event::new(Kind::RecordingError);
                 event.route = Some(self.route.clone());
@@ -507,7 +542,12 @@ impl Mp4Writer {
 /// reaches an unlinked pad. A stream the muxer cannot take (a codec without a parser here, or
 /// one the muxer refuses) goes to a `fakesink` and is named in the error returned: the muxer
 /// is never given a pad that no data will reach (it would wait for it forever).
-fn branch(pipeline: &gst::Pipeline, split: &gst::Element, pad: &gst::Pad) -> Result<()> {
+fn branch(
+    pipeline: &gst::Pipeline,
+    split: &gst::Element,
+    pad: &gst::Pad,
+    keyframes: &Arc<Mutex<Vec<u64>>>,
+) -> Result<()> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let (kind, version) = caps.structure(0).map_or((String::new(), 0), |s| {
         (
@@ -524,7 +564,7 @@ fn branch(pipeline: &gst::Pipeline, split: &gst::Element, pad: &gst::Pad) -> Res
         _ => ("", ""),
     };
     let recorded = (!parser.is_empty())
-        .then(|| link_stream(pipeline, split, pad, parser, request))
+        .then(|| link_stream(pipeline, split, pad, parser, request, keyframes))
         .transpose()?
         .unwrap_or(false);
     if recorded {
@@ -549,6 +589,7 @@ fn link_stream(
     pad: &gst::Pad,
     parser: &str,
     request: &str,
+    keyframes: &Arc<Mutex<Vec<u64>>>,
 ) -> Result<bool> {
     let parse = make(parser, &format!("{}-parse", pad.name()))?;
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -558,7 +599,15 @@ fn link_stream(
     {
         return Ok(false);
     }
+    // The demuxer feeds every stream from one thread: a recording that joins mid-GOP has its
+    // video held back by the parser until the next keyframe (no SPS/PPS before it), while the
+    // audio goes on. A queue full after 1 s (its default) would block the demuxer there, and
+    // the keyframe would never come: each stream may queue up to a stall's worth instead,
+    // bounded in bytes like the appsrc.
     let queue = make("queue", &format!("{}-queue", pad.name()))?;
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-time", STALL.as_nanos() as u64);
+    queue.set_property("max-size-bytes", APPSRC_BYTES as u32);
     pipeline.add_many([&parse, &queue])?;
     let linked = parse.link(&queue).is_ok()
         && match (queue.static_pad("src"), split.request_pad_simple(request)) {
@@ -574,6 +623,31 @@ fn link_stream(
     if !linked {
         let _ = pipeline.remove_many([&parse, &queue]);
         return Ok(false);
+    }
+    if request == "video" {
+        // The running time of each keyframe on its way to the muxer: the file's keyframe times.
+        if let Some(src) = queue.static_pad("src") {
+            let keyframes = keyframes.clone();
+            src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                    let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+                    segment.to_running_time(buffer.pts()?)
+                });
+                if let Some(t) = running {
+                    let mut keys = lock(&keyframes);
+                    if keys.len() < MAX_KEYFRAMES {
+                        keys.push(t.nseconds());
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
     }
     for e in [&queue, &parse] {
         let _ = e.sync_state_with_parent();

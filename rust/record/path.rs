@@ -22,7 +22,10 @@ const MAX_PATTERN: usize = 256;
 const FIELDS: &[u8] = b"YmdHMSjuVGgzs%";
 
 /// Checks a path pattern: relative, made of `A-Z a-z 0-9 . _ - /`, `{route}` and the strftime
-/// fields `%Y %m %d %H %M %S %j %u %V %G %g %z %s %%`, and no `.`, `..` or empty component.
+/// fields `%Y %m %d %H %M %S %j %u %V %G %g %z %s %%`, no `.`, `..` or empty component, and
+/// a seconds field (`%S` or `%s`): segments are cut as often as every second, and each needs a
+/// name of its own (a coarser pattern gave every segment of an hour the same name, told apart
+/// by `-1` … `-99` only, and then recording stopped).
 pub fn check_pattern(pattern: &str) -> Result<()> {
     let bad = |why: String| {
         Err(Error::InvalidConfig(format!(
@@ -41,11 +44,15 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
     let without_route = pattern.replace("{route}", "r");
     let bytes = without_route.as_bytes();
     let mut i = 0;
+    let mut seconds = false;
     while i < bytes.len() {
         let c = bytes[i];
         if c == b'%' {
             match bytes.get(i + 1) {
-                Some(f) if FIELDS.contains(f) => i += 2,
+                Some(f) if FIELDS.contains(f) => {
+                    seconds |= matches!(f, b'S' | b's');
+                    i += 2
+                }
                 Some(&f) => return bad(format!("`%{}` is not an allowed field", f as char)),
                 None => return bad("it ends in a lone `%`".into()),
             }
@@ -65,6 +72,13 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
                 "`{part}` is not a directory name: it would not stay under the recordings directory"
             ));
         }
+    }
+    if !seconds {
+        return bad(
+            "it has no seconds field (`%S` or `%s`): segments are cut as often as every second, \
+             and each needs a name of its own"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -273,8 +287,20 @@ mod tests {
         ] {
             assert!(check_pattern(p).is_err(), "{p:?} accepted");
         }
-        for p in [DEFAULT_PATTERN, "x/%Y/%m/%d/{route}-%H%M%S", "{route}"] {
+        for p in [DEFAULT_PATTERN, "x/%Y/%m/%d/{route}-%H%M%S", "{route}/%s"] {
             check_pattern(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_pattern_without_a_seconds_field_is_refused_naming_the_rule() {
+        // Coarser than the segments: every segment of an hour would have the same name.
+        for p in ["{route}/%Y-%m-%d/%H", "{route}", "{route}/%%S-%M"] {
+            let err = check_pattern(p).unwrap_err().to_string();
+            assert!(
+                err.contains("no seconds field (`%S` or `%s`)"),
+                "{p:?}: {err}"
+            );
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::cutter::{Cutter, Step};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::events::{Event, EventLog, Kind};
-use crate::ts::{pes_pts, pid, PACKET_SIZE, PTS_WRAP};
+use crate::ts::{pid, PACKET_SIZE, PTS_WRAP};
 
 /// How often the writer looks at its controls (pause) when no data arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -50,7 +50,12 @@ struct Open {
     /// Packets of PSI copied at its start (not the stream's own).
     inserted: u64,
     gap: bool,
+    /// Its video timestamps jumped (a sender restarted): its duration is its wall-clock span.
+    jumped: bool,
     cuts_at_open: u64,
+    /// The hub's cuts when its last data was taken: a cut after that (the input lost once
+    /// the data ended, while a stop waits) is not inside it.
+    cuts_seen: u64,
     drops_at_open: u64,
     /// Keyframe times from the segment's start, in seconds.
     keyframes: Vec<f64>,
@@ -125,6 +130,8 @@ impl Writer {
                     .fetch_sub(item.buffer.size() as u64, Relaxed);
                 self.take(item);
             }
+            let settled = self.paused && self.pausing.is_none();
+            self.out.shared.settled.store(settled, Relaxed);
         }
         self.close_segment();
         lock(&self.out.shared.status).state = "stopped";
@@ -135,9 +142,9 @@ impl Writer {
         let now = unix_now();
         let out = &mut self.out;
         self.cutter.flush(&mut |s| out.apply(s, now));
-        let end_pts = self.cutter.video_end();
+        let span = self.cutter.span();
         let last = self.out.open.as_ref().map_or(now, |o| o.last_unix);
-        self.out.close(end_pts, last);
+        self.out.close(span, last);
         self.after_steps();
     }
 
@@ -163,17 +170,20 @@ impl Writer {
         }
         self.paused = paused;
         if paused {
-            if self.out.open.is_some() {
-                // The segment goes on to the next frame's start (the held PSI first).
+            let now = unix_now();
+            let flowing = self
+                .out
+                .open
+                .as_ref()
+                .is_some_and(|o| now - o.last_unix <= GAP_SECS);
+            if flowing {
+                // What arrived before the pause is written whole (what the cutter holds
+                // too); the segment goes on to the next frame's start in what follows.
                 self.pausing = Some(Instant::now());
-                let mut held = Vec::new();
-                self.cutter.flush(&mut |s| {
-                    if let Step::Bytes(b) = s {
-                        held.extend_from_slice(b);
-                    }
-                });
-                self.pause_scan(&held, unix_now());
+                let out = &mut self.out;
+                self.cutter.flush(&mut |s| out.apply(s, now));
             } else {
+                // None open, or the stream stopped before the pause: it ends where it is.
                 self.close_segment();
             }
             lock(&self.out.shared.status).state = "paused";
@@ -198,19 +208,18 @@ impl Writer {
                 None => starts && pid(p) == 0,
             };
             if boundary {
-                end = Some((i * PACKET_SIZE, pes_pts(p)));
+                end = Some(i * PACKET_SIZE);
                 break;
             }
         }
-        let Some((at, pts)) = end else {
+        let Some(at) = end else {
             self.out.write(data);
             return;
         };
         self.out.write(&data[..at]);
         self.pausing = None;
         let last = self.out.open.as_ref().map_or(unix, |o| o.last_unix);
-        self.out
-            .close(pts.or_else(|| self.cutter.video_end()), last);
+        self.out.close(self.cutter.span(), last);
         self.after_steps();
         let rest = (data.len() - at) / PACKET_SIZE;
         self.out.shared.skipped.fetch_add(rest as u64, Relaxed);
@@ -223,6 +232,15 @@ impl Writer {
             return;
         };
         if self.pausing.is_some() {
+            let cuts = (self.out.cuts)();
+            if self.out.open.as_ref().is_some_and(|o| o.cuts_seen != cuts) {
+                // The hub cut to a new run (the input lost, the slate on air): the segment's
+                // run ended before it, and the new run's first packets are not its to hold.
+                self.pausing = None;
+                self.close_segment();
+                self.out.shared.skipped.fetch_add(packets, Relaxed);
+                return;
+            }
             if let Some(open) = &mut self.out.open {
                 open.last_unix = item.unix;
             }
@@ -237,6 +255,7 @@ impl Writer {
                 open.gap = true;
             }
             open.last_unix = item.unix;
+            open.cuts_seen = (self.out.cuts)();
         }
         let out = &mut self.out;
         self.cutter
@@ -254,8 +273,8 @@ impl Writer {
 impl Files {
     fn apply(&mut self, step: Step<'_>, unix: f64) {
         match step {
-            Step::Open { pts, psi } => {
-                self.close(pts, unix);
+            Step::Open { pts, psi, span } => {
+                self.close(span, unix);
                 if self.retry_at.is_some_and(|t| Instant::now() < t) {
                     // Still backing off: the cutter thinks a segment is open; it is not.
                     return;
@@ -263,11 +282,18 @@ impl Files {
                 self.retry_at = None;
                 self.open_segment(pts, psi, unix);
             }
+            Step::Jump => {
+                if let Some(open) = &mut self.open {
+                    open.jumped = true;
+                }
+            }
             Step::Keyframe(pts) => {
                 if let Some(open) = &mut self.open {
                     if open.keyframes.len() < MAX_KEYFRAMES {
-                        let t = match (open.start_pts, pts) {
-                            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+                        let t = match (open.start_pts, pts, open.jumped) {
+                            (Some(a), Some(b), false) => {
+                                (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0
+                            }
                             _ => unix - open.start_unix,
                         };
                         open.keyframes.push((t * 1000.0).round() / 1000.0);
@@ -403,15 +429,18 @@ impl Files {
             psi,
             inserted: 0,
             gap: false,
+            jumped: false,
             cuts_at_open: (self.cuts)(),
+            cuts_seen: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes: Vec::new(),
             flushed: Instant::now(),
         });
     }
 
-    /// Closes the open segment, if any; `end_pts` is the next segment's first keyframe.
-    fn close(&mut self, end_pts: Option<u64>, unix: f64) {
+    /// Closes the open segment, if any; `span` is its duration by its own timestamps (90 kHz
+    /// ticks; None: by the wall clock).
+    fn close(&mut self, span: Option<u64>, unix: f64) {
         let Some(mut open) = self.open.take() else {
             return;
         };
@@ -424,12 +453,12 @@ impl Files {
             self.open = Some(open);
             return self.fail(why);
         }
-        self.finish(open, end_pts, unix, None);
+        self.finish(open, span, unix, None);
         self.backoff = FIRST_BACKOFF;
     }
 
     /// Renames a closed (or failed) segment into place and reports it.
-    fn finish(&mut self, open: Open, end_pts: Option<u64>, unix: f64, error: Option<String>) {
+    fn finish(&mut self, open: Open, span: Option<u64>, unix: f64, error: Option<String>) {
         let Open {
             rel,
             place,
@@ -440,7 +469,9 @@ impl Files {
             psi,
             inserted,
             gap,
+            jumped,
             cuts_at_open,
+            cuts_seen,
             drops_at_open,
             keyframes,
             last_unix,
@@ -459,8 +490,9 @@ impl Files {
         // At a cut the segment ends where the next begins; after a failed write with its
         // last data.
         let end = if error.is_some() { last_unix } else { unix };
-        let duration = match (start_pts, end_pts) {
-            (Some(a), Some(b)) => (b.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0,
+        // By its own timestamps; by the wall clock when it has none or they jumped.
+        let duration = match (start_pts, span, jumped) {
+            (Some(_), Some(span), false) => span as f64 / 90_000.0,
             _ => (end - start_unix).max(0.0),
         };
         let part = &place.part;
@@ -478,26 +510,23 @@ impl Files {
             self.log.push(event);
             return;
         }
-        if let Err(e) = place.commit() {
-            let error = format!("cannot rename `{}`: {e}", part.display());
-            {
-                let mut status = lock(&self.shared.status);
-                status.errors += 1;
-                status.last_error = Some(error.clone());
-                status.segment = None;
+        let (rel, error) = match place.commit() {
+            Ok(()) => (rel, error),
+            Err(e) => {
+                let error = format!(
+                    "cannot rename `{}`: {e}; listed under its `.part` name",
+                    part.display()
+                );
+                {
+                    let mut status = lock(&self.shared.status);
+                    status.errors += 1;
+                    status.last_error = Some(error.clone());
+                }
+                self.log.push(unrenamed(&self.route, &rel, &error));
+                (rel.with_file_name(&place.part_name), Some(error))
             }
-            // Said, so that the catalog's open row is not left to stand for a segment.
-            let mut event = Event::new(Kind::RecordingError);
-            event.route = Some(self.route.clone());
-            event.error = Some(error);
-            event.segment = Some(format!(
-                "{{\"path\":{}}}",
-                json_text(&rel.to_string_lossy())
-            ));
-            self.log.push(event);
-            return;
-        }
-        let switch = (self.cuts)() != cuts_at_open;
+        };
+        let switch = jumped || cuts_seen != cuts_at_open;
         let gap = gap || self.shared.drops.load(Relaxed) != drops_at_open;
         {
             let mut status = lock(&self.shared.status);
@@ -520,6 +549,20 @@ impl Files {
         gst::debug!(CAT, "{}: segment {} closed", self.route, rel.display());
         self.log.push(event);
     }
+}
+
+/// The `recording_error` for a segment that could not be renamed into place (or, for `mp4`,
+/// finished): the catalog's open row for it goes; the segment is then reported closed under
+/// its `.part` name, with the error, so that it is listed and retention deletes it in turn.
+pub(super) fn unrenamed(route: &str, rel: &Path, error: &str) -> Event {
+    let mut event = Event::new(Kind::RecordingError);
+    event.route = Some(route.to_owned());
+    event.error = Some(error.to_owned());
+    event.segment = Some(format!(
+        "{{\"path\":{}}}",
+        json_text(&rel.to_string_lossy())
+    ));
+    event
 }
 
 /// Where a segment goes: its directory, held open (see `path::SegmentDir`), and its names.

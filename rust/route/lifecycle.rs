@@ -163,6 +163,7 @@ impl Route {
         // The state it stopped from, the first time only (none if it never started).
         let mut stopped_from = None;
         let mut recorder = None;
+        self.settle_recording();
         {
             let mut inner = lock(&self.inner);
             if !inner.closed {

@@ -24,7 +24,7 @@ impl Route {
             )));
         }
         let hub = Arc::downgrade(&self.hub);
-        let cuts = Box::new(move || hub.upgrade().map_or(0, |h| h.splice_stats().cuts));
+        let cuts = Box::new(move || hub.upgrade().map_or(0, |h| h.cuts()));
         let (recorder, intake) = Recorder::start(&self.name, settings, self.log.clone(), cuts)?;
         self.hub
             .attach(Arc::new(Tap::record(TAP_ID.into(), intake, Arc::default())));
@@ -65,10 +65,12 @@ impl Route {
         Ok(())
     }
 
-    /// Stops the recording: what is queued is written and the open segment closed (waiting
-    /// at most 5 s for the disk, with the route's lock let go). Its stats stay until the next
-    /// start.
+    /// Stops the recording: the open segment ends at the next video frame's start, as at a
+    /// pause (at most about 1 s, the tap still attached), then what is queued is written and
+    /// the segment closed (waiting at most 5 s for the disk, with the route's lock let go).
+    /// Its stats stay until the next start.
     pub fn stop_recording(&self) -> Result<()> {
+        self.settle_recording();
         let recorder = {
             let mut inner = lock(&self.inner);
             if !inner.recording {
@@ -85,6 +87,20 @@ impl Route {
             r.finish();
         }
         Ok(())
+    }
+
+    /// Ends a running recording's open segment at a frame's start before a stop detaches its
+    /// tap (waits about 1 s at most, with the route's lock let go).
+    pub(super) fn settle_recording(&self) {
+        let recorder = {
+            let inner = lock(&self.inner);
+            (inner.recording && !inner.closed)
+                .then(|| inner.recorder.clone())
+                .flatten()
+        };
+        if let Some(r) = recorder {
+            r.settle();
+        }
     }
 
     /// The recorder's stats (state `stopped` when it never ran).
