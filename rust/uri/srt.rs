@@ -153,6 +153,9 @@ impl SrtEndpoint {
             Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
             Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
         };
+        if passphrase.is_none() && pbkeylen != 16 {
+            return Err("`pbkeylen` needs a `passphrase`".into());
+        }
         let mut users: Vec<(String, String)> = Vec::new();
         for entry in (q.take(&["users"])?.unwrap_or_default().split(',')).filter(|e| !e.is_empty())
         {
@@ -167,6 +170,15 @@ impl SrtEndpoint {
             if password.is_empty() || password.contains(':') {
                 return Err(format!(
                     "`users`: the password of `{name}` is empty or has a `:`"
+                ));
+            }
+            // SRT's `#!::…,u=USER` form uses the password as the connection's passphrase.
+            let n = password.chars().count();
+            if !(MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+                return Err(format!(
+                    "`users`: the password of `{name}` must be {MIN_PASSPHRASE_CHARS} to \
+                     {MAX_PASSPHRASE_CHARS} characters long (got {n}): SRT's \
+                     `#!::…,u={name}` stream ID form uses it as the passphrase"
                 ));
             }
             if users.iter().any(|(n, _)| n == name) {
@@ -264,14 +276,14 @@ impl SrtDefaults {
     }
 
     /// `uri` with each default added to its query that it does not set itself (by any of the
-    /// key's spellings); only to `srt://` URIs, the others stay as they are. The query is read
-    /// leniently (a key that does not decode is taken as written): the URI is checked with the
-    /// route.
+    /// key's spellings); only to `srt://` URIs and, for the passphrase and its key length, to
+    /// `srt-shared://` ones (whose latency and other socket options are the shared port's);
+    /// the others stay as they are. The query is read leniently (a key that does not decode is
+    /// taken as written): the URI is checked with the route.
     pub fn apply(&self, uri: &str) -> String {
-        let srt = uri
-            .split_once("://")
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("srt"));
-        if !srt {
+        let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let shared = scheme.as_deref() == Some("srt-shared");
+        if scheme.as_deref() != Some("srt") && !shared {
             return uri.to_string();
         }
         let query = uri.split_once('?').map_or("", |(_, q)| q);
@@ -285,7 +297,7 @@ impl SrtDefaults {
             .collect();
         let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
         let mut extra = Vec::new();
-        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
+        if let Some(ms) = self.latency_ms.filter(|_| !shared && !set(LATENCY_KEYS)) {
             extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
         }
         if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
@@ -294,7 +306,7 @@ impl SrtDefaults {
         if let Some(n) = self.pbkeylen.filter(|_| !set(PBKEYLEN_KEYS)) {
             extra.push(format!("{}={n}", PBKEYLEN_KEYS[0]));
         }
-        for (key, text) in &self.options {
+        for (key, text) in self.options.iter().filter(|_| !shared) {
             if !set(&[key.as_str()]) {
                 extra.push(format!("{key}={}", percent_encode(text)));
             }
@@ -511,6 +523,40 @@ mod tests {
             "srt://:9000?mode=listener&latency=120&maxbw=-1&oheadbw=50\
              &packetfilter=fec,cols:10,rows:5"
         );
+    }
+
+    #[test]
+    fn a_templates_passphrase_goes_into_shared_uris_and_the_ports_options_stay() {
+        let d = SrtDefaults {
+            latency_ms: Some(200),
+            passphrase: Some("templatepassphrase1".into()),
+            pbkeylen: Some(24),
+            options: vec![("oheadbw".into(), "50".into())],
+        };
+        let uri = d.apply("srt-shared://");
+        assert_eq!(
+            uri,
+            "srt-shared://?passphrase=templatepassphrase1&pbkeylen=24"
+        );
+        let s = srt(&uri);
+        assert_eq!(s.passphrase.as_deref(), Some("templatepassphrase1"));
+        assert_eq!(s.pbkeylen, 24);
+        // Its own passphrase stays.
+        assert_eq!(
+            d.apply("srt-shared://?passphrase=ownpassphrase&pbkeylen=16"),
+            "srt-shared://?passphrase=ownpassphrase&pbkeylen=16"
+        );
+    }
+
+    #[test]
+    fn shared_uris_refuse_what_cannot_work() {
+        assert!(err("srt-shared://?pbkeylen=24").contains("needs a `passphrase`"));
+        let short = err("srt-shared://?users=cam:short");
+        assert!(
+            short.contains("`cam`") && short.contains("10 to 79 characters"),
+            "{short}"
+        );
+        assert!(srt("srt-shared://?users=cam:campassword1").users.len() == 1);
     }
 
     #[test]
