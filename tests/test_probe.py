@@ -52,7 +52,7 @@ def test_probe_prints_the_uri_keys_to_use_on_a_clean_path(peers: Peers) -> None:
     done = probe(f"srt://127.0.0.1:{port}", "--seconds", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     # No loss on loopback: the first row, at its least latency.
-    assert "URI keys    latency=60&oheadbw=33" in done.stdout, done.stdout
+    assert "URI keys    latency=60&maxbw=0&inputbw=0&oheadbw=33" in done.stdout, done.stdout
 
 
 def test_probe_of_nothing_says_it_cannot_connect() -> None:
@@ -83,16 +83,22 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
                      "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
     keys = next(x for x in done.stdout.splitlines() if x.startswith("URI keys"))
-    latency, overhead = (int(v.split("=")[1]) for v in keys.split()[-1].split("&"))
+    values = dict(v.split("=") for v in keys.split()[-1].split("&"))
+    latency, overhead = int(values["latency"]), int(values["oheadbw"])
     assert overhead in (25, 20, 17) and latency >= 4 * 35, keys
-    assert (f"applied     route news cdn: latency 80 -> {latency}, oheadbw - -> {overhead}"
-            in done.stdout), done.stdout
+    # libsrt paces by the overhead only with maxbw=0 (relative to the estimated input rate).
+    assert (values["maxbw"], values["inputbw"]) == ("0", "0"), keys
+    assert (f"applied     route news cdn: latency 80 -> {latency}, maxbw -1 -> 0, "
+            f"inputbw - -> 0, oheadbw - -> {overhead}" in done.stdout), done.stdout
     route = server.get("news")
     assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
-    assert route.spec.outputs[1].uri.endswith(f"maxbw=-1&latency={latency}&oheadbw={overhead}")
+    assert route.spec.outputs[1].uri.endswith(
+        f"?mode=listener&latency={latency}&maxbw=0&inputbw=0&oheadbw={overhead}"
+    ), route.spec.outputs[1].uri
     # The running endpoint has them (its URI as the data plane reads it).
     status = next(o for o in route.status.outputs if o.id == "cdn")
-    assert f"latency={latency}" in status.uri and f"oheadbw={overhead}" in status.uri, status.uri
+    for key in (f"latency={latency}", "maxbw=0", "inputbw=0", f"oheadbw={overhead}"):
+        assert key in status.uri, status.uri
 
 
 def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server) -> None:
@@ -108,14 +114,16 @@ def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server
     done = probe(f"srt://127.0.0.1:{port}", "--seconds", "2", "--apply-template", "contrib",
                  "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.oheadbw - -> 33"
-            in done.stdout), done.stdout
+    assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.maxbw - -> 0, "
+            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33" in done.stdout), done.stdout
     t = server.client.templates.GetTemplate(
         template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
     )
-    assert t.spec.srt.latency_ms == 60 and dict(t.spec.srt.options) == {"oheadbw": "33"}
+    assert t.spec.srt.latency_ms == 60
+    assert dict(t.spec.srt.options) == {"maxbw": "0", "inputbw": "0", "oheadbw": "33"}
     uri = server.get("news").resolved.outputs[0].uri
-    assert "latency=60" in uri and "oheadbw=33" in uri, uri
+    for key in ("latency=60", "maxbw=0", "inputbw=0", "oheadbw=33"):
+        assert key in uri, uri
 
 
 def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
