@@ -18,8 +18,8 @@
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
 //! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
 //! sees it), logged and counted. libsrt checks the passphrase itself after the callback, and
-//! rejects a wrong one without calling back: the callback leaves a watch on its thread that
-//! libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
+//! rejects a wrong one (or one on a side only) without calling back: the callback leaves a watch
+//! on its thread that libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
 //! is accepted on the SRT I/O thread of the port
 //! (no thread per connection) and handed to its route's input or output, which serve it on their
 //! own I/O thread from then on.
@@ -38,7 +38,7 @@ use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
-use crate::srt::log::{self as srt_log, Watch};
+use crate::srt::log::{self as srt_log, Rejection, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::Socket;
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -325,10 +325,11 @@ impl Directory {
         (e.publish.clone(), read)
     }
 
-    /// Judges a caller: its admission, and where it goes once accepted. A publisher goes to
-    /// the input it names, else to the first that admits it and has no live publisher; when
-    /// each that admits it has one, it is refused as a conflict.
-    fn judge(&self, request: &StreamRequest) -> Result<(Admission, Side), Refusal> {
+    /// Judges the caller on socket `ns`: its admission, and where it goes once accepted. A
+    /// publisher goes to the input it names, else to the first that admits it and has no live
+    /// publisher, and reserves it (`SrtInput::claim`); when each that admits it has one (or is
+    /// reserved for another), it is refused as a conflict.
+    fn judge(&self, request: &StreamRequest, ns: SRTSOCKET) -> Result<(Admission, Side), Refusal> {
         let (inputs, read) = self.look_up(&request.route);
         let key = |p: &str| self.key(p);
         let read_access = read.as_ref().map(|r| &r.1);
@@ -356,10 +357,12 @@ impl Directory {
                 }
                 let mut refusal = None;
                 for (_, _, input, access) in candidates {
-                    let live = input.upgrade().is_some_and(|i| i.busy());
-                    match decide(Some(access), read_access, request, live, &key) {
-                        Ok(admission) => return Ok((admission, Side::Input(input.clone()))),
-                        Err(Refusal::Conflict) => refusal = Some(Refusal::Conflict),
+                    // Credentials first, then the reservation (a live publisher holds it too).
+                    match decide(Some(access), read_access, request, false, &key) {
+                        Ok(admission) if input.upgrade().is_none_or(|i| i.claim(ns)) => {
+                            return Ok((admission, Side::Input(input.clone())))
+                        }
+                        Ok(_) => refusal = Some(Refusal::Conflict),
                         Err(r) => refusal = refusal.or(Some(r)),
                     }
                 }
@@ -386,6 +389,12 @@ pub struct SrtPortStats {
     /// Refused by libsrt after the stream ID let them in: a wrong passphrase
     /// (`SRT_REJ_BADSECRET`).
     pub refused_bad_secret: u64,
+    /// Refused by libsrt after the stream ID let them in: a passphrase on one side only (the
+    /// caller's or the route's; `SRT_REJ_UNSECURE`).
+    pub refused_unsecure: u64,
+    /// Publishers let in whose route did not take them once connected (it was stopping, or
+    /// another publisher was live): closed right after their handshake.
+    pub publishers_dropped: u64,
 }
 
 #[derive(Default)]
@@ -394,6 +403,8 @@ struct Counts {
     readers: AtomicU64,
     refused: [AtomicU64; 5],
     bad_secret: AtomicU64,
+    unsecure: AtomicU64,
+    dropped: AtomicU64,
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -456,7 +467,8 @@ impl SrtPort {
                 e
             }
             Ok(_) => return Err(format!("`{address}` is not [HOST]:PORT to listen on")),
-            Err(e) => return Err(e.to_string()),
+            // Named as written (the URI is castway's own, with port 0 read as 1).
+            Err(e) => return Err(e.to_string().replace(&uri, address)),
         };
         if ep.passphrase.is_some() || ep.streamid.is_some() {
             return Err("the shared SRT port takes its passphrase from each route \
@@ -524,6 +536,8 @@ impl SrtPort {
             refused_not_found: refused(Refusal::NotFound),
             refused_conflict: refused(Refusal::Conflict),
             refused_bad_secret: c.bad_secret.load(Relaxed),
+            refused_unsecure: c.unsecure.load(Relaxed),
+            publishers_dropped: c.dropped.load(Relaxed),
         }
     }
 }
@@ -558,7 +572,7 @@ impl PortInner {
             Mode::Read => "read",
         };
         let user = request.user.as_deref().unwrap_or("-");
-        let (admission, _) = self.directory.judge(&request).inspect_err(|r| {
+        let (admission, side) = self.directory.judge(&request, ns).inspect_err(|r| {
             gst::warning!(
                 CAT,
                 "refused {peer}: route `{}`, {mode}, user {user}: {}",
@@ -576,6 +590,9 @@ impl PortInner {
                 != ffi::SRT_ERROR
                 && set(ffi::SRTO_PBKEYLEN, (&keylen as *const i32).cast(), 4) != ffi::SRT_ERROR;
             if !ok {
+                if let Side::Input(i) = &side {
+                    i.upgrade().inspect(|i| i.release(ns));
+                }
                 // A user's password that cannot be a passphrase (10 to 79 characters).
                 gst::warning!(
                     CAT,
@@ -594,12 +611,24 @@ impl PortInner {
         let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
         srt_log::watch(Watch {
             socket: ns,
-            on_bad_secret: Box::new(move || {
+            on_rejected: Box::new(move |why| {
+                if let Side::Input(i) = &side {
+                    i.upgrade().inspect(|i| i.release(ns));
+                }
                 let Some(port) = port.upgrade() else {
                     return;
                 };
-                port.counts.bad_secret.fetch_add(1, Relaxed);
-                gst::warning!(CAT, "refused {who}: wrong passphrase (bad secret)");
+                let (count, text) = match why {
+                    Rejection::BadSecret => {
+                        (&port.counts.bad_secret, "wrong passphrase (bad secret)")
+                    }
+                    Rejection::Unsecure => (
+                        &port.counts.unsecure,
+                        "a passphrase on one side only (unsecure)",
+                    ),
+                };
+                count.fetch_add(1, Relaxed);
+                gst::warning!(CAT, "refused {who}: {text}");
             }),
         });
         Ok(())
@@ -618,16 +647,20 @@ impl PortInner {
                 continue;
             };
             // Judged again: the route may have changed since the callback let it in.
-            match self.directory.judge(&request) {
+            match self.directory.judge(&request, socket.id()) {
                 Ok((_, Side::Input(i))) => match i.upgrade() {
                     Some(i) if i.adopt(socket) => {
                         self.counts.publishers.fetch_add(1, Relaxed);
                     }
-                    _ => gst::info!(
-                        CAT,
-                        "{peer}: route `{}` did not take the publisher (stopping, or one is live)",
-                        request.route
-                    ),
+                    _ => {
+                        self.counts.dropped.fetch_add(1, Relaxed);
+                        gst::warning!(
+                            CAT,
+                            "dropped {peer}: route `{}` did not take the publisher (stopping, \
+                             or one is live)",
+                            request.route
+                        );
+                    }
                 },
                 Ok((_, Side::Output(o))) => match o.upgrade() {
                     Some(o) if o.adopt(socket, Some(stream_id.clone())) => {
