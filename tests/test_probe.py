@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import castway
 from castway.v1 import template_pb2
 
+from support import wait_until
 from support.control import ADMIN, Server, ep, spec, test_input
 from support.impair import Impairment, ImpairProxy
 from support.net import free_port
@@ -147,3 +149,40 @@ def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
         done = probe("srt://127.0.0.1:9", "--seconds", "1", *args, "--addr", server.addr,
                      env={"CASTWAY_KEY": ADMIN})
         assert done.returncode == 1 and says in done.stdout, done.stdout + done.stderr
+
+
+def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Gateway) -> None:
+    """The shared SRT port takes stream ID `probe` as a probe peer: its data counted and
+    discarded, two at once at most, unless the port's address says `probe=off`."""
+    port = int(gateway.listen_srt("127.0.0.1:0").rpartition(":")[2])
+    with ImpairProxy(port, Impairment(loss=0.05, delay_ms=20, seed=5), seconds=60) as proxy:
+        done = probe(f"srt://127.0.0.1:{proxy.port}", "--seconds", "3", "--bitrate", "2M",
+                     "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads(done.stdout)
+    assert r["rtt_ms"] >= 35 and 1 < r["loss_percent"] <= 10, r
+    assert (r["rtt_multiplier"], r["overhead_percent"]) in [(4, 25), (5, 20), (6, 17)], r
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["probes_accepted"] == 1, stats
+    assert stats["probe_bytes"] > 0 and stats["refused_not_found"] == 0, stats
+    # A third probe while two run is refused as unavailable.
+    running = [subprocess.Popen([CASTWAY, "probe", f"srt://127.0.0.1:{port}", "--seconds", "8"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(2)]
+    try:
+        wait_until(lambda: (gateway.srt_port_stats() or {}).get("probes_accepted") == 3, 20,
+                   "two more probes")
+        third = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
+        assert third.returncode == 1 and "503" in third.stdout, third.stdout
+        assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1
+    finally:
+        for p in running:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def test_probe_of_a_shared_port_without_probes_is_not_found() -> None:
+    with castway.Gateway() as gw:
+        port = int(gw.listen_srt("127.0.0.1:0?probe=off").rpartition(":")[2])
+        done = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
+        assert done.returncode == 1 and "404 not found" in done.stdout, done.stdout

@@ -114,6 +114,10 @@ class SrtPortStats(TypedDict):
     refused_unsecure: int
     # Let in, then not taken by their route once connected (stopping, or a publisher live).
     publishers_dropped: int
+    # castway probe callers served, the bytes they sent (discarded), and those refused.
+    probes_accepted: int
+    probe_bytes: int
+    refused_unavailable: int
 
 
 class SrtStats(TypedDict):

@@ -40,8 +40,17 @@ use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
 use crate::srt::log::{self as srt_log, Rejection, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
-use crate::srt::Socket;
+use crate::srt::{Io, Socket};
 use crate::uri::{SrtEndpoint, SrtMode};
+
+/// The stream ID of `castway probe`'s caller: the port takes it as a probe peer (its data
+/// counted and discarded), unless a route of that name is on the port or the port's address
+/// says `probe=off`.
+pub const PROBE: &str = "probe";
+/// Probes served at once; one more is refused as unavailable (1503).
+pub const MAX_PROBES: usize = 2;
+/// A probe's longest life: the port ends it then (`castway probe` runs for seconds).
+pub const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -386,6 +395,8 @@ pub struct SrtPortStats {
     pub refused_forbidden: u64,
     pub refused_not_found: u64,
     pub refused_conflict: u64,
+    /// Probes refused: `MAX_PROBES` were being served.
+    pub refused_unavailable: u64,
     /// Refused by libsrt after the stream ID let them in: a wrong passphrase
     /// (`SRT_REJ_BADSECRET`).
     pub refused_bad_secret: u64,
@@ -395,16 +406,21 @@ pub struct SrtPortStats {
     /// Publishers let in whose route did not take them once connected (it was stopping, or
     /// another publisher was live): closed right after their handshake.
     pub publishers_dropped: u64,
+    /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
+    pub probes_accepted: u64,
+    pub probe_bytes: u64,
 }
 
 #[derive(Default)]
 struct Counts {
     publishers: AtomicU64,
     readers: AtomicU64,
-    refused: [AtomicU64; 5],
+    refused: [AtomicU64; 6],
     bad_secret: AtomicU64,
     unsecure: AtomicU64,
     dropped: AtomicU64,
+    probes: AtomicU64,
+    probe_bytes: AtomicU64,
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -414,6 +430,7 @@ fn refusal_index(r: Refusal) -> usize {
         Refusal::Forbidden => 2,
         Refusal::NotFound => 3,
         Refusal::Conflict => 4,
+        Refusal::Unavailable => 5,
     }
 }
 
@@ -424,22 +441,51 @@ fn refusal_text(r: Refusal) -> &'static str {
         Refusal::Forbidden => "forbidden",
         Refusal::NotFound => "not found",
         Refusal::Conflict => "conflict (a publisher is live)",
+        Refusal::Unavailable => "unavailable (as many probes as the port takes)",
     }
 }
 
 struct PortInner {
+    /// Itself, as the I/O thread's handler of probe peers' sockets.
+    me: Weak<PortInner>,
     address: SocketAddr,
     directory: Directory,
     worker: Arc<Worker>,
     /// The port's listening sockets, all bound to `address` (`RECEIVERS` of them).
     listeners: Mutex<Vec<Socket>>,
     counts: Counts,
+    /// Whether stream ID `probe` is a probe peer (`probe=off` on the address: it is not).
+    probe: bool,
+    /// The probe peers being served: their socket and since when.
+    probes: Mutex<Vec<(Socket, std::time::Instant)>>,
 }
 
 /// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
 pub fn listen_uri(address: &str) -> String {
-    let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+    let (hostport, query, _) = port_keys(address);
     format!("srt://{hostport}?mode=listener&{query}")
+}
+
+/// `address` as `HOST:PORT`, its srt:// options, and whether it takes probes (`probe=on|off`,
+/// the port's own key; on unless off). A `probe` value other than on or off is left among the
+/// options, where the URI's check names it.
+fn port_keys(address: &str) -> (&str, String, bool) {
+    let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+    let mut probe = true;
+    let options: Vec<&str> = (query.split('&').filter(|p| !p.is_empty()))
+        .filter(|p| match p.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case(PROBE) => match v {
+                "on" | "1" | "true" => false,
+                "off" | "0" | "false" => {
+                    probe = false;
+                    false
+                }
+                _ => true,
+            },
+            _ => true,
+        })
+        .collect();
+    (hostport, options.join("&"), probe)
 }
 
 /// The shared SRT port; closed when dropped.
@@ -452,7 +498,7 @@ impl SrtPort {
     /// `:8890?latency=200`) for the routes of `directory`.
     pub fn open(address: &str, directory: Directory) -> Result<SrtPort, String> {
         // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
-        let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+        let (hostport, query, probe) = port_keys(address);
         let any_port = hostport.ends_with(":0");
         let hostport = match any_port {
             true => format!("{}1", &hostport[..hostport.len() - 1]),
@@ -488,12 +534,15 @@ impl SrtPort {
             socket.bind_shared(address)?;
             sockets.push(socket);
         }
-        let inner = Arc::new(PortInner {
+        let inner = Arc::new_cyclic(|me| PortInner {
+            me: me.clone(),
             address,
             directory,
             worker: io::pick(),
             listeners: Mutex::new(Vec::new()),
             counts: Counts::default(),
+            probe,
+            probes: Mutex::new(Vec::new()),
         });
         // libsrt keeps the pointer for the listeners' life; a weak reference leaked once per
         // port (a few bytes) stays valid however the callback races with the port's end.
@@ -535,9 +584,12 @@ impl SrtPort {
             refused_forbidden: refused(Refusal::Forbidden),
             refused_not_found: refused(Refusal::NotFound),
             refused_conflict: refused(Refusal::Conflict),
+            refused_unavailable: refused(Refusal::Unavailable),
             refused_bad_secret: c.bad_secret.load(Relaxed),
             refused_unsecure: c.unsecure.load(Relaxed),
             publishers_dropped: c.dropped.load(Relaxed),
+            probes_accepted: c.probes.load(Relaxed),
+            probe_bytes: c.probe_bytes.load(Relaxed),
         }
     }
 }
@@ -545,6 +597,9 @@ impl SrtPort {
 impl Drop for SrtPort {
     fn drop(&mut self) {
         for s in lock(&self.inner.listeners).drain(..) {
+            self.inner.worker.remove(s.id());
+        }
+        for (s, _) in lock(&self.inner.probes).drain(..) {
             self.inner.worker.remove(s.id());
         }
     }
@@ -555,6 +610,19 @@ impl PortInner {
     /// completes): sets its passphrase, or refuses it with the reason. A caller let in is
     /// watched for libsrt's own refusal of its passphrase.
     fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
+        if self.is_probe(stream_id) {
+            // Checked again when accepted (callers knocking at once may pass here together).
+            if lock(&self.probes).len() >= MAX_PROBES {
+                gst::warning!(
+                    CAT,
+                    "refused {peer}: probe: {}",
+                    refusal_text(Refusal::Unavailable)
+                );
+                return Err(Refusal::Unavailable);
+            }
+            gst::info!(CAT, "{peer}: probe: let in");
+            return Ok(());
+        }
         let request = match streamid::parse(stream_id) {
             Ok(r) => r,
             Err(why) => {
@@ -634,6 +702,62 @@ impl PortInner {
         Ok(())
     }
 
+    /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
+    fn is_probe(&self, stream_id: &str) -> bool {
+        self.probe && stream_id == PROBE && !lock(&self.directory.routes).contains_key(PROBE)
+    }
+
+    /// Serves a probe peer: what it sends is counted and discarded until it leaves or
+    /// `PROBE_MAX` ends it; refused (closed) when `MAX_PROBES` are served.
+    fn take_probe(&self, socket: Socket, peer: &str) {
+        let mut probes = lock(&self.probes);
+        if probes.len() >= MAX_PROBES {
+            let r = Refusal::Unavailable;
+            self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+            gst::warning!(CAT, "dropped {peer}: probe: {}", refusal_text(r));
+            return;
+        }
+        self.counts.probes.fetch_add(1, Relaxed);
+        gst::info!(CAT, "{peer}: probe connected");
+        let handler: Weak<dyn Handler> = self.me.clone();
+        (self.worker).add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
+        probes.push((socket, std::time::Instant::now()));
+    }
+
+    /// Reads what a probe peer sent (discarded, counted); ends it when it broke, left or ran
+    /// past `PROBE_MAX`. Also ends any other probe past its time.
+    fn serve_probe(&self, socket: SRTSOCKET, events: c_int) {
+        let mut probes = lock(&self.probes);
+        let mut buf = [0u8; crate::srt::socket::MAX_PAYLOAD];
+        let mut ended = events & SRT_EPOLL_ERR != 0;
+        if let Some((s, _)) = probes.iter().find(|(s, _)| s.id() == socket) {
+            // Bounded: one wake reads what a few milliseconds bring.
+            for _ in 0..64 {
+                match s.recv(&mut buf) {
+                    Io::Done(n) => {
+                        self.counts.probe_bytes.fetch_add(n as u64, Relaxed);
+                    }
+                    Io::WouldBlock => break,
+                    Io::Failed(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        probes.retain(|(s, since)| {
+            let over = now.duration_since(*since) >= PROBE_MAX;
+            let gone = (s.id() == socket && ended) || over;
+            if gone {
+                self.worker.remove(s.id());
+                let why = if over { "its time is up" } else { "it left" };
+                gst::info!(CAT, "probe {} ended: {why}", s.peer().unwrap_or_default());
+            }
+            !gone
+        });
+    }
+
     /// Takes the callers let in on `listener` and hands each to its route.
     fn accept(&self, listener: SRTSOCKET) {
         let listeners = lock(&self.listeners);
@@ -643,6 +767,10 @@ impl PortInner {
         while let Some(socket) = listener.accept() {
             let stream_id = socket.stream_id().unwrap_or_default();
             let peer = socket.peer().unwrap_or_default();
+            if self.is_probe(&stream_id) {
+                self.take_probe(socket, &peer);
+                continue;
+            }
             let Ok(request) = streamid::parse(&stream_id) else {
                 continue;
             };
@@ -683,8 +811,13 @@ impl PortInner {
 }
 
 impl Handler for PortInner {
-    fn ready(&self, socket: SRTSOCKET, _events: c_int) {
-        self.accept(socket);
+    fn ready(&self, socket: SRTSOCKET, events: c_int) {
+        let listener = lock(&self.listeners).iter().any(|l| l.id() == socket);
+        if listener {
+            self.accept(socket);
+        } else {
+            self.serve_probe(socket, events);
+        }
     }
 }
 
