@@ -553,3 +553,11 @@ with castway.Gateway() as gw:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no pending connection" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user(
+    gateway: castway.Gateway,
+) -> None:
+    with pytest.raises(castway.errors.CastwayError) as info:
+        gateway.add_route("short", "srt-shared://?users=cam:short", ["udp://127.0.0.1:9"])
+    assert "`cam`" in str(info.value) and "10 to 79 characters" in str(info.value), info.value
