@@ -427,7 +427,7 @@ def test_a_passphrase_on_one_side_only_is_refused_by_libsrt_and_counted(
             f'reason="unsecure"}}') in text
 
 
-def test_a_templates_passphrase_protects_the_shared_endpoints_of_its_routes(
+def test_a_templates_passphrase_and_latency_reach_the_shared_endpoints_of_its_routes(
     tmp_path: Path, peers: Peers, udp_capture: Any
 ) -> None:
     from castway.client import Client
@@ -441,7 +441,9 @@ def test_a_templates_passphrase_protects_the_shared_endpoints_of_its_routes(
         port = int(running.srt_port.rpartition(":")[2])
         client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
         client.templates.CreateTemplate(template_pb2.CreateTemplateRequest(
-            name="enc", spec=spec_pb2.RouteSpec(srt=spec_pb2.SrtDefaults(passphrase=secret)),
+            name="enc", spec=spec_pb2.RouteSpec(
+                srt=spec_pb2.SrtDefaults(passphrase=secret, latency_ms=400)
+            ),
         ), metadata=client.metadata)
         client.routes.CreateRoute(route_pb2.CreateRouteRequest(name="r", spec=spec_pb2.RouteSpec(
             inputs=[spec_pb2.Endpoint(id="a", uri="srt-shared://")],
@@ -466,9 +468,14 @@ def test_a_templates_passphrase_protects_the_shared_endpoints_of_its_routes(
         data = random_ts(7 * 200)
         cam = slt_sender(peers, srt(port, "publish:r", passphrase=secret))
         wait_until(lambda: stats().publishers_accepted == 1, 20, "the publisher")
+        # The template's latency is set on each caller's socket (the greater of the two wins).
+        routes = lambda: running.control.stats()  # noqa: E731
+        wait_until(lambda: routes()[0]["inputs"][0]["srt"]["latency_ms"] == 400, 20,
+                   "the publisher's connection at the template's latency")
         PipeSender(cam, data, bitrate=1e6).join()
         wait_until(lambda: reader.size >= len(data), 20, "every byte at the reader")
         assert sha256(reader.data[: len(data)]) == sha256(data)
+        assert "latency=400" in running.control.get_route("r").resolved.inputs[0].uri
         client.close()
 
 

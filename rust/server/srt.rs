@@ -78,6 +78,8 @@ pub struct Access {
     pub users: Vec<(String, String)>,
     /// castway API keys are users too: any key may read, operator and admin keys may publish.
     pub keys: bool,
+    /// The latency set on each caller's socket; None: the port's.
+    pub latency_ms: Option<u32>,
 }
 
 impl Access {
@@ -87,6 +89,7 @@ impl Access {
             pbkeylen: ep.pbkeylen,
             users: ep.users.clone(),
             keys: ep.keys,
+            latency_ms: ep.shared_latency_ms,
         }
     }
 
@@ -106,6 +109,8 @@ impl Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     pub passphrase: Option<(String, u32)>,
+    /// Its route side's latency, when it has its own (else the port's).
+    pub latency_ms: Option<u32>,
 }
 
 /// Whether `request` may go on, given who may publish and read its route (None: the route
@@ -162,7 +167,10 @@ pub fn decide(
     if request.mode == Mode::Publish && publisher_live {
         return Err(Refusal::Conflict);
     }
-    Ok(Admission { passphrase })
+    Ok(Admission {
+        passphrase,
+        latency_ms: access.latency_ms,
+    })
 }
 
 /// Whether two passwords are equal, in a time that does not tell how much of them matched.
@@ -648,11 +656,23 @@ impl PortInner {
                 refusal_text(*r)
             );
         })?;
+        let set = |opt, ptr: *const c_void, len| {
+            // SAFETY: the new socket libsrt handed us, a value valid for its length.
+            unsafe { ffi::srt_setsockflag(ns, opt, ptr, len) }
+        };
+        if let Some(ms) = admission.latency_ms {
+            // Before the handshake ends, as on a listener: the caller's latency is negotiated
+            // with it (the greater wins).
+            let ms = ms as i32;
+            if set(ffi::SRTO_LATENCY, (&ms as *const i32).cast(), 4) == ffi::SRT_ERROR {
+                gst::warning!(
+                    CAT,
+                    "{peer}: route `{}`: its latency cannot be set",
+                    request.route
+                );
+            }
+        }
         if let Some((p, keylen)) = &admission.passphrase {
-            let set = |opt, ptr: *const c_void, len| {
-                // SAFETY: the new socket libsrt handed us, a value valid for its length.
-                unsafe { ffi::srt_setsockflag(ns, opt, ptr, len) }
-            };
             let keylen = *keylen as i32;
             let ok = set(ffi::SRTO_PASSPHRASE, p.as_ptr().cast(), p.len() as c_int)
                 != ffi::SRT_ERROR
@@ -872,6 +892,7 @@ mod tests {
                 .map(|(n, p)| (n.to_string(), p.to_string()))
                 .collect(),
             keys: false,
+            latency_ms: None,
         }
     }
 
@@ -981,7 +1002,10 @@ mod tests {
         );
         assert_eq!(
             decide(None, Some(&open), &ask("news"), false, &no_key),
-            Ok(Admission { passphrase: None })
+            Ok(Admission {
+                passphrase: None,
+                latency_ms: None
+            })
         );
     }
 }

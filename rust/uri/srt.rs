@@ -59,6 +59,9 @@ pub struct SrtEndpoint {
     pub users: Vec<(String, String)>,
     /// `srt-shared://`: castway API keys are users too (`keys=1`).
     pub keys: bool,
+    /// `srt-shared://`: a latency of its own for each caller (`latency=`, or a template's),
+    /// set on the caller's socket in the listen callback; None: the shared port's.
+    pub shared_latency_ms: Option<u32>,
 }
 
 impl SrtEndpoint {
@@ -131,6 +134,7 @@ impl SrtEndpoint {
             local_port,
             users: Vec::new(),
             keys: false,
+            shared_latency_ms: None,
         })
     }
 
@@ -143,6 +147,10 @@ impl SrtEndpoint {
                 "srt-shared:// takes no host or port (`{authority}`): the port is the \
                  gateway's shared SRT port (`castway serve --srt-listen`)"
             ));
+        }
+        let shared_latency_ms = q.take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?;
+        if let Some(ms) = shared_latency_ms.filter(|ms| u64::from(*ms) > MAX_LATENCY_MS) {
+            return Err(format!("`latency={ms}` is above {MAX_LATENCY_MS} ms"));
         }
         let passphrase = q.take(PASSPHRASE_KEYS)?;
         if let Some(p) = &passphrase {
@@ -201,6 +209,7 @@ impl SrtEndpoint {
             options: Vec::new(),
             users,
             keys,
+            shared_latency_ms,
         })
     }
 
@@ -276,9 +285,8 @@ impl SrtDefaults {
     }
 
     /// `uri` with each default added to its query that it does not set itself (by any of the
-    /// key's spellings); only to `srt://` URIs and, for the passphrase and its key length, to
-    /// `srt-shared://` ones (whose latency and other socket options are the shared port's);
-    /// the others stay as they are. The query is read leniently (a key that does not decode is
+    /// key's spellings); only to `srt://` URIs and, but for the other socket options (the
+    /// shared port's), to `srt-shared://` ones; the others stay as they are. The query is read leniently (a key that does not decode is
     /// taken as written): the URI is checked with the route.
     pub fn apply(&self, uri: &str) -> String {
         let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
@@ -297,7 +305,7 @@ impl SrtDefaults {
             .collect();
         let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
         let mut extra = Vec::new();
-        if let Some(ms) = self.latency_ms.filter(|_| !shared && !set(LATENCY_KEYS)) {
+        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
             extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
         }
         if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
@@ -324,8 +332,12 @@ impl fmt::Display for SrtEndpoint {
         if self.mode == SrtMode::Shared {
             let mut sep = '?';
             f.write_str("srt-shared://")?;
+            if let Some(ms) = self.shared_latency_ms {
+                write!(f, "?latency={ms}")?;
+                sep = '&';
+            }
             if self.passphrase.is_some() {
-                write!(f, "?passphrase=***&pbkeylen={}", self.pbkeylen)?;
+                write!(f, "{sep}passphrase=***&pbkeylen={}", self.pbkeylen)?;
                 sep = '&';
             }
             if !self.users.is_empty() {
@@ -526,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn a_templates_passphrase_goes_into_shared_uris_and_the_ports_options_stay() {
+    fn a_templates_passphrase_and_latency_go_into_shared_uris_and_the_ports_options_stay() {
         let d = SrtDefaults {
             latency_ms: Some(200),
             passphrase: Some("templatepassphrase1".into()),
@@ -536,15 +548,21 @@ mod tests {
         let uri = d.apply("srt-shared://");
         assert_eq!(
             uri,
-            "srt-shared://?passphrase=templatepassphrase1&pbkeylen=24"
+            "srt-shared://?latency=200&passphrase=templatepassphrase1&pbkeylen=24"
         );
         let s = srt(&uri);
+        assert_eq!(s.shared_latency_ms, Some(200));
+        assert_eq!(
+            s.to_string(),
+            "srt-shared://?latency=200&passphrase=***&pbkeylen=24"
+        );
+        assert_eq!(srt("srt-shared://").shared_latency_ms, None);
         assert_eq!(s.passphrase.as_deref(), Some("templatepassphrase1"));
         assert_eq!(s.pbkeylen, 24);
         // Its own passphrase stays.
         assert_eq!(
-            d.apply("srt-shared://?passphrase=ownpassphrase&pbkeylen=16"),
-            "srt-shared://?passphrase=ownpassphrase&pbkeylen=16"
+            d.apply("srt-shared://?passphrase=ownpassphrase&pbkeylen=16&latency=80"),
+            "srt-shared://?passphrase=ownpassphrase&pbkeylen=16&latency=80"
         );
     }
 
