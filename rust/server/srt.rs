@@ -16,8 +16,11 @@
 //!
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
-//! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
-//! sees it), logged and counted. libsrt checks the passphrase itself after the callback, and
+//! route (or of its user) and its side's latency on its own socket, or refused with SRT's reject
+//! reason (the peer sees it), logged and counted. A publisher let in reserves its input there
+//! (`SrtInput::claim`): the port's receiving threads judge callers at once, and a second
+//! publisher is refused as a conflict at its handshake, not closed once connected. Stream ID
+//! [`PROBE`] is `castway probe`'s: served by the port itself, its data counted and discarded. libsrt checks the passphrase itself after the callback, and
 //! rejects a wrong one (or one on a side only) without calling back: the callback leaves a watch
 //! on its thread that libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
 //! is accepted on the SRT I/O thread of the port
