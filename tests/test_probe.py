@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import castway
 from castway.v1 import template_pb2
 
+from support import wait_until
 from support.control import ADMIN, Server, ep, spec, test_input
 from support.impair import Impairment, ImpairProxy
 from support.net import free_port
@@ -52,7 +54,7 @@ def test_probe_prints_the_uri_keys_to_use_on_a_clean_path(peers: Peers) -> None:
     done = probe(f"srt://127.0.0.1:{port}", "--seconds", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     # No loss on loopback: the first row, at its least latency.
-    assert "URI keys    latency=60&oheadbw=33" in done.stdout, done.stdout
+    assert "URI keys    latency=60&maxbw=0&inputbw=0&oheadbw=33" in done.stdout, done.stdout
 
 
 def test_probe_of_nothing_says_it_cannot_connect() -> None:
@@ -91,16 +93,22 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
                      "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
     keys = next(x for x in done.stdout.splitlines() if x.startswith("URI keys"))
-    latency, overhead = (int(v.split("=")[1]) for v in keys.split()[-1].split("&"))
+    values = dict(v.split("=") for v in keys.split()[-1].split("&"))
+    latency, overhead = int(values["latency"]), int(values["oheadbw"])
     assert overhead in (25, 20, 17) and latency >= 4 * 35, keys
-    assert (f"applied     route news cdn: latency 80 -> {latency}, oheadbw - -> {overhead}"
-            in done.stdout), done.stdout
+    # libsrt paces by the overhead only with maxbw=0 (relative to the estimated input rate).
+    assert (values["maxbw"], values["inputbw"]) == ("0", "0"), keys
+    assert (f"applied     route news cdn: latency 80 -> {latency}, maxbw -1 -> 0, "
+            f"inputbw - -> 0, oheadbw - -> {overhead}" in done.stdout), done.stdout
     route = server.get("news")
     assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
-    assert route.spec.outputs[1].uri.endswith(f"maxbw=-1&latency={latency}&oheadbw={overhead}")
+    assert route.spec.outputs[1].uri.endswith(
+        f"?mode=listener&latency={latency}&maxbw=0&inputbw=0&oheadbw={overhead}"
+    ), route.spec.outputs[1].uri
     # The running endpoint has them (its URI as the data plane reads it).
     status = next(o for o in route.status.outputs if o.id == "cdn")
-    assert f"latency={latency}" in status.uri and f"oheadbw={overhead}" in status.uri, status.uri
+    for key in (f"latency={latency}", "maxbw=0", "inputbw=0", f"oheadbw={overhead}"):
+        assert key in status.uri, status.uri
 
 
 def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server) -> None:
@@ -116,14 +124,16 @@ def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server
     done = probe(f"srt://127.0.0.1:{port}", "--seconds", "2", "--apply-template", "contrib",
                  "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.oheadbw - -> 33"
-            in done.stdout), done.stdout
+    assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.maxbw - -> 0, "
+            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33" in done.stdout), done.stdout
     t = server.client.templates.GetTemplate(
         template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
     )
-    assert t.spec.srt.latency_ms == 60 and dict(t.spec.srt.options) == {"oheadbw": "33"}
+    assert t.spec.srt.latency_ms == 60
+    assert dict(t.spec.srt.options) == {"maxbw": "0", "inputbw": "0", "oheadbw": "33"}
     uri = server.get("news").resolved.outputs[0].uri
-    assert "latency=60" in uri and "oheadbw=33" in uri, uri
+    for key in ("latency=60", "maxbw=0", "inputbw=0", "oheadbw=33"):
+        assert key in uri, uri
 
 
 def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
@@ -147,3 +157,40 @@ def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
         done = probe("srt://127.0.0.1:9", "--seconds", "1", *args, "--addr", server.addr,
                      env={"CASTWAY_KEY": ADMIN})
         assert done.returncode == 1 and says in done.stdout, done.stdout + done.stderr
+
+
+def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Gateway) -> None:
+    """The shared SRT port takes stream ID `probe` as a probe peer: its data counted and
+    discarded, two at once at most, unless the port's address says `probe=off`."""
+    port = int(gateway.listen_srt("127.0.0.1:0").rpartition(":")[2])
+    with ImpairProxy(port, Impairment(loss=0.05, delay_ms=20, seed=5), seconds=60) as proxy:
+        done = probe(f"srt://127.0.0.1:{proxy.port}", "--seconds", "3", "--bitrate", "2M",
+                     "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads(done.stdout)
+    assert r["rtt_ms"] >= 35 and 1 < r["loss_percent"] <= 10, r
+    assert (r["rtt_multiplier"], r["overhead_percent"]) in [(4, 25), (5, 20), (6, 17)], r
+    stats = gateway.srt_port_stats()
+    assert stats is not None and stats["probes_accepted"] == 1, stats
+    assert stats["probe_bytes"] > 0 and stats["refused_not_found"] == 0, stats
+    # A third probe while two run is refused as unavailable.
+    running = [subprocess.Popen([CASTWAY, "probe", f"srt://127.0.0.1:{port}", "--seconds", "8"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(2)]
+    try:
+        wait_until(lambda: (gateway.srt_port_stats() or {}).get("probes_accepted") == 3, 20,
+                   "two more probes")
+        third = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
+        assert third.returncode == 1 and "503" in third.stdout, third.stdout
+        assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1
+    finally:
+        for p in running:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def test_probe_of_a_shared_port_without_probes_is_not_found() -> None:
+    with castway.Gateway() as gw:
+        port = int(gw.listen_srt("127.0.0.1:0?probe=off").rpartition(":")[2])
+        done = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
+        assert done.returncode == 1 and "404 not found" in done.stdout, done.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -398,3 +399,173 @@ def test_a_publisher_naming_no_input_gets_the_first_free_one(
     gone.kill()
     for s in senders:
         s.stop.set()
+
+
+def port_stats(gateway: castway.Gateway) -> Any:
+    s = gateway.srt_port_stats()
+    assert s is not None
+    return s
+
+
+def test_a_passphrase_on_one_side_only_is_refused_by_libsrt_and_counted(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    # A publisher without the passphrase of `open`, and a reader with one of its output, which
+    # has none: libsrt refuses both as UNSECURE after the stream ID let them in.
+    for target in (srt(port, "publish:open"), srt(port, "open", passphrase=OPEN)):
+        refused = peers.start(["srt-live-transmit", "-a", "no", target, "udp://127.0.0.1:9999"])
+        n = port_stats(gateway)["refused_unsecure"]
+        wait_until(lambda n=n: port_stats(gateway)["refused_unsecure"] > n, 20,
+                   f"{target} refused as unsecure")
+        refused.kill()
+    stats = port_stats(gateway)
+    assert stats["publishers_accepted"] == stats["readers_accepted"] == 0, stats
+    assert stats["refused_bad_secret"] == 0, stats
+    from castway.server.metrics import Metrics
+
+    text = Metrics(gateway.stats, srt_port=gateway.srt_port_stats).render().decode()
+    assert (f'castway_srt_port_refused_total{{address="{stats["address"]}",'
+            f'reason="unsecure"}}') in text
+
+
+def test_a_templates_passphrase_and_latency_reach_the_shared_endpoints_of_its_routes(
+    tmp_path: Path, peers: Peers, udp_capture: Any
+) -> None:
+    from castway.client import Client
+    from castway.server import run_server
+    from castway.v1 import route_pb2, spec_pb2, template_pb2
+
+    secret = "templatepassphrase1"
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    srt_listen="127.0.0.1:0") as running:
+        assert running.srt_port is not None
+        port = int(running.srt_port.rpartition(":")[2])
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        client.templates.CreateTemplate(template_pb2.CreateTemplateRequest(
+            name="enc", spec=spec_pb2.RouteSpec(
+                srt=spec_pb2.SrtDefaults(passphrase=secret, latency_ms=400)
+            ),
+        ), metadata=client.metadata)
+        client.routes.CreateRoute(route_pb2.CreateRouteRequest(name="r", spec=spec_pb2.RouteSpec(
+            inputs=[spec_pb2.Endpoint(id="a", uri="srt-shared://")],
+            outputs=[spec_pb2.Endpoint(id="o", uri="srt-shared://")], template="enc",
+        )), metadata=client.metadata)
+        from castway.v1 import system_pb2
+
+        stats = lambda: client.system.GetSrtPort(  # noqa: E731
+            system_pb2.GetSrtPortRequest(), metadata=client.metadata)
+        # Without the passphrase, a reader and a publisher are refused.
+        for n, target in enumerate((srt(port, "r"), srt(port, "publish:r")), 1):
+            refused = peers.start(["srt-live-transmit", "-a", "no", target,
+                                   "udp://127.0.0.1:9999"])
+            wait_until(lambda n=n: stats().refused_unsecure >= n, 20, f"{target} refused")
+            refused.kill()
+        assert stats().readers_accepted == stats().publishers_accepted == 0
+        # With it, the stream goes through.
+        reader = udp_capture()
+        peers.start(["srt-live-transmit", "-q", srt(port, "r", passphrase=secret),
+                     f"udp://127.0.0.1:{reader.port}"])
+        wait_until(lambda: stats().readers_accepted == 1, 20, "the reader")
+        data = random_ts(7 * 200)
+        cam = slt_sender(peers, srt(port, "publish:r", passphrase=secret))
+        wait_until(lambda: stats().publishers_accepted == 1, 20, "the publisher")
+        # The template's latency is set on each caller's socket (the greater of the two wins).
+        routes = lambda: running.control.stats()  # noqa: E731
+        wait_until(lambda: routes()[0]["inputs"][0]["srt"]["latency_ms"] == 400, 20,
+                   "the publisher's connection at the template's latency")
+        PipeSender(cam, data, bitrate=1e6).join()
+        wait_until(lambda: reader.size >= len(data), 20, "every byte at the reader")
+        assert sha256(reader.data[: len(data)]) == sha256(data)
+        assert "latency=400" in running.control.get_route("r").resolved.inputs[0].uri
+        client.close()
+
+
+def test_publishers_knocking_at_once_get_one_winner_and_the_others_a_conflict(
+    gateway: castway.Gateway, peers: Peers, ts_file: Path
+) -> None:
+    address = gateway.listen_srt("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    route = gateway.add_route("race", "srt-shared://", ["udp://127.0.0.1:9"])
+    # Started by one shell, so that they knock within a few milliseconds of each other (each
+    # reads the shell's stdin, which stays open and empty; a background job's own is
+    # /dev/null, hence the descriptor 3).
+    one = f"srt-live-transmit -q -a no -c 1316 file://con '{srt(port, 'publish:race')}' <&3"
+    publishers = peers.start(
+        ["sh", "-c", f"exec 3<&0; for i in 1 2 3 4 5 6; do {one} & done; wait"],
+        stdin=subprocess.PIPE,
+    )
+    wait_until(lambda: port_stats(gateway)["refused_conflict"] >= 5, 20,
+               "five publishers refused as a conflict")
+    stats = port_stats(gateway)
+    # The losers were refused at their handshake: none was let in and then dropped.
+    assert stats["publishers_accepted"] == 1, stats
+    assert stats["publishers_dropped"] == 0, stats
+    assert route.stats()["inputs"][0]["srt"]["latency_ms"] > 0
+    os.killpg(publishers.pid, signal.SIGKILL)
+
+
+def test_a_publisher_coming_back_is_taken_at_once(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """A publisher leaving is no failure of its shared input: the input stays on the port (no
+    backoff, no refusal meanwhile) and takes the next publisher."""
+    address = gateway.listen_srt("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    cap = udp_capture()
+    route = gateway.add_route("back", "srt-shared://", [f"udp://127.0.0.1:{cap.port}"])
+    data = random_ts(7 * 100)
+    for n in range(1, 4):
+        # -a no: a refused publisher gives up (no retry after the backoff).
+        p = peers.start(["srt-live-transmit", "-q", "-a", "no", "-c", "1316", "file://con",
+                         srt(port, "publish:back")], stdin=subprocess.PIPE)
+        wait_until(lambda n=n: port_stats(gateway)["publishers_accepted"] == n, 20,
+                   f"publisher {n} taken")
+        PipeSender(p, data, bitrate=2e6).join()
+        assert p.stdin is not None
+        p.stdin.close()  # srt-live-transmit leaves at the end of its input
+        p.wait(timeout=20)
+        wait_until(lambda n=n: route.stats()["inputs"][0]["reconnects"] >= n, 20,
+                   f"publisher {n} gone")
+    stats = port_stats(gateway)
+    refused = {k: v for k, v in stats.items() if k.startswith("refused_") and v}
+    assert refused == {}, stats
+    assert cap.size >= len(data)
+
+
+def test_a_bad_port_address_is_named_as_written(gateway: castway.Gateway) -> None:
+    with pytest.raises(castway.errors.CastwayError) as info:
+        gateway.listen_srt("127.0.0.1:0?latency=999999")
+    assert "127.0.0.1:0?latency=999999" in str(info.value), info.value
+    assert "srt://" not in str(info.value), info.value
+
+
+def test_accepting_callers_logs_no_libsrt_error(tmp_path: Path) -> None:
+    """Each accept pass ends when libsrt has no caller waiting, which libsrt logs as an error:
+    castway logs that at debug level, not as an error."""
+    script = tmp_path / "run.py"
+    script.write_text("""
+import castway
+from support import wait_until
+with castway.Gateway() as gw:
+    port = gw.listen_srt("127.0.0.1:0").rpartition(":")[2]
+    gw.add_route("r", "test://?size=160x90&bitrate=200&audio=0", ["srt-shared://"])
+    gw.add_route("reader", f"srt://127.0.0.1:{port}?streamid=r", ["udp://127.0.0.1:9"])
+    wait_until(lambda: gw.srt_port_stats()["readers_accepted"] >= 1, 20, "the reader")
+    wait_until(lambda: gw.route("reader").stats()["inputs"][0]["bytes"] > 0, 20, "data")
+""")
+    tests = Path(__file__).parent
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GST_DEBUG": "castway-libsrt:4", "GST_DEBUG_NO_COLOR": "1",
+             "PYTHONPATH": str(tests)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no pending connection" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user(
+    gateway: castway.Gateway,
+) -> None:
+    with pytest.raises(castway.errors.CastwayError) as info:
+        gateway.add_route("short", "srt-shared://?users=cam:short", ["udp://127.0.0.1:9"])
+    assert "`cam`" in str(info.value) and "10 to 79 characters" in str(info.value), info.value

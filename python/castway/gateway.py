@@ -110,6 +110,14 @@ class SrtPortStats(TypedDict):
     refused_conflict: int
     # Let in by the stream ID, then refused by libsrt for a wrong passphrase.
     refused_bad_secret: int
+    # Let in by the stream ID, then refused by libsrt: a passphrase on one side only.
+    refused_unsecure: int
+    # Let in, then not taken by their route once connected (stopping, or a publisher live).
+    publishers_dropped: int
+    # castway probe callers served, the bytes they sent (discarded), and those refused.
+    probes_accepted: int
+    probe_bytes: int
+    refused_unavailable: int
 
 
 class SrtStats(TypedDict):

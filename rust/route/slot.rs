@@ -417,8 +417,17 @@ impl Slot {
         }
     }
 
-    /// The pipeline failed: stop it and schedule a restart after the backoff.
+    /// The pipeline failed: stop it and schedule a restart after the backoff. A shared input
+    /// whose publisher left keeps running instead: it stays on the shared port for the next
+    /// publisher (a restart would take it off the port for the backoff, and the port would
+    /// refuse a publisher coming back meanwhile).
     pub fn fail(&mut self, hub: &Hub, reason: String, now: Instant) {
+        if matches!(&self.srt, Some(SrtEnd::Input(i)) if i.on_shared_port()) {
+            gst::info!(CAT, "{}: {reason}; waiting for the next publisher", self.id);
+            self.set_error(reason);
+            self.reconnects += 1;
+            return;
+        }
         if self
             .running_since
             .is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER)

@@ -16,10 +16,13 @@
 //!
 //! libsrt calls [`on_listen`] on its receiving thread with the new socket and its stream ID
 //! before the handshake completes: the caller is looked up, checked, given the passphrase of its
-//! route (or of its user) on its own socket, or refused with SRT's reject reason (the peer
-//! sees it), logged and counted. libsrt checks the passphrase itself after the callback, and
-//! rejects a wrong one without calling back: the callback leaves a watch on its thread that
-//! libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
+//! route (or of its user) and its side's latency on its own socket, or refused with SRT's reject
+//! reason (the peer sees it), logged and counted. A publisher let in reserves its input there
+//! (`SrtInput::claim`): the port's receiving threads judge callers at once, and a second
+//! publisher is refused as a conflict at its handshake, not closed once connected. Stream ID
+//! [`PROBE`] is `castway probe`'s: served by the port itself, its data counted and discarded. libsrt checks the passphrase itself after the callback, and
+//! rejects a wrong one (or one on a side only) without calling back: the callback leaves a watch
+//! on its thread that libsrt's log calls (`srt::log`), so that refusal is logged and counted too. A caller let in
 //! is accepted on the SRT I/O thread of the port
 //! (no thread per connection) and handed to its route's input or output, which serve it on their
 //! own I/O thread from then on.
@@ -38,10 +41,19 @@ use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
-use crate::srt::log::{self as srt_log, Watch};
+use crate::srt::log::{self as srt_log, Rejection, Watch};
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
-use crate::srt::Socket;
+use crate::srt::{Io, Socket};
 use crate::uri::{SrtEndpoint, SrtMode};
+
+/// The stream ID of `castway probe`'s caller: the port takes it as a probe peer (its data
+/// counted and discarded), unless a route of that name is on the port or the port's address
+/// says `probe=off`.
+pub const PROBE: &str = "probe";
+/// Probes served at once; one more is refused as unavailable (1503).
+pub const MAX_PROBES: usize = 2;
+/// A probe's longest life: the port ends it then (`castway probe` runs for seconds).
+pub const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -69,6 +81,8 @@ pub struct Access {
     pub users: Vec<(String, String)>,
     /// castway API keys are users too: any key may read, operator and admin keys may publish.
     pub keys: bool,
+    /// The latency set on each caller's socket; None: the port's.
+    pub latency_ms: Option<u32>,
 }
 
 impl Access {
@@ -78,6 +92,7 @@ impl Access {
             pbkeylen: ep.pbkeylen,
             users: ep.users.clone(),
             keys: ep.keys,
+            latency_ms: ep.shared_latency_ms,
         }
     }
 
@@ -97,6 +112,8 @@ impl Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     pub passphrase: Option<(String, u32)>,
+    /// Its route side's latency, when it has its own (else the port's).
+    pub latency_ms: Option<u32>,
 }
 
 /// Whether `request` may go on, given who may publish and read its route (None: the route
@@ -153,7 +170,10 @@ pub fn decide(
     if request.mode == Mode::Publish && publisher_live {
         return Err(Refusal::Conflict);
     }
-    Ok(Admission { passphrase })
+    Ok(Admission {
+        passphrase,
+        latency_ms: access.latency_ms,
+    })
 }
 
 /// Whether two passwords are equal, in a time that does not tell how much of them matched.
@@ -325,10 +345,11 @@ impl Directory {
         (e.publish.clone(), read)
     }
 
-    /// Judges a caller: its admission, and where it goes once accepted. A publisher goes to
-    /// the input it names, else to the first that admits it and has no live publisher; when
-    /// each that admits it has one, it is refused as a conflict.
-    fn judge(&self, request: &StreamRequest) -> Result<(Admission, Side), Refusal> {
+    /// Judges the caller on socket `ns`: its admission, and where it goes once accepted. A
+    /// publisher goes to the input it names, else to the first that admits it and has no live
+    /// publisher, and reserves it (`SrtInput::claim`); when each that admits it has one (or is
+    /// reserved for another), it is refused as a conflict.
+    fn judge(&self, request: &StreamRequest, ns: SRTSOCKET) -> Result<(Admission, Side), Refusal> {
         let (inputs, read) = self.look_up(&request.route);
         let key = |p: &str| self.key(p);
         let read_access = read.as_ref().map(|r| &r.1);
@@ -356,10 +377,12 @@ impl Directory {
                 }
                 let mut refusal = None;
                 for (_, _, input, access) in candidates {
-                    let live = input.upgrade().is_some_and(|i| i.busy());
-                    match decide(Some(access), read_access, request, live, &key) {
-                        Ok(admission) => return Ok((admission, Side::Input(input.clone()))),
-                        Err(Refusal::Conflict) => refusal = Some(Refusal::Conflict),
+                    // Credentials first, then the reservation (a live publisher holds it too).
+                    match decide(Some(access), read_access, request, false, &key) {
+                        Ok(admission) if input.upgrade().is_none_or(|i| i.claim(ns)) => {
+                            return Ok((admission, Side::Input(input.clone())))
+                        }
+                        Ok(_) => refusal = Some(Refusal::Conflict),
                         Err(r) => refusal = refusal.or(Some(r)),
                     }
                 }
@@ -383,17 +406,32 @@ pub struct SrtPortStats {
     pub refused_forbidden: u64,
     pub refused_not_found: u64,
     pub refused_conflict: u64,
+    /// Probes refused: `MAX_PROBES` were being served.
+    pub refused_unavailable: u64,
     /// Refused by libsrt after the stream ID let them in: a wrong passphrase
     /// (`SRT_REJ_BADSECRET`).
     pub refused_bad_secret: u64,
+    /// Refused by libsrt after the stream ID let them in: a passphrase on one side only (the
+    /// caller's or the route's; `SRT_REJ_UNSECURE`).
+    pub refused_unsecure: u64,
+    /// Publishers let in whose route did not take them once connected (it was stopping, or
+    /// another publisher was live): closed right after their handshake.
+    pub publishers_dropped: u64,
+    /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
+    pub probes_accepted: u64,
+    pub probe_bytes: u64,
 }
 
 #[derive(Default)]
 struct Counts {
     publishers: AtomicU64,
     readers: AtomicU64,
-    refused: [AtomicU64; 5],
+    refused: [AtomicU64; 6],
     bad_secret: AtomicU64,
+    unsecure: AtomicU64,
+    dropped: AtomicU64,
+    probes: AtomicU64,
+    probe_bytes: AtomicU64,
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -403,6 +441,7 @@ fn refusal_index(r: Refusal) -> usize {
         Refusal::Forbidden => 2,
         Refusal::NotFound => 3,
         Refusal::Conflict => 4,
+        Refusal::Unavailable => 5,
     }
 }
 
@@ -413,22 +452,51 @@ fn refusal_text(r: Refusal) -> &'static str {
         Refusal::Forbidden => "forbidden",
         Refusal::NotFound => "not found",
         Refusal::Conflict => "conflict (a publisher is live)",
+        Refusal::Unavailable => "unavailable (as many probes as the port takes)",
     }
 }
 
 struct PortInner {
+    /// Itself, as the I/O thread's handler of probe peers' sockets.
+    me: Weak<PortInner>,
     address: SocketAddr,
     directory: Directory,
     worker: Arc<Worker>,
     /// The port's listening sockets, all bound to `address` (`RECEIVERS` of them).
     listeners: Mutex<Vec<Socket>>,
     counts: Counts,
+    /// Whether stream ID `probe` is a probe peer (`probe=off` on the address: it is not).
+    probe: bool,
+    /// The probe peers being served: their socket and since when.
+    probes: Mutex<Vec<(Socket, std::time::Instant)>>,
 }
 
 /// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
 pub fn listen_uri(address: &str) -> String {
-    let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+    let (hostport, query, _) = port_keys(address);
     format!("srt://{hostport}?mode=listener&{query}")
+}
+
+/// `address` as `HOST:PORT`, its srt:// options, and whether it takes probes (`probe=on|off`,
+/// the port's own key; on unless off). A `probe` value other than on or off is left among the
+/// options, where the URI's check names it.
+fn port_keys(address: &str) -> (&str, String, bool) {
+    let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+    let mut probe = true;
+    let options: Vec<&str> = (query.split('&').filter(|p| !p.is_empty()))
+        .filter(|p| match p.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case(PROBE) => match v {
+                "on" | "1" | "true" => false,
+                "off" | "0" | "false" => {
+                    probe = false;
+                    false
+                }
+                _ => true,
+            },
+            _ => true,
+        })
+        .collect();
+    (hostport, options.join("&"), probe)
 }
 
 /// The shared SRT port; closed when dropped.
@@ -441,7 +509,7 @@ impl SrtPort {
     /// `:8890?latency=200`) for the routes of `directory`.
     pub fn open(address: &str, directory: Directory) -> Result<SrtPort, String> {
         // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
-        let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
+        let (hostport, query, probe) = port_keys(address);
         let any_port = hostport.ends_with(":0");
         let hostport = match any_port {
             true => format!("{}1", &hostport[..hostport.len() - 1]),
@@ -456,7 +524,8 @@ impl SrtPort {
                 e
             }
             Ok(_) => return Err(format!("`{address}` is not [HOST]:PORT to listen on")),
-            Err(e) => return Err(e.to_string()),
+            // Named as written (the URI is castway's own, with port 0 read as 1).
+            Err(e) => return Err(e.to_string().replace(&uri, address)),
         };
         if ep.passphrase.is_some() || ep.streamid.is_some() {
             return Err("the shared SRT port takes its passphrase from each route \
@@ -476,12 +545,15 @@ impl SrtPort {
             socket.bind_shared(address)?;
             sockets.push(socket);
         }
-        let inner = Arc::new(PortInner {
+        let inner = Arc::new_cyclic(|me| PortInner {
+            me: me.clone(),
             address,
             directory,
             worker: io::pick(),
             listeners: Mutex::new(Vec::new()),
             counts: Counts::default(),
+            probe,
+            probes: Mutex::new(Vec::new()),
         });
         // libsrt keeps the pointer for the listeners' life; a weak reference leaked once per
         // port (a few bytes) stays valid however the callback races with the port's end.
@@ -523,7 +595,12 @@ impl SrtPort {
             refused_forbidden: refused(Refusal::Forbidden),
             refused_not_found: refused(Refusal::NotFound),
             refused_conflict: refused(Refusal::Conflict),
+            refused_unavailable: refused(Refusal::Unavailable),
             refused_bad_secret: c.bad_secret.load(Relaxed),
+            refused_unsecure: c.unsecure.load(Relaxed),
+            publishers_dropped: c.dropped.load(Relaxed),
+            probes_accepted: c.probes.load(Relaxed),
+            probe_bytes: c.probe_bytes.load(Relaxed),
         }
     }
 }
@@ -531,6 +608,9 @@ impl SrtPort {
 impl Drop for SrtPort {
     fn drop(&mut self) {
         for s in lock(&self.inner.listeners).drain(..) {
+            self.inner.worker.remove(s.id());
+        }
+        for (s, _) in lock(&self.inner.probes).drain(..) {
             self.inner.worker.remove(s.id());
         }
     }
@@ -541,6 +621,19 @@ impl PortInner {
     /// completes): sets its passphrase, or refuses it with the reason. A caller let in is
     /// watched for libsrt's own refusal of its passphrase.
     fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
+        if self.is_probe(stream_id) {
+            // Checked again when accepted (callers knocking at once may pass here together).
+            if lock(&self.probes).len() >= MAX_PROBES {
+                gst::warning!(
+                    CAT,
+                    "refused {peer}: probe: {}",
+                    refusal_text(Refusal::Unavailable)
+                );
+                return Err(Refusal::Unavailable);
+            }
+            gst::info!(CAT, "{peer}: probe: let in");
+            return Ok(());
+        }
         let request = match streamid::parse(stream_id) {
             Ok(r) => r,
             Err(why) => {
@@ -558,7 +651,7 @@ impl PortInner {
             Mode::Read => "read",
         };
         let user = request.user.as_deref().unwrap_or("-");
-        let (admission, _) = self.directory.judge(&request).inspect_err(|r| {
+        let (admission, side) = self.directory.judge(&request, ns).inspect_err(|r| {
             gst::warning!(
                 CAT,
                 "refused {peer}: route `{}`, {mode}, user {user}: {}",
@@ -566,16 +659,31 @@ impl PortInner {
                 refusal_text(*r)
             );
         })?;
+        let set = |opt, ptr: *const c_void, len| {
+            // SAFETY: the new socket libsrt handed us, a value valid for its length.
+            unsafe { ffi::srt_setsockflag(ns, opt, ptr, len) }
+        };
+        if let Some(ms) = admission.latency_ms {
+            // Before the handshake ends, as on a listener: the caller's latency is negotiated
+            // with it (the greater wins).
+            let ms = ms as i32;
+            if set(ffi::SRTO_LATENCY, (&ms as *const i32).cast(), 4) == ffi::SRT_ERROR {
+                gst::warning!(
+                    CAT,
+                    "{peer}: route `{}`: its latency cannot be set",
+                    request.route
+                );
+            }
+        }
         if let Some((p, keylen)) = &admission.passphrase {
-            let set = |opt, ptr: *const c_void, len| {
-                // SAFETY: the new socket libsrt handed us, a value valid for its length.
-                unsafe { ffi::srt_setsockflag(ns, opt, ptr, len) }
-            };
             let keylen = *keylen as i32;
             let ok = set(ffi::SRTO_PASSPHRASE, p.as_ptr().cast(), p.len() as c_int)
                 != ffi::SRT_ERROR
                 && set(ffi::SRTO_PBKEYLEN, (&keylen as *const i32).cast(), 4) != ffi::SRT_ERROR;
             if !ok {
+                if let Side::Input(i) = &side {
+                    i.upgrade().inspect(|i| i.release(ns));
+                }
                 // A user's password that cannot be a passphrase (10 to 79 characters).
                 gst::warning!(
                     CAT,
@@ -594,15 +702,83 @@ impl PortInner {
         let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
         srt_log::watch(Watch {
             socket: ns,
-            on_bad_secret: Box::new(move || {
+            on_rejected: Box::new(move |why| {
+                if let Side::Input(i) = &side {
+                    i.upgrade().inspect(|i| i.release(ns));
+                }
                 let Some(port) = port.upgrade() else {
                     return;
                 };
-                port.counts.bad_secret.fetch_add(1, Relaxed);
-                gst::warning!(CAT, "refused {who}: wrong passphrase (bad secret)");
+                let (count, text) = match why {
+                    Rejection::BadSecret => {
+                        (&port.counts.bad_secret, "wrong passphrase (bad secret)")
+                    }
+                    Rejection::Unsecure => (
+                        &port.counts.unsecure,
+                        "a passphrase on one side only (unsecure)",
+                    ),
+                };
+                count.fetch_add(1, Relaxed);
+                gst::warning!(CAT, "refused {who}: {text}");
             }),
         });
         Ok(())
+    }
+
+    /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
+    fn is_probe(&self, stream_id: &str) -> bool {
+        self.probe && stream_id == PROBE && !lock(&self.directory.routes).contains_key(PROBE)
+    }
+
+    /// Serves a probe peer: what it sends is counted and discarded until it leaves or
+    /// `PROBE_MAX` ends it; refused (closed) when `MAX_PROBES` are served.
+    fn take_probe(&self, socket: Socket, peer: &str) {
+        let mut probes = lock(&self.probes);
+        if probes.len() >= MAX_PROBES {
+            let r = Refusal::Unavailable;
+            self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+            gst::warning!(CAT, "dropped {peer}: probe: {}", refusal_text(r));
+            return;
+        }
+        self.counts.probes.fetch_add(1, Relaxed);
+        gst::info!(CAT, "{peer}: probe connected");
+        let handler: Weak<dyn Handler> = self.me.clone();
+        (self.worker).add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
+        probes.push((socket, std::time::Instant::now()));
+    }
+
+    /// Reads what a probe peer sent (discarded, counted); ends it when it broke, left or ran
+    /// past `PROBE_MAX`. Also ends any other probe past its time.
+    fn serve_probe(&self, socket: SRTSOCKET, events: c_int) {
+        let mut probes = lock(&self.probes);
+        let mut buf = [0u8; crate::srt::socket::MAX_PAYLOAD];
+        let mut ended = events & SRT_EPOLL_ERR != 0;
+        if let Some((s, _)) = probes.iter().find(|(s, _)| s.id() == socket) {
+            // Bounded: one wake reads what a few milliseconds bring.
+            for _ in 0..64 {
+                match s.recv(&mut buf) {
+                    Io::Done(n) => {
+                        self.counts.probe_bytes.fetch_add(n as u64, Relaxed);
+                    }
+                    Io::WouldBlock => break,
+                    Io::Failed(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        probes.retain(|(s, since)| {
+            let over = now.duration_since(*since) >= PROBE_MAX;
+            let gone = (s.id() == socket && ended) || over;
+            if gone {
+                self.worker.remove(s.id());
+                let why = if over { "its time is up" } else { "it left" };
+                gst::info!(CAT, "probe {} ended: {why}", s.peer().unwrap_or_default());
+            }
+            !gone
+        });
     }
 
     /// Takes the callers let in on `listener` and hands each to its route.
@@ -614,20 +790,28 @@ impl PortInner {
         while let Some(socket) = listener.accept() {
             let stream_id = socket.stream_id().unwrap_or_default();
             let peer = socket.peer().unwrap_or_default();
+            if self.is_probe(&stream_id) {
+                self.take_probe(socket, &peer);
+                continue;
+            }
             let Ok(request) = streamid::parse(&stream_id) else {
                 continue;
             };
             // Judged again: the route may have changed since the callback let it in.
-            match self.directory.judge(&request) {
+            match self.directory.judge(&request, socket.id()) {
                 Ok((_, Side::Input(i))) => match i.upgrade() {
                     Some(i) if i.adopt(socket) => {
                         self.counts.publishers.fetch_add(1, Relaxed);
                     }
-                    _ => gst::info!(
-                        CAT,
-                        "{peer}: route `{}` did not take the publisher (stopping, or one is live)",
-                        request.route
-                    ),
+                    _ => {
+                        self.counts.dropped.fetch_add(1, Relaxed);
+                        gst::warning!(
+                            CAT,
+                            "dropped {peer}: route `{}` did not take the publisher (stopping, \
+                             or one is live)",
+                            request.route
+                        );
+                    }
                 },
                 Ok((_, Side::Output(o))) => match o.upgrade() {
                     Some(o) if o.adopt(socket, Some(stream_id.clone())) => {
@@ -650,8 +834,13 @@ impl PortInner {
 }
 
 impl Handler for PortInner {
-    fn ready(&self, socket: SRTSOCKET, _events: c_int) {
-        self.accept(socket);
+    fn ready(&self, socket: SRTSOCKET, events: c_int) {
+        let listener = lock(&self.listeners).iter().any(|l| l.id() == socket);
+        if listener {
+            self.accept(socket);
+        } else {
+            self.serve_probe(socket, events);
+        }
     }
 }
 
@@ -706,6 +895,7 @@ mod tests {
                 .map(|(n, p)| (n.to_string(), p.to_string()))
                 .collect(),
             keys: false,
+            latency_ms: None,
         }
     }
 
@@ -815,7 +1005,10 @@ mod tests {
         );
         assert_eq!(
             decide(None, Some(&open), &ask("news"), false, &no_key),
-            Ok(Admission { passphrase: None })
+            Ok(Admission {
+                passphrase: None,
+                latency_ms: None
+            })
         );
     }
 }

@@ -52,6 +52,8 @@ pub enum Refusal {
     NotFound,
     /// The route already has a publisher (`SRT_REJX_CONFLICT`).
     Conflict,
+    /// The port serves as many as it takes of this kind (probes: `SRT_REJX_UNAVAILABLE`).
+    Unavailable,
 }
 
 impl Refusal {
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::Forbidden => 403,
             Refusal::NotFound => 404,
             Refusal::Conflict => 409,
+            Refusal::Unavailable => 503,
         }
     }
 }

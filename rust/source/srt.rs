@@ -7,7 +7,8 @@
 //! delivers is turned away (logged); one knocking after the current one fell silent takes its
 //! place (a sender that restarted before its old connection timed out). When the sender leaves
 //! (or is silent past the peer idle timeout), the input reports it like a pipeline's error: the
-//! route's switch hears of it at once and the input starts listening again after the backoff.
+//! route's switch hears of it at once and the input starts listening again after the backoff;
+//! a shared input (`srt-shared://`) stays on the shared port and takes the next publisher at once.
 //! A caller or rendezvous input connects in the background; a failure to connect (with libsrt's
 //! reason: a wrong passphrase, a timeout) or a lost connection is reported the same way.
 //!
@@ -38,6 +39,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const RECV_BATCH: usize = 64;
 /// A listener input's sender silent this long gives way to a new caller.
 const SILENT_MS: u64 = 500;
+/// How long a shared input stays reserved for a publisher the shared port let in, waiting for
+/// its handshake to end and the port to accept it.
+const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The connection of an input: its socket and, once made, its peer.
 struct Conn {
@@ -73,9 +77,12 @@ pub struct SrtInput {
     /// This input, as the I/O thread's handler of its sockets.
     me: Weak<SrtInput>,
     state: Mutex<State>,
+    /// A shared input reserved by the shared port for a publisher it let in: the publisher's
+    /// new socket, and until when. Taken before `state` (which it only tries).
+    claim: Mutex<Option<(SRTSOCKET, std::time::Instant)>>,
 }
 
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -102,6 +109,7 @@ impl SrtInput {
             worker: io::pick_for_input(),
             me: me.clone(),
             state: Mutex::new(State::default()),
+            claim: Mutex::new(None),
         });
         let weak = input.handler();
         let mut socket = Socket::new()?;
@@ -230,8 +238,12 @@ impl SrtInput {
         };
         gst::info!(CAT, "{}: {why}", self.label);
         drop(conn);
-        // A listener stops taking callers until the route starts it again.
-        state.closed = true;
+        // A listener stops taking callers until the route starts it again. A shared input
+        // stays on the port and takes the next publisher at once: its publisher leaving is no
+        // failure of the input (the route's switch loses it all the same; `Slot::fail`).
+        if self.ep.mode != SrtMode::Shared {
+            state.closed = true;
+        }
         drop(state);
         (self.notify)(why);
     }
@@ -276,6 +288,37 @@ impl SrtInput {
         false
     }
 
+    /// Whether it is an `srt-shared://` input still on the shared port (not closed).
+    pub fn on_shared_port(&self) -> bool {
+        self.ep.mode == SrtMode::Shared && !lock(&self.state).closed
+    }
+
+    /// Reserves the shared input for the publisher on `socket`, which the shared port lets in
+    /// (on libsrt's receiving thread, before the handshake ends): false when a publisher is
+    /// live or another one holds it (reserved a short while: until accepted, refused by
+    /// libsrt, or `CLAIM_TIMEOUT`). The port's receiving threads judge callers at once: what
+    /// one let in, the others see.
+    pub fn claim(&self, socket: SRTSOCKET) -> bool {
+        let mut claim = lock(&self.claim);
+        let now = std::time::Instant::now();
+        if claim.is_some_and(|(s, until)| s != socket && now < until) {
+            return false;
+        }
+        if self.busy() {
+            return false;
+        }
+        *claim = Some((socket, now + CLAIM_TIMEOUT));
+        true
+    }
+
+    /// Gives up the reservation of the publisher on `socket` (accepted, or refused by libsrt).
+    pub fn release(&self, socket: SRTSOCKET) {
+        let mut claim = lock(&self.claim);
+        if claim.is_some_and(|(s, _)| s == socket) {
+            *claim = None;
+        }
+    }
+
     /// Keeps the shared port's place of an `srt-shared://` input until it closes.
     pub fn set_registration(&self, r: crate::server::srt::Registration) {
         lock(&self.state).registration = Some(r);
@@ -284,11 +327,12 @@ impl SrtInput {
     /// A publisher the shared port accepted for this input; false if the input no longer
     /// takes one (closed, or a sender is live: the socket is closed).
     pub fn adopt(&self, socket: Socket) -> bool {
+        let id = socket.id();
         let mut state = lock(&self.state);
-        if state.closed {
-            return false;
-        }
-        self.take_sender(&mut state, socket)
+        let taken = !state.closed && self.take_sender(&mut state, socket);
+        drop(state);
+        self.release(id);
+        taken
     }
 
     /// A caller becomes the input's sender, unless the current one still delivers.
@@ -312,6 +356,10 @@ impl SrtInput {
             self.worker.remove(old.socket.id());
         }
         gst::info!(CAT, "{}: sender {peer} connected", self.label);
+        if self.ep.mode == SrtMode::Shared {
+            // A new publisher starts a new byte stream (the route restarts other inputs for it).
+            self.feed.reset();
+        }
         self.worker
             .add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, self.handler());
         state.conn = Some(Conn {

@@ -2,11 +2,14 @@
 //! it one (`srt_setloghandler`) that logs each message under `castway-libsrt`, at warning level
 //! and above, for the handshake's functional area (`GST_DEBUG=castway-libsrt:4` shows them).
 //!
-//! It is also how the shared port learns of a wrong passphrase: libsrt checks the passphrase
-//! after the listen callback let the caller in, and rejects it (`SRT_REJ_BADSECRET`) without
-//! calling back. It logs that on the thread that ran the callback, right after it; so the
+//! It is also how the shared port learns of a wrong or missing passphrase: libsrt checks the
+//! passphrase after the listen callback let the caller in, and rejects it (`SRT_REJ_BADSECRET`,
+//! or `SRT_REJ_UNSECURE` when one side has none) without calling back. It logs that on the thread that ran the callback, right after it; so the
 //! callback leaves a [`Watch`] on its thread, and the handler calls it when a message there
 //! says that socket was rejected for its passphrase.
+//!
+//! `srt_accept`'s "no pending connection" (an error to libsrt, the normal end of an accept
+//! pass to castway) is logged at debug level.
 
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -30,11 +33,28 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// failure - BADSECRET`).
 const BAD_SECRET: &str = "connection rejected due to: INTERNAL REJECTION - ERROR:BADSECRET";
 
-/// A caller the listen callback let in, on its thread: called once if libsrt then says its
-/// passphrase is wrong.
+/// What it logs the same way when one side has a passphrase and the other none
+/// (`SRT_REJ_UNSECURE`).
+const UNSECURE: &str = "connection rejected due to: INTERNAL REJECTION - ERROR:UNSECURE";
+
+/// What `srt_accept` logs (as an error) when a listener has no caller waiting: the end of every
+/// accept pass of a non-blocking listener, not a fault; logged at debug level.
+const NO_PENDING: &str = "no pending connection available at the moment";
+
+/// Why libsrt refused a caller the listen callback let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A wrong passphrase (`SRT_REJ_BADSECRET`).
+    BadSecret,
+    /// A passphrase on one side only (`SRT_REJ_UNSECURE`).
+    Unsecure,
+}
+
+/// A caller the listen callback let in, on its thread: called once if libsrt then rejects it
+/// for its passphrase (wrong, or on one side only).
 pub struct Watch {
     pub socket: SRTSOCKET,
-    pub on_bad_secret: Box<dyn FnOnce()>,
+    pub on_rejected: Box<dyn FnOnce(Rejection)>,
 }
 
 thread_local! {
@@ -77,12 +97,21 @@ unsafe extern "C" fn on_log(
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // The flags leave a separator before the message.
         let text = text.trim_start_matches([':', ' ']).trim_end();
-        if level <= libc::LOG_ERR {
+        if text.contains(NO_PENDING) {
+            gst::debug!(CAT, "{text}");
+        } else if level <= libc::LOG_ERR {
             gst::error!(CAT, "{text}");
         } else {
             gst::warning!(CAT, "{text}");
         }
-        if text.contains(BAD_SECRET) {
+        let rejection = if text.contains(BAD_SECRET) {
+            Some(Rejection::BadSecret)
+        } else if text.contains(UNSECURE) {
+            Some(Rejection::Unsecure)
+        } else {
+            None
+        };
+        if let Some(rejection) = rejection {
             let watched = |w: &Option<Watch>| {
                 w.as_ref()
                     .is_some_and(|w| text.starts_with(&format!("@{}:", w.socket)))
@@ -96,7 +125,7 @@ unsafe extern "C" fn on_log(
                 }
             });
             if let Some(w) = watch {
-                (w.on_bad_secret)();
+                (w.on_rejected)(rejection);
             }
         }
     }));

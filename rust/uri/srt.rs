@@ -59,6 +59,9 @@ pub struct SrtEndpoint {
     pub users: Vec<(String, String)>,
     /// `srt-shared://`: castway API keys are users too (`keys=1`).
     pub keys: bool,
+    /// `srt-shared://`: a latency of its own for each caller (`latency=`, or a template's),
+    /// set on the caller's socket in the listen callback; None: the shared port's.
+    pub shared_latency_ms: Option<u32>,
 }
 
 impl SrtEndpoint {
@@ -131,6 +134,7 @@ impl SrtEndpoint {
             local_port,
             users: Vec::new(),
             keys: false,
+            shared_latency_ms: None,
         })
     }
 
@@ -144,6 +148,10 @@ impl SrtEndpoint {
                  gateway's shared SRT port (`castway serve --srt-listen`)"
             ));
         }
+        let shared_latency_ms = q.take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?;
+        if let Some(ms) = shared_latency_ms.filter(|ms| u64::from(*ms) > MAX_LATENCY_MS) {
+            return Err(format!("`latency={ms}` is above {MAX_LATENCY_MS} ms"));
+        }
         let passphrase = q.take(PASSPHRASE_KEYS)?;
         if let Some(p) = &passphrase {
             check_passphrase(p)?;
@@ -153,6 +161,9 @@ impl SrtEndpoint {
             Some(n) if limits::PBKEYLENS.contains(&u64::from(n)) => n,
             Some(n) => return Err(format!("`pbkeylen={n}` must be 16, 24 or 32")),
         };
+        if passphrase.is_none() && pbkeylen != 16 {
+            return Err("`pbkeylen` needs a `passphrase`".into());
+        }
         let mut users: Vec<(String, String)> = Vec::new();
         for entry in (q.take(&["users"])?.unwrap_or_default().split(',')).filter(|e| !e.is_empty())
         {
@@ -167,6 +178,15 @@ impl SrtEndpoint {
             if password.is_empty() || password.contains(':') {
                 return Err(format!(
                     "`users`: the password of `{name}` is empty or has a `:`"
+                ));
+            }
+            // SRT's `#!::…,u=USER` form uses the password as the connection's passphrase.
+            let n = password.chars().count();
+            if !(MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+                return Err(format!(
+                    "`users`: the password of `{name}` must be {MIN_PASSPHRASE_CHARS} to \
+                     {MAX_PASSPHRASE_CHARS} characters long (got {n}): SRT's \
+                     `#!::…,u={name}` stream ID form uses it as the passphrase"
                 ));
             }
             if users.iter().any(|(n, _)| n == name) {
@@ -189,6 +209,7 @@ impl SrtEndpoint {
             options: Vec::new(),
             users,
             keys,
+            shared_latency_ms,
         })
     }
 
@@ -264,14 +285,13 @@ impl SrtDefaults {
     }
 
     /// `uri` with each default added to its query that it does not set itself (by any of the
-    /// key's spellings); only to `srt://` URIs, the others stay as they are. The query is read
-    /// leniently (a key that does not decode is taken as written): the URI is checked with the
-    /// route.
+    /// key's spellings); only to `srt://` URIs and, but for the other socket options (the
+    /// shared port's), to `srt-shared://` ones; the others stay as they are. The query is read leniently (a key that does not decode is
+    /// taken as written): the URI is checked with the route.
     pub fn apply(&self, uri: &str) -> String {
-        let srt = uri
-            .split_once("://")
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("srt"));
-        if !srt {
+        let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let shared = scheme.as_deref() == Some("srt-shared");
+        if scheme.as_deref() != Some("srt") && !shared {
             return uri.to_string();
         }
         let query = uri.split_once('?').map_or("", |(_, q)| q);
@@ -294,7 +314,7 @@ impl SrtDefaults {
         if let Some(n) = self.pbkeylen.filter(|_| !set(PBKEYLEN_KEYS)) {
             extra.push(format!("{}={n}", PBKEYLEN_KEYS[0]));
         }
-        for (key, text) in &self.options {
+        for (key, text) in self.options.iter().filter(|_| !shared) {
             if !set(&[key.as_str()]) {
                 extra.push(format!("{key}={}", percent_encode(text)));
             }
@@ -334,8 +354,12 @@ impl fmt::Display for SrtEndpoint {
         if self.mode == SrtMode::Shared {
             let mut sep = '?';
             f.write_str("srt-shared://")?;
+            if let Some(ms) = self.shared_latency_ms {
+                write!(f, "?latency={ms}")?;
+                sep = '&';
+            }
             if self.passphrase.is_some() {
-                write!(f, "?passphrase=***&pbkeylen={}", self.pbkeylen)?;
+                write!(f, "{sep}passphrase=***&pbkeylen={}", self.pbkeylen)?;
                 sep = '&';
             }
             if !self.users.is_empty() {
@@ -533,6 +557,46 @@ mod tests {
             "srt://:9000?mode=listener&latency=120&maxbw=-1&oheadbw=50\
              &packetfilter=fec,cols:10,rows:5"
         );
+    }
+
+    #[test]
+    fn a_templates_passphrase_and_latency_go_into_shared_uris_and_the_ports_options_stay() {
+        let d = SrtDefaults {
+            latency_ms: Some(200),
+            passphrase: Some("templatepassphrase1".into()),
+            pbkeylen: Some(24),
+            options: vec![("oheadbw".into(), "50".into())],
+        };
+        let uri = d.apply("srt-shared://");
+        assert_eq!(
+            uri,
+            "srt-shared://?latency=200&passphrase=templatepassphrase1&pbkeylen=24"
+        );
+        let s = srt(&uri);
+        assert_eq!(s.shared_latency_ms, Some(200));
+        assert_eq!(
+            s.to_string(),
+            "srt-shared://?latency=200&passphrase=***&pbkeylen=24"
+        );
+        assert_eq!(srt("srt-shared://").shared_latency_ms, None);
+        assert_eq!(s.passphrase.as_deref(), Some("templatepassphrase1"));
+        assert_eq!(s.pbkeylen, 24);
+        // Its own passphrase stays.
+        assert_eq!(
+            d.apply("srt-shared://?passphrase=ownpassphrase&pbkeylen=16&latency=80"),
+            "srt-shared://?passphrase=ownpassphrase&pbkeylen=16&latency=80"
+        );
+    }
+
+    #[test]
+    fn shared_uris_refuse_what_cannot_work() {
+        assert!(err("srt-shared://?pbkeylen=24").contains("needs a `passphrase`"));
+        let short = err("srt-shared://?users=cam:short");
+        assert!(
+            short.contains("`cam`") && short.contains("10 to 79 characters"),
+            "{short}"
+        );
+        assert!(srt("srt-shared://?users=cam:campassword1").users.len() == 1);
     }
 
     #[test]

@@ -3,11 +3,12 @@ listener for a few seconds at a given bitrate, and prints the latency and bandwi
 the SRT Deployment Guide recommends for it, as the URI keys to use.
 
 With ``--apply ROUTE`` it then writes them into the ``srt://`` endpoints of that route on a
-castway server (``latency`` and ``oheadbw`` in each URI); with ``--apply-template NAME`` into
-the template's SRT defaults (``srt.latency_ms`` and ``srt.options.oheadbw``), which its routes'
-``srt://`` endpoints inherit where they do not set the key. The server is reached as the
-client commands reach it (``--addr``, ``--key-file``, TLS); the route or template is checked
-before the probe starts.
+castway server (``latency``, and ``oheadbw`` with ``maxbw=0&inputbw=0``: libsrt paces by the
+overhead only then, in each URI); with ``--apply-template NAME`` into the template's SRT
+defaults (``srt.latency_ms``; ``maxbw``, ``inputbw`` and ``oheadbw`` in ``srt.options``),
+which its routes' ``srt://`` endpoints inherit where they do not set the key. The server is
+reached as the client commands reach it (``--addr``, ``--key-file``, TLS); the route or
+template is checked before the probe starts.
 """
 
 from __future__ import annotations
@@ -93,21 +94,40 @@ class _Refused(Exception):
 # The URI keys the recommendation sets (a key and its aliases, as the data plane reads them).
 LATENCY_KEYS = ("latency", "rcvlatency")
 OVERHEAD_KEYS = ("oheadbw",)
+# libsrt (1.5) paces by SRTO_OHEADBW only when SRTO_MAXBW is 0 (relative to the input rate),
+# the input rate being its own estimate when SRTO_INPUTBW is 0; castway's default maxbw is -1
+# (unlimited), which ignores the overhead. So the overhead goes with these.
+RELATIVE = {"maxbw": "0", "inputbw": "0"}
 
 
-def _with_keys(uri: str, latency_ms: int, overhead: int) -> tuple[str, str, str]:
-    """``uri`` with its latency and overhead keys (in any spelling) replaced by these; and the
-    values it had (``-``: unset)."""
+def _keys(overhead: int) -> dict[str, str]:
+    """The bandwidth keys the recommended overhead needs, in the order they are written."""
+    return {**RELATIVE, "oheadbw": str(overhead)}
+
+
+def _uri_keys(latency_ms: int, overhead: int) -> str:
+    return "&".join([f"latency={latency_ms}",
+                     *(f"{k}={v}" for k, v in _keys(overhead).items())])
+
+
+def _with_keys(uri: str, latency_ms: int, overhead: int) -> tuple[str, dict[str, str]]:
+    """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these; and the
+    values it had, by key (``-``: unset)."""
     head, _, query = uri.partition("?")
-    kept, before = [], {"latency": "-", "oheadbw": "-"}
+    kept: list[str] = []
+    before = dict.fromkeys(("latency", *_keys(overhead)), "-")
     for part in (p for p in query.split("&") if p):
         key = unquote(part.partition("=")[0]).lower()
-        if key in LATENCY_KEYS + OVERHEAD_KEYS:
-            before["oheadbw" if key in OVERHEAD_KEYS else "latency"] = part.partition("=")[2]
+        if key in LATENCY_KEYS or key in before:
+            before["latency" if key in LATENCY_KEYS else key] = part.partition("=")[2]
         else:
             kept.append(part)
-    kept += [f"latency={latency_ms}", f"oheadbw={overhead}"]
-    return f"{head}?{'&'.join(kept)}", before["latency"], before["oheadbw"]
+    kept.append(_uri_keys(latency_ms, overhead))
+    return f"{head}?{'&'.join(kept)}", before
+
+
+def _changes(before: dict[str, str], after: dict[str, str], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{k} {before[k]} -> {v}" for k, v in after.items())
 
 
 def _is_srt(uri: str) -> bool:
@@ -156,9 +176,9 @@ def _apply_route(client: Client, name: str, latency_ms: int, overhead: int) -> l
     for group in (spec.inputs, spec.outputs):
         for e in group:
             if _is_srt(e.uri):
-                e.uri, lat, ohead = _with_keys(e.uri, latency_ms, overhead)
-                changed.append(f"route {name} {e.id}: latency {lat} -> {latency_ms}, "
-                               f"oheadbw {ohead} -> {overhead}")
+                e.uri, before = _with_keys(e.uri, latency_ms, overhead)
+                after = {"latency": str(latency_ms), **_keys(overhead)}
+                changed.append(f"route {name} {e.id}: {_changes(before, after)}")
     client.routes.UpdateRoute(
         route_pb2.UpdateRouteRequest(name=name, spec=spec, version=r.version),
         metadata=client.metadata, timeout=client.timeout_s,
@@ -171,15 +191,16 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
     spec = spec_pb2.RouteSpec()
     spec.CopyFrom(t.spec)
     lat = str(spec.srt.latency_ms) if spec.srt.HasField("latency_ms") else "-"
-    ohead = spec.srt.options.get("oheadbw", "-")
+    keys = _keys(overhead)
+    before = {k: spec.srt.options.get(k, "-") for k in keys}
     spec.srt.latency_ms = latency_ms
-    spec.srt.options["oheadbw"] = str(overhead)
+    spec.srt.options.update(keys)
     client.templates.UpdateTemplate(
         template_pb2.UpdateTemplateRequest(name=name, spec=spec, version=t.version),
         metadata=client.metadata, timeout=client.timeout_s,
     )
     return [f"template {name}: srt.latency_ms {lat} -> {latency_ms}, "
-            f"srt.options.oheadbw {ohead} -> {overhead}"]
+            f"{_changes(before, keys, 'srt.options.')}"]
 
 
 def _probe(args: argparse.Namespace, client: Client | None) -> int:
@@ -211,7 +232,7 @@ def _probe(args: argparse.Namespace, client: Client | None) -> int:
     beyond = " (loss beyond the guide's table: fix the link first)" if r["beyond_guide"] else ""
     print(f"recommended latency {r['latency_ms']} ms ({r['rtt_multiplier']} x RTT), overhead "
           f"{r['overhead_percent']} %{beyond}")
-    print(f"URI keys    latency={r['latency_ms']}&oheadbw={r['overhead_percent']}")
+    print(f"URI keys    {_uri_keys(r['latency_ms'], r['overhead_percent'])}")
     for line in changed:
         print(f"applied     {line}")
     return EXIT_OK

@@ -261,7 +261,14 @@ SRT_PORT = tuple(
     Series("castway.srt_port.refused", "counter", "{caller}", "callers the shared SRT port "
            "refused, by SRT reject reason", _key(f"refused_{reason}"), (("reason", reason),))
     for reason in ("bad_request", "unauthorized", "forbidden", "not_found", "conflict",
-                   "bad_secret")
+                   "bad_secret", "unsecure", "unavailable")
+) + (
+    Series("castway.srt_port.dropped", "counter", "{caller}", "publishers the shared SRT port "
+           "let in that their route did not take once connected", _key("publishers_dropped")),
+    Series("castway.srt_port.probes", "counter", "{caller}", "castway probe callers the shared "
+           "SRT port served (stream ID probe)", _key("probes_accepted")),
+    Series("castway.srt_port.probe_received", "counter", "By", "bytes castway probe callers sent "
+           "the shared SRT port, discarded", _key("probe_bytes")),
 )
 
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]

@@ -196,6 +196,11 @@ class SrtPort(_message.Message):
     REFUSED_NOT_FOUND_FIELD_NUMBER: _builtins.int
     REFUSED_CONFLICT_FIELD_NUMBER: _builtins.int
     REFUSED_BAD_SECRET_FIELD_NUMBER: _builtins.int
+    REFUSED_UNSECURE_FIELD_NUMBER: _builtins.int
+    PUBLISHERS_DROPPED_FIELD_NUMBER: _builtins.int
+    PROBES_ACCEPTED_FIELD_NUMBER: _builtins.int
+    PROBE_BYTES_FIELD_NUMBER: _builtins.int
+    REFUSED_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     open: _builtins.bool
     """False when the server runs without a shared SRT port (the other fields are then zero)."""
     address: _builtins.str
@@ -209,6 +214,20 @@ class SrtPort(_message.Message):
     refused_conflict: _builtins.int
     refused_bad_secret: _builtins.int
     """Let in by their stream ID, then refused by libsrt: a wrong passphrase (SRT_REJ_BADSECRET)."""
+    refused_unsecure: _builtins.int
+    """Let in by their stream ID, then refused by libsrt: a passphrase on one side only, the
+    caller's or the route's (SRT_REJ_UNSECURE).
+    """
+    publishers_dropped: _builtins.int
+    """Publishers let in whose route did not take them once connected (stopping, or another
+    publisher live): closed right after their handshake.
+    """
+    probes_accepted: _builtins.int
+    """`castway probe` callers served (stream ID `probe`), the bytes they sent (discarded), and
+    those refused while as many probes as the port takes (2) were served (SRT_REJX_UNAVAILABLE).
+    """
+    probe_bytes: _builtins.int
+    refused_unavailable: _builtins.int
     def __init__(
         self,
         *,
@@ -222,10 +241,15 @@ class SrtPort(_message.Message):
         refused_not_found: _builtins.int = ...,
         refused_conflict: _builtins.int = ...,
         refused_bad_secret: _builtins.int = ...,
+        refused_unsecure: _builtins.int = ...,
+        publishers_dropped: _builtins.int = ...,
+        probes_accepted: _builtins.int = ...,
+        probe_bytes: _builtins.int = ...,
+        refused_unavailable: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "publishers_accepted", b"publishers_accepted", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "probe_bytes", b"probe_bytes", "probes_accepted", b"probes_accepted", "publishers_accepted", b"publishers_accepted", "publishers_dropped", b"publishers_dropped", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized", "refused_unavailable", b"refused_unavailable", "refused_unsecure", b"refused_unsecure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
