@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -653,12 +654,18 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
     assert decode_errors(out) == ""
     keys = probe(out, "-read_intervals", "%+#1", "-show_entries", "frame=key_frame")
     assert keys == ["1"], "the clip starts at a keyframe"
-    pts = [float(x) for x in probe(out, "-show_entries", "packet=pts_time")]
-    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+    pts = sorted(float(x) for x in probe(out, "-show_entries", "packet=pts_time"))
+    steps = [b - a for a, b in itertools.pairwise(pts)]
     assert max(steps) < 0.1, "timestamps run on across segment boundaries"
-    duration = float(probe(out, "-show_entries", "format=duration")[0])
-    # The range (by the segments' PTS durations), give or take a GOP at the start.
-    assert segs[1].duration_s < duration < sum(s.duration_s for s in segs[1:5]) + 1.0
+    # The media time the range asked for, each end mapped inside its segment by its share
+    # of the segment's span (the sender ran faster than real time).
+    def media(at: float, i: int) -> float:
+        share = (at - t[i]) / (segs[i].end.ToNanoseconds() / 1e9 - t[i])
+        return sum(s.duration_s for s in segs[:i]) + min(share, 1.0) * segs[i].duration_s
+    asked = media(end, 4 if len(t) > 4 else 3) - media(start, 1)
+    video = pts[-1] - pts[0] + 0.04
+    # All of it, from a keyframe at or before `from` (at most a segment and a frame more).
+    assert asked - 0.04 <= video <= asked + segs[1].duration_s + 0.08, (video, asked)
     expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
@@ -1016,6 +1023,92 @@ def test_clips_are_bounded_in_range_segments_and_exports_at_once(
             err = expect(CODE.RESOURCE_EXHAUSTED, lambda: export(1000, 1010))
             assert "max_clips" in err
         assert len(export(1000, 1010)) > 0
+        client.close()
+
+
+def fake_segments(recordings: Any, data: bytes, count: int, name: str = "r") -> None:
+    """``count`` copies of ``data`` cataloged as 12 s segments of route ``name`` from t=1000."""
+    (recordings.root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (recordings.root / name / f"s{i}.ts").write_bytes(data)
+        recordings.catalog.add(Segment(
+            path=f"{name}/s{i}.ts", route=name, format="ts", start=1000.0 + 12 * i,
+            end=1012.0 + 12 * i, duration=12.0, bytes=len(data),
+        ))
+
+
+def export_request(route: str, start: float, end: float) -> recording_pb2.ExportClipRequest:
+    req = recording_pb2.ExportClipRequest(route=route, format="ts")
+    getattr(req, "from").FromNanoseconds(int(start * 1e9))
+    req.to.FromNanoseconds(int(end * 1e9))
+    return req
+
+
+def test_a_segment_missing_on_disk_or_not_a_file_fails_the_clip_naming_it(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        assert run.recordings is not None
+        fake_segments(run.recordings, gop_clip, 3)
+        (run.recordings.root / "r" / "s1.ts").unlink()
+        err = expect(CODE.FAILED_PRECONDITION, lambda: list(client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)))
+        assert "r/s1.ts" in err and "missing" in err, err
+        # A FIFO in its place neither blocks the clip nor is read.
+        os.mkfifo(run.recordings.root / "r" / "s1.ts")
+        err = expect(CODE.FAILED_PRECONDITION, lambda: list(client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)))
+        assert "r/s1.ts" in err and "not a regular file" in err, err
+        # A range without it is a clip.
+        assert b"".join(c.data for c in client.recordings.ExportClip(
+            export_request("r", 1000, 1010), metadata=client.metadata, timeout=60))
+        client.close()
+
+
+def test_a_cancelled_clip_keeps_its_place_until_its_ffmpeg_is_killed(
+    tmp_path: Path, gop_clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.limits import Limits
+    from castway.server.recording import clips
+
+    # The segments reach ffmpeg one at a time, the second only when the test lets it: the
+    # clip is still being made when the call is cancelled.
+    reached, let_go = threading.Event(), threading.Event()
+    feed = clips._segments_bytes
+
+    def held(root: Path, segs: list[Segment]) -> Iterator[bytes]:
+        for i, data in enumerate(feed(root, segs)):
+            if i == 1:
+                reached.set()
+                let_go.wait(30)
+            yield data
+
+    monkeypatch.setattr(clips, "_segments_bytes", held)
+
+    def ffmpegs() -> list[str]:
+        r = subprocess.run(["pgrep", "-P", str(os.getpid()), "-x", "ffmpeg"],
+                           capture_output=True, text=True, check=False)
+        return r.stdout.split()
+
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    limits=Limits(max_clips=1)) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        recordings = run.recordings
+        assert recordings is not None
+        fake_segments(recordings, gop_clip, 3)
+        call = client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)
+        wait_until(lambda: ffmpegs() and reached.is_set(), 10, "ffmpeg reading the clip")
+        call.cancel()
+        wait_until(lambda: not ffmpegs(), 10, "the clip's ffmpeg killed")
+        # Its thread has not finished (the feed is held): the place and the files are still
+        # the clip's.
+        assert recordings._clips == 1
+        assert list((recordings.root / ".castway-clips").iterdir())
+        let_go.set()
+        wait_until(lambda: recordings._clips == 0, 10, "the place let go")
+        assert not list((recordings.root / ".castway-clips").iterdir())
         client.close()
 
 

@@ -15,6 +15,8 @@ import binascii
 import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,9 @@ log = logging.getLogger("castway.recording")
 
 TICK_S = 1.0
 RETENTION_EVERY_S = 10.0
+# Where clips are made, under the recordings directory; emptied when the server starts (what
+# an interrupted clip left). A recording path pattern should not start with it.
+CLIPS = ".castway-clips"
 
 
 class Recordings:
@@ -53,6 +58,8 @@ class Recordings:
     ) -> None:
         self.control, self.catalog, self.root, self.clock = control, catalog, root, clock
         self.root.mkdir(parents=True, exist_ok=True)
+        # What clips a crash interrupted left behind.
+        shutil.rmtree(self.root / CLIPS, ignore_errors=True)
         self.retention = Retention(root, catalog, self._report_deleted)
         # The operator's override per route: True (start), False (stop).
         self._manual: dict[str, bool] = {}
@@ -297,6 +304,26 @@ class Recordings:
                 json.dumps(["s", last.start, last.path]).encode()
             ).decode()
         return page, token
+
+    def clip_dir(self) -> contextlib.AbstractContextManager[Path]:
+        """A directory of its own for one clip's files, under ``CLIPS`` in the recordings
+        directory (the volume the free-space floor guards, not the system's temporary
+        directory); removed with what is in it on the way out."""
+
+        @contextlib.contextmanager
+        def made() -> Iterator[Path]:
+            (self.root / CLIPS).mkdir(exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix="clip-", dir=self.root / CLIPS))
+            try:
+                yield tmp
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        return made()
+
+    def clip_floor(self) -> int:
+        """The free space a clip must leave on the recordings volume: retention's floor."""
+        return self.retention.floor(self.control.recording_policies(), self._recording())
 
     def clip(self) -> contextlib.AbstractContextManager[None]:
         """Holds one of the ``max_clips`` places of the clips being made; refuses
