@@ -20,7 +20,7 @@ import castway
 from castway.cli import main
 from castway.client import Client
 from castway.server import run_server
-from castway.server.recording.catalog import Segment
+from castway.server.recording.catalog import Segment, iter_all
 from castway.server.recording.retention import free_bytes
 from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
@@ -338,6 +338,34 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
     assert (root / f"{open_seg}.part").exists()
     reasons = {e["reason"] for e in deleted_events(server)}
     assert reasons == {"missing", "bytes", "age"}
+
+
+def test_a_deleted_routes_segments_are_pruned_by_its_last_policy(
+    server: Server, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    server.create("gone", rec_spec(in_port, enabled=True, segment_ms=1000, max_age_s=60))
+    recordings = server.running.recordings
+    assert recordings is not None
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "gone")) >= 2, 10, "segments cataloged")
+    recordings.prune(time.time())
+    server.client.routes.DeleteRoute(route_pb2.DeleteRouteRequest(name="gone"),
+                                     metadata=server.client.metadata, timeout=30)
+    # The open segment closes when the route goes.
+    wait_until(lambda: not list((recordings.root / "gone").rglob("*.part")) and not [
+        s for s in iter_all(recordings.catalog) if s.route == "gone" and s.open
+    ], 10, "the last segment closed")
+    paths = [s.path for s in recordings.catalog.oldest(1000, "gone")]
+    assert paths and all((recordings.root / p).exists() for p in paths)
+    # An hour on, every segment of it is older than its policy's max_age_s.
+    recordings.prune(time.time() + 3600)
+    assert recordings.catalog.oldest(1000, "gone") == []
+    assert not any((recordings.root / p).exists() for p in paths)
+    assert {e["path"] for e in deleted_events(server) if e["reason"] == "age"} >= set(paths)
+    # Nothing of it left: its limits are forgotten.
+    recordings.prune(time.time() + 3600)
+    assert "gone" not in recordings.catalog.retention()
 
 
 def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(

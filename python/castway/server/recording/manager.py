@@ -82,6 +82,8 @@ class Recordings:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
         self._last_retention = 0.0
+        # Each route's retention limits as kept in the store (read at the first pass).
+        self._kept: dict[str, tuple[int | None, int | None]] | None = None
         self.last_pass = Pass()
 
     # Lifecycle
@@ -227,11 +229,38 @@ class Recordings:
         )
 
     def prune(self, now: float) -> Pass:
-        """One retention pass over every route's policy."""
-        policies = self.control.recording_policies()
+        """One retention pass over every route's policy, and over the segments of the routes
+        deleted by their last policy's ``max_age_s`` and ``max_bytes``."""
+        policies = self._retention_policies(self.control.recording_policies())
         recording = self._recording()
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
+
+    def _retention_policies(self, policies: dict[str, Recording]) -> dict[str, Recording]:
+        """``policies``, and for each route gone that left segments, the retention limits of
+        its last policy (kept in the store, so a restart keeps them too)."""
+        if self._kept is None:
+            self._kept = self.catalog.retention()
+        for name, policy in policies.items():
+            limits = (policy.max_age_s, policy.max_bytes)
+            if self._kept.get(name) != limits:
+                self.catalog.keep_retention(name, *limits)
+                self._kept[name] = limits
+        gone = [name for name in self._kept if name not in policies]
+        if not gone:
+            return policies
+        left = self.catalog.route_bytes()
+        done = [name for name in gone if name not in left]
+        if done:
+            # Nothing of them is left to prune.
+            self.catalog.forget_retention(done)
+            for name in done:
+                del self._kept[name]
+        return {
+            **{name: Recording(max_age_s=self._kept[name][0], max_bytes=self._kept[name][1])
+               for name in gone if name in self._kept},
+            **policies,
+        }
 
     def _writing(self) -> frozenset[str]:
         """The segments the running routes write now."""
