@@ -791,11 +791,13 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
         assert 3.0 <= duration < 4.05 and abs(duration - s.duration_s) < 0.1
     # A file a crash cut short mid-fragment: repaired to its last whole fragment.
     whole = (recordings.root / segs[0].path).read_bytes()
-    part = recordings.root / "r" / "crashed.mp4.part"
+    # (Named as the route's path pattern names its segments: no catalog row tells its route.)
+    part = recordings.root / "r" / "2020-01-02" / "03-04-05.mp4.part"
+    part.parent.mkdir()
     part.write_bytes(whole[: len(whole) * 2 // 3])
     repaired = recordings.repair()
-    assert [s.path for s in repaired] == ["r/crashed.mp4"]
-    fixed = recordings.root / "r" / "crashed.mp4"
+    assert [(s.path, s.route) for s in repaired] == [("r/2020-01-02/03-04-05.mp4", "r")]
+    fixed = recordings.root / "r" / "2020-01-02" / "03-04-05.mp4"
     assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
     assert decode_errors(fixed) == ""
     assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
@@ -967,7 +969,7 @@ def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chu
     catalog = Catalog(Store(tmp_path / "data"))
     tracemalloc.start()
     try:
-        [seg] = repair_mod.repair(root, catalog)
+        [seg] = repair_mod.repair(root, catalog, patterns={"r": "{route}/big"})
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -976,6 +978,46 @@ def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chu
     assert fixed.read_bytes() == body
     assert peak < 4 * repair_mod.CHUNK, f"repair held {peak} bytes at once"
     assert seg.repaired and seg.keyframes and seg.keyframes[0] == 0
+
+
+def test_repair_takes_times_from_the_content_and_the_route_from_the_path_patterns(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    from castway.server.recording import repair as repair_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    catalog = Catalog(Store(tmp_path / "data"))
+    patterns = {"cam": "%Y/{route}/%H-%M-%S", "studio": "{route}/%Y-%m-%d/%H-%M-%S"}
+    # Its opening cataloged (an open row): it starts there and lasts its media duration,
+    # whenever the repair runs.
+    opened = root / "studio" / "2023-11-14" / "22-13-20.ts.part"
+    opened.parent.mkdir(parents=True)
+    opened.write_bytes(gop_clip)
+    catalog.add(Segment(path="studio/2023-11-14/22-13-20.ts", route="studio", format="ts",
+                        start=1_700_000_000.0, end=1_700_000_000.0, duration=0.0, bytes=0,
+                        open=True))
+    # No row: the route is the one whose pattern the path matches (not its first component);
+    # it ends at its last write, before the repair.
+    unknown = root / "2023" / "cam" / "22-13-20.ts.part"
+    unknown.parent.mkdir(parents=True)
+    unknown.write_bytes(gop_clip + b"\x47\x00")
+    os.utime(unknown, (1_699_000_000.0, 1_699_000_000.0))
+    # No row and no pattern matches: repaired, never given a wrong route.
+    stray = root / "misc" / "x.ts.part"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(gop_clip)
+    lost: list[str] = []
+    done = {s.path: s for s in repair_mod.repair(root, catalog, patterns=patterns, lost=lost)}
+    assert set(done) == {"studio/2023-11-14/22-13-20.ts", "2023/cam/22-13-20.ts"}
+    a = done["studio/2023-11-14/22-13-20.ts"]
+    assert 11.5 < a.duration < 13.5
+    assert (a.route, a.start, a.end) == ("studio", 1_700_000_000.0, 1_700_000_000.0 + a.duration)
+    b = done["2023/cam/22-13-20.ts"]
+    assert (b.route, b.end, b.start) == ("cam", 1_699_000_000.0, 1_699_000_000.0 - b.duration)
+    assert lost == ["misc/x.ts"] and (root / "misc" / "x.ts").exists()
+    assert catalog.get("misc/x.ts") is None
 
 
 def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(

@@ -85,15 +85,28 @@ class Recordings:
         # Each route's retention limits as kept in the store (read at the first pass).
         self._kept: dict[str, tuple[int | None, int | None]] | None = None
         self.last_pass = Pass()
+        # Segments repaired after a crash that no route could be told for: not cataloged.
+        self.lost = 0
 
     # Lifecycle
 
     def repair(self) -> list[Segment]:
         """Repairs and catalogs the segments a crash left open (at start, before routes; never
         one a running route writes)."""
-        done = repair(self.root, self.catalog, self._writing())
+        patterns = {
+            name: p.path for name, p in self.control.recording_policies().items() if p.path
+        }
+        lost: list[str] = []
+        done = repair(self.root, self.catalog, self._writing(), patterns, lost)
         for s in done:
             log.warning("recording %s: repaired after a crash (%d bytes)", s.path, s.bytes)
+        for path in lost:
+            log.warning(
+                "recording %s: repaired after a crash, but no route's path pattern (or more "
+                "than one) matches it: left out of the catalog (retention will not delete it)",
+                path,
+            )
+        self.lost += len(lost)
         return done
 
     def start(self) -> None:
