@@ -738,6 +738,36 @@ def test_a_clip_across_a_pause_holds_everything_recorded_with_timestamps_running
     assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the pause"
 
 
+def test_a_clip_across_a_restarted_sender_covers_the_range_with_timestamps_running_on(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("sw", rec_spec(in_port, enabled=True, segment_ms=2000))
+    wait_until(lambda: server.get("sw").status.recording.state == "recording", 10, "on")
+    # The clip twice, each at its own pace: the second time its timestamps start over.
+    realtime = len(gop_clip) * 8 / 12
+    half = gop_clip[: len(gop_clip) // 2 // PACKET * PACKET]
+    UdpSender(half, in_port, bitrate=realtime).join()
+    restart = time.time()
+    UdpSender(half, in_port, bitrate=realtime).join()
+    server.client.recordings.StopRecording(recording_pb2.RecordingRequest(route="sw"),
+                                           metadata=server.client.metadata)
+    segs = list_segments(server, "sw")
+    assert len(segs) >= 5
+    # From the middle of the segment the restart is in (or the first after it).
+    t = [(s.start.ToNanoseconds() / 1e9, s.end.ToNanoseconds() / 1e9) for s in segs]
+    at = next(a for a, b in t if b > restart)
+    start, end = at + 1.0, t[-1][1]
+    out = tmp_path / "clip.ts"
+    req = export_request("sw", start, end)
+    out.write_bytes(b"".join(c.data for c in server.client.recordings.ExportClip(
+        req, metadata=server.client.metadata, timeout=60)))
+    pts = sorted(float(x) for x in probe(out, "-show_entries", "packet=pts_time"))
+    # The range is about 12 s - 2.5 s of video (wall clock and media time go together here).
+    assert pts and pts[-1] - pts[0] + 0.04 >= end - start - 1.0, (pts[:1], pts[-1:], end - start)
+    assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the restart"
+
+
 def test_the_cli_refuses_an_unknown_route_a_missing_directory_and_an_unknown_format(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -40,7 +40,7 @@ from castway.server.errors import (
     ResourceExhausted,
 )
 from castway.server.recording.catalog import MAX_LIST, Catalog, Segment
-from castway.server.recording.repair import WRAP, first_pts, pts_jump
+from castway.server.recording.repair import WRAP, first_pts
 from castway.server.recording.retention import free_bytes, open_dir
 
 FORMATS = {"ts": "mpegts", "mp4": "mp4"}
@@ -175,24 +175,11 @@ def _open(root: Path, seg: Segment) -> int:
 
 
 def _check(root: Path, seg: Segment) -> int | None:
-    """Checks that ``seg`` is on disk and holds no restart of its timestamps; returns the
-    first PES timestamp of a TS segment (``None`` for MP4, or none found)."""
+    """Checks that ``seg`` is on disk; returns the first PES timestamp of a TS segment
+    (``None`` for MP4, or none found)."""
     fd = _open(root, seg)
     with os.fdopen(fd, "rb") as f:
-        if seg.format == "mp4":
-            return None
-        first = first_pts(f.read(PROBE))
-        if seg.switch:
-            # The hub spliced a new run inside it: a sender's restart starts its timestamps
-            # over, which a stream copy cannot join.
-            f.seek(0)
-            if (jump := pts_jump(iter(lambda: f.read(PROBE), b""))) is not None:
-                raise FailedPrecondition(
-                    f"segment {seg.path} holds a restart of the stream's timestamps "
-                    f"({jump:.3f} s into it: a sender restart or a switch): a clip cannot run "
-                    "across it; export the ranges before and after it"
-                )
-    return first
+        return None if seg.format == "mp4" else first_pts(f.read(PROBE))
 
 
 def _runs(segs: list[Segment], firsts: list[int | None]) -> list[list[Segment]]:

@@ -86,30 +86,6 @@ def first_pts(data: bytes) -> int | None:
     return None
 
 
-def pts_jump(chunks: Iterable[bytes], jump_s: float = 1.0) -> float | None:
-    """Where (seconds after the first timestamp) a TS file's timestamps restart: one stream's
-    PES timestamp moving back or on by more than ``jump_s`` from the one before it; ``None``
-    if they never do. ``chunks`` are its bytes in order, each a whole number of packets."""
-    limit = round(jump_s * 90_000)
-    first: int | None = None
-    last: dict[int, int] = {}
-    for data in chunks:
-        for off in range(0, len(data) - TS + 1, TS):
-            p = data[off:off + TS]
-            if p[0] != 0x47 or (pts := _pts(p)) is None:
-                continue
-            pid = (p[1] & 0x1F) << 8 | p[2]
-            if first is None:
-                first = pts
-            before = last.get(pid)
-            last[pid] = pts
-            if before is not None:
-                step = (pts - before) % WRAP
-                if limit < step < WRAP - limit:
-                    return ((before - first) % WRAP) / 90_000
-    return None
-
-
 def read_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
     """``f``'s first ``size`` bytes, ``CHUNK`` at a time."""
     f.seek(0)
