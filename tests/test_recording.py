@@ -801,6 +801,29 @@ def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     assert "spec.recording.path" in capsys.readouterr().err
 
 
+def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), "--record-format", "mp4",
+                 "--no-record-slate", "--schedule", "mon 10:00-11:00", *auth]) == 0
+    rec = server.get("r").spec.recording
+    assert (rec.format, rec.slate, rec.schedule) == ("mp4", False, "mon 10:00-11:00")
+    assert main(["route", "update", "r", "--record-slate", "--no-schedule", *auth]) == 0
+    rec = server.get("r").spec.recording
+    assert rec.slate and not rec.HasField("schedule") and rec.format == "mp4"
+    assert main(["route", "update", "r", "--schedule", "sat 10:00-11:00", *auth]) == 0
+    assert server.get("r").spec.recording.schedule == "sat 10:00-11:00"
+    assert main(["route", "update", "r", "--schedule", "", *auth]) == 0
+    assert not server.get("r").spec.recording.HasField("schedule")
+    capsys.readouterr()
+    for flag, value in (("--min-free", "-1"), ("--latency", str(2**32)), ("--max-age", "x")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["route", "update", "r", flag, value, *auth])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and flag in err and "Traceback" not in err, err
+
+
 def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     server: Server, gop_clip: bytes, tmp_path: Path
 ) -> None:
