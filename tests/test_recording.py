@@ -368,6 +368,39 @@ def test_a_deleted_routes_segments_are_pruned_by_its_last_policy(
     assert "gone" not in recordings.catalog.retention()
 
 
+def test_files_removed_by_hand_are_noticed_newest_first_a_share_of_the_catalog_a_pass(
+    tmp_path: Path
+) -> None:
+    from castway.server.recording import retention as retention_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    (root / "r").mkdir(parents=True)
+    store = Store(tmp_path / "data")
+    catalog = Catalog(store)
+    rows = 30 * 1000
+    with store._tx() as db:
+        db.executemany(
+            "INSERT INTO segments (path, route, format, start, end, duration, bytes, psi, "
+            "switch, gap, repaired, keyframes, open) VALUES (?, 'r', 'ts', ?, ?, 1, 1, 1, 0, "
+            "0, 0, '[]', 0)", [(f"r/s{i:05d}.ts", 1000.0 + i, 1001.0 + i) for i in range(rows)],
+        )
+    # The newest 1500 files are there but the newest of all, removed by hand; the older rows
+    # have no file (removed long ago).
+    for i in range(rows - 1500, rows - 1):
+        (root / "r" / f"s{i:05d}.ts").write_bytes(b"")
+    reported: list[tuple[str, str]] = []
+    ret = retention_mod.Retention(root, catalog, lambda r, p, why: reported.append((p, why)))
+    done = ret.run({}, 1e9)
+    # A thirtieth of the catalog (1000 rows), the newest first: the one removed is among them.
+    assert done.deleted == {"missing": [f"r/s{rows - 1:05d}.ts"]}
+    assert catalog.count() == rows - 1
+    ret.run({}, 1e9)
+    # The next pass goes on from there: the next 1000, of which the older 500 have no file.
+    assert catalog.count() == rows - 1 - 500, catalog.count()
+
+
 def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(
     server: Server, gop_clip: bytes, tmp_path: Path
 ) -> None:
