@@ -1222,6 +1222,28 @@ def test_a_segment_missing_on_disk_or_not_a_file_fails_the_clip_naming_it(
         client.close()
 
 
+def test_a_clip_is_made_on_the_recordings_volume_and_refused_below_its_free_space_floor(
+    server: Server, gop_clip: bytes
+) -> None:
+    from castway.server.errors import ResourceExhausted
+    from castway.server.recording import clips
+
+    recordings = server.running.recordings
+    assert recordings is not None
+    fake_segments(recordings, gop_clip, 2, name="old")
+    assert b"".join(c.data for c in server.client.recordings.ExportClip(
+        export_request("old", 1000, 1020), metadata=server.client.metadata, timeout=60))
+    assert not list((recordings.root / ".castway-clips").iterdir()), "its files went"
+    # A floor of what is free now: any clip would take the volume below it.
+    with recordings.clip_dir() as tmp:
+        assert tmp.parent == recordings.root / ".castway-clips"
+        floor = free_bytes(tmp)
+        with pytest.raises(ResourceExhausted, match="min_free_bytes"):
+            clips.make(recordings.catalog, recordings.root, "old", 1000, 1020, "ts", tmp,
+                       floor=floor)
+        assert not list(tmp.iterdir())
+
+
 def test_a_cancelled_clip_keeps_its_place_until_its_ffmpeg_is_killed(
     tmp_path: Path, gop_clip: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,10 +12,10 @@ the media time inside its segment by its share of the segment's span, within a r
 contiguous segments; across a pause, a gap or a restart of the stream's timestamps (its
 sender restarted) each run is cut on its own and the cuts are joined with timestamps running
 on. TS segments are fed to ffmpeg through a pipe, each opened without following a link: the
-only file a clip writes is the clip itself, in ``tmp`` (the recordings volume's own
-``.clips`` directory), and a clip that would take the volume below its free-space floor is
-refused. A segment of the range missing on disk is an error naming it, never a silent hole.
-ffmpeg is needed on the server (Debian: ``ffmpeg``).
+only files a clip writes are the clip itself and its runs' cuts, in ``tmp`` (the recordings
+volume's own ``.castway-clips`` directory), and a clip that could take the volume below its
+free-space floor is refused. A segment of the range missing on disk is an error naming it,
+never a silent hole. ffmpeg is needed on the server (Debian: ``ffmpeg``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ FORMATS = {"ts": "mpegts", "mp4": "mp4"}
 # How long ffmpeg may take for a clip.
 TIMEOUT_S = 600.0
 CHUNK = 256 * 1024
-# Bytes of a TS segment read for its first timestamp (a whole number of packets).
-PROBE = 188 * 1024
+# Bytes of a TS segment read for its first timestamp (a whole number of packets; the first
+# PES follows the PAT and PMT a segment starts with).
+PROBE = 188 * 128
 # Segments further apart than this (wall clock) are not contiguous: a pause or a gap. Within
 # a run, a segment whose first timestamp is further than this from where the one before ended
 # (media time) starts a new run: the stream's timestamps restarted.
