@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import castway
 from castway.cli import main
 from castway.client import Client
 from castway.server import run_server
-from castway.server.recording.catalog import Segment
+from castway.server.recording.catalog import Segment, iter_all
 from castway.server.recording.retention import free_bytes
 from castway.v1 import recording_pb2, route_pb2, spec_pb2, template_pb2
 
@@ -364,6 +365,67 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
     assert reasons == {"missing", "bytes", "age"}
 
 
+def test_a_deleted_routes_segments_are_pruned_by_its_last_policy(
+    server: Server, gop_clip: bytes
+) -> None:
+    in_port = free_port()
+    server.create("gone", rec_spec(in_port, enabled=True, segment_ms=1000, max_age_s=60))
+    recordings = server.running.recordings
+    assert recordings is not None
+    UdpSender(gop_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: len(list_segments(server, "gone")) >= 2, 10, "segments cataloged")
+    recordings.prune(time.time())
+    server.client.routes.DeleteRoute(route_pb2.DeleteRouteRequest(name="gone"),
+                                     metadata=server.client.metadata, timeout=30)
+    # The open segment closes when the route goes.
+    wait_until(lambda: not list((recordings.root / "gone").rglob("*.part")) and not [
+        s for s in iter_all(recordings.catalog) if s.route == "gone" and s.open
+    ], 10, "the last segment closed")
+    paths = [s.path for s in recordings.catalog.oldest(1000, "gone")]
+    assert paths and all((recordings.root / p).exists() for p in paths)
+    # An hour on, every segment of it is older than its policy's max_age_s.
+    recordings.prune(time.time() + 3600)
+    assert recordings.catalog.oldest(1000, "gone") == []
+    assert not any((recordings.root / p).exists() for p in paths)
+    assert {e["path"] for e in deleted_events(server) if e["reason"] == "age"} >= set(paths)
+    # Nothing of it left: its limits are forgotten.
+    recordings.prune(time.time() + 3600)
+    assert "gone" not in recordings.catalog.retention()
+
+
+def test_files_removed_by_hand_are_noticed_newest_first_a_share_of_the_catalog_a_pass(
+    tmp_path: Path
+) -> None:
+    from castway.server.recording import retention as retention_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    (root / "r").mkdir(parents=True)
+    store = Store(tmp_path / "data")
+    catalog = Catalog(store)
+    rows = 30 * 1000
+    with store._tx() as db:
+        db.executemany(
+            "INSERT INTO segments (path, route, format, start, end, duration, bytes, psi, "
+            "switch, gap, repaired, keyframes, open) VALUES (?, 'r', 'ts', ?, ?, 1, 1, 1, 0, "
+            "0, 0, '[]', 0)", [(f"r/s{i:05d}.ts", 1000.0 + i, 1001.0 + i) for i in range(rows)],
+        )
+    # The newest 1500 files are there but the newest of all, removed by hand; the older rows
+    # have no file (removed long ago).
+    for i in range(rows - 1500, rows - 1):
+        (root / "r" / f"s{i:05d}.ts").write_bytes(b"")
+    reported: list[tuple[str, str]] = []
+    ret = retention_mod.Retention(root, catalog, lambda r, p, why: reported.append((p, why)))
+    done = ret.run({}, 1e9)
+    # A thirtieth of the catalog (1000 rows), the newest first: the one removed is among them.
+    assert done.deleted == {"missing": [f"r/s{rows - 1:05d}.ts"]}
+    assert catalog.count() == rows - 1
+    ret.run({}, 1e9)
+    # The next pass goes on from there: the next 1000, of which the older 500 have no file.
+    assert catalog.count() == rows - 1 - 500, catalog.count()
+
+
 def test_a_symbolic_link_in_the_recordings_directory_is_never_followed(
     server: Server, gop_clip: bytes, tmp_path: Path
 ) -> None:
@@ -683,12 +745,18 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
     assert decode_errors(out) == ""
     keys = probe(out, "-read_intervals", "%+#1", "-show_entries", "frame=key_frame")
     assert keys == ["1"], "the clip starts at a keyframe"
-    pts = [float(x) for x in probe(out, "-show_entries", "packet=pts_time")]
-    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+    pts = sorted(float(x) for x in probe(out, "-show_entries", "packet=pts_time"))
+    steps = [b - a for a, b in itertools.pairwise(pts)]
     assert max(steps) < 0.1, "timestamps run on across segment boundaries"
-    duration = float(probe(out, "-show_entries", "format=duration")[0])
-    # The range (by the segments' PTS durations), give or take a GOP at the start.
-    assert segs[1].duration_s < duration < sum(s.duration_s for s in segs[1:5]) + 1.0
+    # The media time the range asked for, each end mapped inside its segment by its share
+    # of the segment's span (the sender ran faster than real time).
+    def media(at: float, i: int) -> float:
+        share = (at - t[i]) / (segs[i].end.ToNanoseconds() / 1e9 - t[i])
+        return sum(s.duration_s for s in segs[:i]) + min(share, 1.0) * segs[i].duration_s
+    asked = media(end, 4 if len(t) > 4 else 3) - media(start, 1)
+    video = pts[-1] - pts[0] + 0.04
+    # All of it, from a keyframe at or before `from` (at most a segment and a frame more).
+    assert asked - 0.04 <= video <= asked + segs[1].duration_s + 0.08, (video, asked)
     expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
@@ -733,6 +801,36 @@ def test_a_clip_across_a_pause_holds_everything_recorded_with_timestamps_running
     assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the pause"
 
 
+def test_a_clip_across_a_restarted_sender_covers_the_range_with_timestamps_running_on(
+    server: Server, gop_clip: bytes, tmp_path: Path
+) -> None:
+    in_port = free_port()
+    server.create("sw", rec_spec(in_port, enabled=True, segment_ms=2000))
+    wait_until(lambda: server.get("sw").status.recording.state == "recording", 10, "on")
+    # The clip twice, each at its own pace: the second time its timestamps start over.
+    realtime = len(gop_clip) * 8 / 12
+    half = gop_clip[: len(gop_clip) // 2 // PACKET * PACKET]
+    UdpSender(half, in_port, bitrate=realtime).join()
+    restart = time.time()
+    UdpSender(half, in_port, bitrate=realtime).join()
+    server.client.recordings.StopRecording(recording_pb2.RecordingRequest(route="sw"),
+                                           metadata=server.client.metadata)
+    segs = list_segments(server, "sw")
+    assert len(segs) >= 5
+    # From the middle of the segment the restart is in (or the first after it).
+    t = [(s.start.ToNanoseconds() / 1e9, s.end.ToNanoseconds() / 1e9) for s in segs]
+    at = next(a for a, b in t if b > restart)
+    start, end = at + 1.0, t[-1][1]
+    out = tmp_path / "clip.ts"
+    req = export_request("sw", start, end)
+    out.write_bytes(b"".join(c.data for c in server.client.recordings.ExportClip(
+        req, metadata=server.client.metadata, timeout=60)))
+    pts = sorted(float(x) for x in probe(out, "-show_entries", "packet=pts_time"))
+    # The range is about 12 s - 2.5 s of video (wall clock and media time go together here).
+    assert pts and pts[-1] - pts[0] + 0.04 >= end - start - 1.0, (pts[:1], pts[-1:], end - start)
+    assert max(b - a for a, b in itertools.pairwise(pts)) < 0.5, "no jump at the restart"
+
+
 def test_the_cli_refuses_an_unknown_route_a_missing_directory_and_an_unknown_format(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -766,6 +864,29 @@ def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     assert "spec.recording.path" in capsys.readouterr().err
 
 
+def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), "--record-format", "mp4",
+                 "--no-record-slate", "--schedule", "mon 10:00-11:00", *auth]) == 0
+    rec = server.get("r").spec.recording
+    assert (rec.format, rec.slate, rec.schedule) == ("mp4", False, "mon 10:00-11:00")
+    assert main(["route", "update", "r", "--record-slate", "--no-schedule", *auth]) == 0
+    rec = server.get("r").spec.recording
+    assert rec.slate and not rec.HasField("schedule") and rec.format == "mp4"
+    assert main(["route", "update", "r", "--schedule", "sat 10:00-11:00", *auth]) == 0
+    assert server.get("r").spec.recording.schedule == "sat 10:00-11:00"
+    assert main(["route", "update", "r", "--schedule", "", *auth]) == 0
+    assert not server.get("r").spec.recording.HasField("schedule")
+    capsys.readouterr()
+    for flag, value in (("--min-free", "-1"), ("--latency", str(2**32)), ("--max-age", "x")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["route", "update", "r", flag, value, *auth])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and flag in err and "Traceback" not in err, err
+
+
 def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     server: Server, gop_clip: bytes, tmp_path: Path
 ) -> None:
@@ -786,11 +907,13 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
         assert 3.0 <= duration < 4.05 and abs(duration - s.duration_s) < 0.1
     # A file a crash cut short mid-fragment: repaired to its last whole fragment.
     whole = (recordings.root / segs[0].path).read_bytes()
-    part = recordings.root / "r" / "crashed.mp4.part"
+    # (Named as the route's path pattern names its segments: no catalog row tells its route.)
+    part = recordings.root / "r" / "2020-01-02" / "03-04-05.mp4.part"
+    part.parent.mkdir()
     part.write_bytes(whole[: len(whole) * 2 // 3])
     repaired = recordings.repair()
-    assert [s.path for s in repaired] == ["r/crashed.mp4"]
-    fixed = recordings.root / "r" / "crashed.mp4"
+    assert [(s.path, s.route) for s in repaired] == [("r/2020-01-02/03-04-05.mp4", "r")]
+    fixed = recordings.root / "r" / "2020-01-02" / "03-04-05.mp4"
     assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
     assert decode_errors(fixed) == ""
     assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
@@ -1024,7 +1147,7 @@ def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chu
     catalog = Catalog(Store(tmp_path / "data"))
     tracemalloc.start()
     try:
-        [seg] = repair_mod.repair(root, catalog)
+        [seg] = repair_mod.repair(root, catalog, patterns={"r": "{route}/big"})
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -1033,6 +1156,46 @@ def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chu
     assert fixed.read_bytes() == body
     assert peak < 4 * repair_mod.CHUNK, f"repair held {peak} bytes at once"
     assert seg.repaired and seg.keyframes and seg.keyframes[0] == 0
+
+
+def test_repair_takes_times_from_the_content_and_the_route_from_the_path_patterns(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    from castway.server.recording import repair as repair_mod
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    root = tmp_path / "rec"
+    catalog = Catalog(Store(tmp_path / "data"))
+    patterns = {"cam": "%Y/{route}/%H-%M-%S", "studio": "{route}/%Y-%m-%d/%H-%M-%S"}
+    # Its opening cataloged (an open row): it starts there and lasts its media duration,
+    # whenever the repair runs.
+    opened = root / "studio" / "2023-11-14" / "22-13-20.ts.part"
+    opened.parent.mkdir(parents=True)
+    opened.write_bytes(gop_clip)
+    catalog.add(Segment(path="studio/2023-11-14/22-13-20.ts", route="studio", format="ts",
+                        start=1_700_000_000.0, end=1_700_000_000.0, duration=0.0, bytes=0,
+                        open=True))
+    # No row: the route is the one whose pattern the path matches (not its first component);
+    # it ends at its last write, before the repair.
+    unknown = root / "2023" / "cam" / "22-13-20.ts.part"
+    unknown.parent.mkdir(parents=True)
+    unknown.write_bytes(gop_clip + b"\x47\x00")
+    os.utime(unknown, (1_699_000_000.0, 1_699_000_000.0))
+    # No row and no pattern matches: repaired, never given a wrong route.
+    stray = root / "misc" / "x.ts.part"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(gop_clip)
+    lost: list[str] = []
+    done = {s.path: s for s in repair_mod.repair(root, catalog, patterns=patterns, lost=lost)}
+    assert set(done) == {"studio/2023-11-14/22-13-20.ts", "2023/cam/22-13-20.ts"}
+    a = done["studio/2023-11-14/22-13-20.ts"]
+    assert 11.5 < a.duration < 13.5
+    assert (a.route, a.start, a.end) == ("studio", 1_700_000_000.0, 1_700_000_000.0 + a.duration)
+    b = done["2023/cam/22-13-20.ts"]
+    assert (b.route, b.end, b.start) == ("cam", 1_699_000_000.0, 1_699_000_000.0 - b.duration)
+    assert lost == ["misc/x.ts"] and (root / "misc" / "x.ts").exists()
+    assert catalog.get("misc/x.ts") is None
 
 
 def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(
@@ -1108,6 +1271,114 @@ def test_clips_are_bounded_in_range_segments_and_exports_at_once(
             err = expect(CODE.RESOURCE_EXHAUSTED, lambda: export(1000, 1010))
             assert "max_clips" in err
         assert len(export(1000, 1010)) > 0
+        client.close()
+
+
+def fake_segments(recordings: Any, data: bytes, count: int, name: str = "r") -> None:
+    """``count`` copies of ``data`` cataloged as 12 s segments of route ``name`` from t=1000."""
+    (recordings.root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (recordings.root / name / f"s{i}.ts").write_bytes(data)
+        recordings.catalog.add(Segment(
+            path=f"{name}/s{i}.ts", route=name, format="ts", start=1000.0 + 12 * i,
+            end=1012.0 + 12 * i, duration=12.0, bytes=len(data),
+        ))
+
+
+def export_request(route: str, start: float, end: float) -> recording_pb2.ExportClipRequest:
+    req = recording_pb2.ExportClipRequest(route=route, format="ts")
+    getattr(req, "from").FromNanoseconds(int(start * 1e9))
+    req.to.FromNanoseconds(int(end * 1e9))
+    return req
+
+
+def test_a_segment_missing_on_disk_or_not_a_file_fails_the_clip_naming_it(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        assert run.recordings is not None
+        fake_segments(run.recordings, gop_clip, 3)
+        (run.recordings.root / "r" / "s1.ts").unlink()
+        err = expect(CODE.FAILED_PRECONDITION, lambda: list(client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)))
+        assert "r/s1.ts" in err and "missing" in err, err
+        # A FIFO in its place neither blocks the clip nor is read.
+        os.mkfifo(run.recordings.root / "r" / "s1.ts")
+        err = expect(CODE.FAILED_PRECONDITION, lambda: list(client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)))
+        assert "r/s1.ts" in err and "not a regular file" in err, err
+        # A range without it is a clip.
+        assert b"".join(c.data for c in client.recordings.ExportClip(
+            export_request("r", 1000, 1010), metadata=client.metadata, timeout=60))
+        client.close()
+
+
+def test_a_clip_is_made_on_the_recordings_volume_and_refused_below_its_free_space_floor(
+    server: Server, gop_clip: bytes
+) -> None:
+    from castway.server.errors import ResourceExhausted
+    from castway.server.recording import clips
+
+    recordings = server.running.recordings
+    assert recordings is not None
+    fake_segments(recordings, gop_clip, 2, name="old")
+    assert b"".join(c.data for c in server.client.recordings.ExportClip(
+        export_request("old", 1000, 1020), metadata=server.client.metadata, timeout=60))
+    assert not list((recordings.root / ".castway-clips").iterdir()), "its files went"
+    # A floor of what is free now: any clip would take the volume below it.
+    with recordings.clip_dir() as tmp:
+        assert tmp.parent == recordings.root / ".castway-clips"
+        floor = free_bytes(tmp)
+        with pytest.raises(ResourceExhausted, match="min_free_bytes"):
+            clips.make(recordings.catalog, recordings.root, "old", 1000, 1020, "ts", tmp,
+                       floor=floor)
+        assert not list(tmp.iterdir())
+
+
+def test_a_cancelled_clip_keeps_its_place_until_its_ffmpeg_is_killed(
+    tmp_path: Path, gop_clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.limits import Limits
+    from castway.server.recording import clips
+
+    # The segments reach ffmpeg one at a time, the second only when the test lets it: the
+    # clip is still being made when the call is cancelled.
+    reached, let_go = threading.Event(), threading.Event()
+    feed = clips._segments_bytes
+
+    def held(root: Path, segs: list[Segment]) -> Iterator[bytes]:
+        for i, data in enumerate(feed(root, segs)):
+            if i == 1:
+                reached.set()
+                let_go.wait(30)
+            yield data
+
+    monkeypatch.setattr(clips, "_segments_bytes", held)
+
+    def ffmpegs() -> list[str]:
+        r = subprocess.run(["pgrep", "-P", str(os.getpid()), "-x", "ffmpeg"],
+                           capture_output=True, text=True, check=False)
+        return r.stdout.split()
+
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    limits=Limits(max_clips=1)) as run:
+        client = Client(f"127.0.0.1:{run.port}", key=ADMIN)
+        recordings = run.recordings
+        assert recordings is not None
+        fake_segments(recordings, gop_clip, 3)
+        call = client.recordings.ExportClip(
+            export_request("r", 1000, 1036), metadata=client.metadata, timeout=60)
+        wait_until(lambda: ffmpegs() and reached.is_set(), 10, "ffmpeg reading the clip")
+        call.cancel()
+        wait_until(lambda: not ffmpegs(), 10, "the clip's ffmpeg killed")
+        # Its thread has not finished (the feed is held): the place and the files are still
+        # the clip's.
+        assert recordings._clips == 1
+        assert list((recordings.root / ".castway-clips").iterdir())
+        let_go.set()
+        wait_until(lambda: recordings._clips == 0, 10, "the place let go")
+        assert not list((recordings.root / ".castway-clips").iterdir())
         client.close()
 
 

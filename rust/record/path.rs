@@ -72,6 +72,12 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
                 "`{part}` is not a directory name: it would not stay under the recordings directory"
             ));
         }
+        if part.starts_with('.') {
+            return bad(format!(
+                "`{part}` starts with `.`: such names are castway's own in the recordings \
+                 directory (`.castway-clips`, emptied at start)"
+            ));
+        }
     }
     if !seconds {
         return bad(
@@ -289,6 +295,14 @@ mod tests {
         }
         for p in [DEFAULT_PATTERN, "x/%Y/%m/%d/{route}-%H%M%S", "{route}/%s"] {
             check_pattern(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_pattern_with_a_hidden_name_is_refused_naming_the_clip_directory() {
+        for p in [".castway-clips/%s", "{route}/.x/%s", "a/.%s"] {
+            let err = check_pattern(p).unwrap_err().to_string();
+            assert!(err.contains(".castway-clips"), "{p:?}: {err}");
         }
     }
 

@@ -87,15 +87,15 @@ def add_commands(sub: Any) -> None:
     spec = argparse.ArgumentParser(add_help=False)
     spec.add_argument("-i", "--input", action="append", default=[], metavar="[ID=]URI")
     spec.add_argument("-o", "--output", action="append", default=[], metavar="[ID=]URI")
-    spec.add_argument("--queue-bytes", type=int)
+    spec.add_argument("--queue-bytes", type=_uint(64))
     spec.add_argument(
-        "--gop-cache-bytes", type=int, metavar="N", help="instant start's GOP cache (0: off)"
+        "--gop-cache-bytes", type=_uint(64), metavar="N", help="instant start's GOP cache (0: off)"
     )
-    spec.add_argument("--loss-timeout", type=int, metavar="MS")
-    spec.add_argument("--failback-after", type=int, metavar="MS")
+    spec.add_argument("--loss-timeout", type=_uint(32), metavar="MS")
+    spec.add_argument("--failback-after", type=_uint(32), metavar="MS")
     spec.add_argument("--no-slate", action="store_true")
     spec.add_argument("--slate-size", metavar="WxH")
-    spec.add_argument("--latency", type=int, metavar="MS", help="SRT latency default")
+    spec.add_argument("--latency", type=_uint(32), metavar="MS", help="SRT latency default")
     spec.add_argument("--passphrase", help="SRT passphrase default")
     spec.add_argument("--pbkeylen", type=int, choices=_castway.limits()["pbkeylens"])
     spec.add_argument("--srt-option", action="append", default=[], type=_srt_option,
@@ -104,12 +104,21 @@ def add_commands(sub: Any) -> None:
     # The recording policy (docs/recording.md).
     spec.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                       help="record this route (by its schedule, if it has one)")
-    spec.add_argument("--segment-ms", type=int, metavar="MS", help="recording segment target")
+    spec.add_argument("--segment-ms", type=_uint(64), metavar="MS", help="recording segment target")
     spec.add_argument("--record-path", metavar="PATTERN", help="e.g. {route}/%%Y-%%m-%%d/%%H%%M%%S")
-    spec.add_argument("--max-age", type=int, metavar="S", help="delete segments older than this")
-    spec.add_argument("--max-bytes", type=int, help="keep at most this many bytes of segments")
-    spec.add_argument("--min-free", type=int, metavar="BYTES", help="free space to keep")
-    spec.add_argument("--schedule", help="weekly windows, e.g. 'mon-fri 18:00-19:00'")
+    spec.add_argument("--max-age", type=_uint(64), metavar="S",
+                      help="delete segments older than this")
+    spec.add_argument("--max-bytes", type=_uint(64),
+                      help="keep at most this many bytes of segments")
+    spec.add_argument("--min-free", type=_uint(64), metavar="BYTES", help="free space to keep")
+    spec.add_argument("--record-format", choices=["ts", "mp4"],
+                      help="what segments hold: ts (the outputs' bytes) or mp4 (remuxed)")
+    spec.add_argument("--record-slate", action=argparse.BooleanOptionalAction, default=None,
+                      help="record while the slate is on air (default: yes)")
+    spec.add_argument("--schedule", help="weekly windows, e.g. 'mon-fri 18:00-19:00' "
+                      "('' records at all times: no schedule)")
+    spec.add_argument("--no-schedule", action="store_true",
+                      help="record at all times (clears the schedule)")
     spec.add_argument("--timezone", help="the schedule's time zone (default UTC)")
 
     route = sub.add_parser("route", help="manage routes on a castway server").add_subparsers(
@@ -284,7 +293,30 @@ def _patched(current: spec_pb2.RouteSpec, args: argparse.Namespace) -> spec_pb2.
     spec.failover.MergeFrom(given.failover)
     spec.srt.MergeFrom(given.srt)
     spec.recording.MergeFrom(given.recording)
+    if _no_schedule(args):
+        spec.recording.ClearField("schedule")
     return spec
+
+
+def _no_schedule(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "no_schedule", False)) or getattr(args, "schedule", None) == ""
+
+
+def _uint(bits: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 0 to the largest its proto field holds."""
+    top = 2**bits - 1
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= top:
+            raise argparse.ArgumentTypeError(f"a whole number from 0 to {top}, not {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def _endpoint(text: str) -> spec_pb2.Endpoint:
@@ -319,8 +351,10 @@ def _spec(args: argparse.Namespace) -> spec_pb2.RouteSpec:
     srt = {"latency_ms": args.latency, "passphrase": args.passphrase, "pbkeylen": args.pbkeylen}
     recording = {
         "enabled": args.record, "segment_ms": args.segment_ms, "path": args.record_path,
-        "max_age_s": args.max_age, "max_bytes": args.max_bytes,
-        "min_free_bytes": args.min_free, "schedule": args.schedule, "timezone": args.timezone,
+        "format": args.record_format, "slate": args.record_slate,
+        "max_age_s": args.max_age, "max_bytes": args.max_bytes, "min_free_bytes": args.min_free,
+        # No schedule ('' or --no-schedule): left unset, and `update` clears it.
+        "schedule": None if _no_schedule(args) else args.schedule, "timezone": args.timezone,
     }
     spec.srt.options.update(dict(getattr(args, "srt_option", [])))
     # Only what is given is set: the rest comes from the template or the defaults.

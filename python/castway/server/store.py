@@ -105,6 +105,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX segments_long ON segments (route, start) WHERE end - start > 7200.0;
     """,
+    # Each recording route's retention limits as last seen: a route deleted goes on being
+    # pruned by them while segments of it are left (docs/recording.md).
+    """
+    CREATE TABLE retention (
+        route TEXT PRIMARY KEY,
+        max_age_s INTEGER,
+        max_bytes INTEGER
+    );
+    """,
 )
 
 

@@ -144,6 +144,38 @@ class Catalog:
         )
         return {r["route"]: int(r["b"]) for r in rows}
 
+    def newest(self, before: tuple[float, str] | None, limit: int) -> list[Segment]:
+        """Segments newest first (by start, then path), those before ``before`` (the
+        (start, path) of the last of the page before): to look at every row a bounded bit at
+        a time, the newest first."""
+        if before is None:
+            rows = self._store._query(
+                "SELECT * FROM segments ORDER BY start DESC, path DESC LIMIT ?", limit
+            )
+        else:
+            rows = self._store._query(
+                "SELECT * FROM segments WHERE start < ? OR (start = ? AND path < ?) "
+                "ORDER BY start DESC, path DESC LIMIT ?", before[0], before[0], before[1], limit
+            )
+        return [_row(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._store._query("SELECT COUNT(*) AS n FROM segments")[0]["n"])
+
+    def retention(self) -> dict[str, tuple[int | None, int | None]]:
+        """Each route's retention limits as last kept: (``max_age_s``, ``max_bytes``)."""
+        rows = self._store._query("SELECT * FROM retention")
+        return {r["route"]: (r["max_age_s"], r["max_bytes"]) for r in rows}
+
+    def keep_retention(self, route: str, max_age_s: int | None, max_bytes: int | None) -> None:
+        with self._store._tx() as db:
+            db.execute("INSERT OR REPLACE INTO retention (route, max_age_s, max_bytes) "
+                       "VALUES (?, ?, ?)", (route, max_age_s, max_bytes))
+
+    def forget_retention(self, routes: list[str]) -> None:
+        with self._store._tx() as db:
+            db.executemany("DELETE FROM retention WHERE route = ?", [(r,) for r in routes])
+
     def page(self, after: str, limit: int) -> list[Segment]:
         """Segments by path after ``after`` (to look at every row a bounded bit at a time)."""
         rows = self._store._query(

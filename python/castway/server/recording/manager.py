@@ -15,6 +15,8 @@ import binascii
 import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,9 @@ log = logging.getLogger("castway.recording")
 
 TICK_S = 1.0
 RETENTION_EVERY_S = 10.0
+# Where clips are made, under the recordings directory; emptied when the server starts (what
+# an interrupted clip left). A recording path pattern should not start with it.
+CLIPS = ".castway-clips"
 
 
 class Recordings:
@@ -53,6 +58,8 @@ class Recordings:
     ) -> None:
         self.control, self.catalog, self.root, self.clock = control, catalog, root, clock
         self.root.mkdir(parents=True, exist_ok=True)
+        # What clips a crash interrupted left behind.
+        shutil.rmtree(self.root / CLIPS, ignore_errors=True)
         self.retention = Retention(root, catalog, self._report_deleted)
         # The operator's override per route: True (start), False (stop).
         self._manual: dict[str, bool] = {}
@@ -75,16 +82,31 @@ class Recordings:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="castway-recordings", daemon=True)
         self._last_retention = 0.0
+        # Each route's retention limits as kept in the store (read at the first pass).
+        self._kept: dict[str, tuple[int | None, int | None]] | None = None
         self.last_pass = Pass()
+        # Segments repaired after a crash that no route could be told for: not cataloged.
+        self.lost = 0
 
     # Lifecycle
 
     def repair(self) -> list[Segment]:
         """Repairs and catalogs the segments a crash left open (at start, before routes; never
         one a running route writes)."""
-        done = repair(self.root, self.catalog, self._writing())
+        patterns = {
+            name: p.path for name, p in self.control.recording_policies().items() if p.path
+        }
+        lost: list[str] = []
+        done = repair(self.root, self.catalog, self._writing(), patterns, lost)
         for s in done:
             log.warning("recording %s: repaired after a crash (%d bytes)", s.path, s.bytes)
+        for path in lost:
+            log.warning(
+                "recording %s: repaired after a crash, but no route's path pattern (or more "
+                "than one) matches it: left out of the catalog (retention will not delete it)",
+                path,
+            )
+        self.lost += len(lost)
         return done
 
     def start(self) -> None:
@@ -220,11 +242,38 @@ class Recordings:
         )
 
     def prune(self, now: float) -> Pass:
-        """One retention pass over every route's policy."""
-        policies = self.control.recording_policies()
+        """One retention pass over every route's policy, and over the segments of the routes
+        deleted by their last policy's ``max_age_s`` and ``max_bytes``."""
+        policies = self._retention_policies(self.control.recording_policies())
         recording = self._recording()
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
+
+    def _retention_policies(self, policies: dict[str, Recording]) -> dict[str, Recording]:
+        """``policies``, and for each route gone that left segments, the retention limits of
+        its last policy (kept in the store, so a restart keeps them too)."""
+        if self._kept is None:
+            self._kept = self.catalog.retention()
+        for name, policy in policies.items():
+            limits = (policy.max_age_s, policy.max_bytes)
+            if self._kept.get(name) != limits:
+                self.catalog.keep_retention(name, *limits)
+                self._kept[name] = limits
+        gone = [name for name in self._kept if name not in policies]
+        if not gone:
+            return policies
+        left = self.catalog.route_bytes()
+        done = [name for name in gone if name not in left]
+        if done:
+            # Nothing of them is left to prune.
+            self.catalog.forget_retention(done)
+            for name in done:
+                del self._kept[name]
+        return {
+            **{name: Recording(max_age_s=self._kept[name][0], max_bytes=self._kept[name][1])
+               for name in gone if name in self._kept},
+            **policies,
+        }
 
     def _writing(self) -> frozenset[str]:
         """The segments the running routes write now."""
@@ -297,6 +346,26 @@ class Recordings:
                 json.dumps(["s", last.start, last.path]).encode()
             ).decode()
         return page, token
+
+    def clip_dir(self) -> contextlib.AbstractContextManager[Path]:
+        """A directory of its own for one clip's files, under ``CLIPS`` in the recordings
+        directory (the volume the free-space floor guards, not the system's temporary
+        directory); removed with what is in it on the way out."""
+
+        @contextlib.contextmanager
+        def made() -> Iterator[Path]:
+            (self.root / CLIPS).mkdir(exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix="clip-", dir=self.root / CLIPS))
+            try:
+                yield tmp
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        return made()
+
+    def clip_floor(self) -> int:
+        """The free space a clip must leave on the recordings volume: retention's floor."""
+        return self.retention.floor(self.control.recording_policies(), self._recording())
 
     def clip(self) -> contextlib.AbstractContextManager[None]:
         """Holds one of the ``max_clips`` places of the clips being made; refuses

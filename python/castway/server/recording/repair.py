@@ -8,19 +8,22 @@ to its last whole fragment (``moof`` + ``mdat``; one without its ``moov`` holds 
 playable and goes). The file is cut in place, found reading back from its end in bounded
 chunks, never read whole. It is renamed to ``NAME.ts``/``NAME.mp4`` and
 cataloged with ``repaired`` set: a TS segment's duration and keyframe times read from its video
-timestamps (an MP4's duration from ffprobe, when there is one), its end from the file's last
-change.
+timestamps (an MP4's duration from ffprobe, when there is one), its end its start (as cataloged
+when it opened) plus that duration, or, without that row, the file's last change before the
+repair. A file without its row goes to the route whose path pattern its path matches, and to
+none (repaired, not cataloged, logged) when that is not exactly one route.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import stat
 import struct
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -71,6 +74,16 @@ def timing(chunks: Iterable[bytes]) -> tuple[float, list[float]]:
         return 0.0, keys
     frame = ((last - before) % WRAP) if before is not None else 0
     return ((last - first) % WRAP + min(frame, 90_000)) / 90_000, keys
+
+
+def first_pts(data: bytes) -> int | None:
+    """The first PES timestamp in ``data`` (the start of a TS file, a whole number of
+    packets), if any."""
+    for off in range(0, len(data) - TS + 1, TS):
+        p = data[off:off + TS]
+        if p[0] == 0x47 and (pts := _pts(p)) is not None:
+            return pts
+    return None
 
 
 def read_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
@@ -145,11 +158,17 @@ def _probe_duration(path: Path) -> float:
         return 0.0
 
 
-def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) -> list[Segment]:
+def repair(
+    root: Path, catalog: Catalog, writing: frozenset[str] = frozenset(),
+    patterns: Mapping[str, str] | None = None, lost: list[str] | None = None,
+) -> list[Segment]:
     """Repairs and catalogs every ``.part`` under ``root`` but those of the segments in
     ``writing`` (relative paths being written now); returns what it cataloged. Each file is
     opened relative to its directory, itself opened without following a link (``open_dir``),
-    and cut in place: never read whole."""
+    and cut in place: never read whole. A file without its catalog row (its opening never
+    reached the catalog) belongs to the one route of ``patterns`` (route name: path pattern)
+    whose pattern its path matches; matching none, or more than one, it is repaired but not
+    cataloged, and its path added to ``lost``."""
     done: list[Segment] = []
     parts = [*root.rglob("*.ts.part"), *root.rglob("*.mp4.part")]
     for part in sorted(parts)[:MAX_REPAIRS]:
@@ -164,16 +183,20 @@ def repair(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset()) 
         except OSError:
             continue  # reached through a link, or gone
         try:
-            seg = _repair_one(dir_fd, name, final_name, rel, root, catalog)
+            seg = _repair_one(dir_fd, name, final_name, rel, root, catalog, patterns or {})
         finally:
             os.close(dir_fd)
-        if seg is not None:
+        if isinstance(seg, Segment):
             done.append(seg)
+        elif seg is not None and lost is not None:
+            lost.append(seg)
     return done
 
 
 def _repair_one(dir_fd: int, name: str, final_name: str, rel: str, root: Path,
-                catalog: Catalog) -> Segment | None:
+                catalog: Catalog, patterns: Mapping[str, str]) -> Segment | str | None:
+    """The segment cataloged; or ``rel`` when its route is not known (repaired, not
+    cataloged); or ``None``."""
     try:
         fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
@@ -202,14 +225,58 @@ def _repair_one(dir_fd: int, name: str, final_name: str, rel: str, root: Path,
     os.rename(name, final_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     if mp4:
         duration = _probe_duration(root / rel)
-    mtime = os.stat(final_name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
     known = catalog.get(rel)
-    route = known.route if known else rel.split("/", 1)[0]
-    start = known.start if known else mtime - duration
+    route = known.route if known else route_of(rel, patterns)
+    if route is None:
+        return rel
+    # Its times from its content: from its start (as cataloged when it opened) on by its
+    # media duration; without that row, it ends at its last write (its change time read
+    # before the cut, which changes it to now) and starts its duration before.
+    if known:
+        start = known.start
+        end = start + duration if duration > 0 else max(st.st_mtime, start)
+    else:
+        end = st.st_mtime
+        start = end - duration
     seg = Segment(
-        path=rel, route=route, format="mp4" if mp4 else "ts", start=start,
-        end=max(mtime, start + duration), duration=duration, bytes=whole,
-        psi=mp4 or psi, repaired=True, keyframes=tuple(keys),
+        path=rel, route=route, format="mp4" if mp4 else "ts", start=start, end=end,
+        duration=duration, bytes=whole, psi=mp4 or psi, repaired=True, keyframes=tuple(keys),
     )
     catalog.add(replace(seg, open=False))
     return seg
+
+
+# What each strftime field of a path pattern expands to (rust/record/path.rs `FIELDS`).
+_FIELDS = {
+    "Y": r"\d{4}", "G": r"\d{4}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}",
+    "S": r"\d{2}", "V": r"\d{2}", "g": r"\d{2}", "j": r"\d{3}", "u": r"\d", "z": r"[+-]\d{4}",
+    "s": r"\d+", "%": "%",
+}
+
+
+def _pattern_re(pattern: str) -> re.Pattern[str]:
+    """A path pattern as a regular expression matching the segment paths it expands to
+    (``-N`` when two start within a second, then ``.ts`` or ``.mp4``)."""
+    out, named, i = [], False, 0
+    while i < len(pattern):
+        if pattern.startswith("{route}", i):
+            out.append("(?P=route)" if named else "(?P<route>[^/]+)")
+            named, i = True, i + len("{route}")
+        elif pattern[i] == "%" and i + 1 < len(pattern):
+            out.append(_FIELDS.get(pattern[i + 1], "[^/]*"))
+            i += 2
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"(?:-\d+)?\.(?:ts|mp4)")
+
+
+def route_of(rel: str, patterns: Mapping[str, str]) -> str | None:
+    """The one route whose path pattern ``rel`` matches (a ``{route}`` in it standing for
+    that route's name); ``None`` for none or more than one."""
+    found = set()
+    for name, pattern in patterns.items():
+        m = _pattern_re(pattern).fullmatch(rel)
+        if m and m.groupdict().get("route", name) == name:
+            found.add(name)
+    return found.pop() if len(found) == 1 else None

@@ -1,7 +1,8 @@
 """Retention: deletes segments by age, by bytes per route and by free space on the recordings
 volume, oldest first, never a segment being written; removes the directories it leaves empty;
 notices files removed by hand. Each pass does bounded work (``MAX_DELETES`` deletions and
-``CHECK_PAGE`` existence checks) and says what it did.
+``CHECK_PAGE`` to ``CHECK_MAX`` existence checks, newest segments first) and says what it
+did.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from pathlib import Path
 from castway.server.recording.catalog import MAX_SEGMENT_S, Catalog, Segment
 from castway.server.specs import Recording
 
-# Deletions per pass, and catalog rows checked for a file removed by hand per pass.
+# Deletions per pass, and catalog rows checked for a file removed by hand per pass: at least
+# CHECK_PAGE, more in a large catalog so that a sweep of every row takes at most
+# CHECK_SWEEP passes, but never more than CHECK_MAX.
 MAX_DELETES = 200
 CHECK_PAGE = 500
+CHECK_SWEEP = 30
+CHECK_MAX = 20_000
 
 
 @dataclass
@@ -89,7 +94,8 @@ class Retention:
         """``report(route, path, reason)`` is called for each segment deleted or found gone."""
         self.root, self.catalog, self.report, self.free = root, catalog, report, free
         self.volume = volume
-        self._cursor = ""
+        # Where the existence checks go on from: the (start, path) of the last row checked.
+        self._cursor: tuple[float, str] | None = None
 
     def run(self, policies: Mapping[str, Recording], now: float,
             writing: frozenset[str] = frozenset(),
@@ -196,8 +202,9 @@ class Retention:
             parts.pop()
 
     def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
-        rows = self.catalog.page(self._cursor, CHECK_PAGE)
-        self._cursor = rows[-1].path if len(rows) == CHECK_PAGE else ""
+        page = min(max(CHECK_PAGE, -(-self.catalog.count() // CHECK_SWEEP)), CHECK_MAX)
+        rows = self.catalog.newest(self._cursor, page)
+        self._cursor = (rows[-1].start, rows[-1].path) if len(rows) == page else None
         # A row still open that no route writes and older than any segment can last lost its
         # close (a failed rename, a crash): it goes (crash repair catalogs its `.part` again).
         stale = [s for s in rows

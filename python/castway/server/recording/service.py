@@ -4,16 +4,15 @@ proto in, one call into :class:`Recordings`, proto out."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
+import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from castway.server.errors import ControlError
 from castway.server.recording.catalog import Segment
-from castway.server.recording.clips import CHUNK, make
+from castway.server.recording.clips import CHUNK, Job, make
 from castway.server.recording.manager import Recordings
 from castway.server.servicers import _rpc, _ts, fill
 from castway.v1 import recording_pb2, recording_pb2_grpc, route_pb2
@@ -88,12 +87,25 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         end = request.to.ToNanoseconds() / 1e9
         r = self.recordings
         try:
-            # The place among the clips being made is let go before a refusal is answered.
-            with r.clip(), tempfile.TemporaryDirectory(prefix="castway-clip-") as tmp:
-                out = await asyncio.to_thread(
+            # The place among the clips being made, and the clip's files (in the recordings
+            # volume's own `.castway-clips` directory), are let go only when the work on them
+            # is over: a cancelled call kills its ffmpeg and waits for the thread first.
+            with r.clip(), r.clip_dir() as tmp:
+                job = Job()
+                work = asyncio.ensure_future(asyncio.to_thread(
                     make, r.catalog, r.root, request.route, start, end, request.format,
-                    Path(tmp), float(r.control.limits.max_clip_s),
-                )
+                    tmp, float(r.control.limits.max_clip_s), r.clip_floor(), job,
+                ))
+                try:
+                    out = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    job.cancel()
+                    # Bounded: its ffmpeg is killed, and the call may be cancelled again.
+                    while not work.done():
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await asyncio.wait({work})
+                    work.exception()  # the `Aborted` that ends it, or the refusal
+                    raise
                 with open(out, "rb") as f:
                     while chunk := await asyncio.to_thread(f.read, CHUNK):
                         yield recording_pb2.ClipChunk(data=chunk)
