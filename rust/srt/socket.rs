@@ -505,6 +505,23 @@ impl Socket {
         address_string(&storage)
     }
 
+    /// Whether a message is ready to be received now (`SRTO_EVENT` has `SRT_EPOLL_IN`): asks
+    /// without receiving, so a drained socket costs no failing `srt_recvmsg`.
+    pub fn readable(&self) -> bool {
+        let mut events: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as c_int;
+        // SAFETY: libsrt writes one int into `events` and sets `len`.
+        let r = unsafe {
+            ffi::srt_getsockflag(
+                self.id,
+                ffi::SRTO_EVENT,
+                (&mut events as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        r != ffi::SRT_ERROR && events & ffi::SRT_EPOLL_IN != 0
+    }
+
     /// The stream ID the peer sent (an accepted socket), if any.
     pub fn stream_id(&self) -> Option<String> {
         let mut buf = [0u8; 768];
