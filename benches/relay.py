@@ -2,8 +2,10 @@
 
 1. SRT -> SRT relay of one ~7 Mb/s stream: `castway relay` vs `srt-live-transmit` (and, for
    reference, a bare `gst-launch-1.0 srtsrc ! srtsink`, the floor for GStreamer's SRT elements).
-2. SRT -> 10 x SRT fan-out: `castway relay` with 10 outputs vs a `gst-launch-1.0` pipeline with
-   `tee` and a leaky `queue` per branch.
+2. SRT -> 10 x SRT fan-out: `castway relay` with 10 listener outputs (10 ports) vs a
+   `gst-launch-1.0` pipeline with `tee` and a leaky `queue` per branch; and, as a second
+   castway row, one listener output that the 10 receivers all call (one port: one libsrt
+   sending and receiving thread for all ten; docs/architecture.md says why it costs less).
 
 Each relay runs for the same time with the same sender (ffmpeg -re, paced) and receivers
 (srt-live-transmit callers writing to /dev/null); the relay's CPU seconds (user+sys) and peak
@@ -93,7 +95,9 @@ def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
         peers.stop_all(signal.SIGINT)
 
 
-Case = tuple[str, Callable[[int, list[int]], list[str]]]
+# A relay: its name, its command line (from the input's port and the outputs' ports) and
+# whether its receivers all call the first output port (one listener output for all).
+Case = tuple[str, Callable[[int, list[int]], list[str]], bool]
 
 
 def castway_argv(a: int, outs: list[int]) -> list[str]:
@@ -101,6 +105,10 @@ def castway_argv(a: int, outs: list[int]) -> list[str]:
     for p in outs:
         argv += ["-o", f"srt://:{p}?mode=listener"]
     return argv
+
+
+def castway_one_listener_argv(a: int, outs: list[int]) -> list[str]:
+    return castway_argv(a, outs[:1])
 
 
 def slt_argv(a: int, outs: list[int]) -> list[str]:
@@ -128,11 +136,12 @@ def compare(cases: list[Case], n_out: int, source: Path, seconds: float, reps: i
             workdir: Path) -> list[tuple[str, Usage]]:
     """Runs the cases in turn, `reps` rounds, and keeps each case's median run (by CPU): the
     relays cost a few percent of a core, so one run alone is at the mercy of the machine."""
-    runs: dict[str, list[Usage]] = {name: [] for name, _ in cases}
+    runs: dict[str, list[Usage]] = {name: [] for name, _, _ in cases}
     for _ in range(reps):
-        for name, argv in cases:
+        for name, argv, one_port in cases:
             a, outs = free_port(), [free_port() for _ in range(n_out)]
-            runs[name].append(run(argv(a, outs), a, outs, source, seconds, workdir))
+            receivers = [outs[0]] * n_out if one_port else outs
+            runs[name].append(run(argv(a, outs), a, receivers, source, seconds, workdir))
     return [(name, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2]) for name, us in runs.items()]
 
 
@@ -163,13 +172,16 @@ def main() -> int:
         make_source(source, 30)
         rate = source.stat().st_size * 8 / 30 / 1e6
         print(f"source: {rate:.2f} Mb/s, 1280x720 H.264 + AAC, looped by ffmpeg -re\n")
-        relay = compare([("castway relay", castway_argv), ("srt-live-transmit", slt_argv),
-                         ("gst-launch srtsrc ! srtsink", gst_relay_argv)],
+        relay = compare([("castway relay", castway_argv, False),
+                         ("srt-live-transmit", slt_argv, False),
+                         ("gst-launch srtsrc ! srtsink", gst_relay_argv, False)],
                         1, source, args.seconds, args.reps, work)
         print(table("SRT -> SRT relay, one stream", relay, args.seconds, args.reps), flush=True)
         print()
-        fanout = compare([("castway relay 1->10", castway_argv),
-                          ("gst-launch tee 1->10", tee_argv)],
+        fanout = compare([("castway relay 1->10", castway_argv, False),
+                          ("gst-launch tee 1->10", tee_argv, False),
+                          ("castway relay 1->10, 1 listener output, 10 callers",
+                           castway_one_listener_argv, True)],
                          10, source, args.seconds, args.reps, work)
         print(table("SRT -> 10 x SRT fan-out", fanout, args.seconds, args.reps))
     return 0

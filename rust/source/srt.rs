@@ -453,3 +453,86 @@ impl Handler for SrtInput {
         self.end(state, conn, why);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ts::tests::packet;
+    use crate::uri::{Endpoint, Role};
+    use std::time::{Duration, Instant};
+
+    fn endpoint(uri: &str, role: Role) -> SrtEndpoint {
+        match Endpoint::parse(uri, role) {
+            Ok(Endpoint::Srt(ep)) => ep,
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
+
+    /// Polls `done` every 10 ms for at most 10 s.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One wake of the I/O thread for an input with several messages ready receives them all,
+    /// not one (a relay reading one message per wake fell behind: libsrt's epoll does not
+    /// report a socket still readable at once when it serves many).
+    #[test]
+    fn an_input_receives_every_ready_message_in_one_wake() {
+        const MESSAGES: usize = 20;
+        const LATENCY_MS: u64 = 20;
+        gst::init().unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        let hub = Arc::new(Hub::default());
+        let feed = hub.feed();
+        let ep = endpoint(
+            &format!("srt://127.0.0.1:{port}?mode=listener&latency={LATENCY_MS}"),
+            Role::Input,
+        );
+        let input =
+            SrtInput::open(&ep, "test/in".into(), hub, feed.clone(), Box::new(|_| {})).unwrap();
+        let caller = Socket::new().unwrap();
+        caller
+            .configure(&endpoint(
+                &format!("srt://127.0.0.1:{port}?mode=caller&latency={LATENCY_MS}"),
+                Role::Output,
+            ))
+            .unwrap();
+        caller.connect(resolve("127.0.0.1", port).unwrap()).unwrap();
+        wait_for("the sender to connect", || {
+            caller.connected() && input.connected()
+        });
+
+        // The I/O thread waits for the input's lock while the messages arrive.
+        let mut state = lock(&input.state);
+        let message: Vec<u8> = (0..7u8)
+            .flat_map(|cc| packet(0x100, cc, None, None))
+            .collect();
+        for _ in 0..MESSAGES {
+            assert!(matches!(caller.send(&message), Io::Done(_)));
+        }
+        let conn = state.conn.as_mut().unwrap();
+        wait_for("libsrt to receive every message", || {
+            conn.socket
+                .stats()
+                .is_some_and(|s| s.pktRecvTotal >= MESSAGES as i64)
+        });
+        // Each is ready to read at its play time, `latency` after it was sent; libsrt tells
+        // whether a message is ready, not how many are, so this waits well past the last one's.
+        std::thread::sleep(Duration::from_millis(LATENCY_MS + 300));
+        assert_eq!(input.receive(conn, false), None);
+        assert_eq!(
+            feed.counters.snapshot().packets,
+            7 * MESSAGES as u64,
+            "one wake received only part of what was ready"
+        );
+        drop(state);
+        input.close();
+    }
+}
