@@ -71,7 +71,7 @@ pub const OPTIONS: &[OptionDef] = &[
             min: -1,
             max: i64::MAX,
         },
-        default: "-1 (no limit)",
+        default: "-1 (libsrt's live ceiling, 1 Gb/s)",
     },
     OptionDef {
         key: "inputbw",
