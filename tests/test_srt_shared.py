@@ -569,3 +569,52 @@ def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user
     with pytest.raises(castway.errors.CastwayError) as info:
         gateway.add_route("short", "srt-shared://?users=cam:short", ["udp://127.0.0.1:9"])
     assert "`cam`" in str(info.value) and "10 to 79 characters" in str(info.value), info.value
+
+
+def refusal_events(gateway: castway.Gateway) -> list[Any]:
+    return [e for e in gateway.events(timeout=0) if e["kind"] == "srt_refused"]
+
+
+def refused_total(stats: Any) -> int:
+    return sum(v for k, v in stats.items() if k.startswith("refused_"))
+
+
+def test_refusals_are_events_naming_the_reason_peer_route_and_user(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    # A reader of a route the port does not have, naming a user and a password.
+    gone = peers.start(["srt-live-transmit", "-a", "no", srt(port, "read:nosuch:alice:secret1"),
+                        "udp://127.0.0.1:9999"])
+    wait_until(lambda: refusal_events(gateway), 20, "the refusal as an event")
+    gone.kill()
+    (event,) = refusal_events(gateway)
+    assert (event["reason"], event["route"], event["user"]) == ("not_found", "nosuch", "alice")
+    # The password is not in it.
+    assert event["stream_id"] == "read:nosuch:alice:***", event
+    assert event["address"].startswith("127.0.0.1:"), event
+    # libsrt's own refusal of a wrong passphrase, after the stream ID let the caller in.
+    bad = peers.start(["srt-live-transmit", "-a", "no",
+                       srt(port, "#!::r=news,u=viewer", passphrase="wrong-password"),
+                       "udp://127.0.0.1:9999"])
+    wait_until(lambda: any(e["reason"] == "bad_secret" for e in refusal_events(gateway)), 20,
+               "the wrong passphrase as an event")
+    bad.kill()
+    secret = next(e for e in refusal_events(gateway) if e["reason"] == "bad_secret")
+    assert (secret["route"], secret["user"]) == ("news", "viewer"), secret
+
+
+def test_each_refusal_of_a_flood_is_an_event_or_counted_as_missed(
+    gateway: castway.Gateway, port: int, peers: Peers
+) -> None:
+    # Thirty readers of a route the port does not have, started by one shell at once.
+    one = f"srt-live-transmit -q -a no '{srt(port, 'read:nosuch')}' udp://127.0.0.1:9999"
+    flood = peers.start(["sh", "-c", f"for i in $(seq 30); do {one} & done; wait"])
+    wait_until(lambda: port_stats(gateway)["refused_not_found"] >= 30, 30, "thirty refusals")
+    os.killpg(flood.pid, signal.SIGKILL)
+    stats = port_stats(gateway)
+    reported = refusal_events(gateway)
+    # Every refusal is either an event or counted as missed (the port reports 10 a second at
+    # most: how many of these came within one second depends on the machine, so the budget
+    # itself is checked by the Rust unit test `refusals_past_a_seconds_budget_…`).
+    assert len(reported) + stats["refusal_events_missed"] == refused_total(stats), stats
+    assert all(e["reason"] == "not_found" for e in reported)

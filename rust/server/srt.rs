@@ -35,8 +35,10 @@ use std::net::SocketAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use super::streamid::{self, Mode, Refusal, StreamRequest};
+use crate::events::{Event, EventLog, Kind};
 use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
@@ -54,6 +56,11 @@ pub const PROBE: &str = "probe";
 pub const MAX_PROBES: usize = 2;
 /// A probe's longest life: the port ends it then (`castway probe` runs for seconds).
 pub const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Refusals the port reports as `srt_refused` events in one second at most: a flood of refused
+/// callers (a misconfigured encoder retrying, a scan) cannot flood the event log. The others
+/// are counted (`refusal_events_missed`); every refusal is logged and counted by reason.
+pub const REFUSAL_EVENTS_PER_SECOND: u32 = 10;
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -420,6 +427,9 @@ pub struct SrtPortStats {
     /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
     pub probes_accepted: u64,
     pub probe_bytes: u64,
+    /// Refusals not reported as `srt_refused` events: more than `REFUSAL_EVENTS_PER_SECOND`
+    /// came in one second.
+    pub refusal_events_missed: u64,
 }
 
 #[derive(Default)]
@@ -432,6 +442,32 @@ struct Counts {
     dropped: AtomicU64,
     probes: AtomicU64,
     probe_bytes: AtomicU64,
+    refusal_events_missed: AtomicU64,
+}
+
+/// Lets `REFUSAL_EVENTS_PER_SECOND` refusals a second through to the event log (a window of
+/// one second, starting at the first refusal after the last window).
+#[derive(Debug, Default)]
+struct EventBudget {
+    since: Option<Instant>,
+    used: u32,
+}
+
+impl EventBudget {
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(since) if now.duration_since(since) < Duration::from_secs(1) => {}
+            _ => {
+                self.since = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used >= REFUSAL_EVENTS_PER_SECOND {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -442,6 +478,18 @@ fn refusal_index(r: Refusal) -> usize {
         Refusal::NotFound => 3,
         Refusal::Conflict => 4,
         Refusal::Unavailable => 5,
+    }
+}
+
+/// A refusal's name in stats, metrics and events.
+fn refusal_name(r: Refusal) -> &'static str {
+    match r {
+        Refusal::BadRequest => "bad_request",
+        Refusal::Unauthorized => "unauthorized",
+        Refusal::Forbidden => "forbidden",
+        Refusal::NotFound => "not_found",
+        Refusal::Conflict => "conflict",
+        Refusal::Unavailable => "unavailable",
     }
 }
 
@@ -469,6 +517,9 @@ struct PortInner {
     probe: bool,
     /// The probe peers being served: their socket and since when.
     probes: Mutex<Vec<(Socket, std::time::Instant)>>,
+    /// Where refusals are reported (the gateway's event log), and how many this second.
+    events: Arc<EventLog>,
+    budget: Mutex<EventBudget>,
 }
 
 /// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
@@ -506,8 +557,12 @@ pub struct SrtPort {
 
 impl SrtPort {
     /// Listens on `address` (`[HOST]:PORT`, with srt:// socket options as a query:
-    /// `:8890?latency=200`) for the routes of `directory`.
-    pub fn open(address: &str, directory: Directory) -> Result<SrtPort, String> {
+    /// `:8890?latency=200`) for the routes of `directory`; refusals go to `events`.
+    pub fn open(
+        address: &str,
+        directory: Directory,
+        events: Arc<EventLog>,
+    ) -> Result<SrtPort, String> {
         // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
         let (hostport, query, probe) = port_keys(address);
         let any_port = hostport.ends_with(":0");
@@ -554,6 +609,8 @@ impl SrtPort {
             counts: Counts::default(),
             probe,
             probes: Mutex::new(Vec::new()),
+            events,
+            budget: Mutex::new(EventBudget::default()),
         });
         // libsrt keeps the pointer for the listeners' life; a weak reference leaked once per
         // port (a few bytes) stays valid however the callback races with the port's end.
@@ -601,6 +658,7 @@ impl SrtPort {
             publishers_dropped: c.dropped.load(Relaxed),
             probes_accepted: c.probes.load(Relaxed),
             probe_bytes: c.probe_bytes.load(Relaxed),
+            refusal_events_missed: c.refusal_events_missed.load(Relaxed),
         }
     }
 }
@@ -700,6 +758,7 @@ impl PortInner {
         );
         let port = Arc::downgrade(self);
         let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
+        let (peer, stream_id) = (peer.to_string(), stream_id.to_string());
         srt_log::watch(Watch {
             socket: ns,
             on_rejected: Box::new(move |why| {
@@ -709,20 +768,51 @@ impl PortInner {
                 let Some(port) = port.upgrade() else {
                     return;
                 };
-                let (count, text) = match why {
-                    Rejection::BadSecret => {
-                        (&port.counts.bad_secret, "wrong passphrase (bad secret)")
-                    }
+                let (count, name, text) = match why {
+                    Rejection::BadSecret => (
+                        &port.counts.bad_secret,
+                        "bad_secret",
+                        "wrong passphrase (bad secret)",
+                    ),
                     Rejection::Unsecure => (
                         &port.counts.unsecure,
+                        "unsecure",
                         "a passphrase on one side only (unsecure)",
                     ),
                 };
                 count.fetch_add(1, Relaxed);
                 gst::warning!(CAT, "refused {who}: {text}");
+                port.report_refusal(name, &peer, &stream_id, Some(&request));
             }),
         });
         Ok(())
+    }
+
+    /// Reports a refusal as an `srt_refused` event, unless this second's budget is spent
+    /// (`REFUSAL_EVENTS_PER_SECOND`; then it is counted). `reason` is its name in the stats
+    /// (`not_found`, `bad_secret`, …); the stream ID is shown redacted, and not at all when it
+    /// could not be read (in an unknown form a password cannot be told apart).
+    fn report_refusal(
+        &self,
+        reason: &str,
+        peer: &str,
+        stream_id: &str,
+        request: Option<&StreamRequest>,
+    ) {
+        if !lock(&self.budget).allow(Instant::now()) {
+            self.counts.refusal_events_missed.fetch_add(1, Relaxed);
+            return;
+        }
+        let readable = request.is_some() || stream_id == PROBE;
+        self.events.push(Event {
+            route: request.map(|r| r.route.clone()),
+            input: request.and_then(|r| r.input.clone()),
+            reason: Some(reason.to_string()),
+            address: Some(peer.to_string()),
+            stream_id: readable.then(|| crate::uri::redact_stream_id(stream_id)),
+            user: request.and_then(|r| r.user.clone()),
+            ..Event::new(Kind::SrtRefused)
+        });
     }
 
     /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
@@ -738,6 +828,8 @@ impl PortInner {
             let r = Refusal::Unavailable;
             self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
             gst::warning!(CAT, "dropped {peer}: probe: {}", refusal_text(r));
+            drop(probes);
+            self.report_refusal(refusal_name(r), peer, PROBE, None);
             return;
         }
         self.counts.probes.fetch_add(1, Relaxed);
@@ -827,6 +919,7 @@ impl PortInner {
                         refusal_text(r)
                     );
                     self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+                    self.report_refusal(refusal_name(r), &peer, &stream_id, Some(&request));
                 }
             }
         }
@@ -878,6 +971,11 @@ unsafe extern "C" fn on_listen(
             port.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
             // SAFETY: the new socket libsrt handed us.
             unsafe { ffi::srt_setrejectreason(ns, r.code()) };
+            let request = match port.is_probe(&stream_id) {
+                true => None,
+                false => streamid::parse(&stream_id).ok(),
+            };
+            port.report_refusal(refusal_name(r), &peer, &stream_id, request.as_ref());
             -1
         }
     }
@@ -990,6 +1088,17 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn refusals_past_a_seconds_budget_are_not_reported() {
+        let mut budget = EventBudget::default();
+        let t = Instant::now();
+        let passed = (0..25).filter(|_| budget.allow(t)).count();
+        assert_eq!(passed, REFUSAL_EVENTS_PER_SECOND as usize);
+        assert!(!budget.allow(t + Duration::from_millis(999)));
+        // A new second, a new budget.
+        assert!(budget.allow(t + Duration::from_secs(1)));
     }
 
     #[test]

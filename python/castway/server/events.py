@@ -208,8 +208,9 @@ class FileSink(QueuedSink):
 DATA_PLANE = frozenset({
     "route_state", "input_lost", "input_recovered", "switch", "output_connected",
     "output_disconnected", "output_failing", "caller_joined", "caller_left", "analysis",
+    "srt_refused",
 })
-_WARNINGS = frozenset({"input_lost", "output_failing"})
+_WARNINGS = frozenset({"input_lost", "output_failing", "srt_refused"})
 
 
 class LogSink(QueuedSink):
