@@ -401,6 +401,33 @@ def test_a_publisher_naming_no_input_gets_the_first_free_one(
         s.stop.set()
 
 
+def test_a_publisher_naming_no_input_gets_the_highest_priority_free_one(
+    gateway: castway.Gateway, peers: Peers
+) -> None:
+    """The inputs come on the port lowest priority first (the route is then reordered): a
+    publisher naming only the route follows the route's priority, not the port's order."""
+    address = gateway.listen_srt("127.0.0.1:0")
+    port = int(address.rpartition(":")[2])
+    shared = "srt-shared://"
+    gateway.add_route("two", {"low": shared, "high": shared}, ["udp://127.0.0.1:9"])
+    applied = gateway.update_route("two", {"high": shared, "low": shared}, ["udp://127.0.0.1:9"])
+    assert applied["reordered"] and not applied["inputs_added"], applied
+    route = gateway.route("two")
+    assert [i["id"] for i in route.stats()["inputs"]] == ["high", "low"]
+    senders = []
+    for n, expected in enumerate(("high", "low")):
+        p = slt_sender(peers, srt(port, "publish:two"))
+        senders.append(PipeSender(p, random_ts(7 * MESSAGES), bitrate=1e6))
+        wait_until(lambda n=n: port_stats(gateway)["publishers_accepted"] == n + 1, 20,
+                   f"publisher {n + 1} taken")
+        wait_until(lambda i=n: route.stats()["inputs"][i]["bytes"] > 0, 20, f"{expected} fed")
+        assert route.stats()["inputs"][n]["id"] == expected
+    # Each input has its own publisher: the low one got the second, not the first.
+    assert all(i["bytes"] > 0 for i in route.stats()["inputs"])
+    for s in senders:
+        s.stop.set()
+
+
 def port_stats(gateway: castway.Gateway) -> Any:
     s = gateway.srt_port_stats()
     assert s is not None

@@ -3,8 +3,8 @@
 //!
 //! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
 //! data goes (one publisher at a time; a route may have several, a main and a backup, which a
-//! publisher names as `ROUTE/INPUT` or the port picks: the first free one that admits it), an
-//! output serves every reader as a caller of its own.
+//! publisher names as `ROUTE/INPUT` or the port picks: the highest-priority free one that admits
+//! it, in the route's failover order), an output serves every reader as a caller of its own.
 //! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
 //!
 //! The port is bound [`RECEIVERS`] times (`SO_REUSEPORT`): libsrt serves each UDP socket with
@@ -201,13 +201,35 @@ type SharedInput = (u64, String, Weak<SrtInput>, Access);
 
 #[derive(Default)]
 struct Entry {
-    /// The route's shared inputs, in the order their ids first registered (the route starts
-    /// its inputs in its order; one that restarts keeps its place).
+    /// The route's shared inputs, highest priority first (`rank`).
     publish: Vec<SharedInput>,
     /// `(token, endpoint, access)` of the route's shared output.
     read: Option<(u64, Weak<SrtOutput>, Access)>,
-    /// Input ids in the order they first registered.
+    /// The route's input ids in its priority order, as it last told (`set_priority`).
+    priority: Vec<String>,
+    /// Input ids in the order they first registered: the order of those the route has not
+    /// (yet) placed.
     order: Vec<String>,
+}
+
+impl Entry {
+    /// Puts the shared inputs in the route's priority order: those it placed first, then the
+    /// others as they first registered.
+    fn rank(&mut self) {
+        let (priority, order) = (&self.priority, &self.order);
+        let rank = |p: &SharedInput| match priority.iter().position(|n| *n == p.1) {
+            Some(i) => (0, i),
+            None => (
+                1,
+                order.iter().position(|n| *n == p.1).unwrap_or(usize::MAX),
+            ),
+        };
+        self.publish.sort_by_key(rank);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.read.is_none() && self.priority.is_empty()
+    }
 }
 
 /// The routes on the gateway's shared SRT port, by name. Kept whether a port is open or not:
@@ -242,7 +264,7 @@ impl Drop for Registration {
             }
             Mode::Read => {}
         }
-        if entry.publish.is_empty() && entry.read.is_none() {
+        if entry.is_empty() {
             routes.remove(&self.route);
         }
     }
@@ -274,6 +296,22 @@ impl Directory {
     fn key(&self, secret: &str) -> Option<bool> {
         let hash = sha256_hex(secret);
         lock(&self.keys).get(&hash).copied()
+    }
+
+    /// The priority order of `route`'s inputs (their ids, the first preferred), which a
+    /// publisher naming only the route follows; the route tells it as it starts and whenever
+    /// its inputs change, and an empty list as it stops.
+    pub fn set_priority(&self, route: &str, ids: &[&str]) {
+        let mut routes = lock(&self.routes);
+        if ids.is_empty() && !routes.contains_key(route) {
+            return;
+        }
+        let entry = routes.entry(route.to_string()).or_default();
+        entry.priority = ids.iter().map(|s| s.to_string()).collect();
+        entry.rank();
+        if entry.is_empty() {
+            routes.remove(route);
+        }
     }
 
     /// Puts a route's shared input `id` on the port (a route may have several).
@@ -318,9 +356,7 @@ impl Directory {
                     entry.order.push(id.to_string());
                 }
                 entry.publish.push((token, id.to_string(), i, access));
-                let order = &entry.order;
-                let rank = |p: &SharedInput| order.iter().position(|n| *n == p.1);
-                entry.publish.sort_by_key(rank);
+                entry.rank();
                 Mode::Publish
             }
             Side::Output(o) => {
@@ -353,7 +389,8 @@ impl Directory {
     }
 
     /// Judges the caller on socket `ns`: its admission, and where it goes once accepted. A
-    /// publisher goes to the input it names, else to the first that admits it and has no live
+    /// publisher goes to the input it names, else to the first (in the route's priority order)
+    /// that admits it and has no live
     /// publisher, and reserves it (`SrtInput::claim`); when each that admits it has one (or is
     /// reserved for another), it is refused as a conflict.
     fn judge(&self, request: &StreamRequest, ns: SRTSOCKET) -> Result<(Admission, Side), Refusal> {
@@ -817,7 +854,11 @@ impl PortInner {
 
     /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
     fn is_probe(&self, stream_id: &str) -> bool {
-        self.probe && stream_id == PROBE && !lock(&self.directory.routes).contains_key(PROBE)
+        let routes = lock(&self.directory.routes);
+        let on_port = routes
+            .get(PROBE)
+            .is_some_and(|e| !e.publish.is_empty() || e.read.is_some());
+        self.probe && stream_id == PROBE && !on_port
     }
 
     /// Serves a probe peer: what it sends is counted and discarded until it leaves or
