@@ -120,6 +120,8 @@ class SrtPortStats(TypedDict):
     refused_unavailable: int
     # Refusals not reported as ``srt_refused`` events (more than 10 in one second).
     refusal_events_missed: int
+    # Probe callers closed because they sent nothing for 2 s (their slot freed).
+    probes_idle_closed: int
 
 
 class SrtStats(TypedDict):

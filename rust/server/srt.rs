@@ -34,7 +34,7 @@ use std::ffi::CStr;
 use std::net::SocketAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::streamid::{self, Mode, Refusal, StreamRequest};
@@ -55,7 +55,12 @@ pub const PROBE: &str = "probe";
 /// Probes served at once; one more is refused as unavailable (1503).
 pub const MAX_PROBES: usize = 2;
 /// A probe's longest life: the port ends it then (`castway probe` runs for seconds).
-pub const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+pub const PROBE_MAX: Duration = Duration::from_secs(120);
+/// A probe peer that sends nothing for this long is closed and its slot freed: `castway
+/// probe` sends from its first moment, and a caller that only holds a slot (an encoder sent
+/// stream ID `probe` by mistake, a peer gone without a word) would otherwise keep the next
+/// probe out until libsrt notices it (never, while it answers keepalives).
+pub const PROBE_IDLE: Duration = Duration::from_secs(2);
 
 /// Refusals the port reports as `srt_refused` events in one second at most: a flood of refused
 /// callers (a misconfigured encoder retrying, a scan) cannot flood the event log. The others
@@ -464,6 +469,8 @@ pub struct SrtPortStats {
     /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
     pub probes_accepted: u64,
     pub probe_bytes: u64,
+    /// Probe peers the port closed because they sent nothing for `PROBE_IDLE`.
+    pub probes_idle_closed: u64,
     /// Refusals not reported as `srt_refused` events: more than `REFUSAL_EVENTS_PER_SECOND`
     /// came in one second.
     pub refusal_events_missed: u64,
@@ -541,6 +548,70 @@ fn refusal_text(r: Refusal) -> &'static str {
     }
 }
 
+/// A probe peer being served: its socket, since when, and when it last sent.
+struct Probe {
+    socket: Socket,
+    since: Instant,
+    heard: Instant,
+}
+
+#[derive(Default)]
+struct ProbeList {
+    peers: Vec<Probe>,
+    /// The port closed: the timer thread leaves.
+    closed: bool,
+}
+
+/// The probe peers of a port, and what its timer thread (`end_overdue`) waits on: woken when
+/// a probe comes or the port closes, and at the next probe's deadline (idle or past
+/// `PROBE_MAX`); without probes it waits untimed.
+#[derive(Default)]
+struct Probes {
+    list: Mutex<ProbeList>,
+    changed: Condvar,
+    idle_closed: AtomicU64,
+}
+
+/// The port's probe timer: ends each probe peer that sent nothing for `PROBE_IDLE` (counted)
+/// or ran past `PROBE_MAX`, until the port closes.
+fn end_overdue(probes: &Probes, worker: &Worker) {
+    let mut list = lock(&probes.list);
+    while !list.closed {
+        let now = Instant::now();
+        list.peers.retain(|p| {
+            let over = now.duration_since(p.since) >= PROBE_MAX;
+            let idle = now.duration_since(p.heard) >= PROBE_IDLE;
+            if over || idle {
+                worker.remove(p.socket.id());
+                let peer = p.socket.peer().unwrap_or_default();
+                if over {
+                    gst::info!(CAT, "probe {peer} ended: its time is up");
+                } else {
+                    probes.idle_closed.fetch_add(1, Relaxed);
+                    gst::info!(
+                        CAT,
+                        "probe {peer} closed: it sent nothing for {PROBE_IDLE:?}"
+                    );
+                }
+            }
+            !(over || idle)
+        });
+        let next = (list.peers.iter())
+            .map(|p| (p.heard + PROBE_IDLE).min(p.since + PROBE_MAX))
+            .min();
+        list = match next {
+            None => (probes.changed.wait(list)).unwrap_or_else(PoisonError::into_inner),
+            Some(at) => {
+                (probes
+                    .changed
+                    .wait_timeout(list, at.saturating_duration_since(now)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+            }
+        };
+    }
+}
+
 struct PortInner {
     /// Itself, as the I/O thread's handler of probe peers' sockets.
     me: Weak<PortInner>,
@@ -552,8 +623,8 @@ struct PortInner {
     counts: Counts,
     /// Whether stream ID `probe` is a probe peer (`probe=off` on the address: it is not).
     probe: bool,
-    /// The probe peers being served: their socket and since when.
-    probes: Mutex<Vec<(Socket, std::time::Instant)>>,
+    /// The probe peers being served.
+    probes: Arc<Probes>,
     /// Where refusals are reported (the gateway's event log), and how many this second.
     events: Arc<EventLog>,
     budget: Mutex<EventBudget>,
@@ -590,6 +661,8 @@ fn port_keys(address: &str) -> (&str, String, bool) {
 /// The shared SRT port; closed when dropped.
 pub struct SrtPort {
     inner: Arc<PortInner>,
+    /// The probe timer (`end_overdue`), when the port takes probes.
+    timer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SrtPort {
@@ -645,7 +718,7 @@ impl SrtPort {
             listeners: Mutex::new(Vec::new()),
             counts: Counts::default(),
             probe,
-            probes: Mutex::new(Vec::new()),
+            probes: Arc::default(),
             events,
             budget: Mutex::new(EventBudget::default()),
         });
@@ -668,8 +741,17 @@ impl SrtPort {
             listeners.push(socket);
         }
         drop(listeners);
+        let mut port = SrtPort { inner, timer: None };
+        if probe {
+            let (probes, worker) = (port.inner.probes.clone(), port.inner.worker.clone());
+            let timer = std::thread::Builder::new()
+                .name("castway-srt-probes".into())
+                .spawn(move || end_overdue(&probes, &worker))
+                .map_err(|e| format!("cannot start the probe timer: {e}"))?;
+            port.timer = Some(timer);
+        }
         gst::info!(CAT, "shared SRT port listening on {address}");
-        Ok(SrtPort { inner })
+        Ok(port)
     }
 
     /// The address it listens on (the port chosen, when asked for port 0).
@@ -695,6 +777,7 @@ impl SrtPort {
             publishers_dropped: c.dropped.load(Relaxed),
             probes_accepted: c.probes.load(Relaxed),
             probe_bytes: c.probe_bytes.load(Relaxed),
+            probes_idle_closed: self.inner.probes.idle_closed.load(Relaxed),
             refusal_events_missed: c.refusal_events_missed.load(Relaxed),
         }
     }
@@ -705,8 +788,15 @@ impl Drop for SrtPort {
         for s in lock(&self.inner.listeners).drain(..) {
             self.inner.worker.remove(s.id());
         }
-        for (s, _) in lock(&self.inner.probes).drain(..) {
-            self.inner.worker.remove(s.id());
+        let mut probes = lock(&self.inner.probes.list);
+        probes.closed = true;
+        for p in probes.peers.drain(..) {
+            self.inner.worker.remove(p.socket.id());
+        }
+        drop(probes);
+        self.inner.probes.changed.notify_all();
+        if let Some(timer) = self.timer.take() {
+            let _ = timer.join();
         }
     }
 }
@@ -718,7 +808,7 @@ impl PortInner {
     fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
         if self.is_probe(stream_id) {
             // Checked again when accepted (callers knocking at once may pass here together).
-            if lock(&self.probes).len() >= MAX_PROBES {
+            if lock(&self.probes.list).peers.len() >= MAX_PROBES {
                 gst::warning!(
                     CAT,
                     "refused {peer}: probe: {}",
@@ -861,11 +951,12 @@ impl PortInner {
         self.probe && stream_id == PROBE && !on_port
     }
 
-    /// Serves a probe peer: what it sends is counted and discarded until it leaves or
-    /// `PROBE_MAX` ends it; refused (closed) when `MAX_PROBES` are served.
+    /// Serves a probe peer: what it sends is counted and discarded until it leaves, or the
+    /// timer ends it (idle for `PROBE_IDLE`, or past `PROBE_MAX`); refused (closed) when
+    /// `MAX_PROBES` are served.
     fn take_probe(&self, socket: Socket, peer: &str) {
-        let mut probes = lock(&self.probes);
-        if probes.len() >= MAX_PROBES {
+        let mut probes = lock(&self.probes.list);
+        if probes.peers.len() >= MAX_PROBES {
             let r = Refusal::Unavailable;
             self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
             gst::warning!(CAT, "dropped {peer}: probe: {}", refusal_text(r));
@@ -877,21 +968,28 @@ impl PortInner {
         gst::info!(CAT, "{peer}: probe connected");
         let handler: Weak<dyn Handler> = self.me.clone();
         (self.worker).add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
-        probes.push((socket, std::time::Instant::now()));
+        let now = Instant::now();
+        probes.peers.push(Probe {
+            socket,
+            since: now,
+            heard: now,
+        });
+        drop(probes);
+        self.probes.changed.notify_all();
     }
 
-    /// Reads what a probe peer sent (discarded, counted); ends it when it broke, left or ran
-    /// past `PROBE_MAX`. Also ends any other probe past its time.
+    /// Reads what a probe peer sent (discarded, counted); ends it when it broke or left.
     fn serve_probe(&self, socket: SRTSOCKET, events: c_int) {
-        let mut probes = lock(&self.probes);
+        let mut probes = lock(&self.probes.list);
         let mut buf = [0u8; crate::srt::socket::MAX_PAYLOAD];
         let mut ended = events & SRT_EPOLL_ERR != 0;
-        if let Some((s, _)) = probes.iter().find(|(s, _)| s.id() == socket) {
+        if let Some(p) = probes.peers.iter_mut().find(|p| p.socket.id() == socket) {
             // Bounded: one wake reads what a few milliseconds bring.
             for _ in 0..64 {
-                match s.recv(&mut buf) {
+                match p.socket.recv(&mut buf) {
                     Io::Done(n) => {
                         self.counts.probe_bytes.fetch_add(n as u64, Relaxed);
+                        p.heard = Instant::now();
                     }
                     Io::WouldBlock => break,
                     Io::Failed(_) => {
@@ -901,14 +999,12 @@ impl PortInner {
                 }
             }
         }
-        let now = std::time::Instant::now();
-        probes.retain(|(s, since)| {
-            let over = now.duration_since(*since) >= PROBE_MAX;
-            let gone = (s.id() == socket && ended) || over;
+        probes.peers.retain(|p| {
+            let gone = p.socket.id() == socket && ended;
             if gone {
-                self.worker.remove(s.id());
-                let why = if over { "its time is up" } else { "it left" };
-                gst::info!(CAT, "probe {} ended: {why}", s.peer().unwrap_or_default());
+                self.worker.remove(socket);
+                let peer = p.socket.peer().unwrap_or_default();
+                gst::info!(CAT, "probe {peer} ended: it left");
             }
             !gone
         });
