@@ -508,27 +508,49 @@ def test_a_templates_passphrase_and_latency_reach_the_shared_endpoints_of_its_ro
 
 
 def test_publishers_knocking_at_once_get_one_winner_and_the_others_a_conflict(
-    gateway: castway.Gateway, peers: Peers, ts_file: Path
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any, tmp_path: Path
 ) -> None:
+    """Sixteen publishers of one route pass the listen callback together: one is taken, every
+    other is refused as a conflict at its handshake (none let in, then dropped), and what the
+    route sends is the winner's data."""
     address = gateway.listen_srt("127.0.0.1:0")
     port = int(address.rpartition(":")[2])
-    route = gateway.add_route("race", "srt-shared://", ["udp://127.0.0.1:9"])
-    # Started by one shell, so that they knock within a few milliseconds of each other (each
-    # reads the shell's stdin, which stays open and empty; a background job's own is
-    # /dev/null, hence the descriptor 3).
-    one = f"srt-live-transmit -q -a no -c 1316 file://con '{srt(port, 'publish:race')}' <&3"
-    publishers = peers.start(
-        ["sh", "-c", f"exec 3<&0; for i in 1 2 3 4 5 6; do {one} & done; wait"],
-        stdin=subprocess.PIPE,
-    )
-    wait_until(lambda: port_stats(gateway)["refused_conflict"] >= 5, 20,
-               "five publishers refused as a conflict")
-    stats = port_stats(gateway)
-    # The losers were refused at their handshake: none was let in and then dropped.
-    assert stats["publishers_accepted"] == 1, stats
-    assert stats["publishers_dropped"] == 0, stats
-    assert route.stats()["inputs"][0]["srt"]["latency_ms"] > 0
-    os.killpg(publishers.pid, signal.SIGKILL)
+    cap = udp_capture()
+    route = gateway.add_route("race", "srt-shared://", [f"udp://127.0.0.1:{cap.port}"])
+    # Each publisher reads its own FIFO, held open here (read-write, so neither side's open
+    # waits for the other); started by one shell, they knock within a few milliseconds of
+    # each other, before any data is written.
+    count = 16
+    fifos = [tmp_path / f"in{i}" for i in range(count)]
+    for f in fifos:
+        os.mkfifo(f)
+    fds = [os.open(f, os.O_RDWR | os.O_NONBLOCK) for f in fifos]
+    one = f"srt-live-transmit -q -a no -c 1316 file://con '{srt(port, 'publish:race')}'"
+    starts = " ".join(f"{one} < {f} &" for f in fifos)
+    publishers = peers.start(["sh", "-c", f"{starts} wait"])
+    try:
+        wait_until(lambda: port_stats(gateway)["refused_conflict"] >= count - 1, 30,
+                   f"{count - 1} publishers refused as a conflict")
+        stats = port_stats(gateway)
+        # The losers were refused at their handshake: none was let in and then dropped.
+        assert stats["publishers_accepted"] == 1, stats
+        assert stats["publishers_dropped"] == 0, stats
+        assert stats["refused_conflict"] == count - 1, stats
+        assert route.stats()["inputs"][0]["srt"]["latency_ms"] > 0
+        # Each writes its own data (40 messages: within a pipe's buffer, so no write waits).
+        sent = [random_ts(7 * 40, seed=i) for i in range(count)]
+        for fd, data in zip(fds, sent, strict=True):
+            assert os.write(fd, data) == len(data)
+        size = len(sent[0])
+        wait_until(lambda: cap.size >= size, 20, "the winner's data at the receiver")
+        got = cap.data[:size]
+        winners = [i for i, data in enumerate(sent) if data == got]
+        assert len(winners) == 1, "the receiver got no publisher's data whole"
+        assert route.stats()["inputs"][0]["bytes"] == size
+    finally:
+        os.killpg(publishers.pid, signal.SIGKILL)
+        for fd in fds:
+            os.close(fd)
 
 
 def test_a_publisher_coming_back_is_taken_at_once(
