@@ -156,20 +156,31 @@ def test_a_burst_larger_than_the_send_buffer_reaches_an_srt_caller_whole(
     socket to be writable, ahead of live data, instead of being dropped."""
     _, route, _ = live
     set_gop_cache(live, 1 << 20)
-    port = free_port()
-    # libsrt's least send buffer: 65536 bytes, 44 messages.
-    oid = route.add_output(f"srt://:{port}?mode=listener&sndbuf=65536")
-    wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 80 * 1316, 20,
-               "a GOP larger than the send buffer")
-    cap = udp_capture()
-    srt_receiver(peers, port, cap)
     path = tmp_path / "caller.ts"
-    data = until_last_keyframe(cap, path)
+    # The caller joins when the GOP is larger than the send buffer; on a loaded machine a new
+    # GOP may start before its handshake ends, and its burst is then small: such a join is
+    # tried again (a few times at most), with a new output and caller.
+    for _ in range(5):
+        wait_until(lambda: route.stats()["gop_cache"]["bytes"] > 80 * 1316, 20,
+                   "a GOP larger than the send buffer")
+        port = free_port()
+        # libsrt's least send buffer: 65536 bytes, 44 messages. A latency of 1 s: on a loaded
+        # machine the receiving srt-live-transmit may run late, and at 120 ms libsrt drops what
+        # it plays too late (a gap in the capture that castway did not make).
+        oid = route.add_output(f"srt://:{port}?mode=listener&sndbuf=65536&latency=1000")
+        cap = udp_capture()
+        receiver = srt_receiver(peers, port, cap)
+        data = until_last_keyframe(cap, path)
+        out = output(route, oid)
+        if out["burst_packets"] > 80 * 7:
+            break
+        receiver.kill()
+        route.remove_output(oid)
+    else:
+        pytest.fail("every caller joined early in a GOP: no burst larger than the send buffer")
     assert keyframes(data)[0] == 376
     assert decode_errors(path, video_only=True) == ""
-    out = output(route, oid)
     assert out["drops"] == 0 and out["srt"]["callers"][0]["drops"] == 0, out
-    assert out["burst_packets"] > 80 * 7
     route.remove_output(oid)
 
 

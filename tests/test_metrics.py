@@ -117,6 +117,14 @@ def test_prometheus_scrapes_routes_srt_callers_and_fires_the_slate_alert(
         assert query(base, 'castway_route_live{route="news"} == 1')
         assert not query(base, 'ALERTS{alertname="CastwayRouteOnSlate"}')
 
+        def switches() -> dict[str, int]:
+            status = client.routes.GetRoute(route_pb2.GetRouteRequest(name="news"),
+                                            metadata=client.metadata, timeout=30).status
+            return dict(status.switch.by_reason)
+
+        # On a loaded machine the paced sender may have stalled past the loss timeout already
+        # (a short slate, too short for the alert): only the switch the stop makes is counted.
+        slates = switches().get("slate", 0)
         sender.close()  # the only sender stops: the slate covers, and the alert fires
 
         def firing() -> list[dict[str, Any]]:
@@ -125,11 +133,9 @@ def test_prometheus_scrapes_routes_srt_callers_and_fires_the_slate_alert(
         [alert] = wait_until(firing, 45, "the slate alert to fire")
         assert alert["metric"]["route"] == "news"
         # The switch to the slate is counted by its reason, in gRPC and in Prometheus alike.
-        status = client.routes.GetRoute(route_pb2.GetRouteRequest(name="news"),
-                                        metadata=client.metadata, timeout=30).status
-        by_reason = dict(status.switch.by_reason)
-        assert by_reason["slate"] == 1 and len(by_reason) == 9, by_reason
-        slated = 'castway_route_switches_total{route="news",reason="slate"} == 1'
+        by_reason = switches()
+        assert by_reason["slate"] == slates + 1 and len(by_reason) == 9, by_reason
+        slated = f'castway_route_switches_total{{route="news",reason="slate"}} == {slates + 1}'
         wait_until(lambda: query(base, slated), 30, "the switch counted by reason")
         client.close()
 

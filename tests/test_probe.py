@@ -194,3 +194,31 @@ def test_probe_of_a_shared_port_without_probes_is_not_found() -> None:
         port = int(gw.listen_srt("127.0.0.1:0?probe=off").rpartition(":")[2])
         done = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
         assert done.returncode == 1 and "404 not found" in done.stdout, done.stdout
+
+
+def test_a_probe_caller_that_sends_nothing_gives_its_slot_up(
+    gateway: castway.Gateway, peers: Peers
+) -> None:
+    """Two callers with stream ID `probe` that send nothing hold both of the port's probe
+    slots only until the port closes them (2 s idle): then a real probe gets in."""
+    port = int(gateway.listen_srt("127.0.0.1:0").rpartition(":")[2])
+    uri = f"srt://127.0.0.1:{port}?streamid=probe"
+    # srt-live-transmit connects at once and sends what its stdin brings: nothing.
+    for _ in range(2):
+        peers.start(["srt-live-transmit", "-q", "-a", "no", "file://con", uri],
+                    stdin=subprocess.PIPE)
+    wait_until(lambda: (gateway.srt_port_stats() or {}).get("probes_accepted") == 2, 20,
+               "two silent probe callers")
+    done: list[subprocess.CompletedProcess[str]] = []
+
+    def probed() -> bool:
+        done.append(probe(f"srt://127.0.0.1:{port}", "--seconds", "1"))
+        return done[-1].returncode == 0
+
+    wait_until(probed, 30, "a probe to get in")
+    stats = gateway.srt_port_stats()
+    assert stats is not None
+    assert stats["probes_idle_closed"] == 2, stats
+    assert stats["probes_accepted"] == 3, stats
+    # The tries before were refused as unavailable, each counted.
+    assert stats["refused_unavailable"] == len(done) - 1, (stats, [d.stdout for d in done])

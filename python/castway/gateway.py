@@ -118,6 +118,10 @@ class SrtPortStats(TypedDict):
     probes_accepted: int
     probe_bytes: int
     refused_unavailable: int
+    # Refusals not reported as ``srt_refused`` events (more than 10 in one second).
+    refusal_events_missed: int
+    # Probe callers closed because they sent nothing for 2 s (their slot freed).
+    probes_idle_closed: int
 
 
 class SrtStats(TypedDict):
@@ -379,6 +383,7 @@ EventKind = Literal[
     "segment_closed",
     "recording_error",
     "recording_deleted",
+    "srt_refused",
 ]
 
 # One event of the gateway's sequence (docs/events.md): ``seq`` (from 1), ``at`` (Unix time) and
@@ -398,6 +403,7 @@ Event = TypedDict(
         "error": str,
         "address": str,
         "stream_id": str,
+        "user": str,
         "condition": str,
         "active": bool,
         "name": str,

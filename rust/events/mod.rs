@@ -69,10 +69,15 @@ pub enum Kind {
     /// The control plane's retention deleted a segment (`segment`: JSON with its `path` and
     /// `reason`).
     RecordingDeleted,
+    /// The shared SRT port refused a caller (`reason`: `bad_request`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `unavailable`, `bad_secret`, `unsecure`;
+    /// `address`, `stream_id`, and `route`, `user` when it named them). Rate-limited: the port
+    /// counts what it does not report.
+    SrtRefused,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::RouteState,
         Kind::InputLost,
         Kind::InputRecovered,
@@ -95,6 +100,7 @@ impl Kind {
         Kind::SegmentClosed,
         Kind::RecordingError,
         Kind::RecordingDeleted,
+        Kind::SrtRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +127,7 @@ impl Kind {
             Kind::SegmentClosed => "segment_closed",
             Kind::RecordingError => "recording_error",
             Kind::RecordingDeleted => "recording_deleted",
+            Kind::SrtRefused => "srt_refused",
         }
     }
 
@@ -172,6 +179,8 @@ pub struct Event {
     pub address: Option<String>,
     /// The stream ID an SRT caller asked for.
     pub stream_id: Option<String>,
+    /// The user an SRT caller of the shared port named.
+    pub user: Option<String>,
     /// A stream-analysis condition (e.g. `continuity_count_error`).
     pub condition: Option<String>,
     /// A stream-analysis condition started (true) or cleared (false).
@@ -195,7 +204,7 @@ pub enum Value<'a> {
 
 /// The names of the optional fields, as [`Event::fields`] spells them: `active` is a flag, the
 /// others are text ([`Event::set`]).
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 16] = [
     "route",
     "input",
     "output",
@@ -205,6 +214,7 @@ pub const FIELDS: [&str; 15] = [
     "error",
     "address",
     "stream_id",
+    "user",
     "condition",
     "name",
     "key",
@@ -221,7 +231,7 @@ impl Event {
         }
     }
 
-    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 14] {
+    fn text_slots(&mut self) -> [(&'static str, &mut Option<String>); 15] {
         [
             ("route", &mut self.route),
             ("input", &mut self.input),
@@ -232,6 +242,7 @@ impl Event {
             ("error", &mut self.error),
             ("address", &mut self.address),
             ("stream_id", &mut self.stream_id),
+            ("user", &mut self.user),
             ("condition", &mut self.condition),
             ("name", &mut self.name),
             ("key", &mut self.key),
@@ -267,6 +278,7 @@ impl Event {
             ("error", &self.error),
             ("address", &self.address),
             ("stream_id", &self.stream_id),
+            ("user", &self.user),
             ("condition", &self.condition),
             ("name", &self.name),
             ("key", &self.key),

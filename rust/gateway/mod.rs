@@ -167,7 +167,8 @@ impl Gateway {
             self.claims
                 .claim_all(&[(owner.clone(), &endpoint, crate::uri::Role::Input)])?;
         }
-        let opened = crate::server::srt::SrtPort::open(address, self.claims.shared_srt.clone())
+        let directory = self.claims.shared_srt.clone();
+        let opened = crate::server::srt::SrtPort::open(address, directory, self.events.clone())
             .map_err(|why| Error::InvalidConfig(format!("the shared SRT port: {why}")));
         let opened = opened.inspect_err(|_| {
             if claimed {

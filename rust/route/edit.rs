@@ -108,6 +108,7 @@ impl Route {
         self.claim_and_start(&mut slot)?;
         inner.inputs.push(slot);
         self.note_sole(inner);
+        self.note_priority(inner);
         let now = self.clock.now();
         if let Some(s) = inner.switch.input_added(now) {
             self.apply(inner, s, now);
@@ -139,6 +140,7 @@ impl Route {
         self.claims.release(&self.owner(&slot.id));
         slot.stop(&self.hub, Status::Stopped);
         self.note_sole(inner);
+        self.note_priority(inner);
         let now = self.clock.now();
         let decision = inner.switch.input_removed(i, now);
         // The record names the input that is gone.
@@ -247,6 +249,7 @@ impl Route {
             if let Some(s) = inner.switch.reorder(&order, now) {
                 self.apply(&mut inner, s, now);
             }
+            self.note_priority(&inner);
             applied.reordered = true;
         }
         self.reschedule();

@@ -186,6 +186,13 @@ impl Route {
         self.hub.set_sole(sole);
     }
 
+    /// Tells the shared SRT port the inputs' priority order: a publisher naming only the route
+    /// takes the highest-priority free `srt-shared://` input.
+    pub(super) fn note_priority(&self, inner: &Inner) {
+        let ids: Vec<&str> = inner.inputs.iter().map(|s| s.id.as_str()).collect();
+        self.claims.shared_srt.set_priority(&self.name, &ids);
+    }
+
     /// Whether the feed going out delivered within the loss timeout.
     pub(super) fn on_air_plays(&self, inner: &Inner) -> bool {
         inner

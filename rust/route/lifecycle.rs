@@ -93,6 +93,7 @@ impl Route {
             // The first input goes out until the switch says otherwise.
             route.hub.cut_to(inner.inputs[0].feed.as_deref());
             route.note_sole(&inner);
+            route.note_priority(&inner);
             // Outputs first, so the first input buffer already finds them attached. Cold
             // standby inputs wait until they are needed.
             let Inner {
@@ -182,6 +183,7 @@ impl Route {
                 self.hub.drop_deferred();
                 // Once only: a later call (Drop) must not free a new route of the same name.
                 self.claims.release_prefix(&format!("{}/", self.name));
+                self.claims.shared_srt.set_priority(&self.name, &[]);
             }
         }
         // What the recorder still holds reaches its segment (with the route's lock let go).

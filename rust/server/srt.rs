@@ -3,8 +3,8 @@
 //!
 //! A route takes part through its `srt-shared://` endpoints: an input is where a publisher's
 //! data goes (one publisher at a time; a route may have several, a main and a backup, which a
-//! publisher names as `ROUTE/INPUT` or the port picks: the first free one that admits it), an
-//! output serves every reader as a caller of its own.
+//! publisher names as `ROUTE/INPUT` or the port picks: the highest-priority free one that admits
+//! it, in the route's failover order), an output serves every reader as a caller of its own.
 //! Each registers here, in the gateway's [`Directory`], with its access: a passphrase and users.
 //!
 //! The port is bound [`RECEIVERS`] times (`SO_REUSEPORT`): libsrt serves each UDP socket with
@@ -34,9 +34,11 @@ use std::ffi::CStr;
 use std::net::SocketAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use super::streamid::{self, Mode, Refusal, StreamRequest};
+use crate::events::{Event, EventLog, Kind};
 use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
@@ -53,7 +55,17 @@ pub const PROBE: &str = "probe";
 /// Probes served at once; one more is refused as unavailable (1503).
 pub const MAX_PROBES: usize = 2;
 /// A probe's longest life: the port ends it then (`castway probe` runs for seconds).
-pub const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+pub const PROBE_MAX: Duration = Duration::from_secs(120);
+/// A probe peer that sends nothing for this long is closed and its slot freed: `castway
+/// probe` sends from its first moment, and a caller that only holds a slot (an encoder sent
+/// stream ID `probe` by mistake, a peer gone without a word) would otherwise keep the next
+/// probe out until libsrt notices it (never, while it answers keepalives).
+pub const PROBE_IDLE: Duration = Duration::from_secs(2);
+
+/// Refusals the port reports as `srt_refused` events in one second at most: a flood of refused
+/// callers (a misconfigured encoder retrying, a scan) cannot flood the event log. The others
+/// are counted (`refusal_events_missed`); every refusal is logged and counted by reason.
+pub const REFUSAL_EVENTS_PER_SECOND: u32 = 10;
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -194,13 +206,35 @@ type SharedInput = (u64, String, Weak<SrtInput>, Access);
 
 #[derive(Default)]
 struct Entry {
-    /// The route's shared inputs, in the order their ids first registered (the route starts
-    /// its inputs in its order; one that restarts keeps its place).
+    /// The route's shared inputs, highest priority first (`rank`).
     publish: Vec<SharedInput>,
     /// `(token, endpoint, access)` of the route's shared output.
     read: Option<(u64, Weak<SrtOutput>, Access)>,
-    /// Input ids in the order they first registered.
+    /// The route's input ids in its priority order, as it last told (`set_priority`).
+    priority: Vec<String>,
+    /// Input ids in the order they first registered: the order of those the route has not
+    /// (yet) placed.
     order: Vec<String>,
+}
+
+impl Entry {
+    /// Puts the shared inputs in the route's priority order: those it placed first, then the
+    /// others as they first registered.
+    fn rank(&mut self) {
+        let (priority, order) = (&self.priority, &self.order);
+        let rank = |p: &SharedInput| match priority.iter().position(|n| *n == p.1) {
+            Some(i) => (0, i),
+            None => (
+                1,
+                order.iter().position(|n| *n == p.1).unwrap_or(usize::MAX),
+            ),
+        };
+        self.publish.sort_by_key(rank);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.read.is_none() && self.priority.is_empty()
+    }
 }
 
 /// The routes on the gateway's shared SRT port, by name. Kept whether a port is open or not:
@@ -235,7 +269,7 @@ impl Drop for Registration {
             }
             Mode::Read => {}
         }
-        if entry.publish.is_empty() && entry.read.is_none() {
+        if entry.is_empty() {
             routes.remove(&self.route);
         }
     }
@@ -267,6 +301,22 @@ impl Directory {
     fn key(&self, secret: &str) -> Option<bool> {
         let hash = sha256_hex(secret);
         lock(&self.keys).get(&hash).copied()
+    }
+
+    /// The priority order of `route`'s inputs (their ids, the first preferred), which a
+    /// publisher naming only the route follows; the route tells it as it starts and whenever
+    /// its inputs change, and an empty list as it stops.
+    pub fn set_priority(&self, route: &str, ids: &[&str]) {
+        let mut routes = lock(&self.routes);
+        if ids.is_empty() && !routes.contains_key(route) {
+            return;
+        }
+        let entry = routes.entry(route.to_string()).or_default();
+        entry.priority = ids.iter().map(|s| s.to_string()).collect();
+        entry.rank();
+        if entry.is_empty() {
+            routes.remove(route);
+        }
     }
 
     /// Puts a route's shared input `id` on the port (a route may have several).
@@ -311,9 +361,7 @@ impl Directory {
                     entry.order.push(id.to_string());
                 }
                 entry.publish.push((token, id.to_string(), i, access));
-                let order = &entry.order;
-                let rank = |p: &SharedInput| order.iter().position(|n| *n == p.1);
-                entry.publish.sort_by_key(rank);
+                entry.rank();
                 Mode::Publish
             }
             Side::Output(o) => {
@@ -346,7 +394,8 @@ impl Directory {
     }
 
     /// Judges the caller on socket `ns`: its admission, and where it goes once accepted. A
-    /// publisher goes to the input it names, else to the first that admits it and has no live
+    /// publisher goes to the input it names, else to the first (in the route's priority order)
+    /// that admits it and has no live
     /// publisher, and reserves it (`SrtInput::claim`); when each that admits it has one (or is
     /// reserved for another), it is refused as a conflict.
     fn judge(&self, request: &StreamRequest, ns: SRTSOCKET) -> Result<(Admission, Side), Refusal> {
@@ -420,6 +469,11 @@ pub struct SrtPortStats {
     /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
     pub probes_accepted: u64,
     pub probe_bytes: u64,
+    /// Probe peers the port closed because they sent nothing for `PROBE_IDLE`.
+    pub probes_idle_closed: u64,
+    /// Refusals not reported as `srt_refused` events: more than `REFUSAL_EVENTS_PER_SECOND`
+    /// came in one second.
+    pub refusal_events_missed: u64,
 }
 
 #[derive(Default)]
@@ -432,6 +486,32 @@ struct Counts {
     dropped: AtomicU64,
     probes: AtomicU64,
     probe_bytes: AtomicU64,
+    refusal_events_missed: AtomicU64,
+}
+
+/// Lets `REFUSAL_EVENTS_PER_SECOND` refusals a second through to the event log (a window of
+/// one second, starting at the first refusal after the last window).
+#[derive(Debug, Default)]
+struct EventBudget {
+    since: Option<Instant>,
+    used: u32,
+}
+
+impl EventBudget {
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(since) if now.duration_since(since) < Duration::from_secs(1) => {}
+            _ => {
+                self.since = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used >= REFUSAL_EVENTS_PER_SECOND {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -442,6 +522,18 @@ fn refusal_index(r: Refusal) -> usize {
         Refusal::NotFound => 3,
         Refusal::Conflict => 4,
         Refusal::Unavailable => 5,
+    }
+}
+
+/// A refusal's name in stats, metrics and events.
+fn refusal_name(r: Refusal) -> &'static str {
+    match r {
+        Refusal::BadRequest => "bad_request",
+        Refusal::Unauthorized => "unauthorized",
+        Refusal::Forbidden => "forbidden",
+        Refusal::NotFound => "not_found",
+        Refusal::Conflict => "conflict",
+        Refusal::Unavailable => "unavailable",
     }
 }
 
@@ -456,6 +548,70 @@ fn refusal_text(r: Refusal) -> &'static str {
     }
 }
 
+/// A probe peer being served: its socket, since when, and when it last sent.
+struct Probe {
+    socket: Socket,
+    since: Instant,
+    heard: Instant,
+}
+
+#[derive(Default)]
+struct ProbeList {
+    peers: Vec<Probe>,
+    /// The port closed: the timer thread leaves.
+    closed: bool,
+}
+
+/// The probe peers of a port, and what its timer thread (`end_overdue`) waits on: woken when
+/// a probe comes or the port closes, and at the next probe's deadline (idle or past
+/// `PROBE_MAX`); without probes it waits untimed.
+#[derive(Default)]
+struct Probes {
+    list: Mutex<ProbeList>,
+    changed: Condvar,
+    idle_closed: AtomicU64,
+}
+
+/// The port's probe timer: ends each probe peer that sent nothing for `PROBE_IDLE` (counted)
+/// or ran past `PROBE_MAX`, until the port closes.
+fn end_overdue(probes: &Probes, worker: &Worker) {
+    let mut list = lock(&probes.list);
+    while !list.closed {
+        let now = Instant::now();
+        list.peers.retain(|p| {
+            let over = now.duration_since(p.since) >= PROBE_MAX;
+            let idle = now.duration_since(p.heard) >= PROBE_IDLE;
+            if over || idle {
+                worker.remove(p.socket.id());
+                let peer = p.socket.peer().unwrap_or_default();
+                if over {
+                    gst::info!(CAT, "probe {peer} ended: its time is up");
+                } else {
+                    probes.idle_closed.fetch_add(1, Relaxed);
+                    gst::info!(
+                        CAT,
+                        "probe {peer} closed: it sent nothing for {PROBE_IDLE:?}"
+                    );
+                }
+            }
+            !(over || idle)
+        });
+        let next = (list.peers.iter())
+            .map(|p| (p.heard + PROBE_IDLE).min(p.since + PROBE_MAX))
+            .min();
+        list = match next {
+            None => (probes.changed.wait(list)).unwrap_or_else(PoisonError::into_inner),
+            Some(at) => {
+                (probes
+                    .changed
+                    .wait_timeout(list, at.saturating_duration_since(now)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+            }
+        };
+    }
+}
+
 struct PortInner {
     /// Itself, as the I/O thread's handler of probe peers' sockets.
     me: Weak<PortInner>,
@@ -467,8 +623,11 @@ struct PortInner {
     counts: Counts,
     /// Whether stream ID `probe` is a probe peer (`probe=off` on the address: it is not).
     probe: bool,
-    /// The probe peers being served: their socket and since when.
-    probes: Mutex<Vec<(Socket, std::time::Instant)>>,
+    /// The probe peers being served.
+    probes: Arc<Probes>,
+    /// Where refusals are reported (the gateway's event log), and how many this second.
+    events: Arc<EventLog>,
+    budget: Mutex<EventBudget>,
 }
 
 /// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
@@ -502,12 +661,18 @@ fn port_keys(address: &str) -> (&str, String, bool) {
 /// The shared SRT port; closed when dropped.
 pub struct SrtPort {
     inner: Arc<PortInner>,
+    /// The probe timer (`end_overdue`), when the port takes probes.
+    timer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SrtPort {
     /// Listens on `address` (`[HOST]:PORT`, with srt:// socket options as a query:
-    /// `:8890?latency=200`) for the routes of `directory`.
-    pub fn open(address: &str, directory: Directory) -> Result<SrtPort, String> {
+    /// `:8890?latency=200`) for the routes of `directory`; refusals go to `events`.
+    pub fn open(
+        address: &str,
+        directory: Directory,
+        events: Arc<EventLog>,
+    ) -> Result<SrtPort, String> {
         // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
         let (hostport, query, probe) = port_keys(address);
         let any_port = hostport.ends_with(":0");
@@ -553,7 +718,9 @@ impl SrtPort {
             listeners: Mutex::new(Vec::new()),
             counts: Counts::default(),
             probe,
-            probes: Mutex::new(Vec::new()),
+            probes: Arc::default(),
+            events,
+            budget: Mutex::new(EventBudget::default()),
         });
         // libsrt keeps the pointer for the listeners' life; a weak reference leaked once per
         // port (a few bytes) stays valid however the callback races with the port's end.
@@ -574,8 +741,17 @@ impl SrtPort {
             listeners.push(socket);
         }
         drop(listeners);
+        let mut port = SrtPort { inner, timer: None };
+        if probe {
+            let (probes, worker) = (port.inner.probes.clone(), port.inner.worker.clone());
+            let timer = std::thread::Builder::new()
+                .name("castway-srt-probes".into())
+                .spawn(move || end_overdue(&probes, &worker))
+                .map_err(|e| format!("cannot start the probe timer: {e}"))?;
+            port.timer = Some(timer);
+        }
         gst::info!(CAT, "shared SRT port listening on {address}");
-        Ok(SrtPort { inner })
+        Ok(port)
     }
 
     /// The address it listens on (the port chosen, when asked for port 0).
@@ -601,6 +777,8 @@ impl SrtPort {
             publishers_dropped: c.dropped.load(Relaxed),
             probes_accepted: c.probes.load(Relaxed),
             probe_bytes: c.probe_bytes.load(Relaxed),
+            probes_idle_closed: self.inner.probes.idle_closed.load(Relaxed),
+            refusal_events_missed: c.refusal_events_missed.load(Relaxed),
         }
     }
 }
@@ -610,8 +788,15 @@ impl Drop for SrtPort {
         for s in lock(&self.inner.listeners).drain(..) {
             self.inner.worker.remove(s.id());
         }
-        for (s, _) in lock(&self.inner.probes).drain(..) {
-            self.inner.worker.remove(s.id());
+        let mut probes = lock(&self.inner.probes.list);
+        probes.closed = true;
+        for p in probes.peers.drain(..) {
+            self.inner.worker.remove(p.socket.id());
+        }
+        drop(probes);
+        self.inner.probes.changed.notify_all();
+        if let Some(timer) = self.timer.take() {
+            let _ = timer.join();
         }
     }
 }
@@ -623,7 +808,7 @@ impl PortInner {
     fn admit(self: &Arc<Self>, ns: SRTSOCKET, peer: &str, stream_id: &str) -> Result<(), Refusal> {
         if self.is_probe(stream_id) {
             // Checked again when accepted (callers knocking at once may pass here together).
-            if lock(&self.probes).len() >= MAX_PROBES {
+            if lock(&self.probes.list).peers.len() >= MAX_PROBES {
                 gst::warning!(
                     CAT,
                     "refused {peer}: probe: {}",
@@ -700,6 +885,7 @@ impl PortInner {
         );
         let port = Arc::downgrade(self);
         let who = format!("{peer}: route `{}`, {mode}, user {user}", request.route);
+        let (peer, stream_id) = (peer.to_string(), stream_id.to_string());
         srt_log::watch(Watch {
             socket: ns,
             on_rejected: Box::new(move |why| {
@@ -709,56 +895,101 @@ impl PortInner {
                 let Some(port) = port.upgrade() else {
                     return;
                 };
-                let (count, text) = match why {
-                    Rejection::BadSecret => {
-                        (&port.counts.bad_secret, "wrong passphrase (bad secret)")
-                    }
+                let (count, name, text) = match why {
+                    Rejection::BadSecret => (
+                        &port.counts.bad_secret,
+                        "bad_secret",
+                        "wrong passphrase (bad secret)",
+                    ),
                     Rejection::Unsecure => (
                         &port.counts.unsecure,
+                        "unsecure",
                         "a passphrase on one side only (unsecure)",
                     ),
                 };
                 count.fetch_add(1, Relaxed);
                 gst::warning!(CAT, "refused {who}: {text}");
+                port.report_refusal(name, &peer, &stream_id, Some(&request));
             }),
         });
         Ok(())
     }
 
-    /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
-    fn is_probe(&self, stream_id: &str) -> bool {
-        self.probe && stream_id == PROBE && !lock(&self.directory.routes).contains_key(PROBE)
+    /// Reports a refusal as an `srt_refused` event, unless this second's budget is spent
+    /// (`REFUSAL_EVENTS_PER_SECOND`; then it is counted). `reason` is its name in the stats
+    /// (`not_found`, `bad_secret`, …); the stream ID is shown redacted, and not at all when it
+    /// could not be read (in an unknown form a password cannot be told apart).
+    fn report_refusal(
+        &self,
+        reason: &str,
+        peer: &str,
+        stream_id: &str,
+        request: Option<&StreamRequest>,
+    ) {
+        if !lock(&self.budget).allow(Instant::now()) {
+            self.counts.refusal_events_missed.fetch_add(1, Relaxed);
+            return;
+        }
+        let readable = request.is_some() || stream_id == PROBE;
+        self.events.push(Event {
+            route: request.map(|r| r.route.clone()),
+            input: request.and_then(|r| r.input.clone()),
+            reason: Some(reason.to_string()),
+            address: Some(peer.to_string()),
+            stream_id: readable.then(|| crate::uri::redact_stream_id(stream_id)),
+            user: request.and_then(|r| r.user.clone()),
+            ..Event::new(Kind::SrtRefused)
+        });
     }
 
-    /// Serves a probe peer: what it sends is counted and discarded until it leaves or
-    /// `PROBE_MAX` ends it; refused (closed) when `MAX_PROBES` are served.
+    /// Whether a caller of `stream_id` is a probe peer: stream ID `probe`, taken by no route.
+    fn is_probe(&self, stream_id: &str) -> bool {
+        let routes = lock(&self.directory.routes);
+        let on_port = routes
+            .get(PROBE)
+            .is_some_and(|e| !e.publish.is_empty() || e.read.is_some());
+        self.probe && stream_id == PROBE && !on_port
+    }
+
+    /// Serves a probe peer: what it sends is counted and discarded until it leaves, or the
+    /// timer ends it (idle for `PROBE_IDLE`, or past `PROBE_MAX`); refused (closed) when
+    /// `MAX_PROBES` are served.
     fn take_probe(&self, socket: Socket, peer: &str) {
-        let mut probes = lock(&self.probes);
-        if probes.len() >= MAX_PROBES {
+        let mut probes = lock(&self.probes.list);
+        if probes.peers.len() >= MAX_PROBES {
             let r = Refusal::Unavailable;
             self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
             gst::warning!(CAT, "dropped {peer}: probe: {}", refusal_text(r));
+            drop(probes);
+            self.report_refusal(refusal_name(r), peer, PROBE, None);
             return;
         }
         self.counts.probes.fetch_add(1, Relaxed);
         gst::info!(CAT, "{peer}: probe connected");
         let handler: Weak<dyn Handler> = self.me.clone();
         (self.worker).add(socket.id(), SRT_EPOLL_IN | SRT_EPOLL_ERR, handler);
-        probes.push((socket, std::time::Instant::now()));
+        let now = Instant::now();
+        probes.peers.push(Probe {
+            socket,
+            since: now,
+            heard: now,
+        });
+        drop(probes);
+        self.probes.changed.notify_all();
     }
 
-    /// Reads what a probe peer sent (discarded, counted); ends it when it broke, left or ran
-    /// past `PROBE_MAX`. Also ends any other probe past its time.
+    /// Reads what a probe peer sent (discarded, counted); ends it when it broke or left.
     fn serve_probe(&self, socket: SRTSOCKET, events: c_int) {
-        let mut probes = lock(&self.probes);
+        let mut probes = lock(&self.probes.list);
         let mut buf = [0u8; crate::srt::socket::MAX_PAYLOAD];
         let mut ended = events & SRT_EPOLL_ERR != 0;
-        if let Some((s, _)) = probes.iter().find(|(s, _)| s.id() == socket) {
+        if let Some(p) = probes.peers.iter_mut().find(|p| p.socket.id() == socket) {
             // Bounded: one wake reads what a few milliseconds bring.
             for _ in 0..64 {
-                match s.recv(&mut buf) {
+                match p.socket.recv(&mut buf) {
                     Io::Done(n) => {
                         self.counts.probe_bytes.fetch_add(n as u64, Relaxed);
+                        p.heard = Instant::now();
                     }
                     Io::WouldBlock => break,
                     Io::Failed(_) => {
@@ -768,14 +999,12 @@ impl PortInner {
                 }
             }
         }
-        let now = std::time::Instant::now();
-        probes.retain(|(s, since)| {
-            let over = now.duration_since(*since) >= PROBE_MAX;
-            let gone = (s.id() == socket && ended) || over;
+        probes.peers.retain(|p| {
+            let gone = p.socket.id() == socket && ended;
             if gone {
-                self.worker.remove(s.id());
-                let why = if over { "its time is up" } else { "it left" };
-                gst::info!(CAT, "probe {} ended: {why}", s.peer().unwrap_or_default());
+                self.worker.remove(socket);
+                let peer = p.socket.peer().unwrap_or_default();
+                gst::info!(CAT, "probe {peer} ended: it left");
             }
             !gone
         });
@@ -827,6 +1056,7 @@ impl PortInner {
                         refusal_text(r)
                     );
                     self.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
+                    self.report_refusal(refusal_name(r), &peer, &stream_id, Some(&request));
                 }
             }
         }
@@ -878,6 +1108,11 @@ unsafe extern "C" fn on_listen(
             port.counts.refused[refusal_index(r)].fetch_add(1, Relaxed);
             // SAFETY: the new socket libsrt handed us.
             unsafe { ffi::srt_setrejectreason(ns, r.code()) };
+            let request = match port.is_probe(&stream_id) {
+                true => None,
+                false => streamid::parse(&stream_id).ok(),
+            };
+            port.report_refusal(refusal_name(r), &peer, &stream_id, request.as_ref());
             -1
         }
     }
@@ -990,6 +1225,17 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn refusals_past_a_seconds_budget_are_not_reported() {
+        let mut budget = EventBudget::default();
+        let t = Instant::now();
+        let passed = (0..25).filter(|_| budget.allow(t)).count();
+        assert_eq!(passed, REFUSAL_EVENTS_PER_SECOND as usize);
+        assert!(!budget.allow(t + Duration::from_millis(999)));
+        // A new second, a new budget.
+        assert!(budget.allow(t + Duration::from_secs(1)));
     }
 
     #[test]

@@ -177,8 +177,8 @@ def system(
 
 # What an event line shows after its kind and route, in this order.
 _EVENT_DETAILS = (
-    "input", "output", "from", "to", "reason", "address", "stream_id", "condition", "active",
-    "name", "key", "key_id", "error",
+    "input", "output", "from", "to", "reason", "address", "stream_id", "user", "condition",
+    "active", "name", "key", "key_id", "error",
 )
 
 

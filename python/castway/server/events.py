@@ -208,8 +208,9 @@ class FileSink(QueuedSink):
 DATA_PLANE = frozenset({
     "route_state", "input_lost", "input_recovered", "switch", "output_connected",
     "output_disconnected", "output_failing", "caller_joined", "caller_left", "analysis",
+    "srt_refused",
 })
-_WARNINGS = frozenset({"input_lost", "output_failing"})
+_WARNINGS = frozenset({"input_lost", "output_failing", "srt_refused"})
 
 
 class LogSink(QueuedSink):
@@ -234,8 +235,12 @@ class LogSink(QueuedSink):
         bad = event["kind"] in _WARNINGS or (
             event["kind"] == "analysis" and bool(event.get("active"))
         )
-        log.log(logging.WARNING if bad else logging.INFO, "route %s: %s %s", route,
-                event["kind"], fields, extra=about(route))
+        level = logging.WARNING if bad else logging.INFO
+        if not route:
+            # A caller the shared SRT port refused before it named a route.
+            log.log(level, "%s %s", event["kind"], fields)
+            return
+        log.log(level, "route %s: %s %s", route, event["kind"], fields, extra=about(route))
 
 
 class _Wakeup:

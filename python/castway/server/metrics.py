@@ -269,6 +269,12 @@ SRT_PORT = tuple(
            "SRT port served (stream ID probe)", _key("probes_accepted")),
     Series("castway.srt_port.probe_received", "counter", "By", "bytes castway probe callers sent "
            "the shared SRT port, discarded", _key("probe_bytes")),
+    Series("castway.srt_port.probes_idle_closed", "counter", "{caller}", "castway probe callers "
+           "the shared SRT port closed because they sent nothing for 2 s",
+           _key("probes_idle_closed")),
+    Series("castway.srt_port.refusal_events_missed", "counter", "{caller}", "refusals of the "
+           "shared SRT port not reported as srt_refused events (more than 10 in one second)",
+           _key("refusal_events_missed")),
 )
 
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]

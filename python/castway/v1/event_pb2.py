@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x61stway/v1/event.proto\x12\ncastway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x12WatchEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06routes\x18\x02 \x03(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x0b\n\x03run\x18\x05 \x01(\t\"\xdf\x02\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\t\x12\x0e\n\x06output\x18\x06 \x01(\t\x12\x13\n\x0b\x66rom_source\x18\x07 \x01(\t\x12\x11\n\tto_source\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0b \x01(\t\x12\x11\n\tstream_id\x18\x0c \x01(\t\x12\x11\n\tcondition\x18\r \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04name\x18\x0f \x01(\t\x12\x0b\n\x03key\x18\x10 \x01(\t\x12\x0e\n\x06key_id\x18\x11 \x01(\t\x12\x0b\n\x03run\x18\x12 \x01(\t\x12\x0f\n\x07segment\x18\x13 \x01(\tB\t\n\x07_active\"\xed\x01\n\x07Webhook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x12\n\nhas_secret\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06status\x18\t \x01(\x0b\x32\x19.castway.v1.WebhookStatus\"\x8a\x01\n\rWebhookStatus\x12\x11\n\tdelivered\x18\x01 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x04\x12\x0f\n\x07retries\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\x12\x0e\n\x06queued\x18\x05 \x01(\x04\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\"`\n\x14\x43reateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x0e\n\x06secret\x18\x05 \x01(\t\"!\n\x11GetWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListWebhooksRequest\"=\n\x14ListWebhooksResponse\x12%\n\x08webhooks\x18\x01 \x03(\x0b\x32\x13.castway.v1.Webhook\"\x92\x01\n\x14UpdateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x13\n\x06secret\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x06 \x01(\x04H\x01\x88\x01\x01\x42\t\n\x07_secretB\n\n\x08_version\"$\n\x14\x44\x65leteWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse2\xcd\x03\n\x0c\x45ventService\x12\x42\n\x0bWatchEvents\x12\x1e.castway.v1.WatchEventsRequest\x1a\x11.castway.v1.Event0\x01\x12\x46\n\rCreateWebhook\x12 .castway.v1.CreateWebhookRequest\x1a\x13.castway.v1.Webhook\x12@\n\nGetWebhook\x12\x1d.castway.v1.GetWebhookRequest\x1a\x13.castway.v1.Webhook\x12Q\n\x0cListWebhooks\x12\x1f.castway.v1.ListWebhooksRequest\x1a .castway.v1.ListWebhooksResponse\x12\x46\n\rUpdateWebhook\x12 .castway.v1.UpdateWebhookRequest\x1a\x13.castway.v1.Webhook\x12T\n\rDeleteWebhook\x12 .castway.v1.DeleteWebhookRequest\x1a!.castway.v1.DeleteWebhookResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x61stway/v1/event.proto\x12\ncastway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x12WatchEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06routes\x18\x02 \x03(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x0b\n\x03run\x18\x05 \x01(\t\"\xed\x02\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\t\x12\x0e\n\x06output\x18\x06 \x01(\t\x12\x13\n\x0b\x66rom_source\x18\x07 \x01(\t\x12\x11\n\tto_source\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0b \x01(\t\x12\x11\n\tstream_id\x18\x0c \x01(\t\x12\x11\n\tcondition\x18\r \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04name\x18\x0f \x01(\t\x12\x0b\n\x03key\x18\x10 \x01(\t\x12\x0e\n\x06key_id\x18\x11 \x01(\t\x12\x0b\n\x03run\x18\x12 \x01(\t\x12\x0f\n\x07segment\x18\x13 \x01(\t\x12\x0c\n\x04user\x18\x14 \x01(\tB\t\n\x07_active\"\xed\x01\n\x07Webhook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x12\n\nhas_secret\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06status\x18\t \x01(\x0b\x32\x19.castway.v1.WebhookStatus\"\x8a\x01\n\rWebhookStatus\x12\x11\n\tdelivered\x18\x01 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x04\x12\x0f\n\x07retries\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\x12\x0e\n\x06queued\x18\x05 \x01(\x04\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\"`\n\x14\x43reateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x0e\n\x06secret\x18\x05 \x01(\t\"!\n\x11GetWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListWebhooksRequest\"=\n\x14ListWebhooksResponse\x12%\n\x08webhooks\x18\x01 \x03(\x0b\x32\x13.castway.v1.Webhook\"\x92\x01\n\x14UpdateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\x12\x13\n\x06secret\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x06 \x01(\x04H\x01\x88\x01\x01\x42\t\n\x07_secretB\n\n\x08_version\"$\n\x14\x44\x65leteWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse2\xcd\x03\n\x0c\x45ventService\x12\x42\n\x0bWatchEvents\x12\x1e.castway.v1.WatchEventsRequest\x1a\x11.castway.v1.Event0\x01\x12\x46\n\rCreateWebhook\x12 .castway.v1.CreateWebhookRequest\x1a\x13.castway.v1.Webhook\x12@\n\nGetWebhook\x12\x1d.castway.v1.GetWebhookRequest\x1a\x13.castway.v1.Webhook\x12Q\n\x0cListWebhooks\x12\x1f.castway.v1.ListWebhooksRequest\x1a .castway.v1.ListWebhooksResponse\x12\x46\n\rUpdateWebhook\x12 .castway.v1.UpdateWebhookRequest\x1a\x13.castway.v1.Webhook\x12T\n\rDeleteWebhook\x12 .castway.v1.DeleteWebhookRequest\x1a!.castway.v1.DeleteWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHEVENTSREQUEST']._serialized_start=71
   _globals['_WATCHEVENTSREQUEST']._serialized_end=170
   _globals['_EVENT']._serialized_start=173
-  _globals['_EVENT']._serialized_end=524
-  _globals['_WEBHOOK']._serialized_start=527
-  _globals['_WEBHOOK']._serialized_end=764
-  _globals['_WEBHOOKSTATUS']._serialized_start=767
-  _globals['_WEBHOOKSTATUS']._serialized_end=905
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=907
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1003
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=1005
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=1038
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1040
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1061
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1063
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1124
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1127
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1273
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1275
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1311
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1313
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1336
-  _globals['_EVENTSERVICE']._serialized_start=1339
-  _globals['_EVENTSERVICE']._serialized_end=1800
+  _globals['_EVENT']._serialized_end=538
+  _globals['_WEBHOOK']._serialized_start=541
+  _globals['_WEBHOOK']._serialized_end=778
+  _globals['_WEBHOOKSTATUS']._serialized_start=781
+  _globals['_WEBHOOKSTATUS']._serialized_end=919
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=921
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1017
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=1019
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=1052
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1054
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1075
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1077
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1138
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1141
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1287
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1289
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1325
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1327
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1350
+  _globals['_EVENTSERVICE']._serialized_start=1353
+  _globals['_EVENTSERVICE']._serialized_end=1814
 # @@protoc_insertion_point(module_scope)

@@ -89,13 +89,15 @@ class Event(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     RUN_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Counts from 1 over the server's life; consecutive (the filters leave gaps)."""
     kind: _builtins.str
     """route_state, input_lost, input_recovered, switch, output_connected, output_disconnected,
     output_failing, caller_joined, caller_left, analysis, route_created, route_updated,
     route_deleted, template_created, template_updated, template_deleted, key_created,
-    key_revoked, segment_opened, segment_closed, recording_error, recording_deleted.
+    key_revoked, segment_opened, segment_closed, recording_error, recording_deleted,
+    srt_refused.
     """
     route: _builtins.str
     input: _builtins.str
@@ -128,6 +130,8 @@ class Event(_message.Message):
     """segment_opened, segment_closed, recording_deleted: the segment's record as JSON (path,
     format, start, end, duration, bytes, psi, switch, gap, keyframes; docs/recording.md).
     """
+    user: _builtins.str
+    """srt_refused: the user a caller of the shared SRT port named."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -152,10 +156,11 @@ class Event(_message.Message):
         key_id: _builtins.str = ...,
         run: _builtins.str = ...,
         segment: _builtins.str = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "address", b"address", "at", b"at", "condition", b"condition", "error", b"error", "from_source", b"from_source", "input", b"input", "key", b"key", "key_id", b"key_id", "kind", b"kind", "name", b"name", "output", b"output", "reason", b"reason", "route", b"route", "run", b"run", "segment", b"segment", "seq", b"seq", "stream_id", b"stream_id", "to_source", b"to_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "address", b"address", "at", b"at", "condition", b"condition", "error", b"error", "from_source", b"from_source", "input", b"input", "key", b"key", "key_id", b"key_id", "kind", b"kind", "name", b"name", "output", b"output", "reason", b"reason", "route", b"route", "run", b"run", "segment", b"segment", "seq", b"seq", "stream_id", b"stream_id", "to_source", b"to_source", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015

@@ -201,6 +201,8 @@ class SrtPort(_message.Message):
     PROBES_ACCEPTED_FIELD_NUMBER: _builtins.int
     PROBE_BYTES_FIELD_NUMBER: _builtins.int
     REFUSED_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    REFUSAL_EVENTS_MISSED_FIELD_NUMBER: _builtins.int
+    PROBES_IDLE_CLOSED_FIELD_NUMBER: _builtins.int
     open: _builtins.bool
     """False when the server runs without a shared SRT port (the other fields are then zero)."""
     address: _builtins.str
@@ -228,6 +230,10 @@ class SrtPort(_message.Message):
     """
     probe_bytes: _builtins.int
     refused_unavailable: _builtins.int
+    refusal_events_missed: _builtins.int
+    """Refusals not reported as `srt_refused` events: more than 10 came in one second."""
+    probes_idle_closed: _builtins.int
+    """Probe callers the port closed because they sent nothing for 2 s (their slot freed)."""
     def __init__(
         self,
         *,
@@ -246,10 +252,12 @@ class SrtPort(_message.Message):
         probes_accepted: _builtins.int = ...,
         probe_bytes: _builtins.int = ...,
         refused_unavailable: _builtins.int = ...,
+        refusal_events_missed: _builtins.int = ...,
+        probes_idle_closed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "probe_bytes", b"probe_bytes", "probes_accepted", b"probes_accepted", "publishers_accepted", b"publishers_accepted", "publishers_dropped", b"publishers_dropped", "readers_accepted", b"readers_accepted", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized", "refused_unavailable", b"refused_unavailable", "refused_unsecure", b"refused_unsecure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "probe_bytes", b"probe_bytes", "probes_accepted", b"probes_accepted", "probes_idle_closed", b"probes_idle_closed", "publishers_accepted", b"publishers_accepted", "publishers_dropped", b"publishers_dropped", "readers_accepted", b"readers_accepted", "refusal_events_missed", b"refusal_events_missed", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized", "refused_unavailable", b"refused_unavailable", "refused_unsecure", b"refused_unsecure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
