@@ -80,14 +80,14 @@ def test_header_only_calls_do_not_stop_admin_calls_or_health_checks(server: Serv
         wait_until(lambda: all(f.done() for f in refused), 10, "the keyless calls to be refused")
         assert {f.exception().code() for f in refused} == {CODE.UNAUTHENTICATED}
         health = health_pb2_grpc.HealthStub(server.client.channel)
+        # With a worker held per open call these would wait for ever: the deadline only bounds
+        # the test on a loaded machine, it asserts no timing.
         for _ in range(5):
-            started = time.monotonic()
             server.client.routes.ListRoutes(
-                route_pb2.ListRoutesRequest(), metadata=server.client.metadata, timeout=1
+                route_pb2.ListRoutesRequest(), metadata=server.client.metadata, timeout=20
             )
-            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=20)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            assert time.monotonic() - started < 2
         # The header-only health checks are still waiting for their bodies, holding no worker.
         assert not any(f.done() for m, f in calls if m.startswith("/grpc.health"))
     finally:

@@ -9,8 +9,8 @@
 //! in a loop); each new caller gets the hub's join burst (instant start: PAT, PMT and the last
 //! GOP) in [`SrtOutput::welcome`] before it gets live data, as does the peer of a caller or
 //! rendezvous output once connected. What of a burst libsrt's send buffer cannot take at once
-//! waits in the connection's backlog, and live data after it (at most `MAX_BEHIND_BURST`
-//! bytes), until the I/O thread hears the socket is writable again: a burst goes out whole
+//! waits in the connection's backlog, and live data after it (at most the burst's own size,
+//! and never less than `MAX_BEHIND_BURST` bytes), until the I/O thread hears the socket is writable again: a burst goes out whole
 //! (live data still queued when the connection ends is counted as its drop). A
 //! caller or rendezvous output connects when it starts and keeps its connection while the route
 //! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
@@ -42,8 +42,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Live data a connection keeps behind the rest of its burst while its send buffer is full
-/// (about 4 s at 8 Mb/s); beyond it, live data is its drop.
+/// Live data a connection keeps behind the rest of its burst while its send buffer is full, at
+/// least (about 4 s at 8 Mb/s); beyond its bound, live data is its drop. A connection's bound
+/// is the larger of this and its burst's size: a path that carries the live rate drains a
+/// burst of B bytes while about B bytes of live data arrive, so a GOP cache larger than 4 MiB
+/// (a 50 Mb/s route) would otherwise cost each new caller live data at every join.
 const MAX_BEHIND_BURST: usize = 4 << 20;
 
 /// One connection of the output: a caller of a listener, or the peer of a caller/rendezvous.
@@ -58,6 +61,8 @@ struct Conn {
     backlog: VecDeque<(gst::Buffer, usize, bool)>,
     /// Live bytes in `backlog`.
     behind: usize,
+    /// The most live bytes `backlog` holds: the larger of `MAX_BEHIND_BURST` and its burst.
+    max_behind: usize,
     /// A send failed: the I/O thread removes it when it hears of the break.
     broken: bool,
     /// The peer's ACKs and NAKs and the packets sent when the peer was last heard from
@@ -73,6 +78,7 @@ impl Conn {
             drops: 0,
             backlog: VecDeque::new(),
             behind: 0,
+            max_behind: MAX_BEHIND_BURST,
             broken: false,
             heard: (0, 0, Instant::now()),
         }
@@ -197,7 +203,7 @@ impl SrtOutput {
         for conn in state.conns.iter_mut().filter(|c| !c.broken) {
             if !conn.backlog.is_empty() {
                 // The rest of its burst is still waiting: live data waits behind it.
-                if conn.behind + data.len() <= MAX_BEHIND_BURST {
+                if conn.behind + data.len() <= conn.max_behind {
                     conn.backlog
                         .push_back((gst::Buffer::from_slice(data.to_vec()), 0, false));
                     conn.behind += data.len();
@@ -237,6 +243,7 @@ impl SrtOutput {
     /// send buffer could not take yet is its backlog, sent by [`SrtOutput::flush`].
     fn welcome(&self, conn: &mut Conn, burst: &[gst::Buffer]) {
         conn.backlog = burst.iter().map(|b| (b.clone(), 0, true)).collect();
+        conn.max_behind = MAX_BEHIND_BURST.max(burst.iter().map(|b| b.size()).sum());
         self.flush(conn);
     }
 
