@@ -32,7 +32,7 @@ from castway.server.errors import (
     ResourceExhausted,
 )
 from castway.server.recording.catalog import Catalog, Segment
-from castway.server.recording.repair import repair
+from castway.server.recording.repair import reconcile, repair
 from castway.server.recording.retention import Pass, Retention
 from castway.server.recording.schedule import Window, active, parse_windows, zone
 from castway.server.specs import Recording
@@ -44,6 +44,9 @@ RETENTION_EVERY_S = 10.0
 # Where clips are made, under the recordings directory; emptied when the server starts (what
 # an interrupted clip left). A recording path pattern should not start with it.
 CLIPS = ".castway-clips"
+# How long a segment's file stays unchanged, its row open and no route writing it, before a
+# retention pass closes its row from the file (its `segment_closed` is late or lost).
+SETTLE_S = 60.0
 
 
 class Recordings:
@@ -87,6 +90,8 @@ class Recordings:
         self.last_pass = Pass()
         # Segments repaired after a crash that no route could be told for: not cataloged.
         self.lost = 0
+        # Rows left open whose file was whole on disk, closed from it (`_reconcile`).
+        self.reconciled = 0
 
     # Lifecycle
 
@@ -107,6 +112,16 @@ class Recordings:
                 path,
             )
         self.lost += len(lost)
+        return done + self._reconcile()
+
+    def _reconcile(self, settled: float | None = None) -> list[Segment]:
+        """Closes from their files the rows a crash or a lost ``segment_closed`` left open
+        (``repair.reconcile``)."""
+        done = reconcile(self.root, self.catalog, self._writing(), settled)
+        for s in done:
+            log.warning("recording %s: closed from its file (its close never reached the "
+                        "catalog; %d bytes)", s.path, s.bytes)
+        self.reconciled += len(done)
         return done
 
     def start(self) -> None:
@@ -246,6 +261,7 @@ class Recordings:
         deleted by their last policy's ``max_age_s`` and ``max_bytes``."""
         policies = self._retention_policies(self.control.recording_policies())
         recording = self._recording()
+        self._reconcile(settled=now - SETTLE_S)
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 

@@ -201,14 +201,20 @@ class Retention:
                 os.close(parent)
             parts.pop()
 
+    def _on_disk(self, path: str) -> bool:
+        """Whether the segment ``path`` is on disk, whole (its final name) or not (``.part``)."""
+        return any(os.path.lexists(self.root / p) for p in (path, path + ".part"))
+
     def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
         page = min(max(CHECK_PAGE, -(-self.catalog.count() // CHECK_SWEEP)), CHECK_MAX)
         rows = self.catalog.newest(self._cursor, page)
         self._cursor = (rows[-1].start, rows[-1].path) if len(rows) == page else None
         # A row still open that no route writes and older than any segment can last lost its
-        # close (a failed rename, a crash): it goes (crash repair catalogs its `.part` again).
+        # close (a failed rename, a crash): it goes when neither its file nor its `.part` is
+        # there (crash repair catalogs a `.part` again, `reconcile` closes it from its file).
         stale = [s for s in rows
-                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S]
+                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S
+                 and not self._on_disk(s.path)]
         gone = stale + [s for s in rows if not s.open and not (self.root / s.path).exists()]
         if gone:
             self.catalog.remove([s.path for s in gone])

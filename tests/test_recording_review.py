@@ -1,0 +1,126 @@
+"""Recording: what a second review of it found (issue 13) — rows a crash left open while their
+file was whole, a writer idle with bytes in hand, retention stuck on a file it cannot delete,
+and the rest (docs/recording.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from castway.server.recording.catalog import Catalog, CatalogSink, Segment
+from castway.server.recording.retention import Retention
+from castway.server.specs import Recording
+from castway.server.store import Store
+
+from support import wait_until
+from support.clips import make_clip
+from support.control import Server
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """12 s at 25 fps with a keyframe every second."""
+    path = tmp_path_factory.mktemp("review") / "gop1s.ts"
+    return make_clip(path, 12, "320x180", 500, gop=25).read_bytes()
+
+
+def opened_row(path: str, start: float) -> Segment:
+    return Segment(path=path, route="r", format="ts", start=start, end=start, duration=0.0,
+                   bytes=0, open=True)
+
+
+def test_a_segment_renamed_before_its_close_reached_the_catalog_is_closed_from_its_file(
+    server: Server, clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root, catalog = recordings.root, recordings.catalog
+    (root / "r").mkdir(parents=True, exist_ok=True)
+    # Killed between the rename and the catalog's write: the file whole, its row open.
+    start = time.time() - 3 * 3600
+    (root / "r/crash.ts").write_bytes(clip)
+    catalog.add(opened_row("r/crash.ts", start))
+    done = recordings.repair()
+    assert [s.path for s in done] == ["r/crash.ts"]
+    seg = catalog.get("r/crash.ts")
+    assert seg is not None and not seg.open and seg.bytes == len(clip)
+    assert 11.5 < seg.duration < 13.5 and seg.end == seg.start + seg.duration and seg.keyframes
+    # Retention counts it, and deletes it by bytes, file and row.
+    recordings.retention.run({"r": Recording(max_bytes=1)}, time.time())
+    assert catalog.get("r/crash.ts") is None and not (root / "r/crash.ts").exists()
+
+
+def test_a_row_left_open_is_never_dropped_while_its_file_is_on_disk(
+    tmp_path: Path, clip: bytes
+) -> None:
+    root = tmp_path / "rec"
+    (root / "r").mkdir(parents=True)
+    catalog = Catalog(Store(tmp_path / "data"))
+    # Open rows older than any segment lasts, no route writing them: one whole file, one
+    # `.part` (for the next start's repair), one with neither (gone).
+    old = time.time() - 3 * 3600
+    (root / "r/whole.ts").write_bytes(clip)
+    (root / "r/torn.ts.part").write_bytes(clip)
+    for name in ("whole", "torn", "gone"):
+        catalog.add(opened_row(f"r/{name}.ts", old))
+    reported: list[tuple[str, str, str]] = []
+    Retention(root, catalog, lambda *a: reported.append(a)).run({}, time.time())
+    assert reported == [("r", "r/gone.ts", "missing")]
+    assert catalog.get("r/whole.ts") is not None and catalog.get("r/torn.ts") is not None
+
+
+def test_a_close_the_catalog_never_got_is_taken_from_the_file_once_it_settles(
+    server: Server, clip: bytes
+) -> None:
+    from castway.server.recording.manager import SETTLE_S
+
+    recordings = server.running.recordings
+    assert recordings is not None
+    root, catalog = recordings.root, recordings.catalog
+    (root / "r").mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    (root / "r/late.ts").write_bytes(clip)
+    (root / "r/fresh.ts").write_bytes(clip)
+    os.utime(root / "r/late.ts", (now - SETTLE_S - 5, now - SETTLE_S - 5))
+    catalog.add(opened_row("r/late.ts", now - 60))
+    catalog.add(opened_row("r/fresh.ts", now - 10))
+    recordings.prune(now)
+    late = catalog.get("r/late.ts")
+    assert late is not None and not late.open and late.bytes == len(clip)
+    # Its `segment_closed` may still be on its way: left to it.
+    fresh = catalog.get("r/fresh.ts")
+    assert fresh is not None and fresh.open
+    # A `segment_closed` that lands after wins; a close from the file never overwrites one.
+    assert not catalog.close_open(late)
+
+
+def test_a_full_catalog_queue_holds_segment_events_then_counts_what_it_drops(
+    tmp_path: Path,
+) -> None:
+    catalog = Catalog(Store(tmp_path / "data"))
+    sink = CatalogSink(catalog, size=1)
+
+    def closed(seq: int) -> dict[str, object]:
+        record = {"path": f"r/{seq}.ts", "start": 1.0, "end": 2.0, "duration": 1.0, "bytes": 1}
+        return {"kind": "segment_closed", "seq": seq, "route": "r",
+                "segment": json.dumps(record)}
+
+    sink.offer(closed(1))  # not started: the queue is full
+    offered = threading.Thread(target=sink.offer, args=(closed(2),))
+    offered.start()
+    sink.start()  # the queue drains: the event waiting gets in
+    offered.join(timeout=30)
+    wait_until(lambda: catalog.get("r/2.ts") is not None, 10, "both cataloged")
+    assert catalog.get("r/1.ts") is not None and sink.dropped == 0
+    sink.stop()
+    # Nothing draining it: held, then dropped and counted (a retention pass closes its row
+    # from the file).
+    stopped = CatalogSink(catalog, size=1)
+    stopped.offer(closed(3))
+    stopped.offer(closed(4))
+    assert stopped.dropped == 1
