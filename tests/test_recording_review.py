@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from castway.client import Client
 from castway.server.recording.catalog import Catalog, CatalogSink, Segment
 from castway.server.recording.retention import Retention
 from castway.server.specs import Recording
 from castway.server.store import Store
+from castway.v1 import recording_pb2, route_pb2, spec_pb2
 
 from support import wait_until
 from support.clips import make_clip
-from support.control import Server
+from support.control import ServeProcess, Server, spec
+from support.net import free_port
+from support.senders import UdpSender
+
+PACKET = 188
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +132,51 @@ def test_a_full_catalog_queue_holds_segment_events_then_counts_what_it_drops(
     stopped.offer(closed(3))
     stopped.offer(closed(4))
     assert stopped.dropped == 1
+
+
+def test_a_writer_left_idle_puts_what_it_received_on_disk_and_kill_9_keeps_it(
+    tmp_path: Path, clip: bytes
+) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(data)
+    key = (data / "admin.key").read_text().strip()
+    root = data / "media" / "recordings"
+    in_port = free_port()
+    try:
+        with Client(f"127.0.0.1:{first.port}", key) as c:
+            c.routes.CreateRoute(route_pb2.CreateRouteRequest(
+                name="idle", spec=spec(
+                    [f"udp://127.0.0.1:{in_port}"], failover=spec_pb2.Failover(slate=False),
+                    recording=spec_pb2.Recording(enabled=True, segment_ms=600_000),
+                )), metadata=c.metadata, timeout=30)
+
+            def status() -> Any:
+                return c.routes.GetRoute(
+                    route_pb2.GetRouteRequest(name="idle"), metadata=c.metadata
+                ).status.recording
+
+            wait_until(lambda: status().state == "recording", 30, "recording")
+            UdpSender(clip, in_port, bitrate=4e6).join()
+            # The sender stopped: everything received reaches the file, what the cutter held
+            # back from the last PAT too.
+            wait_until(
+                lambda: status().segment_bytes + PACKET * status().skipped == len(clip), 30,
+                "every byte received written",
+            )
+            rec = status()
+            part = root / (rec.segment + ".part")
+            wait_until(lambda: part.stat().st_size == rec.segment_bytes, 30,
+                       "what the recorder wrote on disk")
+    finally:
+        first.stop(signal.SIGKILL)
+    second = ServeProcess(data)
+    try:
+        with Client(f"127.0.0.1:{second.port}", key) as c:
+            segs = c.recordings.ListSegments(
+                recording_pb2.ListSegmentsRequest(route="idle"), metadata=c.metadata
+            ).segments
+            assert [(s.path, s.repaired, s.bytes) for s in segs] == [
+                (rec.segment, True, rec.segment_bytes)
+            ]
+    finally:
+        second.stop(signal.SIGTERM)
