@@ -180,3 +180,40 @@ def test_a_writer_left_idle_puts_what_it_received_on_disk_and_kill_9_keeps_it(
             ]
     finally:
         second.stop(signal.SIGTERM)
+
+
+def test_a_segment_retention_cannot_delete_is_reported_and_the_next_one_goes_instead(
+    server: Server,
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    root, catalog = recordings.root, recordings.catalog
+    (root / "r").mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    # The oldest cannot be unlinked (a directory where its file was: EISDIR, as a read-only
+    # directory or an immutable file gives EPERM).
+    (root / "r/a.ts").mkdir()
+    for i, name in enumerate(["a", "b", "c"]):
+        if name != "a":
+            (root / f"r/{name}.ts").write_bytes(b"\x47" * PACKET)
+        catalog.add(Segment(path=f"r/{name}.ts", route="r", format="ts", start=now - 100 + i,
+                            end=now - 99 + i, duration=1.0, bytes=3 << 20))
+    policy = {"r": Recording(max_bytes=4 << 20)}
+    first = recordings.retention.run(policy, now)
+    assert first.failed == ["r/a.ts"] and first.deleted == {"bytes": ["r/b.ts", "r/c.ts"]}
+    assert catalog.get("r/a.ts") is not None and (root / "r/a.ts").is_dir()
+    assert catalog.route_bytes()["r"] <= 4 << 20
+    second = recordings.retention.run(policy, now)
+    assert second.failed == [] and second.deleted == {}  # under the cap: nothing to do
+    catalog.add(Segment(path="r/d.ts", route="r", format="ts", start=now, end=now + 1,
+                        duration=1.0, bytes=3 << 20))
+    (root / "r/d.ts").write_bytes(b"\x47" * PACKET)
+    third = recordings.retention.run(policy, now)
+    assert third.failed == ["r/a.ts"] and third.deleted == {"bytes": ["r/d.ts"]}
+    assert recordings.retention.failures == 2
+    errors = [
+        e for e in server.running.control.gateway.wait_events(0, 0.0, 100_000)
+        if e["kind"] == "recording_error" and e.get("route") == "r"
+    ]
+    # Reported once, naming the segment.
+    assert len(errors) == 1 and "`r/a.ts`" in errors[0]["error"] and "segment" not in errors[0]

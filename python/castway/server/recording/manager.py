@@ -63,7 +63,9 @@ class Recordings:
         self.root.mkdir(parents=True, exist_ok=True)
         # What clips a crash interrupted left behind.
         shutil.rmtree(self.root / CLIPS, ignore_errors=True)
-        self.retention = Retention(root, catalog, self._report_deleted)
+        self.retention = Retention(
+            root, catalog, self._report_deleted, report_error=self._report_undeletable
+        )
         # The operator's override per route: True (start), False (stop).
         self._manual: dict[str, bool] = {}
         # Routes paused because the slate is on air (policy `slate: false`).
@@ -302,6 +304,10 @@ class Recordings:
             "recording_deleted", route=route,
             segment=json.dumps({"path": path, "reason": reason}, separators=(",", ":")),
         )
+
+    def _report_undeletable(self, route: str, path: str, error: str) -> None:
+        # Without `segment`: its row stays in the catalog (see `CatalogSink`).
+        self.control.gateway.emit("recording_error", route=route, error=error)
 
     # The operator's control
 
