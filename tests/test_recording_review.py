@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from castway.v1 import recording_pb2, route_pb2, spec_pb2
 
 from support import wait_until
 from support.clips import make_clip
-from support.control import ServeProcess, Server, spec
+from support.control import ADMIN, ServeProcess, Server, spec
 from support.net import free_port
 from support.senders import UdpSender
 
@@ -217,3 +218,50 @@ def test_a_segment_retention_cannot_delete_is_reported_and_the_next_one_goes_ins
     ]
     # Reported once, naming the segment.
     assert len(errors) == 1 and "`r/a.ts`" in errors[0]["error"] and "segment" not in errors[0]
+
+
+def probe_durations(path: Path) -> dict[str, float]:
+    """ffprobe's duration of each stream of `path` by type, and of the whole (`format`)."""
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration:format=duration",
+         "-of", "json", str(path)], capture_output=True, text=True, timeout=60, check=True,
+    )
+    info = json.loads(r.stdout)
+    out = {s["codec_type"]: float(s["duration"]) for s in info["streams"]}
+    return {**out, "format": float(info["format"]["duration"])}
+
+
+def test_the_first_mp4_segment_of_a_start_mid_gop_has_audio_and_video_starting_together(
+    tmp_path: Path,
+) -> None:
+    # The recorder starts after the route is live: it joins mid-GOP (test:// has a keyframe
+    # every 2 s), and the audio before the first keyframe must not make the file longer.
+    config = tmp_path / "castway.toml"
+    config.write_text(
+        '[routes.mp4]\ninputs = ["test://"]\n'
+        'recording = { enabled = true, segment_ms = 2000, format = "mp4" }\n'
+    )
+    data = tmp_path / "data"
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN}, args=("--config", str(config)))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", key=ADMIN) as c:
+
+            def recording() -> Any:
+                req = route_pb2.GetRouteRequest(name="mp4")
+                return c.routes.GetRoute(req, metadata=c.metadata).status.recording
+
+            wait_until(lambda: recording().segments >= 1, 30, "a segment closed")
+            assert recording().audio_dropped > 0
+            wait_until(lambda: c.recordings.ListSegments(
+                recording_pb2.ListSegmentsRequest(route="mp4"), metadata=c.metadata
+            ).segments, 30, "the segment cataloged")
+            first = c.recordings.ListSegments(
+                recording_pb2.ListSegmentsRequest(route="mp4"), metadata=c.metadata
+            ).segments[0]
+    finally:
+        srv.stop(signal.SIGTERM)
+    d = probe_durations(data / "media" / "recordings" / first.path)
+    # Within an audio frame (and a video frame) of each other, and of the catalog's duration.
+    assert abs(d["audio"] - d["video"]) < 0.1, d
+    assert abs(d["format"] - d["video"]) < 0.1, d
+    assert abs(d["video"] - first.duration_s) < 0.1, (d, first.duration_s)

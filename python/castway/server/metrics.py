@@ -205,6 +205,9 @@ ROUTE = (
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
+    Series("castway.recording.audio_dropped", "counter", "{buffer}", "mp4: audio buffers "
+           "dropped before the first video keyframe of a start or resume",
+           lambda r: r["recording"]["audio_dropped"]),
     Series("castway.recording.pauses_mid_frame", "counter", "{pause}", "pauses that closed "
            "the segment without reaching a frame's start within 1 s",
            lambda r: r["recording"]["pauses_mid_frame"]),
