@@ -265,3 +265,28 @@ def test_the_first_mp4_segment_of_a_start_mid_gop_has_audio_and_video_starting_t
     assert abs(d["audio"] - d["video"]) < 0.1, d
     assert abs(d["format"] - d["video"]) < 0.1, d
     assert abs(d["video"] - first.duration_s) < 0.1, (d, first.duration_s)
+
+
+def test_an_operators_pause_outlives_a_policy_change_that_restarts_the_recorder(
+    server: Server, clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    in_port = free_port()
+
+    def rec_spec(segment_ms: int) -> spec_pb2.RouteSpec:
+        return spec([f"udp://127.0.0.1:{in_port}"], recording=spec_pb2.Recording(
+            enabled=True, segment_ms=segment_ms))
+
+    server.create("held", rec_spec(1000))
+    wait_until(lambda: server.get("held").status.recording.state == "recording", 10, "on")
+    recordings.pause_recording("held", True)
+    server.update("held", rec_spec(2000))
+    recordings.tick(time.time())
+    assert recordings._started["held"][1] == 2000  # restarted with the new length
+    UdpSender(clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: server.get("held").status.recording.skipped * PACKET >= len(clip) // 2,
+               10, "the data passed over, paused")
+    rec = server.get("held").status.recording
+    assert rec.state == "paused" and rec.segment == "" and rec.bytes == 0, rec
+    assert not list((recordings.root / "held").rglob("*.ts*"))

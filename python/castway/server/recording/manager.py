@@ -214,9 +214,12 @@ class Recordings:
         want = self.wanted(name, policy, now)
         settings = (policy.path, policy.segment_ms, policy.format)
         started = self._started.get(name)
+        # An operator's pause (not the slate's) outlives a restart for a policy change.
+        keep_paused = False
         if want and state != "stopped" and started is not None and started != settings:
             # Segment length, path and format are the recorder's: a change restarts it (the
             # open segment closes at once, the next opens at the next keyframe).
+            keep_paused = state == "paused" and name not in self._slate_paused
             rec.stop()
             state = "stopped"
         if want and state == "stopped":
@@ -224,6 +227,8 @@ class Recordings:
                 self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format,
                 min_free_bytes=self._floor(name, policies),
             )
+            if keep_paused:
+                rec.pause()
             self._started[name] = settings
             self._slate_paused.discard(name)
         elif not want and state != "stopped":
