@@ -533,6 +533,34 @@ impl Mp4Writer {
     fn teardown(&mut self) {
         if let Some(r) = self.running.take() {
             let _ = crate::pipeline::set_state_bounded(&r.pipeline, gst::State::Null, FINISH_WAIT);
+            self.drop_unopened(&r);
+        }
+    }
+
+    /// The file `format-location-full` made for the next segment that the branch never
+    /// reported opened (it failed, or stopped, first): removed when empty (nothing to keep,
+    /// no catalog row); one with bytes in it stays as `.part`, for the next start's repair.
+    fn drop_unopened(&self, r: &Running) {
+        let Some((place, file)) = lock(&r.naming).named.take() else {
+            return;
+        };
+        if file.metadata().is_ok_and(|m| m.len() == 0) {
+            drop(file);
+            if let Err(e) = place.dir.remove(&place.part_name) {
+                gst::warning!(
+                    CAT,
+                    "{}: cannot remove `{}`: {e}",
+                    self.route,
+                    place.part.display()
+                );
+            }
+        } else {
+            gst::warning!(
+                CAT,
+                "{}: `{}` left for repair",
+                self.route,
+                place.part.display()
+            );
         }
     }
 
