@@ -26,7 +26,7 @@ from castway.v1 import recording_pb2, route_pb2, spec_pb2
 
 from support import wait_until
 from support.clips import make_clip
-from support.control import ADMIN, ServeProcess, Server, spec
+from support.control import ADMIN, CODE, ServeProcess, Server, expect, spec
 from support.net import free_port
 from support.senders import UdpSender
 
@@ -318,3 +318,24 @@ def test_a_failed_mp4_branch_leaves_no_empty_part_file_behind(
     gateway.remove_route("full")
     empty = [f for f in (tiny_tmpfs / "rec").rglob("*.part") if f.stat().st_size == 0]
     assert empty == []
+
+
+def test_a_timestamp_out_of_range_is_refused_naming_its_field(server: Server) -> None:
+    c = server.client
+    server.create("cam", spec([f"udp://127.0.0.1:{free_port()}"]))
+    huge = recording_pb2.ListSegmentsRequest(route="cam")
+    getattr(huge, "from").seconds = 2**62
+    detail = expect(CODE.INVALID_ARGUMENT,
+                    lambda: c.recordings.ListSegments(huge, metadata=c.metadata))
+    assert "from.seconds" in detail
+    negative = recording_pb2.ListSegmentsRequest(route="cam")
+    negative.to.nanos = -5
+    detail = expect(CODE.INVALID_ARGUMENT,
+                    lambda: c.recordings.ListSegments(negative, metadata=c.metadata))
+    assert "to.nanos" in detail
+    clip = recording_pb2.ExportClipRequest(route="cam", format="ts")
+    getattr(clip, "from").seconds = 2**62
+    clip.to.seconds = 10
+    detail = expect(CODE.INVALID_ARGUMENT,
+                    lambda: list(c.recordings.ExportClip(clip, metadata=c.metadata)))
+    assert "from.seconds" in detail
