@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import castway
+from castway.cli import main
 from castway.client import Client
 from castway.server.recording.catalog import Catalog, CatalogSink, Segment
 from castway.server.recording.retention import Retention
@@ -339,3 +340,29 @@ def test_a_timestamp_out_of_range_is_refused_naming_its_field(server: Server) ->
     detail = expect(CODE.INVALID_ARGUMENT,
                     lambda: list(c.recordings.ExportClip(clip, metadata=c.metadata)))
     assert "from.seconds" in detail
+
+
+def test_the_cli_names_a_bad_time_and_an_output_it_cannot_write_before_making_a_clip(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], clip: bytes
+) -> None:
+    recordings = server.running.recordings
+    assert recordings is not None
+    (recordings.root / "known").mkdir(parents=True, exist_ok=True)
+    (recordings.root / "known/s.ts").write_bytes(clip)
+    recordings.catalog.add(Segment(path="known/s.ts", route="known", format="ts", start=1000.0,
+                                   end=1012.0, duration=12.0, bytes=len(clip)))
+    creds = ["--addr", server.addr, "--key", ADMIN]
+    for bad in ("inf", "1e300", "nan", "1e12", "-1e12"):
+        with pytest.raises(SystemExit) as exited:
+            main(["recording", "list", "known", *creds, f"--from={bad}"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "argument --from" in err and "not a time" in err, err
+        assert "Traceback" not in err and "_when" not in err, err
+    (tmp_path / "isdir.ts").mkdir()
+    for out, why in ((tmp_path / "isdir.ts", "is a directory"),
+                     (Path("/proc/self/x.ts"), "cannot write")):
+        code = main(["recording", "export", "known", *creds, "--from", "1000", "--to", "1004",
+                     "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1 and f"-o {out}" in err and why in err and "Traceback" not in err, err
+    assert not list(tmp_path.glob("*.part"))
