@@ -366,3 +366,21 @@ def test_the_cli_names_a_bad_time_and_an_output_it_cannot_write_before_making_a_
         err = capsys.readouterr().err
         assert code == 1 and f"-o {out}" in err and why in err and "Traceback" not in err, err
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_recording_number_out_of_64_bits_is_refused_naming_its_field_and_range(
+    gateway: castway.Gateway, tmp_path: Path
+) -> None:
+    route = gateway.add_route("nums", "test://")
+    for kw, field in ((dict(segment_ms=-1), "recording.segment_ms"),
+                      (dict(segment_ms=2**70), "recording.segment_ms"),
+                      (dict(queue_bytes=-1), "recording.queue_bytes"),
+                      (dict(min_free_bytes=-1), "recording.min_free_bytes")):
+        with pytest.raises(castway.errors.ConfigError) as refused:
+            route.recording.start(tmp_path, **kw)  # type: ignore[arg-type]
+        assert field in str(refused.value) and "outside" in str(refused.value), kw
+        assert route.recording.stats()["state"] == "stopped"
+    route.recording.start(tmp_path)
+    with pytest.raises(castway.errors.ConfigError, match=r"recording\.min_free_bytes"):
+        route.recording.set_min_free(-1)
+    route.recording.stop()
