@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_metrics
 
 import castway
 from castway.cli import main
 from castway.client import Client
+from castway.server import run_server
 from castway.server.recording.catalog import Catalog, CatalogSink, Segment
 from castway.server.recording.retention import Retention
 from castway.server.specs import Recording
@@ -32,6 +34,8 @@ from support.net import free_port
 from support.senders import UdpSender
 
 PACKET = 188
+# Prometheus on loopback, started against a metrics port (a fixture).
+prometheus = test_metrics.prometheus
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +388,65 @@ def test_a_recording_number_out_of_64_bits_is_refused_naming_its_field_and_range
     with pytest.raises(castway.errors.ConfigError, match=r"recording\.min_free_bytes"):
         route.recording.set_min_free(-1)
     route.recording.stop()
+
+
+def test_prometheus_sees_the_recorders_state_segment_totals_and_retention(
+    tmp_path: Path, prometheus: Any, clip: bytes
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    get, query = test_metrics.get, test_metrics.query
+
+    in_port = free_port()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    metrics_listen="127.0.0.1:0") as running:
+        recordings = running.recordings
+        assert recordings is not None and running.metrics_port
+        srv = Server(running, Client(f"127.0.0.1:{running.port}", key=ADMIN), tmp_path / "data")
+
+        def rec_spec(segment_ms: int) -> spec_pb2.RouteSpec:
+            return spec([f"udp://127.0.0.1:{in_port}"], recording=spec_pb2.Recording(
+                enabled=True, segment_ms=segment_ms))
+
+        srv.create("rec", rec_spec(1000))
+        wait_until(lambda: srv.get("rec").status.recording.state == "recording", 10, "on")
+        sender = UdpSender(clip, in_port, bitrate=4e6)
+        wait_until(lambda: srv.get("rec").status.recording.segments >= 2, 20, "segments")
+        # The open segment's start, as the catalog has it.
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+
+        def segment_start() -> float | None:
+            families = {f.name: f for f in text_string_to_metric_families(get(url))}
+            started = families.get("castway_recording_segment_start_seconds")
+            return next((s.value for s in started.samples if s.labels["route"] == "rec"),
+                        None) if started else None
+
+        assert wait_until(segment_start, 10, "the open segment's start") > 1e9
+        sender.join()
+        # Paused, then restarted by a policy change: the state shows paused, the totals go on.
+        recordings.pause_recording("rec", True)
+        wait_until(lambda: srv.get("rec").status.recording.segment == "", 10, "closed")
+        before = srv.get("rec").status.recording.segments
+        srv.update("rec", rec_spec(2000))
+        recordings.tick(time.time())
+        assert srv.get("rec").status.recording.segments == 0
+        # Retention: one segment deleted by bytes, one it cannot delete.
+        root, catalog = recordings.root, recordings.catalog
+        (root / "old").mkdir(parents=True, exist_ok=True)
+        (root / "old/a.ts").mkdir()
+        (root / "old/b.ts").write_bytes(b"\x47" * PACKET)
+        for i, name in enumerate("ab"):
+            catalog.add(Segment(path=f"old/{name}.ts", route="old", format="ts", start=10.0 + i,
+                                end=11.0 + i, duration=1.0, bytes=PACKET))
+        recordings.retention.run({"old": Recording(max_bytes=1)}, time.time())
+
+        base = prometheus(running.metrics_port)
+        for promql in (
+            'castway_recording_state{route="rec",state="paused"} == 1',
+            'castway_recording_state{route="rec",state="recording"} == 0',
+            f'castway_recording_segments_all_total{{route="rec"}} == {before}',
+            'castway_recording_segments_total{route="rec"} == 0',
+            'castway_recording_retention_deleted_total{reason="bytes"} == 1',
+            "castway_recording_retention_failures_total == 1",
+        ):
+            wait_until(lambda promql=promql: query(base, promql), 30, promql)
+        srv.client.close()

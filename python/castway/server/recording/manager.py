@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from castway.errors import CastwayError
 from castway.gateway import RecordingStats, Route
@@ -47,6 +48,8 @@ CLIPS = ".castway-clips"
 # How long a segment's file stays unchanged, its row open and no route writing it, before a
 # retention pass closes its row from the file (its `segment_closed` is late or lost).
 SETTLE_S = 60.0
+# Open segments the metrics read the start of, at most.
+MAX_OPEN_LISTED = 10_000
 
 
 class Recordings:
@@ -94,6 +97,11 @@ class Recordings:
         self.lost = 0
         # Rows left open whose file was whole on disk, closed from it (`_reconcile`).
         self.reconciled = 0
+        # What each route's earlier recorders did (segments, bytes, drops, errors): added when
+        # this manager stops or restarts one, so the metrics' totals outlive a restart.
+        self._totals: dict[str, dict[str, int]] = {}
+        # Segments retention deleted (or found gone), by reason, since the server started.
+        self.deleted: dict[str, int] = {}
 
     # Lifecycle
 
@@ -197,7 +205,7 @@ class Recordings:
     def _forget(self, routes: set[str]) -> None:
         """Drops what is kept per route for the routes deleted (an operator's start/stop must
         not outlive its route and apply to a new route of the same name)."""
-        for kept in (self._manual, self._schedules, self._started, self._floors):
+        for kept in (self._manual, self._schedules, self._started, self._floors, self._totals):
             for name in [n for n in kept if n not in routes]:
                 del kept[name]
         self._slate_paused &= routes
@@ -221,6 +229,7 @@ class Recordings:
             # open segment closes at once, the next opens at the next keyframe).
             keep_paused = state == "paused" and name not in self._slate_paused
             rec.stop()
+            self._add_totals(name, rec.stats())
             state = "stopped"
         if want and state == "stopped":
             rec.start(
@@ -233,6 +242,7 @@ class Recordings:
             self._slate_paused.discard(name)
         elif not want and state != "stopped":
             rec.stop()
+            self._add_totals(name, rec.stats())
             self._slate_paused.discard(name)
             self._started.pop(name, None)
             self._floors.pop(name, None)
@@ -304,7 +314,27 @@ class Recordings:
             s["recording"]["segment"] for s in self.control.stats() if s["recording"]["segment"]
         )
 
+    def _add_totals(self, name: str, stats: RecordingStats) -> None:
+        done = self._totals.setdefault(name, {})
+        figures: dict[str, Any] = dict(stats)
+        for k in ("segments", "bytes", "drops", "errors"):
+            done[k] = done.get(k, 0) + int(figures[k])
+
+    def metrics(self) -> dict[str, object]:
+        """What the metrics read of the recordings: each route's totals of its earlier
+        recorders, the open segments' starts (by path), retention's deletions by reason and
+        its failed deletions."""
+        with self._lock:
+            totals = {name: dict(t) for name, t in self._totals.items()}
+        return {
+            "totals": totals,
+            "segment_start": {s.path: s.start for s in self.catalog.opened(MAX_OPEN_LISTED)},
+            "deleted": dict(self.deleted),
+            "failures": self.retention.failures,
+        }
+
     def _report_deleted(self, route: str, path: str, reason: str) -> None:
+        self.deleted[reason] = self.deleted.get(reason, 0) + 1
         self.control.gateway.emit(
             "recording_deleted", route=route,
             segment=json.dumps({"path": path, "reason": reason}, separators=(",", ":")),
