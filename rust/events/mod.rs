@@ -64,7 +64,8 @@ pub enum Kind {
     /// A recording closed a segment (`segment`: its catalog record as JSON; `error` if a
     /// write failed and the segment ends early).
     SegmentClosed,
-    /// A recording could not write, open or rename a segment (`error`).
+    /// A recording could not write, open or rename a segment (`error`); or the control
+    /// plane's retention could not delete one (`error` names it; no `segment`).
     RecordingError,
     /// The control plane's retention deleted a segment (`segment`: JSON with its `path` and
     /// `reason`).
@@ -136,7 +137,7 @@ impl Kind {
     }
 
     /// Whether the control plane reports this kind (through `Gateway::emit`); the data plane
-    /// reports the others itself.
+    /// reports the others itself (and `recording_error` too).
     pub fn from_control_plane(self) -> bool {
         matches!(
             self,
@@ -148,6 +149,7 @@ impl Kind {
                 | Kind::TemplateDeleted
                 | Kind::KeyCreated
                 | Kind::KeyRevoked
+                | Kind::RecordingError
                 | Kind::RecordingDeleted
         )
     }

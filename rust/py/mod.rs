@@ -241,11 +241,15 @@ impl PyRoute {
         py: Python<'_>,
         dir: std::path::PathBuf,
         path: Option<String>,
-        segment_ms: Option<u64>,
+        segment_ms: Option<spec::Whole>,
         format: Option<String>,
-        queue_bytes: Option<u64>,
-        min_free_bytes: Option<u64>,
+        queue_bytes: Option<spec::Whole>,
+        min_free_bytes: Option<spec::Whole>,
     ) -> PyResult<()> {
+        // A number that does not fit in 64 bits (negative, huge) is refused at its field.
+        let segment_ms = spec::whole(segment_ms, "recording.segment_ms")?;
+        let queue_bytes = spec::whole(queue_bytes, "recording.queue_bytes")?;
+        let min_free_bytes = spec::whole(min_free_bytes, "recording.min_free_bytes")?;
         let mut settings = crate::record::RecordSettings::new(dir);
         if let Some(p) = path {
             settings.pattern = p;
@@ -264,8 +268,9 @@ impl PyRoute {
     }
 
     /// Sets the running recording's free-space floor (0: none).
-    fn set_recording_floor(&self, py: Python<'_>, min_free_bytes: u64) -> PyResult<()> {
-        Ok(py.allow_threads(|| self.inner.set_recording_floor(min_free_bytes))?)
+    fn set_recording_floor(&self, py: Python<'_>, min_free_bytes: spec::Whole) -> PyResult<()> {
+        let floor = spec::whole(Some(min_free_bytes), "recording.min_free_bytes")?.unwrap_or(0);
+        Ok(py.allow_threads(|| self.inner.set_recording_floor(floor))?)
     }
 
     /// Pauses (`True`) or resumes (`False`) the recording.

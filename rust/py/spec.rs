@@ -52,7 +52,7 @@ impl<'py> FromPyObject<'py> for Uri {
 /// A whole number of a spec's setting. One that does not fit in 64 bits (negative, or huge)
 /// is kept as written, so that the setting's check refuses it at its field like any other
 /// value out of range.
-enum Whole {
+pub(super) enum Whole {
     Fits(u64),
     Beyond(String),
 }
@@ -68,7 +68,7 @@ impl<'py> FromPyObject<'py> for Whole {
 }
 
 /// The number given for `field` (None when not given), or its refusal.
-fn whole(value: Option<Whole>, field: &str) -> Result<Option<u64>, Error> {
+pub(super) fn whole(value: Option<Whole>, field: &str) -> Result<Option<u64>, Error> {
     match value {
         None => Ok(None),
         Some(Whole::Fits(n)) => Ok(Some(n)),

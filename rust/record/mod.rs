@@ -150,6 +150,9 @@ pub struct RecorderStats {
     /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
     /// was torn down.
     pub stalls: u64,
+    /// `mp4`: audio buffers dropped because they came before the first video keyframe of the
+    /// branch (so that both tracks start together at that keyframe).
+    pub audio_dropped: u64,
     pub last_error: Option<String>,
 }
 
@@ -178,6 +181,8 @@ struct Shared {
     bytes: AtomicU64,
     segment_bytes: AtomicU64,
     no_space_bytes: AtomicU64,
+    /// `mp4`: audio buffers before the branch's first video keyframe, dropped.
+    audio_dropped: AtomicU64,
     /// The free-space floor in force (`min_free_bytes`, changed by `set_min_free`).
     min_free: AtomicU64,
     paused: AtomicBool,
@@ -356,6 +361,7 @@ impl Recorder {
             stalls: status.stalls,
             no_space_bytes: s.no_space_bytes.load(Relaxed),
             pauses_mid_frame: status.pauses_mid_frame,
+            audio_dropped: s.audio_dropped.load(Relaxed),
             last_error: status.last_error.clone(),
         }
     }

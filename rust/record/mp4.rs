@@ -67,6 +67,33 @@ struct Running {
     pushed_since: u64,
 }
 
+/// Where the branch's audio may begin: at its first video keyframe. Until that keyframe
+/// reaches the muxer, each audio queue's output is blocked (its queue holds the audio); then
+/// the audio before it is dropped (counted in `audio_dropped`), so that both tracks of the
+/// first file start together. Without video (the demuxer added its pads, none of them video)
+/// the audio is let go at once.
+#[derive(Default)]
+struct Gate {
+    /// The running time (ns) of the first video keyframe given to the muxer.
+    key: Option<u64>,
+    video: bool,
+    no_more_pads: bool,
+    /// The audio queues' blocking probes, removed once the audio may go.
+    blocked: Vec<(gst::Pad, gst::PadProbeId)>,
+}
+
+impl Gate {
+    fn open(&mut self) {
+        for (pad, id) in self.blocked.drain(..) {
+            pad.remove_probe(id);
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.key.is_some() || (self.no_more_pads && !self.video)
+    }
+}
+
 /// A file splitmuxsink opened and has not closed yet.
 struct OpenFile {
     rel: PathBuf,
@@ -296,13 +323,27 @@ impl Mp4Writer {
         let left = left_out.clone();
         let keyframes = Arc::new(Mutex::new(Vec::new()));
         let keys = keyframes.clone();
+        let gate = Arc::new(Mutex::new(Gate::default()));
+        let (gated, shared) = (gate.clone(), self.shared.clone());
         demux.connect_pad_added(move |_, pad| {
             let (Some(pipeline), Some(split)) = (weak.upgrade(), split_weak.upgrade()) else {
                 return;
             };
-            if let Err(why) = branch(&pipeline, &split, pad, &keys) {
+            let streams = Streams {
+                keyframes: &keys,
+                gate: &gated,
+                shared: &shared,
+            };
+            if let Err(why) = branch(&pipeline, &split, pad, &streams) {
                 gst::warning!(CAT, "{why}");
                 lock(&left).push(why.to_string());
+            }
+        });
+        demux.connect_no_more_pads(move |_| {
+            let mut gate = lock(&gate);
+            gate.no_more_pads = true;
+            if gate.is_open() {
+                gate.open();
             }
         });
         // Every buffer the muxer gives out: the branch's progress, watched for a stall.
@@ -492,6 +533,34 @@ impl Mp4Writer {
     fn teardown(&mut self) {
         if let Some(r) = self.running.take() {
             let _ = crate::pipeline::set_state_bounded(&r.pipeline, gst::State::Null, FINISH_WAIT);
+            self.drop_unopened(&r);
+        }
+    }
+
+    /// The file `format-location-full` made for the next segment that the branch never
+    /// reported opened (it failed, or stopped, first): removed when empty (nothing to keep,
+    /// no catalog row); one with bytes in it stays as `.part`, for the next start's repair.
+    fn drop_unopened(&self, r: &Running) {
+        let Some((place, file)) = lock(&r.naming).named.take() else {
+            return;
+        };
+        if file.metadata().is_ok_and(|m| m.len() == 0) {
+            drop(file);
+            if let Err(e) = place.dir.remove(&place.part_name) {
+                gst::warning!(
+                    CAT,
+                    "{}: cannot remove `{}`: {e}",
+                    self.route,
+                    place.part.display()
+                );
+            }
+        } else {
+            gst::warning!(
+                CAT,
+                "{}: `{}` left for repair",
+                self.route,
+                place.part.display()
+            );
         }
     }
 
@@ -546,7 +615,7 @@ fn branch(
     pipeline: &gst::Pipeline,
     split: &gst::Element,
     pad: &gst::Pad,
-    keyframes: &Arc<Mutex<Vec<u64>>>,
+    streams: &Streams<'_>,
 ) -> Result<()> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let (kind, version) = caps.structure(0).map_or((String::new(), 0), |s| {
@@ -564,7 +633,7 @@ fn branch(
         _ => ("", ""),
     };
     let recorded = (!parser.is_empty())
-        .then(|| link_stream(pipeline, split, pad, parser, request, keyframes))
+        .then(|| link_stream(pipeline, split, pad, parser, request, streams))
         .transpose()?
         .unwrap_or(false);
     if recorded {
@@ -589,7 +658,7 @@ fn link_stream(
     pad: &gst::Pad,
     parser: &str,
     request: &str,
-    keyframes: &Arc<Mutex<Vec<u64>>>,
+    streams: &Streams<'_>,
 ) -> Result<bool> {
     let parse = make(parser, &format!("{}-parse", pad.name()))?;
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -625,9 +694,11 @@ fn link_stream(
         return Ok(false);
     }
     if request == "video" {
+        lock(streams.gate).video = true;
         // The running time of each keyframe on its way to the muxer: the file's keyframe times.
         if let Some(src) = queue.static_pad("src") {
-            let keyframes = keyframes.clone();
+            let keyframes = streams.keyframes.clone();
+            let gate = streams.gate.clone();
             src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 let Some(buffer) = info.buffer() else {
                     return gst::PadProbeReturn::Ok;
@@ -640,6 +711,12 @@ fn link_stream(
                     segment.to_running_time(buffer.pts()?)
                 });
                 if let Some(t) = running {
+                    let mut gate = lock(&gate);
+                    if gate.key.is_none() {
+                        gate.key = Some(t.nseconds());
+                        gate.open();
+                    }
+                    drop(gate);
                     let mut keys = lock(&keyframes);
                     if keys.len() < MAX_KEYFRAMES {
                         keys.push(t.nseconds());
@@ -649,10 +726,64 @@ fn link_stream(
             });
         }
     }
+    if request != "video" {
+        gate_audio(&queue, streams);
+    }
     for e in [&queue, &parse] {
         let _ = e.sync_state_with_parent();
     }
     pad.link(&parse.static_pad("sink").expect("a sink pad"))
         .map_err(|e| Error::pipeline(format!("cannot link stream `{}`: {e:?}", pad.name())))?;
     Ok(true)
+}
+
+/// What the streams of one branch share: the video keyframe times and the audio's `Gate`.
+struct Streams<'a> {
+    keyframes: &'a Arc<Mutex<Vec<u64>>>,
+    gate: &'a Arc<Mutex<Gate>>,
+    shared: &'a Arc<Shared>,
+}
+
+/// Holds an audio stream at its queue's output until the gate opens, then drops (and counts)
+/// the buffers that end at or before the first video keyframe, at the muxer's pad (a buffer
+/// that straddles it is kept: the audio starts within one frame of the video).
+fn gate_audio(queue: &gst::Element, streams: &Streams<'_>) {
+    let Some(src) = queue.static_pad("src") else {
+        return;
+    };
+    let mut gate = lock(streams.gate);
+    if !gate.is_open() {
+        let block = gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER;
+        if let Some(id) = src.add_probe(block, |_, _| gst::PadProbeReturn::Ok) {
+            gate.blocked.push((src.clone(), id));
+        }
+    }
+    drop(gate);
+    let Some(sink) = src.peer() else {
+        return;
+    };
+    let (gate, shared) = (streams.gate.clone(), streams.shared.clone());
+    // Once a buffer passes, the probe goes (what follows is after the keyframe too).
+    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(key) = lock(&gate).key else {
+            // No video: nothing to wait for.
+            return gst::PadProbeReturn::Remove;
+        };
+        let end = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+            let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+            let pts = buffer.pts()?;
+            segment.to_running_time(pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO))
+        });
+        match end {
+            Some(end) if end.nseconds() <= key => {
+                shared.audio_dropped.fetch_add(1, Relaxed);
+                // Taken and let go here: `Drop` gave GStreamer-CRITICALs (an unref of NULL) and a crash.
+                gst::PadProbeReturn::Handled
+            }
+            _ => gst::PadProbeReturn::Remove,
+        }
+    });
 }

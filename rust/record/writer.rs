@@ -68,6 +68,9 @@ pub(super) struct Writer {
     paused: bool,
     /// A pause waits for a clean end of the open segment until this (see `pause_scan`).
     pausing: Option<Instant>,
+    /// When the last item came, and whether the idle flush since then is done (`idle`).
+    last_item: Instant,
+    idle_flushed: bool,
 }
 
 /// The writer's files: what the cutter's steps act on.
@@ -111,6 +114,8 @@ impl Writer {
             },
             paused: false,
             pausing: None,
+            last_item: Instant::now(),
+            idle_flushed: false,
         }
     }
 
@@ -128,7 +133,11 @@ impl Writer {
                     .shared
                     .queued
                     .fetch_sub(item.buffer.size() as u64, Relaxed);
+                self.last_item = Instant::now();
+                self.idle_flushed = false;
                 self.take(item);
+            } else {
+                self.idle();
             }
             let settled = self.paused && self.pausing.is_none();
             self.out.shared.settled.store(settled, Relaxed);
@@ -145,6 +154,25 @@ impl Writer {
         let span = self.cutter.span();
         let last = self.out.open.as_ref().map_or(now, |o| o.last_unix);
         self.out.close(span, last);
+        self.after_steps();
+    }
+
+    /// Nothing came for `FLUSH_EVERY` (a sender stopped): what the cutter holds (from the
+    /// last PAT on) goes to the open segment and the segment's buffer to its file, once per
+    /// idle spell, so that a crash loses nothing already received. The next keyframe due then
+    /// finds no PAT held and its segment starts with copies of the PSI (`Step::Psi`).
+    fn idle(&mut self) {
+        if self.idle_flushed || self.last_item.elapsed() < FLUSH_EVERY {
+            return;
+        }
+        self.idle_flushed = true;
+        if self.paused || self.pausing.is_some() || self.out.open.is_none() {
+            return;
+        }
+        let now = unix_now();
+        let out = &mut self.out;
+        self.cutter.flush(&mut |s| out.apply(s, now));
+        self.out.flush_open();
         self.after_steps();
     }
 
@@ -340,6 +368,18 @@ impl Files {
                 let why = format!("cannot write `{}`: {e}", open.rel.display());
                 self.fail(why);
             }
+        }
+    }
+
+    /// Flushes the open segment's buffer to its file.
+    fn flush_open(&mut self) {
+        let Some(open) = &mut self.open else {
+            return;
+        };
+        open.flushed = Instant::now();
+        if let Err(e) = open.file.flush() {
+            let why = format!("cannot write `{}`: {e}", open.rel.display());
+            self.fail(why);
         }
     }
 

@@ -6,6 +6,7 @@ castway server (``RecordingService``). ``list`` takes a time range (``--from``/`
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from castway.cli import remote
 from castway.v1 import recording_pb2, route_pb2
+
+# The range a `google.protobuf.Timestamp` may hold (0001-01-01 to 9999-12-31, UTC).
+_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799
 
 
 def _when(text: str) -> Timestamp:
@@ -28,6 +32,11 @@ def _when(text: str) -> Timestamp:
                 f"{text!r} is not a time: give ISO 8601 (2026-11-23T18:00:00Z) or Unix seconds"
             ) from None
         t = (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    if not (math.isfinite(t) and _MIN_S <= t <= _MAX_S):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time between the years 1 and 9999 (Unix seconds "
+            f"{_MIN_S}..{_MAX_S})"
+        )
     ts = Timestamp()
     ts.FromNanoseconds(int(t * 1e9))
     return ts
@@ -93,19 +102,29 @@ def recording_export(c: remote.Call) -> None:
         raise remote.Ended(f"{out}: a clip is written as .ts or .mp4, not {out.suffix!r}")
     if not out.parent.is_dir():
         raise remote.Ended(f"{out}: the directory {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise remote.Ended(f"-o {out}: is a directory; give the clip's file name")
     req = recording_pb2.ExportClipRequest(route=c.args.route, format=fmt)
     getattr(req, "from").CopyFrom(c.args.start)
     req.to.CopyFrom(c.args.end)
     part = out.with_name(out.name + ".part")
     size = 0
     try:
-        with open(part, "wb") as f:
+        # Opened before the clip is asked for: an output that cannot be written is said at once.
+        try:
+            f = open(part, "wb")
+        except OSError as e:
+            raise remote.Ended(f"-o {out}: cannot write {str(part)!r}: {e.strerror}") from None
+        with f:
             for chunk in c.client.recordings.ExportClip(
                 req, metadata=c.client.metadata, timeout=max(c.client.timeout_s or 0, 900)
             ):
                 f.write(chunk.data)
                 size += len(chunk.data)
-        part.replace(out)
+        try:
+            part.replace(out)
+        except OSError as e:
+            raise remote.Ended(f"-o {out}: cannot put the clip there: {e.strerror}") from None
     finally:
         part.unlink(missing_ok=True)
     c.say(f"{out}: {size} bytes ({fmt})")

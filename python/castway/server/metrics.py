@@ -164,6 +164,10 @@ TS = tuple(
            _key("changes_missed")),
 )
 
+def _recording_state(state: str) -> Callable[[Any], int]:
+    return lambda r: int(r["recording"]["state"] == state)
+
+
 # Per route (attribute: route).
 ROUTE = (
     Series("castway.route.live", "gauge", "1", "1 while the input on air delivers",
@@ -186,6 +190,10 @@ ROUTE = (
     # The recorder (docs/recording.md): its figures from the route's `recording` stats.
     Series("castway.recording.active", "gauge", "1", "1 while the route records (not paused)",
            lambda r: int(r["recording"]["state"] == "recording")),
+    *(Series("castway.recording.state", "gauge", "1", "1 for the recorder's state (recording, "
+             "paused, failing, stopped), 0 for the others",
+             _recording_state(state), (("state", state),))
+      for state in ("recording", "paused", "failing", "stopped")),
     Series("castway.recording.segments", "counter", "{segment}", "segments closed since the "
            "recording started", lambda r: r["recording"]["segments"]),
     Series("castway.recording.written", "counter", "By", "bytes written to segments since the "
@@ -205,6 +213,9 @@ ROUTE = (
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
+    Series("castway.recording.audio_dropped", "counter", "{buffer}", "mp4: audio buffers "
+           "dropped before the first video keyframe of a start or resume",
+           lambda r: r["recording"]["audio_dropped"]),
     Series("castway.recording.pauses_mid_frame", "counter", "{pause}", "pauses that closed "
            "the segment without reaching a frame's start within 1 s",
            lambda r: r["recording"]["pauses_mid_frame"]),
@@ -283,12 +294,14 @@ PortStats = Callable[[], Any]  # Gateway.srt_port_stats: SrtPortStats or None
 
 class Reading(NamedTuple):
     """What one collection reads: every route's stats, each webhook's and each other event
-    sink's name and counters, and the shared SRT port's figures (None: not open)."""
+    sink's name and counters, the shared SRT port's figures (None: not open), and the
+    recordings' (``Recordings.metrics``; None: no recordings manager)."""
 
     routes: list[RouteStats]
     webhooks: list[tuple[str, dict[str, Any]]]
     sinks: list[tuple[str, dict[str, Any]]]
     srt_port: Any = None
+    recordings: Any = None
 
 
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -374,6 +387,48 @@ def _escape(value: str) -> str:
 
 Rows = Callable[[Reading], Iterable[tuple[Any, dict[str, str]]]]
 
+# Per route recorded, from the recordings manager (attribute: route): figures that outlive a
+# restart of the recorder (a policy change, a stop and start), and the open segment's start.
+RECORDING_TOTALS = (
+    Series("castway.recording.segments_all", "counter", "{segment}", "segments closed since "
+           "the server started, across restarts of the recorder", _key("segments")),
+    Series("castway.recording.written_all", "counter", "By", "bytes written to segments since "
+           "the server started, across restarts of the recorder", _key("bytes")),
+    Series("castway.recording.drops_all", "counter", "{packet}", "TS packets not recorded for "
+           "want of room since the server started, across restarts of the recorder",
+           _key("drops")),
+    Series("castway.recording.errors_all", "counter", "{error}", "recording errors since the "
+           "server started, across restarts of the recorder", _key("errors")),
+    Series("castway.recording.segment_start", "gauge", "s", "Unix time the open segment "
+           "started at (only while one is open)", _key("segment_start")),
+)
+# Retention (attribute: reason): segments deleted, and deletions that failed (no attribute).
+RETENTION = (
+    Series("castway.recording.retention_deleted", "counter", "{segment}", "segments retention "
+           "deleted (or found gone), by reason: age, bytes, free_space, missing, outside",
+           _key("count")),
+)
+RETENTION_FAILURES = (
+    Series("castway.recording.retention_failures", "counter", "{deletion}", "deletions "
+           "retention tried and could not make (the file stays; see recording_error)",
+           _key("failures")),
+)
+
+
+def _recording_totals(r: Reading) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Each route's running totals: what its earlier recorders did (the manager's) plus what
+    the one running says now."""
+    if r.recordings is None:
+        return
+    base = r.recordings["totals"]
+    starts = r.recordings["segment_start"]
+    for route in r.routes:
+        rec: dict[str, Any] = dict(route["recording"])
+        done = base.get(route["name"], {})
+        row = {k: done.get(k, 0) + rec[k] for k in ("segments", "bytes", "drops", "errors")}
+        row["segment_start"] = starts.get(rec["segment"]) if rec["segment"] else None
+        yield row, {"route": route["name"]}
+
 GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (ENDPOINT, lambda r: _endpoints(r.routes)),
     (SRT, lambda r: _srt_links(r.routes)),
@@ -383,6 +438,11 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
     (EVENT_SINK, lambda r: ((st, {"sink": name}) for name, st in r.sinks)),
     (SRT_PORT, lambda r: [(r.srt_port, {"address": r.srt_port["address"]})] if r.srt_port else []),
+    (RECORDING_TOTALS, _recording_totals),
+    (RETENTION, lambda r: [] if r.recordings is None else [
+        ({"count": n}, {"reason": reason}) for reason, n in sorted(r.recordings["deleted"].items())
+    ]),
+    (RETENTION_FAILURES, lambda r: [] if r.recordings is None else [(r.recordings, {})]),
 )
 
 
@@ -434,6 +494,7 @@ class Metrics:
         self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None,
         sinks: Statuses | None = None,
         srt_port: PortStats | None = None,
+        recordings: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         """``read``: every route's stats; ``webhooks``: each webhook's name and counters;
         ``sinks``: each other event sink's; ``srt_port``: the shared SRT port's figures
@@ -442,6 +503,7 @@ class Metrics:
         self._webhooks: Statuses = webhooks or list
         self._sinks: Statuses = sinks or list
         self._srt_port: PortStats = srt_port or (lambda: None)
+        self._recordings = recordings or (lambda: None)
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -466,7 +528,8 @@ class Metrics:
 
     def reading(self) -> Reading:
         return Reading(
-            self.snapshot.routes(), self._webhooks(), self._sinks(), self._srt_port()
+            self.snapshot.routes(), self._webhooks(), self._sinks(), self._srt_port(),
+            self._recordings(),
         )
 
     def render(self) -> bytes:

@@ -11,6 +11,7 @@ few that last longer (a source without keyframes, a repaired one) have an index 
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ MAX_SEGMENT_S = 2 * 3600.0
 _LONG = "end - start > 7200.0"
 # Segments a clip joins at most (a wider range is refused, never cut).
 MAX_LIST = 10_000
+# How long a full catalog queue holds the event dispatch before it drops an event.
+OFFER_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,26 @@ class Catalog:
                 (s.path, s.route, s.format, s.start, s.end, s.duration, s.bytes, s.psi,
                  s.switch, s.gap, s.repaired, json.dumps(list(s.keyframes)), s.open),
             )
+
+    def close_open(self, s: Segment) -> bool:
+        """Catalogs ``s`` as closed if its row is still open (a ``segment_closed`` that came
+        first, with more to tell, is never overwritten); returns whether it did."""
+        with self._store._tx() as db:
+            cur = db.execute(
+                "UPDATE segments SET end = ?, duration = ?, bytes = ?, psi = ?, repaired = ?, "
+                "keyframes = ?, open = 0 WHERE path = ? AND open = 1",
+                (s.end, s.duration, s.bytes, s.psi, s.repaired, json.dumps(list(s.keyframes)),
+                 s.path),
+            )
+            return bool(cur.rowcount)
+
+    def opened(self, limit: int) -> list[Segment]:
+        """Rows still open (being written, or left open by a crash or a lost event), oldest
+        first, at most ``limit``."""
+        rows = self._store._query(
+            "SELECT * FROM segments WHERE open = 1 ORDER BY start LIMIT ?", limit
+        )
+        return [_row(r) for r in rows]
 
     def remove(self, paths: list[str]) -> None:
         with self._store._tx() as db:
@@ -186,13 +209,23 @@ class Catalog:
 
 class CatalogSink(QueuedSink):
     """Catalogs each ``segment_opened`` (as open) and ``segment_closed`` event of the data
-    plane."""
+    plane. A full queue holds the dispatch up to ``OFFER_WAIT_S`` before it drops an event
+    (counted in ``dropped``): a row a dropped event leaves open is closed from its file by
+    ``reconcile`` (retention's pass, the next start)."""
 
     drain = True
 
     def __init__(self, catalog: Catalog, size: int = 10_000) -> None:
         super().__init__("catalog", size)
         self._catalog = catalog
+
+    def offer(self, event: Event) -> None:
+        if not self.wants(event):
+            return
+        try:
+            self._queue.put(event, timeout=OFFER_WAIT_S)
+        except queue.Full:
+            self.dropped += 1
 
     def wants(self, event: Event) -> bool:
         return event["kind"] in ("segment_opened", "segment_closed") or (

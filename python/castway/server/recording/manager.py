@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from castway.errors import CastwayError
 from castway.gateway import RecordingStats, Route
@@ -32,7 +33,7 @@ from castway.server.errors import (
     ResourceExhausted,
 )
 from castway.server.recording.catalog import Catalog, Segment
-from castway.server.recording.repair import repair
+from castway.server.recording.repair import reconcile, repair
 from castway.server.recording.retention import Pass, Retention
 from castway.server.recording.schedule import Window, active, parse_windows, zone
 from castway.server.specs import Recording
@@ -44,6 +45,11 @@ RETENTION_EVERY_S = 10.0
 # Where clips are made, under the recordings directory; emptied when the server starts (what
 # an interrupted clip left). A recording path pattern should not start with it.
 CLIPS = ".castway-clips"
+# How long a segment's file stays unchanged, its row open and no route writing it, before a
+# retention pass closes its row from the file (its `segment_closed` is late or lost).
+SETTLE_S = 60.0
+# Open segments the metrics read the start of, at most.
+MAX_OPEN_LISTED = 10_000
 
 
 class Recordings:
@@ -60,7 +66,9 @@ class Recordings:
         self.root.mkdir(parents=True, exist_ok=True)
         # What clips a crash interrupted left behind.
         shutil.rmtree(self.root / CLIPS, ignore_errors=True)
-        self.retention = Retention(root, catalog, self._report_deleted)
+        self.retention = Retention(
+            root, catalog, self._report_deleted, report_error=self._report_undeletable
+        )
         # The operator's override per route: True (start), False (stop).
         self._manual: dict[str, bool] = {}
         # Routes paused because the slate is on air (policy `slate: false`).
@@ -87,6 +95,13 @@ class Recordings:
         self.last_pass = Pass()
         # Segments repaired after a crash that no route could be told for: not cataloged.
         self.lost = 0
+        # Rows left open whose file was whole on disk, closed from it (`_reconcile`).
+        self.reconciled = 0
+        # What each route's earlier recorders did (segments, bytes, drops, errors): added when
+        # this manager stops or restarts one, so the metrics' totals outlive a restart.
+        self._totals: dict[str, dict[str, int]] = {}
+        # Segments retention deleted (or found gone), by reason, since the server started.
+        self.deleted: dict[str, int] = {}
 
     # Lifecycle
 
@@ -107,6 +122,16 @@ class Recordings:
                 path,
             )
         self.lost += len(lost)
+        return done + self._reconcile()
+
+    def _reconcile(self, settled: float | None = None) -> list[Segment]:
+        """Closes from their files the rows a crash or a lost ``segment_closed`` left open
+        (``repair.reconcile``)."""
+        done = reconcile(self.root, self.catalog, self._writing(), settled)
+        for s in done:
+            log.warning("recording %s: closed from its file (its close never reached the "
+                        "catalog; %d bytes)", s.path, s.bytes)
+        self.reconciled += len(done)
         return done
 
     def start(self) -> None:
@@ -180,7 +205,7 @@ class Recordings:
     def _forget(self, routes: set[str]) -> None:
         """Drops what is kept per route for the routes deleted (an operator's start/stop must
         not outlive its route and apply to a new route of the same name)."""
-        for kept in (self._manual, self._schedules, self._started, self._floors):
+        for kept in (self._manual, self._schedules, self._started, self._floors, self._totals):
             for name in [n for n in kept if n not in routes]:
                 del kept[name]
         self._slate_paused &= routes
@@ -197,20 +222,27 @@ class Recordings:
         want = self.wanted(name, policy, now)
         settings = (policy.path, policy.segment_ms, policy.format)
         started = self._started.get(name)
+        # An operator's pause (not the slate's) outlives a restart for a policy change.
+        keep_paused = False
         if want and state != "stopped" and started is not None and started != settings:
             # Segment length, path and format are the recorder's: a change restarts it (the
             # open segment closes at once, the next opens at the next keyframe).
+            keep_paused = state == "paused" and name not in self._slate_paused
             rec.stop()
+            self._add_totals(name, rec.stats())
             state = "stopped"
         if want and state == "stopped":
             rec.start(
                 self.root, path=policy.path, segment_ms=policy.segment_ms, format=policy.format,
                 min_free_bytes=self._floor(name, policies),
             )
+            if keep_paused:
+                rec.pause()
             self._started[name] = settings
             self._slate_paused.discard(name)
         elif not want and state != "stopped":
             rec.stop()
+            self._add_totals(name, rec.stats())
             self._slate_paused.discard(name)
             self._started.pop(name, None)
             self._floors.pop(name, None)
@@ -246,6 +278,7 @@ class Recordings:
         deleted by their last policy's ``max_age_s`` and ``max_bytes``."""
         policies = self._retention_policies(self.control.recording_policies())
         recording = self._recording()
+        self._reconcile(settled=now - SETTLE_S)
         self.last_pass = self.retention.run(policies, now, self._writing(), recording)
         return self.last_pass
 
@@ -281,11 +314,35 @@ class Recordings:
             s["recording"]["segment"] for s in self.control.stats() if s["recording"]["segment"]
         )
 
+    def _add_totals(self, name: str, stats: RecordingStats) -> None:
+        done = self._totals.setdefault(name, {})
+        figures: dict[str, Any] = dict(stats)
+        for k in ("segments", "bytes", "drops", "errors"):
+            done[k] = done.get(k, 0) + int(figures[k])
+
+    def metrics(self) -> dict[str, object]:
+        """What the metrics read of the recordings: each route's totals of its earlier
+        recorders, the open segments' starts (by path), retention's deletions by reason and
+        its failed deletions."""
+        with self._lock:
+            totals = {name: dict(t) for name, t in self._totals.items()}
+        return {
+            "totals": totals,
+            "segment_start": {s.path: s.start for s in self.catalog.opened(MAX_OPEN_LISTED)},
+            "deleted": dict(self.deleted),
+            "failures": self.retention.failures,
+        }
+
     def _report_deleted(self, route: str, path: str, reason: str) -> None:
+        self.deleted[reason] = self.deleted.get(reason, 0) + 1
         self.control.gateway.emit(
             "recording_deleted", route=route,
             segment=json.dumps({"path": path, "reason": reason}, separators=(",", ":")),
         )
+
+    def _report_undeletable(self, route: str, path: str, error: str) -> None:
+        # Without `segment`: its row stays in the catalog (see `CatalogSink`).
+        self.control.gateway.emit("recording_error", route=route, error=error)
 
     # The operator's control
 

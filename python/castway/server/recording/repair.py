@@ -280,3 +280,76 @@ def route_of(rel: str, patterns: Mapping[str, str]) -> str | None:
         if m and m.groupdict().get("route", name) == name:
             found.add(name)
     return found.pop() if len(found) == 1 else None
+
+
+# Open rows ``reconcile`` looks at per call (the rest at the next).
+MAX_RECONCILE = 1000
+
+
+def close_from_file(root: Path, catalog: Catalog, seg: Segment) -> Segment | None:
+    """Closes the open row ``seg`` from its final file (``NAME.ts``/``NAME.mp4``, whole: the
+    writer renames a segment only once it is flushed), when that file is there and its
+    ``.part`` is not: its bytes, and its duration, end and keyframes from its content as
+    ``repair`` reads them. What a crash between the rename and the catalog's write, or a
+    ``segment_closed`` event the catalog never got, leaves. Returns the segment closed, or
+    ``None`` (no such file, or the row was closed meanwhile)."""
+    rel_dir, name = posixpath.split(seg.path)
+    try:
+        dir_fd = open_dir(root, rel_dir)
+    except OSError:
+        return None
+    try:
+        if _exists_at(dir_fd, name + ".part"):
+            return None  # still to repair (`repair`)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            return None
+    finally:
+        os.close(dir_fd)
+    mp4 = seg.path.endswith(".mp4")
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        psi = f.read(3)[1:3] == b"\x40\x00"
+        duration, keys = (0.0, []) if mp4 else timing(read_chunks(f, st.st_size))
+    if mp4:
+        duration = _probe_duration(root / seg.path)
+    end = seg.start + duration if duration > 0 else max(st.st_mtime, seg.start)
+    closed = replace(
+        seg, end=end, duration=duration, bytes=st.st_size, psi=mp4 or psi, repaired=True,
+        keyframes=tuple(keys), open=False,
+    )
+    return closed if catalog.close_open(closed) else None
+
+
+def reconcile(root: Path, catalog: Catalog, writing: frozenset[str] = frozenset(),
+              settled: float | None = None) -> list[Segment]:
+    """Closes from their files (``close_from_file``) the rows still open that no route writes
+    now (``writing``) and whose final file is there; with ``settled``, only those whose file
+    last changed before it (a ``segment_closed`` on its way to the catalog has time to land
+    first). Looks at ``MAX_RECONCILE`` rows at most; returns those closed."""
+    done = []
+    for seg in catalog.opened(MAX_RECONCILE):
+        if seg.path in writing:
+            continue
+        if settled is not None:
+            try:
+                st = os.stat(root / seg.path, follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_mtime >= settled:
+                continue
+        closed = close_from_file(root, catalog, seg)
+        if closed is not None:
+            done.append(closed)
+    return done
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import posixpath
 import stat
@@ -26,6 +27,10 @@ MAX_DELETES = 200
 CHECK_PAGE = 500
 CHECK_SWEEP = 30
 CHECK_MAX = 20_000
+# Paths kept as reported undeletable (reported again once they are forgotten).
+MAX_FAILING = 10_000
+
+log = logging.getLogger("castway.recording")
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Pass:
     ``missing``, ``outside``)."""
 
     deleted: dict[str, list[str]] = field(default_factory=dict)
+    # The paths it could not delete (the file stays, and its row).
+    failed: list[str] = field(default_factory=list)
 
     def add(self, reason: str, path: str) -> None:
         self.deleted.setdefault(reason, []).append(path)
@@ -90,10 +97,17 @@ class Retention:
         report: Callable[[str, str, str], None],
         free: Callable[[Path], int] = free_bytes,
         volume: Callable[[Path], int] = volume_bytes,
+        report_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        """``report(route, path, reason)`` is called for each segment deleted or found gone."""
+        """``report(route, path, reason)`` is called for each segment deleted or found gone;
+        ``report_error(route, path, error)`` once for a segment that cannot be deleted (again
+        after it could be)."""
         self.root, self.catalog, self.report, self.free = root, catalog, report, free
         self.volume = volume
+        self.report_error = report_error
+        # Deletions that failed (the file stays), a running total; the paths reported failing.
+        self.failures = 0
+        self._failing: set[str] = set()
         # Where the existence checks go on from: the (start, path) of the last row checked.
         self._cursor: tuple[float, str] | None = None
 
@@ -110,8 +124,7 @@ class Retention:
             if budget[0] <= 0 or seg.open or seg.path in writing:
                 return False
             budget[0] -= 1
-            self._delete(seg, reason, done)
-            return True
+            return self._delete(seg, reason, done)
 
         for route, policy in sorted(policies.items()):
             if policy.max_age_s is not None:
@@ -151,7 +164,9 @@ class Retention:
             default=0,
         )
 
-    def _delete(self, seg: Segment, reason: str, done: Pass) -> None:
+    def _delete(self, seg: Segment, reason: str, done: Pass) -> bool:
+        """Deletes ``seg`` (file and row); returns whether it is gone (False: it could not be
+        deleted, reported; a caller goes on to the next)."""
         # Relative to its directory, opened without following a link (`open_dir`): a link
         # swapped in after any check is never followed.
         rel_dir, name = posixpath.split(seg.path)
@@ -169,20 +184,38 @@ class Retention:
             self.catalog.remove([seg.path])
             done.add("outside", seg.path)
             self.report(seg.route, seg.path, "outside")
-            return
+            return True
         if dir_fd is not None:
             try:
                 os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
                 reason = "missing"
-            except OSError:
-                return
+            except OSError as e:
+                self._failed(seg, reason, e, done)
+                return False
             finally:
                 os.close(dir_fd)
+        self._failing.discard(seg.path)
         self.catalog.remove([seg.path])
         self._prune_dirs(rel_dir)
         done.add(reason, seg.path)
         self.report(seg.route, seg.path, reason)
+        return True
+
+    def _failed(self, seg: Segment, reason: str, e: OSError, done: Pass) -> None:
+        """A deletion that failed: counted, logged and reported (once a path until it goes);
+        the file and its row stay, and its bytes are not freed."""
+        self.failures += 1
+        done.failed.append(seg.path)
+        if seg.path in self._failing:
+            return
+        if len(self._failing) >= MAX_FAILING:
+            self._failing.clear()
+        self._failing.add(seg.path)
+        error = f"retention ({reason}) cannot delete `{seg.path}`: {e.strerror or e}"
+        log.warning("recording of route %s: %s", seg.route, error)
+        if self.report_error is not None:
+            self.report_error(seg.route, seg.path, error)
 
     def _prune_dirs(self, rel_dir: str) -> None:
         """Removes ``rel_dir`` and its parents under the root while they are empty, each
@@ -201,14 +234,20 @@ class Retention:
                 os.close(parent)
             parts.pop()
 
+    def _on_disk(self, path: str) -> bool:
+        """Whether the segment ``path`` is on disk, whole (its final name) or not (``.part``)."""
+        return any(os.path.lexists(self.root / p) for p in (path, path + ".part"))
+
     def _check_missing(self, done: Pass, now: float, writing: frozenset[str]) -> None:
         page = min(max(CHECK_PAGE, -(-self.catalog.count() // CHECK_SWEEP)), CHECK_MAX)
         rows = self.catalog.newest(self._cursor, page)
         self._cursor = (rows[-1].start, rows[-1].path) if len(rows) == page else None
         # A row still open that no route writes and older than any segment can last lost its
-        # close (a failed rename, a crash): it goes (crash repair catalogs its `.part` again).
+        # close (a failed rename, a crash): it goes when neither its file nor its `.part` is
+        # there (crash repair catalogs a `.part` again, `reconcile` closes it from its file).
         stale = [s for s in rows
-                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S]
+                 if s.open and s.path not in writing and s.start < now - MAX_SEGMENT_S
+                 and not self._on_disk(s.path)]
         gone = stale + [s for s in rows if not s.open and not (self.root / s.path).exists()]
         if gone:
             self.catalog.remove([s.path for s in gone])

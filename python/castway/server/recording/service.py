@@ -9,13 +9,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from castway.server.errors import ControlError
+from castway.server.errors import ControlError, InvalidArgument
 from castway.server.recording.catalog import Segment
 from castway.server.recording.clips import CHUNK, Job, make
 from castway.server.recording.manager import Recordings
 from castway.server.servicers import _rpc, _ts, fill
 from castway.v1 import recording_pb2, recording_pb2_grpc, route_pb2
+
+# The range a `google.protobuf.Timestamp` may hold (0001-01-01 to 9999-12-31, UTC).
+_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799
+
+
+def _seconds(ts: Timestamp, field: str) -> float:
+    """``ts`` in seconds since the epoch; a value out of a Timestamp's range is
+    ``INVALID_ARGUMENT`` naming ``field``."""
+    if not _MIN_S <= ts.seconds <= _MAX_S:
+        raise InvalidArgument(
+            f"{field}.seconds", f"{ts.seconds} is out of range ({_MIN_S}..{_MAX_S})"
+        )
+    if not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(f"{field}.nanos", f"{ts.nanos} is out of range (0..999999999)")
+    return ts.seconds + ts.nanos / 1e9
 
 
 def segment_to_pb(s: Segment) -> recording_pb2.Segment:
@@ -40,8 +56,8 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
     ) -> recording_pb2.ListSegmentsResponse:
         start: float | None = None
         if request.HasField("from"):
-            start = getattr(request, "from").ToNanoseconds() / 1e9
-        end = request.to.ToNanoseconds() / 1e9 if request.HasField("to") else None
+            start = _seconds(getattr(request, "from"), "from")
+        end = _seconds(request.to, "to") if request.HasField("to") else None
         segs, token = self.recordings.segments(
             request.route, start, end, request.page_size, request.page_token
         )
@@ -83,10 +99,10 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         """On the server's event loop (like ``WatchEvents``): the clip is made by ffmpeg on a
         thread, then streamed from its temporary file; a refusal ends the call with its
         status before any chunk."""
-        start = getattr(request, "from").ToNanoseconds() / 1e9
-        end = request.to.ToNanoseconds() / 1e9
         r = self.recordings
         try:
+            start = _seconds(getattr(request, "from"), "from")
+            end = _seconds(request.to, "to")
             # The place among the clips being made, and the clip's files (in the recordings
             # volume's own `.castway-clips` directory), are let go only when the work on them
             # is over: a cancelled call kills its ffmpeg and waits for the thread first.
