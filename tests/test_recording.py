@@ -308,6 +308,43 @@ def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
         second.stop(signal.SIGTERM)
 
 
+def test_a_server_stopping_closes_every_recording_routes_segment_whole_and_catalogs_it(
+    tmp_path: Path,
+) -> None:
+    # A stop asks every recorder to end its segment at a frame first, then waits for them
+    # all at once (it waited for one after another: up to 1.5 s per recording route).
+    names = [f"cam{i}" for i in range(4)]
+    config = tmp_path / "castway.toml"
+    config.write_text("".join(
+        f'[routes.{n}]\ninputs = ["{test_input()}"]\n'
+        "recording = { enabled = true, segment_ms = 60000 }\n"
+        for n in names
+    ))
+    data = tmp_path / "data"
+    root = data / "media" / "recordings"
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN}, args=("--config", str(config)))
+    try:
+        wait_until(
+            lambda: all(
+                any(p.stat().st_size > 100_000 for p in (root / n).rglob("*.ts.part"))
+                for n in names
+            ),
+            60, "every route writing a segment",
+        )
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.text()
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    assert not list(root.rglob("*.part")), "every segment closed and renamed"
+    rows = {s.path: s for s in iter_all(Catalog(Store(data)))}
+    for n in names:
+        [seg] = (root / n).rglob("*.ts")
+        row = rows[seg.relative_to(root).as_posix()]
+        assert not row.open and not row.repaired and row.bytes == seg.stat().st_size, row
+        assert decode_errors(seg) == "", seg
+
+
 @pytest.fixture(scope="module")
 def big_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """10 s at about 2.6 Mb/s, a keyframe every second."""

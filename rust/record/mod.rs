@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -230,6 +230,8 @@ pub struct Recorder {
     shared: Arc<Shared>,
     /// Signalled once when the writer has closed its last segment and ended.
     done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// When a settle asked for gives up waiting (set by the first `ask_settle`).
+    settle_by: Mutex<Option<Instant>>,
     pub settings: RecordSettings,
 }
 
@@ -279,6 +281,7 @@ impl Recorder {
             Recorder {
                 shared: shared.clone(),
                 done: Mutex::new(Some(done_rx)),
+                settle_by: Mutex::new(None),
                 settings,
             },
             Intake { tx, shared },
@@ -295,14 +298,23 @@ impl Recorder {
         self.shared.paused.store(false, Relaxed);
     }
 
-    /// Ends the open segment as a pause does, at the next packet that starts a video frame (at
-    /// most about 1 s; `pauses_mid_frame` counts one cut short), and waits for it (at most
-    /// `SETTLE_WAIT`). A stop calls it while the tap still feeds the recorder, so the last
-    /// segment ends with a whole frame; what arrives after is skipped.
-    pub fn settle(&self) {
+    /// Asks the writer to end the open segment as a pause does, at the next packet that starts
+    /// a video frame (at most about 1 s; `pauses_mid_frame` counts one cut short), without
+    /// waiting. The first ask sets the deadline `settle` waits to: a gateway that stops many
+    /// recording routes asks them all first, then waits once (about `SETTLE_WAIT` in all, not
+    /// that much per route).
+    pub fn ask_settle(&self) {
         self.pause();
-        let deadline = std::time::Instant::now() + SETTLE_WAIT;
-        while !self.shared.settled.load(Relaxed) && std::time::Instant::now() < deadline {
+        lock(&self.settle_by).get_or_insert_with(|| Instant::now() + SETTLE_WAIT);
+    }
+
+    /// Ends the open segment as [`ask_settle`](Self::ask_settle) does and waits for it, until
+    /// the deadline the first ask set. A stop calls it while the tap still feeds the recorder,
+    /// so the last segment ends with a whole frame; what arrives after is skipped.
+    pub fn settle(&self) {
+        self.ask_settle();
+        let deadline = lock(&self.settle_by).unwrap_or_else(Instant::now);
+        while !self.shared.settled.load(Relaxed) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
