@@ -758,20 +758,21 @@ def probe(path: Path, *entries: str) -> list[str]:
     return [x.strip(",") for x in r.stdout.split() if x.strip(",")]
 
 
-@pytest.mark.parametrize("suffix", ["ts", "mp4"])
+@pytest.mark.parametrize(("recorded", "suffix"), [("ts", "ts"), ("ts", "mp4"), ("mp4", "mp4")])
 def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
-    server: Server, gop_clip: bytes, tmp_path: Path, suffix: str,
+    server: Server, gop_clip: bytes, tmp_path: Path, recorded: str, suffix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     in_port = free_port()
-    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000))
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000, format=recorded))
     wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
     UdpSender(gop_clip, in_port, bitrate=2e6).join()
     wait_until(lambda: len(list_segments(server, "r")) >= 4, 10, "segments cataloged")
     segs = list_segments(server, "r")
     t = [s.start.ToNanoseconds() / 1e9 for s in segs]
-    # From inside the second segment (wall clock) to inside the fourth.
-    start = t[1] + (t[2] - t[1]) / 2
+    # From three quarters into the second segment (wall clock; past its second keyframe) to
+    # inside the fourth.
+    start = t[1] + (t[2] - t[1]) * 3 / 4
     end = t[3] + (t[4] - t[3]) / 2 if len(t) > 4 else t[3] + 0.1
     out = tmp_path / f"clip.{suffix}"
     code = main([
@@ -792,8 +793,9 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
         return sum(s.duration_s for s in segs[:i]) + min(share, 1.0) * segs[i].duration_s
     asked = media(end, 4 if len(t) > 4 else 3) - media(start, 1)
     video = pts[-1] - pts[0] + 0.04
-    # All of it, from a keyframe at or before `from` (at most a segment and a frame more).
-    assert asked - 0.04 <= video <= asked + segs[1].duration_s + 0.08, (video, asked)
+    # All of it, from the last keyframe at or before `from`: at most one GOP (1 s) and a
+    # frame more (it started at the segment's start, up to 1.5 s before).
+    assert asked - 0.04 <= video <= asked + 1.0 + 0.08, (video, asked)
     expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),

@@ -3,11 +3,12 @@
 
 The segments overlapping the range come from the catalog. They are exact slices of the
 route's output, so put end to end they are the stream itself, timestamps running on across
-their boundaries. A clip starts at the start of the segment holding its ``from`` (each segment
-starts at a keyframe), so it covers the whole range asked for and its first frame is a
-keyframe, at most one segment earlier than ``from``; ffmpeg copies from there (no re-encoding,
-no seeking: a seek in a stream copy starts at the keyframe *after* the seek point) up to
-``to`` and remuxes to ``mp4`` when asked (``-movflags +faststart``). A wall-clock time maps to
+their boundaries. A clip starts at the last keyframe at or before its ``from`` (the keyframe
+times each segment keeps in the catalog), so it covers the whole range asked for, its first
+frame is a keyframe, and it starts at most one GOP earlier than ``from``; ffmpeg copies from
+there (no re-encoding, no seeking: an output ``-ss`` just before that keyframe's time, so
+the copy starts at it) up to ``to`` and remuxes to ``mp4`` when asked (``-movflags
++faststart``). A wall-clock time maps to
 the media time inside its segment by its share of the segment's span, within a run of
 contiguous segments; across a pause, a gap or a restart of the stream's timestamps (its
 sender restarted) each run is cut on its own and the cuts are joined with timestamps running
@@ -123,12 +124,12 @@ def make(
             "export a shorter range or make room"
         )
     if len(runs) == 1:
-        return _cut(ffmpeg, root, runs[0], end, fmt, tmp / f"clip.{fmt}", job)
+        return _cut(ffmpeg, root, runs[0], start, end, fmt, tmp / f"clip.{fmt}", job)
     # Across a pause, a gap or a restart the stream's timestamps jump: each run of contiguous
     # segments is cut on its own (its media times map within it), and the cuts are joined by
     # ffmpeg's concat demuxer, timestamps running on.
     cuts = [
-        _cut(ffmpeg, root, run, end, "ts", tmp / f"run{i}.ts", job)
+        _cut(ffmpeg, root, run, start, end, "ts", tmp / f"run{i}.ts", job)
         for i, run in enumerate(runs)
     ]
     listing = tmp / "runs.ffconcat"
@@ -203,18 +204,39 @@ def _runs(segs: list[Segment], firsts: list[int | None]) -> list[list[Segment]]:
     return runs
 
 
+def _media(seg: Segment, at: float) -> float:
+    """The media time (from its first keyframe) of wall-clock time ``at`` inside ``seg``: its
+    share of the segment's span."""
+    span = max(seg.end - seg.start, 1e-6)
+    return min(max(at - seg.start, 0.0) / span, 1.0) * seg.duration
+
+
+def _keyframe_before(seg: Segment, at: float) -> float:
+    """Where a copy from the last keyframe of ``seg`` at or before media time ``at`` starts
+    (ffmpeg's output ``-ss``; 0: from the segment's start). A stream copy starts at the first
+    keyframe whose timestamp is at or after ``-ss``, counted from ffmpeg's own zero: the
+    earliest first timestamp of any stream, at or before the segment's first keyframe (where
+    the keyframe times count from). So ``-ss`` a little before the keyframe's time (10 ms,
+    at most half-way back to the keyframe before) starts the copy at that keyframe, and the
+    other streams from about there."""
+    keys = sorted(k for k in seg.keyframes if k <= at + 1e-3)
+    if len(keys) < 2:
+        return 0.0
+    return keys[-1] - min(0.01, (keys[-1] - keys[-2]) / 2)
+
+
 def _cut(
-    ffmpeg: str, root: Path, segs: list[Segment], end: float, fmt: str, out: Path, job: Job,
+    ffmpeg: str, root: Path, segs: list[Segment], start: float, end: float, fmt: str,
+    out: Path, job: Job,
 ) -> Path:
-    """Copies a run of contiguous segments from its first segment's start (a keyframe, at or
-    before the range's start) up to ``end`` into ``out``."""
+    """Copies a run of contiguous segments from the last keyframe at or before ``start``
+    (the segment's keyframe times; the run's first segment's start when it begins after
+    ``start``) up to ``end`` into ``out``."""
+    skip = _keyframe_before(segs[0], _media(segs[0], start))
     # Media time of a wall-clock time inside the last segment: its share of the span.
-    last = segs[-1]
-    span = max(last.end - last.start, 1e-6)
-    media_to = sum(s.duration for s in segs[:-1]) + min(
-        max(end - last.start, 0.0) / span, 1.0
-    ) * last.duration
-    limit = ["-t", f"{max(media_to, 0.04):.3f}"]
+    media_to = sum(s.duration for s in segs[:-1]) + _media(segs[-1], end)
+    limit = [*(["-ss", f"{skip:.3f}"] if skip else []),
+             "-t", f"{max(media_to - skip, 0.04):.3f}"]
     tail = ["-map", "0", "-c", "copy", "-f", FORMATS[fmt],
             *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out)]
     if any(s.format == "mp4" for s in segs):
