@@ -157,7 +157,7 @@ def test_the_prometheus_text_is_what_the_opentelemetry_exporter_writes(
     stats = gateway.stats()  # one read for both
 
     hooks = [("ops", {"delivered": 3, "failed": 1, "retries": 2, "dropped": 0, "queued": 0})]
-    metrics = Metrics(lambda: stats, lambda: hooks)
+    metrics = Metrics(lambda: stats, lambda: hooks, recordings=lambda: {"lost": 2})
     ours = metrics.render().decode()
     reader = PrometheusMetricReader()
     REGISTRY.unregister(reader._collector)

@@ -1237,6 +1237,36 @@ def test_repair_takes_times_from_the_content_and_the_route_from_the_path_pattern
     assert catalog.get("misc/x.ts") is None
 
 
+def test_segments_repaired_but_not_cataloged_are_counted_in_grpc_and_the_metrics(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    import urllib.request
+
+    data = tmp_path / "data"
+    # Left open by a crash under a path no route's pattern matches: repaired at start, but no
+    # route can be told for it.
+    stray = data / "media" / "recordings" / "misc" / "x.ts.part"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(gop_clip)
+    data.chmod(0o700)
+    port = free_port()
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN},
+                       args=("--metrics-listen", f"127.0.0.1:{port}"))
+    try:
+        assert (stray.parent / "x.ts").exists() and not stray.exists()
+        with Client(f"127.0.0.1:{srv.port}", ADMIN) as c:
+            stats = c.recordings.GetRecordingsStats(
+                recording_pb2.GetRecordingsStatsRequest(), metadata=c.metadata, timeout=30
+            )
+            assert stats.lost == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert "# TYPE castway_recordings_lost_total counter" in text
+        assert "\ncastway_recordings_lost_total 1\n" in text
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.text()
+
+
 def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:

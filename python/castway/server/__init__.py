@@ -275,7 +275,8 @@ def run_server(
             metrics_port = None
             if metrics_listen is not None or otlp_configured():
                 metrics = Metrics(control.stats, webhooks.statuses, hub.statuses,
-                                  gw.srt_port_stats)
+                                  gw.srt_port_stats,
+                                  recordings.stats if recordings is not None else None)
             if metrics is not None and metrics_listen is not None:
                 host, _, port = metrics_listen.rpartition(":")
                 try:

@@ -271,8 +271,17 @@ SRT_PORT = tuple(
            "the shared SRT port, discarded", _key("probe_bytes")),
 )
 
+# The recordings directory's figures that belong to no route (no attribute; only on a
+# control server that records: `Recordings.stats`).
+RECORDINGS = (
+    Series("castway.recordings.lost", "counter", "{segment}", "segments repaired after a crash "
+           "that no route's path pattern (or more than one) matches: left out of the catalog, "
+           "never deleted by retention", _key("lost")),
+)
+
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
 PortStats = Callable[[], Any]  # Gateway.srt_port_stats: SrtPortStats or None
+RecordingsStats = Callable[[], Any]  # Recordings.stats: a dict, or None (not recording)
 
 
 class Reading(NamedTuple):
@@ -283,6 +292,7 @@ class Reading(NamedTuple):
     webhooks: list[tuple[str, dict[str, Any]]]
     sinks: list[tuple[str, dict[str, Any]]]
     srt_port: Any = None
+    recordings: Any = None
 
 
 def _endpoints(routes: list[RouteStats]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -377,7 +387,15 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
     (WEBHOOK, lambda r: ((st, {"webhook": name}) for name, st in r.webhooks)),
     (EVENT_SINK, lambda r: ((st, {"sink": name}) for name, st in r.sinks)),
     (SRT_PORT, lambda r: [(r.srt_port, {"address": r.srt_port["address"]})] if r.srt_port else []),
+    (RECORDINGS, lambda r: [(r.recordings, {})] if r.recordings is not None else []),
 )
+
+
+def _braces(labels: str) -> str:
+    """``{labels}``; nothing for a series without labels (``labels`` may start with a
+    comma: a series' own labels after none from its row)."""
+    labels = labels.lstrip(",")
+    return f"{{{labels}}}" if labels else ""
 
 
 def add_instruments(meter: Meter, read: Callable[[], Reading], per_caller: bool = True) -> None:
@@ -428,14 +446,17 @@ class Metrics:
         self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None,
         sinks: Statuses | None = None,
         srt_port: PortStats | None = None,
+        recordings: RecordingsStats | None = None,
     ) -> None:
         """``read``: every route's stats; ``webhooks``: each webhook's name and counters;
         ``sinks``: each other event sink's; ``srt_port``: the shared SRT port's figures
-        (``Gateway.srt_port_stats``)."""
+        (``Gateway.srt_port_stats``); ``recordings``: the recordings directory's
+        (``Recordings.stats``)."""
         self.snapshot = Snapshot(read)
         self._webhooks: Statuses = webhooks or list
         self._sinks: Statuses = sinks or list
         self._srt_port: PortStats = srt_port or (lambda: None)
+        self._recordings: RecordingsStats = recordings or (lambda: None)
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -460,7 +481,8 @@ class Metrics:
 
     def reading(self) -> Reading:
         return Reading(
-            self.snapshot.routes(), self._webhooks(), self._sinks(), self._srt_port()
+            self.snapshot.routes(), self._webhooks(), self._sinks(), self._srt_port(),
+            self._recordings(),
         )
 
     def render(self) -> bytes:
@@ -476,8 +498,8 @@ class Metrics:
             for s in table:
                 name = self._names[s]
                 extra = "".join(f',{k}="{_escape(v)}"' for k, v in s.labels)
-                lines = [f"{name}{{{labels}{extra}}} {value}\n" for row, labels in labelled
-                         if (value := s.value(row)) is not None]
+                lines = [f"{name}{_braces(labels + extra)} {value}\n"
+                         for row, labels in labelled if (value := s.value(row)) is not None]
                 if not lines:
                     continue  # as the SDK's reader: no family without a sample
                 if name != family:

@@ -112,6 +112,11 @@ class Recordings:
     def start(self) -> None:
         self._thread.start()
 
+    def stats(self) -> dict[str, int]:
+        """The figures of the recordings directory that belong to no route: ``lost``, the
+        segments repaired after a crash that could not be cataloged."""
+        return {"lost": self.lost}
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
