@@ -674,6 +674,31 @@ def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor
         client.close()
 
 
+def test_an_mp4_segment_that_ends_in_a_failure_lists_its_video_keyframes_in_order(
+    gateway: castway.Gateway, small_tmpfs: Path, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("mf", f"udp://127.0.0.1:{in_port}")
+    route.recording.start(small_tmpfs / "rec", segment_ms=60_000, format="mp4")
+    # 3 MiB fill up before the clip (3.3 MB) is through: the branch fails mid-file.
+    UdpSender(big_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: route.recording.stats()["errors"] > 0, 20, "a failed write")
+
+    def failed() -> list[dict[str, Any]]:
+        return [json.loads(e["segment"]) for e in gateway.wait_events(0, 0.0, 100_000)
+                if e["kind"] == "segment_closed" and e.get("route") == "mf" and e.get("error")]
+
+    [seg] = wait_until(failed, 10, "the failed file reported")
+    assert seg["path"].endswith(".mp4.part"), seg
+    keys = seg["keyframes"]
+    # A keyframe every second from the file's first frame on (then, perhaps, the slate's,
+    # every 2 s, once the sender is through).
+    assert len(keys) >= 2 and keys[0] == 0 and keys == sorted(keys), seg
+    clip_keys = [k for k in keys if k < 9.5]
+    assert clip_keys == list(range(len(clip_keys))), json.dumps(keys)
+    route.recording.stop()
+
+
 def test_a_segment_nothing_reached_on_a_full_disk_is_neither_kept_nor_listed(
     tmp_path: Path, small_tmpfs: Path, gop_clip: bytes
 ) -> None:
@@ -956,6 +981,12 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
     assert decode_errors(fixed) == ""
     assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
+    # Its video keyframes (one a second), in order, as a closed file lists them.
+    keys = list(repaired[0].keyframes)
+    assert keys and keys[0] == 0 and keys == sorted(keys), keys
+    assert all(abs(k - round(k)) < 0.05 for k in keys), json.dumps(keys)
+    for s in segs:
+        assert list(s.keyframes) == sorted(s.keyframes) and s.keyframes[0] == 0, s
     # A clip of MP4 recordings.
     t = [s.start.ToNanoseconds() / 1e9 for s in segs]
     out = tmp_path / "clip.mp4"
@@ -1233,6 +1264,10 @@ def test_repair_takes_times_from_the_content_and_the_route_from_the_path_pattern
     assert (a.route, a.start, a.end) == ("studio", 1_700_000_000.0, 1_700_000_000.0 + a.duration)
     b = done["2023/cam/22-13-20.ts"]
     assert (b.route, b.end, b.start) == ("cam", 1_699_000_000.0, 1_699_000_000.0 - b.duration)
+    # Keyframe times from the video alone, in order (the audio's random access points and
+    # timestamps are not the video's): the clip has one every second.
+    assert list(a.keyframes) == [float(i) for i in range(12)], a.keyframes
+    assert list(b.keyframes) == [float(i) for i in range(12)], b.keyframes
     assert lost == ["misc/x.ts"] and (root / "misc" / "x.ts").exists()
     assert catalog.get("misc/x.ts") is None
 

@@ -76,6 +76,9 @@ struct OpenFile {
     start_running: u64,
     cuts_at_open: u64,
     drops_at_open: u64,
+    /// The branch's video keyframe times (`Running::keyframes`): this file's are read from
+    /// it when it closes, even after the branch is torn down (a file that ends in a failure).
+    keyframes: Arc<Mutex<Vec<u64>>>,
 }
 
 pub(super) struct Mp4Writer {
@@ -372,6 +375,10 @@ impl Mp4Writer {
             return;
         };
         let rel = place.rel.clone();
+        let keyframes = self
+            .running
+            .as_ref()
+            .map_or_else(Arc::default, |r| r.keyframes.clone());
         let start_unix = unix_now();
         {
             let mut status = lock(&self.shared.status);
@@ -393,6 +400,7 @@ impl Mp4Writer {
             start_running: running,
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
+            keyframes,
         });
     }
 
@@ -425,10 +433,17 @@ impl Mp4Writer {
         }
         let bytes = open.file.metadata().map_or(0, |m| m.len());
         let end = unix_now();
-        // Its keyframes: those from its start to its end (those after it are the next file's).
-        let stop = open.start_running + (duration * 1e9) as u64;
-        let keys: Vec<String> = self.running.as_ref().map_or_else(Vec::new, |r| {
-            let mut held = lock(&r.keyframes);
+        // Its keyframes, in order: those from its start to its end (those after it are the
+        // next file's). Read from the file's own list, so that a file the branch failed in
+        // (torn down before this) lists them too.
+        let stop = if self.running.is_some() {
+            open.start_running + (duration * 1e9) as u64
+        } else {
+            u64::MAX // the branch is gone: every keyframe it saw since the start is this file's
+        };
+        let keys: Vec<String> = {
+            let mut held = lock(&open.keyframes);
+            held.sort_unstable();
             let keys = held
                 .iter()
                 .filter(|&&k| k >= open.start_running && k < stop)
@@ -436,7 +451,7 @@ impl Mp4Writer {
                 .collect();
             held.retain(|&k| k >= stop);
             keys
-        });
+        };
         self.shared.bytes.fetch_add(bytes, Relaxed);
         self.shared.segment_bytes.store(0, Relaxed);
         {
