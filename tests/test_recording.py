@@ -1198,6 +1198,43 @@ def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_
     assert cap.data[: len(gop_clip)] == gop_clip, "the output relayed every byte, unchanged"
 
 
+@pytest.mark.parametrize("fmt", ["ts", "mp4"])
+def test_a_segment_being_written_ends_whole_when_the_volume_reaches_its_free_space_floor(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, big_clip: bytes, fmt: str
+) -> None:
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("fl", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    rec = small_tmpfs / "rec"
+    # Room for a segment to open (3 MiB free), but not for the whole clip (3.3 MB) above the
+    # floor: the open segment crosses it. About real time, so that the check (once a second)
+    # finds it before the disk is full.
+    floor = (3 << 20) // 2
+    route.recording.start(rec, segment_ms=60_000, format=fmt, min_free_bytes=floor)
+    sender = UdpSender(big_clip, in_port, bitrate=3e6)
+    wait_until(lambda: route.recording.stats()["floor_ends"] > 0, 20, "the floor reached")
+    wait_until(lambda: route.recording.stats()["segments"] == 1, 10, "the segment ended")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["floor_ends"] == 1 and stats["state"] == "failing", stats
+    assert "min_free_bytes" in stats["last_error"], stats
+    errors = [e["error"] for e in gateway.wait_events(0, 0.0, 100_000)
+              if e["kind"] == "recording_error"]
+    assert errors and all("below the floor" in e for e in errors), errors
+    [seg] = [p for p in rec.rglob("*") if p.is_file()]
+    assert seg.suffix == f".{fmt}", "closed and renamed, not left as .part"
+    assert decode_errors(seg) == "", "it ends whole"
+    assert stats["no_space_bytes"] > 0, "what was not recorded is counted"
+    wait_until(lambda: cap.size >= len(big_clip), 10, "every byte at the output")
+    assert cap.data[: len(big_clip)] == big_clip, "the output relayed every byte, unchanged"
+    # Room made (as retention makes it): recording goes on in a new segment.
+    seg.unlink()
+    sender = UdpSender(big_clip[: len(big_clip) // 3], in_port, bitrate=3e6)
+    wait_until(lambda: route.recording.stats()["segment"], 10, "a new segment open")
+    sender.join()
+    route.recording.stop()
+
+
 def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(
     tmp_path: Path, gop_clip: bytes
 ) -> None:

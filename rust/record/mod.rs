@@ -72,7 +72,8 @@ pub struct RecordSettings {
     pub format: String,
     /// Bytes queued for the writer before the recorder drops.
     pub queue_bytes: u64,
-    /// No segment opens while the recordings volume has less free than this (0: no floor).
+    /// No segment opens while the recordings volume has less free than this, and one being
+    /// written ends at its next keyframe when it gets there (0: no floor).
     pub min_free_bytes: u64,
 }
 
@@ -147,6 +148,9 @@ pub struct RecorderStats {
     /// Bytes not recorded because the recordings volume had less free space than its floor
     /// when a segment was due to open.
     pub no_space_bytes: u64,
+    /// Segments ended early because the recordings volume reached its free-space floor while
+    /// they were written (checked at most once a second; each ends at its next keyframe).
+    pub floor_ends: u64,
     /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
     /// was torn down.
     pub stalls: u64,
@@ -166,6 +170,7 @@ struct Status {
     psi_inserted: u64,
     stalls: u64,
     pauses_mid_frame: u64,
+    floor_ends: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -367,6 +372,7 @@ impl Recorder {
             errors: status.errors,
             stalls: status.stalls,
             no_space_bytes: s.no_space_bytes.load(Relaxed),
+            floor_ends: status.floor_ends,
             pauses_mid_frame: status.pauses_mid_frame,
             last_error: status.last_error.clone(),
         }

@@ -202,6 +202,9 @@ ROUTE = (
     Series("castway.recording.no_space", "counter", "By", "bytes not recorded: the volume was "
            "below its free-space floor when a segment was due",
            lambda r: r["recording"]["no_space_bytes"]),
+    Series("castway.recording.floor_ends", "counter", "{segment}", "segments ended early (at "
+           "their next keyframe): the volume reached its free-space floor while they were "
+           "written", lambda r: r["recording"]["floor_ends"]),
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
