@@ -187,6 +187,7 @@ def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
         ({"path": "/abs/{route}"}, "spec.recording.path"),
         ({"path": "{route}/../../x"}, "spec.recording.path"),
         ({"path": "{route}/%Y-%m-%d/%H"}, "spec.recording.path"),
+        ({"path": "{route}/%H-%M-%S"}, "spec.recording.path"),
         ({"segment_ms": 10}, "spec.recording.segment_ms"),
         ({"format": "mkv"}, "spec.recording.format"),
         ({"format": "MP4"}, "spec.recording.format"),
@@ -206,7 +207,7 @@ def test_a_bad_recording_policy_is_refused_naming_its_field(
 
 
 def test_a_route_inherits_its_recording_policy_from_its_template(server: Server) -> None:
-    policy = spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H%M%S")
+    policy = spec_pb2.Recording(segment_ms=3000, path="x/{route}/%Y%m%d/%H%M%S")
     tmpl = spec_pb2.RouteSpec(recording=policy)
     server.client.templates.CreateTemplate(
         template_pb2.CreateTemplateRequest(name="t", spec=tmpl), metadata=server.client.metadata
@@ -215,7 +216,7 @@ def test_a_route_inherits_its_recording_policy_from_its_template(server: Server)
     s.template = "t"
     r = server.create("r", s)
     assert r.resolved.recording.segment_ms == 3000
-    assert r.resolved.recording.path == "x/{route}/%H%M%S"
+    assert r.resolved.recording.path == "x/{route}/%Y%m%d/%H%M%S"
     assert not r.resolved.recording.enabled
     assert r.status.recording.state == "stopped"
 
@@ -365,7 +366,7 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
 ) -> None:
     in_port = free_port()
     # Each segment in a directory of its own, so that deleting it leaves one empty.
-    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%H%M%S/seg"}
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%Y%m%d/%H%M%S/seg"}
     server.create("r", rec_spec(in_port, **policy))
     recordings = server.running.recordings
     assert recordings is not None
@@ -590,10 +591,10 @@ def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_lengt
     recordings = server.running.recordings
     assert recordings is not None
     in_port = free_port()
-    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%H%M%S"}
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%Y%m%d/%H%M%S"}
     server.create("moving", rec_spec(in_port, **policy))
     wait_until(lambda: server.get("moving").status.recording.state == "recording", 10, "on")
-    policy["path"] = "{route}/second/%H%M%S"
+    policy["path"] = "{route}/second/%Y%m%d/%H%M%S"
     server.update("moving", rec_spec(in_port, **policy))
     recordings.tick(time.time())
     UdpSender(gop_clip, in_port, bitrate=8e6).join()
