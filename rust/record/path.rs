@@ -94,7 +94,7 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
     let has = |f: u8| fields.contains(&f);
     let year = has(b'Y') || has(b'G') || has(b'g');
     let day = (has(b'm') && has(b'd')) || has(b'j') || (has(b'V') && has(b'u'));
-    if !has(b's') && !(year && day) {
+    if !(has(b's') || year && day) {
         return bad(
             "it has no date (a year `%Y` with `%m` and `%d`, or `%j`; or `%s`): its names would \
              repeat every day, and a segment whose name is taken is told apart by `-1` … `-99` \
