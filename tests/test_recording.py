@@ -1003,6 +1003,46 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)
 
 
+def test_an_mp4_clip_reads_the_segments_it_checked_not_what_their_paths_name_later(
+    server: Server, gop_clip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.recording import clips
+
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000, format="mp4"))
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 3, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"not a segment" * 1000)
+    root = server.running.recordings.root  # type: ignore[union-attr]
+    real_start = clips.Job._start
+
+    def swap_then_start(job: clips.Job, *args: Any, **kwargs: Any) -> Any:
+        # The race: once the segments are checked, and before ffmpeg reads them, each path
+        # is made to name a link to another file.
+        for s in segs:
+            path = root / s.path
+            if not path.is_symlink():
+                path.rename(path.with_name(path.name + ".moved"))
+                path.symlink_to(outside)
+        return real_start(job, *args, **kwargs)
+
+    monkeypatch.setattr(clips.Job, "_start", swap_then_start)
+    out = tmp_path / "clip.mp4"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
+                                            to=segs[1].end),
+            metadata=server.client.metadata, timeout=60,
+        ):
+            f.write(chunk.data)
+    assert decode_errors(out) == ""
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, duration
+
+
 def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
     server: Server, gop_clip: bytes
 ) -> None:

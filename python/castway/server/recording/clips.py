@@ -12,11 +12,12 @@ the copy starts at it) up to ``to`` and remuxes to ``mp4`` when asked (``-movfla
 the media time inside its segment by its share of the segment's span, within a run of
 contiguous segments; across a pause, a gap or a restart of the stream's timestamps (its
 sender restarted) each run is cut on its own and the cuts are joined with timestamps running
-on. TS segments are fed to ffmpeg through a pipe, each opened without following a link: the
-only files a clip writes are the clip itself and its runs' cuts, in ``tmp`` (the recordings
-volume's own ``.castway-clips`` directory), and a clip that could take the volume below its
-free-space floor is refused. A segment of the range missing on disk is an error naming it,
-never a silent hole. ffmpeg is needed on the server (Debian: ``ffmpeg``).
+on. TS segments are fed to ffmpeg through a pipe, each opened without following a link; MP4
+segments are handed to ffmpeg as such descriptors (``/proc/self/fd/N``), so the file read is
+the file checked: the only files a clip writes are the clip itself and its runs' cuts, in
+``tmp`` (the recordings volume's own ``.castway-clips`` directory), and a clip that could take
+the volume below its free-space floor is refused. A segment of the range missing on disk is an
+error naming it, never a silent hole. ffmpeg is needed on the server (Debian: ``ffmpeg``).
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class Job:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
 
-    def _start(self, argv: list[str], stdin: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _start(
+        self, argv: list[str], stdin: int, stderr: IO[bytes], pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.Popen[bytes]:
         with self._lock:
             if self.cancelled:
                 raise Aborted("the clip was cancelled")
             self._proc = subprocess.Popen(
-                argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr
+                argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, pass_fds=pass_fds
             )
             return self._proc
 
@@ -241,14 +244,23 @@ def _cut(
             *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out)]
     if any(s.format == "mp4" for s in segs):
         # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
-        # one before by its duration.
-        listing = out.with_suffix(".ffconcat")
-        listing.write_text("ffconcat version 1.0\n" + "".join(
-            f"file '{(root / s.path).as_posix()}'\n" for s in segs
-        ))
-        _ffmpeg(job, [ffmpeg, "-nostdin", "-v", "error", "-f", "concat", "-safe", "0",
-                      "-i", str(listing), *limit, *tail])
-        listing.unlink(missing_ok=True)
+        # one before by its duration. It needs files it can seek in, so it is given each
+        # segment as the descriptor opened here without following a link (`_open`): ffmpeg
+        # inherits them and opens `/proc/self/fd/N`, the file checked, whatever the path
+        # names by then.
+        with contextlib.ExitStack() as fds:
+            opened = []
+            for s in segs:
+                fd = _open(root, s)
+                fds.callback(os.close, fd)
+                opened.append(fd)
+            listing = out.with_suffix(".ffconcat")
+            listing.write_text("ffconcat version 1.0\n" + "".join(
+                f"file '/proc/self/fd/{fd}'\n" for fd in opened
+            ))
+            _ffmpeg(job, [ffmpeg, "-nostdin", "-v", "error", "-f", "concat", "-safe", "0",
+                          "-i", str(listing), *limit, *tail], pass_fds=tuple(opened))
+            listing.unlink(missing_ok=True)
     else:
         # TS segments are exact slices of the stream: fed end to end through a pipe, they are
         # the stream (its timestamps run on across their boundaries).
@@ -264,12 +276,15 @@ def _segments_bytes(root: Path, segs: list[Segment]) -> Iterator[bytes]:
                 yield data
 
 
-def _ffmpeg(job: Job, argv: list[str], feed: Callable[[], Iterator[bytes]] | None = None) -> None:
+def _ffmpeg(
+    job: Job, argv: list[str], feed: Callable[[], Iterator[bytes]] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> None:
     """Runs ffmpeg (as ``job``'s, so that a cancel kills it), writing what ``feed`` yields to
-    its standard input from a thread of its own."""
+    its standard input from a thread of its own; ``pass_fds``: descriptors it inherits."""
     failed: list[BaseException] = []
     with tempfile.TemporaryFile() as err:
-        proc = job._start(argv, subprocess.PIPE if feed else subprocess.DEVNULL, err)
+        proc = job._start(argv, subprocess.PIPE if feed else subprocess.DEVNULL, err, pass_fds)
         feeder = None
         if feed is not None:
             stdin = proc.stdin
