@@ -1163,6 +1163,39 @@ def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silent
         assert [k for k, _ in probe_streams(rec / s["path"])] == ["audio", "video"], s
 
 
+def test_the_mp4_stall_watchdog_fires_when_the_video_stops_and_the_audio_goes_on(
+    gateway: castway.Gateway, tmp_path: Path, udp_capture: Any
+) -> None:
+    # The muxer cuts files at video keyframes and holds the audio until the video passes it:
+    # with the video gone and the audio still arriving, it gives nothing out.
+    clip = tmp_path / "video-stops.ts"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", "testsrc2=size=320x180:rate=25:duration=3", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000:duration=30", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "25", "-b:v", "300k", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-f", "mpegts", str(clip)],
+        check=True, timeout=60,
+    )
+    data = clip.read_bytes()
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("st", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    route.recording.start(tmp_path / "rec", segment_ms=2000, format="mp4")
+    # About real time: the audio goes on arriving for well over the watchdog's 10 s.
+    sender = UdpSender(data, in_port, bitrate=len(data) * 8 / 27)
+    wait_until(lambda: route.recording.stats()["stalls"] > 0, 40, "the watchdog to fire")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["errors"] >= 1 and "stalled" in stats["last_error"], stats
+    errors = [e["error"] for e in gateway.wait_events(0, 0.0, 100_000)
+              if e["kind"] == "recording_error" and e.get("route") == "st"]
+    assert any("the mp4 branch stalled: nothing muxed for 10s" in e for e in errors), errors
+    wait_until(lambda: cap.size >= len(data), 10, "every byte at the output")
+    assert cap.data[: len(data)] == data, "the output relayed every byte, unchanged"
+    route.recording.stop()
+
+
 def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_is_whole(
     gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes
 ) -> None:
