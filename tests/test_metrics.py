@@ -163,7 +163,10 @@ def test_the_prometheus_text_is_what_the_opentelemetry_exporter_writes(
     stats = gateway.stats()  # one read for both
 
     hooks = [("ops", {"delivered": 3, "failed": 1, "retries": 2, "dropped": 0, "queued": 0})]
-    metrics = Metrics(lambda: stats, lambda: hooks)
+    metrics = Metrics(lambda: stats, lambda: hooks, recordings=lambda: {
+        "lost": 2, "totals": {"news": {"segments": 3, "bytes": 100, "drops": 0, "errors": 0}},
+        "segment_start": {}, "deleted": {"age": 4}, "failures": 1,
+    })
     ours = metrics.render().decode()
     reader = PrometheusMetricReader()
     REGISTRY.unregister(reader._collector)

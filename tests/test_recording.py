@@ -187,6 +187,7 @@ def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
         ({"path": "/abs/{route}"}, "spec.recording.path"),
         ({"path": "{route}/../../x"}, "spec.recording.path"),
         ({"path": "{route}/%Y-%m-%d/%H"}, "spec.recording.path"),
+        ({"path": "{route}/%H-%M-%S"}, "spec.recording.path"),
         ({"segment_ms": 10}, "spec.recording.segment_ms"),
         ({"format": "mkv"}, "spec.recording.format"),
         ({"format": "MP4"}, "spec.recording.format"),
@@ -206,7 +207,7 @@ def test_a_bad_recording_policy_is_refused_naming_its_field(
 
 
 def test_a_route_inherits_its_recording_policy_from_its_template(server: Server) -> None:
-    policy = spec_pb2.Recording(segment_ms=3000, path="x/{route}/%H%M%S")
+    policy = spec_pb2.Recording(segment_ms=3000, path="x/{route}/%Y%m%d/%H%M%S")
     tmpl = spec_pb2.RouteSpec(recording=policy)
     server.client.templates.CreateTemplate(
         template_pb2.CreateTemplateRequest(name="t", spec=tmpl), metadata=server.client.metadata
@@ -215,7 +216,7 @@ def test_a_route_inherits_its_recording_policy_from_its_template(server: Server)
     s.template = "t"
     r = server.create("r", s)
     assert r.resolved.recording.segment_ms == 3000
-    assert r.resolved.recording.path == "x/{route}/%H%M%S"
+    assert r.resolved.recording.path == "x/{route}/%Y%m%d/%H%M%S"
     assert not r.resolved.recording.enabled
     assert r.status.recording.state == "stopped"
 
@@ -308,6 +309,43 @@ def test_a_segment_open_at_kill_9_is_repaired_cataloged_and_recording_goes_on(
         second.stop(signal.SIGTERM)
 
 
+def test_a_server_stopping_closes_every_recording_routes_segment_whole_and_catalogs_it(
+    tmp_path: Path,
+) -> None:
+    # A stop asks every recorder to end its segment at a frame first, then waits for them
+    # all at once (it waited for one after another: up to 1.5 s per recording route).
+    names = [f"cam{i}" for i in range(4)]
+    config = tmp_path / "castway.toml"
+    config.write_text("".join(
+        f'[routes.{n}]\ninputs = ["{test_input()}"]\n'
+        "recording = { enabled = true, segment_ms = 60000 }\n"
+        for n in names
+    ))
+    data = tmp_path / "data"
+    root = data / "media" / "recordings"
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN}, args=("--config", str(config)))
+    try:
+        wait_until(
+            lambda: all(
+                any(p.stat().st_size > 100_000 for p in (root / n).rglob("*.ts.part"))
+                for n in names
+            ),
+            60, "every route writing a segment",
+        )
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.text()
+    from castway.server.recording.catalog import Catalog
+    from castway.server.store import Store
+
+    assert not list(root.rglob("*.part")), "every segment closed and renamed"
+    rows = {s.path: s for s in iter_all(Catalog(Store(data)))}
+    for n in names:
+        [seg] = (root / n).rglob("*.ts")
+        row = rows[seg.relative_to(root).as_posix()]
+        assert not row.open and not row.repaired and row.bytes == seg.stat().st_size, row
+        assert decode_errors(seg) == "", seg
+
+
 @pytest.fixture(scope="module")
 def big_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """10 s at about 2.6 Mb/s, a keyframe every second."""
@@ -328,7 +366,7 @@ def test_retention_deletes_oldest_first_by_bytes_and_age_never_the_open_segment(
 ) -> None:
     in_port = free_port()
     # Each segment in a directory of its own, so that deleting it leaves one empty.
-    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%H%M%S/seg"}
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/%Y%m%d/%H%M%S/seg"}
     server.create("r", rec_spec(in_port, **policy))
     recordings = server.running.recordings
     assert recordings is not None
@@ -553,10 +591,10 @@ def test_a_policy_change_restarts_a_running_recorder_with_its_new_path_and_lengt
     recordings = server.running.recordings
     assert recordings is not None
     in_port = free_port()
-    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%H%M%S"}
+    policy = {"enabled": True, "segment_ms": 1000, "path": "{route}/first/%Y%m%d/%H%M%S"}
     server.create("moving", rec_spec(in_port, **policy))
     wait_until(lambda: server.get("moving").status.recording.state == "recording", 10, "on")
-    policy["path"] = "{route}/second/%H%M%S"
+    policy["path"] = "{route}/second/%Y%m%d/%H%M%S"
     server.update("moving", rec_spec(in_port, **policy))
     recordings.tick(time.time())
     UdpSender(gop_clip, in_port, bitrate=8e6).join()
@@ -635,6 +673,31 @@ def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor
         assert "free_space" in {e["reason"] for e in deleted_events(srv)}
         assert srv.get("r").status.recording.drops > 0, "what could not be written is counted"
         client.close()
+
+
+def test_an_mp4_segment_that_ends_in_a_failure_lists_its_video_keyframes_in_order(
+    gateway: castway.Gateway, small_tmpfs: Path, big_clip: bytes
+) -> None:
+    in_port = free_port()
+    route = gateway.add_route("mf", f"udp://127.0.0.1:{in_port}")
+    route.recording.start(small_tmpfs / "rec", segment_ms=60_000, format="mp4")
+    # 3 MiB fill up before the clip (3.3 MB) is through: the branch fails mid-file.
+    UdpSender(big_clip, in_port, bitrate=8e6).join()
+    wait_until(lambda: route.recording.stats()["errors"] > 0, 20, "a failed write")
+
+    def failed() -> list[dict[str, Any]]:
+        return [json.loads(e["segment"]) for e in gateway.wait_events(0, 0.0, 100_000)
+                if e["kind"] == "segment_closed" and e.get("route") == "mf" and e.get("error")]
+
+    [seg] = wait_until(failed, 10, "the failed file reported")
+    assert seg["path"].endswith(".mp4.part"), seg
+    keys = seg["keyframes"]
+    # A keyframe every second from the file's first frame on (then, perhaps, the slate's,
+    # every 2 s, once the sender is through).
+    assert len(keys) >= 2 and keys[0] == 0 and keys == sorted(keys), seg
+    clip_keys = [k for k in keys if k < 9.5]
+    assert clip_keys == list(range(len(clip_keys))), json.dumps(keys)
+    route.recording.stop()
 
 
 def test_a_segment_nothing_reached_on_a_full_disk_is_neither_kept_nor_listed(
@@ -721,20 +784,21 @@ def probe(path: Path, *entries: str) -> list[str]:
     return [x.strip(",") for x in r.stdout.split() if x.strip(",")]
 
 
-@pytest.mark.parametrize("suffix", ["ts", "mp4"])
+@pytest.mark.parametrize(("recorded", "suffix"), [("ts", "ts"), ("ts", "mp4"), ("mp4", "mp4")])
 def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
-    server: Server, gop_clip: bytes, tmp_path: Path, suffix: str,
+    server: Server, gop_clip: bytes, tmp_path: Path, recorded: str, suffix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     in_port = free_port()
-    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000))
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000, format=recorded))
     wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
     UdpSender(gop_clip, in_port, bitrate=2e6).join()
     wait_until(lambda: len(list_segments(server, "r")) >= 4, 10, "segments cataloged")
     segs = list_segments(server, "r")
     t = [s.start.ToNanoseconds() / 1e9 for s in segs]
-    # From inside the second segment (wall clock) to inside the fourth.
-    start = t[1] + (t[2] - t[1]) / 2
+    # From three quarters into the second segment (wall clock; past its second keyframe) to
+    # inside the fourth.
+    start = t[1] + (t[2] - t[1]) * 3 / 4
     end = t[3] + (t[4] - t[3]) / 2 if len(t) > 4 else t[3] + 0.1
     out = tmp_path / f"clip.{suffix}"
     code = main([
@@ -755,8 +819,9 @@ def test_a_clip_across_segments_starts_at_a_keyframe_with_continuous_timestamps(
         return sum(s.duration_s for s in segs[:i]) + min(share, 1.0) * segs[i].duration_s
     asked = media(end, 4 if len(t) > 4 else 3) - media(start, 1)
     video = pts[-1] - pts[0] + 0.04
-    # All of it, from a keyframe at or before `from` (at most a segment and a frame more).
-    assert asked - 0.04 <= video <= asked + segs[1].duration_s + 0.08, (video, asked)
+    # All of it, from the last keyframe at or before `from`: at most one GOP (1 s) and a
+    # frame more (it started at the segment's start, up to 1.5 s before).
+    assert asked - 0.04 <= video <= asked + 1.0 + 0.08, (video, asked)
     expect(CODE.NOT_FOUND, lambda: list(server.client.recordings.ExportClip(
         recording_pb2.ExportClipRequest(route="nope", format=suffix, **{"from": segs[0].start},
                                         to=segs[1].start),
@@ -917,6 +982,12 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     assert not part.exists() and 0 < fixed.stat().st_size < len(whole) * 2 // 3
     assert decode_errors(fixed) == ""
     assert 0 < float(probe(fixed, "-show_entries", "format=duration")[0]) < 3.0
+    # Its video keyframes (one a second), in order, as a closed file lists them.
+    keys = list(repaired[0].keyframes)
+    assert keys and keys[0] == 0 and keys == sorted(keys), keys
+    assert all(abs(k - round(k)) < 0.05 for k in keys), json.dumps(keys)
+    for s in segs:
+        assert list(s.keyframes) == sorted(s.keyframes) and s.keyframes[0] == 0, s
     # A clip of MP4 recordings.
     t = [s.start.ToNanoseconds() / 1e9 for s in segs]
     out = tmp_path / "clip.mp4"
@@ -930,6 +1001,46 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     assert decode_errors(out) == ""
     duration = float(probe(out, "-show_entries", "format=duration")[0])
     assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)
+
+
+def test_an_mp4_clip_reads_the_segments_it_checked_not_what_their_paths_name_later(
+    server: Server, gop_clip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castway.server.recording import clips
+
+    in_port = free_port()
+    server.create("r", rec_spec(in_port, enabled=True, segment_ms=2000, format="mp4"))
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "recording")
+    UdpSender(gop_clip, in_port, bitrate=2e6).join()
+    wait_until(lambda: len(list_segments(server, "r")) >= 3, 10, "segments cataloged")
+    segs = list_segments(server, "r")
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"not a segment" * 1000)
+    root = server.running.recordings.root  # type: ignore[union-attr]
+    real_start = clips.Job._start
+
+    def swap_then_start(job: clips.Job, *args: Any, **kwargs: Any) -> Any:
+        # The race: once the segments are checked, and before ffmpeg reads them, each path
+        # is made to name a link to another file.
+        for s in segs:
+            path = root / s.path
+            if not path.is_symlink():
+                path.rename(path.with_name(path.name + ".moved"))
+                path.symlink_to(outside)
+        return real_start(job, *args, **kwargs)
+
+    monkeypatch.setattr(clips.Job, "_start", swap_then_start)
+    out = tmp_path / "clip.mp4"
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
+                                            to=segs[1].end),
+            metadata=server.client.metadata, timeout=60,
+        ):
+            f.write(chunk.data)
+    assert decode_errors(out) == ""
+    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, duration
 
 
 def test_a_policy_without_slate_time_pauses_while_the_slate_is_on_air(
@@ -1052,6 +1163,39 @@ def test_an_mp4_recording_of_mp2_audio_holds_both_tracks_and_never_stalls_silent
         assert [k for k, _ in probe_streams(rec / s["path"])] == ["audio", "video"], s
 
 
+def test_the_mp4_stall_watchdog_fires_when_the_video_stops_and_the_audio_goes_on(
+    gateway: castway.Gateway, tmp_path: Path, udp_capture: Any
+) -> None:
+    # The muxer cuts files at video keyframes and holds the audio until the video passes it:
+    # with the video gone and the audio still arriving, it gives nothing out.
+    clip = tmp_path / "video-stops.ts"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", "testsrc2=size=320x180:rate=25:duration=3", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000:duration=30", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "25", "-b:v", "300k", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-f", "mpegts", str(clip)],
+        check=True, timeout=60,
+    )
+    data = clip.read_bytes()
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("st", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    route.recording.start(tmp_path / "rec", segment_ms=2000, format="mp4")
+    # About real time: the audio goes on arriving for well over the watchdog's 10 s.
+    sender = UdpSender(data, in_port, bitrate=len(data) * 8 / 27)
+    wait_until(lambda: route.recording.stats()["stalls"] > 0, 40, "the watchdog to fire")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["errors"] >= 1 and "stalled" in stats["last_error"], stats
+    errors = [e["error"] for e in gateway.wait_events(0, 0.0, 100_000)
+              if e["kind"] == "recording_error" and e.get("route") == "st"]
+    assert any("the mp4 branch stalled: nothing muxed for 10s" in e for e in errors), errors
+    wait_until(lambda: cap.size >= len(data), 10, "every byte at the output")
+    assert cap.data[: len(data)] == data, "the output relayed every byte, unchanged"
+    route.recording.stop()
+
+
 def test_a_pause_ends_the_segment_before_the_next_video_frame_so_its_last_frame_is_whole(
     gateway: castway.Gateway, tmp_path: Path, gop_clip: bytes
 ) -> None:
@@ -1128,6 +1272,43 @@ def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_
     assert cap.data[: len(gop_clip)] == gop_clip, "the output relayed every byte, unchanged"
 
 
+@pytest.mark.parametrize("fmt", ["ts", "mp4"])
+def test_a_segment_being_written_ends_whole_when_the_volume_reaches_its_free_space_floor(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, big_clip: bytes, fmt: str
+) -> None:
+    in_port = free_port()
+    cap = udp_capture()
+    route = gateway.add_route("fl", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
+    rec = small_tmpfs / "rec"
+    # Room for a segment to open (3 MiB free), but not for the whole clip (3.3 MB) above the
+    # floor: the open segment crosses it. About real time, so that the check (once a second)
+    # finds it before the disk is full.
+    floor = (3 << 20) // 2
+    route.recording.start(rec, segment_ms=60_000, format=fmt, min_free_bytes=floor)
+    sender = UdpSender(big_clip, in_port, bitrate=3e6)
+    wait_until(lambda: route.recording.stats()["floor_ends"] > 0, 20, "the floor reached")
+    wait_until(lambda: route.recording.stats()["segments"] == 1, 10, "the segment ended")
+    sender.join()
+    stats = route.recording.stats()
+    assert stats["floor_ends"] == 1 and stats["state"] == "failing", stats
+    assert "min_free_bytes" in stats["last_error"], stats
+    errors = [e["error"] for e in gateway.wait_events(0, 0.0, 100_000)
+              if e["kind"] == "recording_error"]
+    assert errors and all("below the floor" in e for e in errors), errors
+    [seg] = [p for p in rec.rglob("*") if p.is_file()]
+    assert seg.suffix == f".{fmt}", "closed and renamed, not left as .part"
+    assert decode_errors(seg) == "", "it ends whole"
+    assert stats["no_space_bytes"] > 0, "what was not recorded is counted"
+    wait_until(lambda: cap.size >= len(big_clip), 10, "every byte at the output")
+    assert cap.data[: len(big_clip)] == big_clip, "the output relayed every byte, unchanged"
+    # Room made (as retention makes it): recording goes on in a new segment.
+    seg.unlink()
+    sender = UdpSender(big_clip[: len(big_clip) // 3], in_port, bitrate=3e6)
+    wait_until(lambda: route.recording.stats()["segment"], 10, "a new segment open")
+    sender.join()
+    route.recording.stop()
+
+
 def test_repair_cuts_a_large_part_with_a_garbage_tail_in_place_reading_it_in_chunks(
     tmp_path: Path, gop_clip: bytes
 ) -> None:
@@ -1194,8 +1375,42 @@ def test_repair_takes_times_from_the_content_and_the_route_from_the_path_pattern
     assert (a.route, a.start, a.end) == ("studio", 1_700_000_000.0, 1_700_000_000.0 + a.duration)
     b = done["2023/cam/22-13-20.ts"]
     assert (b.route, b.end, b.start) == ("cam", 1_699_000_000.0, 1_699_000_000.0 - b.duration)
+    # Keyframe times from the video alone, in order (the audio's random access points and
+    # timestamps are not the video's): the clip has one every second.
+    assert list(a.keyframes) == [float(i) for i in range(12)], a.keyframes
+    assert list(b.keyframes) == [float(i) for i in range(12)], b.keyframes
     assert lost == ["misc/x.ts"] and (root / "misc" / "x.ts").exists()
     assert catalog.get("misc/x.ts") is None
+
+
+def test_segments_repaired_but_not_cataloged_are_counted_in_grpc_and_the_metrics(
+    tmp_path: Path, gop_clip: bytes
+) -> None:
+    import urllib.request
+
+    data = tmp_path / "data"
+    # Left open by a crash under a path no route's pattern matches: repaired at start, but no
+    # route can be told for it.
+    stray = data / "media" / "recordings" / "misc" / "x.ts.part"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(gop_clip)
+    data.chmod(0o700)
+    port = free_port()
+    srv = ServeProcess(data, env={"CASTWAY_ADMIN_KEY": ADMIN},
+                       args=("--metrics-listen", f"127.0.0.1:{port}"))
+    try:
+        assert (stray.parent / "x.ts").exists() and not stray.exists()
+        with Client(f"127.0.0.1:{srv.port}", ADMIN) as c:
+            stats = c.recordings.GetRecordingsStats(
+                recording_pb2.GetRecordingsStatsRequest(), metadata=c.metadata, timeout=30
+            )
+            assert stats.lost == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert "# TYPE castway_recordings_lost_total counter" in text
+        assert "\ncastway_recordings_lost_total 1\n" in text
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.text()
 
 
 def test_segments_are_listed_a_page_at_a_time_and_the_cli_follows_every_page(

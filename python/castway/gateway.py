@@ -331,6 +331,7 @@ class RecordingStats(TypedDict):
     errors: int
     stalls: int
     no_space_bytes: int
+    floor_ends: int
     pauses_mid_frame: int
     audio_dropped: int
     last_error: str | None

@@ -204,6 +204,11 @@ impl Gateway {
             .take();
         drop(port);
         let routes: Vec<Arc<Route>> = std::mem::take(&mut *self.routes()).into_values().collect();
+        // Every recording ends its segment at a frame at the same time: one wait for all,
+        // not up to 1.5 s per recording route.
+        for r in &routes {
+            r.ask_settle_recording();
+        }
         for r in routes {
             r.shutdown();
         }

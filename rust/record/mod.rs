@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -72,7 +72,8 @@ pub struct RecordSettings {
     pub format: String,
     /// Bytes queued for the writer before the recorder drops.
     pub queue_bytes: u64,
-    /// No segment opens while the recordings volume has less free than this (0: no floor).
+    /// No segment opens while the recordings volume has less free than this, and one being
+    /// written ends at its next keyframe when it gets there (0: no floor).
     pub min_free_bytes: u64,
 }
 
@@ -147,6 +148,9 @@ pub struct RecorderStats {
     /// Bytes not recorded because the recordings volume had less free space than its floor
     /// when a segment was due to open.
     pub no_space_bytes: u64,
+    /// Segments ended early because the recordings volume reached its free-space floor while
+    /// they were written (checked at most once a second; each ends at its next keyframe).
+    pub floor_ends: u64,
     /// Times the `mp4` branch stalled (nothing muxed for 10 s while the stream arrived) and
     /// was torn down.
     pub stalls: u64,
@@ -169,6 +173,7 @@ struct Status {
     psi_inserted: u64,
     stalls: u64,
     pauses_mid_frame: u64,
+    floor_ends: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -235,6 +240,8 @@ pub struct Recorder {
     shared: Arc<Shared>,
     /// Signalled once when the writer has closed its last segment and ended.
     done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// When a settle asked for gives up waiting (set by the first `ask_settle`).
+    settle_by: Mutex<Option<Instant>>,
     pub settings: RecordSettings,
 }
 
@@ -284,6 +291,7 @@ impl Recorder {
             Recorder {
                 shared: shared.clone(),
                 done: Mutex::new(Some(done_rx)),
+                settle_by: Mutex::new(None),
                 settings,
             },
             Intake { tx, shared },
@@ -300,14 +308,23 @@ impl Recorder {
         self.shared.paused.store(false, Relaxed);
     }
 
-    /// Ends the open segment as a pause does, at the next packet that starts a video frame (at
-    /// most about 1 s; `pauses_mid_frame` counts one cut short), and waits for it (at most
-    /// `SETTLE_WAIT`). A stop calls it while the tap still feeds the recorder, so the last
-    /// segment ends with a whole frame; what arrives after is skipped.
-    pub fn settle(&self) {
+    /// Asks the writer to end the open segment as a pause does, at the next packet that starts
+    /// a video frame (at most about 1 s; `pauses_mid_frame` counts one cut short), without
+    /// waiting. The first ask sets the deadline `settle` waits to: a gateway that stops many
+    /// recording routes asks them all first, then waits once (about `SETTLE_WAIT` in all, not
+    /// that much per route).
+    pub fn ask_settle(&self) {
         self.pause();
-        let deadline = std::time::Instant::now() + SETTLE_WAIT;
-        while !self.shared.settled.load(Relaxed) && std::time::Instant::now() < deadline {
+        lock(&self.settle_by).get_or_insert_with(|| Instant::now() + SETTLE_WAIT);
+    }
+
+    /// Ends the open segment as [`ask_settle`](Self::ask_settle) does and waits for it, until
+    /// the deadline the first ask set. A stop calls it while the tap still feeds the recorder,
+    /// so the last segment ends with a whole frame; what arrives after is skipped.
+    pub fn settle(&self) {
+        self.ask_settle();
+        let deadline = lock(&self.settle_by).unwrap_or_else(Instant::now);
+        while !self.shared.settled.load(Relaxed) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -360,6 +377,7 @@ impl Recorder {
             errors: status.errors,
             stalls: status.stalls,
             no_space_bytes: s.no_space_bytes.load(Relaxed),
+            floor_ends: status.floor_ends,
             pauses_mid_frame: status.pauses_mid_frame,
             audio_dropped: s.audio_dropped.load(Relaxed),
             last_error: status.last_error.clone(),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::writer::{place, Place};
+use super::writer::{place, Place, FLOOR_EVERY, PAUSE_WAIT};
 use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::elements::make;
 use crate::error::{Error, Result};
@@ -103,6 +103,9 @@ struct OpenFile {
     start_running: u64,
     cuts_at_open: u64,
     drops_at_open: u64,
+    /// The branch's video keyframe times (`Running::keyframes`): this file's are read from
+    /// it when it closes, even after the branch is torn down (a file that ends in a failure).
+    keyframes: Arc<Mutex<Vec<u64>>>,
 }
 
 pub(super) struct Mp4Writer {
@@ -114,8 +117,17 @@ pub(super) struct Mp4Writer {
     running: Option<Running>,
     open: Option<OpenFile>,
     paused: bool,
+    /// A pause, or the volume's free-space floor, ends the open file before the next video
+    /// frame that arrives (so its last frame is whole), or where the data stopped at this
+    /// time plus `PAUSE_WAIT`.
+    ending: Option<Instant>,
+    /// The hub's cuts when the last data went into the branch: a cut after it (the input
+    /// lost, the slate on air) while a file is ending is not the file's to hold.
+    cuts_seen: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When the free-space floor was last checked while the branch ran.
+    floor_checked: Instant,
 }
 
 impl Mp4Writer {
@@ -135,8 +147,11 @@ impl Mp4Writer {
             running: None,
             open: None,
             paused: false,
+            ending: None,
+            cuts_seen: 0,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            floor_checked: Instant::now(),
         }
     }
 
@@ -151,13 +166,25 @@ impl Mp4Writer {
             if paused != self.paused {
                 self.paused = paused;
                 if paused {
-                    self.finish();
+                    // The file ends before the next video frame: the demuxer, at the end of
+                    // stream, gives out what it holds of a frame cut short.
+                    if self.running.is_some() {
+                        self.ending = Some(Instant::now());
+                    }
                     lock(&self.shared.status).state = "paused";
                 } else {
+                    // Resumed before the file's end was found: it simply goes on.
+                    self.ending = None;
                     lock(&self.shared.status).state = "recording";
                 }
-                // A pause finishes the file at once (the muxer ends it on a whole frame).
-                self.shared.settled.store(paused, Relaxed);
+            }
+            if self.ending.is_some_and(|t| t.elapsed() >= PAUSE_WAIT) {
+                // No frame began within the wait: the file ends where the data stopped.
+                self.ending = None;
+                if self.paused {
+                    lock(&self.shared.status).pauses_mid_frame += 1;
+                }
+                self.finish();
             }
             if let Some(item) = item {
                 let size = item.buffer.size() as u64;
@@ -166,6 +193,8 @@ impl Mp4Writer {
             }
             self.poll_bus();
             self.watch();
+            let settled = self.paused && self.ending.is_none();
+            self.shared.settled.store(settled, Relaxed);
             if let Some(open) = &self.open {
                 if let Ok(meta) = open.file.metadata() {
                     self.shared.segment_bytes.store(meta.len(), Relaxed);
@@ -177,10 +206,56 @@ impl Mp4Writer {
     }
 
     fn take(&mut self, buffer: gst::Buffer, size: u64) {
+        if self.ending.is_some() && self.running.is_some() {
+            if (self.cuts)() != self.cuts_seen {
+                // The hub cut to a new run (a new program the demuxer would add streams
+                // for): the file's run ended before it.
+                self.ending = None;
+                self.finish();
+                return self.take(buffer, size);
+            }
+            let at = buffer
+                .map_readable()
+                .ok()
+                .and_then(|m| video_frame_start(&m));
+            let Some(at) = at else {
+                return self.push(buffer, size);
+            };
+            // The file ends before this frame: what came before it goes in, then the end.
+            if at > 0 {
+                if let Ok(head) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, 0..at) {
+                    self.push(head, at as u64);
+                }
+            }
+            self.ending = None;
+            self.finish();
+            let rest = buffer.size() - at;
+            if let Ok(tail) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, at..) {
+                self.take(tail, rest as u64);
+            }
+            return;
+        }
+        self.ending = None;
         let packets = size / PACKET_SIZE as u64;
         if self.paused {
             self.shared.skipped.fetch_add(packets, Relaxed);
             return;
+        }
+        if self.running.is_some() && self.floor_checked.elapsed() >= FLOOR_EVERY {
+            self.floor_checked = Instant::now();
+            if super::below_floor(&self.settings.dir, &self.shared).is_some() {
+                // The volume reached its floor while a file was written: the file ends before
+                // the next video frame, whole, and the branch is built again only when there
+                // is room (below).
+                gst::info!(
+                    CAT,
+                    "{}: the recordings volume reached its floor",
+                    self.route
+                );
+                lock(&self.shared.status).floor_ends += 1;
+                self.ending = Some(Instant::now());
+                return self.take(buffer, size);
+            }
         }
         if self.running.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
@@ -199,8 +274,14 @@ impl Mp4Writer {
                 }
             }
         }
-        // Waits while the appsrc holds its 8 MiB (a slow disk): this thread waits, not the
-        // route; but not past a stall.
+        self.push(buffer, size);
+    }
+
+    /// Pushes `buffer` into the running branch. Waits while the appsrc holds its 8 MiB (a
+    /// slow disk): this thread waits, not the route; but not past a stall.
+    fn push(&mut self, buffer: gst::Buffer, size: u64) {
+        let packets = size / PACKET_SIZE as u64;
+        self.cuts_seen = (self.cuts)();
         while self
             .running
             .as_ref()
@@ -413,6 +494,10 @@ impl Mp4Writer {
             return;
         };
         let rel = place.rel.clone();
+        let keyframes = self
+            .running
+            .as_ref()
+            .map_or_else(Arc::default, |r| r.keyframes.clone());
         let start_unix = unix_now();
         {
             let mut status = lock(&self.shared.status);
@@ -434,6 +519,7 @@ impl Mp4Writer {
             start_running: running,
             cuts_at_open: (self.cuts)(),
             drops_at_open: self.shared.drops.load(Relaxed),
+            keyframes,
         });
     }
 
@@ -466,10 +552,17 @@ impl Mp4Writer {
         }
         let bytes = open.file.metadata().map_or(0, |m| m.len());
         let end = unix_now();
-        // Its keyframes: those from its start to its end (those after it are the next file's).
-        let stop = open.start_running + (duration * 1e9) as u64;
-        let keys: Vec<String> = self.running.as_ref().map_or_else(Vec::new, |r| {
-            let mut held = lock(&r.keyframes);
+        // Its keyframes, in order: those from its start to its end (those after it are the
+        // next file's). Read from the file's own list, so that a file the branch failed in
+        // (torn down before this) lists them too.
+        let stop = if self.running.is_some() {
+            open.start_running + (duration * 1e9) as u64
+        } else {
+            u64::MAX // the branch is gone: every keyframe it saw since the start is this file's
+        };
+        let keys: Vec<String> = {
+            let mut held = lock(&open.keyframes);
+            held.sort_unstable();
             let keys = held
                 .iter()
                 .filter(|&&k| k >= open.start_running && k < stop)
@@ -477,7 +570,7 @@ impl Mp4Writer {
                 .collect();
             held.retain(|&k| k >= stop);
             keys
-        });
+        };
         self.shared.bytes.fetch_add(bytes, Relaxed);
         self.shared.segment_bytes.store(0, Relaxed);
         {
@@ -786,4 +879,23 @@ fn gate_audio(queue: &gst::Element, streams: &Streams<'_>) {
             _ => gst::PadProbeReturn::Remove,
         }
     });
+}
+
+/// Where the first TS packet in `data` that starts a video PES (a PES stream id 0xE0-0xEF,
+/// ISO/IEC 13818-1) begins: the start of the next video frame.
+fn video_frame_start(data: &[u8]) -> Option<usize> {
+    data.chunks_exact(PACKET_SIZE)
+        .position(|p| {
+            if p[0] != 0x47 || p[1] & 0x40 == 0 || p[3] & 0x10 == 0 {
+                return false;
+            }
+            let off = if p[3] & 0x20 != 0 {
+                5 + usize::from(p[4])
+            } else {
+                4
+            };
+            p.get(off..off + 4)
+                .is_some_and(|h| h[..3] == [0, 0, 1] && h[3] & 0xF0 == 0xE0)
+        })
+        .map(|i| i * PACKET_SIZE)
 }

@@ -25,7 +25,10 @@ const FIELDS: &[u8] = b"YmdHMSjuVGgzs%";
 /// fields `%Y %m %d %H %M %S %j %u %V %G %g %z %s %%`, no `.`, `..` or empty component, and
 /// a seconds field (`%S` or `%s`): segments are cut as often as every second, and each needs a
 /// name of its own (a coarser pattern gave every segment of an hour the same name, told apart
-/// by `-1` … `-99` only, and then recording stopped).
+/// by `-1` … `-99` only, and then recording stopped), and a date that does not come round
+/// again: `%s`, or a year (`%Y`, `%G`, `%g`) with a day (`%m` and `%d`, `%j`, or `%V` and
+/// `%u`). Without one the names repeat every day (or month, or year): the 100th day's
+/// segment found no free name and the recording stopped there.
 pub fn check_pattern(pattern: &str) -> Result<()> {
     let bad = |why: String| {
         Err(Error::InvalidConfig(format!(
@@ -45,12 +48,14 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
     let bytes = without_route.as_bytes();
     let mut i = 0;
     let mut seconds = false;
+    let mut fields = Vec::new();
     while i < bytes.len() {
         let c = bytes[i];
         if c == b'%' {
             match bytes.get(i + 1) {
                 Some(f) if FIELDS.contains(f) => {
                     seconds |= matches!(f, b'S' | b's');
+                    fields.push(*f);
                     i += 2
                 }
                 Some(&f) => return bad(format!("`%{}` is not an allowed field", f as char)),
@@ -83,6 +88,17 @@ pub fn check_pattern(pattern: &str) -> Result<()> {
         return bad(
             "it has no seconds field (`%S` or `%s`): segments are cut as often as every second, \
              and each needs a name of its own"
+                .into(),
+        );
+    }
+    let has = |f: u8| fields.contains(&f);
+    let year = has(b'Y') || has(b'G') || has(b'g');
+    let day = (has(b'm') && has(b'd')) || has(b'j') || (has(b'V') && has(b'u'));
+    if !(has(b's') || year && day) {
+        return bad(
+            "it has no date (a year `%Y` with `%m` and `%d`, or `%j`; or `%s`): its names would \
+             repeat every day, and a segment whose name is taken is told apart by `-1` … `-99` \
+             only"
                 .into(),
         );
     }
@@ -303,6 +319,27 @@ mod tests {
         for p in [".castway-clips/%s", "{route}/.x/%s", "a/.%s"] {
             let err = check_pattern(p).unwrap_err().to_string();
             assert!(err.contains(".castway-clips"), "{p:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_without_a_date_is_refused_naming_the_rule() {
+        for p in [
+            "{route}/%H-%M-%S",
+            "{route}/%m-%d/%H%M%S",
+            "%Y/%d/%H%M%S",
+            "%V/%H%M%S",
+        ] {
+            let err = check_pattern(p).unwrap_err().to_string();
+            assert!(err.contains("it has no date"), "{p:?}: {err}");
+        }
+        for p in [
+            "%Y/%j/%H%M%S",
+            "%G-W%V-%u/%H%M%S",
+            "%g%m%d%H%M%S",
+            "{route}/%s",
+        ] {
+            check_pattern(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         }
     }
 

@@ -28,11 +28,14 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Arrival times further apart than this inside a segment are a gap (the input paused).
 const GAP_SECS: f64 = 1.0;
 /// How long a pause waits for the next frame's start to end the open segment cleanly.
-const PAUSE_WAIT: Duration = Duration::from_secs(1);
+pub(super) const PAUSE_WAIT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Keyframe times kept per segment (an hour of 1 s GOPs).
 const MAX_KEYFRAMES: usize = 3600;
+/// While a segment is written, the free-space floor is checked (a `statvfs`) at most this
+/// often.
+pub(super) const FLOOR_EVERY: Duration = Duration::from_secs(1);
 
 /// The segment being written.
 struct Open {
@@ -88,6 +91,11 @@ struct Files {
     failed: bool,
     /// The last segment due did not open: the volume was below its free-space floor.
     low_space: bool,
+    /// When the floor was last checked while writing.
+    floor_checked: Instant,
+    /// The volume reached its floor while a segment was written: the cutter is to end it at
+    /// its next keyframe (where no new one opens while the volume stays below the floor).
+    floor_reached: bool,
 }
 
 impl Writer {
@@ -111,6 +119,8 @@ impl Writer {
                 backoff: FIRST_BACKOFF,
                 failed: false,
                 low_space: false,
+                floor_checked: Instant::now(),
+                floor_reached: false,
             },
             paused: false,
             pausing: None,
@@ -179,6 +189,10 @@ impl Writer {
     fn after_steps(&mut self) {
         if std::mem::take(&mut self.out.failed) {
             self.cutter.cut_soon(false);
+        }
+        if std::mem::take(&mut self.out.floor_reached) && self.out.open.is_some() {
+            // Ends at the next keyframe, whole: the cut opens no segment below the floor.
+            self.cutter.cut_soon(true);
         }
         if self.out.open.is_none() {
             self.cutter.cut_soon(false);
@@ -362,6 +376,7 @@ impl Files {
                 open.bytes += bytes.len() as u64;
                 self.shared.bytes.fetch_add(bytes.len() as u64, Relaxed);
                 self.shared.segment_bytes.store(open.bytes, Relaxed);
+                self.check_floor();
             }
             Err(e) => {
                 self.shared.drops.fetch_add(packets, Relaxed);
@@ -380,6 +395,26 @@ impl Files {
         if let Err(e) = open.file.flush() {
             let why = format!("cannot write `{}`: {e}", open.rel.display());
             self.fail(why);
+        }
+    }
+
+    /// While a segment is written (at most once every `FLOOR_EVERY`): the volume reached its
+    /// free-space floor. Counted once per segment (`floor_ends`); the segment ends at its next
+    /// keyframe, where the cut reports the floor and opens no new segment until retention
+    /// makes room.
+    fn check_floor(&mut self) {
+        if self.floor_reached || self.floor_checked.elapsed() < FLOOR_EVERY {
+            return;
+        }
+        self.floor_checked = Instant::now();
+        if super::below_floor(&self.settings.dir, &self.shared).is_some() {
+            gst::info!(
+                CAT,
+                "{}: the recordings volume reached its floor",
+                self.route
+            );
+            self.floor_reached = true;
+            lock(&self.shared.status).floor_ends += 1;
         }
     }
 

@@ -92,15 +92,25 @@ impl Route {
     /// Ends a running recording's open segment at a frame's start before a stop detaches its
     /// tap (waits about 1 s at most, with the route's lock let go).
     pub(super) fn settle_recording(&self) {
-        let recorder = {
-            let inner = lock(&self.inner);
-            (inner.recording && !inner.closed)
-                .then(|| inner.recorder.clone())
-                .flatten()
-        };
-        if let Some(r) = recorder {
+        if let Some(r) = self.running_recorder() {
             r.settle();
         }
+    }
+
+    /// Asks a running recording to end its open segment at a frame's start, without waiting:
+    /// a gateway that stops asks every route first, so that the routes' `shutdown`s then wait
+    /// for their recorders side by side rather than one after another.
+    pub fn ask_settle_recording(&self) {
+        if let Some(r) = self.running_recorder() {
+            r.ask_settle();
+        }
+    }
+
+    fn running_recorder(&self) -> Option<Arc<Recorder>> {
+        let inner = lock(&self.inner);
+        (inner.recording && !inner.closed)
+            .then(|| inner.recorder.clone())
+            .flatten()
     }
 
     /// The recorder's stats (state `stopped` when it never ran).

@@ -210,6 +210,9 @@ ROUTE = (
     Series("castway.recording.no_space", "counter", "By", "bytes not recorded: the volume was "
            "below its free-space floor when a segment was due",
            lambda r: r["recording"]["no_space_bytes"]),
+    Series("castway.recording.floor_ends", "counter", "{segment}", "segments ended early (at "
+           "their next keyframe): the volume reached its free-space floor while they were "
+           "written", lambda r: r["recording"]["floor_ends"]),
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
@@ -288,8 +291,17 @@ SRT_PORT = tuple(
            _key("refusal_events_missed")),
 )
 
+# The recordings directory's figures that belong to no route (no attribute; only on a
+# control server that records: `Recordings.metrics`).
+RECORDINGS = (
+    Series("castway.recordings.lost", "counter", "{segment}", "segments repaired after a crash "
+           "that no route's path pattern (or more than one) matches: left out of the catalog, "
+           "never deleted by retention", _key("lost")),
+)
+
 Statuses = Callable[[], list[tuple[str, dict[str, Any]]]]
 PortStats = Callable[[], Any]  # Gateway.srt_port_stats: SrtPortStats or None
+RecordingsStats = Callable[[], Any]  # Recordings.metrics: a dict, or None (not recording)
 
 
 class Reading(NamedTuple):
@@ -443,7 +455,15 @@ GROUPS: tuple[tuple[tuple[Series, ...], Rows], ...] = (
         ({"count": n}, {"reason": reason}) for reason, n in sorted(r.recordings["deleted"].items())
     ]),
     (RETENTION_FAILURES, lambda r: [] if r.recordings is None else [(r.recordings, {})]),
+    (RECORDINGS, lambda r: [(r.recordings, {})] if r.recordings is not None else []),
 )
+
+
+def _braces(labels: str) -> str:
+    """``{labels}``; nothing for a series without labels (``labels`` may start with a
+    comma: a series' own labels after none from its row)."""
+    labels = labels.lstrip(",")
+    return f"{{{labels}}}" if labels else ""
 
 
 def add_instruments(meter: Meter, read: Callable[[], Reading], per_caller: bool = True) -> None:
@@ -494,16 +514,17 @@ class Metrics:
         self, read: Callable[[], list[RouteStats]], webhooks: Statuses | None = None,
         sinks: Statuses | None = None,
         srt_port: PortStats | None = None,
-        recordings: Callable[[], dict[str, Any] | None] | None = None,
+        recordings: RecordingsStats | None = None,
     ) -> None:
         """``read``: every route's stats; ``webhooks``: each webhook's name and counters;
         ``sinks``: each other event sink's; ``srt_port``: the shared SRT port's figures
-        (``Gateway.srt_port_stats``)."""
+        (``Gateway.srt_port_stats``); ``recordings``: the recordings directory's
+        (``Recordings.stats``)."""
         self.snapshot = Snapshot(read)
         self._webhooks: Statuses = webhooks or list
         self._sinks: Statuses = sinks or list
         self._srt_port: PortStats = srt_port or (lambda: None)
-        self._recordings = recordings or (lambda: None)
+        self._recordings: RecordingsStats = recordings or (lambda: None)
         self._names = {s: prometheus_name(s) for table, _ in GROUPS for s in table}
         self._target = (
             f'target_info{{service_name="castway",service_version="{_escape(__version__)}"}} 1\n'
@@ -545,8 +566,8 @@ class Metrics:
             for s in table:
                 name = self._names[s]
                 extra = "".join(f',{k}="{_escape(v)}"' for k, v in s.labels)
-                lines = [f"{name}{{{labels}{extra}}} {value}\n" for row, labels in labelled
-                         if (value := s.value(row)) is not None]
+                lines = [f"{name}{_braces(labels + extra)} {value}\n"
+                         for row, labels in labelled if (value := s.value(row)) is not None]
                 if not lines:
                     continue  # as the SDK's reader: no family without a sample
                 if name != family:

@@ -212,3 +212,41 @@ class ClipChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClipChunk: _TypeAlias = ClipChunk  # noqa: Y015
+
+@_typing.final
+class GetRecordingsStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecordingsStatsRequest: _TypeAlias = GetRecordingsStatsRequest  # noqa: Y015
+
+@_typing.final
+class RecordingsStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOST_FIELD_NUMBER: _builtins.int
+    lost: _builtins.int
+    """Segments the repair at start found open after a crash, repaired, but could not catalog:
+    no route's path pattern (or more than one) matches their path. They stay on disk, out of
+    the catalog: retention never deletes them (the server's log names each one).
+    """
+    def __init__(
+        self,
+        *,
+        lost: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lost", b"lost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordingsStats: _TypeAlias = RecordingsStats  # noqa: Y015

@@ -65,6 +65,11 @@ class RecordingServiceStub:
                 request_serializer=castway_dot_v1_dot_recording__pb2.ExportClipRequest.SerializeToString,
                 response_deserializer=castway_dot_v1_dot_recording__pb2.ClipChunk.FromString,
                 _registered_method=True)
+        self.GetRecordingsStats = channel.unary_unary(
+                '/castway.v1.RecordingService/GetRecordingsStats',
+                request_serializer=castway_dot_v1_dot_recording__pb2.GetRecordingsStatsRequest.SerializeToString,
+                response_deserializer=castway_dot_v1_dot_recording__pb2.RecordingsStats.FromString,
+                _registered_method=True)
 
 
 class RecordingServiceServicer:
@@ -117,6 +122,14 @@ class RecordingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecordingsStats(self, request, context):
+        """The recordings directory's figures that belong to no route (also in the metrics, as
+        `castway_recordings_*`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.ExportClip,
                     request_deserializer=castway_dot_v1_dot_recording__pb2.ExportClipRequest.FromString,
                     response_serializer=castway_dot_v1_dot_recording__pb2.ClipChunk.SerializeToString,
+            ),
+            'GetRecordingsStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecordingsStats,
+                    request_deserializer=castway_dot_v1_dot_recording__pb2.GetRecordingsStatsRequest.FromString,
+                    response_serializer=castway_dot_v1_dot_recording__pb2.RecordingsStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +331,33 @@ class RecordingService:
             '/castway.v1.RecordingService/ExportClip',
             castway_dot_v1_dot_recording__pb2.ExportClipRequest.SerializeToString,
             castway_dot_v1_dot_recording__pb2.ClipChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecordingsStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/castway.v1.RecordingService/GetRecordingsStats',
+            castway_dot_v1_dot_recording__pb2.GetRecordingsStatsRequest.SerializeToString,
+            castway_dot_v1_dot_recording__pb2.RecordingsStats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class RecordingServiceStub:
     A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
     INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
     """
+    GetRecordingsStats: _grpc.UnaryUnaryMultiCallable[_recording_pb2.GetRecordingsStatsRequest, _recording_pb2.RecordingsStats]
+    """The recordings directory's figures that belong to no route (also in the metrics, as
+    `castway_recordings_*`).
+    """
 
 @_typing.type_check_only
 class RecordingServiceAsyncStub(RecordingServiceStub):
@@ -78,6 +82,10 @@ class RecordingServiceAsyncStub(RecordingServiceStub):
     before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
     A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
     INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
+    """
+    GetRecordingsStats: _aio.UnaryUnaryMultiCallable[_recording_pb2.GetRecordingsStatsRequest, _recording_pb2.RecordingsStats]  # type: ignore[assignment]
+    """The recordings directory's figures that belong to no route (also in the metrics, as
+    `castway_recordings_*`).
     """
 
 class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -135,6 +143,16 @@ class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
         before `from`, with timestamps continuous across segment boundaries; streamed in chunks.
         A range longer than `limits.max_clip_s` (6 h) or covering more than 10,000 segments is
         INVALID_ARGUMENT; more than `limits.max_clips` (2) exports at once, RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRecordingsStats(
+        self,
+        request: _recording_pb2.GetRecordingsStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recording_pb2.RecordingsStats, _abc.Awaitable[_recording_pb2.RecordingsStats]]:
+        """The recordings directory's figures that belong to no route (also in the metrics, as
+        `castway_recordings_*`).
         """
 
 def add_RecordingServiceServicer_to_server(servicer: RecordingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -229,6 +229,7 @@ class RecordingStatus(_message.Message):
     NO_SPACE_BYTES_FIELD_NUMBER: _builtins.int
     PSI_INSERTED_FIELD_NUMBER: _builtins.int
     AUDIO_DROPPED_FIELD_NUMBER: _builtins.int
+    FLOOR_ENDS_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"recording", "paused", "failing" (a write failed; the next segment after a backoff) or
     "stopped".
@@ -268,6 +269,10 @@ class RecordingStatus(_message.Message):
     """mp4: audio buffers dropped because they came before the first video keyframe of the
     recorder's start (or resume), so that both tracks start together.
     """
+    floor_ends: _builtins.int
+    """Segments ended early (at their next keyframe) because the volume reached its free-space
+    floor while they were written (checked at most once a second).
+    """
     def __init__(
         self,
         *,
@@ -288,10 +293,11 @@ class RecordingStatus(_message.Message):
         no_space_bytes: _builtins.int = ...,
         psi_inserted: _builtins.int = ...,
         audio_dropped: _builtins.int = ...,
+        floor_ends: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_dropped", b"audio_dropped", "bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "psi_inserted", b"psi_inserted", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_dropped", b"audio_dropped", "bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "floor_ends", b"floor_ends", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "psi_inserted", b"psi_inserted", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,19 +3,21 @@
 
 The segments overlapping the range come from the catalog. They are exact slices of the
 route's output, so put end to end they are the stream itself, timestamps running on across
-their boundaries. A clip starts at the start of the segment holding its ``from`` (each segment
-starts at a keyframe), so it covers the whole range asked for and its first frame is a
-keyframe, at most one segment earlier than ``from``; ffmpeg copies from there (no re-encoding,
-no seeking: a seek in a stream copy starts at the keyframe *after* the seek point) up to
-``to`` and remuxes to ``mp4`` when asked (``-movflags +faststart``). A wall-clock time maps to
+their boundaries. A clip starts at the last keyframe at or before its ``from`` (the keyframe
+times each segment keeps in the catalog), so it covers the whole range asked for, its first
+frame is a keyframe, and it starts at most one GOP earlier than ``from``; ffmpeg copies from
+there (no re-encoding, no seeking: an output ``-ss`` just before that keyframe's time, so
+the copy starts at it) up to ``to`` and remuxes to ``mp4`` when asked (``-movflags
++faststart``). A wall-clock time maps to
 the media time inside its segment by its share of the segment's span, within a run of
 contiguous segments; across a pause, a gap or a restart of the stream's timestamps (its
 sender restarted) each run is cut on its own and the cuts are joined with timestamps running
-on. TS segments are fed to ffmpeg through a pipe, each opened without following a link: the
-only files a clip writes are the clip itself and its runs' cuts, in ``tmp`` (the recordings
-volume's own ``.castway-clips`` directory), and a clip that could take the volume below its
-free-space floor is refused. A segment of the range missing on disk is an error naming it,
-never a silent hole. ffmpeg is needed on the server (Debian: ``ffmpeg``).
+on. TS segments are fed to ffmpeg through a pipe, each opened without following a link; MP4
+segments are handed to ffmpeg as such descriptors (``/proc/self/fd/N``), so the file read is
+the file checked: the only files a clip writes are the clip itself and its runs' cuts, in
+``tmp`` (the recordings volume's own ``.castway-clips`` directory), and a clip that could take
+the volume below its free-space floor is refused. A segment of the range missing on disk is an
+error naming it, never a silent hole. ffmpeg is needed on the server (Debian: ``ffmpeg``).
 """
 
 from __future__ import annotations
@@ -72,12 +74,14 @@ class Job:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
 
-    def _start(self, argv: list[str], stdin: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _start(
+        self, argv: list[str], stdin: int, stderr: IO[bytes], pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.Popen[bytes]:
         with self._lock:
             if self.cancelled:
                 raise Aborted("the clip was cancelled")
             self._proc = subprocess.Popen(
-                argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr
+                argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, pass_fds=pass_fds
             )
             return self._proc
 
@@ -123,12 +127,12 @@ def make(
             "export a shorter range or make room"
         )
     if len(runs) == 1:
-        return _cut(ffmpeg, root, runs[0], end, fmt, tmp / f"clip.{fmt}", job)
+        return _cut(ffmpeg, root, runs[0], start, end, fmt, tmp / f"clip.{fmt}", job)
     # Across a pause, a gap or a restart the stream's timestamps jump: each run of contiguous
     # segments is cut on its own (its media times map within it), and the cuts are joined by
     # ffmpeg's concat demuxer, timestamps running on.
     cuts = [
-        _cut(ffmpeg, root, run, end, "ts", tmp / f"run{i}.ts", job)
+        _cut(ffmpeg, root, run, start, end, "ts", tmp / f"run{i}.ts", job)
         for i, run in enumerate(runs)
     ]
     listing = tmp / "runs.ffconcat"
@@ -203,30 +207,60 @@ def _runs(segs: list[Segment], firsts: list[int | None]) -> list[list[Segment]]:
     return runs
 
 
+def _media(seg: Segment, at: float) -> float:
+    """The media time (from its first keyframe) of wall-clock time ``at`` inside ``seg``: its
+    share of the segment's span."""
+    span = max(seg.end - seg.start, 1e-6)
+    return min(max(at - seg.start, 0.0) / span, 1.0) * seg.duration
+
+
+def _keyframe_before(seg: Segment, at: float) -> float:
+    """Where a copy from the last keyframe of ``seg`` at or before media time ``at`` starts
+    (ffmpeg's output ``-ss``; 0: from the segment's start). A stream copy starts at the first
+    keyframe whose timestamp is at or after ``-ss``, counted from ffmpeg's own zero: the
+    earliest first timestamp of any stream, at or before the segment's first keyframe (where
+    the keyframe times count from). So ``-ss`` a little before the keyframe's time (10 ms,
+    at most half-way back to the keyframe before) starts the copy at that keyframe, and the
+    other streams from about there."""
+    keys = sorted(k for k in seg.keyframes if k <= at + 1e-3)
+    if len(keys) < 2:
+        return 0.0
+    return keys[-1] - min(0.01, (keys[-1] - keys[-2]) / 2)
+
+
 def _cut(
-    ffmpeg: str, root: Path, segs: list[Segment], end: float, fmt: str, out: Path, job: Job,
+    ffmpeg: str, root: Path, segs: list[Segment], start: float, end: float, fmt: str,
+    out: Path, job: Job,
 ) -> Path:
-    """Copies a run of contiguous segments from its first segment's start (a keyframe, at or
-    before the range's start) up to ``end`` into ``out``."""
+    """Copies a run of contiguous segments from the last keyframe at or before ``start``
+    (the segment's keyframe times; the run's first segment's start when it begins after
+    ``start``) up to ``end`` into ``out``."""
+    skip = _keyframe_before(segs[0], _media(segs[0], start))
     # Media time of a wall-clock time inside the last segment: its share of the span.
-    last = segs[-1]
-    span = max(last.end - last.start, 1e-6)
-    media_to = sum(s.duration for s in segs[:-1]) + min(
-        max(end - last.start, 0.0) / span, 1.0
-    ) * last.duration
-    limit = ["-t", f"{max(media_to, 0.04):.3f}"]
+    media_to = sum(s.duration for s in segs[:-1]) + _media(segs[-1], end)
+    limit = [*(["-ss", f"{skip:.3f}"] if skip else []),
+             "-t", f"{max(media_to - skip, 0.04):.3f}"]
     tail = ["-map", "0", "-c", "copy", "-f", FORMATS[fmt],
             *(["-movflags", "+faststart"] if fmt == "mp4" else []), str(out)]
     if any(s.format == "mp4" for s in segs):
         # MP4 files are remuxed, not slices: ffmpeg's concat demuxer places each after the
-        # one before by its duration.
-        listing = out.with_suffix(".ffconcat")
-        listing.write_text("ffconcat version 1.0\n" + "".join(
-            f"file '{(root / s.path).as_posix()}'\n" for s in segs
-        ))
-        _ffmpeg(job, [ffmpeg, "-nostdin", "-v", "error", "-f", "concat", "-safe", "0",
-                      "-i", str(listing), *limit, *tail])
-        listing.unlink(missing_ok=True)
+        # one before by its duration. It needs files it can seek in, so it is given each
+        # segment as the descriptor opened here without following a link (`_open`): ffmpeg
+        # inherits them and opens `/proc/self/fd/N`, the file checked, whatever the path
+        # names by then.
+        with contextlib.ExitStack() as fds:
+            opened = []
+            for s in segs:
+                fd = _open(root, s)
+                fds.callback(os.close, fd)
+                opened.append(fd)
+            listing = out.with_suffix(".ffconcat")
+            listing.write_text("ffconcat version 1.0\n" + "".join(
+                f"file '/proc/self/fd/{fd}'\n" for fd in opened
+            ))
+            _ffmpeg(job, [ffmpeg, "-nostdin", "-v", "error", "-f", "concat", "-safe", "0",
+                          "-i", str(listing), *limit, *tail], pass_fds=tuple(opened))
+            listing.unlink(missing_ok=True)
     else:
         # TS segments are exact slices of the stream: fed end to end through a pipe, they are
         # the stream (its timestamps run on across their boundaries).
@@ -242,12 +276,15 @@ def _segments_bytes(root: Path, segs: list[Segment]) -> Iterator[bytes]:
                 yield data
 
 
-def _ffmpeg(job: Job, argv: list[str], feed: Callable[[], Iterator[bytes]] | None = None) -> None:
+def _ffmpeg(
+    job: Job, argv: list[str], feed: Callable[[], Iterator[bytes]] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> None:
     """Runs ffmpeg (as ``job``'s, so that a cancel kills it), writing what ``feed`` yields to
-    its standard input from a thread of its own."""
+    its standard input from a thread of its own; ``pass_fds``: descriptors it inherits."""
     failed: list[BaseException] = []
     with tempfile.TemporaryFile() as err:
-        proc = job._start(argv, subprocess.PIPE if feed else subprocess.DEVNULL, err)
+        proc = job._start(argv, subprocess.PIPE if feed else subprocess.DEVNULL, err, pass_fds)
         feeder = None
         if feed is not None:
             stdin = proc.stdin

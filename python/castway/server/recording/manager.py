@@ -137,6 +137,11 @@ class Recordings:
     def start(self) -> None:
         self._thread.start()
 
+    def stats(self) -> dict[str, int]:
+        """The figures of the recordings directory that belong to no route: ``lost``, the
+        segments repaired after a crash that could not be cataloged."""
+        return {"lost": self.lost}
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -323,7 +328,7 @@ class Recordings:
     def metrics(self) -> dict[str, object]:
         """What the metrics read of the recordings: each route's totals of its earlier
         recorders, the open segments' starts (by path), retention's deletions by reason and
-        its failed deletions."""
+        its failed deletions, and the segments repaired but left out of the catalog (``lost``)."""
         with self._lock:
             totals = {name: dict(t) for name, t in self._totals.items()}
         return {
@@ -331,6 +336,7 @@ class Recordings:
             "segment_start": {s.path: s.start for s in self.catalog.opened(MAX_OPEN_LISTED)},
             "deleted": dict(self.deleted),
             "failures": self.retention.failures,
+            "lost": self.lost,
         }
 
     def _report_deleted(self, route: str, path: str, reason: str) -> None:

@@ -8,14 +8,16 @@ to its last whole fragment (``moof`` + ``mdat``; one without its ``moov`` holds 
 playable and goes). The file is cut in place, found reading back from its end in bounded
 chunks, never read whole. It is renamed to ``NAME.ts``/``NAME.mp4`` and
 cataloged with ``repaired`` set: a TS segment's duration and keyframe times read from its video
-timestamps (an MP4's duration from ffprobe, when there is one), its end its start (as cataloged
-when it opened) plus that duration, or, without that row, the file's last change before the
-repair. A file without its row goes to the route whose path pattern its path matches, and to
-none (repaired, not cataloged, logged) when that is not exactly one route.
+timestamps alone (an MP4's from ffprobe, when there is one; keyframe times in order), its end
+its start (as cataloged when it opened) plus that duration, or, without that row, the file's
+last change before the repair. A file without its row goes to the route whose path pattern
+its path matches, and to none (repaired, not cataloged, logged) when that is not exactly one
+route.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -39,7 +41,8 @@ MAX_REPAIRS = 1000
 CHUNK = TS * 5577
 
 
-def _pts(p: bytes) -> int | None:
+def _pes(p: bytes) -> tuple[int, int] | None:
+    """The stream id and PTS of the PES header packet ``p`` starts, if it has both."""
     if not p[1] & 0x40 or not p[3] & 0x10:
         return None
     off = 4 + (1 + p[4] if p[3] & 0x20 else 0)
@@ -47,33 +50,74 @@ def _pts(p: bytes) -> int | None:
     if len(pes) < 14 or pes[:3] != b"\x00\x00\x01" or not pes[7] & 0x80:
         return None
     b = pes[9:14]
-    return ((b[0] >> 1 & 7) << 30) | (b[1] << 22) | ((b[2] >> 1) << 15) | (b[3] << 7) | (b[4] >> 1)
+    pts = ((b[0] >> 1 & 7) << 30) | (b[1] << 22) | ((b[2] >> 1) << 15) | (b[3] << 7) | (b[4] >> 1)
+    return pes[3], pts
+
+
+def _pts(p: bytes) -> int | None:
+    pes = _pes(p)
+    return None if pes is None else pes[1]
+
+
+def _is_video(stream_id: int) -> bool:
+    """A video PES stream id (ISO/IEC 13818-1: 0xE0-0xEF)."""
+    return stream_id & 0xF0 == 0xE0
+
+
+class _Track:
+    """Timestamps seen: the first, the furthest after it, the last, and the shortest step
+    between two in a row (one frame)."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.furthest = 0
+        self.last: int | None = None
+        self.frame = 0
+
+    def see(self, pts: int) -> int:
+        """Takes ``pts``; returns how far after the first it is (``WRAP // 2`` or more: before
+        it, a frame shown before the first, such as a B-frame)."""
+        if self.first is None:
+            self.first = pts
+        ahead = (pts - self.first) % WRAP
+        if ahead < WRAP // 2:
+            self.furthest = max(self.furthest, ahead)
+        if self.last is not None and 0 < (step := (pts - self.last) % WRAP) < 90_000:
+            self.frame = min(self.frame, step) if self.frame else step
+        self.last = pts
+        return ahead
+
+    def duration(self) -> float:
+        return (self.furthest + self.frame) / 90_000
 
 
 def timing(chunks: Iterable[bytes]) -> tuple[float, list[float]]:
-    """The duration (from the first PES timestamp to the last, plus one frame) and the
-    keyframe times of a TS segment, read from its random access points; ``chunks`` are its
-    bytes in order, each a whole number of packets."""
-    first = last = before = None
-    keys: list[float] = []
+    """The duration and the keyframe times of a TS segment, from its video timestamps alone:
+    from its first video frame to its furthest, plus one frame, and the times of the video
+    packets that are random access points, in order (audio timestamps run ahead of or behind
+    the video's, and audio packets may be random access points too). A segment without video
+    takes its duration from every stream's timestamps and has no keyframes. ``chunks`` are
+    its bytes in order, each a whole number of packets."""
+    video, every = _Track(), _Track()
+    keys: set[float] = set()
     for data in chunks:
         for off in range(0, len(data) - TS + 1, TS):
             p = data[off:off + TS]
             if p[0] != 0x47:
                 continue
-            pts = _pts(p)
-            if pts is None:
+            pes = _pes(p)
+            if pes is None:
                 continue
-            if first is None:
-                first = pts
-            before, last = last, pts
+            stream_id, pts = pes
+            every.see(pts)
+            if not _is_video(stream_id):
+                continue
+            ahead = video.see(pts)
             rai = bool(p[3] & 0x20 and p[4] > 0 and p[5] & 0x40)
-            if rai and len(keys) < 3600:
-                keys.append(round(((pts - first) % WRAP) / 90_000, 3))
-    if first is None or last is None:
-        return 0.0, keys
-    frame = ((last - before) % WRAP) if before is not None else 0
-    return ((last - first) % WRAP + min(frame, 90_000)) / 90_000, keys
+            if rai and ahead < WRAP // 2 and len(keys) < 3600:
+                keys.add(round(ahead / 90_000, 3))
+    track = video if video.first is not None else every
+    return track.duration(), sorted(keys)
 
 
 def first_pts(data: bytes) -> int | None:
@@ -144,18 +188,29 @@ def mp4_whole(f: BinaryIO, size: int) -> int:
     return keep if moov else 0
 
 
-def _probe_duration(path: Path) -> float:
+def _probe_mp4(path: Path) -> tuple[float, list[float]]:
+    """An MP4's duration and its video keyframe times (from its first video packet, in
+    order), from ffprobe; (0, []) without it."""
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
-        return 0.0
+        return 0.0, []
     r = subprocess.run(
-        [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-         str(path)], capture_output=True, text=True, timeout=60, check=False,
+        [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "format=duration:packet=pts_time,flags", "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
     )
     try:
-        return float(r.stdout.strip())
-    except ValueError:
-        return 0.0
+        info = json.loads(r.stdout)
+        duration = float(info.get("format", {}).get("duration", 0.0))
+    except (ValueError, TypeError):
+        return 0.0, []
+    times = [(float(p["pts_time"]), "K" in p.get("flags", ""))
+             for p in info.get("packets", []) if "pts_time" in p]
+    if not times:
+        return duration, []
+    first = min(t for t, _ in times)
+    keys = sorted({round(t - first, 3) for t, key in times if key})
+    return duration, keys[:3600]
 
 
 def repair(
@@ -224,7 +279,7 @@ def _repair_one(dir_fd: int, name: str, final_name: str, rel: str, root: Path,
         pass
     os.rename(name, final_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     if mp4:
-        duration = _probe_duration(root / rel)
+        duration, keys = _probe_mp4(root / rel)
     known = catalog.get(rel)
     route = known.route if known else route_of(rel, patterns)
     if route is None:
@@ -315,7 +370,7 @@ def close_from_file(root: Path, catalog: Catalog, seg: Segment) -> Segment | Non
         psi = f.read(3)[1:3] == b"\x40\x00"
         duration, keys = (0.0, []) if mp4 else timing(read_chunks(f, st.st_size))
     if mp4:
-        duration = _probe_duration(root / seg.path)
+        duration, keys = _probe_mp4(root / seg.path)
     end = seg.start + duration if duration > 0 else max(st.st_mtime, seg.start)
     closed = replace(
         seg, end=end, duration=duration, bytes=st.st_size, psi=mp4 or psi, repaired=True,

@@ -93,6 +93,12 @@ class RecordingService(recording_pb2_grpc.RecordingServiceServicer):
         self.recordings.pause_recording(request.route, False)
         return self._status(request.route)
 
+    @_rpc
+    def GetRecordingsStats(
+        self, request: recording_pb2.GetRecordingsStatsRequest, context: Any
+    ) -> recording_pb2.RecordingsStats:
+        return recording_pb2.RecordingsStats(**self.recordings.stats())
+
     async def ExportClip(
         self, request: recording_pb2.ExportClipRequest, context: Any
     ) -> AsyncIterator[recording_pb2.ClipChunk]:
