@@ -1678,3 +1678,34 @@ def test_segments_of_a_source_with_psi_on_a_timer_start_with_copies_of_it_and_de
     # With the copies taken out, the segments are a run of the output's bytes.
     wait_until(lambda: cap.data.find(joined[-PACKET * 50:]) >= 0, 10, "the output caught up")
     assert cap.data.find(joined) >= 0
+
+
+def test_an_mp4_recording_goes_on_through_the_slate_and_back_in_files_of_their_own(
+    gateway: castway.Gateway, gop_clip: bytes, tmp_path: Path
+) -> None:
+    """The slate is another program (its own PIDs, picture and audio): a running demuxer and
+    muxer cannot take it (the branch failed `not-negotiated` and the slate time was lost). Each
+    run of the hub now starts an mp4 file of its own, so the input, the slate and the input
+    again are all recorded, each file closed with both tracks."""
+    port = free_port()
+    route = gateway.add_route("mp4slate", f"udp://127.0.0.1:{port}", ["udp://127.0.0.1:9"],
+                              slate=True)
+    route.recording.start(tmp_path, segment_ms=2000, format="mp4")
+    for _ in range(2):
+        UdpSender(gop_clip, port, bitrate=1.5e6).join()
+        wait_until(lambda: route.stats()["state"] == "slate", 10, "the slate on air")
+        closed = len(segments_closed(gateway, "mp4slate"))
+        # The slate's own file: one segment of it closes while the slate is on air.
+        wait_until(lambda closed=closed: len(segments_closed(gateway, "mp4slate")) > closed + 1,
+                   20, "the slate recorded")
+    route.recording.stop()
+    stats = route.recording.stats()
+    gateway.remove_route("mp4slate")
+    assert stats["errors"] == 0 and stats["drops"] == 0, stats
+    segments = segments_closed(gateway, "mp4slate")
+    for s in segments:
+        streams = probe_streams(tmp_path / s["path"])
+        assert [k for k, _ in streams] == ["audio", "video"], (s, streams)
+    # (The slate's last frame may be short: the hub cuts back to the input at the input's
+    # keyframe, between two of the slate's buffers, as the outputs carry it; docs/recording.md.)
+    assert not list(tmp_path.rglob("*.part"))

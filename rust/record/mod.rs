@@ -200,12 +200,19 @@ struct Shared {
 struct Item {
     buffer: gst::Buffer,
     unix: f64,
+    /// The hub's count of cuts when it handed the buffer over: the run the buffer belongs to
+    /// (the writer may take it after the hub has cut again).
+    cuts: u64,
 }
+
+/// Reads the hub's count of cuts (a new run: a switch, the slate on air).
+pub type Cuts = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The recorder's end of a hub tap: puts buffers on the writer's queue, never waits.
 pub struct Intake {
     tx: SyncSender<Item>,
     shared: Arc<Shared>,
+    cuts: Cuts,
 }
 
 impl Intake {
@@ -222,6 +229,7 @@ impl Intake {
         let item = Item {
             buffer: buffer.clone(),
             unix: unix_now(),
+            cuts: (self.cuts)(),
         };
         match self.tx.try_send(item) {
             Ok(()) => true,
@@ -252,7 +260,7 @@ impl Recorder {
         route: &str,
         settings: RecordSettings,
         log: Arc<EventLog>,
-        cuts: Box<dyn Fn() -> u64 + Send>,
+        cuts: Cuts,
     ) -> Result<(Recorder, Intake)> {
         settings.check()?;
         std::fs::create_dir_all(&settings.dir).map_err(|e| {
@@ -274,10 +282,10 @@ impl Recorder {
         let (tx, rx) = mpsc::sync_channel(65_536);
         let (done_tx, done_rx) = mpsc::channel();
         let run: Box<dyn FnOnce(mpsc::Receiver<Item>) + Send> = if settings.format == "mp4" {
-            let w = mp4::Mp4Writer::new(route, &settings, shared.clone(), log, cuts);
+            let w = mp4::Mp4Writer::new(route, &settings, shared.clone(), log);
             Box::new(move |rx| w.run(rx))
         } else {
-            let w = writer::Writer::new(route, &settings, shared.clone(), log, cuts);
+            let w = writer::Writer::new(route, &settings, shared.clone(), log, cuts.clone());
             Box::new(move |rx| w.run(rx))
         };
         std::thread::Builder::new()
@@ -294,7 +302,7 @@ impl Recorder {
                 settle_by: Mutex::new(None),
                 settings,
             },
-            Intake { tx, shared },
+            Intake { tx, shared, cuts },
         ))
     }
 
@@ -437,6 +445,7 @@ mod tests {
         let intake = Intake {
             tx,
             shared: shared.clone(),
+            cuts: Arc::new(|| 0),
         };
         let buffer = gst::Buffer::from_mut_slice(vec![0x47u8; 1316]);
         let taken = (0..100).filter(|_| intake.offer(&buffer)).count();

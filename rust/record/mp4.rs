@@ -113,7 +113,6 @@ pub(super) struct Mp4Writer {
     settings: RecordSettings,
     shared: Arc<Shared>,
     log: Arc<EventLog>,
-    cuts: Box<dyn Fn() -> u64 + Send>,
     running: Option<Running>,
     open: Option<OpenFile>,
     paused: bool,
@@ -121,8 +120,8 @@ pub(super) struct Mp4Writer {
     /// frame that arrives (so its last frame is whole), or where the data stopped at this
     /// time plus `PAUSE_WAIT`.
     ending: Option<Instant>,
-    /// The hub's cuts when the last data went into the branch: a cut after it (the input
-    /// lost, the slate on air) while a file is ending is not the file's to hold.
+    /// The hub's run (its count of cuts) of the last data that went into the branch: data of
+    /// a later run (a switch, the slate on air) goes into a new branch and file.
     cuts_seen: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -136,14 +135,12 @@ impl Mp4Writer {
         settings: &RecordSettings,
         shared: Arc<Shared>,
         log: Arc<EventLog>,
-        cuts: Box<dyn Fn() -> u64 + Send>,
     ) -> Mp4Writer {
         Mp4Writer {
             route: route.to_owned(),
             settings: settings.clone(),
             shared,
             log,
-            cuts,
             running: None,
             open: None,
             paused: false,
@@ -189,7 +186,7 @@ impl Mp4Writer {
             if let Some(item) = item {
                 let size = item.buffer.size() as u64;
                 self.shared.queued.fetch_sub(size, Relaxed);
-                self.take(item.buffer, size);
+                self.take(item.buffer, size, item.cuts);
             }
             self.poll_bus();
             self.watch();
@@ -205,33 +202,36 @@ impl Mp4Writer {
         lock(&self.shared.status).state = "stopped";
     }
 
-    fn take(&mut self, buffer: gst::Buffer, size: u64) {
+    /// Takes `buffer` of the hub's run `cuts` (its count of cuts when it handed it over).
+    fn take(&mut self, buffer: gst::Buffer, size: u64, cuts: u64) {
+        if self.running.is_some() && cuts != self.cuts_seen {
+            // The hub cut to a new run (a switch, the slate on air): its program may differ
+            // (other PIDs, other streams or caps), which a running demuxer and muxer cannot
+            // take (their pads are linked: the branch fails `not-negotiated`). The file ends
+            // whole with the run before, and a new branch starts with this run, at its PSI
+            // and keyframe.
+            self.ending = None;
+            self.finish();
+        }
         if self.ending.is_some() && self.running.is_some() {
-            if (self.cuts)() != self.cuts_seen {
-                // The hub cut to a new run (a new program the demuxer would add streams
-                // for): the file's run ended before it.
-                self.ending = None;
-                self.finish();
-                return self.take(buffer, size);
-            }
             let at = buffer
                 .map_readable()
                 .ok()
                 .and_then(|m| video_frame_start(&m));
             let Some(at) = at else {
-                return self.push(buffer, size);
+                return self.push(buffer, size, cuts);
             };
             // The file ends before this frame: what came before it goes in, then the end.
             if at > 0 {
                 if let Ok(head) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, 0..at) {
-                    self.push(head, at as u64);
+                    self.push(head, at as u64, cuts);
                 }
             }
             self.ending = None;
             self.finish();
             let rest = buffer.size() - at;
             if let Ok(tail) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, at..) {
-                self.take(tail, rest as u64);
+                self.take(tail, rest as u64, cuts);
             }
             return;
         }
@@ -254,7 +254,7 @@ impl Mp4Writer {
                 );
                 lock(&self.shared.status).floor_ends += 1;
                 self.ending = Some(Instant::now());
-                return self.take(buffer, size);
+                return self.take(buffer, size, cuts);
             }
         }
         if self.running.is_none() {
@@ -274,14 +274,14 @@ impl Mp4Writer {
                 }
             }
         }
-        self.push(buffer, size);
+        self.push(buffer, size, cuts);
     }
 
     /// Pushes `buffer` into the running branch. Waits while the appsrc holds its 8 MiB (a
     /// slow disk): this thread waits, not the route; but not past a stall.
-    fn push(&mut self, buffer: gst::Buffer, size: u64) {
+    fn push(&mut self, buffer: gst::Buffer, size: u64, cuts: u64) {
         let packets = size / PACKET_SIZE as u64;
-        self.cuts_seen = (self.cuts)();
+        self.cuts_seen = cuts;
         while self
             .running
             .as_ref()
@@ -517,7 +517,7 @@ impl Mp4Writer {
             file,
             start_unix,
             start_running: running,
-            cuts_at_open: (self.cuts)(),
+            cuts_at_open: self.cuts_seen,
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes,
         });
@@ -579,7 +579,7 @@ impl Mp4Writer {
             status.segment = None;
         }
         self.backoff = FIRST_BACKOFF;
-        let switch = (self.cuts)() != open.cuts_at_open;
+        let switch = self.cuts_seen != open.cuts_at_open;
         let gap = self.shared.drops.load(Relaxed) != open.drops_at_open;
         let mut event = Event::new(Kind::SegmentClosed);
         event.route = Some(self.route.clone());

@@ -82,7 +82,7 @@ struct Files {
     settings: RecordSettings,
     shared: Arc<Shared>,
     log: Arc<EventLog>,
-    cuts: Box<dyn Fn() -> u64 + Send>,
+    cuts: super::Cuts,
     open: Option<Open>,
     /// After a failed write: no segment opens before this.
     retry_at: Option<Instant>,
@@ -104,7 +104,7 @@ impl Writer {
         settings: &RecordSettings,
         shared: Arc<Shared>,
         log: Arc<EventLog>,
-        cuts: Box<dyn Fn() -> u64 + Send>,
+        cuts: super::Cuts,
     ) -> Writer {
         Writer {
             cutter: Cutter::new(settings.segment_ms),

@@ -24,7 +24,7 @@ impl Route {
             )));
         }
         let hub = Arc::downgrade(&self.hub);
-        let cuts = Box::new(move || hub.upgrade().map_or(0, |h| h.cuts()));
+        let cuts: crate::record::Cuts = Arc::new(move || hub.upgrade().map_or(0, |h| h.cuts()));
         let (recorder, intake) = Recorder::start(&self.name, settings, self.log.clone(), cuts)?;
         self.hub
             .attach(Arc::new(Tap::record(TAP_ID.into(), intake, Arc::default())));
