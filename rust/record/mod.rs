@@ -285,7 +285,7 @@ impl Recorder {
             let w = mp4::Mp4Writer::new(route, &settings, shared.clone(), log);
             Box::new(move |rx| w.run(rx))
         } else {
-            let w = writer::Writer::new(route, &settings, shared.clone(), log, cuts.clone());
+            let w = writer::Writer::new(route, &settings, shared.clone(), log);
             Box::new(move |rx| w.run(rx))
         };
         std::thread::Builder::new()

@@ -82,7 +82,8 @@ struct Files {
     settings: RecordSettings,
     shared: Arc<Shared>,
     log: Arc<EventLog>,
-    cuts: super::Cuts,
+    /// The hub's run (its count of cuts) of the buffer being written.
+    cuts: u64,
     open: Option<Open>,
     /// After a failed write: no segment opens before this.
     retry_at: Option<Instant>,
@@ -104,7 +105,6 @@ impl Writer {
         settings: &RecordSettings,
         shared: Arc<Shared>,
         log: Arc<EventLog>,
-        cuts: super::Cuts,
     ) -> Writer {
         Writer {
             cutter: Cutter::new(settings.segment_ms),
@@ -113,7 +113,7 @@ impl Writer {
                 settings: settings.clone(),
                 shared,
                 log,
-                cuts,
+                cuts: 0,
                 open: None,
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
@@ -274,7 +274,7 @@ impl Writer {
             return;
         };
         if self.pausing.is_some() {
-            let cuts = (self.out.cuts)();
+            let cuts = item.cuts;
             if self.out.open.as_ref().is_some_and(|o| o.cuts_seen != cuts) {
                 // The hub cut to a new run (the input lost, the slate on air): the segment's
                 // run ended before it, and the new run's first packets are not its to hold.
@@ -297,8 +297,9 @@ impl Writer {
                 open.gap = true;
             }
             open.last_unix = item.unix;
-            open.cuts_seen = (self.out.cuts)();
+            open.cuts_seen = item.cuts;
         }
+        self.out.cuts = item.cuts;
         let out = &mut self.out;
         self.cutter
             .push(&map, item.unix, &mut |s| out.apply(s, item.unix));
@@ -505,8 +506,8 @@ impl Files {
             inserted: 0,
             gap: false,
             jumped: false,
-            cuts_at_open: (self.cuts)(),
-            cuts_seen: (self.cuts)(),
+            cuts_at_open: self.cuts,
+            cuts_seen: self.cuts,
             drops_at_open: self.shared.drops.load(Relaxed),
             keyframes: Vec::new(),
             flushed: Instant::now(),
