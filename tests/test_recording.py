@@ -622,20 +622,6 @@ def test_an_operators_stop_does_not_outlive_its_route(server: Server) -> None:
     assert server.get("again").status.recording.state == "recording"
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs, unmounted at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], check=True)
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 def test_a_full_disk_is_reported_outputs_stay_bit_exact_and_the_free_space_floor_holds(
     tmp_path: Path, small_tmpfs: Path, udp_capture: Any, big_clip: bytes
 ) -> None:
@@ -952,6 +938,20 @@ def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number
         assert exit_.value.code == 2 and flag in err and "Traceback" not in err, err
 
 
+def mp4_clip_of_two(server: Server, segs: list[Any], out: Path) -> float:
+    """Exports route r's first two segments as an MP4 clip into `out`, checks it decodes
+    cleanly, and returns its duration (ffprobe)."""
+    with open(out, "wb") as f:
+        for chunk in server.client.recordings.ExportClip(
+            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
+                                            to=segs[1].end),
+            metadata=server.client.metadata, timeout=60,
+        ):
+            f.write(chunk.data)
+    assert decode_errors(out) == ""
+    return float(probe(out, "-show_entries", "format=duration")[0])
+
+
 def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
     server: Server, gop_clip: bytes, tmp_path: Path
 ) -> None:
@@ -990,16 +990,7 @@ def test_mp4_segments_probe_with_their_duration_and_a_cut_short_one_is_repaired(
         assert list(s.keyframes) == sorted(s.keyframes) and s.keyframes[0] == 0, s
     # A clip of MP4 recordings.
     t = [s.start.ToNanoseconds() / 1e9 for s in segs]
-    out = tmp_path / "clip.mp4"
-    with open(out, "wb") as f:
-        for chunk in server.client.recordings.ExportClip(
-            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
-                                            to=segs[1].end),
-            metadata=server.client.metadata, timeout=60,
-        ):
-            f.write(chunk.data)
-    assert decode_errors(out) == ""
-    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    duration = mp4_clip_of_two(server, segs, tmp_path / "clip.mp4")
     assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, (duration, t)
 
 
@@ -1030,16 +1021,7 @@ def test_an_mp4_clip_reads_the_segments_it_checked_not_what_their_paths_name_lat
         return real_start(job, *args, **kwargs)
 
     monkeypatch.setattr(clips.Job, "_start", swap_then_start)
-    out = tmp_path / "clip.mp4"
-    with open(out, "wb") as f:
-        for chunk in server.client.recordings.ExportClip(
-            recording_pb2.ExportClipRequest(route="r", format="mp4", **{"from": segs[0].start},
-                                            to=segs[1].end),
-            metadata=server.client.metadata, timeout=60,
-        ):
-            f.write(chunk.data)
-    assert decode_errors(out) == ""
-    duration = float(probe(out, "-show_entries", "format=duration")[0])
+    duration = mp4_clip_of_two(server, segs, tmp_path / "clip.mp4")
     assert abs(duration - (segs[0].duration_s + segs[1].duration_s)) < 1.0, duration
 
 

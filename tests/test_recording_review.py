@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,29 +298,15 @@ def test_an_operators_pause_outlives_a_policy_change_that_restarts_the_recorder(
     assert not list((recordings.root / "held").rglob("*.ts*"))
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs, unmounted at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "tiny"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], check=True)
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 def test_a_failed_mp4_branch_leaves_no_empty_part_file_behind(
-    gateway: castway.Gateway, tiny_tmpfs: Path
+    gateway: castway.Gateway, small_tmpfs: Path
 ) -> None:
     route = gateway.add_route("full", "test://?size=640x360&bitrate=4000&fps=25")
-    route.recording.start(tiny_tmpfs / "rec", segment_ms=1000, format="mp4")
+    route.recording.start(small_tmpfs / "rec", segment_ms=1000, format="mp4")
     wait_until(lambda: route.recording.stats()["errors"] >= 2, 60, "the volume full, twice")
     route.recording.stop()
     gateway.remove_route("full")
-    empty = [f for f in (tiny_tmpfs / "rec").rglob("*.part") if f.stat().st_size == 0]
+    empty = [f for f in (small_tmpfs / "rec").rglob("*.part") if f.stat().st_size == 0]
     assert empty == []
 
 
