@@ -174,15 +174,25 @@ def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Ga
     assert stats is not None and stats["probes_accepted"] == 1, stats
     assert stats["probe_bytes"] > 0 and stats["refused_not_found"] == 0, stats
     # A third probe while two run is refused as unavailable.
-    running = [subprocess.Popen([CASTWAY, "probe", f"srt://127.0.0.1:{port}", "--seconds", "8"],
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([CASTWAY, "probe", f"srt://127.0.0.1:{port}", "--seconds", "8"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(2)]
+
+    def two_more_accepted() -> bool:
+        # The first probe's slot is freed when the port hears its socket is gone: a probe
+        # started before that is refused (exits 1) and is started again, a few times at most.
+        for i, p in enumerate(running):
+            if p.poll() == 1 and restarts[0] < 5:
+                restarts[0] += 1
+                running[i] = start()
+        return (gateway.srt_port_stats() or {}).get("probes_accepted") == 3
+
+    running, restarts = [start() for _ in range(2)], [0]
     try:
-        wait_until(lambda: (gateway.srt_port_stats() or {}).get("probes_accepted") == 3, 20,
-                   "two more probes")
+        wait_until(two_more_accepted, 30, "two more probes")
         third = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
         assert third.returncode == 1 and "503" in third.stdout, third.stdout
-        assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1
+        assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1 + restarts[0]
     finally:
         for p in running:
             p.kill()
