@@ -622,7 +622,7 @@ def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user
 ) -> None:
     with pytest.raises(castway.errors.CastwayError) as info:
         gateway.add_route("short", "srt-shared://?users=cam:short", ["udp://127.0.0.1:9"])
-    assert "`cam`" in str(info.value) and "10 to 79 characters" in str(info.value), info.value
+    assert "`cam`" in str(info.value) and "10 to 79 bytes" in str(info.value), info.value
 
 
 def refusal_events(gateway: castway.Gateway) -> list[Any]:

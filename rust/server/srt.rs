@@ -869,7 +869,7 @@ impl PortInner {
                 if let Side::Input(i) = &side {
                     i.upgrade().inspect(|i| i.release(ns));
                 }
-                // A user's password that cannot be a passphrase (10 to 79 characters).
+                // A user's password that cannot be a passphrase (10 to 79 bytes).
                 gst::warning!(
                     CAT,
                     "refused {peer}: route `{}`, {mode}, user {user}: its passphrase cannot be set",

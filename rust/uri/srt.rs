@@ -3,7 +3,7 @@
 use super::query::{percent_decode, percent_encode, Query};
 use super::{host_port, split_host_port};
 use crate::error::Error;
-use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
+use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_BYTES, MIN_PASSPHRASE_BYTES};
 use crate::srt::options::{self, SrtOption, Value, OPTIONS};
 use crate::srt::DEFAULT_PEER_IDLE_TIMEOUT_MS;
 use std::fmt;
@@ -120,6 +120,7 @@ impl SrtEndpoint {
                 socket_options.push(options::parse(def, &text)?);
             }
         }
+        options::check_together(&socket_options)?;
         q.finish("srt")?;
         Ok(SrtEndpoint {
             options: socket_options,
@@ -181,12 +182,10 @@ impl SrtEndpoint {
                 ));
             }
             // SRT's `#!::…,u=USER` form uses the password as the connection's passphrase.
-            let n = password.chars().count();
-            if !(MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+            if let Err(why) = passphrase_length(password) {
                 return Err(format!(
-                    "`users`: the password of `{name}` must be {MIN_PASSPHRASE_CHARS} to \
-                     {MAX_PASSPHRASE_CHARS} characters long (got {n}): SRT's \
-                     `#!::…,u={name}` stream ID form uses it as the passphrase"
+                    "`users`: the password of `{name}` {why}: SRT's `#!::…,u={name}` stream ID \
+                     form uses it as the passphrase"
                 ));
             }
             if users.iter().any(|(n, _)| n == name) {
@@ -236,15 +235,25 @@ impl SrtEndpoint {
 
 /// A passphrase's length, as libsrt bounds it.
 fn check_passphrase(p: &str) -> Result<(), String> {
-    let n = p.chars().count();
-    if (MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
-        Ok(())
-    } else {
-        Err(format!(
-            "passphrase must be {MIN_PASSPHRASE_CHARS} to {MAX_PASSPHRASE_CHARS} characters long \
-             (got {n})"
-        ))
+    passphrase_length(p).map_err(|why| format!("passphrase {why}"))
+}
+
+/// libsrt counts a passphrase's bytes, not its characters: the error says so where they
+/// differ.
+fn passphrase_length(p: &str) -> Result<(), String> {
+    let n = p.len();
+    if (MIN_PASSPHRASE_BYTES..=MAX_PASSPHRASE_BYTES).contains(&n) {
+        return Ok(());
     }
+    let chars = p.chars().count();
+    let utf8 = if chars == n {
+        String::new()
+    } else {
+        format!(" in UTF-8, {chars} characters")
+    };
+    Err(format!(
+        "must be {MIN_PASSPHRASE_BYTES} to {MAX_PASSPHRASE_BYTES} bytes long (got {n}{utf8})"
+    ))
 }
 
 /// Defaults for the SRT parameters of many URIs (a template's or a route's `srt` settings in
@@ -270,6 +279,7 @@ impl SrtDefaults {
         if let Some(n) = self.pbkeylen {
             limits::check_number("pbkeylen", n)?;
         }
+        let mut parsed = Vec::new();
         for (key, text) in &self.options {
             let at = format!("options.{key}");
             let Some(def) = OPTIONS.iter().find(|d| d.key == key) else {
@@ -279,9 +289,11 @@ impl SrtDefaults {
                 );
                 return Err(Error::InvalidConfig(why).at(&at));
             };
-            options::parse(def, text).map_err(|why| Error::InvalidConfig(why).at(&at))?;
+            parsed
+                .push(options::parse(def, text).map_err(|why| Error::InvalidConfig(why).at(&at))?);
         }
-        Ok(())
+        options::check_together(&parsed)
+            .map_err(|why| Error::InvalidConfig(why).at("options.kmpreannounce"))
     }
 
     /// `uri` with each default added to its query that it does not set itself (by any of the
@@ -404,7 +416,7 @@ impl fmt::Display for SrtEndpoint {
 mod tests {
     use super::SrtDefaults;
     use crate::error::Error;
-    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS};
+    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_BYTES};
     use crate::uri::{parse_error, Endpoint, Role, SrtEndpoint, SrtMode};
 
     fn srt(uri: &str) -> SrtEndpoint {
@@ -446,10 +458,14 @@ mod tests {
 
     #[test]
     fn passphrase_length_is_checked() {
-        assert!(err("srt://:9000?passphrase=short").contains("10 to 79 characters long (got 5)"));
+        assert!(err("srt://:9000?passphrase=short").contains("10 to 79 bytes long (got 5)"));
         let long = "x".repeat(80);
         assert!(err(&format!("srt://:9000?passphrase={long}")).contains("got 80"));
         srt(&format!("srt://:9000?passphrase={}", "x".repeat(79)));
+        // libsrt counts bytes: 40 two-byte characters are too many, 5 are enough.
+        let e = err(&format!("srt://:9000?passphrase={}", "é".repeat(40)));
+        assert!(e.contains("(got 80 in UTF-8, 40 characters)"), "{e}");
+        srt(&format!("srt://:9000?passphrase={}", "é".repeat(5)));
     }
 
     #[test]
@@ -461,7 +477,7 @@ mod tests {
         assert!(SrtDefaults::default().check().is_ok());
         let good = SrtDefaults {
             latency_ms: Some(MAX_LATENCY_MS),
-            passphrase: Some("x".repeat(MAX_PASSPHRASE_CHARS)),
+            passphrase: Some("x".repeat(MAX_PASSPHRASE_BYTES)),
             pbkeylen: Some(32),
             options: vec![
                 ("oheadbw".into(), "50".into()),
@@ -593,7 +609,7 @@ mod tests {
         assert!(err("srt-shared://?pbkeylen=24").contains("needs a `passphrase`"));
         let short = err("srt-shared://?users=cam:short");
         assert!(
-            short.contains("`cam`") && short.contains("10 to 79 characters"),
+            short.contains("`cam`") && short.contains("10 to 79 bytes"),
             "{short}"
         );
         assert!(srt("srt-shared://?users=cam:campassword1").users.len() == 1);
