@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import castway
 from castway.v1 import template_pb2
 
@@ -60,7 +62,7 @@ def test_probe_prints_the_uri_keys_to_use_on_a_clean_path(peers: Peers) -> None:
 def test_probe_of_nothing_says_it_cannot_connect() -> None:
     done = probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500", "--seconds", "1")
     assert done.returncode == 1
-    assert "cannot connect" in done.stdout, done.stdout
+    assert "cannot connect" in done.stderr and done.stdout == "", done.stdout + done.stderr
 
 
 def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:
@@ -68,13 +70,49 @@ def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:
                  "&streamid=publish:news:cam:campassword1", "--seconds", "1")
     assert done.returncode == 1
     assert "campassword1" not in done.stdout + done.stderr
-    assert "streamid=publish:news:cam:***" in done.stdout, done.stdout
+    assert "streamid=publish:news:cam:***" in done.stderr, done.stderr
 
 
 def test_probe_refuses_a_bad_bitrate_naming_it() -> None:
     done = probe("srt://127.0.0.1:9", "--bitrate", "fast")
     assert done.returncode == 2
     assert "`fast` is not a bitrate" in done.stderr
+
+
+def test_probe_refuses_what_it_cannot_probe_on_stderr_as_a_usage_error() -> None:
+    """A URI that does not call a listener is a usage error (exit status 2, as `relay`'s bad
+    URIs), said on stderr with `--json` too: stdout is the report's."""
+    for uri, says in (
+        ("srt://:9000", "the probe calls a listener: give its address"),
+        ("srt://127.0.0.1:9?mode=rendezvous", "not `mode=rendezvous`"),
+        ("srt-shared://", "probe it as srt://HOST:PORT"),
+        ("udp://127.0.0.1:9", "the probe takes an srt:// URI"),
+        ("srt://127.0.0.1:9?latency=abc", "`latency=abc`"),
+    ):
+        done = probe(uri, "--seconds", "1", "--json")
+        assert done.returncode == 2, (uri, done.stdout, done.stderr)
+        assert says in done.stderr and done.stdout == "", (uri, done.stdout, done.stderr)
+
+
+def test_the_python_probe_refuses_a_time_or_bitrate_out_of_bounds_naming_it(
+    peers: Peers,
+) -> None:
+    """`castway.srt_probe` takes the bounds `castway probe` does; a time that is no duration
+    (negative, NaN, endless) is an error naming it, not a panic, before anything connects."""
+    port = free_port()
+    peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}?mode=listener",
+                 f"udp://127.0.0.1:{free_port()}"])
+    for seconds, bitrate, says in (
+        (-1.0, 2_000_000, "probe for 1 to 600 seconds, not -1"),
+        (float("nan"), 2_000_000, "probe for 1 to 600 seconds, not NaN"),
+        (float("inf"), 2_000_000, "probe for 1 to 600 seconds, not inf"),
+        (1e300, 2_000_000, "probe for 1 to 600 seconds"),
+        (1.0, 0, "the bitrate must be 8k to 1G bit/s, not 0"),
+    ):
+        with pytest.raises(castway.errors.ConfigError) as info:
+            castway.srt_probe(f"srt://127.0.0.1:{port}", seconds, bitrate)
+        field = "bitrate" if bitrate == 0 else "seconds"
+        assert str(info.value).startswith(f"{field}:") and says in str(info.value), info.value
 
 
 def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
@@ -156,7 +194,7 @@ def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
     ):
         done = probe("srt://127.0.0.1:9", "--seconds", "1", *args, "--addr", server.addr,
                      env={"CASTWAY_KEY": ADMIN})
-        assert done.returncode == 1 and says in done.stdout, done.stdout + done.stderr
+        assert done.returncode == 1 and says in done.stderr, done.stdout + done.stderr
 
 
 def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Gateway) -> None:
@@ -191,7 +229,7 @@ def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Ga
     try:
         wait_until(two_more_accepted, 30, "two more probes")
         third = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
-        assert third.returncode == 1 and "503" in third.stdout, third.stdout
+        assert third.returncode == 1 and "503" in third.stderr, third.stderr
         assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1 + restarts[0]
     finally:
         for p in running:
@@ -203,7 +241,7 @@ def test_probe_of_a_shared_port_without_probes_is_not_found() -> None:
     with castway.Gateway() as gw:
         port = int(gw.listen_srt("127.0.0.1:0?probe=off").rpartition(":")[2])
         done = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
-        assert done.returncode == 1 and "404 not found" in done.stdout, done.stdout
+        assert done.returncode == 1 and "404 not found" in done.stderr, done.stderr
 
 
 def test_a_probe_caller_that_sends_nothing_gives_its_slot_up(
@@ -231,4 +269,4 @@ def test_a_probe_caller_that_sends_nothing_gives_its_slot_up(
     assert stats["probes_idle_closed"] == 2, stats
     assert stats["probes_accepted"] == 3, stats
     # The tries before were refused as unavailable, each counted.
-    assert stats["refused_unavailable"] == len(done) - 1, (stats, [d.stdout for d in done])
+    assert stats["refused_unavailable"] == len(done) - 1, (stats, [d.stderr for d in done])

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import grpc
 
 from castway import errors, srt_probe
-from castway.cli.exits import EXIT_FAILED, EXIT_OK
+from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from castway.cli.remote import client_options, connect
 from castway.client import Client
 from castway.v1 import route_pb2, spec_pb2, template_pb2
@@ -77,10 +77,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return _probe(args, client)
     except _Refused as e:
-        print(f"castway probe: {e}")
+        print(f"castway probe: {e}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as e:
-        print(f"castway probe: {e.code().name}: {e.details()}")
+        print(f"castway probe: {e.code().name}: {e.details()}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if client is not None:
@@ -212,8 +212,10 @@ def _probe(args: argparse.Namespace, client: Client | None) -> int:
     try:
         r = srt_probe(args.uri, args.seconds, args.bitrate)
     except errors.CastwayError as e:
-        print(f"castway probe: {e}")
-        return EXIT_FAILED
+        # On stderr: stdout is the report's (`--json | jq`).
+        print(f"castway probe: {e}", file=sys.stderr)
+        usage = isinstance(e, (errors.InvalidUriError, errors.ConfigError))
+        return EXIT_USAGE if usage else EXIT_FAILED
     changed: list[str] = []
     if client is not None and args.apply:
         changed = _apply_route(client, args.apply, r["latency_ms"], r["overhead_percent"])
