@@ -642,6 +642,13 @@ def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user
     assert "`cam`" in str(info.value) and "10 to 79 bytes" in str(info.value), info.value
 
 
+def test_an_empty_users_list_is_refused_not_read_as_anyone(gateway: castway.Gateway) -> None:
+    """`users=` (a variable that came out empty, say) would otherwise let anyone publish."""
+    with pytest.raises(castway.errors.InvalidUriError, match="`users` is empty"):
+        gateway.add_route("empty", "srt-shared://?users=", ["udp://127.0.0.1:9"])
+    assert gateway.routes() == []
+
+
 def refusal_events(gateway: castway.Gateway) -> list[Any]:
     return [e for e in gateway.events(timeout=0) if e["kind"] == "srt_refused"]
 

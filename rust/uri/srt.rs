@@ -166,8 +166,19 @@ impl SrtEndpoint {
             return Err("`pbkeylen` needs a `passphrase`".into());
         }
         let mut users: Vec<(String, String)> = Vec::new();
-        for entry in (q.take(&["users"])?.unwrap_or_default().split(',')).filter(|e| !e.is_empty())
+        let listed = q.take(&["users"])?;
+        // An empty list would be read as no list: anyone (a variable that came out empty).
+        if listed
+            .as_deref()
+            .is_some_and(|l| l.split(',').all(str::is_empty))
         {
+            return Err(
+                "`users` is empty: list NAME:PASSWORD,… or leave the key out to let \
+                        anyone in (who has the passphrase, if any)"
+                    .into(),
+            );
+        }
+        for entry in (listed.unwrap_or_default().split(',')).filter(|e| !e.is_empty()) {
             let Some((name, password)) = entry.split_once(':') else {
                 return Err("`users` takes NAME:PASSWORD,… (a user without a password)".into());
             };
@@ -613,6 +624,10 @@ mod tests {
             "{short}"
         );
         assert!(srt("srt-shared://?users=cam:campassword1").users.len() == 1);
+        for empty in ["users=", "users=,", "users=%2C%2C"] {
+            let e = err(&format!("srt-shared://?{empty}"));
+            assert!(e.contains("`users` is empty"), "{e}");
+        }
     }
 
     #[test]
