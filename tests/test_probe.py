@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import castway
-from castway.v1 import template_pb2
+from castway.v1 import spec_pb2, template_pb2
 
 from support import wait_until
 from support.control import ADMIN, Server, ep, spec, test_input
@@ -121,7 +121,9 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     server.create("news", spec(
         [test_input()],
         [f"udp://127.0.0.1:{free_port()}",
-         ep(f"srt://:{free_port()}?mode=listener&RcvLatency=80&maxbw=-1", "cdn")],
+         # peerlatency, set after latency, would override the recommendation: it goes.
+         ep(f"srt://:{free_port()}?mode=listener&RcvLatency=80&maxbw=-1&peerlatency=50",
+            "cdn")],
     ))
     port = free_port()
     peers.start(["srt-live-transmit", "-q", f"srt://:{port}?mode=listener", "file://con"],
@@ -137,7 +139,8 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     # libsrt paces by the overhead only with maxbw=0 (relative to the estimated input rate).
     assert (values["maxbw"], values["inputbw"]) == ("0", "0"), keys
     assert (f"applied     route news cdn: latency 80 -> {latency}, maxbw -1 -> 0, "
-            f"inputbw - -> 0, oheadbw - -> {overhead}" in done.stdout), done.stdout
+            f"inputbw - -> 0, oheadbw - -> {overhead}, peerlatency 50 -> -" in done.stdout), \
+        done.stdout
     route = server.get("news")
     assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
     assert route.spec.outputs[1].uri.endswith(
@@ -151,7 +154,10 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
 
 def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server) -> None:
     server.client.templates.CreateTemplate(
-        template_pb2.CreateTemplateRequest(name="contrib", spec=spec([])),
+        template_pb2.CreateTemplateRequest(
+            name="contrib",
+            spec=spec([], srt=spec_pb2.SrtDefaults(options={"peerlatency": "50"})),
+        ),
         metadata=server.client.metadata,
     )
     server.create("news", spec([test_input()], [f"srt://:{free_port()}?mode=listener"],
@@ -163,7 +169,8 @@ def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server
                  "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.maxbw - -> 0, "
-            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33" in done.stdout), done.stdout
+            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33, "
+            "srt.options.peerlatency 50 -> -" in done.stdout), done.stdout
     t = server.client.templates.GetTemplate(
         template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
     )

@@ -93,6 +93,8 @@ class _Refused(Exception):
 
 # The URI keys the recommendation sets (a key and its aliases, as the data plane reads them).
 LATENCY_KEYS = ("latency", "rcvlatency")
+# Set after `latency`, it would override the recommendation for the peer's side: removed.
+PEER_LATENCY = "peerlatency"
 OVERHEAD_KEYS = ("oheadbw",)
 # libsrt (1.5) paces by SRTO_OHEADBW only when SRTO_MAXBW is 0 (relative to the input rate),
 # the input rate being its own estimate when SRTO_INPUTBW is 0; castway's default maxbw is -1
@@ -111,14 +113,15 @@ def _uri_keys(latency_ms: int, overhead: int) -> str:
 
 
 def _with_keys(uri: str, latency_ms: int, overhead: int) -> tuple[str, dict[str, str]]:
-    """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these; and the
-    values it had, by key (``-``: unset)."""
+    """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these, and its
+    ``peerlatency`` removed (``latency`` sets both sides); and the values it had, by key
+    (``-``: unset; ``peerlatency`` only if it had one)."""
     head, _, query = uri.partition("?")
     kept: list[str] = []
     before = dict.fromkeys(("latency", *_keys(overhead)), "-")
     for part in (p for p in query.split("&") if p):
         key = unquote(part.partition("=")[0]).lower()
-        if key in LATENCY_KEYS or key in before:
+        if key in LATENCY_KEYS or key in before or key == PEER_LATENCY:
             before["latency" if key in LATENCY_KEYS else key] = part.partition("=")[2]
         else:
             kept.append(part)
@@ -178,6 +181,8 @@ def _apply_route(client: Client, name: str, latency_ms: int, overhead: int) -> l
             if _is_srt(e.uri):
                 e.uri, before = _with_keys(e.uri, latency_ms, overhead)
                 after = {"latency": str(latency_ms), **_keys(overhead)}
+                if PEER_LATENCY in before:
+                    after[PEER_LATENCY] = "-"
                 changed.append(f"route {name} {e.id}: {_changes(before, after)}")
     client.routes.UpdateRoute(
         route_pb2.UpdateRouteRequest(name=name, spec=spec, version=r.version),
@@ -193,6 +198,10 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
     lat = str(spec.srt.latency_ms) if spec.srt.HasField("latency_ms") else "-"
     keys = _keys(overhead)
     before = {k: spec.srt.options.get(k, "-") for k in keys}
+    after = dict(keys)
+    if PEER_LATENCY in spec.srt.options:
+        before[PEER_LATENCY], after[PEER_LATENCY] = spec.srt.options[PEER_LATENCY], "-"
+        del spec.srt.options[PEER_LATENCY]
     spec.srt.latency_ms = latency_ms
     spec.srt.options.update(keys)
     client.templates.UpdateTemplate(
@@ -200,7 +209,7 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
         metadata=client.metadata, timeout=client.timeout_s,
     )
     return [f"template {name}: srt.latency_ms {lat} -> {latency_ms}, "
-            f"{_changes(before, keys, 'srt.options.')}"]
+            f"{_changes(before, after, 'srt.options.')}"]
 
 
 def _probe(args: argparse.Namespace, client: Client | None) -> int:
