@@ -121,9 +121,10 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     server.create("news", spec(
         [test_input()],
         [f"udp://127.0.0.1:{free_port()}",
-         # peerlatency, set after latency, would override the recommendation: it goes.
-         ep(f"srt://:{free_port()}?mode=listener&RcvLatency=80&maxbw=-1&peerlatency=50",
-            "cdn")],
+         # rcvlatency and peerlatency, set after latency, would override the recommendation
+         # for one side: they go.
+         ep(f"srt://:{free_port()}?mode=listener&Latency=90&RcvLatency=80&maxbw=-1"
+            "&peerlatency=50", "cdn")],
     ))
     port = free_port()
     peers.start(["srt-live-transmit", "-q", f"srt://:{port}?mode=listener", "file://con"],
@@ -138,9 +139,9 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     assert overhead in (25, 20, 17) and latency >= 4 * 35, keys
     # libsrt paces by the overhead only with maxbw=0 (relative to the estimated input rate).
     assert (values["maxbw"], values["inputbw"]) == ("0", "0"), keys
-    assert (f"applied     route news cdn: latency 80 -> {latency}, maxbw -1 -> 0, "
-            f"inputbw - -> 0, oheadbw - -> {overhead}, peerlatency 50 -> -" in done.stdout), \
-        done.stdout
+    assert (f"applied     route news cdn: latency 90 -> {latency}, maxbw -1 -> 0, "
+            f"inputbw - -> 0, oheadbw - -> {overhead}, rcvlatency 80 -> -, "
+            "peerlatency 50 -> -" in done.stdout), done.stdout
     route = server.get("news")
     assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
     assert route.spec.outputs[1].uri.endswith(

@@ -437,6 +437,23 @@ def test_socket_options_reach_libsrt(
     assert "peerlatency=450&oheadbw=50&tlpktdrop=true" in ep["uri"]
 
 
+def test_rcvlatency_is_the_receiving_sides_alone_as_in_srt_live_transmit(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """A sender's `rcvlatency` does not reach its receiver, as with srt-live-transmit (it
+    was an alias of `latency`, which sets both sides: the receiver played at 300 ms)."""
+    out_port = free_port()
+    slt_receiver(peers, f"srt://:{out_port}?mode=listener&latency=80", udp_capture())
+    route = gateway.add_route(
+        "r", "test://?size=160x90&bitrate=200&audio=0",
+        [f"srt://127.0.0.1:{out_port}?mode=caller&rcvlatency=300"],
+    )
+    ep = wait_until(lambda: (lambda o: o if connected(o) else None)(route.stats()["outputs"][0]),
+                    15, "the caller output")
+    assert ep["srt"]["latency_ms"] == 120  # castway's own latency (its default), not 300
+    assert ep["uri"].endswith("&latency=120&rcvlatency=300"), ep["uri"]
+
+
 def test_live_mode_keys_and_bindtodevice_are_taken_and_reach_the_socket(
     gateway: castway.Gateway, peers: Peers, udp_capture: Any
 ) -> None:

@@ -57,6 +57,16 @@ const INT_MAX: i64 = i32::MAX as i64;
 /// The keys, in the order docs/uri.md lists them.
 pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
+        // srt-live-transmit's: the receiving side alone (`latency` sets both, first).
+        key: "rcvlatency",
+        opt: ffi::SRTO_RCVLATENCY,
+        kind: Kind::Int {
+            min: 0,
+            max: 60_000,
+        },
+        default: "`latency`",
+    },
+    OptionDef {
         key: "peerlatency",
         opt: ffi::SRTO_PEERLATENCY,
         kind: Kind::Int {
@@ -553,13 +563,7 @@ mod tests {
             "retransmitalgo",
         ];
         // The endpoint's own fields (`uri::SrtEndpoint`).
-        const FIELDS: &[&str] = &[
-            "latency",
-            "rcvlatency",
-            "passphrase",
-            "pbkeylen",
-            "streamid",
-        ];
+        const FIELDS: &[&str] = &["latency", "passphrase", "pbkeylen", "streamid"];
         for key in SRT_LIVE_TRANSMIT {
             assert!(
                 FIELDS.contains(key) || OPTIONS.iter().any(|d| d.key == *key),

@@ -12,7 +12,9 @@ use std::fmt;
 pub const DEFAULT_LATENCY_MS: u32 = 120;
 
 /// The query keys (a key and its aliases) of what `SrtDefaults` can set.
-const LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
+const LATENCY_KEYS: &[&str] = &["latency"];
+/// `srt-shared://`'s latency is the one value set on each caller's socket: either spelling.
+const SHARED_LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
 const PASSPHRASE_KEYS: &[&str] = &["passphrase"];
 const PBKEYLEN_KEYS: &[&str] = &["pbkeylen"];
 
@@ -149,7 +151,8 @@ impl SrtEndpoint {
                  gateway's shared SRT port (`castway serve --srt-listen`)"
             ));
         }
-        let shared_latency_ms = q.take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?;
+        let shared_latency_ms =
+            q.take_parsed::<u32>(SHARED_LATENCY_KEYS, "a latency in milliseconds")?;
         if let Some(ms) = shared_latency_ms.filter(|ms| u64::from(*ms) > MAX_LATENCY_MS) {
             return Err(format!("`latency={ms}` is above {MAX_LATENCY_MS} ms"));
         }
@@ -328,7 +331,12 @@ impl SrtDefaults {
             .collect();
         let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
         let mut extra = Vec::new();
-        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
+        let latency_keys = if shared {
+            SHARED_LATENCY_KEYS
+        } else {
+            LATENCY_KEYS
+        };
+        if let Some(ms) = self.latency_ms.filter(|_| !set(latency_keys)) {
             extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
         }
         if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
@@ -468,6 +476,24 @@ mod tests {
     }
 
     #[test]
+    fn rcvlatency_is_the_receiving_side_alone_as_in_srt_live_transmit() {
+        let s = srt("srt://h:1?rcvlatency=300&latency=200&peerlatency=100");
+        assert_eq!(s.latency_ms, 200);
+        let set: Vec<String> = s.options.iter().map(|o| o.to_string()).collect();
+        assert_eq!(set, ["rcvlatency=300", "peerlatency=100"]);
+        assert_eq!(
+            srt("srt://h:1?rcvlatency=300").latency_ms,
+            super::DEFAULT_LATENCY_MS
+        );
+        assert!(err("srt://h:1?rcvlatency=60001").contains("`rcvlatency=60001`"));
+        // On the shared port it is the one latency of each caller, as before.
+        assert_eq!(
+            srt("srt-shared://?rcvlatency=300").shared_latency_ms,
+            Some(300)
+        );
+    }
+
+    #[test]
     fn passphrase_length_is_checked() {
         assert!(err("srt://:9000?passphrase=short").contains("10 to 79 bytes long (got 5)"));
         let long = "x".repeat(80);
@@ -555,8 +581,14 @@ mod tests {
         );
         // Any spelling of a key the URI sets keeps its value.
         assert_eq!(
-            d.apply("srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"),
-            "srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"
+            d.apply("srt://:9000?LATENCY=80&pass%70hrase=0123456789&pbkeylen=16"),
+            "srt://:9000?LATENCY=80&pass%70hrase=0123456789&pbkeylen=16"
+        );
+        // `rcvlatency` is the receiving side's alone, set after `latency`, as in
+        // srt-live-transmit: the default latency still goes in (for the peer's side).
+        assert_eq!(
+            d.apply("srt://:9000?rcvlatency=80&passphrase=0123456789&pbkeylen=16"),
+            "srt://:9000?rcvlatency=80&passphrase=0123456789&pbkeylen=16&latency=200"
         );
         assert_eq!(d.apply("udp://:5000"), "udp://:5000");
         assert_eq!(SrtDefaults::default().apply("srt://:9000"), "srt://:9000");

@@ -91,10 +91,10 @@ class _Refused(Exception):
     """What cannot be applied, and why."""
 
 
-# The URI keys the recommendation sets (a key and its aliases, as the data plane reads them).
-LATENCY_KEYS = ("latency", "rcvlatency")
-# Set after `latency`, it would override the recommendation for the peer's side: removed.
-PEER_LATENCY = "peerlatency"
+# The URI key the recommended latency goes in; it sets both sides of the link.
+LATENCY = "latency"
+# Set after `latency`, these would override the recommendation for one side: removed.
+ONE_SIDE = ("rcvlatency", "peerlatency")
 OVERHEAD_KEYS = ("oheadbw",)
 # libsrt (1.5) paces by SRTO_OHEADBW only when SRTO_MAXBW is 0 (relative to the input rate),
 # the input rate being its own estimate when SRTO_INPUTBW is 0; castway's default maxbw is -1
@@ -114,15 +114,15 @@ def _uri_keys(latency_ms: int, overhead: int) -> str:
 
 def _with_keys(uri: str, latency_ms: int, overhead: int) -> tuple[str, dict[str, str]]:
     """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these, and its
-    ``peerlatency`` removed (``latency`` sets both sides); and the values it had, by key
-    (``-``: unset; ``peerlatency`` only if it had one)."""
+    ``rcvlatency`` and ``peerlatency`` removed (``latency`` sets both sides); and the values
+    it had, by key (``-``: unset; those two only if it had them)."""
     head, _, query = uri.partition("?")
     kept: list[str] = []
-    before = dict.fromkeys(("latency", *_keys(overhead)), "-")
+    before = dict.fromkeys((LATENCY, *_keys(overhead)), "-")
     for part in (p for p in query.split("&") if p):
         key = unquote(part.partition("=")[0]).lower()
-        if key in LATENCY_KEYS or key in before or key == PEER_LATENCY:
-            before["latency" if key in LATENCY_KEYS else key] = part.partition("=")[2]
+        if key in before or key in ONE_SIDE:
+            before[key] = part.partition("=")[2]
         else:
             kept.append(part)
     kept.append(_uri_keys(latency_ms, overhead))
@@ -180,9 +180,8 @@ def _apply_route(client: Client, name: str, latency_ms: int, overhead: int) -> l
         for e in group:
             if _is_srt(e.uri):
                 e.uri, before = _with_keys(e.uri, latency_ms, overhead)
-                after = {"latency": str(latency_ms), **_keys(overhead)}
-                if PEER_LATENCY in before:
-                    after[PEER_LATENCY] = "-"
+                after = {LATENCY: str(latency_ms), **_keys(overhead)}
+                after.update((k, "-") for k in ONE_SIDE if k in before)
                 changed.append(f"route {name} {e.id}: {_changes(before, after)}")
     client.routes.UpdateRoute(
         route_pb2.UpdateRouteRequest(name=name, spec=spec, version=r.version),
@@ -199,9 +198,9 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
     keys = _keys(overhead)
     before = {k: spec.srt.options.get(k, "-") for k in keys}
     after = dict(keys)
-    if PEER_LATENCY in spec.srt.options:
-        before[PEER_LATENCY], after[PEER_LATENCY] = spec.srt.options[PEER_LATENCY], "-"
-        del spec.srt.options[PEER_LATENCY]
+    for k in (k for k in ONE_SIDE if k in spec.srt.options):
+        before[k], after[k] = spec.srt.options[k], "-"
+        del spec.srt.options[k]
     spec.srt.latency_ms = latency_ms
     spec.srt.options.update(keys)
     client.templates.UpdateTemplate(
