@@ -55,9 +55,10 @@ pub const SLATE_ID: &str = "slate";
 /// SRT: the largest receive latency, in milliseconds (castway takes milliseconds, like
 /// srt-live-transmit; ffmpeg's are microseconds, so a value above this is most likely those).
 pub const MAX_LATENCY_MS: u64 = 60_000;
-/// SRT: a passphrase's length in characters (libsrt's bounds).
-pub const MIN_PASSPHRASE_CHARS: usize = 10;
-pub const MAX_PASSPHRASE_CHARS: usize = 79;
+/// SRT: a passphrase's length in bytes (libsrt counts bytes; 79 at most, as ffmpeg and
+/// srt-live-transmit document it).
+pub const MIN_PASSPHRASE_BYTES: usize = 10;
+pub const MAX_PASSPHRASE_BYTES: usize = 79;
 /// SRT: the key lengths in bytes (AES-128, -192, -256).
 pub const PBKEYLENS: [u64; 3] = [16, 24, 32];
 
@@ -196,8 +197,8 @@ pub struct Limits {
     pub name_rule: String,
     pub slate_id: &'static str,
     pub max_latency_ms: u64,
-    pub min_passphrase_chars: usize,
-    pub max_passphrase_chars: usize,
+    pub min_passphrase_bytes: usize,
+    pub max_passphrase_bytes: usize,
     pub pbkeylens: [u64; 3],
 }
 
@@ -222,8 +223,8 @@ impl Limits {
             name_rule: name_rule(),
             slate_id: SLATE_ID,
             max_latency_ms: MAX_LATENCY_MS,
-            min_passphrase_chars: MIN_PASSPHRASE_CHARS,
-            max_passphrase_chars: MAX_PASSPHRASE_CHARS,
+            min_passphrase_bytes: MIN_PASSPHRASE_BYTES,
+            max_passphrase_bytes: MAX_PASSPHRASE_BYTES,
             pbkeylens: PBKEYLENS,
         }
     }

@@ -94,7 +94,7 @@ def test_relay_paused_and_continued_keeps_running(
         (["-i", "srt://:9000?latency=abc", "-o", "udp://127.0.0.1:5000"], "`latency=abc`"),
         (["-i", "test://", "-o", "test://"], "can only be an input"),
         (["-i", "srt://:9000?passphrase=short", "-o", "udp://127.0.0.1:5000"],
-         "10 to 79 characters"),
+         "10 to 79 bytes"),
         (["-i", "udp://127.0.0.1:5000"], None),
         (["-i", "srt://:9000", "-o", "udp://239.1.1.1:5000?iface=nosuch0"],
          "`iface=nosuch0` does not exist"),

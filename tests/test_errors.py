@@ -28,7 +28,7 @@ from support.ts import random_ts
         ("srt://:9000?mode=push", "`mode=push`"),
         ("srt://:9000?latency=fast", "`latency=fast`"),
         ("srt://:9000?latency=200000", "microseconds"),
-        ("srt://:9000?passphrase=123456789", "10 to 79 characters long (got 9)"),
+        ("srt://:9000?passphrase=123456789", "10 to 79 bytes long (got 9)"),
         ("srt://:9000?pbkeylen=20&passphrase=0123456789", "`pbkeylen=20`"),
         ("srt://:9000?streamid=a&streamid=b", "twice"),
         ("srt://:9000?lantency=20", "unknown key `lantency`"),

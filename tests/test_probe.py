@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import castway
-from castway.v1 import template_pb2
+from castway.v1 import spec_pb2, template_pb2
 
 from support import wait_until
 from support.control import ADMIN, Server, ep, spec, test_input
@@ -60,7 +62,7 @@ def test_probe_prints_the_uri_keys_to_use_on_a_clean_path(peers: Peers) -> None:
 def test_probe_of_nothing_says_it_cannot_connect() -> None:
     done = probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500", "--seconds", "1")
     assert done.returncode == 1
-    assert "cannot connect" in done.stdout, done.stdout
+    assert "cannot connect" in done.stderr and done.stdout == "", done.stdout + done.stderr
 
 
 def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:
@@ -68,7 +70,7 @@ def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:
                  "&streamid=publish:news:cam:campassword1", "--seconds", "1")
     assert done.returncode == 1
     assert "campassword1" not in done.stdout + done.stderr
-    assert "streamid=publish:news:cam:***" in done.stdout, done.stdout
+    assert "streamid=publish:news:cam:***" in done.stderr, done.stderr
 
 
 def test_probe_refuses_a_bad_bitrate_naming_it() -> None:
@@ -77,13 +79,52 @@ def test_probe_refuses_a_bad_bitrate_naming_it() -> None:
     assert "`fast` is not a bitrate" in done.stderr
 
 
+def test_probe_refuses_what_it_cannot_probe_on_stderr_as_a_usage_error() -> None:
+    """A URI that does not call a listener is a usage error (exit status 2, as `relay`'s bad
+    URIs), said on stderr with `--json` too: stdout is the report's."""
+    for uri, says in (
+        ("srt://:9000", "the probe calls a listener: give its address"),
+        ("srt://127.0.0.1:9?mode=rendezvous", "not `mode=rendezvous`"),
+        ("srt-shared://", "probe it as srt://HOST:PORT"),
+        ("udp://127.0.0.1:9", "the probe takes an srt:// URI"),
+        ("srt://127.0.0.1:9?latency=abc", "`latency=abc`"),
+    ):
+        done = probe(uri, "--seconds", "1", "--json")
+        assert done.returncode == 2, (uri, done.stdout, done.stderr)
+        assert says in done.stderr and done.stdout == "", (uri, done.stdout, done.stderr)
+
+
+def test_the_python_probe_refuses_a_time_or_bitrate_out_of_bounds_naming_it(
+    peers: Peers,
+) -> None:
+    """`castway.srt_probe` takes the bounds `castway probe` does; a time that is no duration
+    (negative, NaN, endless) is an error naming it, not a panic, before anything connects."""
+    port = free_port()
+    peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}?mode=listener",
+                 f"udp://127.0.0.1:{free_port()}"])
+    for seconds, bitrate, says in (
+        (-1.0, 2_000_000, "probe for 1 to 600 seconds, not -1"),
+        (float("nan"), 2_000_000, "probe for 1 to 600 seconds, not NaN"),
+        (float("inf"), 2_000_000, "probe for 1 to 600 seconds, not inf"),
+        (1e300, 2_000_000, "probe for 1 to 600 seconds"),
+        (1.0, 0, "the bitrate must be 8k to 1G bit/s, not 0"),
+    ):
+        with pytest.raises(castway.errors.ConfigError) as info:
+            castway.srt_probe(f"srt://127.0.0.1:{port}", seconds, bitrate)
+        field = "bitrate" if bitrate == 0 else "seconds"
+        assert str(info.value).startswith(f"{field}:") and says in str(info.value), info.value
+
+
 def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     peers: Peers, server: Server
 ) -> None:
     server.create("news", spec(
         [test_input()],
         [f"udp://127.0.0.1:{free_port()}",
-         ep(f"srt://:{free_port()}?mode=listener&RcvLatency=80&maxbw=-1", "cdn")],
+         # rcvlatency and peerlatency, set after latency, would override the recommendation
+         # for one side: they go.
+         ep(f"srt://:{free_port()}?mode=listener&Latency=90&RcvLatency=80&maxbw=-1"
+            "&peerlatency=50", "cdn")],
     ))
     port = free_port()
     peers.start(["srt-live-transmit", "-q", f"srt://:{port}?mode=listener", "file://con"],
@@ -98,8 +139,9 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
     assert overhead in (25, 20, 17) and latency >= 4 * 35, keys
     # libsrt paces by the overhead only with maxbw=0 (relative to the estimated input rate).
     assert (values["maxbw"], values["inputbw"]) == ("0", "0"), keys
-    assert (f"applied     route news cdn: latency 80 -> {latency}, maxbw -1 -> 0, "
-            f"inputbw - -> 0, oheadbw - -> {overhead}" in done.stdout), done.stdout
+    assert (f"applied     route news cdn: latency 90 -> {latency}, maxbw -1 -> 0, "
+            f"inputbw - -> 0, oheadbw - -> {overhead}, rcvlatency 80 -> -, "
+            "peerlatency 50 -> -" in done.stdout), done.stdout
     route = server.get("news")
     assert route.spec.outputs[0].uri.startswith("udp://")  # not SRT: as it was
     assert route.spec.outputs[1].uri.endswith(
@@ -113,7 +155,10 @@ def test_probe_apply_writes_the_recommendation_into_the_routes_srt_endpoints(
 
 def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server) -> None:
     server.client.templates.CreateTemplate(
-        template_pb2.CreateTemplateRequest(name="contrib", spec=spec([])),
+        template_pb2.CreateTemplateRequest(
+            name="contrib",
+            spec=spec([], srt=spec_pb2.SrtDefaults(options={"peerlatency": "50"})),
+        ),
         metadata=server.client.metadata,
     )
     server.create("news", spec([test_input()], [f"srt://:{free_port()}?mode=listener"],
@@ -125,7 +170,8 @@ def test_probe_apply_template_sets_its_srt_defaults(peers: Peers, server: Server
                  "--addr", server.addr, env={"CASTWAY_KEY": ADMIN})
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("applied     template contrib: srt.latency_ms - -> 60, srt.options.maxbw - -> 0, "
-            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33" in done.stdout), done.stdout
+            "srt.options.inputbw - -> 0, srt.options.oheadbw - -> 33, "
+            "srt.options.peerlatency 50 -> -" in done.stdout), done.stdout
     t = server.client.templates.GetTemplate(
         template_pb2.GetTemplateRequest(name="contrib"), metadata=server.client.metadata
     )
@@ -156,7 +202,7 @@ def test_probe_apply_refuses_a_route_without_srt_endpoints_or_none_at_all(
     ):
         done = probe("srt://127.0.0.1:9", "--seconds", "1", *args, "--addr", server.addr,
                      env={"CASTWAY_KEY": ADMIN})
-        assert done.returncode == 1 and says in done.stdout, done.stdout + done.stderr
+        assert done.returncode == 1 and says in done.stderr, done.stdout + done.stderr
 
 
 def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Gateway) -> None:
@@ -191,7 +237,7 @@ def test_probe_of_castways_own_shared_port_recommends_values(gateway: castway.Ga
     try:
         wait_until(two_more_accepted, 30, "two more probes")
         third = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
-        assert third.returncode == 1 and "503" in third.stdout, third.stdout
+        assert third.returncode == 1 and "503" in third.stderr, third.stderr
         assert (gateway.srt_port_stats() or {}).get("refused_unavailable") == 1 + restarts[0]
     finally:
         for p in running:
@@ -203,7 +249,7 @@ def test_probe_of_a_shared_port_without_probes_is_not_found() -> None:
     with castway.Gateway() as gw:
         port = int(gw.listen_srt("127.0.0.1:0?probe=off").rpartition(":")[2])
         done = probe(f"srt://127.0.0.1:{port}", "--seconds", "1")
-        assert done.returncode == 1 and "404 not found" in done.stdout, done.stdout
+        assert done.returncode == 1 and "404 not found" in done.stderr, done.stderr
 
 
 def test_a_probe_caller_that_sends_nothing_gives_its_slot_up(
@@ -231,4 +277,4 @@ def test_a_probe_caller_that_sends_nothing_gives_its_slot_up(
     assert stats["probes_idle_closed"] == 2, stats
     assert stats["probes_accepted"] == 3, stats
     # The tries before were refused as unavailable, each counted.
-    assert stats["refused_unavailable"] == len(done) - 1, (stats, [d.stdout for d in done])
+    assert stats["refused_unavailable"] == len(done) - 1, (stats, [d.stderr for d in done])

@@ -250,8 +250,11 @@ def test_caller_with_wrong_passphrase_reports_the_rejection(
 def test_passphrase_length_is_checked_before_anything_starts(
     gateway: castway.Gateway,
 ) -> None:
-    with pytest.raises(castway.errors.InvalidUriError, match="10 to 79 characters"):
+    with pytest.raises(castway.errors.InvalidUriError, match="10 to 79 bytes"):
         gateway.add_route("r", "srt://:9000?passphrase=short", ["udp://127.0.0.1:9"])
+    # libsrt counts bytes: 40 characters of two bytes each are one too many.
+    with pytest.raises(castway.errors.InvalidUriError, match=r"got 80 in UTF-8, 40 characters"):
+        gateway.add_route("r", "srt://:9000?passphrase=" + "é" * 40, ["udp://127.0.0.1:9"])
     assert gateway.routes() == []
 
 
@@ -434,6 +437,23 @@ def test_socket_options_reach_libsrt(
     assert "peerlatency=450&oheadbw=50&tlpktdrop=true" in ep["uri"]
 
 
+def test_rcvlatency_is_the_receiving_sides_alone_as_in_srt_live_transmit(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    """A sender's `rcvlatency` does not reach its receiver, as with srt-live-transmit (it
+    was an alias of `latency`, which sets both sides: the receiver played at 300 ms)."""
+    out_port = free_port()
+    slt_receiver(peers, f"srt://:{out_port}?mode=listener&latency=80", udp_capture())
+    route = gateway.add_route(
+        "r", "test://?size=160x90&bitrate=200&audio=0",
+        [f"srt://127.0.0.1:{out_port}?mode=caller&rcvlatency=300"],
+    )
+    ep = wait_until(lambda: (lambda o: o if connected(o) else None)(route.stats()["outputs"][0]),
+                    15, "the caller output")
+    assert ep["srt"]["latency_ms"] == 120  # castway's own latency (its default), not 300
+    assert ep["uri"].endswith("&latency=120&rcvlatency=300"), ep["uri"]
+
+
 def test_live_mode_keys_and_bindtodevice_are_taken_and_reach_the_socket(
     gateway: castway.Gateway, peers: Peers, udp_capture: Any
 ) -> None:
@@ -469,6 +489,13 @@ def test_live_mode_keys_and_bindtodevice_are_taken_and_reach_the_socket(
     ("bindtodevice=a-name-too-long-1", "`bindtodevice=a-name-too-long-1` must be a network"),
     ("groupconnect=1", "`groupconnect`: connection bonding (socket groups) is not available"),
     ("groupminstabletimeo=100", "`groupminstabletimeo`: connection bonding"),
+    # libsrt 1.5.1 crashes on an empty filter; the others it refused only when the output
+    # opened, retrying for ever.
+    ("packetfilter=", "`packetfilter=` is not a packet filter libsrt takes"),
+    ("packetfilter=fec,cols:0", "`packetfilter=fec,cols:0` is not a packet filter"),
+    ("packetfilter=rs,cols:10", "TYPE is `fec`"),
+    ("passphrase=kmpassphrase&kmrefreshrate=100&kmpreannounce=80",
+     "`kmpreannounce=80` must be at most half of `kmrefreshrate` (100)"),
 ])
 def test_a_bad_socket_option_is_refused_naming_the_key(
     gateway: castway.Gateway, query: str, says: str

@@ -80,6 +80,9 @@ def test_a_bad_srt_option_default_is_refused_naming_its_key(server: Server) -> N
         ({"tlpktdrop": "maybe"}, "spec.srt.options.tlpktdrop", "true or false"),
         ({"latency": "200"}, "spec.srt.options.latency", "own fields"),
         ({"nosuchkey": "1"}, "spec.srt.options.nosuchkey", "not an SRT socket option"),
+        ({"packetfilter": ""}, "spec.srt.options.packetfilter", "not a packet filter"),
+        ({"kmrefreshrate": "100", "kmpreannounce": "80"}, "spec.srt.options.kmpreannounce",
+         "at most half of `kmrefreshrate` (100)"),
     ):
         details = expect(CODE.INVALID_ARGUMENT, lambda o=options: server.create(
             "news", spec([test_input()], srt=spec_pb2.SrtDefaults(options=o))

@@ -5,6 +5,7 @@ per route, and refusals with SRT's reject reasons, counted."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -586,11 +587,27 @@ def test_a_publisher_coming_back_is_taken_at_once(
     assert cap.size >= len(data)
 
 
-def test_a_bad_port_address_is_named_as_written(gateway: castway.Gateway) -> None:
+@pytest.mark.parametrize("address", ["127.0.0.1:0?latency=999999", "127.0.0.1:8890?latency=999999",
+                                     ":abc", "127.0.0.1:8890?probe=maybe"])
+def test_a_bad_port_address_is_named_as_written(gateway: castway.Gateway, address: str) -> None:
+    """With port 0 or a port of its own (which the port claims first, as routes do)."""
     with pytest.raises(castway.errors.CastwayError) as info:
-        gateway.listen_srt("127.0.0.1:0?latency=999999")
-    assert "127.0.0.1:0?latency=999999" in str(info.value), info.value
+        gateway.listen_srt(address)
+    assert f"`{address}`" in str(info.value), info.value
     assert "srt://" not in str(info.value), info.value
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("mode=caller", "the shared SRT port is a listener: its address takes no `mode`"),
+    ("streamid=news", "each caller's stream ID chooses its route on the shared SRT port"),
+    ("passphrase=portpassphrase", "takes its passphrase from each route"),
+])
+def test_what_the_port_takes_from_elsewhere_is_refused_on_its_address_saying_so(
+    gateway: castway.Gateway, query: str, says: str
+) -> None:
+    with pytest.raises(castway.errors.ConfigError, match=re.escape(says)):
+        gateway.listen_srt(f"127.0.0.1:{free_port()}?{query}")
+    assert gateway.srt_port_stats() is None
 
 
 def test_accepting_callers_logs_no_libsrt_error(tmp_path: Path) -> None:
@@ -622,7 +639,14 @@ def test_a_users_password_that_cannot_be_a_passphrase_is_refused_naming_the_user
 ) -> None:
     with pytest.raises(castway.errors.CastwayError) as info:
         gateway.add_route("short", "srt-shared://?users=cam:short", ["udp://127.0.0.1:9"])
-    assert "`cam`" in str(info.value) and "10 to 79 characters" in str(info.value), info.value
+    assert "`cam`" in str(info.value) and "10 to 79 bytes" in str(info.value), info.value
+
+
+def test_an_empty_users_list_is_refused_not_read_as_anyone(gateway: castway.Gateway) -> None:
+    """`users=` (a variable that came out empty, say) would otherwise let anyone publish."""
+    with pytest.raises(castway.errors.InvalidUriError, match="`users` is empty"):
+        gateway.add_route("empty", "srt-shared://?users=", ["udp://127.0.0.1:9"])
+    assert gateway.routes() == []
 
 
 def refusal_events(gateway: castway.Gateway) -> list[Any]:

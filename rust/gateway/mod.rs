@@ -159,11 +159,9 @@ impl Gateway {
         let owner = "castway/srt-listen".to_string();
         let claimed = !any_port;
         if claimed {
-            let endpoint = crate::uri::Endpoint::parse(
-                &crate::server::srt::listen_uri(address),
-                crate::uri::Role::Input,
-            )
-            .map_err(|e| Error::InvalidConfig(format!("the shared SRT port: {e}")))?;
+            let (endpoint, _) = crate::server::srt::port_endpoint(address)
+                .map_err(|why| Error::InvalidConfig(format!("the shared SRT port: {why}")))?;
+            let endpoint = crate::uri::Endpoint::Srt(endpoint);
             self.claims
                 .claim_all(&[(owner.clone(), &endpoint, crate::uri::Role::Input)])?;
         }

@@ -328,6 +328,17 @@ fn srt_probe<'py>(
             .into())
         }
     };
+    // Before it connects: a time that cannot be a duration would panic there.
+    if let Err((what, why)) = crate::srt::probe::check(&ep, seconds, bitrate) {
+        return Err(match what {
+            "uri" => crate::Error::InvalidUri {
+                uri: crate::uri::redact(uri),
+                reason: why,
+            },
+            _ => crate::Error::InvalidConfig(why).at(what),
+        }
+        .into());
+    }
     let report = py
         .allow_threads(|| crate::srt::probe::probe(&ep, seconds, bitrate))
         .map_err(|why| crate::Error::Pipeline(format!("SRT probe of {ep}: {why}")))?;

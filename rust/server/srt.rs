@@ -630,32 +630,72 @@ struct PortInner {
     budget: Mutex<EventBudget>,
 }
 
-/// The srt:// URI of a listener on `address` (`[HOST]:PORT[?options]`), as claims read it.
-pub fn listen_uri(address: &str) -> String {
-    let (hostport, query, _) = port_keys(address);
-    format!("srt://{hostport}?mode=listener&{query}")
+/// The listener `address` (`[HOST]:PORT[?options]`) asks for (port 0: any free port), and
+/// whether it takes probes; the error names the address as written, and what the port takes
+/// from elsewhere (its mode; passphrases and stream IDs are each caller's and route's).
+pub fn port_endpoint(address: &str) -> Result<(SrtEndpoint, bool), String> {
+    let (hostport, query, probe) =
+        port_keys(address).map_err(|why| format!("`{address}`: {why}"))?;
+    for part in query.split('&') {
+        let key = part
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let why = match key.as_str() {
+            "mode" => "the shared SRT port is a listener: its address takes no `mode`",
+            "passphrase" => {
+                "the shared SRT port takes its passphrase from each route \
+                 (srt-shared://?passphrase=…), not from its address"
+            }
+            "streamid" => {
+                "each caller's stream ID chooses its route on the shared SRT port: its address \
+                 takes no `streamid`"
+            }
+            _ => continue,
+        };
+        return Err(why.into());
+    }
+    // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
+    let any_port = hostport.ends_with(":0");
+    let hostport = match any_port {
+        true => format!("{}1", &hostport[..hostport.len() - 1]),
+        false => hostport.to_string(),
+    };
+    let uri = match query.is_empty() {
+        true => format!("srt://{hostport}?mode=listener"),
+        false => format!("srt://{hostport}?mode=listener&{query}"),
+    };
+    match crate::uri::Endpoint::parse(&uri, crate::uri::Role::Input) {
+        Ok(crate::uri::Endpoint::Srt(mut e)) if e.mode == SrtMode::Listener => {
+            if any_port {
+                e.port = 0;
+            }
+            Ok((e, probe))
+        }
+        Ok(_) => Err(format!("`{address}` is not [HOST]:PORT to listen on")),
+        // Named as written (the URI is castway's own, with port 0 read as 1).
+        Err(e) => Err(e.to_string().replace(&uri, address)),
+    }
 }
 
 /// `address` as `HOST:PORT`, its srt:// options, and whether it takes probes (`probe=on|off`,
-/// the port's own key; on unless off). A `probe` value other than on or off is left among the
-/// options, where the URI's check names it.
-fn port_keys(address: &str) -> (&str, String, bool) {
+/// the port's own key; on unless off).
+fn port_keys(address: &str) -> Result<(&str, String, bool), String> {
     let (hostport, query) = address.split_once('?').unwrap_or((address, ""));
     let mut probe = true;
-    let options: Vec<&str> = (query.split('&').filter(|p| !p.is_empty()))
-        .filter(|p| match p.split_once('=') {
+    let mut options = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
             Some((k, v)) if k.eq_ignore_ascii_case(PROBE) => match v {
-                "on" | "1" | "true" => false,
-                "off" | "0" | "false" => {
-                    probe = false;
-                    false
-                }
-                _ => true,
+                "on" | "1" | "true" => {}
+                "off" | "0" | "false" => probe = false,
+                _ => return Err(format!("`{part}` must be `{PROBE}=on` or `{PROBE}=off`")),
             },
-            _ => true,
-        })
-        .collect();
-    (hostport, options.join("&"), probe)
+            _ => options.push(part),
+        }
+    }
+    Ok((hostport, options.join("&"), probe))
 }
 
 /// The shared SRT port; closed when dropped.
@@ -673,30 +713,7 @@ impl SrtPort {
         directory: Directory,
         events: Arc<EventLog>,
     ) -> Result<SrtPort, String> {
-        // Port 0 (any free port) is not a URI's port: read as 1, bound as 0.
-        let (hostport, query, probe) = port_keys(address);
-        let any_port = hostport.ends_with(":0");
-        let hostport = match any_port {
-            true => format!("{}1", &hostport[..hostport.len() - 1]),
-            false => hostport.to_string(),
-        };
-        let uri = format!("srt://{hostport}?mode=listener&{query}");
-        let ep = match crate::uri::Endpoint::parse(&uri, crate::uri::Role::Input) {
-            Ok(crate::uri::Endpoint::Srt(mut e)) if e.mode == SrtMode::Listener => {
-                if any_port {
-                    e.port = 0;
-                }
-                e
-            }
-            Ok(_) => return Err(format!("`{address}` is not [HOST]:PORT to listen on")),
-            // Named as written (the URI is castway's own, with port 0 read as 1).
-            Err(e) => return Err(e.to_string().replace(&uri, address)),
-        };
-        if ep.passphrase.is_some() || ep.streamid.is_some() {
-            return Err("the shared SRT port takes its passphrase from each route \
-                        (srt-shared://?passphrase=…), not from its address"
-                .into());
-        }
+        let (ep, probe) = port_endpoint(address)?;
         let bind = resolve(&ep.bind_host(), ep.port)?;
         let mut first = Socket::new()?;
         first.configure(&ep)?;
@@ -869,7 +886,7 @@ impl PortInner {
                 if let Side::Input(i) = &side {
                     i.upgrade().inspect(|i| i.release(ns));
                 }
-                // A user's password that cannot be a passphrase (10 to 79 characters).
+                // A user's password that cannot be a passphrase (10 to 79 bytes).
                 gst::warning!(
                     CAT,
                     "refused {peer}: route `{}`, {mode}, user {user}: its passphrase cannot be set",

@@ -6,7 +6,7 @@
 
 use std::os::raw::c_int;
 
-use super::ffi;
+use super::{ffi, socket};
 
 /// What values a key takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,9 @@ pub enum Kind {
     Int64 { min: i64, max: i64 },
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
     Bool,
-    /// Text of at most this many bytes.
-    Text { max: usize },
+    /// A packet filter's configuration (`TYPE,KEY:VALUE,…`) of at most this many bytes, as
+    /// libsrt takes it (`socket::packet_filter_ok`).
+    Filter { max: usize },
     /// One of these words, each an `int` value.
     Word(&'static [(&'static str, i64)]),
     /// Seconds to linger on close (a `struct linger`).
@@ -55,6 +56,16 @@ const INT_MAX: i64 = i32::MAX as i64;
 
 /// The keys, in the order docs/uri.md lists them.
 pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        // srt-live-transmit's: the receiving side alone (`latency` sets both, first).
+        key: "rcvlatency",
+        opt: ffi::SRTO_RCVLATENCY,
+        kind: Kind::Int {
+            min: 0,
+            max: 60_000,
+        },
+        default: "`latency`",
+    },
     OptionDef {
         key: "peerlatency",
         opt: ffi::SRTO_PEERLATENCY,
@@ -218,7 +229,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         key: "packetfilter",
         opt: ffi::SRTO_PACKETFILTER,
-        kind: Kind::Text { max: 512 },
+        kind: Kind::Filter { max: 512 },
         default: "none (e.g. `fec,cols:10,rows:5`)",
     },
     OptionDef {
@@ -387,10 +398,20 @@ pub fn parse(def: &'static OptionDef, text: &str) -> Result<SrtOption, String> {
             "0" | "false" | "no" | "off" => Value::Int(0),
             _ => return Err(format!("`{key}={text}` must be true or false")),
         },
-        Kind::Text { max } if text.len() <= max && !text.contains('\0') => {
+        Kind::Filter { max } if text.len() > max => {
+            return Err(format!("`{key}` is longer than {max} bytes"))
+        }
+        // libsrt 1.5.1 crashes on an empty filter; it refuses the rest itself.
+        Kind::Filter { .. } if !text.is_empty() && socket::packet_filter_ok(text) => {
             Value::Text(text.to_string())
         }
-        Kind::Text { max } => return Err(format!("`{key}` is longer than {max} bytes")),
+        Kind::Filter { .. } => {
+            return Err(format!(
+                "`{key}={text}` is not a packet filter libsrt takes: TYPE,KEY:VALUE,… where \
+                 TYPE is `fec` and its keys are cols, rows, layout and arq (e.g. \
+                 `fec,cols:10,rows:5`)"
+            ))
+        }
         Kind::On { why } => match text.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Value::Int(1),
             "0" | "false" | "no" | "off" => {
@@ -427,6 +448,36 @@ pub fn parse(def: &'static OptionDef, text: &str) -> Result<SrtOption, String> {
         }
     };
     Ok(SrtOption { key, value })
+}
+
+/// libsrt's packets sent with one key when `kmrefreshrate` is 0 or unset.
+const DEFAULT_KM_REFRESH_RATE: i64 = 1 << 24;
+
+/// Checks what the options of one URI ask together (each is checked alone by `parse`):
+/// `kmpreannounce` is at most half of `kmrefreshrate`, as libsrt requires when it is set
+/// (castway sets `kmrefreshrate` first, as the table lists them).
+pub fn check_together(options: &[SrtOption]) -> Result<(), String> {
+    let int = |key: &str| {
+        options
+            .iter()
+            .find(|o| o.key == key)
+            .and_then(|o| match o.value {
+                Value::Int(v) => Some(v),
+                Value::Text(_) => None,
+            })
+    };
+    if let Some(pre) = int("kmpreannounce") {
+        let refresh = int("kmrefreshrate")
+            .filter(|r| *r != 0)
+            .unwrap_or(DEFAULT_KM_REFRESH_RATE);
+        let most = (refresh - 1) / 2;
+        if pre > most {
+            return Err(format!(
+                "`kmpreannounce={pre}` must be at most half of `kmrefreshrate` ({refresh}): {most}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -512,13 +563,7 @@ mod tests {
             "retransmitalgo",
         ];
         // The endpoint's own fields (`uri::SrtEndpoint`).
-        const FIELDS: &[&str] = &[
-            "latency",
-            "rcvlatency",
-            "passphrase",
-            "pbkeylen",
-            "streamid",
-        ];
+        const FIELDS: &[&str] = &["latency", "passphrase", "pbkeylen", "streamid"];
         for key in SRT_LIVE_TRANSMIT {
             assert!(
                 FIELDS.contains(key) || OPTIONS.iter().any(|d| d.key == *key),
@@ -560,6 +605,66 @@ mod tests {
             );
             assert!(e.contains("this libsrt was built without it"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_packet_filter_is_one_libsrt_takes_and_never_empty() {
+        for good in [
+            "fec,cols:10,rows:5",
+            "fec,cols:10,rows:-5,layout:staircase,arq:onreq",
+        ] {
+            assert_eq!(
+                parse(def("packetfilter"), good).unwrap().value,
+                Value::Text(good.into())
+            );
+        }
+        // libsrt 1.5.1 crashes on an empty filter; the others it refuses itself.
+        for bad in [
+            "",
+            ",",
+            "fec,",
+            "fec,cols",
+            "fec,cols:0",
+            "fec,foo:1",
+            "FEC,cols:10",
+        ] {
+            let e = parse(def("packetfilter"), bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("`packetfilter={bad}` is not a packet filter")),
+                "{e}"
+            );
+        }
+        let long = format!("fec,cols:10{}", ",rows:5".repeat(80));
+        assert!(parse(def("packetfilter"), &long)
+            .unwrap_err()
+            .contains("longer than 512 bytes"));
+    }
+
+    #[test]
+    fn kmpreannounce_is_at_most_half_of_kmrefreshrate() {
+        let opts = |pairs: &[(&str, &str)]| -> Vec<SrtOption> {
+            pairs
+                .iter()
+                .map(|(k, v)| parse(def(k), v).unwrap())
+                .collect()
+        };
+        let e = check_together(&opts(&[("kmrefreshrate", "100"), ("kmpreannounce", "80")]))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "`kmpreannounce=80` must be at most half of `kmrefreshrate` (100): 49"
+        );
+        assert!(
+            check_together(&opts(&[("kmrefreshrate", "100"), ("kmpreannounce", "49")])).is_ok()
+        );
+        // Unset or 0, the refresh rate is libsrt's 2^24.
+        assert!(check_together(&opts(&[("kmpreannounce", "8388607")])).is_ok());
+        assert!(check_together(&opts(&[("kmpreannounce", "8388608")])).is_err());
+        assert!(
+            check_together(&opts(&[("kmrefreshrate", "0"), ("kmpreannounce", "5000")])).is_ok()
+        );
+        // libsrt lowers the announcement itself when only the refresh rate is given.
+        assert!(check_together(&opts(&[("kmrefreshrate", "100")])).is_ok());
     }
 
     #[test]

@@ -12,6 +12,51 @@ use crate::uri::{SrtEndpoint, SrtMode};
 
 /// How often the round trip is sampled.
 const SAMPLE: Duration = Duration::from_millis(100);
+/// How long a probe may run (s), and what it may send (bit/s): `castway probe`'s bounds.
+pub const SECONDS: (f64, f64) = (1.0, 600.0);
+pub const BITRATE: (u64, u64) = (8_000, 1_000_000_000);
+
+/// Checks what a probe is asked before it connects: an endpoint that calls, a time and a
+/// bitrate in their bounds. The error names what is wrong.
+pub fn check(ep: &SrtEndpoint, seconds: f64, bitrate: u64) -> Result<(), (&'static str, String)> {
+    match ep.mode {
+        SrtMode::Caller => {}
+        SrtMode::Shared => {
+            return Err((
+                "uri",
+                "srt-shared:// is castway's own port seen by its routes: probe it as \
+                 srt://HOST:PORT"
+                    .into(),
+            ))
+        }
+        mode => {
+            return Err((
+                "uri",
+                format!(
+                    "the probe calls a listener: give its address (`mode=caller`, the default \
+                     with a host), not `mode={mode}`"
+                ),
+            ))
+        }
+    }
+    // NaN fails both comparisons.
+    if !(seconds >= SECONDS.0 && seconds <= SECONDS.1) {
+        return Err((
+            "seconds",
+            format!(
+                "probe for {} to {} seconds, not {seconds}",
+                SECONDS.0, SECONDS.1
+            ),
+        ));
+    }
+    if !(BITRATE.0..=BITRATE.1).contains(&bitrate) {
+        return Err((
+            "bitrate",
+            format!("the bitrate must be 8k to 1G bit/s, not {bitrate}"),
+        ));
+    }
+    Ok(())
+}
 
 /// What the probe measured and what it recommends.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -61,8 +106,8 @@ pub fn recommend(loss_percent: f64, rtt_ms: f64) -> (u32, u32, u32, bool) {
 
 /// Probes `ep` (a caller; the listener's address) for `seconds` at `bitrate` bit/s.
 pub fn probe(ep: &SrtEndpoint, seconds: f64, bitrate: u64) -> Result<ProbeReport, String> {
-    if ep.mode != SrtMode::Caller {
-        return Err("the probe calls a listener: give its address (mode=caller)".into());
+    if let Err((_, why)) = check(ep, seconds, bitrate) {
+        return Err(why);
     }
     let mut ep = ep.clone();
     if ep.streamid.is_none() {

@@ -57,6 +57,16 @@ fn last_error_code() -> c_int {
     unsafe { ffi::srt_getlasterror(std::ptr::null_mut()) }
 }
 
+/// Whether libsrt takes `config` as a packet filter (`SRTO_PACKETFILTER`): asked of a socket
+/// made for the question, since libsrt's parser and the filter's own check are the only exact
+/// rule. Never ask it of an empty text: libsrt 1.5.1 crashes parsing one.
+pub fn packet_filter_ok(config: &str) -> bool {
+    !config.is_empty()
+        && !config.contains('\0')
+        && Socket::new()
+            .is_ok_and(|s| (s.set_str(ffi::SRTO_PACKETFILTER, config, "packetfilter")).is_ok())
+}
+
 /// A socket address as libsrt takes it.
 struct RawAddr {
     storage: libc::sockaddr_storage,

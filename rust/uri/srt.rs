@@ -3,7 +3,7 @@
 use super::query::{percent_decode, percent_encode, Query};
 use super::{host_port, split_host_port};
 use crate::error::Error;
-use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS, MIN_PASSPHRASE_CHARS};
+use crate::limits::{self, MAX_LATENCY_MS, MAX_PASSPHRASE_BYTES, MIN_PASSPHRASE_BYTES};
 use crate::srt::options::{self, SrtOption, Value, OPTIONS};
 use crate::srt::DEFAULT_PEER_IDLE_TIMEOUT_MS;
 use std::fmt;
@@ -12,7 +12,9 @@ use std::fmt;
 pub const DEFAULT_LATENCY_MS: u32 = 120;
 
 /// The query keys (a key and its aliases) of what `SrtDefaults` can set.
-const LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
+const LATENCY_KEYS: &[&str] = &["latency"];
+/// `srt-shared://`'s latency is the one value set on each caller's socket: either spelling.
+const SHARED_LATENCY_KEYS: &[&str] = &["latency", "rcvlatency"];
 const PASSPHRASE_KEYS: &[&str] = &["passphrase"];
 const PBKEYLEN_KEYS: &[&str] = &["pbkeylen"];
 
@@ -120,6 +122,7 @@ impl SrtEndpoint {
                 socket_options.push(options::parse(def, &text)?);
             }
         }
+        options::check_together(&socket_options)?;
         q.finish("srt")?;
         Ok(SrtEndpoint {
             options: socket_options,
@@ -148,7 +151,8 @@ impl SrtEndpoint {
                  gateway's shared SRT port (`castway serve --srt-listen`)"
             ));
         }
-        let shared_latency_ms = q.take_parsed::<u32>(LATENCY_KEYS, "a latency in milliseconds")?;
+        let shared_latency_ms =
+            q.take_parsed::<u32>(SHARED_LATENCY_KEYS, "a latency in milliseconds")?;
         if let Some(ms) = shared_latency_ms.filter(|ms| u64::from(*ms) > MAX_LATENCY_MS) {
             return Err(format!("`latency={ms}` is above {MAX_LATENCY_MS} ms"));
         }
@@ -165,8 +169,19 @@ impl SrtEndpoint {
             return Err("`pbkeylen` needs a `passphrase`".into());
         }
         let mut users: Vec<(String, String)> = Vec::new();
-        for entry in (q.take(&["users"])?.unwrap_or_default().split(',')).filter(|e| !e.is_empty())
+        let listed = q.take(&["users"])?;
+        // An empty list would be read as no list: anyone (a variable that came out empty).
+        if listed
+            .as_deref()
+            .is_some_and(|l| l.split(',').all(str::is_empty))
         {
+            return Err(
+                "`users` is empty: list NAME:PASSWORD,… or leave the key out to let \
+                        anyone in (who has the passphrase, if any)"
+                    .into(),
+            );
+        }
+        for entry in (listed.unwrap_or_default().split(',')).filter(|e| !e.is_empty()) {
             let Some((name, password)) = entry.split_once(':') else {
                 return Err("`users` takes NAME:PASSWORD,… (a user without a password)".into());
             };
@@ -181,12 +196,10 @@ impl SrtEndpoint {
                 ));
             }
             // SRT's `#!::…,u=USER` form uses the password as the connection's passphrase.
-            let n = password.chars().count();
-            if !(MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
+            if let Err(why) = passphrase_length(password) {
                 return Err(format!(
-                    "`users`: the password of `{name}` must be {MIN_PASSPHRASE_CHARS} to \
-                     {MAX_PASSPHRASE_CHARS} characters long (got {n}): SRT's \
-                     `#!::…,u={name}` stream ID form uses it as the passphrase"
+                    "`users`: the password of `{name}` {why}: SRT's `#!::…,u={name}` stream ID \
+                     form uses it as the passphrase"
                 ));
             }
             if users.iter().any(|(n, _)| n == name) {
@@ -236,15 +249,25 @@ impl SrtEndpoint {
 
 /// A passphrase's length, as libsrt bounds it.
 fn check_passphrase(p: &str) -> Result<(), String> {
-    let n = p.chars().count();
-    if (MIN_PASSPHRASE_CHARS..=MAX_PASSPHRASE_CHARS).contains(&n) {
-        Ok(())
-    } else {
-        Err(format!(
-            "passphrase must be {MIN_PASSPHRASE_CHARS} to {MAX_PASSPHRASE_CHARS} characters long \
-             (got {n})"
-        ))
+    passphrase_length(p).map_err(|why| format!("passphrase {why}"))
+}
+
+/// libsrt counts a passphrase's bytes, not its characters: the error says so where they
+/// differ.
+fn passphrase_length(p: &str) -> Result<(), String> {
+    let n = p.len();
+    if (MIN_PASSPHRASE_BYTES..=MAX_PASSPHRASE_BYTES).contains(&n) {
+        return Ok(());
     }
+    let chars = p.chars().count();
+    let utf8 = if chars == n {
+        String::new()
+    } else {
+        format!(" in UTF-8, {chars} characters")
+    };
+    Err(format!(
+        "must be {MIN_PASSPHRASE_BYTES} to {MAX_PASSPHRASE_BYTES} bytes long (got {n}{utf8})"
+    ))
 }
 
 /// Defaults for the SRT parameters of many URIs (a template's or a route's `srt` settings in
@@ -270,6 +293,7 @@ impl SrtDefaults {
         if let Some(n) = self.pbkeylen {
             limits::check_number("pbkeylen", n)?;
         }
+        let mut parsed = Vec::new();
         for (key, text) in &self.options {
             let at = format!("options.{key}");
             let Some(def) = OPTIONS.iter().find(|d| d.key == key) else {
@@ -279,9 +303,11 @@ impl SrtDefaults {
                 );
                 return Err(Error::InvalidConfig(why).at(&at));
             };
-            options::parse(def, text).map_err(|why| Error::InvalidConfig(why).at(&at))?;
+            parsed
+                .push(options::parse(def, text).map_err(|why| Error::InvalidConfig(why).at(&at))?);
         }
-        Ok(())
+        options::check_together(&parsed)
+            .map_err(|why| Error::InvalidConfig(why).at("options.kmpreannounce"))
     }
 
     /// `uri` with each default added to its query that it does not set itself (by any of the
@@ -305,7 +331,12 @@ impl SrtDefaults {
             .collect();
         let set = |keys: &[&str]| keys.iter().any(|k| present.iter().any(|p| p == k));
         let mut extra = Vec::new();
-        if let Some(ms) = self.latency_ms.filter(|_| !set(LATENCY_KEYS)) {
+        let latency_keys = if shared {
+            SHARED_LATENCY_KEYS
+        } else {
+            LATENCY_KEYS
+        };
+        if let Some(ms) = self.latency_ms.filter(|_| !set(latency_keys)) {
             extra.push(format!("{}={ms}", LATENCY_KEYS[0]));
         }
         if let Some(p) = self.passphrase.as_ref().filter(|_| !set(PASSPHRASE_KEYS)) {
@@ -404,7 +435,7 @@ impl fmt::Display for SrtEndpoint {
 mod tests {
     use super::SrtDefaults;
     use crate::error::Error;
-    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_CHARS};
+    use crate::limits::{MAX_LATENCY_MS, MAX_PASSPHRASE_BYTES};
     use crate::uri::{parse_error, Endpoint, Role, SrtEndpoint, SrtMode};
 
     fn srt(uri: &str) -> SrtEndpoint {
@@ -445,11 +476,33 @@ mod tests {
     }
 
     #[test]
+    fn rcvlatency_is_the_receiving_side_alone_as_in_srt_live_transmit() {
+        let s = srt("srt://h:1?rcvlatency=300&latency=200&peerlatency=100");
+        assert_eq!(s.latency_ms, 200);
+        let set: Vec<String> = s.options.iter().map(|o| o.to_string()).collect();
+        assert_eq!(set, ["rcvlatency=300", "peerlatency=100"]);
+        assert_eq!(
+            srt("srt://h:1?rcvlatency=300").latency_ms,
+            super::DEFAULT_LATENCY_MS
+        );
+        assert!(err("srt://h:1?rcvlatency=60001").contains("`rcvlatency=60001`"));
+        // On the shared port it is the one latency of each caller, as before.
+        assert_eq!(
+            srt("srt-shared://?rcvlatency=300").shared_latency_ms,
+            Some(300)
+        );
+    }
+
+    #[test]
     fn passphrase_length_is_checked() {
-        assert!(err("srt://:9000?passphrase=short").contains("10 to 79 characters long (got 5)"));
+        assert!(err("srt://:9000?passphrase=short").contains("10 to 79 bytes long (got 5)"));
         let long = "x".repeat(80);
         assert!(err(&format!("srt://:9000?passphrase={long}")).contains("got 80"));
         srt(&format!("srt://:9000?passphrase={}", "x".repeat(79)));
+        // libsrt counts bytes: 40 two-byte characters are too many, 5 are enough.
+        let e = err(&format!("srt://:9000?passphrase={}", "é".repeat(40)));
+        assert!(e.contains("(got 80 in UTF-8, 40 characters)"), "{e}");
+        srt(&format!("srt://:9000?passphrase={}", "é".repeat(5)));
     }
 
     #[test]
@@ -461,7 +514,7 @@ mod tests {
         assert!(SrtDefaults::default().check().is_ok());
         let good = SrtDefaults {
             latency_ms: Some(MAX_LATENCY_MS),
-            passphrase: Some("x".repeat(MAX_PASSPHRASE_CHARS)),
+            passphrase: Some("x".repeat(MAX_PASSPHRASE_BYTES)),
             pbkeylen: Some(32),
             options: vec![
                 ("oheadbw".into(), "50".into()),
@@ -528,8 +581,14 @@ mod tests {
         );
         // Any spelling of a key the URI sets keeps its value.
         assert_eq!(
-            d.apply("srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"),
-            "srt://:9000?RcvLatency=80&pass%70hrase=0123456789&pbkeylen=16"
+            d.apply("srt://:9000?LATENCY=80&pass%70hrase=0123456789&pbkeylen=16"),
+            "srt://:9000?LATENCY=80&pass%70hrase=0123456789&pbkeylen=16"
+        );
+        // `rcvlatency` is the receiving side's alone, set after `latency`, as in
+        // srt-live-transmit: the default latency still goes in (for the peer's side).
+        assert_eq!(
+            d.apply("srt://:9000?rcvlatency=80&passphrase=0123456789&pbkeylen=16"),
+            "srt://:9000?rcvlatency=80&passphrase=0123456789&pbkeylen=16&latency=200"
         );
         assert_eq!(d.apply("udp://:5000"), "udp://:5000");
         assert_eq!(SrtDefaults::default().apply("srt://:9000"), "srt://:9000");
@@ -593,10 +652,14 @@ mod tests {
         assert!(err("srt-shared://?pbkeylen=24").contains("needs a `passphrase`"));
         let short = err("srt-shared://?users=cam:short");
         assert!(
-            short.contains("`cam`") && short.contains("10 to 79 characters"),
+            short.contains("`cam`") && short.contains("10 to 79 bytes"),
             "{short}"
         );
         assert!(srt("srt-shared://?users=cam:campassword1").users.len() == 1);
+        for empty in ["users=", "users=,", "users=%2C%2C"] {
+            let e = err(&format!("srt-shared://?{empty}"));
+            assert!(e.contains("`users` is empty"), "{e}");
+        }
     }
 
     #[test]

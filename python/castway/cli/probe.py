@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import grpc
 
 from castway import errors, srt_probe
-from castway.cli.exits import EXIT_FAILED, EXIT_OK
+from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from castway.cli.remote import client_options, connect
 from castway.client import Client
 from castway.v1 import route_pb2, spec_pb2, template_pb2
@@ -77,10 +77,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return _probe(args, client)
     except _Refused as e:
-        print(f"castway probe: {e}")
+        print(f"castway probe: {e}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as e:
-        print(f"castway probe: {e.code().name}: {e.details()}")
+        print(f"castway probe: {e.code().name}: {e.details()}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if client is not None:
@@ -91,8 +91,10 @@ class _Refused(Exception):
     """What cannot be applied, and why."""
 
 
-# The URI keys the recommendation sets (a key and its aliases, as the data plane reads them).
-LATENCY_KEYS = ("latency", "rcvlatency")
+# The URI key the recommended latency goes in; it sets both sides of the link.
+LATENCY = "latency"
+# Set after `latency`, these would override the recommendation for one side: removed.
+ONE_SIDE = ("rcvlatency", "peerlatency")
 OVERHEAD_KEYS = ("oheadbw",)
 # libsrt (1.5) paces by SRTO_OHEADBW only when SRTO_MAXBW is 0 (relative to the input rate),
 # the input rate being its own estimate when SRTO_INPUTBW is 0; castway's default maxbw is -1
@@ -111,15 +113,16 @@ def _uri_keys(latency_ms: int, overhead: int) -> str:
 
 
 def _with_keys(uri: str, latency_ms: int, overhead: int) -> tuple[str, dict[str, str]]:
-    """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these; and the
-    values it had, by key (``-``: unset)."""
+    """``uri`` with its latency and bandwidth keys (in any spelling) replaced by these, and its
+    ``rcvlatency`` and ``peerlatency`` removed (``latency`` sets both sides); and the values
+    it had, by key (``-``: unset; those two only if it had them)."""
     head, _, query = uri.partition("?")
     kept: list[str] = []
-    before = dict.fromkeys(("latency", *_keys(overhead)), "-")
+    before = dict.fromkeys((LATENCY, *_keys(overhead)), "-")
     for part in (p for p in query.split("&") if p):
         key = unquote(part.partition("=")[0]).lower()
-        if key in LATENCY_KEYS or key in before:
-            before["latency" if key in LATENCY_KEYS else key] = part.partition("=")[2]
+        if key in before or key in ONE_SIDE:
+            before[key] = part.partition("=")[2]
         else:
             kept.append(part)
     kept.append(_uri_keys(latency_ms, overhead))
@@ -177,7 +180,8 @@ def _apply_route(client: Client, name: str, latency_ms: int, overhead: int) -> l
         for e in group:
             if _is_srt(e.uri):
                 e.uri, before = _with_keys(e.uri, latency_ms, overhead)
-                after = {"latency": str(latency_ms), **_keys(overhead)}
+                after = {LATENCY: str(latency_ms), **_keys(overhead)}
+                after.update((k, "-") for k in ONE_SIDE if k in before)
                 changed.append(f"route {name} {e.id}: {_changes(before, after)}")
     client.routes.UpdateRoute(
         route_pb2.UpdateRouteRequest(name=name, spec=spec, version=r.version),
@@ -193,6 +197,10 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
     lat = str(spec.srt.latency_ms) if spec.srt.HasField("latency_ms") else "-"
     keys = _keys(overhead)
     before = {k: spec.srt.options.get(k, "-") for k in keys}
+    after = dict(keys)
+    for k in (k for k in ONE_SIDE if k in spec.srt.options):
+        before[k], after[k] = spec.srt.options[k], "-"
+        del spec.srt.options[k]
     spec.srt.latency_ms = latency_ms
     spec.srt.options.update(keys)
     client.templates.UpdateTemplate(
@@ -200,7 +208,7 @@ def _apply_template(client: Client, name: str, latency_ms: int, overhead: int) -
         metadata=client.metadata, timeout=client.timeout_s,
     )
     return [f"template {name}: srt.latency_ms {lat} -> {latency_ms}, "
-            f"{_changes(before, keys, 'srt.options.')}"]
+            f"{_changes(before, after, 'srt.options.')}"]
 
 
 def _probe(args: argparse.Namespace, client: Client | None) -> int:
@@ -212,8 +220,10 @@ def _probe(args: argparse.Namespace, client: Client | None) -> int:
     try:
         r = srt_probe(args.uri, args.seconds, args.bitrate)
     except errors.CastwayError as e:
-        print(f"castway probe: {e}")
-        return EXIT_FAILED
+        # On stderr: stdout is the report's (`--json | jq`).
+        print(f"castway probe: {e}", file=sys.stderr)
+        usage = isinstance(e, (errors.InvalidUriError, errors.ConfigError))
+        return EXIT_USAGE if usage else EXIT_FAILED
     changed: list[str] = []
     if client is not None and args.apply:
         changed = _apply_route(client, args.apply, r["latency_ms"], r["overhead_percent"])
