@@ -1691,3 +1691,39 @@ def test_an_mp4_recording_goes_on_through_the_slate_and_back_in_files_of_their_o
     # (The slate's last frame may be short: the hub cuts back to the input at the input's
     # keyframe, between two of the slate's buffers, as the outputs carry it; docs/recording.md.)
     assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.parametrize("moved", ["streams", "pmt"])
+def test_an_mp4_recording_starts_a_new_file_where_the_program_changes_inside_one_run(
+    gateway: castway.Gateway, tmp_path: Path, moved: str
+) -> None:
+    """Two encodes, the second with its streams (and perhaps its PMT) on other PIDs, sent one
+    right after the other to one UDP input (a TS file of two encodes, a sender restarted
+    behind the input): the hub passes them as one run, no cut. The running demuxer added a
+    second video pad and the branch failed; now the file ends where the program changes and
+    the next begins there, with nothing lost and no error."""
+    first = make_clip(tmp_path / "a.ts", 5, "320x180", 500, gop=25).read_bytes()
+    pids = (0x1000, 0x300) if moved == "streams" else (0x1200, 0x300)
+    second = make_clip(tmp_path / "b.ts", 5, "320x180", 500, gop=25, pids=pids).read_bytes()
+    port = free_port()
+    route = gateway.add_route("mp4prog", f"udp://127.0.0.1:{port}", slate=False)
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000, format="mp4")
+    UdpSender(first + second, port, bitrate=1.5e6).join()
+    wait_until(lambda: route.recording.stats()["queued_bytes"] == 0, 10, "the recorder caught up")
+    route.recording.stop()
+    stats = route.recording.stats()
+    cuts = route.stats()["switch"]["cuts"]
+    gateway.remove_route("mp4prog")
+    assert cuts == 0, "one run: the hub did not cut"
+    assert stats["errors"] == 0 and stats["drops"] == 0, stats
+    assert stats["program_changes"] == 1, stats
+    segments = segments_closed(gateway, "mp4prog")
+    assert len(segments) == 2, segments
+    for s in segments:
+        streams = probe_streams(rec / s["path"])
+        assert [k for k, _ in streams] == ["audio", "video"], (s, streams)
+        # Each encode whole, from its first keyframe (each begins with one).
+        for kind, duration in streams:
+            assert abs(duration - 5.0) < 0.5, (s, kind, duration)
+    assert not list(rec.rglob("*.part"))

@@ -157,6 +157,10 @@ pub struct RecorderStats {
     /// `mp4`: audio buffers dropped because they came before the first video keyframe of the
     /// branch (so that both tracks start together at that keyframe).
     pub audio_dropped: u64,
+    /// `mp4`: files ended where the program changed inside one run of the hub (its PAT or PMT
+    /// of other content: an encoder restarted behind a UDP input, a file of two encodes); the
+    /// new program goes on in a file of its own.
+    pub program_changes: u64,
     pub last_error: Option<String>,
 }
 
@@ -174,6 +178,7 @@ struct Status {
     stalls: u64,
     pauses_mid_frame: u64,
     floor_ends: u64,
+    program_changes: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -388,6 +393,7 @@ impl Recorder {
             floor_ends: status.floor_ends,
             pauses_mid_frame: status.pauses_mid_frame,
             audio_dropped: s.audio_dropped.load(Relaxed),
+            program_changes: status.program_changes,
             last_error: status.last_error.clone(),
         }
     }

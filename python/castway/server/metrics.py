@@ -213,6 +213,9 @@ ROUTE = (
     Series("castway.recording.floor_ends", "counter", "{segment}", "segments ended early (at "
            "their next keyframe): the volume reached its free-space floor while they were "
            "written", lambda r: r["recording"]["floor_ends"]),
+    Series("castway.recording.program_changes", "counter", "{file}", "mp4: files ended where "
+           "the program changed inside one run of the hub",
+           lambda r: r["recording"]["program_changes"]),
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
