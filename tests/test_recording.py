@@ -1224,26 +1224,35 @@ def test_a_stop_ends_the_last_segment_before_the_next_video_frame_so_it_decodes_
     assert decode_errors(rec / seg["path"]) == ""
 
 
-def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
-    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
+@pytest.mark.parametrize("fmt", ["ts", "mp4"])
+def test_no_segment_opens_below_the_free_space_floor_said_once_and_recording_resumes_when_room_is_made(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes, fmt: str
 ) -> None:
+    """Below the floor no segment opens. It is said once (one error, one event); the tries
+    after it are counted in `floor_retries` (`mp4` reported each try after its backoff as an
+    error of its own)."""
     filler = small_tmpfs / "filler"
     filler.write_bytes(b"\0" * (2 << 20))
     in_port = free_port()
     cap = udp_capture()
     route = gateway.add_route("f", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
     rec = small_tmpfs / "rec"
-    route.recording.start(rec, segment_ms=1000, min_free_bytes=(3 << 20) // 2)
+    route.recording.start(rec, segment_ms=1000, format=fmt, min_free_bytes=(3 << 20) // 2)
     sender = UdpSender(gop_clip, in_port, bitrate=1e6)
     wait_until(lambda: route.recording.stats()["no_space_bytes"] > 0, 10, "bytes not recorded")
+    # Tried again: at each cut (ts), after the backoff of 1 s then 2 s (mp4).
+    wait_until(lambda: route.recording.stats()["floor_retries"] >= 2, 10, "tried again twice")
     stats = route.recording.stats()
     assert stats["state"] == "failing" and stats["errors"] == 1, stats
     assert "min_free_bytes" in stats["last_error"], stats
+    assert stats["drops"] == 0, "what is not recorded for the floor is no_space_bytes"
     assert not [p for p in rec.rglob("*") if p.is_file()], "no segment opened"
     errors = [e for e in gateway.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_error"]
-    assert len(errors) == 1 and "below the floor" in errors[0]["error"]
-    # Room made (as retention would): the next keyframe opens a segment.
+    assert len(errors) == 1 and "below the floor" in errors[0]["error"], errors
+    # Room made (as retention would): the next try opens a segment (the stream goes on).
     filler.unlink()
+    sender.join()
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
     wait_until(lambda: route.recording.stats()["segment"], 10, "a segment open")
     assert route.recording.stats()["state"] == "recording"
     sender.join()

@@ -332,6 +332,7 @@ class RecordingStats(TypedDict):
     stalls: int
     no_space_bytes: int
     floor_ends: int
+    floor_retries: int
     program_changes: int
     pauses_mid_frame: int
     audio_dropped: int

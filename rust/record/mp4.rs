@@ -163,6 +163,9 @@ pub(super) struct Mp4Writer {
     program_run: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The last branch due did not start: the volume was below its free-space floor (said
+    /// once; tried again after each backoff, counted in `floor_retries`).
+    low_space: bool,
     /// When the free-space floor was last checked while the branch ran.
     floor_checked: Instant,
 }
@@ -188,6 +191,7 @@ impl Mp4Writer {
             program_run: 0,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            low_space: false,
             floor_checked: Instant::now(),
         }
     }
@@ -341,12 +345,19 @@ impl Mp4Writer {
         }
         if self.running.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                self.shared.drops.fetch_add(packets, Relaxed);
+                if self.low_space {
+                    self.shared.no_space_bytes.fetch_add(size, Relaxed);
+                } else {
+                    self.shared.drops.fetch_add(packets, Relaxed);
+                }
                 return;
             }
             if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
                 self.shared.no_space_bytes.fetch_add(size, Relaxed);
-                return self.fail(why);
+                return self.no_space(why);
+            }
+            if std::mem::take(&mut self.low_space) {
+                lock(&self.shared.status).state = "recording";
             }
             match self.build() {
                 Ok(r) => self.running = Some(r),
@@ -737,6 +748,20 @@ impl Mp4Writer {
                 place.part.display()
             );
         }
+    }
+
+    /// No branch starts: the volume is below its free-space floor. Said once (an error, as
+    /// `ts` says it), when it begins; tried again after each backoff (retention runs
+    /// meanwhile), each retry counted in `floor_retries`.
+    fn no_space(&mut self, error: String) {
+        if std::mem::replace(&mut self.low_space, true) {
+            gst::debug!(CAT, "{}: {error}", self.route);
+            lock(&self.shared.status).floor_retries += 1;
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            return;
+        }
+        self.fail(error);
     }
 
     fn fail(&mut self, error: String) {

@@ -213,6 +213,9 @@ ROUTE = (
     Series("castway.recording.floor_ends", "counter", "{segment}", "segments ended early (at "
            "their next keyframe): the volume reached its free-space floor while they were "
            "written", lambda r: r["recording"]["floor_ends"]),
+    Series("castway.recording.floor_retries", "counter", "{retry}", "segments due to open "
+           "tried again in vain: the volume still below its free-space floor",
+           lambda r: r["recording"]["floor_retries"]),
     Series("castway.recording.program_changes", "counter", "{file}", "mp4: files ended where "
            "the program changed inside one run of the hub",
            lambda r: r["recording"]["program_changes"]),
