@@ -1225,7 +1225,7 @@ def test_a_stop_ends_the_last_segment_before_the_next_video_frame_so_it_decodes_
 
 
 @pytest.mark.parametrize("fmt", ["ts", "mp4"])
-def test_no_segment_opens_below_the_free_space_floor_said_once_and_recording_resumes_when_room_is_made(
+def test_below_the_floor_no_segment_opens_it_is_said_once_and_recording_resumes_with_room(
     gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes, fmt: str
 ) -> None:
     """Below the floor no segment opens. It is said once (one error, one event); the tries
