@@ -166,6 +166,13 @@ pub struct RecorderStats {
     /// new program goes on in a file of its own.
     pub program_changes: u64,
     pub last_error: Option<String>,
+    /// `segments`, `bytes`, `drops` and `errors` with those of the route's earlier recorders
+    /// added: they run on across restarts of the recording, however made, for the route's
+    /// life (filled by the route).
+    pub segments_all: u64,
+    pub bytes_all: u64,
+    pub drops_all: u64,
+    pub errors_all: u64,
 }
 
 /// What the writer publishes and `stats()` reads.
@@ -401,6 +408,7 @@ impl Recorder {
             floor_retries: status.floor_retries,
             program_changes: status.program_changes,
             last_error: status.last_error.clone(),
+            ..RecorderStats::default()
         }
     }
 }
