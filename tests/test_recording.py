@@ -1224,26 +1224,35 @@ def test_a_stop_ends_the_last_segment_before_the_next_video_frame_so_it_decodes_
     assert decode_errors(rec / seg["path"]) == ""
 
 
-def test_no_segment_opens_below_the_free_space_floor_and_recording_resumes_when_room_is_made(
-    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes
+@pytest.mark.parametrize("fmt", ["ts", "mp4"])
+def test_below_the_floor_no_segment_opens_it_is_said_once_and_recording_resumes_with_room(
+    gateway: castway.Gateway, small_tmpfs: Path, udp_capture: Any, gop_clip: bytes, fmt: str
 ) -> None:
+    """Below the floor no segment opens. It is said once (one error, one event); the tries
+    after it are counted in `floor_retries` (`mp4` reported each try after its backoff as an
+    error of its own)."""
     filler = small_tmpfs / "filler"
     filler.write_bytes(b"\0" * (2 << 20))
     in_port = free_port()
     cap = udp_capture()
     route = gateway.add_route("f", f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{cap.port}")
     rec = small_tmpfs / "rec"
-    route.recording.start(rec, segment_ms=1000, min_free_bytes=(3 << 20) // 2)
+    route.recording.start(rec, segment_ms=1000, format=fmt, min_free_bytes=(3 << 20) // 2)
     sender = UdpSender(gop_clip, in_port, bitrate=1e6)
     wait_until(lambda: route.recording.stats()["no_space_bytes"] > 0, 10, "bytes not recorded")
+    # Tried again: at each cut (ts), after the backoff of 1 s then 2 s (mp4).
+    wait_until(lambda: route.recording.stats()["floor_retries"] >= 2, 10, "tried again twice")
     stats = route.recording.stats()
     assert stats["state"] == "failing" and stats["errors"] == 1, stats
     assert "min_free_bytes" in stats["last_error"], stats
+    assert stats["drops"] == 0, "what is not recorded for the floor is no_space_bytes"
     assert not [p for p in rec.rglob("*") if p.is_file()], "no segment opened"
     errors = [e for e in gateway.wait_events(0, 0.0, 100_000) if e["kind"] == "recording_error"]
-    assert len(errors) == 1 and "below the floor" in errors[0]["error"]
-    # Room made (as retention would): the next keyframe opens a segment.
+    assert len(errors) == 1 and "below the floor" in errors[0]["error"], errors
+    # Room made (as retention would): the next try opens a segment (the stream goes on).
     filler.unlink()
+    sender.join()
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
     wait_until(lambda: route.recording.stats()["segment"], 10, "a segment open")
     assert route.recording.stats()["state"] == "recording"
     sender.join()
@@ -1691,3 +1700,39 @@ def test_an_mp4_recording_goes_on_through_the_slate_and_back_in_files_of_their_o
     # (The slate's last frame may be short: the hub cuts back to the input at the input's
     # keyframe, between two of the slate's buffers, as the outputs carry it; docs/recording.md.)
     assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.parametrize("moved", ["streams", "pmt"])
+def test_an_mp4_recording_starts_a_new_file_where_the_program_changes_inside_one_run(
+    gateway: castway.Gateway, tmp_path: Path, moved: str
+) -> None:
+    """Two encodes, the second with its streams (and perhaps its PMT) on other PIDs, sent one
+    right after the other to one UDP input (a TS file of two encodes, a sender restarted
+    behind the input): the hub passes them as one run, no cut. The running demuxer added a
+    second video pad and the branch failed; now the file ends where the program changes and
+    the next begins there, with nothing lost and no error."""
+    first = make_clip(tmp_path / "a.ts", 5, "320x180", 500, gop=25).read_bytes()
+    pids = (0x1000, 0x300) if moved == "streams" else (0x1200, 0x300)
+    second = make_clip(tmp_path / "b.ts", 5, "320x180", 500, gop=25, pids=pids).read_bytes()
+    port = free_port()
+    route = gateway.add_route("mp4prog", f"udp://127.0.0.1:{port}", slate=False)
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=60_000, format="mp4")
+    UdpSender(first + second, port, bitrate=1.5e6).join()
+    wait_until(lambda: route.recording.stats()["queued_bytes"] == 0, 10, "the recorder caught up")
+    route.recording.stop()
+    stats = route.recording.stats()
+    cuts = route.stats()["switch"]["cuts"]
+    gateway.remove_route("mp4prog")
+    assert cuts == 0, "one run: the hub did not cut"
+    assert stats["errors"] == 0 and stats["drops"] == 0, stats
+    assert stats["program_changes"] == 1, stats
+    segments = segments_closed(gateway, "mp4prog")
+    assert len(segments) == 2, segments
+    for s in segments:
+        streams = probe_streams(rec / s["path"])
+        assert [k for k, _ in streams] == ["audio", "video"], (s, streams)
+        # Each encode whole, from its first keyframe (each begins with one).
+        for kind, duration in streams:
+            assert abs(duration - 5.0) < 0.5, (s, kind, duration)
+    assert not list(rec.rglob("*.part"))

@@ -435,3 +435,42 @@ def test_prometheus_sees_the_recorders_state_segment_totals_and_retention(
         ):
             wait_until(lambda promql=promql: query(base, promql), 30, promql)
         srv.client.close()
+
+
+def test_recording_totals_run_on_across_a_restart_made_directly_from_the_python_api(
+    tmp_path: Path, clip: bytes
+) -> None:
+    """The `*_all` totals used to be kept by the recordings manager, for the restarts it made
+    itself: a recorder stopped through the Python API of the served gateway (and started again
+    by the manager, as its policy wants) started them over. The route keeps them now, whoever
+    stops and starts its recorder."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    in_port = free_port()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    metrics_listen="127.0.0.1:0") as running:
+        srv = Server(running, Client(f"127.0.0.1:{running.port}", key=ADMIN), tmp_path / "data")
+        srv.create("direct", spec([f"udp://127.0.0.1:{in_port}"], recording=spec_pb2.Recording(
+            enabled=True, segment_ms=1000)))
+        route = running.control.gateway.route("direct")
+        wait_until(lambda: route.recording.stats()["state"] == "recording", 10, "on")
+        sender = UdpSender(clip, in_port, bitrate=2e6)
+        wait_until(lambda: route.recording.stats()["segments"] >= 2, 20, "segments")
+        route.recording.stop()
+        first = route.recording.stats()
+        wait_until(lambda: route.recording.stats()["state"] != "stopped", 10, "started again")
+        sender.join()
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+
+        def total(name: str) -> float:
+            families = {f.name: f for f in text_string_to_metric_families(test_metrics.get(url))}
+            return float(next(s.value for s in families[name].samples
+                              if s.labels.get("route") == "direct"))
+
+        stats = route.recording.stats()
+        assert stats["segments_all"] == first["segments"] + stats["segments"], (first, stats)
+        assert stats["bytes_all"] == first["bytes"] + stats["bytes"], (first, stats)
+        # (Read after the stats: the figures only grow.)
+        assert total("castway_recording_segments_all") >= first["segments"] + stats["segments"]
+        assert total("castway_recording_written_all_bytes") >= first["bytes"] + stats["bytes"]
+        srv.client.close()

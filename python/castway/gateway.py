@@ -332,6 +332,12 @@ class RecordingStats(TypedDict):
     stalls: int
     no_space_bytes: int
     floor_ends: int
+    floor_retries: int
+    program_changes: int
+    segments_all: int
+    bytes_all: int
+    drops_all: int
+    errors_all: int
     pauses_mid_frame: int
     audio_dropped: int
     last_error: str | None

@@ -71,9 +71,10 @@ pub enum Kind {
     /// `reason`).
     RecordingDeleted,
     /// The shared SRT port refused a caller (`reason`: `bad_request`, `unauthorized`,
-    /// `forbidden`, `not_found`, `conflict`, `unavailable`, `bad_secret`, `unsecure`;
-    /// `address`, `stream_id`, and `route`, `user` when it named them). Rate-limited: the port
-    /// counts what it does not report.
+    /// `forbidden`, `not_found`, `conflict`, `unavailable`, `bad_secret`, `unsecure`, or
+    /// `dropped`: let in, then not taken by its route once connected; `address`,
+    /// `stream_id`, and `route`, `user` when it named them). Rate-limited: the port counts
+    /// what it does not report.
     SrtRefused,
 }
 

@@ -157,7 +157,22 @@ pub struct RecorderStats {
     /// `mp4`: audio buffers dropped because they came before the first video keyframe of the
     /// branch (so that both tracks start together at that keyframe).
     pub audio_dropped: u64,
+    /// Times a segment was due to open (`ts`: at a cut; `mp4`: after a backoff) and was tried
+    /// again in vain, the volume still below its free-space floor. The first try of each such
+    /// time is an error (`errors`, one `recording_error` event); these are not.
+    pub floor_retries: u64,
+    /// `mp4`: files ended where the program changed inside one run of the hub (its PAT or PMT
+    /// of other content: an encoder restarted behind a UDP input, a file of two encodes); the
+    /// new program goes on in a file of its own.
+    pub program_changes: u64,
     pub last_error: Option<String>,
+    /// `segments`, `bytes`, `drops` and `errors` with those of the route's earlier recorders
+    /// added: they run on across restarts of the recording, however made, for the route's
+    /// life (filled by the route).
+    pub segments_all: u64,
+    pub bytes_all: u64,
+    pub drops_all: u64,
+    pub errors_all: u64,
 }
 
 /// What the writer publishes and `stats()` reads.
@@ -174,6 +189,8 @@ struct Status {
     stalls: u64,
     pauses_mid_frame: u64,
     floor_ends: u64,
+    floor_retries: u64,
+    program_changes: u64,
 }
 
 /// Shared by the intake (streaming threads), the writer thread and the recorder's handle.
@@ -388,7 +405,10 @@ impl Recorder {
             floor_ends: status.floor_ends,
             pauses_mid_frame: status.pauses_mid_frame,
             audio_dropped: s.audio_dropped.load(Relaxed),
+            floor_retries: status.floor_retries,
+            program_changes: status.program_changes,
             last_error: status.last_error.clone(),
+            ..RecorderStats::default()
         }
     }
 }

@@ -28,7 +28,7 @@ use super::{lock, path, unix_now, Item, RecordSettings, Shared, CAT};
 use crate::elements::make;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventLog, Kind};
-use crate::ts::PACKET_SIZE;
+use crate::ts::{Programs, PACKET_SIZE};
 
 const POLL: Duration = Duration::from_millis(100);
 /// The appsrc's own bound; past it the writer thread waits.
@@ -94,6 +94,41 @@ impl Gate {
     }
 }
 
+/// The program of the stream within one hub run, as its PAT and PMT describe it. A run may
+/// change its program without a cut by the hub: an encoder restarted behind a UDP input, a TS
+/// file of two encodes. A running demuxer then adds pads for the new streams, which the
+/// muxer cannot take (a second `video` pad): the branch failed. So a change ends the file
+/// there, as a cut does, and the new program goes into a branch and file of its own.
+#[derive(Default)]
+struct Program {
+    tables: Programs,
+    /// The last PAT packet: put in front of a PMT that changed on the same PID, so that the
+    /// next branch's demuxer finds it at once.
+    pat: Option<[u8; PACKET_SIZE]>,
+}
+
+impl Program {
+    /// Where in `data` the program changes: the offset of the first packet of a PAT or PMT
+    /// of other content than the program read before (its version is not looked at: two
+    /// encoders number their tables alike). None when it does not, or no program was read
+    /// whole before it (the run's first PAT and PMT).
+    fn change_in(&mut self, data: &[u8]) -> Option<usize> {
+        data.chunks_exact(PACKET_SIZE)
+            .position(|p| {
+                if p[0] != 0x47 {
+                    return false;
+                }
+                let known = !self.tables.streams.is_empty();
+                let changed = self.tables.observe(p);
+                if crate::ts::pid(p) == 0 && p[1] & 0x40 != 0 {
+                    self.pat = p.try_into().ok();
+                }
+                known && changed
+            })
+            .map(|i| i * PACKET_SIZE)
+    }
+}
+
 /// A file splitmuxsink opened and has not closed yet.
 struct OpenFile {
     rel: PathBuf,
@@ -123,8 +158,14 @@ pub(super) struct Mp4Writer {
     /// The hub's run (its count of cuts) of the last data that went into the branch: data of
     /// a later run (a switch, the slate on air) goes into a new branch and file.
     cuts_seen: u64,
+    /// The program of the data of the hub's run `program_run` (a new run starts anew).
+    program: Program,
+    program_run: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The last branch due did not start: the volume was below its free-space floor (said
+    /// once; tried again after each backoff, counted in `floor_retries`).
+    low_space: bool,
     /// When the free-space floor was last checked while the branch ran.
     floor_checked: Instant,
 }
@@ -146,8 +187,11 @@ impl Mp4Writer {
             paused: false,
             ending: None,
             cuts_seen: 0,
+            program: Program::default(),
+            program_run: 0,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            low_space: false,
             floor_checked: Instant::now(),
         }
     }
@@ -202,8 +246,50 @@ impl Mp4Writer {
         lock(&self.shared.status).state = "stopped";
     }
 
-    /// Takes `buffer` of the hub's run `cuts` (its count of cuts when it handed it over).
+    /// Takes `buffer` of the hub's run `cuts` (its count of cuts when it handed it over). Where
+    /// the program changes inside the run (`Program`), the file ends whole with the data before
+    /// the change, and a new branch starts with the data from it (at its PSI; the new
+    /// program's first keyframe opens its file).
     fn take(&mut self, buffer: gst::Buffer, size: u64, cuts: u64) {
+        if cuts != self.program_run {
+            self.program_run = cuts;
+            self.program = Program::default();
+        }
+        let at = buffer
+            .map_readable()
+            .ok()
+            .and_then(|m| self.program.change_in(&m));
+        let Some(at) = at else {
+            return self.take_run(buffer, size, cuts);
+        };
+        if at > 0 {
+            if let Ok(head) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, 0..at) {
+                self.take_run(head, at as u64, cuts);
+            }
+        }
+        gst::info!(
+            CAT,
+            "{}: the program changed inside the hub's run: a new file",
+            self.route
+        );
+        lock(&self.shared.status).program_changes += 1;
+        self.ending = None;
+        self.finish();
+        let Ok(map) = buffer.map_readable() else {
+            return;
+        };
+        let mut rest = Vec::with_capacity(PACKET_SIZE + map.len() - at);
+        if crate::ts::pid(&map[at..]) != 0 {
+            rest.extend(self.program.pat.iter().flatten());
+        }
+        rest.extend_from_slice(&map[at..]);
+        drop(map);
+        // Read again from the change (no change any more: the tables are those just read).
+        self.take(gst::Buffer::from_mut_slice(rest), size - at as u64, cuts);
+    }
+
+    /// Takes `buffer` of the hub's run `cuts`, in which the program does not change.
+    fn take_run(&mut self, buffer: gst::Buffer, size: u64, cuts: u64) {
         if self.running.is_some() && cuts != self.cuts_seen {
             // The hub cut to a new run (a switch, the slate on air): its program may differ
             // (other PIDs, other streams or caps), which a running demuxer and muxer cannot
@@ -231,7 +317,7 @@ impl Mp4Writer {
             self.finish();
             let rest = buffer.size() - at;
             if let Ok(tail) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, at..) {
-                self.take(tail, rest as u64, cuts);
+                self.take_run(tail, rest as u64, cuts);
             }
             return;
         }
@@ -254,17 +340,24 @@ impl Mp4Writer {
                 );
                 lock(&self.shared.status).floor_ends += 1;
                 self.ending = Some(Instant::now());
-                return self.take(buffer, size, cuts);
+                return self.take_run(buffer, size, cuts);
             }
         }
         if self.running.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                self.shared.drops.fetch_add(packets, Relaxed);
+                if self.low_space {
+                    self.shared.no_space_bytes.fetch_add(size, Relaxed);
+                } else {
+                    self.shared.drops.fetch_add(packets, Relaxed);
+                }
                 return;
             }
             if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
                 self.shared.no_space_bytes.fetch_add(size, Relaxed);
-                return self.fail(why);
+                return self.no_space(why);
+            }
+            if std::mem::take(&mut self.low_space) {
+                lock(&self.shared.status).state = "recording";
             }
             match self.build() {
                 Ok(r) => self.running = Some(r),
@@ -655,6 +748,20 @@ impl Mp4Writer {
                 place.part.display()
             );
         }
+    }
+
+    /// No branch starts: the volume is below its free-space floor. Said once (an error, as
+    /// `ts` says it), when it begins; tried again after each backoff (retention runs
+    /// meanwhile), each retry counted in `floor_retries`.
+    fn no_space(&mut self, error: String) {
+        if std::mem::replace(&mut self.low_space, true) {
+            gst::debug!(CAT, "{}: {error}", self.route);
+            lock(&self.shared.status).floor_retries += 1;
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            return;
+        }
+        self.fail(error);
     }
 
     fn fail(&mut self, error: String) {

@@ -459,7 +459,9 @@ impl Files {
     fn open_segment(&mut self, pts: Option<u64>, psi: bool, unix: f64) {
         if let Some(why) = super::below_floor(&self.settings.dir, &self.shared) {
             // Said once, when it begins; tried again at each cut (retention runs meanwhile).
-            if !std::mem::replace(&mut self.low_space, true) {
+            if std::mem::replace(&mut self.low_space, true) {
+                lock(&self.shared.status).floor_retries += 1;
+            } else {
                 self.report_no_space(why);
             }
             return;

@@ -77,6 +77,7 @@ impl Route {
                 samples: Default::default(),
                 recorder: None,
                 recording: false,
+                recorded_before: Default::default(),
             }),
             hub,
             log,

@@ -111,6 +111,8 @@ struct Inner {
     /// The route's last recorder (kept after a stop for its stats) and whether it records.
     recorder: Option<Arc<crate::record::Recorder>>,
     recording: bool,
+    /// What the route's earlier recorders did (each start adds the last one's figures).
+    recorded_before: record::Earlier,
 }
 
 /// Which part of a route a pipeline belongs to.

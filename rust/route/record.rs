@@ -9,6 +9,26 @@ use crate::error::{Error, Result};
 use crate::hub::Tap;
 use crate::record::{RecordSettings, Recorder, RecorderStats, TAP_ID};
 
+/// What a route's earlier recorders did: each start of a recording, however it is made (a
+/// policy, gRPC, the Python API), adds the figures of the recorder it replaces, so that the
+/// stats' `*_all` figures run on across restarts of the recorder for the route's life.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Earlier {
+    segments: u64,
+    bytes: u64,
+    drops: u64,
+    errors: u64,
+}
+
+impl Earlier {
+    fn add(&mut self, s: &RecorderStats) {
+        self.segments += s.segments;
+        self.bytes += s.bytes;
+        self.drops += s.drops;
+        self.errors += s.errors;
+    }
+}
+
 impl Route {
     /// Starts recording with `settings`; an error if it records already (pause and resume
     /// it, or stop it first).
@@ -28,7 +48,9 @@ impl Route {
         let (recorder, intake) = Recorder::start(&self.name, settings, self.log.clone(), cuts)?;
         self.hub
             .attach(Arc::new(Tap::record(TAP_ID.into(), intake, Arc::default())));
-        inner.recorder = Some(Arc::new(recorder));
+        if let Some(last) = inner.recorder.replace(Arc::new(recorder)) {
+            inner.recorded_before.add(&last.stats());
+        }
         inner.recording = true;
         Ok(())
     }
@@ -115,12 +137,18 @@ impl Route {
 
     /// The recorder's stats (state `stopped` when it never ran).
     pub(super) fn recording_stats(&self, inner: &super::Inner) -> RecorderStats {
-        match &inner.recorder {
+        let mut stats = match &inner.recorder {
             Some(r) => r.stats(),
             None => RecorderStats {
                 state: "stopped",
                 ..RecorderStats::default()
             },
-        }
+        };
+        let before = &inner.recorded_before;
+        stats.segments_all = before.segments + stats.segments;
+        stats.bytes_all = before.bytes + stats.bytes;
+        stats.drops_all = before.drops + stats.drops;
+        stats.errors_all = before.errors + stats.errors;
+        stats
     }
 }

@@ -464,7 +464,8 @@ pub struct SrtPortStats {
     /// caller's or the route's; `SRT_REJ_UNSECURE`).
     pub refused_unsecure: u64,
     /// Publishers let in whose route did not take them once connected (it was stopping, or
-    /// another publisher was live): closed right after their handshake.
+    /// another publisher was live): closed right after their handshake, and reported as
+    /// `srt_refused` events of reason `dropped`.
     pub publishers_dropped: u64,
     /// `castway probe` callers served (stream ID `probe`), and the bytes they sent, discarded.
     pub probes_accepted: u64,
@@ -1057,6 +1058,7 @@ impl PortInner {
                              or one is live)",
                             request.route
                         );
+                        self.report_refusal("dropped", &peer, &stream_id, Some(&request));
                     }
                 },
                 Ok((_, Side::Output(o))) => match o.upgrade() {
@@ -1273,5 +1275,36 @@ mod tests {
                 latency_ms: None
             })
         );
+    }
+
+    #[test]
+    fn a_publisher_let_in_and_then_dropped_by_its_route_is_an_srt_refused_event() {
+        gst::init().unwrap();
+        // An input gone (its route stopping) still on the port: the handshake lets the
+        // publisher in, and the route does not take it once connected.
+        let directory = Directory::default();
+        let _place = directory
+            .add("r", "in", Side::Input(Weak::new()), access(None, &[]))
+            .unwrap();
+        let events = Arc::new(EventLog::default());
+        let port = SrtPort::open("127.0.0.1:0", directory, events.clone()).unwrap();
+        let caller = Socket::new().unwrap();
+        caller
+            .set_str(ffi::SRTO_STREAMID, "publish:r", "streamid")
+            .unwrap();
+        caller.connect(port.address()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = |e: &Event| e.kind == Kind::SrtRefused;
+        assert!(
+            events.wait_for(0, deadline, refused),
+            "no srt_refused event"
+        );
+        let batch = events.read(0, 10);
+        let event = batch.events.iter().find(|e| refused(e)).unwrap();
+        assert_eq!(event.reason.as_deref(), Some("dropped"));
+        assert_eq!(event.route.as_deref(), Some("r"));
+        assert!(event.address.is_some() && event.stream_id.is_some());
+        assert_eq!(port.stats().publishers_dropped, 1);
+        assert_eq!(port.stats().publishers_accepted, 0);
     }
 }

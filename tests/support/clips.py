@@ -13,13 +13,15 @@ def make_clip(path: Path, seconds: int, size: str, video_kbps: int, *,
               maxrate_kbps: int | None = None, bufsize_kbps: int | None = None,
               zerolatency: bool = False, tone: int | None = 440, audio_kbps: int | None = 96,
               muxrate_kbps: int | None = None, pcr_ms: int | None = 10,
-              resend_headers: bool = True, timeout: float = 60) -> Path:
+              resend_headers: bool = True, pids: tuple[int, int] | None = None,
+              timeout: float = 60) -> Path:
     """An H.264 + AAC MPEG-TS made by ffmpeg: an `fps` lavfi `picture`, a GOP of `gop` frames,
     a sine `tone` (None: no audio; `audio_kbps` None: the AAC encoder's default rate). With
     `muxrate_kbps` the mux is constant-rate, as broadcast encoders send it: null packets, and
     PCR-only packets (adaptation field, no payload) on the video PID, a PCR every `pcr_ms`
     (None: ffmpeg's default). `maxrate_kbps`/`bufsize_kbps` bound the video rate;
-    `zerolatency` tunes x264 for it; `resend_headers` repeats PAT and PMT at the start."""
+    `zerolatency` tunes x264 for it; `resend_headers` repeats PAT and PMT at the start; `pids`
+    puts the PMT and the first elementary stream on other PIDs than ffmpeg's (0x1000, 0x100)."""
     video = ["-c:v", "libx264", "-preset", "ultrafast",
              *(["-tune", "zerolatency"] if zerolatency else []), "-g", str(gop),
              "-b:v", f"{video_kbps}k",
@@ -33,6 +35,8 @@ def make_clip(path: Path, seconds: int, size: str, video_kbps: int, *,
     if muxrate_kbps:
         cbr = ["-muxrate", f"{muxrate_kbps}k", *(["-pcr_period", str(pcr_ms)] if pcr_ms else [])]
     flags = ["-mpegts_flags", "+resend_headers"] if resend_headers else []
+    if pids:
+        flags += ["-mpegts_pmt_start_pid", str(pids[0]), "-mpegts_start_pid", str(pids[1])]
     subprocess.run(
         [
             "ffmpeg", "-nostdin", "-v", "error", "-y",

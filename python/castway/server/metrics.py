@@ -213,6 +213,12 @@ ROUTE = (
     Series("castway.recording.floor_ends", "counter", "{segment}", "segments ended early (at "
            "their next keyframe): the volume reached its free-space floor while they were "
            "written", lambda r: r["recording"]["floor_ends"]),
+    Series("castway.recording.floor_retries", "counter", "{retry}", "segments due to open "
+           "tried again in vain: the volume still below its free-space floor",
+           lambda r: r["recording"]["floor_retries"]),
+    Series("castway.recording.program_changes", "counter", "{file}", "mp4: files ended where "
+           "the program changed inside one run of the hub",
+           lambda r: r["recording"]["program_changes"]),
     Series("castway.recording.psi_inserted", "counter", "{packet}", "PAT and PMT packets "
            "copied in front of keyframes that had none right before them",
            lambda r: r["recording"]["psi_inserted"]),
@@ -428,8 +434,8 @@ RETENTION_FAILURES = (
 
 
 def _recording_totals(r: Reading) -> Iterator[tuple[Any, dict[str, str]]]:
-    """Each route's running totals: what its earlier recorders did (the manager's) plus what
-    the one running says now."""
+    """Each route's running totals: what it recorded across restarts of its recorder (its own
+    ``*_all`` figures) plus what the earlier routes of its name did (the manager's)."""
     if r.recordings is None:
         return
     base = r.recordings["totals"]
@@ -437,7 +443,8 @@ def _recording_totals(r: Reading) -> Iterator[tuple[Any, dict[str, str]]]:
     for route in r.routes:
         rec: dict[str, Any] = dict(route["recording"])
         done = base.get(route["name"], {})
-        row = {k: done.get(k, 0) + rec[k] for k in ("segments", "bytes", "drops", "errors")}
+        row = {k: done.get(k, 0) + rec[f"{k}_all"]
+               for k in ("segments", "bytes", "drops", "errors")}
         row["segment_start"] = starts.get(rec["segment"]) if rec["segment"] else None
         yield row, {"route": route["name"]}
 

@@ -230,6 +230,12 @@ class RecordingStatus(_message.Message):
     PSI_INSERTED_FIELD_NUMBER: _builtins.int
     AUDIO_DROPPED_FIELD_NUMBER: _builtins.int
     FLOOR_ENDS_FIELD_NUMBER: _builtins.int
+    FLOOR_RETRIES_FIELD_NUMBER: _builtins.int
+    PROGRAM_CHANGES_FIELD_NUMBER: _builtins.int
+    SEGMENTS_ALL_FIELD_NUMBER: _builtins.int
+    BYTES_ALL_FIELD_NUMBER: _builtins.int
+    DROPS_ALL_FIELD_NUMBER: _builtins.int
+    ERRORS_ALL_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"recording", "paused", "failing" (a write failed; the next segment after a backoff) or
     "stopped".
@@ -273,6 +279,21 @@ class RecordingStatus(_message.Message):
     """Segments ended early (at their next keyframe) because the volume reached its free-space
     floor while they were written (checked at most once a second).
     """
+    floor_retries: _builtins.int
+    """Times a segment was due to open and was tried again in vain, the volume still below its
+    floor (the first try of each such time is an error; these are not).
+    """
+    program_changes: _builtins.int
+    """mp4: files ended where the program changed inside one run of the hub (PAT or PMT of
+    other content without a switch); the new program goes on in a file of its own.
+    """
+    segments_all: _builtins.int
+    """segments, bytes, drops and errors with those of the route's earlier recorders added: they
+    run on across restarts of the recording (however made) for the route's life.
+    """
+    bytes_all: _builtins.int
+    drops_all: _builtins.int
+    errors_all: _builtins.int
     def __init__(
         self,
         *,
@@ -294,10 +315,16 @@ class RecordingStatus(_message.Message):
         psi_inserted: _builtins.int = ...,
         audio_dropped: _builtins.int = ...,
         floor_ends: _builtins.int = ...,
+        floor_retries: _builtins.int = ...,
+        program_changes: _builtins.int = ...,
+        segments_all: _builtins.int = ...,
+        bytes_all: _builtins.int = ...,
+        drops_all: _builtins.int = ...,
+        errors_all: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_dropped", b"audio_dropped", "bytes", b"bytes", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "errors", b"errors", "floor_ends", b"floor_ends", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "psi_inserted", b"psi_inserted", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_dropped", b"audio_dropped", "bytes", b"bytes", "bytes_all", b"bytes_all", "cuts_off_keyframe", b"cuts_off_keyframe", "cuts_without_psi", b"cuts_without_psi", "drops", b"drops", "drops_all", b"drops_all", "errors", b"errors", "errors_all", b"errors_all", "floor_ends", b"floor_ends", "floor_retries", b"floor_retries", "last_error", b"last_error", "no_space_bytes", b"no_space_bytes", "pauses_mid_frame", b"pauses_mid_frame", "program_changes", b"program_changes", "psi_inserted", b"psi_inserted", "queued_bytes", b"queued_bytes", "segment", b"segment", "segment_bytes", b"segment_bytes", "segments", b"segments", "segments_all", b"segments_all", "skipped", b"skipped", "stalls", b"stalls", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from castway.errors import CastwayError
-from castway.gateway import RecordingStats, Route
+from castway.gateway import RecordingStats, Route, RouteStats
 from castway.server.control import Control
 from castway.server.errors import (
     FailedPrecondition,
@@ -97,9 +97,15 @@ class Recordings:
         self.lost = 0
         # Rows left open whose file was whole on disk, closed from it (`_reconcile`).
         self.reconciled = 0
-        # What each route's earlier recorders did (segments, bytes, drops, errors): added when
-        # this manager stops or restarts one, so the metrics' totals outlive a restart.
+        # What the earlier routes of each name did (segments, bytes, drops, errors), so that the
+        # metrics' totals outlive a route stopped and started again (removed from the gateway
+        # and added back). A route itself adds up its recorders across restarts (its `*_all`
+        # figures), whoever makes them. Noticed at a tick: what a route did after the last
+        # tick before it stopped is not in them.
         self._totals: dict[str, dict[str, int]] = {}
+        # Each route's uptime and `*_all` figures at the last tick (a smaller uptime: a new
+        # route of that name).
+        self._seen: dict[str, tuple[float, dict[str, int]]] = {}
         # Segments retention deleted (or found gone), by reason, since the server started.
         self.deleted: dict[str, int] = {}
 
@@ -210,7 +216,8 @@ class Recordings:
     def _forget(self, routes: set[str]) -> None:
         """Drops what is kept per route for the routes deleted (an operator's start/stop must
         not outlive its route and apply to a new route of the same name)."""
-        for kept in (self._manual, self._schedules, self._started, self._floors, self._totals):
+        for kept in (self._manual, self._schedules, self._started, self._floors, self._totals,
+                     self._seen):
             for name in [n for n in kept if n not in routes]:
                 del kept[name]
         self._slate_paused &= routes
@@ -222,6 +229,7 @@ class Recordings:
             self._recording_now = None
         route = self.control.gateway.route(name)
         stats = route.stats()
+        self._note_totals(name, stats)
         rec = route.recording
         state = stats["recording"]["state"]
         want = self.wanted(name, policy, now)
@@ -234,7 +242,6 @@ class Recordings:
             # open segment closes at once, the next opens at the next keyframe).
             keep_paused = state == "paused" and name not in self._slate_paused
             rec.stop()
-            self._add_totals(name, rec.stats())
             state = "stopped"
         if want and state == "stopped":
             rec.start(
@@ -247,7 +254,6 @@ class Recordings:
             self._slate_paused.discard(name)
         elif not want and state != "stopped":
             rec.stop()
-            self._add_totals(name, rec.stats())
             self._slate_paused.discard(name)
             self._started.pop(name, None)
             self._floors.pop(name, None)
@@ -319,11 +325,16 @@ class Recordings:
             s["recording"]["segment"] for s in self.control.stats() if s["recording"]["segment"]
         )
 
-    def _add_totals(self, name: str, stats: RecordingStats) -> None:
-        done = self._totals.setdefault(name, {})
-        figures: dict[str, Any] = dict(stats)
-        for k in ("segments", "bytes", "drops", "errors"):
-            done[k] = done.get(k, 0) + int(figures[k])
+    def _note_totals(self, name: str, stats: RouteStats) -> None:
+        """Keeps what the last route of ``name`` did when a new one of that name is seen."""
+        rec: dict[str, Any] = dict(stats["recording"])
+        figures = {k: int(rec[f"{k}_all"]) for k in ("segments", "bytes", "drops", "errors")}
+        seen = self._seen.get(name)
+        if seen is not None and stats["uptime_s"] < seen[0]:
+            done = self._totals.setdefault(name, {})
+            for k, v in seen[1].items():
+                done[k] = done.get(k, 0) + v
+        self._seen[name] = (stats["uptime_s"], figures)
 
     def metrics(self) -> dict[str, object]:
         """What the metrics read of the recordings: each route's totals of its earlier
