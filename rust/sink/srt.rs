@@ -148,6 +148,7 @@ impl SrtOutput {
         });
         let mut socket = Socket::new()?;
         socket.configure(ep)?;
+        socket.batch_threads();
         let mut state = lock(&output.state);
         match ep.mode {
             SrtMode::Listener => {

@@ -113,6 +113,7 @@ impl SrtInput {
         let weak = input.handler();
         let mut socket = Socket::new()?;
         socket.configure(ep)?;
+        socket.batch_threads();
         let mut state = lock(&input.state);
         match ep.mode {
             SrtMode::Listener => {

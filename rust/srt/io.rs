@@ -17,7 +17,9 @@
 //! Sending does not happen here: the hub sends on the input's thread, without waiting (libsrt's
 //! send buffer is the queue). libsrt's own threads (per UDP socket: one receiving, one sending;
 //! a delivery (TSBPD) thread per receiving connection; one timer thread per process) do the
-//! protocol work.
+//! protocol work. Those of castway's endpoints are batch threads (`Socket::batch_threads`): one
+//! the I/O thread wakes (each send wakes the port's sending thread) does not take the CPU from
+//! it on a busy machine, so the I/O thread sends a message to every output before they run.
 
 use std::collections::HashMap;
 use std::os::raw::c_int;

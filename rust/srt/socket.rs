@@ -34,6 +34,30 @@ static STARTUP: LazyLock<()> = LazyLock::new(|| {
     super::log::install();
 });
 
+/// Runs `f` (a bind or a connect: libsrt starts the threads of a new UDP port, its receiving
+/// and sending threads, on the calling thread) with the calling thread's scheduling policy set
+/// to `SCHED_BATCH`, so that those threads, and the delivery (TSBPD) threads the receiving
+/// thread starts later, inherit it (see [`Socket::batch_threads`]). The kernel never lets a batch thread that wakes
+/// up preempt the thread running on a busy CPU: it runs when that thread waits or its time
+/// slice ends (a few ms at most). Without it, on a busy machine the I/O thread was preempted
+/// in `srt_sendmsg2` by the sending thread each send wakes (libsrt paces every message), and
+/// the two took turns on the CPU message by message; docs/architecture.md has the figures.
+/// A thread with another policy than the default (real-time) is left as it is.
+fn starting_batch_threads<T>(f: impl FnOnce() -> T) -> T {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: reads and sets the calling thread's (id 0) policy; no memory is shared.
+    let switched = unsafe {
+        libc::sched_getscheduler(0) == libc::SCHED_OTHER
+            && libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+    };
+    let r = f();
+    if switched {
+        // SAFETY: as above; going back to the default policy needs no privilege.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    }
+    r
+}
+
 /// The calling thread's last libsrt error: its code and text.
 pub fn last_error() -> (c_int, String) {
     let code = last_error_code();
@@ -214,6 +238,8 @@ pub struct Socket {
     id: SRTSOCKET,
     /// The UDP socket castway bound for it (`bind`), which libsrt owns and uses.
     udp: Option<c_int>,
+    /// libsrt's threads for this socket's port start as batch threads (`batch_threads`).
+    batch: bool,
 }
 
 /// What a non-blocking call found.
@@ -235,10 +261,30 @@ impl Socket {
         if id == ffi::SRT_INVALID_SOCK {
             return Err(format!("cannot create an SRT socket: {}", last_error().1));
         }
-        let s = Socket { id, udp: None };
+        let s = Socket {
+            id,
+            udp: None,
+            batch: false,
+        };
         s.set_int(ffi::SRTO_SNDSYN, 0, "sndsyn")?;
         s.set_int(ffi::SRTO_RCVSYN, 0, "rcvsyn")?;
         Ok(s)
+    }
+
+    /// The threads libsrt starts when this socket binds or connects (those of its UDP port)
+    /// are batch threads ([`starting_batch_threads`]). castway's endpoints ask for it: their
+    /// threads then wake without preempting castway's I/O thread.
+    pub fn batch_threads(&mut self) {
+        self.batch = true;
+    }
+
+    /// Runs `f`, a call that may start libsrt's threads of this socket's port.
+    fn starting_threads<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.batch {
+            starting_batch_threads(f)
+        } else {
+            f()
+        }
     }
 
     pub fn id(&self) -> SRTSOCKET {
@@ -409,7 +455,7 @@ impl Socket {
                 libc::close(fd);
                 return Err(fail(&e.to_string()));
             }
-            if ffi::srt_bind_acquire(self.id, fd) == ffi::SRT_ERROR {
+            if self.starting_threads(|| ffi::srt_bind_acquire(self.id, fd)) == ffi::SRT_ERROR {
                 libc::close(fd);
                 return Err(fail(&last_error().1));
             }
@@ -448,7 +494,7 @@ impl Socket {
     pub fn connect(&self, addr: SocketAddr) -> Result<(), String> {
         let a = RawAddr::new(addr);
         // SAFETY: a valid address of the length given.
-        let r = unsafe { ffi::srt_connect(self.id, a.ptr(), a.len) };
+        let r = self.starting_threads(|| unsafe { ffi::srt_connect(self.id, a.ptr(), a.len) });
         self.check(r, &format!("cannot connect to {addr}"))
     }
 
@@ -472,7 +518,11 @@ impl Socket {
                 &mut len,
             )
         };
-        (id != ffi::SRT_INVALID_SOCK).then_some(Socket { id, udp: None })
+        (id != ffi::SRT_INVALID_SOCK).then_some(Socket {
+            id,
+            udp: None,
+            batch: false,
+        })
     }
 
     /// The address the socket is bound to (a listener's port when it asked for port 0).
@@ -695,6 +745,42 @@ mod tests {
         };
         assert_ne!(r, ffi::SRT_ERROR, "option {opt}");
         value
+    }
+
+    /// The threads started inside `starting_batch_threads` are batch threads, the calling
+    /// thread is back to the default policy after it, and an endpoint's socket that binds
+    /// leaves libsrt's threads of its port running as batch threads.
+    #[test]
+    fn libsrt_threads_of_an_endpoint_are_batch_threads() {
+        // SAFETY: reads the calling thread's policy.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let spawned = || std::thread::spawn(policy).join().unwrap();
+        assert_eq!(policy(), libc::SCHED_OTHER);
+        assert_eq!(starting_batch_threads(spawned), libc::SCHED_BATCH);
+        assert_eq!(policy(), libc::SCHED_OTHER);
+        assert_eq!(spawned(), libc::SCHED_OTHER);
+
+        let mut socket = Socket::new().unwrap();
+        socket.batch_threads();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(policy(), libc::SCHED_OTHER);
+        // libsrt's receiving and sending threads of the port, among those of other tests.
+        let batch = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let name = std::fs::read_to_string(t.join("comm")).ok()?;
+                let tid: libc::pid_t = t.file_name()?.to_str()?.parse().ok()?;
+                // SAFETY: reads the policy of a thread of this process (gone: an error).
+                let batch = unsafe { libc::sched_getscheduler(tid) } == libc::SCHED_BATCH;
+                (batch && name.starts_with("SRT:")).then_some(name)
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            batch.iter().any(|n| n.starts_with("SRT:RcvQ"))
+                && batch.iter().any(|n| n.starts_with("SRT:SndQ")),
+            "no batch thread of libsrt: {batch:?}"
+        );
     }
 
     #[test]
