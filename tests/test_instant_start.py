@@ -179,7 +179,8 @@ def test_a_burst_larger_than_the_send_buffer_reaches_an_srt_caller_whole(
     else:
         pytest.fail("every caller joined early in a GOP: no burst larger than the send buffer")
     assert keyframes(data)[0] == 376
-    assert decode_errors(path, video_only=True) == ""
+    # A message dropped for want of room in the send buffer breaks a frame: its counts say so.
+    assert decode_errors(path, video_only=True) == "", out
     assert out["drops"] == 0 and out["srt"]["callers"][0]["drops"] == 0, out
     route.remove_output(oid)
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,18 +238,39 @@ def test_start_pause_resume_stop_leave_an_srt_receiver_without_a_gap_or_cc_error
     def call(method: Any) -> Any:
         return method(recording_pb2.RecordingRequest(route="r"), metadata=md, timeout=30)
 
-    sender = UdpSender(gop_clip, in_port, bitrate=2e6)
-    steps = [
-        (rec.StartRecording, "recording"), (rec.PauseRecording, "paused"),
-        (rec.ResumeRecording, "recording"), (rec.StopRecording, "stopped"),
-        (rec.StartRecording, "recording"), (rec.StopRecording, "stopped"),
+    def recording() -> Any:
+        return server.get("r").status.recording
+
+    def received(more: int) -> Callable[[], bool]:
+        at = cap.size
+        return lambda: cap.size >= at + more
+
+    def written() -> Callable[[], bool]:
+        at = recording().bytes
+        return lambda: recording().bytes > at
+
+    def a_segment_closed() -> Callable[[], bool]:
+        return lambda: recording().segments >= 1
+
+    # Each step waits for what must come before it, from when the step before ended: the
+    # receiver a sixteenth further into the clip, the recorder writing, and before the last
+    # stop a segment closed (the open one closes at the stop). Steps spaced by the receiver's
+    # progress alone came so close on a loaded machine (it may take a second's data at once)
+    # that a recording took no keyframe and closed no segment.
+    # At 1 Mb/s the clip (12 s, 0.7 Mb/s) lasts 8 s: the steps need 6 s of it at most, and
+    # the calls between them take some on a loaded machine.
+    sixteenth = len(gop_clip) // 16
+    steps: list[tuple[Callable[[], Callable[[], bool]], Any, str]] = [
+        (lambda: received(sixteenth), rec.StartRecording, "recording"),
+        (written, rec.PauseRecording, "paused"),
+        (lambda: received(sixteenth), rec.ResumeRecording, "recording"),
+        (written, rec.StopRecording, "stopped"),
+        (lambda: received(sixteenth), rec.StartRecording, "recording"),
+        (a_segment_closed, rec.StopRecording, "stopped"),
     ]
-    for i, (method, state) in enumerate(steps):
-        # Each step a sixth of the way further into the clip.
-        wait_until(
-            lambda i=i: cap.size >= len(gop_clip) * (i + 1) // (len(steps) + 1), 20,
-            f"the receiver at step {i}",
-        )
+    sender = UdpSender(gop_clip, in_port, bitrate=1e6)
+    for i, (ready, method, state) in enumerate(steps):
+        wait_until(ready(), 20, f"what comes before step {i}")
         assert call(method).state == state
     sender.join()
     wait_until(lambda: cap.size >= len(gop_clip), 10, "every byte at the receiver")

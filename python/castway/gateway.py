@@ -122,6 +122,8 @@ class SrtPortStats(TypedDict):
     refusal_events_missed: int
     # Probe callers closed because they sent nothing for 2 s (their slot freed).
     probes_idle_closed: int
+    # Probe callers served now, each holding one of the port's 2 slots.
+    probes_active: int
 
 
 class SrtStats(TypedDict):

@@ -472,6 +472,9 @@ pub struct SrtPortStats {
     pub probe_bytes: u64,
     /// Probe peers the port closed because they sent nothing for `PROBE_IDLE`.
     pub probes_idle_closed: u64,
+    /// Probe peers served now, each holding one of the port's `MAX_PROBES` slots (a probe
+    /// whose end the port did not hear holds its slot until `PROBE_IDLE` closes it).
+    pub probes_active: u64,
     /// Refusals not reported as `srt_refused` events: more than `REFUSAL_EVENTS_PER_SECOND`
     /// came in one second.
     pub refusal_events_missed: u64,
@@ -796,6 +799,7 @@ impl SrtPort {
             probes_accepted: c.probes.load(Relaxed),
             probe_bytes: c.probe_bytes.load(Relaxed),
             probes_idle_closed: self.inner.probes.idle_closed.load(Relaxed),
+            probes_active: lock(&self.inner.probes.list).peers.len() as u64,
             refusal_events_missed: c.refusal_events_missed.load(Relaxed),
         }
     }

@@ -292,6 +292,8 @@ SRT_PORT = tuple(
     Series("castway.srt_port.probes_idle_closed", "counter", "{caller}", "castway probe callers "
            "the shared SRT port closed because they sent nothing for 2 s",
            _key("probes_idle_closed")),
+    Series("castway.srt_port.probes_active", "gauge", "{caller}", "castway probe callers the "
+           "shared SRT port serves now (2 at most)", _key("probes_active")),
     Series("castway.srt_port.refusal_events_missed", "counter", "{caller}", "refusals of the "
            "shared SRT port not reported as srt_refused events (more than 10 in one second)",
            _key("refusal_events_missed")),

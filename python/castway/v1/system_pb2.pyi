@@ -203,6 +203,7 @@ class SrtPort(_message.Message):
     REFUSED_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     REFUSAL_EVENTS_MISSED_FIELD_NUMBER: _builtins.int
     PROBES_IDLE_CLOSED_FIELD_NUMBER: _builtins.int
+    PROBES_ACTIVE_FIELD_NUMBER: _builtins.int
     open: _builtins.bool
     """False when the server runs without a shared SRT port (the other fields are then zero)."""
     address: _builtins.str
@@ -234,6 +235,10 @@ class SrtPort(_message.Message):
     """Refusals not reported as `srt_refused` events: more than 10 came in one second."""
     probes_idle_closed: _builtins.int
     """Probe callers the port closed because they sent nothing for 2 s (their slot freed)."""
+    probes_active: _builtins.int
+    """Probe callers served now, each holding one of the port's 2 slots (a probe whose end the
+    port did not hear holds its slot until it is closed for sending nothing for 2 s).
+    """
     def __init__(
         self,
         *,
@@ -254,10 +259,11 @@ class SrtPort(_message.Message):
         refused_unavailable: _builtins.int = ...,
         refusal_events_missed: _builtins.int = ...,
         probes_idle_closed: _builtins.int = ...,
+        probes_active: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "probe_bytes", b"probe_bytes", "probes_accepted", b"probes_accepted", "probes_idle_closed", b"probes_idle_closed", "publishers_accepted", b"publishers_accepted", "publishers_dropped", b"publishers_dropped", "readers_accepted", b"readers_accepted", "refusal_events_missed", b"refusal_events_missed", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized", "refused_unavailable", b"refused_unavailable", "refused_unsecure", b"refused_unsecure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "open", b"open", "probe_bytes", b"probe_bytes", "probes_accepted", b"probes_accepted", "probes_active", b"probes_active", "probes_idle_closed", b"probes_idle_closed", "publishers_accepted", b"publishers_accepted", "publishers_dropped", b"publishers_dropped", "readers_accepted", b"readers_accepted", "refusal_events_missed", b"refusal_events_missed", "refused_bad_request", b"refused_bad_request", "refused_bad_secret", b"refused_bad_secret", "refused_conflict", b"refused_conflict", "refused_forbidden", b"refused_forbidden", "refused_not_found", b"refused_not_found", "refused_unauthorized", b"refused_unauthorized", "refused_unavailable", b"refused_unavailable", "refused_unsecure", b"refused_unsecure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
