@@ -721,6 +721,7 @@ impl SrtPort {
         let bind = resolve(&ep.bind_host(), ep.port)?;
         let mut first = Socket::new()?;
         first.configure(&ep)?;
+        first.batch_threads();
         first.bind_shared(bind)?;
         // Port 0: the others join the port the first one got.
         let address = first.local_address().unwrap_or(bind);
@@ -728,6 +729,7 @@ impl SrtPort {
         for _ in 1..RECEIVERS {
             let mut socket = Socket::new()?;
             socket.configure(&ep)?;
+            socket.batch_threads();
             socket.bind_shared(address)?;
             sockets.push(socket);
         }

@@ -10,8 +10,10 @@
 //! GOP) in [`SrtOutput::welcome`] before it gets live data, as does the peer of a caller or
 //! rendezvous output once connected. What of a burst libsrt's send buffer cannot take at once
 //! waits in the connection's backlog, and live data after it (at most the burst's own size,
-//! and never less than `MAX_BEHIND_BURST` bytes), until the I/O thread hears the socket is writable again: a burst goes out whole
-//! (live data still queued when the connection ends is counted as its drop). A
+//! and never less than `MAX_BEHIND_BURST` bytes), sent as the I/O thread hears the socket is
+//! writable again; live data keeps queueing until the socket is writable with nothing waiting
+//! (the burst's last messages fill the send buffer). A burst goes out whole (live data still
+//! queued when the connection ends is counted as its drop). A
 //! caller or rendezvous output connects when it starts and keeps its connection while the route
 //! is idle; a failure or a lost connection is reported like a pipeline's error, and the route
 //! connects again after the backoff.
@@ -63,6 +65,11 @@ struct Conn {
     behind: usize,
     /// The most live bytes `backlog` holds: the larger of `MAX_BEHIND_BURST` and its burst.
     max_behind: usize,
+    /// It was sent a burst, and has not yet been seen writable with nothing waiting: live data
+    /// still queues in `backlog`. The last of a burst fills the send buffer, and a peer that
+    /// acknowledges late (a loaded machine) would otherwise lose the first live message after
+    /// it, sent into a buffer with no room yet.
+    settling: bool,
     /// A send failed: the I/O thread removes it when it hears of the break.
     broken: bool,
     /// The peer's ACKs and NAKs and the packets sent when the peer was last heard from
@@ -79,6 +86,7 @@ impl Conn {
             backlog: VecDeque::new(),
             behind: 0,
             max_behind: MAX_BEHIND_BURST,
+            settling: false,
             broken: false,
             heard: (0, 0, Instant::now()),
         }
@@ -202,7 +210,7 @@ impl SrtOutput {
         let mut state = lock(&self.state);
         let (mut took, mut dropped) = (false, false);
         for conn in state.conns.iter_mut().filter(|c| !c.broken) {
-            if !conn.backlog.is_empty() {
+            if conn.settling || !conn.backlog.is_empty() {
                 // The rest of its burst is still waiting: live data waits behind it.
                 if conn.behind + data.len() <= conn.max_behind {
                     conn.backlog
@@ -245,6 +253,7 @@ impl SrtOutput {
     fn welcome(&self, conn: &mut Conn, burst: &[gst::Buffer]) {
         conn.backlog = burst.iter().map(|b| (b.clone(), 0, true)).collect();
         conn.max_behind = MAX_BEHIND_BURST.max(burst.iter().map(|b| b.size()).sum());
+        conn.settling = !burst.is_empty();
         self.flush(conn);
     }
 
@@ -290,11 +299,11 @@ impl SrtOutput {
     }
 
     /// What a new connection's socket waits for on the I/O thread: being writable too while
-    /// its burst waits.
+    /// its burst waits or settles.
     fn events(conn: &Conn) -> c_int {
-        match conn.backlog.is_empty() {
-            true => SRT_EPOLL_ERR,
-            false => SRT_EPOLL_OUT | SRT_EPOLL_ERR,
+        match conn.settling || !conn.backlog.is_empty() {
+            true => SRT_EPOLL_OUT | SRT_EPOLL_ERR,
+            false => SRT_EPOLL_ERR,
         }
     }
 
@@ -514,9 +523,12 @@ impl Handler for SrtOutput {
             return;
         };
         if events & SRT_EPOLL_ERR == 0 {
-            // Writable again: more of its burst (and the live data behind it).
+            // Writable again: more of its burst (and the live data behind it). Writable with
+            // nothing waiting: the burst has settled, and live data goes straight to libsrt.
             let conn = &mut state.conns[i];
-            if self.flush(conn) && !conn.broken {
+            let waiting = !conn.backlog.is_empty();
+            if self.flush(conn) && !conn.broken && !waiting {
+                conn.settling = false;
                 self.worker.update(socket, SRT_EPOLL_ERR);
             }
             return;
