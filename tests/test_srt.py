@@ -192,6 +192,27 @@ def test_bit_exact_srt_to_srt_passthrough(
     assert s["outputs"][0]["drops"] == 0
 
 
+def test_a_listener_output_without_callers_counts_its_data_as_unheard_then_as_sent(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    port = free_port()
+    route = gateway.add_route(
+        "r", "test://?size=160x90&bitrate=200&audio=0", [f"srt://:{port}?mode=listener"]
+    )
+    out = lambda: route.stats()["outputs"][0]  # noqa: E731
+    # Nobody to hand it to: discarded, counted as unheard, not as sent.
+    wait_until(lambda: out()["unheard_packets"] > 100, 15, "unheard packets")
+    o = out()
+    assert (o["packets"], o["bytes"], o["drops"]) == (0, 0, 0), o
+    cap = udp_capture()
+    slt_receiver(peers, f"srt://127.0.0.1:{port}", cap)
+    wait_until(lambda: out()["srt"]["callers"], 15, "the caller")
+    unheard = out()["unheard_packets"]
+    wait_until(lambda: out()["packets"] > 100 and cap.size > 0, 15, "data sent to the caller")
+    # Once a caller is there, what goes out is sent, not unheard.
+    assert out()["unheard_packets"] == unheard
+
+
 @pytest.mark.parametrize("side", ["input", "output"])
 def test_wrong_passphrase_is_refused_and_the_listener_keeps_listening(
     gateway: castway.Gateway, peers: Peers, udp_capture: Any, side: str

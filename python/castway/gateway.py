@@ -270,6 +270,7 @@ class EndpointStats(TypedDict, total=False):
     last_error: str | None
     srt: SrtStats | None
     burst_packets: int
+    unheard_packets: int
 
 
 SwitchReason = Literal[

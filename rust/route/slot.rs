@@ -579,6 +579,7 @@ impl Slot {
                 },
             }),
             burst_packets: (self.role == Role::Output).then_some(counters.burst),
+            unheard_packets: (self.role == Role::Output).then_some(counters.unheard),
             counters,
             reconnects: self.reconnects,
             retry_in_ms: self

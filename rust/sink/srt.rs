@@ -195,8 +195,9 @@ impl SrtOutput {
     }
 
     /// Sends one message on every connection, without waiting, and counts it: `bytes` once if
-    /// any connection took it or none refused it (a listener with no caller: nobody to deliver
-    /// to), `drops` once if any connection's send buffer was full.
+    /// any connection took it, `drops` once if any connection's send buffer was full, and
+    /// `unheard` if there was no connection to take it (a listener with no caller, a caller not
+    /// connected yet, or every connection broken): nobody to deliver to.
     pub fn send(&self, data: &[u8], counters: &Counters) -> bool {
         let mut state = lock(&self.state);
         let (mut took, mut dropped) = (false, false);
@@ -228,11 +229,14 @@ impl SrtOutput {
                 }
             }
         }
-        if took || !dropped {
+        if took {
             counters.add(data.len());
         }
         if dropped {
             counters.drop_bytes(data.len());
+        }
+        if !took && !dropped {
+            counters.unheard(data.len());
         }
         took || !dropped
     }

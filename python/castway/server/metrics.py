@@ -86,6 +86,9 @@ ENDPOINT = (
     Series("castway.output.burst", "counter", "{packet}", "packets sent from the GOP cache as "
            "the output joined (instant start; also in castway.endpoint.packets)",
            _key("burst_packets")),
+    Series("castway.output.unheard", "counter", "{packet}", "packets the output had no peer "
+           "for (an SRT listener without callers, a caller not connected): discarded, not in "
+           "castway.endpoint.packets", _key("unheard_packets")),
 )
 
 # Per SRT endpoint, and per caller of a listener (attributes as above, plus peer).

@@ -787,6 +787,7 @@ class EndpointStatus(_message.Message):
     SRT_FIELD_NUMBER: _builtins.int
     ANALYSIS_FIELD_NUMBER: _builtins.int
     BURST_PACKETS_FIELD_NUMBER: _builtins.int
+    UNHEARD_PACKETS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     uri: _builtins.str
     """Passphrases redacted."""
@@ -812,6 +813,10 @@ class EndpointStatus(_message.Message):
     """Inputs: packets of this input on air held back at a cut."""
     burst_packets: _builtins.int
     """Outputs: packets sent from the GOP cache as the output joined (also in `packets`)."""
+    unheard_packets: _builtins.int
+    """Outputs: packets the output had no peer for (an SRT listener without callers, a caller not
+    connected), discarded and not counted in `packets`.
+    """
     @_builtins.property
     def srt(self) -> Global___SrtStatus:
         """SRT endpoints only."""
@@ -843,10 +848,11 @@ class EndpointStatus(_message.Message):
         srt: Global___SrtStatus | None = ...,
         analysis: _analysis_pb2.TsAnalysis | None = ...,
         burst_packets: _builtins.int = ...,
+        unheard_packets: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "analysis", b"analysis", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "burst_packets", b"burst_packets", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "burst_packets", b"burst_packets", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "unheard_packets", b"unheard_packets", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__idle_ms: _TypeAlias = _typing.Literal["idle_ms"]  # noqa: Y015
     _WhichOneofArgType__idle_ms: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms"]  # noqa: Y015
