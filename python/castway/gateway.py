@@ -137,6 +137,11 @@ class SrtStats(TypedDict):
     rate_mbps: float
     libsrt: SrtSocketStats
     callers: list[SrtCallerStats]
+    # Plain listeners: callers libsrt refused for their passphrase (wrong; on one side only),
+    # and the refusals not reported as ``srt_refused`` events (more than 10 in one second).
+    refused_bad_secret: int
+    refused_unsecure: int
+    refusal_events_missed: int
 
 
 TsCheck = Literal[

@@ -44,6 +44,8 @@ use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
 use crate::srt::log::{self as srt_log, Rejection, Watch};
+use crate::srt::refusals::EventBudget;
+pub use crate::srt::refusals::REFUSAL_EVENTS_PER_SECOND;
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::{Io, Socket};
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -61,11 +63,6 @@ pub const PROBE_MAX: Duration = Duration::from_secs(120);
 /// stream ID `probe` by mistake, a peer gone without a word) would otherwise keep the next
 /// probe out until libsrt notices it (never, while it answers keepalives).
 pub const PROBE_IDLE: Duration = Duration::from_secs(2);
-
-/// Refusals the port reports as `srt_refused` events in one second at most: a flood of refused
-/// callers (a misconfigured encoder retrying, a scan) cannot flood the event log. The others
-/// are counted (`refusal_events_missed`); every refusal is logged and counted by reason.
-pub const REFUSAL_EVENTS_PER_SECOND: u32 = 10;
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -487,31 +484,6 @@ struct Counts {
     probes: AtomicU64,
     probe_bytes: AtomicU64,
     refusal_events_missed: AtomicU64,
-}
-
-/// Lets `REFUSAL_EVENTS_PER_SECOND` refusals a second through to the event log (a window of
-/// one second, starting at the first refusal after the last window).
-#[derive(Debug, Default)]
-struct EventBudget {
-    since: Option<Instant>,
-    used: u32,
-}
-
-impl EventBudget {
-    fn allow(&mut self, now: Instant) -> bool {
-        match self.since {
-            Some(since) if now.duration_since(since) < Duration::from_secs(1) => {}
-            _ => {
-                self.since = Some(now);
-                self.used = 0;
-            }
-        }
-        if self.used >= REFUSAL_EVENTS_PER_SECOND {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -1242,17 +1214,6 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn refusals_past_a_seconds_budget_are_not_reported() {
-        let mut budget = EventBudget::default();
-        let t = Instant::now();
-        let passed = (0..25).filter(|_| budget.allow(t)).count();
-        assert_eq!(passed, REFUSAL_EVENTS_PER_SECOND as usize);
-        assert!(!budget.allow(t + Duration::from_millis(999)));
-        // A new second, a new budget.
-        assert!(budget.allow(t + Duration::from_secs(1)));
     }
 
     #[test]

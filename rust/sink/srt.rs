@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::hub::Hub;
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
 use crate::srt::io::{self, Handler, Worker};
+use crate::srt::refusals::Refusals;
 use crate::srt::socket::{resolve, LISTEN_BACKLOG};
 use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket};
 use crate::stats::{Counters, SrtCaller, SrtLinkStats};
@@ -134,6 +135,7 @@ impl SrtOutput {
         notify: Notify,
         hub: &Arc<Hub>,
         counters: Arc<Counters>,
+        refusals: Option<&Refusals>,
     ) -> Result<Arc<SrtOutput>, String> {
         let output = Arc::new_cyclic(|me| SrtOutput {
             ep: ep.clone(),
@@ -152,6 +154,9 @@ impl SrtOutput {
         match ep.mode {
             SrtMode::Listener => {
                 socket.bind(resolve(&ep.bind_host(), ep.port)?)?;
+                if let Some(r) = refusals {
+                    r.watch(&socket)?;
+                }
                 socket.listen(LISTEN_BACKLOG)?;
                 output
                     .worker

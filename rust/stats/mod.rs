@@ -165,6 +165,12 @@ pub struct SrtStats {
     pub link: SrtLinkStats,
     pub bandwidth_mbps: f64,
     pub callers: Vec<SrtCaller>,
+    /// Plain listeners: callers libsrt refused for a wrong passphrase (`SRT_REJ_BADSECRET`) or
+    /// one on a side only (`SRT_REJ_UNSECURE`), since the route started; and those of the
+    /// refusals not reported as `srt_refused` events (more than 10 in a second).
+    pub refused_bad_secret: u64,
+    pub refused_unsecure: u64,
+    pub refusal_events_missed: u64,
 }
 
 impl SrtStats {
@@ -173,6 +179,7 @@ impl SrtStats {
             bandwidth_mbps: link.bandwidth_mbps,
             link,
             callers,
+            ..SrtStats::default()
         }
     }
 }

@@ -718,6 +718,9 @@ class SrtStatus(_message.Message):
     NAKS_FIELD_NUMBER: _builtins.int
     RATE_MBPS_FIELD_NUMBER: _builtins.int
     LIBSRT_FIELD_NUMBER: _builtins.int
+    REFUSED_BAD_SECRET_FIELD_NUMBER: _builtins.int
+    REFUSED_UNSECURE_FIELD_NUMBER: _builtins.int
+    REFUSAL_EVENTS_MISSED_FIELD_NUMBER: _builtins.int
     rtt_ms: _builtins.float
     """Round-trip time; a listener's is the worst of its callers'."""
     loss: _builtins.int
@@ -729,6 +732,13 @@ class SrtStatus(_message.Message):
     acks: _builtins.int
     naks: _builtins.int
     rate_mbps: _builtins.float
+    refused_bad_secret: _builtins.int
+    """Plain listeners: callers libsrt refused for a wrong passphrase (SRT_REJ_BADSECRET) or a
+    passphrase on one side only (SRT_REJ_UNSECURE), and the refusals not reported as
+    srt_refused events (more than 10 in one second).
+    """
+    refused_unsecure: _builtins.int
+    refusal_events_missed: _builtins.int
     @_builtins.property
     def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SrtCaller]:
         """Listeners: one per connected caller."""
@@ -754,10 +764,13 @@ class SrtStatus(_message.Message):
         naks: _builtins.int = ...,
         rate_mbps: _builtins.float = ...,
         libsrt: Global___SrtSocketStats | None = ...,
+        refused_bad_secret: _builtins.int = ...,
+        refused_unsecure: _builtins.int = ...,
+        refusal_events_missed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["libsrt", b"libsrt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "refusal_events_missed", b"refusal_events_missed", "refused_bad_secret", b"refused_bad_secret", "refused_unsecure", b"refused_unsecure", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
