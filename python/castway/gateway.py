@@ -853,7 +853,8 @@ class Gateway(Closing):
         ``HOST:PORT`` it listens on. Publishers and readers of every route's ``srt-shared://``
         endpoints connect to it, chosen by stream ID (``#!::r=ROUTE,m=publish``,
         ``publish:ROUTE[:USER:PASS]``, ``read:ROUTE[:USER:PASS]`` or ``ROUTE``); see
-        docs/uri.md. One per gateway."""
+        docs/uri.md. One per gateway. A bad address raises ``ConfigError``; a port another
+        socket holds, ``AddressInUseError``."""
         return self._native.listen_srt(address)
 
     def set_srt_keys(self, keys: list[tuple[str, str]]) -> None:
