@@ -166,11 +166,13 @@ pub fn decide(
             (Some(want), None) => passphrase = Some((want.to_string(), access.pbkeylen)),
             (Some(_), Some(_)) => return Err(Refusal::Unauthorized),
             (None, given) => {
-                // A user of the other side, with the right password or none: known, not allowed.
+                // A user of the other side who proved who they are (MediaMTX's form, the right
+                // password): known, not allowed. One who did not (a wrong password, or SRT's
+                // form, whose password is a passphrase libsrt checks only after this) is
+                // refused as an unknown user is, so that a refusal never tells who exists.
                 let known = other.and_then(|o| o.password(user));
                 return Err(match (known, given) {
                     (Some(p), Some(g)) if same(p, g) => Refusal::Forbidden,
-                    (Some(_), None) => Refusal::Forbidden,
                     _ => Refusal::Unauthorized,
                 });
             }
@@ -1157,12 +1159,26 @@ mod tests {
             d("publish:news:nobody:x", false),
             Err(Refusal::Unauthorized)
         );
-        // A reader who may not publish, and a publisher who may not read.
+        // A reader who may not publish, and a publisher who may not read, having proved who
+        // they are.
         assert_eq!(
             d("publish:news:viewer:viewerpassword", false),
             Err(Refusal::Forbidden)
         );
-        assert_eq!(d("#!::r=news,u=cam", false), Err(Refusal::Forbidden));
+        assert_eq!(
+            d("read:news:cam:campassword1", false),
+            Err(Refusal::Forbidden)
+        );
+        // Not having proved it (SRT's form: the password is the passphrase, checked by libsrt
+        // after the stream ID), a user of the other side is refused as one that does not exist.
+        for s in [
+            "#!::r=news,u=cam",
+            "#!::r=news,m=publish,u=viewer",
+            "#!::r=news,m=publish,u=nobody",
+            "publish:news:viewer:wrong",
+        ] {
+            assert_eq!(d(s, false), Err(Refusal::Unauthorized), "{s}");
+        }
         assert_eq!(
             d("publish:news:cam:campassword1", true),
             Err(Refusal::Conflict)
