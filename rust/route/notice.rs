@@ -190,14 +190,16 @@ impl Route {
         {
             for r in slot.take_refusals() {
                 let id = Some(slot.id.clone());
-                self.emit(Event {
+                let event = Event {
                     input: if input { id.clone() } else { None },
                     output: if input { None } else { id },
                     reason: Some(r.reason().to_string()),
                     address: Some(r.address),
                     stream_id: r.stream_id,
                     ..Event::new(Kind::SrtRefused)
-                });
+                };
+                // Dated when libsrt refused the caller, not a second later.
+                self.emit_at(event, Some(r.at));
             }
         }
         for slot in &mut inner.outputs {

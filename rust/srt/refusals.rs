@@ -73,13 +73,15 @@ impl EventBudget {
 }
 
 /// A caller libsrt refused, not yet reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
     /// `IP:PORT`.
     pub address: String,
     pub why: Rejection,
     /// The stream ID it sent, redacted (`uri::redact_stream_id`), if any.
     pub stream_id: Option<String>,
+    /// When libsrt refused it (Unix time): its event is dated so, not when it is reported.
+    pub at: f64,
 }
 
 impl Refused {
@@ -211,10 +213,14 @@ unsafe extern "C" fn on_listen(
             socket: ns,
             on_rejected: Box::new(move |why| {
                 if let Some(r) = record.upgrade() {
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
                     r.refused(Refused {
                         address,
                         why,
                         stream_id,
+                        at,
                     });
                 }
             }),
@@ -250,6 +256,7 @@ mod tests {
                     Rejection::BadSecret
                 },
                 stream_id: None,
+                at: 0.0,
             });
         }
         let taken = r.take();
