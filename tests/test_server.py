@@ -628,6 +628,36 @@ def test_serve_refuses_a_port_in_use_and_a_bad_address_at_once(tmp_path: Path) -
             pass
 
 
+@pytest.mark.parametrize(
+    "address", [":abc", "127.0.0.1:8890?mode=caller", "127.0.0.1:0?latency=+5"]
+)
+def test_serve_exits_2_for_a_bad_srt_listen_address_as_for_any_usage_error(
+    tmp_path: Path, address: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "castway", "serve", "--data-dir", str(tmp_path / "data"),
+         "--listen", "127.0.0.1:0", "--srt-listen", address],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CASTWAY_ADMIN_KEY": ADMIN},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "the shared SRT port" in done.stderr, done.stderr
+
+
+def test_serve_exits_1_when_the_srt_listen_port_is_in_use(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "castway", "serve", "--data-dir", str(tmp_path / "data"),
+             "--listen", "127.0.0.1:0", "--srt-listen", f"127.0.0.1:{taken}"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "CASTWAY_ADMIN_KEY": ADMIN},
+        )
+    assert done.returncode == 1, done.stderr
+    assert "in use" in done.stderr, done.stderr
+
+
 def test_cli_update_changes_only_what_its_flags_name(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -192,6 +192,27 @@ def test_bit_exact_srt_to_srt_passthrough(
     assert s["outputs"][0]["drops"] == 0
 
 
+def test_a_listener_output_without_callers_counts_its_data_as_unheard_then_as_sent(
+    gateway: castway.Gateway, peers: Peers, udp_capture: Any
+) -> None:
+    port = free_port()
+    route = gateway.add_route(
+        "r", "test://?size=160x90&bitrate=200&audio=0", [f"srt://:{port}?mode=listener"]
+    )
+    out = lambda: route.stats()["outputs"][0]  # noqa: E731
+    # Nobody to hand it to: discarded, counted as unheard, not as sent.
+    wait_until(lambda: out()["unheard_packets"] > 100, 15, "unheard packets")
+    o = out()
+    assert (o["packets"], o["bytes"], o["drops"]) == (0, 0, 0), o
+    cap = udp_capture()
+    slt_receiver(peers, f"srt://127.0.0.1:{port}", cap)
+    wait_until(lambda: out()["srt"]["callers"], 15, "the caller")
+    unheard = out()["unheard_packets"]
+    wait_until(lambda: out()["packets"] > 100 and cap.size > 0, 15, "data sent to the caller")
+    # Once a caller is there, what goes out is sent, not unheard.
+    assert out()["unheard_packets"] == unheard
+
+
 @pytest.mark.parametrize("side", ["input", "output"])
 def test_wrong_passphrase_is_refused_and_the_listener_keeps_listening(
     gateway: castway.Gateway, peers: Peers, udp_capture: Any, side: str
@@ -229,6 +250,66 @@ def test_wrong_passphrase_is_refused_and_the_listener_keeps_listening(
         slt_receiver(peers, f"srt://127.0.0.1:{port}?passphrase={PASS}", good_out)
         wait_until(lambda: good_out.size > 10 * CHUNK, 15,
                    "data at the receiver with the right passphrase")
+
+
+def refused_caller(peers: Peers, peer: str, side: str, target: str) -> subprocess.Popen[bytes]:
+    """`peer` (srt-live-transmit or ffmpeg) calling `target`: sending to a listener input,
+    receiving from a listener output."""
+    if peer == "srt-live-transmit":
+        # It calls at once, data or not; a refused one may never exit (Haivision/srt#2776).
+        return peers.start(["srt-live-transmit", "-a", "no", *(
+            ["file://con", target] if side == "input" else [target, "udp://127.0.0.1:9999"]
+        )], stdin=subprocess.PIPE)
+    if side == "input":
+        return peers.start([
+            "ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=5",
+            "-c:v", "mpeg2video", "-t", "30", "-f", "mpegts", target,
+        ])
+    return peers.start(["ffmpeg", "-v", "error", "-i", target, "-t", "30", "-f", "null", "-"])
+
+
+@pytest.mark.parametrize("peer", ["srt-live-transmit", "ffmpeg"])
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_plain_listener_counts_and_reports_callers_refused_for_their_passphrase(
+    gateway: castway.Gateway, peers: Peers, side: str, peer: str
+) -> None:
+    port = free_port()
+    listener = f"srt://:{port}?mode=listener&passphrase={PASS}"
+    if side == "input":
+        route = gateway.add_route("r", listener, ["udp://127.0.0.1:9"])
+    else:
+        route = gateway.add_route("r", "test://?size=160x90&bitrate=200&audio=0", [listener])
+    srt = lambda: route.stats()[side + "s"][0]["srt"]  # noqa: E731
+    ep_id = route.stats()[side + "s"][0]["id"]
+
+    def refusals() -> list[Any]:
+        return [e for e in gateway.events(timeout=0) if e["kind"] == "srt_refused"]
+
+    # A wrong passphrase, then none: libsrt refuses both, after its listen callback.
+    for reason, query in (("bad_secret", "&passphrase=wrong-passphrase"), ("unsecure", "")):
+        caller = refused_caller(peers, peer, side, f"srt://127.0.0.1:{port}?mode=caller{query}")
+        wait_until(lambda r=reason: srt()[f"refused_{r}"] >= 1, 20, f"{reason} counted")
+        event = wait_until(
+            lambda r=reason: next((e for e in refusals() if e["reason"] == r), None), 20,
+            f"{reason} reported as an event",
+        )
+        caller.kill()
+        assert event["route"] == "r" and event[side] == ep_id, event
+        assert event["address"].startswith("127.0.0.1:"), event
+    # Each refusal (a caller retries: each try is one) is an event or counted as missed.
+    wait_until(
+        lambda: len(refusals()) + srt()["refusal_events_missed"]
+        == srt()["refused_bad_secret"] + srt()["refused_unsecure"],
+        10, "every refusal reported or counted as missed",
+    )
+    # None of them got through.
+    assert not connected(route.stats()[side + "s"][0])
+    # Prometheus sees them by reason.
+    from castway.server.metrics import Metrics
+
+    text = Metrics(gateway.stats).render().decode()
+    assert re.search(r'castway_srt_refused_total\{[^}]*reason="bad_secret"[^}]*\} [1-9]', text), (
+        [ln for ln in text.splitlines() if "refused" in ln])
 
 
 def test_caller_with_wrong_passphrase_reports_the_rejection(

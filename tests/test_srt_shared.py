@@ -163,6 +163,12 @@ def test_callers_are_refused_with_srts_reject_reasons_and_counted(
     assert "403 forbidden" in refusal(gw, "c", "input", srt(port, f"read:news:cam:{CAM}"))
     assert "401 unauthorized" in refusal(gw, "d", "input", srt(port, "read:news:viewer:nope"))
     assert "401 unauthorized" in refusal(gw, "e", "input", srt(port, "read:news"))
+    # A reader naming itself in SRT's form to publish has not proved who it is (its password
+    # is the passphrase, checked later): refused as a user that does not exist is.
+    for n, user in enumerate(("viewer", "nobody")):
+        assert "401 unauthorized" in refusal(
+            gw, f"u{n}", "output", srt(port, f"#!::r=news,m=publish,u={user}", passphrase=VIEWER)
+        )
     # A second publisher while one is live.
     live = slt_sender(peers, srt(port, f"publish:news:cam:{CAM}"))
     sending = PipeSender(live, random_ts(7 * MESSAGES), bitrate=1e6)

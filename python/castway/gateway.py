@@ -139,6 +139,11 @@ class SrtStats(TypedDict):
     rate_mbps: float
     libsrt: SrtSocketStats
     callers: list[SrtCallerStats]
+    # Plain listeners: callers libsrt refused for their passphrase (wrong; on one side only),
+    # and the refusals not reported as ``srt_refused`` events (more than 10 in one second).
+    refused_bad_secret: int
+    refused_unsecure: int
+    refusal_events_missed: int
 
 
 TsCheck = Literal[
@@ -272,6 +277,7 @@ class EndpointStats(TypedDict, total=False):
     last_error: str | None
     srt: SrtStats | None
     burst_packets: int
+    unheard_packets: int
 
 
 SwitchReason = Literal[
@@ -855,7 +861,8 @@ class Gateway(Closing):
         ``HOST:PORT`` it listens on. Publishers and readers of every route's ``srt-shared://``
         endpoints connect to it, chosen by stream ID (``#!::r=ROUTE,m=publish``,
         ``publish:ROUTE[:USER:PASS]``, ``read:ROUTE[:USER:PASS]`` or ``ROUTE``); see
-        docs/uri.md. One per gateway."""
+        docs/uri.md. One per gateway. A bad address raises ``ConfigError``; a port another
+        socket holds, ``AddressInUseError``."""
         return self._native.listen_srt(address)
 
     def set_srt_keys(self, keys: list[tuple[str, str]]) -> None:

@@ -166,8 +166,19 @@ impl Gateway {
                 .claim_all(&[(owner.clone(), &endpoint, crate::uri::Role::Input)])?;
         }
         let directory = self.claims.shared_srt.clone();
+        // The address itself is checked first (`InvalidConfig`: what was asked is wrong); a
+        // port another socket holds is `AddressInUse`, as for a route's listener.
+        crate::server::srt::port_endpoint(address)
+            .map_err(|why| Error::InvalidConfig(format!("the shared SRT port: {why}")))?;
+        let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
         let opened = crate::server::srt::SrtPort::open(address, directory, self.events.clone())
-            .map_err(|why| Error::InvalidConfig(format!("the shared SRT port: {why}")));
+            .map_err(|why| match why.contains(&in_use) {
+                true => Error::AddressInUse {
+                    endpoint: "the shared SRT port".into(),
+                    addr: address.into(),
+                },
+                false => Error::InvalidConfig(format!("the shared SRT port: {why}")),
+            });
         let opened = opened.inspect_err(|_| {
             if claimed {
                 self.claims.release(&owner);

@@ -184,6 +184,24 @@ impl Route {
         for slot in &mut inner.inputs {
             self.report_analysis_of(slot);
         }
+        // Callers SRT listeners had refused by libsrt for their passphrase.
+        for (slot, input) in
+            (inner.inputs.iter().map(|s| (s, true))).chain(inner.outputs.iter().map(|s| (s, false)))
+        {
+            for r in slot.take_refusals() {
+                let id = Some(slot.id.clone());
+                let event = Event {
+                    input: if input { id.clone() } else { None },
+                    output: if input { None } else { id },
+                    reason: Some(r.reason().to_string()),
+                    address: Some(r.address),
+                    stream_id: r.stream_id,
+                    ..Event::new(Kind::SrtRefused)
+                };
+                // Dated when libsrt refused the caller, not a second later.
+                self.emit_at(event, Some(r.at));
+            }
+        }
         for slot in &mut inner.outputs {
             for c in slot.take_caller_changes() {
                 let kind = if c.joined {

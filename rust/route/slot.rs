@@ -12,6 +12,7 @@ use crate::hub::{Feed, Hub, Tap};
 use crate::pipeline::{forward_bus, set_state_bounded, stop_forwarding};
 use crate::sink::srt::SrtOutput;
 use crate::source::srt::SrtInput;
+use crate::srt::refusals::{Refusals, Refused};
 use crate::srt::{CallerChange, Callers, Notify};
 use crate::stats::{Counters, RateMeter, SrtLinkStats, SrtStats};
 use crate::ts::AnalysisStats;
@@ -91,6 +92,8 @@ pub(super) struct Slot {
     pub generation: u64,
     srt: Option<SrtEnd>,
     callers: Option<Callers>,
+    /// An SRT listener's callers libsrt refused for their passphrase (kept across restarts).
+    refusals: Option<Arc<Refusals>>,
     pub status: Status,
     pub last_error: Option<String>,
     /// How many times `last_error` was set (an error new since a moment is one counted after).
@@ -148,6 +151,7 @@ impl Slot {
             generation: 0,
             srt: None,
             callers: None,
+            refusals: None,
             status: Status::Stopped,
             last_error: None,
             errors: 0,
@@ -325,26 +329,33 @@ impl Slot {
         let label = format!("{route}/{}", self.id);
         let on_port = ep.mode == SrtMode::Shared;
         let access = crate::server::srt::Access::of(&ep);
+        if ep.mode == SrtMode::Listener && self.refusals.is_none() {
+            self.refusals = Some(Refusals::new(label.clone()));
+        }
+        let refusals = self.refusals.as_deref();
         let opened = match self.role {
             Role::Input => {
                 let feed = self.feed.clone().expect("inputs have a feed");
-                SrtInput::open(&ep, label, hub.clone(), feed, notify).and_then(|i| {
+                SrtInput::open(&ep, label, hub.clone(), feed, notify, refusals).and_then(|i| {
                     if on_port {
                         i.set_registration(shared.add_input(route, &self.id, &i, access)?);
                     }
                     Ok(SrtEnd::Input(i))
                 })
             }
-            Role::Output => SrtOutput::open(&ep, label, notify, hub, self.counters.clone())
-                .and_then(|o| {
-                    if on_port {
-                        o.set_registration(shared.add_output(route, &o, access)?);
-                    }
-                    self.callers = o.callers();
-                    let tap = Tap::srt(self.id.clone(), o.clone(), self.counters.clone());
-                    self.attach(hub, Arc::new(tap));
-                    Ok(SrtEnd::Output(o))
-                }),
+            Role::Output => {
+                SrtOutput::open(&ep, label, notify, hub, self.counters.clone(), refusals).and_then(
+                    |o| {
+                        if on_port {
+                            o.set_registration(shared.add_output(route, &o, access)?);
+                        }
+                        self.callers = o.callers();
+                        let tap = Tap::srt(self.id.clone(), o.clone(), self.counters.clone());
+                        self.attach(hub, Arc::new(tap));
+                        Ok(SrtEnd::Output(o))
+                    },
+                )
+            }
         };
         match opened {
             Ok(end) => {
@@ -516,6 +527,12 @@ impl Slot {
         changes
     }
 
+    /// The callers an SRT listener had refused by libsrt for their passphrase, not yet
+    /// reported, oldest first.
+    pub fn take_refusals(&self) -> Vec<Refused> {
+        (self.refusals.as_ref()).map_or_else(Vec::new, |r| r.take())
+    }
+
     /// An SRT endpoint's link figures (a listener's callers summed up), for the history.
     /// The SRT link's figures while a peer is connected (None: not SRT, or no peer).
     pub fn srt_link(&self) -> Option<SrtLinkStats> {
@@ -528,7 +545,14 @@ impl Slot {
         let idle_ms = self.feed.as_ref().and_then(|f| hub.idle_ms(f));
         // An SRT endpoint shows its figures (zeros) also while it is not running.
         let is_srt = matches!(self.endpoint, Endpoint::Srt(_));
-        let srt = (self.srt.as_ref().map(SrtEnd::stats)).or_else(|| is_srt.then(SrtStats::default));
+        let mut srt =
+            (self.srt.as_ref().map(SrtEnd::stats)).or_else(|| is_srt.then(SrtStats::default));
+        if let (Some(srt), Some(r)) = (&mut srt, &self.refusals) {
+            let c = r.counts();
+            srt.refused_bad_secret = c.bad_secret;
+            srt.refused_unsecure = c.unsecure;
+            srt.refusal_events_missed = c.events_missed;
+        }
         let srt_connected = (self.srt.as_ref().map(SrtEnd::connected)).or(is_srt.then_some(false));
         let srt_mode = match &self.endpoint {
             Endpoint::Srt(e) => Some(e.mode),
@@ -579,6 +603,7 @@ impl Slot {
                 },
             }),
             burst_packets: (self.role == Role::Output).then_some(counters.burst),
+            unheard_packets: (self.role == Role::Output).then_some(counters.unheard),
             counters,
             reconnects: self.reconnects,
             retry_in_ms: self

@@ -32,6 +32,10 @@ pub struct EndpointStats {
     /// also counted in `packets`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst_packets: Option<u64>,
+    /// Outputs only: packets the output had no peer for (an SRT listener without callers, a
+    /// caller or rendezvous not connected), discarded and not counted in `packets`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unheard_packets: Option<u64>,
     pub reconnects: u64,
     pub retry_in_ms: Option<u64>,
     pub last_error: Option<String>,

@@ -44,6 +44,8 @@ use crate::source::srt::SrtInput;
 use crate::srt::ffi::{self, SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN};
 use crate::srt::io::{self, Handler, Worker};
 use crate::srt::log::{self as srt_log, Rejection, Watch};
+use crate::srt::refusals::EventBudget;
+pub use crate::srt::refusals::REFUSAL_EVENTS_PER_SECOND;
 use crate::srt::socket::{resolve, sockaddr_string, LISTEN_BACKLOG};
 use crate::srt::{Io, Socket};
 use crate::uri::{SrtEndpoint, SrtMode};
@@ -61,11 +63,6 @@ pub const PROBE_MAX: Duration = Duration::from_secs(120);
 /// stream ID `probe` by mistake, a peer gone without a word) would otherwise keep the next
 /// probe out until libsrt notices it (never, while it answers keepalives).
 pub const PROBE_IDLE: Duration = Duration::from_secs(2);
-
-/// Refusals the port reports as `srt_refused` events in one second at most: a flood of refused
-/// callers (a misconfigured encoder retrying, a scan) cannot flood the event log. The others
-/// are counted (`refusal_events_missed`); every refusal is logged and counted by reason.
-pub const REFUSAL_EVENTS_PER_SECOND: u32 = 10;
 
 /// How many sockets (so libsrt receiving threads) the shared port is bound with: with four,
 /// 200 publishers still lost now and then on the busy 2-core machine; with eight, never in
@@ -169,11 +166,13 @@ pub fn decide(
             (Some(want), None) => passphrase = Some((want.to_string(), access.pbkeylen)),
             (Some(_), Some(_)) => return Err(Refusal::Unauthorized),
             (None, given) => {
-                // A user of the other side, with the right password or none: known, not allowed.
+                // A user of the other side who proved who they are (MediaMTX's form, the right
+                // password): known, not allowed. One who did not (a wrong password, or SRT's
+                // form, whose password is a passphrase libsrt checks only after this) is
+                // refused as an unknown user is, so that a refusal never tells who exists.
                 let known = other.and_then(|o| o.password(user));
                 return Err(match (known, given) {
                     (Some(p), Some(g)) if same(p, g) => Refusal::Forbidden,
-                    (Some(_), None) => Refusal::Forbidden,
                     _ => Refusal::Unauthorized,
                 });
             }
@@ -491,31 +490,6 @@ struct Counts {
     probes: AtomicU64,
     probe_bytes: AtomicU64,
     refusal_events_missed: AtomicU64,
-}
-
-/// Lets `REFUSAL_EVENTS_PER_SECOND` refusals a second through to the event log (a window of
-/// one second, starting at the first refusal after the last window).
-#[derive(Debug, Default)]
-struct EventBudget {
-    since: Option<Instant>,
-    used: u32,
-}
-
-impl EventBudget {
-    fn allow(&mut self, now: Instant) -> bool {
-        match self.since {
-            Some(since) if now.duration_since(since) < Duration::from_secs(1) => {}
-            _ => {
-                self.since = Some(now);
-                self.used = 0;
-            }
-        }
-        if self.used >= REFUSAL_EVENTS_PER_SECOND {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -1193,12 +1167,26 @@ mod tests {
             d("publish:news:nobody:x", false),
             Err(Refusal::Unauthorized)
         );
-        // A reader who may not publish, and a publisher who may not read.
+        // A reader who may not publish, and a publisher who may not read, having proved who
+        // they are.
         assert_eq!(
             d("publish:news:viewer:viewerpassword", false),
             Err(Refusal::Forbidden)
         );
-        assert_eq!(d("#!::r=news,u=cam", false), Err(Refusal::Forbidden));
+        assert_eq!(
+            d("read:news:cam:campassword1", false),
+            Err(Refusal::Forbidden)
+        );
+        // Not having proved it (SRT's form: the password is the passphrase, checked by libsrt
+        // after the stream ID), a user of the other side is refused as one that does not exist.
+        for s in [
+            "#!::r=news,u=cam",
+            "#!::r=news,m=publish,u=viewer",
+            "#!::r=news,m=publish,u=nobody",
+            "publish:news:viewer:wrong",
+        ] {
+            assert_eq!(d(s, false), Err(Refusal::Unauthorized), "{s}");
+        }
         assert_eq!(
             d("publish:news:cam:campassword1", true),
             Err(Refusal::Conflict)
@@ -1250,17 +1238,6 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn refusals_past_a_seconds_budget_are_not_reported() {
-        let mut budget = EventBudget::default();
-        let t = Instant::now();
-        let passed = (0..25).filter(|_| budget.allow(t)).count();
-        assert_eq!(passed, REFUSAL_EVENTS_PER_SECOND as usize);
-        assert!(!budget.allow(t + Duration::from_millis(999)));
-        // A new second, a new budget.
-        assert!(budget.allow(t + Duration::from_secs(1)));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use crate::hub::Hub;
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
 use crate::srt::io::{self, Handler, Worker};
+use crate::srt::refusals::Refusals;
 use crate::srt::socket::{resolve, LISTEN_BACKLOG};
 use crate::srt::{stats::link_stats, Callers, Io, Notify, Socket};
 use crate::stats::{Counters, SrtCaller, SrtLinkStats};
@@ -142,6 +143,7 @@ impl SrtOutput {
         notify: Notify,
         hub: &Arc<Hub>,
         counters: Arc<Counters>,
+        refusals: Option<&Refusals>,
     ) -> Result<Arc<SrtOutput>, String> {
         let output = Arc::new_cyclic(|me| SrtOutput {
             ep: ep.clone(),
@@ -161,6 +163,9 @@ impl SrtOutput {
         match ep.mode {
             SrtMode::Listener => {
                 socket.bind(resolve(&ep.bind_host(), ep.port)?)?;
+                if let Some(r) = refusals {
+                    r.watch(&socket)?;
+                }
                 socket.listen(LISTEN_BACKLOG)?;
                 output
                     .worker
@@ -204,14 +209,16 @@ impl SrtOutput {
     }
 
     /// Sends one message on every connection, without waiting, and counts it: `bytes` once if
-    /// any connection took it or none refused it (a listener with no caller: nobody to deliver
-    /// to), `drops` once if any connection's send buffer was full.
+    /// any connection took it, `drops` once if any connection's send buffer was full, and
+    /// `unheard` if there was no connection to take it (a listener with no caller, a caller not
+    /// connected yet, or every connection broken): nobody to deliver to.
     pub fn send(&self, data: &[u8], counters: &Counters) -> bool {
         let mut state = lock(&self.state);
         let (mut took, mut dropped) = (false, false);
         for conn in state.conns.iter_mut().filter(|c| !c.broken) {
             if conn.settling || !conn.backlog.is_empty() {
-                // The rest of its burst is still waiting: live data waits behind it.
+                // The rest of its burst is still waiting, or has just filled the send buffer:
+                // live data waits behind it.
                 if conn.behind + data.len() <= conn.max_behind {
                     conn.backlog
                         .push_back((gst::Buffer::from_slice(data.to_vec()), 0, false));
@@ -237,11 +244,14 @@ impl SrtOutput {
                 }
             }
         }
-        if took || !dropped {
+        if took {
             counters.add(data.len());
         }
         if dropped {
             counters.drop_bytes(data.len());
+        }
+        if !took && !dropped {
+            counters.unheard(data.len());
         }
         took || !dropped
     }

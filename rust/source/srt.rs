@@ -21,6 +21,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use crate::hub::{Feed, Hub};
 use crate::srt::ffi::{SRTSOCKET, SRT_EPOLL_ERR, SRT_EPOLL_IN, SRT_EPOLL_OUT};
 use crate::srt::io::{self, Handler};
+use crate::srt::refusals::Refusals;
 use crate::srt::socket::{resolve, LISTEN_BACKLOG, MAX_PAYLOAD};
 use crate::srt::{stats::link_stats, Io, Notify, Socket};
 use crate::stats::SrtLinkStats;
@@ -98,6 +99,7 @@ impl SrtInput {
         hub: Arc<Hub>,
         feed: Arc<Feed>,
         notify: Notify,
+        refusals: Option<&Refusals>,
     ) -> Result<Arc<SrtInput>, String> {
         let input = Arc::new_cyclic(|me| SrtInput {
             ep: ep.clone(),
@@ -118,6 +120,9 @@ impl SrtInput {
         match ep.mode {
             SrtMode::Listener => {
                 socket.bind(local_address(ep, ep.port)?)?;
+                if let Some(r) = refusals {
+                    r.watch(&socket)?;
+                }
                 socket.listen(LISTEN_BACKLOG)?;
                 input
                     .worker
@@ -496,8 +501,15 @@ mod tests {
             &format!("srt://127.0.0.1:{port}?mode=listener&latency={LATENCY_MS}"),
             Role::Input,
         );
-        let input =
-            SrtInput::open(&ep, "test/in".into(), hub, feed.clone(), Box::new(|_| {})).unwrap();
+        let input = SrtInput::open(
+            &ep,
+            "test/in".into(),
+            hub,
+            feed.clone(),
+            Box::new(|_| {}),
+            None,
+        )
+        .unwrap();
         let caller = Socket::new().unwrap();
         caller
             .configure(&endpoint(

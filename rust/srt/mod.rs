@@ -1,8 +1,8 @@
 //! castway's SRT socket layer on libsrt (Debian's `libsrt-openssl-dev`): the C API it uses
 //! (`ffi`), one socket (`socket`), the URI keys that set its options (`options`), the pool of
 //! I/O threads every SRT socket of the process is served by (`io`), connection statistics
-//! (`stats`), the callers of a listener (`callers`), libsrt's log (`log`) and `castway probe`
-//! (`probe`). The
+//! (`stats`), the callers of a listener (`callers`), libsrt's log (`log`), the callers libsrt
+//! refused a listener for their passphrase (`refusals`) and `castway probe` (`probe`). The
 //! endpoints built on it are `source::srt` (inputs) and `sink::srt` (outputs).
 //!
 //! GStreamer's srtsrc/srtsink are not used: they link the GnuTLS flavour of libsrt, which must
@@ -14,6 +14,7 @@ pub mod io;
 pub mod log;
 pub mod options;
 pub mod probe;
+pub mod refusals;
 pub mod socket;
 pub mod stats;
 

@@ -367,10 +367,20 @@ impl std::fmt::Display for SrtOption {
     }
 }
 
-fn int(text: &str) -> Option<i64> {
-    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => i64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
+/// How a number must be written, for the errors.
+const WHOLE: &str = "decimal digits, without `+` or a leading zero";
+
+/// A whole number as every number of an SRT URI is written (`uri::query::whole_number`):
+/// decimal digits, after a `-` where the range goes below zero; `minversion` also in hex
+/// (`0x010300` is 1.3.0), as SRT versions are written.
+fn int(def: &OptionDef, text: &str) -> Option<i64> {
+    let hex = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"));
+    match hex.filter(|_| def.key == "minversion") {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            i64::from_str_radix(h, 16).ok()
+        }
+        Some(_) => None,
+        None => crate::uri::whole_number(text),
     }
 }
 
@@ -378,20 +388,26 @@ fn int(text: &str) -> Option<i64> {
 pub fn parse(def: &'static OptionDef, text: &str) -> Result<SrtOption, String> {
     let key = def.key;
     let value = match def.kind {
-        Kind::Int { min, max } | Kind::Int64 { min, max } => match int(text) {
+        Kind::Int { min, max } | Kind::Int64 { min, max } => match int(def, text) {
             Some(v) if (min..=max).contains(&v) => Value::Int(v),
             _ if max == i64::MAX => {
-                return Err(format!("`{key}={text}` must be a whole number from {min}"))
+                return Err(format!(
+                    "`{key}={text}` must be a whole number from {min} ({WHOLE})"
+                ))
             }
             _ => {
                 return Err(format!(
-                    "`{key}={text}` must be a whole number from {min} to {max}"
+                    "`{key}={text}` must be a whole number from {min} to {max} ({WHOLE})"
                 ))
             }
         },
-        Kind::Linger => match int(text) {
+        Kind::Linger => match int(def, text) {
             Some(v) if (0..=INT_MAX).contains(&v) => Value::Int(v),
-            _ => return Err(format!("`{key}={text}` must be whole seconds from 0")),
+            _ => {
+                return Err(format!(
+                    "`{key}={text}` must be whole seconds from 0 ({WHOLE})"
+                ))
+            }
         },
         Kind::Bool => match text.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Value::Int(1),

@@ -25,6 +25,9 @@ pub struct Counters {
     /// Outputs: packets sent from the hub's GOP cache when the output joined (instant start);
     /// also counted in `packets`.
     burst: AtomicU64,
+    /// Outputs: packets handed to an output with no peer to take them (an SRT listener without
+    /// callers, a caller not yet connected): discarded, not counted in `packets`.
+    unheard: AtomicU64,
     bitrate_bps: AtomicU64,
 }
 
@@ -44,6 +47,9 @@ pub struct CounterSnapshot {
     /// Shown with the outputs' figures (`route::EndpointStats::burst_packets`).
     #[serde(skip)]
     pub burst: u64,
+    /// Shown with the outputs' figures (`route::EndpointStats::unheard_packets`).
+    #[serde(skip)]
+    pub unheard: u64,
 }
 
 impl Counters {
@@ -75,6 +81,13 @@ impl Counters {
         self.burst.fetch_add((bytes / PACKET_SIZE) as u64, Relaxed);
     }
 
+    /// Counts a buffer of `bytes` an output had no peer for, as TS packets (rounded up, as a
+    /// drop).
+    pub fn unheard(&self, bytes: usize) {
+        self.unheard
+            .fetch_add(bytes.div_ceil(PACKET_SIZE).max(1) as u64, Relaxed);
+    }
+
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             bytes: self.bytes.load(Relaxed),
@@ -83,6 +96,7 @@ impl Counters {
             off_air: self.off_air.load(Relaxed),
             held_back: self.held_back.load(Relaxed),
             burst: self.burst.load(Relaxed),
+            unheard: self.unheard.load(Relaxed),
             bitrate_bps: self.bitrate_bps.load(Relaxed),
         }
     }
@@ -151,6 +165,12 @@ pub struct SrtStats {
     pub link: SrtLinkStats,
     pub bandwidth_mbps: f64,
     pub callers: Vec<SrtCaller>,
+    /// Plain listeners: callers libsrt refused for a wrong passphrase (`SRT_REJ_BADSECRET`) or
+    /// one on a side only (`SRT_REJ_UNSECURE`), since the route started; and those of the
+    /// refusals not reported as `srt_refused` events (more than 10 in a second).
+    pub refused_bad_secret: u64,
+    pub refused_unsecure: u64,
+    pub refusal_events_missed: u64,
 }
 
 impl SrtStats {
@@ -159,6 +179,7 @@ impl SrtStats {
             bandwidth_mbps: link.bandwidth_mbps,
             link,
             callers,
+            ..SrtStats::default()
         }
     }
 }

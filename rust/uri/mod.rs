@@ -6,6 +6,7 @@
 
 mod file;
 mod query;
+pub(crate) use query::whole_number;
 mod srt;
 mod test;
 mod udp;

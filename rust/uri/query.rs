@@ -42,15 +42,15 @@ impl Query {
         Ok(found.first().map(|&i| self.pairs.remove(i).1))
     }
 
-    /// Like `take`, for a whole number: digits only, without a sign or a leading zero (`+5000`
-    /// and `05000` are typos); the error names the key and the bad value.
+    /// Like `take`, for a whole number from 0: digits only, without a sign or a leading zero
+    /// (`+5000` and `05000` are typos; see [`whole_number`]); the error names the key and the
+    /// bad value.
     pub(crate) fn take_parsed<T: FromStr>(&mut self, names: &[&str], what: &str) -> Res<Option<T>> {
         let key = names[0];
         match self.take(names)? {
             None => Ok(None),
             Some(v) => {
-                let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
-                let canonical = digits && (v == "0" || !v.starts_with('0'));
+                let canonical = !v.starts_with('-') && whole_number(&v).is_some();
                 canonical
                     .then(|| v.parse::<T>().ok())
                     .flatten()
@@ -60,13 +60,14 @@ impl Query {
         }
     }
 
-    /// A boolean key: `1/0`, `true/false`, `yes/no`, `on/off`.
+    /// A boolean key: `1/0`, `true/false`, `yes/no`, `on/off`; an empty value (`keys=`, or
+    /// `keys` alone) is none of them, as for the SRT socket options' booleans.
     pub(crate) fn take_bool(&mut self, names: &[&str]) -> Res<Option<bool>> {
         let key = names[0];
         match self.take(names)?.map(|v| v.to_ascii_lowercase()) {
             None => Ok(None),
             Some(v) => match v.as_str() {
-                "1" | "true" | "yes" | "on" | "" => Ok(Some(true)),
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
                 "0" | "false" | "no" | "off" => Ok(Some(false)),
                 _ => Err(format!("`{key}={v}` is not a boolean (use 1 or 0)")),
             },
@@ -82,6 +83,18 @@ impl Query {
             )),
         }
     }
+}
+
+/// A whole number as a URI writes it: decimal digits without a leading zero, after a `-` for
+/// a number below zero; no `+`, no `-0`, no hex (`+5`, `05` and `0x10` are typos, or another
+/// tool's habit). Every number of an SRT URI is read this way.
+pub(crate) fn whole_number(v: &str) -> Option<i64> {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && v != "-0";
+    canonical.then(|| v.parse().ok()).flatten()
 }
 
 /// `s` with every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) percent-escaped.

@@ -450,6 +450,46 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_written_one_way_in_every_key() {
+        // Decimal digits, without `+`, a leading zero or hex, whether a socket option's or
+        // castway's own key; the error names the key.
+        for (uri, key) in [
+            ("srt://:9000?maxbw=+5", "maxbw=+5"),
+            ("srt://:9000?oheadbw=0x10", "oheadbw=0x10"),
+            ("srt://:9000?maxbw=05", "maxbw=05"),
+            ("srt://:9000?linger=+3", "linger=+3"),
+            ("srt://:9000?snddropdelay=-0", "snddropdelay=-0"),
+            ("srt://:9000?latency=+5", "latency=+5"),
+            ("srt://:9000?latency=0x10", "latency=0x10"),
+            ("srt://127.0.0.1:9000?port=+7000", "port=+7000"),
+        ] {
+            let e = err(uri);
+            assert!(e.contains(&format!("`{key}`")), "{uri}: {e}");
+        }
+        // A minus where the range goes below zero, and a version in hex, as SRT writes it.
+        assert!(
+            srt("srt://:9000?maxbw=-1&snddropdelay=-1&minversion=0x010300")
+                .options
+                .iter()
+                .any(|o| o.to_string() == "maxbw=-1")
+        );
+        assert!(err("srt://:9000?minversion=0x+10").contains("`minversion=0x+10`"));
+    }
+
+    #[test]
+    fn an_empty_boolean_is_refused_naming_the_key() {
+        for (uri, key) in [
+            ("srt-shared://?keys=", "keys="),
+            ("srt-shared://?keys", "keys="),
+            ("srt://:9000?tlpktdrop=", "tlpktdrop="),
+        ] {
+            let e = err(uri);
+            assert!(e.contains(&format!("`{key}`")), "{uri}: {e}");
+        }
+        assert!(srt("srt-shared://?keys=1").keys);
+    }
+
+    #[test]
     fn mode_defaults_follow_srt_live_transmit() {
         assert_eq!(srt("srt://:9000").mode, SrtMode::Listener);
         assert_eq!(srt("srt://127.0.0.1:9000").mode, SrtMode::Caller);

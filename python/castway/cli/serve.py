@@ -165,7 +165,7 @@ def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
-    from castway.server import ServeError, run_server
+    from castway.server import ServeError, ServeUsageError, run_server
     from castway.server.config import ConfigError
     from castway.server.logs import JsonLines
     from castway.server.store import StoreError
@@ -213,5 +213,5 @@ def _serve(args: argparse.Namespace, tls: Tls | None, out: TextIO) -> int:
             out.line(str(e), logging.ERROR)
         else:
             print(f"castway: {e}", file=out)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(e, ServeUsageError) else EXIT_FAILED
     return EXIT_OK

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from castway.client import is_local
-from castway.errors import CastwayError
+from castway.errors import CastwayError, ConfigError
 from castway.gateway import Gateway
 from castway.server import config as config_file
 from castway.server.auth import AuthInterceptor
@@ -90,6 +90,11 @@ SERVICES = (
 
 class ServeError(Exception):
     """The server cannot start: address taken, unreadable certificate, bad config."""
+
+
+class ServeUsageError(ServeError):
+    """The server cannot start because what it was asked is wrong: a bad ``srt_listen``
+    address given as an argument (``castway serve --srt-listen``; exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ def run_server(
     declared_files = [d.events_file for d, _ in sources if d.events_file is not None]
     events_file = events_file or (declared_files[-1] if declared_files else None)
     declared_ports = [d.srt_listen for d, _ in sources if d.srt_listen is not None]
+    srt_listen_given = srt_listen is not None
     srt_listen = srt_listen or (declared_ports[-1] if declared_ports else None)
     store = Store(data_dir)
     control: Control | None = None
@@ -212,6 +218,10 @@ def run_server(
         if srt_listen is not None:
             try:
                 srt_port = gateway.listen_srt(srt_listen)
+            except ConfigError as e:
+                # The address is wrong (a port in use is an AddressInUseError).
+                error = ServeUsageError if srt_listen_given else ServeError
+                raise error(str(e)) from None
             except CastwayError as e:
                 raise ServeError(str(e)) from None
         hub = EventHub(gateway)

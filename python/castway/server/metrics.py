@@ -86,6 +86,9 @@ ENDPOINT = (
     Series("castway.output.burst", "counter", "{packet}", "packets sent from the GOP cache as "
            "the output joined (instant start; also in castway.endpoint.packets)",
            _key("burst_packets")),
+    Series("castway.output.unheard", "counter", "{packet}", "packets the output had no peer "
+           "for (an SRT listener without callers, a caller not connected): discarded, not in "
+           "castway.endpoint.packets", _key("unheard_packets")),
 )
 
 # Per SRT endpoint, and per caller of a listener (attributes as above, plus peer).
@@ -111,6 +114,13 @@ SRT = (
            else d["rate_mbps"] * 1e6),
     Series("castway.srt.caller_drops", "counter", "{packet}", "TS packets a caller did not "
            "take (its send buffer was full): callers only", _key("drops")),
+    *(Series("castway.srt.refused", "counter", "{caller}", "callers a listener had refused by "
+             "libsrt for their passphrase, by reason (bad_secret: a wrong one; unsecure: one on "
+             "a side only)", _key(f"refused_{reason}"), (("reason", reason),))
+      for reason in ("bad_secret", "unsecure")),
+    Series("castway.srt.refusal_events_missed", "counter", "{caller}", "refusals of a "
+           "listener not reported as srt_refused events (more than 10 in one second)",
+           _key("refusal_events_missed")),
     Series("castway.srt.send_buffer", "gauge", "ms", "what the send buffer holds, in time "
            "(not yet acknowledged)", _libsrt("send", "msBuf")),
     Series("castway.srt.receive_buffer", "gauge", "ms", "what the receive buffer holds, in "

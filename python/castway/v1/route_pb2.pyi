@@ -745,6 +745,9 @@ class SrtStatus(_message.Message):
     NAKS_FIELD_NUMBER: _builtins.int
     RATE_MBPS_FIELD_NUMBER: _builtins.int
     LIBSRT_FIELD_NUMBER: _builtins.int
+    REFUSED_BAD_SECRET_FIELD_NUMBER: _builtins.int
+    REFUSED_UNSECURE_FIELD_NUMBER: _builtins.int
+    REFUSAL_EVENTS_MISSED_FIELD_NUMBER: _builtins.int
     rtt_ms: _builtins.float
     """Round-trip time; a listener's is the worst of its callers'."""
     loss: _builtins.int
@@ -756,6 +759,13 @@ class SrtStatus(_message.Message):
     acks: _builtins.int
     naks: _builtins.int
     rate_mbps: _builtins.float
+    refused_bad_secret: _builtins.int
+    """Plain listeners: callers libsrt refused for a wrong passphrase (SRT_REJ_BADSECRET) or a
+    passphrase on one side only (SRT_REJ_UNSECURE), and the refusals not reported as
+    srt_refused events (more than 10 in one second).
+    """
+    refused_unsecure: _builtins.int
+    refusal_events_missed: _builtins.int
     @_builtins.property
     def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SrtCaller]:
         """Listeners: one per connected caller."""
@@ -781,10 +791,13 @@ class SrtStatus(_message.Message):
         naks: _builtins.int = ...,
         rate_mbps: _builtins.float = ...,
         libsrt: Global___SrtSocketStats | None = ...,
+        refused_bad_secret: _builtins.int = ...,
+        refused_unsecure: _builtins.int = ...,
+        refusal_events_missed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["libsrt", b"libsrt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "bandwidth_mbps", b"bandwidth_mbps", "callers", b"callers", "dropped", b"dropped", "latency_ms", b"latency_ms", "libsrt", b"libsrt", "loss", b"loss", "naks", b"naks", "packets", b"packets", "rate_mbps", b"rate_mbps", "refusal_events_missed", b"refusal_events_missed", "refused_bad_secret", b"refused_bad_secret", "refused_unsecure", b"refused_unsecure", "retransmissions", b"retransmissions", "rtt_ms", b"rtt_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -814,6 +827,7 @@ class EndpointStatus(_message.Message):
     SRT_FIELD_NUMBER: _builtins.int
     ANALYSIS_FIELD_NUMBER: _builtins.int
     BURST_PACKETS_FIELD_NUMBER: _builtins.int
+    UNHEARD_PACKETS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     uri: _builtins.str
     """Passphrases redacted."""
@@ -839,6 +853,10 @@ class EndpointStatus(_message.Message):
     """Inputs: packets of this input on air held back at a cut."""
     burst_packets: _builtins.int
     """Outputs: packets sent from the GOP cache as the output joined (also in `packets`)."""
+    unheard_packets: _builtins.int
+    """Outputs: packets the output had no peer for (an SRT listener without callers, a caller not
+    connected), discarded and not counted in `packets`.
+    """
     @_builtins.property
     def srt(self) -> Global___SrtStatus:
         """SRT endpoints only."""
@@ -870,10 +888,11 @@ class EndpointStatus(_message.Message):
         srt: Global___SrtStatus | None = ...,
         analysis: _analysis_pb2.TsAnalysis | None = ...,
         burst_packets: _builtins.int = ...,
+        unheard_packets: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "analysis", b"analysis", "idle_ms", b"idle_ms", "retry_in_ms", b"retry_in_ms", "srt", b"srt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "burst_packets", b"burst_packets", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms", "_retry_in_ms", b"_retry_in_ms", "active", b"active", "analysis", b"analysis", "bitrate_bps", b"bitrate_bps", "burst_packets", b"burst_packets", "bytes", b"bytes", "drops", b"drops", "healthy", b"healthy", "held_back_packets", b"held_back_packets", "id", b"id", "idle_ms", b"idle_ms", "kind", b"kind", "last_error", b"last_error", "off_air_packets", b"off_air_packets", "packets", b"packets", "reconnects", b"reconnects", "retry_in_ms", b"retry_in_ms", "srt", b"srt", "standby", b"standby", "state", b"state", "unheard_packets", b"unheard_packets", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__idle_ms: _TypeAlias = _typing.Literal["idle_ms"]  # noqa: Y015
     _WhichOneofArgType__idle_ms: _TypeAlias = _typing.Literal["_idle_ms", b"_idle_ms"]  # noqa: Y015
