@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from support import wait_until
-from support.impair import Impairment, ImpairProxy
+from support.impair import Impairment, ImpairProcess, ImpairProxy
 
 
 def numbered(i: int) -> bytes:
@@ -90,6 +90,20 @@ def test_the_proxy_stops_at_its_packet_and_time_bounds(udp_capture: Any) -> None
     wait_until(lambda: len(cap.chunks) == 50, 5, "the 50 datagrams")
     with ImpairProxy(cap.port, Impairment(), seconds=0.3) as proxy:
         wait_until(proxy.done.is_set, 5, "the proxy to stop after 0.3 s")
+
+
+def test_the_proxy_in_a_process_of_its_own_loses_as_planned_and_counts(
+    udp_capture: Any,
+) -> None:
+    n, imp = 300, Impairment(loss=0.25, delay_ms=10, seed=7)
+    kept = {i for i, f in enumerate(imp.plan(n)) if not f.dropped}
+    cap = udp_capture()
+    with ImpairProcess(cap.port, imp, seconds=30) as proxy:
+        send_burst(proxy.port, n)
+        wait_until(lambda: len(cap.chunks) >= len(kept), 10, "every datagram the plan keeps")
+        counts = wait_until(lambda: (c := proxy.counts).sent == len(kept) and c, 5, "counts")
+        assert counts.received == n and counts.dropped == n - len(kept)
+    assert sorted(i for i, _ in arrivals(cap)) == sorted(kept)
 
 
 def test_replies_go_back_to_the_sender() -> None:

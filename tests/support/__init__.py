@@ -7,7 +7,8 @@ captures, clips, ports and network namespaces, and a UDP impairment proxy.
     senders   paced UDP senders (once, or looped like a live encoder), pipe senders, live encoders
     capture   a UDP capture on loopback
     net       free ports, network namespaces
-    impair    a userspace UDP relay with seeded loss, delay, jitter and reordering (no netem here)
+    impair    a userspace UDP relay with seeded loss, delay, jitter and reordering (no netem here),
+              in this process or as one
     control   a control server for tests, in this process or as one
     tracing   a control server whose trace spans are kept in memory
     udp_tool  a UDP sender and capture as a process, for namespaces and benches

@@ -12,18 +12,35 @@ the n-th datagram of a direction depends only on the seed and n (`Impairment.pla
 timing. The proxy is bounded: it stops after `seconds`, or once it has taken `max_packets`
 datagrams and sent on what it held of them; it holds at most `max_held` at a time (more are
 dropped and counted as `overflow`). `done` is set when it has stopped.
+
+`ImpairProcess` is the same relay in a process of its own, with the same `port`, `counts`
+and `close()`: a thread of the test's interpreter shares the GIL with the test's other
+threads (senders, captures), and on a loaded machine a stall of those delays everything the
+relay holds, as a link never would; a stall longer than an SRT latency loses data that SRT
+would have recovered.
+
+    python -m support.impair TARGET_PORT IMPAIRMENT_JSON SECONDS
+
+prints the relay's port, then the counts as JSON for each line read on stdin, and ends at the
+end of stdin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import ipaddress
+import json
+import os
 import random
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from support.capture import SO_RCVBUFFORCE
@@ -186,3 +203,66 @@ class ImpairProxy:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+class ImpairProcess:
+    """`ImpairProxy` run by `python -m support.impair` in a process of its own."""
+
+    def __init__(self, target_port: int, impairment: Impairment, *,
+                 seconds: float = 60.0) -> None:
+        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "support.impair", str(target_port),
+             json.dumps(dataclasses.asdict(impairment)), str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        self.port = int(self._answer())
+
+    def _answer(self) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the impairment proxy exited ({self._proc.wait(5)})")
+        return line
+
+    @property
+    def counts(self) -> Counts:
+        """The counts now (asked of the process)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write("counts\n")
+        self._proc.stdin.flush()
+        return Counts(**json.loads(self._answer()))
+
+    def close(self) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> ImpairProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def main(argv: list[str]) -> None:
+    target, impairment, seconds = int(argv[0]), Impairment(**json.loads(argv[1])), float(argv[2])
+    with ImpairProxy(target, impairment, seconds=seconds) as proxy:
+        print(proxy.port, flush=True)
+        for _ in sys.stdin:
+            print(json.dumps(dataclasses.asdict(proxy.counts)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
