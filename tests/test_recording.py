@@ -163,18 +163,18 @@ def test_a_policy_in_the_spec_records_and_the_catalog_lists_a_time_range(
         data = (root / s.path).read_bytes()
         assert s.route == "news" and s.bytes == len(data) and data[1:3] == b"\x40\x00"
         assert s.keyframes[0] == 0 and s.format == "ts" and not s.repaired
-    # A range maps to the segments overlapping it.
-    one = list_segments(
-        server, "news", **{"from": segs[1].start.ToNanoseconds() / 1e9},
-        to=segs[2].start.ToNanoseconds() / 1e9,
-    )
+    # A range maps to the segments overlapping it: one strictly inside the second segment (its
+    # bounds as float seconds lose nanoseconds, so a range ending at the third's start could
+    # reach into it).
+    s1, e1 = segs[1].start.ToNanoseconds() / 1e9, segs[1].end.ToNanoseconds() / 1e9
+    inside = (s1 + (e1 - s1) / 4, e1 - (e1 - s1) / 4)
+    one = list_segments(server, "news", **{"from": inside[0]}, to=inside[1])
     assert [s.path for s in one] == [segs[1].path]
     assert list_segments(server, "news", to=segs[0].start.ToNanoseconds() / 1e9 - 60) == []
     # The same from the CLI.
     code = main([
         "recording", "list", "news", "--addr", server.addr, "--key", ADMIN,
-        "--from", str(segs[1].start.ToNanoseconds() / 1e9),
-        "--to", str(segs[2].start.ToNanoseconds() / 1e9),
+        "--from", str(inside[0]), "--to", str(inside[1]),
     ])
     out = capsys.readouterr().out
     assert code == 0 and segs[1].path in out and segs[0].path not in out
