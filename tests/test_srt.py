@@ -214,16 +214,20 @@ def test_a_listener_output_without_callers_counts_its_data_as_unheard_then_as_se
     assert out()["unheard_packets"] == unheard
 
 
+def passphrase_listener_route(gateway: castway.Gateway, side: str, port: int) -> castway.Route:
+    """A route whose input or output (`side`) is a listener on `port` with the passphrase."""
+    listener = f"srt://:{port}?mode=listener&passphrase={PASS}"
+    if side == "input":
+        return gateway.add_route("r", listener, ["udp://127.0.0.1:9"])
+    return gateway.add_route("r", "test://?size=160x90&bitrate=200&audio=0", [listener])
+
+
 @pytest.mark.parametrize("side", ["input", "output"])
 def test_wrong_passphrase_is_refused_and_the_listener_keeps_listening(
     gateway: castway.Gateway, peers: Peers, udp_capture: Any, side: str
 ) -> None:
     port = free_port()
-    listener = f"srt://:{port}?mode=listener&passphrase={PASS}"
-    if side == "input":
-        route = gateway.add_route("r", listener, ["udp://127.0.0.1:9"])
-    else:
-        route = gateway.add_route("r", "test://?size=160x90&bitrate=200&audio=0", [listener])
+    route = passphrase_listener_route(gateway, side, port)
     ep = lambda: route.stats()[side + "s"][0]  # noqa: E731
     # A peer with the wrong passphrase is rejected by libsrt.
     bad_out = udp_capture()
@@ -275,11 +279,7 @@ def test_a_plain_listener_counts_and_reports_callers_refused_for_their_passphras
     gateway: castway.Gateway, peers: Peers, side: str, peer: str
 ) -> None:
     port = free_port()
-    listener = f"srt://:{port}?mode=listener&passphrase={PASS}"
-    if side == "input":
-        route = gateway.add_route("r", listener, ["udp://127.0.0.1:9"])
-    else:
-        route = gateway.add_route("r", "test://?size=160x90&bitrate=200&audio=0", [listener])
+    route = passphrase_listener_route(gateway, side, port)
     srt = lambda: route.stats()[side + "s"][0]["srt"]  # noqa: E731
     ep_id = route.stats()[side + "s"][0]["id"]
 
