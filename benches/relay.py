@@ -7,9 +7,12 @@
    castway row, one listener output that the 10 receivers all call (one port: one libsrt
    sending and receiving thread for all ten; docs/architecture.md says why it costs less).
 
-Each relay runs for the same time with the same sender (ffmpeg -re, paced) and receivers
-(srt-live-transmit callers writing to /dev/null); the relay's CPU seconds (user+sys) and peak
-RSS come from /proc. Everything is on loopback.
+The relays of a table run side by side, each with its own sender (ffmpeg -re, paced) and
+receivers (srt-live-transmit callers writing to files), and are measured over the same
+seconds: runs one after the other differ with the machine's load by more than the relays do.
+A relay's CPU time is the sum of its threads' `schedstat` run time (nanoseconds; `/proc/PID/
+stat` counts 10 ms ticks); peak RSS is `VmHWM`; MB delivered is what the receivers wrote while
+measured. Everything is on loopback.
 
     make bench        (or: .venv/bin/python benches/relay.py [--seconds 15] [--reps 3])
 """
@@ -20,11 +23,11 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +55,16 @@ class Usage:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the command.
-    return sum(int(x) for x in fields[11:15]) / TICKS
+    """CPU time of every thread of `pid`, in seconds, to the nanosecond: the first field of
+    each thread's `schedstat` (`/proc/PID/stat` counts in 10 ms ticks, and a relay costs a
+    few dozen of them a run)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            pass  # a thread that ended between the listing and the read
+    return total / 1e9
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -64,35 +74,42 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run(relay_argv: list[str], in_port: int, out_ports: list[int], source: Path,
-        seconds: float, workdir: Path,
-        ready: Callable[[], None] = lambda: time.sleep(1.0),
-        during: Callable[[], AbstractContextManager[None]] | None = None,
-        env: dict[str, str] | None = None) -> Usage:
-    """Starts the relay, its receivers and the sender; measures the relay for `seconds`
-    (while `during`'s context runs, if given). `ready` returns once the relay listens (by
-    default: a second later)."""
-    peers = Peers(workdir)
-    try:
-        relay = peers.start(relay_argv, env=env)
-        ready()
-        sinks = []
-        for i, port in enumerate(out_ports):
-            out = workdir / f"recv{i}.ts"
-            sinks.append(out)
-            peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
-                        stdout_path=out)
-        live_sender(peers, source, f"srt://127.0.0.1:{in_port}?pkt_size=1316")
-        time.sleep(2.0)  # connections settle
-        with during() if during is not None else nullcontext():
-            cpu0 = cpu_seconds(relay.pid)
-            time.sleep(seconds)
-            cpu = cpu_seconds(relay.pid) - cpu0
-        rss = peak_rss_mb(relay.pid)
-        received = sum(s.stat().st_size for s in sinks) / 1e6
-        return Usage(cpu, rss, received)
-    finally:
-        peers.stop_all(signal.SIGINT)
+@dataclass
+class Running:
+    """A relay started with its receivers and sender."""
+    relay: subprocess.Popen[bytes]
+    sinks: list[Path]
+
+
+def start(peers: Peers, relay_argv: list[str], in_port: int, out_ports: list[int],
+          source: Path, workdir: Path, name: str) -> Running:
+    """Starts the relay, its receivers (srt-live-transmit callers writing to files) and its
+    sender (ffmpeg -re)."""
+    relay = peers.start(relay_argv)
+    wait_listening(relay, in_port)
+    sinks = []
+    for i, port in enumerate(out_ports):
+        out = workdir / f"{name}-recv{i}.ts"
+        sinks.append(out)
+        peers.start(["srt-live-transmit", "-q", f"srt://127.0.0.1:{port}", "file://con"],
+                    stdout_path=out)
+    live_sender(peers, source, f"srt://127.0.0.1:{in_port}?pkt_size=1316")
+    return Running(relay, sinks)
+
+
+def wait_listening(relay: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> None:
+    """Returns once a UDP socket is bound to `port` (the relay's SRT input listens)."""
+    hexport = f":{port:04X} "
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if relay.poll() is not None:
+            raise RuntimeError(f"relay exited with {relay.returncode}")
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            if any(hexport in line.split(None, 2)[1] + " "
+                   for line in Path(table).read_text().splitlines()[1:]):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"relay not listening on UDP port {port} after {timeout:.0f} s")
 
 
 # A relay: its name, its command line (from the input's port and the outputs' ports) and
@@ -134,25 +151,41 @@ def tee_argv(a: int, outs: list[int]) -> list[str]:
 
 def compare(cases: list[Case], n_out: int, source: Path, seconds: float, reps: int,
             workdir: Path) -> list[tuple[str, Usage]]:
-    """Runs the cases in turn, `reps` rounds, and keeps each case's median run (by CPU): the
-    relays cost a few percent of a core, so one run alone is at the mercy of the machine."""
+    """Runs the cases side by side, `reps` rounds, and keeps each case's median run (by CPU).
+    All relays of a round run at the same time, each with its own sender and receivers, and
+    are measured over the same seconds: runs one after the other differ with the machine's
+    load by more than the relays differ, runs side by side see the same load."""
     runs: dict[str, list[Usage]] = {name: [] for name, _, _ in cases}
     for _ in range(reps):
-        for name, argv, one_port in cases:
-            a, outs = free_port(), [free_port() for _ in range(n_out)]
-            receivers = [outs[0]] * n_out if one_port else outs
-            runs[name].append(run(argv(a, outs), a, receivers, source, seconds, workdir))
+        peers = Peers(workdir)
+        try:
+            running: dict[str, Running] = {}
+            for name, argv, one_port in cases:
+                a, outs = free_port(), [free_port() for _ in range(n_out)]
+                receivers = [outs[0]] * n_out if one_port else outs
+                running[name] = start(peers, argv(a, outs), a, receivers, source, workdir,
+                                      f"{len(running)}")
+            time.sleep(2.0)  # connections settle
+            cpu0 = {name: cpu_seconds(r.relay.pid) for name, r in running.items()}
+            size0 = {name: sum(s.stat().st_size for s in r.sinks) for name, r in running.items()}
+            time.sleep(seconds)
+            for name, r in running.items():
+                cpu = cpu_seconds(r.relay.pid) - cpu0[name]
+                received = (sum(s.stat().st_size for s in r.sinks) - size0[name]) / 1e6
+                runs[name].append(Usage(cpu, peak_rss_mb(r.relay.pid), received))
+        finally:
+            peers.stop_all(signal.SIGINT)
     return [(name, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2]) for name, us in runs.items()]
 
 
 def table(title: str, rows: list[tuple[str, Usage]], seconds: float, reps: int) -> str:
     base = rows[1][1]
-    lines = [f"### {title} ({seconds:.0f} s per run, median of {reps})", "",
+    lines = [f"### {title} ({seconds:.0f} s side by side, median of {reps} rounds)", "",
              "| relay | CPU s | CPU % of a core | peak RSS MB | MB delivered | CPU ratio |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, u in rows:
         ratio = u.cpu_s / base.cpu_s if base.cpu_s else float("nan")
-        lines.append(f"| {name} | {u.cpu_s:.2f} | {100 * u.cpu_s / seconds:.1f} | "
+        lines.append(f"| {name} | {u.cpu_s:.3f} | {100 * u.cpu_s / seconds:.1f} | "
                      f"{u.peak_rss_mb:.1f} | {u.received_mb:.1f} | {ratio:.2f}x |")
     return "\n".join(lines)
 
@@ -160,7 +193,7 @@ def table(title: str, rows: list[tuple[str, Usage]], seconds: float, reps: int) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=15.0, help="measured time per run")
-    ap.add_argument("--reps", type=int, default=3, help="runs per relay (median is kept)")
+    ap.add_argument("--reps", type=int, default=3, help="rounds (each relay's median is kept)")
     args = ap.parse_args()
     for tool in ("ffmpeg", "srt-live-transmit", "gst-launch-1.0"):
         if not shutil.which(tool):
