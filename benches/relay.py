@@ -150,17 +150,22 @@ def tee_argv(a: int, outs: list[int]) -> list[str]:
 
 
 def compare(cases: list[Case], n_out: int, source: Path, seconds: float, reps: int,
-            workdir: Path) -> list[tuple[str, Usage]]:
-    """Runs the cases side by side, `reps` rounds, and keeps each case's median run (by CPU).
+            workdir: Path) -> list[tuple[str, Usage, list[float]]]:
+    """Runs the cases side by side, `reps` rounds, and keeps each case's median run (by CPU)
+    and its CPU against the second case's in each round.
     All relays of a round run at the same time, each with its own sender and receivers, and
     are measured over the same seconds: runs one after the other differ with the machine's
-    load by more than the relays differ, runs side by side see the same load."""
+    load by more than the relays differ, runs side by side see the same load. Round r starts
+    case r first (so with as many rounds as cases each is first once)."""
     runs: dict[str, list[Usage]] = {name: [] for name, _, _ in cases}
     for _ in range(reps):
         peers = Peers(workdir)
         try:
             running: dict[str, Running] = {}
-            for name, argv, one_port in cases:
+            # No relay always starts first: the order moved the figures by a few percent in
+            # some runs.
+            k = len(runs[cases[0][0]]) % len(cases)
+            for name, argv, one_port in cases[k:] + cases[:k]:
                 a, outs = free_port(), [free_port() for _ in range(n_out)]
                 receivers = [outs[0]] * n_out if one_port else outs
                 running[name] = start(peers, argv(a, outs), a, receivers, source, workdir,
@@ -175,18 +180,25 @@ def compare(cases: list[Case], n_out: int, source: Path, seconds: float, reps: i
                 runs[name].append(Usage(cpu, peak_rss_mb(r.relay.pid), received))
         finally:
             peers.stop_all(signal.SIGINT)
-    return [(name, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2]) for name, us in runs.items()]
+    base = runs[cases[1][0]]
+    return [(name, sorted(us, key=lambda u: u.cpu_s)[len(us) // 2],
+             [u.cpu_s / b.cpu_s if b.cpu_s else float("nan")
+              for u, b in zip(us, base, strict=True)])
+            for name, us in runs.items()]
 
 
-def table(title: str, rows: list[tuple[str, Usage]], seconds: float, reps: int) -> str:
+def table(title: str, rows: list[tuple[str, Usage, list[float]]], seconds: float,
+          reps: int) -> str:
     base = rows[1][1]
     lines = [f"### {title} ({seconds:.0f} s side by side, median of {reps} rounds)", "",
-             "| relay | CPU s | CPU % of a core | peak RSS MB | MB delivered | CPU ratio |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, u in rows:
+             "| relay | CPU s | CPU % of a core | peak RSS MB | MB delivered | CPU ratio "
+             "| ratio in each round |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, u, rounds in rows:
         ratio = u.cpu_s / base.cpu_s if base.cpu_s else float("nan")
+        each = ", ".join(f"{r:.2f}x" for r in rounds)
         lines.append(f"| {name} | {u.cpu_s:.3f} | {100 * u.cpu_s / seconds:.1f} | "
-                     f"{u.peak_rss_mb:.1f} | {u.received_mb:.1f} | {ratio:.2f}x |")
+                     f"{u.peak_rss_mb:.1f} | {u.received_mb:.1f} | {ratio:.2f}x | {each} |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,9 @@ processes. Two kinds (`--kind`):
   8 local UDP ports a side; one pacing thread, one receiving thread), latency L on every
   socket (`--latency`, default 200 ms). The routes have no slate (`slate=False`): the readers
   connect before the publishers, and srt-live-transmit sends nothing of its own either.
+  A third run has every route on castway's one shared SRT port (`Gateway.listen_srt`), as
+  castway is meant to be used: route rK is `srt-shared://` -> `srt-shared://`, the load's
+  publishers call the port with stream ID `publish:rK`, its readers with `read:rK`.
 
 For each the bench reads the CPU time the relays used over the measured window from /proc
 (all srt-live-transmit processes summed) and the load generator reports how many bytes of each
@@ -49,6 +52,8 @@ from support.net import free_ports
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 BITRATE = 2_000_000
+# castway with every route on its one shared SRT port (`--kind srt` only).
+SHARED = "castway, shared port"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,9 +107,13 @@ import signal, sys, castway
 kind, latency = sys.argv[1], sys.argv[2]
 ins, outs = sys.argv[3].split(","), sys.argv[4].split(",")
 gw = castway.Gateway()
+if kind == "shared":
+    gw.listen_srt(f"127.0.0.1:{ins[0]}?latency={latency}")
 for k, (i, o) in enumerate(zip(ins, outs)):
     if kind == "udp":
         gw.add_route(f"r{k}", f"udp://127.0.0.1:{i}", [f"udp://127.0.0.1:{o}"])
+    elif kind == "shared":
+        gw.add_route(f"r{k}", "srt-shared://", ["srt-shared://"], slate=False)
     else:
         q = f"?mode=listener&latency={latency}"
         gw.add_route(f"r{k}", f"srt://127.0.0.1:{i}{q}", [f"srt://127.0.0.1:{o}{q}"],
@@ -153,10 +162,12 @@ def measure(n: int, relay: str, kind: str, load: Path | None, source: Path, seco
     name = f"{relay}-{kind}-{n}.log"
     log = open(workdir / name, "wb")
     threads: dict[int, tuple[str, float]] = {}
+    shared = relay == SHARED
     try:
-        if relay == "castway":
+        if relay in ("castway", SHARED):
             gw = subprocess.Popen(
-                [sys.executable, "-c", SERVE, kind, str(latency), ",".join(map(str, ins)),
+                [sys.executable, "-c", SERVE, "shared" if shared else kind, str(latency),
+                 ",".join(map(str, ins)),
                  ",".join(map(str, outs))],
                 stdout=subprocess.PIPE, stderr=log,
             )
@@ -183,10 +194,18 @@ def measure(n: int, relay: str, kind: str, load: Path | None, source: Path, seco
                 stdout=subprocess.PIPE, stderr=log,
             )
         elif load is not None:
+            # On the shared port every publisher and reader calls the one port, by stream ID
+            # (from the load's 8 local ports a side: the kernel spreads callers over the
+            # port's sockets by address).
+            send = [ins[0]] * n if shared else ins
+            recv = [ins[0]] * n if shared else outs
+            by_id = (["--streamid", "publish:r{k}", "--read-streamid", "read:r{k}"]
+                     if shared else [])
             generator = subprocess.Popen(
                 [str(load), str(source), str(BITRATE), str(seconds), str(warmup),
-                 ",".join(f"127.0.0.1:{i}" for i in ins),
-                 ",".join(f"srt:127.0.0.1:{o}" for o in outs), "--latency", str(latency)],
+                 ",".join(f"127.0.0.1:{i}" for i in send),
+                 ",".join(f"srt:127.0.0.1:{o}" for o in recv), "--latency", str(latency),
+                 *by_id],
                 stdout=subprocess.PIPE, stderr=log,
             )
             # Its streams start once every caller is connected.
@@ -199,7 +218,7 @@ def measure(n: int, relay: str, kind: str, load: Path | None, source: Path, seco
         time.sleep(warmup)  # the load generator's own warm-up: counting starts after it
         before = sum(cpu_seconds(p.pid) for p in procs)
         load_before = cpu_seconds(generator.pid) if generator else 0.0
-        if relay == "castway":
+        if relay in ("castway", SHARED):
             threads = thread_seconds(procs[0].pid)
         t0 = time.monotonic()
         time.sleep(seconds)
@@ -207,7 +226,7 @@ def measure(n: int, relay: str, kind: str, load: Path | None, source: Path, seco
         load_used = (cpu_seconds(generator.pid) if generator else 0.0) - load_before
         elapsed = time.monotonic() - t0
         busiest = (busiest_threads(threads, thread_seconds(procs[0].pid), elapsed)
-                   if relay == "castway" else "")
+                   if relay in ("castway", SHARED) else "")
         if generator is None:
             return Result(100 * (after - before) / elapsed, 100.0, 100.0, busiest=busiest)
         out, _ = generator.communicate(timeout=seconds + 60)
@@ -255,7 +274,7 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     load = load_tool("udp_load" if args.kind == "udp" else "srt_load")
-    relays = ("castway", "srt-live-transmit")
+    relays = ("castway", "srt-live-transmit") + ((SHARED,) if args.kind == "srt" else ())
     with tempfile.TemporaryDirectory(prefix="castway-scale-") as tmp:
         workdir = Path(tmp)
         source = workdir / "source.ts"
@@ -268,10 +287,10 @@ def main() -> None:
                 for relay in relays
             }
             rows.append((n, results))
-            c, s = results["castway"], results["srt-live-transmit"]
-            print(f"{n} routes: castway {c.cpu_percent:.0f}% ({c.worst_delivered:.2f}% worst), "
-                  f"srt-live-transmit {s.cpu_percent:.0f}% ({s.worst_delivered:.2f}% worst); "
-                  f"castway's busiest threads: {c.busiest}", flush=True)
+            for relay, r in results.items():
+                print(f"{n} routes: {relay} {r.cpu_percent:.0f}% of a core "
+                      f"({r.worst_delivered:.2f}% worst delivered)"
+                      + (f"; busiest threads: {r.busiest}" if r.busiest else ""), flush=True)
         if idle_routes:
             idle = {
                 relay: measure(idle_routes, relay, args.kind, None, source, args.seconds,
@@ -295,13 +314,26 @@ def main() -> None:
               f"| {s.worst_delivered:.2f}% / {s.mean_delivered:.2f}% |")
     if args.kind == "srt":
         print()
+        print("Every route on castway's one shared SRT port (`srt-shared://` -> `srt-shared://`,"
+              " publishers `publish:rK`, readers `read:rK`), against the same srt-live-transmit "
+              "processes (a port each):")
+        print()
+        print("| routes | castway shared port CPU % | srt-live-transmit CPU % | CPU ratio "
+              "| shared port worst / mean delivered | srt-live-transmit worst / mean delivered |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for n, r in rows:
-            c, s = r["castway"], r["srt-live-transmit"]
-            print(f"{n} routes: continuity errors at the receivers: castway {c.cc_errors}, "
-                  f"srt-live-transmit {s.cc_errors}; bytes the load could not send: castway "
-                  f"{c.unsent}, srt-live-transmit {s.unsent}; the load generator's CPU: "
-                  f"{c.load_percent:.0f}% / {s.load_percent:.0f}%; castway's busiest threads: "
-                  f"{c.busiest}")
+            c, s = r[SHARED], r["srt-live-transmit"]
+            ratio = c.cpu_percent / s.cpu_percent if s.cpu_percent else float("nan")
+            print(f"| {n} | {c.cpu_percent:.0f} | {s.cpu_percent:.0f} | {ratio:.2f}x "
+                  f"| {c.worst_delivered:.2f}% / {c.mean_delivered:.2f}% "
+                  f"| {s.worst_delivered:.2f}% / {s.mean_delivered:.2f}% |")
+        print()
+        for n, r in rows:
+            for relay, x in r.items():
+                print(f"{n} routes, {relay}: continuity errors at the receivers {x.cc_errors}; "
+                      f"bytes the load could not send {x.unsent}; the load generator's CPU "
+                      f"{x.load_percent:.0f}%" + (f"; busiest threads: {x.busiest}"
+                                                   if x.busiest else ""))
     if idle_routes:
         c, s = idle["castway"].cpu_percent, idle["srt-live-transmit"].cpu_percent
         print()
