@@ -644,6 +644,26 @@ def test_serve_exits_2_for_a_bad_srt_listen_address_as_for_any_usage_error(
     assert "the shared SRT port" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "address", "says"),
+    [("--listen", "127.0.0.1:abc", "is not HOST:PORT"),
+     ("--listen", "127.0.0.1:99999", "port 99999 is out of range"),
+     ("--listen", "::1:50051", "is not HOST:PORT"),
+     ("--metrics-listen", "127.0.0.1:70000", "port 70000 is out of range")],
+)
+def test_serve_exits_2_for_a_malformed_listen_address_and_serves_nothing(
+    tmp_path: Path, flag: str, address: str, says: str
+) -> None:
+    """A port out of range used to be served on a port gRPC picked."""
+    argv = [sys.executable, "-m", "castway", "serve", "--data-dir", str(tmp_path / "data"),
+            "--listen", "127.0.0.1:0", flag, address]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CASTWAY_ADMIN_KEY": ADMIN})
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr, done.stderr
+    assert "serving" not in done.stderr + done.stdout
+
+
 def test_serve_exits_1_when_the_srt_listen_port_is_in_use(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
         held.bind(("127.0.0.1", 0))

@@ -93,8 +93,9 @@ class ServeError(Exception):
 
 
 class ServeUsageError(ServeError):
-    """The server cannot start because what it was asked is wrong: a bad ``srt_listen``
-    address given as an argument (``castway serve --srt-listen``; exit status 2)."""
+    """The server cannot start because what it was asked is wrong: a malformed ``listen`` or
+    ``metrics_listen`` address, or a bad ``srt_listen`` address given as an argument (``castway
+    serve --listen``, ``--metrics-listen``, ``--srt-listen``; exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,14 @@ def run_server(
         host, sep, port = (address or "").rpartition(":")
         if address is not None and (not sep or not port.isdigit() or (
                 ":" in host and not (host.startswith("[") and host.endswith("]")))):
-            raise ServeError(
+            raise ServeUsageError(
                 f"{what} address {address!r} is not HOST:PORT (an IPv6 address goes in "
                 "brackets: [::1]:50051)"
+            )
+        if address is not None and int(port) > 65535:
+            # gRPC would serve on a port of its choosing instead.
+            raise ServeUsageError(
+                f"{what} address {address!r}: port {int(port)} is out of range (0 to 65535)"
             )
     if tls is None and not insecure and not is_local(listen):
         raise ServeError(
