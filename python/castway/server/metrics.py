@@ -63,8 +63,8 @@ def _flag(name: str) -> Callable[[Any], int | None]:
 
 # Per input and output (attributes: route, endpoint, kind, direction).
 ENDPOINT = (
-    Series("castway.endpoint.io", "counter", "By", "bytes received (inputs) or handed to the "
-           "output (outputs)", _key("bytes")),
+    Series("castway.endpoint.io", "counter", "By", "bytes received (inputs) or delivered "
+           "(outputs; an SRT output: taken by at least one of its connections)", _key("bytes")),
     Series("castway.endpoint.packets", "counter", "{packet}", "188-byte TS packets",
            _key("packets")),
     Series("castway.endpoint.drops", "counter", "{packet}", "packets lost here: not MPEG-TS "
