@@ -92,6 +92,10 @@ def test_srt_main_fails_over_to_udp_backup_and_fails_back(
     )
     main_url = f"srt://127.0.0.1:{main_port}?mode=caller&pkt_size=1316"
     main = live_sender(peers, ts_file, main_url)
+    # The backup sends once the main delivers: a main that connects after the 2 s start grace
+    # (ffmpeg starting on a loaded machine) is passed over for a delivering backup, and the
+    # route would begin with a failover and a failback of its own.
+    wait_until(lambda: route.stats()["inputs"][0]["healthy"], 20, "the main to deliver")
     live_sender(peers, ts_file, f"udp://127.0.0.1:{backup_port}?pkt_size=1316")
     cap = receiver(out_port)
     wait_until(lambda: all(i["healthy"] for i in route.stats()["inputs"]), 20, "both inputs")

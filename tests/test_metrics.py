@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import threading
@@ -45,7 +46,6 @@ def prometheus(tmp_path: Path, peers: Peers) -> Iterator[Any]:
     port (and the key to scrape with, if any) and returning the Prometheus base URL."""
 
     def start(metrics_port: int, key: str | None = None) -> str:
-        port = free_port()
         config = tmp_path / "prometheus.yml"
         auth = ""
         if key is not None:
@@ -58,19 +58,34 @@ def prometheus(tmp_path: Path, peers: Peers) -> Iterator[Any]:
             "  - job_name: castway\n"
             f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n" + auth
         )
-        peers.start([
+        # Port 0, and the port read from Prometheus' log: a port found free beforehand may be
+        # taken (by a listener, or the local end of a connection) before Prometheus binds it,
+        # and Prometheus then exits at once.
+        p = peers.start([
             "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.listen-address=127.0.0.1:0",
         ])
-        base = f"http://127.0.0.1:{port}"
+
+        def running() -> None:
+            if p.poll() is not None:
+                raise AssertionError(f"Prometheus exited ({p.returncode}):\n{peers.log(p)}")
+
+        def listening() -> str | None:
+            running()
+            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', peers.log(p))
+            return found[1] if found else None
+
+        # Bounded generously for a loaded machine; a Prometheus that exits fails at once.
+        base = f"http://{wait_until(listening, 60, 'Prometheus to listen')}"
 
         def ready() -> bool:
+            running()
             try:
                 return "Ready" in get(f"{base}/-/ready")
             except OSError:
                 return False
 
-        wait_until(ready, 30, "Prometheus to be ready")
+        wait_until(ready, 60, "Prometheus to be ready")
         return base
 
     yield start
