@@ -329,7 +329,8 @@ def test_template_inheritance_and_hot_apply(
 def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Server) -> None:
     md = server.client.metadata
     port = free_port()
-    server.create("ok", spec([f"udp://:{port}"]), desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    server.create("ok", spec([f"udp://:{port}"], [ep("udp://127.0.0.1:7", "mon")]),
+                  desired_state=route_pb2.DESIRED_STATE_STOPPED)
     cases: list[tuple[grpc.StatusCode, str, Callable[[], Any]]] = [
         (
             CODE.INVALID_ARGUMENT,
@@ -405,6 +406,15 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
             "input 'x'",
             lambda: server.client.routes.SwitchInput(
                 route_pb2.SwitchInputRequest(name="ok", input_id="x"), metadata=md
+            ),
+        ),
+        (
+            # An id taken is a name taken, as for routes (it was INVALID_ARGUMENT, "used twice").
+            CODE.ALREADY_EXISTS,
+            "output 'mon' of route 'ok'",
+            lambda: server.client.routes.AddOutput(
+                route_pb2.AddOutputRequest(name="ok", output=ep("udp://127.0.0.1:6", "mon")),
+                metadata=md,
             ),
         ),
         (

@@ -437,6 +437,10 @@ class Control:
         with self._lock:
             old = self._route(name)
             self._check_version(old, version)
+            template = self._templates.get(old.spec.template)
+            inherited = template.spec.outputs if template else ()
+            if output.id and any(e.id == output.id for e in (*old.spec.outputs, *inherited)):
+                raise AlreadyExists(f"output {output.id!r} of route {name!r} already exists")
             return self.update_route(name, replace(old.spec, outputs=(*old.spec.outputs, output)))
 
     def remove_output(
