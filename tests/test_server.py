@@ -626,11 +626,12 @@ def test_serve_refuses_a_port_in_use_and_a_bad_address_at_once(tmp_path: Path) -
         held.listen()
         taken = held.getsockname()[1]
         started = time.monotonic()
-        with pytest.raises(ServeError, match=f"127.0.0.1:{taken}"), run_server(
-            tmp_path / "a", f"127.0.0.1:{taken}", admin_key=ADMIN
-        ):
+        with pytest.raises(ServeError, match=f"127.0.0.1:{taken}: the port is in use"), \
+                run_server(tmp_path / "a", f"127.0.0.1:{taken}"):
             pass
         assert time.monotonic() - started < 10  # an answer, not a hang
+        # Refused before anything was made: no store, no admin key.
+        assert not (tmp_path / "a").exists()
     for bad in ("::1:0", "127.0.0.1", "localhost:http"):
         with pytest.raises(ServeError, match="HOST:PORT"), run_server(
             tmp_path / "b", bad, admin_key=ADMIN

@@ -10,6 +10,8 @@ process too.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -140,6 +142,29 @@ class Running:
     srt_port: str | None = None
 
 
+def _refuse_taken(listen: str) -> None:
+    """Refuses a ``listen`` port another socket listens on before the store opens or an admin
+    key is made (gRPC finds out only when it binds, after everything else, and prints its own
+    log line). gRPC binds with ``SO_REUSEADDR``, so this does too: a port whose last
+    connections linger in ``TIME_WAIT`` is free."""
+    host, _, port = listen.rpartition(":")
+    if int(port) == 0:
+        return
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError):
+        return  # gRPC says why when it binds
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ServeError(f"cannot listen on {listen}: the port is in use") from None
+
+
 @contextmanager
 def run_server(
     data_dir: Path,
@@ -185,6 +210,7 @@ def run_server(
             raise ServeUsageError(
                 f"{what} address {address!r}: port {int(port)} is out of range (0 to 65535)"
             )
+    _refuse_taken(listen)
     if tls is None and not insecure and not is_local(listen):
         raise ServeError(
             f"refusing to serve plaintext on {listen}, which is not loopback: API keys and SRT "
