@@ -504,7 +504,7 @@ def test_a_file_has_one_writer_across_routes_and_within_one(server: Server) -> N
             "twice", spec([test_input()], ["file:///out/two.ts", "file:///out/two.ts"])
         ),
     )
-    assert "(out1)" in details and "like out0 of the same route" in details, details
+    assert "spec.outputs[1].uri" in details and "like out0 of the same route" in details, details
     details = expect(
         CODE.FAILED_PRECONDITION,
         lambda: server.update(
