@@ -494,7 +494,8 @@ def test_a_file_has_one_writer_across_routes_and_within_one(server: Server) -> N
         ("bad6", "file:///out/idle.ts?overwrite=1", "keep of route 'idle'"),
     ):
         details = expect(
-            CODE.FAILED_PRECONDITION, lambda: server.create(name, spec([test_input()], [uri]))
+            CODE.FAILED_PRECONDITION,
+            lambda n=name, u=uri: server.create(n, spec([test_input()], [u])),  # type: ignore[misc]
         )
         assert f"out0 of route {name!r} writes file:///out/" in details, details
         assert f"which {other} already claims" in details, details
