@@ -140,6 +140,34 @@ def test_relay_rejects_a_setting_out_of_range_with_status_2(flags: list[str], ne
     assert needle in r.stderr.decode()
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-i", "srt-shared://?users=cam:SECRETSECRET1", "-o", "udp://127.0.0.1:23070"],
+         "input `srt-shared://?users=***`: srt-shared:// is a place on a gateway's shared"),
+        (["-i", "test://", "-o", "srt-shared://"], "castway serve --srt-listen"),
+        (["-i", "test://", "-o", "srt-shared://", "-o", "srt-shared://?keys=1"],
+         "Gateway.listen_srt"),
+        (["-i", "test://", "-o", "file://TMP/rec.ts", "-o", "file://TMP/sub/../rec.ts"],
+         "outputs[1].uri: invalid configuration: `file://TMP/sub/../rec.ts` writes its file "
+         "like out0 of the same route"),
+    ],
+)
+def test_relay_refuses_what_can_only_go_wrong_with_status_2(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
+    """An srt-shared:// endpoint (a relay has no shared port: it would wait forever) and two
+    outputs writing one file (they would interleave their streams in it)."""
+    (tmp_path / "sub").mkdir()
+    args = [a.replace("TMP", str(tmp_path)) for a in args]
+    needle = needle.replace("TMP", str(tmp_path))
+    r = subprocess.run([CASTWAY, "relay", *args], capture_output=True, timeout=30, check=False)
+    assert r.returncode == 2, r.stderr.decode()
+    assert needle in r.stderr.decode()
+    assert "SECRET" not in r.stderr.decode()
+    assert not (tmp_path / "rec.ts").exists()
+
+
 def test_relay_reports_a_port_in_use_and_exits_1(peers: Peers) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
         holder.bind(("0.0.0.0", 0))

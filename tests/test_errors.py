@@ -164,6 +164,30 @@ def test_two_routes_cannot_claim_one_listening_port(gateway: castway.Gateway) ->
     gateway.add_route("b", "test://?size=160x90&bitrate=100", [f"srt://:{port}"])
 
 
+def test_two_outputs_cannot_write_one_file(gateway: castway.Gateway, tmp_path: Path) -> None:
+    """A file output claims its file as a listener claims its port, by the file it resolves to
+    (`..` and symbolic links followed): a second writer, of another route or of the same one,
+    is refused; a reader is not a writer."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.ts").symlink_to(tmp_path / "rec.ts")
+    test = "test://?size=160x90&bitrate=100"
+    gateway.add_route("a", test, [f"file://{tmp_path}/rec.ts"])
+    for uri in (f"file://{tmp_path}/rec.ts", f"file://{tmp_path}/sub/../rec.ts",
+                f"file://{tmp_path}/link.ts"):
+        with pytest.raises(errors.AddressInUseError, match="written by a/out0"):
+            gateway.add_route("b", test, [uri])
+        with pytest.raises(errors.ConfigError, match="like out0 of the same route"):
+            gateway.route("a").add_output(uri)
+    with pytest.raises(errors.ConfigError, match="like out0 of the same route") as e:
+        gateway.add_route("c", test, [f"file://{tmp_path}/two.ts", f"file://{tmp_path}/two.ts"])
+    assert errors.field_of(e.value) == "outputs[1].uri"
+    assert gateway.routes() == ["a"]
+    wait_until(lambda: (tmp_path / "rec.ts").exists(), 10, "rec.ts")
+    gateway.add_route("reader", f"file://{tmp_path}/rec.ts", [])
+    gateway.remove_route("a")
+    gateway.add_route("b", test, [f"file://{tmp_path}/link.ts"])
+
+
 def test_dropping_an_old_route_keeps_the_ports_of_its_successor(
     gateway: castway.Gateway,
 ) -> None:

@@ -487,6 +487,54 @@ def test_validation_errors_name_the_field_and_leave_the_store_intact(server: Ser
     assert [(r.name, r.version) for r in stored] == [("ok", 1)]
 
 
+def test_a_file_has_one_writer_across_routes_and_within_one(server: Server) -> None:
+    """A file output claims its file in the media root as a listener claims its port: a second
+    writer (another route, running or not, or another output of the same route; by any name of
+    the same file) is refused at create and update, naming both. Reading the file is not
+    writing it."""
+    (server.data_dir / "media" / "out").mkdir(parents=True)
+    server.create("filer", spec([test_input()], [ep("file:///out/rec.ts", "rec")]))
+    server.create(
+        "idle", spec([test_input()], [ep("file:///out/idle.ts", "keep")]),
+        desired_state=route_pb2.DESIRED_STATE_STOPPED,
+    )
+    for name, uri, other in (
+        ("bad4", "file:///out/rec.ts", "rec of route 'filer'"),
+        ("bad5", "file://localhost/out/%72ec.ts", "rec of route 'filer'"),
+        ("bad6", "file:///out/idle.ts?overwrite=1", "keep of route 'idle'"),
+    ):
+        details = expect(
+            CODE.FAILED_PRECONDITION,
+            lambda n=name, u=uri: server.create(n, spec([test_input()], [u])),  # type: ignore[misc]
+        )
+        assert f"out0 of route {name!r} writes file:///out/" in details, details
+        assert f"which {other} already claims" in details, details
+    details = expect(
+        CODE.INVALID_ARGUMENT,
+        lambda: server.create(
+            "twice", spec([test_input()], ["file:///out/two.ts", "file:///out/two.ts"])
+        ),
+    )
+    assert "spec.outputs[1].uri" in details and "like out0 of the same route" in details, details
+    details = expect(
+        CODE.FAILED_PRECONDITION,
+        lambda: server.update(
+            "idle", spec([test_input()], [ep("file:///out/idle.ts", "keep"),
+                                          ep("file:///out/rec.ts?overwrite=1", "more")])
+        ),
+    )
+    assert "which rec of route 'filer' already claims" in details, details
+    # A reader is no writer; a deleted route's file is free again.
+    wait_until(lambda: (server.data_dir / "media" / "out" / "rec.ts").exists(), 10, "rec.ts")
+    server.create("reader", spec(["file:///out/rec.ts"], ["udp://127.0.0.1:9"]),
+                  desired_state=route_pb2.DESIRED_STATE_STOPPED)
+    server.client.routes.DeleteRoute(route_pb2.DeleteRouteRequest(name="filer"),
+                                     metadata=server.client.metadata)
+    server.create("bad4", spec([test_input()], ["file:///out/rec.ts"]))
+    names = [r.name for r in Store(server.data_dir).routes()]
+    assert sorted(names) == ["bad4", "idle", "reader"]
+
+
 def test_get_route_carries_srt_callers_and_the_switch_history(
     server: Server, peers: Peers, udp_capture: Any
 ) -> None:

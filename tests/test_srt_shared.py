@@ -270,9 +270,82 @@ def test_shared_endpoints_need_the_port_form_and_hide_their_secrets(
 
 
 def test_without_a_port_shared_endpoints_wait(gateway: castway.Gateway) -> None:
+    """The notebook API may open the port after the routes: until then each srt-shared://
+    endpoint waits, and its last_error says why nothing connects."""
     r = gateway.add_route("r", "srt-shared://", ["srt-shared://"])
     assert r.stats()["inputs"][0]["state"] == "listening"
     assert gateway.srt_port_stats() is None
+    for side in ("inputs", "outputs"):
+        why = r.stats()[side][0]["last_error"] or ""
+        assert "no shared SRT port" in why and "Gateway.listen_srt" in why, why
+    gateway.listen_srt("127.0.0.1:0")
+    assert r.stats()["inputs"][0]["last_error"] is None
+    assert r.stats()["outputs"][0]["last_error"] is None
+
+
+def test_a_route_has_one_shared_output_at_most(gateway: castway.Gateway) -> None:
+    """Refused at the spec, at the second one's field, not left retrying."""
+    with pytest.raises(castway.errors.ConfigError, match="one srt-shared:// output at most") as e:
+        gateway.add_route(
+            "two", "test://?size=160x90&bitrate=100", ["srt-shared://", "srt-shared://?keys=1"]
+        )
+    assert castway.errors.field_of(e.value) == "outputs[1].uri"
+    assert gateway.routes() == []
+    r = gateway.add_route("one", "test://?size=160x90&bitrate=100", ["srt-shared://"])
+    with pytest.raises(castway.errors.ConfigError, match="out0 of the same route"):
+        r.add_output("srt-shared://?keys=1")
+    assert [o["id"] for o in r.stats()["outputs"]] == ["out0"]
+
+
+def test_serve_without_a_shared_port_refuses_new_shared_endpoints_and_keeps_stored_ones(
+    tmp_path: Path,
+) -> None:
+    """Without --srt-listen, a new srt-shared:// endpoint is refused (FAILED_PRECONDITION); a
+    route stored while the server had the port still loads and can be changed, its shared
+    endpoint saying why nothing connects."""
+    import grpc
+
+    from castway.client import Client
+    from castway.server import run_server
+    from castway.v1 import route_pb2, spec_pb2
+
+    def create(client: Client, name: str, inputs: list[str], outputs: list[str]) -> Any:
+        return client.routes.CreateRoute(route_pb2.CreateRouteRequest(
+            name=name, spec=spec_pb2.RouteSpec(
+                inputs=[spec_pb2.Endpoint(uri=u) for u in inputs],
+                outputs=[spec_pb2.Endpoint(uri=u) for u in outputs],
+            )), metadata=client.metadata)
+
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1,
+                    srt_listen="127.0.0.1:0") as running:
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        create(client, "kept", ["srt-shared://"], ["udp://127.0.0.1:9"])
+        client.close()
+    with run_server(tmp_path / "data", admin_key=ADMIN, grace_s=1) as running:
+        client = Client(f"127.0.0.1:{running.port}", key=ADMIN)
+        for name, inputs, outputs in (
+            ("sh", ["srt-shared://"], ["udp://127.0.0.1:9"]),
+            ("out", ["test://?size=160x90&bitrate=100"], ["srt-shared://"]),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                create(client, name, inputs, outputs)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "--srt-listen" in (info.value.details() or "")
+        # The stored route loads and runs; its shared input says why it waits.
+        kept = client.routes.GetRoute(route_pb2.GetRouteRequest(name="kept"),
+                                      metadata=client.metadata)
+        assert kept.status.inputs[0].last_error.startswith("no shared SRT port"), kept.status
+        # It takes a change that adds no shared endpoint, and refuses one that does.
+        client.routes.AddOutput(route_pb2.AddOutputRequest(
+            name="kept", output=spec_pb2.Endpoint(uri="udp://127.0.0.1:8")),
+            metadata=client.metadata)
+        with pytest.raises(grpc.RpcError) as info:
+            client.routes.AddOutput(route_pb2.AddOutputRequest(
+                name="kept", output=spec_pb2.Endpoint(uri="srt-shared://")),
+                metadata=client.metadata)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert [r.record.name for r in running.control.list_routes()[0]] == ["kept"]
+        client.close()
 
 
 def test_serve_opens_the_port_from_its_config_and_templates_carry_access(

@@ -9,6 +9,7 @@
 //! too, and never blames another process for it.
 
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub type Bind = (String, String, u16);
 #[derive(Default)]
 struct State {
     held: Vec<Bind>,
+    /// The files outputs write: (owner `route/slot`, the path as `file_identity` gives it).
+    files: Vec<(String, PathBuf)>,
     /// Released binds whose socket may still be open, with when they were released.
     closing: Vec<(Bind, Instant)>,
 }
@@ -62,6 +65,21 @@ pub fn first_clash<'a>(new: &'a [Bind], held: &'a [Bind]) -> Option<(&'a Bind, &
         .find_map(|(n, b)| clash((&b.1, b.2), held.iter().chain(&new[..n])).map(|other| (b, other)))
 }
 
+/// The path a file is known by for claims: symbolic links and `..` resolved (a link to a file,
+/// `/proc/self/fd/N` of the control server's media root, `dir/../x`: all name the file they
+/// lead to). A file not there yet is its resolved directory and its name.
+pub fn file_identity(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Whether nothing holds `host:port` (a socket without SO_REUSEADDR can bind it).
 fn probe(host: &str, port: u16) -> std::io::Result<()> {
     UdpSocket::bind((host, port)).map(drop)
@@ -88,6 +106,21 @@ impl Claims {
     fn try_claim_all(&self, endpoints: &[(String, &Endpoint, Role)]) -> Result<Option<Instant>> {
         let mut state = self.state();
         let mut new: Vec<Bind> = Vec::new();
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for (owner, endpoint, role) in endpoints {
+            let Some(path) = endpoint.written_file(*role) else {
+                continue;
+            };
+            let path = file_identity(path);
+            let writer = (state.files.iter().chain(&files)).find(|(_, p)| *p == path);
+            if let Some((other, _)) = writer {
+                return Err(Error::AddressInUse {
+                    endpoint: format!("{owner} ({endpoint})"),
+                    addr: format!("file {} (written by {other})", path.display()),
+                });
+            }
+            files.push((owner.clone(), path));
+        }
         for (owner, endpoint, role) in endpoints {
             let Some(bind) = endpoint.exclusive_bind(*role) else {
                 continue;
@@ -127,6 +160,7 @@ impl Claims {
             .closing
             .retain(|((_, h, p), _)| clash((h, *p), &new).is_none());
         state.held.extend(new);
+        state.files.extend(files);
         Ok(None)
     }
 
@@ -142,6 +176,7 @@ impl Claims {
 
     fn release_where(&self, gone: impl Fn(&str) -> bool) {
         let mut state = self.state();
+        state.files.retain(|(o, _)| !gone(o));
         let now = Instant::now();
         let (released, kept): (Vec<Bind>, Vec<Bind>) = std::mem::take(&mut state.held)
             .into_iter()
@@ -215,6 +250,46 @@ mod tests {
         claims
             .claim_all(&[("r2/in0".into(), &b, Role::Input)])
             .unwrap();
+    }
+
+    #[test]
+    fn a_file_is_written_by_one_output_at_once() {
+        let dir = std::env::temp_dir().join(format!("castway-claims-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let out = |p: &str| {
+            let uri = format!("file://{}", dir.join(p).display());
+            crate::uri::Endpoint::parse(&uri, Role::Output).unwrap()
+        };
+        let claims = Claims::default();
+        let a = out("rec.ts");
+        claims
+            .claim_all(&[("r1/out0".into(), &a, Role::Output)])
+            .unwrap();
+        // The same file by another name, from another route or the same one.
+        let b = out("sub/../rec.ts");
+        let e = claims
+            .claim_all(&[("r2/out0".into(), &b, Role::Output)])
+            .unwrap_err();
+        assert!(matches!(e, Error::AddressInUse { .. }), "{e}");
+        assert!(e.to_string().contains("written by r1/out0"), "{e}");
+        let (c, d) = (out("two.ts"), out("two.ts"));
+        let e = claims
+            .claim_all(&[
+                ("r3/out0".into(), &c, Role::Output),
+                ("r3/out1".into(), &d, Role::Output),
+            ])
+            .unwrap_err();
+        assert!(e.to_string().contains("written by r3/out0"), "{e}");
+        // Reading it is not writing it; a released file can be written again.
+        let input = crate::uri::input(&format!("file://{}", dir.join("rec.ts").display()));
+        claims
+            .claim_all(&[("r4/in0".into(), &input, Role::Input)])
+            .unwrap();
+        claims.release_prefix("r1/");
+        claims
+            .claim_all(&[("r2/out0".into(), &b, Role::Output)])
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

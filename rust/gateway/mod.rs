@@ -2,7 +2,7 @@
 
 mod claims;
 
-pub use claims::{first_clash, Bind, Claims};
+pub use claims::{file_identity, first_clash, Bind, Claims};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -186,6 +186,7 @@ impl Gateway {
         })?;
         let addr = opened.address();
         *port = Some(opened);
+        self.claims.shared_srt.set_open();
         Ok(addr)
     }
 

@@ -5,7 +5,7 @@
 use super::lifecycle::input_slot;
 use super::plan::{plan, Entry};
 use super::slot::{Slot, Status};
-use super::spec::{slot_id, wanted, Checked, RouteSpec, Wanted};
+use super::spec::{conflicting_output, slot_id, wanted, Checked, RouteSpec, Wanted};
 use super::{lock, Inner, Route};
 use crate::error::{Error, Result};
 use crate::switch::Source;
@@ -48,6 +48,10 @@ impl Route {
         let Wanted { endpoint, .. } = wanted(Role::Output, String::new(), uri)?;
         let mut inner = lock(&self.inner);
         self.check_open(&inner)?;
+        let others = inner.outputs.iter().map(|s| (s.id.as_str(), &s.endpoint));
+        if let Some(e) = conflicting_output(others, &endpoint) {
+            return Err(e.at("uri"));
+        }
         let mut next = inner.next_output;
         let id = slot_id(Role::Output, id, &mut next, has_id(&inner.outputs))?;
         let wanted = Wanted {

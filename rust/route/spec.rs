@@ -207,6 +207,7 @@ impl Checked {
             .collect();
         let (inputs, next_input) = checked_side(Role::Input, &inputs, kind)?;
         let (outputs, next_output) = checked_side(Role::Output, &outputs, kind)?;
+        check_outputs(&outputs)?;
         Ok(Checked {
             settings,
             inputs,
@@ -236,6 +237,45 @@ fn checked_side(
         wanted.push(parsed.map_err(|e| e.at(format!("{}[{n}].uri", group(role))))?);
     }
     Ok((wanted, next))
+}
+
+/// What no route's outputs can do together: take two places on the shared SRT port (a route
+/// has one at most), or write one file (two writers would interleave their streams in it; the
+/// file as `file_identity` knows it, so `a/../x.ts` and a link to `x.ts` are `x.ts`).
+fn check_outputs(outputs: &[Wanted]) -> Result<()> {
+    for (n, w) in outputs.iter().enumerate() {
+        let earlier = &outputs[..n];
+        let earlier = earlier.iter().map(|o| (o.id.as_str(), &o.endpoint));
+        if let Some(first) = conflicting_output(earlier, &w.endpoint) {
+            return Err(first.at(format!("outputs[{n}].uri")));
+        }
+    }
+    Ok(())
+}
+
+/// Why `endpoint` cannot join the outputs `others` of its route, if it cannot.
+pub(super) fn conflicting_output<'a>(
+    others: impl IntoIterator<Item = (&'a str, &'a Endpoint)>,
+    endpoint: &Endpoint,
+) -> Option<Error> {
+    let file = endpoint
+        .written_file(Role::Output)
+        .map(crate::gateway::file_identity);
+    for (id, other) in others {
+        if endpoint.is_shared() && other.is_shared() {
+            return Some(Error::InvalidConfig(format!(
+                "a route has one srt-shared:// output at most, and {id} of the same route is one"
+            )));
+        }
+        let other = other.written_file(Role::Output);
+        if file.is_some() && other.map(crate::gateway::file_identity) == file {
+            return Some(Error::InvalidConfig(format!(
+                "`{endpoint}` writes its file like {id} of the same route (a file takes one \
+                 writer: two would interleave their streams in it)"
+            )));
+        }
+    }
+    None
 }
 
 /// An input or output URI parsed (an input's with its `standby`) and checked on this host.
@@ -644,6 +684,30 @@ mod tests {
             ..one_input()
         };
         assert!(check_spec(&part, SpecKind::Part).is_ok());
+    }
+
+    #[test]
+    fn outputs_take_one_shared_place_and_one_writer_per_file() {
+        let two = |a: &str, b: &str| {
+            refused(
+                &spec(&[("test://", None)], &[(a, None), (b, None)]),
+                SpecKind::Whole,
+            )
+        };
+        let (field, e) = two("srt-shared://", "srt-shared://?users=v:secretsecret");
+        assert_eq!(field, "outputs[1].uri");
+        assert!(
+            e.contains("one srt-shared:// output at most") && e.contains("out0"),
+            "{e}"
+        );
+        let (field, e) = two("file:///tmp/x.ts", "file:///tmp/../tmp/x.ts");
+        assert_eq!(field, "outputs[1].uri");
+        assert!(e.contains("like out0 of the same route"), "{e}");
+        assert!(Checked::new(&spec(
+            &[("srt-shared://", None), ("file:///tmp/x.ts", None)],
+            &[("srt-shared://", None), ("file:///tmp/y.ts", None)]
+        ))
+        .is_ok());
     }
 
     #[test]

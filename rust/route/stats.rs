@@ -140,11 +140,21 @@ impl Route {
                 stats
             })
             .collect();
-        let outputs: Vec<EndpointStats> = inner
+        let mut outputs: Vec<EndpointStats> = inner
             .outputs
             .iter()
             .map(|s| s.stats(&self.hub, now))
             .collect();
+        let mut inputs = inputs;
+        if !self.claims.shared_srt.is_open() {
+            // Nothing can reach an srt-shared:// endpoint: say why it waits.
+            let slots = inner.inputs.iter().zip(inputs.iter_mut());
+            for (slot, stats) in slots.chain(inner.outputs.iter().zip(outputs.iter_mut())) {
+                if slot.endpoint.is_shared() && stats.last_error.is_none() {
+                    stats.last_error = Some(crate::server::srt::NO_SHARED_PORT.into());
+                }
+            }
+        }
         let active = inner.feed_name(self.hub.active());
         let active_input = inputs.iter().find(|s| s.active()).map(|s| s.id.clone());
         let state = self.state_of(&inner);

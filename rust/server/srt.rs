@@ -245,7 +245,14 @@ pub struct Directory {
     /// castway's API keys: the SHA-256 (hex) of each live key's secret, and whether it may
     /// publish (operator, admin). The control plane keeps it up to date (`set_keys`).
     keys: Arc<Mutex<HashMap<String, bool>>>,
+    /// Whether the gateway opened its shared port (`Gateway::listen_srt`): until it does, no
+    /// peer can reach an `srt-shared://` endpoint.
+    open: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// What an `srt-shared://` endpoint shows as its error while the gateway has no shared port.
+pub const NO_SHARED_PORT: &str = "no shared SRT port: nothing can connect to an srt-shared:// \
+    endpoint until the gateway opens one (`castway serve --srt-listen`, `Gateway.listen_srt`)";
 
 /// A route's endpoint on the shared port; dropping it takes the endpoint off the port.
 pub struct Registration {
@@ -283,6 +290,16 @@ fn sha256_hex(text: &str) -> String {
 }
 
 impl Directory {
+    /// Marks the shared port open (it stays open until the gateway closes).
+    pub fn set_open(&self) {
+        self.open.store(true, Relaxed);
+    }
+
+    /// Whether the gateway's shared port is open.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Relaxed)
+    }
+
     /// castway's live API keys, as `(SHA-256 hex of the secret, role)`; replaces the last set.
     pub fn set_keys(&self, keys: &[(String, String)]) {
         let keys = (keys.iter())

@@ -172,6 +172,20 @@ impl Endpoint {
             _ => None,
         }
     }
+
+    /// Whether this is an `srt-shared://` endpoint (a place on the gateway's shared SRT port).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Endpoint::Srt(s) if s.mode == SrtMode::Shared)
+    }
+
+    /// The file this endpoint writes, if any (file outputs): a second writer of one file would
+    /// interleave two streams in it, so each is claimed like a port.
+    pub fn written_file(&self, role: Role) -> Option<&std::path::Path> {
+        match self {
+            Endpoint::File(f) if role == Role::Output => Some(&f.path),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {

@@ -20,6 +20,7 @@ from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from castway.cli.tables import format_stats
 from castway.errors import CastwayError, InvalidUriError, field_of
 from castway.gateway import Gateway, Route, RouteStats
+from castway.redact import redact_uri
 
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
 # The demo's SRT port, for `castway demo` and `castway serve --demo` alike.
@@ -189,17 +190,21 @@ def _report(stats: RouteStats, as_json: bool, out: TextIO) -> None:
 
 
 def _check_uris(inputs: Sequence[str], outputs: Sequence[str]) -> str | None:
-    """The first invalid URI's message, or None."""
-    for uri in inputs:
-        try:
-            check_uri(uri, "input")
-        except InvalidUriError as e:
-            return f"input {e}"
-    for uri in outputs:
-        try:
-            check_uri(uri, "output")
-        except InvalidUriError as e:
-            return f"output {e}"
+    """The first invalid URI's message, or None. An ``srt-shared://`` endpoint is one: a relay
+    has no shared SRT port, so nothing could ever reach it."""
+    for role, uris in (("input", inputs), ("output", outputs)):
+        for uri in uris:
+            try:
+                check_uri(uri, role)
+            except InvalidUriError as e:
+                return f"{role} {e}"
+            if uri.partition(":")[0].strip().lower() == "srt-shared":
+                return (
+                    f"{role} `{redact_uri(uri)}`: srt-shared:// is a place on a gateway's "
+                    "shared SRT port, and castway relay has none (the shared port is "
+                    "`castway serve --srt-listen`, or `Gateway.listen_srt` in Python); "
+                    "for a port of its own use srt://:PORT?mode=listener"
+                )
     return None
 
 

@@ -15,10 +15,12 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from castway import _castway
 from castway import errors as native_errors
@@ -40,7 +42,7 @@ from castway.server.errors import (
 from castway.server.events import record_change
 from castway.server.limits import Limits
 from castway.server.logs import about
-from castway.server.media import MediaRoot, Opened, is_file_uri
+from castway.server.media import MediaRoot, Opened, is_file_uri, parse_file_uri
 from castway.server.specs import (
     Endpoint,
     NativeSpec,
@@ -82,19 +84,62 @@ def _listening(spec: Spec) -> list[tuple[str, str, int]]:
         return []
 
 
-class Resolved(dict[str, Spec]):
-    """Every route's resolved spec, with an index of the ports they listen on, so a clash is
-    found by looking up each port of one route rather than by comparing every pair."""
+def written_files(spec: Spec, media: MediaRoot | None) -> list[tuple[str, str]]:
+    """``(endpoint id, file)`` of every file output of ``spec``: the file as the path it
+    resolves to (in the media root, whose paths hold no ``..`` and whose links are refused; or,
+    without one, with links and ``..`` resolved), so that two names of one file are one claim.
+    An output this castway does not parse claims nothing (it fails at start anyway)."""
+    out = []
+    for i, e in enumerate(spec.outputs):
+        if not is_file_uri(e.uri):
+            continue
+        if media is not None:
+            try:
+                f = parse_file_uri(e.uri, "output", f"outputs[{i}]")
+            except ControlError:
+                continue
+            out.append((e.id, str(media.path.joinpath(*f.parts))))
+        else:
+            split = urlsplit(e.uri)
+            path = unquote(split.path)
+            if path.startswith("/"):
+                out.append((e.id, os.path.realpath(path)))
+    return out
 
-    def __init__(self) -> None:
+
+def is_shared_uri(uri: str) -> bool:
+    """Whether ``uri`` is an ``srt-shared://`` endpoint (a place on the shared SRT port)."""
+    return uri.partition(":")[0].strip().lower() == "srt-shared"
+
+
+def shared_endpoints(spec: Spec) -> set[tuple[str, str]]:
+    """``(group, endpoint id)`` of every ``srt-shared://`` endpoint of ``spec``."""
+    return {
+        (group, e.id)
+        for group in ("inputs", "outputs")
+        for e in getattr(spec, group)
+        if is_shared_uri(e.uri)
+    }
+
+
+class Resolved(dict[str, Spec]):
+    """Every route's resolved spec, with an index of the ports they listen on and of the files
+    they write, so a clash is found by looking up each port or file of one route rather than by
+    comparing every pair."""
+
+    def __init__(self, media: MediaRoot | None = None) -> None:
         super().__init__()
+        self.media = media
         self.ports: dict[int, list[Claim]] = {}
+        self.files: dict[str, list[tuple[str, str]]] = {}  # file: [(route, endpoint id)]
 
     def __setitem__(self, name: str, spec: Spec) -> None:
         self._unindex(name)
         super().__setitem__(name, spec)
         for ep, host, port in _listening(spec):
             self.ports.setdefault(port, []).append((name, ep, host))
+        for ep, path in written_files(spec, self.media):
+            self.files.setdefault(path, []).append((name, ep))
 
     def __delitem__(self, name: str) -> None:
         self._unindex(name)
@@ -114,6 +159,12 @@ class Resolved(dict[str, Spec]):
                 self.ports[port] = claims
             else:
                 self.ports.pop(port, None)
+        for _, path in written_files(old, self.media):
+            writers = [w for w in self.files.get(path, []) if w[0] != name]
+            if writers:
+                self.files[path] = writers
+            else:
+                self.files.pop(path, None)
 
 
 @dataclass(frozen=True)
@@ -189,7 +240,7 @@ class Control:
         self._lock = threading.RLock()
         self._routes = {r.name: r for r in store.routes()}
         self._templates = {t.name: t for t in store.templates()}
-        self._resolved = Resolved()
+        self._resolved = Resolved(media)
         # Desired running, not running: why.
         self._errors: dict[str, str] = {}
         for r in self._routes.values():
@@ -507,10 +558,12 @@ class Control:
                 try:
                     new[route] = resolve(route, self._routes[route].spec, spec)
                     self._check_counts(route, new[route])
+                    self._check_own_files(new[route])
                     check_resolved(route, new[route], self.media)
                 except InvalidArgument as e:
                     raise InvalidArgument(f"{e.field} (of route {route!r})", str(e)) from None
             for route, resolved in new.items():
+                self._check_shared_port(route, resolved)
                 self._check_claims(route, resolved, new)
             record = replace(old, spec=spec, version=old.version + 1, updated=now())
             self._store.put_template(record)
@@ -621,9 +674,29 @@ class Control:
     def _checked(self, name: str, spec: Spec) -> Spec:
         resolved = self._resolve(name, spec)
         self._check_counts(name, resolved)
+        self._check_own_files(resolved)
         check_resolved(name, resolved, self.media)
+        self._check_shared_port(name, resolved)
         self._check_claims(name, resolved)
         return resolved
+
+    def _check_shared_port(self, name: str, resolved: Spec) -> None:
+        """Refuses a new ``srt-shared://`` endpoint while the server has no shared SRT port (no
+        peer could ever reach it). One the route had already (stored while the server had the
+        port) is kept: it loads, and its stats say why nothing connects (``last_error``)."""
+        if self._gw.srt_port_stats() is not None:
+            return
+        before = self._resolved.get(name)
+        had = shared_endpoints(before) if before is not None else set()
+        new = sorted(shared_endpoints(resolved) - had)
+        if new:
+            group, ep = new[0]
+            role = "input" if group == "inputs" else "output"
+            raise FailedPrecondition(
+                f"{role} {ep} of route {name!r} is srt-shared://, a place on the shared SRT "
+                "port, and this server has none: start `castway serve` with --srt-listen "
+                "(or `srt_listen` in its config) to use srt-shared://"
+            )
 
     def _check_claims(
         self, name: str, resolved: Spec, pending: dict[str, Spec] | None = None
@@ -661,6 +734,47 @@ class Control:
                 f"{ep} of route {name!r} listens on port {port}, which {other_ep} "
                 f"of route {other!r} already claims"
             )
+        self._check_files(name, resolved, pending)
+
+    def _shown(self, path: str) -> str:
+        """A claimed file as a spec names it (``file:///dir/x.ts`` in the media root)."""
+        if self.media is not None:
+            root = str(self.media.path).rstrip("/") + "/"
+            if path.startswith(root):
+                return "file:///" + path[len(root):]
+        return "file://" + path
+
+    def _check_own_files(self, resolved: Spec) -> None:
+        """Refuses a file output that another output of the same route writes (the data plane
+        refuses it too; this names the file as the spec does)."""
+        mine: dict[str, str] = {}
+        for ep, path in written_files(resolved, self.media):
+            if path in mine:
+                raise InvalidArgument(
+                    f"spec ({ep})",
+                    f"writes {self._shown(path)} like {mine[path]} of the same route "
+                    "(a file takes one writer)",
+                )
+            mine[path] = ep
+
+    def _check_files(self, name: str, resolved: Spec, pending: dict[str, Spec]) -> None:
+        """Refuses a file output that an output of another stored route (running or not)
+        already writes: two writers would interleave two streams in it."""
+        for ep, path in written_files(resolved, self.media):
+            writers = [
+                (other, other_ep)
+                for other, other_ep in self._resolved.files.get(path, [])
+                if other != name and other not in pending
+            ]
+            for other, spec in pending.items():
+                if other != name:
+                    writers += [(other, e) for e, p in written_files(spec, self.media) if p == path]
+            if writers:
+                other, other_ep = writers[0]
+                raise FailedPrecondition(
+                    f"{ep} of route {name!r} writes {self._shown(path)}, which {other_ep} "
+                    f"of route {other!r} already claims"
+                )
 
     def _start(self, record: RouteRecord, resolved: Spec) -> None:
         try:
