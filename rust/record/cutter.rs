@@ -3,7 +3,7 @@
 //! segments, put end to end, are the very bytes the outputs carried (less the PSI copies
 //! below).
 //!
-//! The stream is cut at the first keyframe after the target duration, but *in front of the
+//! The stream is cut at the first keyframe at or after the target duration, but *in front of the
 //! last PAT before it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
 //! audio packet) are held in memory until the next keyframe or the next PAT. A keyframe that
 //! is due finds them held and the new segment begins with them; otherwise they go to the

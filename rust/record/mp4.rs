@@ -2,7 +2,8 @@
 //!
 //! The writer thread pushes the queue's TS buffers into a pipeline of its own,
 //! `appsrc ! tsdemux ! h264parse/aacparse ! splitmuxsink (mp4mux, 1 s fragments)`;
-//! `splitmuxsink` starts a new file at the first keyframe after the target duration. Each file
+//! a new file starts at the first video keyframe at or after the target duration from the
+//! file's first (asked of `splitmuxsink` by the video's keyframe probe). Each file
 //! is written as `NAME.mp4.part` (the `format-location-full` signal names it) and renamed when
 //! `splitmuxsink` reports it closed. The fragments (a `moof` and an `mdat` each second) make a
 //! file cut short by a crash readable up to its last whole fragment (the server's repair cuts
