@@ -474,7 +474,11 @@ impl Mp4Writer {
         split.set_property("muxer", &mux);
         // No `max-size-time`: the cuts are asked for by the video's keyframe probe
         // (`link_stream`), at the first keyframe at or after the target.
-        let target = self.settings.segment_ms.saturating_mul(1_000_000);
+        let cuts = Arc::new(Cuts {
+            target: self.settings.segment_ms.saturating_mul(1_000_000),
+            split: split.downgrade(),
+            first: Mutex::new(None),
+        });
         pipeline.add_many([appsrc.upcast_ref(), &demux, &split])?;
         appsrc.link(&demux)?;
 
@@ -523,7 +527,7 @@ impl Mp4Writer {
             };
             let streams = Streams {
                 keyframes: &keys,
-                target,
+                cuts: &cuts,
                 gate: &gated,
                 shared: &shared,
             };
@@ -935,10 +939,7 @@ fn link_stream(
         if let Some(src) = queue.static_pad("src") {
             let keyframes = streams.keyframes.clone();
             let gate = streams.gate.clone();
-            let target = streams.target;
-            let split = split.downgrade();
-            // The running time of the open file's first keyframe.
-            let first: Mutex<Option<u64>> = Mutex::new(None);
+            let cuts = streams.cuts.clone();
             // A keyframe's running time and wall time, that the wall times of those after it
             // follow (`ANCHOR_SLACK`).
             let anchor: Mutex<Option<(u64, f64)>> = Mutex::new(None);
@@ -961,26 +962,14 @@ fn link_stream(
                         gate.open();
                     }
                     drop(gate);
-                    let mut first = lock(&first);
-                    match *first {
-                        None => *first = Some(t),
-                        Some(f) if t.saturating_sub(f) >= target => {
-                            *first = Some(t);
-                            // `splitmuxsink` starts a new file with the first GOP that begins
-                            // at or after the time given: this keyframe's, by its decoding
-                            // time or its presentation time, whichever it goes by.
-                            let dts = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
-                                let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
-                                segment.to_running_time(buffer.dts()?)
-                            });
-                            let at = dts.map_or(t, |d| d.nseconds().min(t));
-                            if let Some(split) = split.upgrade() {
-                                split.emit_by_name::<()>("split-at-running-time", &[&at]);
-                            }
-                        }
-                        Some(_) => {}
-                    }
-                    drop(first);
+                    // `splitmuxsink` starts a new file with the first GOP that begins at or
+                    // after the time given: this keyframe's, by its decoding time or its
+                    // presentation time, whichever it goes by.
+                    let dts = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                        let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+                        segment.to_running_time(buffer.dts()?)
+                    });
+                    cuts.key(t, dts.map_or(t, |d| d.nseconds().min(t)));
                     // Its wall time: as far after the anchor's as its running time is, unless the
                     // arrival strays from that by more than `ANCHOR_SLACK` (a sender faster or
                     // slower than real time, a stall): then when it arrived, the new anchor.
@@ -1008,6 +997,27 @@ fn link_stream(
     }
     if request != "video" {
         gate_audio(&queue, streams);
+        // Without video, the audio is cut by its own frames' times (each one a keyframe).
+        if let Some(src) = queue.static_pad("src") {
+            let (cuts, gate) = (streams.cuts.clone(), streams.gate.clone());
+            src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                {
+                    let gate = lock(&gate);
+                    if gate.video || !gate.no_more_pads {
+                        return gst::PadProbeReturn::Ok;
+                    }
+                }
+                let running = info.buffer().and_then(|buffer| {
+                    let e = pad.sticky_event::<gst::event::Segment>(0)?;
+                    let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+                    segment.to_running_time(buffer.pts()?)
+                });
+                if let Some(t) = running {
+                    cuts.key(t.nseconds(), t.nseconds());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
     }
     for e in [&queue, &parse] {
         let _ = e.sync_state_with_parent();
@@ -1017,11 +1027,40 @@ fn link_stream(
     Ok(true)
 }
 
+/// Where the files of a branch are cut: at the first keyframe at or after the target from the
+/// file's first keyframe (`splitmuxsink`'s `max-size-time` would make files of at most the
+/// target).
+struct Cuts {
+    /// The target duration of a file (ns).
+    target: u64,
+    split: gst::glib::WeakRef<gst::Element>,
+    /// The running time (ns) of the open file's first keyframe.
+    first: Mutex<Option<u64>>,
+}
+
+impl Cuts {
+    /// A keyframe at running time `t` (ns) is on its way to the muxer: when it is due, the
+    /// muxer is asked to start a new file with the GOP that begins at or after `at` (its own
+    /// running time, or its decoding time if earlier), which it has not got yet.
+    fn key(&self, t: u64, at: u64) {
+        let mut first = lock(&self.first);
+        match *first {
+            Some(f) if t.saturating_sub(f) < self.target => {}
+            Some(_) => {
+                *first = Some(t);
+                if let Some(split) = self.split.upgrade() {
+                    split.emit_by_name::<()>("split-at-running-time", &[&at]);
+                }
+            }
+            None => *first = Some(t),
+        }
+    }
+}
+
 /// What the streams of one branch share: the video keyframe times and the audio's `Gate`.
 struct Streams<'a> {
     keyframes: &'a Keys,
-    /// The target duration of a file (ns).
-    target: u64,
+    cuts: &'a Arc<Cuts>,
     gate: &'a Arc<Mutex<Gate>>,
     shared: &'a Arc<Shared>,
 }
