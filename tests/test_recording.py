@@ -1112,6 +1112,55 @@ def test_mp4_segments_list_their_keyframe_times_from_their_start(
         assert [round(k, 1) for k in s["keyframes"]] == [0.0, 2.0], s
 
 
+def video_packets(path: Path) -> list[tuple[float, bool]]:
+    """The video packets of `path` in presentation order: each one's time and whether it is a
+    keyframe (in an MP4: a sync sample)."""
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "packet=pts_time,flags", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    rows = [line.strip(",").split(",") for line in r.stdout.split() if line.strip(",")]
+    return sorted((float(pts), "K" in flags) for pts, flags, *_ in rows)
+
+
+@pytest.mark.parametrize(("fmt", "segment_ms"), [("mp4", 2500), ("mp4", 3000), ("ts", 3000)])
+def test_segments_are_cut_at_the_first_keyframe_at_or_after_the_target_and_timed_by_content(
+    gateway: castway.Gateway, gop_clip: bytes, tmp_path: Path, fmt: str, segment_ms: int
+) -> None:
+    """A segment lasts its target plus at most one GOP, and begins with a keyframe; every
+    keyframe of the source is one in the file; its catalog start and end are as far apart as
+    its media lasts. (`mp4` used `splitmuxsink`'s `max-size-time`, which makes files of *at
+    most* the target: 2 s files for a 2.5 s target, or a 3 s one, with 1 s GOPs. And its first
+    file's start was when `splitmuxsink` said it opened, a GOP or more late.)"""
+    clip = tmp_path / "gop1s.ts"
+    clip.write_bytes(gop_clip)
+    name = f"cut{fmt}{segment_ms}"
+    route = gateway.add_route(name, f"file://{clip}?loop=1")
+    rec = tmp_path / "rec"
+    route.recording.start(rec, segment_ms=segment_ms, format=fmt)
+    wait_until(lambda: len(segments_closed(gateway, name)) >= 3, 30, "three segments closed")
+    route.recording.stop()
+    gateway.remove_route(name)
+    target = segment_ms / 1000
+    for s in segments_closed(gateway, name)[:3]:
+        packets = video_packets(rec / s["path"])
+        first = packets[0][0]
+        media = packets[-1][0] - first + 0.04
+        assert target <= media <= target + 1.0 + 0.001, (s, media)
+        assert packets[0][1], f"{s['path']} begins with a keyframe"
+        # The source has an IDR every second (25 frames): each of them is a keyframe here,
+        # and no other frame is.
+        keys = [round(t - first, 2) for t, key in packets if key]
+        assert keys == [float(k) for k in range(round(media))], (s, keys)
+        assert [round(k, 1) for k in s["keyframes"]] == keys, s
+        assert abs(s["duration"] - media) <= 0.045, (s, media)
+        # Within two frames (`mp4`: the wall times follow the running time; `ts`: the arrival
+        # of each segment's first packet, as the input paced it).
+        slack = 0.085 if fmt == "mp4" else 0.2
+        assert abs((s["end"] - s["start"]) - media) <= slack, (s, media)
+
+
 def test_castway_serve_records_mp4_from_its_start_without_a_stall(tmp_path: Path) -> None:
     # The recorder starts after the route is live, so it joins mid-GOP: the video parser holds
     # everything back until the next keyframe while the audio goes on, and the demuxer must not

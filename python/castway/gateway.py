@@ -726,7 +726,7 @@ class Recording:
         min_free_bytes: int | None = None,
     ) -> None:
         """Starts recording under ``dir`` (made absolute): segments cut at the first keyframe
-        after ``segment_ms`` (default 6000), named by ``path`` (strftime fields in UTC and
+        at or after ``segment_ms`` (default 6000), named by ``path`` (strftime fields in UTC and
         ``{route}``; default ``{route}/%Y-%m-%d/%H-%M-%S``) plus ``.ts``. No segment opens
         while the volume has less than ``min_free_bytes`` free (counted in
         ``no_space_bytes``)."""

@@ -3,7 +3,7 @@
 //! segments, put end to end, are the very bytes the outputs carried (less the PSI copies
 //! below).
 //!
-//! The stream is cut at the first keyframe after the target duration, but *in front of the
+//! The stream is cut at the first keyframe at or after the target duration, but *in front of the
 //! last PAT before it*: the packets from the last PAT on (the PAT, the PMT, often a PCR or an
 //! audio packet) are held in memory until the next keyframe or the next PAT. A keyframe that
 //! is due finds them held and the new segment begins with them; otherwise they go to the
@@ -408,6 +408,26 @@ mod tests {
             ));
         }
         assert_eq!(segs[0].0.len(), 3 * 12 * PACKET_SIZE);
+    }
+
+    #[test]
+    fn a_keyframe_exactly_at_the_target_starts_the_next_segment() {
+        // 1 s GOPs at 25 fps and a 3 s target: cuts at 0, 3 and 6 s (not at 4 and 8 s), whether
+        // the PTS start at 0 or near the 33-bit wrap.
+        for base in [0u64, PTS_WRAP - 90_000] {
+            let mut cutter = Cutter::new(3000);
+            let mut data = Vec::new();
+            for gop in 0..9u64 {
+                data.push(psi());
+                for f in 0..25u64 {
+                    data.push(frame((base + (gop * 25 + f) * 3600) % PTS_WRAP, f == 0));
+                }
+            }
+            let segs = segments(&mut cutter, &data);
+            let gop = (2 + 25) * PACKET_SIZE;
+            let sizes: Vec<usize> = segs.iter().map(|s| s.0.len() / gop).collect();
+            assert_eq!(sizes, [3, 3, 3], "segments of three GOPs each");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The writer thread pushes the queue's TS buffers into a pipeline of its own,
 //! `appsrc ! tsdemux ! h264parse/aacparse ! splitmuxsink (mp4mux, 1 s fragments)`;
-//! `splitmuxsink` starts a new file at the first keyframe after the target duration. Each file
+//! a new file starts at the first video keyframe at or after the target duration from the
+//! file's first (asked of `splitmuxsink` by the video's keyframe probe). Each file
 //! is written as `NAME.mp4.part` (the `format-location-full` signal names it) and renamed when
 //! `splitmuxsink` reports it closed. The fragments (a `moof` and an `mdat` each second) make a
 //! file cut short by a crash readable up to its last whole fragment (the server's repair cuts
@@ -42,6 +43,23 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Keyframe running times held for files not closed yet (an hour of 1 s GOPs).
 const MAX_KEYFRAMES: usize = 3600;
+/// How far (seconds) a keyframe's arrival may be from the wall time its running time gives
+/// from the last anchor before it is the new anchor (`link_stream`).
+const ANCHOR_SLACK: f64 = 0.5;
+
+/// Video keyframes on their way to the muxer: each one's running time (ns) and the wall time
+/// (Unix seconds) it passed, in order.
+type Keys = Arc<Mutex<Vec<(u64, f64)>>>;
+
+/// The wall time (Unix seconds) of the keyframe at running time `running` (the first of a
+/// file: where `splitmuxsink` opened or closed one), if it was seen (within 10 ms).
+fn wall_at(keys: &Keys, running: u64) -> Option<f64> {
+    lock(keys)
+        .iter()
+        .filter(|&&(k, _)| k.abs_diff(running) < 10_000_000)
+        .min_by_key(|&&(k, _)| k.abs_diff(running))
+        .map(|&(_, unix)| unix)
+}
 
 /// The file being written, as `format-location-full` named it.
 #[derive(Default)]
@@ -59,8 +77,9 @@ struct Running {
     left_out: Arc<Mutex<Vec<String>>>,
     /// Buffers the muxer has given out, and the count last seen with the time it changed.
     muxed: Arc<AtomicU64>,
-    /// Running times (ns) of the video keyframes given to the muxer, not yet in a closed file.
-    keyframes: Arc<Mutex<Vec<u64>>>,
+    /// Running times (ns) of the video keyframes given to the muxer, not yet in a closed file,
+    /// each with the wall time (Unix seconds) it reached the muxer.
+    keyframes: Keys,
     seen_muxed: u64,
     progress_at: Instant,
     /// Bytes pushed into the appsrc since the muxer last gave something out.
@@ -140,7 +159,7 @@ struct OpenFile {
     drops_at_open: u64,
     /// The branch's video keyframe times (`Running::keyframes`): this file's are read from
     /// it when it closes, even after the branch is torn down (a file that ends in a failure).
-    keyframes: Arc<Mutex<Vec<u64>>>,
+    keyframes: Keys,
 }
 
 pub(super) struct Mp4Writer {
@@ -453,10 +472,13 @@ impl Mp4Writer {
         mux.set_property("fragment-duration", 1000u32);
         let split = make("splitmuxsink", &format!("{name}-split"))?;
         split.set_property("muxer", &mux);
-        split.set_property(
-            "max-size-time",
-            self.settings.segment_ms.saturating_mul(1_000_000),
-        );
+        // No `max-size-time`: the cuts are asked for by the video's keyframe probe
+        // (`link_stream`), at the first keyframe at or after the target.
+        let cuts = Arc::new(Cuts {
+            target: self.settings.segment_ms.saturating_mul(1_000_000),
+            split: split.downgrade(),
+            first: Mutex::new(None),
+        });
         pipeline.add_many([appsrc.upcast_ref(), &demux, &split])?;
         appsrc.link(&demux)?;
 
@@ -505,6 +527,7 @@ impl Mp4Writer {
             };
             let streams = Streams {
                 keyframes: &keys,
+                cuts: &cuts,
                 gate: &gated,
                 shared: &shared,
             };
@@ -587,11 +610,13 @@ impl Mp4Writer {
             return;
         };
         let rel = place.rel.clone();
-        let keyframes = self
+        let keyframes: Keys = self
             .running
             .as_ref()
             .map_or_else(Arc::default, |r| r.keyframes.clone());
-        let start_unix = unix_now();
+        // When its first keyframe reached the muxer: `splitmuxsink` says a file opened only
+        // once it has gathered a GOP or more, later than that by a GOP or two.
+        let start_unix = wall_at(&keyframes, running).unwrap_or_else(unix_now);
         {
             let mut status = lock(&self.shared.status);
             status.segment = Some(rel.to_string_lossy().into_owned());
@@ -644,7 +669,7 @@ impl Mp4Writer {
             rel = rel.with_file_name(&open.place.part_name);
         }
         let bytes = open.file.metadata().map_or(0, |m| m.len());
-        let end = unix_now();
+        let now = unix_now();
         // Its keyframes, in order: those from its start to its end (those after it are the
         // next file's). Read from the file's own list, so that a file the branch failed in
         // (torn down before this) lists them too.
@@ -653,15 +678,25 @@ impl Mp4Writer {
         } else {
             u64::MAX // the branch is gone: every keyframe it saw since the start is this file's
         };
+        // It ends where the next file starts: when that file's first keyframe reached the
+        // muxer, as its start was when its own did (so `end` - `start` is its media duration,
+        // give or take the arrival's jitter). A file that ends at an end of stream (a pause, a
+        // stop, a failure) ends its duration after its start, or now if that is sooner (a
+        // sender faster than real time).
+        let end = (self.running.is_some())
+            .then(|| wall_at(&open.keyframes, stop))
+            .flatten()
+            .filter(|&e| e >= open.start_unix)
+            .unwrap_or_else(|| now.min(open.start_unix + duration).max(open.start_unix));
         let keys: Vec<String> = {
             let mut held = lock(&open.keyframes);
-            held.sort_unstable();
+            held.sort_unstable_by_key(|&(k, _)| k);
             let keys = held
                 .iter()
-                .filter(|&&k| k >= open.start_running && k < stop)
-                .map(|&k| format!("{}", ((k - open.start_running) as f64 / 1e6).round() / 1e3))
+                .filter(|&&(k, _)| k >= open.start_running && k < stop)
+                .map(|&(k, _)| format!("{}", ((k - open.start_running) as f64 / 1e6).round() / 1e3))
                 .collect();
-            held.retain(|&k| k >= stop);
+            held.retain(|&(k, _)| k >= stop);
             keys
         };
         self.shared.bytes.fetch_add(bytes, Relaxed);
@@ -895,10 +930,19 @@ fn link_stream(
     }
     if request == "video" {
         lock(streams.gate).video = true;
-        // The running time of each keyframe on its way to the muxer: the file's keyframe times.
+        // The running time of each keyframe on its way to the muxer: the file's keyframe times,
+        // and where the files are cut. `splitmuxsink`'s own `max-size-time` makes files of *at
+        // most* the target (a GOP that would take the file past it, by a frame or by its
+        // audio, goes to the next file: 2 s files for a 3 s target and 1 s GOPs); so the cut
+        // is asked for here, at the first keyframe at or after the target from the file's
+        // first one, before that keyframe reaches the muxer.
         if let Some(src) = queue.static_pad("src") {
             let keyframes = streams.keyframes.clone();
             let gate = streams.gate.clone();
+            let cuts = streams.cuts.clone();
+            // A keyframe's running time and wall time, that the wall times of those after it
+            // follow (`ANCHOR_SLACK`).
+            let anchor: Mutex<Option<(u64, f64)>> = Mutex::new(None);
             src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 let Some(buffer) = info.buffer() else {
                     return gst::PadProbeReturn::Ok;
@@ -911,15 +955,40 @@ fn link_stream(
                     segment.to_running_time(buffer.pts()?)
                 });
                 if let Some(t) = running {
+                    let t = t.nseconds();
                     let mut gate = lock(&gate);
                     if gate.key.is_none() {
-                        gate.key = Some(t.nseconds());
+                        gate.key = Some(t);
                         gate.open();
                     }
                     drop(gate);
+                    // `splitmuxsink` starts a new file with the first GOP that begins at or
+                    // after the time given: this keyframe's, by its decoding time or its
+                    // presentation time, whichever it goes by.
+                    let dts = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                        let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+                        segment.to_running_time(buffer.dts()?)
+                    });
+                    cuts.key(t, dts.map_or(t, |d| d.nseconds().min(t)));
+                    // Its wall time: as far after the anchor's as its running time is, unless the
+                    // arrival strays from that by more than `ANCHOR_SLACK` (a sender faster or
+                    // slower than real time, a stall): then when it arrived, the new anchor.
+                    // So a file's `end` - `start` is its media duration, not the jitter of
+                    // the arrival of its first keyframe and of the next file's.
+                    let now = unix_now();
+                    let mut anchor = lock(&anchor);
+                    let followed = anchor
+                        .filter(|&(r, _)| t >= r)
+                        .map(|(r, u)| u + (t - r) as f64 / 1e9)
+                        .filter(|wall| (wall - now).abs() <= ANCHOR_SLACK);
+                    let wall = followed.unwrap_or_else(|| {
+                        *anchor = Some((t, now));
+                        now
+                    });
+                    drop(anchor);
                     let mut keys = lock(&keyframes);
                     if keys.len() < MAX_KEYFRAMES {
-                        keys.push(t.nseconds());
+                        keys.push((t, wall));
                     }
                 }
                 gst::PadProbeReturn::Ok
@@ -928,6 +997,27 @@ fn link_stream(
     }
     if request != "video" {
         gate_audio(&queue, streams);
+        // Without video, the audio is cut by its own frames' times (each one a keyframe).
+        if let Some(src) = queue.static_pad("src") {
+            let (cuts, gate) = (streams.cuts.clone(), streams.gate.clone());
+            src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                {
+                    let gate = lock(&gate);
+                    if gate.video || !gate.no_more_pads {
+                        return gst::PadProbeReturn::Ok;
+                    }
+                }
+                let running = info.buffer().and_then(|buffer| {
+                    let e = pad.sticky_event::<gst::event::Segment>(0)?;
+                    let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
+                    segment.to_running_time(buffer.pts()?)
+                });
+                if let Some(t) = running {
+                    cuts.key(t.nseconds(), t.nseconds());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
     }
     for e in [&queue, &parse] {
         let _ = e.sync_state_with_parent();
@@ -937,9 +1027,40 @@ fn link_stream(
     Ok(true)
 }
 
+/// Where the files of a branch are cut: at the first keyframe at or after the target from the
+/// file's first keyframe (`splitmuxsink`'s `max-size-time` would make files of at most the
+/// target).
+struct Cuts {
+    /// The target duration of a file (ns).
+    target: u64,
+    split: gst::glib::WeakRef<gst::Element>,
+    /// The running time (ns) of the open file's first keyframe.
+    first: Mutex<Option<u64>>,
+}
+
+impl Cuts {
+    /// A keyframe at running time `t` (ns) is on its way to the muxer: when it is due, the
+    /// muxer is asked to start a new file with the GOP that begins at or after `at` (its own
+    /// running time, or its decoding time if earlier), which it has not got yet.
+    fn key(&self, t: u64, at: u64) {
+        let mut first = lock(&self.first);
+        match *first {
+            Some(f) if t.saturating_sub(f) < self.target => {}
+            Some(_) => {
+                *first = Some(t);
+                if let Some(split) = self.split.upgrade() {
+                    split.emit_by_name::<()>("split-at-running-time", &[&at]);
+                }
+            }
+            None => *first = Some(t),
+        }
+    }
+}
+
 /// What the streams of one branch share: the video keyframe times and the audio's `Gate`.
 struct Streams<'a> {
-    keyframes: &'a Arc<Mutex<Vec<u64>>>,
+    keyframes: &'a Keys,
+    cuts: &'a Arc<Cuts>,
     gate: &'a Arc<Mutex<Gate>>,
     shared: &'a Arc<Shared>,
 }
