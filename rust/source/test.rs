@@ -11,7 +11,9 @@ use gst::prelude::*;
 /// a packet of the PCR stream, and without padding a video PID carries packets only once per
 /// frame: 67 ms apart at 15 fps, 100 ms at 10. So the PCR goes where it can come often enough:
 /// - with audio, on the audio PID: an AAC frame every 21.3 ms (1024 samples at 48 kHz), each
-///   with a PCR; no padding, and the PCR stays the PES timestamps' clock (no drift);
+///   with a PCR; no padding, and the PCR stays the PES timestamps' clock (no drift). The slate
+///   keeps it on the video PID if the input's was there (receivers keep their clock's PID): at
+///   its 25 fps each frame carries one, 40 ms apart, which DVB still allows;
 /// - video only, at a constant mux rate ([`video_only_mux_rate`]): `mpegtsmux` then fills the
 ///   gaps with null packets and PCR-only packets on the video PID, a PCR every 20 ms.
 pub(super) fn build(
@@ -74,6 +76,7 @@ pub(super) fn build(
         .video_pid
         .unwrap_or_else(|| default_pid(DEFAULT_VIDEO_PID, ep.audio_pid));
     link_to_mux(&vq, &mux, video_pid)?;
+    let mut pcr_pid = video_pid;
 
     if ep.audio {
         let asrc = element("audiotestsrc", name)?;
@@ -104,12 +107,16 @@ pub(super) fn build(
             .audio_pid
             .unwrap_or_else(|| default_pid(DEFAULT_AUDIO_PID, Some(video_pid)));
         link_to_mux(&aq, &mux, audio_pid)?;
-        // The audio stream carries the program's PCR (mpegtsmux's program 1, its only one).
-        let map = gst::Structure::builder("prog-map")
-            .field("PCR_1", format!("sink_{audio_pid}"))
-            .build();
-        mux.set_property("prog-map", map);
+        if ep.pcr_pid != Some(video_pid) {
+            pcr_pid = audio_pid;
+        }
     }
+    // The program's PCR stream (mpegtsmux's program 1, its only one), named, not left to which
+    // pad's caps come first.
+    let map = gst::Structure::builder("prog-map")
+        .field("PCR_1", format!("sink_{pcr_pid}"))
+        .build();
+    mux.set_property("prog-map", map);
     Ok(mux)
 }
 
