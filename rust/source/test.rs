@@ -138,7 +138,7 @@ fn default_pid(default: u16, other: Option<u16>) -> u16 {
 /// keyframe leaves the PCR (which counts the bytes at this rate) behind the video's PTS at 10
 /// fps and more, plus 150 kbit/s for the PSI and the PCR-only packets (50 a second). The rest
 /// is null packets: about a third of the stream.
-pub(crate) fn video_only_mux_rate(video_kbps: u32) -> u64 {
+fn video_only_mux_rate(video_kbps: u32) -> u64 {
     u64::from(video_kbps) * 1_500 + 150_000
 }
 
