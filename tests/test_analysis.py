@@ -319,3 +319,24 @@ def test_grpc_get_route_carries_the_analysis_of_a_test_source(server: Server) ->
     assert [x.codec for x in a.audio] == ["aac"]
     assert a.sync and not a.active
     assert a.errors == analysis_pb2.TsErrors(), a.history
+
+
+@pytest.mark.parametrize("uri", [
+    "test://?size=320x180&fps=15&bitrate=300",
+    "test://?size=320x180&fps=10&bitrate=300",
+    "test://?size=320x180&fps=10&bitrate=300&audio=0",
+])
+def test_a_test_source_at_a_low_frame_rate_carries_a_pcr_every_40_ms(
+    gateway: castway.Gateway, uri: str
+) -> None:
+    """A PCR once per frame is 67 ms apart at 15 fps, 100 ms at 10: over TR 101 290's 40 ms.
+    castway's own test signal (and slate) must pass castway's own analysis: the PCR rides the
+    audio PID, or without audio the mux pads to a constant rate with PCR-only packets."""
+    route = gateway.add_route("r", uri, f"udp://127.0.0.1:{free_port()}")
+    wait_until(lambda: analysis(route)["pids"], 20, "the test source's first packets")
+    time.sleep(3)
+    a = analysis(route)
+    assert a["errors"] == NO_ERRORS, a["history"]
+    assert a["active"] == [], a["active"]
+    nulls = [p["packets"] for p in a["pids"] if p["pid"] == 0x1FFF]
+    assert bool(nulls) == uri.endswith("audio=0"), a["pids"]

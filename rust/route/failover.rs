@@ -240,6 +240,7 @@ impl Route {
             silence: true,
             video_pid: programs.video().map(|v| v.pid).filter(|&p| p >= 0x20),
             audio_pid: programs.audio_pid().filter(|&p| p >= 0x20),
+            pcr_pid: programs.pcr_pid,
         });
         let mut slot = Slot::new(
             SLATE_ID.into(),

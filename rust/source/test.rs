@@ -6,6 +6,16 @@ use gst::prelude::*;
 
 /// A live test signal: `videotestsrc ! x264enc ! h264parse` and `audiotestsrc ! avenc_aac`,
 /// muxed by `mpegtsmux` into 7-packet buffers. Adds it all to `pipeline`; returns the mux.
+///
+/// DVB wants a PCR at least every 40 ms (TR 101 290 2.3a), but `mpegtsmux` writes one only on
+/// a packet of the PCR stream, and without padding a video PID carries packets only once per
+/// frame: 67 ms apart at 15 fps, 100 ms at 10. So the PCR goes where it can come often enough:
+/// - with audio, on the audio PID: an AAC frame every 21.3 ms (1024 samples at 48 kHz), each
+///   with a PCR; no padding, and the PCR stays the PES timestamps' clock (no drift). The slate
+///   keeps it on the video PID if the input's was there (receivers keep their clock's PID): at
+///   its 25 fps each frame carries one, 40 ms apart, which DVB still allows;
+/// - video only, at a constant mux rate ([`video_only_mux_rate`]): `mpegtsmux` then fills the
+///   gaps with null packets and PCR-only packets on the video PID, a PCR every 20 ms.
 pub(super) fn build(
     ep: &TestEndpoint,
     name: &str,
@@ -13,10 +23,13 @@ pub(super) fn build(
 ) -> Result<gst::Element> {
     let mux = element("mpegtsmux", name)?;
     mux.set_property("alignment", 7i32);
-    // mpegtsmux writes a PCR on the first video packet after `pcr-interval`: at its default
-    // (40 ms) that is every other frame at 30 fps, 67 ms apart, over the 40 ms DVB allows
-    // (TR 101 290 2.3a). At 20 ms every frame carries one.
+    // A PCR on the first packet of the PCR stream after `pcr-interval`: at the default (40 ms)
+    // only every other packet of a stream 40 ms apart would carry one. At 20 ms each AAC frame
+    // does, and at a constant rate a PCR-only packet comes every 20 ms.
     mux.set_property("pcr-interval", 1_800u32);
+    if !ep.audio {
+        mux.set_property("bitrate", video_only_mux_rate(ep.bitrate_kbps));
+    }
     pipeline.add(&mux)?;
 
     let vsrc = element("videotestsrc", name)?;
@@ -59,7 +72,11 @@ pub(super) fn build(
     let vq = element("queue", &format!("{name}-v"))?;
     video.extend([enc, parse, vq.clone()]);
     add_chain(pipeline, &video)?;
-    link_to_mux(&vq, &mux, ep.video_pid)?;
+    let video_pid = ep
+        .video_pid
+        .unwrap_or_else(|| default_pid(DEFAULT_VIDEO_PID, ep.audio_pid));
+    link_to_mux(&vq, &mux, video_pid)?;
+    let mut pcr_pid = video_pid;
 
     if ep.audio {
         let asrc = element("audiotestsrc", name)?;
@@ -86,25 +103,52 @@ pub(super) fn build(
             pipeline,
             &[asrc, conv, resample, acaps, aenc, aparse, aq.clone()],
         )?;
-        link_to_mux(&aq, &mux, ep.audio_pid)?;
+        let audio_pid = ep
+            .audio_pid
+            .unwrap_or_else(|| default_pid(DEFAULT_AUDIO_PID, Some(video_pid)));
+        link_to_mux(&aq, &mux, audio_pid)?;
+        if ep.pcr_pid != Some(video_pid) {
+            pcr_pid = audio_pid;
+        }
     }
+    // The program's PCR stream (mpegtsmux's program 1, its only one), named, not left to which
+    // pad's caps come first.
+    let map = gst::Structure::builder("prog-map")
+        .field("PCR_1", format!("sink_{pcr_pid}"))
+        .build();
+    mux.set_property("prog-map", map);
     Ok(mux)
 }
 
-/// Links `queue` to a new pad of `mux`, on `pid` if one is given (mpegtsmux names pads by PID).
-fn link_to_mux(queue: &gst::Element, mux: &gst::Element, pid: Option<u16>) -> Result<()> {
-    match pid {
-        Some(pid) => {
-            let pad = mux
-                .request_pad_simple(&format!("sink_{pid}"))
-                .ok_or_else(|| {
-                    crate::Error::pipeline(format!("mpegtsmux has no pad for PID {pid}"))
-                })?;
-            let src = queue.static_pad("src").expect("a queue has a src pad");
-            src.link(&pad)
-                .map_err(|e| crate::Error::pipeline(format!("cannot link to PID {pid}: {e:?}")))?;
-        }
-        None => queue.link(mux)?,
+/// mpegtsmux's own PIDs for its first two pads (`sink_65`, `sink_66`), which the test source
+/// always had: its video and audio PIDs when the slate is not given the input's.
+const DEFAULT_VIDEO_PID: u16 = 0x41;
+const DEFAULT_AUDIO_PID: u16 = 0x42;
+
+/// `default`, unless the other stream took it (the slate given one of the input's PIDs only).
+fn default_pid(default: u16, other: Option<u16>) -> u16 {
+    if other == Some(default) {
+        0x43
+    } else {
+        default
     }
+}
+
+/// The constant mux rate (bit/s) of a video-only test signal: 1.5 times the video bitrate, so a
+/// keyframe leaves the PCR (which counts the bytes at this rate) behind the video's PTS at 10
+/// fps and more, plus 150 kbit/s for the PSI and the PCR-only packets (50 a second). The rest
+/// is null packets: about a third of the stream.
+fn video_only_mux_rate(video_kbps: u32) -> u64 {
+    u64::from(video_kbps) * 1_500 + 150_000
+}
+
+/// Links `queue` to a new pad of `mux` on `pid` (mpegtsmux names pads by PID).
+fn link_to_mux(queue: &gst::Element, mux: &gst::Element, pid: u16) -> Result<()> {
+    let pad = mux
+        .request_pad_simple(&format!("sink_{pid}"))
+        .ok_or_else(|| crate::Error::pipeline(format!("mpegtsmux has no pad for PID {pid}")))?;
+    let src = queue.static_pad("src").expect("a queue has a src pad");
+    src.link(&pad)
+        .map_err(|e| crate::Error::pipeline(format!("cannot link to PID {pid}: {e:?}")))?;
     Ok(())
 }

@@ -21,6 +21,10 @@ pub struct TestEndpoint {
     /// receivers keep playing); the muxer's own when None. Not settable in a URI.
     pub video_pid: Option<u16>,
     pub audio_pid: Option<u16>,
+    /// The PCR PID of what went out before (the slate's, so receivers keep their clock's PID):
+    /// the PCR stays on the video PID if that was it; else (and when None) it rides the audio.
+    /// Not settable in a URI.
+    pub pcr_pid: Option<u16>,
 }
 
 impl Default for TestEndpoint {
@@ -35,6 +39,7 @@ impl Default for TestEndpoint {
             silence: false,
             video_pid: None,
             audio_pid: None,
+            pcr_pid: None,
         }
     }
 }
