@@ -959,6 +959,35 @@ def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number
         assert exit_.value.code == 2 and flag in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [("--segment-ms", "recording.segment_ms"), ("--max-age", "recording.max_age_s"),
+     ("--max-bytes", "recording.max_bytes"), ("--min-free", "recording.min_free_bytes")],
+)
+def test_the_cli_refuses_a_recording_number_outside_the_servers_range_before_sending(
+    server: Server, capsys: pytest.CaptureFixture[str], flag: str, field: str
+) -> None:
+    """`--max-age 6` used to pass the CLI (any 64-bit number did) and be refused by the server
+    (`spec.recording.max_age_s: 6 is outside 60..316224000`); `-5` was `a whole number from 0
+    to 18446744073709551615`. The CLI takes the bounds the server checks."""
+    from castway import _castway
+
+    low, high = _castway.limits()["ranges"][field]
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    capsys.readouterr()
+    below = [str(low - 1)] if low > 0 else []
+    for value in [*below, str(high + 1), "-5"]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["route", "update", "r", f"{flag}={value}", *auth])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, err
+        assert f"argument {flag}: a whole number from {low} to {high}" in err, err
+    for value in (low, high):
+        assert main(["route", "update", "r", flag, str(value), *auth]) == 0, capsys.readouterr()
+        assert getattr(server.get("r").spec.recording, field.split(".")[1]) == value
+
+
 def mp4_clip_of_two(server: Server, segs: list[Any], out: Path) -> float:
     """Exports route r's first two segments as an MP4 clip into `out`, checks it decodes
     cleanly, and returns its duration (ffprobe)."""
