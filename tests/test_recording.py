@@ -936,6 +936,39 @@ def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     assert "spec.recording.path" in capsys.readouterr().err
 
 
+def test_the_cli_says_what_an_update_did_to_the_recording_policy(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`route update r --record` used to print `nothing changed on air` while recording
+    started."""
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    capsys.readouterr()
+
+    def update(*flags: str) -> str:
+        assert main(["route", "update", "r", *flags, *auth]) == 0
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert update("--record") == "recording enabled"
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "by policy")
+    assert update("--segment-ms", "2000") == "recording policy changed"
+    assert update("--segment-ms", "2000") == "nothing changed on air"
+    assert update("--no-record") == "recording disabled"
+    assert update("--loss-timeout", "700", "--record") == "settings; recording enabled"
+    # Through a template: each route that uses it says its own.
+    assert main(["template", "create", "t", "--max-age", "3600", *auth]) == 0
+    assert main(["route", "create", "u", "-i", test_input(), "--template", "t", *auth]) == 0
+    capsys.readouterr()
+    assert main(["template", "update", "t", "--record", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "u: recording enabled"
+    assert main(["template", "update", "t", "--max-age", "7200", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "u: recording policy changed"
+    assert main(["route", "update", "r", "--json", "--no-record", *auth]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"]["recording"] == (
+        "RECORDING_CHANGE_DISABLED"
+    )
+
+
 def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
