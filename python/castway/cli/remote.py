@@ -712,8 +712,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 f"castway: cannot reach a castway server at {client.addr}: {e.details()}", file=err
             )
         else:
-            print(f"castway: {code.name}: {e.details()}", file=err)
+            print(f"castway: {rpc_error(e, client)}", file=err)
         return EXIT_FAILED
     finally:
         client.close()
     return EXIT_OK
+
+
+# What a refusal for want of a key adds when none was given.
+NO_KEY_HINT = "no API key was given: --key-file FILE or CASTWAY_KEY_FILE (or --key, CASTWAY_KEY)"
+
+
+def rpc_error(e: grpc.RpcError, client: Client) -> str:
+    """A call's error as the CLI says it: ``CODE: details``, and for UNAUTHENTICATED with no
+    key given, where a key goes."""
+    text = f"{e.code().name}: {e.details()}"
+    if e.code() == grpc.StatusCode.UNAUTHENTICATED and not client.key:
+        text += f" ({NO_KEY_HINT})"
+    return text
