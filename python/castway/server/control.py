@@ -166,6 +166,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.AlreadyExistsError: AlreadyExists,
     native_errors.MissingElementError: FailedPrecondition,
     native_errors.PipelineError: Internal,
+    native_errors.NetworkError: Unavailable,
     native_errors.ClosedError: Unavailable,
     native_errors.EventsLostError: OutOfRange,
     native_errors.TimedOutError: DeadlineExceeded,
