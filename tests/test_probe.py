@@ -69,7 +69,7 @@ def test_probe_of_nothing_says_it_cannot_connect() -> None:
 
 
 def test_srt_probe_raises_a_network_error_when_it_cannot_connect() -> None:
-    with pytest.raises(castway.errors.NetworkError, match="^SRT probe of .*cannot connect"):
+    with pytest.raises(castway.errors.NetworkError, match=r"^SRT probe of .*cannot connect"):
         castway.srt_probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500", 1, 1_000_000)
 
 
