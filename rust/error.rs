@@ -35,6 +35,11 @@ pub enum Error {
     #[error("pipeline error: {0}")]
     Pipeline(String),
 
+    /// A network peer that could not be reached, refused the connection or dropped it (the
+    /// SRT probe's: what went wrong is the message, no prefix).
+    #[error("{0}")]
+    Network(String),
+
     /// The gateway or route was already closed.
     #[error("{0} is closed")]
     Closed(String),

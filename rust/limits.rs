@@ -4,6 +4,7 @@
 //! switch, the hub) and named again here. The control server checks specs through the same
 //! functions (`castway._castway.check_spec` and friends), so each rule lives here once.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::time::Duration;
 
@@ -100,23 +101,45 @@ pub enum Rule {
 }
 
 /// The rule of each whole-number setting of a spec, by its field (as the notebook API names
-/// it); `None` for a field that is not one of them.
+/// it). The CLI's flags for them take the same bounds (`Limits::ranges`).
+const RULES: &[(&str, Rule)] = &[
+    ("queue_bytes", Rule::Range(MIN_QUEUE_BYTES, MAX_QUEUE_BYTES)),
+    ("gop_cache_bytes", Rule::Range(0, MAX_GOP_CACHE_BYTES)),
+    (
+        "loss_timeout_ms",
+        Rule::Range(
+            MIN_LOSS_TIMEOUT.as_millis() as u64,
+            MAX_LOSS_TIMEOUT.as_millis() as u64,
+        ),
+    ),
+    (
+        "failback_after_ms",
+        Rule::Range(0, MAX_FAILBACK_AFTER.as_millis() as u64),
+    ),
+    ("latency_ms", Rule::Range(0, MAX_LATENCY_MS)),
+    ("pbkeylen", Rule::OneOf(&PBKEYLENS)),
+    (
+        "recording.segment_ms",
+        Rule::Range(MIN_SEGMENT_MS, MAX_SEGMENT_MS),
+    ),
+    (
+        "recording.queue_bytes",
+        Rule::Range(MIN_RECORD_QUEUE_BYTES, MAX_QUEUE_BYTES),
+    ),
+    (
+        "recording.max_age_s",
+        Rule::Range(MIN_MAX_AGE_S, MAX_MAX_AGE_S),
+    ),
+    (
+        "recording.max_bytes",
+        Rule::Range(MIN_MAX_BYTES, MAX_RECORD_BYTES),
+    ),
+    ("recording.min_free_bytes", Rule::Range(0, MAX_RECORD_BYTES)),
+];
+
+/// The rule of `field`'s whole number; `None` for a field that is not one of them.
 pub fn rule(field: &str) -> Option<Rule> {
-    let ms = |d: Duration| d.as_millis() as u64;
-    Some(match field {
-        "queue_bytes" => Rule::Range(MIN_QUEUE_BYTES, MAX_QUEUE_BYTES),
-        "gop_cache_bytes" => Rule::Range(0, MAX_GOP_CACHE_BYTES),
-        "loss_timeout_ms" => Rule::Range(ms(MIN_LOSS_TIMEOUT), ms(MAX_LOSS_TIMEOUT)),
-        "failback_after_ms" => Rule::Range(0, ms(MAX_FAILBACK_AFTER)),
-        "latency_ms" => Rule::Range(0, MAX_LATENCY_MS),
-        "pbkeylen" => Rule::OneOf(&PBKEYLENS),
-        "recording.segment_ms" => Rule::Range(MIN_SEGMENT_MS, MAX_SEGMENT_MS),
-        "recording.queue_bytes" => Rule::Range(MIN_RECORD_QUEUE_BYTES, MAX_QUEUE_BYTES),
-        "recording.max_age_s" => Rule::Range(MIN_MAX_AGE_S, MAX_MAX_AGE_S),
-        "recording.max_bytes" => Rule::Range(MIN_MAX_BYTES, MAX_RECORD_BYTES),
-        "recording.min_free_bytes" => Rule::Range(0, MAX_RECORD_BYTES),
-        _ => return None,
-    })
+    RULES.iter().find(|(f, _)| *f == field).map(|(_, r)| *r)
 }
 
 /// `value` for `field` if its rule takes it, else the error at `field` that says the rule.
@@ -200,6 +223,9 @@ pub struct Limits {
     pub min_passphrase_bytes: usize,
     pub max_passphrase_bytes: usize,
     pub pbkeylens: [u64; 3],
+    /// Each whole-number field's `[low, high]` (both included) by its field (`rule`), for the
+    /// fields whose rule is a range.
+    pub ranges: BTreeMap<&'static str, [u64; 2]>,
 }
 
 impl Limits {
@@ -226,6 +252,13 @@ impl Limits {
             min_passphrase_bytes: MIN_PASSPHRASE_BYTES,
             max_passphrase_bytes: MAX_PASSPHRASE_BYTES,
             pbkeylens: PBKEYLENS,
+            ranges: RULES
+                .iter()
+                .filter_map(|(field, rule)| match rule {
+                    Rule::Range(low, high) => Some((*field, [*low, *high])),
+                    Rule::OneOf(_) => None,
+                })
+                .collect(),
         }
     }
 }

@@ -66,6 +66,44 @@ def test_relay_prints_json_stats_and_stops_cleanly_on_signal(
     json_lines(out)
 
 
+def _stop_twice(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Two stop signals a moment apart: an impatient double Ctrl-C, or the terminal's SIGINT and
+    `timeout -s INT`'s both. (Sent with no gap, both could arrive before the process takes the
+    first, and a pending signal is only one: the second must come once shutdown began.)"""
+    proc.send_signal(sig)
+    time.sleep(0.005)
+    proc.send_signal(sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_relay_absorbs_a_second_stop_signal_during_shutdown(
+    peers: Peers, udp_capture: Any, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The second signal used to arrive while shutdown had it blocked, and restoring the mask
+    raised KeyboardInterrupt: a traceback and exit status 130 (-15 for SIGTERM)."""
+    for _ in range(3):
+        cap = udp_capture()
+        relay = json_relay(peers, cap.port, tmp_path / "stats.jsonl", 0.2)
+        wait_until(lambda c=cap: c.size > 0, 15, "data at the receiver")  # type: ignore[misc]
+        _stop_twice(relay, sig)
+        assert relay.wait(timeout=15) == 0, peers.log(relay)
+        assert "Traceback" not in peers.log(relay), peers.log(relay)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_absorbs_a_second_stop_signal_during_shutdown(
+    peers: Peers, tmp_path: Path, sig: signal.Signals
+) -> None:
+    for n in range(3):
+        serve = peers.start([CASTWAY, "serve", "--data-dir", str(tmp_path / f"data{n}"),
+                             "--listen", "127.0.0.1:0"])
+        wait_until(lambda s=serve: "serving gRPC" in peers.log(s), 30,  # type: ignore[misc]
+                   "the server to serve")
+        _stop_twice(serve, sig)
+        assert serve.wait(timeout=30) == 0, peers.log(serve)
+        assert "Traceback" not in peers.log(serve), peers.log(serve)
+
+
 def test_relay_paused_and_continued_keeps_running(
     peers: Peers, udp_capture: Any, tmp_path: Path
 ) -> None:

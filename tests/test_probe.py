@@ -63,6 +63,14 @@ def test_probe_of_nothing_says_it_cannot_connect() -> None:
     done = probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500", "--seconds", "1")
     assert done.returncode == 1
     assert "cannot connect" in done.stderr and done.stdout == "", done.stdout + done.stderr
+    # A network failure, not GStreamer's: no `pipeline error:` in front.
+    assert done.stderr.startswith("castway probe: SRT probe of srt://127.0.0.1:"), done.stderr
+    assert "pipeline error" not in done.stderr, done.stderr
+
+
+def test_srt_probe_raises_a_network_error_when_it_cannot_connect() -> None:
+    with pytest.raises(castway.errors.NetworkError, match=r"^SRT probe of .*cannot connect"):
+        castway.srt_probe(f"srt://127.0.0.1:{free_port()}?conntimeo=500", 1, 1_000_000)
 
 
 def test_probe_errors_show_a_stream_ids_password_as_stars() -> None:

@@ -936,6 +936,39 @@ def test_the_cli_sets_a_routes_recording_policy_and_controls_it(
     assert "spec.recording.path" in capsys.readouterr().err
 
 
+def test_the_cli_says_what_an_update_did_to_the_recording_policy(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`route update r --record` used to print `nothing changed on air` while recording
+    started."""
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    capsys.readouterr()
+
+    def update(*flags: str) -> str:
+        assert main(["route", "update", "r", *flags, *auth]) == 0
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert update("--record") == "recording enabled"
+    wait_until(lambda: server.get("r").status.recording.state == "recording", 10, "by policy")
+    assert update("--segment-ms", "2000") == "recording policy changed"
+    assert update("--segment-ms", "2000") == "nothing changed on air"
+    assert update("--no-record") == "recording disabled"
+    assert update("--loss-timeout", "700", "--record") == "settings; recording enabled"
+    # Through a template: each route that uses it says its own.
+    assert main(["template", "create", "t", "--max-age", "3600", *auth]) == 0
+    assert main(["route", "create", "u", "-i", test_input(), "--template", "t", *auth]) == 0
+    capsys.readouterr()
+    assert main(["template", "update", "t", "--record", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "u: recording enabled"
+    assert main(["template", "update", "t", "--max-age", "7200", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "u: recording policy changed"
+    assert main(["route", "update", "r", "--json", "--no-record", *auth]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"]["recording"] == (
+        "RECORDING_CHANGE_DISABLED"
+    )
+
+
 def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -957,6 +990,35 @@ def test_the_cli_sets_format_slate_and_schedule_clears_it_and_names_a_bad_number
             main(["route", "update", "r", flag, value, *auth])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and flag in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [("--segment-ms", "recording.segment_ms"), ("--max-age", "recording.max_age_s"),
+     ("--max-bytes", "recording.max_bytes"), ("--min-free", "recording.min_free_bytes")],
+)
+def test_the_cli_refuses_a_recording_number_outside_the_servers_range_before_sending(
+    server: Server, capsys: pytest.CaptureFixture[str], flag: str, field: str
+) -> None:
+    """`--max-age 6` used to pass the CLI (any 64-bit number did) and be refused by the server
+    (`spec.recording.max_age_s: 6 is outside 60..316224000`); `-5` was `a whole number from 0
+    to 18446744073709551615`. The CLI takes the bounds the server checks."""
+    from castway import _castway
+
+    low, high = _castway.limits()["ranges"][field]
+    auth = ["--addr", server.addr, "--key", ADMIN]
+    assert main(["route", "create", "r", "-i", test_input(), *auth]) == 0
+    capsys.readouterr()
+    below = [str(low - 1)] if low > 0 else []
+    for value in [*below, str(high + 1), "-5"]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["route", "update", "r", f"{flag}={value}", *auth])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, err
+        assert f"argument {flag}: a whole number from {low} to {high}" in err, err
+    for value in (low, high):
+        assert main(["route", "update", "r", flag, str(value), *auth]) == 0, capsys.readouterr()
+        assert getattr(server.get("r").spec.recording, field.split(".")[1]) == value
 
 
 def mp4_clip_of_two(server: Server, segs: list[Any], out: Path) -> float:

@@ -376,6 +376,22 @@ def test_the_cli_reads_its_key_from_a_file(
     assert "cannot read the key file" in capsys.readouterr().err
 
 
+def test_the_cli_says_where_a_key_goes_when_none_was_given(
+    server: Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key the server's refusal alone (`missing authorization: Bearer KEY metadata`)
+    left a new user guessing; with a wrong one, the refusal is enough."""
+    for var in ("CASTWAY_KEY", "CASTWAY_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["route", "list", "--addr", server.addr]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("castway: UNAUTHENTICATED: ") and "--key-file" in err, err
+    assert "CASTWAY_KEY_FILE" in err, err
+    assert cli.main(["route", "list", "--addr", server.addr, "--key", "x" * 32]) == 1
+    err = capsys.readouterr().err
+    assert "UNAUTHENTICATED" in err and "--key-file" not in err, err
+
+
 # 9. A changed CASTWAY_ADMIN_KEY replaces the one it registered before
 
 

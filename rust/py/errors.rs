@@ -63,6 +63,12 @@ create_exception!(
 );
 create_exception!(
     castway.errors,
+    NetworkError,
+    CastwayError,
+    "A network peer could not be reached, refused the connection or dropped it."
+);
+create_exception!(
+    castway.errors,
     ClosedError,
     CastwayError,
     "The gateway or route is closed."
@@ -92,6 +98,7 @@ impl From<Error> for PyErr {
             Error::AlreadyExists(_) => AlreadyExistsError::new_err(msg),
             Error::MissingElement { .. } => MissingElementError::new_err(msg),
             Error::Pipeline(_) => PipelineError::new_err(msg),
+            Error::Network(_) => NetworkError::new_err(msg),
             Error::Closed(_) => ClosedError::new_err(msg),
             Error::Timeout(_) => TimedOutError::new_err(msg),
             Error::At { .. } => unreachable!("handled above"),
@@ -109,6 +116,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
     m.add("MissingElementError", py.get_type::<MissingElementError>())?;
     m.add("PipelineError", py.get_type::<PipelineError>())?;
+    m.add("NetworkError", py.get_type::<NetworkError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("TimedOutError", py.get_type::<TimedOutError>())?;
     Ok(())

@@ -341,7 +341,7 @@ fn srt_probe<'py>(
     }
     let report = py
         .allow_threads(|| crate::srt::probe::probe(&ep, seconds, bitrate))
-        .map_err(|why| crate::Error::Pipeline(format!("SRT probe of {ep}: {why}")))?;
+        .map_err(|why| crate::Error::Network(format!("SRT probe of {ep}: {why}")))?;
     to_py(py, &report)
 }
 

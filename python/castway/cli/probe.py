@@ -23,7 +23,7 @@ import grpc
 
 from castway import errors, srt_probe
 from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from castway.cli.remote import client_options, connect
+from castway.cli.remote import client_options, connect, rpc_error
 from castway.client import Client
 from castway.v1 import route_pb2, spec_pb2, template_pb2
 
@@ -80,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"castway probe: {e}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as e:
-        print(f"castway probe: {e.code().name}: {e.details()}", file=sys.stderr)
+        said = rpc_error(e, client) if client is not None else f"{e.code().name}: {e.details()}"
+        print(f"castway probe: {said}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if client is not None:

@@ -216,6 +216,21 @@ def _stop_signal(timeout: float) -> bool:
     return got is not None and got.si_signo in STOP_SIGNALS
 
 
+def release_stop_signals(old_mask: set[int | signal.Signals], stopped: bool) -> None:
+    """Ends a command's hold on SIGINT/SIGTERM (blocked for its sigwait). Any still pending
+    is taken first: restoring the mask with one pending would run Python's default handler,
+    a KeyboardInterrupt (a traceback, and a death by signal instead of the exit status). Once
+    one has ``stopped`` the command the process is on its way out, and they stay blocked: a
+    second stop signal during shutdown or after (an impatient double Ctrl-C, the terminal's
+    SIGINT and `timeout -s INT`'s both) is absorbed. Otherwise the mask is restored."""
+    while True:
+        got = signal.sigtimedwait(STOP_SIGNALS, 0)
+        if got is None or got.si_signo not in STOP_SIGNALS:
+            break
+    if not stopped:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def run_route(
     name: str,
     inputs: Sequence[str],
@@ -239,6 +254,7 @@ def run_route(
     # the main thread.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     printer: threading.Thread | None = None
+    stopped = False
     try:
         with Gateway() as gw:
             sw = switch or SwitchOptions()
@@ -267,6 +283,7 @@ def run_route(
                     if time.monotonic() >= next_report:
                         _report(route.stats(), as_json, out)
                         next_report += stats_interval
+            stopped = True
         # The route has stopped: its counters are final. One last line with the totals.
         if stats_interval > 0:
             _report(route.stats(), as_json, out)
@@ -277,9 +294,11 @@ def run_route(
         usage = isinstance(e, InvalidUriError) or field_of(e) is not None
         return EXIT_USAGE if usage else EXIT_FAILED
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if not stopped:
+            release_stop_signals(old_mask, stopped)
     # The gateway is closed, which ends the printer's wait: let it finish before the
     # interpreter does (a thread still inside the native module at exit would be torn down).
     if printer is not None:
         printer.join(timeout=5)
+    release_stop_signals(old_mask, stopped)
     return EXIT_OK

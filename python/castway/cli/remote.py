@@ -104,13 +104,15 @@ def add_commands(sub: Any) -> None:
     # The recording policy (docs/recording.md).
     spec.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                       help="record this route (by its schedule, if it has one)")
-    spec.add_argument("--segment-ms", type=_uint(64), metavar="MS", help="recording segment target")
+    spec.add_argument("--segment-ms", type=_uint(64, "recording.segment_ms"), metavar="MS",
+                      help="recording segment target")
     spec.add_argument("--record-path", metavar="PATTERN", help="e.g. {route}/%%Y-%%m-%%d/%%H%%M%%S")
-    spec.add_argument("--max-age", type=_uint(64), metavar="S",
+    spec.add_argument("--max-age", type=_uint(64, "recording.max_age_s"), metavar="S",
                       help="delete segments older than this")
-    spec.add_argument("--max-bytes", type=_uint(64),
+    spec.add_argument("--max-bytes", type=_uint(64, "recording.max_bytes"),
                       help="keep at most this many bytes of segments")
-    spec.add_argument("--min-free", type=_uint(64), metavar="BYTES", help="free space to keep")
+    spec.add_argument("--min-free", type=_uint(64, "recording.min_free_bytes"), metavar="BYTES",
+                      help="free space to keep")
     spec.add_argument("--record-format", choices=["ts", "mp4"],
                       help="what segments hold: ts (the outputs' bytes) or mp4 (remuxed)")
     spec.add_argument("--record-slate", action=argparse.BooleanOptionalAction, default=None,
@@ -302,17 +304,19 @@ def _no_schedule(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "no_schedule", False)) or getattr(args, "schedule", None) == ""
 
 
-def _uint(bits: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from 0 to the largest its proto field holds."""
-    top = 2**bits - 1
+def _uint(bits: int, field: str | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from 0 to the largest its proto field holds or, for a
+    spec's ``field`` with a rule (``limits()["ranges"]``, the rule the server checks), within
+    that rule's bounds."""
+    low, top = _castway.limits()["ranges"][field] if field else (0, 2**bits - 1)
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = -1
-        if not 0 <= value <= top:
-            raise argparse.ArgumentTypeError(f"a whole number from 0 to {top}, not {text!r}")
+        if not low <= value <= top:
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {top}, not {text!r}")
         return value
 
     parse.__name__ = "number"
@@ -708,8 +712,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 f"castway: cannot reach a castway server at {client.addr}: {e.details()}", file=err
             )
         else:
-            print(f"castway: {code.name}: {e.details()}", file=err)
+            print(f"castway: {rpc_error(e, client)}", file=err)
         return EXIT_FAILED
     finally:
         client.close()
     return EXIT_OK
+
+
+# What a refusal for want of a key adds when none was given.
+NO_KEY_HINT = "no API key was given: --key-file FILE or CASTWAY_KEY_FILE (or --key, CASTWAY_KEY)"
+
+
+def rpc_error(e: grpc.RpcError, client: Client) -> str:
+    """A call's error as the CLI says it: ``CODE: details``, and for UNAUTHENTICATED with no
+    key given, where a key goes."""
+    text = f"{e.code().name}: {e.details()}"
+    if e.code() == grpc.StatusCode.UNAUTHENTICATED and not client.key:
+        text += f" ({NO_KEY_HINT})"
+    return text

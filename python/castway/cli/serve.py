@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from castway.cli.relay import DEMO_PORT, STOP_SIGNALS
+from castway.cli.relay import DEMO_PORT, STOP_SIGNALS, release_stop_signals
 from castway.client import DEFAULT_ADDR
 
 if TYPE_CHECKING:
@@ -154,10 +154,13 @@ def serve_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     # starts a thread, every thread inherits the mask. (A Python handler instead would run
     # only once the main thread wakes, and a signal taken by another thread does not wake it.)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    code = EXIT_FAILED
     try:
-        return _serve(args, tls, out)
+        code = _serve(args, tls, out)
+        return code
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        # Only a stop signal ends _serve with EXIT_OK.
+        release_stop_signals(old_mask, stopped=code == EXIT_OK)
         logging.getLogger("castway").removeHandler(handlers[0])
         if len(handlers) > 1:
             logging.getLogger("castway.audit").removeHandler(handlers[1])

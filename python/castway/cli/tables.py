@@ -118,7 +118,18 @@ def changes(c: route_pb2.Changes) -> str:
         )
         if flag
     ]
+    recording = RECORDING_CHANGES.get(c.recording)
+    if recording:
+        parts.append(recording)
     return "; ".join(parts) or "nothing changed on air"
+
+
+# What an update did to the recording policy (the recorder follows it: by its schedule, if any).
+RECORDING_CHANGES = {
+    route_pb2.RECORDING_CHANGE_ENABLED: "recording enabled",
+    route_pb2.RECORDING_CHANGE_DISABLED: "recording disabled",
+    route_pb2.RECORDING_CHANGE_POLICY: "recording policy changed",
+}
 
 
 def templates_table(templates: Sequence[template_pb2.Template], out: TextIO) -> None:

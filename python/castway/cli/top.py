@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from castway.cli.exits import EXIT_FAILED, EXIT_OK
-from castway.cli.remote import client_options, connect, fetch_routes
+from castway.cli.remote import client_options, connect, fetch_routes, rpc_error
 from castway.client import Client
 from castway.redact import redact_text, redact_uri
 from castway.v1 import analysis_pb2, route_pb2
@@ -258,7 +258,7 @@ class Top:
             self.routes = fetch_routes(self.client)
             self.error = ""
         except grpc.RpcError as e:
-            self.error = f"{e.code().name}: {e.details()}"
+            self.error = rpc_error(e, self.client)
         self.selected = min(self.selected, max(0, len(self.routes) - 1))
 
     def key(self, k: int) -> bool:

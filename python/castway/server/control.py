@@ -44,6 +44,7 @@ from castway.server.limits import Limits
 from castway.server.logs import about
 from castway.server.media import MediaRoot, Opened, is_file_uri, parse_file_uri
 from castway.server.specs import (
+    RECORDING_DEFAULTS,
     Endpoint,
     NativeSpec,
     Recording,
@@ -73,6 +74,29 @@ NO_CHANGES: Applied = {
 
 
 Claim = tuple[str, str, str]  # (route, endpoint id, host)
+
+
+class Changes(Applied):
+    """What an update changed: the gateway's (``Applied``), and what became of the recording
+    policy (``recording_change``)."""
+
+    recording: str
+
+
+def recording_change(before: Spec | None, after: Spec) -> str:
+    """What became of a route's resolved recording policy: ``enabled``, ``disabled``,
+    ``policy`` (another of its settings) or ``""`` (as it was)."""
+    old = before.recording if before is not None else RECORDING_DEFAULTS
+    new = after.recording
+    if old == new:
+        return ""
+    if bool(old.enabled) != bool(new.enabled):
+        return "enabled" if new.enabled else "disabled"
+    return "policy"
+
+
+def _with_recording(applied: Applied, before: Spec | None, after: Spec) -> Changes:
+    return Changes(**applied, recording=recording_change(before, after))
 
 
 def _listening(spec: Spec) -> list[tuple[str, str, int]]:
@@ -193,6 +217,7 @@ REFUSED: dict[type[native_errors.CastwayError], Callable[[str], ControlError]] =
     native_errors.AlreadyExistsError: AlreadyExists,
     native_errors.MissingElementError: FailedPrecondition,
     native_errors.PipelineError: Internal,
+    native_errors.NetworkError: Unavailable,
     native_errors.ClosedError: Unavailable,
     native_errors.EventsLostError: OutOfRange,
     native_errors.TimedOutError: DeadlineExceeded,
@@ -370,7 +395,7 @@ class Control:
 
     def update_route(
         self, name: str, spec: Spec, version: int | None = None
-    ) -> tuple[RouteView, Applied]:
+    ) -> tuple[RouteView, Changes]:
         self._check_size("route", spec)
         with self._lock:
             old = self._route(name)
@@ -379,9 +404,9 @@ class Control:
             resolved = self._checked(name, spec)
             before = self._resolved.get(name)
             changes = (
-                self._reconfigure(name, before, resolved)
+                _with_recording(self._reconfigure(name, before, resolved), before, resolved)
                 if old.desired == "running"
-                else NO_CHANGES
+                else Changes(**NO_CHANGES, recording="")
             )
             locked = (
                 old.locked_input if any(e.id == old.locked_input for e in resolved.inputs) else ""
@@ -484,7 +509,7 @@ class Control:
 
     def add_output(
         self, name: str, output: Endpoint, version: int | None = None
-    ) -> tuple[RouteView, Applied]:
+    ) -> tuple[RouteView, Changes]:
         with self._lock:
             old = self._route(name)
             self._check_version(old, version)
@@ -496,7 +521,7 @@ class Control:
 
     def remove_output(
         self, name: str, output_id: str, version: int | None = None
-    ) -> tuple[RouteView, Applied]:
+    ) -> tuple[RouteView, Changes]:
         with self._lock:
             old = self._route(name)
             self._check_version(old, version)
@@ -544,7 +569,7 @@ class Control:
 
     def update_template(
         self, name: str, spec: Spec, version: int | None = None
-    ) -> tuple[TemplateView, list[tuple[str, Applied]]]:
+    ) -> tuple[TemplateView, list[tuple[str, Changes]]]:
         """Replaces template ``name`` and applies it to every running route that uses it, by
         difference. Every route must still resolve and keep its own ports, or nothing changes."""
         self._check_size("template", spec)
@@ -569,14 +594,17 @@ class Control:
             self._store.put_template(record)
             self._templates[name] = record
             self.emit("template_updated", name=name)
-            applied = []
+            applied: list[tuple[str, Changes]] = []
             for route in users:
                 before, after = self._resolved.get(route), new[route]
                 self._resolved[route] = after
                 if self._routes[route].desired != "running":
                     continue
                 try:
-                    applied.append((route, self._reconfigure(route, before, after)))
+                    applied.append(
+                        (route, _with_recording(self._reconfigure(route, before, after), before,
+                                                after))
+                    )
                 except ControlError as e:
                     # The template is stored; this route waits for the retry loop.
                     self._stop_route(route)

@@ -18,11 +18,11 @@ from grpc_status import rpc_status
 
 import castway
 from castway.errors import EventsLostError
-from castway.gateway import Applied, Event
+from castway.gateway import Event
 from castway.redact import REDACTED, redact_text, redact_uri
 from castway.roles import ROLES, role_name, role_pb
 from castway.server import auth
-from castway.server.control import Control, RouteView, TemplateView
+from castway.server.control import Changes, Control, RouteView, TemplateView
 from castway.server.errors import ControlError, InvalidArgument
 from castway.server.events import EventHub, check_kinds, check_routes
 from castway.server.keys import Keys
@@ -241,8 +241,21 @@ def route_to_pb(v: RouteView) -> route_pb2.Route:
     )
 
 
-def changes_to_pb(a: Applied) -> route_pb2.Changes:
-    return route_pb2.Changes(**a)
+RECORDING_CHANGES = {
+    "": route_pb2.RECORDING_CHANGE_UNSPECIFIED,
+    "enabled": route_pb2.RECORDING_CHANGE_ENABLED,
+    "disabled": route_pb2.RECORDING_CHANGE_DISABLED,
+    "policy": route_pb2.RECORDING_CHANGE_POLICY,
+}
+
+
+def changes_to_pb(a: Changes) -> route_pb2.Changes:
+    return route_pb2.Changes(
+        inputs_added=a["inputs_added"], inputs_removed=a["inputs_removed"],
+        outputs_added=a["outputs_added"], outputs_removed=a["outputs_removed"],
+        reordered=a["reordered"], settings=a["settings"], restarted=a["restarted"],
+        recording=RECORDING_CHANGES[a["recording"]],
+    )
 
 
 def template_to_pb(v: TemplateView) -> template_pb2.Template:

@@ -39,6 +39,33 @@ DESIRED_STATE_RUNNING: DesiredState.ValueType  # 1
 DESIRED_STATE_STOPPED: DesiredState.ValueType  # 2
 Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
 
+class _RecordingChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecordingChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordingChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECORDING_CHANGE_UNSPECIFIED: _RecordingChange.ValueType  # 0
+    """The policy is as it was."""
+    RECORDING_CHANGE_ENABLED: _RecordingChange.ValueType  # 1
+    """Recording turned on (`enabled` became true)."""
+    RECORDING_CHANGE_DISABLED: _RecordingChange.ValueType  # 2
+    """Recording turned off (`enabled` became false)."""
+    RECORDING_CHANGE_POLICY: _RecordingChange.ValueType  # 3
+    """Another setting of the policy changed (segment length, path, format, retention, schedule…)."""
+
+class RecordingChange(_RecordingChange, metaclass=_RecordingChangeEnumTypeWrapper): ...
+
+RECORDING_CHANGE_UNSPECIFIED: RecordingChange.ValueType  # 0
+"""The policy is as it was."""
+RECORDING_CHANGE_ENABLED: RecordingChange.ValueType  # 1
+"""Recording turned on (`enabled` became true)."""
+RECORDING_CHANGE_DISABLED: RecordingChange.ValueType  # 2
+"""Recording turned off (`enabled` became false)."""
+RECORDING_CHANGE_POLICY: RecordingChange.ValueType  # 3
+"""Another setting of the policy changed (segment length, path, format, retention, schedule…)."""
+Global___RecordingChange: _TypeAlias = RecordingChange  # noqa: Y015
+
 class _ImageFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1047,10 +1074,16 @@ class Changes(_message.Message):
     REORDERED_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     RESTARTED_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     reordered: _builtins.bool
     settings: _builtins.bool
     restarted: _builtins.bool
     """The whole route restarted (queue_bytes, slate or slate_size changed)."""
+    recording: Global___RecordingChange.ValueType
+    """What became of the route's recording policy (template merged in; docs/recording.md). The
+    recorder follows it within a second, by its schedule if it has one; an operator's
+    `StartRecording`/`StopRecording` still prevails.
+    """
     @_builtins.property
     def inputs_added(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1069,10 +1102,11 @@ class Changes(_message.Message):
         reordered: _builtins.bool = ...,
         settings: _builtins.bool = ...,
         restarted: _builtins.bool = ...,
+        recording: Global___RecordingChange.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs_added", b"inputs_added", "inputs_removed", b"inputs_removed", "outputs_added", b"outputs_added", "outputs_removed", b"outputs_removed", "reordered", b"reordered", "restarted", b"restarted", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs_added", b"inputs_added", "inputs_removed", b"inputs_removed", "outputs_added", b"outputs_added", "outputs_removed", b"outputs_removed", "recording", b"recording", "reordered", b"reordered", "restarted", b"restarted", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
