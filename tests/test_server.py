@@ -516,6 +516,20 @@ def test_a_file_has_one_writer_across_routes_and_within_one(server: Server) -> N
         ),
     )
     assert "spec.outputs[1].uri" in details and "like out0 of the same route" in details, details
+    # One output from a template, one from the route: the resolved route is checked alike.
+    server.client.templates.CreateTemplate(
+        template_pb2.CreateTemplateRequest(
+            name="rec-tpl", spec=spec([], [ep("file:///out/tpl.ts", "tpl")])
+        ),
+        metadata=server.client.metadata,
+    )
+    details = expect(
+        CODE.INVALID_ARGUMENT,
+        lambda: server.create(
+            "both", spec([test_input()], ["file:///out/tpl.ts"], template="rec-tpl")
+        ),
+    )
+    assert "like tpl of the same route" in details, details
     details = expect(
         CODE.FAILED_PRECONDITION,
         lambda: server.update(

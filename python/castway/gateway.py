@@ -482,6 +482,12 @@ class _Reading:
         return batch.events
 
 
+def is_shared_uri(uri: str) -> bool:
+    """Whether ``uri`` is an ``srt-shared://`` endpoint: a place on a gateway's shared SRT port
+    (:meth:`Gateway.listen_srt`), which nothing reaches while no port is open."""
+    return uri.partition(":")[0].strip().lower() == "srt-shared"
+
+
 def event_kinds() -> list[EventKind]:
     """Every event kind, as the data plane names them."""
     return cast(list[EventKind], _castway.event_kinds())

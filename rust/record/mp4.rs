@@ -950,10 +950,7 @@ fn link_stream(
                 if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                     return gst::PadProbeReturn::Ok;
                 }
-                let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
-                    let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
-                    segment.to_running_time(buffer.pts()?)
-                });
+                let running = running_time(pad, buffer.pts());
                 if let Some(t) = running {
                     let t = t.nseconds();
                     let mut gate = lock(&gate);
@@ -965,10 +962,7 @@ fn link_stream(
                     // `splitmuxsink` starts a new file with the first GOP that begins at or
                     // after the time given: this keyframe's, by its decoding time or its
                     // presentation time, whichever it goes by.
-                    let dts = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
-                        let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
-                        segment.to_running_time(buffer.dts()?)
-                    });
+                    let dts = running_time(pad, buffer.dts());
                     cuts.key(t, dts.map_or(t, |d| d.nseconds().min(t)));
                     // Its wall time: as far after the anchor's as its running time is, unless the
                     // arrival strays from that by more than `ANCHOR_SLACK` (a sender faster or
@@ -1007,11 +1001,7 @@ fn link_stream(
                         return gst::PadProbeReturn::Ok;
                     }
                 }
-                let running = info.buffer().and_then(|buffer| {
-                    let e = pad.sticky_event::<gst::event::Segment>(0)?;
-                    let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
-                    segment.to_running_time(buffer.pts()?)
-                });
+                let running = info.buffer().and_then(|b| running_time(pad, b.pts()));
                 if let Some(t) = running {
                     cuts.key(t.nseconds(), t.nseconds());
                 }
@@ -1025,6 +1015,13 @@ fn link_stream(
     pad.link(&parse.static_pad("sink").expect("a sink pad"))
         .map_err(|e| Error::pipeline(format!("cannot link stream `{}`: {e:?}", pad.name())))?;
     Ok(true)
+}
+
+/// The running time of `t` in the time segment `pad` is in, if both are known.
+fn running_time(pad: &gst::Pad, t: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+    let event = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = event.segment().downcast_ref::<gst::ClockTime>()?.clone();
+    segment.to_running_time(t?)
 }
 
 /// Where the files of a branch are cut: at the first keyframe at or after the target from the
@@ -1093,10 +1090,11 @@ fn gate_audio(queue: &gst::Element, streams: &Streams<'_>) {
             // No video: nothing to wait for.
             return gst::PadProbeReturn::Remove;
         };
-        let end = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
-            let segment = e.segment().downcast_ref::<gst::ClockTime>()?.clone();
-            let pts = buffer.pts()?;
-            segment.to_running_time(pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO))
+        let end = buffer.pts().and_then(|pts| {
+            running_time(
+                pad,
+                Some(pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO)),
+            )
         });
         match end {
             Some(end) if end.nseconds() <= key => {

@@ -19,7 +19,7 @@ from castway import check_uri
 from castway.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from castway.cli.tables import format_stats
 from castway.errors import CastwayError, InvalidUriError, field_of
-from castway.gateway import Gateway, Route, RouteStats
+from castway.gateway import Gateway, Route, RouteStats, is_shared_uri
 from castway.redact import redact_uri
 
 DEMO_INPUT = "test://?size=1280x720&fps=30&bitrate=3000"
@@ -198,7 +198,7 @@ def _check_uris(inputs: Sequence[str], outputs: Sequence[str]) -> str | None:
                 check_uri(uri, role)
             except InvalidUriError as e:
                 return f"{role} {e}"
-            if uri.partition(":")[0].strip().lower() == "srt-shared":
+            if is_shared_uri(uri):
                 return (
                     f"{role} `{redact_uri(uri)}`: srt-shared:// is a place on a gateway's "
                     "shared SRT port, and castway relay has none (the shared port is "

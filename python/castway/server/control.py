@@ -15,16 +15,14 @@ import base64
 import binascii
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from castway import _castway
 from castway import errors as native_errors
-from castway.gateway import Applied, EventKind, Gateway, RouteStats
+from castway.gateway import Applied, EventKind, Gateway, RouteStats, is_shared_uri
 from castway.notebook import Image
 from castway.server.errors import (
     Aborted,
@@ -109,31 +107,23 @@ def _listening(spec: Spec) -> list[tuple[str, str, int]]:
 
 
 def written_files(spec: Spec, media: MediaRoot | None) -> list[tuple[str, str]]:
-    """``(endpoint id, file)`` of every file output of ``spec``: the file as the path it
-    resolves to (in the media root, whose paths hold no ``..`` and whose links are refused; or,
-    without one, with links and ``..`` resolved), so that two names of one file are one claim.
-    An output this castway does not parse claims nothing (it fails at start anyway)."""
+    """``(endpoint id, file)`` of every file output of ``spec``: the path it resolves to in the
+    media root (whose paths hold no ``..`` and whose links are refused), so that two names of
+    one file are one claim. Without a media root, none (the data plane's claims still refuse a
+    second writer of a running route). An output this castway does not parse claims nothing (it
+    fails at start anyway)."""
+    if media is None:
+        return []
     out = []
     for i, e in enumerate(spec.outputs):
         if not is_file_uri(e.uri):
             continue
-        if media is not None:
-            try:
-                f = parse_file_uri(e.uri, "output", f"outputs[{i}]")
-            except ControlError:
-                continue
-            out.append((e.id, str(media.path.joinpath(*f.parts))))
-        else:
-            split = urlsplit(e.uri)
-            path = unquote(split.path)
-            if path.startswith("/"):
-                out.append((e.id, os.path.realpath(path)))
+        try:
+            f = parse_file_uri(e.uri, "output", f"outputs[{i}]")
+        except ControlError:
+            continue
+        out.append((e.id, str(media.path.joinpath(*f.parts))))
     return out
-
-
-def is_shared_uri(uri: str) -> bool:
-    """Whether ``uri`` is an ``srt-shared://`` endpoint (a place on the shared SRT port)."""
-    return uri.partition(":")[0].strip().lower() == "srt-shared"
 
 
 def shared_endpoints(spec: Spec) -> set[tuple[str, str]]:
@@ -583,7 +573,6 @@ class Control:
                 try:
                     new[route] = resolve(route, self._routes[route].spec, spec)
                     self._check_counts(route, new[route])
-                    self._check_own_files(new[route])
                     check_resolved(route, new[route], self.media)
                 except InvalidArgument as e:
                     raise InvalidArgument(f"{e.field} (of route {route!r})", str(e)) from None
@@ -702,7 +691,6 @@ class Control:
     def _checked(self, name: str, spec: Spec) -> Spec:
         resolved = self._resolve(name, spec)
         self._check_counts(name, resolved)
-        self._check_own_files(resolved)
         check_resolved(name, resolved, self.media)
         self._check_shared_port(name, resolved)
         self._check_claims(name, resolved)
@@ -771,19 +759,6 @@ class Control:
             if path.startswith(root):
                 return "file:///" + path[len(root):]
         return "file://" + path
-
-    def _check_own_files(self, resolved: Spec) -> None:
-        """Refuses a file output that another output of the same route writes (the data plane
-        refuses it too; this names the file as the spec does)."""
-        mine: dict[str, str] = {}
-        for ep, path in written_files(resolved, self.media):
-            if path in mine:
-                raise InvalidArgument(
-                    f"spec ({ep})",
-                    f"writes {self._shown(path)} like {mine[path]} of the same route "
-                    "(a file takes one writer)",
-                )
-            mine[path] = ep
 
     def _check_files(self, name: str, resolved: Spec, pending: dict[str, Spec]) -> None:
         """Refuses a file output that an output of another stored route (running or not)
